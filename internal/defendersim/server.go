@@ -1,0 +1,97 @@
+// Package defendersim simulates, on loopback, the Microsoft services the
+// microsoft_defender input talks to: the Azure AD token endpoint and the
+// Defender SIEM alerts API. Tests, the demo and the benchmarks use it.
+package defendersim
+
+import (
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Config describes one simulated tenant.
+type Config struct {
+	TenantID     string
+	ClientID     string
+	ClientSecret string
+	// RefreshToken is accepted by the refresh_token grant.
+	RefreshToken string
+	// TokenLifetime is how long issued access tokens stay valid.
+	TokenLifetime time.Duration
+
+	// Seed makes the generated detections reproducible.
+	Seed uint64
+	// Rate is the number of detections generated per minute of simulated
+	// time; zero disables generation, so only added detections are served.
+	Rate float64
+	// History is how far before the simulator's start detections are
+	// generated, so that a first poll finds a backlog.
+	History time.Duration
+	// MaxLag is the longest delay between a detection's
+	// LastProcessedTimeUtc and the moment the API starts returning it.
+	MaxLag time.Duration
+	// LagFraction is the share of generated detections that become visible
+	// late (uniformly up to MaxLag); the others are visible at once.
+	LagFraction float64
+
+	// Now is the simulator's clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is a running simulator. Its handler serves every endpoint.
+type Server struct {
+	cfg Config
+
+	mu         sync.Mutex
+	tokens     map[string]issuedToken
+	detections []stored  // sorted by LastProcessedTimeUtc
+	generated  time.Time // detections are generated up to here
+	nextIndex  uint64
+	requests   []*http.Request
+}
+
+// New returns a simulator for the given tenant.
+func New(cfg Config) *Server {
+	if cfg.TokenLifetime <= 0 {
+		cfg.TokenLifetime = time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, tokens: make(map[string]issuedToken)}
+	s.generated = cfg.Now().Add(-cfg.History)
+	return s
+}
+
+// Handler returns the HTTP handler for all simulated endpoints.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /{tenant}/oauth2/token", s.serveToken)
+	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", s.serveToken)
+	mux.HandleFunc("GET /api/{resource}", s.serveAlerts)
+	return s.recordRequests(mux)
+}
+
+// Requests returns copies of the requests received so far, oldest first.
+func (s *Server) Requests() []*http.Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*http.Request(nil), s.requests...)
+}
+
+func (s *Server) recordRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		s.requests = append(s.requests, r.Clone(r.Context()))
+		s.mu.Unlock()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) now() time.Time {
+	return s.cfg.Now().UTC()
+}

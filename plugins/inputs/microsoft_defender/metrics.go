@@ -1,0 +1,142 @@
+package microsoft_defender
+
+import (
+	"strings"
+	"time"
+
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/metric"
+)
+
+const (
+	measurementAlert = "defender_alert"
+	measurementCount = "defender_alert_count"
+)
+
+// alertMetric turns one detection into a defender_alert event, timestamped
+// at AlertTime (LastProcessedTimeUtc when the service sent no AlertTime).
+func alertMetric(d *detection) telegraf.Metric {
+	tags := make(map[string]string, 4)
+	addTag(tags, "severity", strings.ToLower(d.Severity))
+	addTag(tags, "category", d.Category)
+	addTag(tags, "machine_group", d.MachineGroup)
+	addTag(tags, "detection_source", d.Source)
+
+	fields := make(map[string]interface{}, 48)
+	for _, f := range alertStringFields {
+		if v := f.value(d); v != "" {
+			fields[f.name] = v
+		}
+	}
+	if d.AlertPart.set {
+		fields["alert_part"] = d.AlertPart.value
+	}
+	if d.ReportID.set {
+		fields["report_id"] = d.ReportID.value
+	}
+	if d.RemediationIsSuccess.set {
+		fields["remediation_is_success"] = d.RemediationIsSuccess.value
+	}
+	if d.WasExecutingWhileDetected.set {
+		fields["was_executing_while_detected"] = d.WasExecutingWhileDetected.value
+	}
+	fields["last_processed_time_utc"] = d.lastProcessed.Format(time.RFC3339Nano)
+
+	ts := d.lastProcessed
+	if !d.alertTime.IsZero() {
+		fields["alert_time"] = d.alertTime.Format(time.RFC3339Nano)
+		ts = d.alertTime
+	}
+	return metric.New(measurementAlert, tags, fields, ts)
+}
+
+// alertStringFields maps the API's string fields to their field names; the
+// tags (Severity, Category, MachineGroup, Source) are not repeated here.
+var alertStringFields = []struct {
+	name  string
+	value func(*detection) string
+}{
+	{"alert_id", func(d *detection) string { return d.AlertID }},
+	{"full_id", func(d *detection) string { return d.FullID }},
+	{"alert_title", func(d *detection) string { return d.AlertTitle }},
+	{"computer_dns_name", func(d *detection) string { return d.ComputerDNSName }},
+	{"machine_name", func(d *detection) string { return d.MachineName }},
+	{"machine_domain", func(d *detection) string { return d.MachineDomain }},
+	{"description", func(d *detection) string { return d.Description }},
+	{"actor", func(d *detection) string { return d.Actor }},
+	{"ioc_name", func(d *detection) string { return d.IocName }},
+	{"ioc_value", func(d *detection) string { return d.IocValue }},
+	{"creator_ioc_name", func(d *detection) string { return d.CreatorIocName }},
+	{"creator_ioc_value", func(d *detection) string { return d.CreatorIocValue }},
+	{"ioc_unique_id", func(d *detection) string { return d.IocUniqueID }},
+	{"ioa_definition_id", (*detection).ioaDefinitionID},
+	{"sha1", func(d *detection) string { return d.Sha1 }},
+	{"sha256", func(d *detection) string { return d.Sha256 }},
+	{"md5", func(d *detection) string { return d.Md5 }},
+	{"file_hash", func(d *detection) string { return d.FileHash }},
+	{"file_name", func(d *detection) string { return d.FileName }},
+	{"file_path", func(d *detection) string { return d.FilePath }},
+	{"command_line", func(d *detection) string { return d.CommandLine }},
+	{"ip_address", func(d *detection) string { return d.IPAddress }},
+	{"url", func(d *detection) string { return d.URL }},
+	{"user_name", func(d *detection) string { return d.UserName }},
+	{"user_domain", func(d *detection) string { return d.UserDomain }},
+	{"log_on_users", func(d *detection) string { return d.LogOnUsers }},
+	{"internal_ipv4_list", func(d *detection) string { return d.InternalIPv4List }},
+	{"internal_ipv6_list", func(d *detection) string { return d.InternalIPv6List }},
+	{"device_id", func(d *detection) string { return d.DeviceID }},
+	{"threat_category", func(d *detection) string { return d.ThreatCategory }},
+	{"threat_family", func(d *detection) string { return d.ThreatFamily }},
+	{"threat_name", func(d *detection) string { return d.ThreatName }},
+	{"remediation_action", func(d *detection) string { return d.RemediationAction }},
+	{"external_id", func(d *detection) string { return d.ExternalID }},
+	{"device_created_machine_tags", func(d *detection) string { return d.DeviceCreatedMachineTags }},
+	{"cloud_created_machine_tags", func(d *detection) string { return d.CloudCreatedMachineTags }},
+	{"link_to_wdatp", func(d *detection) string { return d.LinkToWDATP }},
+	{"link_to_mtp", func(d *detection) string { return d.LinkToMTP }},
+	{"incident_link_to_wdatp", func(d *detection) string { return d.IncidentLinkToWDATP }},
+	{"incident_link_to_mtp", func(d *detection) string { return d.IncidentLinkToMTP }},
+}
+
+func addTag(tags map[string]string, key, value string) {
+	if value != "" {
+		tags[key] = value
+	}
+}
+
+// countKey is one defender_alert_count series.
+type countKey struct {
+	severity, category, machineGroup string
+}
+
+// alertCounter counts the detections one poll emitted per severity,
+// category and machine group.
+type alertCounter struct {
+	counts map[countKey]int64
+	order  []countKey // first-seen order, so output is deterministic
+}
+
+func (c *alertCounter) add(d *detection) {
+	if c.counts == nil {
+		c.counts = make(map[countKey]int64)
+	}
+	k := countKey{strings.ToLower(d.Severity), d.Category, d.MachineGroup}
+	if _, ok := c.counts[k]; !ok {
+		c.order = append(c.order, k)
+	}
+	c.counts[k]++
+}
+
+// metrics returns one defender_alert_count per combination seen, stamped at
+// the end of the poll's window.
+func (c *alertCounter) metrics(ts time.Time) []telegraf.Metric {
+	out := make([]telegraf.Metric, 0, len(c.order))
+	for _, k := range c.order {
+		tags := make(map[string]string, 3)
+		addTag(tags, "severity", k.severity)
+		addTag(tags, "category", k.category)
+		addTag(tags, "machine_group", k.machineGroup)
+		out = append(out, metric.New(measurementCount, tags, map[string]interface{}{"count": c.counts[k]}, ts))
+	}
+	return out
+}

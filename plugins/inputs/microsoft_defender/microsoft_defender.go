@@ -1,0 +1,315 @@
+//go:generate ../../../tools/readme_config_includer/generator
+package microsoft_defender
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/plugins/common/proxy"
+	common_tls "github.com/influxdata/telegraf/plugins/common/tls"
+	"github.com/influxdata/telegraf/plugins/inputs"
+)
+
+//go:embed sample.conf
+var sampleConfig string
+
+// validTenantID matches a directory id (GUID) or domain name, so that the
+// tenant can be put into the token URL's path as it is.
+var validTenantID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*$`)
+
+const (
+	defaultLoginEndpoint     = "https://login.microsoftonline.com"
+	defaultLoginEndpointGovt = "https://login.microsoftonline.us"
+	defaultSIEMResource      = "https://graph.windows.net"
+	userAgent                = "Telegraf-microsoft_defender"
+)
+
+// MicrosoftDefender pulls Microsoft Defender detections.
+type MicrosoftDefender struct {
+	API         string `toml:"api"`
+	Region      string `toml:"region"`
+	EndpointURL string `toml:"endpoint_url"`
+
+	AccessToken   config.Secret `toml:"access_token"`
+	TenantID      string        `toml:"tenant_id"`
+	ClientID      string        `toml:"client_id"`
+	ClientSecret  config.Secret `toml:"client_secret"`
+	RefreshToken  config.Secret `toml:"refresh_token"`
+	LoginEndpoint string        `toml:"login_endpoint"`
+	TokenURL      string        `toml:"token_url"`
+	Resource      string        `toml:"resource"`
+	Scopes        []string      `toml:"scopes"`
+
+	MachineGroups            []string `toml:"machine_groups"`
+	DeviceCreatedMachineTags string   `toml:"device_created_machine_tags"`
+	CloudCreatedMachineTags  string   `toml:"cloud_created_machine_tags"`
+
+	Limit           int             `toml:"limit"`
+	InitialLookback config.Duration `toml:"initial_lookback"`
+	Timeout         config.Duration `toml:"timeout"`
+	common_tls.ClientConfig
+	proxy.HTTPProxy
+
+	Log telegraf.Logger `toml:"-"`
+
+	backend *siemBackend
+	cursor  *cursor
+	now     func() time.Time
+}
+
+func (*MicrosoftDefender) SampleConfig() string {
+	return sampleConfig
+}
+
+func (m *MicrosoftDefender) Init() error {
+	if m.API == "" {
+		m.API = "siem"
+	}
+	if m.API != "siem" {
+		return fmt.Errorf("api %q is not supported: the only value is \"siem\"", m.API)
+	}
+	if m.Limit < 0 {
+		return fmt.Errorf("limit must not be negative, got %d", m.Limit)
+	}
+	if m.InitialLookback <= 0 {
+		return errors.New("initial_lookback must be positive")
+	}
+	if m.Timeout <= 0 {
+		return errors.New("timeout must be positive")
+	}
+
+	endpoint, err := m.siemEndpoint()
+	if err != nil {
+		return err
+	}
+	client, err := m.httpClient()
+	if err != nil {
+		return err
+	}
+	tokens, err := m.tokenSource(client)
+	if err != nil {
+		return err
+	}
+	m.backend = newSIEMBackend(endpoint, &apiClient{client: client, tokens: tokens}, siemFilters{
+		machineGroups:            m.MachineGroups,
+		deviceCreatedMachineTags: m.DeviceCreatedMachineTags,
+		cloudCreatedMachineTags:  m.CloudCreatedMachineTags,
+		limit:                    m.Limit,
+	})
+	m.cursor = newCursor()
+	if m.now == nil {
+		m.now = time.Now
+	}
+	return nil
+}
+
+// Gather reads the detections that reached the service since the last
+// poll, emits the new ones, and advances the cursor only when the whole
+// window was read.
+func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
+	since, until := m.cursor.window(m.now().UTC(), time.Duration(m.InitialLookback))
+
+	var counter alertCounter
+	_, err := m.backend.fetch(context.Background(), since, until, func(d *detection) {
+		id := d.identity()
+		if !m.cursor.isNew(id) {
+			return
+		}
+		acc.AddMetric(alertMetric(d))
+		counter.add(d)
+		m.cursor.remember(id, d.lastProcessed)
+	})
+	for _, c := range counter.metrics(until) {
+		acc.AddMetric(c)
+	}
+	if err != nil {
+		acc.AddError(err)
+		return nil
+	}
+	m.cursor.complete(until)
+	return nil
+}
+
+func (m *MicrosoftDefender) siemEndpoint() (*url.URL, error) {
+	raw := m.EndpointURL
+	if raw == "" {
+		if m.Region == "" {
+			return nil, errors.New("set region (\"eu\", \"us\", \"uk\", \"gcc\" or \"gcc-high\") or endpoint_url")
+		}
+		var ok bool
+		if raw, ok = siemRegions[m.Region]; !ok {
+			return nil, fmt.Errorf("region %q is unknown: use \"eu\", \"us\", \"uk\", \"gcc\" or \"gcc-high\", or set endpoint_url", m.Region)
+		}
+	}
+	return parseEndpoint("endpoint_url", raw)
+}
+
+// parseEndpoint accepts https URLs, and plain http only on loopback, so that
+// no token ever crosses a network in the clear.
+func parseEndpoint(key, raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q is not a URL: %w", key, raw, err)
+	}
+	switch {
+	case u.Host == "":
+		return nil, fmt.Errorf("%s %q has no host", key, raw)
+	case u.Scheme == "https":
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
+	case u.Scheme == "http":
+		return nil, fmt.Errorf("%s %q uses plain http to a host that is not loopback: use https", key, raw)
+	default:
+		return nil, fmt.Errorf("%s %q must be an https URL", key, raw)
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("%s must not carry credentials in the URL", key)
+	}
+	return u, nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (m *MicrosoftDefender) httpClient() (*http.Client, error) {
+	tlsCfg, err := m.ClientConfig.TLSConfig()
+	if err != nil {
+		return nil, fmt.Errorf("tls settings: %w", err)
+	}
+	proxyFunc, err := m.HTTPProxy.Proxy()
+	if err != nil {
+		return nil, fmt.Errorf("proxy settings: %w", err)
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = tlsCfg
+	transport.Proxy = proxyFunc
+	return &http.Client{Transport: transport, Timeout: time.Duration(m.Timeout)}, nil
+}
+
+// tokenSource picks the authentication mode from the keys that are set and
+// rejects combinations that are ambiguous or incomplete.
+func (m *MicrosoftDefender) tokenSource(client *http.Client) (oauth2.TokenSource, error) {
+	credentialKeys := m.setKeys(map[string]bool{
+		"tenant_id":     m.TenantID != "",
+		"client_id":     m.ClientID != "",
+		"client_secret": !m.ClientSecret.Empty(),
+		"refresh_token": !m.RefreshToken.Empty(),
+	})
+	tokenKeys := m.setKeys(map[string]bool{
+		"login_endpoint": m.LoginEndpoint != "",
+		"token_url":      m.TokenURL != "",
+		"resource":       m.Resource != "",
+		"scopes":         len(m.Scopes) > 0,
+	})
+
+	if !m.AccessToken.Empty() {
+		if len(credentialKeys)+len(tokenKeys) > 0 {
+			return nil, fmt.Errorf("access_token cannot be combined with %s: set either a static access_token or Azure AD credentials",
+				strings.Join(append(credentialKeys, tokenKeys...), ", "))
+		}
+		return &staticToken{secret: &m.AccessToken}, nil
+	}
+	if len(credentialKeys) == 0 {
+		return nil, errors.New("no credentials: set tenant_id, client_id and client_secret (optionally refresh_token), or access_token")
+	}
+
+	var missing []string
+	if m.TenantID == "" && m.TokenURL == "" {
+		missing = append(missing, "tenant_id")
+	}
+	if m.ClientID == "" {
+		missing = append(missing, "client_id")
+	}
+	if m.ClientSecret.Empty() {
+		missing = append(missing, "client_secret")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("incomplete Azure AD credentials: %s missing", strings.Join(missing, ", "))
+	}
+	if m.Resource != "" && len(m.Scopes) > 0 {
+		return nil, errors.New("resource and scopes cannot both be set: resource selects the Azure AD v1 token form, scopes the v2 form")
+	}
+
+	tokenURL, err := m.tokenURL()
+	if err != nil {
+		return nil, err
+	}
+	source := &aadToken{
+		client:       client,
+		tokenURL:     tokenURL.String(),
+		clientID:     m.ClientID,
+		clientSecret: &m.ClientSecret,
+		scopes:       m.Scopes,
+	}
+	if len(m.Scopes) == 0 {
+		source.resource = m.Resource
+		if source.resource == "" {
+			source.resource = defaultSIEMResource
+		}
+	}
+	if !m.RefreshToken.Empty() {
+		source.refreshToken = &m.RefreshToken
+	}
+	return oauth2.ReuseTokenSourceWithExpiry(nil, source, tokenRenewBefore), nil
+}
+
+func (*MicrosoftDefender) setKeys(keys map[string]bool) []string {
+	var set []string
+	for _, k := range []string{"tenant_id", "client_id", "client_secret", "refresh_token", "login_endpoint", "token_url", "resource", "scopes"} {
+		if keys[k] {
+			set = append(set, k)
+		}
+	}
+	return set
+}
+
+func (m *MicrosoftDefender) tokenURL() (*url.URL, error) {
+	if m.TokenURL != "" {
+		return parseEndpoint("token_url", m.TokenURL)
+	}
+	login := m.LoginEndpoint
+	if login == "" {
+		login = defaultLoginEndpoint
+		if m.Region == "gcc-high" {
+			login = defaultLoginEndpointGovt
+		}
+	}
+	if !validTenantID.MatchString(m.TenantID) {
+		return nil, fmt.Errorf("tenant_id %q is not a tenant id or domain name", m.TenantID)
+	}
+	base, err := parseEndpoint("login_endpoint", login)
+	if err != nil {
+		return nil, err
+	}
+	path := "/oauth2/token"
+	if len(m.Scopes) > 0 {
+		path = "/oauth2/v2.0/token"
+	}
+	return base.JoinPath(m.TenantID, path), nil
+}
+
+func init() {
+	inputs.Add("microsoft_defender", func() telegraf.Input {
+		return &MicrosoftDefender{
+			API:             "siem",
+			InitialLookback: config.Duration(2 * time.Hour),
+			Timeout:         config.Duration(30 * time.Second),
+		}
+	})
+}
