@@ -1,0 +1,67 @@
+// Command defender-sim serves a simulated Microsoft Defender tenant on
+// loopback: the Azure AD token endpoint and the SIEM alerts API.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:8089", "address to listen on (port 0 picks a free port)")
+	addrFile := flag.String("addr-file", "", "write the base URL here once listening")
+	cfg := defendersim.Config{}
+	flag.StringVar(&cfg.TenantID, "tenant", "sim-tenant", "tenant id the token endpoint accepts")
+	flag.StringVar(&cfg.ClientID, "client-id", "sim-client", "client id the token endpoint accepts")
+	flag.StringVar(&cfg.ClientSecret, "client-secret", "sim-secret", "client secret the token endpoint accepts")
+	flag.StringVar(&cfg.RefreshToken, "refresh-token", "", "refresh token the token endpoint accepts (none when empty)")
+	flag.DurationVar(&cfg.TokenLifetime, "token-lifetime", time.Hour, "lifetime of issued access tokens")
+	flag.Uint64Var(&cfg.Seed, "seed", 1, "seed of the generated detections")
+	flag.Float64Var(&cfg.Rate, "rate", 30, "detection events generated per minute")
+	flag.DurationVar(&cfg.History, "history", 3*time.Hour, "how far back detections exist at start")
+	flag.DurationVar(&cfg.MaxLag, "max-lag", 5*time.Minute, "longest delay before a detection becomes visible to the API")
+	flag.Float64Var(&cfg.LagFraction, "lag-fraction", 0.2, "share of detections that become visible late")
+	flag.Parse()
+
+	if err := run(*listen, *addrFile, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "defender-sim:", err)
+		os.Exit(1)
+	}
+}
+
+func run(listen, addrFile string, cfg defendersim.Config) error {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	base := "http://" + ln.Addr().String()
+	if addrFile != "" {
+		if err := os.WriteFile(addrFile, []byte(base+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("defender-sim: tenant %q listening on %s (alerts: %s/api/alerts, token: %s/%s/oauth2/token)\n",
+		cfg.TenantID, base, base, base, cfg.TenantID)
+
+	srv := &http.Server{Handler: defendersim.New(cfg).Handler(), ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		_ = srv.Shutdown(context.Background()) // exiting anyway
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

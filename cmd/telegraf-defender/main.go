@@ -1,0 +1,86 @@
+// Command telegraf-defender runs the microsoft_defender input as a Telegraf
+// external plugin, for [[inputs.execd]].
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/logger"
+	"github.com/influxdata/telegraf/plugins/common/shim"
+
+	_ "github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	configFile := flag.String("config", "", "path to the config file of the microsoft_defender input")
+	pollInterval := flag.Duration("poll_interval", time.Minute, "how often to poll the Defender API")
+	pollIntervalDisabled := flag.Bool("poll_interval_disabled", false,
+		"poll only when a newline arrives on stdin (use with signal = \"STDIN\" in [[inputs.execd]])")
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+
+	if *showVersion {
+		fmt.Println(versionString())
+		return
+	}
+	if *pollIntervalDisabled {
+		*pollInterval = shim.PollIntervalDisabled
+	}
+
+	forwardLogsToExecd(os.Stderr)
+
+	s := shim.New()
+	if err := s.LoadConfig(configFile); err != nil {
+		fmt.Fprintf(os.Stderr, "E! loading the configuration %q failed: %s\n", *configFile, oneLine(err.Error()))
+		os.Exit(1)
+	}
+	if err := s.Run(*pollInterval); err != nil {
+		fmt.Fprintf(os.Stderr, "E! %s\n", oneLine(err.Error()))
+		os.Exit(1)
+	}
+}
+
+// forwardLogsToExecd writes every log line as "<level>! message", the form
+// [[inputs.execd]] reads from stderr to log at the right level. Telegraf's
+// default sink starts lines with a timestamp, which execd would report as
+// errors whatever their level.
+func forwardLogsToExecd(w io.Writer) {
+	var mu sync.Mutex
+	logger.RedirectLogging(io.Discard)
+	//nolint:errcheck // AddCallback fails only if no random id can be made
+	logger.AddCallback(func(level telegraf.LogLevel, _ time.Time, _ string, _ map[string]interface{}, args ...interface{}) {
+		line := level.Indicator() + " " + oneLine(fmt.Sprint(args...)) + "\n"
+		mu.Lock()
+		defer mu.Unlock()
+		_, _ = io.WriteString(w, line) // nowhere left to report a failing stderr
+	})
+}
+
+// oneLine keeps a message on one line, because execd reads stderr line by
+// line and would log a continuation line as a separate error.
+func oneLine(s string) string {
+	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
+}
+
+func versionString() string {
+	telegrafVersion := "unknown"
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, dep := range info.Deps {
+			if dep.Path == "github.com/influxdata/telegraf" {
+				telegrafVersion = dep.Version
+			}
+		}
+	}
+	return fmt.Sprintf("telegraf-defender %s (Telegraf shim %s)", version, telegrafVersion)
+}

@@ -1,0 +1,93 @@
+package microsoft_defender
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/plugins/parsers/influx"
+	"github.com/influxdata/telegraf/testutil"
+)
+
+// fixedNow is the clock of the fixture tests: the end of every window.
+var fixedNow = time.Date(2020, 9, 30, 15, 0, 0, 0, time.UTC)
+
+// TestCases runs every folder of testcases/: telegraf.conf configures the
+// plugin, response.json (or the detection*.json files, wrapped in an array
+// in name order) is what the API answers, expected.out the line protocol
+// the plugin must emit.
+func TestCases(t *testing.T) {
+	folders, err := os.ReadDir("testcases")
+	require.NoError(t, err)
+
+	parser := &influx.Parser{}
+	require.NoError(t, parser.Init())
+
+	for _, f := range folders {
+		if !f.IsDir() {
+			continue
+		}
+		dir := filepath.Join("testcases", f.Name())
+		t.Run(f.Name(), func(t *testing.T) {
+			body := readResponse(t, dir)
+			server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/api/alerts" || r.Header.Get("Authorization") != "Bearer fixture-token" {
+					w.WriteHeader(http.StatusUnauthorized)
+					return
+				}
+				_, _ = w.Write(body)
+			}))
+			defer server.Close()
+
+			cfg := config.NewConfig()
+			require.NoError(t, cfg.LoadConfig(filepath.Join(dir, "telegraf.conf")))
+			require.Len(t, cfg.Inputs, 1)
+			plugin := cfg.Inputs[0].Input.(*MicrosoftDefender)
+			plugin.EndpointURL = server.URL + "/api/alerts"
+			plugin.Log = testutil.Logger{}
+			plugin.now = func() time.Time { return fixedNow }
+			require.NoError(t, plugin.Init())
+
+			expected, err := testutil.ParseMetricsFromFile(filepath.Join(dir, "expected.out"), parser)
+			require.NoError(t, err)
+
+			var acc testutil.Accumulator
+			require.NoError(t, plugin.Gather(&acc))
+			require.Empty(t, acc.Errors)
+			testutil.RequireMetricsEqual(t, expected, acc.GetTelegrafMetrics(), testutil.SortMetrics())
+		})
+	}
+}
+
+func readResponse(t *testing.T, dir string) []byte {
+	t.Helper()
+	if body, err := os.ReadFile(filepath.Join(dir, "response.json")); err == nil {
+		return body
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "detection*.json"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files, "testcase %s has neither response.json nor detection*.json", dir)
+	sort.Strings(files)
+	parts := make([]string, 0, len(files))
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		require.NoError(t, err)
+		parts = append(parts, string(b))
+	}
+	return []byte("[" + strings.Join(parts, ",") + "]")
+}
+
+func readFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	require.NoError(t, err)
+	return b
+}
