@@ -87,7 +87,7 @@ func (a *aadToken) Token() (*oauth2.Token, error) {
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, a.client)
 	tok, err := cfg.Token(ctx)
 	if err != nil {
-		return nil, a.describe(err)
+		return nil, a.describe(err, cfg.ClientSecret, cfg.EndpointParams.Get("refresh_token"))
 	}
 	if tok.RefreshToken != "" && a.refreshToken != nil {
 		rotated := config.NewSecret([]byte(tok.RefreshToken))
@@ -98,8 +98,9 @@ func (a *aadToken) Token() (*oauth2.Token, error) {
 
 // describe turns a token endpoint failure into an error that names the
 // endpoint's host and Azure AD's own code (AADSTSnnnn) and description, and
-// nothing of the request, which holds the secret.
-func (a *aadToken) describe(err error) error {
+// nothing of the request, which holds the secrets; secrets echoed back by
+// the server are redacted.
+func (a *aadToken) describe(err error, secrets ...string) error {
 	host := hostOf(a.tokenURL)
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) {
@@ -114,10 +115,10 @@ func (a *aadToken) describe(err error) error {
 		status = re.Response.Status
 	}
 	if re.ErrorCode == "" {
-		return fmt.Errorf("token request to %s failed: HTTP %s: %s", host, status, bodySnippet(re.Body))
+		return fmt.Errorf("token request to %s failed: HTTP %s: %s", host, status, bodySnippet(redact(re.Body, secrets...)))
 	}
 	// Azure AD appends trace and correlation ids on further lines.
-	description, _, _ := strings.Cut(re.ErrorDescription, "\n")
+	description, _, _ := strings.Cut(string(redact([]byte(re.ErrorDescription), secrets...)), "\n")
 	return fmt.Errorf("token request to %s failed: HTTP %s: %s: %s", host, status, re.ErrorCode,
 		sanitize(strings.TrimSpace(description), maxBodySnippet))
 }

@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -53,9 +54,11 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 		return resp.Body, nil
 	}
 	defer resp.Body.Close()
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, maxBodySnippet))
+	// Read past the quoted part so that a token straddling its end is
+	// still redacted whole.
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, int64(maxBodySnippet+len(tok.AccessToken))))
 	return nil, fmt.Errorf("%s at %s answered %s (%s): %s",
-		c.name, u.Host, resp.Status, c.statusMeaning(resp.StatusCode), bodySnippet(snippet))
+		c.name, u.Host, resp.Status, c.statusMeaning(resp.StatusCode), bodySnippet(redact(snippet, tok.AccessToken)))
 }
 
 func asURLError(err error, target **url.Error) bool {
@@ -73,6 +76,21 @@ func bodySnippet(body []byte) string {
 		return "empty body"
 	}
 	return fmt.Sprintf("body %q", s)
+}
+
+// redact blanks out secrets a server echoed back, as they were sent or
+// URL-encoded: an error page that repeats the Authorization header or the
+// token request's form.
+func redact(body []byte, secrets ...string) []byte {
+	for _, secret := range secrets {
+		if secret == "" {
+			continue
+		}
+		for _, form := range []string{secret, url.QueryEscape(secret), url.PathEscape(secret)} {
+			body = bytes.ReplaceAll(body, []byte(form), []byte("[redacted]"))
+		}
+	}
+	return body
 }
 
 // sanitize cuts s to at most n bytes of valid UTF-8 and removes control

@@ -225,8 +225,10 @@ func describeJSONError(err error, dec *json.Decoder) error {
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("response truncated at byte %d", dec.InputOffset())
+	case errors.As(err, &typeErr) && typeErr.Field == "":
+		return fmt.Errorf("JSON %s where a detection object was expected", typeErr.Value)
 	case errors.As(err, &typeErr):
-		return fmt.Errorf("field %s: JSON %s where a %s was expected (byte %d)", typeErr.Field, typeErr.Value, typeErr.Type, typeErr.Offset)
+		return fmt.Errorf("field %s: JSON %s where a %s was expected (byte %d of the detection)", typeErr.Field, typeErr.Value, typeErr.Type, typeErr.Offset)
 	case errors.As(err, &syntaxErr):
 		return fmt.Errorf("invalid JSON at byte %d: %w", syntaxErr.Offset, err)
 	}

@@ -1,0 +1,135 @@
+package microsoft_defender
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf/testutil"
+)
+
+func detectionJSON(fullID, lastProcessed string) string {
+	return fmt.Sprintf(`{"AlertId":"a","FullId":%q,"Severity":"High","Category":"Malware","LastProcessedTimeUtc":%q}`, fullID, lastProcessed)
+}
+
+func TestMalformedResponses(t *testing.T) {
+	good := detectionJSON("a:1", "2020-09-30T14:00:00Z")
+	tests := []struct {
+		name    string
+		body    string
+		emitted int
+		want    string
+	}{
+		{"object instead of array", `{"value":[]}`, 0,
+			`SIEM API at %s: response is not a JSON array of detections: it starts with "{"`},
+		{"html page with 200", "<html><body>Sign in</body></html>", 0,
+			`SIEM API at %s: response is not a JSON array: invalid JSON at byte 1: invalid character '<' looking for beginning of value`},
+		{"empty body", "", 0,
+			`SIEM API at %s: response is not a JSON array: response truncated at byte 0`},
+		{"truncated array", "[" + good + `,{"AlertId":"b","Full`, 1,
+			`SIEM API at %s: detection 1: response truncated at byte 117`},
+		{"missing closing bracket", "[" + good, 1,
+			`SIEM API at %s: after detection 0: response truncated at byte 116`},
+		{"string field holds a number", "[" + good + `,{"AlertTitle":5,"LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
+			`SIEM API at %s: detection 1: field AlertTitle: JSON number where a string was expected (byte 15 of the detection)`},
+		{"integer field holds text", "[" + good + `,{"AlertPart":"first","LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
+			`SIEM API at %s: detection 1: "first" is not an integer`},
+		{"boolean field holds a number", "[" + good + `,{"RemediationIsSuccess":2,"LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
+			`SIEM API at %s: detection 1: 2 is not a boolean`},
+		{"timestamp in another format", "[" + good + "," + detectionJSON("b:1", "30/09/2020 14:00") + "]", 1,
+			`SIEM API at %s: detection 1 (FullId "b:1"): LastProcessedTimeUtc: "30/09/2020 14:00" is not an RFC 3339 timestamp`},
+		{"no LastProcessedTimeUtc", "[" + good + `,{"FullId":"b:1"}]`, 1,
+			`SIEM API at %s: detection 1 (FullId "b:1"): LastProcessedTimeUtc is missing`},
+		{"array of numbers", "[1]", 0,
+			`SIEM API at %s: detection 0: JSON number where a detection object was expected`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
+				_, _ = w.Write([]byte(tt.body))
+			})
+			logger := &testutil.CaptureLogger{}
+			plugin := stubbedPlugin(t, server, logger)
+			msg, acc := gatherError(t, plugin, logger)
+			require.Equal(t, fmt.Sprintf(tt.want, strings.TrimPrefix(server.URL, "http://")), msg)
+			alerts := 0
+			for _, m := range acc.GetTelegrafMetrics() {
+				if m.Name() == measurementAlert {
+					alerts++
+				}
+			}
+			require.Equal(t, tt.emitted, alerts)
+			require.True(t, plugin.cursor.watermark.IsZero(), "a failed poll must not advance the cursor")
+		})
+	}
+}
+
+// A poll that fails half way emits what it decoded, keeps its window, and
+// the retry emits the rest without repeating anything.
+func TestFailedPollIsRetriedWithoutDuplicates(t *testing.T) {
+	first := detectionJSON("a:1", "2020-09-30T14:00:00Z")
+	second := detectionJSON("a:2", "2020-09-30T14:10:00Z")
+	responses := []string{"[" + first + `,{"Full`, "[" + first + "," + second + "]"}
+	var queries []url.Values
+	server := stub(t, func(w http.ResponseWriter, r *http.Request) {
+		queries = append(queries, r.URL.Query())
+		_, _ = w.Write([]byte(responses[len(queries)-1]))
+	})
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, server, logger)
+
+	_, acc := gatherError(t, plugin, logger)
+	require.Equal(t, []string{"a:1"}, emittedIDs(acc))
+
+	acc = gatherOK(t, plugin)
+	require.Equal(t, []string{"a:2"}, emittedIDs(acc))
+	require.Len(t, queries, 2)
+	require.Equal(t, queries[0], queries[1], "the retry asks for the same window")
+	require.Equal(t, fixedNow, plugin.cursor.watermark)
+}
+
+// Consecutive polls ask for adjacent windows; a detection on the shared
+// boundary, which the API returns twice, is emitted once.
+func TestConsecutivePollsAreAdjacentAndDeduplicated(t *testing.T) {
+	now := fixedNow
+	boundary := detectionJSON("a:1", fixedNow.Format(time.RFC3339Nano))
+	var queries []string
+	server := stub(t, func(w http.ResponseWriter, r *http.Request) {
+		since := r.URL.Query().Get("sinceTimeUtc")
+		queries = append(queries, since+" "+r.URL.Query().Get("untilTimeUtc"))
+		if since > "2020-09-30T15:00:00.0000000Z" {
+			_, _ = w.Write([]byte("[]"))
+			return
+		}
+		_, _ = w.Write([]byte("[" + boundary + "]"))
+	})
+	plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{})
+	plugin.now = func() time.Time { return now }
+
+	require.Equal(t, []string{"a:1"}, emittedIDs(gatherOK(t, plugin)))
+	now = now.Add(time.Minute)
+	require.Empty(t, gatherOK(t, plugin).GetTelegrafMetrics(), "a poll that emits nothing emits no counts either")
+	now = now.Add(time.Minute)
+	require.Empty(t, gatherOK(t, plugin).GetTelegrafMetrics())
+	require.Equal(t, []string{
+		"2020-09-30T14:00:00.0000000Z 2020-09-30T15:00:00.0000000Z",
+		"2020-09-30T15:00:00.0000000Z 2020-09-30T15:01:00.0000000Z",
+		"2020-09-30T15:01:00.0000000Z 2020-09-30T15:02:00.0000000Z",
+	}, queries)
+	require.Empty(t, plugin.cursor.seen, "identities behind the watermark are forgotten")
+}
+
+func emittedIDs(acc *testutil.Accumulator) []string {
+	var ids []string
+	for _, m := range acc.GetTelegrafMetrics() {
+		if id, ok := m.GetField("full_id"); ok {
+			ids = append(ids, id.(string))
+		}
+	}
+	return ids
+}

@@ -1,0 +1,183 @@
+package microsoft_defender
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/testutil"
+)
+
+const testAccessToken = "eyJ0eXAiOiJKV1QiLCJhbGciOi-access-token-that-must-not-leak"
+
+// stub answers the token endpoint with testAccessToken and the alerts API
+// with alerts; it echoes secrets back wherever a careless server might.
+func stub(t *testing.T, alerts http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/token") {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"token_type":"Bearer","expires_in":3599,"access_token":%q}`, testAccessToken)
+			return
+		}
+		alerts(w, r)
+	}))
+	t.Cleanup(server.Close)
+	return server
+}
+
+func stubbedPlugin(t *testing.T, server *httptest.Server, logger *testutil.CaptureLogger) *MicrosoftDefender {
+	t.Helper()
+	plugin := &MicrosoftDefender{
+		EndpointURL:     server.URL + "/api/alerts",
+		LoginEndpoint:   server.URL,
+		TenantID:        testTenant,
+		ClientID:        testClientID,
+		ClientSecret:    config.NewSecret([]byte(testClientSecret)),
+		RefreshToken:    config.NewSecret([]byte(testRefreshToken)),
+		InitialLookback: config.Duration(time.Hour),
+		Timeout:         config.Duration(5 * time.Second),
+		Log:             logger,
+		now:             func() time.Time { return fixedNow },
+	}
+	require.NoError(t, plugin.Init())
+	return plugin
+}
+
+// gatherError runs one poll that must fail and returns its one error.
+func gatherError(t *testing.T, plugin *MicrosoftDefender, logger *testutil.CaptureLogger) (string, *testutil.Accumulator) {
+	t.Helper()
+	var acc testutil.Accumulator
+	require.NoError(t, plugin.Gather(&acc))
+	require.Len(t, acc.Errors, 1)
+	msg := acc.Errors[0].Error()
+	requireNoSecret(t, msg)
+	for _, entry := range logger.Messages() {
+		requireNoSecret(t, entry.String())
+	}
+	for _, m := range acc.GetTelegrafMetrics() {
+		requireNoSecret(t, fmt.Sprint(m.Tags(), m.Fields()))
+	}
+	return msg, &acc
+}
+
+func requireNoSecret(t *testing.T, s string) {
+	t.Helper()
+	for _, secret := range []string{testClientSecret, testRefreshToken, testAccessToken} {
+		require.NotContains(t, s, secret)
+		require.NotContains(t, s, url.QueryEscape(secret))
+		require.NotContains(t, s, url.PathEscape(secret))
+	}
+}
+
+func TestAPIStatusErrors(t *testing.T) {
+	long := strings.Repeat("x", 600)
+	tests := []struct {
+		status int
+		body   string
+		want   string
+	}{
+		{http.StatusUnauthorized, "Authorization has been denied for this request.",
+			`SIEM API at %s answered 401 Unauthorized (the token is invalid or expired, or the request is malformed): body "Authorization has been denied for this request."`},
+		{http.StatusForbidden, `{"error":"Forbidden"}`,
+			`SIEM API at %s answered 403 Forbidden (the app lacks permission, or the tenant is not managed by this API or was deleted): body "{\"error\":\"Forbidden\"}"`},
+		{http.StatusInternalServerError, "<html>\r\n<body>Oops\x1b[31m</body>\n</html>",
+			`SIEM API at %s answered 500 Internal Server Error (service error): body "<html><body>Oops[31m</body></html>"`},
+		{http.StatusServiceUnavailable, "",
+			`SIEM API at %s answered 503 Service Unavailable (service error): empty body`},
+		{http.StatusNotFound, long,
+			`SIEM API at %s answered 404 Not Found (no alerts API at this address: check region or endpoint_url): body "` + long[:512] + `"`},
+		{http.StatusTeapot, "echo: Bearer " + testAccessToken,
+			`SIEM API at %s answered 418 I'm a teapot (unexpected answer): body "echo: Bearer [redacted]"`},
+	}
+	for _, tt := range tests {
+		t.Run(http.StatusText(tt.status), func(t *testing.T) {
+			server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
+				w.WriteHeader(tt.status)
+				_, _ = w.Write([]byte(tt.body))
+			})
+			logger := &testutil.CaptureLogger{}
+			msg, acc := gatherError(t, stubbedPlugin(t, server, logger), logger)
+			require.Equal(t, fmt.Sprintf(tt.want, strings.TrimPrefix(server.URL, "http://")), msg)
+			require.Empty(t, acc.GetTelegrafMetrics())
+		})
+	}
+}
+
+func TestTokenEndpointErrors(t *testing.T) {
+	tests := []struct {
+		name      string
+		configure func(*MicrosoftDefender)
+		want      string
+	}{
+		{"wrong secret", func(m *MicrosoftDefender) { m.ClientSecret = config.NewSecret([]byte("wrong-" + testClientSecret)) },
+			"token request to %s failed: HTTP 401 Unauthorized: invalid_client: AADSTS7000215: Invalid client secret provided. " +
+				"Ensure the secret being sent in the request is the client secret value, not the client secret ID."},
+		{"unknown app", func(m *MicrosoftDefender) { m.ClientID = "11111111-2222-3333-4444-555555555555" },
+			"token request to %s failed: HTTP 400 Bad Request: unauthorized_client: AADSTS700016: Application with identifier " +
+				"'11111111-2222-3333-4444-555555555555' was not found in the directory '" + testTenant + "'."},
+		{"unknown tenant", func(m *MicrosoftDefender) { m.TenantID = "fabrikam.onmicrosoft.com" },
+			"token request to %s failed: HTTP 400 Bad Request: invalid_request: AADSTS90002: Tenant 'fabrikam.onmicrosoft.com' not found. " +
+				"Check to make sure you have the correct tenant ID and are signing into the correct cloud."},
+		{"scope without .default", func(m *MicrosoftDefender) { m.Scopes = []string{"https://graph.windows.net"} },
+			"token request to %s failed: HTTP 400 Bad Request: invalid_scope: AADSTS1002012: The provided value for scope " +
+				"https://graph.windows.net is not valid. Client credential flows must have a scope value with /.default suffixed " +
+				"to the resource identifier (application ID URI)."},
+		{"expired refresh token", func(m *MicrosoftDefender) { m.RefreshToken = config.NewSecret([]byte("stale-" + testRefreshToken)) },
+			"token request to %s failed: HTTP 400 Bad Request: invalid_grant: AADSTS70000: Provided grant is invalid or malformed."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logger := &testutil.CaptureLogger{}
+			plugin, sim := simulated(t, func(m *MicrosoftDefender) {
+				m.Log = logger
+				tt.configure(m)
+			})
+			msg, _ := gatherError(t, plugin, logger)
+			host := strings.TrimPrefix(plugin.LoginEndpoint, "http://")
+			require.Equal(t, fmt.Sprintf(tt.want, host), msg)
+			require.NotContains(t, msg, "wrong-"+testClientSecret)
+			require.NotContains(t, msg, "stale-"+testRefreshToken)
+			require.Empty(t, requestsTo(sim, "/api/alerts"), "no API request without a token")
+		})
+	}
+}
+
+func TestTokenEndpointAnswersWithoutOAuthError(t *testing.T) {
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		require.NoError(t, r.ParseForm())
+		w.WriteHeader(http.StatusBadGateway)
+		// A proxy error page that echoes the form it was sent.
+		fmt.Fprintf(w, "<h1>Bad gateway</h1>\n<pre>%s</pre>", r.PostForm.Encode())
+	}))
+	defer server.Close()
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, server, logger)
+	msg, _ := gatherError(t, plugin, logger)
+	require.Equal(t, fmt.Sprintf(
+		`token request to %s failed: HTTP 502 Bad Gateway: body "<h1>Bad gateway</h1><pre>client_id=%s&client_secret=%s&grant_type=refresh_token&refresh_token=%s&resource=https%%3A%%2F%%2Fgraph.windows.net</pre>"`,
+		strings.TrimPrefix(server.URL, "http://"), testClientID, "[redacted]", "[redacted]"), msg)
+}
+
+func TestUnreachableServers(t *testing.T) {
+	server := stub(t, func(http.ResponseWriter, *http.Request) {})
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, server, logger)
+	host := strings.TrimPrefix(server.URL, "http://")
+	server.Close()
+
+	msg, _ := gatherError(t, plugin, logger)
+	require.Equal(t, "token request to "+host+" failed: dial tcp "+host+": connect: connection refused", msg)
+
+	// With a token in hand, the API request fails the same way.
+	plugin.backend.api.tokens = &staticToken{secret: &plugin.ClientSecret}
+	msg, _ = gatherError(t, plugin, logger)
+	require.Equal(t, "SIEM API request to "+host+" failed: dial tcp "+host+": connect: connection refused", msg)
+}

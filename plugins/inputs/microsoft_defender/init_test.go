@@ -1,0 +1,127 @@
+package microsoft_defender
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf/config"
+)
+
+func validPlugin() *MicrosoftDefender {
+	return &MicrosoftDefender{
+		Region:          "eu",
+		TenantID:        testTenant,
+		ClientID:        testClientID,
+		ClientSecret:    config.NewSecret([]byte(testClientSecret)),
+		InitialLookback: config.Duration(2 * time.Hour),
+		Timeout:         config.Duration(30 * time.Second),
+	}
+}
+
+func TestInitRejectsBadConfigurations(t *testing.T) {
+	tests := []struct {
+		name      string
+		configure func(*MicrosoftDefender)
+		err       string
+	}{
+		{"unknown api", func(m *MicrosoftDefender) { m.API = "graph" },
+			`api "graph" is not supported: the only value is "siem"`},
+		{"no region", func(m *MicrosoftDefender) { m.Region = "" },
+			`set region ("eu", "us", "uk", "gcc" or "gcc-high") or endpoint_url`},
+		{"unknown region", func(m *MicrosoftDefender) { m.Region = "asia" },
+			`region "asia" is unknown: use "eu", "us", "uk", "gcc" or "gcc-high", or set endpoint_url`},
+		{"plain http endpoint", func(m *MicrosoftDefender) { m.EndpointURL = "http://alerts.example.com/api/alerts" },
+			`endpoint_url "http://alerts.example.com/api/alerts" uses plain http to a host that is not loopback: use https`},
+		{"plain http token url", func(m *MicrosoftDefender) { m.TokenURL = "http://login.example.com/t/oauth2/token" },
+			`token_url "http://login.example.com/t/oauth2/token" uses plain http to a host that is not loopback: use https`},
+		{"plain http login endpoint", func(m *MicrosoftDefender) { m.LoginEndpoint = "http://10.0.0.1" },
+			`login_endpoint "http://10.0.0.1" uses plain http to a host that is not loopback: use https`},
+		{"endpoint without host", func(m *MicrosoftDefender) { m.EndpointURL = "/api/alerts" },
+			`endpoint_url "/api/alerts" has no host`},
+		{"ftp endpoint", func(m *MicrosoftDefender) { m.EndpointURL = "ftp://alerts.example.com/" },
+			`endpoint_url "ftp://alerts.example.com/" must be an https URL`},
+		{"no credentials", func(m *MicrosoftDefender) {
+			m.TenantID, m.ClientID, m.ClientSecret = "", "", config.Secret{}
+		}, "no credentials: set tenant_id, client_id and client_secret (optionally refresh_token), or access_token"},
+		{"static token with credentials", func(m *MicrosoftDefender) { m.AccessToken = config.NewSecret([]byte("x")) },
+			"access_token cannot be combined with tenant_id, client_id, client_secret: set either a static access_token or Azure AD credentials"},
+		{"static token with scopes", func(m *MicrosoftDefender) {
+			m.TenantID, m.ClientID, m.ClientSecret = "", "", config.Secret{}
+			m.AccessToken = config.NewSecret([]byte("x"))
+			m.Scopes = []string{"https://graph.windows.net/.default"}
+		}, "access_token cannot be combined with scopes: set either a static access_token or Azure AD credentials"},
+		{"missing secret", func(m *MicrosoftDefender) { m.ClientSecret = config.Secret{} },
+			"incomplete Azure AD credentials: client_secret missing"},
+		{"refresh token alone", func(m *MicrosoftDefender) {
+			m.TenantID, m.ClientID, m.ClientSecret = "", "", config.Secret{}
+			m.RefreshToken = config.NewSecret([]byte(testRefreshToken))
+		}, "incomplete Azure AD credentials: tenant_id, client_id, client_secret missing"},
+		{"resource and scopes", func(m *MicrosoftDefender) {
+			m.Resource = "https://graph.windows.net"
+			m.Scopes = []string{"https://graph.windows.net/.default"}
+		}, "resource and scopes cannot both be set: resource selects the Azure AD v1 token form, scopes the v2 form"},
+		{"tenant with a path", func(m *MicrosoftDefender) { m.TenantID = "contoso/../x" },
+			`tenant_id "contoso/../x" is not a tenant id or domain name`},
+		{"negative limit", func(m *MicrosoftDefender) { m.Limit = -1 }, "limit must not be negative, got -1"},
+		{"zero lookback", func(m *MicrosoftDefender) { m.InitialLookback = 0 }, "initial_lookback must be positive"},
+		{"zero timeout", func(m *MicrosoftDefender) { m.Timeout = 0 }, "timeout must be positive"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			plugin := validPlugin()
+			tt.configure(plugin)
+			require.EqualError(t, plugin.Init(), tt.err)
+		})
+	}
+}
+
+func TestInitSelectsEndpoints(t *testing.T) {
+	tests := []struct {
+		name      string
+		configure func(*MicrosoftDefender)
+		alerts    string
+		token     string
+	}{
+		{"eu", func(m *MicrosoftDefender) { m.Region = "eu" },
+			"https://wdatp-alertexporter-eu.windows.com/api/alerts",
+			"https://login.microsoftonline.com/" + testTenant + "/oauth2/token"},
+		{"uk", func(m *MicrosoftDefender) { m.Region = "uk" },
+			"https://wdatp-alertexporter-uk.windows.com/api/alerts",
+			"https://login.microsoftonline.com/" + testTenant + "/oauth2/token"},
+		{"us", func(m *MicrosoftDefender) { m.Region = "us" },
+			"https://wdatp-alertexporter-us.windows.com/api/alerts",
+			"https://login.microsoftonline.com/" + testTenant + "/oauth2/token"},
+		{"gcc", func(m *MicrosoftDefender) { m.Region = "gcc" },
+			"https://wdatp-alertexporter-us.gcc.securitycenter.windows.us/api/alerts",
+			"https://login.microsoftonline.com/" + testTenant + "/oauth2/token"},
+		{"gcc-high signs in at the US government host", func(m *MicrosoftDefender) { m.Region = "gcc-high" },
+			"https://wdatp-alertexporter-us.securitycenter.windows.us/api/alerts",
+			"https://login.microsoftonline.us/" + testTenant + "/oauth2/token"},
+		{"v2 form with scopes", func(m *MicrosoftDefender) { m.Scopes = []string{"https://graph.windows.net/.default"} },
+			"https://wdatp-alertexporter-eu.windows.com/api/alerts",
+			"https://login.microsoftonline.com/" + testTenant + "/oauth2/v2.0/token"},
+		{"overrides", func(m *MicrosoftDefender) {
+			m.EndpointURL = "https://alerts.example.com/api/Alerts/"
+			m.LoginEndpoint = "https://login.partner.microsoftonline.cn"
+		}, "https://alerts.example.com/api/Alerts/", "https://login.partner.microsoftonline.cn/" + testTenant + "/oauth2/token"},
+		{"token_url", func(m *MicrosoftDefender) { m.TokenURL = "https://login.example.com/t/oauth2/token" },
+			"https://wdatp-alertexporter-eu.windows.com/api/alerts", "https://login.example.com/t/oauth2/token"},
+		{"loopback http", func(m *MicrosoftDefender) {
+			m.EndpointURL = "http://127.0.0.1:8089/api/alerts"
+			m.TokenURL = "http://[::1]:8089/t/oauth2/token"
+		}, "http://127.0.0.1:8089/api/alerts", "http://[::1]:8089/t/oauth2/token"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			plugin := validPlugin()
+			tt.configure(plugin)
+			require.NoError(t, plugin.Init())
+			require.Equal(t, tt.alerts, plugin.backend.endpoint.String())
+			token, err := plugin.tokenURL()
+			require.NoError(t, err)
+			require.Equal(t, tt.token, token.String())
+		})
+	}
+}
