@@ -1,0 +1,42 @@
+# Build, run and test the microsoft_defender Telegraf input.
+
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+# A slim Telegraf: only the plugins the demo and the end-to-end tests use.
+TELEGRAF_TAGS := custom,inputs.execd,outputs.file,outputs.influxdb,parsers.influx,serializers.influx
+
+.PHONY: all build run test unit e2e lint clean
+
+all: build
+
+build: bin/telegraf-defender bin/defender-sim bin/telegraf
+
+# The Go build cache decides what is stale; these rules always ask it.
+.PHONY: bin/telegraf-defender bin/defender-sim bin/telegraf
+bin/telegraf-defender:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/telegraf-defender
+
+bin/defender-sim:
+	$(GO) build -trimpath -o $@ ./cmd/defender-sim
+
+# Built from its own module (tools/telegraf) so that Telegraf's dependencies
+# stay out of the plugin's go.mod.
+bin/telegraf:
+	cd tools/telegraf && $(GO) build -trimpath -tags '$(TELEGRAF_TAGS)' -o ../../$@ github.com/influxdata/telegraf/cmd/telegraf
+
+# Runs the plugin in a real Telegraf: on the bundled simulator, or on the
+# tenant named by DEFENDER_TENANT_ID, DEFENDER_CLIENT_ID, DEFENDER_CLIENT_SECRET.
+run: build
+	scripts/run.sh
+
+# Every test: unit, simulator and end-to-end with the real Telegraf binary.
+test: build
+	$(GO) test -race -count=1 ./...
+
+lint:
+	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Runs a real Telegraf whose [[inputs.execd]] runs bin/telegraf-defender and
+# prints the metrics to stdout. Without DEFENDER_TENANT_ID it starts the
+# bundled simulator and pulls from it; with DEFENDER_TENANT_ID,
+# DEFENDER_CLIENT_ID and DEFENDER_CLIENT_SECRET (and DEFENDER_REGION, default
+# "us") it pulls from that tenant. INTERVAL sets the poll interval (10s),
+# DURATION stops the run after that long (runs until Ctrl-C when unset),
+# SIM_ARGS passes flags to the simulator (see bin/defender-sim -h).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -n "${DEFENDER_TENANT_ID:-}" ]; then
+  : "${DEFENDER_CLIENT_ID:?DEFENDER_CLIENT_ID must be set with DEFENDER_TENANT_ID}"
+  : "${DEFENDER_CLIENT_SECRET:?DEFENDER_CLIENT_SECRET must be set with DEFENDER_TENANT_ID}"
+  export DEFENDER_REGION="${DEFENDER_REGION:-us}"
+  echo "run: pulling from tenant $DEFENDER_TENANT_ID, region $DEFENDER_REGION" >&2
+  # The shim expands the ${...} references from the environment.
+  cat > "$work/defender.conf" <<CONF
+[[inputs.microsoft_defender]]
+  region = "\${DEFENDER_REGION}"
+  tenant_id = "\${DEFENDER_TENANT_ID}"
+  client_id = "\${DEFENDER_CLIENT_ID}"
+  client_secret = "\${DEFENDER_CLIENT_SECRET}"
+CONF
+else
+  # shellcheck disable=SC2086 # SIM_ARGS is a list of flags
+  bin/defender-sim -listen 127.0.0.1:0 -addr-file "$work/sim.addr" -rate 6 ${SIM_ARGS:-} >&2 &
+  pids+=($!)
+  for _ in $(seq 100); do [ -s "$work/sim.addr" ] && break; sleep 0.1; done
+  [ -s "$work/sim.addr" ] || { echo "run: the simulator did not start" >&2; exit 1; }
+  sim=$(cat "$work/sim.addr")
+  echo "run: no DEFENDER_TENANT_ID set, pulling from the simulator at $sim" >&2
+  export DEFENDER_CLIENT_SECRET=sim-secret
+  cat > "$work/defender.conf" <<CONF
+[[inputs.microsoft_defender]]
+  endpoint_url = "$sim/api/alerts"
+  token_url = "$sim/sim-tenant/oauth2/token"
+  client_id = "sim-client"
+  client_secret = "\${DEFENDER_CLIENT_SECRET}"
+CONF
+fi
+
+cat > "$work/telegraf.conf" <<CONF
+[agent]
+  interval = "${INTERVAL:-10s}"
+  flush_interval = "1s"
+  omit_hostname = true
+
+[[inputs.execd]]
+  command = ["$root/bin/telegraf-defender", "-config", "$work/defender.conf", "-poll_interval_disabled"]
+  signal = "STDIN"
+  restart_delay = "10s"
+  data_format = "influx"
+
+[[outputs.file]]
+  files = ["stdout"]
+  data_format = "influx"
+CONF
+
+bin/telegraf --config "$work/telegraf.conf" &
+pids+=($!)
+if [ -n "${DURATION:-}" ]; then
+  sleep "$DURATION"
+else
+  wait "${pids[-1]}"
+fi
