@@ -91,3 +91,14 @@ func readFile(t *testing.T, name string) []byte {
 	require.NoError(t, err)
 	return b
 }
+
+// The README's configuration block is the sample configuration, as
+// Telegraf's README linter requires.
+func TestReadmeConfigurationIsSampleConfig(t *testing.T) {
+	readme := string(readFile(t, "README.md"))
+	_, block, found := strings.Cut(readme, "```toml @sample.conf\n")
+	require.True(t, found, "README.md has no ```toml @sample.conf block")
+	block, _, found = strings.Cut(block, "```\n")
+	require.True(t, found)
+	require.Equal(t, sampleConfig, block)
+}
