@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # A slim Telegraf: only the plugins the demo and the end-to-end tests use.
 TELEGRAF_TAGS := custom,inputs.execd,outputs.file,outputs.influxdb,parsers.influx,serializers.influx
 
-.PHONY: all build run test unit e2e lint clean
+.PHONY: all build run test lint clean
 
 all: build
 
@@ -34,9 +34,17 @@ run: build
 test: build
 	$(GO) test -race -count=1 ./...
 
-lint:
+GOLANGCI_LINT_VERSION := v2.11.4
+GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint
+
+# gofmt, go vet and golangci-lint with Telegraf's configuration.
+lint: $(GOLANGCI_LINT)
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	$(GOLANGCI_LINT) run ./...
+
+$(GOLANGCI_LINT):
+	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 clean:
 	rm -rf bin

@@ -108,13 +108,13 @@ func (a *agent) stop(t *testing.T) {
 	if a.cmd.ProcessState != nil {
 		return
 	}
-	_ = a.cmd.Process.Signal(syscall.SIGTERM) // already gone is fine
+	a.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck // a process already gone is fine
 	done := make(chan error, 1)
 	go func() { done <- a.cmd.Wait() }()
 	select {
 	case <-done:
 	case <-time.After(20 * time.Second):
-		_ = a.cmd.Process.Kill()
+		a.cmd.Process.Kill() //nolint:errcheck // Wait below reports the outcome
 		<-done
 		t.Errorf("telegraf did not stop on SIGTERM; its log:\n%s", a.stderr.String())
 	}
@@ -178,9 +178,12 @@ func simDetection(fullID, severity, category, group string, lastProcessed time.T
 	}
 }
 
-func expectedAlert(d defendersim.Detection) telegraf.Metric {
-	alertTime, _ := time.Parse(time.RFC3339Nano, d.AlertTime)
-	lastProcessed, _ := time.Parse(time.RFC3339Nano, d.LastProcessedTimeUtc)
+func expectedAlert(t *testing.T, d *defendersim.Detection) telegraf.Metric {
+	t.Helper()
+	alertTime, err := time.Parse(time.RFC3339Nano, d.AlertTime)
+	require.NoError(t, err)
+	lastProcessed, err := time.Parse(time.RFC3339Nano, d.LastProcessedTimeUtc)
+	require.NoError(t, err)
 	tags := map[string]string{"severity": strings.ToLower(d.Severity), "category": d.Category, "detection_source": d.Source}
 	if d.MachineGroup != "" {
 		tags["machine_group"] = d.MachineGroup
@@ -232,8 +235,9 @@ func TestExecdUnderRealTelegraf(t *testing.T) {
 
 	metrics := a.metrics(t)
 	expected := make([]telegraf.Metric, 0, 4)
-	for _, d := range append(initial, later) {
-		expected = append(expected, expectedAlert(d))
+	all := append(initial[:len(initial):len(initial)], later)
+	for i := range all {
+		expected = append(expected, expectedAlert(t, &all[i]))
 	}
 	testutil.RequireMetricsEqual(t, expected, byName(metrics, "defender_alert"), testutil.SortMetrics())
 

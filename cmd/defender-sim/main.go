@@ -58,7 +58,7 @@ func run(listen, addrFile string, cfg defendersim.Config) error {
 	defer stop()
 	go func() {
 		<-ctx.Done()
-		_ = srv.Shutdown(context.Background()) // exiting anyway
+		srv.Shutdown(context.Background()) //nolint:errcheck // exiting anyway
 	}()
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err

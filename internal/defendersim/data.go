@@ -84,15 +84,15 @@ type stored struct {
 func (s *Server) Add(detections ...Detection) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, d := range detections {
-		if err := s.addLocked(d); err != nil {
+	for i := range detections {
+		if err := s.addLocked(&detections[i]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *Server) addLocked(d Detection) error {
+func (s *Server) addLocked(d *Detection) error {
 	lpt, err := time.Parse(time.RFC3339Nano, d.LastProcessedTimeUtc)
 	if err != nil {
 		return fmt.Errorf("detection %q: LastProcessedTimeUtc: %w", d.FullID, err)
@@ -104,7 +104,7 @@ func (s *Server) addLocked(d Detection) error {
 	i := sort.Search(len(s.detections), func(i int) bool { return s.detections[i].lastProcessed.After(lpt) })
 	s.detections = append(s.detections, stored{})
 	copy(s.detections[i+1:], s.detections[i:])
-	s.detections[i] = stored{Detection: d, lastProcessed: lpt.UTC(), visibleAt: visible.UTC()}
+	s.detections[i] = stored{Detection: *d, lastProcessed: lpt.UTC(), visibleAt: visible.UTC()}
 	return nil
 }
 
@@ -115,8 +115,8 @@ func (s *Server) All() []Detection {
 	defer s.mu.Unlock()
 	s.generateLocked(s.now())
 	out := make([]Detection, 0, len(s.detections))
-	for _, d := range s.detections {
-		out = append(out, d.Detection)
+	for i := range s.detections {
+		out = append(out, s.detections[i].Detection)
 	}
 	return out
 }
@@ -132,8 +132,9 @@ func (s *Server) generateLocked(now time.Time) {
 	}
 	for next := s.generated.Add(step); !next.After(now); next = s.generated.Add(step) {
 		s.generated = next
-		for _, d := range s.generate(s.nextIndex, next) {
-			_ = s.addLocked(d) // generated timestamps always parse
+		generated := s.generate(s.nextIndex, next)
+		for i := range generated {
+			s.addLocked(&generated[i]) //nolint:errcheck // generated timestamps always parse
 		}
 		s.nextIndex++
 	}
@@ -173,7 +174,7 @@ var (
 // generate returns the detections of generated event number i: one alert
 // with one to three detections (AlertPart), all processed at lpt.
 func (s *Server) generate(i uint64, lpt time.Time) []Detection {
-	rng := rand.New(rand.NewPCG(s.cfg.Seed, i))
+	rng := rand.New(rand.NewPCG(s.cfg.Seed, i)) //nolint:gosec // reproducible fake data, not security
 	severity := pickWeighted(rng)
 	cat := categories[rng.IntN(len(categories))]
 	machine := rng.IntN(40)

@@ -3,6 +3,7 @@ package defendersim
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -42,17 +43,18 @@ func (s *Server) serveAlerts(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	bw := bufio.NewWriterSize(w, 64*1024)
 	enc := json.NewEncoder(bw)
-	_ = bw.WriteByte('[')
+	// Write errors mean the client went away: nothing left to do then.
+	bw.WriteByte('[') //nolint:errcheck // see above
 	for i := range matches {
 		if i > 0 {
-			_ = bw.WriteByte(',')
+			bw.WriteByte(',') //nolint:errcheck // see above
 		}
 		if err := enc.Encode(&matches[i]); err != nil {
 			return
 		}
 	}
-	_ = bw.WriteByte(']')
-	_ = bw.Flush() // a client that went away is not the simulator's problem
+	bw.WriteByte(']') //nolint:errcheck // see above
+	bw.Flush()
 }
 
 // selectDetections returns the detections a query sees, oldest first.
@@ -61,8 +63,9 @@ func (s *Server) selectDetections(q siemQuery, now time.Time) []Detection {
 	defer s.mu.Unlock()
 	s.generateLocked(now)
 
-	var matches []Detection
-	for _, d := range s.detections {
+	matches := make([]Detection, 0, 64)
+	for i := range s.detections {
+		d := &s.detections[i]
 		if d.lastProcessed.Before(q.since) {
 			continue
 		}
@@ -111,7 +114,7 @@ func parseSIEMQuery(values url.Values, now time.Time) (siemQuery, error) {
 			}
 		case "limit":
 			if q.limit, err = strconv.Atoi(v); err == nil && q.limit < 0 {
-				err = fmt.Errorf("must not be negative")
+				err = errors.New("must not be negative")
 			}
 		case "machinegroups":
 			for _, g := range vals {
@@ -143,7 +146,7 @@ func parseQueryTime(v string) (time.Time, error) {
 			return t.UTC(), nil
 		}
 	}
-	return time.Time{}, fmt.Errorf("not a date and time")
+	return time.Time{}, errors.New("not a date and time")
 }
 
 var isoDuration = regexp.MustCompile(`^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$`)
@@ -152,7 +155,7 @@ var isoDuration = regexp.MustCompile(`^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:
 func parseISODuration(v string) (time.Duration, error) {
 	m := isoDuration.FindStringSubmatch(v)
 	if m == nil || v == "P" || strings.HasSuffix(v, "T") {
-		return 0, fmt.Errorf("not an ISO 8601 duration")
+		return 0, errors.New("not an ISO 8601 duration")
 	}
 	var d time.Duration
 	for i, unit := range []time.Duration{24 * time.Hour, time.Hour, time.Minute, time.Second} {

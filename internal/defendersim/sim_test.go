@@ -63,8 +63,8 @@ func alerts(t *testing.T, server *httptest.Server, tok, query string) (int, []De
 
 func ids(ds []Detection) []string {
 	out := make([]string, 0, len(ds))
-	for _, d := range ds {
-		out = append(out, d.FullID)
+	for i := range ds {
+		out = append(out, ds[i].FullID)
 	}
 	return out
 }
@@ -179,11 +179,14 @@ func TestGeneratedStreamIsSteadyAndReproducible(t *testing.T) {
 	require.Equal(t, ids(all), ids(twin.All()), "the same seed gives the same detections")
 	events := map[string]bool{}
 	severities, groups, lagged := map[string]bool{}, map[string]bool{}, 0
-	for _, d := range all {
+	for i := range all {
+		d := &all[i]
 		events[d.AlertID] = true
 		severities[d.Severity] = true
 		groups[d.MachineGroup] = true
-		if lpt, _ := time.Parse(time.RFC3339Nano, d.LastProcessedTimeUtc); d.VisibleAt.After(lpt) {
+		lpt, err := time.Parse(time.RFC3339Nano, d.LastProcessedTimeUtc)
+		require.NoError(t, err)
+		if d.VisibleAt.After(lpt) {
 			lagged++
 		}
 	}

@@ -107,7 +107,8 @@ func requestedAudience(w http.ResponseWriter, r *http.Request, v2 bool) (string,
 	}
 	if !strings.HasSuffix(scope, "/.default") || strings.Contains(scope, " ") {
 		writeAADError(w, http.StatusBadRequest, "invalid_scope", 1002012,
-			fmt.Sprintf("The provided value for scope %s is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).", scope))
+			fmt.Sprintf("The provided value for scope %s is not valid. Client credential flows must have a scope value "+
+				"with /.default suffixed to the resource identifier (application ID URI).", scope))
 		return "", false
 	}
 	return strings.ToLower(strings.TrimSuffix(scope, "/.default")), true
@@ -135,24 +136,25 @@ func (s *Server) checkBearer(w http.ResponseWriter, r *http.Request, audiences m
 
 func writeAADError(w http.ResponseWriter, status int, code string, aadsts int, description string) {
 	writeJSON(w, status, map[string]any{
-		"error":             code,
-		"error_description": fmt.Sprintf("AADSTS%d: %s\r\nTrace ID: %s\r\nCorrelation ID: %s\r\nTimestamp: %s", aadsts, description, randomUUID(), randomUUID(), time.Now().UTC().Format("2006-01-02 15:04:05Z")),
-		"error_codes":       []int{aadsts},
-		"trace_id":          randomUUID(),
-		"correlation_id":    randomUUID(),
-		"error_uri":         fmt.Sprintf("https://login.microsoftonline.com/error?code=%d", aadsts),
+		"error": code,
+		"error_description": fmt.Sprintf("AADSTS%d: %s\r\nTrace ID: %s\r\nCorrelation ID: %s\r\nTimestamp: %s",
+			aadsts, description, randomUUID(), randomUUID(), time.Now().UTC().Format("2006-01-02 15:04:05Z")),
+		"error_codes":    []int{aadsts},
+		"trace_id":       randomUUID(),
+		"correlation_id": randomUUID(),
+		"error_uri":      fmt.Sprintf("https://login.microsoftonline.com/error?code=%d", aadsts),
 	})
 }
 
 func writeJSON(w http.ResponseWriter, status int, body any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(body) // the client may have gone; nothing to do then
+	json.NewEncoder(w).Encode(body) //nolint:errcheck // the client may have gone; nothing to do then
 }
 
 func randomHex(n int) string {
 	b := make([]byte, n)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
+	rand.Read(b) // crypto/rand.Read never fails on supported platforms
 	return hex.EncodeToString(b)
 }
 

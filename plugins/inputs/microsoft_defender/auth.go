@@ -10,9 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/influxdata/telegraf/config"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/influxdata/telegraf/config"
 )
 
 // tokenRenewBefore is how long before expiry a cached token is replaced, so
@@ -25,6 +26,7 @@ type staticToken struct {
 	secret *config.Secret
 }
 
+// Token implements oauth2.TokenSource.
 func (s *staticToken) Token() (*oauth2.Token, error) {
 	buf, err := s.secret.Get()
 	if err != nil {
@@ -51,6 +53,7 @@ type aadToken struct {
 	refreshToken *config.Secret
 }
 
+// Token implements oauth2.TokenSource; every call asks Azure AD.
 func (a *aadToken) Token() (*oauth2.Token, error) {
 	secret, err := a.clientSecret.Get()
 	if err != nil {

@@ -56,7 +56,8 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 	defer resp.Body.Close()
 	// Read past the quoted part so that a token straddling its end is
 	// still redacted whole.
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, int64(maxBodySnippet+len(tok.AccessToken))))
+	snippet, _ := io.ReadAll( //nolint:errcheck // a body cut short still tells what it has
+		io.LimitReader(resp.Body, int64(maxBodySnippet+len(tok.AccessToken))))
 	return nil, fmt.Errorf("%s at %s answered %s (%s): %s",
 		c.name, u.Host, resp.Status, c.statusMeaning(resp.StatusCode), bodySnippet(redact(snippet, tok.AccessToken)))
 }

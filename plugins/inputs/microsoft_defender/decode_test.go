@@ -26,32 +26,32 @@ func TestMalformedResponses(t *testing.T) {
 		want    string
 	}{
 		{"object instead of array", `{"value":[]}`, 0,
-			`SIEM API at %s: response is not a JSON array of detections: it starts with "{"`},
+			`reading the SIEM API answer from %s: response is not a JSON array of detections: it starts with "{"`},
 		{"html page with 200", "<html><body>Sign in</body></html>", 0,
-			`SIEM API at %s: response is not a JSON array: invalid JSON at byte 1: invalid character '<' looking for beginning of value`},
+			`reading the SIEM API answer from %s: response is not a JSON array: invalid JSON at byte 1: invalid character '<' looking for beginning of value`},
 		{"empty body", "", 0,
-			`SIEM API at %s: response is not a JSON array: response truncated at byte 0`},
+			`reading the SIEM API answer from %s: response is not a JSON array: response truncated at byte 0`},
 		{"truncated array", "[" + good + `,{"AlertId":"b","Full`, 1,
-			`SIEM API at %s: detection 1: response truncated at byte 117`},
+			`reading the SIEM API answer from %s: detection 1: response truncated at byte 117`},
 		{"missing closing bracket", "[" + good, 1,
-			`SIEM API at %s: after detection 0: response truncated at byte 116`},
+			`reading the SIEM API answer from %s: after detection 0: response truncated at byte 116`},
 		{"string field holds a number", "[" + good + `,{"AlertTitle":5,"LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
-			`SIEM API at %s: detection 1: field AlertTitle: JSON number where a string was expected (byte 15 of the detection)`},
+			`reading the SIEM API answer from %s: detection 1: field AlertTitle: JSON number where a string was expected (byte 15 of the detection)`},
 		{"integer field holds text", "[" + good + `,{"AlertPart":"first","LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
-			`SIEM API at %s: detection 1: "first" is not an integer`},
+			`reading the SIEM API answer from %s: detection 1: "first" is not an integer`},
 		{"boolean field holds a number", "[" + good + `,{"RemediationIsSuccess":2,"LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
-			`SIEM API at %s: detection 1: 2 is not a boolean`},
+			`reading the SIEM API answer from %s: detection 1: 2 is not a boolean`},
 		{"timestamp in another format", "[" + good + "," + detectionJSON("b:1", "30/09/2020 14:00") + "]", 1,
-			`SIEM API at %s: detection 1 (FullId "b:1"): LastProcessedTimeUtc: "30/09/2020 14:00" is not an RFC 3339 timestamp`},
+			`reading the SIEM API answer from %s: detection 1 (FullId "b:1"): field LastProcessedTimeUtc: "30/09/2020 14:00" is not an RFC 3339 timestamp`},
 		{"no LastProcessedTimeUtc", "[" + good + `,{"FullId":"b:1"}]`, 1,
-			`SIEM API at %s: detection 1 (FullId "b:1"): LastProcessedTimeUtc is missing`},
+			`reading the SIEM API answer from %s: detection 1 (FullId "b:1"): no LastProcessedTimeUtc`},
 		{"array of numbers", "[1]", 0,
-			`SIEM API at %s: detection 0: JSON number where a detection object was expected`},
+			`reading the SIEM API answer from %s: detection 0: a JSON number where a detection object was expected`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
-				_, _ = w.Write([]byte(tt.body))
+				respond(t, w, []byte(tt.body))
 			})
 			logger := &testutil.CaptureLogger{}
 			plugin := stubbedPlugin(t, server, logger)
@@ -78,7 +78,7 @@ func TestFailedPollIsRetriedWithoutDuplicates(t *testing.T) {
 	var queries []url.Values
 	server := stub(t, func(w http.ResponseWriter, r *http.Request) {
 		queries = append(queries, r.URL.Query())
-		_, _ = w.Write([]byte(responses[len(queries)-1]))
+		respond(t, w, []byte(responses[len(queries)-1]))
 	})
 	logger := &testutil.CaptureLogger{}
 	plugin := stubbedPlugin(t, server, logger)
@@ -103,10 +103,10 @@ func TestConsecutivePollsAreAdjacentAndDeduplicated(t *testing.T) {
 		since := r.URL.Query().Get("sinceTimeUtc")
 		queries = append(queries, since+" "+r.URL.Query().Get("untilTimeUtc"))
 		if since > "2020-09-30T15:00:00.0000000Z" {
-			_, _ = w.Write([]byte("[]"))
+			respond(t, w, []byte("[]"))
 			return
 		}
-		_, _ = w.Write([]byte("[" + boundary + "]"))
+		respond(t, w, []byte("["+boundary+"]"))
 	})
 	plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{})
 	plugin.now = func() time.Time { return now }

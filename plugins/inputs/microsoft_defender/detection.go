@@ -68,7 +68,7 @@ type detection struct {
 	IocUniqueID               string       `json:"IocUniqueId"`
 
 	// Parsed from the strings above by validate.
-	alertTime     time.Time
+	alertAt       time.Time
 	lastProcessed time.Time
 }
 
@@ -96,14 +96,14 @@ func (d *detection) ioaDefinitionID() string {
 func (d *detection) validate() error {
 	var err error
 	if d.LastProcessedTimeUtc == "" {
-		return errors.New("LastProcessedTimeUtc is missing")
+		return errors.New("no LastProcessedTimeUtc")
 	}
 	if d.lastProcessed, err = parseAPITime(d.LastProcessedTimeUtc); err != nil {
-		return fmt.Errorf("LastProcessedTimeUtc: %w", err)
+		return fmt.Errorf("field LastProcessedTimeUtc: %w", err)
 	}
 	if d.AlertTime != "" {
-		if d.alertTime, err = parseAPITime(d.AlertTime); err != nil {
-			return fmt.Errorf("AlertTime: %w", err)
+		if d.alertAt, err = parseAPITime(d.AlertTime); err != nil {
+			return fmt.Errorf("field AlertTime: %w", err)
 		}
 	}
 	return nil
@@ -132,6 +132,7 @@ type optionalInt struct {
 	set   bool
 }
 
+// UnmarshalJSON implements json.Unmarshaler.
 func (o *optionalInt) UnmarshalJSON(b []byte) error {
 	s, quoted := unquote(b)
 	if s == "" || s == "null" && !quoted {
@@ -151,6 +152,7 @@ type optionalBool struct {
 	set   bool
 }
 
+// UnmarshalJSON implements json.Unmarshaler.
 func (o *optionalBool) UnmarshalJSON(b []byte) error {
 	s, quoted := unquote(b)
 	if s == "" || s == "null" && !quoted {
@@ -226,7 +228,7 @@ func describeJSONError(err error, dec *json.Decoder) error {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("response truncated at byte %d", dec.InputOffset())
 	case errors.As(err, &typeErr) && typeErr.Field == "":
-		return fmt.Errorf("JSON %s where a detection object was expected", typeErr.Value)
+		return fmt.Errorf("a JSON %s where a detection object was expected", typeErr.Value)
 	case errors.As(err, &typeErr):
 		return fmt.Errorf("field %s: JSON %s where a %s was expected (byte %d of the detection)", typeErr.Field, typeErr.Value, typeErr.Type, typeErr.Offset)
 	case errors.As(err, &syntaxErr):

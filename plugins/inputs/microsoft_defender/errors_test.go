@@ -85,9 +85,11 @@ func TestAPIStatusErrors(t *testing.T) {
 		want   string
 	}{
 		{http.StatusUnauthorized, "Authorization has been denied for this request.",
-			`SIEM API at %s answered 401 Unauthorized (the token is invalid or expired, or the request is malformed): body "Authorization has been denied for this request."`},
+			`SIEM API at %s answered 401 Unauthorized (the token is invalid or expired, or the request is malformed): ` +
+				`body "Authorization has been denied for this request."`},
 		{http.StatusForbidden, `{"error":"Forbidden"}`,
-			`SIEM API at %s answered 403 Forbidden (the app lacks permission, or the tenant is not managed by this API or was deleted): body "{\"error\":\"Forbidden\"}"`},
+			`SIEM API at %s answered 403 Forbidden (the app lacks permission, or the tenant is not managed by this API or was deleted): ` +
+				`body "{\"error\":\"Forbidden\"}"`},
 		{http.StatusInternalServerError, "<html>\r\n<body>Oops\x1b[31m</body>\n</html>",
 			`SIEM API at %s answered 500 Internal Server Error (service error): body "<html><body>Oops[31m</body></html>"`},
 		{http.StatusServiceUnavailable, "",
@@ -101,7 +103,7 @@ func TestAPIStatusErrors(t *testing.T) {
 		t.Run(http.StatusText(tt.status), func(t *testing.T) {
 			server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
 				w.WriteHeader(tt.status)
-				_, _ = w.Write([]byte(tt.body))
+				respond(t, w, []byte(tt.body))
 			})
 			logger := &testutil.CaptureLogger{}
 			msg, acc := gatherError(t, stubbedPlugin(t, server, logger), logger)
@@ -152,7 +154,9 @@ func TestTokenEndpointErrors(t *testing.T) {
 
 func TestTokenEndpointAnswersWithoutOAuthError(t *testing.T) {
 	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		require.NoError(t, r.ParseForm())
+		if err := r.ParseForm(); err != nil {
+			t.Errorf("parsing the token request: %v", err)
+		}
 		w.WriteHeader(http.StatusBadGateway)
 		// A proxy error page that echoes the form it was sent.
 		fmt.Fprintf(w, "<h1>Bad gateway</h1>\n<pre>%s</pre>", r.PostForm.Encode())
@@ -162,7 +166,8 @@ func TestTokenEndpointAnswersWithoutOAuthError(t *testing.T) {
 	plugin := stubbedPlugin(t, server, logger)
 	msg, _ := gatherError(t, plugin, logger)
 	require.Equal(t, fmt.Sprintf(
-		`token request to %s failed: HTTP 502 Bad Gateway: body "<h1>Bad gateway</h1><pre>client_id=%s&client_secret=%s&grant_type=refresh_token&refresh_token=%s&resource=https%%3A%%2F%%2Fgraph.windows.net</pre>"`,
+		`token request to %s failed: HTTP 502 Bad Gateway: body "<h1>Bad gateway</h1><pre>`+
+			`client_id=%s&client_secret=%s&grant_type=refresh_token&refresh_token=%s&resource=https%%3A%%2F%%2Fgraph.windows.net</pre>"`,
 		strings.TrimPrefix(server.URL, "http://"), testClientID, "[redacted]", "[redacted]"), msg)
 }
 

@@ -43,9 +43,9 @@ func alertMetric(d *detection) telegraf.Metric {
 	fields["last_processed_time_utc"] = d.lastProcessed.Format(time.RFC3339Nano)
 
 	ts := d.lastProcessed
-	if !d.alertTime.IsZero() {
-		fields["alert_time"] = d.alertTime.Format(time.RFC3339Nano)
-		ts = d.alertTime
+	if !d.alertAt.IsZero() {
+		fields["alert_time"] = d.alertAt.Format(time.RFC3339Nano)
+		ts = d.alertAt
 	}
 	return metric.New(measurementAlert, tags, fields, ts)
 }

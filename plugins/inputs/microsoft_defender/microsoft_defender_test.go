@@ -43,7 +43,7 @@ func TestCases(t *testing.T) {
 					w.WriteHeader(http.StatusUnauthorized)
 					return
 				}
-				_, _ = w.Write(body)
+				respond(t, w, body)
 			}))
 			defer server.Close()
 
@@ -101,4 +101,12 @@ func TestReadmeConfigurationIsSampleConfig(t *testing.T) {
 	block, _, found = strings.Cut(block, "```\n")
 	require.True(t, found)
 	require.Equal(t, sampleConfig, block)
+}
+
+// respond writes a test server's answer; handlers run on the server's
+// goroutine, where require must not be used.
+func respond(t *testing.T, w http.ResponseWriter, body []byte) {
+	if _, err := w.Write(body); err != nil {
+		t.Errorf("writing the response: %v", err)
+	}
 }

@@ -188,10 +188,10 @@ func TestTokenIsRenewedShortlyBeforeItExpires(t *testing.T) {
 			tokenRequests++
 			w.Header().Set("Content-Type", "application/json")
 			// 100 s of life: inside the two-minute renewal margin at once.
-			_, _ = w.Write([]byte(`{"token_type":"Bearer","expires_in":"100","access_token":"short-lived"}`))
+			respond(t, w, []byte(`{"token_type":"Bearer","expires_in":"100","access_token":"short-lived"}`))
 			return
 		}
-		_, _ = w.Write([]byte(`[]`))
+		respond(t, w, []byte(`[]`))
 	}))
 	defer server.Close()
 	plugin := &MicrosoftDefender{
@@ -210,7 +210,7 @@ func TestStaticAccessTokenIsSentAsIs(t *testing.T) {
 	var seen []string
 	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen = append(seen, r.URL.Path+" "+r.Header.Get("Authorization"))
-		_, _ = w.Write([]byte(`[]`))
+		respond(t, w, []byte(`[]`))
 	}))
 	defer server.Close()
 	plugin := &MicrosoftDefender{
@@ -229,11 +229,13 @@ func TestTokenResponseOfTheSeedIsAccepted(t *testing.T) {
 	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/token") {
 			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write(seed)
+			respond(t, w, seed)
 			return
 		}
-		require.True(t, strings.HasPrefix(r.Header.Get("Authorization"), "Bearer eyJ0eXaioJJOIneiowiouqSuzNiZ345FYOVkaJL0625TueyaJasjhIjEnbMlWqP"))
-		_, _ = w.Write([]byte(`[]`))
+		if auth := r.Header.Get("Authorization"); !strings.HasPrefix(auth, "Bearer eyJ0eXaioJJOIneiowiouqSuzNiZ345FYOVkaJL0625TueyaJasjhIjEnbMlWqP") {
+			t.Errorf("the seed's access token was not sent: %q", auth)
+		}
+		respond(t, w, []byte(`[]`))
 	}))
 	defer server.Close()
 	plugin := &MicrosoftDefender{

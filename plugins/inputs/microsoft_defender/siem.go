@@ -80,7 +80,7 @@ func (b *siemBackend) fetch(ctx context.Context, since, until time.Time, emit fu
 
 	dec, err := newDetectionDecoder(body)
 	if err != nil {
-		return 0, fmt.Errorf("SIEM API at %s: %w", u.Host, err)
+		return 0, fmt.Errorf("reading the SIEM API answer from %s: %w", u.Host, err)
 	}
 	var d detection
 	for {
@@ -89,7 +89,7 @@ func (b *siemBackend) fetch(ctx context.Context, since, until time.Time, emit fu
 			return dec.index, nil
 		}
 		if err != nil {
-			return dec.index - 1, fmt.Errorf("SIEM API at %s: %w", u.Host, err)
+			return dec.index - 1, fmt.Errorf("reading the SIEM API answer from %s: %w", u.Host, err)
 		}
 		emit(&d)
 	}
