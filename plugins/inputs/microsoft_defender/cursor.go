@@ -2,15 +2,34 @@ package microsoft_defender
 
 import "time"
 
-// cursor remembers how far the plugin has read and which detections it has
-// emitted near that point, so that no detection is emitted twice.
+// tick is the resolution of the SIEM API's timestamps (7 fractional digits).
+const tick = 100 * time.Nanosecond
+
+// span is the part of one chunk of the timeline still to be read: the
+// detections with LastProcessedTimeUtc in [From, To], both bounds inclusive.
+// When the chunk is done, the watermark moves to End.
+type span struct {
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	From  time.Time `json:"from"`
+	To    time.Time `json:"to"`
+}
+
+func (s *span) empty() bool {
+	return s.To.Before(s.From)
+}
+
+// cursor remembers how far the plugin has read and which detections it
+// emitted in the stretch that later windows read again, so that every
+// detection is emitted exactly once.
 type cursor struct {
-	// watermark is the upper bound of the last completed window; zero
-	// before the first completed poll.
+	// watermark is the upper bound of the last completed chunk; zero
+	// before the first one completes.
 	watermark time.Time
+	// pending is a chunk that a poll started but did not finish.
+	pending *span
 	// seen maps the identity of each emitted detection to its
-	// LastProcessedTimeUtc; only detections that a later window can return
-	// again are kept.
+	// LastProcessedTimeUtc, for the detections a later request can return.
 	seen map[string]time.Time
 }
 
@@ -18,20 +37,38 @@ func newCursor() *cursor {
 	return &cursor{seen: make(map[string]time.Time)}
 }
 
-// window returns the next window to request: from the watermark (or
-// now - lookback on the first poll) to now. The lower bound is inclusive,
-// so detections on the boundary come back and are dropped by identity.
-func (c *cursor) window(now time.Time, lookback time.Duration) (since, until time.Time) {
-	since = c.watermark
-	if since.IsZero() {
-		since = now.Add(-lookback)
-	}
-	return since, now
+// windowPlan holds the settings that shape the windows.
+type windowPlan struct {
+	lookback  time.Duration // the first poll starts this long before its end
+	overlap   time.Duration // each poll re-reads this much before the watermark
+	maxWindow time.Duration // longest chunk one request covers
 }
 
-// isNew reports whether a detection with this identity has not been emitted.
-// Detections without an identity cannot be deduplicated and always count
-// as new.
+// next returns the span to read next for a poll whose window ends at end,
+// or nil when everything up to end has been read. An unfinished chunk comes
+// first; otherwise the window [watermark - overlap, end] is cut into chunks
+// of at most maxWindow, oldest first.
+func (c *cursor) next(end time.Time, plan windowPlan) *span {
+	if c.pending != nil {
+		return c.pending
+	}
+	start := c.watermark.Add(-plan.overlap)
+	if c.watermark.IsZero() {
+		start = end.Add(-plan.lookback)
+	} else if !c.watermark.Before(end) {
+		return nil
+	}
+	chunkEnd := start.Add(plan.maxWindow)
+	if chunkEnd.After(end) {
+		chunkEnd = end
+	}
+	c.pending = &span{Start: start, End: chunkEnd, From: start, To: chunkEnd}
+	return c.pending
+}
+
+// isNew reports whether a detection with this identity has not been
+// emitted. Detections without an identity cannot be deduplicated and
+// always count as new.
 func (c *cursor) isNew(id string) bool {
 	if id == "" {
 		return true
@@ -46,12 +83,15 @@ func (c *cursor) remember(id string, lastProcessed time.Time) {
 	}
 }
 
-// complete records that every detection up to until has been emitted and
-// forgets the identities no later window can return.
-func (c *cursor) complete(until time.Time) {
-	c.watermark = until
+// complete records that the pending chunk has been read whole, and forgets
+// the identities that no later window, which starts at most overlap before
+// the new watermark, can return.
+func (c *cursor) complete(overlap time.Duration) {
+	c.watermark = c.pending.End
+	c.pending = nil
+	horizon := c.watermark.Add(-overlap)
 	for id, t := range c.seen {
-		if t.Before(until) {
+		if t.Before(horizon) {
 			delete(c.seen, id)
 		}
 	}

@@ -90,38 +90,43 @@ func TestFailedPollIsRetriedWithoutDuplicates(t *testing.T) {
 	require.Equal(t, []string{"a:2"}, emittedIDs(acc))
 	require.Len(t, queries, 2)
 	require.Equal(t, queries[0], queries[1], "the retry asks for the same window")
-	require.Equal(t, fixedNow, plugin.cursor.watermark)
+	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
 }
 
-// Consecutive polls ask for adjacent windows; a detection on the shared
-// boundary, which the API returns twice, is emitted once.
-func TestConsecutivePollsAreAdjacentAndDeduplicated(t *testing.T) {
+// Each poll asks for [watermark - overlap, now - delay]: the overlap
+// returns detections already emitted, which are dropped, and identities
+// are forgotten once no window can return them.
+func TestWindowsOverlapAndDuplicatesAreDropped(t *testing.T) {
 	now := fixedNow
-	boundary := detectionJSON("a:1", fixedNow.Format(time.RFC3339Nano))
+	lastProcessed := fixedNow.Add(-2 * time.Minute) // 14:58
 	var queries []string
 	server := stub(t, func(w http.ResponseWriter, r *http.Request) {
-		since := r.URL.Query().Get("sinceTimeUtc")
-		queries = append(queries, since+" "+r.URL.Query().Get("untilTimeUtc"))
-		if since > "2020-09-30T15:00:00.0000000Z" {
+		since, err := time.Parse(time.RFC3339Nano, r.URL.Query().Get("sinceTimeUtc"))
+		if err != nil {
+			t.Error(err)
+		}
+		until, err := time.Parse(time.RFC3339Nano, r.URL.Query().Get("untilTimeUtc"))
+		if err != nil {
+			t.Error(err)
+		}
+		queries = append(queries, since.Format("15:04")+"-"+until.Format("15:04"))
+		if lastProcessed.Before(since) || lastProcessed.After(until) {
 			respond(t, w, []byte("[]"))
 			return
 		}
-		respond(t, w, []byte("["+boundary+"]"))
+		respond(t, w, []byte("["+detectionJSON("a:1", lastProcessed.Format(time.RFC3339Nano))+"]"))
 	})
 	plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{})
 	plugin.now = func() time.Time { return now }
 
 	require.Equal(t, []string{"a:1"}, emittedIDs(gatherOK(t, plugin)))
-	now = now.Add(time.Minute)
-	require.Empty(t, gatherOK(t, plugin).GetTelegrafMetrics(), "a poll that emits nothing emits no counts either")
-	now = now.Add(time.Minute)
-	require.Empty(t, gatherOK(t, plugin).GetTelegrafMetrics())
-	require.Equal(t, []string{
-		"2020-09-30T14:00:00.0000000Z 2020-09-30T15:00:00.0000000Z",
-		"2020-09-30T15:00:00.0000000Z 2020-09-30T15:01:00.0000000Z",
-		"2020-09-30T15:01:00.0000000Z 2020-09-30T15:02:00.0000000Z",
-	}, queries)
-	require.Empty(t, plugin.cursor.seen, "identities behind the watermark are forgotten")
+	for _, later := range []time.Duration{time.Minute, 20 * time.Minute, time.Hour} {
+		now = fixedNow.Add(later)
+		acc := gatherOK(t, plugin)
+		require.Empty(t, detectionMetrics(acc), "a poll that emits nothing emits no counts either")
+	}
+	require.Equal(t, []string{"13:59-14:59", "14:49-15:00", "14:50-15:19", "15:09-15:59"}, queries)
+	require.Empty(t, plugin.cursor.seen, "identities no window can return are forgotten")
 }
 
 func emittedIDs(acc *testutil.Accumulator) []string {

@@ -35,7 +35,7 @@ func stub(t *testing.T, alerts http.HandlerFunc) *httptest.Server {
 
 func stubbedPlugin(t *testing.T, server *httptest.Server, logger *testutil.CaptureLogger) *MicrosoftDefender {
 	t.Helper()
-	plugin := &MicrosoftDefender{
+	plugin := withDefaults(&MicrosoftDefender{
 		EndpointURL:     server.URL + "/api/alerts",
 		LoginEndpoint:   server.URL,
 		TenantID:        testTenant,
@@ -46,7 +46,7 @@ func stubbedPlugin(t *testing.T, server *httptest.Server, logger *testutil.Captu
 		Timeout:         config.Duration(5 * time.Second),
 		Log:             logger,
 		now:             func() time.Time { return fixedNow },
-	}
+	})
 	require.NoError(t, plugin.Init())
 	return plugin
 }
@@ -66,6 +66,17 @@ func gatherError(t *testing.T, plugin *MicrosoftDefender, logger *testutil.Captu
 		requireNoSecret(t, fmt.Sprint(m.Tags(), m.Fields()))
 	}
 	return msg, &acc
+}
+
+func requirePollStatus(t *testing.T, acc *testutil.Accumulator, status string) {
+	t.Helper()
+	var statuses []string
+	for _, m := range acc.GetTelegrafMetrics() {
+		if m.Name() == measurementPoll {
+			statuses = append(statuses, m.Tags()["status"])
+		}
+	}
+	require.Equal(t, []string{status}, statuses)
 }
 
 func requireNoSecret(t *testing.T, s string) {
@@ -108,7 +119,8 @@ func TestAPIStatusErrors(t *testing.T) {
 			logger := &testutil.CaptureLogger{}
 			msg, acc := gatherError(t, stubbedPlugin(t, server, logger), logger)
 			require.Equal(t, fmt.Sprintf(tt.want, strings.TrimPrefix(server.URL, "http://")), msg)
-			require.Empty(t, acc.GetTelegrafMetrics())
+			require.Empty(t, detectionMetrics(acc))
+			requirePollStatus(t, acc, "error")
 		})
 	}
 }

@@ -10,14 +10,14 @@ import (
 )
 
 func validPlugin() *MicrosoftDefender {
-	return &MicrosoftDefender{
+	return withDefaults(&MicrosoftDefender{
 		Region:          "eu",
 		TenantID:        testTenant,
 		ClientID:        testClientID,
 		ClientSecret:    config.NewSecret([]byte(testClientSecret)),
 		InitialLookback: config.Duration(2 * time.Hour),
 		Timeout:         config.Duration(30 * time.Second),
-	}
+	})
 }
 
 func TestInitRejectsBadConfigurations(t *testing.T) {

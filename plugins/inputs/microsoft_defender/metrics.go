@@ -140,3 +140,23 @@ func (c *alertCounter) metrics(ts time.Time) []telegraf.Metric {
 	}
 	return out
 }
+
+const measurementPoll = "defender_poll"
+
+// pollMetric describes one poll: what it asked, got and emitted, how far
+// behind now the cursor is, and whether a backlog remains.
+func pollMetric(api, status string, s *pollStats, duration, lag time.Duration, ts time.Time) telegraf.Metric {
+	return metric.New(measurementPoll,
+		map[string]string{"api": api, "status": status},
+		map[string]interface{}{
+			"requests":           s.requests,
+			"alerts_received":    s.received,
+			"alerts_emitted":     s.emitted,
+			"duplicates_dropped": s.duplicates,
+			"errors":             s.errors,
+			"duration_ms":        float64(duration) / float64(time.Millisecond),
+			"lag_seconds":        lag.Seconds(),
+			"backlog":            s.backlog,
+		},
+		ts)
+}

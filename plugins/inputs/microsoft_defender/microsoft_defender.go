@@ -56,9 +56,14 @@ type MicrosoftDefender struct {
 	DeviceCreatedMachineTags string   `toml:"device_created_machine_tags"`
 	CloudCreatedMachineTags  string   `toml:"cloud_created_machine_tags"`
 
-	Limit           int             `toml:"limit"`
-	InitialLookback config.Duration `toml:"initial_lookback"`
-	Timeout         config.Duration `toml:"timeout"`
+	Limit              int             `toml:"limit"`
+	InitialLookback    config.Duration `toml:"initial_lookback"`
+	Delay              config.Duration `toml:"delay"`
+	Overlap            config.Duration `toml:"overlap"`
+	MaxWindow          config.Duration `toml:"max_window"`
+	MaxAlertsPerGather int             `toml:"max_alerts_per_gather"`
+	StateFile          string          `toml:"state_file"`
+	Timeout            config.Duration `toml:"timeout"`
 	common_tls.ClientConfig
 	proxy.HTTPProxy
 
@@ -66,7 +71,21 @@ type MicrosoftDefender struct {
 
 	backend *siemBackend
 	cursor  *cursor
+	plan    windowPlan
 	now     func() time.Time
+}
+
+// newMicrosoftDefender returns a plugin with the documented defaults.
+func newMicrosoftDefender() *MicrosoftDefender {
+	return &MicrosoftDefender{
+		API:                "siem",
+		InitialLookback:    config.Duration(2 * time.Hour),
+		Delay:              config.Duration(time.Minute),
+		Overlap:            config.Duration(10 * time.Minute),
+		MaxWindow:          config.Duration(time.Hour),
+		MaxAlertsPerGather: 10000,
+		Timeout:            config.Duration(30 * time.Second),
+	}
 }
 
 func (*MicrosoftDefender) SampleConfig() string {
@@ -85,6 +104,19 @@ func (m *MicrosoftDefender) Init() error {
 	}
 	if m.InitialLookback <= 0 {
 		return errors.New("initial_lookback must be positive")
+	}
+	if m.Delay < 0 {
+		return errors.New("delay must not be negative")
+	}
+	if m.Overlap < 0 {
+		return errors.New("overlap must not be negative")
+	}
+	if m.MaxWindow <= m.Overlap {
+		return fmt.Errorf("max_window (%s) must be longer than overlap (%s), or no chunk would advance the cursor",
+			time.Duration(m.MaxWindow), time.Duration(m.Overlap))
+	}
+	if m.MaxAlertsPerGather <= 0 {
+		return fmt.Errorf("max_alerts_per_gather must be positive, got %d", m.MaxAlertsPerGather)
 	}
 	if m.Timeout <= 0 {
 		return errors.New("timeout must be positive")
@@ -106,39 +138,51 @@ func (m *MicrosoftDefender) Init() error {
 		machineGroups:            m.MachineGroups,
 		deviceCreatedMachineTags: m.DeviceCreatedMachineTags,
 		cloudCreatedMachineTags:  m.CloudCreatedMachineTags,
-		limit:                    m.Limit,
 	})
+	m.plan = windowPlan{
+		lookback:  time.Duration(m.InitialLookback),
+		overlap:   time.Duration(m.Overlap),
+		maxWindow: time.Duration(m.MaxWindow),
+	}
 	m.cursor = newCursor()
 	if m.now == nil {
 		m.now = time.Now
 	}
+	if m.StateFile != "" {
+		m.loadStateFile()
+	}
 	return nil
 }
 
-// Gather reads the detections that reached the service since the last
-// poll, emits the new ones, and advances the cursor only when the whole
-// window was read.
+// Gather reads the window [watermark - overlap, now - delay], emits the
+// detections not emitted before, and advances the cursor past each chunk
+// read whole. The poll's own metric comes last, then the state is saved:
+// whatever the state file says was emitted has been handed on.
 func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
-	since, until := m.cursor.window(m.now().UTC(), time.Duration(m.InitialLookback))
+	started := time.Now()
+	now := m.now().UTC()
+	end := now.Add(-time.Duration(m.Delay))
 
-	var counter alertCounter
-	_, err := m.backend.fetch(context.Background(), since, until, func(d *detection) {
-		id := d.identity()
-		if !m.cursor.isNew(id) {
-			return
-		}
-		acc.AddMetric(alertMetric(d))
-		counter.add(d)
-		m.cursor.remember(id, d.lastProcessed)
-	})
-	for _, c := range counter.metrics(until) {
+	p := &poll{m: m, acc: acc, budget: m.MaxAlertsPerGather}
+	countsAt, err := p.run(context.Background(), end)
+	for _, c := range p.counter.metrics(countsAt) {
 		acc.AddMetric(c)
 	}
 	if err != nil {
 		acc.AddError(err)
-		return nil
 	}
-	m.cursor.complete(until)
+
+	readUpTo := m.cursor.watermark
+	if readUpTo.IsZero() {
+		readUpTo = end.Add(-time.Duration(m.InitialLookback))
+	}
+	acc.AddMetric(pollMetric(m.API, p.stats.status(err), &p.stats, time.Since(started), now.Sub(readUpTo), now))
+
+	if m.StateFile != "" {
+		if err := m.saveStateFile(); err != nil {
+			acc.AddError(fmt.Errorf("saving the state to %q failed, a restart would repeat detections: %w", m.StateFile, err))
+		}
+	}
 	return nil
 }
 
@@ -306,10 +350,6 @@ func (m *MicrosoftDefender) tokenURL() (*url.URL, error) {
 
 func init() {
 	inputs.Add("microsoft_defender", func() telegraf.Input {
-		return &MicrosoftDefender{
-			API:             "siem",
-			InitialLookback: config.Duration(2 * time.Hour),
-			Timeout:         config.Duration(30 * time.Second),
-		}
+		return newMicrosoftDefender()
 	})
 }

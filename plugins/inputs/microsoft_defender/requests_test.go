@@ -37,17 +37,17 @@ func simulated(t *testing.T, configure func(*MicrosoftDefender)) (*MicrosoftDefe
 	server := httptest.NewServer(sim.Handler())
 	t.Cleanup(server.Close)
 
-	plugin := &MicrosoftDefender{
+	plugin := withDefaults(&MicrosoftDefender{
 		EndpointURL:     server.URL + "/api/alerts",
 		LoginEndpoint:   server.URL,
 		TenantID:        testTenant,
 		ClientID:        testClientID,
 		ClientSecret:    config.NewSecret([]byte(testClientSecret)),
-		InitialLookback: config.Duration(2 * time.Hour),
+		InitialLookback: config.Duration(time.Hour),
 		Timeout:         config.Duration(5 * time.Second),
 		Log:             testutil.Logger{},
 		now:             func() time.Time { return fixedNow },
-	}
+	})
 	if configure != nil {
 		configure(plugin)
 	}
@@ -87,8 +87,8 @@ func TestAlertsRequestCarriesEveryFilter(t *testing.T) {
 	r := requests[0]
 	require.Equal(t, http.MethodGet, r.Method)
 	require.Equal(t, url.Values{
-		"sinceTimeUtc":             {"2020-09-30T13:00:00.0000000Z"},
-		"untilTimeUtc":             {"2020-09-30T15:00:00.0000000Z"},
+		"sinceTimeUtc":             {"2020-09-30T13:59:00.0000000Z"},
+		"untilTimeUtc":             {"2020-09-30T14:59:00.0000000Z"},
 		"limit":                    {"50"},
 		"machinegroups":            {"UKMachines", "France Machines"},
 		"DeviceCreatedMachineTags": {"VIP"},
@@ -99,13 +99,15 @@ func TestAlertsRequestCarriesEveryFilter(t *testing.T) {
 	require.Equal(t, userAgent, r.Header.Get("User-Agent"))
 }
 
-func TestAlertsRequestWithoutFiltersSendsOnlyTheWindow(t *testing.T) {
+// Without filters a request carries the window, ending delay before now,
+// and a limit of max_alerts_per_gather, so that one poll never holds more.
+func TestAlertsRequestWithoutFiltersSendsTheWindowAndTheBudget(t *testing.T) {
 	plugin, sim := simulated(t, nil)
 	gatherOK(t, plugin)
 	requests := requestsTo(sim, "/api/alerts")
 	require.Len(t, requests, 1)
 	require.Equal(t,
-		"sinceTimeUtc=2020-09-30T13%3A00%3A00.0000000Z&untilTimeUtc=2020-09-30T15%3A00%3A00.0000000Z",
+		"limit=10000&sinceTimeUtc=2020-09-30T13%3A59%3A00.0000000Z&untilTimeUtc=2020-09-30T14%3A59%3A00.0000000Z",
 		requests[0].URL.RawQuery)
 }
 
@@ -165,6 +167,7 @@ func TestTokenRequestForms(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			plugin, sim := simulated(t, tt.configure)
 			gatherOK(t, plugin)
+			plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
 			gatherOK(t, plugin)
 
 			// The token, valid for an hour, serves both polls.
@@ -194,14 +197,15 @@ func TestTokenIsRenewedShortlyBeforeItExpires(t *testing.T) {
 		respond(t, w, []byte(`[]`))
 	}))
 	defer server.Close()
-	plugin := &MicrosoftDefender{
+	plugin := withDefaults(&MicrosoftDefender{
 		EndpointURL: server.URL + "/api/alerts", LoginEndpoint: server.URL, TenantID: testTenant,
 		ClientID: testClientID, ClientSecret: config.NewSecret([]byte(testClientSecret)),
 		InitialLookback: config.Duration(time.Hour), Timeout: config.Duration(5 * time.Second),
 		now: func() time.Time { return now },
-	}
+	})
 	require.NoError(t, plugin.Init())
 	gatherOK(t, plugin)
+	now = now.Add(time.Minute)
 	gatherOK(t, plugin)
 	require.Equal(t, 2, tokenRequests)
 }
@@ -213,11 +217,11 @@ func TestStaticAccessTokenIsSentAsIs(t *testing.T) {
 		respond(t, w, []byte(`[]`))
 	}))
 	defer server.Close()
-	plugin := &MicrosoftDefender{
+	plugin := withDefaults(&MicrosoftDefender{
 		EndpointURL: server.URL + "/api/alerts", AccessToken: config.NewSecret([]byte("portal-token")),
 		InitialLookback: config.Duration(time.Hour), Timeout: config.Duration(5 * time.Second),
 		now: func() time.Time { return fixedNow },
-	}
+	})
 	require.NoError(t, plugin.Init())
 	gatherOK(t, plugin)
 	require.Equal(t, []string{"/api/alerts Bearer portal-token"}, seen)
@@ -238,12 +242,12 @@ func TestTokenResponseOfTheSeedIsAccepted(t *testing.T) {
 		respond(t, w, []byte(`[]`))
 	}))
 	defer server.Close()
-	plugin := &MicrosoftDefender{
+	plugin := withDefaults(&MicrosoftDefender{
 		EndpointURL: server.URL + "/api/alerts", LoginEndpoint: server.URL, TenantID: testTenant,
 		ClientID: testClientID, ClientSecret: config.NewSecret([]byte(testClientSecret)),
 		InitialLookback: config.Duration(time.Hour), Timeout: config.Duration(5 * time.Second),
 		now: func() time.Time { return fixedNow },
-	}
+	})
 	require.NoError(t, plugin.Init())
 	gatherOK(t, plugin)
 }

@@ -28,7 +28,6 @@ type siemFilters struct {
 	machineGroups            []string
 	deviceCreatedMachineTags string
 	cloudCreatedMachineTags  string
-	limit                    int
 }
 
 // siemBackend pulls detections from the SIEM alerts API.
@@ -45,13 +44,13 @@ func newSIEMBackend(endpoint *url.URL, client *apiClient, filters siemFilters) *
 }
 
 // requestURL builds the query for the window [since, until] on
-// LastProcessedTimeUtc.
-func (b *siemBackend) requestURL(since, until time.Time) *url.URL {
+// LastProcessedTimeUtc, asking for the newest limit detections (all when 0).
+func (b *siemBackend) requestURL(since, until time.Time, limit int) *url.URL {
 	q := b.endpoint.Query()
 	q.Set("sinceTimeUtc", since.UTC().Format(siemTimeLayout))
 	q.Set("untilTimeUtc", until.UTC().Format(siemTimeLayout))
-	if b.filters.limit > 0 {
-		q.Set("limit", strconv.Itoa(b.filters.limit))
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
 	}
 	for _, g := range b.filters.machineGroups {
 		q.Add("machinegroups", g)
@@ -67,11 +66,11 @@ func (b *siemBackend) requestURL(since, until time.Time) *url.URL {
 	return &u
 }
 
-// fetch streams the detections of one window to emit, one at a time. It
-// returns how many it received; on error, those before the failure have
-// been passed to emit.
-func (b *siemBackend) fetch(ctx context.Context, since, until time.Time, emit func(*detection)) (int, error) {
-	u := b.requestURL(since, until)
+// fetch streams the detections of one window to handle, one at a time,
+// until handle returns false. It returns how many it decoded; on error,
+// those before the failure have been handled.
+func (b *siemBackend) fetch(ctx context.Context, since, until time.Time, limit int, handle func(*detection) bool) (int, error) {
+	u := b.requestURL(since, until, limit)
 	body, err := b.api.get(ctx, u)
 	if err != nil {
 		return 0, err
@@ -91,7 +90,9 @@ func (b *siemBackend) fetch(ctx context.Context, since, until time.Time, emit fu
 		if err != nil {
 			return dec.index - 1, fmt.Errorf("reading the SIEM API answer from %s: %w", u.Host, err)
 		}
-		emit(&d)
+		if !handle(&d) {
+			return dec.index, nil
+		}
 	}
 }
 

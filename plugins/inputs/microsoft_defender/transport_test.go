@@ -29,7 +29,7 @@ func TestRequestsGoThroughTheConfiguredProxy(t *testing.T) {
 	}))
 	defer proxy.Close()
 
-	plugin := &MicrosoftDefender{
+	plugin := withDefaults(&MicrosoftDefender{
 		// Loopback http, so that the proxy sees the request in the clear.
 		EndpointURL:     "http://127.0.0.1:1/api/alerts",
 		LoginEndpoint:   "http://127.0.0.1:1",
@@ -39,13 +39,13 @@ func TestRequestsGoThroughTheConfiguredProxy(t *testing.T) {
 		InitialLookback: config.Duration(time.Hour),
 		Timeout:         config.Duration(5 * time.Second),
 		now:             func() time.Time { return fixedNow },
-	}
+	})
 	plugin.HTTPProxyURL = proxy.URL
 	require.NoError(t, plugin.Init())
 	gatherOK(t, plugin)
 	require.Equal(t, []string{
 		"POST http://127.0.0.1:1/" + testTenant + "/oauth2/token",
-		"GET http://127.0.0.1:1/api/alerts?sinceTimeUtc=2020-09-30T14%3A00%3A00.0000000Z&untilTimeUtc=2020-09-30T15%3A00%3A00.0000000Z",
+		"GET http://127.0.0.1:1/api/alerts?limit=10000&sinceTimeUtc=2020-09-30T13%3A59%3A00.0000000Z&untilTimeUtc=2020-09-30T14%3A59%3A00.0000000Z",
 	}, seen)
 }
 
@@ -59,13 +59,13 @@ func TestServerCertificatesAreVerified(t *testing.T) {
 	require.NoError(t, os.WriteFile(caFile, cert, 0o600))
 
 	newPlugin := func(ca string) *MicrosoftDefender {
-		plugin := &MicrosoftDefender{
+		plugin := withDefaults(&MicrosoftDefender{
 			EndpointURL:     server.URL + "/api/alerts",
 			AccessToken:     config.NewSecret([]byte(testAccessToken)),
 			InitialLookback: config.Duration(time.Hour),
 			Timeout:         config.Duration(5 * time.Second),
 			now:             func() time.Time { return fixedNow },
-		}
+		})
 		plugin.TLSCA = ca
 		require.NoError(t, plugin.Init())
 		return plugin
