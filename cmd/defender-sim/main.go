@@ -31,6 +31,8 @@ func main() {
 	flag.DurationVar(&cfg.History, "history", 3*time.Hour, "how far back detections exist at start")
 	flag.DurationVar(&cfg.MaxLag, "max-lag", 5*time.Minute, "longest delay before a detection becomes visible to the API")
 	flag.Float64Var(&cfg.LagFraction, "lag-fraction", 0.2, "share of detections that become visible late")
+	flag.DurationVar(&cfg.BurstEvery, "burst-every", 0, "add a burst of detections sharing one timestamp this often (0: no bursts)")
+	flag.IntVar(&cfg.BurstSize, "burst-size", 200, "detections in each burst")
 	flag.Parse()
 
 	if err := run(*listen, *addrFile, cfg); err != nil {

@@ -121,22 +121,37 @@ func (s *Server) All() []Detection {
 	return out
 }
 
-// generateLocked extends the generated stream up to now.
+// generateLocked extends the generated stream up to now. Event times are
+// multiples of the step since the Unix epoch and each event's content
+// follows from its time and the seed, so a restarted simulator serves the
+// same detections for the same times.
 func (s *Server) generateLocked(now time.Time) {
-	if s.cfg.Rate <= 0 {
+	from := s.generated
+	if !now.After(from) {
 		return
 	}
-	step := time.Duration(float64(time.Minute) / s.cfg.Rate)
-	if step <= 0 {
-		step = 1
-	}
-	for next := s.generated.Add(step); !next.After(now); next = s.generated.Add(step) {
-		s.generated = next
-		generated := s.generate(s.nextIndex, next)
-		for i := range generated {
-			s.addLocked(&generated[i]) //nolint:errcheck // generated timestamps always parse
+	s.generated = now
+	if s.cfg.Rate > 0 {
+		step := int64(float64(time.Minute) / s.cfg.Rate)
+		if step <= 0 {
+			step = 1
 		}
-		s.nextIndex++
+		for n := from.UnixNano()/step + 1; n <= now.UnixNano()/step; n++ {
+			generated := s.generate(uint64(n), time.Unix(0, n*step).UTC(), 3)
+			for i := range generated {
+				s.addLocked(&generated[i]) //nolint:errcheck // generated timestamps always parse
+			}
+		}
+	}
+	if every := int64(s.cfg.BurstEvery); every > 0 && s.cfg.BurstSize > 0 {
+		for n := from.UnixNano()/every + 1; n <= now.UnixNano()/every; n++ {
+			at := time.Unix(0, n*every).UTC()
+			for j := range s.cfg.BurstSize {
+				// A separate index space, so bursts never repeat an event.
+				d := s.generate(1<<62+uint64(n)*uint64(s.cfg.BurstSize)+uint64(j), at, 1)[0]
+				s.addLocked(&d) //nolint:errcheck // generated timestamps always parse
+			}
+		}
 	}
 }
 
@@ -172,8 +187,8 @@ var (
 )
 
 // generate returns the detections of generated event number i: one alert
-// with one to three detections (AlertPart), all processed at lpt.
-func (s *Server) generate(i uint64, lpt time.Time) []Detection {
+// with one to maxParts detections (AlertPart), all processed at lpt.
+func (s *Server) generate(i uint64, lpt time.Time, maxParts int) []Detection {
 	rng := rand.New(rand.NewPCG(s.cfg.Seed, i)) //nolint:gosec // reproducible fake data, not security
 	severity := pickWeighted(rng)
 	cat := categories[rng.IntN(len(categories))]
@@ -192,7 +207,7 @@ func (s *Server) generate(i uint64, lpt time.Time) []Detection {
 		visible = lpt.Add(time.Duration(rng.Int64N(int64(s.cfg.MaxLag))))
 	}
 
-	parts := 1 + rng.IntN(3)
+	parts := 1 + rng.IntN(maxParts)
 	out := make([]Detection, 0, parts)
 	for part := range parts {
 		sha1sum := sha1.Sum(fmt.Appendf(nil, "%d/%d/file", i, part)) //nolint:gosec // fake data

@@ -33,6 +33,10 @@ type Config struct {
 	// LagFraction is the share of generated detections that become visible
 	// late (uniformly up to MaxLag); the others are visible at once.
 	LagFraction float64
+	// BurstEvery adds, at every multiple of it, BurstSize detections that
+	// share one LastProcessedTimeUtc; zero disables bursts.
+	BurstEvery time.Duration
+	BurstSize  int
 
 	// Now is the simulator's clock; nil means time.Now.
 	Now func() time.Time
@@ -46,7 +50,6 @@ type Server struct {
 	tokens     map[string]issuedToken
 	detections []stored  // sorted by LastProcessedTimeUtc
 	generated  time.Time // detections are generated up to here
-	nextIndex  uint64
 	requests   []*http.Request
 }
 

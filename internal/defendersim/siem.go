@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -64,11 +65,9 @@ func (s *Server) selectDetections(q siemQuery, now time.Time) []Detection {
 	s.generateLocked(now)
 
 	matches := make([]Detection, 0, 64)
-	for i := range s.detections {
+	first := sort.Search(len(s.detections), func(i int) bool { return !s.detections[i].lastProcessed.Before(q.since) })
+	for i := first; i < len(s.detections); i++ {
 		d := &s.detections[i]
-		if d.lastProcessed.Before(q.since) {
-			continue
-		}
 		if d.lastProcessed.After(q.until) {
 			break
 		}

@@ -202,3 +202,39 @@ func TestGeneratedStreamIsSteadyAndReproducible(t *testing.T) {
 	_, served = alerts(t, server, bearer(t, server), "sinceTimeUtc="+simNow.Add(-2*time.Hour).Format(TimeLayout)+"&untilTimeUtc="+simNow.Format(TimeLayout))
 	require.Equal(t, ids(all), ids(served))
 }
+
+func TestRestartedSimulatorServesTheSameStream(t *testing.T) {
+	cfg := Config{Seed: 3, Rate: 7, History: time.Hour, BurstEvery: 10 * time.Minute, BurstSize: 5}
+	first := New(withClock(cfg, simNow))
+	restartedCfg := cfg
+	restartedCfg.History = 90 * time.Minute
+	restarted := New(withClock(restartedCfg, simNow.Add(30*time.Minute)))
+
+	// Both cover [simNow - 1h, simNow]; the restarted one also covers more.
+	var got []string
+	want := make([]string, 0, 1024)
+	for _, d := range first.All() {
+		want = append(want, d.FullID+"@"+d.LastProcessedTimeUtc)
+	}
+	for _, d := range restarted.All() {
+		if lpt, err := time.Parse(time.RFC3339Nano, d.LastProcessedTimeUtc); err == nil && !lpt.After(simNow) && lpt.After(simNow.Add(-time.Hour)) {
+			got = append(got, d.FullID+"@"+d.LastProcessedTimeUtc)
+		}
+	}
+	require.Equal(t, want, got)
+}
+
+func TestBurstsShareOneTimestamp(t *testing.T) {
+	sim := New(withClock(Config{Seed: 1, History: 25 * time.Minute, BurstEvery: 10 * time.Minute, BurstSize: 40}, simNow))
+	perInstant := map[string]int{}
+	for _, d := range sim.All() {
+		perInstant[d.LastProcessedTimeUtc]++
+	}
+	require.Equal(t, map[string]int{at(20): 40, at(10): 40, at(0): 40}, perInstant)
+}
+
+func withClock(cfg Config, now time.Time) Config {
+	cfg.TenantID, cfg.ClientID, cfg.ClientSecret = "t", "c", "s"
+	cfg.Now = func() time.Time { return now }
+	return cfg
+}

@@ -1,10 +1,12 @@
 package microsoft_defender
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -153,4 +155,15 @@ func withDefaults(p *MicrosoftDefender) *MicrosoftDefender {
 		p.Log = testutil.Logger{}
 	}
 	return p
+}
+
+// roundTripState serialises a state as Telegraf's persister does and
+// decodes it into a fresh value of the same type.
+func roundTripState(t *testing.T, state interface{}) interface{} {
+	t.Helper()
+	data, err := json.Marshal(state)
+	require.NoError(t, err)
+	fresh := reflect.New(reflect.TypeOf(state)).Interface()
+	require.NoError(t, json.Unmarshal(data, fresh))
+	return reflect.ValueOf(fresh).Elem().Interface()
 }

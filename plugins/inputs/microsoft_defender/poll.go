@@ -66,19 +66,20 @@ func (p *poll) run(ctx context.Context, end time.Time) (time.Time, error) {
 }
 
 // readSpan reads the span from its newest detections down. Each request
-// asks for at most as many detections as the poll may still emit (and at
-// most the configured limit); a response that holds exactly that many may
-// have left older ones out, so the span's upper bound moves down to the
-// oldest detection seen and the rest is requested. It returns false when
-// the budget ran out first; the span then holds exactly what is left.
+// asks for at most max_alerts_per_gather detections (or limit, when
+// smaller); a response that holds exactly that many may have left older ones
+// out, so the span's upper bound moves down to the oldest detection seen and
+// the rest is requested. It returns false when the budget ran out first; the
+// span then holds what is left, and detections emitted from its upper end
+// are dropped as duplicates when it is read again.
 func (p *poll) readSpan(ctx context.Context, sp *span) (bool, error) {
+	limit := p.m.MaxAlertsPerGather
+	if p.m.Limit > 0 && p.m.Limit < limit {
+		limit = p.m.Limit
+	}
 	for !sp.empty() {
 		if p.budget == 0 {
 			return false, nil
-		}
-		limit := p.budget
-		if p.m.Limit > 0 && p.m.Limit < limit {
-			limit = p.m.Limit
 		}
 		r, err := p.request(ctx, sp.From, sp.To, limit)
 		if err != nil || r.interrupted {
