@@ -99,7 +99,12 @@ func startAgent(t *testing.T, pluginConf string, env ...string) *agent {
 	a.cmd.Stderr = a.stderr
 	a.cmd.Stdout = a.stderr
 	require.NoError(t, a.cmd.Start())
-	t.Cleanup(func() { a.stop(t) })
+	t.Cleanup(func() {
+		a.stop(t)
+		if t.Failed() {
+			t.Logf("telegraf's log:\n%s", a.stderr.String())
+		}
+	})
 	return a
 }
 

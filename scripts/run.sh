@@ -5,12 +5,15 @@
 # DEFENDER_CLIENT_ID and DEFENDER_CLIENT_SECRET (and DEFENDER_REGION, default
 # "us") it pulls from that tenant. INTERVAL sets the poll interval (10s),
 # DURATION stops the run after that long (runs until Ctrl-C when unset),
-# SIM_ARGS passes flags to the simulator (see bin/defender-sim -h).
+# SIM_ARGS passes flags to the simulator (see bin/defender-sim -h), and
+# STATE_DIR is where the plugin keeps its position between runs (.run/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 work=$(mktemp -d)
+state_dir="${STATE_DIR:-$root/.run}"
+mkdir -p "$state_dir"
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -32,10 +35,13 @@ if [ -n "${DEFENDER_TENANT_ID:-}" ]; then
   tenant_id = "\${DEFENDER_TENANT_ID}"
   client_id = "\${DEFENDER_CLIENT_ID}"
   client_secret = "\${DEFENDER_CLIENT_SECRET}"
+  state_file = "$state_dir/$DEFENDER_TENANT_ID.state"
 CONF
 else
   # shellcheck disable=SC2086 # SIM_ARGS is a list of flags
-  bin/defender-sim -listen 127.0.0.1:0 -addr-file "$work/sim.addr" -rate 6 ${SIM_ARGS:-} >&2 &
+  # A fixed port keeps the simulator's address, and so the state file's
+  # stream, the same from run to run; its detections are the same too.
+  bin/defender-sim -listen "127.0.0.1:${SIM_PORT:-18089}" -addr-file "$work/sim.addr" -rate 6 ${SIM_ARGS:-} >&2 &
   pids+=($!)
   for _ in $(seq 100); do [ -s "$work/sim.addr" ] && break; sleep 0.1; done
   [ -s "$work/sim.addr" ] || { echo "run: the simulator did not start" >&2; exit 1; }
@@ -48,6 +54,7 @@ else
   token_url = "$sim/sim-tenant/oauth2/token"
   client_id = "sim-client"
   client_secret = "\${DEFENDER_CLIENT_SECRET}"
+  state_file = "$state_dir/simulator.state"
 CONF
 fi
 

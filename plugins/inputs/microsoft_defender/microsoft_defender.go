@@ -73,6 +73,8 @@ type MicrosoftDefender struct {
 	cursor  *cursor
 	plan    windowPlan
 	now     func() time.Time
+	// stateDirty: the cursor moved since the state file was written.
+	stateDirty bool
 }
 
 // newMicrosoftDefender returns a plugin with the documented defaults.
@@ -154,11 +156,32 @@ func (m *MicrosoftDefender) Init() error {
 	return nil
 }
 
+// Start implements telegraf.ServiceInput; polling happens in Gather. The
+// plugin is a service input for the sake of Stop.
+func (*MicrosoftDefender) Start(telegraf.Accumulator) error {
+	return nil
+}
+
+// Stop saves the latest state: after a clean stop nothing is repeated.
+func (m *MicrosoftDefender) Stop() {
+	if err := m.commitState(); err != nil {
+		m.Log.Errorf("Saving the state to %q failed, the next start repeats the last poll: %v", m.StateFile, err)
+	}
+}
+
 // Gather reads the window [watermark - overlap, now - delay], emits the
 // detections not emitted before, and advances the cursor past each chunk
-// read whole. The poll's own metric comes last, then the state is saved:
-// whatever the state file says was emitted has been handed on.
+// read whole.
+//
+// The state file is written at the start of the next poll, not at the end
+// of this one: the metrics of a poll can still sit in a pipe when the state
+// is written, and Telegraf's execd drops what is left in the pipe of a
+// process that dies. A crash thus repeats the last poll instead of losing
+// its tail; a clean stop (Stop) saves the latest state.
 func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
+	if err := m.commitState(); err != nil {
+		acc.AddError(fmt.Errorf("saving the state to %q failed, a restart would repeat detections: %w", m.StateFile, err))
+	}
 	started := time.Now()
 	now := m.now().UTC()
 	end := now.Add(-time.Duration(m.Delay))
@@ -177,12 +200,20 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		readUpTo = end.Add(-time.Duration(m.InitialLookback))
 	}
 	acc.AddMetric(pollMetric(m.API, p.stats.status(err), &p.stats, time.Since(started), now.Sub(readUpTo), now))
+	m.stateDirty = m.stateDirty || p.stats.requests > 0
+	return nil
+}
 
-	if m.StateFile != "" {
-		if err := m.saveStateFile(); err != nil {
-			acc.AddError(fmt.Errorf("saving the state to %q failed, a restart would repeat detections: %w", m.StateFile, err))
-		}
+// commitState writes the state file when the cursor moved since the last
+// write.
+func (m *MicrosoftDefender) commitState() error {
+	if m.StateFile == "" || !m.stateDirty {
+		return nil
 	}
+	if err := m.saveStateFile(); err != nil {
+		return err
+	}
+	m.stateDirty = false
 	return nil
 }
 

@@ -254,14 +254,15 @@ func TestScenarioCleanRestart(t *testing.T) {
 	start := s.clock.Add(-time.Duration(p.Delay) - time.Duration(p.InitialLookback))
 	for range 3 {
 		s.run(p, 7*time.Minute)
+		p.Stop()
 		p = s.plugin(configure) // a new process: everything but the state file is gone
 	}
 	s.run(p, 20*time.Minute)
 	s.settled(p, start, 5*time.Minute)
 }
 
-// After a crash the state file is the one of the poll before the last: at
-// most that last poll is repeated, and nothing is lost.
+// After a crash, which skips Stop, the state file holds the state before
+// the last poll: that poll is repeated, and nothing is lost.
 func TestScenarioCrashRepeatsAtMostTheLastPoll(t *testing.T) {
 	s := newScenario(t, defendersim.Config{Seed: 4, Rate: 15, History: 3 * time.Hour})
 	stateFile := filepath.Join(t.TempDir(), "defender.state")
@@ -272,12 +273,10 @@ func TestScenarioCrashRepeatsAtMostTheLastPoll(t *testing.T) {
 	p := s.plugin(configure)
 	start := s.clock.Add(-time.Duration(p.Delay) - time.Duration(p.InitialLookback))
 	s.run(p, 3*time.Minute)
-	before, err := os.ReadFile(stateFile)
-	require.NoError(t, err)
-	lastPoll := s.poll(p) // its state is written, then "lost" with the crash
-	require.NoError(t, os.WriteFile(stateFile, before, 0o600))
+	lastPoll := s.poll(p)
+	require.Len(t, emittedIDs(lastPoll), 400)
 
-	p = s.plugin(configure)
+	p = s.plugin(configure) // the crashed process never ran Stop
 	repeated := s.poll(p)
 	require.Equal(t, emittedIDs(lastPoll), emittedIDs(repeated), "exactly the last poll is repeated")
 	for _, id := range emittedIDs(repeated) {
@@ -307,8 +306,9 @@ func TestCorruptOrForeignStateFileMeansAFirstRun(t *testing.T) {
 			require.Equal(t, []string{"W! [] " + strings.ReplaceAll(tt.warning, "%q", `"`+stateFile+`"`)}, s.logger.Warnings())
 			require.True(t, p.cursor.watermark.IsZero())
 
-			// The first poll reads initial_lookback and rewrites the file.
+			// The first poll reads initial_lookback; Stop rewrites the file.
 			s.poll(p)
+			p.Stop()
 			data, err := os.ReadFile(stateFile)
 			require.NoError(t, err)
 			require.Contains(t, string(data), `"version":1`)
