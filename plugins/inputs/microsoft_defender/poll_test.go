@@ -23,15 +23,15 @@ func pollMetrics(acc *testutil.Accumulator) []telegraf.Metric {
 	return out
 }
 
-func expectedPoll(status string, requests, received, emitted, duplicates, errors int64, lag time.Duration, backlog bool) telegraf.Metric {
+func expectedPoll(status string, s pollStats, lag time.Duration) telegraf.Metric {
 	return metric.New(measurementPoll, map[string]string{"api": "siem", "status": status}, map[string]interface{}{
-		"requests":           requests,
-		"alerts_received":    received,
-		"alerts_emitted":     emitted,
-		"duplicates_dropped": duplicates,
-		"errors":             errors,
+		"requests":           s.requests,
+		"alerts_received":    s.received,
+		"alerts_emitted":     s.emitted,
+		"duplicates_dropped": s.duplicates,
+		"errors":             s.errors,
 		"lag_seconds":        lag.Seconds(),
-		"backlog":            backlog,
+		"backlog":            s.backlog,
 	}, fixedNow)
 }
 
@@ -55,7 +55,7 @@ func TestPollMetric(t *testing.T) {
 	// The newest two fill the budget: a backlog remains.
 	responses = []string{"[" + b + "," + c + "]"}
 	acc := gatherOK(t, plugin)
-	testutil.RequireMetricsEqual(t, []telegraf.Metric{expectedPoll("partial", 1, 2, 2, 0, 0, time.Hour+time.Minute, true)},
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{expectedPoll("partial", pollStats{requests: 1, received: 2, emitted: 2, backlog: true}, time.Hour+time.Minute)},
 		pollMetrics(acc), testutil.IgnoreFields("duration_ms"))
 	require.Equal(t, []string{"a:2", "a:3"}, emittedIDs(acc))
 
@@ -63,7 +63,7 @@ func TestPollMetric(t *testing.T) {
 	// the span below a is asked for too, which holds only a.
 	responses = []string{"[" + a + "," + b + "]", "[" + a + "]"}
 	acc = gatherOK(t, plugin)
-	testutil.RequireMetricsEqual(t, []telegraf.Metric{expectedPoll("ok", 2, 3, 1, 2, 0, time.Minute, false)},
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{expectedPoll("ok", pollStats{requests: 2, received: 3, emitted: 1, duplicates: 2}, time.Minute)},
 		pollMetrics(acc), testutil.IgnoreFields("duration_ms"))
 	require.Equal(t, []string{"a:1"}, emittedIDs(acc))
 
@@ -74,7 +74,7 @@ func TestPollMetric(t *testing.T) {
 	require.NoError(t, plugin.Gather(&failed))
 	require.Len(t, failed.Errors, 1)
 	require.True(t, strings.HasPrefix(failed.Errors[0].Error(), "reading the SIEM API answer from"))
-	expected := expectedPoll("partial", 1, 1, 1, 0, 1, time.Hour+time.Minute, false)
+	expected := expectedPoll("partial", pollStats{requests: 1, received: 1, emitted: 1, errors: 1}, time.Hour+time.Minute)
 	expected.SetTime(fixedNow.Add(time.Hour))
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{expected}, pollMetrics(&failed), testutil.IgnoreFields("duration_ms"))
 }
