@@ -55,7 +55,8 @@ func TestPollMetric(t *testing.T) {
 	// The newest two fill the budget: a backlog remains.
 	responses = []string{"[" + b + "," + c + "]"}
 	acc := gatherOK(t, plugin)
-	testutil.RequireMetricsEqual(t, []telegraf.Metric{expectedPoll("partial", pollStats{requests: 1, received: 2, emitted: 2, backlog: true}, time.Hour+time.Minute)},
+	want := expectedPoll("partial", pollStats{requests: 1, received: 2, emitted: 2, backlog: true}, time.Hour+time.Minute)
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{want},
 		pollMetrics(acc), testutil.IgnoreFields("duration_ms"))
 	require.Equal(t, []string{"a:2", "a:3"}, emittedIDs(acc))
 
