@@ -6,6 +6,7 @@ require (
 	github.com/influxdata/telegraf v1.39.3
 	github.com/stretchr/testify v1.12.1
 	golang.org/x/oauth2 v0.37.0
+	golang.org/x/time v0.15.0
 )
 
 require (

@@ -20,20 +20,76 @@ import (
 // that a token never expires between being handed out and being used.
 const tokenRenewBefore = 2 * time.Minute
 
+// tokenSource hands out bearer tokens for the API.
+type tokenSource interface {
+	token(ctx context.Context) (string, error)
+	// invalidate forgets a token the API refused, so the next call fetches
+	// a new one.
+	invalidate(token string)
+	// secrets returns the values that must never appear in a message.
+	secrets() []string
+}
+
 // staticToken hands out the configured access_token, read from the secret
 // store on every use so that a rotated secret takes effect.
 type staticToken struct {
 	secret *config.Secret
 }
 
-// Token implements oauth2.TokenSource.
-func (s *staticToken) Token() (*oauth2.Token, error) {
+func (s *staticToken) token(context.Context) (string, error) {
 	buf, err := s.secret.Get()
 	if err != nil {
-		return nil, fmt.Errorf("reading access_token: %w", err)
+		return "", fmt.Errorf("reading access_token: %w", err)
 	}
 	defer buf.Destroy()
-	return &oauth2.Token{AccessToken: buf.String(), TokenType: "Bearer"}, nil
+	return buf.String(), nil
+}
+
+func (*staticToken) invalidate(string) {}
+
+func (s *staticToken) secrets() []string {
+	return secretValues(s.secret)
+}
+
+// cachedToken reuses a token from Azure AD until shortly before it expires,
+// or until the API refuses it.
+type cachedToken struct {
+	source *aadToken
+
+	mu      sync.Mutex
+	current *oauth2.Token
+}
+
+func (c *cachedToken) token(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.current != nil && (c.current.Expiry.IsZero() || time.Until(c.current.Expiry) > tokenRenewBefore) {
+		return c.current.AccessToken, nil
+	}
+	tok, err := c.source.fetch(ctx)
+	if err != nil {
+		return "", err
+	}
+	c.current = tok
+	return tok.AccessToken, nil
+}
+
+func (c *cachedToken) invalidate(token string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.current != nil && c.current.AccessToken == token {
+		c.current = nil
+	}
+}
+
+func (c *cachedToken) secrets() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.source.secrets()
+	if c.current != nil {
+		out = append(out, c.current.AccessToken)
+	}
+	return out
 }
 
 // aadToken fetches tokens from Azure AD with the client credentials grant,
@@ -53,8 +109,7 @@ type aadToken struct {
 	refreshToken *config.Secret
 }
 
-// Token implements oauth2.TokenSource; every call asks Azure AD.
-func (a *aadToken) Token() (*oauth2.Token, error) {
+func (a *aadToken) fetch(ctx context.Context) (*oauth2.Token, error) {
 	secret, err := a.clientSecret.Get()
 	if err != nil {
 		return nil, fmt.Errorf("reading client_secret: %w", err)
@@ -87,8 +142,7 @@ func (a *aadToken) Token() (*oauth2.Token, error) {
 		cfg.EndpointParams.Set("refresh_token", refresh.String())
 	}
 
-	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, a.client)
-	tok, err := cfg.Token(ctx)
+	tok, err := cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, a.client))
 	if err != nil {
 		return nil, a.describe(err, cfg.ClientSecret, cfg.EndpointParams.Get("refresh_token"))
 	}
@@ -99,31 +153,85 @@ func (a *aadToken) Token() (*oauth2.Token, error) {
 	return tok, nil
 }
 
-// describe turns a token endpoint failure into an error that names the
-// endpoint's host and Azure AD's own code (AADSTSnnnn) and description, and
-// nothing of the request, which holds the secrets; secrets echoed back by
-// the server are redacted.
+func (a *aadToken) secrets() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return secretValues(a.clientSecret, a.refreshToken)
+}
+
+// tokenError is a failed token request. Its message names the endpoint's
+// host, the HTTP status and Azure AD's own code (AADSTSnnnn), and nothing of
+// the request, which holds the secrets.
+type tokenError struct {
+	host        string
+	status      int    // 0 when no answer came
+	statusText  string // e.g. "401 Unauthorized"
+	code        string // OAuth error code, e.g. invalid_client
+	description string
+	retryAfter  time.Duration
+	err         error // the transport's error when no answer came
+}
+
+func (e *tokenError) Error() string {
+	switch {
+	case e.err != nil:
+		return fmt.Sprintf("token request to %s failed: %v", e.host, e.err)
+	case e.code == "":
+		return fmt.Sprintf("token request to %s failed: HTTP %s: %s", e.host, e.statusText, e.description)
+	default:
+		return fmt.Sprintf("token request to %s failed: HTTP %s: %s: %s", e.host, e.statusText, e.code, e.description)
+	}
+}
+
+func (e *tokenError) Unwrap() error {
+	return e.err
+}
+
+// describe turns a token endpoint failure into a tokenError; secrets the
+// server echoed back are redacted.
 func (a *aadToken) describe(err error, secrets ...string) error {
-	host := hostOf(a.tokenURL)
+	e := &tokenError{host: hostOf(a.tokenURL)}
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) {
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return fmt.Errorf("token request to %s failed: %w", host, err)
+		e.err = err
+		return e
 	}
-	status := ""
 	if re.Response != nil {
-		status = re.Response.Status
+		e.status = re.Response.StatusCode
+		e.statusText = re.Response.Status
+		e.retryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
 	}
 	if re.ErrorCode == "" {
-		return fmt.Errorf("token request to %s failed: HTTP %s: %s", host, status, bodySnippet(redact(re.Body, secrets...)))
+		e.description = bodySnippet(redact(re.Body, secrets...))
+		return e
 	}
+	e.code = sanitize(re.ErrorCode, 64)
 	// Azure AD appends trace and correlation ids on further lines.
 	description, _, _ := strings.Cut(string(redact([]byte(re.ErrorDescription), secrets...)), "\n")
-	return fmt.Errorf("token request to %s failed: HTTP %s: %s: %s", host, status, re.ErrorCode,
-		sanitize(strings.TrimSpace(description), maxBodySnippet))
+	e.description = sanitize(strings.TrimSpace(description), maxBodySnippet)
+	return e
+}
+
+// secretValues reads secrets for redaction; unreadable or empty ones are
+// skipped.
+func secretValues(secrets ...*config.Secret) []string {
+	out := make([]string, 0, len(secrets))
+	for _, s := range secrets {
+		if s == nil || s.Empty() {
+			continue
+		}
+		buf, err := s.Get()
+		if err != nil {
+			continue
+		}
+		out = append(out, buf.String())
+		buf.Destroy()
+	}
+	return out
 }
 
 func hostOf(rawURL string) string {

@@ -3,14 +3,15 @@ package microsoft_defender
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 	"unicode"
-
-	"golang.org/x/oauth2"
 )
 
 // maxBodySnippet is how much of an error response an error message quotes.
@@ -20,16 +21,36 @@ const maxBodySnippet = 512
 type apiClient struct {
 	name   string // the API's name in messages, e.g. "SIEM API"
 	client *http.Client
-	tokens oauth2.TokenSource
+	tokens tokenSource
+	// maxBodySize caps the bytes read from one response.
+	maxBodySize int64
 	// statusMeaning explains a non-2xx status for this API.
 	statusMeaning func(status int) string
 }
 
-// get sends the request and returns the response body of a 2xx answer; any
-// other answer is an error naming the status, its meaning, the host and the
-// start of the body.
+// statusError is a non-2xx answer of the API.
+type statusError struct {
+	api        string
+	host       string
+	status     int
+	statusText string
+	meaning    string
+	body       string
+	retryAfter time.Duration
+}
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("%s at %s answered %s (%s): %s", e.api, e.host, e.statusText, e.meaning, e.body)
+}
+
+// errBodyTooLarge ends a response longer than max_body_size.
+var errBodyTooLarge = errors.New("the answer is larger than max_body_size")
+
+// get sends the request and returns the body of a 2xx answer, cut off
+// with errBodyTooLarge past maxBodySize. Any other answer is a
+// *statusError; a 401 also makes the token source forget the token sent.
 func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) {
-	tok, err := c.tokens.Token()
+	tok, err := c.tokens.token(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -37,7 +58,7 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 	if err != nil {
 		return nil, fmt.Errorf("building request for %s: %w", u.Host, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", userAgent)
 
@@ -45,29 +66,79 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 	if err != nil {
 		// url.Error repeats the whole URL; the host is enough to act on.
 		var ue *url.Error
-		if ok := asURLError(err, &ue); ok {
+		if errors.As(err, &ue) {
 			err = ue.Err
 		}
 		return nil, fmt.Errorf("%s request to %s failed: %w", c.name, u.Host, err)
 	}
 	if resp.StatusCode/100 == 2 {
-		return resp.Body, nil
+		return &limitedBody{body: resp.Body, remaining: c.maxBodySize}, nil
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized {
+		c.tokens.invalidate(tok)
+	}
 	// Read past the quoted part so that a token straddling its end is
 	// still redacted whole.
 	snippet, _ := io.ReadAll( //nolint:errcheck // a body cut short still tells what it has
-		io.LimitReader(resp.Body, int64(maxBodySnippet+len(tok.AccessToken))))
-	return nil, fmt.Errorf("%s at %s answered %s (%s): %s",
-		c.name, u.Host, resp.Status, c.statusMeaning(resp.StatusCode), bodySnippet(redact(snippet, tok.AccessToken)))
+		io.LimitReader(resp.Body, int64(maxBodySnippet+len(tok))))
+	return nil, &statusError{
+		api:        c.name,
+		host:       u.Host,
+		status:     resp.StatusCode,
+		statusText: resp.Status,
+		meaning:    c.statusMeaning(resp.StatusCode),
+		body:       bodySnippet(redact(snippet, tok)),
+		retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
+	}
 }
 
-func asURLError(err error, target **url.Error) bool {
-	ue, ok := err.(*url.Error) //nolint:errorlint // http.Client.Do returns *url.Error unwrapped
-	if ok {
-		*target = ue
+// limitedBody fails with errBodyTooLarge instead of reading past its limit,
+// so an oversized answer is not mistaken for a truncated one.
+type limitedBody struct {
+	body      io.ReadCloser
+	remaining int64
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.remaining <= 0 {
+		// One byte more tells a body of exactly the limit from a longer one.
+		var probe [1]byte
+		if n, err := l.body.Read(probe[:]); n == 0 {
+			return 0, err
+		}
+		return 0, errBodyTooLarge
 	}
-	return ok
+	if int64(len(p)) > l.remaining {
+		p = p[:l.remaining]
+	}
+	n, err := l.body.Read(p)
+	l.remaining -= int64(n)
+	return n, err
+}
+
+// Close implements io.Closer.
+func (l *limitedBody) Close() error {
+	return l.body.Close()
+}
+
+// parseRetryAfter reads a Retry-After header: seconds or an HTTP date.
+// It returns 0 when the header is absent or unreadable.
+func parseRetryAfter(value string, now time.Time) time.Duration {
+	value = strings.TrimSpace(value)
+	if value == "" {
+		return 0
+	}
+	if seconds, err := strconv.ParseInt(value, 10, 64); err == nil {
+		if seconds < 0 {
+			return 0
+		}
+		return time.Duration(seconds) * time.Second
+	}
+	if at, err := http.ParseTime(value); err == nil && at.After(now) {
+		return at.Sub(now)
+	}
+	return 0
 }
 
 // bodySnippet quotes at most maxBodySnippet bytes of a response body.

@@ -35,6 +35,8 @@ func TestMalformedResponses(t *testing.T) {
 			`reading the SIEM API answer from %s: detection 1: response truncated at byte 117`},
 		{"missing closing bracket", "[" + good, 1,
 			`reading the SIEM API answer from %s: after detection 0: response truncated at byte 116`},
+		{"deeply nested junk", "[" + good + `,{"Junk":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}]`, 1,
+			`reading the SIEM API answer from %s: detection 1: invalid JSON at byte 10123: invalid character '[' exceeded max depth`},
 		{"string field holds a number", "[" + good + `,{"AlertTitle":5,"LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
 			`reading the SIEM API answer from %s: detection 1: field AlertTitle: JSON number where a string was expected (byte 15 of the detection)`},
 		{"integer field holds text", "[" + good + `,{"AlertPart":"first","LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
@@ -69,12 +71,12 @@ func TestMalformedResponses(t *testing.T) {
 	}
 }
 
-// A poll that fails half way emits what it decoded, keeps its window, and
-// the retry emits the rest without repeating anything.
+// A poll whose answer is malformed half way emits what it decoded, keeps
+// its window, and the next poll emits the rest without repeating anything.
 func TestFailedPollIsRetriedWithoutDuplicates(t *testing.T) {
 	first := detectionJSON("a:1", "2020-09-30T14:00:00Z")
 	second := detectionJSON("a:2", "2020-09-30T14:10:00Z")
-	responses := []string{"[" + first + `,{"Full`, "[" + first + "," + second + "]"}
+	responses := []string{"[" + first + `,{"AlertTitle":5}]`, "[" + first + "," + second + "]"}
 	var queries []url.Values
 	server := stub(t, func(w http.ResponseWriter, r *http.Request) {
 		queries = append(queries, r.URL.Query())
@@ -85,11 +87,35 @@ func TestFailedPollIsRetriedWithoutDuplicates(t *testing.T) {
 
 	_, acc := gatherError(t, plugin, logger)
 	require.Equal(t, []string{"a:1"}, emittedIDs(acc))
+	require.Len(t, queries, 1, "a malformed answer would fail again: not retried")
 
 	acc = gatherOK(t, plugin)
 	require.Equal(t, []string{"a:2"}, emittedIDs(acc))
 	require.Len(t, queries, 2)
-	require.Equal(t, queries[0], queries[1], "the retry asks for the same window")
+	require.Equal(t, queries[0], queries[1], "the next poll asks for the same window")
+	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
+}
+
+// A truncated answer is transient: the request is retried in the same poll,
+// and what the first attempt emitted is not emitted again.
+func TestTruncatedAnswerIsRetriedAtOnce(t *testing.T) {
+	first := detectionJSON("a:1", "2020-09-30T14:00:00Z")
+	second := detectionJSON("a:2", "2020-09-30T14:10:00Z")
+	responses := []string{"[" + first + `,{"Full`, "[" + first + "," + second + "]"}
+	var requests int
+	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
+		requests++
+		respond(t, w, []byte(responses[requests-1]))
+	})
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, server, logger)
+
+	acc := gatherOK(t, plugin)
+	require.Equal(t, []string{"a:1", "a:2"}, emittedIDs(acc))
+	require.Equal(t, 2, requests)
+	require.Len(t, logger.Warnings(), 1)
+	require.Regexp(t, `^W! \[\] reading the SIEM API answer from 127.0.0.1:\d+: detection 1: response truncated at byte 117: `+
+		`retry 1 of 3 in \d+ms \(backing off\)$`, logger.Warnings()[0])
 	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
 }
 

@@ -226,7 +226,7 @@ func describeJSONError(err error, dec *json.Decoder) error {
 	var syntaxErr *json.SyntaxError
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("response truncated at byte %d", dec.InputOffset())
+		return fmt.Errorf("%w at byte %d", errTruncated, dec.InputOffset())
 	case errors.As(err, &typeErr) && typeErr.Field == "":
 		return fmt.Errorf("a JSON %s where a detection object was expected", typeErr.Value)
 	case errors.As(err, &typeErr):

@@ -11,9 +11,10 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
-	"golang.org/x/oauth2"
+	"golang.org/x/time/rate"
 
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/config"
@@ -63,30 +64,60 @@ type MicrosoftDefender struct {
 	MaxWindow          config.Duration `toml:"max_window"`
 	MaxAlertsPerGather int             `toml:"max_alerts_per_gather"`
 	StateFile          string          `toml:"state_file"`
-	Timeout            config.Duration `toml:"timeout"`
+
+	MaxRetries           int             `toml:"max_retries"`
+	MaxRequestsPerMinute int             `toml:"max_requests_per_minute"`
+	MaxBodySize          config.Size     `toml:"max_body_size"`
+	Timeout              config.Duration `toml:"timeout"`
 	common_tls.ClientConfig
 	proxy.HTTPProxy
 
 	Log telegraf.Logger `toml:"-"`
 
 	backend *siemBackend
+	tokens  tokenSource
 	cursor  *cursor
 	plan    windowPlan
-	now     func() time.Time
+	limiter *rate.Limiter
+	// now and sleep are the plugin's clock; tests replace them.
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) error
+
+	// ctx ends when Stop is called, cancelling a poll in flight.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// mu is held by Gather and Stop, which the execd binary calls from its
+	// signal handler while a poll may run.
+	mu sync.Mutex
+	// lastGather is when the previous poll started: one interval before
+	// this one, the poll's deadline.
+	lastGather time.Time
+	// throttledUntil is when the API allows the next request, after a
+	// Retry-After longer than a poll.
+	throttledUntil time.Time
+	// sizeLimit caps detections per request after an answer grew past
+	// max_body_size; 0 means no cap.
+	sizeLimit int
 	// stateDirty: the cursor moved since the state file was written.
 	stateDirty bool
 }
 
+// defaultPollDeadline bounds the first poll, before an interval is known.
+const defaultPollDeadline = time.Minute
+
 // newMicrosoftDefender returns a plugin with the documented defaults.
 func newMicrosoftDefender() *MicrosoftDefender {
 	return &MicrosoftDefender{
-		API:                "siem",
-		InitialLookback:    config.Duration(2 * time.Hour),
-		Delay:              config.Duration(time.Minute),
-		Overlap:            config.Duration(10 * time.Minute),
-		MaxWindow:          config.Duration(time.Hour),
-		MaxAlertsPerGather: 10000,
-		Timeout:            config.Duration(30 * time.Second),
+		API:                  "siem",
+		InitialLookback:      config.Duration(2 * time.Hour),
+		Delay:                config.Duration(time.Minute),
+		Overlap:              config.Duration(10 * time.Minute),
+		MaxWindow:            config.Duration(time.Hour),
+		MaxAlertsPerGather:   10000,
+		MaxRetries:           3,
+		MaxRequestsPerMinute: 60,
+		MaxBodySize:          config.Size(256 * 1024 * 1024),
+		Timeout:              config.Duration(30 * time.Second),
 	}
 }
 
@@ -120,6 +151,15 @@ func (m *MicrosoftDefender) Init() error {
 	if m.MaxAlertsPerGather <= 0 {
 		return fmt.Errorf("max_alerts_per_gather must be positive, got %d", m.MaxAlertsPerGather)
 	}
+	if m.MaxRetries < 0 {
+		return fmt.Errorf("max_retries must not be negative, got %d", m.MaxRetries)
+	}
+	if m.MaxRequestsPerMinute <= 0 {
+		return fmt.Errorf("max_requests_per_minute must be positive, got %d", m.MaxRequestsPerMinute)
+	}
+	if m.MaxBodySize <= 0 {
+		return errors.New("max_body_size must be positive")
+	}
 	if m.Timeout <= 0 {
 		return errors.New("timeout must be positive")
 	}
@@ -132,11 +172,12 @@ func (m *MicrosoftDefender) Init() error {
 	if err != nil {
 		return err
 	}
-	tokens, err := m.tokenSource(client)
+	m.tokens, err = m.tokenSource(client)
 	if err != nil {
 		return err
 	}
-	m.backend = newSIEMBackend(endpoint, &apiClient{client: client, tokens: tokens}, siemFilters{
+	api := &apiClient{client: client, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize)}
+	m.backend = newSIEMBackend(endpoint, api, siemFilters{
 		machineGroups:            m.MachineGroups,
 		deviceCreatedMachineTags: m.DeviceCreatedMachineTags,
 		cloudCreatedMachineTags:  m.CloudCreatedMachineTags,
@@ -150,6 +191,13 @@ func (m *MicrosoftDefender) Init() error {
 	if m.now == nil {
 		m.now = time.Now
 	}
+	if m.sleep == nil {
+		m.sleep = sleepContext
+	}
+	// A tenth of a minute's requests may go at once; beyond that they are
+	// spread evenly.
+	m.limiter = rate.NewLimiter(rate.Limit(float64(m.MaxRequestsPerMinute)/60), max(1, m.MaxRequestsPerMinute/10))
+	m.ctx, m.cancel = context.WithCancel(context.Background())
 	if m.StateFile != "" {
 		m.loadStateFile()
 	}
@@ -162,16 +210,20 @@ func (*MicrosoftDefender) Start(telegraf.Accumulator) error {
 	return nil
 }
 
-// Stop saves the latest state: after a clean stop nothing is repeated.
+// Stop cancels a poll in flight, waits for it to end, and saves the
+// latest state: after a clean stop nothing is repeated.
 func (m *MicrosoftDefender) Stop() {
+	m.cancel()
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if err := m.commitState(); err != nil {
-		m.Log.Errorf("Saving the state to %q failed, the next start repeats the last poll: %v", m.StateFile, err)
+		m.Log.Errorf("Saving the state to %q failed, the next start repeats the last poll: %s", m.StateFile, m.redactSecrets(err.Error()))
 	}
 }
 
 // Gather reads the window [watermark - overlap, now - delay], emits the
 // detections not emitted before, and advances the cursor past each chunk
-// read whole.
+// read whole. A poll ends by its deadline, one interval after it started.
 //
 // The state file is written at the start of the next poll, not at the end
 // of this one: the metrics of a poll can still sit in a pipe when the state
@@ -179,20 +231,52 @@ func (m *MicrosoftDefender) Stop() {
 // process that dies. A crash thus repeats the last poll instead of losing
 // its tail; a clean stop (Stop) saves the latest state.
 func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	defer func() {
+		// A bug must not take the whole agent down; its message is redacted
+		// like every other.
+		if r := recover(); r != nil {
+			m.addError(acc, fmt.Errorf("internal error, please report it: %v", r))
+		}
+	}()
 	if err := m.commitState(); err != nil {
-		acc.AddError(fmt.Errorf("saving the state to %q failed, a restart would repeat detections: %w", m.StateFile, err))
+		m.addError(acc, fmt.Errorf("saving the state to %q failed, a restart would repeat detections: %w", m.StateFile, err))
 	}
+
 	started := time.Now()
 	now := m.now().UTC()
 	end := now.Add(-time.Duration(m.Delay))
+	interval := now.Sub(m.lastGather)
+	if m.lastGather.IsZero() || interval <= 0 {
+		interval = defaultPollDeadline
+	}
+	m.lastGather = now
+	ctx, cancel := context.WithTimeout(m.ctx, interval)
+	defer cancel()
+	p := &poll{m: m, acc: acc, budget: m.MaxAlertsPerGather, deadline: now.Add(interval)}
 
-	p := &poll{m: m, acc: acc, budget: m.MaxAlertsPerGather}
-	countsAt, err := p.run(context.Background(), end)
+	var countsAt time.Time
+	var err error
+	if now.Before(m.throttledUntil) {
+		m.warnf("the API asked to wait until %s (Retry-After): no request in this poll", m.throttledUntil.Format(time.RFC3339))
+		err, p.stats.backlog = errPostponed, true
+	} else {
+		countsAt, err = p.run(ctx, end)
+	}
 	for _, c := range p.counter.metrics(countsAt) {
 		acc.AddMetric(c)
 	}
-	if err != nil {
-		acc.AddError(err)
+	switch {
+	case err == nil, errors.Is(err, errPostponed):
+	case m.ctx.Err() != nil:
+		m.Log.Info("Poll cancelled: the plugin is stopping; the next start resumes here")
+		err = errPostponed
+	case ctx.Err() != nil:
+		m.warnf("the poll reached its deadline of %s; the next poll resumes here", interval)
+		err = errPostponed
+	default:
+		m.addError(acc, err)
 	}
 
 	readUpTo := m.cursor.watermark
@@ -202,6 +286,29 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	acc.AddMetric(pollMetric(m.API, p.stats.status(err), &p.stats, time.Since(started), now.Sub(readUpTo), now))
 	m.stateDirty = m.stateDirty || p.stats.requests > 0
 	return nil
+}
+
+// addError reports an error with every secret blanked out.
+func (m *MicrosoftDefender) addError(acc telegraf.Accumulator, err error) {
+	acc.AddError(errors.New(m.redactSecrets(err.Error())))
+}
+
+// warnf logs a warning with every secret blanked out.
+func (m *MicrosoftDefender) warnf(format string, args ...interface{}) {
+	m.Log.Warn(m.redactSecrets(fmt.Sprintf(format, args...)))
+}
+
+// redactSecrets blanks out the client secret, refresh and access tokens
+// and the proxy's password wherever a message repeats them. Messages are
+// built not to hold them; this is the net under that.
+func (m *MicrosoftDefender) redactSecrets(msg string) string {
+	secrets := m.tokens.secrets()
+	if u, err := url.Parse(m.HTTPProxyURL); err == nil && u.User != nil {
+		if password, ok := u.User.Password(); ok {
+			secrets = append(secrets, password)
+		}
+	}
+	return string(redact([]byte(msg), secrets...))
 }
 
 // commitState writes the state file when the cursor moved since the last
@@ -279,7 +386,7 @@ func (m *MicrosoftDefender) httpClient() (*http.Client, error) {
 
 // tokenSource picks the authentication mode from the keys that are set and
 // rejects combinations that are ambiguous or incomplete.
-func (m *MicrosoftDefender) tokenSource(client *http.Client) (oauth2.TokenSource, error) {
+func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error) {
 	credentialKeys := m.setKeys(map[string]bool{
 		"tenant_id":     m.TenantID != "",
 		"client_id":     m.ClientID != "",
@@ -341,7 +448,7 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (oauth2.TokenSource
 	if !m.RefreshToken.Empty() {
 		source.refreshToken = &m.RefreshToken
 	}
-	return oauth2.ReuseTokenSourceWithExpiry(nil, source, tokenRenewBefore), nil
+	return &cachedToken{source: source}, nil
 }
 
 func (*MicrosoftDefender) setKeys(keys map[string]bool) []string {

@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -151,8 +152,21 @@ func withDefaults(p *MicrosoftDefender) *MicrosoftDefender {
 	if p.Timeout == 0 {
 		p.Timeout = d.Timeout
 	}
+	if p.MaxRetries == 0 {
+		p.MaxRetries = d.MaxRetries
+	}
+	if p.MaxRequestsPerMinute == 0 {
+		p.MaxRequestsPerMinute = d.MaxRequestsPerMinute
+	}
+	if p.MaxBodySize == 0 {
+		p.MaxBodySize = d.MaxBodySize
+	}
 	if p.Log == nil {
 		p.Log = testutil.Logger{}
+	}
+	if p.sleep == nil {
+		// Waits between retries pass at once; scenarios move their clock.
+		p.sleep = func(ctx context.Context, _ time.Duration) error { return ctx.Err() }
 	}
 	return p
 }

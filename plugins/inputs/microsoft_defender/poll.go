@@ -2,20 +2,27 @@ package microsoft_defender
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/influxdata/telegraf"
 )
 
+// errPostponed ends a poll early without a failure: the next step would
+// pass the poll's deadline, or the API asked to wait longer than that.
+var errPostponed = errors.New("postponed to the next poll")
+
 // poll is one Gather's walk through the cursor: it reads spans until the
-// poll's window is read, the budget of detections is spent, or a request
-// fails.
+// poll's window is read, the budget of detections is spent, the deadline
+// comes, or a request fails for good.
 type poll struct {
-	m       *MicrosoftDefender
-	acc     telegraf.Accumulator
-	budget  int // detections this poll may still emit
-	stats   pollStats
-	counter alertCounter
+	m        *MicrosoftDefender
+	acc      telegraf.Accumulator
+	budget   int       // detections this poll may still emit
+	deadline time.Time // on the plugin's clock
+	stats    pollStats
+	counter  alertCounter
 }
 
 // pollStats become the defender_poll metric.
@@ -54,6 +61,7 @@ func (p *poll) run(ctx context.Context, end time.Time) (time.Time, error) {
 		countsAt = sp.End
 		done, err := p.readSpan(ctx, sp)
 		if err != nil {
+			p.stats.backlog = true
 			return countsAt, err
 		}
 		if !done {
@@ -73,14 +81,11 @@ func (p *poll) run(ctx context.Context, end time.Time) (time.Time, error) {
 // span then holds what is left, and detections emitted from its upper end
 // are dropped as duplicates when it is read again.
 func (p *poll) readSpan(ctx context.Context, sp *span) (bool, error) {
-	limit := p.m.MaxAlertsPerGather
-	if p.m.Limit > 0 && p.m.Limit < limit {
-		limit = p.m.Limit
-	}
 	for !sp.empty() {
 		if p.budget == 0 {
 			return false, nil
 		}
+		limit := p.m.requestLimit()
 		r, err := p.request(ctx, sp.From, sp.To, limit)
 		if err != nil || r.interrupted {
 			return false, err
@@ -94,7 +99,7 @@ func (p *poll) readSpan(ctx context.Context, sp *span) (bool, error) {
 		}
 		// Every detection of the response shares the span's upper bound:
 		// no limited request can get past it. Read that instant whole.
-		p.m.Log.Warnf("%d or more detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
+		p.m.warnf("%d or more detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
 			limit, sp.To.Format(time.RFC3339Nano), limit)
 		r, err = p.request(ctx, sp.To, sp.To, 0)
 		if err != nil || r.interrupted {
@@ -105,10 +110,56 @@ func (p *poll) readSpan(ctx context.Context, sp *span) (bool, error) {
 	return true, nil
 }
 
-// request sends one request and emits the new detections of its answer
-// until the budget is spent.
+// request sends one request, retrying transient failures: at most
+// max_retries times, after Retry-After or an exponential backoff with
+// jitter, and never past the poll's deadline. A 401 is retried once at once
+// with a new token. Detections emitted by a failed attempt stay emitted and
+// are dropped as duplicates by the next.
 func (p *poll) request(ctx context.Context, from, to time.Time, limit int) (response, error) {
+	newToken := false
+	for attempt := 0; ; attempt++ {
+		r, err := p.attempt(ctx, from, to, limit)
+		if err == nil || r.interrupted || ctx.Err() != nil {
+			return r, err
+		}
+		p.stats.errors++
+		if errors.Is(err, errBodyTooLarge) {
+			p.m.shrinkRequests(r.decoded)
+		}
+		decision := classify(err)
+		if decision.newToken && !newToken {
+			newToken = true
+			p.m.warnf("%v: retrying at once with a new token", err)
+			continue
+		}
+		if !decision.retry || attempt >= p.m.MaxRetries {
+			return r, err
+		}
+		wait, why := decision.after, "as Retry-After asks"
+		if wait == 0 {
+			wait, why = backoff(attempt), "backing off"
+		}
+		if now := p.m.now(); now.Add(wait).After(p.deadline) {
+			if decision.after > 0 {
+				p.m.throttledUntil = now.Add(decision.after)
+			}
+			p.m.warnf("%v: not retrying in this poll, the wait of %s would pass its deadline; the next poll resumes here", err, wait)
+			return r, errPostponed
+		}
+		p.m.warnf("%v: retry %d of %d in %s (%s)", err, attempt+1, p.m.MaxRetries, wait.Round(time.Millisecond), why)
+		if err := p.m.sleep(ctx, wait); err != nil {
+			return r, err
+		}
+	}
+}
+
+// attempt waits for the rate limiter, sends one request and emits the new
+// detections of its answer until the budget is spent.
+func (p *poll) attempt(ctx context.Context, from, to time.Time, limit int) (response, error) {
 	var r response
+	if err := p.waitForRateLimit(ctx); err != nil {
+		return r, err
+	}
 	p.stats.requests++
 	_, err := p.m.backend.fetch(ctx, from, to, limit, func(d *detection) bool {
 		if r.decoded == 0 || d.lastProcessed.Before(r.oldest) {
@@ -134,21 +185,58 @@ func (p *poll) request(ctx context.Context, from, to time.Time, limit int) (resp
 		p.m.cursor.remember(id, d.lastProcessed)
 		return true
 	})
-	if err != nil {
-		p.stats.errors++
-	}
 	return r, err
 }
 
+// waitForRateLimit keeps the plugin under max_requests_per_minute.
+func (p *poll) waitForRateLimit(ctx context.Context) error {
+	now := p.m.now()
+	reservation := p.m.limiter.ReserveN(now, 1)
+	wait := reservation.DelayFrom(now)
+	if wait <= 0 {
+		return nil
+	}
+	if now.Add(wait).After(p.deadline) {
+		reservation.CancelAt(now)
+		p.m.Log.Debugf("max_requests_per_minute reached: the next request waits for the next poll")
+		return errPostponed
+	}
+	return p.m.sleep(ctx, wait)
+}
+
 // status is "ok" when the window was read whole, "partial" when the poll
-// made progress but stopped short, "error" when it made none.
+// made progress or was postponed, "error" when it failed without progress.
 func (s *pollStats) status(err error) string {
 	switch {
-	case err != nil && s.emitted == 0 && !s.completed:
+	case err != nil && !errors.Is(err, errPostponed) && s.emitted == 0 && !s.completed:
 		return "error"
 	case err != nil || s.backlog:
 		return "partial"
 	default:
 		return "ok"
 	}
+}
+
+// requestLimit is the number of detections one request asks for.
+func (m *MicrosoftDefender) requestLimit() int {
+	limit := m.MaxAlertsPerGather
+	if m.Limit > 0 && m.Limit < limit {
+		limit = m.Limit
+	}
+	if m.sizeLimit > 0 && m.sizeLimit < limit {
+		limit = m.sizeLimit
+	}
+	return limit
+}
+
+// shrinkRequests halves the detections per request after an answer grew
+// past max_body_size with decoded detections in it, so that the window can
+// still be walked.
+func (m *MicrosoftDefender) shrinkRequests(decoded int) {
+	if decoded < 2 {
+		return
+	}
+	m.sizeLimit = decoded / 2
+	m.warnf("an answer grew past max_body_size (%d bytes) after %d detections: asking for at most %d per request from now on",
+		int64(m.MaxBodySize), decoded, m.sizeLimit)
 }

@@ -70,12 +70,12 @@ func TestPollMetric(t *testing.T) {
 
 	// A new window whose answer breaks off after one new detection.
 	plugin.now = func() time.Time { return fixedNow.Add(time.Hour) }
-	responses = []string{"[" + d + `,{"Full`}
+	responses = []string{"[" + d + `,{"AlertTitle":5}]`}
 	var failed testutil.Accumulator
 	require.NoError(t, plugin.Gather(&failed))
 	require.Len(t, failed.Errors, 1)
 	require.True(t, strings.HasPrefix(failed.Errors[0].Error(), "reading the SIEM API answer from"))
-	expected := expectedPoll("partial", pollStats{requests: 1, received: 1, emitted: 1, errors: 1}, time.Hour+time.Minute)
+	expected := expectedPoll("partial", pollStats{requests: 1, received: 1, emitted: 1, errors: 1, backlog: true}, time.Hour+time.Minute)
 	expected.SetTime(fixedNow.Add(time.Hour))
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{expected}, pollMetrics(&failed), testutil.IgnoreFields("duration_ms"))
 }

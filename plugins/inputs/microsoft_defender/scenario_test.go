@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"context"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -53,6 +54,10 @@ func (s *scenario) plugin(configure func(*MicrosoftDefender)) *MicrosoftDefender
 		ClientSecret:  config.NewSecret([]byte(testClientSecret)),
 		Log:           s.logger,
 		now:           func() time.Time { return s.clock },
+		sleep: func(ctx context.Context, d time.Duration) error {
+			s.clock = s.clock.Add(d)
+			return ctx.Err()
+		},
 	})
 	if configure != nil {
 		configure(p)
