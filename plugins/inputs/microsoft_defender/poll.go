@@ -3,7 +3,6 @@ package microsoft_defender
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/influxdata/telegraf"
