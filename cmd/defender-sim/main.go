@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,7 +35,16 @@ func main() {
 	flag.Float64Var(&cfg.LagFraction, "lag-fraction", 0.2, "share of detections that become visible late")
 	flag.DurationVar(&cfg.BurstEvery, "burst-every", 0, "add a burst of detections sharing one timestamp this often (0: no bursts)")
 	flag.IntVar(&cfg.BurstSize, "burst-size", 200, "detections in each burst")
+	faults := flag.String("faults", "", "faults injected at random, as fault=share pairs, e.g. \"429=0.1,500=0.05,reset=0.02\"; faults: "+faultNames())
+	flag.DurationVar(&cfg.Faults.RetryAfter, "retry-after", 2*time.Second, "what a 429 asks to wait")
 	flag.Parse()
+
+	rates, err := parseFaultRates(*faults)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "defender-sim: -faults:", err)
+		os.Exit(2)
+	}
+	cfg.Faults.Rates = rates
 
 	if err := run(*listen, *addrFile, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "defender-sim:", err)
@@ -66,4 +77,36 @@ func run(listen, addrFile string, cfg defendersim.Config) error {
 		return err
 	}
 	return nil
+}
+
+func faultNames() string {
+	names := make([]string, 0, len(defendersim.Faults))
+	for _, f := range defendersim.Faults {
+		names = append(names, string(f))
+	}
+	return strings.Join(names, ", ")
+}
+
+// parseFaultRates reads "fault=share,..." pairs.
+func parseFaultRates(spec string) (map[defendersim.Fault]float64, error) {
+	rates := make(map[defendersim.Fault]float64)
+	if spec == "" {
+		return rates, nil
+	}
+	known := make(map[defendersim.Fault]bool, len(defendersim.Faults))
+	for _, f := range defendersim.Faults {
+		known[f] = true
+	}
+	for _, pair := range strings.Split(spec, ",") {
+		name, share, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if !ok || !known[defendersim.Fault(name)] {
+			return nil, fmt.Errorf("%q is not fault=share with a fault among %s", pair, faultNames())
+		}
+		v, err := strconv.ParseFloat(share, 64)
+		if err != nil || v < 0 || v > 1 {
+			return nil, fmt.Errorf("%q: the share must be a number from 0 to 1", pair)
+		}
+		rates[defendersim.Fault(name)] = v
+	}
+	return rates, nil
 }

@@ -4,6 +4,7 @@
 package defendersim
 
 import (
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"time"
@@ -38,6 +39,9 @@ type Config struct {
 	BurstEvery time.Duration
 	BurstSize  int
 
+	// Faults shapes the faults injected with Inject or at random.
+	Faults FaultConfig
+
 	// Now is the simulator's clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -51,6 +55,8 @@ type Server struct {
 	detections []stored  // sorted by LastProcessedTimeUtc
 	generated  time.Time // detections are generated up to here
 	requests   []*http.Request
+	injected   []Fault
+	faultRNG   *rand.Rand
 }
 
 // New returns a simulator for the given tenant.
@@ -61,7 +67,16 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, tokens: make(map[string]issuedToken)}
+	if cfg.Faults.RetryAfter <= 0 {
+		cfg.Faults.RetryAfter = 2 * time.Second
+	}
+	if cfg.Faults.TrickleDelay <= 0 {
+		cfg.Faults.TrickleDelay = 50 * time.Millisecond
+	}
+	if cfg.Faults.PadBytes <= 0 {
+		cfg.Faults.PadBytes = 64 * 1024
+	}
+	s := &Server{cfg: cfg, tokens: make(map[string]issuedToken), faultRNG: newFaultRNG(cfg.Seed)}
 	s.generated = cfg.Now().Add(-cfg.History)
 	return s
 }

@@ -30,6 +30,10 @@ func (s *Server) serveAlerts(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	fault := s.takeFault(false)
+	if fault == FaultThrottle && s.serveFault(w, r, fault, nil) {
+		return
+	}
 	if !s.checkBearer(w, r, siemAudiences) {
 		return
 	}
@@ -40,6 +44,9 @@ func (s *Server) serveAlerts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	matches := s.selectDetections(q, now)
+	if s.serveFault(w, r, fault, func() []byte { return marshalDetections(matches) }) {
+		return
+	}
 
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	bw := bufio.NewWriterSize(w, 64*1024)
@@ -56,6 +63,14 @@ func (s *Server) serveAlerts(w http.ResponseWriter, r *http.Request) {
 	}
 	bw.WriteByte(']') //nolint:errcheck // see above
 	bw.Flush()
+}
+
+func marshalDetections(matches []Detection) []byte {
+	b, err := json.Marshal(matches)
+	if err != nil {
+		return []byte("[]")
+	}
+	return b
 }
 
 // selectDetections returns the detections a query sees, oldest first.

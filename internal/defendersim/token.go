@@ -26,6 +26,12 @@ type issuedToken struct {
 // serveToken implements the Azure AD v1 (resource) and v2 (scope) token
 // endpoints for the client_credentials and refresh_token grants.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	if s.takeFault(true) == FaultTokenDown {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprint(w, "<html><body>Service Unavailable</body></html>")
+		return
+	}
 	v2 := strings.HasSuffix(r.URL.Path, "/v2.0/token")
 	if tenant := r.PathValue("tenant"); tenant != s.cfg.TenantID {
 		writeAADError(w, http.StatusBadRequest, "invalid_request", 90002,

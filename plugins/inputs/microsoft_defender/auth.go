@@ -103,6 +103,9 @@ type aadToken struct {
 	resource     string
 	scopes       []string
 
+	// now reads Retry-After dates on the plugin's clock.
+	now func() time.Time
+
 	// refreshToken is the latest refresh token: the configured one until
 	// Azure AD hands out a new one.
 	mu           sync.Mutex
@@ -203,7 +206,7 @@ func (a *aadToken) describe(err error, secrets ...string) error {
 	if re.Response != nil {
 		e.status = re.Response.StatusCode
 		e.statusText = re.Response.Status
-		e.retryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
+		e.retryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), a.now())
 	}
 	if re.ErrorCode == "" {
 		e.description = bodySnippet(redact(re.Body, secrets...))

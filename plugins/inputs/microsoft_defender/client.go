@@ -26,6 +26,8 @@ type apiClient struct {
 	maxBodySize int64
 	// statusMeaning explains a non-2xx status for this API.
 	statusMeaning func(status int) string
+	// now reads Retry-After dates on the plugin's clock.
+	now func() time.Time
 }
 
 // statusError is a non-2xx answer of the API.
@@ -89,7 +91,7 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 		statusText: resp.Status,
 		meaning:    c.statusMeaning(resp.StatusCode),
 		body:       bodySnippet(redact(snippet, tok)),
-		retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
+		retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), c.now()),
 	}
 }
 

@@ -164,6 +164,9 @@ func (m *MicrosoftDefender) Init() error {
 		return errors.New("timeout must be positive")
 	}
 
+	if m.now == nil {
+		m.now = time.Now
+	}
 	endpoint, err := m.siemEndpoint()
 	if err != nil {
 		return err
@@ -176,7 +179,7 @@ func (m *MicrosoftDefender) Init() error {
 	if err != nil {
 		return err
 	}
-	api := &apiClient{client: client, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize)}
+	api := &apiClient{client: client, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
 	m.backend = newSIEMBackend(endpoint, api, siemFilters{
 		machineGroups:            m.MachineGroups,
 		deviceCreatedMachineTags: m.DeviceCreatedMachineTags,
@@ -188,9 +191,6 @@ func (m *MicrosoftDefender) Init() error {
 		maxWindow: time.Duration(m.MaxWindow),
 	}
 	m.cursor = newCursor()
-	if m.now == nil {
-		m.now = time.Now
-	}
 	if m.sleep == nil {
 		m.sleep = sleepContext
 	}
@@ -376,7 +376,8 @@ func (m *MicrosoftDefender) httpClient() (*http.Client, error) {
 	}
 	proxyFunc, err := m.HTTPProxy.Proxy()
 	if err != nil {
-		return nil, fmt.Errorf("proxy settings: %w", err)
+		// Telegraf's message repeats the URL, password included.
+		return nil, errors.New("http_proxy_url is not a valid URL")
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.TLSClientConfig = tlsCfg
@@ -438,6 +439,7 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 		clientID:     m.ClientID,
 		clientSecret: &m.ClientSecret,
 		scopes:       m.Scopes,
+		now:          m.now,
 	}
 	if len(m.Scopes) == 0 {
 		source.resource = m.Resource

@@ -116,7 +116,7 @@ func (p *poll) readSpan(ctx context.Context, sp *span) (bool, error) {
 // are dropped as duplicates by the next.
 func (p *poll) request(ctx context.Context, from, to time.Time, limit int) (response, error) {
 	newToken := false
-	for attempt := 0; ; attempt++ {
+	for retries := 0; ; {
 		r, err := p.attempt(ctx, from, to, limit)
 		if err == nil || r.interrupted || ctx.Err() != nil {
 			return r, err
@@ -131,12 +131,12 @@ func (p *poll) request(ctx context.Context, from, to time.Time, limit int) (resp
 			p.m.warnf("%v: retrying at once with a new token", err)
 			continue
 		}
-		if !decision.retry || attempt >= p.m.MaxRetries {
+		if !decision.retry || retries >= p.m.MaxRetries {
 			return r, err
 		}
 		wait, why := decision.after, "as Retry-After asks"
 		if wait == 0 {
-			wait, why = backoff(attempt), "backing off"
+			wait, why = backoff(retries), "backing off"
 		}
 		if now := p.m.now(); now.Add(wait).After(p.deadline) {
 			if decision.after > 0 {
@@ -145,7 +145,8 @@ func (p *poll) request(ctx context.Context, from, to time.Time, limit int) (resp
 			p.m.warnf("%v: not retrying in this poll, the wait of %s would pass its deadline; the next poll resumes here", err, wait)
 			return r, errPostponed
 		}
-		p.m.warnf("%v: retry %d of %d in %s (%s)", err, attempt+1, p.m.MaxRetries, wait.Round(time.Millisecond), why)
+		retries++
+		p.m.warnf("%v: retry %d of %d in %s (%s)", err, retries, p.m.MaxRetries, wait.Round(time.Millisecond), why)
 		if err := p.m.sleep(ctx, wait); err != nil {
 			return r, err
 		}

@@ -1,0 +1,296 @@
+package microsoft_defender
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/testutil"
+
+	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+)
+
+// Every fault of the simulator, injected while the plugin works off a
+// backfill and then follows the stream: each run ends with every detection
+// emitted exactly once, the problems explained, and no secret anywhere.
+func TestFaultScenarios(t *testing.T) {
+	tests := []struct {
+		name      string
+		faults    defendersim.FaultConfig
+		configure func(*MicrosoftDefender)
+		// inject runs before poll number i.
+		inject   func(sim *defendersim.Server, i int)
+		warnings []string // substrings some warning must hold
+		errors   []string // substrings some error must hold
+	}{
+		{
+			name:   "429 storm with Retry-After in seconds",
+			faults: defendersim.FaultConfig{RetryAfter: 20 * time.Second},
+			inject: func(sim *defendersim.Server, i int) {
+				if i%7 == 0 {
+					sim.Inject(defendersim.FaultThrottle, 3)
+				}
+			},
+			warnings: []string{"answered 429 Too Many Requests (throttled)", "retry 1 of 3 in 20s (as Retry-After asks)"},
+		},
+		{
+			name:   "429 with an HTTP-date Retry-After longer than a poll",
+			faults: defendersim.FaultConfig{RetryAfter: 3 * time.Minute, RetryAfterAsDate: true},
+			inject: func(sim *defendersim.Server, i int) {
+				if i == 3 {
+					sim.Inject(defendersim.FaultThrottle, 1)
+				}
+			},
+			warnings: []string{"the wait of 3m0s would pass its deadline", "(Retry-After): no request in this poll"},
+		},
+		{
+			name: "500 bursts longer than max_retries",
+			inject: func(sim *defendersim.Server, i int) {
+				if i%5 == 1 {
+					sim.Inject(defendersim.FaultServerError, 5)
+				}
+			},
+			warnings: []string{"answered 500 Internal Server Error (service error)", "retry 3 of 3 in"},
+			errors:   []string{`answered 500 Internal Server Error (service error): body "<html><body><h1>500 - Internal server error.</h1></body></html>"`},
+		},
+		{
+			name: "connection resets",
+			inject: func(sim *defendersim.Server, i int) {
+				if i%4 == 0 {
+					sim.Inject(defendersim.FaultReset, 2)
+				}
+			},
+			warnings: []string{"connection reset by peer", "retry 2 of 3"},
+		},
+		{
+			name: "truncated bodies",
+			inject: func(sim *defendersim.Server, i int) {
+				if i%3 == 0 {
+					sim.Inject(defendersim.FaultTruncate, 1)
+				}
+			},
+			warnings: []string{"response truncated at byte"},
+		},
+		{
+			name: "token endpoint outage",
+			inject: func(sim *defendersim.Server, i int) {
+				if i == 2 || i == 9 {
+					sim.ExpireTokens()
+					sim.Inject(defendersim.FaultTokenDown, 3)
+				}
+			},
+			warnings: []string{"answered 401 Unauthorized", "token request to", "HTTP 503 Service Unavailable", "retry 3 of 3"},
+		},
+		{
+			name: "expired tokens mid-window",
+			inject: func(sim *defendersim.Server, i int) {
+				if i%2 == 1 {
+					sim.ExpireTokens()
+				}
+			},
+			warnings: []string{`answered 401 Unauthorized (the token is invalid or expired, or the request is malformed): ` +
+				`body "The access token has expired.": retrying at once with a new token`},
+		},
+		{
+			name:      "trickling responses",
+			faults:    defendersim.FaultConfig{TrickleDelay: 20 * time.Millisecond},
+			configure: func(m *MicrosoftDefender) { m.Timeout = config.Duration(200 * time.Millisecond) },
+			inject: func(sim *defendersim.Server, i int) {
+				if i == 1 || i == 6 {
+					sim.Inject(defendersim.FaultTrickle, 1)
+				}
+			},
+			warnings: []string{"Client.Timeout or context cancellation while reading body"},
+		},
+		{
+			name:      "oversized bodies",
+			faults:    defendersim.FaultConfig{PadBytes: 8 * 1024},
+			configure: func(m *MicrosoftDefender) { m.MaxBodySize = config.Size(256 * 1024) },
+			inject: func(sim *defendersim.Server, i int) {
+				if i == 0 || i == 8 {
+					sim.Inject(defendersim.FaultOversize, 1)
+				}
+			},
+			warnings: []string{"an answer grew past max_body_size (262144 bytes) after"},
+			errors:   []string{"the answer is larger than max_body_size"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newScenario(t, defendersim.Config{Seed: 13, Rate: 10, History: 3 * time.Hour, Faults: tt.faults})
+			s.allowErrors = true
+			stateFile := filepath.Join(t.TempDir(), "defender.state")
+			p := s.plugin(func(m *MicrosoftDefender) {
+				m.MaxAlertsPerGather = 300
+				m.StateFile = stateFile
+				m.RefreshToken = config.NewSecret([]byte(testRefreshToken))
+				if tt.configure != nil {
+					tt.configure(m)
+				}
+			})
+			start := s.clock.Add(-time.Duration(p.Delay) - time.Duration(p.InitialLookback))
+			for i := range 40 {
+				tt.inject(s.sim, i)
+				s.poll(p)
+				s.clock = s.clock.Add(pollInterval)
+				if i == 20 {
+					p.Stop()
+					p = s.plugin(func(m *MicrosoftDefender) {
+						m.MaxAlertsPerGather = 300
+						m.StateFile = stateFile
+						if tt.configure != nil {
+							tt.configure(m)
+						}
+					})
+				}
+			}
+			s.run(p, 5*time.Minute)
+			s.settled(p, start, 0)
+
+			var messages []string
+			for _, entry := range s.logger.Messages() {
+				messages = append(messages, entry.String())
+			}
+			for _, want := range tt.warnings {
+				require.True(t, containsAny(s.logger.Warnings(), want), "no warning holds %q; warnings:\n%s", want, strings.Join(s.logger.Warnings(), "\n"))
+			}
+			for _, want := range tt.errors {
+				require.True(t, containsAny(s.errors, want), "no error holds %q; errors:\n%s", want, strings.Join(s.errors, "\n"))
+			}
+			if len(tt.errors) == 0 {
+				require.Empty(t, s.errors)
+			}
+			for _, msg := range append(messages, s.errors...) {
+				requireNoSecret(t, msg)
+			}
+		})
+	}
+}
+
+func containsAny(messages []string, want string) bool {
+	for _, m := range messages {
+		if strings.Contains(m, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// Invalid credentials fail at once, once per poll: no retry loop.
+func TestInvalidCredentialsAreNotRetried(t *testing.T) {
+	s := newScenario(t, defendersim.Config{Seed: 1, Rate: 5, History: time.Hour})
+	s.allowErrors = true
+	p := s.plugin(func(m *MicrosoftDefender) { m.ClientSecret = config.NewSecret([]byte("expired-" + testClientSecret)) })
+	for range 3 {
+		s.poll(p)
+		s.clock = s.clock.Add(pollInterval)
+	}
+	require.Len(t, s.errors, 3)
+	require.Len(t, requestsTo(s.sim, "/token"), 3)
+	require.Empty(t, s.logger.Warnings())
+	require.Contains(t, s.errors[0], "AADSTS7000215: Invalid client secret provided.")
+	for _, msg := range s.errors {
+		require.NotContains(t, msg, "expired-"+testClientSecret)
+	}
+}
+
+// Stop ends a poll whose request hangs: the request is cancelled rather
+// than left to its timeout, and the state stays where it was.
+func TestStopCancelsAPollInFlight(t *testing.T) {
+	s := newScenario(t, defendersim.Config{Seed: 1, Rate: 5, History: time.Hour})
+	stateFile := filepath.Join(t.TempDir(), "defender.state")
+	p := s.plugin(func(m *MicrosoftDefender) {
+		m.StateFile = stateFile
+		m.Timeout = config.Duration(time.Hour)
+	})
+	s.poll(p)
+	watermark := p.cursor.watermark
+	s.clock = s.clock.Add(pollInterval)
+	s.sim.Inject(defendersim.FaultHang, 1)
+
+	var acc testutil.Accumulator
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.Gather(&acc) //nolint:errcheck // Gather reports through the accumulator
+	}()
+	waitForRequests(t, s.sim, "/api/alerts", 2)
+	p.Stop()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Gather did not return after Stop")
+	}
+	require.Empty(t, acc.Errors, "a stop is not an error")
+	require.Equal(t, "partial", pollFieldsTag(t, &acc, "status"))
+	require.Equal(t, watermark, p.cursor.watermark)
+
+	restarted := s.plugin(func(m *MicrosoftDefender) { m.StateFile = stateFile })
+	require.Equal(t, watermark, restarted.cursor.watermark)
+}
+
+// waitForRequests waits until the simulator has received n requests to
+// the path: the request is what the test acts on.
+func waitForRequests(t *testing.T, sim *defendersim.Server, suffix string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(requestsTo(sim, suffix)) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the simulator never received %d requests to %s", n, suffix)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func pollFieldsTag(t *testing.T, acc *testutil.Accumulator, tag string) string {
+	t.Helper()
+	for _, m := range acc.GetTelegrafMetrics() {
+		if m.Name() == measurementPoll {
+			return m.Tags()[tag]
+		}
+	}
+	t.Fatal("no defender_poll metric")
+	return ""
+}
+
+// Proxy and TLS failures name what failed, not the proxy's password.
+func TestTransportErrorsHoldNoSecret(t *testing.T) {
+	tlsServer := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer tlsServer.Close()
+	for name, configure := range map[string]func(*MicrosoftDefender){
+		"proxy with a password refuses connections": func(m *MicrosoftDefender) {
+			m.HTTPProxyURL = "http://proxyuser:" + url.QueryEscape(testClientSecret) + "@127.0.0.1:1"
+			m.EndpointURL = "https://alerts.example.com/api/alerts"
+		},
+		"unknown certificate authority": func(m *MicrosoftDefender) {
+			m.EndpointURL = tlsServer.URL + "/api/alerts"
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			logger := &testutil.CaptureLogger{}
+			plugin := withDefaults(&MicrosoftDefender{
+				AccessToken: config.NewSecret([]byte(testAccessToken)),
+				Log:         logger,
+				now:         func() time.Time { return fixedNow },
+				sleep:       func(ctx context.Context, _ time.Duration) error { return ctx.Err() },
+			})
+			configure(plugin)
+			require.NoError(t, plugin.Init())
+			gatherError(t, plugin, logger)
+		})
+	}
+}
+
+func TestInvalidProxyURLIsNotRepeated(t *testing.T) {
+	plugin := validPlugin()
+	plugin.HTTPProxyURL = "http://proxyuser:" + testClientSecret + "@127.0.0.1:1"
+	require.EqualError(t, plugin.Init(), "http_proxy_url is not a valid URL")
+}
