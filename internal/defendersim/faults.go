@@ -150,9 +150,10 @@ func writeRaw(w http.ResponseWriter, head string, body []byte, reset bool) {
 		return
 	}
 	defer conn.Close()
-	buf.WriteString(head)
-	buf.Write(body)       //nolint:errcheck // a broken connection is the point
-	buf.Flush()           //nolint:errcheck // a broken connection is the point
+	// Write errors mean the client went away, which is the point here.
+	buf.WriteString(head) //nolint:errcheck // see above
+	buf.Write(body)       //nolint:errcheck // see above
+	buf.Flush()
 	if tcp, ok := conn.(*net.TCPConn); ok && reset {
 		tcp.SetLinger(0) //nolint:errcheck // without it the close is a clean FIN
 	}
