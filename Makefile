@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # A slim Telegraf: only the plugins the demo and the end-to-end tests use.
 TELEGRAF_TAGS := custom,inputs.execd,outputs.file,outputs.influxdb,parsers.influx,serializers.influx
 
-.PHONY: all build run test lint clean
+.PHONY: all build run test fuzz lint clean
 
 all: build
 
@@ -30,9 +30,21 @@ bin/telegraf:
 run: build
 	scripts/run.sh
 
-# Every test: unit, simulator and end-to-end with the real Telegraf binary.
+FUZZ_PACKAGE := ./plugins/inputs/microsoft_defender
+FUZZ_TARGETS := FuzzDecodeDetections FuzzTokenResponse
+FUZZTIME     ?= 2m
+
+# Every test: unit, simulator and end-to-end with the real Telegraf binary,
+# and each fuzz target for a few seconds.
 test: build
 	$(GO) test -race -count=1 ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+
+# Each fuzz target for FUZZTIME (2m unless given).
+fuzz:
+	for target in $(FUZZ_TARGETS); do \
+		$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $(FUZZ_PACKAGE) || exit 1; \
+	done
 
 GOLANGCI_LINT_VERSION := v2.11.4
 GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/influxdata/telegraf"
@@ -45,10 +47,25 @@ func main() {
 		fmt.Fprintf(os.Stderr, "E! loading the configuration %q failed: %s\n", *configFile, oneLine(err.Error()))
 		os.Exit(1)
 	}
+	if stopper, ok := s.Input.(interface{ Stop() }); ok {
+		stopOnSignal(stopper)
+	}
 	if err := s.Run(*pollInterval); err != nil {
 		fmt.Fprintf(os.Stderr, "E! %s\n", oneLine(err.Error()))
 		os.Exit(1)
 	}
+}
+
+// stopOnSignal stops the input as soon as SIGTERM or SIGINT arrives. The
+// shim stops an input only after its poll in flight has ended, which can
+// take a whole interval; Stop cancels that poll at once.
+func stopOnSignal(stopper interface{ Stop() }) {
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-signals
+		stopper.Stop()
+	}()
 }
 
 // forwardLogsToExecd writes every log line as "<level>! message", the form

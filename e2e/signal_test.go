@@ -1,0 +1,89 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+)
+
+// SIGTERM ends a poll whose request hangs, instead of waiting for the
+// request's timeout (an hour here); the process exits cleanly and leaves
+// a consistent state file.
+func TestSIGTERMEndsAPollInFlight(t *testing.T) {
+	sim := defendersim.New(defendersim.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
+		Seed: 3, Rate: 5, History: time.Hour})
+	sim.Inject(defendersim.FaultHang, 1)
+	server := httptest.NewServer(sim.Handler())
+	defer server.Close()
+
+	dir := t.TempDir()
+	stateFile := filepath.Join(dir, "defender.state")
+	confPath := filepath.Join(dir, "defender.conf")
+	require.NoError(t, os.WriteFile(confPath, []byte(fmt.Sprintf(`
+[[inputs.microsoft_defender]]
+  endpoint_url = "%[1]s/api/alerts"
+  token_url = "%[1]s/e2e-tenant/oauth2/token"
+  client_id = "e2e-client"
+  client_secret = "e2e-secret"
+  timeout = "1h"
+  state_file = %[2]q
+`, server.URL, stateFile)), 0o600))
+
+	cmd := exec.Command(binary(t, "telegraf-defender"), "-config", confPath, "-poll_interval_disabled")
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Start())
+	defer cmd.Process.Kill() //nolint:errcheck // already gone when the test passes
+
+	_, err = stdin.Write([]byte("\n"))
+	require.NoError(t, err)
+	deadline := time.Now().Add(30 * time.Second)
+	for !hasRequest(sim, "/api/alerts") {
+		require.True(t, time.Now().Before(deadline), "no poll started; stderr:\n%s", stderr.String())
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	signalled := time.Now()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		require.NoError(t, err, "stderr:\n%s", stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("telegraf-defender still runs 30s after SIGTERM; stderr:\n%s", stderr.String())
+	}
+	t.Logf("exited %s after SIGTERM", time.Since(signalled).Round(time.Millisecond))
+
+	require.Contains(t, stderr.String(), "I! Poll cancelled: the plugin is stopping; the next start resumes here\n")
+	require.Contains(t, stdout.String(), "defender_poll,api=siem,status=partial ")
+	data, err := os.ReadFile(stateFile)
+	require.NoError(t, err)
+	var state struct {
+		Version int `json:"version"`
+	}
+	require.NoError(t, json.Unmarshal(data, &state))
+	require.Equal(t, 1, state.Version)
+}
+
+func hasRequest(sim *defendersim.Server, suffix string) bool {
+	for _, r := range sim.Requests() {
+		if strings.HasSuffix(r.URL.Path, suffix) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,144 @@
+package microsoft_defender
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/influxdata/telegraf/config"
+)
+
+// fuzzBodyLimit bounds what one fuzzed answer may hold, as max_body_size
+// does in production, so that no input makes the decoder allocate without
+// bound.
+const fuzzBodyLimit = 1 << 20
+
+// FuzzDecodeDetections feeds arbitrary answers to the detection decoder and
+// the metric mapping: they must never panic, and every detection they
+// accept must become a metric.
+func FuzzDecodeDetections(f *testing.F) {
+	for _, name := range fixtureFiles(f) {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+		if strings.HasSuffix(name, "detection.json") {
+			f.Add(append(append([]byte("["), data...), ']'))
+		}
+	}
+	f.Add([]byte(`[{"AlertPart":"1","ReportID":null,"RemediationIsSuccess":"true","LastProcessedTimeUtc":"2020-01-01 00:00:00"}]`))
+	f.Add([]byte(`[{"LastProcessedTimeUtc":"2020-01-01T00:00:00Z","Junk":[[[[{}]]]]},1,"x",null]`))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		body := &limitedBody{body: io.NopCloser(bytes.NewReader(data)), remaining: fuzzBodyLimit}
+		dec, err := newDetectionDecoder(body)
+		if err != nil {
+			return
+		}
+		var d detection
+		for range 10000 {
+			err := dec.next(&d)
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			if err != nil {
+				if !strings.HasPrefix(err.Error(), "detection ") && !strings.HasPrefix(err.Error(), "after detection ") {
+					t.Fatalf("an error that does not name the detection: %v", err)
+				}
+				return
+			}
+			if d.lastProcessed.IsZero() {
+				t.Fatal("a detection accepted without LastProcessedTimeUtc")
+			}
+			if m := alertMetric(&d); m.Name() != measurementAlert {
+				t.Fatalf("unexpected measurement %q", m.Name())
+			}
+		}
+	})
+}
+
+// FuzzTokenResponse feeds arbitrary token endpoint answers, with any
+// status, to the token source: it must never panic, and its errors must
+// never hold the client secret or the refresh token, whatever the answer
+// echoes.
+func FuzzTokenResponse(f *testing.F) {
+	seed, err := os.ReadFile(filepath.Join("testdata", "token_response_v1_seed.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(200, seed)
+	f.Add(200, []byte(`{"token_type":"Bearer","expires_in":3599,"access_token":"x"}`))
+	f.Add(401, []byte(`{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1"}`))
+	f.Add(400, []byte(`{"error":"invalid_grant","error_description":"AADSTS70000: `+testRefreshToken+`"}`))
+	f.Add(502, []byte("<html>client_secret="+testClientSecret+"</html>"))
+	f.Add(200, []byte(`{"access_token":"x","expires_in":"soon"}`))
+
+	f.Fuzz(func(t *testing.T, status int, body []byte) {
+		if status < 100 || status > 599 {
+			return
+		}
+		source := &aadToken{
+			client: &http.Client{Transport: cannedResponse{status: status, body: body}},
+			// A fixed, valid URL: the fuzzer varies the answer, not the request.
+			tokenURL:     "https://login.example.com/tenant/oauth2/token",
+			clientID:     testClientID,
+			clientSecret: secretOf(testClientSecret),
+			refreshToken: secretOf(testRefreshToken),
+			resource:     defaultSIEMResource,
+			now:          time.Now,
+		}
+		tok, err := source.fetch(context.Background())
+		if err != nil {
+			for _, secret := range []string{testClientSecret, testRefreshToken} {
+				if strings.Contains(err.Error(), secret) {
+					t.Fatalf("the error repeats a secret: %v", err)
+				}
+			}
+			return
+		}
+		if tok.AccessToken == "" {
+			t.Fatal("a token accepted without an access token")
+		}
+	})
+}
+
+func secretOf(value string) *config.Secret {
+	s := config.NewSecret([]byte(value))
+	return &s
+}
+
+// cannedResponse answers every request with one status and body.
+type cannedResponse struct {
+	status int
+	body   []byte
+}
+
+func (c cannedResponse) RoundTrip(req *http.Request) (*http.Response, error) {
+	return &http.Response{
+		StatusCode: c.status,
+		Status:     http.StatusText(c.status),
+		Header:     http.Header{"Content-Type": {"application/json"}},
+		Body:       io.NopCloser(bytes.NewReader(c.body)),
+		Request:    req,
+	}, nil
+}
+
+func fixtureFiles(f *testing.F) []string {
+	var names []string
+	for _, pattern := range []string{"testcases/*/response.json", "testcases/*/detection*.json"} {
+		matches, err := filepath.Glob(pattern)
+		if err != nil {
+			f.Fatal(err)
+		}
+		names = append(names, matches...)
+	}
+	return names
+}
