@@ -164,3 +164,24 @@ func emittedIDs(acc *testutil.Accumulator) []string {
 	}
 	return ids
 }
+
+// A 10 MB string is not worth losing a detection over: the field is cut to
+// what outputs accept, with a warning naming the detection and the field.
+func TestHugeStringsAreCut(t *testing.T) {
+	huge := strings.Repeat("A", 10*1024*1024)
+	body := `[{"FullId":"a:1","Severity":"High","CommandLine":"` + huge + `","Category":"` + huge[:1000] +
+		`","LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`
+	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
+		respond(t, w, []byte(body))
+	})
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, server, logger)
+	acc := gatherOK(t, plugin)
+	alerts := detectionMetrics(acc)
+	require.NotEmpty(t, alerts)
+	commandLine, ok := alerts[0].GetField("command_line")
+	require.True(t, ok)
+	require.Len(t, commandLine, maxFieldBytes)
+	require.Len(t, alerts[0].Tags()["category"], maxTagBytes)
+	require.Equal(t, []string{`W! [] detection "a:1": fields command_line longer than 32768 bytes were cut to that length`}, logger.Warnings())
+}

@@ -58,7 +58,7 @@ func FuzzDecodeDetections(f *testing.F) {
 			if d.lastProcessed.IsZero() {
 				t.Fatal("a detection accepted without LastProcessedTimeUtc")
 			}
-			if m := alertMetric(&d); m.Name() != measurementAlert {
+			if m, _ := alertMetric(&d); m.Name() != measurementAlert {
 				t.Fatalf("unexpected measurement %q", m.Name())
 			}
 		}

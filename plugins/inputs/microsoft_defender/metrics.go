@@ -13,18 +13,34 @@ const (
 	measurementCount = "defender_alert_count"
 )
 
+// maxFieldBytes caps a string field: outputs refuse larger values
+// (InfluxDB 1.x stops at 64 KiB), and no real detection needs more.
+const maxFieldBytes = 32 * 1024
+
+// maxTagBytes caps a tag: tags become series keys, and a hostile value must
+// not make one of megabytes.
+const maxTagBytes = 256
+
 // alertMetric turns one detection into a defender_alert event, timestamped
 // at AlertTime (LastProcessedTimeUtc when the service sent no AlertTime).
-func alertMetric(d *detection) telegraf.Metric {
+// String fields longer than maxFieldBytes are cut; their names are returned.
+func alertMetric(d *detection) (telegraf.Metric, []string) {
+	var cut []string
+	key := countKeyOf(d)
 	tags := make(map[string]string, 4)
-	addTag(tags, "severity", strings.ToLower(d.Severity))
-	addTag(tags, "category", d.Category)
-	addTag(tags, "machine_group", d.MachineGroup)
-	addTag(tags, "detection_source", d.Source)
+	addTag(tags, "severity", key.severity)
+	addTag(tags, "category", key.category)
+	addTag(tags, "machine_group", key.machineGroup)
+	addTag(tags, "detection_source", sanitize(d.Source, maxTagBytes))
 
 	fields := make(map[string]interface{}, 48)
 	for _, f := range alertStringFields {
-		if v := f.value(d); v != "" {
+		v := f.value(d)
+		if len(v) > maxFieldBytes {
+			v = strings.ToValidUTF8(v[:maxFieldBytes], "")
+			cut = append(cut, f.name)
+		}
+		if v != "" {
 			fields[f.name] = v
 		}
 	}
@@ -47,7 +63,7 @@ func alertMetric(d *detection) telegraf.Metric {
 		fields["alert_time"] = d.alertAt.Format(time.RFC3339Nano)
 		ts = d.alertAt
 	}
-	return metric.New(measurementAlert, tags, fields, ts)
+	return metric.New(measurementAlert, tags, fields, ts), cut
 }
 
 // alertStringFields maps the API's string fields to their field names; the
@@ -109,6 +125,16 @@ type countKey struct {
 	severity, category, machineGroup string
 }
 
+// countKeyOf returns the detection's tag values as defender_alert and
+// defender_alert_count carry them.
+func countKeyOf(d *detection) countKey {
+	return countKey{
+		severity:     strings.ToLower(sanitize(d.Severity, maxTagBytes)),
+		category:     sanitize(d.Category, maxTagBytes),
+		machineGroup: sanitize(d.MachineGroup, maxTagBytes),
+	}
+}
+
 // alertCounter counts the detections one poll emitted per severity,
 // category and machine group.
 type alertCounter struct {
@@ -120,7 +146,7 @@ func (c *alertCounter) add(d *detection) {
 	if c.counts == nil {
 		c.counts = make(map[countKey]int64)
 	}
-	k := countKey{strings.ToLower(d.Severity), d.Category, d.MachineGroup}
+	k := countKeyOf(d)
 	if _, ok := c.counts[k]; !ok {
 		c.order = append(c.order, k)
 	}

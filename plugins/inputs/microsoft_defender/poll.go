@@ -3,6 +3,7 @@ package microsoft_defender
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/influxdata/telegraf"
@@ -180,7 +181,11 @@ func (p *poll) attempt(ctx context.Context, from, to time.Time, limit int) (resp
 		p.stats.received++
 		p.budget--
 		p.stats.emitted++
-		p.acc.AddMetric(alertMetric(d))
+		m, cut := alertMetric(d)
+		if len(cut) > 0 {
+			p.m.warnf("detection %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)
+		}
+		p.acc.AddMetric(m)
 		p.counter.add(d)
 		p.m.cursor.remember(id, d.lastProcessed)
 		return true
