@@ -223,7 +223,8 @@ func (m *MicrosoftDefender) Stop() {
 
 // Gather reads the window [watermark - overlap, now - delay], emits the
 // detections not emitted before, and advances the cursor past each chunk
-// read whole. A poll ends by its deadline, one interval after it started.
+// read whole. A poll starts no request after its deadline, one interval
+// after it started; a request in flight is bounded by timeout.
 //
 // The state file is written at the start of the next poll, not at the end
 // of this one: the metrics of a poll can still sit in a pipe when the state
@@ -252,8 +253,6 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		interval = defaultPollDeadline
 	}
 	m.lastGather = now
-	ctx, cancel := context.WithTimeout(m.ctx, interval)
-	defer cancel()
 	p := &poll{m: m, acc: acc, budget: m.MaxAlertsPerGather, deadline: now.Add(interval)}
 
 	var countsAt time.Time
@@ -262,7 +261,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		m.warnf("the API asked to wait until %s (Retry-After): no request in this poll", m.throttledUntil.Format(time.RFC3339))
 		err, p.stats.backlog = errPostponed, true
 	} else {
-		countsAt, err = p.run(ctx, end)
+		countsAt, err = p.run(m.ctx, end)
 	}
 	for _, c := range p.counter.metrics(countsAt) {
 		acc.AddMetric(c)
@@ -271,9 +270,6 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	case err == nil, errors.Is(err, errPostponed):
 	case m.ctx.Err() != nil:
 		m.Log.Info("Poll cancelled: the plugin is stopping; the next start resumes here")
-		err = errPostponed
-	case ctx.Err() != nil:
-		m.warnf("the poll reached its deadline of %s; the next poll resumes here", interval)
 		err = errPostponed
 	default:
 		m.addError(acc, err)

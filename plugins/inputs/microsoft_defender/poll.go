@@ -54,7 +54,7 @@ func (p *poll) run(ctx context.Context, end time.Time) (time.Time, error) {
 		if sp == nil {
 			return countsAt, nil
 		}
-		if p.budget == 0 {
+		if p.budget == 0 || p.pastDeadline() {
 			p.stats.backlog = true
 			return countsAt, nil
 		}
@@ -82,7 +82,7 @@ func (p *poll) run(ctx context.Context, end time.Time) (time.Time, error) {
 // are dropped as duplicates when it is read again.
 func (p *poll) readSpan(ctx context.Context, sp *span) (bool, error) {
 	for !sp.empty() {
-		if p.budget == 0 {
+		if p.budget == 0 || p.pastDeadline() {
 			return false, nil
 		}
 		limit := p.m.requestLimit()
@@ -191,6 +191,16 @@ func (p *poll) attempt(ctx context.Context, from, to time.Time, limit int) (resp
 		return true
 	})
 	return r, err
+}
+
+// pastDeadline reports whether the poll has used its interval: it then
+// starts no new request, and the next poll goes on from there.
+func (p *poll) pastDeadline() bool {
+	if p.m.now().Before(p.deadline) {
+		return false
+	}
+	p.m.Log.Debugf("The poll used its interval; the next poll goes on from here")
+	return true
 }
 
 // waitForRateLimit keeps the plugin under max_requests_per_minute.
