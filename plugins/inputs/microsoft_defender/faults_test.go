@@ -294,3 +294,25 @@ func TestInvalidProxyURLIsNotRepeated(t *testing.T) {
 	plugin.HTTPProxyURL = "http://proxyuser:" + testClientSecret + "@127.0.0.1:1"
 	require.EqualError(t, plugin.Init(), "http_proxy_url is not a valid URL")
 }
+
+// max_requests_per_minute spaces the requests of a poll that needs many:
+// at 6 a minute, one poll of a minute sends 6 and leaves the rest to the
+// next poll.
+func TestRequestsPerMinuteAreLimited(t *testing.T) {
+	s := newScenario(t, defendersim.Config{Seed: 6, Rate: 20, History: 2 * time.Hour})
+	var waits []time.Duration
+	p := s.plugin(func(m *MicrosoftDefender) {
+		m.Limit = 5
+		m.MaxRequestsPerMinute = 6
+		m.sleep = func(ctx context.Context, d time.Duration) error {
+			waits = append(waits, d)
+			s.clock = s.clock.Add(d)
+			return ctx.Err()
+		}
+	})
+	acc := s.poll(p)
+	require.Equal(t, int64(6), pollFields(t, acc)["requests"])
+	require.Equal(t, []time.Duration{10 * time.Second, 10 * time.Second, 10 * time.Second, 10 * time.Second, 10 * time.Second}, waits)
+	require.Equal(t, true, pollFields(t, acc)["backlog"])
+	require.Len(t, requestsTo(s.sim, "/api/alerts"), 6)
+}

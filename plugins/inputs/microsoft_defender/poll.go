@@ -139,7 +139,7 @@ func (p *poll) request(ctx context.Context, from, to time.Time, limit int) (resp
 		if wait == 0 {
 			wait, why = backoff(retries), "backing off"
 		}
-		if now := p.m.now(); now.Add(wait).After(p.deadline) {
+		if now := p.m.now(); !now.Add(wait).Before(p.deadline) {
 			if decision.after > 0 {
 				p.m.throttledUntil = now.Add(decision.after)
 			}
@@ -211,7 +211,7 @@ func (p *poll) waitForRateLimit(ctx context.Context) error {
 	if wait <= 0 {
 		return nil
 	}
-	if now.Add(wait).After(p.deadline) {
+	if !now.Add(wait).Before(p.deadline) {
 		reservation.CancelAt(now)
 		p.m.Log.Debugf("max_requests_per_minute reached: the next request waits for the next poll")
 		return errPostponed
