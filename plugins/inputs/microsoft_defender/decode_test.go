@@ -183,5 +183,5 @@ func TestHugeStringsAreCut(t *testing.T) {
 	require.True(t, ok)
 	require.Len(t, commandLine, maxFieldBytes)
 	require.Len(t, alerts[0].Tags()["category"], maxTagBytes)
-	require.Equal(t, []string{`W! [] detection "a:1": fields command_line longer than 32768 bytes were cut to that length`}, logger.Warnings())
+	require.Equal(t, []string{`W! [] alert "a:1": fields command_line longer than 32768 bytes were cut to that length`}, logger.Warnings())
 }

@@ -118,7 +118,7 @@ func TestInitSelectsEndpoints(t *testing.T) {
 			plugin := validPlugin()
 			tt.configure(plugin)
 			require.NoError(t, plugin.Init())
-			require.Equal(t, tt.alerts, plugin.backend.endpoint.String())
+			require.Equal(t, tt.alerts, plugin.backend.endpoint())
 			token, err := plugin.tokenURL()
 			require.NoError(t, err)
 			require.Equal(t, tt.token, token.String())

@@ -142,11 +142,10 @@ type alertCounter struct {
 	order  []countKey // first-seen order, so output is deterministic
 }
 
-func (c *alertCounter) add(d *detection) {
+func (c *alertCounter) add(k countKey) {
 	if c.counts == nil {
 		c.counts = make(map[countKey]int64)
 	}
-	k := countKeyOf(d)
 	if _, ok := c.counts[k]; !ok {
 		c.order = append(c.order, k)
 	}

@@ -74,7 +74,7 @@ type MicrosoftDefender struct {
 
 	Log telegraf.Logger `toml:"-"`
 
-	backend *siemBackend
+	backend backend
 	tokens  tokenSource
 	cursor  *cursor
 	plan    windowPlan

@@ -40,8 +40,9 @@ type pollStats struct {
 
 // response is what one request returned.
 type response struct {
-	decoded     int       // detections decoded, new or not
-	oldest      time.Time // smallest LastProcessedTimeUtc decoded
+	decoded     int       // items decoded, new or not
+	oldest      time.Time // smallest cursor time decoded
+	newest      time.Time // largest cursor time decoded
 	interrupted bool      // reading stopped because the budget was spent
 }
 
@@ -59,7 +60,7 @@ func (p *poll) run(ctx context.Context, end time.Time) (time.Time, error) {
 			return countsAt, nil
 		}
 		countsAt = sp.End
-		done, err := p.readSpan(ctx, sp)
+		done, err := p.m.backend.readSpan(ctx, p, sp)
 		if err != nil {
 			p.stats.backlog = true
 			return countsAt, err
@@ -73,52 +74,15 @@ func (p *poll) run(ctx context.Context, end time.Time) (time.Time, error) {
 	}
 }
 
-// readSpan reads the span from its newest detections down. Each request
-// asks for at most max_alerts_per_gather detections (or limit, when
-// smaller); a response that holds exactly that many may have left older ones
-// out, so the span's upper bound moves down to the oldest detection seen and
-// the rest is requested. It returns false when the budget ran out first; the
-// span then holds what is left, and detections emitted from its upper end
-// are dropped as duplicates when it is read again.
-func (p *poll) readSpan(ctx context.Context, sp *span) (bool, error) {
-	for !sp.empty() {
-		if p.budget == 0 || p.pastDeadline() {
-			return false, nil
-		}
-		limit := p.m.requestLimit()
-		r, err := p.request(ctx, sp.From, sp.To, limit)
-		if err != nil || r.interrupted {
-			return false, err
-		}
-		if r.decoded < limit {
-			return true, nil
-		}
-		if r.oldest.Before(sp.To) {
-			sp.To = r.oldest
-			continue
-		}
-		// Every detection of the response shares the span's upper bound:
-		// no limited request can get past it. Read that instant whole.
-		p.m.warnf("%d or more detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
-			limit, sp.To.Format(time.RFC3339Nano), limit)
-		r, err = p.request(ctx, sp.To, sp.To, 0)
-		if err != nil || r.interrupted {
-			return false, err
-		}
-		sp.To = sp.To.Add(-tick)
-	}
-	return true, nil
-}
-
 // request sends one request, retrying transient failures: at most
 // max_retries times, after Retry-After or an exponential backoff with
 // jitter, and never past the poll's deadline. A 401 is retried once at once
 // with a new token. Detections emitted by a failed attempt stay emitted and
 // are dropped as duplicates by the next.
-func (p *poll) request(ctx context.Context, from, to time.Time, limit int) (response, error) {
+func (p *poll) request(ctx context.Context, send sendFunc) (response, error) {
 	newToken := false
 	for retries := 0; ; {
-		r, err := p.attempt(ctx, from, to, limit)
+		r, err := p.attempt(ctx, send)
 		if err == nil || r.interrupted || ctx.Err() != nil {
 			return r, err
 		}
@@ -155,18 +119,22 @@ func (p *poll) request(ctx context.Context, from, to time.Time, limit int) (resp
 }
 
 // attempt waits for the rate limiter, sends one request and emits the new
-// detections of its answer until the budget is spent.
-func (p *poll) attempt(ctx context.Context, from, to time.Time, limit int) (response, error) {
+// items of its answer until the budget is spent.
+func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
 	var r response
 	if err := p.waitForRateLimit(ctx); err != nil {
 		return r, err
 	}
 	p.stats.requests++
-	_, err := p.m.backend.fetch(ctx, from, to, limit, func(d *detection) bool {
-		if r.decoded == 0 || d.lastProcessed.Before(r.oldest) {
-			r.oldest = d.lastProcessed
+	err := send(ctx, func(a alert) bool {
+		t := a.cursorTime()
+		if r.decoded == 0 || t.Before(r.oldest) {
+			r.oldest = t
 		}
-		id := d.identity()
+		if r.decoded == 0 || t.After(r.newest) {
+			r.newest = t
+		}
+		id := a.identity()
 		if !p.m.cursor.isNew(id) {
 			r.decoded++
 			p.stats.received++
@@ -181,13 +149,13 @@ func (p *poll) attempt(ctx context.Context, from, to time.Time, limit int) (resp
 		p.stats.received++
 		p.budget--
 		p.stats.emitted++
-		m, cut := alertMetric(d)
+		m, cut := a.metric()
 		if len(cut) > 0 {
-			p.m.warnf("detection %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)
+			p.m.warnf("alert %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)
 		}
 		p.acc.AddMetric(m)
-		p.counter.add(d)
-		p.m.cursor.remember(id, d.lastProcessed)
+		p.counter.add(a.countKey())
+		p.m.cursor.remember(id, t)
 		return true
 	})
 	return r, err

@@ -32,21 +32,21 @@ type siemFilters struct {
 
 // siemBackend pulls detections from the SIEM alerts API.
 type siemBackend struct {
-	api      *apiClient
-	endpoint *url.URL
-	filters  siemFilters
+	api         *apiClient
+	endpointURL *url.URL
+	filters     siemFilters
 }
 
 func newSIEMBackend(endpoint *url.URL, client *apiClient, filters siemFilters) *siemBackend {
 	client.name = "SIEM API"
 	client.statusMeaning = siemStatusMeaning
-	return &siemBackend{api: client, endpoint: endpoint, filters: filters}
+	return &siemBackend{api: client, endpointURL: endpoint, filters: filters}
 }
 
 // requestURL builds the query for the window [since, until] on
 // LastProcessedTimeUtc, asking for the newest limit detections (all when 0).
 func (b *siemBackend) requestURL(since, until time.Time, limit int) *url.URL {
-	q := b.endpoint.Query()
+	q := b.endpointURL.Query()
 	q.Set("sinceTimeUtc", since.UTC().Format(siemTimeLayout))
 	q.Set("untilTimeUtc", until.UTC().Format(siemTimeLayout))
 	if limit > 0 {
@@ -61,37 +61,80 @@ func (b *siemBackend) requestURL(since, until time.Time, limit int) *url.URL {
 	if b.filters.cloudCreatedMachineTags != "" {
 		q.Set("CloudCreatedMachineTags", b.filters.cloudCreatedMachineTags)
 	}
-	u := *b.endpoint
+	u := *b.endpointURL
 	u.RawQuery = q.Encode()
 	return &u
 }
 
-// fetch streams the detections of one window to handle, one at a time,
-// until handle returns false. It returns how many it decoded; on error,
-// those before the failure have been handled.
-func (b *siemBackend) fetch(ctx context.Context, since, until time.Time, limit int, handle func(*detection) bool) (int, error) {
-	u := b.requestURL(since, until, limit)
-	body, err := b.api.get(ctx, u)
-	if err != nil {
-		return 0, err
-	}
-	defer body.Close()
+func (b *siemBackend) endpoint() string {
+	return b.endpointURL.String()
+}
 
-	dec, err := newDetectionDecoder(body)
-	if err != nil {
-		return 0, fmt.Errorf("reading the SIEM API answer from %s: %w", u.Host, err)
+// readSpan reads the span from its newest detections down. Each request
+// asks for at most max_alerts_per_gather detections (or limit, when
+// smaller); a response that holds exactly that many may have left older ones
+// out, so the span's upper bound moves down to the oldest detection seen and
+// the rest is requested. It returns false when the budget ran out first; the
+// span then holds what is left, and detections emitted from its upper end
+// are dropped as duplicates when it is read again.
+func (b *siemBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, error) {
+	for !sp.empty() {
+		if p.budget == 0 || p.pastDeadline() {
+			return false, nil
+		}
+		limit := p.m.requestLimit()
+		r, err := p.request(ctx, b.send(sp.From, sp.To, limit))
+		if err != nil || r.interrupted {
+			return false, err
+		}
+		if r.decoded < limit {
+			return true, nil
+		}
+		if r.oldest.Before(sp.To) {
+			sp.To = r.oldest
+			continue
+		}
+		// Every detection of the response shares the span's upper bound:
+		// no limited request can get past it. Read that instant whole.
+		p.m.warnf("%d or more detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
+			limit, sp.To.Format(time.RFC3339Nano), limit)
+		r, err = p.request(ctx, b.send(sp.To, sp.To, 0))
+		if err != nil || r.interrupted {
+			return false, err
+		}
+		sp.To = sp.To.Add(-tick)
 	}
-	var d detection
-	for {
-		err := dec.next(&d)
-		if errors.Is(err, io.EOF) {
-			return dec.index, nil
-		}
+	return true, nil
+}
+
+// send is the request for the window [since, until]: it streams the
+// detections of the answer to handle, one at a time, until handle returns
+// false. On error, those before the failure have been handled.
+func (b *siemBackend) send(since, until time.Time, limit int) sendFunc {
+	return func(ctx context.Context, handle func(alert) bool) error {
+		u := b.requestURL(since, until, limit)
+		body, err := b.api.get(ctx, u)
 		if err != nil {
-			return dec.index - 1, fmt.Errorf("reading the SIEM API answer from %s: %w", u.Host, err)
+			return err
 		}
-		if !handle(&d) {
-			return dec.index, nil
+		defer body.Close()
+
+		dec, err := newDetectionDecoder(body)
+		if err != nil {
+			return fmt.Errorf("reading the SIEM API answer from %s: %w", u.Host, err)
+		}
+		var d detection
+		for {
+			err := dec.next(&d)
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("reading the SIEM API answer from %s: %w", u.Host, err)
+			}
+			if !handle(&d) {
+				return nil
+			}
 		}
 	}
 }

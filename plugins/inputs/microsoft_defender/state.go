@@ -33,7 +33,7 @@ func (m *MicrosoftDefender) source() string {
 	groups := append([]string(nil), m.MachineGroups...)
 	sort.Strings(groups)
 	return fmt.Sprintf("api=%s endpoint=%s tenant=%s machine_groups=%s device_created_machine_tags=%s cloud_created_machine_tags=%s",
-		m.API, m.backend.endpoint.String(), m.TenantID, strings.Join(groups, ","), m.DeviceCreatedMachineTags, m.CloudCreatedMachineTags)
+		m.API, m.backend.endpoint(), m.TenantID, strings.Join(groups, ","), m.DeviceCreatedMachineTags, m.CloudCreatedMachineTags)
 }
 
 // ID identifies the instance's state in Telegraf's state file; it changes
