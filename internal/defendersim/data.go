@@ -141,6 +141,10 @@ func (s *Server) generateLocked(now time.Time) {
 			for i := range generated {
 				s.addLocked(&generated[i]) //nolint:errcheck // generated timestamps always parse
 			}
+			versions := s.graphVersionsOf(uint64(n), generated)
+			for i := range versions {
+				s.addGraphLocked(&versions[i]) //nolint:errcheck // generated timestamps always parse
+			}
 		}
 	}
 	if every := int64(s.cfg.BurstEvery); every > 0 && s.cfg.BurstSize > 0 {

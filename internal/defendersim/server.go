@@ -56,6 +56,7 @@ type Server struct {
 	generated  time.Time // detections are generated up to here
 	requests   []*http.Request
 	injected   []Fault
+	graph      map[string][]graphVersion // alert id -> versions, oldest first
 	faultRNG   *rand.Rand
 }
 
@@ -87,6 +88,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /{tenant}/oauth2/token", s.serveToken)
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", s.serveToken)
 	mux.HandleFunc("GET /api/{resource}", s.serveAlerts)
+	mux.HandleFunc("GET /v1.0/security/alerts_v2", s.serveGraphAlerts)
 	return s.recordRequests(mux)
 }
 

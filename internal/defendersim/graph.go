@@ -1,0 +1,385 @@
+package defendersim
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Graph's documented limits on paging.
+const (
+	GraphMaxTop   = 1000
+	GraphSkipCap  = 6000
+	graphAudience = "https://graph.microsoft.com"
+)
+
+// GraphAlert is one version of a Microsoft Graph security alert (alerts_v2).
+type GraphAlert struct {
+	ID                    string            `json:"id"`
+	ProviderAlertID       string            `json:"providerAlertId"`
+	IncidentID            string            `json:"incidentId"`
+	TenantID              string            `json:"tenantId"`
+	Status                string            `json:"status"`
+	Severity              string            `json:"severity"`
+	Classification        *string           `json:"classification"`
+	Determination         *string           `json:"determination"`
+	ServiceSource         string            `json:"serviceSource"`
+	DetectionSource       string            `json:"detectionSource"`
+	DetectorID            string            `json:"detectorId"`
+	Category              string            `json:"category"`
+	Title                 string            `json:"title"`
+	Description           string            `json:"description"`
+	RecommendedActions    string            `json:"recommendedActions"`
+	AlertWebURL           string            `json:"alertWebUrl"`
+	IncidentWebURL        string            `json:"incidentWebUrl"`
+	ActorDisplayName      *string           `json:"actorDisplayName"`
+	ThreatDisplayName     *string           `json:"threatDisplayName"`
+	ThreatFamilyName      *string           `json:"threatFamilyName"`
+	MitreTechniques       []string          `json:"mitreTechniques"`
+	AssignedTo            *string           `json:"assignedTo"`
+	CreatedDateTime       string            `json:"createdDateTime"`
+	LastUpdateDateTime    string            `json:"lastUpdateDateTime"`
+	ResolvedDateTime      *string           `json:"resolvedDateTime"`
+	FirstActivityDateTime string            `json:"firstActivityDateTime"`
+	LastActivityDateTime  string            `json:"lastActivityDateTime"`
+	Evidence              []json.RawMessage `json:"evidence"`
+
+	// VisibleAt is when the API starts returning this version; zero means
+	// at its lastUpdateDateTime.
+	VisibleAt time.Time `json:"-"`
+}
+
+type graphVersion struct {
+	GraphAlert
+	lastUpdate time.Time
+	visibleAt  time.Time
+}
+
+// AddGraph stores alert versions; versions of one alert share its id.
+func (s *Server) AddGraph(versions ...GraphAlert) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range versions {
+		if err := s.addGraphLocked(&versions[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Server) addGraphLocked(a *GraphAlert) error {
+	t, err := time.Parse(time.RFC3339Nano, a.LastUpdateDateTime)
+	if err != nil {
+		return fmt.Errorf("alert %q: lastUpdateDateTime: %w", a.ID, err)
+	}
+	visible := a.VisibleAt
+	if visible.IsZero() {
+		visible = t
+	}
+	if s.graph == nil {
+		s.graph = make(map[string][]graphVersion)
+	}
+	versions := append(s.graph[a.ID], graphVersion{GraphAlert: *a, lastUpdate: t.UTC(), visibleAt: visible.UTC()})
+	sort.SliceStable(versions, func(i, j int) bool { return versions[i].lastUpdate.Before(versions[j].lastUpdate) })
+	s.graph[a.ID] = versions
+	return nil
+}
+
+// AllGraph returns every alert version that has been the current one up to
+// now, oldest first: the ground truth of a Graph poller.
+func (s *Server) AllGraph() []GraphAlert {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	s.generateLocked(now)
+	var out []graphVersion
+	for _, versions := range s.graph {
+		for _, v := range versions {
+			if !v.lastUpdate.After(now) {
+				out = append(out, v)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].lastUpdate.Equal(out[j].lastUpdate) {
+			return out[i].lastUpdate.Before(out[j].lastUpdate)
+		}
+		return out[i].ID < out[j].ID
+	})
+	alerts := make([]GraphAlert, 0, len(out))
+	for i := range out {
+		alerts = append(alerts, out[i].GraphAlert)
+	}
+	return alerts
+}
+
+var (
+	filterTime   = regexp.MustCompile(`lastUpdateDateTime (ge|gt|le|lt) (\S+)`)
+	filterSource = regexp.MustCompile(`serviceSource eq '([^']*)'`)
+	filterSev    = regexp.MustCompile(`severity eq '([^']*)'`)
+)
+
+// serveGraphAlerts implements GET /v1.0/security/alerts_v2: the current
+// version of each alert, filtered on lastUpdateDateTime, serviceSource and
+// severity, ordered by lastUpdateDateTime, in pages of $top with $skip.
+func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
+	fault := s.takeFault(false)
+	if fault == FaultThrottle && s.serveFault(w, r, fault, nil) {
+		return
+	}
+	if !s.checkBearer(w, r, map[string]bool{graphAudience: true}) {
+		return
+	}
+	q := r.URL.Query()
+	top, skip := 100, 0
+	var err error
+	if v := q.Get("$top"); v != "" {
+		if top, err = strconv.Atoi(v); err != nil || top < 1 || top > GraphMaxTop {
+			graphError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("Invalid $top value %q: it must be between 1 and %d.", v, GraphMaxTop))
+			return
+		}
+	}
+	if v := q.Get("$skip"); v != "" {
+		if skip, err = strconv.Atoi(v); err != nil || skip < 0 {
+			graphError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("Invalid $skip value %q.", v))
+			return
+		}
+	}
+	if top+skip > GraphSkipCap {
+		graphError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("$top + $skip must not exceed %d.", GraphSkipCap))
+		return
+	}
+	if ob := q.Get("$orderby"); ob != "" && ob != "lastUpdateDateTime asc" {
+		graphError(w, http.StatusBadRequest, "BadRequest", "Only $orderby=lastUpdateDateTime asc is simulated.")
+		return
+	}
+	match, err := parseGraphFilter(q.Get("$filter"))
+	if err != nil {
+		graphError(w, http.StatusBadRequest, "BadRequest", err.Error())
+		return
+	}
+
+	now := s.now()
+	s.mu.Lock()
+	s.generateLocked(now)
+	var current []graphVersion
+	for _, versions := range s.graph {
+		// The current version: the last one visible by now.
+		for i := len(versions) - 1; i >= 0; i-- {
+			if !versions[i].visibleAt.After(now) && !versions[i].lastUpdate.After(now) {
+				if match(&versions[i]) {
+					current = append(current, versions[i])
+				}
+				break
+			}
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(current, func(i, j int) bool {
+		if !current[i].lastUpdate.Equal(current[j].lastUpdate) {
+			return current[i].lastUpdate.Before(current[j].lastUpdate)
+		}
+		return current[i].ID < current[j].ID
+	})
+
+	page := []graphVersion{}
+	if skip < len(current) {
+		page = current[skip:min(skip+top, len(current))]
+	}
+	values := make([]GraphAlert, 0, len(page))
+	for i := range page {
+		values = append(values, page[i].GraphAlert)
+	}
+	body := map[string]any{
+		"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#security/alerts_v2",
+		"value":          values,
+	}
+	if skip+top < len(current) {
+		next := *r.URL
+		next.Scheme, next.Host = "http", r.Host
+		nq := next.Query()
+		nq.Set("$skip", strconv.Itoa(skip+top))
+		nq.Set("$top", strconv.Itoa(top))
+		next.RawQuery = nq.Encode()
+		body["@odata.nextLink"] = next.String()
+	}
+	payload, err := json.Marshal(body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if s.serveFault(w, r, fault, func() []byte { return payload }) {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; odata.metadata=minimal")
+	w.Write(payload) //nolint:errcheck // the client may have gone
+}
+
+// parseGraphFilter understands the filters the plugin sends: bounds on
+// lastUpdateDateTime, and alternatives of serviceSource and severity.
+func parseGraphFilter(filter string) (func(*graphVersion) bool, error) {
+	type bound struct {
+		op string
+		t  time.Time
+	}
+	var bounds []bound
+	for _, m := range filterTime.FindAllStringSubmatch(filter, -1) {
+		t, err := time.Parse(time.RFC3339Nano, m[2])
+		if err != nil {
+			return nil, fmt.Errorf("invalid lastUpdateDateTime %q in $filter", m[2])
+		}
+		bounds = append(bounds, bound{m[1], t})
+	}
+	sources := map[string]bool{}
+	for _, m := range filterSource.FindAllStringSubmatch(filter, -1) {
+		sources[m[1]] = true
+	}
+	severities := map[string]bool{}
+	for _, m := range filterSev.FindAllStringSubmatch(filter, -1) {
+		severities[m[1]] = true
+	}
+	return func(v *graphVersion) bool {
+		for _, b := range bounds {
+			switch {
+			case b.op == "ge" && v.lastUpdate.Before(b.t),
+				b.op == "gt" && !v.lastUpdate.After(b.t),
+				b.op == "lt" && !v.lastUpdate.Before(b.t),
+				b.op == "le" && v.lastUpdate.After(b.t):
+				return false
+			}
+		}
+		return (len(sources) == 0 || sources[v.ServiceSource]) && (len(severities) == 0 || severities[v.Severity])
+	}, nil
+}
+
+func graphError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, map[string]any{"error": map[string]any{"code": code, "message": message}})
+}
+
+// graphVersionsOf turns the detections of one generated event into the
+// versions of its Graph alert: created, then for some alerts taken in
+// hand and later resolved.
+func (s *Server) graphVersionsOf(n uint64, detections []Detection) []GraphAlert {
+	d := detections[0]
+	rng := rand.New(rand.NewPCG(s.cfg.Seed^0x6a, n)) //nolint:gosec // reproducible fake data
+	lpt, err := time.Parse(time.RFC3339Nano, d.LastProcessedTimeUtc)
+	if err != nil {
+		return nil
+	}
+	severity := strings.ToLower(d.Severity)
+	source, detectionSource := "microsoftDefenderForEndpoint", "microsoftDefenderForEndpoint"
+	if d.Source == "Antivirus" {
+		detectionSource = "antivirus"
+	}
+	if rng.IntN(5) == 0 {
+		source, detectionSource = "microsoftDefenderForOffice365", "microsoftDefenderForOffice365"
+	}
+	id := "da" + strings.ReplaceAll(d.AlertID, "-", "")
+	evidence := graphEvidence(detections)
+	base := GraphAlert{
+		ID:                    id,
+		ProviderAlertID:       id,
+		IncidentID:            strconv.FormatUint(1000+n%100000, 10),
+		TenantID:              s.cfg.TenantID,
+		Status:                "new",
+		Severity:              severity,
+		ServiceSource:         source,
+		DetectionSource:       detectionSource,
+		DetectorID:            d.IoaDefinitionID,
+		Category:              d.Category,
+		Title:                 d.AlertTitle,
+		Description:           d.Description,
+		RecommendedActions:    "Isolate the device and collect an investigation package.",
+		AlertWebURL:           "https://security.microsoft.com/alerts/" + id + "?tid=" + s.cfg.TenantID,
+		IncidentWebURL:        fmt.Sprintf("https://security.microsoft.com/incidents/%d?tid=%s", 1000+n%100000, s.cfg.TenantID),
+		MitreTechniques:       []string{"T1059.001", "T1105"}[:1+rng.IntN(2)],
+		CreatedDateTime:       d.AlertTime,
+		LastUpdateDateTime:    d.LastProcessedTimeUtc,
+		FirstActivityDateTime: d.AlertTime,
+		LastActivityDateTime:  d.AlertTime,
+		Evidence:              evidence,
+		VisibleAt:             d.VisibleAt,
+	}
+	if d.ThreatName != "" {
+		base.ThreatDisplayName, base.ThreatFamilyName = ptr(d.ThreatName), ptr(d.ThreatFamily)
+	}
+	versions := []GraphAlert{base}
+	if rng.IntN(3) == 0 {
+		inProgress := base
+		inProgress.Status = "inProgress"
+		inProgress.AssignedTo = ptr("secops@contoso.com")
+		inProgress.LastUpdateDateTime = lpt.Add(time.Duration(15+rng.IntN(30)) * time.Minute).Format(TimeLayout)
+		inProgress.VisibleAt = time.Time{}
+		versions = append(versions, inProgress)
+		if rng.IntN(2) == 0 {
+			resolved := inProgress
+			resolved.Status = "resolved"
+			resolved.Classification, resolved.Determination = ptr("truePositive"), ptr("malware")
+			at := lpt.Add(time.Duration(60+rng.IntN(60)) * time.Minute).Format(TimeLayout)
+			resolved.LastUpdateDateTime, resolved.ResolvedDateTime = at, ptr(at)
+			versions = append(versions, resolved)
+		}
+	}
+	return versions
+}
+
+func ptr(s string) *string { return &s }
+
+// graphEvidence is the polymorphic evidence of an alert: its device, user,
+// file and process, and the network indicators.
+func graphEvidence(detections []Detection) []json.RawMessage {
+	d := detections[0]
+	items := []map[string]any{
+		{
+			"@odata.type": "#microsoft.graph.security.deviceEvidence", "createdDateTime": d.AlertTime,
+			"verdict": "suspicious", "remediationStatus": "none", "roles": []string{},
+			"deviceDnsName": d.ComputerDNSName, "mdeDeviceId": d.DeviceID, "rbacGroupName": d.MachineGroup,
+			"osPlatform": "Windows10", "healthStatus": "active",
+			"tags":          splitNonEmpty(d.DeviceCreatedMachineTags + "," + d.CloudCreatedMachineTags),
+			"loggedOnUsers": []map[string]string{{"accountName": d.UserName, "domainName": d.UserDomain}},
+		},
+		{
+			"@odata.type": "#microsoft.graph.security.userEvidence", "createdDateTime": d.AlertTime,
+			"verdict": "unknown", "remediationStatus": "none",
+			"userAccount": map[string]string{"accountName": d.UserName, "domainName": d.UserDomain},
+		},
+	}
+	for _, part := range detections {
+		items = append(items, map[string]any{
+			"@odata.type": "#microsoft.graph.security.processEvidence", "createdDateTime": part.AlertTime,
+			"verdict": "malicious", "remediationStatus": "none", "processCommandLine": part.CommandLine,
+			"imageFile": map[string]string{"fileName": part.FileName, "filePath": part.FilePath, "sha1": part.Sha1, "sha256": part.Sha256},
+		})
+	}
+	if d.IPAddress != "" {
+		items = append(items, map[string]any{"@odata.type": "#microsoft.graph.security.ipEvidence", "ipAddress": d.IPAddress})
+	}
+	if d.URL != "" {
+		items = append(items, map[string]any{"@odata.type": "#microsoft.graph.security.urlEvidence", "url": d.URL})
+	}
+	out := make([]json.RawMessage, 0, len(items))
+	for _, item := range items {
+		b, err := json.Marshal(item)
+		if err == nil {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func splitNonEmpty(list string) []string {
+	out := []string{}
+	for _, t := range strings.Split(list, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
