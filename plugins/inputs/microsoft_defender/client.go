@@ -28,6 +28,8 @@ type apiClient struct {
 	statusMeaning func(status int) string
 	// now reads Retry-After dates on the plugin's clock.
 	now func() time.Time
+	// header holds further request headers of the API.
+	header http.Header
 }
 
 // statusError is a non-2xx answer of the API.
@@ -63,6 +65,9 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", userAgent)
+	for k, v := range c.header {
+		req.Header[k] = v
+	}
 
 	resp, err := c.client.Do(req)
 	if err != nil {

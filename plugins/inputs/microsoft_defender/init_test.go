@@ -26,8 +26,22 @@ func TestInitRejectsBadConfigurations(t *testing.T) {
 		configure func(*MicrosoftDefender)
 		err       string
 	}{
-		{"unknown api", func(m *MicrosoftDefender) { m.API = "graph" },
-			`api "graph" is not supported: the only value is "siem"`},
+		{"unknown api", func(m *MicrosoftDefender) { m.API = "mde" },
+			`api "mde" is not supported: use "siem" or "graph"`},
+		{"graph filters on siem", func(m *MicrosoftDefender) {
+			m.ServiceSources = []string{"microsoftDefenderForEndpoint"}
+			m.IncludeEvidence = true
+		}, `service_sources, include_evidence: not used by api = "siem"`},
+		{"siem keys on graph", func(m *MicrosoftDefender) {
+			m.API, m.Region = "graph", ""
+			m.DeviceCreatedMachineTags = "VIP"
+			m.RefreshToken = config.NewSecret([]byte(testRefreshToken))
+			m.Resource = "https://graph.windows.net"
+		}, `device_created_machine_tags, refresh_token, resource (use scopes): not used by api = "graph"`},
+		{"graph page size", func(m *MicrosoftDefender) { m.API, m.Region, m.PageSize = "graph", "", 5000 },
+			"page_size must be from 1 to 1000, got 5000"},
+		{"siem region on graph", func(m *MicrosoftDefender) { m.API = "graph" },
+			`region "eu" is unknown for api = "graph": use "global", "gcc", "gcc-high", "dod" or "china", or set endpoint_url`},
 		{"no region", func(m *MicrosoftDefender) { m.Region = "" },
 			`set region ("eu", "us", "uk", "gcc" or "gcc-high") or endpoint_url`},
 		{"unknown region", func(m *MicrosoftDefender) { m.Region = "asia" },
@@ -124,4 +138,45 @@ func TestInitSelectsEndpoints(t *testing.T) {
 			require.Equal(t, tt.token, token.String())
 		})
 	}
+}
+
+func TestInitSelectsGraphClouds(t *testing.T) {
+	tests := []struct {
+		region, alerts, token, scope string
+	}{
+		{"", "https://graph.microsoft.com/v1.0/security/alerts_v2",
+			"https://login.microsoftonline.com/" + testTenant + "/oauth2/v2.0/token", "https://graph.microsoft.com/.default"},
+		{"gcc", "https://graph.microsoft.com/v1.0/security/alerts_v2",
+			"https://login.microsoftonline.com/" + testTenant + "/oauth2/v2.0/token", "https://graph.microsoft.com/.default"},
+		{"gcc-high", "https://graph.microsoft.us/v1.0/security/alerts_v2",
+			"https://login.microsoftonline.us/" + testTenant + "/oauth2/v2.0/token", "https://graph.microsoft.us/.default"},
+		{"dod", "https://dod-graph.microsoft.us/v1.0/security/alerts_v2",
+			"https://login.microsoftonline.us/" + testTenant + "/oauth2/v2.0/token", "https://dod-graph.microsoft.us/.default"},
+		{"china", "https://microsoftgraph.chinacloudapi.cn/v1.0/security/alerts_v2",
+			"https://login.partner.microsoftonline.cn/" + testTenant + "/oauth2/v2.0/token", "https://microsoftgraph.chinacloudapi.cn/.default"},
+	}
+	for _, tt := range tests {
+		t.Run("region "+tt.region, func(t *testing.T) {
+			plugin := validPlugin()
+			plugin.API, plugin.Region = "graph", tt.region
+			require.NoError(t, plugin.Init())
+			require.Equal(t, tt.alerts, plugin.backend.endpoint())
+			token, err := plugin.tokenURL()
+			require.NoError(t, err)
+			require.Equal(t, tt.token, token.String())
+			require.Equal(t, []string{tt.scope}, plugin.Scopes)
+		})
+	}
+
+	// endpoint_url and scopes override; a static token needs neither scope
+	// nor sign-in.
+	plugin := validPlugin()
+	plugin.API, plugin.Region = "graph", ""
+	plugin.EndpointURL = "https://graph.example.com/beta/security/alerts_v2"
+	require.NoError(t, plugin.Init())
+	require.Equal(t, []string{"https://graph.example.com/.default"}, plugin.Scopes)
+
+	static := withDefaults(&MicrosoftDefender{API: "graph", AccessToken: config.NewSecret([]byte("token"))})
+	require.NoError(t, static.Init())
+	require.Empty(t, static.Scopes)
 }

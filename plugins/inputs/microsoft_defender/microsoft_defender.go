@@ -56,6 +56,10 @@ type MicrosoftDefender struct {
 	MachineGroups            []string `toml:"machine_groups"`
 	DeviceCreatedMachineTags string   `toml:"device_created_machine_tags"`
 	CloudCreatedMachineTags  string   `toml:"cloud_created_machine_tags"`
+	ServiceSources           []string `toml:"service_sources"`
+	Severities               []string `toml:"severities"`
+	PageSize                 int      `toml:"page_size"`
+	IncludeEvidence          bool     `toml:"include_evidence"`
 
 	Limit              int             `toml:"limit"`
 	InitialLookback    config.Duration `toml:"initial_lookback"`
@@ -114,6 +118,7 @@ func newMicrosoftDefender() *MicrosoftDefender {
 		Overlap:              config.Duration(10 * time.Minute),
 		MaxWindow:            config.Duration(time.Hour),
 		MaxAlertsPerGather:   10000,
+		PageSize:             500,
 		MaxRetries:           3,
 		MaxRequestsPerMinute: 60,
 		MaxBodySize:          config.Size(256 * 1024 * 1024),
@@ -129,8 +134,8 @@ func (m *MicrosoftDefender) Init() error {
 	if m.API == "" {
 		m.API = "siem"
 	}
-	if m.API != "siem" {
-		return fmt.Errorf("api %q is not supported: the only value is \"siem\"", m.API)
+	if err := m.checkKeysOfAPI(); err != nil {
+		return err
 	}
 	if m.Limit < 0 {
 		return fmt.Errorf("limit must not be negative, got %d", m.Limit)
@@ -167,11 +172,16 @@ func (m *MicrosoftDefender) Init() error {
 	if m.now == nil {
 		m.now = time.Now
 	}
-	endpoint, err := m.siemEndpoint()
+	client, err := m.httpClient()
 	if err != nil {
 		return err
 	}
-	client, err := m.httpClient()
+	var endpoint *url.URL
+	if m.API == "graph" {
+		endpoint, err = m.graphEndpoint()
+	} else {
+		endpoint, err = m.siemEndpoint()
+	}
 	if err != nil {
 		return err
 	}
@@ -180,11 +190,15 @@ func (m *MicrosoftDefender) Init() error {
 		return err
 	}
 	api := &apiClient{client: client, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
-	m.backend = newSIEMBackend(endpoint, api, siemFilters{
-		machineGroups:            m.MachineGroups,
-		deviceCreatedMachineTags: m.DeviceCreatedMachineTags,
-		cloudCreatedMachineTags:  m.CloudCreatedMachineTags,
-	})
+	if m.API == "graph" {
+		m.backend = m.newGraphBackend(endpoint, api)
+	} else {
+		m.backend = newSIEMBackend(endpoint, api, siemFilters{
+			machineGroups:            m.MachineGroups,
+			deviceCreatedMachineTags: m.DeviceCreatedMachineTags,
+			cloudCreatedMachineTags:  m.CloudCreatedMachineTags,
+		})
+	}
 	m.plan = windowPlan{
 		lookback:  time.Duration(m.InitialLookback),
 		overlap:   time.Duration(m.Overlap),
@@ -318,6 +332,98 @@ func (m *MicrosoftDefender) commitState() error {
 	}
 	m.stateDirty = false
 	return nil
+}
+
+// checkKeysOfAPI refuses keys that the chosen API does not use, so that a
+// filter is never silently ignored.
+func (m *MicrosoftDefender) checkKeysOfAPI() error {
+	var foreign []string
+	switch m.API {
+	case "siem":
+		if len(m.ServiceSources) > 0 {
+			foreign = append(foreign, "service_sources")
+		}
+		if len(m.Severities) > 0 {
+			foreign = append(foreign, "severities")
+		}
+		if m.IncludeEvidence {
+			foreign = append(foreign, "include_evidence")
+		}
+	case "graph":
+		if m.DeviceCreatedMachineTags != "" {
+			foreign = append(foreign, "device_created_machine_tags")
+		}
+		if m.CloudCreatedMachineTags != "" {
+			foreign = append(foreign, "cloud_created_machine_tags")
+		}
+		if m.Limit != 0 {
+			foreign = append(foreign, "limit (use page_size)")
+		}
+		if !m.RefreshToken.Empty() {
+			foreign = append(foreign, "refresh_token")
+		}
+		if m.Resource != "" {
+			foreign = append(foreign, "resource (use scopes)")
+		}
+		if m.PageSize < 1 || m.PageSize > 1000 {
+			return fmt.Errorf("page_size must be from 1 to 1000, got %d", m.PageSize)
+		}
+	default:
+		return fmt.Errorf("api %q is not supported: use \"siem\" or \"graph\"", m.API)
+	}
+	if len(foreign) > 0 {
+		return fmt.Errorf("%s: not used by api = %q", strings.Join(foreign, ", "), m.API)
+	}
+	return nil
+}
+
+// graphEndpoint is endpoint_url, or the alerts_v2 resource of the region's
+// Graph cloud ("global" when no region is set). It also fills the scope and
+// the sign-in host of that cloud when they are not set.
+func (m *MicrosoftDefender) graphEndpoint() (*url.URL, error) {
+	if m.Region == "" {
+		m.Region = "global"
+	}
+	cloud, known := graphRegions[m.Region]
+	if !known && m.EndpointURL == "" {
+		return nil, fmt.Errorf("region %q is unknown for api = \"graph\": use \"global\", \"gcc\", \"gcc-high\", \"dod\" or \"china\", or set endpoint_url",
+			m.Region)
+	}
+	raw := m.EndpointURL
+	if raw == "" {
+		raw = "https://" + cloud.graphHost + graphAlertsPath
+	}
+	u, err := parseEndpoint("endpoint_url", raw)
+	if err != nil {
+		return nil, err
+	}
+	if len(m.Scopes) == 0 && m.AccessToken.Empty() {
+		// The scope's host must be the Graph host the requests go to.
+		m.Scopes = []string{u.Scheme + "://" + u.Host + "/.default"}
+	}
+	if m.LoginEndpoint == "" && known && m.AccessToken.Empty() {
+		m.LoginEndpoint = "https://" + cloud.loginHost
+	}
+	return u, nil
+}
+
+func (m *MicrosoftDefender) newGraphBackend(endpoint *url.URL, api *apiClient) *graphBackend {
+	api.name = "Graph API"
+	api.statusMeaning = graphStatusMeaning
+	api.header = http.Header{"Prefer": {"include-unknown-enum-members"}}
+	groups := make(map[string]bool, len(m.MachineGroups))
+	for _, g := range m.MachineGroups {
+		groups[g] = true
+	}
+	return &graphBackend{
+		api:             api,
+		endpointURL:     endpoint,
+		pageSize:        m.PageSize,
+		serviceSources:  m.ServiceSources,
+		severities:      m.Severities,
+		machineGroups:   groups,
+		includeEvidence: m.IncludeEvidence,
+	}
 }
 
 func (m *MicrosoftDefender) siemEndpoint() (*url.URL, error) {

@@ -152,6 +152,9 @@ func withDefaults(p *MicrosoftDefender) *MicrosoftDefender {
 	if p.Timeout == 0 {
 		p.Timeout = d.Timeout
 	}
+	if p.PageSize == 0 {
+		p.PageSize = d.PageSize
+	}
 	if p.MaxRetries == 0 {
 		p.MaxRetries = d.MaxRetries
 	}

@@ -32,8 +32,12 @@ type pluginState struct {
 func (m *MicrosoftDefender) source() string {
 	groups := append([]string(nil), m.MachineGroups...)
 	sort.Strings(groups)
-	return fmt.Sprintf("api=%s endpoint=%s tenant=%s machine_groups=%s device_created_machine_tags=%s cloud_created_machine_tags=%s",
+	source := fmt.Sprintf("api=%s endpoint=%s tenant=%s machine_groups=%s device_created_machine_tags=%s cloud_created_machine_tags=%s",
 		m.API, m.backend.endpoint(), m.TenantID, strings.Join(groups, ","), m.DeviceCreatedMachineTags, m.CloudCreatedMachineTags)
+	if m.API == "graph" {
+		source += fmt.Sprintf(" service_sources=%s severities=%s", strings.Join(m.ServiceSources, ","), strings.Join(m.Severities, ","))
+	}
+	return source
 }
 
 // ID identifies the instance's state in Telegraf's state file; it changes

@@ -1,0 +1,339 @@
+package microsoft_defender
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// graphCloud is one national cloud of Microsoft Graph: where its API and
+// its sign-in are.
+type graphCloud struct {
+	graphHost string
+	loginHost string
+}
+
+// graphRegions are the clouds `region` selects for api = "graph".
+var graphRegions = map[string]graphCloud{
+	"global":   {"graph.microsoft.com", "login.microsoftonline.com"},
+	"gcc":      {"graph.microsoft.com", "login.microsoftonline.com"},
+	"gcc-high": {"graph.microsoft.us", "login.microsoftonline.us"},
+	"dod":      {"dod-graph.microsoft.us", "login.microsoftonline.us"},
+	"china":    {"microsoftgraph.chinacloudapi.cn", "login.partner.microsoftonline.cn"},
+}
+
+const (
+	graphAlertsPath = "/v1.0/security/alerts_v2"
+	// graphSkipCap is the reported bound on $top + $skip; the plugin
+	// continues by time before reaching it.
+	graphSkipCap = 6000
+)
+
+// graphBackend pulls alerts from Microsoft Graph security alerts_v2.
+type graphBackend struct {
+	api             *apiClient
+	endpointURL     *url.URL
+	pageSize        int
+	serviceSources  []string
+	severities      []string
+	machineGroups   map[string]bool
+	includeEvidence bool
+}
+
+func (b *graphBackend) endpoint() string {
+	return b.endpointURL.String()
+}
+
+// firstPage is the query for the alerts last updated in [from, to), oldest
+// first.
+func (b *graphBackend) firstPage(from, to time.Time) *url.URL {
+	filter := fmt.Sprintf("lastUpdateDateTime ge %s and lastUpdateDateTime lt %s",
+		from.UTC().Format(siemTimeLayout), to.UTC().Format(siemTimeLayout))
+	filter += odataAnyOf("serviceSource", b.serviceSources) + odataAnyOf("severity", b.severities)
+	q := b.endpointURL.Query()
+	q.Set("$filter", filter)
+	q.Set("$orderby", "lastUpdateDateTime asc")
+	q.Set("$top", strconv.Itoa(b.pageSize))
+	u := *b.endpointURL
+	u.RawQuery = q.Encode()
+	return &u
+}
+
+// odataAnyOf is the filter clause "and (field eq 'a' or field eq 'b')".
+func odataAnyOf(field string, values []string) string {
+	if len(values) == 0 {
+		return ""
+	}
+	terms := make([]string, 0, len(values))
+	for _, v := range values {
+		terms = append(terms, fmt.Sprintf("%s eq '%s'", field, strings.ReplaceAll(v, "'", "''")))
+	}
+	return " and (" + strings.Join(terms, " or ") + ")"
+}
+
+// readSpan pages through the span oldest first. As the answer is ordered by
+// lastUpdateDateTime, the span's start moves up to the newest time read,
+// and a poll that stops continues from there. Before $top + $skip would
+// pass Graph's cap, the query starts again from that time instead of
+// following @odata.nextLink.
+func (b *graphBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, error) {
+	page := b.firstPage(sp.From, sp.To)
+	var restartedAt time.Time
+	for {
+		if p.budget == 0 || p.pastDeadline() {
+			return false, nil
+		}
+		var next string
+		r, err := p.request(ctx, b.send(page, &next))
+		if r.decoded > 0 && r.newest.After(sp.From) {
+			sp.From = r.newest
+		}
+		if err != nil || r.interrupted {
+			return false, err
+		}
+		if next == "" {
+			return true, nil
+		}
+		nextURL, err := b.checkNextLink(next)
+		if err != nil {
+			return false, err
+		}
+		skip, err := strconv.Atoi(nextURL.Query().Get("$skip"))
+		if err != nil || skip+b.pageSize <= graphSkipCap {
+			page = nextURL
+			continue
+		}
+		if sp.From.Equal(restartedAt) {
+			p.m.warnf("more than %d alerts share lastUpdateDateTime %s: following @odata.nextLink past Graph's paging cap",
+				graphSkipCap, sp.From.Format(time.RFC3339Nano))
+			page = nextURL
+			continue
+		}
+		restartedAt = sp.From
+		page = b.firstPage(sp.From, sp.To)
+	}
+}
+
+// checkNextLink accepts a next page only on the API's own scheme and host:
+// the request carries the bearer token.
+func (b *graphBackend) checkNextLink(next string) (*url.URL, error) {
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != b.endpointURL.Scheme || u.Host != b.endpointURL.Host {
+		return nil, fmt.Errorf("Graph API at %s sent an @odata.nextLink to another place, not followed: %q",
+			b.endpointURL.Host, truncate(sanitize(next, 256), 256))
+	}
+	return u, nil
+}
+
+// send is the request for one page: it streams the page's alerts to
+// handle and stores the link to the next page in next.
+func (b *graphBackend) send(u *url.URL, next *string) sendFunc {
+	return func(ctx context.Context, handle func(alert) bool) error {
+		*next = ""
+		body, err := b.api.get(ctx, u)
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		link, err := decodeGraphPage(body, func(a *graphAlert) bool {
+			if len(b.machineGroups) > 0 && !b.machineGroups[a.device.RbacGroupName] {
+				return true
+			}
+			a.includeEvidence = b.includeEvidence
+			return handle(a)
+		})
+		if err != nil {
+			return fmt.Errorf("reading the Graph API answer from %s: %w", u.Host, err)
+		}
+		*next = link
+		return nil
+	}
+}
+
+func graphStatusMeaning(status int) string {
+	switch {
+	case status == http.StatusBadRequest:
+		return "the query was refused: check service_sources and severities"
+	case status == http.StatusUnauthorized:
+		return "the token is invalid or expired, or was issued for another audience: check scopes and region"
+	case status == http.StatusForbidden:
+		return "the app lacks the SecurityAlert.Read.All application permission, or admin consent for it"
+	case status == http.StatusNotFound:
+		return "no alerts_v2 at this address: check region or endpoint_url"
+	case status == http.StatusTooManyRequests:
+		return "throttled"
+	case status >= 500:
+		return "service error"
+	default:
+		return "unexpected answer"
+	}
+}
+
+// graphAlert is one version of a Graph security alert.
+type graphAlert struct {
+	ID                    string          `json:"id"`
+	ProviderAlertID       string          `json:"providerAlertId"`
+	IncidentID            string          `json:"incidentId"`
+	TenantID              string          `json:"tenantId"`
+	Status                string          `json:"status"`
+	Severity              string          `json:"severity"`
+	Classification        string          `json:"classification"`
+	Determination         string          `json:"determination"`
+	ServiceSource         string          `json:"serviceSource"`
+	DetectionSource       string          `json:"detectionSource"`
+	DetectorID            string          `json:"detectorId"`
+	Category              string          `json:"category"`
+	Title                 string          `json:"title"`
+	Description           string          `json:"description"`
+	RecommendedActions    string          `json:"recommendedActions"`
+	AlertWebURL           string          `json:"alertWebUrl"`
+	IncidentWebURL        string          `json:"incidentWebUrl"`
+	ActorDisplayName      string          `json:"actorDisplayName"`
+	ThreatDisplayName     string          `json:"threatDisplayName"`
+	ThreatFamilyName      string          `json:"threatFamilyName"`
+	MitreTechniques       []string        `json:"mitreTechniques"`
+	AssignedTo            string          `json:"assignedTo"`
+	CreatedDateTime       string          `json:"createdDateTime"`
+	LastUpdateDateTime    string          `json:"lastUpdateDateTime"`
+	ResolvedDateTime      string          `json:"resolvedDateTime"`
+	FirstActivityDateTime string          `json:"firstActivityDateTime"`
+	LastActivityDateTime  string          `json:"lastActivityDateTime"`
+	Evidence              json.RawMessage `json:"evidence"`
+
+	// Derived by validate.
+	created, lastUpdate time.Time
+	device              deviceEvidence
+	evidenceCount       int
+	includeEvidence     bool
+}
+
+// deviceEvidence holds what the mapping takes from the alert's first
+// device evidence.
+type deviceEvidence struct {
+	Type          string `json:"@odata.type"`
+	DeviceDNSName string `json:"deviceDnsName"`
+	MdeDeviceID   string `json:"mdeDeviceId"`
+	RbacGroupName string `json:"rbacGroupName"`
+}
+
+func (a *graphAlert) validate() error {
+	var err error
+	if a.ID == "" {
+		return errors.New("no id")
+	}
+	if a.lastUpdate, err = parseAPITime(a.LastUpdateDateTime); err != nil {
+		return fmt.Errorf("field lastUpdateDateTime: %w", err)
+	}
+	if a.CreatedDateTime != "" {
+		if a.created, err = parseAPITime(a.CreatedDateTime); err != nil {
+			return fmt.Errorf("field createdDateTime: %w", err)
+		}
+	}
+	if len(a.Evidence) == 0 || string(a.Evidence) == "null" {
+		return nil
+	}
+	var evidence []deviceEvidence
+	if err := json.Unmarshal(a.Evidence, &evidence); err != nil {
+		return fmt.Errorf("field evidence: %w", err)
+	}
+	a.evidenceCount = len(evidence)
+	for _, e := range evidence {
+		if e.Type == "#microsoft.graph.security.deviceEvidence" {
+			a.device = e
+			break
+		}
+	}
+	return nil
+}
+
+func (a *graphAlert) identity() string {
+	return a.ID + "@" + a.lastUpdate.Format(time.RFC3339Nano)
+}
+
+func (a *graphAlert) cursorTime() time.Time {
+	return a.lastUpdate
+}
+
+func (a *graphAlert) countKey() countKey {
+	return countKey{
+		severity:     strings.ToLower(sanitize(a.Severity, maxTagBytes)),
+		category:     sanitize(a.Category, maxTagBytes),
+		machineGroup: sanitize(a.device.RbacGroupName, maxTagBytes),
+	}
+}
+
+// decodeGraphPage streams the alerts of one page, {"value": [...],
+// "@odata.nextLink": ...} in any key order, to handle until it returns
+// false, and returns the next page's link.
+func decodeGraphPage(r io.Reader, handle func(*graphAlert) bool) (string, error) {
+	dec := json.NewDecoder(r)
+	tok, err := dec.Token()
+	if err != nil {
+		return "", fmt.Errorf("response is not a JSON object: %w", describeJSONError(err, dec))
+	}
+	if delim, ok := tok.(json.Delim); !ok || delim != '{' {
+		return "", fmt.Errorf("response is not a JSON object with a value array: it starts with %s", describeToken(tok))
+	}
+	var next string
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return "", describeJSONError(err, dec)
+		}
+		switch key {
+		case "value":
+			stopped, err := decodeGraphAlerts(dec, handle)
+			if err != nil || stopped {
+				return "", err
+			}
+		case "@odata.nextLink":
+			if err := dec.Decode(&next); err != nil {
+				return "", fmt.Errorf("@odata.nextLink: %w", describeJSONError(err, dec))
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return "", fmt.Errorf("%v: %w", key, describeJSONError(err, dec))
+			}
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return "", describeJSONError(err, dec)
+	}
+	return next, nil
+}
+
+// decodeGraphAlerts streams the value array; it reports whether handle
+// stopped it.
+func decodeGraphAlerts(dec *json.Decoder, handle func(*graphAlert) bool) (bool, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return false, fmt.Errorf("value: %w", describeJSONError(err, dec))
+	}
+	if delim, ok := tok.(json.Delim); !ok || delim != '[' {
+		return false, fmt.Errorf("value is not an array: it starts with %s", describeToken(tok))
+	}
+	for i := 0; dec.More(); i++ {
+		var a graphAlert
+		if err := dec.Decode(&a); err != nil {
+			return false, fmt.Errorf("alert %d: %w", i, describeJSONError(err, dec))
+		}
+		if err := a.validate(); err != nil {
+			return false, fmt.Errorf("alert %d (id %q): %w", i, truncate(a.ID, 128), err)
+		}
+		if !handle(&a) {
+			return true, nil
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return false, fmt.Errorf("value: %w", describeJSONError(err, dec))
+	}
+	return false, nil
+}

@@ -1,0 +1,95 @@
+package microsoft_defender
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/metric"
+)
+
+// metric maps a Graph alert version to defender_alert: the SIEM field's
+// name where Microsoft's SIEM-to-Graph map gives a counterpart, the Graph
+// name in snake_case otherwise. It is timestamped at createdDateTime.
+func (a *graphAlert) metric() (telegraf.Metric, []string) {
+	key := a.countKey()
+	tags := make(map[string]string, 6)
+	addTag(tags, "severity", key.severity)
+	addTag(tags, "category", key.category)
+	addTag(tags, "machine_group", key.machineGroup)
+	addTag(tags, "detection_source", sanitize(a.DetectionSource, maxTagBytes))
+	addTag(tags, "status", sanitize(a.Status, maxTagBytes))
+	addTag(tags, "service_source", sanitize(a.ServiceSource, maxTagBytes))
+
+	var cut []string
+	fields := make(map[string]interface{}, 28)
+	for _, f := range []struct{ name, value string }{
+		{"alert_id", a.ID},
+		{"alert_title", a.Title},
+		{"description", a.Description},
+		{"computer_dns_name", a.device.DeviceDNSName},
+		{"device_id", a.device.MdeDeviceID},
+		{"threat_name", a.ThreatDisplayName},
+		{"threat_family", a.ThreatFamilyName},
+		{"ioa_definition_id", a.DetectorID},
+		{"link_to_mtp", a.AlertWebURL},
+		{"incident_link_to_mtp", a.IncidentWebURL},
+		{"actor", a.ActorDisplayName},
+		{"incident_id", a.IncidentID},
+		{"provider_alert_id", a.ProviderAlertID},
+		{"tenant_id", a.TenantID},
+		{"classification", a.Classification},
+		{"determination", a.Determination},
+		{"assigned_to", a.AssignedTo},
+		{"recommended_actions", a.RecommendedActions},
+		{"mitre_techniques", strings.Join(a.MitreTechniques, ",")},
+		{"last_update_date_time", formatTime(a.lastUpdate)},
+		{"first_activity_date_time", normalizeTime(a.FirstActivityDateTime)},
+		{"last_activity_date_time", normalizeTime(a.LastActivityDateTime)},
+		{"resolved_date_time", normalizeTime(a.ResolvedDateTime)},
+	} {
+		v := f.value
+		if len(v) > maxFieldBytes {
+			v = strings.ToValidUTF8(v[:maxFieldBytes], "")
+			cut = append(cut, f.name)
+		}
+		if v != "" {
+			fields[f.name] = v
+		}
+	}
+	fields["evidence_count"] = int64(a.evidenceCount)
+	if a.includeEvidence && len(a.Evidence) > 0 {
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, a.Evidence); err == nil {
+			fields["evidence"] = compact.String()
+		}
+	}
+
+	ts := a.created
+	if ts.IsZero() {
+		ts = a.lastUpdate
+	}
+	return metric.New(measurementAlert, tags, fields, ts), cut
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.Format(time.RFC3339Nano)
+}
+
+// normalizeTime rewrites a Graph timestamp in the form of the other time
+// fields; a value that does not parse is kept as it came.
+func normalizeTime(s string) string {
+	if s == "" {
+		return ""
+	}
+	t, err := parseAPITime(s)
+	if err != nil {
+		return sanitize(s, 64)
+	}
+	return formatTime(t)
+}
