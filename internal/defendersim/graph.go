@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-
 	"regexp"
 	"sort"
 	"strconv"
@@ -142,27 +141,27 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 	var err error
 	if v := q.Get("$top"); v != "" {
 		if top, err = strconv.Atoi(v); err != nil || top < 1 || top > GraphMaxTop {
-			graphError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("Invalid $top value %q: it must be between 1 and %d.", v, GraphMaxTop))
+			badGraphRequest(w, fmt.Sprintf("Invalid $top value %q: it must be between 1 and %d.", v, GraphMaxTop))
 			return
 		}
 	}
 	if v := q.Get("$skip"); v != "" {
 		if skip, err = strconv.Atoi(v); err != nil || skip < 0 {
-			graphError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("Invalid $skip value %q.", v))
+			badGraphRequest(w, fmt.Sprintf("Invalid $skip value %q.", v))
 			return
 		}
 	}
 	if top+skip > GraphSkipCap {
-		graphError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("$top + $skip must not exceed %d.", GraphSkipCap))
+		badGraphRequest(w, fmt.Sprintf("$top + $skip must not exceed %d.", GraphSkipCap))
 		return
 	}
 	if ob := q.Get("$orderby"); ob != "" && ob != "lastUpdateDateTime asc" {
-		graphError(w, http.StatusBadRequest, "BadRequest", "Only $orderby=lastUpdateDateTime asc is simulated.")
+		badGraphRequest(w, "Only $orderby=lastUpdateDateTime asc is simulated.")
 		return
 	}
 	match, err := parseGraphFilter(q.Get("$filter"))
 	if err != nil {
-		graphError(w, http.StatusBadRequest, "BadRequest", err.Error())
+		badGraphRequest(w, err.Error())
 		return
 	}
 
@@ -189,7 +188,7 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 		return current[i].ID < current[j].ID
 	})
 
-	page := []graphVersion{}
+	page := make([]graphVersion, 0)
 	if skip < len(current) {
 		page = current[skip:min(skip+top, len(current))]
 	}
@@ -229,7 +228,7 @@ func parseGraphFilter(filter string) (func(*graphVersion) bool, error) {
 		op string
 		t  time.Time
 	}
-	var bounds []bound
+	bounds := make([]bound, 0, 2)
 	for _, m := range filterTime.FindAllStringSubmatch(filter, -1) {
 		t, err := time.Parse(time.RFC3339Nano, m[2])
 		if err != nil {
@@ -237,11 +236,11 @@ func parseGraphFilter(filter string) (func(*graphVersion) bool, error) {
 		}
 		bounds = append(bounds, bound{m[1], t})
 	}
-	sources := map[string]bool{}
+	sources := make(map[string]bool)
 	for _, m := range filterSource.FindAllStringSubmatch(filter, -1) {
 		sources[m[1]] = true
 	}
-	severities := map[string]bool{}
+	severities := make(map[string]bool)
 	for _, m := range filterSev.FindAllStringSubmatch(filter, -1) {
 		severities[m[1]] = true
 	}
@@ -259,8 +258,9 @@ func parseGraphFilter(filter string) (func(*graphVersion) bool, error) {
 	}, nil
 }
 
-func graphError(w http.ResponseWriter, status int, code, message string) {
-	writeJSON(w, status, map[string]any{"error": map[string]any{"code": code, "message": message}})
+// badGraphRequest answers 400 in Graph's error format.
+func badGraphRequest(w http.ResponseWriter, message string) {
+	writeJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]any{"code": "BadRequest", "message": message}})
 }
 
 // graphVersionsOf turns the detections of one generated event into the
@@ -339,7 +339,7 @@ func graphEvidence(detections []Detection) []json.RawMessage {
 	items := []map[string]any{
 		{
 			"@odata.type": "#microsoft.graph.security.deviceEvidence", "createdDateTime": d.AlertTime,
-			"verdict": "suspicious", "remediationStatus": "none", "roles": []string{},
+			"verdict": "suspicious", "remediationStatus": "none", "roles": make([]string, 0),
 			"deviceDnsName": d.ComputerDNSName, "mdeDeviceId": d.DeviceID, "rbacGroupName": d.MachineGroup,
 			"osPlatform": "Windows10", "healthStatus": "active",
 			"tags":          splitNonEmpty(d.DeviceCreatedMachineTags + "," + d.CloudCreatedMachineTags),
@@ -351,7 +351,8 @@ func graphEvidence(detections []Detection) []json.RawMessage {
 			"userAccount": map[string]string{"accountName": d.UserName, "domainName": d.UserDomain},
 		},
 	}
-	for _, part := range detections {
+	for i := range detections {
+		part := &detections[i]
 		items = append(items, map[string]any{
 			"@odata.type": "#microsoft.graph.security.processEvidence", "createdDateTime": part.AlertTime,
 			"verdict": "malicious", "remediationStatus": "none", "processCommandLine": part.CommandLine,
@@ -375,7 +376,7 @@ func graphEvidence(detections []Detection) []json.RawMessage {
 }
 
 func splitNonEmpty(list string) []string {
-	out := []string{}
+	out := make([]string, 0, 2)
 	for _, t := range strings.Split(list, ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			out = append(out, t)

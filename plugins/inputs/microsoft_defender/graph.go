@@ -126,7 +126,7 @@ func (b *graphBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, e
 func (b *graphBackend) checkNextLink(next string) (*url.URL, error) {
 	u, err := url.Parse(next)
 	if err != nil || u.Scheme != b.endpointURL.Scheme || u.Host != b.endpointURL.Host {
-		return nil, fmt.Errorf("Graph API at %s sent an @odata.nextLink to another place, not followed: %q",
+		return nil, fmt.Errorf("the Graph API at %s sent an @odata.nextLink to another place, not followed: %q",
 			b.endpointURL.Host, truncate(sanitize(next, 256), 256))
 	}
 	return u, nil
