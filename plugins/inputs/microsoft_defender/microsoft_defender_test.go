@@ -42,20 +42,23 @@ func TestCases(t *testing.T) {
 		dir := filepath.Join("testcases", f.Name())
 		t.Run(f.Name(), func(t *testing.T) {
 			body := readResponse(t, dir)
+			cfg := config.NewConfig()
+			require.NoError(t, cfg.LoadConfig(filepath.Join(dir, "telegraf.conf")))
+			require.Len(t, cfg.Inputs, 1)
+			plugin := cfg.Inputs[0].Input.(*MicrosoftDefender)
+			path := "/api/alerts"
+			if plugin.API == "graph" {
+				path = graphAlertsPath
+			}
 			server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.URL.Path != "/api/alerts" || r.Header.Get("Authorization") != "Bearer fixture-token" {
+				if r.URL.Path != path || r.Header.Get("Authorization") != "Bearer fixture-token" {
 					w.WriteHeader(http.StatusUnauthorized)
 					return
 				}
 				respond(t, w, body)
 			}))
 			defer server.Close()
-
-			cfg := config.NewConfig()
-			require.NoError(t, cfg.LoadConfig(filepath.Join(dir, "telegraf.conf")))
-			require.Len(t, cfg.Inputs, 1)
-			plugin := cfg.Inputs[0].Input.(*MicrosoftDefender)
-			plugin.EndpointURL = server.URL + "/api/alerts"
+			plugin.EndpointURL = server.URL + path
 			plugin.Log = testutil.Logger{}
 			plugin.now = func() time.Time { return fixedNow }
 			require.NoError(t, plugin.Init())
