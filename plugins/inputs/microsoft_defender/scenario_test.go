@@ -30,6 +30,7 @@ type scenario struct {
 	// allowErrors lets polls report errors, which are collected in errors.
 	allowErrors bool
 	errors      []string
+	pollTimes   []time.Time
 }
 
 func newScenario(t *testing.T, cfg defendersim.Config) *scenario {
@@ -73,6 +74,7 @@ func (s *scenario) plugin(configure func(*MicrosoftDefender)) *MicrosoftDefender
 func (s *scenario) poll(p *MicrosoftDefender) *testutil.Accumulator {
 	s.t.Helper()
 	var acc testutil.Accumulator
+	s.pollTimes = append(s.pollTimes, s.clock)
 	require.NoError(s.t, p.Gather(&acc))
 	for _, err := range acc.Errors {
 		s.errors = append(s.errors, err.Error())
@@ -84,8 +86,14 @@ func (s *scenario) poll(p *MicrosoftDefender) *testutil.Accumulator {
 	for _, m := range acc.GetTelegrafMetrics() {
 		switch m.Name() {
 		case measurementAlert:
-			id, _ := m.GetField("full_id")
-			s.emitted[id.(string)]++
+			if id, ok := m.GetField("full_id"); ok {
+				s.emitted[id.(string)]++
+			} else {
+				// A Graph alert version: (id, lastUpdateDateTime).
+				id, _ := m.GetField("alert_id")
+				updated, _ := m.GetField("last_update_date_time")
+				s.emitted[id.(string)+"@"+updated.(string)]++
+			}
 		case measurementPoll:
 			if backlog, ok := m.GetField("backlog"); ok && backlog.(bool) {
 				s.backlog++

@@ -1,0 +1,191 @@
+package microsoft_defender
+
+import (
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf/config"
+
+	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+)
+
+// graphScenario points a plugin with api = "graph" at the simulator.
+func (s *scenario) graphPlugin(configure func(*MicrosoftDefender)) *MicrosoftDefender {
+	s.t.Helper()
+	return s.plugin(func(m *MicrosoftDefender) {
+		m.API = "graph"
+		m.EndpointURL = s.server.URL + graphAlertsPath
+		m.LoginEndpoint = s.server.URL
+		m.Scopes = []string{"https://graph.microsoft.com/.default"}
+		if configure != nil {
+			configure(m)
+		}
+	})
+}
+
+func TestGraphRequests(t *testing.T) {
+	s := newScenario(t, defendersim.Config{Seed: 3, Rate: 10, History: time.Hour})
+	p := s.graphPlugin(func(m *MicrosoftDefender) {
+		m.ServiceSources = []string{"microsoftDefenderForEndpoint", "microsoftDefenderForOffice365"}
+		m.Severities = []string{"high", "medium"}
+		m.PageSize = 10
+		m.InitialLookback = config.Duration(30 * time.Minute)
+	})
+	s.poll(p)
+
+	tokens := requestsTo(s.sim, "/token")
+	require.Len(t, tokens, 1)
+	require.Equal(t, "/"+testTenant+"/oauth2/v2.0/token", tokens[0].URL.Path)
+	require.Equal(t, url.Values{
+		"grant_type":    {"client_credentials"},
+		"client_id":     {testClientID},
+		"client_secret": {testClientSecret},
+		"scope":         {"https://graph.microsoft.com/.default"},
+	}, tokens[0].PostForm)
+
+	pages := requestsTo(s.sim, graphAlertsPath)
+	require.Greater(t, len(pages), 1, "more than one page of 10")
+	require.Equal(t, url.Values{
+		"$filter": {"lastUpdateDateTime ge 2020-09-30T14:29:00.0000000Z and lastUpdateDateTime lt 2020-09-30T14:59:00.0000000Z" +
+			" and (serviceSource eq 'microsoftDefenderForEndpoint' or serviceSource eq 'microsoftDefenderForOffice365')" +
+			" and (severity eq 'high' or severity eq 'medium')"},
+		"$orderby": {"lastUpdateDateTime asc"},
+		"$top":     {"10"},
+	}, pages[0].URL.Query())
+	require.Equal(t, "include-unknown-enum-members", pages[0].Header.Get("Prefer"))
+	require.Regexp(t, `^Bearer simtok-`, pages[0].Header.Get("Authorization"))
+	require.Equal(t, "10", pages[1].URL.Query().Get("$skip"), "the second page follows @odata.nextLink")
+}
+
+// Alerts change after they were first seen; each version is one event.
+// Over hours of polls, an outage whose backlog passes Graph's paging cap,
+// and a restart, every version is emitted exactly once.
+func TestScenarioGraphUpdatesCapsAndRestart(t *testing.T) {
+	s := newScenario(t, defendersim.Config{Seed: 17, Rate: 110, MaxLag: 4 * time.Minute, LagFraction: 0.3})
+	stateFile := filepath.Join(t.TempDir(), "defender.state")
+	configure := func(m *MicrosoftDefender) {
+		m.PageSize = 1000
+		m.MaxAlertsPerGather = 20000
+		m.InitialLookback = config.Duration(time.Minute)
+		m.MaxRequestsPerMinute = 600
+		m.StateFile = stateFile
+	}
+	start := s.clock.Add(-2 * time.Minute)
+	p := s.graphPlugin(configure)
+	s.run(p, 20*time.Minute)
+
+	// An outage of seventy minutes: the next chunk holds more alerts than
+	// $top + $skip can page through.
+	p.Stop()
+	s.clock = s.clock.Add(70 * time.Minute)
+	p = s.graphPlugin(configure)
+	s.run(p, 25*time.Minute)
+
+	// A version can be emitted only if a poll ran while it was the alert's
+	// current one, after it became visible: versions replaced during the
+	// outage were never there to read, for any poller.
+	readUpTo := s.clock.Add(-pollInterval - time.Duration(p.Delay))
+	all := s.sim.AllGraph()
+	nextUpdate := make(map[string]time.Time) // id@lastUpdate -> the next version's lastUpdate
+	previous := make(map[string]string)      // alert id -> its previous version's key
+	want := make(map[string]bool)
+	allowed := make(map[string]bool)
+	resolved := 0
+	keys := make([]string, len(all))
+	for i := range all {
+		a := &all[i]
+		lastUpdate, err := time.Parse(time.RFC3339Nano, a.LastUpdateDateTime)
+		require.NoError(t, err)
+		keys[i] = a.ID + "@" + lastUpdate.UTC().Format(time.RFC3339Nano)
+		if prev, ok := previous[a.ID]; ok {
+			nextUpdate[prev] = lastUpdate
+		}
+		previous[a.ID] = keys[i]
+		if a.Status == "resolved" {
+			resolved++
+		}
+	}
+	require.Positive(t, resolved, "some alerts were resolved after they were created")
+	for i := range all {
+		a := &all[i]
+		lastUpdate, err := time.Parse(time.RFC3339Nano, a.LastUpdateDateTime)
+		require.NoError(t, err)
+		if lastUpdate.Before(start) || lastUpdate.After(readUpTo) {
+			continue
+		}
+		allowed[keys[i]] = true
+		readable := lastUpdate.Add(time.Duration(p.Delay))
+		if a.VisibleAt.After(readable) {
+			readable = a.VisibleAt
+		}
+		replaced, isReplaced := nextUpdate[keys[i]]
+		for _, at := range s.pollTimes {
+			if !at.Before(readable) && (!isReplaced || at.Before(replaced)) && lastUpdate.Before(readUpTo.Add(-4*time.Minute)) {
+				want[keys[i]] = true
+				break
+			}
+		}
+	}
+	require.Greater(t, len(allowed), len(want), "the outage hid versions, which the check must not expect")
+
+	emitted := make(map[string]int)
+	for id := range s.emitted {
+		emitted[id] = s.emitted[id]
+	}
+	var missing, duplicated, unexpected []string
+	for id := range want {
+		if emitted[id] == 0 {
+			missing = append(missing, id)
+		}
+	}
+	for id, n := range emitted {
+		if !allowed[id] {
+			unexpected = append(unexpected, id)
+		}
+		if n > 1 {
+			duplicated = append(duplicated, id)
+		}
+	}
+	require.Empty(t, missing, "versions never emitted")
+	require.Empty(t, duplicated, "versions emitted twice")
+	require.Empty(t, unexpected)
+
+	var restarted bool
+	sawSkip := false
+	for _, r := range requestsTo(s.sim, graphAlertsPath) {
+		skip := r.URL.Query().Get("$skip")
+		if skip == "5000" {
+			sawSkip = true
+		}
+		if sawSkip && skip == "" {
+			restarted = true
+			break
+		}
+	}
+	require.True(t, restarted, "the outage's chunk was continued by time before the paging cap")
+	for _, e := range s.errors {
+		require.NotContains(t, e, "400 Bad Request")
+	}
+}
+
+func TestGraphNextLinkToAnotherHostIsRefused(t *testing.T) {
+	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
+		respond(t, w, []byte(`{"value":[],"@odata.nextLink":"https://evil.example.com/steal"}`))
+	})
+	plugin := withDefaults(&MicrosoftDefender{
+		API:         "graph",
+		EndpointURL: server.URL + graphAlertsPath,
+		AccessToken: config.NewSecret([]byte(testAccessToken)),
+		now:         func() time.Time { return fixedNow },
+	})
+	require.NoError(t, plugin.Init())
+	msg, _ := gatherError(t, plugin, nil)
+	require.Equal(t, `the Graph API at `+strings.TrimPrefix(server.URL, "http://")+
+		` sent an @odata.nextLink to another place, not followed: "https://evil.example.com/steal"`, msg)
+}
