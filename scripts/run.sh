@@ -7,6 +7,7 @@
 # DURATION stops the run after that long (runs until Ctrl-C when unset),
 # SIM_ARGS passes flags to the simulator (see bin/defender-sim -h), and
 # STATE_DIR is where the plugin keeps its position between runs (.run/).
+# DEFENDER_API=graph pulls Microsoft Graph alerts_v2 instead of the SIEM API.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -23,19 +24,30 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+api="${DEFENDER_API:-siem}"
+case "$api" in
+  siem|graph) ;;
+  *) echo "run: DEFENDER_API must be siem or graph, not $api" >&2; exit 2 ;;
+esac
+
 if [ -n "${DEFENDER_TENANT_ID:-}" ]; then
   : "${DEFENDER_CLIENT_ID:?DEFENDER_CLIENT_ID must be set with DEFENDER_TENANT_ID}"
   : "${DEFENDER_CLIENT_SECRET:?DEFENDER_CLIENT_SECRET must be set with DEFENDER_TENANT_ID}"
-  export DEFENDER_REGION="${DEFENDER_REGION:-us}"
-  echo "run: pulling from tenant $DEFENDER_TENANT_ID, region $DEFENDER_REGION" >&2
+  if [ "$api" = graph ]; then
+    export DEFENDER_REGION="${DEFENDER_REGION:-global}"
+  else
+    export DEFENDER_REGION="${DEFENDER_REGION:-us}"
+  fi
+  echo "run: pulling $api alerts from tenant $DEFENDER_TENANT_ID, region $DEFENDER_REGION" >&2
   # The shim expands the ${...} references from the environment.
   cat > "$work/defender.conf" <<CONF
 [[inputs.microsoft_defender]]
+  api = "$api"
   region = "\${DEFENDER_REGION}"
   tenant_id = "\${DEFENDER_TENANT_ID}"
   client_id = "\${DEFENDER_CLIENT_ID}"
   client_secret = "\${DEFENDER_CLIENT_SECRET}"
-  state_file = "$state_dir/$DEFENDER_TENANT_ID.state"
+  state_file = "$state_dir/$DEFENDER_TENANT_ID-$api.state"
 CONF
 else
   # shellcheck disable=SC2086 # SIM_ARGS is a list of flags
@@ -48,13 +60,24 @@ else
   sim=$(cat "$work/sim.addr")
   echo "run: no DEFENDER_TENANT_ID set, pulling from the simulator at $sim" >&2
   export DEFENDER_CLIENT_SECRET=sim-secret
+  if [ "$api" = graph ]; then
+    endpoint="$sim/v1.0/security/alerts_v2"
+    token="$sim/sim-tenant/oauth2/v2.0/token"
+    auth_form='scopes = ["https://graph.microsoft.com/.default"]'
+  else
+    endpoint="$sim/api/alerts"
+    token="$sim/sim-tenant/oauth2/token"
+    auth_form='# resource = "https://graph.windows.net"'
+  fi
   cat > "$work/defender.conf" <<CONF
 [[inputs.microsoft_defender]]
-  endpoint_url = "$sim/api/alerts"
-  token_url = "$sim/sim-tenant/oauth2/token"
+  api = "$api"
+  endpoint_url = "$endpoint"
+  token_url = "$token"
+  $auth_form
   client_id = "sim-client"
   client_secret = "\${DEFENDER_CLIENT_SECRET}"
-  state_file = "$state_dir/simulator.state"
+  state_file = "$state_dir/simulator-$api.state"
 CONF
 fi
 

@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -188,4 +189,25 @@ func TestGraphNextLinkToAnotherHostIsRefused(t *testing.T) {
 	msg, _ := gatherError(t, plugin, nil)
 	require.Equal(t, `the Graph API at `+strings.TrimPrefix(server.URL, "http://")+
 		` sent an @odata.nextLink to another place, not followed: "https://evil.example.com/steal"`, msg)
+}
+
+// Graph's throttling, 429 with Retry-After, is honoured like the SIEM API's.
+func TestGraphThrottlingIsHonoured(t *testing.T) {
+	s := newScenario(t, defendersim.Config{Seed: 3, Rate: 10, History: time.Hour, Faults: defendersim.FaultConfig{RetryAfter: 7 * time.Second}})
+	var waits []time.Duration
+	p := s.graphPlugin(func(m *MicrosoftDefender) {
+		m.InitialLookback = config.Duration(30 * time.Minute)
+		m.sleep = func(ctx context.Context, d time.Duration) error {
+			waits = append(waits, d)
+			s.clock = s.clock.Add(d)
+			return ctx.Err()
+		}
+	})
+	s.sim.Inject(defendersim.FaultThrottle, 2)
+	s.poll(p)
+	require.Equal(t, []time.Duration{7 * time.Second, 7 * time.Second}, waits)
+	require.Len(t, requestsTo(s.sim, graphAlertsPath), 3)
+	require.Len(t, s.logger.Warnings(), 2)
+	require.Contains(t, s.logger.Warnings()[0], `Graph API at 127.0.0.1`)
+	require.Contains(t, s.logger.Warnings()[0], `answered 429 Too Many Requests (throttled): body "{\"error\":{\"code\":\"TooManyRequests\",\"message\":\"Rate limit is exceeded.\"}}": retry 1 of 3 in 7s (as Retry-After asks)`)
 }

@@ -1,0 +1,82 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+)
+
+// api = "graph" under a real Telegraf: every alert version of the
+// simulator arrives once, with its Graph tags.
+func TestGraphUnderRealTelegraf(t *testing.T) {
+	sim := defendersim.New(defendersim.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
+		Seed: 5, Rate: 4, History: 90 * time.Minute})
+	server := httptest.NewServer(sim.Handler())
+	defer server.Close()
+
+	a := startAgent(t, fmt.Sprintf(`
+[[inputs.microsoft_defender]]
+  api = "graph"
+  endpoint_url = "%[1]s/v1.0/security/alerts_v2"
+  token_url = "%[1]s/e2e-tenant/oauth2/v2.0/token"
+  scopes = ["https://graph.microsoft.com/.default"]
+  client_id = "e2e-client"
+  client_secret = "e2e-secret"
+  initial_lookback = "1h"
+  delay = "0s"
+  page_size = 25
+  max_requests_per_minute = 600
+`, server.URL))
+
+	// The first poll sees the current version of each alert: the last one
+	// updated before it.
+	started := time.Now()
+	current := make(map[string]string)
+	for _, alert := range sim.AllGraph() {
+		lastUpdate, err := time.Parse(time.RFC3339Nano, alert.LastUpdateDateTime)
+		require.NoError(t, err)
+		if lastUpdate.After(started.Add(-55*time.Minute)) && lastUpdate.Before(started) {
+			current[alert.ID] = alert.ID + "@" + lastUpdate.UTC().Format(time.RFC3339Nano)
+		}
+	}
+	want := make(map[string]bool)
+	for _, version := range current {
+		want[version] = true
+	}
+	require.NotEmpty(t, want)
+
+	emitted := func() map[string]int {
+		seen := make(map[string]int)
+		for _, m := range byName(a.metrics(t), "defender_alert") {
+			id, _ := m.GetField("alert_id")
+			updated, _ := m.GetField("last_update_date_time")
+			seen[fmt.Sprint(id)+"@"+fmt.Sprint(updated)]++
+			require.Contains(t, []string{"new", "inProgress", "resolved"}, m.Tags()["status"])
+			require.NotEmpty(t, m.Tags()["service_source"])
+		}
+		return seen
+	}
+	waitFor(t, a, "the alerts of the last hour", func() bool {
+		seen := emitted()
+		for id := range want {
+			if seen[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	polls := len(byName(a.metrics(t), "defender_poll"))
+	waitFor(t, a, "two more polls", func() bool { return len(byName(a.metrics(t), "defender_poll")) >= polls+2 })
+	a.stop(t)
+	for id, n := range emitted() {
+		require.Equal(t, 1, n, "%s emitted %d times", id, n)
+	}
+	for _, m := range byName(a.metrics(t), "defender_poll") {
+		require.Equal(t, "graph", m.Tags()["api"])
+	}
+}
