@@ -209,5 +209,6 @@ func TestGraphThrottlingIsHonoured(t *testing.T) {
 	require.Len(t, requestsTo(s.sim, graphAlertsPath), 3)
 	require.Len(t, s.logger.Warnings(), 2)
 	require.Contains(t, s.logger.Warnings()[0], `Graph API at 127.0.0.1`)
-	require.Contains(t, s.logger.Warnings()[0], `answered 429 Too Many Requests (throttled): body "{\"error\":{\"code\":\"TooManyRequests\",\"message\":\"Rate limit is exceeded.\"}}": retry 1 of 3 in 7s (as Retry-After asks)`)
+	require.Contains(t, s.logger.Warnings()[0], `answered 429 Too Many Requests (throttled): `+
+		`body "{\"error\":{\"code\":\"TooManyRequests\",\"message\":\"Rate limit is exceeded.\"}}": retry 1 of 3 in 7s (as Retry-After asks)`)
 }
