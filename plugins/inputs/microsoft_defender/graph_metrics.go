@@ -62,7 +62,12 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	fields["evidence_count"] = int64(a.evidenceCount)
 	if a.includeEvidence && len(a.Evidence) > 0 {
 		var compact bytes.Buffer
-		if err := json.Compact(&compact, a.Evidence); err == nil {
+		switch err := json.Compact(&compact, a.Evidence); {
+		case err != nil:
+		case compact.Len() > maxFieldBytes:
+			// Cut JSON is no JSON: the field is left out instead.
+			cut = append(cut, "evidence (left out)")
+		default:
 			fields["evidence"] = compact.String()
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/testutil"
 
 	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
 )
@@ -211,4 +212,30 @@ func TestGraphThrottlingIsHonoured(t *testing.T) {
 	require.Contains(t, s.logger.Warnings()[0], `Graph API at 127.0.0.1`)
 	require.Contains(t, s.logger.Warnings()[0], `answered 429 Too Many Requests (throttled): `+
 		`body "{\"error\":{\"code\":\"TooManyRequests\",\"message\":\"Rate limit is exceeded.\"}}": retry 1 of 3 in 7s (as Retry-After asks)`)
+}
+
+func TestGraphEvidenceOverTheFieldCapIsLeftOut(t *testing.T) {
+	huge := strings.Repeat("x", maxFieldBytes)
+	body := `{"value":[{"id":"a1","lastUpdateDateTime":"2020-09-30T14:00:00Z",` +
+		`"evidence":[{"@odata.type":"#microsoft.graph.security.urlEvidence","url":"` + huge + `"}]}]}`
+	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
+		respond(t, w, []byte(body))
+	})
+	logger := &testutil.CaptureLogger{}
+	plugin := withDefaults(&MicrosoftDefender{
+		API:             "graph",
+		EndpointURL:     server.URL + graphAlertsPath,
+		AccessToken:     config.NewSecret([]byte(testAccessToken)),
+		IncludeEvidence: true,
+		MaxWindow:       config.Duration(3 * time.Hour), // one request: the stub ignores the window
+		Log:             logger,
+		now:             func() time.Time { return fixedNow },
+	})
+	require.NoError(t, plugin.Init())
+	alerts := detectionMetrics(gatherOK(t, plugin))
+	require.NotEmpty(t, alerts)
+	require.False(t, alerts[0].HasField("evidence"))
+	require.Equal(t, int64(1), alerts[0].Fields()["evidence_count"])
+	require.Equal(t, []string{`W! [] alert "a1@2020-09-30T14:00:00Z": fields evidence (left out) longer than 32768 bytes were cut to that length`},
+		logger.Warnings())
 }
