@@ -49,11 +49,18 @@ fuzz:
 GOLANGCI_LINT_VERSION := v2.11.4
 GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
-# gofmt, go vet and golangci-lint with Telegraf's configuration.
-lint: $(GOLANGCI_LINT)
+# gofmt, go vet, golangci-lint with Telegraf's configuration, and
+# Telegraf's README linter on the plugin's README.
+lint: $(GOLANGCI_LINT) bin/readme_linter
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	$(GOLANGCI_LINT) run ./...
+	bin/readme_linter plugins/inputs/microsoft_defender/README.md
+
+# Telegraf's README linter, from the pinned Telegraf module.
+.PHONY: bin/readme_linter
+bin/readme_linter:
+	cd tools/readme_linter && $(GO) build -o ../../$@ github.com/influxdata/telegraf/tools/readme_linter
 
 $(GOLANGCI_LINT):
 	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
