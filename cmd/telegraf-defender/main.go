@@ -30,10 +30,18 @@ func main() {
 	pollIntervalDisabled := flag.Bool("poll_interval_disabled", false,
 		"poll only when a newline arrives on stdin (use with signal = \"STDIN\" in [[inputs.execd]])")
 	showVersion := flag.Bool("version", false, "print the version and exit")
+	checkOnly := flag.Bool("check", false, "check the configuration, the credentials and one request, print a diagnosis and exit")
 	flag.Parse()
 
 	if *showVersion {
 		fmt.Println(versionString())
+		return
+	}
+	if *checkOnly {
+		forwardLogsToExecd(os.Stderr)
+		if !check(os.Stdout, *configFile) {
+			os.Exit(1)
+		}
 		return
 	}
 	if *pollIntervalDisabled {

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/influxdata/telegraf/plugins/common/shim"
+
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender"
+)
+
+// check validates the configuration, fetches a token and sends one minimal
+// request, and writes a plain diagnosis: which step failed, what the
+// service said and the likely fix. It reports whether a poll would succeed.
+func check(w io.Writer, configFile string) bool {
+	fmt.Fprintf(w, "Checking %s\n", configFile)
+	loaded, err := shim.LoadConfig(&configFile)
+	if err == nil && loaded.Input == nil {
+		err = errors.New("no [[inputs.microsoft_defender]] section")
+	}
+	var plugin *microsoft_defender.MicrosoftDefender
+	if err == nil {
+		var ok bool
+		if plugin, ok = loaded.Input.(*microsoft_defender.MicrosoftDefender); !ok {
+			err = fmt.Errorf("the section is not [[inputs.microsoft_defender]] but %T", loaded.Input)
+		}
+	}
+	if err == nil {
+		err = plugin.Init()
+	}
+	if err != nil {
+		report(w, "configuration", oneLine(err.Error()))
+		report(w, "token", "skipped")
+		report(w, "request", "skipped")
+		fmt.Fprintln(w, "Likely fix: correct the configuration key the message names; the plugin's README documents each key.")
+		return false
+	}
+	report(w, "configuration", fmt.Sprintf("ok (api %q, %s)", plugin.API, endpointOf(plugin)))
+
+	err = plugin.Probe()
+	plugin.Stop()
+	var probeErr *microsoft_defender.ProbeError
+	switch {
+	case err == nil:
+		report(w, "token", "ok")
+		report(w, "request", "ok")
+		fmt.Fprintln(w, "A poll would succeed.")
+		return true
+	case errors.As(err, &probeErr) && probeErr.Step == microsoft_defender.StepToken:
+		report(w, "token", "failed: "+oneLine(probeErr.Err.Error()))
+		report(w, "request", "skipped")
+	default:
+		report(w, "token", "ok")
+		report(w, "request", "failed: "+oneLine(errors.Unwrap(err).Error()))
+	}
+	fmt.Fprintln(w, "Likely fix: "+microsoft_defender.Advice(err, plugin.API))
+	return false
+}
+
+func report(w io.Writer, step, outcome string) {
+	fmt.Fprintf(w, "  %-14s %s\n", step, outcome)
+}
+
+func endpointOf(p *microsoft_defender.MicrosoftDefender) string {
+	if p.EndpointURL != "" {
+		return p.EndpointURL
+	}
+	return "region " + p.Region
+}

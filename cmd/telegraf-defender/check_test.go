@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+)
+
+// -check against the simulator's failure modes: each names the failed step,
+// what the service said and the likely fix, and passes only when a poll
+// would succeed.
+func TestCheck(t *testing.T) {
+	sim := defendersim.New(defendersim.Config{TenantID: "contoso", ClientID: "app", ClientSecret: "right-secret", Rate: 1})
+	server := httptest.NewServer(sim.Handler())
+	defer server.Close()
+	host := strings.TrimPrefix(server.URL, "http://")
+
+	siem := func(extra string) string {
+		return fmt.Sprintf("[[inputs.microsoft_defender]]\n  endpoint_url = %q\n  login_endpoint = %q\n  tenant_id = \"contoso\"\n  client_id = \"app\"\n%s\n",
+			server.URL+"/api/alerts", server.URL, extra)
+	}
+	tests := []struct {
+		name string
+		conf string
+		ok   bool
+		want []string
+	}{
+		{"a poll would succeed", siem(`  client_secret = "right-secret"`), true, []string{
+			"  configuration  ok (api \"siem\", " + server.URL + "/api/alerts)",
+			"  token          ok",
+			"  request        ok",
+			"A poll would succeed.",
+		}},
+		{"invalid configuration", siem(`  client_secret = "right-secret"` + "\n  resource = \"x\"\n  scopes = [\"y\"]"), false, []string{
+			"  configuration  resource and scopes cannot both be set: resource selects the Azure AD v1 token form, scopes the v2 form",
+			"  token          skipped",
+			"Likely fix: correct the configuration key the message names",
+		}},
+		{"expired secret", siem(`  client_secret = "old-secret"`), false, []string{
+			"  token          failed: token request to " + host +
+				" failed: HTTP 401 Unauthorized: invalid_client: AADSTS7000215: Invalid client secret provided.",
+			"  request        skipped",
+			"Likely fix: Azure AD refused the client secret (AADSTS7000215)",
+		}},
+		{"wrong tenant", strings.Replace(siem(`  client_secret = "right-secret"`), `tenant_id = "contoso"`, `tenant_id = "fabrikam"`, 1), false, []string{
+			"AADSTS90002: Tenant 'fabrikam' not found.",
+			"Likely fix: The tenant does not exist (AADSTS90002): check tenant_id, and that login_endpoint (or region) is the tenant's cloud",
+		}},
+		{"unknown app", strings.Replace(siem(`  client_secret = "right-secret"`), `client_id = "app"`, `client_id = "other"`, 1), false, []string{
+			"AADSTS700016",
+			"Likely fix: No app with this client_id exists in the tenant (AADSTS700016)",
+		}},
+		{"scope for Graph on the SIEM API", siem(`  client_secret = "right-secret"` + "\n  scopes = [\"https://graph.microsoft.com/.default\"]"), false, []string{
+			"  token          ok",
+			"  request        failed: SIEM API at " + host + " answered 401 Unauthorized",
+			"Likely fix: The API refused the token: it was issued for another audience. For the SIEM API the resource is https://graph.windows.net",
+		}},
+		{"SIEM API retired for the tenant", strings.Replace(siem(`  client_secret = "right-secret"`), "/api/alerts", "/api/retired", 1), false, []string{
+			"answered 404 Not Found",
+			"if it is retired for this tenant, use api = \"graph\"",
+		}},
+		{"graph", fmt.Sprintf("[[inputs.microsoft_defender]]\n  api = \"graph\"\n  endpoint_url = %q\n  login_endpoint = %q\n"+
+			"  scopes = [\"https://graph.microsoft.com/.default\"]\n  tenant_id = \"contoso\"\n  client_id = \"app\"\n  client_secret = \"right-secret\"\n",
+			server.URL+"/v1.0/security/alerts_v2", server.URL), true, []string{"A poll would succeed."}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "defender.conf")
+			require.NoError(t, os.WriteFile(path, []byte(tt.conf), 0o600))
+			var out bytes.Buffer
+			require.Equal(t, tt.ok, check(&out, path), out.String())
+			for _, want := range tt.want {
+				require.Contains(t, out.String(), want)
+			}
+			require.NotContains(t, out.String(), "right-secret")
+			require.NotContains(t, out.String(), "old-secret")
+		})
+	}
+}

@@ -1,0 +1,174 @@
+package microsoft_defender
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// ProbeStep names the step of a probe that failed.
+type ProbeStep string
+
+// The steps of a probe, in order.
+const (
+	StepToken   ProbeStep = "token"
+	StepRequest ProbeStep = "request"
+	StepAnswer  ProbeStep = "answer"
+)
+
+// ProbeError is a failed probe: the step and what went wrong.
+type ProbeError struct {
+	Step ProbeStep
+	Err  error
+}
+
+func (e *ProbeError) Error() string {
+	return fmt.Sprintf("%s: %v", e.Step, e.Err)
+}
+
+func (e *ProbeError) Unwrap() error {
+	return e.Err
+}
+
+// Probe implements telegraf.ProbePlugin: it fetches a token and sends one
+// minimal request (limit=1, or $top=1 for Graph), without emitting
+// anything or moving the cursor. Its error is a *ProbeError.
+func (m *MicrosoftDefender) Probe() error {
+	ctx := m.ctx
+	if _, err := m.tokens.token(ctx); err != nil {
+		return &ProbeError{Step: StepToken, Err: &redactedError{msg: m.redactSecrets(err.Error()), cause: err}}
+	}
+	now := m.now().UTC()
+	var send sendFunc
+	switch b := m.backend.(type) {
+	case *siemBackend:
+		send = b.send(now.Add(-probeWindow), now, 1)
+	case *graphBackend:
+		first := b.firstPage(now.Add(-probeWindow), now)
+		q := first.Query()
+		q.Set("$top", "1")
+		first.RawQuery = q.Encode()
+		var next string
+		send = b.send(first, &next)
+	}
+	err := send(ctx, func(alert) bool { return false })
+	if err == nil {
+		return nil
+	}
+	step := StepRequest
+	if strings.HasPrefix(err.Error(), "reading the ") {
+		step = StepAnswer
+	}
+	return &ProbeError{Step: step, Err: &redactedError{msg: m.redactSecrets(err.Error()), cause: err}}
+}
+
+// redactedError carries a cause for Advice while its message is scrubbed.
+type redactedError struct {
+	msg   string
+	cause error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.cause }
+
+var aadstsCode = regexp.MustCompile(`AADSTS(\d+)`)
+
+// Advice says what most likely fixes a failed probe, in words a security
+// engineer can act on; api is the configured API.
+func Advice(err error, api string) string {
+	var tokenErr *tokenError
+	var statusErr *statusError
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(err, &tokenErr):
+		return tokenAdvice(tokenErr)
+	case errors.As(err, &statusErr):
+		return statusAdvice(statusErr.status, api)
+	case errors.As(err, &dnsErr):
+		if api == "siem" {
+			return "The API's host name does not resolve: check region or endpoint_url. Where the SIEM API was retired for the tenant, use api = \"graph\"."
+		}
+		return "The API's host name does not resolve: check region or endpoint_url, and the machine's DNS."
+	case errors.Is(err, errBodyTooLarge):
+		return "The answer is larger than max_body_size: raise it."
+	case strings.Contains(err.Error(), "x509:") || strings.Contains(err.Error(), "tls:"):
+		return "The server's certificate is not trusted: check tls_ca, or a TLS-intercepting proxy between this host and Microsoft."
+	case isAnswerError(err):
+		return "The API answered with something that is not a list of alerts: check endpoint_url, and a proxy that may answer in its place."
+	}
+	return "The API could not be reached: check the network path, a proxy (use_system_proxy, http_proxy_url) and firewall rules to the API's host."
+}
+
+func tokenAdvice(e *tokenError) string {
+	if e.err != nil {
+		return "The sign-in service could not be reached: check login_endpoint or token_url, the network path and the proxy."
+	}
+	code := ""
+	if m := aadstsCode.FindStringSubmatch(e.description); m != nil {
+		code = m[1]
+	}
+	switch code {
+	case "7000215":
+		return "Azure AD refused the client secret (AADSTS7000215): it is wrong, or it is the secret's ID rather " +
+			"than its value. Create a new client secret for the app and set its value as client_secret."
+	case "7000222":
+		return "The client secret has expired (AADSTS7000222): create a new client secret for the app and set its value as client_secret."
+	case "700016":
+		return "No app with this client_id exists in the tenant (AADSTS700016): check client_id, and that tenant_id is the tenant the app is registered in."
+	case "90002":
+		return "The tenant does not exist (AADSTS90002): check tenant_id, and that login_endpoint (or region) is " +
+			"the tenant's cloud, e.g. login.microsoftonline.us for GCC High."
+	case "900144", "1002012":
+		return "The token request lacks a valid resource or scope (AADSTS" + code + "): the v1 endpoint takes " +
+			"resource, the v2 endpoint scopes ending in /.default; do not set both."
+	case "500011":
+		return "The resource or scope names an API the tenant does not know (AADSTS500011): check resource (SIEM) or scopes (Graph) and the region."
+	case "70000", "700082":
+		return "The refresh token is invalid or expired (AADSTS" + code + "): refresh tokens live 90 days; generate " +
+			"a new one, or use client credentials without refresh_token."
+	}
+	if e.status == http.StatusTooManyRequests || e.status >= 500 {
+		return "The sign-in service is throttling or failing for now: try again later."
+	}
+	return "Azure AD refused the token request: see its message above."
+}
+
+func statusAdvice(status int, api string) string {
+	switch {
+	case status == http.StatusUnauthorized && api == "siem":
+		return "The API refused the token: it was issued for another audience. For the SIEM API the resource is " +
+			"https://graph.windows.net (the WindowsDefenderATPSiemConnector app) or " +
+			"https://WDATPAlertExport.Seville.onmicrosoft.com."
+	case status == http.StatusUnauthorized:
+		return "The API refused the token: it was issued for another audience. The scope must be the Graph host of " +
+			"the region followed by /.default, e.g. https://graph.microsoft.com/.default."
+	case status == http.StatusForbidden && api == "siem":
+		return "The app lacks access to the SIEM API, or the tenant is not managed by it: enable SIEM integration " +
+			"in the Defender portal for this app, or, on a tenant that cannot, use api = \"graph\"."
+	case status == http.StatusForbidden:
+		return "The app lacks the Microsoft Graph application permission SecurityAlert.Read.All, or an admin has " +
+			"not consented to it: grant it and consent in Entra ID."
+	case (status == http.StatusNotFound || status == http.StatusGone) && api == "siem":
+		return "There is no SIEM API at this address: check region or endpoint_url. Microsoft retired the SIEM API; " +
+			"if it is retired for this tenant, use api = \"graph\"."
+	case status == http.StatusNotFound:
+		return "There is no alerts_v2 resource at this address: check region or endpoint_url."
+	case status == http.StatusTooManyRequests:
+		return "The API is throttling this app: lower max_requests_per_minute, or share fewer apps per tenant."
+	case status >= 500:
+		return "The service is failing for now: try again later."
+	}
+	return "The API refused the request: see its message above."
+}
+
+// probeWindow is how far back the probe's request reaches.
+const probeWindow = time.Hour
+
+func isAnswerError(err error) bool {
+	var probeErr *ProbeError
+	return errors.As(err, &probeErr) && probeErr.Step == StepAnswer
+}
