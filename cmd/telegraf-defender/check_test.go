@@ -58,11 +58,12 @@ func TestCheck(t *testing.T) {
 			"AADSTS700016",
 			"Likely fix: No app with this client_id exists in the tenant (AADSTS700016)",
 		}},
-		{"scope for Graph on the SIEM API", siem(`  client_secret = "right-secret"` + "\n  scopes = [\"https://graph.microsoft.com/.default\"]"), false, []string{
-			"  token          ok",
-			"  request        failed: SIEM API at " + host + " answered 401 Unauthorized",
-			"Likely fix: The API refused the token: it was issued for another audience. For the SIEM API the resource is https://graph.windows.net",
-		}},
+		{"scope for Graph on the SIEM API",
+			siem(`  client_secret = "right-secret"` + "\n  scopes = [\"https://graph.microsoft.com/.default\"]"), false, []string{
+				"  token          ok",
+				"  request        failed: SIEM API at " + host + " answered 401 Unauthorized",
+				"Likely fix: The API refused the token: it was issued for another audience. For the SIEM API the resource is https://graph.windows.net",
+			}},
 		{"SIEM API retired for the tenant", strings.Replace(siem(`  client_secret = "right-secret"`), "/api/alerts", "/api/retired", 1), false, []string{
 			"answered 404 Not Found",
 			"if it is retired for this tenant, use api = \"graph\"",
