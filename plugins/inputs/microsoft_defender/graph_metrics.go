@@ -76,7 +76,7 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	if ts.IsZero() {
 		ts = a.lastUpdate
 	}
-	return metric.New(measurementAlert, tags, fields, ts), cut
+	return metric.New(measurementAlert, tags, fields, eventTime(ts, a.identity())), cut
 }
 
 func formatTime(t time.Time) string {

@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"hash/fnv"
 	"strings"
 	"time"
 
@@ -63,7 +64,17 @@ func alertMetric(d *detection) (telegraf.Metric, []string) {
 		fields["alert_time"] = d.alertAt.Format(time.RFC3339Nano)
 		ts = d.alertAt
 	}
-	return metric.New(measurementAlert, tags, fields, ts), cut
+	return metric.New(measurementAlert, tags, fields, eventTime(ts, d.identity())), cut
+}
+
+// eventTime keeps t to the APIs' resolution of 100 ns and puts a hash of
+// the event's identity in the nanoseconds below it. Databases that keep one
+// point per series and timestamp, InfluxDB among them, would otherwise
+// merge the detections of one alert, which share AlertTime and tags.
+func eventTime(t time.Time, identity string) time.Time {
+	h := fnv.New32a()
+	h.Write([]byte(identity))
+	return t.Truncate(tick).Add(time.Duration(h.Sum32() % uint32(tick)))
 }
 
 // alertStringFields maps the API's string fields to their field names; the
