@@ -66,6 +66,12 @@ type agent struct {
 // [[inputs.execd]] running bin/telegraf-defender, and starts Telegraf.
 func startAgent(t *testing.T, pluginConf string, env ...string) *agent {
 	t.Helper()
+	return startAgentWithOutput(t, pluginConf, "", env...)
+}
+
+// startAgentWithOutput is startAgent with a further output section.
+func startAgentWithOutput(t *testing.T, pluginConf, output string, env ...string) *agent {
+	t.Helper()
 	dir := t.TempDir()
 	pluginPath := filepath.Join(dir, "defender.conf")
 	require.NoError(t, os.WriteFile(pluginPath, []byte(pluginConf), 0o600))
@@ -90,7 +96,7 @@ func startAgent(t *testing.T, pluginConf string, env ...string) *agent {
 [[outputs.file]]
   files = [%q]
   data_format = "influx"
-`, binary(t, "telegraf-defender"), pluginPath, strings.Join(quoted, ", "), out)
+%s`, binary(t, "telegraf-defender"), pluginPath, strings.Join(quoted, ", "), out, output)
 	confPath := filepath.Join(dir, "telegraf.conf")
 	require.NoError(t, os.WriteFile(confPath, []byte(telegrafConf), 0o600))
 

@@ -76,7 +76,9 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	if ts.IsZero() {
 		ts = a.lastUpdate
 	}
-	return metric.New(measurementAlert, tags, fields, eventTime(ts, a.identity())), cut
+	// Versions of one alert share createdDateTime, and usually differ in
+	// status; a hash of lastUpdateDateTime parts those that do not.
+	return metric.New(measurementAlert, tags, fields, atTick(ts, hashOf(a.LastUpdateDateTime))), cut
 }
 
 func formatTime(t time.Time) string {

@@ -64,17 +64,28 @@ func alertMetric(d *detection) (telegraf.Metric, []string) {
 		fields["alert_time"] = d.alertAt.Format(time.RFC3339Nano)
 		ts = d.alertAt
 	}
-	return metric.New(measurementAlert, tags, fields, eventTime(ts, d.identity())), cut
+	// The detections of one alert share AlertTime and often every tag;
+	// AlertPart tells them apart.
+	return metric.New(measurementAlert, tags, fields, atTick(ts, d.AlertPart.value)), cut
 }
 
-// eventTime keeps t to the APIs' resolution of 100 ns and puts a hash of
-// the event's identity in the nanoseconds below it. Databases that keep one
-// point per series and timestamp, InfluxDB among them, would otherwise
-// merge the detections of one alert, which share AlertTime and tags.
-func eventTime(t time.Time, identity string) time.Time {
+// atTick keeps t to the APIs' resolution of 100 ns and puts n (mod 100) in
+// the nanoseconds below it. Databases that keep one point per series and
+// timestamp, InfluxDB among them, would otherwise merge events that share
+// a time and tags.
+func atTick(t time.Time, n int64) time.Time {
+	n %= int64(tick)
+	if n < 0 {
+		n += int64(tick)
+	}
+	return t.Truncate(tick).Add(time.Duration(n))
+}
+
+// hashOf is a stable number for atTick when events carry no sequence.
+func hashOf(s string) int64 {
 	h := fnv.New32a()
-	h.Write([]byte(identity))
-	return t.Truncate(tick).Add(time.Duration(h.Sum32() % uint32(tick)))
+	h.Write([]byte(s))
+	return int64(h.Sum32())
 }
 
 // alertStringFields maps the API's string fields to their field names; the
@@ -164,8 +175,11 @@ func (c *alertCounter) add(k countKey) {
 }
 
 // metrics returns one defender_alert_count per combination seen, stamped at
-// the end of the poll's window.
-func (c *alertCounter) metrics(ts time.Time) []telegraf.Metric {
+// the end of the poll's window. Polls that continue one unfinished window
+// share its end; the nanoseconds below 100 ns, from the poll's start, keep
+// their counts apart in databases that keep one point per series and time.
+func (c *alertCounter) metrics(windowEnd, pollStart time.Time) []telegraf.Metric {
+	ts := atTick(windowEnd, hashOf(pollStart.Format(time.RFC3339Nano)))
 	out := make([]telegraf.Metric, 0, len(c.order))
 	for _, k := range c.order {
 		tags := make(map[string]string, 3)

@@ -277,7 +277,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	} else {
 		countsAt, err = p.run(m.ctx, end)
 	}
-	for _, c := range p.counter.metrics(countsAt) {
+	for _, c := range p.counter.metrics(countsAt, now) {
 		acc.AddMetric(c)
 	}
 	switch {
