@@ -177,7 +177,7 @@ func TestInfluxDBPipelineAndDashboard(t *testing.T) {
 
 	counts := db.query(t, "defender", `SELECT sum("count") FROM "defender_alert_count"`)
 	require.Len(t, counts, 1)
-	require.Equal(t, float64(total), counts[0].Values[0][1])
+	require.Equal(t, total, int(counts[0].Values[0][1].(float64)))
 
 	dashboard, err := os.ReadFile(filepath.Join("..", "dashboards", "defender-influxdb.json"))
 	require.NoError(t, err)
