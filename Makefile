@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # A slim Telegraf: only the plugins the demo and the end-to-end tests use.
 TELEGRAF_TAGS := custom,inputs.execd,outputs.file,outputs.influxdb,parsers.influx,serializers.influx
 
-.PHONY: all build run test fuzz lint clean
+.PHONY: all build run test fuzz lint dist clean
 
 all: build
 
@@ -65,5 +65,20 @@ bin/readme_linter:
 $(GOLANGCI_LINT):
 	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
+# Stripped release binaries of telegraf-defender, with their checksums.
+DIST_PLATFORMS := linux/amd64 linux/arm64 windows/amd64 windows/arm64 darwin/amd64 darwin/arm64
+dist:
+	rm -rf dist && mkdir -p dist
+	for platform in $(DIST_PLATFORMS); do \
+		os=$${platform%/*}; arch=$${platform#*/}; ext=; [ $$os = windows ] && ext=.exe; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+			-o dist/telegraf-defender-$(VERSION)-$$os-$$arch$$ext ./cmd/telegraf-defender || exit 1; \
+	done
+	cd dist && sha256sum telegraf-defender-* > SHA256SUMS
+
+# The Windows build alone, as CI checks it.
+dist-windows:
+	CGO_ENABLED=0 GOOS=windows GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/telegraf-defender-windows-amd64.exe ./cmd/telegraf-defender
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

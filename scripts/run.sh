@@ -8,6 +8,9 @@
 # SIM_ARGS passes flags to the simulator (see bin/defender-sim -h), and
 # STATE_DIR is where the plugin keeps its position between runs (.run/).
 # DEFENDER_API=graph pulls Microsoft Graph alerts_v2 instead of the SIEM API.
+# OUTPUT=influxdb writes to InfluxDB 1.x instead of stdout: to INFLUXDB_URL,
+# or to an influxd started here with a temporary data directory, and prints
+# what has landed every ten seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -81,6 +84,49 @@ else
 CONF
 fi
 
+output='[[outputs.file]]
+  files = ["stdout"]
+  data_format = "influx"'
+if [ "${OUTPUT:-stdout}" = influxdb ]; then
+  if [ -z "${INFLUXDB_URL:-}" ]; then
+    command -v influxd >/dev/null || { echo "run: OUTPUT=influxdb needs influxd (apt-get install -y influxdb) or INFLUXDB_URL" >&2; exit 1; }
+    port="${INFLUXDB_PORT:-18086}"
+    cat > "$work/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$((port + 1))"
+[meta]
+  dir = "$work/influxdb/meta"
+[data]
+  dir = "$work/influxdb/data"
+  wal-dir = "$work/influxdb/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$port"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+CONF
+    influxd -config "$work/influxdb.conf" > "$work/influxd.log" 2>&1 &
+    pids+=($!)
+    INFLUXDB_URL="http://127.0.0.1:$port"
+    for _ in $(seq 100); do curl -sf "$INFLUXDB_URL/ping" >/dev/null && break; sleep 0.1; done
+    echo "run: started influxd at $INFLUXDB_URL (data in $work/influxdb, removed on exit)" >&2
+  fi
+  output="[[outputs.influxdb]]
+  urls = [\"$INFLUXDB_URL\"]
+  database = \"defender\""
+  (
+    while sleep 10; do
+      echo "run: detections in InfluxDB by severity ($INFLUXDB_URL, database defender):"
+      curl -sG "$INFLUXDB_URL/query" --data-urlencode db=defender \
+        --data-urlencode 'q=SELECT count("alert_id") FROM "defender_alert" GROUP BY "severity"' |
+        grep -o '"severity":"[a-z]*"},"columns":\["time","count"\],"values":\[\["[^"]*",[0-9]*' |
+        sed 's/"severity":"\([a-z]*\)".*,\([0-9]*\)$/  \1: \2/' || true
+    done
+  ) &
+  pids+=($!)
+fi
+
 cat > "$work/telegraf.conf" <<CONF
 [agent]
   interval = "${INTERVAL:-10s}"
@@ -93,9 +139,7 @@ cat > "$work/telegraf.conf" <<CONF
   restart_delay = "10s"
   data_format = "influx"
 
-[[outputs.file]]
-  files = ["stdout"]
-  data_format = "influx"
+$output
 CONF
 
 bin/telegraf --config "$work/telegraf.conf" &
