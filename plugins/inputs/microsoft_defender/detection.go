@@ -2,13 +2,14 @@ package microsoft_defender
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 	"time"
+
+	json "github.com/goccy/go-json"
 )
 
 // detection is one SIEM API detection. It decodes all three payload
@@ -181,18 +182,62 @@ func truncate(s string, n int) string {
 	return strings.ToValidUTF8(s[:n], "") + "..."
 }
 
+// bodyReader remembers how the body ended. The JSON decoder reads ahead
+// and reports a lost connection, an oversized body or a cut-off answer as
+// one more syntax error; the reason tells which, and so whether a retry can
+// help.
+type bodyReader struct {
+	r   io.Reader
+	err error // the first error of r, io.EOF included
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// jsonDecoder decodes a body and explains its errors.
+type jsonDecoder struct {
+	*json.Decoder
+	body *bodyReader
+}
+
+func newJSONDecoder(r io.Reader) *jsonDecoder {
+	body := &bodyReader{r: r}
+	return &jsonDecoder{Decoder: json.NewDecoder(body), body: body}
+}
+
+// explain turns a decoding error into what went wrong: the body's own read
+// error, a truncated answer, or malformed JSON with its position.
+func (d *jsonDecoder) explain(err error) error {
+	if errors.Is(d.body.err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w at byte %d: the connection closed before the announced length", errTruncated, d.InputOffset())
+	}
+	if d.body.err != nil && !errors.Is(d.body.err, io.EOF) {
+		return d.body.err
+	}
+	var syntaxErr *json.SyntaxError
+	if errors.As(err, &syntaxErr) && d.body.err != nil && strings.Contains(syntaxErr.Error(), "unexpected end of JSON input") {
+		return fmt.Errorf("%w at byte %d", errTruncated, d.InputOffset())
+	}
+	return describeJSONError(err, d.Decoder)
+}
+
 // detectionDecoder streams a JSON array of detections one at a time, so
 // memory does not grow with the size of the response.
 type detectionDecoder struct {
-	dec   *json.Decoder
+	dec   *jsonDecoder
 	index int
 }
 
 func newDetectionDecoder(r io.Reader) (*detectionDecoder, error) {
-	dec := json.NewDecoder(r)
+	dec := newJSONDecoder(r)
 	tok, err := dec.Token()
 	if err != nil {
-		return nil, fmt.Errorf("response is not a JSON array: %w", describeJSONError(err, dec))
+		return nil, fmt.Errorf("response is not a JSON array: %w", dec.explain(err))
 	}
 	if delim, ok := tok.(json.Delim); !ok || delim != '[' {
 		return nil, fmt.Errorf("response is not a JSON array of detections: it starts with %s", describeToken(tok))
@@ -205,7 +250,7 @@ func newDetectionDecoder(r io.Reader) (*detectionDecoder, error) {
 func (dd *detectionDecoder) next(d *detection) error {
 	if !dd.dec.More() {
 		if _, err := dd.dec.Token(); err != nil {
-			return fmt.Errorf("after detection %d: %w", dd.index-1, describeJSONError(err, dd.dec))
+			return fmt.Errorf("after detection %d: %w", dd.index-1, dd.dec.explain(err))
 		}
 		return io.EOF
 	}
@@ -213,7 +258,7 @@ func (dd *detectionDecoder) next(d *detection) error {
 	i := dd.index
 	dd.index++
 	if err := dd.dec.Decode(d); err != nil {
-		return fmt.Errorf("detection %d: %w", i, describeJSONError(err, dd.dec))
+		return fmt.Errorf("detection %d: %w", i, dd.dec.explain(err))
 	}
 	if err := d.validate(); err != nil {
 		return fmt.Errorf("detection %d (FullId %q): %w", i, truncate(d.identity(), 128), err)
@@ -230,9 +275,9 @@ func describeJSONError(err error, dec *json.Decoder) error {
 	case errors.As(err, &typeErr) && typeErr.Field == "":
 		return fmt.Errorf("a JSON %s where a detection object was expected", typeErr.Value)
 	case errors.As(err, &typeErr):
-		return fmt.Errorf("field %s: JSON %s where a %s was expected (byte %d of the detection)", typeErr.Field, typeErr.Value, typeErr.Type, typeErr.Offset)
+		return fmt.Errorf("field %s: JSON %s where a %s was expected (byte %d)", typeErr.Field, typeErr.Value, typeErr.Type, typeErr.Offset)
 	case errors.As(err, &syntaxErr):
-		return fmt.Errorf("invalid JSON at byte %d: %w", syntaxErr.Offset, err)
+		return fmt.Errorf("invalid JSON at byte %d: %s", syntaxErr.Offset, strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return err
 }

@@ -2,7 +2,6 @@ package microsoft_defender
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	json "github.com/goccy/go-json"
 )
 
 // graphCloud is one national cloud of Microsoft Graph: where its API and
@@ -273,10 +274,10 @@ func (a *graphAlert) countKey() countKey {
 // "@odata.nextLink": ...} in any key order, to handle until it returns
 // false, and returns the next page's link.
 func decodeGraphPage(r io.Reader, handle func(*graphAlert) bool) (string, error) {
-	dec := json.NewDecoder(r)
+	dec := newJSONDecoder(r)
 	tok, err := dec.Token()
 	if err != nil {
-		return "", fmt.Errorf("response is not a JSON object: %w", describeJSONError(err, dec))
+		return "", fmt.Errorf("response is not a JSON object: %w", dec.explain(err))
 	}
 	if delim, ok := tok.(json.Delim); !ok || delim != '{' {
 		return "", fmt.Errorf("response is not a JSON object with a value array: it starts with %s", describeToken(tok))
@@ -285,7 +286,7 @@ func decodeGraphPage(r io.Reader, handle func(*graphAlert) bool) (string, error)
 	for dec.More() {
 		key, err := dec.Token()
 		if err != nil {
-			return "", describeJSONError(err, dec)
+			return "", dec.explain(err)
 		}
 		switch key {
 		case "value":
@@ -295,27 +296,27 @@ func decodeGraphPage(r io.Reader, handle func(*graphAlert) bool) (string, error)
 			}
 		case "@odata.nextLink":
 			if err := dec.Decode(&next); err != nil {
-				return "", fmt.Errorf("@odata.nextLink: %w", describeJSONError(err, dec))
+				return "", fmt.Errorf("@odata.nextLink: %w", dec.explain(err))
 			}
 		default:
 			var skip json.RawMessage
 			if err := dec.Decode(&skip); err != nil {
-				return "", fmt.Errorf("%v: %w", key, describeJSONError(err, dec))
+				return "", fmt.Errorf("%v: %w", key, dec.explain(err))
 			}
 		}
 	}
 	if _, err := dec.Token(); err != nil {
-		return "", describeJSONError(err, dec)
+		return "", dec.explain(err)
 	}
 	return next, nil
 }
 
 // decodeGraphAlerts streams the value array; it reports whether handle
 // stopped it.
-func decodeGraphAlerts(dec *json.Decoder, handle func(*graphAlert) bool) (bool, error) {
+func decodeGraphAlerts(dec *jsonDecoder, handle func(*graphAlert) bool) (bool, error) {
 	tok, err := dec.Token()
 	if err != nil {
-		return false, fmt.Errorf("value: %w", describeJSONError(err, dec))
+		return false, fmt.Errorf("value: %w", dec.explain(err))
 	}
 	if delim, ok := tok.(json.Delim); !ok || delim != '[' {
 		return false, fmt.Errorf("value is not an array: it starts with %s", describeToken(tok))
@@ -323,7 +324,7 @@ func decodeGraphAlerts(dec *json.Decoder, handle func(*graphAlert) bool) (bool, 
 	for i := 0; dec.More(); i++ {
 		var a graphAlert
 		if err := dec.Decode(&a); err != nil {
-			return false, fmt.Errorf("alert %d: %w", i, describeJSONError(err, dec))
+			return false, fmt.Errorf("alert %d: %w", i, dec.explain(err))
 		}
 		if err := a.validate(); err != nil {
 			return false, fmt.Errorf("alert %d (id %q): %w", i, truncate(a.ID, 128), err)
@@ -333,7 +334,7 @@ func decodeGraphAlerts(dec *json.Decoder, handle func(*graphAlert) bool) (bool, 
 		}
 	}
 	if _, err := dec.Token(); err != nil {
-		return false, fmt.Errorf("value: %w", describeJSONError(err, dec))
+		return false, fmt.Errorf("value: %w", dec.explain(err))
 	}
 	return false, nil
 }
