@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # A slim Telegraf: only the plugins the demo and the end-to-end tests use.
 TELEGRAF_TAGS := custom,inputs.execd,outputs.file,outputs.influxdb,parsers.influx,serializers.influx
 
-.PHONY: all build run test fuzz lint dist clean
+.PHONY: all build run test fuzz lint dist bench clean
 
 all: build
 
@@ -24,6 +24,18 @@ bin/defender-sim:
 # stay out of the plugin's go.mod.
 bin/telegraf:
 	cd tools/telegraf && $(GO) build -trimpath -tags '$(TELEGRAF_TAGS)' -o ../../$@ github.com/influxdata/telegraf/cmd/telegraf
+
+# Telegraf for the benchmark: the slim one plus inputs.http and json_v2.
+BENCH_TAGS := $(TELEGRAF_TAGS),inputs.http,parsers.json_v2
+.PHONY: bin/telegraf-bench
+bin/telegraf-bench:
+	cd tools/telegraf && $(GO) build -trimpath -tags '$(BENCH_TAGS)' -o ../../$@ github.com/influxdata/telegraf/cmd/telegraf
+
+# Whole-process benchmark against Telegraf's inputs.http + json_v2 (see
+# BENCHMARKS.md); BENCH_SIZES="20000" for a shorter run.
+bench: bin/telegraf-defender bin/defender-sim bin/telegraf-bench
+	$(GO) test -run '^$$' -bench . -benchmem ./plugins/inputs/microsoft_defender
+	scripts/bench.sh
 
 # Runs the plugin in a real Telegraf: on the bundled simulator, or on the
 # tenant named by DEFENDER_TENANT_ID, DEFENDER_CLIENT_ID, DEFENDER_CLIENT_SECRET.

@@ -3,7 +3,6 @@ module github.com/sectelemetry/telegraf-defender
 go 1.26.0
 
 require (
-	github.com/goccy/go-json v0.10.6
 	github.com/influxdata/telegraf v1.39.3
 	github.com/stretchr/testify v1.12.1
 	golang.org/x/oauth2 v0.37.0

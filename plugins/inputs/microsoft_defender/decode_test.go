@@ -28,17 +28,17 @@ func TestMalformedResponses(t *testing.T) {
 		{"object instead of array", `{"value":[]}`, 0,
 			`reading the SIEM API answer from %s: response is not a JSON array of detections: it starts with "{"`},
 		{"html page with 200", "<html><body>Sign in</body></html>", 0,
-			`reading the SIEM API answer from %s: response is not a JSON array: invalid JSON at byte 0: invalid character < as token`},
+			`reading the SIEM API answer from %s: response is not a JSON array: invalid JSON at byte 1: invalid character '<' looking for beginning of value`},
 		{"empty body", "", 0,
 			`reading the SIEM API answer from %s: response is not a JSON array: response truncated at byte 0`},
 		{"truncated array", "[" + good + `,{"AlertId":"b","Full`, 1,
-			`reading the SIEM API answer from %s: detection 1: response truncated at byte 137`},
+			`reading the SIEM API answer from %s: detection 1: response truncated at byte 117`},
 		{"missing closing bracket", "[" + good, 1,
 			`reading the SIEM API answer from %s: after detection 0: response truncated at byte 116`},
 		{"deeply nested junk", "[" + good + `,{"Junk":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}]`, 1,
-			`reading the SIEM API answer from %s: detection 1: invalid JSON at byte 6335: invalid character "[" exceeded max depth`},
+			`reading the SIEM API answer from %s: detection 1: invalid JSON at byte 10123: invalid character '[' exceeded max depth`},
 		{"string field holds a number", "[" + good + `,{"AlertTitle":5,"LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
-			`reading the SIEM API answer from %s: detection 1: field AlertTitle: JSON number where a string was expected (byte 131)`},
+			`reading the SIEM API answer from %s: detection 1: field AlertTitle: JSON number where a string was expected (byte 15 of the detection)`},
 		{"integer field holds text", "[" + good + `,{"AlertPart":"first","LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
 			`reading the SIEM API answer from %s: detection 1: "first" is not an integer`},
 		{"boolean field holds a number", "[" + good + `,{"RemediationIsSuccess":2,"LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
@@ -48,7 +48,7 @@ func TestMalformedResponses(t *testing.T) {
 		{"no LastProcessedTimeUtc", "[" + good + `,{"FullId":"b:1"}]`, 1,
 			`reading the SIEM API answer from %s: detection 1 (FullId "b:1"): no LastProcessedTimeUtc`},
 		{"array of numbers", "[1]", 0,
-			`reading the SIEM API answer from %s: detection 0: invalid JSON at byte 1: invalid character '1' looking for beginning of value`},
+			`reading the SIEM API answer from %s: detection 0: a JSON number where a detection object was expected`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,7 +114,7 @@ func TestTruncatedAnswerIsRetriedAtOnce(t *testing.T) {
 	require.Equal(t, []string{"a:1", "a:2"}, emittedIDs(acc))
 	require.Equal(t, 2, requests)
 	require.Len(t, logger.Warnings(), 1)
-	require.Regexp(t, `^W! \[\] reading the SIEM API answer from 127.0.0.1:\d+: detection 1: response truncated at byte 123: `+
+	require.Regexp(t, `^W! \[\] reading the SIEM API answer from 127.0.0.1:\d+: detection 1: response truncated at byte 117: `+
 		`retry 1 of 3 in \d+ms \(backing off\)$`, logger.Warnings()[0])
 	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
 }

@@ -2,14 +2,13 @@ package microsoft_defender
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 	"time"
-
-	json "github.com/goccy/go-json"
 )
 
 // detection is one SIEM API detection. It decodes all three payload
@@ -275,7 +274,7 @@ func describeJSONError(err error, dec *json.Decoder) error {
 	case errors.As(err, &typeErr) && typeErr.Field == "":
 		return fmt.Errorf("a JSON %s where a detection object was expected", typeErr.Value)
 	case errors.As(err, &typeErr):
-		return fmt.Errorf("field %s: JSON %s where a %s was expected (byte %d)", typeErr.Field, typeErr.Value, typeErr.Type, typeErr.Offset)
+		return fmt.Errorf("field %s: JSON %s where a %s was expected (byte %d of the detection)", typeErr.Field, typeErr.Value, typeErr.Type, typeErr.Offset)
 	case errors.As(err, &syntaxErr):
 		return fmt.Errorf("invalid JSON at byte %d: %s", syntaxErr.Offset, strings.TrimPrefix(err.Error(), "json: "))
 	}

@@ -2,6 +2,7 @@ package microsoft_defender
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	json "github.com/goccy/go-json"
 )
 
 // graphCloud is one national cloud of Microsoft Graph: where its API and

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Measures, as whole processes, the pipeline simulator -> Telegraf -> file for
+# (a) [[inputs.execd]] running bin/telegraf-defender and (b) Telegraf's own
+# [[inputs.http]] with the json_v2 parser, on the same payload of N SIEM
+# detections (BENCH_SIZES, default "20000 200000"). Prints CPU seconds, wall
+# seconds and peak RSS of each process and the ratios, and checks that both
+# outputs hold the same number of events. Both gather first five seconds
+# after start and are stopped once their output holds the N events, before a
+# second gather can add to the figures; the wall time includes those five
+# seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+sizes="${BENCH_SIZES:-20000 200000}"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+tck=$(getconf CLK_TCK)
+cpu_seconds() { awk -v t="$tck" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
+events() { if [ -f "$1" ]; then grep -c '^defender_alert[ ,]' "$1" || true; else echo 0; fi; }
+
+# run_case NAME N CONF: starts Telegraf with CONF, waits until its file
+# output holds N events, and prints the measurements of Telegraf and of its
+# child process (the plugin), taken just before they are stopped.
+run_case() {
+  local name=$1 n=$2 conf=$3 out=$4
+  local start end tg child="" tg_cpu tg_rss ch_cpu=0 ch_rss=0
+  start=$(date +%s.%N)
+  bin/telegraf-bench --config "$conf" > "$work/$name.log" 2>&1 &
+  tg=$!
+  pids+=("$tg")
+  while [ "$(events "$out")" -lt "$n" ]; do
+    if ! kill -0 "$tg" 2>/dev/null; then echo "bench: $name: telegraf died:"; tail -20 "$work/$name.log"; exit 1; fi
+    [ -z "$child" ] && child=$(cat /proc/"$tg"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -m1 . || true)
+    if [ -n "$child" ]; then ch_cpu=$(cpu_seconds "$child"); ch_rss=$(peak_rss_mb "$child"); fi
+    sleep 0.2
+  done
+  end=$(date +%s.%N)
+  tg_cpu=$(cpu_seconds "$tg"); tg_rss=$(peak_rss_mb "$tg")
+  if [ -n "$child" ]; then ch_cpu=$(cpu_seconds "$child"); ch_rss=$(peak_rss_mb "$child"); fi
+  kill "$tg"; wait "$tg" 2>/dev/null || true
+  wall=$(awk -v s="$start" -v e="$end" 'BEGIN {printf "%.2f", e - s}')
+  echo "$name $n $(events "$out") $tg_cpu $tg_rss $ch_cpu $ch_rss $wall"
+}
+
+for n in $sizes; do
+  # N detections, about two per generated event, all within the last hour.
+  rate=$(( n / 2 / 60 + 1 ))
+  bin/defender-sim -listen 127.0.0.1:0 -addr-file "$work/sim.addr" -rate "$rate" -history 60m -lag-fraction 0 >/dev/null 2>&1 &
+  sim_pid=$!
+  pids+=("$sim_pid")
+  for _ in $(seq 100); do [ -s "$work/sim.addr" ] && break; sleep 0.1; done
+  sim=$(cat "$work/sim.addr"); rm -f "$work/sim.addr"
+  token=$(curl -s -d grant_type=client_credentials -d client_id=sim-client -d client_secret=sim-secret \
+    -d resource=https://graph.windows.net "$sim/sim-tenant/oauth2/token" | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  until=$(date -u +%Y-%m-%dT%H:%M:%S.0000000Z)
+  since=$(date -u -d '-70 minutes' +%Y-%m-%dT%H:%M:%S.0000000Z)
+  url="$sim/api/alerts?sinceTimeUtc=$since&untilTimeUtc=$until"
+  have=$(curl -s -H "Authorization: Bearer $token" "$url&limit=$n" | grep -o '"FullId"' | wc -l)
+  [ "$have" -ge "$n" ] || { echo "bench: the simulator holds $have detections, fewer than $n"; exit 1; }
+  url="$url&limit=$n"
+
+  cat > "$work/defender.conf" <<CONF
+[[inputs.microsoft_defender]]
+  endpoint_url = "$sim/api/alerts"
+  access_token = "$token"
+  initial_lookback = "70m"
+  max_window = "2h"
+  delay = "0s"
+  limit = $n
+  max_alerts_per_gather = $n
+  max_body_size = "2GiB"
+  timeout = "600s"
+CONF
+  cat > "$work/execd.conf" <<CONF
+[agent]
+  interval = "5s"
+  round_interval = false
+  flush_interval = "1s"
+  metric_buffer_limit = $((n * 2))
+  omit_hostname = true
+[[inputs.execd]]
+  command = ["$root/bin/telegraf-defender", "-config", "$work/defender.conf", "-poll_interval_disabled"]
+  signal = "STDIN"
+  data_format = "influx"
+[[outputs.file]]
+  files = ["$work/execd.out"]
+  data_format = "influx"
+CONF
+  cat > "$work/http.conf" <<CONF
+[agent]
+  interval = "5s"
+  round_interval = false
+  flush_interval = "1s"
+  metric_buffer_limit = $((n * 2))
+  omit_hostname = true
+[[inputs.http]]
+  urls = ["$url"]
+  headers = {"Authorization" = "Bearer $token"}
+  timeout = "600s"
+  data_format = "json_v2"
+  [[inputs.http.json_v2]]
+    measurement_name = "defender_alert"
+    [[inputs.http.json_v2.object]]
+      path = "@this"
+      timestamp_key = "AlertTime"
+      timestamp_format = "2006-01-02T15:04:05.9999999Z"
+      tags = ["Severity", "Category", "MachineGroup", "Source"]
+      disable_prepend_keys = true
+[[outputs.file]]
+  files = ["$work/http.out"]
+  data_format = "influx"
+CONF
+  a=$(run_case execd "$n" "$work/execd.conf" "$work/execd.out")
+  b=$(run_case http "$n" "$work/http.conf" "$work/http.out")
+  kill "$sim_pid"; wait "$sim_pid" 2>/dev/null || true
+  rm -f "$work/execd.out" "$work/http.out"
+  echo "$a" | awk -v b="$b" 'BEGIN {split(b, h, " ")} {
+    printf "\n%d detections (events written: execd %d, http %d%s)\n", $2, $3, h[3], ($3 == h[3] ? ", equal" : ", DIFFERENT")
+    printf "  %-34s %8s %8s %9s\n", "", "CPU s", "wall s", "peak RSS"
+    printf "  %-34s %8.2f %8.2f %6d MB\n", "(a) telegraf with inputs.execd", $4, $8, $5
+    printf "  %-34s %8.2f %8s %6d MB\n", "    telegraf-defender (the plugin)", $6, "", $7
+    printf "  %-34s %8.2f %8s\n", "    whole pipeline", $4 + $6, ""
+    printf "  %-34s %8.2f %8.2f %6d MB\n", "(b) telegraf with inputs.http+json_v2", h[4], h[8], h[5]
+    printf "  CPU ratio (b)/(a): %.1fx; plugin CPU per detection: %.1f µs\n", h[4] / ($4 + $6), $6 / $2 * 1e6
+    if ($3 != h[3]) exit 1
+  }'
+done
