@@ -83,6 +83,21 @@ func (c *cursor) remember(id string, lastProcessed time.Time) {
 	}
 }
 
+// forget drops the identities with a time strictly between after and
+// before: a span read downward (SIEM) or upward (Graph) never asks for that
+// stretch again, and the next window starts at the chunk's end minus the
+// overlap. This keeps memory to the overlap however large a chunk is.
+func (c *cursor) forget(after, before time.Time) {
+	if !after.Before(before) {
+		return
+	}
+	for id, t := range c.seen {
+		if t.After(after) && t.Before(before) {
+			delete(c.seen, id)
+		}
+	}
+}
+
 // complete records that the pending chunk has been read whole, and forgets
 // the identities that no later window, which starts at most overlap before
 // the new watermark, can return.

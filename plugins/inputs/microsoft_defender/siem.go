@@ -92,6 +92,7 @@ func (b *siemBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, er
 		}
 		if r.oldest.Before(sp.To) {
 			sp.To = r.oldest
+			p.m.cursor.forget(sp.To, sp.End.Add(-time.Duration(p.m.Overlap)))
 			continue
 		}
 		// Every detection of the response shares the span's upper bound:
