@@ -200,9 +200,14 @@ func (s *pollStats) status(err error) string {
 	}
 }
 
+// maxRequestDetections caps what one request asks for, whatever the
+// budget: the identities of one answer are held until the walk moves below
+// them, and a retried request costs at most this much again.
+const maxRequestDetections = 10000
+
 // requestLimit is the number of detections one request asks for.
 func (m *MicrosoftDefender) requestLimit() int {
-	limit := m.MaxAlertsPerGather
+	limit := min(m.MaxAlertsPerGather, maxRequestDetections)
 	if m.Limit > 0 && m.Limit < limit {
 		limit = m.Limit
 	}
