@@ -100,6 +100,19 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 	}
 }
 
+// commonStatusMeaning explains the statuses that mean the same for every
+// API.
+func commonStatusMeaning(status int) string {
+	switch {
+	case status == http.StatusTooManyRequests:
+		return "throttled"
+	case status >= 500:
+		return "service error"
+	default:
+		return "unexpected answer"
+	}
+}
+
 // limitedBody fails with errBodyTooLarge instead of reading past its limit,
 // so an oversized answer is not mistaken for a truncated one.
 type limitedBody struct {

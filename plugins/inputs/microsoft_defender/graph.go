@@ -172,12 +172,8 @@ func graphStatusMeaning(status int) string {
 		return "the app lacks the SecurityAlert.Read.All application permission, or admin consent for it"
 	case status == http.StatusNotFound:
 		return "no alerts_v2 at this address: check region or endpoint_url"
-	case status == http.StatusTooManyRequests:
-		return "throttled"
-	case status >= 500:
-		return "service error"
 	default:
-		return "unexpected answer"
+		return commonStatusMeaning(status)
 	}
 }
 

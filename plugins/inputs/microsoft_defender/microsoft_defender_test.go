@@ -134,39 +134,17 @@ func respond(t *testing.T, w http.ResponseWriter, body []byte) {
 // defaults, as Telegraf does before applying a configuration.
 func withDefaults(p *MicrosoftDefender) *MicrosoftDefender {
 	d := newMicrosoftDefender()
-	if p.API == "" {
-		p.API = d.API
-	}
-	if p.InitialLookback == 0 {
-		p.InitialLookback = d.InitialLookback
-	}
-	if p.Delay == 0 {
-		p.Delay = d.Delay
-	}
-	if p.Overlap == 0 {
-		p.Overlap = d.Overlap
-	}
-	if p.MaxWindow == 0 {
-		p.MaxWindow = d.MaxWindow
-	}
-	if p.MaxAlertsPerGather == 0 {
-		p.MaxAlertsPerGather = d.MaxAlertsPerGather
-	}
-	if p.Timeout == 0 {
-		p.Timeout = d.Timeout
-	}
-	if p.PageSize == 0 {
-		p.PageSize = d.PageSize
-	}
-	if p.MaxRetries == 0 {
-		p.MaxRetries = d.MaxRetries
-	}
-	if p.MaxRequestsPerMinute == 0 {
-		p.MaxRequestsPerMinute = d.MaxRequestsPerMinute
-	}
-	if p.MaxBodySize == 0 {
-		p.MaxBodySize = d.MaxBodySize
-	}
+	orDefault(&p.API, d.API)
+	orDefault(&p.InitialLookback, d.InitialLookback)
+	orDefault(&p.Delay, d.Delay)
+	orDefault(&p.Overlap, d.Overlap)
+	orDefault(&p.MaxWindow, d.MaxWindow)
+	orDefault(&p.MaxAlertsPerGather, d.MaxAlertsPerGather)
+	orDefault(&p.Timeout, d.Timeout)
+	orDefault(&p.PageSize, d.PageSize)
+	orDefault(&p.MaxRetries, d.MaxRetries)
+	orDefault(&p.MaxRequestsPerMinute, d.MaxRequestsPerMinute)
+	orDefault(&p.MaxBodySize, d.MaxBodySize)
 	if p.Log == nil {
 		p.Log = testutil.Logger{}
 	}
@@ -175,6 +153,14 @@ func withDefaults(p *MicrosoftDefender) *MicrosoftDefender {
 		p.sleep = func(ctx context.Context, _ time.Duration) error { return ctx.Err() }
 	}
 	return p
+}
+
+// orDefault sets *v to d when it holds its type's zero value.
+func orDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
 }
 
 // roundTripState serialises a state as Telegraf's persister does and

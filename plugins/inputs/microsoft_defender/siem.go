@@ -148,11 +148,7 @@ func siemStatusMeaning(status int) string {
 		return "the app lacks permission, or the tenant is not managed by this API or was deleted"
 	case status == http.StatusNotFound:
 		return "no alerts API at this address: check region or endpoint_url"
-	case status == http.StatusTooManyRequests:
-		return "throttled"
-	case status >= 500:
-		return "service error"
 	default:
-		return "unexpected answer"
+		return commonStatusMeaning(status)
 	}
 }
