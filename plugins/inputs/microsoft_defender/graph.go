@@ -163,14 +163,14 @@ func (b *graphBackend) send(u *url.URL, next *string) sendFunc {
 }
 
 func graphStatusMeaning(status int) string {
-	switch {
-	case status == http.StatusBadRequest:
+	switch status {
+	case http.StatusBadRequest:
 		return "the query was refused: check service_sources and severities"
-	case status == http.StatusUnauthorized:
+	case http.StatusUnauthorized:
 		return "the token is invalid or expired, or was issued for another audience: check scopes and region"
-	case status == http.StatusForbidden:
+	case http.StatusForbidden:
 		return "the app lacks the SecurityAlert.Read.All application permission, or admin consent for it"
-	case status == http.StatusNotFound:
+	case http.StatusNotFound:
 		return "no alerts_v2 at this address: check region or endpoint_url"
 	default:
 		return commonStatusMeaning(status)

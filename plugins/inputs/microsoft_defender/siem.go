@@ -141,12 +141,12 @@ func (b *siemBackend) send(since, until time.Time, limit int) sendFunc {
 }
 
 func siemStatusMeaning(status int) string {
-	switch {
-	case status == http.StatusUnauthorized:
+	switch status {
+	case http.StatusUnauthorized:
 		return "the token is invalid or expired, or the request is malformed"
-	case status == http.StatusForbidden:
+	case http.StatusForbidden:
 		return "the app lacks permission, or the tenant is not managed by this API or was deleted"
-	case status == http.StatusNotFound:
+	case http.StatusNotFound:
 		return "no alerts API at this address: check region or endpoint_url"
 	default:
 		return commonStatusMeaning(status)
