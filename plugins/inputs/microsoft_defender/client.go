@@ -47,6 +47,22 @@ func (e *statusError) Error() string {
 	return fmt.Sprintf("%s at %s answered %s (%s): %s", e.api, e.host, e.statusText, e.meaning, e.body)
 }
 
+// answerError is a 2xx answer that could not be read: malformed, cut
+// short, or lost with the connection.
+type answerError struct {
+	api  string
+	host string
+	err  error
+}
+
+func (e *answerError) Error() string {
+	return fmt.Sprintf("reading the %s answer from %s: %v", e.api, e.host, e.err)
+}
+
+func (e *answerError) Unwrap() error {
+	return e.err
+}
+
 // errBodyTooLarge ends a response longer than max_body_size.
 var errBodyTooLarge = errors.New("the answer is larger than max_body_size")
 

@@ -155,7 +155,7 @@ func (b *graphBackend) send(u *url.URL, next *string) sendFunc {
 			return handle(a)
 		})
 		if err != nil {
-			return fmt.Errorf("reading the Graph API answer from %s: %w", u.Host, err)
+			return &answerError{api: b.api.name, host: u.Host, err: err}
 		}
 		*next = link
 		return nil

@@ -60,7 +60,8 @@ func (m *MicrosoftDefender) Probe() error {
 		return nil
 	}
 	step := StepRequest
-	if strings.HasPrefix(err.Error(), "reading the ") {
+	var answerErr *answerError
+	if errors.As(err, &answerErr) {
 		step = StepAnswer
 	}
 	return &ProbeError{Step: step, Err: &redactedError{msg: m.redactSecrets(err.Error()), cause: err}}

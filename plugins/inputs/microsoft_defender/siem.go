@@ -3,7 +3,6 @@ package microsoft_defender
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -122,7 +121,7 @@ func (b *siemBackend) send(since, until time.Time, limit int) sendFunc {
 
 		dec, err := newDetectionDecoder(body)
 		if err != nil {
-			return fmt.Errorf("reading the SIEM API answer from %s: %w", u.Host, err)
+			return &answerError{api: b.api.name, host: u.Host, err: err}
 		}
 		var d detection
 		for {
@@ -131,7 +130,7 @@ func (b *siemBackend) send(since, until time.Time, limit int) sendFunc {
 				return nil
 			}
 			if err != nil {
-				return fmt.Errorf("reading the SIEM API answer from %s: %w", u.Host, err)
+				return &answerError{api: b.api.name, host: u.Host, err: err}
 			}
 			if !handle(&d) {
 				return nil
