@@ -214,8 +214,8 @@ func (s *Server) generate(i uint64, lpt time.Time, maxParts int) []Detection {
 	parts := 1 + rng.IntN(maxParts)
 	out := make([]Detection, 0, parts)
 	for part := range parts {
-		sha1sum := sha1.Sum(fmt.Appendf(nil, "%d/%d/file", i, part)) //nolint:gosec // fake data
-		sha256sum := sha256.Sum256(fmt.Appendf(nil, "%d/%d/file", i, part))
+		fileKey := fmt.Appendf(nil, "%d/%d/file", i, part)
+		fileSha1 := hex.EncodeToString(sha1Sum(fileKey))
 		ioc := strings.ToUpper(hex.EncodeToString(sha256Sum(fmt.Appendf(nil, "%d/%d/ioc", s.cfg.Seed, i*4+uint64(part)))))
 		d := Detection{
 			AlertTime:            alertTime.UTC().Format(TimeLayout),
@@ -225,8 +225,8 @@ func (s *Server) generate(i uint64, lpt time.Time, maxParts int) []Detection {
 			Severity:             severity,
 			AlertID:              alertID,
 			LinkToWDATP:          "https://securitycenter.windows.com/alert/" + alertID,
-			Sha1:                 hex.EncodeToString(sha1sum[:]),
-			Sha256:               hex.EncodeToString(sha256sum[:]),
+			Sha1:                 fileSha1,
+			Sha256:               hex.EncodeToString(sha256Sum(fileKey)),
 			FileName:             file.name,
 			FilePath:             file.path,
 			IoaDefinitionID:      cat.ioa,
@@ -241,7 +241,7 @@ func (s *Server) generate(i uint64, lpt time.Time, maxParts int) []Detection {
 			MachineName:          name,
 			InternalIPv4List:     fmt.Sprintf("10.%d.%d.%d", machine%6, machine, 10+machine),
 			InternalIPv6List:     fmt.Sprintf("fe80::%x", 0x1000+machine),
-			FileHash:             hex.EncodeToString(sha1sum[:]),
+			FileHash:             fileSha1,
 			DeviceID:             hex.EncodeToString(sha1Sum(fmt.Appendf(nil, "device-%d", machine))),
 			MachineGroup:         group,
 			Description:          cat.title + " on " + name + ". Investigate the process tree and the files it wrote.",

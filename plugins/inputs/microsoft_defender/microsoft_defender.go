@@ -340,34 +340,22 @@ func (m *MicrosoftDefender) checkKeysOfAPI() error {
 	var foreign []string
 	switch m.API {
 	case "siem":
-		if len(m.ServiceSources) > 0 {
-			foreign = append(foreign, "service_sources")
-		}
-		if len(m.Severities) > 0 {
-			foreign = append(foreign, "severities")
-		}
-		if m.IncludeEvidence {
-			foreign = append(foreign, "include_evidence")
-		}
+		foreign = setKeys(
+			configKey{"service_sources", len(m.ServiceSources) > 0},
+			configKey{"severities", len(m.Severities) > 0},
+			configKey{"include_evidence", m.IncludeEvidence},
+		)
 	case "graph":
-		if m.DeviceCreatedMachineTags != "" {
-			foreign = append(foreign, "device_created_machine_tags")
-		}
-		if m.CloudCreatedMachineTags != "" {
-			foreign = append(foreign, "cloud_created_machine_tags")
-		}
-		if m.Limit != 0 {
-			foreign = append(foreign, "limit (use page_size)")
-		}
-		if !m.RefreshToken.Empty() {
-			foreign = append(foreign, "refresh_token")
-		}
-		if m.Resource != "" {
-			foreign = append(foreign, "resource (use scopes)")
-		}
 		if m.PageSize < 1 || m.PageSize > 1000 {
 			return fmt.Errorf("page_size must be from 1 to 1000, got %d", m.PageSize)
 		}
+		foreign = setKeys(
+			configKey{"device_created_machine_tags", m.DeviceCreatedMachineTags != ""},
+			configKey{"cloud_created_machine_tags", m.CloudCreatedMachineTags != ""},
+			configKey{"limit (use page_size)", m.Limit != 0},
+			configKey{"refresh_token", !m.RefreshToken.Empty()},
+			configKey{"resource (use scopes)", m.Resource != ""},
+		)
 	default:
 		return fmt.Errorf("api %q is not supported: use \"siem\" or \"graph\"", m.API)
 	}
@@ -490,18 +478,18 @@ func (m *MicrosoftDefender) httpClient() (*http.Client, error) {
 // tokenSource picks the authentication mode from the keys that are set and
 // rejects combinations that are ambiguous or incomplete.
 func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error) {
-	credentialKeys := m.setKeys(map[string]bool{
-		"tenant_id":     m.TenantID != "",
-		"client_id":     m.ClientID != "",
-		"client_secret": !m.ClientSecret.Empty(),
-		"refresh_token": !m.RefreshToken.Empty(),
-	})
-	tokenKeys := m.setKeys(map[string]bool{
-		"login_endpoint": m.LoginEndpoint != "",
-		"token_url":      m.TokenURL != "",
-		"resource":       m.Resource != "",
-		"scopes":         len(m.Scopes) > 0,
-	})
+	credentialKeys := setKeys(
+		configKey{"tenant_id", m.TenantID != ""},
+		configKey{"client_id", m.ClientID != ""},
+		configKey{"client_secret", !m.ClientSecret.Empty()},
+		configKey{"refresh_token", !m.RefreshToken.Empty()},
+	)
+	tokenKeys := setKeys(
+		configKey{"login_endpoint", m.LoginEndpoint != ""},
+		configKey{"token_url", m.TokenURL != ""},
+		configKey{"resource", m.Resource != ""},
+		configKey{"scopes", len(m.Scopes) > 0},
+	)
 
 	if !m.AccessToken.Empty() {
 		if len(credentialKeys)+len(tokenKeys) > 0 {
@@ -555,14 +543,22 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 	return &cachedToken{source: source}, nil
 }
 
-func (*MicrosoftDefender) setKeys(keys map[string]bool) []string {
-	var set []string
-	for _, k := range []string{"tenant_id", "client_id", "client_secret", "refresh_token", "login_endpoint", "token_url", "resource", "scopes"} {
-		if keys[k] {
-			set = append(set, k)
+// configKey is a configuration key and whether it is set.
+type configKey struct {
+	name string
+	set  bool
+}
+
+// setKeys returns the names of the keys that are set, in the given order,
+// for messages that name them.
+func setKeys(keys ...configKey) []string {
+	var names []string
+	for _, k := range keys {
+		if k.set {
+			names = append(names, k.name)
 		}
 	}
-	return set
+	return names
 }
 
 func (m *MicrosoftDefender) tokenURL() (*url.URL, error) {

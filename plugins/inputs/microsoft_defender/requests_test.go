@@ -183,31 +183,50 @@ func TestTokenRequestForms(t *testing.T) {
 	}
 }
 
-func TestTokenIsRenewedShortlyBeforeItExpires(t *testing.T) {
-	now := fixedNow
+// tokenServer answers the token endpoint with tokenBody and the alerts API
+// with an empty list; it counts the token requests and hands each alerts
+// request to check.
+func tokenServer(t *testing.T, tokenBody []byte, check func(*http.Request)) (*httptest.Server, *int) {
+	t.Helper()
 	var tokenRequests int
 	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/token") {
 			tokenRequests++
 			w.Header().Set("Content-Type", "application/json")
-			// 100 s of life: inside the two-minute renewal margin at once.
-			respond(t, w, []byte(`{"token_type":"Bearer","expires_in":"100","access_token":"short-lived"}`))
+			respond(t, w, tokenBody)
 			return
+		}
+		if check != nil {
+			check(r)
 		}
 		respond(t, w, []byte(`[]`))
 	}))
-	defer server.Close()
+	t.Cleanup(server.Close)
+	return server, &tokenRequests
+}
+
+// credentialsPlugin uses client credentials against server.
+func credentialsPlugin(t *testing.T, server *httptest.Server, now func() time.Time) *MicrosoftDefender {
+	t.Helper()
 	plugin := withDefaults(&MicrosoftDefender{
 		EndpointURL: server.URL + "/api/alerts", LoginEndpoint: server.URL, TenantID: testTenant,
 		ClientID: testClientID, ClientSecret: config.NewSecret([]byte(testClientSecret)),
 		InitialLookback: config.Duration(time.Hour), Timeout: config.Duration(5 * time.Second),
-		now: func() time.Time { return now },
+		now: now,
 	})
 	require.NoError(t, plugin.Init())
+	return plugin
+}
+
+func TestTokenIsRenewedShortlyBeforeItExpires(t *testing.T) {
+	// 100 s of life: inside the two-minute renewal margin at once.
+	server, tokenRequests := tokenServer(t, []byte(`{"token_type":"Bearer","expires_in":"100","access_token":"short-lived"}`), nil)
+	now := fixedNow
+	plugin := credentialsPlugin(t, server, func() time.Time { return now })
 	gatherOK(t, plugin)
 	now = now.Add(time.Minute)
 	gatherOK(t, plugin)
-	require.Equal(t, 2, tokenRequests)
+	require.Equal(t, 2, *tokenRequests)
 }
 
 func TestStaticAccessTokenIsSentAsIs(t *testing.T) {
@@ -228,26 +247,18 @@ func TestStaticAccessTokenIsSentAsIs(t *testing.T) {
 }
 
 func TestTokenResponseOfTheSeedIsAccepted(t *testing.T) {
-	// The seed's v1 response sends expires_in, expires_on and not_before as strings.
-	seed := readFile(t, "testdata/token_response_v1_seed.json")
-	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/token") {
-			w.Header().Set("Content-Type", "application/json")
-			respond(t, w, seed)
-			return
-		}
-		if auth := r.Header.Get("Authorization"); !strings.HasPrefix(auth, "Bearer eyJ0eXaioJJOIneiowiouqSuzNiZ345FYOVkaJL0625TueyaJasjhIjEnbMlWqP") {
-			t.Errorf("the seed's access token was not sent: %q", auth)
-		}
-		respond(t, w, []byte(`[]`))
-	}))
-	defer server.Close()
-	plugin := withDefaults(&MicrosoftDefender{
-		EndpointURL: server.URL + "/api/alerts", LoginEndpoint: server.URL, TenantID: testTenant,
-		ClientID: testClientID, ClientSecret: config.NewSecret([]byte(testClientSecret)),
-		InitialLookback: config.Duration(time.Hour), Timeout: config.Duration(5 * time.Second),
-		now: func() time.Time { return fixedNow },
+	// The seed's v1 response sends expires_in, expires_on and not_before as
+	// strings; the token, valid for an hour, serves both polls.
+	var sent []string
+	server, tokenRequests := tokenServer(t, readFile(t, "testdata/token_response_v1_seed.json"), func(r *http.Request) {
+		sent = append(sent, r.Header.Get("Authorization"))
 	})
-	require.NoError(t, plugin.Init())
+	now := fixedNow
+	plugin := credentialsPlugin(t, server, func() time.Time { return now })
 	gatherOK(t, plugin)
+	now = now.Add(time.Minute)
+	gatherOK(t, plugin)
+	require.Equal(t, 1, *tokenRequests)
+	bearer := "Bearer eyJ0eXaioJJOIneiowiouqSuzNiZ345FYOVkaJL0625TueyaJasjhIjEnbMlWqP..."
+	require.Equal(t, []string{bearer, bearer}, sent)
 }
