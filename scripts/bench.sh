@@ -7,6 +7,7 @@
 # outputs hold the same number of events. Telegraf gathers once at start;
 # the interval is long enough that no second gather adds to the figures, and
 # each Telegraf is stopped once its output holds the N events.
+# BENCH_PROFILE=DIR writes a CPU profile of the plugin per size into DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -79,6 +80,11 @@ for n in $sizes; do
   max_body_size = "2GiB"
   timeout = "600s"
 CONF
+  profile=""
+  if [ -n "${BENCH_PROFILE:-}" ]; then
+    mkdir -p "$BENCH_PROFILE"
+    profile=", \"-cpuprofile\", \"$(cd "$BENCH_PROFILE" && pwd)/plugin-$n.pprof\""
+  fi
   cat > "$work/execd.conf" <<CONF
 [agent]
   interval = "300s"
@@ -87,7 +93,7 @@ CONF
   metric_buffer_limit = $((n * 2))
   omit_hostname = true
 [[inputs.execd]]
-  command = ["$root/bin/telegraf-defender", "-config", "$work/defender.conf", "-poll_interval_disabled"]
+  command = ["$root/bin/telegraf-defender", "-config", "$work/defender.conf", "-poll_interval_disabled"$profile]
   signal = "STDIN"
   data_format = "influx"
 [[outputs.file]]

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,6 +32,7 @@ func main() {
 		"poll only when a newline arrives on stdin (use with signal = \"STDIN\" in [[inputs.execd]])")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	checkOnly := flag.Bool("check", false, "check the configuration, the credentials and one request, print a diagnosis and exit")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile (pprof) to this file until the plugin stops")
 	flag.Parse()
 
 	if *showVersion {
@@ -49,19 +51,48 @@ func main() {
 	}
 
 	forwardLogsToExecd(os.Stderr)
-
-	s := shim.New()
-	if err := s.LoadConfig(configFile); err != nil {
-		fmt.Fprintf(os.Stderr, "E! loading the configuration %q failed: %s\n", *configFile, oneLine(err.Error()))
+	if err := runPlugin(*configFile, *pollInterval, *cpuProfile); err != nil {
+		fmt.Fprintf(os.Stderr, "E! %s\n", oneLine(err.Error()))
 		os.Exit(1)
+	}
+}
+
+// runPlugin runs the input under Telegraf's shim until stdin closes.
+func runPlugin(configFile string, pollInterval time.Duration, cpuProfile string) error {
+	if cpuProfile != "" {
+		stop, err := startCPUProfile(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	s := shim.New()
+	if err := s.LoadConfig(&configFile); err != nil {
+		return fmt.Errorf("loading the configuration %q failed: %w", configFile, err)
 	}
 	if stopper, ok := s.Input.(interface{ Stop() }); ok {
 		stopOnSignal(stopper)
 	}
-	if err := s.Run(*pollInterval); err != nil {
-		fmt.Fprintf(os.Stderr, "E! %s\n", oneLine(err.Error()))
-		os.Exit(1)
+	return s.Run(pollInterval)
+}
+
+// startCPUProfile profiles the process into path (for `go tool pprof`) until
+// the returned function is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("creating the CPU profile: %w", err)
 	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("starting the CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "E! writing the CPU profile: %s\n", oneLine(err.Error()))
+		}
+	}, nil
 }
 
 // stopOnSignal stops the input as soon as SIGTERM or SIGINT arrives. The
