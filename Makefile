@@ -34,7 +34,7 @@ bin/telegraf-bench:
 # Whole-process benchmark against Telegraf's inputs.http + json_v2 (see
 # BENCHMARKS.md); BENCH_SIZES="20000" for a shorter run.
 bench: bin/telegraf-defender bin/defender-sim bin/telegraf-bench
-	$(GO) test -run '^$$' -bench . -benchmem ./plugins/inputs/microsoft_defender
+	$(GO) test -run '^$$' -bench . -benchmem $(PLUGIN)
 	scripts/bench.sh
 
 # Runs the plugin in a real Telegraf: on the bundled simulator, or on the
@@ -42,8 +42,10 @@ bench: bin/telegraf-defender bin/defender-sim bin/telegraf-bench
 run: build
 	scripts/run.sh
 
-FUZZ_PACKAGE := ./plugins/inputs/microsoft_defender
-FUZZ_TARGETS := FuzzDecodeDetections FuzzTokenResponse
+PLUGIN       := ./plugins/inputs/microsoft_defender
+# package:target
+FUZZ_TARGETS := $(PLUGIN):FuzzDecodeDetections $(PLUGIN):FuzzTokenResponse \
+                $(PLUGIN)/jsonstream:FuzzReaderMatchesEncodingJSON
 FUZZTIME     ?= 2m
 
 # Every test: unit, simulator and end-to-end with the real Telegraf binary,
@@ -54,8 +56,8 @@ test: build
 
 # Each fuzz target for FUZZTIME (2m unless given).
 fuzz:
-	for target in $(FUZZ_TARGETS); do \
-		$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $(FUZZ_PACKAGE) || exit 1; \
+	for pair in $(FUZZ_TARGETS); do \
+		$(GO) test -run '^$$' -fuzz "^$${pair#*:}$$" -fuzztime $(FUZZTIME) "$${pair%%:*}" || exit 1; \
 	done
 
 GOLANGCI_LINT_VERSION := v2.11.4

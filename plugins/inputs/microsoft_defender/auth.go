@@ -212,7 +212,7 @@ func (a *aadToken) describe(err error, secrets ...string) error {
 		e.description = bodySnippet(redact(re.Body, secrets...))
 		return e
 	}
-	e.code = sanitize(re.ErrorCode, 64)
+	e.code = sanitize(string(redact([]byte(re.ErrorCode), secrets...)), 64)
 	// Azure AD appends trace and correlation ids on further lines.
 	description, _, _ := strings.Cut(string(redact([]byte(re.ErrorDescription), secrets...)), "\n")
 	e.description = sanitize(strings.TrimSpace(description), maxBodySnippet)

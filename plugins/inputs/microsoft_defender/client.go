@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // maxBodySnippet is how much of an error response an error message quotes.
@@ -179,7 +180,7 @@ func parseRetryAfter(value string, now time.Time) time.Duration {
 
 // bodySnippet quotes at most maxBodySnippet bytes of a response body.
 func bodySnippet(body []byte) string {
-	s := sanitize(string(body), maxBodySnippet)
+	s := strings.TrimSpace(sanitize(string(body), maxBodySnippet))
 	if s == "" {
 		return "empty body"
 	}
@@ -201,17 +202,31 @@ func redact(body []byte, secrets ...string) []byte {
 	return body
 }
 
-// sanitize cuts s to at most n bytes of valid UTF-8 and removes control
-// characters, so that a hostile body cannot forge log lines.
+// sanitize cuts s to at most n bytes, turns line breaks and tabs into
+// spaces and other control characters and invalid UTF-8 into U+FFFD, so
+// that a hostile body cannot forge log lines. It replaces rather than
+// drops: dropping could join, after redaction, the halves of a secret that
+// a server echoed with bytes in between.
 func sanitize(s string, n int) string {
-	if len(s) > n {
-		s = s[:n]
-	}
-	s = strings.ToValidUTF8(s, "")
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return -1
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case r == '\n' || r == '\r' || r == '\t':
+			return ' '
+		case unicode.IsControl(r):
+			return utf8.RuneError
 		}
-		return r
-	}, s)
+		return r // invalid UTF-8 arrives here as U+FFFD
+	}, cutAtRune(s, n))
+	return cutAtRune(s, n)
+}
+
+// cutAtRune cuts s to at most n bytes without splitting a UTF-8 sequence.
+func cutAtRune(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

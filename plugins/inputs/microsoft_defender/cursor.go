@@ -1,6 +1,9 @@
 package microsoft_defender
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // tick is the resolution of the SIEM API's timestamps (7 fractional digits).
 const tick = 100 * time.Nanosecond
@@ -79,7 +82,9 @@ func (c *cursor) isNew(id string) bool {
 
 func (c *cursor) remember(id string, lastProcessed time.Time) {
 	if id != "" {
-		c.seen[id] = lastProcessed
+		// A copy: id may share its memory with every string of its
+		// detection (see detectionDecoder), which must not live as long.
+		c.seen[strings.Clone(id)] = lastProcessed
 	}
 }
 

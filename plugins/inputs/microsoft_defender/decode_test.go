@@ -2,11 +2,14 @@ package microsoft_defender
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 
@@ -32,11 +35,11 @@ func TestMalformedResponses(t *testing.T) {
 		{"empty body", "", 0,
 			`reading the SIEM API answer from %s: response is not a JSON array: response truncated at byte 0`},
 		{"truncated array", "[" + good + `,{"AlertId":"b","Full`, 1,
-			`reading the SIEM API answer from %s: detection 1: response truncated at byte 117`},
+			`reading the SIEM API answer from %s: detection 1: response truncated at byte 137`},
 		{"missing closing bracket", "[" + good, 1,
 			`reading the SIEM API answer from %s: after detection 0: response truncated at byte 116`},
 		{"deeply nested junk", "[" + good + `,{"Junk":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}]`, 1,
-			`reading the SIEM API answer from %s: detection 1: invalid JSON at byte 10123: invalid character '[' exceeded max depth`},
+			`reading the SIEM API answer from %s: detection 1: invalid JSON at byte 10125: nesting deeper than 10000 levels`},
 		{"string field holds a number", "[" + good + `,{"AlertTitle":5,"LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
 			`reading the SIEM API answer from %s: detection 1: field AlertTitle: JSON number where a string was expected (byte 15 of the detection)`},
 		{"integer field holds text", "[" + good + `,{"AlertPart":"first","LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
@@ -49,6 +52,12 @@ func TestMalformedResponses(t *testing.T) {
 			`reading the SIEM API answer from %s: detection 1 (FullId "b:1"): no LastProcessedTimeUtc`},
 		{"array of numbers", "[1]", 0,
 			`reading the SIEM API answer from %s: detection 0: a JSON number where a detection object was expected`},
+		{"two answers in one body", "[" + good + "][" + good + "]", 1,
+			`reading the SIEM API answer from %s: after the closing bracket: invalid JSON at byte 118: invalid character '[' after top-level value`},
+		{"key without a colon", "[" + good + `,{"AlertId" "b"}]`, 1,
+			`reading the SIEM API answer from %s: detection 1: invalid JSON at byte 129: invalid character '"' after object key`},
+		{"a lone opening bracket", "[", 0,
+			`reading the SIEM API answer from %s: after the opening bracket: response truncated at byte 1`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,7 +123,7 @@ func TestTruncatedAnswerIsRetriedAtOnce(t *testing.T) {
 	require.Equal(t, []string{"a:1", "a:2"}, emittedIDs(acc))
 	require.Equal(t, 2, requests)
 	require.Len(t, logger.Warnings(), 1)
-	require.Regexp(t, `^W! \[\] reading the SIEM API answer from 127.0.0.1:\d+: detection 1: response truncated at byte 117: `+
+	require.Regexp(t, `^W! \[\] reading the SIEM API answer from 127.0.0.1:\d+: detection 1: response truncated at byte 123: `+
 		`retry 1 of 3 in \d+ms \(backing off\)$`, logger.Warnings()[0])
 	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
 }
@@ -184,4 +193,74 @@ func TestHugeStringsAreCut(t *testing.T) {
 	require.Len(t, commandLine, maxFieldBytes)
 	require.Len(t, alerts[0].Tags()["category"], maxTagBytes)
 	require.Equal(t, []string{`W! [] alert "a:1": fields command_line longer than 32768 bytes were cut to that length`}, logger.Warnings())
+}
+
+// Every json tag of detection has its entry in detectionFields, pointing at
+// the field the tag is on, and there is no other entry.
+func TestDetectionFieldsMatchTags(t *testing.T) {
+	var d detection
+	typ := reflect.TypeOf(d)
+	tagged := 0
+	for i := range typ.NumField() {
+		key, ok := typ.Field(i).Tag.Lookup("json")
+		if !ok {
+			continue
+		}
+		tagged++
+		f, ok := detectionFields[key]
+		require.True(t, ok, "no entry for %s", key)
+		require.Equal(t, key, f.name)
+		field := reflect.ValueOf(&d).Elem().Field(i)
+		switch {
+		case f.str != nil:
+			require.Equal(t, field.Addr().Interface(), f.str(&d), key)
+		default:
+			require.NoError(t, f.unmarshal(&d, []byte("1")))
+			require.True(t, field.FieldByName("set").Bool(), key)
+		}
+	}
+	require.Len(t, detectionFields, tagged)
+}
+
+// The decoder follows encoding/json where the SIEM API's generations
+// differ: keys in another case match, null leaves a field as it is, the
+// last of repeated keys wins, and unknown keys of any shape are skipped.
+func TestDecoderFollowsEncodingJSON(t *testing.T) {
+	body := `[{"fullid":"a:1","FullId":"a:2","AlertTitle":"t","AlertTitle":null,"ALERTPART":3,"AlertPart":null,` +
+		`"Unknown":{"x":[1,"\"",{"y":null}]},"lastProcessedTimeUtc":"2020-09-30T14:00:00Z","Description":"caf\u00e9 \ud83d\ude00"}]`
+	dec, err := newDetectionDecoder(strings.NewReader(body))
+	require.NoError(t, err)
+	var d detection
+	require.NoError(t, dec.next(&d))
+	require.Equal(t, "a:2", d.FullID)
+	require.Equal(t, "t", d.AlertTitle)
+	require.Equal(t, optionalInt{value: 3, set: true}, d.AlertPart)
+	require.Equal(t, "café 😀", d.Description)
+	require.Equal(t, time.Date(2020, 9, 30, 14, 0, 0, 0, time.UTC), d.lastProcessed)
+	require.ErrorIs(t, dec.next(&d), io.EOF)
+}
+
+// All strings of a detection share one allocation; the identity the cursor
+// keeps must be a copy, or each remembered identity would keep its whole
+// detection in memory.
+func TestRememberedIdentityDoesNotPinItsDetection(t *testing.T) {
+	dec, err := newDetectionDecoder(strings.NewReader("[" + detectionJSON("a:1", "2020-09-30T14:00:00Z") + "]"))
+	require.NoError(t, err)
+	var d detection
+	require.NoError(t, dec.next(&d))
+	c := &cursor{seen: map[string]time.Time{}}
+	c.remember(d.identity(), d.lastProcessed)
+	require.Len(t, c.seen, 1)
+	for id := range c.seen {
+		require.Equal(t, "a:1", id)
+		require.NotEqual(t, addressOf(d.FullID), addressOf(id))
+	}
+	var counter alertCounter
+	counter.add(countKeyOf(&d))
+	require.NotEqual(t, addressOf(d.Category), addressOf(counter.order[0].category))
+}
+
+// addressOf is where a string's bytes are, to tell a copy from a substring.
+func addressOf(s string) uintptr {
+	return uintptr(unsafe.Pointer(unsafe.StringData(s))) //nolint:gosec // an address compared, nothing read through it
 }

@@ -9,6 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/jsonstream"
 )
 
 // detection is one SIEM API detection. It decodes all three payload
@@ -70,6 +74,122 @@ type detection struct {
 	// Parsed from the strings above by validate.
 	alertAt       time.Time
 	lastProcessed time.Time
+}
+
+// detectionField is where the value of one key of a detection goes: a
+// string field, or a field that parses its raw JSON itself.
+type detectionField struct {
+	name      string // the key as the API spells it
+	str       func(*detection) *string
+	unmarshal func(d *detection, raw []byte) error
+}
+
+// detectionFields maps every key of detection's json tags to its field
+// (TestDetectionFieldsMatchTags keeps the two in step).
+var detectionFields = map[string]detectionField{
+	"AlertTime":                 {str: func(d *detection) *string { return &d.AlertTime }},
+	"ComputerDnsName":           {str: func(d *detection) *string { return &d.ComputerDNSName }},
+	"AlertTitle":                {str: func(d *detection) *string { return &d.AlertTitle }},
+	"Category":                  {str: func(d *detection) *string { return &d.Category }},
+	"Severity":                  {str: func(d *detection) *string { return &d.Severity }},
+	"AlertId":                   {str: func(d *detection) *string { return &d.AlertID }},
+	"Actor":                     {str: func(d *detection) *string { return &d.Actor }},
+	"LinkToWDATP":               {str: func(d *detection) *string { return &d.LinkToWDATP }},
+	"IocName":                   {str: func(d *detection) *string { return &d.IocName }},
+	"IocValue":                  {str: func(d *detection) *string { return &d.IocValue }},
+	"CreatorIocName":            {str: func(d *detection) *string { return &d.CreatorIocName }},
+	"CreatorIocValue":           {str: func(d *detection) *string { return &d.CreatorIocValue }},
+	"Sha1":                      {str: func(d *detection) *string { return &d.Sha1 }},
+	"FileName":                  {str: func(d *detection) *string { return &d.FileName }},
+	"FilePath":                  {str: func(d *detection) *string { return &d.FilePath }},
+	"IpAddress":                 {str: func(d *detection) *string { return &d.IPAddress }},
+	"Url":                       {str: func(d *detection) *string { return &d.URL }},
+	"IoaDefinitionId":           {str: func(d *detection) *string { return &d.IoaDefinitionID }},
+	"IoaDefinitiondId":          {str: func(d *detection) *string { return &d.IoaDefinitiondID }},
+	"UserName":                  {str: func(d *detection) *string { return &d.UserName }},
+	"AlertPart":                 {unmarshal: func(d *detection, b []byte) error { return d.AlertPart.UnmarshalJSON(b) }},
+	"FullId":                    {str: func(d *detection) *string { return &d.FullID }},
+	"LastProcessedTimeUtc":      {str: func(d *detection) *string { return &d.LastProcessedTimeUtc }},
+	"ThreatCategory":            {str: func(d *detection) *string { return &d.ThreatCategory }},
+	"ThreatFamily":              {str: func(d *detection) *string { return &d.ThreatFamily }},
+	"ThreatName":                {str: func(d *detection) *string { return &d.ThreatName }},
+	"RemediationAction":         {str: func(d *detection) *string { return &d.RemediationAction }},
+	"RemediationIsSuccess":      {unmarshal: func(d *detection, b []byte) error { return d.RemediationIsSuccess.UnmarshalJSON(b) }},
+	"Source":                    {str: func(d *detection) *string { return &d.Source }},
+	"Md5":                       {str: func(d *detection) *string { return &d.Md5 }},
+	"Sha256":                    {str: func(d *detection) *string { return &d.Sha256 }},
+	"WasExecutingWhileDetected": {unmarshal: func(d *detection, b []byte) error { return d.WasExecutingWhileDetected.UnmarshalJSON(b) }},
+	"UserDomain":                {str: func(d *detection) *string { return &d.UserDomain }},
+	"LogOnUsers":                {str: func(d *detection) *string { return &d.LogOnUsers }},
+	"MachineDomain":             {str: func(d *detection) *string { return &d.MachineDomain }},
+	"MachineName":               {str: func(d *detection) *string { return &d.MachineName }},
+	"InternalIPv4List":          {str: func(d *detection) *string { return &d.InternalIPv4List }},
+	"InternalIPv6List":          {str: func(d *detection) *string { return &d.InternalIPv6List }},
+	"FileHash":                  {str: func(d *detection) *string { return &d.FileHash }},
+	"DeviceID":                  {str: func(d *detection) *string { return &d.DeviceID }},
+	"MachineGroup":              {str: func(d *detection) *string { return &d.MachineGroup }},
+	"Description":               {str: func(d *detection) *string { return &d.Description }},
+	"DeviceCreatedMachineTags":  {str: func(d *detection) *string { return &d.DeviceCreatedMachineTags }},
+	"CloudCreatedMachineTags":   {str: func(d *detection) *string { return &d.CloudCreatedMachineTags }},
+	"CommandLine":               {str: func(d *detection) *string { return &d.CommandLine }},
+	"IncidentLinkToWDATP":       {str: func(d *detection) *string { return &d.IncidentLinkToWDATP }},
+	"ReportID":                  {unmarshal: func(d *detection, b []byte) error { return d.ReportID.UnmarshalJSON(b) }},
+	"LinkToMTP":                 {str: func(d *detection) *string { return &d.LinkToMTP }},
+	"IncidentLinkToMTP":         {str: func(d *detection) *string { return &d.IncidentLinkToMTP }},
+	"ExternalId":                {str: func(d *detection) *string { return &d.ExternalID }},
+	"IocUniqueId":               {str: func(d *detection) *string { return &d.IocUniqueID }},
+}
+
+// detectionFieldsFolded finds the keys that match only case-insensitively,
+// folded as encoding/json folds them.
+var detectionFieldsFolded = func() map[string]detectionField {
+	folded := make(map[string]detectionField, len(detectionFields))
+	for key, f := range detectionFields {
+		f.name = key
+		detectionFields[key] = f
+		folded[string(foldName([]byte(key)))] = f
+	}
+	return folded
+}()
+
+// smallestFold walks r's fold set, which unicode.SimpleFold visits in
+// increasing order before wrapping around to its smallest rune.
+func smallestFold(r rune) rune {
+	for {
+		next := unicode.SimpleFold(r)
+		if next <= r {
+			return next
+		}
+		r = next
+	}
+}
+
+func lookupDetectionField(key []byte) detectionField {
+	if f, ok := detectionFields[string(key)]; ok {
+		return f
+	}
+	return detectionFieldsFolded[string(foldName(key))]
+}
+
+// foldName folds a key as encoding/json does to match keys without regard
+// to case: ASCII letters to upper case, other runes to the smallest rune of
+// their fold set.
+func foldName(key []byte) []byte {
+	folded := make([]byte, 0, len(key))
+	for i := 0; i < len(key); {
+		if c := key[i]; c < utf8.RuneSelf {
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			folded = append(folded, c)
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(key[i:])
+		folded = utf8.AppendRune(folded, smallestFold(r))
+		i += n
+	}
+	return folded
 }
 
 // identity is the detection's deduplication key: FullId, or AlertId and
@@ -178,7 +298,7 @@ func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return strings.ToValidUTF8(s[:n], "") + "..."
+	return cutAtRune(s, n) + "..."
 }
 
 // bodyReader remembers how the body ended. The JSON decoder reads ahead
@@ -226,43 +346,211 @@ func (d *jsonDecoder) explain(err error) error {
 }
 
 // detectionDecoder streams a JSON array of detections one at a time, so
-// memory does not grow with the size of the response.
+// memory does not grow with the size of the response. It maps keys to
+// fields itself, without reflection, and accepts what encoding/json would:
+// keys match exactly or else case-insensitively, null leaves a field as it
+// is, and the last of repeated keys wins.
 type detectionDecoder struct {
-	dec   *jsonDecoder
-	index int
+	r     *jsonstream.Reader
+	index int  // of the next detection
+	done  bool // the closing bracket was read
+
+	// Reused from detection to detection.
+	key     []byte
+	raw     []byte
+	values  []byte         // the unescaped string values, back to back
+	assigns []stringAssign // which field each of values goes to
 }
 
-func newDetectionDecoder(r io.Reader) (*detectionDecoder, error) {
-	dec := newJSONDecoder(r)
-	tok, err := dec.Token()
+// stringAssign is a string field and where its value lies in values.
+type stringAssign struct {
+	field      *string
+	start, end int
+}
+
+// readBufferSize is what the decoder reads from the connection at a time.
+const readBufferSize = 64 * 1024
+
+func newDetectionDecoder(body io.Reader) (*detectionDecoder, error) {
+	r := jsonstream.NewReader(body, readBufferSize)
+	c, err := r.NextByte()
 	if err != nil {
-		return nil, fmt.Errorf("response is not a JSON array: %w", dec.explain(err))
+		return nil, fmt.Errorf("response is not a JSON array: %w", explainRead(err, r))
 	}
-	if delim, ok := tok.(json.Delim); !ok || delim != '[' {
-		return nil, fmt.Errorf("response is not a JSON array of detections: it starts with %s", describeToken(tok))
+	if c == '[' {
+		return &detectionDecoder{r: r}, nil
 	}
-	return &detectionDecoder{dec: dec}, nil
+	if c == '"' {
+		s, err := r.AppendString(nil)
+		if err != nil {
+			return nil, fmt.Errorf("response is not a JSON array: %w", explainRead(err, r))
+		}
+		return nil, fmt.Errorf("response is not a JSON array of detections: it starts with the string %q", truncate(string(s), 64))
+	}
+	if c == '{' {
+		return nil, errors.New(`response is not a JSON array of detections: it starts with "{"`)
+	}
+	raw, err := r.AppendRaw(nil, c, 0)
+	if err != nil {
+		return nil, fmt.Errorf("response is not a JSON array: %w", explainRead(err, r))
+	}
+	return nil, fmt.Errorf("response is not a JSON array of detections: it starts with %s", truncate(string(raw), 64))
 }
 
 // next decodes the next detection into d. It returns io.EOF after the
 // closing bracket, and an error naming the detection's index otherwise.
 func (dd *detectionDecoder) next(d *detection) error {
-	if !dd.dec.More() {
-		if _, err := dd.dec.Token(); err != nil {
-			return fmt.Errorf("after detection %d: %w", dd.index-1, dd.dec.explain(err))
-		}
+	if dd.done {
 		return io.EOF
 	}
-	*d = detection{}
+	c, err := dd.r.NextByte()
+	if err != nil {
+		return dd.afterError(explainRead(err, dd.r))
+	}
+	if c == ']' {
+		return dd.end()
+	}
+	if dd.index > 0 {
+		switch c {
+		case ',':
+			if c, err = dd.r.NextByte(); err != nil {
+				return fmt.Errorf("detection %d: %w", dd.index, explainRead(err, dd.r))
+			}
+		default:
+			return dd.afterError(explainRead(dd.r.ExpectedArraySeparator(c), dd.r))
+		}
+	}
 	i := dd.index
 	dd.index++
-	if err := dd.dec.Decode(d); err != nil {
-		return fmt.Errorf("detection %d: %w", i, dd.dec.explain(err))
+	*d = detection{}
+	if err := dd.decode(c, d); err != nil {
+		return fmt.Errorf("detection %d: %w", i, explainRead(err, dd.r))
 	}
 	if err := d.validate(); err != nil {
 		return fmt.Errorf("detection %d (FullId %q): %w", i, truncate(d.identity(), 128), err)
 	}
 	return nil
+}
+
+// end checks that nothing but whitespace follows the closing bracket: more
+// would be a second answer or garbage, and either means this one cannot be
+// trusted whole.
+func (dd *detectionDecoder) end() error {
+	dd.done = true
+	if err := dd.r.ExpectEnd(); err != nil {
+		return fmt.Errorf("after the closing bracket: %w", explainRead(err, dd.r))
+	}
+	return io.EOF
+}
+
+// afterError places an error found between detections.
+func (dd *detectionDecoder) afterError(err error) error {
+	if dd.index == 0 {
+		return fmt.Errorf("after the opening bracket: %w", err)
+	}
+	return fmt.Errorf("after detection %d: %w", dd.index-1, err)
+}
+
+// decode reads one element of the array, whose first byte is c, into d.
+// As with encoding/json, malformed JSON anywhere in the element is reported
+// before a value of the wrong type.
+func (dd *detectionDecoder) decode(c byte, d *detection) error {
+	switch c {
+	case '{':
+	case 'n': // null decodes to nothing, as in encoding/json
+		return dd.r.Skip(c, 0)
+	default:
+		if err := dd.r.Skip(c, 0); err != nil {
+			return err
+		}
+		return fmt.Errorf("a JSON %s where a detection object was expected", jsonstream.Kind(c))
+	}
+	start := dd.r.Offset() - 1
+	dd.values, dd.assigns = dd.values[:0], dd.assigns[:0]
+	var valueErr, typeErr error
+	c, err := dd.r.NextByte()
+	if err != nil {
+		return err
+	}
+	if c != '}' {
+		for {
+			if c != '"' {
+				return dd.r.ExpectedKey(c)
+			}
+			if dd.key, err = dd.r.AppendString(dd.key[:0]); err != nil {
+				return err
+			}
+			if c, err = dd.r.NextByte(); err != nil {
+				return err
+			}
+			if c != ':' {
+				return dd.r.ExpectedColon(c)
+			}
+			if c, err = dd.r.NextByte(); err != nil {
+				return err
+			}
+			field := lookupDetectionField(dd.key)
+			switch {
+			case field.name == "" || c == 'n' && field.str != nil:
+				err = dd.r.Skip(c, 1)
+			case field.str != nil && c == '"':
+				begin := len(dd.values)
+				dd.values, err = dd.r.AppendString(dd.values)
+				dd.assigns = append(dd.assigns, stringAssign{field: field.str(d), start: begin, end: len(dd.values)})
+			case field.str != nil:
+				err = dd.r.Skip(c, 1)
+				if typeErr == nil {
+					typeErr = fmt.Errorf("field %s: JSON %s where a string was expected (byte %d of the detection)",
+						field.name, jsonstream.Kind(c), dd.r.Offset()-start)
+				}
+			default:
+				dd.raw, err = dd.r.AppendRaw(dd.raw[:0], c, 1)
+				if err == nil && valueErr == nil {
+					valueErr = field.unmarshal(d, dd.raw)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if c, err = dd.r.NextByte(); err != nil {
+				return err
+			}
+			if c == '}' {
+				break
+			}
+			if c != ',' {
+				return dd.r.ExpectedObjectSeparator(c)
+			}
+			if c, err = dd.r.NextByte(); err != nil {
+				return err
+			}
+		}
+	}
+	// One allocation holds every string of the detection.
+	values := string(dd.values)
+	for _, a := range dd.assigns {
+		*a.field = values[a.start:a.end]
+	}
+	if valueErr != nil {
+		return valueErr
+	}
+	return typeErr
+}
+
+// explainRead turns an error of the JSON reader into what went wrong: the
+// body's own read error, a truncated answer, or malformed JSON with its
+// position.
+func explainRead(err error, r *jsonstream.Reader) error {
+	var syntaxErr *jsonstream.SyntaxError
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w at byte %d: the connection closed before the announced length", errTruncated, r.Offset())
+	case errors.Is(err, jsonstream.ErrEndOfInput):
+		return fmt.Errorf("%w at byte %d", errTruncated, r.Offset())
+	case errors.As(err, &syntaxErr):
+		return fmt.Errorf("invalid JSON at byte %d: %w", syntaxErr.Offset, err)
+	}
+	return err
 }
 
 func describeJSONError(err error, dec *json.Decoder) error {

@@ -104,7 +104,7 @@ func TestAPIStatusErrors(t *testing.T) {
 			`SIEM API at %s answered 403 Forbidden (the app lacks permission, or the tenant is not managed by this API or was deleted): ` +
 				`body "{\"error\":\"Forbidden\"}"`},
 		{http.StatusInternalServerError, "<html>\r\n<body>Oops\x1b[31m</body>\n</html>",
-			`SIEM API at %s answered 500 Internal Server Error (service error): body "<html><body>Oops[31m</body></html>"`},
+			`SIEM API at %s answered 500 Internal Server Error (service error): body "<html>  <body>Oops�[31m</body> </html>"`},
 		{http.StatusServiceUnavailable, "",
 			`SIEM API at %s answered 503 Service Unavailable (service error): empty body`},
 		{http.StatusNotFound, long,
@@ -180,7 +180,7 @@ func TestTokenEndpointAnswersWithoutOAuthError(t *testing.T) {
 	plugin := stubbedPlugin(t, server, logger)
 	msg, _ := gatherError(t, plugin, logger)
 	require.Equal(t, fmt.Sprintf(
-		`token request to %s failed: HTTP 502 Bad Gateway: body "<h1>Bad gateway</h1><pre>`+
+		`token request to %s failed: HTTP 502 Bad Gateway: body "<h1>Bad gateway</h1> <pre>`+
 			`client_id=%s&client_secret=%s&grant_type=refresh_token&refresh_token=%s&resource=https%%3A%%2F%%2Fgraph.windows.net</pre>"`,
 		strings.TrimPrefix(server.URL, "http://"), testClientID, "[redacted]", "[redacted]"), msg)
 }

@@ -3,14 +3,19 @@ package microsoft_defender
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/influxdata/telegraf/config"
 )
@@ -20,9 +25,11 @@ import (
 // bound.
 const fuzzBodyLimit = 1 << 20
 
-// FuzzDecodeDetections feeds arbitrary answers to the detection decoder and
-// the metric mapping: they must never panic, and every detection they
-// accept must become a metric.
+// FuzzDecodeDetections feeds arbitrary answers, one byte per read, to the
+// detection decoder and the metric mapping. Detection by detection, the
+// decoder must decode what encoding/json decodes into the same struct and
+// fail where it fails; its errors must say where; it must never panic; and
+// every detection it accepts must become a metric.
 func FuzzDecodeDetections(f *testing.F) {
 	for _, name := range fixtureFiles(f) {
 		data, err := os.ReadFile(name)
@@ -36,33 +43,65 @@ func FuzzDecodeDetections(f *testing.F) {
 	}
 	f.Add([]byte(`[{"AlertPart":"1","ReportID":null,"RemediationIsSuccess":"true","LastProcessedTimeUtc":"2020-01-01 00:00:00"}]`))
 	f.Add([]byte(`[{"LastProcessedTimeUtc":"2020-01-01T00:00:00Z","Junk":[[[[{}]]]]},1,"x",null]`))
+	f.Add([]byte(`[{"lastprocessedtimeutc":"2020-01-01T00:00:00Z","FULLID":"a","FullId":null,"Alertpart":2,"alertPart":null}] `))
+	f.Add([]byte(`[{"LastProcessedTimeUtc":"2020-01-01T00:00:00Z","Sha1":"\u00e9\ud83d\ude00\ud800","Title":5}]x`))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		body := &limitedBody{body: io.NopCloser(bytes.NewReader(data)), remaining: fuzzBodyLimit}
+		want, wantErr := decodeWithEncodingJSON(data)
+		body := &limitedBody{body: io.NopCloser(iotest.OneByteReader(bytes.NewReader(data))), remaining: fuzzBodyLimit}
+		var got []detection
 		dec, err := newDetectionDecoder(body)
-		if err != nil {
-			return
+		for err == nil {
+			var d detection
+			if err = dec.next(&d); err == nil {
+				got = append(got, d)
+			}
 		}
-		var d detection
-		for range 10000 {
-			err := dec.next(&d)
-			if errors.Is(err, io.EOF) {
-				return
-			}
-			if err != nil {
-				if !strings.HasPrefix(err.Error(), "detection ") && !strings.HasPrefix(err.Error(), "after detection ") {
-					t.Fatalf("an error that does not name the detection: %v", err)
-				}
-				return
-			}
-			if d.lastProcessed.IsZero() {
-				t.Fatal("a detection accepted without LastProcessedTimeUtc")
-			}
-			if m, _ := alertMetric(&d); m.Name() != measurementAlert {
+		if errors.Is(err, io.EOF) {
+			err = nil
+		}
+		if (err == nil) != (wantErr == nil) || len(got) != len(want) {
+			t.Fatalf("encoding/json decoded %d detections, then %v; the decoder %d, then %v", len(want), wantErr, len(got), err)
+		}
+		require.Equal(t, want, got)
+		if err != nil && !strings.HasPrefix(err.Error(), "detection ") && !strings.HasPrefix(err.Error(), "after ") &&
+			!strings.HasPrefix(err.Error(), "response is not a JSON array") {
+			t.Fatalf("an error that does not say where: %v", err)
+		}
+		for i := range got {
+			if m, _ := alertMetric(&got[i]); m.Name() != measurementAlert {
 				t.Fatalf("unexpected measurement %q", m.Name())
 			}
 		}
 	})
+}
+
+// decodeWithEncodingJSON decodes an answer with encoding/json, the reference
+// the detection decoder is held to: it stops at the first detection that
+// does not decode or validate, and rejects anything after the array.
+func decodeWithEncodingJSON(data []byte) ([]detection, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+		return nil, fmt.Errorf("not an array: %v %w", tok, err)
+	}
+	var out []detection
+	for dec.More() {
+		var d detection
+		if err := dec.Decode(&d); err != nil {
+			return out, err
+		}
+		if err := d.validate(); err != nil {
+			return out, err
+		}
+		out = append(out, d)
+	}
+	if _, err := dec.Token(); err != nil {
+		return out, err
+	}
+	if tok, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return out, fmt.Errorf("after the array: %v %w", tok, err)
+	}
+	return out, nil
 }
 
 // FuzzTokenResponse feeds arbitrary token endpoint answers, with any
@@ -79,6 +118,10 @@ func FuzzTokenResponse(f *testing.F) {
 	f.Add(401, []byte(`{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1"}`))
 	f.Add(400, []byte(`{"error":"invalid_grant","error_description":"AADSTS70000: `+testRefreshToken+`"}`))
 	f.Add(502, []byte("<html>client_secret="+testClientSecret+"</html>"))
+	// Found by the fuzzer: bytes that are not UTF-8 inside an echoed secret
+	// escaped redaction, and dropping them afterwards joined the secret.
+	f.Add(502, []byte("<html>client_secret="+testClientSecret[:9]+"\x95\xb4"+testClientSecret[9:]+"</html>"))
+	f.Add(400, []byte(`{"error":"`+testClientSecret+`"}`))
 	f.Add(200, []byte(`{"access_token":"x","expires_in":"soon"}`))
 
 	f.Fuzz(func(t *testing.T, status int, body []byte) {

@@ -52,7 +52,7 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	} {
 		v := f.value
 		if len(v) > maxFieldBytes {
-			v = strings.ToValidUTF8(v[:maxFieldBytes], "")
+			v = cutAtRune(v, maxFieldBytes)
 			cut = append(cut, f.name)
 		}
 		if v != "" {

@@ -34,39 +34,40 @@ func alertMetric(d *detection) (telegraf.Metric, []string) {
 	addTag(tags, "machine_group", key.machineGroup)
 	addTag(tags, "detection_source", sanitize(d.Source, maxTagBytes))
 
-	fields := make(map[string]interface{}, 48)
-	for _, f := range alertStringFields {
-		v := f.value(d)
-		if len(v) > maxFieldBytes {
-			v = strings.ToValidUTF8(v[:maxFieldBytes], "")
-			cut = append(cut, f.name)
-		}
-		if v != "" {
-			fields[f.name] = v
-		}
-	}
-	if d.AlertPart.set {
-		fields["alert_part"] = d.AlertPart.value
-	}
-	if d.ReportID.set {
-		fields["report_id"] = d.ReportID.value
-	}
-	if d.RemediationIsSuccess.set {
-		fields["remediation_is_success"] = d.RemediationIsSuccess.value
-	}
-	if d.WasExecutingWhileDetected.set {
-		fields["was_executing_while_detected"] = d.WasExecutingWhileDetected.value
-	}
-	fields["last_processed_time_utc"] = d.lastProcessed.Format(time.RFC3339Nano)
-
 	ts := d.lastProcessed
 	if !d.alertAt.IsZero() {
-		fields["alert_time"] = d.alertAt.Format(time.RFC3339Nano)
 		ts = d.alertAt
 	}
 	// The detections of one alert share AlertTime and often every tag;
 	// AlertPart tells them apart.
-	return metric.New(measurementAlert, tags, fields, atTick(ts, d.AlertPart.value)), cut
+	m := metric.New(measurementAlert, tags, nil, atTick(ts, d.AlertPart.value))
+	for _, f := range alertStringFields {
+		v := f.value(d)
+		if len(v) > maxFieldBytes {
+			v = cutAtRune(v, maxFieldBytes)
+			cut = append(cut, f.name)
+		}
+		if v != "" {
+			m.AddField(f.name, v)
+		}
+	}
+	if d.AlertPart.set {
+		m.AddField("alert_part", d.AlertPart.value)
+	}
+	if d.ReportID.set {
+		m.AddField("report_id", d.ReportID.value)
+	}
+	if d.RemediationIsSuccess.set {
+		m.AddField("remediation_is_success", d.RemediationIsSuccess.value)
+	}
+	if d.WasExecutingWhileDetected.set {
+		m.AddField("was_executing_while_detected", d.WasExecutingWhileDetected.value)
+	}
+	m.AddField("last_processed_time_utc", d.lastProcessed.Format(time.RFC3339Nano))
+	if !d.alertAt.IsZero() {
+		m.AddField("alert_time", d.alertAt.Format(time.RFC3339Nano))
+	}
+	return m, cut
 }
 
 // atTick keeps t to the APIs' resolution of 100 ns and puts n (mod 100) in
@@ -169,6 +170,8 @@ func (c *alertCounter) add(k countKey) {
 		c.counts = make(map[countKey]int64)
 	}
 	if _, ok := c.counts[k]; !ok {
+		// Copies, for the same reason as in cursor.remember.
+		k = countKey{strings.Clone(k.severity), strings.Clone(k.category), strings.Clone(k.machineGroup)}
 		c.order = append(c.order, k)
 	}
 	c.counts[k]++
