@@ -45,7 +45,7 @@ run: build
 PLUGIN       := ./plugins/inputs/microsoft_defender
 # package:target
 FUZZ_TARGETS := $(PLUGIN):FuzzDecodeDetections $(PLUGIN):FuzzTokenResponse \
-                $(PLUGIN)/jsonstream:FuzzReaderMatchesEncodingJSON
+                $(PLUGIN):FuzzDecodeGraphPage $(PLUGIN)/jsonstream:FuzzReaderMatchesEncodingJSON
 FUZZTIME     ?= 2m
 
 # Every test: unit, simulator and end-to-end with the real Telegraf binary,

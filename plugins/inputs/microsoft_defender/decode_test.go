@@ -207,7 +207,7 @@ func TestDetectionFieldsMatchTags(t *testing.T) {
 			continue
 		}
 		tagged++
-		f, ok := detectionFields[key]
+		f, ok := detectionFields.exact[key]
 		require.True(t, ok, "no entry for %s", key)
 		require.Equal(t, key, f.name)
 		field := reflect.ValueOf(&d).Elem().Field(i)
@@ -215,11 +215,11 @@ func TestDetectionFieldsMatchTags(t *testing.T) {
 		case f.str != nil:
 			require.Equal(t, field.Addr().Interface(), f.str(&d), key)
 		default:
-			require.NoError(t, f.unmarshal(&d, []byte("1")))
+			require.NoError(t, f.raw(&d, []byte("1")))
 			require.True(t, field.FieldByName("set").Bool(), key)
 		}
 	}
-	require.Len(t, detectionFields, tagged)
+	require.Len(t, detectionFields.exact, tagged)
 }
 
 // The decoder follows encoding/json where the SIEM API's generations

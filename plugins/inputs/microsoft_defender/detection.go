@@ -2,15 +2,11 @@ package microsoft_defender
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/jsonstream"
 )
@@ -76,17 +72,9 @@ type detection struct {
 	lastProcessed time.Time
 }
 
-// detectionField is where the value of one key of a detection goes: a
-// string field, or a field that parses its raw JSON itself.
-type detectionField struct {
-	name      string // the key as the API spells it
-	str       func(*detection) *string
-	unmarshal func(d *detection, raw []byte) error
-}
-
 // detectionFields maps every key of detection's json tags to its field
 // (TestDetectionFieldsMatchTags keeps the two in step).
-var detectionFields = map[string]detectionField{
+var detectionFields = newObjectFields("detection", map[string]objectField[detection]{
 	"AlertTime":                 {str: func(d *detection) *string { return &d.AlertTime }},
 	"ComputerDnsName":           {str: func(d *detection) *string { return &d.ComputerDNSName }},
 	"AlertTitle":                {str: func(d *detection) *string { return &d.AlertTitle }},
@@ -107,18 +95,18 @@ var detectionFields = map[string]detectionField{
 	"IoaDefinitionId":           {str: func(d *detection) *string { return &d.IoaDefinitionID }},
 	"IoaDefinitiondId":          {str: func(d *detection) *string { return &d.IoaDefinitiondID }},
 	"UserName":                  {str: func(d *detection) *string { return &d.UserName }},
-	"AlertPart":                 {unmarshal: func(d *detection, b []byte) error { return d.AlertPart.UnmarshalJSON(b) }},
+	"AlertPart":                 {raw: func(d *detection, b []byte) error { return d.AlertPart.UnmarshalJSON(b) }},
 	"FullId":                    {str: func(d *detection) *string { return &d.FullID }},
 	"LastProcessedTimeUtc":      {str: func(d *detection) *string { return &d.LastProcessedTimeUtc }},
 	"ThreatCategory":            {str: func(d *detection) *string { return &d.ThreatCategory }},
 	"ThreatFamily":              {str: func(d *detection) *string { return &d.ThreatFamily }},
 	"ThreatName":                {str: func(d *detection) *string { return &d.ThreatName }},
 	"RemediationAction":         {str: func(d *detection) *string { return &d.RemediationAction }},
-	"RemediationIsSuccess":      {unmarshal: func(d *detection, b []byte) error { return d.RemediationIsSuccess.UnmarshalJSON(b) }},
+	"RemediationIsSuccess":      {raw: func(d *detection, b []byte) error { return d.RemediationIsSuccess.UnmarshalJSON(b) }},
 	"Source":                    {str: func(d *detection) *string { return &d.Source }},
 	"Md5":                       {str: func(d *detection) *string { return &d.Md5 }},
 	"Sha256":                    {str: func(d *detection) *string { return &d.Sha256 }},
-	"WasExecutingWhileDetected": {unmarshal: func(d *detection, b []byte) error { return d.WasExecutingWhileDetected.UnmarshalJSON(b) }},
+	"WasExecutingWhileDetected": {raw: func(d *detection, b []byte) error { return d.WasExecutingWhileDetected.UnmarshalJSON(b) }},
 	"UserDomain":                {str: func(d *detection) *string { return &d.UserDomain }},
 	"LogOnUsers":                {str: func(d *detection) *string { return &d.LogOnUsers }},
 	"MachineDomain":             {str: func(d *detection) *string { return &d.MachineDomain }},
@@ -133,64 +121,12 @@ var detectionFields = map[string]detectionField{
 	"CloudCreatedMachineTags":   {str: func(d *detection) *string { return &d.CloudCreatedMachineTags }},
 	"CommandLine":               {str: func(d *detection) *string { return &d.CommandLine }},
 	"IncidentLinkToWDATP":       {str: func(d *detection) *string { return &d.IncidentLinkToWDATP }},
-	"ReportID":                  {unmarshal: func(d *detection, b []byte) error { return d.ReportID.UnmarshalJSON(b) }},
+	"ReportID":                  {raw: func(d *detection, b []byte) error { return d.ReportID.UnmarshalJSON(b) }},
 	"LinkToMTP":                 {str: func(d *detection) *string { return &d.LinkToMTP }},
 	"IncidentLinkToMTP":         {str: func(d *detection) *string { return &d.IncidentLinkToMTP }},
 	"ExternalId":                {str: func(d *detection) *string { return &d.ExternalID }},
 	"IocUniqueId":               {str: func(d *detection) *string { return &d.IocUniqueID }},
-}
-
-// detectionFieldsFolded finds the keys that match only case-insensitively,
-// folded as encoding/json folds them.
-var detectionFieldsFolded = func() map[string]detectionField {
-	folded := make(map[string]detectionField, len(detectionFields))
-	for key, f := range detectionFields {
-		f.name = key
-		detectionFields[key] = f
-		folded[string(foldName([]byte(key)))] = f
-	}
-	return folded
-}()
-
-// smallestFold walks r's fold set, which unicode.SimpleFold visits in
-// increasing order before wrapping around to its smallest rune.
-func smallestFold(r rune) rune {
-	for {
-		next := unicode.SimpleFold(r)
-		if next <= r {
-			return next
-		}
-		r = next
-	}
-}
-
-func lookupDetectionField(key []byte) detectionField {
-	if f, ok := detectionFields[string(key)]; ok {
-		return f
-	}
-	return detectionFieldsFolded[string(foldName(key))]
-}
-
-// foldName folds a key as encoding/json does to match keys without regard
-// to case: ASCII letters to upper case, other runes to the smallest rune of
-// their fold set.
-func foldName(key []byte) []byte {
-	folded := make([]byte, 0, len(key))
-	for i := 0; i < len(key); {
-		if c := key[i]; c < utf8.RuneSelf {
-			if 'a' <= c && c <= 'z' {
-				c -= 'a' - 'A'
-			}
-			folded = append(folded, c)
-			i++
-			continue
-		}
-		r, n := utf8.DecodeRune(key[i:])
-		folded = utf8.AppendRune(folded, smallestFold(r))
-		i += n
-	}
-	return folded
-}
+})
 
 // identity is the detection's deduplication key: FullId, or AlertId and
 // IocUniqueId when FullId is absent (they are equal in every known sample).
@@ -301,71 +237,14 @@ func truncate(s string, n int) string {
 	return cutAtRune(s, n) + "..."
 }
 
-// bodyReader remembers how the body ended. The JSON decoder reads ahead
-// and reports a lost connection, an oversized body or a cut-off answer as
-// one more syntax error; the reason tells which, and so whether a retry can
-// help.
-type bodyReader struct {
-	r   io.Reader
-	err error // the first error of r, io.EOF included
-}
-
-func (b *bodyReader) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	if err != nil && b.err == nil {
-		b.err = err
-	}
-	return n, err
-}
-
-// jsonDecoder decodes a body and explains its errors.
-type jsonDecoder struct {
-	*json.Decoder
-	body *bodyReader
-}
-
-func newJSONDecoder(r io.Reader) *jsonDecoder {
-	body := &bodyReader{r: r}
-	return &jsonDecoder{Decoder: json.NewDecoder(body), body: body}
-}
-
-// explain turns a decoding error into what went wrong: the body's own read
-// error, a truncated answer, or malformed JSON with its position.
-func (d *jsonDecoder) explain(err error) error {
-	if errors.Is(d.body.err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("%w at byte %d: the connection closed before the announced length", errTruncated, d.InputOffset())
-	}
-	if d.body.err != nil && !errors.Is(d.body.err, io.EOF) {
-		return d.body.err
-	}
-	var syntaxErr *json.SyntaxError
-	if errors.As(err, &syntaxErr) && d.body.err != nil && strings.Contains(syntaxErr.Error(), "unexpected end of JSON input") {
-		return fmt.Errorf("%w at byte %d", errTruncated, d.InputOffset())
-	}
-	return describeJSONError(err, d.Decoder)
-}
-
 // detectionDecoder streams a JSON array of detections one at a time, so
-// memory does not grow with the size of the response. It maps keys to
-// fields itself, without reflection, and accepts what encoding/json would:
-// keys match exactly or else case-insensitively, null leaves a field as it
-// is, and the last of repeated keys wins.
+// memory does not grow with the size of the response, and decodes each as
+// encoding/json would, without reflection (see decodeObject).
 type detectionDecoder struct {
-	r     *jsonstream.Reader
-	index int  // of the next detection
-	done  bool // the closing bracket was read
-
-	// Reused from detection to detection.
-	key     []byte
-	raw     []byte
-	values  []byte         // the unescaped string values, back to back
-	assigns []stringAssign // which field each of values goes to
-}
-
-// stringAssign is a string field and where its value lies in values.
-type stringAssign struct {
-	field      *string
-	start, end int
+	r       *jsonstream.Reader
+	objects objectDecoder
+	index   int  // of the next detection
+	done    bool // the closing bracket was read
 }
 
 // readBufferSize is what the decoder reads from the connection at a time.
@@ -378,23 +257,13 @@ func newDetectionDecoder(body io.Reader) (*detectionDecoder, error) {
 		return nil, fmt.Errorf("response is not a JSON array: %w", explainRead(err, r))
 	}
 	if c == '[' {
-		return &detectionDecoder{r: r}, nil
+		return &detectionDecoder{r: r, objects: objectDecoder{r: r}}, nil
 	}
-	if c == '"' {
-		s, err := r.AppendString(nil)
-		if err != nil {
-			return nil, fmt.Errorf("response is not a JSON array: %w", explainRead(err, r))
-		}
-		return nil, fmt.Errorf("response is not a JSON array of detections: it starts with the string %q", truncate(string(s), 64))
-	}
-	if c == '{' {
-		return nil, errors.New(`response is not a JSON array of detections: it starts with "{"`)
-	}
-	raw, err := r.AppendRaw(nil, c, 0)
+	start, err := describeStart(r, c)
 	if err != nil {
 		return nil, fmt.Errorf("response is not a JSON array: %w", explainRead(err, r))
 	}
-	return nil, fmt.Errorf("response is not a JSON array of detections: it starts with %s", truncate(string(raw), 64))
+	return nil, fmt.Errorf("response is not a JSON array of detections: it starts with %s", start)
 }
 
 // next decodes the next detection into d. It returns io.EOF after the
@@ -423,7 +292,7 @@ func (dd *detectionDecoder) next(d *detection) error {
 	i := dd.index
 	dd.index++
 	*d = detection{}
-	if err := dd.decode(c, d); err != nil {
+	if err := decodeObject(&dd.objects, c, d, detectionFields); err != nil {
 		return fmt.Errorf("detection %d: %w", i, explainRead(err, dd.r))
 	}
 	if err := d.validate(); err != nil {
@@ -451,92 +320,6 @@ func (dd *detectionDecoder) afterError(err error) error {
 	return fmt.Errorf("after detection %d: %w", dd.index-1, err)
 }
 
-// decode reads one element of the array, whose first byte is c, into d.
-// As with encoding/json, malformed JSON anywhere in the element is reported
-// before a value of the wrong type.
-func (dd *detectionDecoder) decode(c byte, d *detection) error {
-	switch c {
-	case '{':
-	case 'n': // null decodes to nothing, as in encoding/json
-		return dd.r.Skip(c, 0)
-	default:
-		if err := dd.r.Skip(c, 0); err != nil {
-			return err
-		}
-		return fmt.Errorf("a JSON %s where a detection object was expected", jsonstream.Kind(c))
-	}
-	start := dd.r.Offset() - 1
-	dd.values, dd.assigns = dd.values[:0], dd.assigns[:0]
-	var valueErr, typeErr error
-	c, err := dd.r.NextByte()
-	if err != nil {
-		return err
-	}
-	if c != '}' {
-		for {
-			if c != '"' {
-				return dd.r.ExpectedKey(c)
-			}
-			if dd.key, err = dd.r.AppendString(dd.key[:0]); err != nil {
-				return err
-			}
-			if c, err = dd.r.NextByte(); err != nil {
-				return err
-			}
-			if c != ':' {
-				return dd.r.ExpectedColon(c)
-			}
-			if c, err = dd.r.NextByte(); err != nil {
-				return err
-			}
-			field := lookupDetectionField(dd.key)
-			switch {
-			case field.name == "" || c == 'n' && field.str != nil:
-				err = dd.r.Skip(c, 1)
-			case field.str != nil && c == '"':
-				begin := len(dd.values)
-				dd.values, err = dd.r.AppendString(dd.values)
-				dd.assigns = append(dd.assigns, stringAssign{field: field.str(d), start: begin, end: len(dd.values)})
-			case field.str != nil:
-				err = dd.r.Skip(c, 1)
-				if typeErr == nil {
-					typeErr = fmt.Errorf("field %s: JSON %s where a string was expected (byte %d of the detection)",
-						field.name, jsonstream.Kind(c), dd.r.Offset()-start)
-				}
-			default:
-				dd.raw, err = dd.r.AppendRaw(dd.raw[:0], c, 1)
-				if err == nil && valueErr == nil {
-					valueErr = field.unmarshal(d, dd.raw)
-				}
-			}
-			if err != nil {
-				return err
-			}
-			if c, err = dd.r.NextByte(); err != nil {
-				return err
-			}
-			if c == '}' {
-				break
-			}
-			if c != ',' {
-				return dd.r.ExpectedObjectSeparator(c)
-			}
-			if c, err = dd.r.NextByte(); err != nil {
-				return err
-			}
-		}
-	}
-	// One allocation holds every string of the detection.
-	values := string(dd.values)
-	for _, a := range dd.assigns {
-		*a.field = values[a.start:a.end]
-	}
-	if valueErr != nil {
-		return valueErr
-	}
-	return typeErr
-}
-
 // explainRead turns an error of the JSON reader into what went wrong: the
 // body's own read error, a truncated answer, or malformed JSON with its
 // position.
@@ -548,36 +331,8 @@ func explainRead(err error, r *jsonstream.Reader) error {
 	case errors.Is(err, jsonstream.ErrEndOfInput):
 		return fmt.Errorf("%w at byte %d", errTruncated, r.Offset())
 	case errors.As(err, &syntaxErr):
-		return fmt.Errorf("invalid JSON at byte %d: %w", syntaxErr.Offset, err)
+		// Not wrapped, so that explaining an explained error changes nothing.
+		return fmt.Errorf("invalid JSON at byte %d: %s", syntaxErr.Offset, syntaxErr.Error())
 	}
 	return err
-}
-
-func describeJSONError(err error, dec *json.Decoder) error {
-	var typeErr *json.UnmarshalTypeError
-	var syntaxErr *json.SyntaxError
-	switch {
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("%w at byte %d", errTruncated, dec.InputOffset())
-	case errors.As(err, &typeErr) && typeErr.Field == "":
-		return fmt.Errorf("a JSON %s where a detection object was expected", typeErr.Value)
-	case errors.As(err, &typeErr):
-		return fmt.Errorf("field %s: JSON %s where a %s was expected (byte %d of the detection)", typeErr.Field, typeErr.Value, typeErr.Type, typeErr.Offset)
-	case errors.As(err, &syntaxErr):
-		return fmt.Errorf("invalid JSON at byte %d: %s", syntaxErr.Offset, strings.TrimPrefix(err.Error(), "json: "))
-	}
-	return err
-}
-
-func describeToken(tok json.Token) string {
-	switch v := tok.(type) {
-	case json.Delim:
-		return fmt.Sprintf("%q", string(v))
-	case string:
-		return fmt.Sprintf("the string %q", truncate(v, 64))
-	case nil:
-		return "null"
-	default:
-		return fmt.Sprintf("%v", v)
-	}
 }

@@ -185,3 +185,124 @@ func fixtureFiles(f *testing.F) []string {
 	}
 	return names
 }
+
+// FuzzDecodeGraphPage holds the Graph page decoder to encoding/json as
+// FuzzDecodeDetections does the SIEM one: the same alerts, evidence count,
+// device evidence and next link, and a failure where encoding/json fails.
+func FuzzDecodeGraphPage(f *testing.F) {
+	matches, err := filepath.Glob("testcases/graph_*/response*.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, name := range matches {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte(`{"value":[{"ID":"a","lastUpdateDateTime":"2026-01-01T00:00:00Z","mitreTechniques":["T1",null],` +
+		`"mitreTechniques":[null,"T2"],"evidence":[null,{"@odata.type":"#microsoft.graph.security.deviceEvidence","RbacGroupName":"g"}]}],` +
+		`"@odata.nextLink":null,"@odata.context":{"x":[1]}}`))
+	f.Add([]byte(`{"value":[{"id":"a","lastUpdateDateTime":"2026-01-01T00:00:00Z","evidence":[1]}]}`))
+	f.Add([]byte(`{"value":{},"@odata.nextLink":5}`))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var want []graphAlert
+		wantNext, wantErr := decodeGraphPageWithEncodingJSON(data, func(a *graphAlert) { want = append(want, *a) })
+		var got []graphAlert
+		next, err := decodeGraphPage(iotest.OneByteReader(bytes.NewReader(data)), func(a *graphAlert) bool {
+			got = append(got, *a)
+			return true
+		})
+		if (err == nil) != (wantErr == nil) || len(got) != len(want) {
+			t.Fatalf("encoding/json decoded %d alerts, then %v; the decoder %d, then %v", len(want), wantErr, len(got), err)
+		}
+		if err == nil {
+			require.Equal(t, wantNext, next)
+		}
+		for i := range got {
+			var compact bytes.Buffer
+			if len(want[i].Evidence) > 0 {
+				require.NoError(t, json.Compact(&compact, want[i].Evidence))
+				want[i].Evidence = compact.Bytes()
+			}
+		}
+		require.Equal(t, want, got)
+	})
+}
+
+// decodeGraphPageWithEncodingJSON decodes a page with encoding/json, the
+// reference for decodeGraphPage.
+func decodeGraphPageWithEncodingJSON(data []byte, handle func(*graphAlert)) (string, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return "", fmt.Errorf("not an object: %v %w", tok, err)
+	}
+	var next string
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return "", err
+		}
+		switch key {
+		case "value":
+			if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+				return "", fmt.Errorf("value: %v %w", tok, err)
+			}
+			for dec.More() {
+				var a graphAlert
+				if err := dec.Decode(&a); err != nil {
+					return "", err
+				}
+				if err := validateWithEncodingJSON(&a); err != nil {
+					return "", err
+				}
+				handle(&a)
+			}
+			if _, err := dec.Token(); err != nil {
+				return "", err
+			}
+		case "@odata.nextLink":
+			if err := dec.Decode(&next); err != nil {
+				return "", err
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return "", err
+			}
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return "", err
+	}
+	if tok, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("after the object: %v %w", tok, err)
+	}
+	return next, nil
+}
+
+// validateWithEncodingJSON is graphAlert.validate with its evidence decoded
+// by encoding/json.
+func validateWithEncodingJSON(a *graphAlert) error {
+	evidence := a.Evidence
+	a.Evidence = nil
+	err := a.validate()
+	a.Evidence = evidence
+	if err != nil || len(evidence) == 0 || string(evidence) == "null" {
+		return err
+	}
+	var all []deviceEvidence
+	if err := json.Unmarshal(evidence, &all); err != nil {
+		return err
+	}
+	a.evidenceCount = len(all)
+	for _, e := range all {
+		if e.Type == "#microsoft.graph.security.deviceEvidence" {
+			a.device = e
+			break
+		}
+	}
+	return nil
+}

@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/jsonstream"
 )
 
 // graphCloud is one national cloud of Microsoft Graph: where its API and
@@ -224,6 +227,90 @@ type deviceEvidence struct {
 	RbacGroupName string `json:"rbacGroupName"`
 }
 
+// graphAlertFields maps every key of graphAlert's json tags to its field.
+var graphAlertFields = newObjectFields("alert", map[string]objectField[graphAlert]{
+	"id":                    {str: func(a *graphAlert) *string { return &a.ID }},
+	"providerAlertId":       {str: func(a *graphAlert) *string { return &a.ProviderAlertID }},
+	"incidentId":            {str: func(a *graphAlert) *string { return &a.IncidentID }},
+	"tenantId":              {str: func(a *graphAlert) *string { return &a.TenantID }},
+	"status":                {str: func(a *graphAlert) *string { return &a.Status }},
+	"severity":              {str: func(a *graphAlert) *string { return &a.Severity }},
+	"classification":        {str: func(a *graphAlert) *string { return &a.Classification }},
+	"determination":         {str: func(a *graphAlert) *string { return &a.Determination }},
+	"serviceSource":         {str: func(a *graphAlert) *string { return &a.ServiceSource }},
+	"detectionSource":       {str: func(a *graphAlert) *string { return &a.DetectionSource }},
+	"detectorId":            {str: func(a *graphAlert) *string { return &a.DetectorID }},
+	"category":              {str: func(a *graphAlert) *string { return &a.Category }},
+	"title":                 {str: func(a *graphAlert) *string { return &a.Title }},
+	"description":           {str: func(a *graphAlert) *string { return &a.Description }},
+	"recommendedActions":    {str: func(a *graphAlert) *string { return &a.RecommendedActions }},
+	"alertWebUrl":           {str: func(a *graphAlert) *string { return &a.AlertWebURL }},
+	"incidentWebUrl":        {str: func(a *graphAlert) *string { return &a.IncidentWebURL }},
+	"actorDisplayName":      {str: func(a *graphAlert) *string { return &a.ActorDisplayName }},
+	"threatDisplayName":     {str: func(a *graphAlert) *string { return &a.ThreatDisplayName }},
+	"threatFamilyName":      {str: func(a *graphAlert) *string { return &a.ThreatFamilyName }},
+	"mitreTechniques":       {raw: (*graphAlert).setMitreTechniques},
+	"assignedTo":            {str: func(a *graphAlert) *string { return &a.AssignedTo }},
+	"createdDateTime":       {str: func(a *graphAlert) *string { return &a.CreatedDateTime }},
+	"lastUpdateDateTime":    {str: func(a *graphAlert) *string { return &a.LastUpdateDateTime }},
+	"resolvedDateTime":      {str: func(a *graphAlert) *string { return &a.ResolvedDateTime }},
+	"firstActivityDateTime": {str: func(a *graphAlert) *string { return &a.FirstActivityDateTime }},
+	"lastActivityDateTime":  {str: func(a *graphAlert) *string { return &a.LastActivityDateTime }},
+	"evidence":              {raw: func(a *graphAlert, b []byte) error { a.Evidence = append(a.Evidence[:0], b...); return nil }},
+})
+
+// deviceEvidenceFields maps every key of deviceEvidence's json tags to its
+// field.
+var deviceEvidenceFields = newObjectFields("evidence", map[string]objectField[deviceEvidence]{
+	"@odata.type":   {str: func(e *deviceEvidence) *string { return &e.Type }},
+	"deviceDnsName": {str: func(e *deviceEvidence) *string { return &e.DeviceDNSName }},
+	"mdeDeviceId":   {str: func(e *deviceEvidence) *string { return &e.MdeDeviceID }},
+	"rbacGroupName": {str: func(e *deviceEvidence) *string { return &e.RbacGroupName }},
+})
+
+// setMitreTechniques decodes the raw mitreTechniques as encoding/json
+// decodes into a []string: null keeps what is there, and the elements of a
+// repeated key reuse the slice.
+func (a *graphAlert) setMitreTechniques(raw []byte) error {
+	r := jsonstream.NewReader(bytes.NewReader(raw), len(raw))
+	c, err := r.NextByte()
+	if err != nil || c == 'n' {
+		return err
+	}
+	if c != '[' {
+		return fmt.Errorf("field mitreTechniques: JSON %s where an array of strings was expected", jsonstream.Kind(c))
+	}
+	techniques := a.MitreTechniques[:0]
+	var typeErr error
+	err = readArray(r, func(i int, c byte) error {
+		if i < cap(techniques) {
+			techniques = techniques[:i+1]
+		} else {
+			techniques = append(techniques, "")
+		}
+		switch c {
+		case '"':
+			s, err := r.AppendString(nil)
+			techniques[i] = string(s)
+			return err
+		case 'n':
+			return r.Skip(c, 0)
+		}
+		if typeErr == nil {
+			typeErr = fmt.Errorf("field mitreTechniques: element %d: JSON %s where a string was expected", i, jsonstream.Kind(c))
+		}
+		return r.Skip(c, 0)
+	})
+	if err != nil {
+		return err
+	}
+	if len(techniques) == 0 {
+		techniques = make([]string, 0)
+	}
+	a.MitreTechniques = techniques
+	return typeErr
+}
+
 func (a *graphAlert) validate() error {
 	var err error
 	if a.ID == "" {
@@ -240,18 +327,41 @@ func (a *graphAlert) validate() error {
 	if len(a.Evidence) == 0 || string(a.Evidence) == "null" {
 		return nil
 	}
-	var evidence []deviceEvidence
-	if err := json.Unmarshal(a.Evidence, &evidence); err != nil {
+	count, device, err := firstDeviceEvidence(a.Evidence)
+	if err != nil {
 		return fmt.Errorf("field evidence: %w", err)
 	}
-	a.evidenceCount = len(evidence)
-	for _, e := range evidence {
-		if e.Type == "#microsoft.graph.security.deviceEvidence" {
-			a.device = e
-			break
-		}
-	}
+	a.evidenceCount, a.device = count, device
 	return nil
+}
+
+// firstDeviceEvidence counts the evidence of an alert and returns the first
+// device evidence among it.
+func firstDeviceEvidence(raw []byte) (int, deviceEvidence, error) {
+	var device deviceEvidence
+	r := jsonstream.NewReader(bytes.NewReader(raw), len(raw))
+	c, err := r.NextByte()
+	if err != nil {
+		return 0, device, err
+	}
+	if c != '[' {
+		return 0, device, fmt.Errorf("a JSON %s where an array was expected", jsonstream.Kind(c))
+	}
+	objects := objectDecoder{r: r}
+	found := false
+	count := 0
+	err = readArray(r, func(i int, c byte) error {
+		count++
+		var e deviceEvidence
+		if err := decodeObject(&objects, c, &e, deviceEvidenceFields); err != nil {
+			return fmt.Errorf("evidence %d: %w", i, err)
+		}
+		if !found && e.Type == "#microsoft.graph.security.deviceEvidence" {
+			device, found = e, true
+		}
+		return nil
+	})
+	return count, device, err
 }
 
 func (a *graphAlert) identity() string {
@@ -273,68 +383,85 @@ func (a *graphAlert) countKey() countKey {
 // decodeGraphPage streams the alerts of one page, {"value": [...],
 // "@odata.nextLink": ...} in any key order, to handle until it returns
 // false, and returns the next page's link.
-func decodeGraphPage(r io.Reader, handle func(*graphAlert) bool) (string, error) {
-	dec := newJSONDecoder(r)
-	tok, err := dec.Token()
+func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (string, error) {
+	r := jsonstream.NewReader(body, readBufferSize)
+	c, err := r.NextByte()
 	if err != nil {
-		return "", fmt.Errorf("response is not a JSON object: %w", dec.explain(err))
+		return "", fmt.Errorf("response is not a JSON object: %w", explainRead(err, r))
 	}
-	if delim, ok := tok.(json.Delim); !ok || delim != '{' {
-		return "", fmt.Errorf("response is not a JSON object with a value array: it starts with %s", describeToken(tok))
+	if c != '{' {
+		start, err := describeStart(r, c)
+		if err != nil {
+			return "", fmt.Errorf("response is not a JSON object: %w", explainRead(err, r))
+		}
+		return "", fmt.Errorf("response is not a JSON object with a value array: it starts with %s", start)
 	}
 	var next string
-	for dec.More() {
-		key, err := dec.Token()
-		if err != nil {
-			return "", dec.explain(err)
-		}
-		switch key {
+	stopped := false
+	var key []byte
+	err = readObject(r, &key, func(c byte) error {
+		switch string(key) {
 		case "value":
-			stopped, err := decodeGraphAlerts(dec, handle)
-			if err != nil || stopped {
-				return "", err
+			if stopped {
+				return r.Skip(c, 1)
 			}
+			var err error
+			stopped, err = decodeGraphAlerts(r, c, handle)
+			return err
 		case "@odata.nextLink":
-			if err := dec.Decode(&next); err != nil {
-				return "", fmt.Errorf("@odata.nextLink: %w", dec.explain(err))
+			switch c {
+			case '"':
+				link, err := r.AppendString(nil)
+				next = string(link)
+				return err
+			case 'n':
+				return r.Skip(c, 1)
 			}
-		default:
-			var skip json.RawMessage
-			if err := dec.Decode(&skip); err != nil {
-				return "", fmt.Errorf("%v: %w", key, dec.explain(err))
+			if err := r.Skip(c, 1); err != nil {
+				return err
 			}
+			return fmt.Errorf("@odata.nextLink: JSON %s where a string was expected", jsonstream.Kind(c))
 		}
+		return r.Skip(c, 1)
+	})
+	if err == nil && !stopped {
+		err = r.ExpectEnd()
 	}
-	if _, err := dec.Token(); err != nil {
-		return "", dec.explain(err)
+	if err != nil {
+		return "", explainRead(err, r)
+	}
+	if stopped {
+		return "", nil
 	}
 	return next, nil
 }
 
-// decodeGraphAlerts streams the value array; it reports whether handle
-// stopped it.
-func decodeGraphAlerts(dec *jsonDecoder, handle func(*graphAlert) bool) (bool, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return false, fmt.Errorf("value: %w", dec.explain(err))
+// decodeGraphAlerts streams the value array, whose first byte is c; it
+// reports whether handle stopped it.
+func decodeGraphAlerts(r *jsonstream.Reader, c byte, handle func(*graphAlert) bool) (bool, error) {
+	if c != '[' {
+		if err := r.Skip(c, 1); err != nil {
+			return false, fmt.Errorf("value: %w", explainRead(err, r))
+		}
+		return false, fmt.Errorf("value is not an array: it is a JSON %s", jsonstream.Kind(c))
 	}
-	if delim, ok := tok.(json.Delim); !ok || delim != '[' {
-		return false, fmt.Errorf("value is not an array: it starts with %s", describeToken(tok))
-	}
-	for i := 0; dec.More(); i++ {
+	objects := objectDecoder{r: r}
+	errStopped := errors.New("stopped")
+	err := readArray(r, func(i int, c byte) error {
 		var a graphAlert
-		if err := dec.Decode(&a); err != nil {
-			return false, fmt.Errorf("alert %d: %w", i, dec.explain(err))
+		if err := decodeObject(&objects, c, &a, graphAlertFields); err != nil {
+			return fmt.Errorf("alert %d: %w", i, explainRead(err, r))
 		}
 		if err := a.validate(); err != nil {
-			return false, fmt.Errorf("alert %d (id %q): %w", i, truncate(a.ID, 128), err)
+			return fmt.Errorf("alert %d (id %q): %w", i, truncate(a.ID, 128), err)
 		}
 		if !handle(&a) {
-			return true, nil
+			return errStopped
 		}
+		return nil
+	})
+	if errors.Is(err, errStopped) {
+		return true, nil
 	}
-	if _, err := dec.Token(); err != nil {
-		return false, fmt.Errorf("value: %w", dec.explain(err))
-	}
-	return false, nil
+	return false, err
 }

@@ -239,3 +239,45 @@ func TestGraphEvidenceOverTheFieldCapIsLeftOut(t *testing.T) {
 	require.Equal(t, []string{`W! [] alert "a1@2020-09-30T14:00:00Z": fields evidence (left out) longer than 32768 bytes were cut to that length`},
 		logger.Warnings())
 }
+
+func TestMalformedGraphPages(t *testing.T) {
+	good := `{"id":"a","lastUpdateDateTime":"2026-01-01T00:00:00Z"}`
+	tests := []struct {
+		name    string
+		body    string
+		decoded int
+		want    string
+	}{
+		{"array instead of object", `[` + good + `]`, 0,
+			`response is not a JSON object with a value array: it starts with "["`},
+		{"html page", `<html>`, 0,
+			`response is not a JSON object: invalid JSON at byte 1: invalid character '<' looking for beginning of value`},
+		{"value is an object", `{"value":{}}`, 0,
+			`value is not an array: it is a JSON object`},
+		{"cut in the second alert", `{"value":[` + good + `,{"id":"b","lastUp`, 1,
+			`alert 1: response truncated at byte 82`},
+		{"alert without id", `{"value":[` + good + `,{"lastUpdateDateTime":"2026-01-01T00:00:00Z"}]}`, 1,
+			`alert 1 (id ""): no id`},
+		{"title is a number", `{"value":[{"id":"b","title":7,"lastUpdateDateTime":"2026-01-01T00:00:00Z"}]}`, 0,
+			`alert 0: field title: JSON number where a string was expected (byte 19 of the alert)`},
+		{"evidence is an object", `{"value":[{"id":"b","lastUpdateDateTime":"2026-01-01T00:00:00Z","evidence":{}}]}`, 0,
+			`alert 0 (id "b"): field evidence: a JSON object where an array was expected`},
+		{"evidence holds a number", `{"value":[{"id":"b","lastUpdateDateTime":"2026-01-01T00:00:00Z","evidence":[{},2]}]}`, 0,
+			`alert 0 (id "b"): field evidence: evidence 1: a JSON number where an evidence object was expected`},
+		{"next link is a number", `{"value":[` + good + `],"@odata.nextLink":3}`, 1,
+			`@odata.nextLink: JSON number where a string was expected`},
+		{"two pages in one body", `{"value":[]}{"value":[]}`, 0,
+			`invalid JSON at byte 13: invalid character '{' after top-level value`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			decoded := 0
+			_, err := decodeGraphPage(strings.NewReader(tt.body), func(*graphAlert) bool {
+				decoded++
+				return true
+			})
+			require.EqualError(t, err, tt.want)
+			require.Equal(t, tt.decoded, decoded)
+		})
+	}
+}

@@ -1,0 +1,234 @@
+package microsoft_defender
+
+import (
+	"fmt"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/jsonstream"
+)
+
+// objectField is where the value of one key of an object of type T goes: a
+// string field, or a field that takes the value's raw JSON (as a
+// json.Unmarshaler would).
+type objectField[T any] struct {
+	name string // the key as the API spells it
+	str  func(*T) *string
+	raw  func(v *T, raw []byte) error
+}
+
+// objectFields maps the keys of T to its fields, matching keys exactly or
+// else case-insensitively, as encoding/json does.
+type objectFields[T any] struct {
+	noun   string // what T is, for errors: "detection", "alert"
+	exact  map[string]objectField[T]
+	folded map[string]objectField[T]
+}
+
+func newObjectFields[T any](noun string, fields map[string]objectField[T]) *objectFields[T] {
+	t := &objectFields[T]{noun: noun, exact: fields, folded: make(map[string]objectField[T], len(fields))}
+	for key, f := range fields {
+		f.name = key
+		t.exact[key] = f
+		t.folded[string(foldName([]byte(key)))] = f
+	}
+	return t
+}
+
+func (t *objectFields[T]) lookup(key []byte) (objectField[T], bool) {
+	if f, ok := t.exact[string(key)]; ok {
+		return f, true
+	}
+	f, ok := t.folded[string(foldName(key))]
+	return f, ok
+}
+
+// objectDecoder decodes JSON objects into structs through a field table,
+// without reflection. Its buffers are reused from object to object.
+type objectDecoder struct {
+	r       *jsonstream.Reader
+	key     []byte
+	raw     []byte
+	values  []byte         // the unescaped string values, back to back
+	assigns []stringAssign // which field each of values goes to
+}
+
+// stringAssign is a string field and where its value lies in values.
+type stringAssign struct {
+	field      *string
+	start, end int
+}
+
+// decodeObject reads an object whose first byte, c, was consumed into v, as
+// encoding/json would: null decodes to nothing, null leaves a field as it
+// is, the last of repeated keys wins, unknown keys are skipped, and
+// malformed JSON anywhere in the object is reported before a value of the
+// wrong type. All string fields of v share one allocation.
+func decodeObject[T any](od *objectDecoder, c byte, v *T, fields *objectFields[T]) error {
+	r := od.r
+	switch c {
+	case '{':
+	case 'n':
+		return r.Skip(c, 0)
+	default:
+		if err := r.Skip(c, 0); err != nil {
+			return err
+		}
+		return fmt.Errorf("a JSON %s where %s object was expected", jsonstream.Kind(c), article(fields.noun))
+	}
+	start := r.Offset() - 1
+	od.values, od.assigns = od.values[:0], od.assigns[:0]
+	var valueErr, typeErr error
+	err := readObject(r, &od.key, func(c byte) error {
+		field, known := fields.lookup(od.key)
+		switch {
+		case !known || c == 'n' && field.str != nil:
+			return r.Skip(c, 1)
+		case field.str != nil && c == '"':
+			begin := len(od.values)
+			var err error
+			od.values, err = r.AppendString(od.values)
+			od.assigns = append(od.assigns, stringAssign{field: field.str(v), start: begin, end: len(od.values)})
+			return err
+		case field.str != nil:
+			err := r.Skip(c, 1)
+			if typeErr == nil {
+				typeErr = fmt.Errorf("field %s: JSON %s where a string was expected (byte %d of the %s)",
+					field.name, jsonstream.Kind(c), r.Offset()-start, fields.noun)
+			}
+			return err
+		}
+		var err error
+		if od.raw, err = r.AppendRaw(od.raw[:0], c, 1); err == nil && valueErr == nil {
+			valueErr = field.raw(v, od.raw)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	values := string(od.values)
+	for _, a := range od.assigns {
+		*a.field = values[a.start:a.end]
+	}
+	if valueErr != nil {
+		return valueErr
+	}
+	return typeErr
+}
+
+// readObject reads the members of an object whose '{' was consumed: for
+// each, it reads the key into *key and calls member with the first byte of
+// the value, which member must read.
+func readObject(r *jsonstream.Reader, key *[]byte, member func(c byte) error) error {
+	c, err := r.NextByte()
+	if err != nil || c == '}' {
+		return err
+	}
+	for {
+		if c != '"' {
+			return r.ExpectedKey(c)
+		}
+		if *key, err = r.AppendString((*key)[:0]); err != nil {
+			return err
+		}
+		if c, err = r.NextByte(); err != nil {
+			return err
+		}
+		if c != ':' {
+			return r.ExpectedColon(c)
+		}
+		if c, err = r.NextByte(); err != nil {
+			return err
+		}
+		if err := member(c); err != nil {
+			return err
+		}
+		if c, err = r.NextByte(); err != nil || c == '}' {
+			return err
+		}
+		if c != ',' {
+			return r.ExpectedObjectSeparator(c)
+		}
+		if c, err = r.NextByte(); err != nil {
+			return err
+		}
+	}
+}
+
+// readArray reads the elements of an array whose '[' was consumed, calling
+// element with the index and first byte of each, which element must read.
+func readArray(r *jsonstream.Reader, element func(i int, c byte) error) error {
+	c, err := r.NextByte()
+	if err != nil || c == ']' {
+		return err
+	}
+	for i := 0; ; i++ {
+		if err := element(i, c); err != nil {
+			return err
+		}
+		if c, err = r.NextByte(); err != nil || c == ']' {
+			return err
+		}
+		if c != ',' {
+			return r.ExpectedArraySeparator(c)
+		}
+		if c, err = r.NextByte(); err != nil {
+			return err
+		}
+	}
+}
+
+// describeStart names the value an answer starts with, c its first byte.
+func describeStart(r *jsonstream.Reader, c byte) (string, error) {
+	switch c {
+	case '{', '[':
+		return fmt.Sprintf("%q", string(c)), nil
+	case '"':
+		s, err := r.AppendString(nil)
+		return fmt.Sprintf("the string %q", truncate(string(s), 64)), err
+	}
+	raw, err := r.AppendRaw(nil, c, 0)
+	return truncate(string(raw), 64), err
+}
+
+func article(noun string) string {
+	switch noun[0] {
+	case 'a', 'e', 'i', 'o', 'u':
+		return "an " + noun
+	}
+	return "a " + noun
+}
+
+// foldName folds a key as encoding/json does to match keys without regard
+// to case: ASCII letters to upper case, other runes to the smallest rune of
+// their fold set.
+func foldName(key []byte) []byte {
+	folded := make([]byte, 0, len(key))
+	for i := 0; i < len(key); {
+		if c := key[i]; c < utf8.RuneSelf {
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			folded = append(folded, c)
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(key[i:])
+		folded = utf8.AppendRune(folded, smallestFold(r))
+		i += n
+	}
+	return folded
+}
+
+// smallestFold walks r's fold set, which unicode.SimpleFold visits in
+// increasing order before wrapping around to its smallest rune.
+func smallestFold(r rune) rune {
+	for {
+		next := unicode.SimpleFold(r)
+		if next <= r {
+			return next
+		}
+		r = next
+	}
+}
