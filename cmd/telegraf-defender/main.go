@@ -58,7 +58,7 @@ func main() {
 }
 
 // runPlugin runs the input under Telegraf's shim until stdin closes.
-func runPlugin(configFile string, pollInterval time.Duration, cpuProfile string) error {
+func runPlugin(configFile string, pollInterval time.Duration, cpuProfile string) (err error) {
 	if cpuProfile != "" {
 		stop, err := startCPUProfile(cpuProfile)
 		if err != nil {
@@ -66,6 +66,15 @@ func runPlugin(configFile string, pollInterval time.Duration, cpuProfile string)
 		}
 		defer stop()
 	}
+	flush, err := coalesceStdout()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if flushErr := flush(); flushErr != nil && err == nil {
+			err = fmt.Errorf("writing metrics to stdout: %w", flushErr)
+		}
+	}()
 	s := shim.New()
 	if err := s.LoadConfig(&configFile); err != nil {
 		return fmt.Errorf("loading the configuration %q failed: %w", configFile, err)
