@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -195,11 +196,18 @@ func TestHugeStringsAreCut(t *testing.T) {
 	require.Equal(t, []string{`W! [] alert "a:1": fields command_line longer than 32768 bytes were cut to that length`}, logger.Warnings())
 }
 
-// Every json tag of detection has its entry in detectionFields, pointing at
-// the field the tag is on, and there is no other entry.
-func TestDetectionFieldsMatchTags(t *testing.T) {
-	var d detection
-	typ := reflect.TypeOf(d)
+// Every json tag of the decoded types has its entry in the field table,
+// which decodes a value into the field the tag is on, as encoding/json
+// does; there is no other entry.
+func TestFieldTablesMatchTags(t *testing.T) {
+	requireFieldsMatchTags(t, detectionFields)
+	requireFieldsMatchTags(t, graphAlertFields)
+	requireFieldsMatchTags(t, deviceEvidenceFields)
+}
+
+func requireFieldsMatchTags[T any](t *testing.T, fields *objectFields[T]) {
+	t.Helper()
+	typ := reflect.TypeFor[T]()
 	tagged := 0
 	for i := range typ.NumField() {
 		key, ok := typ.Field(i).Tag.Lookup("json")
@@ -207,19 +215,25 @@ func TestDetectionFieldsMatchTags(t *testing.T) {
 			continue
 		}
 		tagged++
-		f, ok := detectionFields.exact[key]
+		f, ok := fields.exact[key]
 		require.True(t, ok, "no entry for %s", key)
 		require.Equal(t, key, f.name)
-		field := reflect.ValueOf(&d).Elem().Field(i)
-		switch {
-		case f.str != nil:
-			require.Equal(t, field.Addr().Interface(), f.str(&d), key)
-		default:
-			require.NoError(t, f.raw(&d, []byte("1")))
-			require.True(t, field.FieldByName("set").Bool(), key)
+		for _, raw := range []string{`"x"`, `1`, `true`, `["x"]`, `[{"@odata.type":"x"}]`} {
+			var want, got T
+			if json.Unmarshal([]byte(fmt.Sprintf(`{%q:%s}`, key, raw)), &want) != nil {
+				continue // not a value of this field's type
+			}
+			if f.str != nil {
+				require.Equal(t, `"x"`, raw, key)
+				*f.str(&got) = "x"
+			} else {
+				require.NoError(t, f.raw(&got, []byte(raw)), key)
+			}
+			require.Equal(t, want, got, key)
+			break
 		}
 	}
-	require.Len(t, detectionFields.exact, tagged)
+	require.Len(t, fields.exact, tagged)
 }
 
 // The decoder follows encoding/json where the SIEM API's generations

@@ -153,23 +153,47 @@ var stringStop = func() (t [256]bool) {
 	return t
 }()
 
+// rawStringStop marks the bytes that end a run of string content that is
+// kept as written: UTF-8 needs no check there.
+var rawStringStop = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
+
+// appendRun consumes the bytes from pos up to the next one that stop
+// marks, appending them to dst when capture is set; the marked byte is then
+// at pos. It fails at the end of the stream.
+func (r *Reader) appendRun(dst []byte, stop *[256]bool, capture bool) ([]byte, error) {
+	for {
+		i := r.pos
+		for i < r.end && !stop[r.buf[i]] {
+			i++
+		}
+		if capture {
+			dst = append(dst, r.buf[r.pos:i]...)
+		}
+		r.pos = i
+		if i < r.end {
+			return dst, nil
+		}
+		if !r.fill(1) {
+			return dst, r.endErr()
+		}
+	}
+}
+
 // AppendString reads the rest of a string whose opening quote was consumed
 // and appends its unescaped content to dst.
 func (r *Reader) AppendString(dst []byte) ([]byte, error) {
 	for {
-		i := r.pos
-		for i < r.end && !stringStop[r.buf[i]] {
-			i++
+		var err error
+		if dst, err = r.appendRun(dst, &stringStop, true); err != nil {
+			return dst, err
 		}
-		dst = append(dst, r.buf[r.pos:i]...)
-		r.pos = i
-		if i == r.end {
-			if !r.fill(1) {
-				return dst, r.endErr()
-			}
-			continue
-		}
-		c := r.buf[i]
+		c := r.buf[r.pos]
 		switch {
 		case c == '"':
 			r.pos++
@@ -279,21 +303,11 @@ func hexDigit(c byte) (rune, bool) {
 // quote included, to dst when capture is set.
 func (r *Reader) appendRawString(dst []byte, capture bool) ([]byte, error) {
 	for {
-		i := r.pos
-		for i < r.end && r.buf[i] != '"' && r.buf[i] != '\\' && r.buf[i] >= 0x20 {
-			i++
+		var err error
+		if dst, err = r.appendRun(dst, &rawStringStop, capture); err != nil {
+			return dst, err
 		}
-		if capture {
-			dst = append(dst, r.buf[r.pos:i]...)
-		}
-		r.pos = i
-		if i == r.end {
-			if !r.fill(1) {
-				return dst, r.endErr()
-			}
-			continue
-		}
-		c := r.buf[i]
+		c := r.buf[r.pos]
 		r.pos++
 		switch {
 		case c == '"':
