@@ -1,8 +1,6 @@
 package microsoft_defender
 
 import (
-	"bytes"
-	"encoding/json"
 	"strings"
 	"time"
 
@@ -23,8 +21,14 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	addTag(tags, "status", sanitize(a.Status, maxTagBytes))
 	addTag(tags, "service_source", sanitize(a.ServiceSource, maxTagBytes))
 
+	ts := a.created
+	if ts.IsZero() {
+		ts = a.lastUpdate
+	}
+	// Versions of one alert share createdDateTime, and usually differ in
+	// status; a hash of lastUpdateDateTime parts those that do not.
+	m := metric.New(measurementAlert, tags, nil, atTick(ts, hashOf(a.LastUpdateDateTime)))
 	var cut []string
-	fields := make(map[string]interface{}, 28)
 	for _, f := range []struct{ name, value string }{
 		{"alert_id", a.ID},
 		{"alert_title", a.Title},
@@ -56,29 +60,20 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 			cut = append(cut, f.name)
 		}
 		if v != "" {
-			fields[f.name] = v
+			m.AddField(f.name, v)
 		}
 	}
-	fields["evidence_count"] = int64(a.evidenceCount)
+	m.AddField("evidence_count", int64(a.evidenceCount))
+	// The decoder keeps the evidence without whitespace (AppendRaw).
 	if a.includeEvidence && len(a.Evidence) > 0 {
-		var compact bytes.Buffer
-		switch err := json.Compact(&compact, a.Evidence); {
-		case err != nil:
-		case compact.Len() > maxFieldBytes:
+		if len(a.Evidence) > maxFieldBytes {
 			// Cut JSON is no JSON: the field is left out instead.
 			cut = append(cut, "evidence (left out)")
-		default:
-			fields["evidence"] = compact.String()
+		} else {
+			m.AddField("evidence", string(a.Evidence))
 		}
 	}
-
-	ts := a.created
-	if ts.IsZero() {
-		ts = a.lastUpdate
-	}
-	// Versions of one alert share createdDateTime, and usually differ in
-	// status; a hash of lastUpdateDateTime parts those that do not.
-	return metric.New(measurementAlert, tags, fields, atTick(ts, hashOf(a.LastUpdateDateTime))), cut
+	return m, cut
 }
 
 func formatTime(t time.Time) string {
