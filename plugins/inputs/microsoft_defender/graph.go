@@ -1,7 +1,6 @@
 package microsoft_defender
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -272,7 +271,7 @@ var deviceEvidenceFields = newObjectFields("evidence", map[string]objectField[de
 // decodes into a []string: null keeps what is there, and the elements of a
 // repeated key reuse the slice.
 func (a *graphAlert) setMitreTechniques(raw []byte) error {
-	r := jsonstream.NewReader(bytes.NewReader(raw), len(raw))
+	r := jsonstream.NewBytesReader(raw)
 	c, err := r.NextByte()
 	if err != nil || c == 'n' {
 		return err
@@ -339,7 +338,7 @@ func (a *graphAlert) validate() error {
 // device evidence among it.
 func firstDeviceEvidence(raw []byte) (int, deviceEvidence, error) {
 	var device deviceEvidence
-	r := jsonstream.NewReader(bytes.NewReader(raw), len(raw))
+	r := jsonstream.NewBytesReader(raw)
 	c, err := r.NextByte()
 	if err != nil {
 		return 0, device, err

@@ -30,7 +30,7 @@ func newObjectFields[T any](noun string, fields map[string]objectField[T]) *obje
 	for key, f := range fields {
 		f.name = key
 		t.exact[key] = f
-		t.folded[string(foldName([]byte(key)))] = f
+		t.folded[string(appendFoldedName(nil, []byte(key)))] = f
 	}
 	return t
 }
@@ -39,7 +39,8 @@ func (t *objectFields[T]) lookup(key []byte) (objectField[T], bool) {
 	if f, ok := t.exact[string(key)]; ok {
 		return f, true
 	}
-	f, ok := t.folded[string(foldName(key))]
+	var folded [64]byte // enough for any key of the APIs: no allocation
+	f, ok := t.folded[string(appendFoldedName(folded[:0], key))]
 	return f, ok
 }
 
@@ -200,11 +201,10 @@ func article(noun string) string {
 	return "a " + noun
 }
 
-// foldName folds a key as encoding/json does to match keys without regard
-// to case: ASCII letters to upper case, other runes to the smallest rune of
-// their fold set.
-func foldName(key []byte) []byte {
-	folded := make([]byte, 0, len(key))
+// appendFoldedName appends key folded as encoding/json folds keys to match
+// them without regard to case: ASCII letters to upper case, other runes to
+// the smallest rune of their fold set.
+func appendFoldedName(folded, key []byte) []byte {
 	for i := 0; i < len(key); {
 		if c := key[i]; c < utf8.RuneSelf {
 			if 'a' <= c && c <= 'z' {

@@ -49,6 +49,11 @@ func NewReader(src io.Reader, bufSize int) *Reader {
 	return &Reader{src: src, buf: make([]byte, max(bufSize, 16))}
 }
 
+// NewBytesReader reads the JSON in b, which it neither copies nor changes.
+func NewBytesReader(b []byte) *Reader {
+	return &Reader{buf: b, end: len(b), srcErr: io.EOF}
+}
+
 // Offset is the number of bytes consumed so far.
 func (r *Reader) Offset() int64 {
 	return r.base + int64(r.pos)
@@ -59,6 +64,9 @@ func (r *Reader) Offset() int64 {
 func (r *Reader) fill(n int) bool {
 	if r.end-r.pos >= n {
 		return true
+	}
+	if r.srcErr != nil {
+		return false // nothing more will come; buf stays as it is
 	}
 	if r.pos > 0 {
 		copy(r.buf, r.buf[r.pos:r.end])
