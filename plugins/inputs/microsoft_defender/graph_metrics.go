@@ -12,22 +12,17 @@ import (
 // name where Microsoft's SIEM-to-Graph map gives a counterpart, the Graph
 // name in snake_case otherwise. It is timestamped at createdDateTime.
 func (a *graphAlert) metric() (telegraf.Metric, []string) {
-	key := a.countKey()
-	tags := make(map[string]string, 6)
-	addTag(tags, "severity", key.severity)
-	addTag(tags, "category", key.category)
-	addTag(tags, "machine_group", key.machineGroup)
-	addTag(tags, "detection_source", sanitize(a.DetectionSource, maxTagBytes))
-	addTag(tags, "status", sanitize(a.Status, maxTagBytes))
-	addTag(tags, "service_source", sanitize(a.ServiceSource, maxTagBytes))
-
 	ts := a.created
 	if ts.IsZero() {
 		ts = a.lastUpdate
 	}
 	// Versions of one alert share createdDateTime, and usually differ in
 	// status; a hash of lastUpdateDateTime parts those that do not.
-	m := metric.New(measurementAlert, tags, nil, atTick(ts, hashOf(a.LastUpdateDateTime)))
+	m := metric.New(measurementAlert, nil, nil, atTick(ts, hashOf(a.LastUpdateDateTime)))
+	addCountTags(m, a.countKey())
+	addTag(m, "detection_source", sanitize(a.DetectionSource, maxTagBytes))
+	addTag(m, "status", sanitize(a.Status, maxTagBytes))
+	addTag(m, "service_source", sanitize(a.ServiceSource, maxTagBytes))
 	var cut []string
 	for _, f := range []struct{ name, value string }{
 		{"alert_id", a.ID},

@@ -27,20 +27,15 @@ const maxTagBytes = 256
 // String fields longer than maxFieldBytes are cut; their names are returned.
 func alertMetric(d *detection) (telegraf.Metric, []string) {
 	var cut []string
-	key := countKeyOf(d)
-	tags := make(map[string]string, 4)
-	addTag(tags, "severity", key.severity)
-	addTag(tags, "category", key.category)
-	addTag(tags, "machine_group", key.machineGroup)
-	addTag(tags, "detection_source", sanitize(d.Source, maxTagBytes))
-
 	ts := d.lastProcessed
 	if !d.alertAt.IsZero() {
 		ts = d.alertAt
 	}
 	// The detections of one alert share AlertTime and often every tag;
 	// AlertPart tells them apart.
-	m := metric.New(measurementAlert, tags, nil, atTick(ts, d.AlertPart.value))
+	m := metric.New(measurementAlert, nil, nil, atTick(ts, d.AlertPart.value))
+	addCountTags(m, countKeyOf(d))
+	addTag(m, "detection_source", sanitize(d.Source, maxTagBytes))
 	for _, f := range alertStringFields {
 		v := f.value(d)
 		if len(v) > maxFieldBytes {
@@ -137,10 +132,18 @@ var alertStringFields = []struct {
 	{"incident_link_to_mtp", func(d *detection) string { return d.IncidentLinkToMTP }},
 }
 
-func addTag(tags map[string]string, key, value string) {
+func addTag(m telegraf.Metric, key, value string) {
 	if value != "" {
-		tags[key] = value
+		m.AddTag(key, value)
 	}
+}
+
+// addCountTags adds the tags that defender_alert and defender_alert_count
+// share.
+func addCountTags(m telegraf.Metric, k countKey) {
+	addTag(m, "severity", k.severity)
+	addTag(m, "category", k.category)
+	addTag(m, "machine_group", k.machineGroup)
 }
 
 // countKey is one defender_alert_count series.
@@ -185,11 +188,9 @@ func (c *alertCounter) metrics(windowEnd, pollStart time.Time) []telegraf.Metric
 	ts := atTick(windowEnd, hashOf(pollStart.Format(time.RFC3339Nano)))
 	out := make([]telegraf.Metric, 0, len(c.order))
 	for _, k := range c.order {
-		tags := make(map[string]string, 3)
-		addTag(tags, "severity", k.severity)
-		addTag(tags, "category", k.category)
-		addTag(tags, "machine_group", k.machineGroup)
-		out = append(out, metric.New(measurementCount, tags, map[string]interface{}{"count": c.counts[k]}, ts))
+		m := metric.New(measurementCount, nil, map[string]interface{}{"count": c.counts[k]}, ts)
+		addCountTags(m, k)
+		out = append(out, m)
 	}
 	return out
 }
