@@ -50,3 +50,18 @@ func TestLogLinesCarryTheLevelExecdReads(t *testing.T) {
 	log.Debug("details")
 	require.Equal(t, "E! token request failed: second line\nW! retrying in 5s\nI! started\nD! details\n", buf.String())
 }
+
+// -cpuprofile writes a profile pprof reads: gzip-compressed protobuf.
+func TestCPUProfileIsWritten(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cpu.pprof")
+	stop, err := startCPUProfile(path)
+	require.NoError(t, err)
+	stop()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Greater(t, len(data), 2)
+	require.Equal(t, []byte{0x1f, 0x8b}, data[:2])
+
+	_, err = startCPUProfile(filepath.Join(t.TempDir(), "missing", "cpu.pprof"))
+	require.ErrorContains(t, err, "creating the CPU profile: open ")
+}
