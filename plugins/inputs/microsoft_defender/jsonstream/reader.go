@@ -15,6 +15,10 @@ import (
 	"unicode/utf8"
 )
 
+// maxEmptyReads is how many reads that return nothing, and no error, the
+// Reader takes before it gives up on the stream, as bufio does.
+const maxEmptyReads = 100
+
 // MaxDepth is how deeply arrays and objects may nest, as in encoding/json.
 const MaxDepth = 10000
 
@@ -74,11 +78,18 @@ func (r *Reader) fill(n int) bool {
 		r.end -= r.pos
 		r.pos = 0
 	}
-	for r.end < n && r.srcErr == nil {
+	for empty := 0; r.end < n && r.srcErr == nil; {
 		k, err := r.src.Read(r.buf[r.end:])
 		r.end += k
-		if err != nil {
+		switch {
+		case err != nil:
 			r.srcErr = err
+		case k > 0:
+			empty = 0
+		default:
+			if empty++; empty == maxEmptyReads {
+				r.srcErr = io.ErrNoProgress
+			}
 		}
 	}
 	return r.end >= n

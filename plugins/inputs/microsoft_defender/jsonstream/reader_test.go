@@ -217,3 +217,14 @@ func TestAppendRawKeepsTheValueAsWritten(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, byte('t'), c)
 }
+
+// emptyReader returns nothing, and no error, for ever.
+type emptyReader struct{}
+
+func (emptyReader) Read([]byte) (int, error) { return 0, nil }
+
+// A stream that never makes progress is an error, not an endless loop.
+func TestReaderGivesUpOnAStreamWithoutProgress(t *testing.T) {
+	_, err := NewReader(emptyReader{}, 16).NextByte()
+	require.ErrorIs(t, err, io.ErrNoProgress)
+}
