@@ -160,25 +160,24 @@ func (r *Reader) ExpectedArraySeparator(c byte) error {
 	return r.syntaxError(c, "after array element")
 }
 
-// stringStop marks the bytes that end a run of plain string content.
-var stringStop = func() (t [256]bool) {
+// rawStringStop marks the bytes that end a run of string content kept as
+// written: the end, an escape, a control character.
+var rawStringStop = func() (t [256]bool) {
 	for c := range 0x20 {
-		t[c] = true
-	}
-	for c := utf8.RuneSelf; c < 256; c++ {
 		t[c] = true
 	}
 	t['"'], t['\\'] = true, true
 	return t
 }()
 
-// rawStringStop marks the bytes that end a run of string content that is
-// kept as written: UTF-8 needs no check there.
-var rawStringStop = func() (t [256]bool) {
-	for c := range 0x20 {
+// stringStop marks the bytes that end a run of string content that is
+// unescaped: also the first byte of a multi-byte rune, whose UTF-8 must be
+// checked.
+var stringStop = func() [256]bool {
+	t := rawStringStop
+	for c := utf8.RuneSelf; c < 256; c++ {
 		t[c] = true
 	}
-	t['"'], t['\\'] = true, true
 	return t
 }()
 
