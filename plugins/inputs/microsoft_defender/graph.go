@@ -396,17 +396,11 @@ func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (string, err
 		return "", fmt.Errorf("response is not a JSON object with a value array: it starts with %s", start)
 	}
 	var next string
-	stopped := false
 	var key []byte
 	err = readObject(r, &key, func(c byte) error {
 		switch string(key) {
 		case "value":
-			if stopped {
-				return r.Skip(c, 1)
-			}
-			var err error
-			stopped, err = decodeGraphAlerts(r, c, handle)
-			return err
+			return decodeGraphAlerts(r, c, handle)
 		case "@odata.nextLink":
 			switch c {
 			case '"':
@@ -423,30 +417,33 @@ func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (string, err
 		}
 		return r.Skip(c, 1)
 	})
-	if err == nil && !stopped {
+	if errors.Is(err, errHandlerStopped) {
+		return "", nil // the rest of the page is left unread
+	}
+	if err == nil {
 		err = r.ExpectEnd()
 	}
 	if err != nil {
 		return "", explainRead(err, r)
 	}
-	if stopped {
-		return "", nil
-	}
 	return next, nil
 }
 
-// decodeGraphAlerts streams the value array, whose first byte is c; it
-// reports whether handle stopped it.
-func decodeGraphAlerts(r *jsonstream.Reader, c byte, handle func(*graphAlert) bool) (bool, error) {
+// errHandlerStopped ends the decoding of a page whose handler returned
+// false.
+var errHandlerStopped = errors.New("the handler stopped")
+
+// decodeGraphAlerts streams the value array, whose first byte is c. It
+// returns errHandlerStopped when handle returns false.
+func decodeGraphAlerts(r *jsonstream.Reader, c byte, handle func(*graphAlert) bool) error {
 	if c != '[' {
 		if err := r.Skip(c, 1); err != nil {
-			return false, fmt.Errorf("value: %w", explainRead(err, r))
+			return fmt.Errorf("value: %w", explainRead(err, r))
 		}
-		return false, fmt.Errorf("value is not an array: it is a JSON %s", jsonstream.Kind(c))
+		return fmt.Errorf("value is not an array: it is a JSON %s", jsonstream.Kind(c))
 	}
 	objects := objectDecoder{r: r}
-	errStopped := errors.New("stopped")
-	err := readArray(r, func(i int, c byte) error {
+	return readArray(r, func(i int, c byte) error {
 		var a graphAlert
 		if err := decodeObject(&objects, c, &a, graphAlertFields); err != nil {
 			return fmt.Errorf("alert %d: %w", i, explainRead(err, r))
@@ -455,12 +452,8 @@ func decodeGraphAlerts(r *jsonstream.Reader, c byte, handle func(*graphAlert) bo
 			return fmt.Errorf("alert %d (id %q): %w", i, truncate(a.ID, 128), err)
 		}
 		if !handle(&a) {
-			return errStopped
+			return errHandlerStopped
 		}
 		return nil
 	})
-	if errors.Is(err, errStopped) {
-		return true, nil
-	}
-	return false, err
 }

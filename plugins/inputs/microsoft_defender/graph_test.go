@@ -2,6 +2,7 @@ package microsoft_defender
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -89,74 +90,8 @@ func TestScenarioGraphUpdatesCapsAndRestart(t *testing.T) {
 	p = s.graphPlugin(configure)
 	s.run(p, 25*time.Minute)
 
-	// A version can be emitted only if a poll ran while it was the alert's
-	// current one, after it became visible: versions replaced during the
-	// outage were never there to read, for any poller.
-	readUpTo := s.clock.Add(-pollInterval - time.Duration(p.Delay))
-	all := s.sim.AllGraph()
-	nextUpdate := make(map[string]time.Time) // id@lastUpdate -> the next version's lastUpdate
-	previous := make(map[string]string)      // alert id -> its previous version's key
-	want := make(map[string]bool)
-	allowed := make(map[string]bool)
-	resolved := 0
-	keys := make([]string, len(all))
-	for i := range all {
-		a := &all[i]
-		lastUpdate, err := time.Parse(time.RFC3339Nano, a.LastUpdateDateTime)
-		require.NoError(t, err)
-		keys[i] = a.ID + "@" + lastUpdate.UTC().Format(time.RFC3339Nano)
-		if prev, ok := previous[a.ID]; ok {
-			nextUpdate[prev] = lastUpdate
-		}
-		previous[a.ID] = keys[i]
-		if a.Status == "resolved" {
-			resolved++
-		}
-	}
-	require.Positive(t, resolved, "some alerts were resolved after they were created")
-	for i := range all {
-		a := &all[i]
-		lastUpdate, err := time.Parse(time.RFC3339Nano, a.LastUpdateDateTime)
-		require.NoError(t, err)
-		if lastUpdate.Before(start) || lastUpdate.After(readUpTo) {
-			continue
-		}
-		allowed[keys[i]] = true
-		readable := lastUpdate.Add(time.Duration(p.Delay))
-		if a.VisibleAt.After(readable) {
-			readable = a.VisibleAt
-		}
-		replaced, isReplaced := nextUpdate[keys[i]]
-		for _, at := range s.pollTimes {
-			if !at.Before(readable) && (!isReplaced || at.Before(replaced)) && lastUpdate.Before(readUpTo.Add(-4*time.Minute)) {
-				want[keys[i]] = true
-				break
-			}
-		}
-	}
-	require.Greater(t, len(allowed), len(want), "the outage hid versions, which the check must not expect")
-
-	emitted := make(map[string]int)
-	for id := range s.emitted {
-		emitted[id] = s.emitted[id]
-	}
-	var missing, duplicated, unexpected []string
-	for id := range want {
-		if emitted[id] == 0 {
-			missing = append(missing, id)
-		}
-	}
-	for id, n := range emitted {
-		if !allowed[id] {
-			unexpected = append(unexpected, id)
-		}
-		if n > 1 {
-			duplicated = append(duplicated, id)
-		}
-	}
-	require.Empty(t, missing, "versions never emitted")
-	require.Empty(t, duplicated, "versions emitted twice")
-	require.Empty(t, unexpected)
+	inWindow, readable := s.requireGraphVersionsOnce(p, start)
+	require.Greater(t, inWindow, readable, "the outage hid versions, which the check must not expect")
 
 	var restarted bool
 	sawSkip := false
@@ -173,6 +108,35 @@ func TestScenarioGraphUpdatesCapsAndRestart(t *testing.T) {
 	require.True(t, restarted, "the outage's chunk was continued by time before the paging cap")
 	for _, e := range s.errors {
 		require.NotContains(t, e, "400 Bad Request")
+	}
+}
+
+// A poll that spends max_alerts_per_gather in the middle of a page stops
+// there, without an error, and the next polls go on: every alert once.
+func TestGraphBudgetEndsPollsMidPage(t *testing.T) {
+	s := newScenario(t, defendersim.Config{})
+	alerts := make([]defendersim.GraphAlert, 0, 300)
+	for i := range 300 {
+		at := s.clock.Add(-time.Hour + time.Duration(i)*10*time.Second).Format(time.RFC3339Nano)
+		alerts = append(alerts, defendersim.GraphAlert{
+			ID: fmt.Sprintf("da%03d", i), Status: "new", Severity: "high", Category: "Malware",
+			ServiceSource: "microsoftDefenderForEndpoint", CreatedDateTime: at, LastUpdateDateTime: at,
+		})
+	}
+	require.NoError(t, s.sim.AddGraph(alerts...))
+	p := s.graphPlugin(func(m *MicrosoftDefender) {
+		m.PageSize = 1000
+		m.MaxAlertsPerGather = 70
+		m.InitialLookback = config.Duration(2 * time.Hour)
+	})
+
+	first := pollFields(t, s.poll(p))
+	require.Equal(t, int64(70), first["alerts_emitted"])
+	require.Equal(t, true, first["backlog"])
+	s.run(p, 6*time.Minute)
+	require.Len(t, s.emitted, 300)
+	for version, n := range s.emitted {
+		require.Equal(t, 1, n, version)
 	}
 }
 
@@ -280,4 +244,101 @@ func TestMalformedGraphPages(t *testing.T) {
 			require.Equal(t, tt.decoded, decoded)
 		})
 	}
+}
+
+// A handler that stops takes the rest of the page with it: no error, no
+// next link, nothing more handled.
+func TestGraphPageStopsWhenTheHandlerDoes(t *testing.T) {
+	alert := func(id string) string {
+		return `{"id":"` + id + `","lastUpdateDateTime":"2026-01-01T00:00:00Z"}`
+	}
+	for _, body := range []string{
+		`{"value":[` + alert("a") + `,` + alert("b") + `,` + alert("c") + `],"@odata.nextLink":"https://graph.microsoft.com/next"}`,
+		`{"@odata.nextLink":"https://graph.microsoft.com/next","value":[` + alert("a") + `,` + alert("b") + `]}`,
+	} {
+		var handled []string
+		next, err := decodeGraphPage(strings.NewReader(body), func(a *graphAlert) bool {
+			handled = append(handled, a.ID)
+			return len(handled) < 2
+		})
+		require.NoError(t, err)
+		require.Empty(t, next)
+		require.Equal(t, []string{"a", "b"}, handled)
+	}
+}
+
+// requireGraphVersionsOnce checks that every alert version a poll could
+// have read was emitted once, and that nothing else was emitted but
+// versions from start on; it returns how many versions the window held and
+// how many of them could be read. A version can be read only if a poll ran while
+// it was the alert's current one, after it became visible: versions
+// replaced while nobody polled were never there to read, for any poller.
+func (s *scenario) requireGraphVersionsOnce(p *MicrosoftDefender, start time.Time) (inWindow, readable int) {
+	s.t.Helper()
+	readUpTo := s.clock.Add(-pollInterval - time.Duration(p.Delay))
+	all := s.sim.AllGraph()
+	nextUpdate := make(map[string]time.Time) // id@lastUpdate -> the next version's lastUpdate
+	previous := make(map[string]string)      // alert id -> its previous version's key
+	want := make(map[string]bool)
+	allowed := make(map[string]bool)
+	resolved := 0
+	keys := make([]string, len(all))
+	for i := range all {
+		a := &all[i]
+		lastUpdate, err := time.Parse(time.RFC3339Nano, a.LastUpdateDateTime)
+		require.NoError(s.t, err)
+		keys[i] = a.ID + "@" + lastUpdate.UTC().Format(time.RFC3339Nano)
+		if prev, ok := previous[a.ID]; ok {
+			nextUpdate[prev] = lastUpdate
+		}
+		previous[a.ID] = keys[i]
+		if a.Status == "resolved" {
+			resolved++
+		}
+	}
+	require.Positive(s.t, resolved, "some alerts were resolved after they were created")
+	for i := range all {
+		a := &all[i]
+		lastUpdate, err := time.Parse(time.RFC3339Nano, a.LastUpdateDateTime)
+		require.NoError(s.t, err)
+		if lastUpdate.Before(start) || lastUpdate.After(readUpTo) {
+			continue
+		}
+		allowed[keys[i]] = true
+		readable := lastUpdate.Add(time.Duration(p.Delay))
+		if a.VisibleAt.After(readable) {
+			readable = a.VisibleAt
+		}
+		replaced, isReplaced := nextUpdate[keys[i]]
+		for _, at := range s.pollTimes {
+			if !at.Before(readable) && (!isReplaced || at.Before(replaced)) && lastUpdate.Before(readUpTo.Add(-4*time.Minute)) {
+				want[keys[i]] = true
+				break
+			}
+		}
+	}
+	require.NotEmpty(s.t, want)
+
+	emitted := make(map[string]int)
+	for id := range s.emitted {
+		emitted[id] = s.emitted[id]
+	}
+	var missing, duplicated, unexpected []string
+	for id := range want {
+		if emitted[id] == 0 {
+			missing = append(missing, id)
+		}
+	}
+	for id, n := range emitted {
+		if !allowed[id] {
+			unexpected = append(unexpected, id)
+		}
+		if n > 1 {
+			duplicated = append(duplicated, id)
+		}
+	}
+	require.Empty(s.t, missing, "versions never emitted")
+	require.Empty(s.t, duplicated, "versions emitted twice")
+	require.Empty(s.t, unexpected)
+	return len(allowed), len(want)
 }
