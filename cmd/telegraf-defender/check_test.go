@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -18,7 +19,7 @@ import (
 // what the service said and the likely fix, and passes only when a poll
 // would succeed.
 func TestCheck(t *testing.T) {
-	sim := defendersim.New(defendersim.Config{TenantID: "contoso", ClientID: "app", ClientSecret: "right-secret", Rate: 1})
+	sim := defendersim.New(defendersim.Config{TenantID: "contoso", ClientID: "app", ClientSecret: "right-secret", Rate: 10, History: time.Hour})
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()
 	host := strings.TrimPrefix(server.URL, "http://")

@@ -229,6 +229,18 @@ func FuzzDecodeGraphPage(f *testing.F) {
 			}
 		}
 		require.Equal(t, want, got)
+
+		// A handler that stops at the first alert ends the page there.
+		if len(want) > 0 {
+			var first []graphAlert
+			next, err := decodeGraphPage(bytes.NewReader(data), func(a *graphAlert) bool {
+				first = append(first, *a)
+				return false
+			})
+			require.NoError(t, err)
+			require.Empty(t, next)
+			require.Equal(t, want[:1], first)
+		}
 	})
 }
 
