@@ -157,7 +157,12 @@ func waitFor(t *testing.T, a *agent, what string, cond func() bool) {
 	for !cond() {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s; telegraf's log:\n%s", what, a.stderr.String())
+			polls := byName(a.metrics(t), "defender_poll")
+			last := "none"
+			if len(polls) > 0 {
+				last = fmt.Sprint(polls[len(polls)-1].Fields())
+			}
+			t.Fatalf("timed out waiting for %s after %d polls (the last: %s); telegraf's log:\n%s", what, len(polls), last, a.stderr.String())
 		case <-tick.C:
 		}
 	}
