@@ -12,19 +12,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 sizes="${BENCH_SIZES:-20000 200000}"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 tck=$(getconf CLK_TCK)
 cpu_seconds() { awk -v t="$tck" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
 events() { if [ -f "$1" ]; then grep -c '^defender_alert[ ,]' "$1" || true; else echo 0; fi; }
+
+# agent_section N: the [agent] table of both Telegrafs: one gather at
+# start, room for N events.
+agent_section() {
+  cat <<CONF
+[agent]
+  interval = "300s"
+  round_interval = false
+  flush_interval = "1s"
+  metric_buffer_limit = $(($1 * 2))
+  omit_hostname = true
+CONF
+}
 
 # run_case NAME N CONF: starts Telegraf with CONF, waits until its file
 # output holds N events, and prints the measurements of Telegraf and of its
@@ -54,11 +61,7 @@ for n in $sizes; do
   # Over N detections (about two per generated event) within the last hour;
   # both read the N newest.
   rate=$(( n * 11 / 20 / 60 + 1 ))
-  bin/defender-sim -listen 127.0.0.1:0 -addr-file "$work/sim.addr" -rate "$rate" -history 60m -lag-fraction 0 >/dev/null 2>&1 &
-  sim_pid=$!
-  pids+=("$sim_pid")
-  for _ in $(seq 100); do [ -s "$work/sim.addr" ] && break; sleep 0.1; done
-  sim=$(cat "$work/sim.addr"); rm -f "$work/sim.addr"
+  start_sim bench /dev/null -listen 127.0.0.1:0 -rate "$rate" -history 60m -lag-fraction 0
   token=$(curl -s -d grant_type=client_credentials -d client_id=sim-client -d client_secret=sim-secret \
     -d resource=https://graph.windows.net "$sim/sim-tenant/oauth2/token" | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
   until=$(date -u +%Y-%m-%dT%H:%M:%S.0000000Z)
@@ -86,12 +89,7 @@ CONF
     profile=", \"-cpuprofile\", \"$(cd "$BENCH_PROFILE" && pwd)/plugin-$n.pprof\""
   fi
   cat > "$work/execd.conf" <<CONF
-[agent]
-  interval = "300s"
-  round_interval = false
-  flush_interval = "1s"
-  metric_buffer_limit = $((n * 2))
-  omit_hostname = true
+$(agent_section "$n")
 [[inputs.execd]]
   command = ["$root/bin/telegraf-defender", "-config", "$work/defender.conf", "-poll_interval_disabled"$profile]
   signal = "STDIN"
@@ -101,12 +99,7 @@ CONF
   data_format = "influx"
 CONF
   cat > "$work/http.conf" <<CONF
-[agent]
-  interval = "300s"
-  round_interval = false
-  flush_interval = "1s"
-  metric_buffer_limit = $((n * 2))
-  omit_hostname = true
+$(agent_section "$n")
 [[inputs.http]]
   urls = ["$url"]
   headers = {"Authorization" = "Bearer $token"}

@@ -15,16 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-work=$(mktemp -d)
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 state_dir="${STATE_DIR:-$root/.run}"
 mkdir -p "$state_dir"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 api="${DEFENDER_API:-siem}"
@@ -53,14 +47,10 @@ if [ -n "${DEFENDER_TENANT_ID:-}" ]; then
   state_file = "$state_dir/$DEFENDER_TENANT_ID-$api.state"
 CONF
 else
-  # shellcheck disable=SC2086 # SIM_ARGS is a list of flags
   # A fixed port keeps the simulator's address, and so the state file's
   # stream, the same from run to run; its detections are the same too.
-  bin/defender-sim -listen "127.0.0.1:${SIM_PORT:-18089}" -addr-file "$work/sim.addr" -rate 6 ${SIM_ARGS:-} >&2 &
-  pids+=($!)
-  for _ in $(seq 100); do [ -s "$work/sim.addr" ] && break; sleep 0.1; done
-  [ -s "$work/sim.addr" ] || { echo "run: the simulator did not start" >&2; exit 1; }
-  sim=$(cat "$work/sim.addr")
+  # shellcheck disable=SC2086 # SIM_ARGS is a list of flags
+  start_sim run /dev/stderr -listen "127.0.0.1:${SIM_PORT:-18089}" -rate 6 ${SIM_ARGS:-}
   echo "run: no DEFENDER_TENANT_ID set, pulling from the simulator at $sim" >&2
   export DEFENDER_CLIENT_SECRET=sim-secret
   if [ "$api" = graph ]; then

@@ -89,7 +89,7 @@ func (c *cursor) remember(id string, lastProcessed time.Time) {
 }
 
 // forget drops the identities with a time strictly between after and
-// before: a span read downward (SIEM) or upward (Graph) never asks for that
+// before (all before it when after is zero): a span read downward (SIEM) or upward (Graph) never asks for that
 // stretch again, and the next window starts at the chunk's end minus the
 // overlap. This keeps memory to the overlap however large a chunk is.
 func (c *cursor) forget(after, before time.Time) {
@@ -109,10 +109,5 @@ func (c *cursor) forget(after, before time.Time) {
 func (c *cursor) complete(overlap time.Duration) {
 	c.watermark = c.pending.End
 	c.pending = nil
-	horizon := c.watermark.Add(-overlap)
-	for id, t := range c.seen {
-		if t.Before(horizon) {
-			delete(c.seen, id)
-		}
-	}
+	c.forget(time.Time{}, c.watermark.Add(-overlap))
 }

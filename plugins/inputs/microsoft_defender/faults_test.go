@@ -136,7 +136,7 @@ func TestFaultScenarios(t *testing.T) {
 					tt.configure(m)
 				}
 			})
-			start := s.clock.Add(-time.Duration(p.Delay) - time.Duration(p.InitialLookback))
+			start := s.firstWindowStart(p)
 			for i := range 40 {
 				tt.inject(s.sim, i)
 				s.poll(p)

@@ -54,15 +54,15 @@ func (b *graphBackend) endpoint() string {
 }
 
 // firstPage is the query for the alerts last updated in [from, to), oldest
-// first.
-func (b *graphBackend) firstPage(from, to time.Time) *url.URL {
+// first, top to a page.
+func (b *graphBackend) firstPage(from, to time.Time, top int) *url.URL {
 	filter := fmt.Sprintf("lastUpdateDateTime ge %s and lastUpdateDateTime lt %s",
 		from.UTC().Format(siemTimeLayout), to.UTC().Format(siemTimeLayout))
 	filter += odataAnyOf("serviceSource", b.serviceSources) + odataAnyOf("severity", b.severities)
 	q := b.endpointURL.Query()
 	q.Set("$filter", filter)
 	q.Set("$orderby", "lastUpdateDateTime asc")
-	q.Set("$top", strconv.Itoa(b.pageSize))
+	q.Set("$top", strconv.Itoa(top))
 	u := *b.endpointURL
 	u.RawQuery = q.Encode()
 	return &u
@@ -86,7 +86,7 @@ func odataAnyOf(field string, values []string) string {
 // pass Graph's cap, the query starts again from that time instead of
 // following @odata.nextLink.
 func (b *graphBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, error) {
-	page := b.firstPage(sp.From, sp.To)
+	page := b.firstPage(sp.From, sp.To, b.pageSize)
 	var restartedAt time.Time
 	for {
 		if p.budget == 0 || p.pastDeadline() {
@@ -124,7 +124,7 @@ func (b *graphBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, e
 			continue
 		}
 		restartedAt = sp.From
-		page = b.firstPage(sp.From, sp.To)
+		page = b.firstPage(sp.From, sp.To, b.pageSize)
 	}
 }
 
@@ -134,7 +134,7 @@ func (b *graphBackend) checkNextLink(next string) (*url.URL, error) {
 	u, err := url.Parse(next)
 	if err != nil || u.Scheme != b.endpointURL.Scheme || u.Host != b.endpointURL.Host {
 		return nil, fmt.Errorf("the Graph API at %s sent an @odata.nextLink to another place, not followed: %q",
-			b.endpointURL.Host, truncate(sanitize(next, 256), 256))
+			b.endpointURL.Host, sanitize(truncate(next, 256), maxBodySnippet))
 	}
 	return u, nil
 }

@@ -48,12 +48,8 @@ func (m *MicrosoftDefender) Probe() error {
 	case *siemBackend:
 		send = b.send(now.Add(-probeWindow), now, 1)
 	case *graphBackend:
-		first := b.firstPage(now.Add(-probeWindow), now)
-		q := first.Query()
-		q.Set("$top", "1")
-		first.RawQuery = q.Encode()
 		var next string
-		send = b.send(first, &next)
+		send = b.send(b.firstPage(now.Add(-probeWindow), now, 1), &next)
 	}
 	err := send(ctx, func(alert) bool { return false })
 	if err == nil {
@@ -132,7 +128,7 @@ func tokenAdvice(e *tokenError) string {
 		return "The refresh token is invalid or expired (AADSTS" + code + "): refresh tokens live 90 days; generate " +
 			"a new one, or use client credentials without refresh_token."
 	}
-	if e.status == http.StatusTooManyRequests || e.status >= 500 {
+	if isTransientStatus(e.status) {
 		return "The sign-in service is throttling or failing for now: try again later."
 	}
 	return "Azure AD refused the token request: see its message above."

@@ -48,12 +48,12 @@ func classify(err error) retryDecision {
 		switch {
 		case statusErr.status == http.StatusUnauthorized:
 			return retryDecision{newToken: true}
-		case statusErr.status == http.StatusTooManyRequests || statusErr.status >= 500:
+		case isTransientStatus(statusErr.status):
 			return retryDecision{retry: true, after: statusErr.retryAfter}
 		}
 		return retryDecision{}
 	case errors.As(err, &tokenErr):
-		if tokenErr.err != nil || tokenErr.status == http.StatusTooManyRequests || tokenErr.status >= 500 {
+		if tokenErr.err != nil || isTransientStatus(tokenErr.status) {
 			return retryDecision{retry: true, after: tokenErr.retryAfter}
 		}
 		return retryDecision{}
@@ -61,6 +61,12 @@ func classify(err error) retryDecision {
 		return retryDecision{retry: true}
 	}
 	return retryDecision{}
+}
+
+// isTransientStatus reports whether an HTTP status may go away by itself:
+// throttling and server errors.
+func isTransientStatus(status int) bool {
+	return status == http.StatusTooManyRequests || status >= 500
 }
 
 func isTimeout(err error) bool {

@@ -154,6 +154,12 @@ func (s *scenario) requireExactlyOnce(from, complete, readUpTo time.Time) {
 	require.Empty(s.t, unexpected, "detections emitted that are not in the window")
 }
 
+// firstWindowStart is where a plugin's first poll, at the scenario's
+// current time, starts reading.
+func (s *scenario) firstWindowStart(p *MicrosoftDefender) time.Time {
+	return s.clock.Add(-time.Duration(p.Delay) - time.Duration(p.InitialLookback))
+}
+
 // settled checks exactly-once delivery for a scenario whose last poll ran
 // one interval ago: everything its window covered must be in, except the
 // last maxLag, whose detections may still be invisible.
@@ -168,7 +174,7 @@ func (s *scenario) settled(p *MicrosoftDefender, from time.Time, maxLag time.Dur
 func TestScenarioLateArrivals(t *testing.T) {
 	s := newScenario(t, defendersim.Config{Seed: 11, Rate: 12, History: 2 * time.Hour, MaxLag: 8 * time.Minute, LagFraction: 0.5})
 	p := s.plugin(nil)
-	start := s.clock.Add(-time.Duration(p.Delay) - time.Duration(p.InitialLookback))
+	start := s.firstWindowStart(p)
 	s.run(p, 5*time.Hour)
 	// Once the lag has passed, everything up to the last window's end is in.
 	s.run(p, 15*time.Minute)
@@ -210,7 +216,7 @@ func TestScenarioBurstsLimitAndBudget(t *testing.T) {
 		m.MaxAlertsPerGather = 150
 		m.InitialLookback = config.Duration(3 * time.Hour)
 	})
-	start := s.clock.Add(-time.Duration(p.Delay) - time.Duration(p.InitialLookback))
+	start := s.firstWindowStart(p)
 	s.run(p, 4*time.Hour)
 	s.settled(p, start, 3*time.Minute)
 	require.Positive(t, s.backlog, "the first polls had more than max_alerts_per_gather to read")
@@ -232,7 +238,7 @@ func TestScenarioBackfillOfDays(t *testing.T) {
 		m.InitialLookback = config.Duration(72 * time.Hour)
 		m.MaxAlertsPerGather = 2000
 	})
-	start := s.clock.Add(-time.Duration(p.Delay) - time.Duration(p.InitialLookback))
+	start := s.firstWindowStart(p)
 
 	acc := s.poll(p)
 	alerts := len(acc.GetTelegrafMetrics()) - len(detectionMetrics(acc))
@@ -272,7 +278,7 @@ func TestScenarioCleanRestart(t *testing.T) {
 		m.MaxAlertsPerGather = 300
 	}
 	p := s.plugin(configure)
-	start := s.clock.Add(-time.Duration(p.Delay) - time.Duration(p.InitialLookback))
+	start := s.firstWindowStart(p)
 	for range 3 {
 		s.run(p, 7*time.Minute)
 		p.Stop()
@@ -292,7 +298,7 @@ func TestScenarioCrashRepeatsAtMostTheLastPoll(t *testing.T) {
 		m.MaxAlertsPerGather = 400
 	}
 	p := s.plugin(configure)
-	start := s.clock.Add(-time.Duration(p.Delay) - time.Duration(p.InitialLookback))
+	start := s.firstWindowStart(p)
 	s.run(p, 3*time.Minute)
 	lastPoll := s.poll(p)
 	require.Len(t, emittedIDs(lastPoll), 400)
@@ -352,7 +358,7 @@ func TestMissingStateFileMeansAFirstRun(t *testing.T) {
 func TestTelegrafStatefulPluginRoundTrip(t *testing.T) {
 	s := newScenario(t, defendersim.Config{Seed: 8, Rate: 10, History: 3 * time.Hour})
 	p := s.plugin(nil)
-	start := s.clock.Add(-time.Duration(p.Delay) - time.Duration(p.InitialLookback))
+	start := s.firstWindowStart(p)
 	s.run(p, 10*time.Minute)
 
 	restored := s.plugin(nil)
