@@ -185,11 +185,14 @@ func (m *MicrosoftDefender) Init() error {
 	if err != nil {
 		return err
 	}
-	m.tokens, err = m.tokenSource(client)
+	tokenClient, apiHTTP := *client, *client
+	tokenClient.CheckRedirect = refuseRedirects
+	apiHTTP.CheckRedirect = sameOriginRedirects
+	m.tokens, err = m.tokenSource(&tokenClient)
 	if err != nil {
 		return err
 	}
-	api := &apiClient{client: client, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
+	api := &apiClient{client: &apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
 	if m.API == "graph" {
 		m.backend = m.newGraphBackend(endpoint, api)
 	} else {

@@ -39,7 +39,11 @@ func classify(err error) retryDecision {
 	var statusErr *statusError
 	var tokenErr *tokenError
 	var netErr net.Error
+	var redirectErr *redirectError
 	switch {
+	case errors.As(err, &redirectErr):
+		// The same request would be redirected the same way.
+		return retryDecision{}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded) && !isTimeout(err):
 		return retryDecision{}
 	case errors.Is(err, errBodyTooLarge):
