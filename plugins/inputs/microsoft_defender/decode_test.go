@@ -41,18 +41,6 @@ func TestMalformedResponses(t *testing.T) {
 			`reading the SIEM API answer from %s: after detection 0: response truncated at byte 116`},
 		{"deeply nested junk", "[" + good + `,{"Junk":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}]`, 1,
 			`reading the SIEM API answer from %s: detection 1: invalid JSON at byte 10125: nesting deeper than 10000 levels`},
-		{"string field holds a number", "[" + good + `,{"AlertTitle":5,"LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
-			`reading the SIEM API answer from %s: detection 1: field AlertTitle: JSON number where a string was expected (byte 15 of the detection)`},
-		{"integer field holds text", "[" + good + `,{"AlertPart":"first","LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
-			`reading the SIEM API answer from %s: detection 1: "first" is not an integer`},
-		{"boolean field holds a number", "[" + good + `,{"RemediationIsSuccess":2,"LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`, 1,
-			`reading the SIEM API answer from %s: detection 1: 2 is not a boolean`},
-		{"timestamp in another format", "[" + good + "," + detectionJSON("b:1", "30/09/2020 14:00") + "]", 1,
-			`reading the SIEM API answer from %s: detection 1 (FullId "b:1"): field LastProcessedTimeUtc: "30/09/2020 14:00" is not an RFC 3339 timestamp`},
-		{"no LastProcessedTimeUtc", "[" + good + `,{"FullId":"b:1"}]`, 1,
-			`reading the SIEM API answer from %s: detection 1 (FullId "b:1"): no LastProcessedTimeUtc`},
-		{"array of numbers", "[1]", 0,
-			`reading the SIEM API answer from %s: detection 0: a JSON number where a detection object was expected`},
 		{"two answers in one body", "[" + good + "][" + good + "]", 1,
 			`reading the SIEM API answer from %s: after the closing bracket: invalid JSON at byte 118: invalid character '[' after top-level value`},
 		{"key without a colon", "[" + good + `,{"AlertId" "b"}]`, 1,
@@ -86,7 +74,7 @@ func TestMalformedResponses(t *testing.T) {
 func TestFailedPollIsRetriedWithoutDuplicates(t *testing.T) {
 	first := detectionJSON("a:1", "2020-09-30T14:00:00Z")
 	second := detectionJSON("a:2", "2020-09-30T14:10:00Z")
-	responses := []string{"[" + first + `,{"AlertTitle":5}]`, "[" + first + "," + second + "]"}
+	responses := []string{"[" + first + `,{"AlertTitle" 5}]`, "[" + first + "," + second + "]"}
 	var queries []url.Values
 	server := stub(t, func(w http.ResponseWriter, r *http.Request) {
 		queries = append(queries, r.URL.Query())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"time"
 
@@ -70,6 +71,10 @@ type detection struct {
 	// Parsed from the strings above by validate.
 	alertAt       time.Time
 	lastProcessed time.Time
+	// cursorAt replaces lastProcessed for the cursor when that lies outside
+	// the request's window (placeIn).
+	cursorAt time.Time
+	issues   recordProblems
 }
 
 // detectionFields maps every key of detection's json tags to its field
@@ -147,22 +152,28 @@ func (d *detection) ioaDefinitionID() string {
 	return d.IoaDefinitiondID
 }
 
-// validate parses the timestamps; a detection without LastProcessedTimeUtc
-// cannot be placed in a window and is rejected.
-func (d *detection) validate() error {
-	var err error
-	if d.LastProcessedTimeUtc == "" {
-		return errors.New("no LastProcessedTimeUtc")
+// validate parses the timestamps. A time that does not parse is left out
+// like any other value that does not fit; a detection that can be neither
+// placed in time nor told apart from others is skipped.
+func (d *detection) validate() {
+	d.lastProcessed = d.issues.parseTime("LastProcessedTimeUtc", d.LastProcessedTimeUtc)
+	d.alertAt = d.issues.parseTime("AlertTime", d.AlertTime)
+	if d.lastProcessed.IsZero() && d.identity() == "" {
+		d.issues.skip = "it has neither a valid LastProcessedTimeUtc nor a FullId, AlertId or IocUniqueId"
 	}
-	if d.lastProcessed, err = parseAPITime(d.LastProcessedTimeUtc); err != nil {
-		return fmt.Errorf("field LastProcessedTimeUtc: %w", err)
+}
+
+// parseTime parses the time of the named field, recording a value that is
+// no time as a problem; "" is no time and no problem.
+func (p *recordProblems) parseTime(field, value string) time.Time {
+	if value == "" {
+		return time.Time{}
 	}
-	if d.AlertTime != "" {
-		if d.alertAt, err = parseAPITime(d.AlertTime); err != nil {
-			return fmt.Errorf("field AlertTime: %w", err)
-		}
+	t, err := parseAPITime(value)
+	if err != nil {
+		p.invalid = append(p.invalid, fieldProblem{field: field, offset: -1, reason: err.Error()})
 	}
-	return nil
+	return t
 }
 
 // apiTimeLayouts are the forms the SIEM API and its documentation use; a
@@ -173,9 +184,19 @@ var apiTimeLayouts = []string{
 	"2006-01-02 15:04:05.999999999",
 }
 
+// Metric timestamps are nanoseconds since 1970 in an int64: times beyond
+// these would wrap around.
+var (
+	earliestTime = time.Unix(0, math.MinInt64).UTC()
+	latestTime   = time.Unix(0, math.MaxInt64).UTC()
+)
+
 func parseAPITime(s string) (time.Time, error) {
 	for _, layout := range apiTimeLayouts {
 		if t, err := time.Parse(layout, s); err == nil {
+			if t.Before(earliestTime) || t.After(latestTime) {
+				return time.Time{}, fmt.Errorf("%q lies outside the years 1678 to 2262 that a metric's time can hold", truncate(s, 64))
+			}
 			return t.UTC(), nil
 		}
 	}
@@ -292,12 +313,20 @@ func (dd *detectionDecoder) next(d *detection) error {
 	i := dd.index
 	dd.index++
 	*d = detection{}
-	if err := decodeObject(&dd.objects, c, d, detectionFields); err != nil {
+	d.issues.where = fmt.Sprintf("detection %d at byte %d", i, dd.r.Offset()-1)
+	var notObject *notObjectError
+	err = decodeObject(&dd.objects, c, d, detectionFields)
+	switch {
+	case errors.As(err, &notObject):
+		d.issues.skip = notObject.Error()
+		return nil
+	case err != nil:
 		return fmt.Errorf("detection %d: %w", i, explainRead(err, dd.r))
 	}
-	if err := d.validate(); err != nil {
-		return fmt.Errorf("detection %d (FullId %q): %w", i, truncate(d.identity(), 128), err)
+	if len(dd.objects.problems) > 0 {
+		d.issues.invalid = append([]fieldProblem(nil), dd.objects.problems...)
 	}
+	d.validate()
 	return nil
 }
 

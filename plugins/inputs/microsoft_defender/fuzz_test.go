@@ -63,6 +63,8 @@ func FuzzDecodeDetections(f *testing.F) {
 		if (err == nil) != (wantErr == nil) || len(got) != len(want) {
 			t.Fatalf("encoding/json decoded %d detections, then %v; the decoder %d, then %v", len(want), wantErr, len(got), err)
 		}
+		problemsOf := func(d *detection) *recordProblems { return &d.issues }
+		require.Equal(t, comparableProblems(want, problemsOf), comparableProblems(got, problemsOf))
 		require.Equal(t, want, got)
 		if err != nil && !strings.HasPrefix(err.Error(), "detection ") && !strings.HasPrefix(err.Error(), "after ") &&
 			!strings.HasPrefix(err.Error(), "response is not a JSON array") {
@@ -77,8 +79,9 @@ func FuzzDecodeDetections(f *testing.F) {
 }
 
 // decodeWithEncodingJSON decodes an answer with encoding/json, the reference
-// the detection decoder is held to: it stops at the first detection that
-// does not decode or validate, and rejects anything after the array.
+// the detection decoder is held to: it stops at malformed JSON, decodes each
+// detection member by member, leaving out the members that do not fit, and
+// rejects anything after the array.
 func decodeWithEncodingJSON(data []byte) ([]detection, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
@@ -86,12 +89,16 @@ func decodeWithEncodingJSON(data []byte) ([]detection, error) {
 	}
 	var out []detection
 	for dec.More() {
-		var d detection
-		if err := dec.Decode(&d); err != nil {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
 			return out, err
 		}
-		if err := d.validate(); err != nil {
-			return out, err
+		var d detection
+		if invalid, notObject := membersWithEncodingJSON(raw, &d, func(d detection) detection { return d }); notObject {
+			d.issues.skip = "not an object"
+		} else {
+			d.validate()
+			d.issues.invalid = append(make([]fieldProblem, invalid), d.issues.invalid...)
 		}
 		out = append(out, d)
 	}
@@ -102,6 +109,58 @@ func decodeWithEncodingJSON(data []byte) ([]detection, error) {
 		return out, fmt.Errorf("after the array: %v %w", tok, err)
 	}
 	return out, nil
+}
+
+// membersWithEncodingJSON decodes raw, one element of an item array, into v
+// as decodeObject promises to: member by member with encoding/json, a member
+// that does not decode leaving v as it was. It returns how many members were
+// left out, and whether raw is no object (null is an empty one). clone
+// deep-copies a T, so that a failed member cannot change what it restores.
+func membersWithEncodingJSON[T any](raw []byte, v *T, clone func(T) T) (invalid int, notObject bool) {
+	switch raw[0] {
+	case 'n':
+		return 0, false
+	case '{':
+	default:
+		return 0, true
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.Token() //nolint:errcheck // raw is a whole object
+	for dec.More() {
+		key, _ := dec.Token() //nolint:errcheck // as above
+		var value json.RawMessage
+		dec.Decode(&value) //nolint:errcheck // as above
+		// The value as it came: json.Marshal would escape HTML in it.
+		var member bytes.Buffer
+		member.WriteByte('{')
+		enc := json.NewEncoder(&member)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(key.(string)); err != nil {
+			panic(err)
+		}
+		member.WriteByte(':')
+		member.Write(value)
+		member.WriteByte('}')
+		before := clone(*v)
+		if err := json.Unmarshal(member.Bytes(), v); err != nil {
+			*v = before
+			invalid++
+		}
+	}
+	return invalid, false
+}
+
+// comparableProblems reduces the problems of decoded items to what the
+// reference decoders can know: how many fields were left out and whether
+// the item was skipped, not where or why.
+func comparableProblems[T any](items []T, problems func(*T) *recordProblems) []string {
+	out := make([]string, len(items))
+	for i := range items {
+		p := problems(&items[i])
+		out[i] = fmt.Sprintf("invalid=%d skipped=%t", len(p.invalid), p.skip != "")
+		*p = recordProblems{}
+	}
+	return out
 }
 
 // FuzzTokenResponse feeds arbitrary token endpoint answers, with any
@@ -228,6 +287,8 @@ func FuzzDecodeGraphPage(f *testing.F) {
 				want[i].Evidence = compact.Bytes()
 			}
 		}
+		problemsOf := func(a *graphAlert) *recordProblems { return &a.issues }
+		require.Equal(t, comparableProblems(want, problemsOf), comparableProblems(got, problemsOf))
 		require.Equal(t, want, got)
 
 		// A handler that stops at the first alert ends the page there.
@@ -239,6 +300,7 @@ func FuzzDecodeGraphPage(f *testing.F) {
 			})
 			require.NoError(t, err)
 			require.Empty(t, next)
+			comparableProblems(first, problemsOf)
 			require.Equal(t, want[:1], first)
 		}
 	})
@@ -263,12 +325,16 @@ func decodeGraphPageWithEncodingJSON(data []byte, handle func(*graphAlert)) (str
 				return "", fmt.Errorf("value: %v %w", tok, err)
 			}
 			for dec.More() {
-				var a graphAlert
-				if err := dec.Decode(&a); err != nil {
+				var raw json.RawMessage
+				if err := dec.Decode(&raw); err != nil {
 					return "", err
 				}
-				if err := validateWithEncodingJSON(&a); err != nil {
-					return "", err
+				var a graphAlert
+				if invalid, notObject := membersWithEncodingJSON(raw, &a, cloneGraphAlert); notObject {
+					a.issues.skip = "not an object"
+				} else {
+					validateWithEncodingJSON(&a)
+					a.issues.invalid = append(make([]fieldProblem, invalid), a.issues.invalid...)
 				}
 				handle(&a)
 			}
@@ -297,18 +363,20 @@ func decodeGraphPageWithEncodingJSON(data []byte, handle func(*graphAlert)) (str
 
 // validateWithEncodingJSON is graphAlert.validate with its evidence decoded
 // by encoding/json.
-func validateWithEncodingJSON(a *graphAlert) error {
+func validateWithEncodingJSON(a *graphAlert) {
 	evidence := a.Evidence
 	a.Evidence = nil
-	err := a.validate()
-	a.Evidence = evidence
-	if err != nil || len(evidence) == 0 || string(evidence) == "null" {
-		return err
+	a.validate()
+	if a.issues.skip != "" || len(evidence) == 0 || string(evidence) == "null" {
+		a.Evidence = evidence
+		return
 	}
 	var all []deviceEvidence
 	if err := json.Unmarshal(evidence, &all); err != nil {
-		return err
+		a.issues.invalid = append(a.issues.invalid, fieldProblem{field: "evidence"})
+		return
 	}
+	a.Evidence = evidence
 	a.evidenceCount = len(all)
 	for _, e := range all {
 		if e.Type == "#microsoft.graph.security.deviceEvidence" {
@@ -316,5 +384,14 @@ func validateWithEncodingJSON(a *graphAlert) error {
 			break
 		}
 	}
-	return nil
+}
+
+func cloneGraphAlert(a graphAlert) graphAlert {
+	if a.MitreTechniques != nil {
+		a.MitreTechniques = append(make([]string, 0, len(a.MitreTechniques)), a.MitreTechniques...)
+	}
+	if a.Evidence != nil {
+		a.Evidence = append(make(json.RawMessage, 0, len(a.Evidence)), a.Evidence...)
+	}
+	return a
 }

@@ -215,6 +215,7 @@ type graphAlert struct {
 	device              deviceEvidence
 	evidenceCount       int
 	includeEvidence     bool
+	issues              recordProblems
 }
 
 // deviceEvidence holds what the mapping takes from the alert's first
@@ -277,9 +278,11 @@ func (a *graphAlert) setMitreTechniques(raw []byte) error {
 		return err
 	}
 	if c != '[' {
-		return fmt.Errorf("field mitreTechniques: JSON %s where an array of strings was expected", jsonstream.Kind(c))
+		return fmt.Errorf("JSON %s where an array of strings was expected", jsonstream.Kind(c))
 	}
-	techniques := a.MitreTechniques[:0]
+	// A copy, so that a value left out leaves the field as it was; null
+	// elements keep what an earlier array had there, as in encoding/json.
+	techniques := append([]string(nil), a.MitreTechniques...)[:0]
 	var typeErr error
 	err = readArray(r, func(i int, c byte) error {
 		if i < cap(techniques) {
@@ -296,42 +299,40 @@ func (a *graphAlert) setMitreTechniques(raw []byte) error {
 			return r.Skip(c, 0)
 		}
 		if typeErr == nil {
-			typeErr = fmt.Errorf("field mitreTechniques: element %d: JSON %s where a string was expected", i, jsonstream.Kind(c))
+			typeErr = fmt.Errorf("element %d: JSON %s where a string was expected", i, jsonstream.Kind(c))
 		}
 		return r.Skip(c, 0)
 	})
-	if err != nil {
-		return err
+	if err != nil || typeErr != nil {
+		return errors.Join(err, typeErr)
 	}
 	if len(techniques) == 0 {
 		techniques = make([]string, 0)
 	}
 	a.MitreTechniques = techniques
-	return typeErr
+	return nil
 }
 
-func (a *graphAlert) validate() error {
-	var err error
+// validate parses the timestamps and the evidence. Values that do not fit
+// are left out; an alert without an id cannot be told apart from others and
+// is skipped.
+func (a *graphAlert) validate() {
 	if a.ID == "" {
-		return errors.New("no id")
+		a.issues.skip = "it has no id"
+		return
 	}
-	if a.lastUpdate, err = parseAPITime(a.LastUpdateDateTime); err != nil {
-		return fmt.Errorf("field lastUpdateDateTime: %w", err)
-	}
-	if a.CreatedDateTime != "" {
-		if a.created, err = parseAPITime(a.CreatedDateTime); err != nil {
-			return fmt.Errorf("field createdDateTime: %w", err)
-		}
-	}
+	a.lastUpdate = a.issues.parseTime("lastUpdateDateTime", a.LastUpdateDateTime)
+	a.created = a.issues.parseTime("createdDateTime", a.CreatedDateTime)
 	if len(a.Evidence) == 0 || string(a.Evidence) == "null" {
-		return nil
+		return
 	}
 	count, device, err := firstDeviceEvidence(a.Evidence)
 	if err != nil {
-		return fmt.Errorf("field evidence: %w", err)
+		a.Evidence = nil
+		a.issues.invalid = append(a.issues.invalid, fieldProblem{field: "evidence", offset: -1, reason: err.Error()})
+		return
 	}
 	a.evidenceCount, a.device = count, device
-	return nil
 }
 
 // firstDeviceEvidence counts the evidence of an alert and returns the first
@@ -355,6 +356,9 @@ func firstDeviceEvidence(raw []byte) (int, deviceEvidence, error) {
 		if err := decodeObject(&objects, c, &e, deviceEvidenceFields); err != nil {
 			return fmt.Errorf("evidence %d: %w", i, err)
 		}
+		if len(objects.problems) > 0 {
+			return fmt.Errorf("evidence %d: field %s", i, objects.problems[0])
+		}
 		if !found && e.Type == "#microsoft.graph.security.deviceEvidence" {
 			device, found = e, true
 		}
@@ -369,6 +373,14 @@ func (a *graphAlert) identity() string {
 
 func (a *graphAlert) cursorTime() time.Time {
 	return a.lastUpdate
+}
+
+func (a *graphAlert) inWindow() bool {
+	return !a.lastUpdate.IsZero()
+}
+
+func (a *graphAlert) problems() *recordProblems {
+	return &a.issues
 }
 
 func (a *graphAlert) countKey() countKey {
@@ -445,11 +457,19 @@ func decodeGraphAlerts(r *jsonstream.Reader, c byte, handle func(*graphAlert) bo
 	objects := objectDecoder{r: r}
 	return readArray(r, func(i int, c byte) error {
 		var a graphAlert
-		if err := decodeObject(&objects, c, &a, graphAlertFields); err != nil {
+		a.issues.where = fmt.Sprintf("alert %d at byte %d", i, r.Offset()-1)
+		var notObject *notObjectError
+		err := decodeObject(&objects, c, &a, graphAlertFields)
+		switch {
+		case errors.As(err, &notObject):
+			a.issues.skip = notObject.Error()
+		case err != nil:
 			return fmt.Errorf("alert %d: %w", i, explainRead(err, r))
-		}
-		if err := a.validate(); err != nil {
-			return fmt.Errorf("alert %d (id %q): %w", i, truncate(a.ID, 128), err)
+		default:
+			if len(objects.problems) > 0 {
+				a.issues.invalid = append([]fieldProblem(nil), objects.problems...)
+			}
+			a.validate()
 		}
 		if !handle(&a) {
 			return errHandlerStopped

@@ -28,8 +28,11 @@ const maxTagBytes = 256
 func alertMetric(d *detection) (telegraf.Metric, []string) {
 	var cut []string
 	ts := d.lastProcessed
-	if !d.alertAt.IsZero() {
+	switch {
+	case !d.alertAt.IsZero():
 		ts = d.alertAt
+	case ts.IsZero():
+		ts = d.cursorTime()
 	}
 	// The detections of one alert share AlertTime and often every tag;
 	// AlertPart tells them apart.
@@ -58,7 +61,9 @@ func alertMetric(d *detection) (telegraf.Metric, []string) {
 	if d.WasExecutingWhileDetected.set {
 		m.AddField("was_executing_while_detected", d.WasExecutingWhileDetected.value)
 	}
-	m.AddField("last_processed_time_utc", d.lastProcessed.Format(time.RFC3339Nano))
+	if !d.lastProcessed.IsZero() {
+		m.AddField("last_processed_time_utc", d.lastProcessed.Format(time.RFC3339Nano))
+	}
 	if !d.alertAt.IsZero() {
 		m.AddField("alert_time", d.alertAt.Format(time.RFC3339Nano))
 	}
@@ -208,6 +213,9 @@ func pollMetric(api, status string, s *pollStats, duration, lag time.Duration, t
 			"alerts_emitted":     s.emitted,
 			"duplicates_dropped": s.duplicates,
 			"errors":             s.errors,
+			"alerts_skipped":     s.skipped,
+			"invalid_fields":     s.invalidFields,
+			"out_of_window":      s.outOfWindow,
 			"duration_ms":        float64(duration) / float64(time.Millisecond),
 			"lag_seconds":        lag.Seconds(),
 			"backlog":            s.backlog,

@@ -52,6 +52,8 @@ type objectDecoder struct {
 	raw     []byte
 	values  []byte         // the unescaped string values, back to back
 	assigns []stringAssign // which field each of values goes to
+	// problems of the last object decoded
+	problems []fieldProblem
 }
 
 // stringAssign is a string field and where its value lies in values.
@@ -60,13 +62,43 @@ type stringAssign struct {
 	start, end int
 }
 
+// fieldProblem is a member whose value does not fit its field, such as a
+// string where a number belongs or a number beyond int64. The field is
+// left as it was and the rest of the object decoded: one odd value must
+// not cost the whole record.
+type fieldProblem struct {
+	field  string
+	offset int64 // of the value, from the start of the object
+	reason string
+}
+
+func (p fieldProblem) String() string {
+	if p.offset < 0 {
+		return fmt.Sprintf("%s: %s", p.field, p.reason)
+	}
+	return fmt.Sprintf("%s (byte %d of the object): %s", p.field, p.offset, p.reason)
+}
+
+// notObjectError is an element of an item array that is no object at all.
+type notObjectError struct {
+	kind string // JSON kind found
+	noun string
+}
+
+func (e *notObjectError) Error() string {
+	return fmt.Sprintf("a JSON %s where %s object was expected", e.kind, article(e.noun))
+}
+
 // decodeObject reads an object whose first byte, c, was consumed into v, as
-// encoding/json would: null decodes to nothing, null leaves a field as it
-// is, the last of repeated keys wins, unknown keys are skipped, and
-// malformed JSON anywhere in the object is reported before a value of the
-// wrong type. All string fields of v share one allocation.
+// encoding/json decodes an object member by member: null decodes to
+// nothing, null leaves a field as it is, the last of repeated keys wins,
+// unknown keys are skipped. A value that does not fit its field is left
+// out and recorded in od.problems; an element that is no object is a
+// *notObjectError; malformed JSON is an error. All string fields of v share
+// one allocation.
 func decodeObject[T any](od *objectDecoder, c byte, v *T, fields *objectFields[T]) error {
 	r := od.r
+	od.problems = od.problems[:0]
 	switch c {
 	case '{':
 	case 'n':
@@ -75,11 +107,10 @@ func decodeObject[T any](od *objectDecoder, c byte, v *T, fields *objectFields[T
 		if err := r.Skip(c, 0); err != nil {
 			return err
 		}
-		return fmt.Errorf("a JSON %s where %s object was expected", jsonstream.Kind(c), article(fields.noun))
+		return &notObjectError{kind: jsonstream.Kind(c), noun: fields.noun}
 	}
 	start := r.Offset() - 1
 	od.values, od.assigns = od.values[:0], od.assigns[:0]
-	var valueErr, typeErr error
 	err := readObject(r, &od.key, func(c byte) error {
 		field, known := fields.lookup(od.key)
 		switch {
@@ -92,16 +123,19 @@ func decodeObject[T any](od *objectDecoder, c byte, v *T, fields *objectFields[T
 			od.assigns = append(od.assigns, stringAssign{field: field.str(v), start: begin, end: len(od.values)})
 			return err
 		case field.str != nil:
+			offset := r.Offset() - 1 - start
 			err := r.Skip(c, 1)
-			if typeErr == nil {
-				typeErr = fmt.Errorf("field %s: JSON %s where a string was expected (byte %d of the %s)",
-					field.name, jsonstream.Kind(c), r.Offset()-start, fields.noun)
-			}
+			od.problems = append(od.problems, fieldProblem{
+				field: field.name, offset: offset, reason: fmt.Sprintf("JSON %s where a string was expected", jsonstream.Kind(c)),
+			})
 			return err
 		}
+		offset := r.Offset() - 1 - start
 		var err error
-		if od.raw, err = r.AppendRaw(od.raw[:0], c, 1); err == nil && valueErr == nil {
-			valueErr = field.raw(v, od.raw)
+		if od.raw, err = r.AppendRaw(od.raw[:0], c, 1); err == nil {
+			if valueErr := field.raw(v, od.raw); valueErr != nil {
+				od.problems = append(od.problems, fieldProblem{field: field.name, offset: offset, reason: valueErr.Error()})
+			}
 		}
 		return err
 	})
@@ -112,10 +146,7 @@ func decodeObject[T any](od *objectDecoder, c byte, v *T, fields *objectFields[T
 	for _, a := range od.assigns {
 		*a.field = values[a.start:a.end]
 	}
-	if valueErr != nil {
-		return valueErr
-	}
-	return typeErr
+	return nil
 }
 
 // readObject reads the members of an object whose '{' was consumed: for

@@ -32,6 +32,14 @@ type pollStats struct {
 	emitted    int64
 	duplicates int64
 	errors     int64
+	// skipped: items that could not be decoded at all, not emitted.
+	skipped int64
+	// invalidFields: values left out of emitted items.
+	invalidFields int64
+	// outOfWindow: items whose cursor time lay outside the request's window.
+	outOfWindow int64
+	// problemsLogged: items whose problems this poll logged one by one.
+	problemsLogged int
 	// backlog: the window could not be finished in this poll.
 	backlog bool
 	// completed: at least one chunk was finished.
@@ -41,8 +49,9 @@ type pollStats struct {
 // response is what one request returned.
 type response struct {
 	decoded     int       // items decoded, new or not
-	oldest      time.Time // smallest cursor time decoded
-	newest      time.Time // largest cursor time decoded
+	inWindow    int       // items decoded whose cursor time is in the window
+	oldest      time.Time // smallest cursor time in the window decoded
+	newest      time.Time // largest cursor time in the window decoded
 	interrupted bool      // reading stopped because the budget was spent
 }
 
@@ -127,12 +136,22 @@ func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
 	}
 	p.stats.requests++
 	err := send(ctx, func(a alert) bool {
-		t := a.cursorTime()
-		if r.decoded == 0 || t.Before(r.oldest) {
-			r.oldest = t
+		if skip := a.problems().skip; skip != "" {
+			r.decoded++
+			p.stats.received++
+			p.stats.skipped++
+			p.logProblem("%s skipped: %s", a.problems().where, skip)
+			return true
 		}
-		if r.decoded == 0 || t.After(r.newest) {
-			r.newest = t
+		t := a.cursorTime()
+		if a.inWindow() {
+			if r.inWindow == 0 || t.Before(r.oldest) {
+				r.oldest = t
+			}
+			if r.inWindow == 0 || t.After(r.newest) {
+				r.newest = t
+			}
+			r.inWindow++
 		}
 		id := a.identity()
 		if !p.m.cursor.isNew(id) {
@@ -153,12 +172,42 @@ func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
 		if len(cut) > 0 {
 			p.m.warnf("alert %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)
 		}
+		if problems := a.problems(); len(problems.invalid) > 0 {
+			p.stats.invalidFields += int64(len(problems.invalid))
+			m.AddField("invalid_fields", problems.fieldNames())
+			p.logProblem("%s (%q) emitted without the values that do not fit: %s", problems.where, truncate(id, 128), problems)
+		}
+		if !a.inWindow() {
+			if m.Time().IsZero() {
+				// No time of the item could be read: it is stamped when read.
+				m.SetTime(p.m.now())
+			}
+			p.stats.outOfWindow++
+			p.logProblem("%s (%q): its time is outside the window asked for, or unknown; it is emitted, and the cursor does not use its time",
+				a.problems().where, truncate(id, 128))
+		}
 		p.acc.AddMetric(m)
 		p.counter.add(a.countKey())
 		p.m.cursor.remember(id, t)
 		return true
 	})
 	return r, err
+}
+
+// maxProblemsLogged is how many items with problems one poll logs one by
+// one; the rest are only counted, so that a service that changes a type in
+// every item does not flood the log.
+const maxProblemsLogged = 10
+
+// logProblem warns about an item that could not be decoded whole.
+func (p *poll) logProblem(format string, args ...interface{}) {
+	p.stats.problemsLogged++
+	switch {
+	case p.stats.problemsLogged <= maxProblemsLogged:
+		p.m.warnf(format, args...)
+	case p.stats.problemsLogged == maxProblemsLogged+1:
+		p.m.warnf("More items with problems in this poll are only counted (defender_poll: alerts_skipped, invalid_fields, out_of_window)")
+	}
 }
 
 // pastDeadline reports whether the poll has used its interval: it then

@@ -30,6 +30,9 @@ func expectedPoll(status string, s pollStats, lag time.Duration) telegraf.Metric
 		"alerts_emitted":     s.emitted,
 		"duplicates_dropped": s.duplicates,
 		"errors":             s.errors,
+		"alerts_skipped":     s.skipped,
+		"invalid_fields":     s.invalidFields,
+		"out_of_window":      s.outOfWindow,
 		"lag_seconds":        lag.Seconds(),
 		"backlog":            s.backlog,
 	}, fixedNow)
@@ -50,7 +53,7 @@ func TestPollMetric(t *testing.T) {
 	a := detectionJSON("a:1", "2020-09-30T14:10:00Z")
 	b := detectionJSON("a:2", "2020-09-30T14:20:00Z")
 	c := detectionJSON("a:3", "2020-09-30T14:30:00Z")
-	d := detectionJSON("a:4", "2020-09-30T14:40:00Z")
+	d := detectionJSON("a:4", "2020-09-30T15:40:00Z")
 
 	// The newest two fill the budget: a backlog remains.
 	responses = []string{"[" + b + "," + c + "]"}
@@ -70,7 +73,7 @@ func TestPollMetric(t *testing.T) {
 
 	// A new window whose answer breaks off after one new detection.
 	plugin.now = func() time.Time { return fixedNow.Add(time.Hour) }
-	responses = []string{"[" + d + `,{"AlertTitle":5}]`}
+	responses = []string{"[" + d + `,{"AlertTitle" 5}]`}
 	var failed testutil.Accumulator
 	require.NoError(t, plugin.Gather(&failed))
 	require.Len(t, failed.Errors, 1)

@@ -89,6 +89,13 @@ func (b *siemBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, er
 		if r.decoded < limit {
 			return true, nil
 		}
+		if r.inWindow == 0 {
+			// Nothing in a full answer tells how far down it reached.
+			p.m.warnf("the SIEM API answered %d detections for %s to %s, none with a LastProcessedTimeUtc inside that window: reading it without a limit",
+				limit, sp.From.Format(time.RFC3339Nano), sp.To.Format(time.RFC3339Nano))
+			r, err = p.request(ctx, b.send(sp.From, sp.To, 0))
+			return err == nil && !r.interrupted, err
+		}
 		if r.oldest.Before(sp.To) {
 			sp.To = r.oldest
 			p.m.cursor.forget(sp.To, sp.End.Add(-time.Duration(p.m.Overlap)))
@@ -132,6 +139,7 @@ func (b *siemBackend) send(since, until time.Time, limit int) sendFunc {
 			if err != nil {
 				return &answerError{api: b.api.name, host: u.Host, err: err}
 			}
+			d.placeIn(since, until)
 			if !handle(&d) {
 				return nil
 			}
