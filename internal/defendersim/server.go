@@ -108,6 +108,9 @@ func (s *Server) recordRequests(next http.Handler) http.Handler {
 		s.mu.Lock()
 		s.requests = append(s.requests, r.Clone(r.Context()))
 		s.mu.Unlock()
+		// The service's own time, which a plugin with a wrong clock can
+		// learn from.
+		w.Header().Set("Date", s.now().Format(http.TimeFormat))
 		next.ServeHTTP(w, r)
 	})
 }

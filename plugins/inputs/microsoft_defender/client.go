@@ -31,6 +31,8 @@ type apiClient struct {
 	now func() time.Time
 	// header holds further request headers of the API.
 	header http.Header
+	// clock learns the API's time from its answers.
+	clock *serverClock
 }
 
 // statusError is a non-2xx answer of the API.
@@ -94,6 +96,9 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 			err = ue.Err
 		}
 		return nil, fmt.Errorf("%s request to %s failed: %w", c.name, u.Host, err)
+	}
+	if c.clock != nil {
+		c.clock.observe(resp.Header)
 	}
 	if resp.StatusCode/100 == 2 {
 		return &limitedBody{body: resp.Body, remaining: c.maxBodySize}, nil

@@ -104,6 +104,8 @@ type MicrosoftDefender struct {
 	sizeLimit int
 	// stateDirty: the cursor moved since the state file was written.
 	stateDirty bool
+	// serverClock is the API's time, from its answers.
+	serverClock serverClock
 }
 
 // defaultPollDeadline bounds the first poll, before an interval is known.
@@ -192,7 +194,7 @@ func (m *MicrosoftDefender) Init() error {
 	if err != nil {
 		return err
 	}
-	api := &apiClient{client: &apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
+	api := &apiClient{client: &apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now, clock: &m.serverClock}
 	if m.API == "graph" {
 		m.backend = m.newGraphBackend(endpoint, api)
 	} else {
@@ -270,6 +272,10 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		interval = defaultPollDeadline
 	}
 	m.lastGather = now
+	if err := m.distrustFuturePosition(now); err != nil {
+		m.addError(acc, err)
+		m.stateDirty = true
+	}
 	p := &poll{m: m, acc: acc, budget: m.MaxAlertsPerGather, deadline: now.Add(interval)}
 
 	var countsAt time.Time
@@ -296,7 +302,9 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	if readUpTo.IsZero() {
 		readUpTo = end.Add(-time.Duration(m.InitialLookback))
 	}
-	acc.AddMetric(pollMetric(m.API, p.stats.status(err), &p.stats, time.Since(started), now.Sub(readUpTo), now))
+	// A watermark up to maxClockSkew ahead is believed; it is no lag.
+	lag := max(now.Sub(readUpTo), 0)
+	acc.AddMetric(pollMetric(m.API, p.stats.status(err), &p.stats, time.Since(started), lag, now))
 	m.stateDirty = m.stateDirty || p.stats.requests > 0
 	return nil
 }

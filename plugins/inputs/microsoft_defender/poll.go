@@ -78,8 +78,15 @@ func (p *poll) run(ctx context.Context, end time.Time) (time.Time, error) {
 			p.stats.backlog = true
 			return countsAt, nil
 		}
-		p.m.cursor.complete(time.Duration(p.m.Overlap))
-		p.stats.completed = true
+		complete, clamped := p.m.clampToServerClock(sp)
+		if complete {
+			p.m.cursor.complete(time.Duration(p.m.Overlap))
+			p.stats.completed = true
+		}
+		if clamped {
+			// Beyond the API's own time there is nothing to read yet.
+			return countsAt, nil
+		}
 	}
 }
 
