@@ -37,6 +37,9 @@ func main() {
 	flag.IntVar(&cfg.BurstSize, "burst-size", 200, "detections in each burst")
 	faults := flag.String("faults", "", "faults injected at random, as fault=share pairs, e.g. \"429=0.1,500=0.05,reset=0.02\"; faults: "+faultNames())
 	flag.DurationVar(&cfg.Faults.RetryAfter, "retry-after", 2*time.Second, "what a 429 asks to wait")
+	flag.Float64Var(&cfg.Faults.PoisonRate, "poison-rate", 0, "share of detections served with one value of the wrong type (e.g. \"AlertPart\":1e400)")
+	flag.Float64Var(&cfg.Faults.GiantRate, "giant-rate", 0, "share of detections served with an extra field of -giant-bytes")
+	flag.IntVar(&cfg.Faults.GiantBytes, "giant-bytes", 1<<20, "size of the extra field of a giant detection")
 	flag.Parse()
 
 	rates, err := parseFaultRates(*faults)

@@ -42,6 +42,14 @@ type FaultConfig struct {
 	PadBytes int
 	// Rates injects faults at random: the share of requests each one hits.
 	Rates map[Fault]float64
+
+	// PoisonRate is the share of detections served with one value of the
+	// wrong type (see records.go).
+	PoisonRate float64
+	// GiantRate is the share of detections served with an extra field of
+	// GiantBytes.
+	GiantRate  float64
+	GiantBytes int
 }
 
 // Inject makes the next n requests of the fault's kind (token requests

@@ -2,6 +2,7 @@ package defendersim
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,14 +51,19 @@ func (s *Server) serveAlerts(w http.ResponseWriter, r *http.Request) {
 
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	bw := bufio.NewWriterSize(w, 64*1024)
-	enc := json.NewEncoder(bw)
+	var encoded bytes.Buffer
+	enc := json.NewEncoder(&encoded)
 	// Write errors mean the client went away: nothing left to do then.
 	bw.WriteByte('[') //nolint:errcheck // see above
 	for i := range matches {
 		if i > 0 {
 			bw.WriteByte(',') //nolint:errcheck // see above
 		}
+		encoded.Reset()
 		if err := enc.Encode(&matches[i]); err != nil {
+			return
+		}
+		if _, err := bw.Write(s.recordFaults(&matches[i], bytes.TrimSpace(encoded.Bytes()))); err != nil {
 			return
 		}
 	}

@@ -34,10 +34,34 @@ type cursor struct {
 	// seen maps the identity of each emitted detection to its
 	// LastProcessedTimeUtc, for the detections a later request can return.
 	seen map[string]time.Time
+	// skipped holds the instants whose detections are larger than
+	// max_body_size, for as long as seen would hold them.
+	skipped map[time.Time]bool
 }
 
 func newCursor() *cursor {
-	return &cursor{seen: make(map[string]time.Time)}
+	return &cursor{seen: make(map[string]time.Time), skipped: make(map[time.Time]bool)}
+}
+
+// oversized records an instant that cannot be read, and reports whether
+// it was known.
+func (c *cursor) oversized(at time.Time) bool {
+	known := c.skipped[at]
+	c.skipped[at] = true
+	return known
+}
+
+// newestOversized returns the latest instant in [from, to] known to be
+// too large to read.
+func (c *cursor) newestOversized(from, to time.Time) (time.Time, bool) {
+	var newest time.Time
+	found := false
+	for at := range c.skipped {
+		if !at.Before(from) && !at.After(to) && (!found || at.After(newest)) {
+			newest, found = at, true
+		}
+	}
+	return newest, found
 }
 
 // windowPlan holds the settings that shape the windows.
@@ -99,6 +123,11 @@ func (c *cursor) forget(after, before time.Time) {
 	for id, t := range c.seen {
 		if t.After(after) && t.Before(before) {
 			delete(c.seen, id)
+		}
+	}
+	for at := range c.skipped {
+		if at.After(after) && at.Before(before) {
+			delete(c.skipped, at)
 		}
 	}
 }

@@ -274,13 +274,17 @@ func (m *MicrosoftDefender) requestLimit() int {
 }
 
 // shrinkRequests halves the detections per request after an answer grew
-// past max_body_size with decoded detections in it, so that the window can
-// still be walked.
+// past max_body_size with decoded detections in it, down to one, so that
+// the window can still be walked.
 func (m *MicrosoftDefender) shrinkRequests(decoded int) {
-	if decoded < 2 {
+	limit := max(1, decoded/2)
+	if m.sizeLimit > 0 && limit >= m.sizeLimit {
+		limit = max(1, m.sizeLimit/2)
+	}
+	if limit == m.sizeLimit {
 		return
 	}
-	m.sizeLimit = decoded / 2
+	m.sizeLimit = limit
 	m.warnf("an answer grew past max_body_size (%d bytes) after %d detections: asking for at most %d per request from now on",
 		int64(m.MaxBodySize), decoded, m.sizeLimit)
 }

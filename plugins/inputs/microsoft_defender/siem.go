@@ -83,6 +83,19 @@ func (b *siemBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, er
 		}
 		limit := p.m.requestLimit()
 		r, err := p.request(ctx, b.send(sp.From, sp.To, limit))
+		if errors.Is(err, errBodyTooLarge) && limit > 1 {
+			continue // with the smaller requests shrinkRequests chose
+		}
+		if errors.Is(err, errBodyTooLarge) && r.decoded == 0 {
+			// The newest detection of the span alone is too large: find its
+			// instant and read on below it.
+			giant, err := b.findOversizedInstant(ctx, p, sp)
+			if err != nil {
+				return false, err
+			}
+			p.skipOversizedInstant(sp, giant)
+			continue
+		}
 		if err != nil || r.interrupted {
 			return false, err
 		}
@@ -106,12 +119,72 @@ func (b *siemBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, er
 		p.m.warnf("%d or more detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
 			limit, sp.To.Format(time.RFC3339Nano), limit)
 		r, err = p.request(ctx, b.send(sp.To, sp.To, 0))
+		if errors.Is(err, errBodyTooLarge) {
+			p.skipOversizedInstant(sp, sp.To)
+			continue
+		}
 		if err != nil || r.interrupted {
 			return false, err
 		}
 		sp.To = sp.To.Add(-tick)
 	}
 	return true, nil
+}
+
+// skipOversizedInstant gives up the detections of one instant, which
+// cannot be read within max_body_size, and walks on below it with requests
+// of the usual size. The instant is remembered, so that windows that read
+// it again skip it at once, and it is reported once.
+func (p *poll) skipOversizedInstant(sp *span, at time.Time) {
+	if p.m.cursor.oversized(at) {
+		p.m.Log.Debugf("Skipping again the detections of %s, larger than max_body_size", at.Format(time.RFC3339Nano))
+	} else {
+		p.stats.skipped++
+		p.m.warnf("A detection with LastProcessedTimeUtc %s is larger than max_body_size (%d bytes): it cannot be read and is skipped, "+
+			"with any other detection of that 100 ns instant; raise max_body_size to read it", at.Format(time.RFC3339Nano), int64(p.m.MaxBodySize))
+	}
+	sp.To = at.Add(-tick)
+	p.m.sizeLimit = 0
+}
+
+// findOversizedInstant finds the LastProcessedTimeUtc of the newest
+// detection of the span, which alone is larger than max_body_size. It asks
+// for one detection from a probe time up to the span's end: that fails
+// exactly when the probe is at or before the giant, whatever lies below, so
+// a bisection finds it; an instant skipped before is tried first.
+func (b *siemBackend) findOversizedInstant(ctx context.Context, p *poll, sp *span) (time.Time, error) {
+	// The giant's time lies in [from, to].
+	from, to := sp.From, sp.To
+	atOrBefore := func(probe time.Time) (bool, error) {
+		_, err := p.request(ctx, b.send(probe, sp.To, 1))
+		if errors.Is(err, errBodyTooLarge) {
+			return true, nil
+		}
+		return false, err
+	}
+	if known, ok := p.m.cursor.newestOversized(from, to); ok {
+		above, err := atOrBefore(known.Add(tick))
+		switch {
+		case err != nil:
+			return time.Time{}, err
+		case !above:
+			return known, nil
+		}
+		from = known.Add(tick)
+	}
+	for from.Before(to) {
+		mid := from.Add(to.Sub(from) / 2).Truncate(tick).Add(tick)
+		failed, err := atOrBefore(mid)
+		switch {
+		case err != nil:
+			return time.Time{}, err
+		case failed:
+			from = mid
+		default:
+			to = mid.Add(-tick)
+		}
+	}
+	return from, nil
 }
 
 // send is the request for the window [since, until]: it streams the
