@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/influxdata/telegraf/testutil"
+
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/jsonstream"
 )
 
 func detectionJSON(fullID, lastProcessed string) string {
@@ -206,6 +208,20 @@ func requireFieldsMatchTags[T any](t *testing.T, fields *objectFields[T]) {
 		f, ok := fields.exact[key]
 		require.True(t, ok, "no entry for %s", key)
 		require.Equal(t, key, f.name)
+		if f.stream != nil {
+			// Read from the stream: the field's own value must come out.
+			raw := `[{"@odata.type":"x"}]`
+			var want, got T
+			require.NoError(t, json.Unmarshal([]byte(fmt.Sprintf(`{%q:%s}`, key, raw)), &want))
+			r := jsonstream.NewBytesReader([]byte(raw))
+			c, err := r.NextByte()
+			require.NoError(t, err)
+			problem, err := f.stream(&got, r, c)
+			require.NoError(t, problem)
+			require.NoError(t, err)
+			require.Equal(t, reflect.ValueOf(want).Field(i).Interface(), reflect.ValueOf(got).Field(i).Interface(), key)
+			continue
+		}
 		for _, raw := range []string{`"x"`, `1`, `true`, `["x"]`, `[{"@odata.type":"x"}]`} {
 			var want, got T
 			if json.Unmarshal([]byte(fmt.Sprintf(`{%q:%s}`, key, raw)), &want) != nil {

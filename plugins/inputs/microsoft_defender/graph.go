@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -214,7 +215,9 @@ type graphAlert struct {
 	created, lastUpdate time.Time
 	device              deviceEvidence
 	evidenceCount       int
-	includeEvidence     bool
+	// evidenceLeftOut: the evidence is longer than a field may be.
+	evidenceLeftOut bool
+	includeEvidence bool
 	issues              recordProblems
 }
 
@@ -256,7 +259,7 @@ var graphAlertFields = newObjectFields("alert", map[string]objectField[graphAler
 	"resolvedDateTime":      {str: func(a *graphAlert) *string { return &a.ResolvedDateTime }},
 	"firstActivityDateTime": {str: func(a *graphAlert) *string { return &a.FirstActivityDateTime }},
 	"lastActivityDateTime":  {str: func(a *graphAlert) *string { return &a.LastActivityDateTime }},
-	"evidence":              {raw: func(a *graphAlert, b []byte) error { a.Evidence = append(a.Evidence[:0], b...); return nil }},
+	"evidence":              {stream: (*graphAlert).readEvidence},
 })
 
 // deviceEvidenceFields maps every key of deviceEvidence's json tags to its
@@ -323,48 +326,71 @@ func (a *graphAlert) validate() {
 	}
 	a.lastUpdate = a.issues.parseTime("lastUpdateDateTime", a.LastUpdateDateTime)
 	a.created = a.issues.parseTime("createdDateTime", a.CreatedDateTime)
-	if len(a.Evidence) == 0 || string(a.Evidence) == "null" {
-		return
-	}
-	count, device, err := firstDeviceEvidence(a.Evidence)
-	if err != nil {
-		a.Evidence = nil
-		a.issues.invalid = append(a.issues.invalid, fieldProblem{field: "evidence", offset: -1, reason: err.Error()})
-		return
-	}
-	a.evidenceCount, a.device = count, device
 }
 
-// firstDeviceEvidence counts the evidence of an alert and returns the first
-// device evidence among it.
-func firstDeviceEvidence(raw []byte) (int, deviceEvidence, error) {
-	var device deviceEvidence
-	r := jsonstream.NewBytesReader(raw)
-	c, err := r.NextByte()
-	if err != nil {
-		return 0, device, err
+// maxEvidenceTee bounds the evidence kept as it came, whitespace included,
+// for the evidence field: compacted, at most maxFieldBytes are emitted.
+const maxEvidenceTee = 4 * maxFieldBytes
+
+// readEvidence reads the evidence array from the stream: it counts the
+// evidence, keeps the first device evidence, and keeps the array itself
+// only while it is short enough to be emitted, so that an alert with
+// megabytes of evidence costs no more memory than one without. Evidence
+// that does not decode leaves the alert's evidence as it was.
+func (a *graphAlert) readEvidence(r *jsonstream.Reader, c byte) (problem, err error) {
+	if c == 'n' {
+		return nil, r.Skip(c, 1)
 	}
 	if c != '[' {
-		return 0, device, fmt.Errorf("a JSON %s where an array was expected", jsonstream.Kind(c))
+		if err := r.Skip(c, 1); err != nil {
+			return nil, err
+		}
+		return fmt.Errorf("a JSON %s where an array was expected", jsonstream.Kind(c)), nil
 	}
+	r.StartTee(nil, maxEvidenceTee)
 	objects := objectDecoder{r: r}
+	var device deviceEvidence
 	found := false
 	count := 0
 	err = readArray(r, func(i int, c byte) error {
 		count++
 		var e deviceEvidence
 		if err := decodeObject(&objects, c, &e, deviceEvidenceFields); err != nil {
-			return fmt.Errorf("evidence %d: %w", i, err)
+			var notObject *notObjectError
+			if !errors.As(err, &notObject) {
+				return err
+			}
+			if problem == nil {
+				problem = fmt.Errorf("evidence %d: %w", i, err)
+			}
+			return nil
 		}
-		if len(objects.problems) > 0 {
-			return fmt.Errorf("evidence %d: field %s", i, objects.problems[0])
+		if len(objects.problems) > 0 && problem == nil {
+			problem = fmt.Errorf("evidence %d: field %s", i, objects.problems[0])
 		}
 		if !found && e.Type == "#microsoft.graph.security.deviceEvidence" {
 			device, found = e, true
 		}
 		return nil
 	})
-	return count, device, err
+	raw, whole := r.StopTee()
+	if err != nil || problem != nil {
+		return problem, err
+	}
+	a.evidenceCount, a.device, a.evidenceLeftOut = count, device, !whole
+	a.Evidence = nil
+	if whole {
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, raw); err != nil {
+			return nil, err
+		}
+		a.Evidence = compact.Bytes()
+		a.evidenceLeftOut = compact.Len() > maxFieldBytes
+	}
+	if a.evidenceLeftOut {
+		a.Evidence = nil
+	}
+	return nil, nil
 }
 
 func (a *graphAlert) identity() string {

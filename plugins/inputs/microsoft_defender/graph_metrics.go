@@ -59,14 +59,14 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 		}
 	}
 	m.AddField("evidence_count", int64(a.evidenceCount))
-	// The decoder keeps the evidence without whitespace (AppendRaw).
-	if a.includeEvidence && len(a.Evidence) > 0 {
-		if len(a.Evidence) > maxFieldBytes {
-			// Cut JSON is no JSON: the field is left out instead.
-			cut = append(cut, "evidence (left out)")
-		} else {
-			m.AddField("evidence", string(a.Evidence))
-		}
+	// The decoder keeps the evidence compacted, and only when it is short
+	// enough: cut JSON is no JSON, so a longer one is left out.
+	switch {
+	case !a.includeEvidence:
+	case a.evidenceLeftOut:
+		cut = append(cut, "evidence (left out)")
+	case len(a.Evidence) > 0:
+		m.AddField("evidence", string(a.Evidence))
 	}
 	return m, cut
 }

@@ -15,6 +15,10 @@ type objectField[T any] struct {
 	name string // the key as the API spells it
 	str  func(*T) *string
 	raw  func(v *T, raw []byte) error
+	// stream reads a value whose first byte, c, was consumed, straight
+	// from the reader, for values too large to hold whole. It returns a
+	// value that does not fit as problem, malformed JSON as err.
+	stream func(v *T, r *jsonstream.Reader, c byte) (problem, err error)
 }
 
 // objectFields maps the keys of T to its fields, matching keys exactly or
@@ -131,6 +135,13 @@ func decodeObject[T any](od *objectDecoder, c byte, v *T, fields *objectFields[T
 			return err
 		}
 		offset := r.Offset() - 1 - start
+		if field.stream != nil {
+			problem, err := field.stream(v, r, c)
+			if problem != nil {
+				od.problems = append(od.problems, fieldProblem{field: field.name, offset: offset, reason: problem.Error()})
+			}
+			return err
+		}
 		var err error
 		if od.raw, err = r.AppendRaw(od.raw[:0], c, 1); err == nil {
 			if valueErr := field.raw(v, od.raw); valueErr != nil {

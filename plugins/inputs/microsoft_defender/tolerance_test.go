@@ -175,8 +175,8 @@ func TestGraphAlertsThatDoNotFitAreNotAWall(t *testing.T) {
 			`title (byte 44 of the object): JSON number where a string was expected`,
 		`alert 1 at byte 101  skip=it has no id invalid=`,
 		`alert 2 at byte 147  skip=a JSON string where an alert object was expected invalid=`,
-		`alert 3 at byte 151 b skip= invalid=evidence: evidence 1: a JSON number where an evidence object was expected`,
-		`alert 4 at byte 224 c skip= invalid=evidence: a JSON object where an array was expected`,
+		`alert 3 at byte 151 b skip= invalid=evidence (byte 65 of the object): evidence 1: a JSON number where an evidence object was expected`,
+		`alert 4 at byte 224 c skip= invalid=evidence (byte 65 of the object): a JSON object where an array was expected`,
 	}, summary)
 	require.Nil(t, got[0].MitreTechniques)
 	require.Nil(t, got[3].Evidence, "evidence that does not decode is not emitted")

@@ -46,6 +46,43 @@ type Reader struct {
 	base   int64  // stream offset of buf[0]
 	srcErr error  // the first error of src, io.EOF included
 	stack  []byte // open containers while skipping, '{' or '['
+	tee    tee
+}
+
+// tee copies the bytes the reader consumes, as they are, up to a limit.
+type tee struct {
+	on    bool
+	dst   []byte
+	from  int // in buf: the first byte not yet copied
+	limit int
+	over  bool // bytes past the limit were consumed
+}
+
+// StartTee starts copying what the reader consumes, beginning with the
+// byte last consumed (a value's first byte), keeping at most limit bytes.
+func (r *Reader) StartTee(dst []byte, limit int) {
+	r.tee = tee{on: true, dst: dst[:0], from: max(r.pos-1, 0), limit: limit}
+}
+
+// StopTee ends the copy. It returns the bytes consumed since StartTee, and
+// false when there were more than its limit, which were not kept.
+func (r *Reader) StopTee() ([]byte, bool) {
+	r.teeUpTo(r.pos)
+	t := r.tee
+	r.tee = tee{}
+	return t.dst, !t.over
+}
+
+func (r *Reader) teeUpTo(pos int) {
+	if !r.tee.on {
+		return
+	}
+	chunk := r.buf[r.tee.from:pos]
+	if room := r.tee.limit - len(r.tee.dst); len(chunk) > room {
+		chunk, r.tee.over = chunk[:max(room, 0)], true
+	}
+	r.tee.dst = append(r.tee.dst, chunk...)
+	r.tee.from = pos
 }
 
 // NewReader reads from src through a buffer of bufSize bytes.
@@ -73,6 +110,8 @@ func (r *Reader) fill(n int) bool {
 		return false // nothing more will come; buf stays as it is
 	}
 	if r.pos > 0 {
+		r.teeUpTo(r.pos)
+		r.tee.from = 0
 		copy(r.buf, r.buf[r.pos:r.end])
 		r.base += int64(r.pos)
 		r.end -= r.pos

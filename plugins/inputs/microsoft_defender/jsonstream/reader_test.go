@@ -228,3 +228,32 @@ func TestReaderGivesUpOnAStreamWithoutProgress(t *testing.T) {
 	_, err := NewReader(emptyReader{}, 16).NextByte()
 	require.ErrorIs(t, err, io.ErrNoProgress)
 }
+
+// The tee keeps the bytes of a value as they came, across buffer refills,
+// and says when it had to stop at its limit.
+func TestTeeCopiesWhatIsConsumed(t *testing.T) {
+	value := `[ {"a": "` + strings.Repeat("x", 100) + `"}, 1 ]`
+	for _, limit := range []int{len(value), len(value) - 1} {
+		r := NewReader(iotest.OneByteReader(strings.NewReader(`{"k": `+value+`, "z": 2}`)), 16)
+		for range 5 { // { "k" : — the value's first byte comes next
+			if _, err := r.NextByte(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c, err := r.NextByte()
+		if err != nil || c != '[' {
+			t.Fatalf("got %q, %v", c, err)
+		}
+		r.StartTee(nil, limit)
+		if err := r.Skip(c, 1); err != nil {
+			t.Fatal(err)
+		}
+		got, whole := r.StopTee()
+		if want := limit == len(value); whole != want || string(got) != value[:limit] {
+			t.Fatalf("limit %d: got %q, whole %t", limit, got, whole)
+		}
+		if c, err := r.NextByte(); err != nil || c != ',' {
+			t.Fatalf("after the value: %q, %v", c, err)
+		}
+	}
+}
