@@ -218,7 +218,7 @@ type graphAlert struct {
 	// evidenceLeftOut: the evidence is longer than a field may be.
 	evidenceLeftOut bool
 	includeEvidence bool
-	issues              recordProblems
+	issues          recordProblems
 }
 
 // deviceEvidence holds what the mapping takes from the alert's first
