@@ -402,7 +402,7 @@ func evidenceWithEncodingJSON(a *graphAlert, key string, value json.RawMessage) 
 	return true, true
 }
 
-func cloneGraphAlert(a graphAlert) graphAlert {
+func cloneGraphAlert(a graphAlert) graphAlert { //nolint:gocritic // a value, as membersWithEncodingJSON's clone takes
 	if a.MitreTechniques != nil {
 		a.MitreTechniques = append(make([]string, 0, len(a.MitreTechniques)), a.MitreTechniques...)
 	}

@@ -281,7 +281,7 @@ func (a *graphAlert) setMitreTechniques(raw []byte) error {
 		return err
 	}
 	if c != '[' {
-		return fmt.Errorf("JSON %s where an array of strings was expected", jsonstream.Kind(c))
+		return fmt.Errorf("a JSON %s where an array of strings was expected", jsonstream.Kind(c))
 	}
 	// A copy, so that a value left out leaves the field as it was; null
 	// elements keep what an earlier array had there, as in encoding/json.

@@ -147,7 +147,7 @@ func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
 			r.decoded++
 			p.stats.received++
 			p.stats.skipped++
-			p.logProblem("%s skipped: %s", a.problems().where, skip)
+			p.logProblemf("%s skipped: %s", a.problems().where, skip)
 			return true
 		}
 		t := a.cursorTime()
@@ -182,7 +182,7 @@ func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
 		if problems := a.problems(); len(problems.invalid) > 0 {
 			p.stats.invalidFields += int64(len(problems.invalid))
 			m.AddField("invalid_fields", problems.fieldNames())
-			p.logProblem("%s (%q) emitted without the values that do not fit: %s", problems.where, truncate(id, 128), problems)
+			p.logProblemf("%s (%q) emitted without the values that do not fit: %s", problems.where, truncate(id, 128), problems)
 		}
 		if !a.inWindow() {
 			if m.Time().IsZero() {
@@ -190,7 +190,7 @@ func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
 				m.SetTime(p.m.now())
 			}
 			p.stats.outOfWindow++
-			p.logProblem("%s (%q): its time is outside the window asked for, or unknown; it is emitted, and the cursor does not use its time",
+			p.logProblemf("%s (%q): its time is outside the window asked for, or unknown; it is emitted, and the cursor does not use its time",
 				a.problems().where, truncate(id, 128))
 		}
 		p.acc.AddMetric(m)
@@ -206,8 +206,8 @@ func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
 // every item does not flood the log.
 const maxProblemsLogged = 10
 
-// logProblem warns about an item that could not be decoded whole.
-func (p *poll) logProblem(format string, args ...interface{}) {
+// logProblemf warns about an item that could not be decoded whole.
+func (p *poll) logProblemf(format string, args ...interface{}) {
 	p.stats.problemsLogged++
 	switch {
 	case p.stats.problemsLogged <= maxProblemsLogged:

@@ -166,12 +166,12 @@ func TestGraphAlertsThatDoNotFitAreNotAWall(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.Empty(t, next)
-	var summary []string
+	summary := make([]string, 0, len(got))
 	for _, a := range got {
 		summary = append(summary, a.issues.where+" "+a.ID+" skip="+a.issues.skip+" invalid="+a.issues.String())
 	}
 	require.Equal(t, []string{
-		`alert 0 at byte 10 a skip= invalid=mitreTechniques (byte 28 of the object): JSON string where an array of strings was expected; ` +
+		`alert 0 at byte 10 a skip= invalid=mitreTechniques (byte 28 of the object): a JSON string where an array of strings was expected; ` +
 			`title (byte 44 of the object): JSON number where a string was expected`,
 		`alert 1 at byte 101  skip=it has no id invalid=`,
 		`alert 2 at byte 147  skip=a JSON string where an alert object was expected invalid=`,
