@@ -18,7 +18,11 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	}
 	// Versions of one alert share createdDateTime, and usually differ in
 	// status; a hash of lastUpdateDateTime parts those that do not.
-	m := metric.New(measurementAlert, nil, nil, atTick(ts, hashOf(a.LastUpdateDateTime)))
+	var tm time.Time // none when no time of the alert can be read
+	if !ts.IsZero() {
+		tm = atTick(ts, hashOf(a.LastUpdateDateTime))
+	}
+	m := metric.New(measurementAlert, nil, nil, tm)
 	addCountTags(m, a.countKey())
 	addTag(m, "detection_source", sanitize(a.DetectionSource, maxTagBytes))
 	addTag(m, "status", sanitize(a.Status, maxTagBytes))

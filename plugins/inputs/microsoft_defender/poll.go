@@ -187,7 +187,7 @@ func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
 		if !a.inWindow() {
 			if m.Time().IsZero() {
 				// No time of the item could be read: it is stamped when read.
-				m.SetTime(p.m.now())
+				m.SetTime(atTick(p.m.now(), hashOf(id)))
 			}
 			p.stats.outOfWindow++
 			p.logProblemf("%s (%q): its time is outside the window asked for, or unknown; it is emitted, and the cursor does not use its time",
@@ -195,6 +195,12 @@ func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
 		}
 		p.acc.AddMetric(m)
 		p.counter.add(a.countKey())
+		if t.IsZero() {
+			// No time the cursor can use: the API placed the item at some
+			// time before now, so remembering it at now keeps it known for
+			// as long as any window can return it.
+			t = p.m.now()
+		}
 		p.m.cursor.remember(id, t)
 		return true
 	})

@@ -261,3 +261,42 @@ func TestScenarioPoisonedAndGiantRecords(t *testing.T) {
 	}
 	require.Equal(t, len(giantsRead), giantWarnings, "each giant's instant is reported once")
 }
+
+// A Graph version whose lastUpdateDateTime does not parse is emitted once,
+// not in every poll whose window returns it again.
+func TestGraphAlertWithoutATimeIsEmittedOnce(t *testing.T) {
+	page := `{"value":[{"id":"a","lastUpdateDateTime":"yesterday","severity":"high"}]}`
+	var requests int
+	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
+		requests++
+		respond(t, w, []byte(page))
+	})
+	logger := &testutil.CaptureLogger{}
+	plugin := withDefaults(&MicrosoftDefender{
+		API:             "graph",
+		EndpointURL:     server.URL + "/v1.0/security/alerts_v2",
+		LoginEndpoint:   server.URL,
+		TenantID:        testTenant,
+		ClientID:        testClientID,
+		ClientSecret:    config.NewSecret([]byte(testClientSecret)),
+		InitialLookback: config.Duration(time.Hour),
+		Timeout:         config.Duration(5 * time.Second),
+		Log:             logger,
+		now:             func() time.Time { return fixedNow },
+	})
+	require.NoError(t, plugin.Init())
+	var alerts int
+	for i := range 3 {
+		plugin.now = func() time.Time { return fixedNow.Add(time.Duration(i) * time.Minute) }
+		acc := gatherOK(t, plugin)
+		for _, m := range acc.GetTelegrafMetrics() {
+			if m.Name() == measurementAlert {
+				alerts++
+				require.Equal(t, "lastUpdateDateTime", m.Fields()["invalid_fields"])
+				require.Equal(t, atTick(fixedNow, hashOf("a@0001-01-01T00:00:00Z")), m.Time(), "stamped when first read")
+			}
+		}
+	}
+	require.Equal(t, 3, requests)
+	require.Equal(t, 1, alerts)
+}
