@@ -256,6 +256,9 @@ func (m *MicrosoftDefender) workloadIdentityCredential(source *azureSource) erro
 			*v.value = os.Getenv(v.env)
 		}
 	}
+	if cloud, known := graphRegions[m.Region]; m.LoginEndpoint == "" && m.API == "graph" && known {
+		m.LoginEndpoint = "https://" + cloud.loginHost
+	}
 	if err := requireKeys("use_workload_identity",
 		configKey{"tenant_id (or " + envTenantID + ")", m.TenantID != ""},
 		configKey{"client_id (or " + envClientID + ")", m.ClientID != ""},

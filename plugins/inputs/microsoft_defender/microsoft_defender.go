@@ -398,7 +398,9 @@ func (m *MicrosoftDefender) graphEndpoint() (*url.URL, error) {
 		// The scope's host must be the Graph host the requests go to.
 		m.Scopes = []string{u.Scheme + "://" + u.Host + "/.default"}
 	}
-	if m.LoginEndpoint == "" && known && m.AccessToken.Empty() && !m.UseManagedIdentity {
+	// Managed identities sign in on their own endpoint; workload identity
+	// first takes AZURE_AUTHORITY_HOST.
+	if m.LoginEndpoint == "" && known && m.AccessToken.Empty() && !m.UseManagedIdentity && !m.UseWorkloadIdentity {
 		m.LoginEndpoint = "https://" + cloud.loginHost
 	}
 	return u, nil
