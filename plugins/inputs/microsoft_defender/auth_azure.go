@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -366,7 +367,15 @@ func (a *azureSource) secrets() []string {
 // scrub makes one line of a message of the Azure SDK, without secrets.
 func (a *azureSource) scrub(msg string) string {
 	msg, _, _ = strings.Cut(strings.TrimSpace(msg), "\n")
-	return sanitize(string(redact([]byte(msg), a.secrets()...)), maxBodySnippet)
+	return sanitize(string(redactJWTs(redact([]byte(msg), a.secrets()...))), maxBodySnippet)
+}
+
+// jwtPattern matches a JSON Web Token: a client assertion that MSAL made,
+// which the plugin never sees, echoed by a server.
+var jwtPattern = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]*)?`)
+
+func redactJWTs(b []byte) []byte {
+	return jwtPattern.ReplaceAll(b, []byte("[redacted]"))
 }
 
 // describe turns azidentity's error into an azureTokenError: the host,
@@ -401,7 +410,7 @@ func (a *azureSource) describeResponse(resp *http.Response, transport *recording
 		e.description = "body unreadable"
 		return e
 	}
-	body = redact(body, a.secrets()...)
+	body = redactJWTs(redact(body, a.secrets()...))
 	// Azure AD answers {error, error_description}; App Service's managed
 	// identity endpoint {statusCode, message}.
 	var answer struct {
