@@ -41,7 +41,7 @@ func (a *authFlags) configure(cfg *defendersim.Config) (*tls.Config, error) {
 		}
 	}
 	if a.clientCertificateFile != "" {
-		cert, key, err := ca.Issue(x509.Certificate{Subject: pkix.Name{CommonName: "defender-sim client"}})
+		cert, key, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "defender-sim client"}})
 		if err != nil {
 			return nil, err
 		}

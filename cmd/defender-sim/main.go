@@ -41,13 +41,17 @@ func main() {
 	faults := flag.String("faults", "", "faults injected at random, as fault=share pairs, e.g. \"429=0.1,500=0.05,reset=0.02\"; faults: "+faultNames())
 	flag.DurationVar(&cfg.Faults.RetryAfter, "retry-after", 2*time.Second, "what a 429 asks to wait")
 	var auth authFlags
-	flag.StringVar(&auth.caFile, "tls-ca-file", "", "serve https with a certificate of a CA made at start, and write the CA certificate (PEM) here for the client's tls_ca; the Azure SDK signs in over https only")
-	flag.StringVar(&auth.clientCertificateFile, "client-certificate-file", "", "make a client certificate and its key, write them (PEM) here and register the certificate on the app")
+	flag.StringVar(&auth.caFile, "tls-ca-file", "", "serve https with a certificate of a CA made at start, and write the CA certificate (PEM) here "+
+		"for the client's tls_ca; the Azure SDK signs in over https only")
+	flag.StringVar(&auth.clientCertificateFile, "client-certificate-file", "", "make a client certificate and its key, "+
+		"write them (PEM) here and register the certificate on the app")
 	flag.StringVar(&auth.registerCertificate, "register-certificate", "", "register the certificate of this PEM file on the app (a key in the file is ignored)")
-	flag.StringVar(&auth.managedIdentityHeader, "managed-identity-header", "", "serve a managed identity endpoint (App Service form, at "+defendersim.ManagedIdentityPath+
-		") with a system-assigned identity, expecting this X-IDENTITY-HEADER (IDENTITY_HEADER)")
+	flag.StringVar(&auth.managedIdentityHeader, "managed-identity-header", "",
+		"serve a managed identity endpoint (App Service form, at "+defendersim.ManagedIdentityPath+
+			") with a system-assigned identity, expecting this X-IDENTITY-HEADER (IDENTITY_HEADER)")
 	flag.StringVar(&auth.managedIdentityClientID, "managed-identity-client-id", "", "client id of a user-assigned identity of the managed identity endpoint")
-	flag.StringVar(&auth.federatedTokenFile, "federated-token-file", "", "write a federated token here, as a cluster's OIDC issuer projects it, renewed at half its lifetime, and accept it at the token endpoint")
+	flag.StringVar(&auth.federatedTokenFile, "federated-token-file", "", "write a federated token here, as a cluster's OIDC issuer projects it, "+
+		"renewed at half its lifetime, and accept it at the token endpoint")
 	flag.StringVar(&auth.federatedIssuer, "federated-issuer", "https://oidc.defender-sim.invalid/", "issuer of the federated tokens")
 	flag.StringVar(&auth.federatedSubject, "federated-subject", "system:serviceaccount:monitoring:telegraf", "subject of the federated tokens")
 	flag.DurationVar(&auth.federatedLifetime, "federated-token-lifetime", time.Hour, "lifetime of the federated tokens")

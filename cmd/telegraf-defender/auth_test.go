@@ -123,12 +123,12 @@ func keyLines(pemData []byte) []string {
 func TestCheckClientCertificate(t *testing.T) {
 	ca, err := defendersim.NewTestCA()
 	require.NoError(t, err)
-	registered, key, err := ca.Issue(x509.Certificate{Subject: pkix.Name{CommonName: "telegraf-defender"}})
+	registered, key, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "telegraf-defender"}})
 	require.NoError(t, err)
-	expired, expiredKey, err := ca.Issue(x509.Certificate{Subject: pkix.Name{CommonName: "telegraf-defender"},
+	expired, expiredKey, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "telegraf-defender"},
 		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	require.NoError(t, err)
-	unregistered, unregisteredKey, err := ca.Issue(x509.Certificate{Subject: pkix.Name{CommonName: "telegraf-defender.sni"}})
+	unregistered, unregisteredKey, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "telegraf-defender.sni"}})
 	require.NoError(t, err)
 
 	s := startTLSSim(t, ca, defendersim.Config{
@@ -214,13 +214,12 @@ func newPlugin(t *testing.T, configure func(*microsoft_defender.MicrosoftDefende
 	return plugin
 }
 
-func gather(t *testing.T, plugin *microsoft_defender.MicrosoftDefender) *testutil.Accumulator {
+func gather(t *testing.T, plugin *microsoft_defender.MicrosoftDefender) {
 	t.Helper()
 	var acc testutil.Accumulator
 	require.NoError(t, plugin.Gather(&acc))
 	require.Empty(t, acc.Errors)
 	require.NotEmpty(t, acc.GetTelegrafMetrics())
-	return &acc
 }
 
 func tokenRequests(sim *defendersim.Server, path string) []*http.Request {
@@ -238,7 +237,7 @@ func tokenRequests(sim *defendersim.Server, path string) []*http.Request {
 func TestCertificateTokenIsCachedAndRenewedAfter401(t *testing.T) {
 	ca, err := defendersim.NewTestCA()
 	require.NoError(t, err)
-	cert, key, err := ca.Issue(x509.Certificate{Subject: pkix.Name{CommonName: "telegraf-defender"}})
+	cert, key, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "telegraf-defender"}})
 	require.NoError(t, err)
 	s := startTLSSim(t, ca, defendersim.Config{ClientCertificates: []*x509.Certificate{cert}})
 	file := s.writeFile(t, "client.pem", defendersim.CertificatePEM(cert, key))
@@ -265,12 +264,10 @@ func TestCertificateTokenIsCachedAndRenewedAfter401(t *testing.T) {
 func TestCheckManagedIdentity(t *testing.T) {
 	ca, err := defendersim.NewTestCA()
 	require.NoError(t, err)
+	const resourceID = "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/telegraf"
 	s := startTLSSim(t, ca, defendersim.Config{ManagedIdentity: &defendersim.ManagedIdentity{
 		Header: miHeader, SystemAssigned: true,
-		UserAssigned: []defendersim.UserAssignedIdentity{{
-			ClientID:   "aaaaaaaa-0000-0000-0000-000000000001",
-			ResourceID: "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/telegraf",
-		}},
+		UserAssigned: []defendersim.UserAssignedIdentity{{ClientID: "aaaaaaaa-0000-0000-0000-000000000001", ResourceID: resourceID}},
 	}})
 	// The App Service form of the endpoint: what azidentity finds in the
 	// environment on App Service, Functions and Container Apps.
@@ -282,10 +279,10 @@ func TestCheckManagedIdentity(t *testing.T) {
 	runChecks(t, []checkCase{
 		{"system-assigned", mi(""), true, []string{"A poll would succeed."}},
 		{"user-assigned by client id", mi(`  managed_identity_client_id = "aaaaaaaa-0000-0000-0000-000000000001"`), true, []string{"A poll would succeed."}},
-		{"user-assigned by resource id", mi(`  managed_identity_resource_id = "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/telegraf"`),
-			true, []string{"A poll would succeed."}},
+		{"user-assigned by resource id", mi(`  managed_identity_resource_id = "` + resourceID + `"`), true, []string{"A poll would succeed."}},
 		{"identity not assigned", mi(`  managed_identity_client_id = "bbbbbbbb-0000-0000-0000-000000000002"`), false, []string{
-			"  token          failed: managed identity: token request to " + host + " failed: HTTP 400 Bad Request: Unable to load the proper Managed Identity.",
+			"  token          failed: managed identity: token request to " + host +
+				" failed: HTTP 400 Bad Request: Unable to load the proper Managed Identity.",
 			"Likely fix: The managed identity is not assigned to this resource: enable the system-assigned identity",
 		}},
 		{"both identity keys", mi("  managed_identity_client_id = \"a\"\n  managed_identity_resource_id = \"b\""), false, []string{
@@ -304,7 +301,8 @@ func TestCheckManagedIdentity(t *testing.T) {
 		status int
 		want   []string
 	}{
-		{http.StatusBadRequest, []string{"HTTP 400 Bad Request: Unable to load the proper Managed Identity.", "Likely fix: The managed identity is not assigned"}},
+		{http.StatusBadRequest, []string{"HTTP 400 Bad Request: Unable to load the proper Managed Identity.",
+			"Likely fix: The managed identity is not assigned"}},
 		{http.StatusNotFound, []string{"HTTP 404 Not Found: The managed identity service is not available at this address.",
 			"Likely fix: The managed identity endpoint has no token service at this address (HTTP 404): check IDENTITY_ENDPOINT"}},
 		{http.StatusInternalServerError, []string{"HTTP 500 Internal Server Error: An unexpected error occurred while fetching the AAD Token.",
@@ -316,12 +314,12 @@ func TestCheckManagedIdentity(t *testing.T) {
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	down := "https://" + ln.Addr().String() + defendersim.ManagedIdentityPath
+	downHost := ln.Addr().String()
+	down := "https://" + downHost + defendersim.ManagedIdentityPath
 	require.NoError(t, ln.Close())
 	t.Setenv("IDENTITY_ENDPOINT", down)
 	runChecks(t, []checkCase{{"endpoint down", mi(""), false, []string{
-		"  token          failed: managed identity: token request to " + strings.TrimPrefix(strings.TrimSuffix(down, defendersim.ManagedIdentityPath), "https://") +
-			" failed: dial tcp",
+		"  token          failed: managed identity: token request to " + downHost + " failed: dial tcp",
 		"Likely fix: No managed identity endpoint answered: the plugin runs outside Azure, or IMDS (169.254.169.254) is blocked",
 	}}}, miHeader)
 }

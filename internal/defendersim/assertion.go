@@ -131,7 +131,8 @@ func (s *Server) signingCertificate(token *jwt.Token) (*x509.Certificate, *asser
 	}
 	return nil, &assertionFailure{http.StatusUnauthorized, "invalid_client", 700027, fmt.Sprintf(
 		"The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., "+
-			"Thumbprint of key used by client: '%X', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '%s'.]",
+			"Thumbprint of key used by client: '%X', Please visit the Azure Portal, Graph Explorer or directly use MS Graph "+
+			"to see configured keys for app Id '%s'.]",
 		thumbprint, s.cfg.ClientID)}
 }
 
@@ -142,7 +143,7 @@ func (s *Server) subjectNameCertificate(token *jwt.Token) *x509.Certificate {
 	if s.cfg.SubjectNameIssuer == nil || len(chain) == 0 {
 		return nil
 	}
-	var certs []*x509.Certificate
+	certs := make([]*x509.Certificate, 0, len(chain))
 	for _, c := range chain {
 		text, _ := c.(string)
 		der, err := base64.StdEncoding.DecodeString(text)

@@ -38,11 +38,11 @@ func assertion(t *testing.T, cert *x509.Certificate, key *rsa.PrivateKey, aud st
 func TestClientAssertionsAreVerified(t *testing.T) {
 	ca, err := NewTestCA()
 	require.NoError(t, err)
-	cert, key, err := ca.Issue(x509.Certificate{Subject: pkix.Name{CommonName: "app"}, NotBefore: simNow.Add(-time.Hour), NotAfter: simNow.Add(time.Hour)})
+	cert, key, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "app"}, NotBefore: simNow.Add(-time.Hour), NotAfter: simNow.Add(time.Hour)})
 	require.NoError(t, err)
-	expired, expiredKey, err := ca.Issue(x509.Certificate{NotBefore: simNow.Add(-2 * time.Hour), NotAfter: simNow.Add(-time.Hour)})
+	expired, expiredKey, err := ca.Issue(&x509.Certificate{NotBefore: simNow.Add(-2 * time.Hour), NotAfter: simNow.Add(-time.Hour)})
 	require.NoError(t, err)
-	stranger, strangerKey, err := ca.Issue(x509.Certificate{})
+	stranger, strangerKey, err := ca.Issue(&x509.Certificate{})
 	require.NoError(t, err)
 	_, server := newTestServer(t, Config{ClientCertificates: []*x509.Certificate{cert, expired}})
 	aud := server.URL + "/t/oauth2/v2.0/token"

@@ -57,7 +57,7 @@ func (ca *TestCA) CertPEM() []byte {
 // ServerTLS is a TLS configuration for a server on loopback (127.0.0.1,
 // ::1, localhost).
 func (ca *TestCA) ServerTLS() (*tls.Config, error) {
-	cert, key, err := ca.Issue(x509.Certificate{
+	cert, key, err := ca.Issue(&x509.Certificate{
 		Subject:     pkix.Name{CommonName: "localhost"},
 		DNSNames:    []string{"localhost"},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
@@ -75,11 +75,12 @@ func (ca *TestCA) ServerTLS() (*tls.Config, error) {
 // Issue signs a certificate with a new RSA key. The template's serial
 // number, key usage and validity are filled in when zero: valid from an
 // hour ago for a day.
-func (ca *TestCA) Issue(template x509.Certificate) (*x509.Certificate, *rsa.PrivateKey, error) {
+func (ca *TestCA) Issue(t *x509.Certificate) (*x509.Certificate, *rsa.PrivateKey, error) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, nil, err
 	}
+	template := *t
 	if template.SerialNumber == nil {
 		template.SerialNumber = serialNumber()
 	}

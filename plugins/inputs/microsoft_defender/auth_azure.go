@@ -257,8 +257,8 @@ func (m *MicrosoftDefender) workloadIdentityCredential(source *azureSource) erro
 			*v.value = os.Getenv(v.env)
 		}
 	}
-	if cloud, known := graphRegions[m.Region]; m.LoginEndpoint == "" && m.API == "graph" && known {
-		m.LoginEndpoint = "https://" + cloud.loginHost
+	if region, known := graphRegions[m.Region]; m.LoginEndpoint == "" && m.API == "graph" && known {
+		m.LoginEndpoint = "https://" + region.loginHost
 	}
 	if err := requireKeys("use_workload_identity",
 		configKey{"tenant_id (or " + envTenantID + ")", m.TenantID != ""},
@@ -444,6 +444,7 @@ type recordingTransport struct {
 	err  error
 }
 
+// Do implements azcore's policy.Transporter.
 func (t *recordingTransport) Do(req *http.Request) (*http.Response, error) {
 	resp, err := t.client.Do(req)
 	t.mu.Lock()
@@ -466,8 +467,9 @@ func (t *recordingTransport) failure() (string, error) {
 }
 
 func (t *recordingTransport) lastHost() string {
-	host, _ := t.failure()
-	return host
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.host
 }
 
 // azureTokenError is a failed token request of an azidentity mode: the
@@ -530,7 +532,8 @@ func azureAdvice(e *azureTokenError) string {
 		return "Azure AD could not verify the client assertion with the registered certificate (AADSTS700027): the key in " +
 			"client_certificate is not the key of the registered certificate; configure the pair that was registered."
 	case code == "700021":
-		return "The client assertion is for another app (AADSTS700021): client_id must be the application (client) id of the app the certificate is registered on."
+		return "The client assertion is for another app (AADSTS700021): client_id must be the application (client) id of " +
+			"the app the certificate is registered on."
 	case code == "70021":
 		return "No federated credential of the app matches the token (AADSTS70021): add one under Certificates & secrets > " +
 			"Federated credentials with the cluster's OIDC issuer URL, the subject system:serviceaccount:NAMESPACE:NAME and the " +
@@ -581,7 +584,8 @@ func loadCertificate(path string, password *config.Secret) ([]*x509.Certificate,
 		certs, key, err = parsePKCS12(data, password)
 	} else {
 		if !password.Empty() {
-			return nil, nil, fmt.Errorf("client_certificate %q: client_certificate_password is for PKCS#12 files; the key of a PEM file must not be encrypted", path)
+			return nil, nil, fmt.Errorf("client_certificate %q: client_certificate_password is for PKCS#12 files; "+
+				"the key of a PEM file must not be encrypted", path)
 		}
 		certs, key, err = parsePEM(data)
 	}

@@ -100,7 +100,8 @@ func TestLoadCertificate(t *testing.T) {
 		{"PKCS#12, wrong password", "c.pfx", modern, "wr0ng-w0rd",
 			"the PKCS#12 file's password is wrong or missing: check client_certificate_password", 0},
 		{"PKCS#12, not one", "c.pfx", []byte("garbage"), "", "not a PKCS#12 file with one key and its certificate: ", 0},
-		{"key of another certificate", "c.pem", append(pemBlock("CERTIFICATE", cert.Raw), pemBlock("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(otherKey))...), "",
+		{"key of another certificate", "c.pem",
+			append(pemBlock("CERTIFICATE", cert.Raw), pemBlock("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(otherKey))...), "",
 			"the private key does not match the certificate", 0},
 		{"no key", "c.pem", pemBlock("CERTIFICATE", cert.Raw), "", "no PRIVATE KEY block: the file must hold the certificate and its key", 0},
 		{"no certificate", "c.pem", pemBlock("PRIVATE KEY", pkcs8), "", "no CERTIFICATE block", 0},
@@ -189,7 +190,8 @@ func TestAzureModesSignInToTheRegionsCloud(t *testing.T) {
 			m.LoginEndpoint = "https://login.example.com/"
 		}, "https://login.example.com/" + testTenant + "/v2.0/.well-known/openid-configuration"},
 		{"workload identity, Graph gcc-high", func(m *MicrosoftDefender) {
-			m.API, m.Region, m.TenantID, m.ClientID, m.UseWorkloadIdentity, m.FederatedTokenFile = "graph", "gcc-high", testTenant, testClientID, true, tokenFile
+			m.API, m.Region, m.TenantID, m.ClientID = "graph", "gcc-high", testTenant, testClientID
+			m.UseWorkloadIdentity, m.FederatedTokenFile = true, tokenFile
 		}, "https://login.microsoftonline.us/" + testTenant + "/v2.0/.well-known/openid-configuration"},
 		{"managed identity, SIEM", func(m *MicrosoftDefender) { m.Region, m.UseManagedIdentity = "eu", true },
 			"http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fgraph.windows.net"},
@@ -292,14 +294,17 @@ func TestAzureErrorsHoldNoSecret(t *testing.T) {
 	echo := roundTripFunc(func(req *http.Request) (*http.Response, error) {
 		var form string
 		if req.Body != nil {
-			b, _ := io.ReadAll(req.Body)
+			b, err := io.ReadAll(req.Body)
+			if err != nil {
+				return nil, err
+			}
 			form = string(b)
 		}
-		body := fmt.Sprintf(`{"error":"invalid_client","error_description":"AADSTS50027: echo %s %s %s","message":"%s"}`,
+		body := fmt.Sprintf(`{"error":"invalid_client","error_description":"AADSTS50027: echo %s %s %s","message":%q}`,
 			form, req.Header.Get("X-IDENTITY-HEADER"), password, header)
 		if strings.HasSuffix(req.URL.Path, "openid-configuration") {
-			body = fmt.Sprintf(`{"token_endpoint":"https://%[1]s/t/oauth2/v2.0/token","authorization_endpoint":"https://%[1]s/t/oauth2/v2.0/authorize","issuer":"https://%[1]s/t/v2.0"}`,
-				req.URL.Host)
+			body = fmt.Sprintf(`{"token_endpoint":"https://%[1]s/t/oauth2/v2.0/token",`+
+				`"authorization_endpoint":"https://%[1]s/t/oauth2/v2.0/authorize","issuer":"https://%[1]s/t/v2.0"}`, req.URL.Host)
 			return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Body: io.NopCloser(strings.NewReader(body)), Request: req,
 				Header: http.Header{"Content-Type": {"application/json"}}}, nil
 		}
@@ -317,7 +322,8 @@ func TestAzureErrorsHoldNoSecret(t *testing.T) {
 		secrets   []string
 	}{
 		{"workload identity", func(m *MicrosoftDefender) {
-			m.TenantID, m.ClientID, m.UseWorkloadIdentity, m.FederatedTokenFile, m.LoginEndpoint = "t", testClientID, true, tokenFile, "https://login.example.com"
+			m.TenantID, m.ClientID, m.LoginEndpoint = "t", testClientID, "https://login.example.com"
+			m.UseWorkloadIdentity, m.FederatedTokenFile = true, tokenFile
 		}, []string{federated, "client_assertion=eyJ"}},
 		{"managed identity", func(m *MicrosoftDefender) { m.UseManagedIdentity = true }, []string{header}},
 		{"client certificate", func(m *MicrosoftDefender) {
@@ -357,9 +363,11 @@ func TestAzureAdvice(t *testing.T) {
 		err  error
 		want string
 	}{
-		{"certificate not registered", aad(modeCertificate, 401, "AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application."),
+		{"certificate not registered",
+			aad(modeCertificate, 401, "AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application."),
 			"The certificate in client_certificate is not registered on the app (AADSTS700027)"},
-		{"certificate expired", aad(modeCertificate, 401, "AADSTS700027: The certificate with identifier used to sign the client assertion is expired on application."),
+		{"certificate expired",
+			aad(modeCertificate, 401, "AADSTS700027: The certificate with identifier used to sign the client assertion is expired on application."),
 			"The certificate registered for the app has expired (AADSTS700027)"},
 		{"signature", aad(modeCertificate, 401, "AADSTS700027: Client assertion failed signature validation."),
 			"the key in client_certificate is not the key of the registered certificate"},
@@ -378,7 +386,8 @@ func TestAzureAdvice(t *testing.T) {
 			"The managed identity is not assigned to this resource"},
 		{"no identity service", aad(modeManagedIdentity, 404, "not found"), "The managed identity endpoint has no token service at this address (HTTP 404)"},
 		{"identity service failing", aad(modeManagedIdentity, 500, "error"), "The managed identity endpoint is throttling or failing for now"},
-		{"no identity endpoint", &azureTokenError{mode: modeManagedIdentity, tok: &tokenError{host: "169.254.169.254", err: errors.New("dial tcp: i/o timeout")}},
+		{"no identity endpoint",
+			&azureTokenError{mode: modeManagedIdentity, tok: &tokenError{host: "169.254.169.254", err: errors.New("dial tcp: i/o timeout")}},
 			"No managed identity endpoint answered: the plugin runs outside Azure, or IMDS (169.254.169.254) is blocked"},
 	}
 	for _, tt := range tests {

@@ -513,7 +513,8 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 		return &staticToken{secret: &m.AccessToken}, nil
 	}
 	if len(credentialKeys) == 0 {
-		return nil, errors.New("no credentials: set tenant_id, client_id and client_secret (optionally refresh_token), or client_certificate, use_managed_identity, use_workload_identity, or access_token")
+		return nil, errors.New("no credentials: set tenant_id, client_id and client_secret (optionally refresh_token), " +
+			"or client_certificate, use_managed_identity, use_workload_identity, or access_token")
 	}
 
 	var missing []string
