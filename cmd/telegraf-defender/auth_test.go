@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,15 +49,33 @@ type tlsSim struct {
 	dir    string
 }
 
+var (
+	caOnce      sync.Once
+	sharedCA    *defendersim.TestCA
+	sharedTLS   *tls.Config
+	sharedCAErr error
+)
+
+// testCA is one CA and server certificate for all tests: RSA keys take a
+// while to make.
+func testCA(t *testing.T) *defendersim.TestCA {
+	t.Helper()
+	caOnce.Do(func() {
+		if sharedCA, sharedCAErr = defendersim.NewTestCA(); sharedCAErr == nil {
+			sharedTLS, sharedCAErr = sharedCA.ServerTLS()
+		}
+	})
+	require.NoError(t, sharedCAErr)
+	return sharedCA
+}
+
 func startTLSSim(t *testing.T, ca *defendersim.TestCA, cfg defendersim.Config) *tlsSim {
 	t.Helper()
 	cfg.TenantID, cfg.ClientID, cfg.ClientSecret = simTenant, simClientID, "unused-secret"
 	cfg.Rate, cfg.History = 10, time.Hour
 	sim := defendersim.New(cfg)
 	server := httptest.NewUnstartedServer(sim.Handler())
-	tlsCfg, err := ca.ServerTLS()
-	require.NoError(t, err)
-	server.TLS = tlsCfg
+	server.TLS = sharedTLS.Clone()
 	server.StartTLS()
 	t.Cleanup(server.Close)
 	dir := t.TempDir()
@@ -68,6 +88,12 @@ func startTLSSim(t *testing.T, ca *defendersim.TestCA, cfg defendersim.Config) *
 // authentication lines.
 func (s *tlsSim) conf(auth string) string {
 	return fmt.Sprintf("[[inputs.microsoft_defender]]\n  endpoint_url = %q\n  tls_ca = %q\n%s\n", s.server.URL+"/api/alerts", s.caFile, auth)
+}
+
+// graphConf is the same for the simulator's Graph API.
+func (s *tlsSim) graphConf(auth string) string {
+	return fmt.Sprintf("[[inputs.microsoft_defender]]\n  api = \"graph\"\n  endpoint_url = %q\n  tls_ca = %q\n"+
+		"  scopes = [\"https://graph.microsoft.com/.default\"]\n%s\n", s.server.URL+"/v1.0/security/alerts_v2", s.caFile, auth)
 }
 
 func (s *tlsSim) signIn() string {
@@ -121,8 +147,7 @@ func keyLines(pemData []byte) []string {
 }
 
 func TestCheckClientCertificate(t *testing.T) {
-	ca, err := defendersim.NewTestCA()
-	require.NoError(t, err)
+	ca := testCA(t)
 	registered, key, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "telegraf-defender"}})
 	require.NoError(t, err)
 	expired, expiredKey, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "telegraf-defender"},
@@ -165,9 +190,7 @@ func TestCheckClientCertificate(t *testing.T) {
 			"  configuration  client_certificate \"" + modernFile + "\": the PKCS#12 file's password is wrong or missing: check client_certificate_password",
 			"  token          skipped",
 		}},
-		{"Graph API", fmt.Sprintf("[[inputs.microsoft_defender]]\n  api = \"graph\"\n  endpoint_url = %q\n  tls_ca = %q\n"+
-			"  scopes = [\"https://graph.microsoft.com/.default\"]\n%s  client_certificate = %q\n",
-			s.server.URL+"/v1.0/security/alerts_v2", s.caFile, s.signIn(), pemFile), true, []string{"A poll would succeed."}},
+		{"Graph API", s.graphConf(s.signIn() + fmt.Sprintf("  client_certificate = %q", pemFile)), true, []string{"A poll would succeed."}},
 		{"certificate not registered", cert(sniFile), false, []string{
 			"  token          failed: client certificate: token request to " + host + " failed: HTTP 401 Unauthorized: invalid_client: " +
 				"AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application.",
@@ -235,8 +258,7 @@ func tokenRequests(sim *defendersim.Server, path string) []*http.Request {
 // A certificate token is cached until the API refuses it; then one new
 // assertion, with a new jti, gets a new token.
 func TestCertificateTokenIsCachedAndRenewedAfter401(t *testing.T) {
-	ca, err := defendersim.NewTestCA()
-	require.NoError(t, err)
+	ca := testCA(t)
 	cert, key, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "telegraf-defender"}})
 	require.NoError(t, err)
 	s := startTLSSim(t, ca, defendersim.Config{ClientCertificates: []*x509.Certificate{cert}})
@@ -262,8 +284,7 @@ func TestCertificateTokenIsCachedAndRenewedAfter401(t *testing.T) {
 }
 
 func TestCheckManagedIdentity(t *testing.T) {
-	ca, err := defendersim.NewTestCA()
-	require.NoError(t, err)
+	ca := testCA(t)
 	const resourceID = "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/telegraf"
 	s := startTLSSim(t, ca, defendersim.Config{ManagedIdentity: &defendersim.ManagedIdentity{
 		Header: miHeader, SystemAssigned: true,
@@ -278,6 +299,7 @@ func TestCheckManagedIdentity(t *testing.T) {
 
 	runChecks(t, []checkCase{
 		{"system-assigned", mi(""), true, []string{"A poll would succeed."}},
+		{"Graph API", s.graphConf("  use_managed_identity = true"), true, []string{"A poll would succeed."}},
 		{"user-assigned by client id", mi(`  managed_identity_client_id = "aaaaaaaa-0000-0000-0000-000000000001"`), true, []string{"A poll would succeed."}},
 		{"user-assigned by resource id", mi(`  managed_identity_resource_id = "` + resourceID + `"`), true, []string{"A poll would succeed."}},
 		{"identity not assigned", mi(`  managed_identity_client_id = "bbbbbbbb-0000-0000-0000-000000000002"`), false, []string{
@@ -327,8 +349,7 @@ func TestCheckManagedIdentity(t *testing.T) {
 // A managed identity endpoint failing once (500) is retried within the
 // poll; the token then serves until the API refuses it.
 func TestManagedIdentityRetriesAndRenews(t *testing.T) {
-	ca, err := defendersim.NewTestCA()
-	require.NoError(t, err)
+	ca := testCA(t)
 	s := startTLSSim(t, ca, defendersim.Config{ManagedIdentity: &defendersim.ManagedIdentity{Header: miHeader, SystemAssigned: true}})
 	t.Setenv("IDENTITY_ENDPOINT", s.server.URL+defendersim.ManagedIdentityPath)
 	t.Setenv("IDENTITY_HEADER", miHeader)
@@ -351,8 +372,7 @@ func TestManagedIdentityRetriesAndRenews(t *testing.T) {
 }
 
 func TestCheckWorkloadIdentity(t *testing.T) {
-	ca, err := defendersim.NewTestCA()
-	require.NoError(t, err)
+	ca := testCA(t)
 	s := startTLSSim(t, ca, defendersim.Config{FederatedCredentials: []defendersim.FederatedCredential{{Issuer: oidcIssuer, Subject: podSubject}}})
 	now := time.Now()
 	valid := s.sim.FederatedToken(oidcIssuer, podSubject, now.Add(-time.Minute), now.Add(time.Hour))
@@ -369,6 +389,8 @@ func TestCheckWorkloadIdentity(t *testing.T) {
 
 	runChecks(t, []checkCase{
 		{"federated token file", wi(validFile), true, []string{"A poll would succeed."}},
+		{"Graph API", s.graphConf(s.signIn() + fmt.Sprintf("  use_workload_identity = true\n  federated_token_file = %q", validFile)), true,
+			[]string{"A poll would succeed."}},
 		{"federated token expired", wi(expiredFile), false, []string{
 			"  token          failed: workload identity: token request to " + host + " failed: HTTP 400 Bad Request: invalid_client: " +
 				"AADSTS700024: Client assertion is not within its valid time range.",
@@ -406,8 +428,7 @@ func TestCheckWorkloadIdentity(t *testing.T) {
 // The kubelet rotates the projected token: once the API refuses the token
 // got with the old one, the plugin reads the file again.
 func TestRotatedFederatedTokenIsRead(t *testing.T) {
-	ca, err := defendersim.NewTestCA()
-	require.NoError(t, err)
+	ca := testCA(t)
 	s := startTLSSim(t, ca, defendersim.Config{FederatedCredentials: []defendersim.FederatedCredential{{Issuer: oidcIssuer, Subject: podSubject}}})
 	now := time.Now()
 	first := s.sim.FederatedToken(oidcIssuer, podSubject, now.Add(-time.Minute), now.Add(time.Hour))
