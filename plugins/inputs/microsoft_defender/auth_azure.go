@@ -508,6 +508,11 @@ func azureAdvice(e *azureTokenError) string {
 		return "The federated token file cannot be read: on AKS, label the pod azure.workload.identity/use: \"true\" and run it " +
 			"with a service account annotated azure.workload.identity/client-id, so that the webhook projects the token and sets " +
 			envFederatedTokenFile + "; elsewhere set federated_token_file to the file your issuer writes."
+	case e.tok == nil && e.mode == modeManagedIdentity && strings.Contains(e.msg, "azcmagent"):
+		// Arc's endpoint answers with the path of a challenge file that
+		// only members of the himds group may read.
+		return "The Azure Arc agent's challenge file cannot be read: add the user Telegraf runs as to the himds group " +
+			"(usermod -aG himds telegraf) and restart Telegraf."
 	case e.tok == nil && e.mode == modeManagedIdentity:
 		return "The managed identity cannot be used here: see the message above, and that the host has the identity assigned."
 	case e.tok == nil:
