@@ -111,7 +111,7 @@ func (m *MicrosoftDefender) azureTokenSource(client *http.Client) (tokenSource, 
 		scopes = []string{strings.TrimSuffix(resource, "/") + "/.default"}
 	}
 
-	source := &azureSource{client: client, scopes: scopes}
+	source := &azureSource{client: client, scopes: scopes, now: m.now}
 	var err error
 	switch mode {
 	case "client_certificate":
@@ -298,6 +298,8 @@ type azureSource struct {
 	claims        string
 	newCredential func(policy.Transporter) (azcore.TokenCredential, error)
 	secretKeys    []*config.Secret
+	// now reads Retry-After dates on the plugin's clock.
+	now func() time.Time
 
 	federatedTokenFile string
 
@@ -404,7 +406,7 @@ func (a *azureSource) describeResponse(resp *http.Response, transport *recording
 		host = resp.Request.URL.Host
 	}
 	e := &tokenError{host: host, status: resp.StatusCode, statusText: resp.Status,
-		retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
+		retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), a.now())}
 	body, err := azruntime.Payload(resp)
 	if err != nil {
 		e.description = "body unreadable"
