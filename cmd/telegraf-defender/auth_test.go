@@ -53,7 +53,7 @@ var (
 	caOnce      sync.Once
 	sharedCA    *defendersim.TestCA
 	sharedTLS   *tls.Config
-	sharedCAErr error
+	errSharedCA error
 )
 
 // testCA is one CA and server certificate for all tests: RSA keys take a
@@ -61,11 +61,11 @@ var (
 func testCA(t *testing.T) *defendersim.TestCA {
 	t.Helper()
 	caOnce.Do(func() {
-		if sharedCA, sharedCAErr = defendersim.NewTestCA(); sharedCAErr == nil {
-			sharedTLS, sharedCAErr = sharedCA.ServerTLS()
+		if sharedCA, errSharedCA = defendersim.NewTestCA(); errSharedCA == nil {
+			sharedTLS, errSharedCA = sharedCA.ServerTLS()
 		}
 	})
-	require.NoError(t, sharedCAErr)
+	require.NoError(t, errSharedCA)
 	return sharedCA
 }
 
