@@ -8,6 +8,13 @@
 # SIM_ARGS passes flags to the simulator (see bin/defender-sim -h), and
 # STATE_DIR is where the plugin keeps its position between runs (.run/).
 # DEFENDER_API=graph pulls Microsoft Graph alerts_v2 instead of the SIEM API.
+# DEFENDER_AUTH picks how the plugin signs in: secret (the default),
+# certificate, managed-identity or workload-identity; on the simulator each
+# runs over TLS with a CA the simulator makes at start (the Azure SDK signs
+# in over https only). On a tenant, certificate takes
+# DEFENDER_CLIENT_CERTIFICATE (and DEFENDER_CLIENT_CERTIFICATE_PASSWORD),
+# managed-identity DEFENDER_MANAGED_IDENTITY_CLIENT_ID for a user-assigned
+# identity, and workload-identity the environment AKS projects.
 # OUTPUT=influxdb writes to InfluxDB 1.x instead of stdout: to INFLUXDB_URL,
 # or to an influxd started here with a temporary data directory, and prints
 # what has landed every ten seconds.
@@ -27,24 +34,87 @@ case "$api" in
   *) echo "run: DEFENDER_API must be siem or graph, not $api" >&2; exit 2 ;;
 esac
 
+auth="${DEFENDER_AUTH:-secret}"
+case "$auth" in
+  secret|certificate|managed-identity|workload-identity) ;;
+  *) echo "run: DEFENDER_AUTH must be secret, certificate, managed-identity or workload-identity, not $auth" >&2; exit 2 ;;
+esac
+
 if [ -n "${DEFENDER_TENANT_ID:-}" ]; then
-  : "${DEFENDER_CLIENT_ID:?DEFENDER_CLIENT_ID must be set with DEFENDER_TENANT_ID}"
-  : "${DEFENDER_CLIENT_SECRET:?DEFENDER_CLIENT_SECRET must be set with DEFENDER_TENANT_ID}"
+  # The shim expands the ${...} references from the environment.
+  case "$auth" in
+    secret)
+      : "${DEFENDER_CLIENT_ID:?DEFENDER_CLIENT_ID must be set with DEFENDER_TENANT_ID}"
+      : "${DEFENDER_CLIENT_SECRET:?DEFENDER_CLIENT_SECRET must be set with DEFENDER_TENANT_ID}"
+      auth_conf='tenant_id = "${DEFENDER_TENANT_ID}"
+  client_id = "${DEFENDER_CLIENT_ID}"
+  client_secret = "${DEFENDER_CLIENT_SECRET}"' ;;
+    certificate)
+      : "${DEFENDER_CLIENT_ID:?DEFENDER_CLIENT_ID must be set with DEFENDER_TENANT_ID}"
+      : "${DEFENDER_CLIENT_CERTIFICATE:?DEFENDER_AUTH=certificate needs DEFENDER_CLIENT_CERTIFICATE}"
+      export DEFENDER_CLIENT_CERTIFICATE_PASSWORD="${DEFENDER_CLIENT_CERTIFICATE_PASSWORD:-}"
+      auth_conf='tenant_id = "${DEFENDER_TENANT_ID}"
+  client_id = "${DEFENDER_CLIENT_ID}"
+  client_certificate = "${DEFENDER_CLIENT_CERTIFICATE}"
+  client_certificate_password = "${DEFENDER_CLIENT_CERTIFICATE_PASSWORD}"' ;;
+    managed-identity)
+      # DEFENDER_TENANT_ID only names the state file: the identity is the host's.
+      auth_conf='use_managed_identity = true'
+      [ -z "${DEFENDER_MANAGED_IDENTITY_CLIENT_ID:-}" ] ||
+        auth_conf+=$'\n  managed_identity_client_id = "${DEFENDER_MANAGED_IDENTITY_CLIENT_ID}"' ;;
+    workload-identity)
+      auth_conf='use_workload_identity = true' ;;
+  esac
   if [ "$api" = graph ]; then
     export DEFENDER_REGION="${DEFENDER_REGION:-global}"
   else
     export DEFENDER_REGION="${DEFENDER_REGION:-us}"
   fi
-  echo "run: pulling $api alerts from tenant $DEFENDER_TENANT_ID, region $DEFENDER_REGION" >&2
-  # The shim expands the ${...} references from the environment.
+  echo "run: pulling $api alerts from tenant $DEFENDER_TENANT_ID, region $DEFENDER_REGION, signing in with $auth" >&2
   cat > "$work/defender.conf" <<CONF
 [[inputs.microsoft_defender]]
   api = "$api"
   region = "\${DEFENDER_REGION}"
-  tenant_id = "\${DEFENDER_TENANT_ID}"
-  client_id = "\${DEFENDER_CLIENT_ID}"
-  client_secret = "\${DEFENDER_CLIENT_SECRET}"
+  $auth_conf
   state_file = "$state_dir/$DEFENDER_TENANT_ID-$api.state"
+CONF
+elif [ "$auth" != secret ]; then
+  # The Azure SDK's modes: the simulator over TLS, with a CA (and a client
+  # certificate, or a federated token) it makes at start in $work.
+  case "$auth" in
+    certificate) mode_args=(-client-certificate-file "$work/client.pem")
+      auth_conf="login_endpoint = \"\${SIM_URL}\"
+  tenant_id = \"sim-tenant\"
+  client_id = \"sim-client\"
+  client_certificate = \"$work/client.pem\"" ;;
+    managed-identity)
+      IDENTITY_HEADER=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+      export IDENTITY_HEADER
+      mode_args=(-managed-identity-header "$IDENTITY_HEADER")
+      auth_conf='use_managed_identity = true' ;;
+    workload-identity) mode_args=(-federated-token-file "$work/federated-token")
+      auth_conf='use_workload_identity = true' ;;
+  esac
+  # shellcheck disable=SC2086 # SIM_ARGS is a list of flags
+  start_sim run /dev/stderr -listen "127.0.0.1:${SIM_PORT:-18089}" -rate 6 -tls-ca-file "$work/ca.pem" "${mode_args[@]}" ${SIM_ARGS:-}
+  echo "run: no DEFENDER_TENANT_ID set, pulling from the simulator at $sim, signing in with $auth" >&2
+  export SIM_URL="$sim"
+  # What App Service and AKS put in the environment of the process.
+  export IDENTITY_ENDPOINT="$sim/msi/token"
+  export AZURE_FEDERATED_TOKEN_FILE="$work/federated-token" AZURE_CLIENT_ID=sim-client AZURE_TENANT_ID=sim-tenant AZURE_AUTHORITY_HOST="$sim/"
+  if [ "$api" = graph ]; then
+    endpoint="$sim/v1.0/security/alerts_v2"
+    auth_conf+=$'\n  scopes = ["https://graph.microsoft.com/.default"]'
+  else
+    endpoint="$sim/api/alerts"
+  fi
+  cat > "$work/defender.conf" <<CONF
+[[inputs.microsoft_defender]]
+  api = "$api"
+  endpoint_url = "$endpoint"
+  $auth_conf
+  tls_ca = "$work/ca.pem"
+  state_file = "$state_dir/simulator-$api-$auth.state"
 CONF
 else
   # A fixed port keeps the simulator's address, and so the state file's

@@ -1,9 +1,12 @@
 // Command defender-sim serves a simulated Microsoft Defender tenant on
-// loopback: the Azure AD token endpoint and the SIEM alerts API.
+// loopback: the Azure AD token endpoint (client secrets, refresh tokens,
+// certificates, federated tokens), a managed identity endpoint, and the
+// SIEM and Graph alerts APIs.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -40,6 +43,21 @@ func main() {
 	flag.Float64Var(&cfg.Faults.PoisonRate, "poison-rate", 0, "share of detections served with one value of the wrong type (e.g. \"AlertPart\":1e400)")
 	flag.Float64Var(&cfg.Faults.GiantRate, "giant-rate", 0, "share of detections served with an extra field of -giant-bytes")
 	flag.IntVar(&cfg.Faults.GiantBytes, "giant-bytes", 1<<20, "size of the extra field of a giant detection")
+	var auth authFlags
+	flag.StringVar(&auth.caFile, "tls-ca-file", "", "serve https with a certificate of a CA made at start, and write the CA certificate (PEM) here "+
+		"for the client's tls_ca; the Azure SDK signs in over https only")
+	flag.StringVar(&auth.clientCertificateFile, "client-certificate-file", "", "make a client certificate and its key, "+
+		"write them (PEM) here and register the certificate on the app")
+	flag.StringVar(&auth.registerCertificate, "register-certificate", "", "register the certificate of this PEM file on the app (a key in the file is ignored)")
+	flag.StringVar(&auth.managedIdentityHeader, "managed-identity-header", "",
+		"serve a managed identity endpoint (App Service form, at "+defendersim.ManagedIdentityPath+
+			") with a system-assigned identity, expecting this X-IDENTITY-HEADER (IDENTITY_HEADER)")
+	flag.StringVar(&auth.managedIdentityClientID, "managed-identity-client-id", "", "client id of a user-assigned identity of the managed identity endpoint")
+	flag.StringVar(&auth.federatedTokenFile, "federated-token-file", "", "write a federated token here, as a cluster's OIDC issuer projects it, "+
+		"renewed at half its lifetime, and accept it at the token endpoint")
+	flag.StringVar(&auth.federatedIssuer, "federated-issuer", "https://oidc.defender-sim.invalid/", "issuer of the federated tokens")
+	flag.StringVar(&auth.federatedSubject, "federated-subject", "system:serviceaccount:monitoring:telegraf", "subject of the federated tokens")
+	flag.DurationVar(&auth.federatedLifetime, "federated-token-lifetime", time.Hour, "lifetime of the federated tokens")
 	flag.Parse()
 
 	rates, err := parseFaultRates(*faults)
@@ -49,18 +67,26 @@ func main() {
 	}
 	cfg.Faults.Rates = rates
 
-	if err := run(*listen, *addrFile, cfg); err != nil {
+	if err := run(*listen, *addrFile, cfg, auth); err != nil {
 		fmt.Fprintln(os.Stderr, "defender-sim:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, addrFile string, cfg defendersim.Config) error {
+func run(listen, addrFile string, cfg defendersim.Config, auth authFlags) error {
+	tlsCfg, err := auth.configure(&cfg)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
 	base := "http://" + ln.Addr().String()
+	if tlsCfg != nil {
+		base = "https://" + ln.Addr().String()
+		ln = tls.NewListener(ln, tlsCfg)
+	}
 	if addrFile != "" {
 		if err := os.WriteFile(addrFile, []byte(base+"\n"), 0o600); err != nil {
 			return err
@@ -69,9 +95,16 @@ func run(listen, addrFile string, cfg defendersim.Config) error {
 	fmt.Printf("defender-sim: tenant %q listening on %s (alerts: %s/api/alerts, token: %s/%s/oauth2/token)\n",
 		cfg.TenantID, base, base, base, cfg.TenantID)
 
-	srv := &http.Server{Handler: defendersim.New(cfg).Handler(), ReadHeaderTimeout: 10 * time.Second}
+	sim := defendersim.New(cfg)
+	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if auth.federatedTokenFile != "" {
+		if err := auth.writeFederatedToken(sim); err != nil {
+			return err
+		}
+		go auth.renewFederatedToken(ctx, sim)
+	}
 	go func() {
 		<-ctx.Done()
 		srv.Shutdown(context.Background()) //nolint:errcheck // exiting anyway

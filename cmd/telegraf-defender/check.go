@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/influxdata/telegraf/logger"
 	"github.com/influxdata/telegraf/plugins/common/shim"
 
 	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender"
@@ -27,6 +28,9 @@ func check(w io.Writer, configFile string) bool {
 		}
 	}
 	if err == nil {
+		// The shim's loader leaves the logger unset; Init may warn (an
+		// expired client_certificate).
+		plugin.Log = logger.New("inputs", "microsoft_defender", "")
 		err = plugin.Init()
 	}
 	if err != nil {

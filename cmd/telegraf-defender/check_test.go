@@ -1,16 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/stretchr/testify/require"
 
 	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
 )
@@ -28,12 +23,7 @@ func TestCheck(t *testing.T) {
 		return fmt.Sprintf("[[inputs.microsoft_defender]]\n  endpoint_url = %q\n  login_endpoint = %q\n  tenant_id = \"contoso\"\n  client_id = \"app\"\n%s\n",
 			server.URL+"/api/alerts", server.URL, extra)
 	}
-	tests := []struct {
-		name string
-		conf string
-		ok   bool
-		want []string
-	}{
+	runChecks(t, []checkCase{
 		{"a poll would succeed", siem(`  client_secret = "right-secret"`), true, []string{
 			"  configuration  ok (api \"siem\", " + server.URL + "/api/alerts)",
 			"  token          ok",
@@ -72,18 +62,5 @@ func TestCheck(t *testing.T) {
 		{"graph", fmt.Sprintf("[[inputs.microsoft_defender]]\n  api = \"graph\"\n  endpoint_url = %q\n  login_endpoint = %q\n"+
 			"  scopes = [\"https://graph.microsoft.com/.default\"]\n  tenant_id = \"contoso\"\n  client_id = \"app\"\n  client_secret = \"right-secret\"\n",
 			server.URL+"/v1.0/security/alerts_v2", server.URL), true, []string{"A poll would succeed."}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "defender.conf")
-			require.NoError(t, os.WriteFile(path, []byte(tt.conf), 0o600))
-			var out bytes.Buffer
-			require.Equal(t, tt.ok, check(&out, path), out.String())
-			for _, want := range tt.want {
-				require.Contains(t, out.String(), want)
-			}
-			require.NotContains(t, out.String(), "right-secret")
-			require.NotContains(t, out.String(), "old-secret")
-		})
-	}
+	}, "right-secret", "old-secret")
 }

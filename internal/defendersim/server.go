@@ -4,6 +4,8 @@
 package defendersim
 
 import (
+	"crypto/rsa"
+	"crypto/x509"
 	"math/rand/v2"
 	"net/http"
 	"sync"
@@ -39,6 +41,21 @@ type Config struct {
 	BurstEvery time.Duration
 	BurstSize  int
 
+	// ClientCertificates are the certificates registered on the app: a
+	// client assertion signed with one of them (found by its x5t or
+	// x5t#S256 thumbprint) is accepted while it is valid.
+	ClientCertificates []*x509.Certificate
+	// SubjectNameIssuer and SubjectName allow subject name/issuer
+	// authentication: an assertion whose x5c chain leads to this CA, for a
+	// certificate of this common name, is accepted without registration.
+	SubjectNameIssuer *x509.Certificate
+	SubjectName       string
+	// FederatedCredentials are the app's federated identity credentials,
+	// for tokens made with FederatedToken.
+	FederatedCredentials []FederatedCredential
+	// ManagedIdentity enables the managed identity endpoint.
+	ManagedIdentity *ManagedIdentity
+
 	// Faults shapes the faults injected with Inject or at random.
 	Faults FaultConfig
 
@@ -58,6 +75,11 @@ type Server struct {
 	injected   []Fault
 	graph      map[string][]graphVersion // alert id -> versions, oldest first
 	faultRNG   *rand.Rand
+	usedJTIs   map[string]time.Time // jti of accepted client assertions -> their expiry
+	miFailures []int                // statuses of the next managed identity answers
+
+	federatedOnce sync.Once
+	federatedKey  *rsa.PrivateKey
 }
 
 // New returns a simulator for the given tenant.
@@ -77,7 +99,7 @@ func New(cfg Config) *Server {
 	if cfg.Faults.PadBytes <= 0 {
 		cfg.Faults.PadBytes = 64 * 1024
 	}
-	s := &Server{cfg: cfg, tokens: make(map[string]issuedToken), faultRNG: newFaultRNG(cfg.Seed)}
+	s := &Server{cfg: cfg, tokens: make(map[string]issuedToken), usedJTIs: make(map[string]time.Time), faultRNG: newFaultRNG(cfg.Seed)}
 	s.generated = cfg.Now().Add(-cfg.History)
 	return s
 }
@@ -87,6 +109,8 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /{tenant}/oauth2/token", s.serveToken)
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", s.serveToken)
+	mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", s.serveOpenIDConfiguration)
+	mux.HandleFunc("GET "+ManagedIdentityPath, s.serveManagedIdentity)
 	mux.HandleFunc("GET /api/{resource}", s.serveAlerts)
 	mux.HandleFunc("GET /v1.0/security/alerts_v2", s.serveGraphAlerts)
 	return s.recordRequests(mux)

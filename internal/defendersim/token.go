@@ -43,7 +43,12 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("Application with identifier '%s' was not found in the directory '%s'.", r.PostForm.Get("client_id"), s.cfg.TenantID))
 		return
 	}
-	if r.PostForm.Get("client_secret") != s.cfg.ClientSecret {
+	if r.PostForm.Has("client_assertion") {
+		if f := s.checkClientAssertion(r); f != nil {
+			writeAADError(w, f.status, f.code, f.aadsts, f.desc)
+			return
+		}
+	} else if r.PostForm.Get("client_secret") != s.cfg.ClientSecret {
 		writeAADError(w, http.StatusUnauthorized, "invalid_client", 7000215,
 			"Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.")
 		return
@@ -105,7 +110,15 @@ func requestedAudience(w http.ResponseWriter, r *http.Request, v2 bool) (string,
 		}
 		return strings.ToLower(strings.TrimSuffix(resource, "/")), true
 	}
-	scope := r.PostForm.Get("scope")
+	// MSAL adds the OpenID Connect scopes to every request; Azure AD
+	// ignores them in the client credentials grant.
+	var scopes []string
+	for _, sc := range strings.Fields(r.PostForm.Get("scope")) {
+		if sc != "openid" && sc != "offline_access" && sc != "profile" {
+			scopes = append(scopes, sc)
+		}
+	}
+	scope := strings.Join(scopes, " ")
 	if scope == "" {
 		writeAADError(w, http.StatusBadRequest, "invalid_request", 900144,
 			"The request body must contain the following parameter: 'scope'.")

@@ -54,7 +54,7 @@ func (s *staticToken) secrets() []string {
 // cachedToken reuses a token from Azure AD until shortly before it expires,
 // or until the API refuses it.
 type cachedToken struct {
-	source *aadToken
+	source tokenFetcher
 
 	mu      sync.Mutex
 	current *oauth2.Token
@@ -90,6 +90,13 @@ func (c *cachedToken) secrets() []string {
 		out = append(out, c.current.AccessToken)
 	}
 	return out
+}
+
+// tokenFetcher asks the sign-in service for a new token.
+type tokenFetcher interface {
+	fetch(ctx context.Context) (*oauth2.Token, error)
+	// secrets returns the values that must never appear in a message.
+	secrets() []string
 }
 
 // aadToken fetches tokens from Azure AD with the client credentials grant,

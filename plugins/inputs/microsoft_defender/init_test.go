@@ -58,7 +58,8 @@ func TestInitRejectsBadConfigurations(t *testing.T) {
 			`endpoint_url "ftp://alerts.example.com/" must be an https URL`},
 		{"no credentials", func(m *MicrosoftDefender) {
 			m.TenantID, m.ClientID, m.ClientSecret = "", "", config.Secret{}
-		}, "no credentials: set tenant_id, client_id and client_secret (optionally refresh_token), or access_token"},
+		}, "no credentials: set tenant_id, client_id and client_secret (optionally refresh_token), " +
+			"or client_certificate, use_managed_identity, use_workload_identity, or access_token"},
 		{"static token with credentials", func(m *MicrosoftDefender) { m.AccessToken = config.NewSecret([]byte("x")) },
 			"access_token cannot be combined with tenant_id, client_id, client_secret: set either a static access_token or Azure AD credentials"},
 		{"static token with scopes", func(m *MicrosoftDefender) {

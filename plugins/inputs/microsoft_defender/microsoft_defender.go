@@ -53,6 +53,15 @@ type MicrosoftDefender struct {
 	Resource      string        `toml:"resource"`
 	Scopes        []string      `toml:"scopes"`
 
+	ClientCertificate         string        `toml:"client_certificate"`
+	ClientCertificatePassword config.Secret `toml:"client_certificate_password"`
+	SendCertificateChain      bool          `toml:"send_certificate_chain"`
+	UseManagedIdentity        bool          `toml:"use_managed_identity"`
+	ManagedIdentityClientID   string        `toml:"managed_identity_client_id"`
+	ManagedIdentityResourceID string        `toml:"managed_identity_resource_id"`
+	UseWorkloadIdentity       bool          `toml:"use_workload_identity"`
+	FederatedTokenFile        string        `toml:"federated_token_file"`
+
 	MachineGroups            []string `toml:"machine_groups"`
 	DeviceCreatedMachineTags string   `toml:"device_created_machine_tags"`
 	CloudCreatedMachineTags  string   `toml:"cloud_created_machine_tags"`
@@ -400,7 +409,9 @@ func (m *MicrosoftDefender) graphEndpoint() (*url.URL, error) {
 		// The scope's host must be the Graph host the requests go to.
 		m.Scopes = []string{u.Scheme + "://" + u.Host + "/.default"}
 	}
-	if m.LoginEndpoint == "" && known && m.AccessToken.Empty() {
+	// Managed identities sign in on their own endpoint; workload identity
+	// first takes AZURE_AUTHORITY_HOST.
+	if m.LoginEndpoint == "" && known && m.AccessToken.Empty() && !m.UseManagedIdentity && !m.UseWorkloadIdentity {
 		m.LoginEndpoint = "https://" + cloud.loginHost
 	}
 	return u, nil
@@ -489,6 +500,9 @@ func (m *MicrosoftDefender) httpClient() (*http.Client, error) {
 // tokenSource picks the authentication mode from the keys that are set and
 // rejects combinations that are ambiguous or incomplete.
 func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error) {
+	if source, err := m.azureTokenSource(client); source != nil || err != nil {
+		return source, err
+	}
 	credentialKeys := setKeys(
 		configKey{"tenant_id", m.TenantID != ""},
 		configKey{"client_id", m.ClientID != ""},
@@ -510,7 +524,8 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 		return &staticToken{secret: &m.AccessToken}, nil
 	}
 	if len(credentialKeys) == 0 {
-		return nil, errors.New("no credentials: set tenant_id, client_id and client_secret (optionally refresh_token), or access_token")
+		return nil, errors.New("no credentials: set tenant_id, client_id and client_secret (optionally refresh_token), " +
+			"or client_certificate, use_managed_identity, use_workload_identity, or access_token")
 	}
 
 	var missing []string
@@ -576,17 +591,10 @@ func (m *MicrosoftDefender) tokenURL() (*url.URL, error) {
 	if m.TokenURL != "" {
 		return parseEndpoint("token_url", m.TokenURL)
 	}
-	login := m.LoginEndpoint
-	if login == "" {
-		login = defaultLoginEndpoint
-		if m.Region == "gcc-high" {
-			login = defaultLoginEndpointGovt
-		}
-	}
 	if !validTenantID.MatchString(m.TenantID) {
 		return nil, fmt.Errorf("tenant_id %q is not a tenant id or domain name", m.TenantID)
 	}
-	base, err := parseEndpoint("login_endpoint", login)
+	base, err := m.loginEndpoint()
 	if err != nil {
 		return nil, err
 	}
@@ -595,6 +603,18 @@ func (m *MicrosoftDefender) tokenURL() (*url.URL, error) {
 		path = "/oauth2/v2.0/token"
 	}
 	return base.JoinPath(m.TenantID, path), nil
+}
+
+// loginEndpoint is login_endpoint, or the Azure AD host of the region.
+func (m *MicrosoftDefender) loginEndpoint() (*url.URL, error) {
+	login := m.LoginEndpoint
+	if login == "" {
+		login = defaultLoginEndpoint
+		if m.Region == "gcc-high" {
+			login = defaultLoginEndpointGovt
+		}
+	}
+	return parseEndpoint("login_endpoint", login)
 }
 
 func init() {

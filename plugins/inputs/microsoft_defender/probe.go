@@ -77,10 +77,13 @@ var aadstsCode = regexp.MustCompile(`AADSTS(\d+)`)
 // Advice says what most likely fixes a failed probe, in words a security
 // engineer can act on; api is the configured API.
 func Advice(err error, api string) string {
+	var azureErr *azureTokenError
 	var tokenErr *tokenError
 	var statusErr *statusError
 	var dnsErr *net.DNSError
 	switch {
+	case errors.As(err, &azureErr):
+		return azureAdvice(azureErr)
 	case errors.As(err, &tokenErr):
 		return tokenAdvice(tokenErr)
 	case errors.As(err, &statusErr):
