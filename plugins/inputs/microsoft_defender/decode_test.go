@@ -115,7 +115,7 @@ func TestTruncatedAnswerIsRetriedAtOnce(t *testing.T) {
 	require.Equal(t, 2, requests)
 	require.Len(t, logger.Warnings(), 1)
 	require.Regexp(t, `^W! \[\] reading the SIEM API answer from 127.0.0.1:\d+: detection 1: response truncated at byte 123: `+
-		`retry 1 of 3 in \d+ms \(backing off\)$`, logger.Warnings()[0])
+		`retry 1 of 3 in (\d+ms|1s) \(backing off\)$`, logger.Warnings()[0])
 	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
 }
 
