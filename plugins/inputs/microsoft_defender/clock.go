@@ -45,15 +45,11 @@ func (c *serverClock) now() time.Time {
 // and whether its end was moved: the poll's window is then read as far as
 // the API's time allows.
 func (m *MicrosoftDefender) clampToServerClock(sp *span) (complete, clamped bool) {
-	serverNow := m.serverClock.now()
-	if serverNow.IsZero() {
-		return true, false
-	}
-	// The Date header has whole seconds.
-	limit := serverNow.Add(-time.Duration(m.Delay) + time.Second)
+	limit := m.chunkEnd(sp)
 	if !sp.End.After(limit) {
 		return true, false
 	}
+	serverNow := m.serverClock.now()
 	if skew := m.now().Sub(serverNow); skew > maxClockSkew {
 		m.warnf("The host clock runs %s ahead of the API's (Date: %s): the window ends at the API's time minus delay",
 			skew.Round(time.Second), serverNow.Format(time.RFC3339))
@@ -65,6 +61,26 @@ func (m *MicrosoftDefender) clampToServerClock(sp *span) (complete, clamped bool
 	}
 	sp.End = limit
 	return true, true
+}
+
+// chunkEnd is where the chunk sp can end by the API's clock: its end, but
+// no later than the API's time minus delay. An API whose Date lies behind
+// the detections it has served is wrong: the newest time read in the chunk
+// is a time the API had reached, so the chunk can end there at least.
+func (m *MicrosoftDefender) chunkEnd(sp *span) time.Time {
+	serverNow := m.serverClock.now()
+	if serverNow.IsZero() {
+		return sp.End
+	}
+	// The Date header has whole seconds.
+	limit := serverNow.Add(-time.Duration(m.Delay) + time.Second)
+	if sp.Newest.After(limit) {
+		limit = sp.Newest
+	}
+	if sp.End.Before(limit) {
+		return sp.End
+	}
+	return limit
 }
 
 // distrustFuturePosition resets a watermark or pending chunk that lies

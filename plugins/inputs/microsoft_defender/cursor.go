@@ -16,6 +16,9 @@ type span struct {
 	End   time.Time `json:"end"`
 	From  time.Time `json:"from"`
 	To    time.Time `json:"to"`
+	// Newest is the latest cursor time inside the span that its answers
+	// held: a time the API had reached (see chunkEnd).
+	Newest time.Time `json:"newest,omitzero"`
 }
 
 func (s *span) empty() bool {
@@ -34,26 +37,45 @@ type cursor struct {
 	// seen maps the identity of each emitted detection to its
 	// LastProcessedTimeUtc, for the detections a later request can return.
 	seen map[string]time.Time
-	// skipped holds the instants whose detections are larger than
-	// max_body_size, for as long as seen would hold them.
+	// skipped holds the instants whose detections cannot be read, for as
+	// long as seen would hold them.
 	skipped map[time.Time]bool
+	// search is a search for an instant (siemBackend.newestInstant) that a
+	// poll left unfinished.
+	search *instantSearch
+}
+
+// instantSearch is a bisection for the newest instant of the span below
+// to, in [from, to].
+type instantSearch struct {
+	spanTo, from, to time.Time
+	triedKnown       bool // the instants skipped before were tried
+}
+
+// searchFor returns the search under way for the span as it is, or a new
+// one over the whole span.
+func (c *cursor) searchFor(sp *span) *instantSearch {
+	if c.search == nil || !c.search.spanTo.Equal(sp.To) || c.search.from.Before(sp.From) {
+		c.search = &instantSearch{spanTo: sp.To, from: sp.From, to: sp.To}
+	}
+	return c.search
 }
 
 func newCursor() *cursor {
 	return &cursor{seen: make(map[string]time.Time), skipped: make(map[time.Time]bool)}
 }
 
-// oversized records an instant that cannot be read, and reports whether
+// unreadable records an instant that cannot be read, and reports whether
 // it was known.
-func (c *cursor) oversized(at time.Time) bool {
+func (c *cursor) unreadable(at time.Time) bool {
 	known := c.skipped[at]
 	c.skipped[at] = true
 	return known
 }
 
-// newestOversized returns the latest instant in [from, to] known to be
-// too large to read.
-func (c *cursor) newestOversized(from, to time.Time) (time.Time, bool) {
+// newestUnreadable returns the latest instant in [from, to] known to be
+// unreadable.
+func (c *cursor) newestUnreadable(from, to time.Time) (time.Time, bool) {
 	var newest time.Time
 	found := false
 	for at := range c.skipped {

@@ -41,12 +41,8 @@ func TestMalformedResponses(t *testing.T) {
 			`reading the SIEM API answer from %s: detection 1: response truncated at byte 137`},
 		{"missing closing bracket", "[" + good, 1,
 			`reading the SIEM API answer from %s: after detection 0: response truncated at byte 116`},
-		{"deeply nested junk", "[" + good + `,{"Junk":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}]`, 1,
-			`reading the SIEM API answer from %s: detection 1: invalid JSON at byte 10125: nesting deeper than 10000 levels`},
 		{"two answers in one body", "[" + good + "][" + good + "]", 1,
 			`reading the SIEM API answer from %s: after the closing bracket: invalid JSON at byte 118: invalid character '[' after top-level value`},
-		{"key without a colon", "[" + good + `,{"AlertId" "b"}]`, 1,
-			`reading the SIEM API answer from %s: detection 1: invalid JSON at byte 129: invalid character '"' after object key`},
 		{"a lone opening bracket", "[", 0,
 			`reading the SIEM API answer from %s: after the opening bracket: response truncated at byte 1`},
 	}
@@ -76,7 +72,7 @@ func TestMalformedResponses(t *testing.T) {
 func TestFailedPollIsRetriedWithoutDuplicates(t *testing.T) {
 	first := detectionJSON("a:1", "2020-09-30T14:00:00Z")
 	second := detectionJSON("a:2", "2020-09-30T14:10:00Z")
-	responses := []string{"[" + first + `,{"AlertTitle" 5}]`, "[" + first + "," + second + "]"}
+	responses := []string{"[" + first + `]]`, "[" + first + "," + second + "]"}
 	var queries []url.Values
 	server := stub(t, func(w http.ResponseWriter, r *http.Request) {
 		queries = append(queries, r.URL.Query())

@@ -195,12 +195,12 @@ func parseAPITime(s string) (time.Time, error) {
 	for _, layout := range apiTimeLayouts {
 		if t, err := time.Parse(layout, s); err == nil {
 			if t.Before(earliestTime) || t.After(latestTime) {
-				return time.Time{}, fmt.Errorf("%q lies outside the years 1678 to 2262 that a metric's time can hold", truncate(s, 64))
+				return time.Time{}, fmt.Errorf("%q lies outside the years 1678 to 2262 that a metric's time can hold", s)
 			}
 			return t.UTC(), nil
 		}
 	}
-	return time.Time{}, fmt.Errorf("%q is not an RFC 3339 timestamp", truncate(s, 64))
+	return time.Time{}, fmt.Errorf("%s is not an RFC 3339 timestamp", quoteShort([]byte(strconv.Quote(s))))
 }
 
 // optionalInt is a JSON number that may also be null, "" or absent.
@@ -217,7 +217,7 @@ func (o *optionalInt) UnmarshalJSON(b []byte) error {
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return fmt.Errorf("%s is not an integer", truncate(string(b), 64))
+		return fmt.Errorf("%s is not an integer", quoteShort(b))
 	}
 	o.value, o.set = v, true
 	return nil
@@ -237,10 +237,20 @@ func (o *optionalBool) UnmarshalJSON(b []byte) error {
 	}
 	v, err := strconv.ParseBool(s)
 	if err != nil {
-		return fmt.Errorf("%s is not a boolean", truncate(string(b), 64))
+		return fmt.Errorf("%s is not a boolean", quoteShort(b))
 	}
 	o.value, o.set = v, true
 	return nil
+}
+
+// quoteShort quotes a value that does not fit its field, for a message. A
+// long one is only measured: cut, it could hold most of a secret that the
+// redaction of the whole message would then not recognise.
+func quoteShort(b []byte) string {
+	if len(b) > 64 {
+		return fmt.Sprintf("a value of %d bytes", len(b))
+	}
+	return string(b)
 }
 
 func unquote(b []byte) (string, bool) {
@@ -295,7 +305,7 @@ func (dd *detectionDecoder) next(d *detection) error {
 	}
 	c, err := dd.r.NextByte()
 	if err != nil {
-		return dd.afterError(explainRead(err, dd.r))
+		return dd.afterError(explainRead(err, dd.r), err)
 	}
 	if c == ']' {
 		return dd.end()
@@ -307,7 +317,8 @@ func (dd *detectionDecoder) next(d *detection) error {
 				return fmt.Errorf("detection %d: %w", dd.index, explainRead(err, dd.r))
 			}
 		default:
-			return dd.afterError(explainRead(dd.r.ExpectedArraySeparator(c), dd.r))
+			err := dd.r.ExpectedArraySeparator(c)
+			return dd.afterError(explainRead(err, dd.r), err)
 		}
 	}
 	i := dd.index
@@ -321,7 +332,7 @@ func (dd *detectionDecoder) next(d *detection) error {
 		d.issues.skip = notObject.Error()
 		return nil
 	case err != nil:
-		return fmt.Errorf("detection %d: %w", i, explainRead(err, dd.r))
+		return recordError(fmt.Errorf("detection %d: %w", i, explainRead(err, dd.r)), err)
 	}
 	if len(dd.objects.problems) > 0 {
 		d.issues.invalid = append([]fieldProblem(nil), dd.objects.problems...)
@@ -342,11 +353,36 @@ func (dd *detectionDecoder) end() error {
 }
 
 // afterError places an error found between detections.
-func (dd *detectionDecoder) afterError(err error) error {
+func (dd *detectionDecoder) afterError(explained, cause error) error {
 	if dd.index == 0 {
-		return fmt.Errorf("after the opening bracket: %w", err)
+		return fmt.Errorf("after the opening bracket: %w", explained)
 	}
-	return fmt.Errorf("after detection %d: %w", dd.index-1, err)
+	return recordError(fmt.Errorf("after detection %d: %w", dd.index-1, explained), cause)
+}
+
+// recordSyntaxError is malformed JSON inside the array of detections: in
+// one detection or between two. Unlike an answer cut short, it comes back
+// when the same detections are asked for again.
+type recordSyntaxError struct {
+	err error
+}
+
+func (e *recordSyntaxError) Error() string {
+	return e.err.Error()
+}
+
+func (e *recordSyntaxError) Unwrap() error {
+	return e.err
+}
+
+// recordError marks explained as a recordSyntaxError when cause, the
+// reader's error, is malformed JSON.
+func recordError(explained, cause error) error {
+	var syntaxErr *jsonstream.SyntaxError
+	if errors.As(cause, &syntaxErr) {
+		return &recordSyntaxError{err: explained}
+	}
+	return explained
 }
 
 // explainRead turns an error of the JSON reader into what went wrong: the

@@ -120,7 +120,7 @@ func TestFaultScenarios(t *testing.T) {
 				}
 			},
 			// The poll goes on with smaller requests: a warning, no error.
-			warnings: []string{"an answer grew past max_body_size (262144 bytes) after"},
+			warnings: []string{"An answer grew past max_body_size (262144 bytes) after"},
 		},
 	}
 	for _, tt := range tests {

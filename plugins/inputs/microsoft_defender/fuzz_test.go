@@ -380,17 +380,23 @@ func evidenceWithEncodingJSON(a *graphAlert, key string, value json.RawMessage) 
 	if string(value) == "null" {
 		return true, true
 	}
-	var all []deviceEvidence
+	// Entries after the first device evidence are counted, not decoded.
+	var all []json.RawMessage
 	if err := json.Unmarshal(value, &all); err != nil {
 		return true, false
 	}
-	a.evidenceCount, a.device = len(all), deviceEvidence{}
-	for _, e := range all {
+	var device deviceEvidence
+	for _, raw := range all {
+		var e deviceEvidence
+		if err := json.Unmarshal(raw, &e); err != nil || raw[0] != '{' && raw[0] != 'n' {
+			return true, false
+		}
 		if e.Type == "#microsoft.graph.security.deviceEvidence" {
-			a.device = e
+			device = e
 			break
 		}
 	}
+	a.evidenceCount, a.device = len(all), device
 	var compact bytes.Buffer
 	if err := json.Compact(&compact, value); err != nil {
 		panic(err)

@@ -354,6 +354,11 @@ func (a *graphAlert) readEvidence(r *jsonstream.Reader, c byte) (problem, err er
 	count := 0
 	err = readArray(r, func(i int, c byte) error {
 		count++
+		if found {
+			// Only the first device evidence is used: the rest is counted,
+			// not held.
+			return r.Skip(c, 1)
+		}
 		var e deviceEvidence
 		if err := decodeObject(&objects, c, &e, deviceEvidenceFields); err != nil {
 			var notObject *notObjectError

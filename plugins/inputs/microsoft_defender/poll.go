@@ -23,6 +23,8 @@ type poll struct {
 	deadline time.Time // on the plugin's clock
 	stats    pollStats
 	counter  alertCounter
+	// span is the span being read, whose Newest the answers raise.
+	span *span
 }
 
 // pollStats become the defender_poll metric.
@@ -69,6 +71,7 @@ func (p *poll) run(ctx context.Context, end time.Time) (time.Time, error) {
 			return countsAt, nil
 		}
 		countsAt = sp.End
+		p.span = sp
 		done, err := p.m.backend.readSpan(ctx, p, sp)
 		if err != nil {
 			p.stats.backlog = true
@@ -82,6 +85,8 @@ func (p *poll) run(ctx context.Context, end time.Time) (time.Time, error) {
 		if complete {
 			p.m.cursor.complete(time.Duration(p.m.Overlap))
 			p.stats.completed = true
+			// An answer too large for one chunk says little of the next.
+			p.m.sizeLimit = 0
 		}
 		if clamped {
 			// Beyond the API's own time there is nothing to read yet.
@@ -157,6 +162,9 @@ func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
 			}
 			if r.inWindow == 0 || t.After(r.newest) {
 				r.newest = t
+			}
+			if p.span != nil && t.After(p.span.Newest) {
+				p.span.Newest = t
 			}
 			r.inWindow++
 		}
@@ -279,11 +287,12 @@ func (m *MicrosoftDefender) requestLimit() int {
 	return limit
 }
 
-// shrinkRequests halves the detections per request after an answer grew
-// past max_body_size with decoded detections in it, down to one, so that
-// the window can still be walked.
+// shrinkRequests lowers the detections per request after an answer grew
+// past max_body_size or broke, to those that were decoded whole, or half of
+// the last limit, down to one, so that the window can still be walked.
 func (m *MicrosoftDefender) shrinkRequests(decoded int) {
-	limit := max(1, decoded/2)
+	// The detections decoded fit: a request for as many fits too.
+	limit := max(1, decoded)
 	if m.sizeLimit > 0 && limit >= m.sizeLimit {
 		limit = max(1, m.sizeLimit/2)
 	}
@@ -291,6 +300,6 @@ func (m *MicrosoftDefender) shrinkRequests(decoded int) {
 		return
 	}
 	m.sizeLimit = limit
-	m.warnf("an answer grew past max_body_size (%d bytes) after %d detections: asking for at most %d per request from now on",
+	m.warnf("An answer grew past max_body_size (%d bytes) after %d detections: asking for at most %d per request until the chunk is read",
 		int64(m.MaxBodySize), decoded, m.sizeLimit)
 }

@@ -73,7 +73,7 @@ func TestPollMetric(t *testing.T) {
 
 	// A new window whose answer breaks off after one new detection.
 	plugin.now = func() time.Time { return fixedNow.Add(time.Hour) }
-	responses = []string{"[" + d + `,{"AlertTitle" 5}]`}
+	responses = []string{"[" + d + `]]`}
 	var failed testutil.Accumulator
 	require.NoError(t, plugin.Gather(&failed))
 	require.Len(t, failed.Errors, 1)

@@ -82,45 +82,65 @@ func (b *siemBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, er
 			return false, nil
 		}
 		limit := p.m.requestLimit()
-		r, err := p.request(ctx, b.send(sp.From, sp.To, limit))
-		if errors.Is(err, errBodyTooLarge) && limit > 1 {
-			continue // with the smaller requests shrinkRequests chose
+		// Known unreadable instants are not asked for again: the span is
+		// read above the newest of them, then below it.
+		from := sp.From
+		skipped, known := p.m.cursor.newestUnreadable(sp.From, sp.To)
+		if known {
+			from = skipped.Add(tick)
 		}
-		if errors.Is(err, errBodyTooLarge) && r.decoded == 0 {
-			// The newest detection of the span alone is too large: find its
-			// instant and read on below it.
-			giant, err := b.findOversizedInstant(ctx, p, sp)
+		r, err := p.request(ctx, b.send(from, sp.To, limit))
+		switch {
+		case isUnreadable(err) && r.decoded >= limit:
+			// What broke came after a full answer: it is read below.
+			err = nil
+		case isUnreadable(err) && limit > 1:
+			p.m.shrinkRequests(r.decoded)
+			continue
+		case isUnreadable(err) && r.decoded == 0:
+			// The newest detection of the span alone cannot be read: find
+			// its instant and read on below it.
+			at, err := b.newestInstant(ctx, p, sp)
 			if err != nil {
 				return false, err
 			}
-			p.skipOversizedInstant(sp, giant)
+			p.skipUnreadableInstant(sp, at)
 			continue
 		}
 		if err != nil || r.interrupted {
 			return false, err
 		}
 		if r.decoded < limit {
+			if known {
+				p.skipUnreadableInstant(sp, skipped)
+				continue
+			}
 			return true, nil
 		}
 		if r.inWindow == 0 {
-			// Nothing in a full answer tells how far down it reached.
-			p.m.warnf("the SIEM API answered %d detections for %s to %s, none with a LastProcessedTimeUtc inside that window: reading it without a limit",
-				limit, sp.From.Format(time.RFC3339Nano), sp.To.Format(time.RFC3339Nano))
-			r, err = p.request(ctx, b.send(sp.From, sp.To, 0))
-			return err == nil && !r.interrupted, err
-		}
-		if r.oldest.Before(sp.To) {
+			// Nothing in a full answer tells how far down it reached: find
+			// the newest instant, read it whole and walk on below it.
+			p.m.warnf("The SIEM API answered %d detection(s) for %s to %s, none with a LastProcessedTimeUtc inside that window: "+
+				"finding the newest instant with one-detection requests", limit, sp.From.Format(time.RFC3339Nano), sp.To.Format(time.RFC3339Nano))
+			at, err := b.newestInstant(ctx, p, sp)
+			if err != nil {
+				return false, err
+			}
+			sp.To = at
+		} else if r.oldest.Before(sp.To) {
 			sp.To = r.oldest
-			p.m.cursor.forget(sp.To, sp.End.Add(-time.Duration(p.m.Overlap)))
+			p.m.cursor.forget(sp.To, p.m.chunkEnd(sp).Add(-time.Duration(p.m.Overlap)))
 			continue
+		} else {
+			// Every detection of the response shares the span's upper
+			// bound: no limited request can get past it.
+			p.m.warnf("%d or more detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
+				limit, sp.To.Format(time.RFC3339Nano), limit)
 		}
-		// Every detection of the response shares the span's upper bound:
-		// no limited request can get past it. Read that instant whole.
-		p.m.warnf("%d or more detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
-			limit, sp.To.Format(time.RFC3339Nano), limit)
+		// Read the instant sp.To whole.
 		r, err = p.request(ctx, b.send(sp.To, sp.To, 0))
-		if errors.Is(err, errBodyTooLarge) {
-			p.skipOversizedInstant(sp, sp.To)
+		if isUnreadable(err) {
+			p.skipUnreadableInstant(sp, sp.To)
 			continue
 		}
 		if err != nil || r.interrupted {
@@ -131,60 +151,82 @@ func (b *siemBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, er
 	return true, nil
 }
 
-// skipOversizedInstant gives up the detections of one instant, which
-// cannot be read within max_body_size, and walks on below it with requests
-// of the usual size. The instant is remembered, so that windows that read
-// it again skip it at once, and it is reported once.
-func (p *poll) skipOversizedInstant(sp *span, at time.Time) {
-	if p.m.cursor.oversized(at) {
-		p.m.Log.Debugf("Skipping again the detections of %s, larger than max_body_size", at.Format(time.RFC3339Nano))
+// isUnreadable reports whether an answer failed because of what it holds,
+// not how it travelled: larger than max_body_size, or a detection that is
+// no JSON. Asked again, it fails again.
+func isUnreadable(err error) bool {
+	var recordErr *recordSyntaxError
+	return errors.Is(err, errBodyTooLarge) || errors.As(err, &recordErr)
+}
+
+// skipUnreadableInstant gives up the detections of one instant, which
+// cannot be read within max_body_size or are not JSON, and walks on below
+// it with requests of the usual size. The instant is remembered, so that
+// windows that read it again skip it at once, and it is reported once.
+func (p *poll) skipUnreadableInstant(sp *span, at time.Time) {
+	if p.m.cursor.unreadable(at) {
+		p.m.Log.Debugf("Skipping again the detections of %s, which cannot be read", at.Format(time.RFC3339Nano))
 	} else {
 		p.stats.skipped++
-		p.m.warnf("A detection with LastProcessedTimeUtc %s is larger than max_body_size (%d bytes): it cannot be read and is skipped, "+
-			"with any other detection of that 100 ns instant; raise max_body_size to read it", at.Format(time.RFC3339Nano), int64(p.m.MaxBodySize))
+		p.m.warnf("The detections with LastProcessedTimeUtc %s cannot be read (larger than max_body_size, %d bytes, alone or together, "+
+			"or not JSON): they are skipped; raise max_body_size if they are large", at.Format(time.RFC3339Nano), int64(p.m.MaxBodySize))
 	}
 	sp.To = at.Add(-tick)
 	p.m.sizeLimit = 0
 }
 
-// findOversizedInstant finds the LastProcessedTimeUtc of the newest
-// detection of the span, which alone is larger than max_body_size. It asks
-// for one detection from a probe time up to the span's end: that fails
-// exactly when the probe is at or before the giant, whatever lies below, so
-// a bisection finds it; an instant skipped before is tried first.
-func (b *siemBackend) findOversizedInstant(ctx context.Context, p *poll, sp *span) (time.Time, error) {
-	// The giant's time lies in [from, to].
-	from, to := sp.From, sp.To
+// newestInstant finds the LastProcessedTimeUtc of the newest detection of
+// the span, which the plugin cannot read or place. It asks for one
+// detection from a probe time up to the span's end: that returns one, or
+// fails as unreadable, exactly when the probe is at or before the newest
+// detection, whatever lies below, so a bisection finds it. An instant
+// skipped before is tried first, and a search that a poll leaves unfinished
+// is resumed by the next.
+func (b *siemBackend) newestInstant(ctx context.Context, p *poll, sp *span) (time.Time, error) {
+	search := p.m.cursor.searchFor(sp)
 	atOrBefore := func(probe time.Time) (bool, error) {
-		_, err := p.request(ctx, b.send(probe, sp.To, 1))
-		if errors.Is(err, errBodyTooLarge) {
+		r, err := p.request(ctx, b.send(probe, sp.To, 1))
+		if isUnreadable(err) {
+			p.stats.errors-- // an answer the probe expects, no failure
 			return true, nil
 		}
-		return false, err
+		return r.decoded > 0, err
 	}
-	if known, ok := p.m.cursor.newestOversized(from, to); ok {
+	if known, ok := p.m.cursor.newestUnreadable(search.from, search.to); ok && !search.triedKnown {
 		above, err := atOrBefore(known.Add(tick))
-		switch {
-		case err != nil:
-			return time.Time{}, err
-		case !above:
+		if err != nil {
+			return time.Time{}, b.searchPostponed(p, err)
+		}
+		search.triedKnown = true
+		if !above {
+			p.m.cursor.search = nil
 			return known, nil
 		}
-		from = known.Add(tick)
+		search.from = known.Add(tick)
 	}
-	for from.Before(to) {
-		mid := from.Add(to.Sub(from) / 2).Truncate(tick).Add(tick)
-		failed, err := atOrBefore(mid)
+	for search.from.Before(search.to) {
+		mid := search.from.Add(search.to.Sub(search.from) / 2).Truncate(tick).Add(tick)
+		occupied, err := atOrBefore(mid)
 		switch {
 		case err != nil:
-			return time.Time{}, err
-		case failed:
-			from = mid
+			return time.Time{}, b.searchPostponed(p, err)
+		case occupied:
+			search.from = mid
 		default:
-			to = mid.Add(-tick)
+			search.to = mid.Add(-tick)
 		}
 	}
-	return from, nil
+	p.m.cursor.search = nil
+	return search.from, nil
+}
+
+// searchPostponed says that a search for an instant goes on in the next
+// poll, when the poll ends in the middle of one.
+func (*siemBackend) searchPostponed(p *poll, err error) error {
+	if errors.Is(err, errPostponed) {
+		p.m.Log.Info("The search for the instant of a detection that cannot be read goes on in the next poll")
+	}
+	return err
 }
 
 // send is the request for the window [since, until]: it streams the

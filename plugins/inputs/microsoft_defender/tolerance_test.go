@@ -126,26 +126,28 @@ func TestTimesOutsideTheWindowDoNotMoveTheWalk(t *testing.T) {
 }
 
 // A full answer with no time inside the window tells nothing of how far
-// down it reached: the span is read without a limit.
-func TestFullAnswerWithoutATimeInTheWindowIsReadWhole(t *testing.T) {
-	var limits []string
-	server := stub(t, func(w http.ResponseWriter, r *http.Request) {
-		limits = append(limits, r.URL.Query().Get("limit"))
-		if r.URL.Query().Get("limit") != "" {
-			respond(t, w, []byte("["+detectionJSON("x:1", "2001-01-01T00:00:00Z")+","+detectionJSON("x:2", "2099-01-01T00:00:00Z")+"]"))
-			return
-		}
-		respond(t, w, []byte("["+detectionJSON("a:1", "2020-09-30T14:05:00Z")+","+detectionJSON("x:1", "2001-01-01T00:00:00Z")+"]"))
-	})
+// down it reached: the newest instant is found with one-detection requests,
+// read whole, and the walk goes on below it.
+func TestFullAnswerWithoutATimeInTheWindowIsWalked(t *testing.T) {
+	// The API places x:1 at 14:30 and x:2 at 14:20, but their texts say
+	// otherwise; a:1 at 14:05 is below them.
+	sim := &placedSIEM{detections: []placedDetection{
+		{id: "x:1", at: time.Date(2020, 9, 30, 14, 30, 0, 0, time.UTC), body: detectionJSON("x:1", "2001-01-01T00:00:00Z")},
+		{id: "x:2", at: time.Date(2020, 9, 30, 14, 20, 0, 0, time.UTC), body: detectionJSON("x:2", "2099-01-01T00:00:00Z")},
+		{id: "a:1", at: time.Date(2020, 9, 30, 14, 5, 0, 0, time.UTC)},
+	}}
+	server := stub(t, sim.handler(t))
 	logger := &testutil.CaptureLogger{}
 	plugin := stubbedPlugin(t, server, logger)
 	plugin.Limit = 2
 
 	acc := gatherOK(t, plugin)
-	require.Equal(t, []string{"2", ""}, limits)
 	require.Equal(t, []string{"x:1", "x:2", "a:1"}, emittedIDs(acc))
-	require.Contains(t, logger.Warnings(), "W! [] the SIEM API answered 2 detections for 2020-09-30T13:59:00Z to 2020-09-30T14:59:00Z, "+
-		"none with a LastProcessedTimeUtc inside that window: reading it without a limit")
+	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
+	require.Contains(t, logger.Warnings(), "W! [] The SIEM API answered 2 detection(s) for 2020-09-30T13:59:00Z to 2020-09-30T14:59:00Z, "+
+		"none with a LastProcessedTimeUtc inside that window: finding the newest instant with one-detection requests")
+	// One search of about 35 probes for the hour, then the instants.
+	require.Less(t, len(sim.queries), 45)
 }
 
 // A Graph alert whose values do not fit is emitted without them; one
@@ -255,7 +257,7 @@ func TestScenarioPoisonedAndGiantRecords(t *testing.T) {
 	require.Len(t, poisoned, invalid, "every poisoned detection is flagged, once")
 	var giantWarnings int
 	for _, w := range s.logger.Warnings() {
-		if strings.Contains(w, "is larger than max_body_size (262144 bytes): it cannot be read and is skipped") {
+		if strings.Contains(w, "cannot be read (larger than max_body_size, 262144 bytes, alone or together, or not JSON): they are skipped") {
 			giantWarnings++
 		}
 	}
