@@ -458,5 +458,5 @@ type knownSecrets struct {
 }
 
 func (k knownSecrets) token(context.Context) (string, error) { return k.values[len(k.values)-1], nil }
-func (knownSecrets) invalidate(string)                        {}
-func (k knownSecrets) secrets() []string                      { return k.values }
+func (knownSecrets) invalidate(string)                       {}
+func (k knownSecrets) secrets() []string                     { return k.values }
