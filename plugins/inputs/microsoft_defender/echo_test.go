@@ -92,7 +92,7 @@ func TestTokenEndpointEchoesEncodedSecrets(t *testing.T) {
 	}{
 		{"JSON escapes, no OAuth error", http.StatusBadRequest,
 			func(secret, refresh string) string {
-				return fmt.Sprintf(`{"message":"bad client_secret %s","refresh":"%s"}`, jsonEscapeAll(secret), refresh[:4]+jsonEscapeAll(refresh[4:]))
+				return `{"message":"bad client_secret ` + jsonEscapeAll(secret) + `","refresh":"` + refresh[:4] + jsonEscapeAll(refresh[4:]) + `"}`
 			},
 			`HTTP 400 Bad Request: body "{\"message\":\"bad client_secret [redacted]\",\"refresh\":\"[redacted]\"}"`},
 		{"HTML entities, no OAuth error", http.StatusBadGateway,
@@ -114,7 +114,7 @@ func TestTokenEndpointEchoesEncodedSecrets(t *testing.T) {
 			"HTTP 401 Unauthorized: invalid_client: AADSTS7000215: Invalid client secret [redacted] provided."},
 		{"OAuth error code split by markup", http.StatusBadRequest,
 			func(secret, _ string) string {
-				return fmt.Sprintf(`{"error":"%s","error_description":"x"}`, splitByMarkup(secret))
+				return `{"error":"` + splitByMarkup(secret) + `","error_description":"x"}`
 			},
 			"HTTP 400 Bad Request: [redacted]: x"},
 	}

@@ -337,7 +337,7 @@ func FuzzEscapedSecrets(f *testing.F) {
 	f.Add(400, uint8(1), uint8(0), []byte{1}, "AADSTS70000: ", "")
 	f.Add(500, uint8(2), uint8(1), []byte{3, 4, 0, 0, 8}, "Bearer ", "\r\n")
 	f.Add(407, uint8(3), uint8(3), []byte{6, 6, 2}, "proxyuser:", "@")
-	f.Add(401, uint8(0), uint8(2), []byte{}, "<a title=\"", "\">")
+	f.Add(401, uint8(0), uint8(2), []byte(nil), "<a title=\"", "\">")
 
 	f.Fuzz(func(t *testing.T, status int, which, container uint8, mix []byte, prefix, suffix string) {
 		if status < 100 || status > 599 {

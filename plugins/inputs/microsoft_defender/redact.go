@@ -58,7 +58,7 @@ func decodeText(s []byte) (d decodedText, ok bool) {
 
 func (d decodedText) decodeOnce() (decodedText, bool) {
 	t := d.text
-	if bytes.IndexAny(t, `\&%`) < 0 {
+	if !bytes.ContainsAny(t, `\&%`) {
 		return d, false
 	}
 	out := decodedText{
@@ -259,7 +259,7 @@ func secretPatterns(secrets []string) [][]byte {
 // repeats the Authorization header or the token request's form, as they
 // were sent, URL-encoded, or in any of the forms decodeText undoes.
 func redact(body []byte, secrets ...string) []byte {
-	var live []string
+	live := make([]string, 0, len(secrets))
 	for _, secret := range secrets {
 		if secret == "" {
 			continue
