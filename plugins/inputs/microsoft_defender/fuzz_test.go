@@ -131,17 +131,7 @@ func FuzzTokenResponse(f *testing.F) {
 		if status < 100 || status > 599 {
 			return
 		}
-		source := &aadToken{
-			client: &http.Client{Transport: cannedResponse{status: status, body: body}},
-			// A fixed, valid URL: the fuzzer varies the answer, not the request.
-			tokenURL:     "https://login.example.com/tenant/oauth2/token",
-			clientID:     testClientID,
-			clientSecret: secretOf(testClientSecret),
-			refreshToken: secretOf(testRefreshToken),
-			resource:     defaultSIEMResource,
-			now:          time.Now,
-		}
-		tok, err := source.fetch(context.Background())
+		tok, err := cannedTokenSource(status, body).fetch(context.Background())
 		if err != nil {
 			for _, secret := range []string{testClientSecret, testRefreshToken} {
 				if strings.Contains(err.Error(), secret) || strings.Contains(unescapeAll(err.Error()), secret) {
@@ -154,6 +144,21 @@ func FuzzTokenResponse(f *testing.F) {
 			t.Fatalf("a token accepted that cannot be sent: %v", err)
 		}
 	})
+}
+
+// cannedTokenSource is a refresh token grant whose token endpoint answers
+// status and body.
+func cannedTokenSource(status int, body []byte) *aadToken {
+	return &aadToken{
+		client: &http.Client{Transport: cannedResponse{status: status, body: body}},
+		// A fixed, valid URL: the fuzzer varies the answer, not the request.
+		tokenURL:     "https://login.example.com/tenant/oauth2/token",
+		clientID:     testClientID,
+		clientSecret: secretOf(testClientSecret),
+		refreshToken: secretOf(testRefreshToken),
+		resource:     defaultSIEMResource,
+		now:          time.Now,
+	}
 }
 
 func secretOf(value string) *config.Secret {
@@ -372,16 +377,7 @@ func FuzzEscapedSecrets(f *testing.F) {
 			}
 		}
 
-		source := &aadToken{
-			client:       &http.Client{Transport: cannedResponse{status: status, body: []byte(body)}},
-			tokenURL:     "https://login.example.com/tenant/oauth2/token",
-			clientID:     testClientID,
-			clientSecret: secretOf(testClientSecret),
-			refreshToken: secretOf(testRefreshToken),
-			resource:     defaultSIEMResource,
-			now:          time.Now,
-		}
-		if _, err := source.fetch(context.Background()); err != nil {
+		if _, err := cannedTokenSource(status, []byte(body)).fetch(context.Background()); err != nil {
 			check(err.Error(), testClientSecret, testRefreshToken)
 			check(m.redactSecrets(err.Error()), all...)
 		}
