@@ -220,7 +220,9 @@ func outsideText(text []byte, n int, cutShort bool, secrets ...string) string {
 	if len(text) > maxQuotedInput {
 		text, cutShort = text[:maxQuotedInput], true
 	}
-	s := sanitize(string(redact(text, secrets...)), math.MaxInt)
+	// Again after sanitizing, which turns a tab into the space a secret
+	// may hold.
+	s := string(redact([]byte(sanitize(string(redact(text, secrets...)), math.MaxInt)), secrets...))
 	if len(s) > n {
 		s, cutShort = cutAtRune(s, n), true
 	}

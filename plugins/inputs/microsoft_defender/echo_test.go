@@ -236,18 +236,22 @@ func TestStaticTokenThatCannotBeAHeaderIsRefused(t *testing.T) {
 		respond(t, w, []byte(`[]`))
 	}))
 	defer server.Close()
-	plugin := withDefaults(&MicrosoftDefender{
-		EndpointURL: server.URL + "/api/alerts",
-		AccessToken: config.NewSecret([]byte(testAccessToken + "\n")),
-		now:         func() time.Time { return fixedNow },
-	})
-	require.EqualError(t, plugin.Init(), "access_token cannot be sent: byte 58 is 0x0a, not allowed in a bearer token (RFC 6750)")
-
-	plugin.AccessToken = config.NewSecret([]byte(testAccessToken))
-	require.NoError(t, plugin.Init())
-	plugin.AccessToken = config.NewSecret([]byte("Bearer " + testAccessToken))
 	logger := &testutil.CaptureLogger{}
-	plugin.Log = logger
+	newPlugin := func(token string) *MicrosoftDefender {
+		return withDefaults(&MicrosoftDefender{
+			EndpointURL: server.URL + "/api/alerts",
+			AccessToken: config.NewSecret([]byte(token)),
+			Log:         logger,
+			now:         func() time.Time { return fixedNow },
+		})
+	}
+	require.EqualError(t, newPlugin(testAccessToken+"\n").Init(),
+		"access_token cannot be sent: byte 58 is 0x0a, not allowed in a bearer token (RFC 6750)")
+
+	plugin := newPlugin(testAccessToken)
+	require.NoError(t, plugin.Init())
+	// The secret store's value changes after start-up.
+	plugin.AccessToken = config.NewSecret([]byte("Bearer " + testAccessToken))
 	msg, _ := gatherError(t, plugin, logger)
 	require.Equal(t, "access_token cannot be sent: byte 6 is 0x20, not allowed in a bearer token (RFC 6750)", msg)
 	require.Zero(t, requests.Load())

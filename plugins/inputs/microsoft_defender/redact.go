@@ -20,8 +20,8 @@ import (
 
 const redactedMark = "[redacted]"
 
-// tooDeep replaces a text whose decoding did not settle, which no server
-// sends but one hiding a secret could.
+// tooDeep replaces a text whose encodings are nested deeper than
+// maxDecodeRounds, which no server sends but one hiding a secret could.
 const tooDeep = "[redacted: encoded too deeply to be checked for secrets]"
 
 // maxQuotedInput bounds the part of a body that is decoded and searched
@@ -37,16 +37,18 @@ type decodedText struct {
 	start, end []int
 }
 
-// decodeText decodes s until nothing decodes any more. ok is false when
-// that did not happen within len(s)+1 rounds, which cannot happen: every
-// round that decodes something makes the text shorter, or turns an entity
-// into characters that start nothing.
+// maxDecodeRounds bounds how deeply nested encodings are undone (each round
+// undoes one level everywhere), and so the cost of a hostile text.
+const maxDecodeRounds = 16
+
+// decodeText decodes s until nothing decodes any more; ok is false when
+// that takes more than maxDecodeRounds rounds.
 func decodeText(s []byte) (d decodedText, ok bool) {
 	d = decodedText{text: s, start: make([]int, len(s)), end: make([]int, len(s))}
 	for i := range s {
 		d.start[i], d.end[i] = i, i+1
 	}
-	for range len(s) + 2 {
+	for range maxDecodeRounds + 1 {
 		next, changed := d.decodeOnce()
 		if !changed {
 			return d, true

@@ -82,10 +82,16 @@ func TestSnippetCutInsideASecret(t *testing.T) {
 	require.Equal(t, pad+"see ", outsideText([]byte(pad+"see "+escaped), maxQuotedInput+100, false, secrets...))
 }
 
-// Encodings nested thirty deep are undone as one is.
+// Encodings nested up to maxDecodeRounds deep are undone as one is; a
+// text nested deeper is not quoted at all.
 func TestRedactNestedEncodings(t *testing.T) {
-	body := "&" + strings.Repeat("amp;", 30) + "#83;3cr3t-Value~with/special+chars="
-	require.Equal(t, "[redacted]", string(redact([]byte(body), testClientSecret)))
+	nested := func(depth int) []byte {
+		return []byte("see &" + strings.Repeat("amp;", depth-1) + "#83;3cr3t-Value~with/special+chars=")
+	}
+	require.Equal(t, "see [redacted]", string(redact(nested(maxDecodeRounds), testClientSecret)))
+	require.Equal(t, "[redacted: encoded too deeply to be checked for secrets]",
+		string(redact(nested(maxDecodeRounds+1), testClientSecret)))
+	require.Equal(t, string(nested(maxDecodeRounds+1)), string(redact(nested(maxDecodeRounds+1))), "no secret, nothing to check")
 }
 
 func TestCheckBearerToken(t *testing.T) {
