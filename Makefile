@@ -45,6 +45,7 @@ run: build
 PLUGIN       := ./plugins/inputs/microsoft_defender
 # package:target
 FUZZ_TARGETS := $(PLUGIN):FuzzDecodeDetections $(PLUGIN):FuzzTokenResponse \
+                $(PLUGIN):FuzzEscapedSecrets \
                 $(PLUGIN):FuzzDecodeGraphPage $(PLUGIN)/jsonstream:FuzzReaderMatchesEncodingJSON
 FUZZTIME     ?= 2m
 

@@ -42,7 +42,11 @@ func (s *staticToken) token(context.Context) (string, error) {
 		return "", fmt.Errorf("reading access_token: %w", err)
 	}
 	defer buf.Destroy()
-	return buf.String(), nil
+	tok := buf.String()
+	if err := checkBearerToken(tok); err != nil {
+		return "", fmt.Errorf("access_token cannot be sent: %w", err)
+	}
+	return tok, nil
 }
 
 func (*staticToken) invalidate(string) {}
@@ -156,6 +160,11 @@ func (a *aadToken) fetch(ctx context.Context) (*oauth2.Token, error) {
 	if err != nil {
 		return nil, a.describe(err, cfg.ClientSecret, cfg.EndpointParams.Get("refresh_token"))
 	}
+	// A token that cannot be a header value would fail every request it
+	// was cached for; the answer is refused whole, its refresh token too.
+	if err := checkBearerToken(tok.AccessToken); err != nil {
+		return nil, &tokenError{host: hostOf(a.tokenURL), description: "the access_token it answered cannot be sent: " + err.Error()}
+	}
 	if tok.RefreshToken != "" && a.refreshToken != nil {
 		rotated := config.NewSecret([]byte(tok.RefreshToken))
 		a.refreshToken = &rotated
@@ -174,7 +183,7 @@ func (a *aadToken) secrets() []string {
 // the request, which holds the secrets.
 type tokenError struct {
 	host        string
-	status      int    // 0 when no answer came
+	status      int    // 0 when no answer came, or an answer that is not an error
 	statusText  string // e.g. "401 Unauthorized"
 	code        string // OAuth error code, e.g. invalid_client
 	description string
@@ -186,6 +195,8 @@ func (e *tokenError) Error() string {
 	switch {
 	case e.err != nil:
 		return fmt.Sprintf("token request to %s failed: %v", e.host, e.err)
+	case e.status == 0 && e.code == "":
+		return fmt.Sprintf("token request to %s failed: %s", e.host, e.description)
 	case e.code == "":
 		return fmt.Sprintf("token request to %s failed: HTTP %s: %s", e.host, e.statusText, e.description)
 	default:
@@ -216,13 +227,15 @@ func (a *aadToken) describe(err error, secrets ...string) error {
 		e.retryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), a.now())
 	}
 	if re.ErrorCode == "" {
-		e.description = bodySnippet(redact(re.Body, secrets...))
+		// Not an OAuth error: a proxy's or gateway's page, the likeliest to
+		// echo the form it was sent.
+		e.description = bodySnippet(re.Body, secrets...)
 		return e
 	}
-	e.code = sanitize(string(redact([]byte(re.ErrorCode), secrets...)), 64)
+	e.code = outsideText([]byte(re.ErrorCode), 64, false, secrets...)
 	// Azure AD appends trace and correlation ids on further lines.
-	description, _, _ := strings.Cut(string(redact([]byte(re.ErrorDescription), secrets...)), "\n")
-	e.description = sanitize(strings.TrimSpace(description), maxBodySnippet)
+	description, _, more := strings.Cut(string(redact([]byte(re.ErrorDescription), secrets...)), "\n")
+	e.description = strings.TrimSpace(outsideText([]byte(description), maxBodySnippet, more, secrets...))
 	return e
 }
 
@@ -250,4 +263,28 @@ func hostOf(rawURL string) string {
 		return "(invalid URL)"
 	}
 	return u.Host
+}
+
+// checkBearerToken refuses a token that RFC 6750 does not allow in an
+// Authorization header (b64token): a line break in it would end the header,
+// or let it add others. The message tells where without repeating the
+// token's own characters.
+func checkBearerToken(tok string) error {
+	end := len(tok)
+	for end > 0 && tok[end-1] == '=' {
+		end--
+	}
+	if end == 0 {
+		return errors.New("it is empty")
+	}
+	for i := range end {
+		switch c := tok[i]; {
+		case isAlnum(c) || strings.IndexByte("-._~+/", c) >= 0:
+		case c == '=':
+			return fmt.Errorf("byte %d is '=', allowed only as padding at the end of a bearer token (RFC 6750)", i)
+		default:
+			return fmt.Errorf("byte %d is 0x%02x, not allowed in a bearer token (RFC 6750)", i, c)
+		}
+	}
+	return nil
 }

@@ -1,11 +1,11 @@
 package microsoft_defender
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -107,19 +107,43 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 	if resp.StatusCode == http.StatusUnauthorized {
 		c.tokens.invalidate(tok)
 	}
-	// Read past the quoted part so that a token straddling its end is
-	// still redacted whole.
+	// Read past the quoted part so that a secret straddling its end, in
+	// whatever form, is still redacted whole.
 	snippet, _ := io.ReadAll( //nolint:errcheck // a body cut short still tells what it has
-		io.LimitReader(resp.Body, int64(maxBodySnippet+len(tok))))
+		io.LimitReader(resp.Body, maxQuotedInput+1))
 	return nil, &statusError{
 		api:        c.name,
 		host:       u.Host,
 		status:     resp.StatusCode,
 		statusText: resp.Status,
 		meaning:    c.statusMeaning(resp.StatusCode),
-		body:       bodySnippet(redact(snippet, tok)),
+		body:       bodySnippet(snippet, append(c.tokens.secrets(), tok)...),
 		retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), c.now()),
 	}
+}
+
+// refuseProxyInClear refuses a plain http endpoint that the configured proxy
+// would carry: the proxy would read what the request holds (key names the
+// endpoint, what the secret). Through a proxy, https is a tunnel the proxy
+// cannot read; the environment's proxies (use_system_proxy) already leave
+// loopback alone, http_proxy_url does not.
+func (m *MicrosoftDefender) refuseProxyInClear(key string, endpoint *url.URL, what string) error {
+	if endpoint.Scheme != "http" {
+		return nil
+	}
+	proxyFunc, err := m.HTTPProxy.Proxy()
+	if err != nil || proxyFunc == nil {
+		return nil //nolint:nilerr // no proxy; an invalid one is reported by httpClient
+	}
+	if proxyURL, err := proxyFunc(&http.Request{URL: endpoint}); err != nil || proxyURL == nil {
+		return nil //nolint:nilerr // not proxied
+	}
+	via, fix := "http_proxy_url", "remove http_proxy_url"
+	if m.UseSystemProxy {
+		via, fix = "use_system_proxy (the environment's HTTP_PROXY)", "exclude the host with NO_PROXY"
+	}
+	return fmt.Errorf("%s %q is plain http and %s sends it through a proxy, which would read the %s in clear: use https, or %s",
+		key, endpoint, via, what, fix)
 }
 
 // commonStatusMeaning explains the statuses that mean the same for every
@@ -183,28 +207,34 @@ func parseRetryAfter(value string, now time.Time) time.Duration {
 	return 0
 }
 
-// bodySnippet quotes at most maxBodySnippet bytes of a response body.
-func bodySnippet(body []byte) string {
-	s := strings.TrimSpace(sanitize(string(body), maxBodySnippet))
+// bodySnippet quotes at most maxBodySnippet bytes of a response body,
+// with the secrets redacted.
+func bodySnippet(body []byte, secrets ...string) string {
+	s := strings.TrimSpace(outsideText(body, maxBodySnippet, false, secrets...))
 	if s == "" {
 		return "empty body"
 	}
 	return fmt.Sprintf("body %q", s)
 }
 
-// redact blanks out secrets a server echoed back, as they were sent or
-// URL-encoded: an error page that repeats the Authorization header or the
-// token request's form.
-func redact(body []byte, secrets ...string) []byte {
-	for _, secret := range secrets {
-		if secret == "" {
-			continue
-		}
-		for _, form := range []string{secret, url.QueryEscape(secret), url.PathEscape(secret)} {
-			body = bytes.ReplaceAll(body, []byte(form), []byte("[redacted]"))
-		}
+// outsideText makes text from a server fit for a message: secrets redacted
+// in every form redact finds, sanitized, cut to n bytes, and, where it was
+// cut (or cutShort says the text already was), without a trailing part of
+// a secret. Of a long body only the first maxQuotedInput bytes are read.
+func outsideText(text []byte, n int, cutShort bool, secrets ...string) string {
+	if len(text) > maxQuotedInput {
+		text, cutShort = text[:maxQuotedInput], true
 	}
-	return body
+	// Again after sanitizing, which turns a tab into the space a secret
+	// may hold.
+	s := string(redact([]byte(sanitize(string(redact(text, secrets...)), math.MaxInt)), secrets...))
+	if len(s) > n {
+		s, cutShort = cutAtRune(s, n), true
+	}
+	if cutShort {
+		s = string(trimPartialSecret([]byte(s), secrets))
+	}
+	return s
 }
 
 // sanitize cuts s to at most n bytes, turns line breaks and tabs into

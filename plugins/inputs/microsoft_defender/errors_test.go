@@ -87,6 +87,7 @@ func requireNoSecret(t *testing.T, s string) {
 		require.NotContains(t, s, secret)
 		require.NotContains(t, s, url.QueryEscape(secret))
 		require.NotContains(t, s, url.PathEscape(secret))
+		require.NotContains(t, unescapeAll(s), secret, "%s", s)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -174,9 +175,9 @@ func comparableProblems[T any](items []T, problems func(*T) *recordProblems) []s
 }
 
 // FuzzTokenResponse feeds arbitrary token endpoint answers, with any
-// status, to the token source: it must never panic, and its errors must
-// never hold the client secret or the refresh token, whatever the answer
-// echoes.
+// status, to the token source: it must never panic, its errors must never
+// hold the client secret or the refresh token, whatever the answer echoes,
+// and a token it accepts can be sent in a header.
 func FuzzTokenResponse(f *testing.F) {
 	seed, err := os.ReadFile(filepath.Join("testdata", "token_response_v1_seed.json"))
 	if err != nil {
@@ -192,34 +193,41 @@ func FuzzTokenResponse(f *testing.F) {
 	f.Add(502, []byte("<html>client_secret="+testClientSecret[:9]+"\x95\xb4"+testClientSecret[9:]+"</html>"))
 	f.Add(400, []byte(`{"error":"`+testClientSecret+`"}`))
 	f.Add(200, []byte(`{"access_token":"x","expires_in":"soon"}`))
+	f.Add(200, []byte(`{"access_token":"x\r\nX-Injected: 1"}`))
+	f.Add(502, []byte(`<p>S3c<b>r3t</b>-Value~with&#47;special\u002bchars&#x3D;</p>`))
 
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
 		if status < 100 || status > 599 {
 			return
 		}
-		source := &aadToken{
-			client: &http.Client{Transport: cannedResponse{status: status, body: body}},
-			// A fixed, valid URL: the fuzzer varies the answer, not the request.
-			tokenURL:     "https://login.example.com/tenant/oauth2/token",
-			clientID:     testClientID,
-			clientSecret: secretOf(testClientSecret),
-			refreshToken: secretOf(testRefreshToken),
-			resource:     defaultSIEMResource,
-			now:          time.Now,
-		}
-		tok, err := source.fetch(context.Background())
+		tok, err := cannedTokenSource(status, body).fetch(context.Background())
 		if err != nil {
 			for _, secret := range []string{testClientSecret, testRefreshToken} {
-				if strings.Contains(err.Error(), secret) {
+				if strings.Contains(err.Error(), secret) || strings.Contains(unescapeAll(err.Error()), secret) {
 					t.Fatalf("the error repeats a secret: %v", err)
 				}
 			}
 			return
 		}
-		if tok.AccessToken == "" {
-			t.Fatal("a token accepted without an access token")
+		if err := checkBearerToken(tok.AccessToken); err != nil {
+			t.Fatalf("a token accepted that cannot be sent: %v", err)
 		}
 	})
+}
+
+// cannedTokenSource is a refresh token grant whose token endpoint answers
+// status and body.
+func cannedTokenSource(status int, body []byte) *aadToken {
+	return &aadToken{
+		client: &http.Client{Transport: cannedResponse{status: status, body: body}},
+		// A fixed, valid URL: the fuzzer varies the answer, not the request.
+		tokenURL:     "https://login.example.com/tenant/oauth2/token",
+		clientID:     testClientID,
+		clientSecret: secretOf(testClientSecret),
+		refreshToken: secretOf(testRefreshToken),
+		resource:     defaultSIEMResource,
+		now:          time.Now,
+	}
 }
 
 func secretOf(value string) *config.Secret {
@@ -417,3 +425,133 @@ func cloneGraphAlert(a graphAlert) graphAlert { //nolint:gocritic // a value, as
 	}
 	return a
 }
+
+const testProxyPassword = "Pr0xy~Pass/word+1="
+
+// FuzzEscapedSecrets answers the token request and an API request with
+// bodies that echo a secret (client secret, refresh token, access token or
+// proxy password) character by character raw, JSON- or C-escaped, as an
+// HTML entity (decimal, hexadecimal, named, doubly encoded),
+// percent-encoded, or after markup, in any mixture, inside an OAuth error,
+// another JSON body, an HTML page or plain text. No message may hold the
+// secret in any of those forms, nor after unescapeAll: neither the token
+// source's and API client's own, nor the plugin's after its last scrub.
+func FuzzEscapedSecrets(f *testing.F) {
+	f.Add(502, uint8(0), uint8(2), []byte{0, 1, 3, 7, 4, 9, 6, 10, 11, 12}, "client_secret=", "&x=1")
+	f.Add(400, uint8(1), uint8(0), []byte{1}, "AADSTS70000: ", "")
+	f.Add(500, uint8(2), uint8(1), []byte{3, 4, 0, 0, 8}, "Bearer ", "\r\n")
+	f.Add(407, uint8(3), uint8(3), []byte{6, 6, 2}, "proxyuser:", "@")
+	f.Add(401, uint8(0), uint8(2), []byte(nil), "<a title=\"", "\">")
+
+	f.Fuzz(func(t *testing.T, status int, which, container uint8, mix []byte, prefix, suffix string) {
+		if status < 100 || status > 599 {
+			return
+		}
+		all := []string{testClientSecret, testRefreshToken, testAccessToken, testProxyPassword}
+		secret := all[int(which)%len(all)]
+		echo := prefix + mixEncode(secret, mix) + suffix
+		var body string
+		switch container % 4 {
+		case 0:
+			body = `{"error":"invalid_client","error_description":"` + echo + `"}`
+		case 1:
+			body = `{"message":"` + echo + `"}`
+		case 2:
+			body = "<html><body><pre>" + echo + "</pre></body></html>"
+		default:
+			body = echo
+		}
+		m := &MicrosoftDefender{tokens: knownSecrets{all[:3]}}
+		m.HTTPProxyURL = "http://proxyuser:" + url.QueryEscape(testProxyPassword) + "@127.0.0.1:3128"
+		check := func(msg string, secrets ...string) {
+			for _, s := range secrets {
+				for _, form := range []string{s, url.QueryEscape(s), url.PathEscape(s), mixEncode(s, mix)} {
+					if strings.Contains(msg, form) {
+						t.Fatalf("the message holds %q: %s", form, msg)
+					}
+				}
+				if strings.Contains(unescapeAll(msg), s) {
+					t.Fatalf("the message, unescaped, holds %q: %s", s, msg)
+				}
+			}
+		}
+
+		if _, err := cannedTokenSource(status, []byte(body)).fetch(context.Background()); err != nil {
+			check(err.Error(), testClientSecret, testRefreshToken)
+			check(m.redactSecrets(err.Error()), all...)
+		}
+
+		if status/100 == 2 {
+			status = http.StatusInternalServerError
+		}
+		api := &apiClient{
+			name:          "SIEM API",
+			client:        &http.Client{Transport: cannedResponse{status: status, body: []byte(body)}},
+			tokens:        knownSecrets{all[:3]},
+			maxBodySize:   fuzzBodyLimit,
+			statusMeaning: commonStatusMeaning,
+			now:           time.Now,
+		}
+		u, _ := url.Parse("https://api.example.com/api/alerts") //nolint:errcheck // a constant URL
+		_, err := api.get(context.Background(), u)
+		require.Error(t, err)
+		check(err.Error(), all[:3]...)
+		check(m.redactSecrets(err.Error()), all...)
+	})
+}
+
+// mixEncode writes s one character at a time in the form mix picks for it.
+func mixEncode(s string, mix []byte) string {
+	named := map[byte]string{'/': "&sol;", '+': "&plus;", '=': "&equals;", '.': "&period;", '_': "&lowbar;", '!': "&excl;"}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		form := byte(0)
+		if len(mix) > 0 {
+			form = mix[i%len(mix)] % 13
+		}
+		switch form {
+		case 0:
+			b.WriteByte(c)
+		case 1:
+			fmt.Fprintf(&b, `\u%04x`, c)
+		case 2:
+			fmt.Fprintf(&b, `\u%04X`, c)
+		case 3:
+			fmt.Fprintf(&b, "&#%d;", c)
+		case 4:
+			fmt.Fprintf(&b, "&#x%x;", c)
+		case 5:
+			fmt.Fprintf(&b, "&#X%02X;", c)
+		case 6:
+			if name, ok := named[c]; ok {
+				b.WriteString(name)
+			} else {
+				fmt.Fprintf(&b, "&#%03d;", c)
+			}
+		case 7:
+			fmt.Fprintf(&b, "<b>%c", c)
+		case 8:
+			fmt.Fprintf(&b, `</span class="x"><i>%c`, c)
+		case 9:
+			fmt.Fprintf(&b, "<!-- a<b>c -->%c", c)
+		case 10:
+			fmt.Fprintf(&b, "%%%02X", c)
+		case 11:
+			fmt.Fprintf(&b, `\x%02x`, c)
+		default:
+			fmt.Fprintf(&b, "&amp;#%d;", c)
+		}
+	}
+	return b.String()
+}
+
+// knownSecrets is a token source that knows the given secrets and hands
+// out the last as its token.
+type knownSecrets struct {
+	values []string
+}
+
+func (k knownSecrets) token(context.Context) (string, error) { return k.values[len(k.values)-1], nil }
+func (knownSecrets) invalidate(string)                       {}
+func (k knownSecrets) secrets() []string                     { return k.values }

@@ -4,6 +4,7 @@ package microsoft_defender
 import (
 	"context"
 	_ "embed"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -196,6 +197,9 @@ func (m *MicrosoftDefender) Init() error {
 	if err != nil {
 		return err
 	}
+	if err := m.refuseProxyInClear("endpoint_url", endpoint, "bearer token"); err != nil {
+		return err
+	}
 	tokenClient, apiHTTP := *client, *client
 	tokenClient.CheckRedirect = refuseRedirects
 	apiHTTP.CheckRedirect = sameOriginRedirects
@@ -335,7 +339,10 @@ func (m *MicrosoftDefender) redactSecrets(msg string) string {
 	secrets := m.tokens.secrets()
 	if u, err := url.Parse(m.HTTPProxyURL); err == nil && u.User != nil {
 		if password, ok := u.User.Password(); ok {
-			secrets = append(secrets, password)
+			// The second form is the Proxy-Authorization header's, which a
+			// proxy can repeat in its status line.
+			secrets = append(secrets, password,
+				base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+password)))
 		}
 	}
 	return string(redact([]byte(msg), secrets...))
@@ -521,7 +528,15 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 			return nil, fmt.Errorf("access_token cannot be combined with %s: set either a static access_token or Azure AD credentials",
 				strings.Join(append(credentialKeys, tokenKeys...), ", "))
 		}
-		return &staticToken{secret: &m.AccessToken}, nil
+		static := &staticToken{secret: &m.AccessToken}
+		// A secret store that cannot be read yet is read again at the poll.
+		if buf, err := m.AccessToken.Get(); err == nil {
+			buf.Destroy()
+			if _, err := static.token(context.Background()); err != nil {
+				return nil, err
+			}
+		}
+		return static, nil
 	}
 	if len(credentialKeys) == 0 {
 		return nil, errors.New("no credentials: set tenant_id, client_id and client_secret (optionally refresh_token), " +
@@ -547,6 +562,13 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 
 	tokenURL, err := m.tokenURL()
 	if err != nil {
+		return nil, err
+	}
+	tokenKey := "login_endpoint"
+	if m.TokenURL != "" {
+		tokenKey = "token_url"
+	}
+	if err := m.refuseProxyInClear(tokenKey, tokenURL, "client secret"); err != nil {
 		return nil, err
 	}
 	source := &aadToken{

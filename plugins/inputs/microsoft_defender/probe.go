@@ -131,6 +131,9 @@ func tokenAdvice(e *tokenError) string {
 		return "The refresh token is invalid or expired (AADSTS" + code + "): refresh tokens live 90 days; generate " +
 			"a new one, or use client credentials without refresh_token."
 	}
+	if e.status == 0 && e.code == "" {
+		return "The token endpoint answered a token that cannot be used: check login_endpoint or token_url, and a proxy that may answer in its place."
+	}
 	if isTransientStatus(e.status) {
 		return "The sign-in service is throttling or failing for now: try again later."
 	}

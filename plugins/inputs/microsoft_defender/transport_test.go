@@ -2,11 +2,15 @@ package microsoft_defender
 
 import (
 	"encoding/pem"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,10 +20,15 @@ import (
 	"github.com/influxdata/telegraf/testutil"
 )
 
+// https through http_proxy_url is a CONNECT tunnel: the proxy learns the
+// host and port, never the form or the token.
 func TestRequestsGoThroughTheConfiguredProxy(t *testing.T) {
-	var seen []string
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen = append(seen, r.Method+" "+r.URL.String())
+	var mu sync.Mutex
+	var served []string
+	server := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		served = append(served, r.Method+" "+r.URL.String()+" from "+r.RemoteAddr)
+		mu.Unlock()
 		if strings.HasSuffix(r.URL.Path, "/token") {
 			w.Header().Set("Content-Type", "application/json")
 			respond(t, w, []byte(`{"token_type":"Bearer","expires_in":3599,"access_token":"via-proxy"}`))
@@ -27,12 +36,43 @@ func TestRequestsGoThroughTheConfiguredProxy(t *testing.T) {
 		}
 		respond(t, w, []byte(`[]`))
 	}))
+	defer server.Close()
+	host := strings.TrimPrefix(server.URL, "https://")
+
+	var tunnels []string
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect {
+			t.Errorf("the proxy was sent %s %s, not a tunnel", r.Method, r.URL)
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		upstream, err := net.Dial("tcp", r.Host)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		mu.Lock()
+		tunnels = append(tunnels, "CONNECT "+r.Host+" from "+upstream.LocalAddr().String())
+		mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+		client, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijacking the tunnel: %v", err)
+			upstream.Close()
+			return
+		}
+		go func() { io.Copy(upstream, client); upstream.Close() }() //nolint:errcheck // the tunnel ends with either side
+		io.Copy(client, upstream)                                   //nolint:errcheck // the tunnel ends with either side
+		client.Close()
+	}))
 	defer proxy.Close()
 
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: server.Certificate().Raw})
+	require.NoError(t, os.WriteFile(caFile, cert, 0o600))
 	plugin := withDefaults(&MicrosoftDefender{
-		// Loopback http, so that the proxy sees the request in the clear.
-		EndpointURL:     "http://127.0.0.1:1/api/alerts",
-		LoginEndpoint:   "http://127.0.0.1:1",
+		EndpointURL:     server.URL + "/api/alerts",
+		LoginEndpoint:   server.URL,
 		TenantID:        testTenant,
 		ClientID:        testClientID,
 		ClientSecret:    config.NewSecret([]byte(testClientSecret)),
@@ -41,12 +81,69 @@ func TestRequestsGoThroughTheConfiguredProxy(t *testing.T) {
 		now:             func() time.Time { return fixedNow },
 	})
 	plugin.HTTPProxyURL = proxy.URL
+	plugin.TLSCA = caFile
 	require.NoError(t, plugin.Init())
 	gatherOK(t, plugin)
-	require.Equal(t, []string{
-		"POST http://127.0.0.1:1/" + testTenant + "/oauth2/token",
-		"GET http://127.0.0.1:1/api/alerts?limit=10000&sinceTimeUtc=2020-09-30T13%3A59%3A00.0000000Z&untilTimeUtc=2020-09-30T14%3A59%3A00.0000000Z",
-	}, seen)
+	plugin.Stop()
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotEmpty(t, tunnels)
+	via := make(map[string]bool)
+	for _, tunnel := range tunnels {
+		target, from, _ := strings.Cut(tunnel, " from ")
+		require.Equal(t, "CONNECT "+host, target)
+		via[from] = true
+	}
+	require.Len(t, served, 2)
+	for i, want := range []string{
+		"POST /" + testTenant + "/oauth2/token",
+		"GET /api/alerts?limit=10000&sinceTimeUtc=2020-09-30T13%3A59%3A00.0000000Z&untilTimeUtc=2020-09-30T14%3A59%3A00.0000000Z",
+	} {
+		request, from, _ := strings.Cut(served[i], " from ")
+		require.Equal(t, want, request)
+		require.True(t, via[from], "%s did not come through the proxy", request)
+	}
+}
+
+// A plain http endpoint through http_proxy_url would hand the proxy the
+// client secret and the bearer token: refused at start-up.
+func TestPlainHTTPThroughAProxyIsRefused(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		configure func(*MicrosoftDefender)
+		err       string
+	}{
+		{"loopback endpoint_url", func(m *MicrosoftDefender) {
+			m.AccessToken = config.NewSecret([]byte(testAccessToken))
+			m.EndpointURL = "http://127.0.0.1:8080/api/alerts"
+		}, `endpoint_url "http://127.0.0.1:8080/api/alerts" is plain http and http_proxy_url sends it through a proxy, ` +
+			`which would read the bearer token in clear: use https, or remove http_proxy_url`},
+		{"loopback login_endpoint", func(m *MicrosoftDefender) {
+			m.TenantID, m.ClientID, m.ClientSecret = testTenant, testClientID, config.NewSecret([]byte(testClientSecret))
+			m.EndpointURL = "https://alerts.example.com/api/alerts"
+			m.LoginEndpoint = "http://localhost:8081"
+		}, `login_endpoint "http://localhost:8081/` + testTenant + `/oauth2/token" is plain http and http_proxy_url sends it ` +
+			`through a proxy, which would read the client secret in clear: use https, or remove http_proxy_url`},
+		{"loopback token_url", func(m *MicrosoftDefender) {
+			m.TenantID, m.ClientID, m.ClientSecret = testTenant, testClientID, config.NewSecret([]byte(testClientSecret))
+			m.EndpointURL = "https://alerts.example.com/api/alerts"
+			m.TokenURL = "http://[::1]:8081/t/oauth2/token"
+		}, `token_url "http://[::1]:8081/t/oauth2/token" is plain http and http_proxy_url sends it through a proxy, ` +
+			`which would read the client secret in clear: use https, or remove http_proxy_url`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			plugin := withDefaults(&MicrosoftDefender{Timeout: config.Duration(5 * time.Second)})
+			plugin.HTTPProxyURL = "http://proxyuser:" + url.QueryEscape(testClientSecret) + "@proxy.example.com:3128"
+			tt.configure(plugin)
+			require.EqualError(t, plugin.Init(), tt.err)
+
+			// Without the proxy the same endpoints are accepted.
+			plugin = withDefaults(&MicrosoftDefender{Timeout: config.Duration(5 * time.Second)})
+			tt.configure(plugin)
+			require.NoError(t, plugin.Init())
+		})
+	}
 }
 
 func TestServerCertificatesAreVerified(t *testing.T) {
