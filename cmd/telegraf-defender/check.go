@@ -28,6 +28,10 @@ func check(w io.Writer, configFile string) bool {
 		}
 	}
 	if err == nil {
+		// The plugin may be running: it holds state_file's lock, and the
+		// probe does not need the cursor. A diagnosis also must not move a
+		// corrupt state file aside.
+		plugin.StateFile = ""
 		err = plugin.Init()
 	}
 	if err != nil {

@@ -104,6 +104,8 @@ type MicrosoftDefender struct {
 	sizeLimit int
 	// stateDirty: the cursor moved since the state file was written.
 	stateDirty bool
+	// stateLock keeps other instances off state_file until Stop.
+	stateLock *stateLock
 }
 
 // defaultPollDeadline bounds the first poll, before an interval is known.
@@ -213,7 +215,9 @@ func (m *MicrosoftDefender) Init() error {
 	m.limiter = rate.NewLimiter(rate.Limit(float64(m.MaxRequestsPerMinute)/60), max(1, m.MaxRequestsPerMinute/10))
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	if m.StateFile != "" {
-		m.loadStateFile()
+		if err := m.openStateFile(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -233,6 +237,7 @@ func (m *MicrosoftDefender) Stop() {
 	if err := m.commitState(); err != nil {
 		m.Log.Errorf("Saving the state to %q failed, the next start repeats the last poll: %s", m.StateFile, m.redactSecrets(err.Error()))
 	}
+	m.releaseStateLock()
 }
 
 // Gather reads the window [watermark - overlap, now - delay], emits the
