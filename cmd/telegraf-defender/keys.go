@@ -66,7 +66,8 @@ func checkKeys(configFile string) error {
 
 	var problems []string
 	if n := lines.count("inputs", pluginName); n > 1 {
-		problems = append(problems, fmt.Sprintf("%d [[inputs.%s]] sections%s: the external plugin runs only the first; use one file and one [[inputs.execd]] per instance",
+		problems = append(problems, fmt.Sprintf(
+			"%d [[inputs.%s]] sections%s: the external plugin runs only the first; use one file and one [[inputs.execd]] per instance",
 			n, pluginName, lines.at([]string{"inputs", pluginName}, 1)))
 	}
 	for _, kind := range []struct {
@@ -81,8 +82,9 @@ func checkKeys(configFile string) error {
 		}
 	}
 	if len(problems) == 0 {
-		var unknown []string
-		for _, key := range topmostUndecoded(md.Undecoded()) {
+		keys := topmostUndecoded(md.Undecoded())
+		unknown := make([]string, 0, len(keys))
+		for _, key := range keys {
 			if len(key) == 1 && (key[0] == "inputs" || key[0] == "processors" || key[0] == "outputs") {
 				continue // reported above as sections
 			}

@@ -55,7 +55,8 @@ func TestCheckKeys(t *testing.T) {
 		{"initial_lookbak", strings.Replace(validConf, "initial_lookback", "initial_lookbak", 1),
 			`unknown key "initial_lookbak" in [[inputs.microsoft_defender]] (line 6)` + unknownKeyAdvice},
 		{"two typos", strings.Replace(strings.Replace(validConf, "initial_lookback", "initial_lookbak", 1), "tls_ca", "tls_cacert", 1),
-			`unknown keys "initial_lookbak" in [[inputs.microsoft_defender]] (line 6), "tls_cacert" in [[inputs.microsoft_defender]] (line 7)` + unknownKeyAdvice},
+			`unknown keys "initial_lookbak" in [[inputs.microsoft_defender]] (line 6), ` +
+				`"tls_cacert" in [[inputs.microsoft_defender]] (line 7)` + unknownKeyAdvice},
 		{"a nested table", validConf + "  [inputs.microsoft_defender.tags]\n    tenant = \"contoso\"\n",
 			`unknown key "tags" in [[inputs.microsoft_defender]] (line 11)` + unknownKeyAdvice},
 		{"a key in a nested table", validConf + "  [inputs.microsoft_defender.tls]\n    ca = \"/etc/ca.pem\"\n",

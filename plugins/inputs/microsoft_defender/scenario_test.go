@@ -340,7 +340,8 @@ func TestCorruptOrForeignStateFileMeansAFirstRun(t *testing.T) {
 			require.NoError(t, os.WriteFile(stateFile, []byte(tt.content), 0o600))
 			s := newScenario(t, defendersim.Config{Seed: 1, Rate: 2, History: 3 * time.Hour})
 			p := s.plugin(func(m *MicrosoftDefender) { m.StateFile = stateFile })
-			require.Equal(t, []string{"W! [] " + strings.ReplaceAll(strings.ReplaceAll(tt.warning, "PATH", stateFile), "%q", `"`+stateFile+`"`)}, s.logger.Warnings())
+			warning := strings.ReplaceAll(strings.ReplaceAll(tt.warning, "PATH", stateFile), "%q", `"`+stateFile+`"`)
+			require.Equal(t, []string{"W! [] " + warning}, s.logger.Warnings())
 			require.True(t, p.cursor.watermark.IsZero())
 
 			// The first poll reads initial_lookback; Stop rewrites the file.

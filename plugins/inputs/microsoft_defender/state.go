@@ -193,8 +193,8 @@ func (m *MicrosoftDefender) loadStateFile(exists bool) error {
 			m.Log.Infof("State file %q is empty: first run, reading the last %s", m.StateFile, time.Duration(m.InitialLookback))
 			return nil
 		case len(content) == 0 || content[0] != '{':
-			return fmt.Errorf("state_file %q is not a state file of this plugin (it does not hold a JSON object): refusing to overwrite it; point state_file at a file of its own",
-				m.StateFile)
+			return fmt.Errorf("state_file %q is not a state file of this plugin (it does not hold a JSON object): "+
+				"refusing to overwrite it; point state_file at a file of its own", m.StateFile)
 		}
 	}
 	var problem string // why the file cannot be used, for the messages

@@ -126,8 +126,8 @@ func TestOversizedStateFileIsMovedAside(t *testing.T) {
 	p := statePlugin(path, logger)
 	require.NoError(t, p.Init())
 	aside := path + ".corrupt-20200930T150000Z"
-	require.Equal(t, []string{fmt.Sprintf("W! [] State file %q is larger than the 67108864 bytes a state file may hold: moved it to %q, starting as on a first run",
-		path, aside)}, logger.Warnings())
+	require.Equal(t, []string{fmt.Sprintf("W! [] State file %q is larger than the 67108864 bytes a state file may hold: "+
+		"moved it to %q, starting as on a first run", path, aside)}, logger.Warnings())
 	info, err := os.Stat(aside)
 	require.NoError(t, err)
 	require.Equal(t, maxStateFileSize+1, info.Size())
@@ -180,14 +180,11 @@ const holdLockEnv = "DEFENDER_TEST_HOLD_STATE_LOCK"
 func TestStateFileLockedByAnotherProcess(t *testing.T) {
 	if path := os.Getenv(holdLockEnv); path != "" {
 		lock, err := lockState(path)
-		if err != nil {
-			fmt.Println(err)
-			os.Exit(2)
-		}
+		require.NoError(t, err)
 		fmt.Println("locked")
 		io.Copy(io.Discard, os.Stdin) //nolint:errcheck // any end of stdin ends the helper
 		lock.release()
-		os.Exit(0)
+		return
 	}
 
 	path := filepath.Join(t.TempDir(), "defender.state")

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
 	"golang.org/x/sys/unix"
 
 	"github.com/influxdata/telegraf/testutil"

@@ -35,8 +35,8 @@ func lockState(stateFile string) (*stateLock, error) {
 	if err := lockFile(f); err != nil {
 		f.Close()
 		if errors.Is(err, errLockHeld) {
-			return nil, fmt.Errorf("state_file %q is in use by another process or plugin instance, which holds its lock %q: give each instance a state file of its own",
-				stateFile, path)
+			return nil, fmt.Errorf("state_file %q is in use by another process or plugin instance, which holds its lock %q: "+
+				"give each instance a state file of its own", stateFile, path)
 		}
 		return nil, fmt.Errorf("state_file %q: cannot lock %q: %w", stateFile, path, err)
 	}
