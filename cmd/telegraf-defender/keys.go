@@ -65,7 +65,7 @@ func checkKeys(configFile string) error {
 	lines := lineIndex(data)
 
 	var problems []string
-	if n := lines.count("inputs", pluginName); n > 1 {
+	if n := len(conf.Inputs[pluginName]); n > 1 {
 		problems = append(problems, fmt.Sprintf(
 			"%d [[inputs.%s]] sections%s: the external plugin runs only the first; use one file and one [[inputs.execd]] per instance",
 			n, pluginName, lines.at([]string{"inputs", pluginName}, 1)))
@@ -85,9 +85,6 @@ func checkKeys(configFile string) error {
 		keys := topmostUndecoded(md.Undecoded())
 		unknown := make([]string, 0, len(keys))
 		for _, key := range keys {
-			if len(key) == 1 && (key[0] == "inputs" || key[0] == "processors" || key[0] == "outputs") {
-				continue // reported above as sections
-			}
 			unknown = append(unknown, describeKey(key)+lines.at(key, 0))
 		}
 		if len(unknown) > 0 {
@@ -161,19 +158,6 @@ func lineIndex(data string) lines {
 	return lines{root: root}
 }
 
-// count is how many tables of an array of tables the path names.
-func (l lines) count(path ...string) int {
-	if l.root == nil {
-		return 0
-	}
-	parent := l.find(path[:len(path)-1])
-	if parent == nil {
-		return 0
-	}
-	tables, _ := parent.Fields[path[len(path)-1]].([]*ast.Table)
-	return len(tables)
-}
-
 // at is " (line N)" for the key at path, the index-th of an array of
 // tables when the path ends in one, or "" when it cannot be found.
 func (l lines) at(path []string, index int) string {
@@ -184,25 +168,6 @@ func (l lines) at(path []string, index int) string {
 		return fmt.Sprintf(" (line %d)", line)
 	}
 	return ""
-}
-
-// find returns the table at path, taking the first of an array of tables.
-func (l lines) find(path []string) *ast.Table {
-	t := l.root
-	for _, name := range path {
-		switch v := t.Fields[name].(type) {
-		case *ast.Table:
-			t = v
-		case []*ast.Table:
-			if len(v) == 0 {
-				return nil
-			}
-			t = v[0]
-		default:
-			return nil
-		}
-	}
-	return t
 }
 
 // lineOf is the line of the key at path below t, or 0. Within an array of

@@ -119,9 +119,9 @@ func (m *MicrosoftDefender) applyState(s *pluginState) {
 }
 
 // maxStateFileSize caps what is read of state_file and written to it.
-// A state holds the identities of the detections of one overlap, some 150
-// bytes each: 64 MiB is over 400,000 of them, 700 a second for the default
-// overlap of ten minutes.
+// A state holds the identities of the detections of one overlap, about
+// 130 bytes each with a SIEM FullId and its time: 64 MiB is some 500,000
+// of them, 800 a second for the default overlap of ten minutes.
 var maxStateFileSize int64 = 64 << 20
 
 // openStateFile locks state_file and restores the cursor from it. It
@@ -274,7 +274,7 @@ func (m *MicrosoftDefender) saveStateFile() error {
 	}
 	if int64(len(data)) > maxStateFileSize {
 		// Written, it would be refused at the next start.
-		return fmt.Errorf("the state is %d bytes, more than the %d a state file may hold: lower overlap or max_alerts_per_gather", len(data), maxStateFileSize)
+		return fmt.Errorf("the state is %d bytes, more than the %d a state file may hold: lower overlap", len(data), maxStateFileSize)
 	}
 	dir, base := filepath.Split(m.StateFile)
 	if dir == "" {

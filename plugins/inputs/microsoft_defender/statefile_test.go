@@ -149,7 +149,7 @@ func TestStateOverTheCapIsNotWritten(t *testing.T) {
 
 	s.poll(p)
 	require.Equal(t, []string{fmt.Sprintf("saving the state to %q failed, a restart would repeat detections: "+
-		"the state is %d bytes, more than the %d a state file may hold: lower overlap or max_alerts_per_gather", path, len(data), len(data)-1)}, s.errors)
+		"the state is %d bytes, more than the %d a state file may hold: lower overlap", path, len(data), len(data)-1)}, s.errors)
 	require.NoFileExists(t, path)
 }
 
