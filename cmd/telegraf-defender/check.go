@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/logger"
 	"github.com/influxdata/telegraf/plugins/common/shim"
 
@@ -16,21 +17,25 @@ import (
 // service said and the likely fix. It reports whether a poll would succeed.
 func check(w io.Writer, configFile string) bool {
 	fmt.Fprintf(w, "Checking %s\n", configFile)
-	loaded, err := shim.LoadConfig(&configFile)
-	if err == nil && loaded.Input == nil {
+	input, err := loadInput(configFile)
+	if err == nil && input == nil {
 		err = errors.New("no [[inputs.microsoft_defender]] section")
 	}
 	var plugin *microsoft_defender.MicrosoftDefender
 	if err == nil {
 		var ok bool
-		if plugin, ok = loaded.Input.(*microsoft_defender.MicrosoftDefender); !ok {
-			err = fmt.Errorf("the section is not [[inputs.microsoft_defender]] but %T", loaded.Input)
+		if plugin, ok = input.(*microsoft_defender.MicrosoftDefender); !ok {
+			err = fmt.Errorf("the section is not [[inputs.microsoft_defender]] but %T", input)
 		}
 	}
 	if err == nil {
 		// The shim's loader leaves the logger unset; Init may warn (an
 		// expired client_certificate).
 		plugin.Log = logger.New("inputs", "microsoft_defender", "")
+		// The plugin may be running: it holds state_file's lock, and the
+		// probe does not need the cursor. A diagnosis also must not move a
+		// corrupt state file aside.
+		plugin.StateFile = ""
 		err = plugin.Init()
 	}
 	if err != nil {
@@ -60,6 +65,16 @@ func check(w io.Writer, configFile string) bool {
 	}
 	fmt.Fprintln(w, "Likely fix: "+microsoft_defender.Advice(err, plugin.API))
 	return false
+}
+
+// loadInput reads the configuration as the shim does, after refusing keys
+// the shim would ignore.
+func loadInput(configFile string) (telegraf.Input, error) {
+	if err := checkKeys(configFile); err != nil {
+		return nil, err
+	}
+	loaded, err := shim.LoadConfig(&configFile)
+	return loaded.Input, err
 }
 
 func report(w io.Writer, step, outcome string) {

@@ -1,13 +1,21 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf/testutil"
+
 	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender"
 )
 
 // -check against the simulator's failure modes: each names the failed step,
@@ -63,4 +71,32 @@ func TestCheck(t *testing.T) {
 			"  scopes = [\"https://graph.microsoft.com/.default\"]\n  tenant_id = \"contoso\"\n  client_id = \"app\"\n  client_secret = \"right-secret\"\n",
 			server.URL+"/v1.0/security/alerts_v2", server.URL), true, []string{"A poll would succeed."}},
 	}, "right-secret", "old-secret")
+}
+
+// -check runs beside the plugin it checks, which holds state_file's lock,
+// and leaves the state file alone.
+func TestCheckBesideTheRunningPlugin(t *testing.T) {
+	sim := defendersim.New(defendersim.Config{TenantID: "contoso", ClientID: "app", ClientSecret: "right-secret", Rate: 10, History: time.Hour})
+	server := httptest.NewServer(sim.Handler())
+	defer server.Close()
+	dir := t.TempDir()
+	stateFile := filepath.Join(dir, "defender.state")
+	path := filepath.Join(dir, "defender.conf")
+	require.NoError(t, os.WriteFile(path, fmt.Appendf(nil, "[[inputs.microsoft_defender]]\n  endpoint_url = %q\n  login_endpoint = %q\n"+
+		"  tenant_id = \"contoso\"\n  client_id = \"app\"\n  client_secret = \"right-secret\"\n  state_file = %q\n",
+		server.URL+"/api/alerts", server.URL, stateFile), 0o600))
+	input, err := loadInput(path)
+	require.NoError(t, err)
+	running := input.(*microsoft_defender.MicrosoftDefender)
+	running.Log = testutil.Logger{}
+	require.NoError(t, running.Init())
+	defer running.Stop()
+	// Corrupt: a plugin starting on it would move it aside.
+	require.NoError(t, os.WriteFile(stateFile, []byte(`{"version":1,"watermark":`), 0o600))
+
+	var out bytes.Buffer
+	require.True(t, check(&out, path), out.String())
+	data, err := os.ReadFile(stateFile)
+	require.NoError(t, err)
+	require.Equal(t, `{"version":1,"watermark":`, string(data))
 }

@@ -75,6 +75,9 @@ func runPlugin(configFile string, pollInterval time.Duration, cpuProfile string)
 			err = fmt.Errorf("writing metrics to stdout: %w", flushErr)
 		}
 	}()
+	if err := checkKeys(configFile); err != nil {
+		return err
+	}
 	s := shim.New()
 	if err := s.LoadConfig(&configFile); err != nil {
 		return fmt.Errorf("loading the configuration %q failed: %w", configFile, err)

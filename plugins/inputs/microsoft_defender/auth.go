@@ -188,6 +188,7 @@ type tokenError struct {
 	code        string // OAuth error code, e.g. invalid_client
 	description string
 	retryAfter  time.Duration
+	capped      error // Retry-After asked for more than maxRetryAfter
 	err         error // the transport's error when no answer came
 }
 
@@ -224,7 +225,10 @@ func (a *aadToken) describe(err error, secrets ...string) error {
 	if re.Response != nil {
 		e.status = re.Response.StatusCode
 		e.statusText = re.Response.Status
-		e.retryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), a.now())
+		e.retryAfter, e.capped = parseRetryAfter(re.Response.Header.Get("Retry-After"), a.now())
+		if e.capped != nil {
+			e.capped = fmt.Errorf("token endpoint %s: %w", e.host, e.capped)
+		}
 	}
 	if re.ErrorCode == "" {
 		// Not an OAuth error: a proxy's or gateway's page, the likeliest to

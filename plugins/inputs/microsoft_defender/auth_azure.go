@@ -405,8 +405,10 @@ func (a *azureSource) describeResponse(resp *http.Response, transport *recording
 	if resp.Request != nil {
 		host = resp.Request.URL.Host
 	}
-	e := &tokenError{host: host, status: resp.StatusCode, statusText: resp.Status,
-		retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), a.now())}
+	e := &tokenError{host: host, status: resp.StatusCode, statusText: resp.Status}
+	if e.retryAfter, e.capped = parseRetryAfter(resp.Header.Get("Retry-After"), a.now()); e.capped != nil {
+		e.capped = fmt.Errorf("sign-in service %s: %w", host, e.capped)
+	}
 	body, err := azruntime.Payload(resp)
 	if err != nil {
 		e.description = "body unreadable"

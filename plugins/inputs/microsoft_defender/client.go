@@ -44,6 +44,8 @@ type statusError struct {
 	meaning    string
 	body       string
 	retryAfter time.Duration
+	// capped says that Retry-After asked for more than maxRetryAfter.
+	capped error
 }
 
 func (e *statusError) Error() string {
@@ -111,6 +113,10 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 	// whatever form, is still redacted whole.
 	snippet, _ := io.ReadAll( //nolint:errcheck // a body cut short still tells what it has
 		io.LimitReader(resp.Body, maxQuotedInput+1))
+	retryAfter, retryAfterErr := parseRetryAfter(resp.Header.Get("Retry-After"), c.now())
+	if retryAfterErr != nil {
+		retryAfterErr = fmt.Errorf("%s at %s: %w", c.name, u.Host, retryAfterErr)
+	}
 	return nil, &statusError{
 		api:        c.name,
 		host:       u.Host,
@@ -118,7 +124,8 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 		statusText: resp.Status,
 		meaning:    c.statusMeaning(resp.StatusCode),
 		body:       bodySnippet(snippet, append(c.tokens.secrets(), tok)...),
-		retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), c.now()),
+		retryAfter: retryAfter,
+		capped:     retryAfterErr,
 	}
 }
 
@@ -188,23 +195,38 @@ func (l *limitedBody) Close() error {
 	return l.body.Close()
 }
 
+// maxRetryAfter is the longest wait a Retry-After is obeyed for. The
+// longest quota the Defender APIs document is per hour (1500 requests), so
+// an honest server never needs to ask for more; a longer value, such as
+// the century of "Retry-After: 3153600000", would stop all polling, and is
+// cut to this with an error that says so.
+const maxRetryAfter = time.Hour
+
 // parseRetryAfter reads a Retry-After header: seconds or an HTTP date.
-// It returns 0 when the header is absent or unreadable.
-func parseRetryAfter(value string, now time.Time) time.Duration {
+// It returns 0 when the header is absent or unreadable, and maxRetryAfter
+// with an error saying so when it asks for longer.
+func parseRetryAfter(value string, now time.Time) (time.Duration, error) {
 	value = strings.TrimSpace(value)
-	if value == "" {
-		return 0
-	}
+	var wait time.Duration
+	var asked string // what an over-long value asks for
 	if seconds, err := strconv.ParseInt(value, 10, 64); err == nil {
-		if seconds < 0 {
-			return 0
+		// Compared before converting, which could overflow.
+		if seconds > int64(maxRetryAfter/time.Second) {
+			asked = strconv.FormatInt(seconds, 10) + " seconds"
+		} else {
+			wait = time.Duration(max(seconds, 0)) * time.Second
 		}
-		return time.Duration(seconds) * time.Second
+	} else if at, err := http.ParseTime(value); err == nil && at.After(now) {
+		if wait = at.Sub(now); wait > maxRetryAfter {
+			asked = wait.Round(time.Second).String()
+		}
 	}
-	if at, err := http.ParseTime(value); err == nil && at.After(now) {
-		return at.Sub(now)
+	if asked != "" {
+		// A value that parsed is digits or an HTTP date: safe to quote.
+		return maxRetryAfter, fmt.Errorf("the Retry-After of %q asks to wait %s, more than the %s the plugin waits at most: waiting %s",
+			value, asked, maxRetryAfter, maxRetryAfter)
 	}
-	return 0
+	return wait, nil
 }
 
 // bodySnippet quotes at most maxBodySnippet bytes of a response body,

@@ -102,7 +102,7 @@ func TestFaultScenarios(t *testing.T) {
 		{
 			name:      "trickling responses",
 			faults:    defendersim.FaultConfig{TrickleDelay: 20 * time.Millisecond},
-			configure: func(m *MicrosoftDefender) { m.Timeout = config.Duration(200 * time.Millisecond) },
+			configure: func(m *MicrosoftDefender) { m.Timeout = config.Duration(2 * time.Second) },
 			inject: func(sim *defendersim.Server, i int) {
 				if i == 1 || i == 6 {
 					sim.Inject(defendersim.FaultTrickle, 1)

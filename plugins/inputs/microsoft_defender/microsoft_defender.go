@@ -116,6 +116,8 @@ type MicrosoftDefender struct {
 	stateDirty bool
 	// serverClock is the API's time, from its answers.
 	serverClock serverClock
+	// stateLock keeps other instances off state_file until Stop.
+	stateLock *stateLock
 }
 
 // defaultPollDeadline bounds the first poll, before an interval is known.
@@ -231,7 +233,9 @@ func (m *MicrosoftDefender) Init() error {
 	m.limiter = rate.NewLimiter(rate.Limit(float64(m.MaxRequestsPerMinute)/60), max(1, m.MaxRequestsPerMinute/10))
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	if m.StateFile != "" {
-		m.loadStateFile()
+		if err := m.openStateFile(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -251,6 +255,7 @@ func (m *MicrosoftDefender) Stop() {
 	if err := m.commitState(); err != nil {
 		m.Log.Errorf("Saving the state to %q failed, the next start repeats the last poll: %s", m.StateFile, m.redactSecrets(err.Error()))
 	}
+	m.releaseStateLock()
 }
 
 // Gather reads the window [watermark - overlap, now - delay], emits the

@@ -112,6 +112,9 @@ func (p *poll) request(ctx context.Context, send sendFunc) (response, error) {
 			p.m.shrinkRequests(r.decoded)
 		}
 		decision := classify(err)
+		if decision.capped != nil {
+			p.m.addError(p.acc, decision.capped)
+		}
 		if decision.newToken && !newToken {
 			newToken = true
 			p.m.warnf("%v: retrying at once with a new token", err)

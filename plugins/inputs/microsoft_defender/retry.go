@@ -26,6 +26,8 @@ type retryDecision struct {
 	// after is the wait the server asked for (Retry-After); zero means the
 	// backoff decides.
 	after time.Duration
+	// capped reports a Retry-After cut to maxRetryAfter.
+	capped error
 	// newToken: the API refused the token (401): try once more at once
 	// with a new one.
 	newToken bool
@@ -53,12 +55,12 @@ func classify(err error) retryDecision {
 		case statusErr.status == http.StatusUnauthorized:
 			return retryDecision{newToken: true}
 		case isTransientStatus(statusErr.status):
-			return retryDecision{retry: true, after: statusErr.retryAfter}
+			return retryDecision{retry: true, after: statusErr.retryAfter, capped: statusErr.capped}
 		}
 		return retryDecision{}
 	case errors.As(err, &tokenErr):
 		if tokenErr.err != nil || isTransientStatus(tokenErr.status) {
-			return retryDecision{retry: true, after: tokenErr.retryAfter}
+			return retryDecision{retry: true, after: tokenErr.retryAfter, capped: tokenErr.capped}
 		}
 		return retryDecision{}
 	case errors.Is(err, errTruncated), errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &netErr):

@@ -1,11 +1,13 @@
 package microsoft_defender
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -116,31 +118,150 @@ func (m *MicrosoftDefender) applyState(s *pluginState) {
 	}
 }
 
-// loadStateFile restores the cursor from state_file. A missing file is a
-// first run; an unreadable, corrupt or foreign one is reported and treated
-// as a first run, because refusing to start would lose every detection
-// from then on.
-func (m *MicrosoftDefender) loadStateFile() {
-	data, err := os.ReadFile(m.StateFile)
-	if errors.Is(err, os.ErrNotExist) {
-		m.Log.Infof("No state file %q yet: first run, reading the last %s", m.StateFile, time.Duration(m.InitialLookback))
-		return
+// maxStateFileSize caps what is read of state_file and written to it.
+// A state holds the identities of the detections of one overlap, about
+// 130 bytes each with a SIEM FullId and its time: 64 MiB is some 500,000
+// of them, 800 a second for the default overlap of ten minutes.
+var maxStateFileSize int64 = 64 << 20
+
+// openStateFile locks state_file and restores the cursor from it. It
+// refuses, before opening it, a path that is not a regular file (reading a
+// FIFO would hang the start), and a file that does not hold JSON, which is
+// another file the configuration points at by mistake and would otherwise
+// be overwritten. A missing or empty file is a first run. A file that is
+// unreadable, corrupt or too large is moved aside, not overwritten, and the
+// plugin starts as on a first run, because refusing to start would lose
+// every detection from then on; a state of another tenant, endpoint or
+// filter is ignored with a warning.
+func (m *MicrosoftDefender) openStateFile() error {
+	m.releaseStateLock() // when Init runs again
+	info, err := os.Stat(m.StateFile)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		info = nil
+	case err != nil:
+		return fmt.Errorf("state_file %q: %w", m.StateFile, err)
+	case !info.Mode().IsRegular():
+		return fmt.Errorf("state_file %q is %s, not a regular file: point it at a file of its own", m.StateFile, describeFileMode(info.Mode()))
 	}
+	lock, err := lockState(m.StateFile)
 	if err != nil {
-		m.Log.Warnf("Cannot read state file %q, starting as on a first run: %v", m.StateFile, err)
-		return
+		return err
+	}
+	if err := m.loadStateFile(info != nil); err != nil {
+		lock.release()
+		return err
+	}
+	m.stateLock = lock
+	return nil
+}
+
+// releaseStateLock lets another instance use state_file.
+func (m *MicrosoftDefender) releaseStateLock() {
+	m.stateLock.release()
+	m.stateLock = nil
+}
+
+func describeFileMode(mode os.FileMode) string {
+	switch {
+	case mode.IsDir():
+		return "a directory"
+	case mode&os.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case mode&os.ModeSocket != 0:
+		return "a socket"
+	case mode&os.ModeDevice != 0:
+		return "a device"
+	default:
+		return "not a regular file (" + mode.Type().String() + ")"
+	}
+}
+
+// errStateTooLarge: state_file is larger than maxStateFileSize.
+var errStateTooLarge = errors.New("the state file is too large")
+
+func (m *MicrosoftDefender) loadStateFile(exists bool) error {
+	if !exists {
+		m.Log.Infof("No state file %q yet: first run, reading the last %s", m.StateFile, time.Duration(m.InitialLookback))
+		return nil
+	}
+	data, err := readStateFile(m.StateFile)
+	if err == nil || errors.Is(err, errStateTooLarge) {
+		content := bytes.TrimLeft(data, " \t\r\n")
+		switch {
+		case len(content) == 0 && err == nil:
+			m.Log.Infof("State file %q is empty: first run, reading the last %s", m.StateFile, time.Duration(m.InitialLookback))
+			return nil
+		case len(content) == 0 || content[0] != '{':
+			return fmt.Errorf("state_file %q is not a state file of this plugin (it does not hold a JSON object): "+
+				"refusing to overwrite it; point state_file at a file of its own", m.StateFile)
+		}
+	}
+	var problem string // why the file cannot be used, for the messages
+	switch {
+	case errors.Is(err, errStateTooLarge):
+		problem = fmt.Sprintf("is larger than the %d bytes a state file may hold", maxStateFileSize)
+	case err != nil:
+		problem = fmt.Sprintf("is unreadable (%v)", err)
 	}
 	var s pluginState
-	if err := json.Unmarshal(data, &s); err != nil {
-		m.Log.Warnf("State file %q is corrupt, starting as on a first run: %v", m.StateFile, err)
-		return
+	if err == nil {
+		if err := json.Unmarshal(data, &s); err != nil {
+			problem = fmt.Sprintf("is corrupt (%v)", err)
+		}
+	}
+	if problem != "" {
+		aside, err := m.moveStateFileAside()
+		if err != nil {
+			return fmt.Errorf("state_file %q %s and could not be moved aside, so it is not overwritten: %w", m.StateFile, problem, err)
+		}
+		m.Log.Warnf("State file %q %s: moved it to %q, starting as on a first run", m.StateFile, problem, aside)
+		return nil
 	}
 	if err := m.checkState(&s); err != nil {
 		m.Log.Warnf("Ignoring state file %q, starting as on a first run: %v", m.StateFile, err)
-		return
+		return nil
 	}
 	m.applyState(&s)
 	m.Log.Debugf("Resuming from state file %q at %s", m.StateFile, s.Watermark.Format(time.RFC3339Nano))
+	return nil
+}
+
+// readStateFile reads the state file whole, unless it is larger than
+// maxStateFileSize: then it reads and returns only its start, with
+// errStateTooLarge.
+func readStateFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	limit := maxStateFileSize + 1
+	if info, err := f.Stat(); err == nil && info.Size() > maxStateFileSize {
+		limit = 512 // enough to tell whether it is JSON
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit))
+	if err != nil {
+		return nil, err
+	}
+	if limit <= maxStateFileSize || int64(len(data)) > maxStateFileSize {
+		return data[:min(len(data), 512)], errStateTooLarge
+	}
+	return data, nil
+}
+
+// moveStateFileAside renames the state file to <path>.corrupt-<UTC time>,
+// where it stays for inspection, and returns the new name.
+func (m *MicrosoftDefender) moveStateFileAside() (string, error) {
+	base := m.StateFile + ".corrupt-" + m.now().UTC().Format("20060102T150405Z")
+	aside := base
+	for i := 2; ; i++ {
+		if _, err := os.Lstat(aside); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		aside = fmt.Sprintf("%s-%d", base, i)
+	}
+	return aside, os.Rename(m.StateFile, aside)
 }
 
 // saveStateFile writes the state atomically: to a temporary file in the
@@ -150,6 +271,10 @@ func (m *MicrosoftDefender) saveStateFile() error {
 	data, err := json.Marshal(m.state())
 	if err != nil {
 		return err
+	}
+	if int64(len(data)) > maxStateFileSize {
+		// Written, it would be refused at the next start.
+		return fmt.Errorf("the state is %d bytes, more than the %d a state file may hold: lower overlap", len(data), maxStateFileSize)
 	}
 	dir, base := filepath.Split(m.StateFile)
 	if dir == "" {
