@@ -1,0 +1,108 @@
+package microsoft_defender
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/agent"
+	"github.com/influxdata/telegraf/models"
+	"github.com/influxdata/telegraf/testutil"
+
+	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+)
+
+// Built into Telegraf, the plugin gets two accumulators: Start's, which
+// keeps nanoseconds, and Gather's, which rounds to the agent's precision (a
+// second for any interval of a second or more). Driven the way Telegraf's
+// agent drives it, the plugin emits exactly what it emits into a
+// testutil.Accumulator, nanoseconds included, and nothing through Gather's.
+func TestGatherEmitsThroughStartsAccumulator(t *testing.T) {
+	for _, api := range []string{"siem", "graph"} {
+		t.Run(api, func(t *testing.T) {
+			s := newScenario(t, defendersim.Config{Seed: 8, Rate: 60, History: time.Hour})
+			newPlugin := s.plugin
+			if api == "graph" {
+				newPlugin = s.graphPlugin
+			}
+
+			// Both polls start at the same time (the rate limiter's waits
+			// move the scenario's clock).
+			start := s.clock
+			var reference testutil.Accumulator
+			require.NoError(t, newPlugin(nil).Gather(&reference))
+			require.Empty(t, reference.Errors)
+			s.clock = start
+
+			input := models.NewRunningInput(newPlugin(nil), &models.InputConfig{Name: "microsoft_defender"})
+			started := make(chan telegraf.Metric, 10*len(reference.Metrics))
+			gathered := make(chan telegraf.Metric, 10*len(reference.Metrics))
+			// As agent.startInputs and agent.runInputs set them up for an
+			// [agent] without precision and an interval of 10s.
+			startAcc := agent.NewAccumulator(input, started)
+			startAcc.SetPrecision(time.Nanosecond)
+			gatherAcc := agent.NewAccumulator(input, gathered)
+			gatherAcc.SetPrecision(time.Second)
+			require.NoError(t, input.Start(startAcc))
+			require.NoError(t, input.Gather(gatherAcc))
+			input.Stop()
+			close(started)
+			close(gathered)
+
+			require.Zero(t, len(drain(gathered)), "metrics added to Gather's accumulator lose their nanoseconds")
+			got := drain(started)
+			testutil.RequireMetricsEqual(t, withoutPoll(reference.GetTelegrafMetrics()), withoutPoll(got), testutil.SortMetrics())
+			require.Len(t, got, len(reference.Metrics))
+
+			// The test means something only if rounding would merge events.
+			alerts := byMeasurement(got, measurementAlert)
+			require.Len(t, distinctPoints(alerts, time.Nanosecond), len(alerts))
+			require.Less(t, len(distinctPoints(alerts, time.Second)), len(alerts))
+		})
+	}
+}
+
+func drain(ch <-chan telegraf.Metric) []telegraf.Metric {
+	var out []telegraf.Metric
+	for m := range ch {
+		out = append(out, m)
+	}
+	return out
+}
+
+// withoutPoll leaves out defender_poll, whose duration varies.
+func withoutPoll(metrics []telegraf.Metric) []telegraf.Metric {
+	var out []telegraf.Metric
+	for _, m := range metrics {
+		if m.Name() != measurementPoll {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func byMeasurement(metrics []telegraf.Metric, name string) []telegraf.Metric {
+	var out []telegraf.Metric
+	for _, m := range metrics {
+		if m.Name() == name {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// distinctPoints is the set of (series, time) pairs a database such as
+// InfluxDB would keep, with times rounded to precision.
+func distinctPoints(metrics []telegraf.Metric, precision time.Duration) map[string]bool {
+	points := make(map[string]bool, len(metrics))
+	for _, m := range metrics {
+		key := m.Name()
+		for _, tag := range m.TagList() {
+			key += "," + tag.Key + "=" + tag.Value
+		}
+		points[key+" "+m.Time().Round(precision).String()] = true
+	}
+	return points
+}
