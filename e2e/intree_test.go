@@ -379,3 +379,25 @@ func TestInTreeProbeFailsStartUpWithTheAdviceOfCheck(t *testing.T) {
 		require.True(t, strings.HasSuffix(r.URL.Path, "/oauth2/token"), "a request to %s after the token failed", r.URL.Path)
 	}
 }
+
+// bin/telegraf-intree registers the plugin with the file the README's
+// "Built into Telegraf" shows.
+func TestInTreeBuildFollowsTheREADME(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	require.NoError(t, err)
+	_, section, found := strings.Cut(string(readme), "### Built into Telegraf\n")
+	require.True(t, found)
+	_, block, found := strings.Cut(section, "```go\n")
+	require.True(t, found, "the section shows no Go file")
+	block, _, found = strings.Cut(block, "   ```\n")
+	require.True(t, found)
+	shown := regexp.MustCompile(`(?m)^   `).ReplaceAllString(block, "")
+
+	binary(t, "telegraf-intree")
+	registered, err := filepath.Glob(filepath.Join("..", "build", "telegraf-v*", "plugins", "inputs", "all", "microsoft_defender.go"))
+	require.NoError(t, err)
+	require.Len(t, registered, 1, "make telegraf-intree leaves one Telegraf copy in build/")
+	written, err := os.ReadFile(registered[0])
+	require.NoError(t, err)
+	require.Equal(t, shown, string(written))
+}

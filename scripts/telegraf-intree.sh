@@ -21,7 +21,7 @@ dir="$root/build/telegraf-$version"
 
 # A fresh copy when there is none yet or the pinned release changed.
 if [ "$(cat "$dir/.copied-from" 2>/dev/null)" != "$src" ]; then
-  rm -rf "$dir"
+  rm -rf "$root"/build/telegraf-*
   mkdir -p "$root/build"
   cp -R "$src" "$dir"
   chmod -R u+w "$dir"
