@@ -289,7 +289,7 @@ func TestInTreeRestartThroughTelegrafsStatefile(t *testing.T) {
 	waitFor(t, second, "both pipelines to work off the backlog", func() bool {
 		settled := make(map[string]bool)
 		for _, m := range byName(second.metrics(t), "defender_poll") {
-			if backlog, _ := m.GetField("backlog"); backlog == false && m.Time().After(moved) {
+			if backlog, ok := m.GetField("backlog"); ok && !backlog.(bool) && m.Time().After(moved) {
 				settled[m.Tags()["api"]] = true
 			}
 		}
