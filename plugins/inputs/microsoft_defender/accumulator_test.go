@@ -23,7 +23,7 @@ import (
 func TestGatherEmitsThroughStartsAccumulator(t *testing.T) {
 	for _, api := range []string{"siem", "graph"} {
 		t.Run(api, func(t *testing.T) {
-			s := newScenario(t, defendersim.Config{Seed: 8, Rate: 20, History: 20 * time.Minute})
+			s := newScenario(t, defendersim.Config{Seed: 8, Rate: 20, History: 10 * time.Minute})
 			newPlugin := s.plugin
 			if api == "graph" {
 				newPlugin = s.graphPlugin
