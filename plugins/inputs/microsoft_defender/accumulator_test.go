@@ -56,10 +56,12 @@ func TestGatherEmitsThroughStartsAccumulator(t *testing.T) {
 				t.Fatalf("%d metrics went to Gather's accumulator, which loses their nanoseconds", n)
 			}
 			got := drain(started)
-			testutil.RequireMetricsEqual(t, withoutPoll(reference.GetTelegrafMetrics()), withoutPoll(got), testutil.SortMetrics())
+			// defender_poll's duration varies from poll to poll.
+			testutil.RequireMetricsEqual(t, detectionMetrics(&reference),
+				selectMetrics(got, func(name string) bool { return name != measurementPoll }), testutil.SortMetrics())
 			require.Len(t, got, len(reference.Metrics))
 
-			alerts := byMeasurement(got, measurementAlert)
+			alerts := selectMetrics(got, func(name string) bool { return name == measurementAlert })
 			require.Len(t, distinctPoints(alerts, time.Nanosecond), len(alerts))
 			if api == "siem" {
 				// The detections of one alert would merge when rounded.
@@ -77,21 +79,11 @@ func drain(ch <-chan telegraf.Metric) []telegraf.Metric {
 	return out
 }
 
-// withoutPoll leaves out defender_poll, whose duration varies.
-func withoutPoll(metrics []telegraf.Metric) []telegraf.Metric {
+// selectMetrics returns the metrics whose name keep accepts.
+func selectMetrics(metrics []telegraf.Metric, keep func(name string) bool) []telegraf.Metric {
 	var out []telegraf.Metric
 	for _, m := range metrics {
-		if m.Name() != measurementPoll {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-func byMeasurement(metrics []telegraf.Metric, name string) []telegraf.Metric {
-	var out []telegraf.Metric
-	for _, m := range metrics {
-		if m.Name() == name {
+		if keep(m.Name()) {
 			out = append(out, m)
 		}
 	}
