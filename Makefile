@@ -25,6 +25,15 @@ bin/defender-sim:
 bin/telegraf:
 	cd tools/telegraf && $(GO) build -trimpath -tags '$(TELEGRAF_TAGS)' -o ../../$@ github.com/influxdata/telegraf/cmd/telegraf
 
+# Telegraf with the plugin in its own tree, as the README's "Built into
+# Telegraf" describes: the slim one with the plugin instead of execd. Built
+# from a copy of Telegraf's module in build/ (see scripts/telegraf-intree.sh).
+INTREE_TAGS := $(subst inputs.execd,inputs.microsoft_defender,$(TELEGRAF_TAGS))
+.PHONY: telegraf-intree bin/telegraf-intree
+telegraf-intree: bin/telegraf-intree
+bin/telegraf-intree:
+	GO='$(GO)' TAGS='$(INTREE_TAGS)' OUT='$(CURDIR)/$@' scripts/telegraf-intree.sh
+
 # Telegraf for the benchmark: the slim one plus inputs.http and json_v2.
 BENCH_TAGS := $(TELEGRAF_TAGS),inputs.http,parsers.json_v2
 .PHONY: bin/telegraf-bench
@@ -33,14 +42,16 @@ bin/telegraf-bench:
 
 # Whole-process benchmark against Telegraf's inputs.http + json_v2 (see
 # BENCHMARKS.md); BENCH_SIZES="20000" for a shorter run.
-bench: bin/telegraf-defender bin/defender-sim bin/telegraf-bench
+bench: bin/telegraf-defender bin/defender-sim bin/telegraf-bench bin/telegraf-intree
 	$(GO) test -run '^$$' -bench . -benchmem $(PLUGIN)
 	scripts/bench.sh
 
 # Runs the plugin in a real Telegraf: on the bundled simulator, or on the
 # tenant named by DEFENDER_TENANT_ID, DEFENDER_CLIENT_ID, DEFENDER_CLIENT_SECRET.
-run: build
-	scripts/run.sh
+# TELEGRAF=intree runs it built into Telegraf (bin/telegraf-intree) instead
+# of under [[inputs.execd]].
+run: build $(if $(filter intree,$(TELEGRAF)),bin/telegraf-intree)
+	TELEGRAF='$(TELEGRAF)' scripts/run.sh
 
 PLUGIN       := ./plugins/inputs/microsoft_defender
 # package:target
@@ -49,9 +60,9 @@ FUZZ_TARGETS := $(PLUGIN):FuzzDecodeDetections $(PLUGIN):FuzzTokenResponse \
                 $(PLUGIN):FuzzDecodeGraphPage $(PLUGIN)/jsonstream:FuzzReaderMatchesEncodingJSON
 FUZZTIME     ?= 2m
 
-# Every test: unit, simulator and end-to-end with the real Telegraf binary,
-# and each fuzz target for a few seconds.
-test: build
+# Every test: unit, simulator and end-to-end with the real Telegraf binaries
+# (execd and in-tree), and each fuzz target for a few seconds.
+test: build bin/telegraf-intree
 	$(GO) test -race -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
@@ -96,4 +107,4 @@ dist-windows:
 	CGO_ENABLED=0 GOOS=windows GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/telegraf-defender-windows-amd64.exe ./cmd/telegraf-defender
 
 clean:
-	rm -rf bin dist
+	rm -rf bin dist build

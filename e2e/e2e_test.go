@@ -1,5 +1,6 @@
-// Package e2e runs the plugin the way users do: bin/telegraf-defender under
-// a real Telegraf's [[inputs.execd]], pulling from the simulator.
+// Package e2e runs the plugin the way users do, pulling from the simulator:
+// bin/telegraf-defender under a real Telegraf's [[inputs.execd]], and
+// built into Telegraf (bin/telegraf-intree).
 package e2e
 
 import (
@@ -97,11 +98,17 @@ func startAgentWithOutput(t *testing.T, pluginConf, output string, env ...string
   files = [%q]
   data_format = "influx"
 %s`, binary(t, "telegraf-defender"), pluginPath, strings.Join(quoted, ", "), out, output)
-	confPath := filepath.Join(dir, "telegraf.conf")
-	require.NoError(t, os.WriteFile(confPath, []byte(telegrafConf), 0o600))
+	return launch(t, "telegraf", filepath.Join(dir, "telegraf.conf"), telegrafConf, out)
+}
+
+// launch writes conf to confPath and starts the Telegraf bin/name with it;
+// its file output writes to out.
+func launch(t *testing.T, name, confPath, conf, out string) *agent {
+	t.Helper()
+	require.NoError(t, os.WriteFile(confPath, []byte(conf), 0o600))
 
 	a := &agent{out: out, stderr: &syncBuffer{}}
-	a.cmd = exec.Command(binary(t, "telegraf"), "--config", confPath)
+	a.cmd = exec.Command(binary(t, name), "--config", confPath)
 	a.cmd.Stderr = a.stderr
 	a.cmd.Stdout = a.stderr
 	require.NoError(t, a.cmd.Start())

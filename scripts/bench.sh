@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Measures, as whole processes, the pipeline simulator -> Telegraf -> file for
-# (a) [[inputs.execd]] running bin/telegraf-defender and (b) Telegraf's own
-# [[inputs.http]] with the json_v2 parser, on the same payload of N SIEM
-# detections (BENCH_SIZES, default "20000 200000"). Prints CPU seconds, wall
-# seconds and peak RSS of each process and the ratios, and checks that both
-# outputs hold the same number of events. Telegraf gathers once at start;
+# (a) [[inputs.execd]] running bin/telegraf-defender, (b) Telegraf's own
+# [[inputs.http]] with the json_v2 parser and (c) bin/telegraf-intree, the
+# plugin built into Telegraf, on the same payload of N SIEM detections
+# (BENCH_SIZES, default "20000 200000"). Prints CPU seconds, wall seconds and
+# peak RSS of each process and the ratios, and checks that all outputs hold
+# the same number of events. Telegraf gathers once at start;
 # the interval is long enough that no second gather adds to the figures, and
 # each Telegraf is stopped once its output holds the N events.
 # BENCH_PROFILE=DIR writes a CPU profile of the plugin per size into DIR.
@@ -33,14 +34,15 @@ agent_section() {
 CONF
 }
 
-# run_case NAME N CONF: starts Telegraf with CONF, waits until its file
-# output holds N events, and prints the measurements of Telegraf and of its
-# child process (the plugin), taken just before they are stopped.
+# run_case NAME N CONF OUT [TELEGRAF]: starts TELEGRAF (bin/telegraf-bench)
+# with CONF, waits until its file output OUT holds N events, and prints the
+# measurements of Telegraf and of its child process (the plugin, under
+# execd), taken just before they are stopped.
 run_case() {
-  local name=$1 n=$2 conf=$3 out=$4
+  local name=$1 n=$2 conf=$3 out=$4 telegraf=${5:-bin/telegraf-bench}
   local start end tg child="" tg_cpu tg_rss ch_cpu=0 ch_rss=0
   start=$(date +%s.%N)
-  bin/telegraf-bench --config "$conf" > "$work/$name.log" 2>&1 &
+  "$telegraf" --config "$conf" > "$work/$name.log" 2>&1 &
   tg=$!
   pids+=("$tg")
   while [ "$(events "$out")" -lt "$n" ]; do
@@ -117,18 +119,30 @@ $(agent_section "$n")
   files = ["$work/http.out"]
   data_format = "influx"
 CONF
+  # (c): the plugin's section as it is, in telegraf.conf.
+  cat > "$work/intree.conf" <<CONF
+$(agent_section "$n")
+$(cat "$work/defender.conf")
+[[outputs.file]]
+  files = ["$work/intree.out"]
+  data_format = "influx"
+CONF
   a=$(run_case execd "$n" "$work/execd.conf" "$work/execd.out")
   b=$(run_case http "$n" "$work/http.conf" "$work/http.out")
+  c=$(run_case intree "$n" "$work/intree.conf" "$work/intree.out" bin/telegraf-intree)
   kill "$sim_pid"; wait "$sim_pid" 2>/dev/null || true
-  rm -f "$work/execd.out" "$work/http.out"
-  echo "$a" | awk -v b="$b" 'BEGIN {split(b, h, " ")} {
-    printf "\n%d detections (events written: execd %d, http %d%s)\n", $2, $3, h[3], ($3 == h[3] ? ", equal" : ", DIFFERENT")
+  rm -f "$work/execd.out" "$work/http.out" "$work/intree.out"
+  echo "$a" | awk -v b="$b" -v c="$c" 'BEGIN {split(b, h, " "); split(c, i, " ")} {
+    equal = ($3 == h[3] && $3 == i[3])
+    printf "\n%d detections (events written: execd %d, http %d, intree %d%s)\n", $2, $3, h[3], i[3], (equal ? ", equal" : ", DIFFERENT")
     printf "  %-34s %8s %8s %9s\n", "", "CPU s", "wall s", "peak RSS"
     printf "  %-34s %8.2f %8.2f %6d MB\n", "(a) telegraf with inputs.execd", $4, $8, $5
     printf "  %-34s %8.2f %8s %6d MB\n", "    telegraf-defender (the plugin)", $6, "", $7
     printf "  %-34s %8.2f %8s\n", "    whole pipeline", $4 + $6, ""
     printf "  %-34s %8.2f %8.2f %6d MB\n", "(b) telegraf with inputs.http+json_v2", h[4], h[8], h[5]
-    printf "  CPU ratio (b)/(a): %.1fx; plugin CPU per detection: %.1f µs\n", h[4] / ($4 + $6), $6 / $2 * 1e6
-    if ($3 != h[3]) exit 1
+    printf "  %-34s %8.2f %8.2f %6d MB\n", "(c) telegraf-intree (plugin built in)", i[4], i[8], i[5]
+    printf "  CPU ratio (b)/(a): %.1fx, (b)/(c): %.1fx; plugin CPU per detection: %.1f µs (a), %.1f µs (c, whole Telegraf)\n",
+      h[4] / ($4 + $6), h[4] / i[4], $6 / $2 * 1e6, i[4] / $2 * 1e6
+    if (!equal) exit 1
   }'
 done

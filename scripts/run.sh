@@ -17,7 +17,9 @@
 # identity, and workload-identity the environment AKS projects.
 # OUTPUT=influxdb writes to InfluxDB 1.x instead of stdout: to INFLUXDB_URL,
 # or to an influxd started here with a temporary data directory, and prints
-# what has landed every ten seconds.
+# what has landed every ten seconds. TELEGRAF=intree runs the plugin built
+# into Telegraf (bin/telegraf-intree, `make telegraf-intree`) instead of
+# under [[inputs.execd]].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -32,6 +34,10 @@ api="${DEFENDER_API:-siem}"
 case "$api" in
   siem|graph) ;;
   *) echo "run: DEFENDER_API must be siem or graph, not $api" >&2; exit 2 ;;
+esac
+case "${TELEGRAF:-execd}" in
+  execd|intree) ;;
+  *) echo "run: TELEGRAF must be execd or intree, not $TELEGRAF" >&2; exit 2 ;;
 esac
 
 auth="${DEFENDER_AUTH:-secret}"
@@ -187,22 +193,37 @@ CONF
   pids+=($!)
 fi
 
+case "${TELEGRAF:-execd}" in
+  execd)
+    telegraf=bin/telegraf
+    input=$(cat <<CONF
+[[inputs.execd]]
+  command = ["$root/bin/telegraf-defender", "-config", "$work/defender.conf", "-poll_interval_disabled"]
+  signal = "STDIN"
+  restart_delay = "10s"
+  data_format = "influx"
+CONF
+)
+    ;;
+  intree)
+    # The same section, in telegraf.conf: Telegraf expands the ${...}.
+    telegraf=bin/telegraf-intree
+    input=$(cat "$work/defender.conf")
+    ;;
+esac
+
 cat > "$work/telegraf.conf" <<CONF
 [agent]
   interval = "${INTERVAL:-10s}"
   flush_interval = "1s"
   omit_hostname = true
 
-[[inputs.execd]]
-  command = ["$root/bin/telegraf-defender", "-config", "$work/defender.conf", "-poll_interval_disabled"]
-  signal = "STDIN"
-  restart_delay = "10s"
-  data_format = "influx"
+$input
 
 $output
 CONF
 
-bin/telegraf --config "$work/telegraf.conf" &
+"$telegraf" --config "$work/telegraf.conf" &
 pids+=($!)
 if [ -n "${DURATION:-}" ]; then
   sleep "$DURATION"

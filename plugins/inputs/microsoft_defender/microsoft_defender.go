@@ -97,6 +97,13 @@ type MicrosoftDefender struct {
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
 
+	// acc is the accumulator Start received, which Gather emits through:
+	// Telegraf rounds the time of what is added to Gather's accumulator to
+	// the agent's precision (a second by default), which would merge the
+	// events atTick keeps apart below 100 ns, while a service input's Start
+	// accumulator keeps nanoseconds unless the plugin's precision is set.
+	acc telegraf.Accumulator
+
 	// ctx ends when Stop is called, cancelling a poll in flight.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -240,9 +247,13 @@ func (m *MicrosoftDefender) Init() error {
 	return nil
 }
 
-// Start implements telegraf.ServiceInput; polling happens in Gather. The
-// plugin is a service input for the sake of Stop.
-func (*MicrosoftDefender) Start(telegraf.Accumulator) error {
+// Start implements telegraf.ServiceInput; polling happens in Gather, whose
+// metrics go to acc (see the field's comment). The plugin is a service input
+// for that accumulator and for the sake of Stop.
+func (m *MicrosoftDefender) Start(acc telegraf.Accumulator) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.acc = acc
 	return nil
 }
 
@@ -271,6 +282,9 @@ func (m *MicrosoftDefender) Stop() {
 func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.acc != nil {
+		acc = m.acc
+	}
 	defer func() {
 		// A bug must not take the whole agent down; its message is redacted
 		// like every other.

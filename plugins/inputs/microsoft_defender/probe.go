@@ -20,14 +20,22 @@ const (
 	StepAnswer  ProbeStep = "answer"
 )
 
-// ProbeError is a failed probe: the step and what went wrong.
+// ProbeError is a failed probe: the step, what went wrong, and the likely
+// fix (Advice).
 type ProbeError struct {
 	Step ProbeStep
 	Err  error
+	Fix  string
 }
 
+// Error carries the fix: built into Telegraf, with startup_error_behavior =
+// "probe", this message is all the log says about the failed start-up.
 func (e *ProbeError) Error() string {
-	return fmt.Sprintf("%s: %v", e.Step, e.Err)
+	msg := fmt.Sprintf("%s: %v", e.Step, e.Err)
+	if e.Fix == "" {
+		return msg
+	}
+	return strings.TrimSuffix(msg, ".") + ". Likely fix: " + e.Fix
 }
 
 func (e *ProbeError) Unwrap() error {
@@ -40,7 +48,7 @@ func (e *ProbeError) Unwrap() error {
 func (m *MicrosoftDefender) Probe() error {
 	ctx := m.ctx
 	if _, err := m.tokens.token(ctx); err != nil {
-		return &ProbeError{Step: StepToken, Err: &redactedError{msg: m.redactSecrets(err.Error()), cause: err}}
+		return m.probeError(StepToken, err)
 	}
 	now := m.now().UTC()
 	var send sendFunc
@@ -60,7 +68,13 @@ func (m *MicrosoftDefender) Probe() error {
 	if errors.As(err, &answerErr) {
 		step = StepAnswer
 	}
-	return &ProbeError{Step: step, Err: &redactedError{msg: m.redactSecrets(err.Error()), cause: err}}
+	return m.probeError(step, err)
+}
+
+func (m *MicrosoftDefender) probeError(step ProbeStep, err error) *ProbeError {
+	e := &ProbeError{Step: step, Err: &redactedError{msg: m.redactSecrets(err.Error()), cause: err}}
+	e.Fix = Advice(e, m.API)
+	return e
 }
 
 // redactedError carries a cause for Advice while its message is scrubbed.

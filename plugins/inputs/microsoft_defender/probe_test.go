@@ -2,10 +2,13 @@ package microsoft_defender
 
 import (
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf/config"
 
 	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
 )
@@ -37,4 +40,20 @@ func TestProbeSendsOneMinimalRequest(t *testing.T) {
 		require.Nil(t, p.cursor.pending)
 		require.Empty(t, p.cursor.seen)
 	}
+}
+
+// Telegraf logs only the error of a failed probe (startup_error_behavior =
+// "probe"), so the error carries the fix that -check prints.
+func TestProbeErrorCarriesTheFix(t *testing.T) {
+	s := newScenario(t, defendersim.Config{Seed: 3, Rate: 10, History: time.Hour})
+	p := s.plugin(func(m *MicrosoftDefender) { m.ClientSecret = config.NewSecret([]byte("wrong-secret")) })
+	err := p.Probe()
+	require.EqualError(t, err, "token: token request to "+strings.TrimPrefix(s.server.URL, "http://")+
+		" failed: HTTP 401 Unauthorized: invalid_client: AADSTS7000215: Invalid client secret provided. Ensure the secret "+
+		"being sent in the request is the client secret value, not the client secret ID. Likely fix: Azure AD refused the "+
+		"client secret (AADSTS7000215): it is wrong, or it is the secret's ID rather than its value. Create a new client "+
+		"secret for the app and set its value as client_secret.")
+	var probeErr *ProbeError
+	require.ErrorAs(t, err, &probeErr)
+	require.Equal(t, Advice(err, "siem"), probeErr.Fix)
 }

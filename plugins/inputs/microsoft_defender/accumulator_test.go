@@ -1,0 +1,106 @@
+package microsoft_defender
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/agent"
+	"github.com/influxdata/telegraf/models"
+	"github.com/influxdata/telegraf/testutil"
+
+	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+)
+
+// Built into Telegraf, the plugin gets two accumulators: Start's, which
+// keeps nanoseconds, and Gather's, which rounds to the agent's precision (a
+// second for any interval of a second or more). Driven the way Telegraf's
+// agent drives it, the plugin emits exactly what it emits into a
+// testutil.Accumulator, nanoseconds included, and nothing through Gather's.
+func TestGatherEmitsThroughStartsAccumulator(t *testing.T) {
+	for _, api := range []string{"siem", "graph"} {
+		t.Run(api, func(t *testing.T) {
+			s := newScenario(t, defendersim.Config{Seed: 8, Rate: 20, History: 10 * time.Minute})
+			newPlugin := s.plugin
+			if api == "graph" {
+				newPlugin = s.graphPlugin
+			}
+
+			// Both polls start at the same time (the rate limiter's waits
+			// move the scenario's clock).
+			start := s.clock
+			var reference testutil.Accumulator
+			require.NoError(t, newPlugin(nil).Gather(&reference))
+			require.Empty(t, reference.Errors)
+			s.clock = start
+
+			input := models.NewRunningInput(newPlugin(nil), &models.InputConfig{Name: "microsoft_defender"})
+			started := make(chan telegraf.Metric, 10*len(reference.Metrics))
+			gathered := make(chan telegraf.Metric, 10*len(reference.Metrics))
+			// As agent.startInputs and agent.runInputs set them up for an
+			// [agent] without precision and an interval of 10s.
+			startAcc := agent.NewAccumulator(input, started)
+			startAcc.SetPrecision(time.Nanosecond)
+			gatherAcc := agent.NewAccumulator(input, gathered)
+			gatherAcc.SetPrecision(time.Second)
+			require.NoError(t, input.Start(startAcc))
+			require.NoError(t, input.Gather(gatherAcc))
+			input.Stop()
+			close(started)
+			close(gathered)
+
+			if n := len(drain(gathered)); n > 0 {
+				t.Fatalf("%d metrics went to Gather's accumulator, which loses their nanoseconds", n)
+			}
+			got := drain(started)
+			// defender_poll's duration varies from poll to poll.
+			testutil.RequireMetricsEqual(t, detectionMetrics(&reference),
+				selectMetrics(got, func(name string) bool { return name != measurementPoll }), testutil.SortMetrics())
+			require.Len(t, got, len(reference.Metrics))
+
+			alerts := selectMetrics(got, func(name string) bool { return name == measurementAlert })
+			require.Len(t, distinctPoints(alerts, time.Nanosecond), len(alerts))
+			if api == "siem" {
+				// The detections of one alert would merge when rounded.
+				require.Less(t, len(distinctPoints(alerts, time.Second)), len(alerts))
+			}
+		})
+	}
+}
+
+func drain(ch <-chan telegraf.Metric) []telegraf.Metric {
+	var out []telegraf.Metric
+	for m := range ch {
+		out = append(out, m)
+	}
+	return out
+}
+
+// selectMetrics returns the metrics whose name keep accepts.
+func selectMetrics(metrics []telegraf.Metric, keep func(name string) bool) []telegraf.Metric {
+	var out []telegraf.Metric
+	for _, m := range metrics {
+		if keep(m.Name()) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// distinctPoints is the set of (series, time) pairs a database such as
+// InfluxDB would keep, with times rounded to precision.
+func distinctPoints(metrics []telegraf.Metric, precision time.Duration) map[string]bool {
+	points := make(map[string]bool, len(metrics))
+	for _, m := range metrics {
+		var key strings.Builder
+		key.WriteString(m.Name())
+		for _, tag := range m.TagList() {
+			key.WriteString("," + tag.Key + "=" + tag.Value)
+		}
+		points[key.String()+" "+m.Time().Round(precision).String()] = true
+	}
+	return points
+}
