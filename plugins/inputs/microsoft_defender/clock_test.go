@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/testutil"
 
 	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
@@ -88,4 +89,26 @@ func TestChunkAfterTheAPIsTimeStaysOpen(t *testing.T) {
 	serverNow = fixedNow
 	gatherOK(t, plugin)
 	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark, fmt.Sprint(plugin.cursor.pending))
+}
+
+// The same for Graph, whose walk pages upward and forgets what it passed:
+// with the host clock ahead, what it forgets stops at the API's time, so
+// the next window repeats nothing.
+func TestScenarioGraphHostClockAheadOfTheAPI(t *testing.T) {
+	s := newScenario(t, defendersim.Config{Seed: 17, Rate: 110})
+	configure := func(m *MicrosoftDefender) {
+		m.PageSize = 100
+		m.InitialLookback = config.Duration(time.Minute)
+		m.MaxRequestsPerMinute = 600
+	}
+	p := s.graphPlugin(configure)
+	s.run(p, 5*pollInterval)
+	p.now = func() time.Time { return s.clock.Add(10 * time.Minute) }
+	s.run(p, 5*pollInterval)
+	p.now = func() time.Time { return s.clock }
+	s.run(p, 10*pollInterval)
+	require.NotEmpty(t, s.emitted)
+	for version, n := range s.emitted {
+		require.Equal(t, 1, n, "%s emitted %d times", version, n)
+	}
 }

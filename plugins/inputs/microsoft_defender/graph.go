@@ -97,7 +97,7 @@ func (b *graphBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, e
 		r, err := p.request(ctx, b.send(page, &next))
 		if r.decoded > 0 && r.newest.After(sp.From) {
 			sp.From = r.newest
-			horizon := sp.End.Add(-time.Duration(p.m.Overlap))
+			horizon := p.m.chunkEnd(sp).Add(-time.Duration(p.m.Overlap))
 			if sp.From.Before(horizon) {
 				horizon = sp.From
 			}
