@@ -142,6 +142,14 @@ func hits(t *testing.T, answer map[string]any) []map[string]any {
 	return out
 }
 
+// totalHits is the hit count of a search answer with track_total_hits.
+func totalHits(t *testing.T, answer map[string]any) int {
+	t.Helper()
+	total, ok := dig(answer, "hits", "total", "value").(float64)
+	require.True(t, ok, "no hit count in %v", answer)
+	return int(total)
+}
+
 // dig walks nested JSON objects; nil where a key is missing.
 func dig(v any, keys ...string) any {
 	for _, k := range keys {
@@ -271,7 +279,9 @@ func testSearchOutput(t *testing.T, node *searchNode, output string) {
 	first, last := polls[0].Time(), polls[len(polls)-1].Time()
 	want := make(map[string]int)
 	wantIDs := make(map[string]int)
-	for _, d := range sim.All() {
+	all := sim.All()
+	for i := range all {
+		d := &all[i]
 		lpt, err := time.Parse(time.RFC3339Nano, d.LastProcessedTimeUtc)
 		require.NoError(t, err)
 		if lpt.Before(first.Add(-2*time.Hour)) || lpt.After(last) {
@@ -294,7 +304,7 @@ func testSearchOutput(t *testing.T, node *searchNode, output string) {
         "machine_group": {"terms": {"field": "tag.machine_group", "size": 100, "missing": ""}}}}}}
   }
 }`, len(wantIDs)+10))
-	require.Equal(t, float64(len(wantIDs)), dig(answer, "hits", "total", "value"))
+	require.Equal(t, len(wantIDs), totalHits(t, answer))
 	gotIDs := make(map[string]int)
 	for _, b := range buckets(t, answer, "ids") {
 		gotIDs[b["key"].(string)] = int(b["doc_count"].(float64))
@@ -372,7 +382,8 @@ func checkMapping(t *testing.T, node *searchNode, pattern string) {
 		dynamic := 0
 		for field, def := range actual {
 			if declared[field] == nil {
-				require.Equal(t, map[string]any{"type": "keyword", "ignore_above": float64(1024)}, def, "%s: the mapping of %s, which the template does not declare", index, field)
+				require.Equal(t, map[string]any{"type": "keyword", "ignore_above": float64(1024)}, def,
+					"%s: the mapping of %s, which the template does not declare", index, field)
 				dynamic++
 			}
 		}
@@ -403,12 +414,12 @@ func checkECS(t *testing.T, node *searchNode, pattern string, want map[string]in
 		}
 	}
 	require.Positive(t, highOrAbove)
-	count := func(query string) float64 {
-		return dig(node.search(t, pattern, `{"size": 0, "track_total_hits": true, "query": `+query+`}`), "hits", "total", "value").(float64)
+	count := func(query string) int {
+		return totalHits(t, node.search(t, pattern, `{"size": 0, "track_total_hits": true, "query": `+query+`}`))
 	}
-	require.Equal(t, float64(total), count(`{"term": {"event.kind": "alert"}}`))
-	require.Equal(t, float64(highOrAbove), count(`{"range": {"event.severity": {"gte": 73}}}`))
-	require.Equal(t, float64(total), count(`{"range": {"event.created": {"gte": "now-1d"}}}`))
+	require.Equal(t, total, count(`{"term": {"event.kind": "alert"}}`))
+	require.Equal(t, highOrAbove, count(`{"range": {"event.severity": {"gte": 73}}}`))
+	require.Equal(t, total, count(`{"range": {"event.created": {"gte": "now-1d"}}}`))
 	require.Zero(t, count(`{"bool": {"must_not": {"term": {"measurement_name": "defender_alert"}}, "filter": {"exists": {"field": "event"}}}}`),
 		"the pipeline touched other measurements")
 
@@ -483,7 +494,8 @@ func TestOpenSearchAlertStatePipeline(t *testing.T) {
 	defer server.Close()
 
 	created := time.Now().UTC().Add(-10 * time.Minute).Truncate(time.Millisecond)
-	device := json.RawMessage(`{"@odata.type": "#microsoft.graph.security.deviceEvidence", "deviceDnsName": "wks-7.contoso.local", "mdeDeviceId": "dev-7", "rbacGroupName": "Finance"}`)
+	device := json.RawMessage(`{"@odata.type": "#microsoft.graph.security.deviceEvidence",
+  "deviceDnsName": "wks-7.contoso.local", "mdeDeviceId": "dev-7", "rbacGroupName": "Finance"}`)
 	alert := func(id, status string) defendersim.GraphAlert {
 		return defendersim.GraphAlert{
 			ID: id, ProviderAlertID: id, IncidentID: "1007", TenantID: "e2e-tenant", Status: status, Severity: "high",
@@ -582,7 +594,8 @@ func TestOpenSearchAlertStatePipeline(t *testing.T) {
 	require.Equal(t, created, created2.Truncate(time.Millisecond), "event.created is createdDateTime")
 
 	// The history index keeps every version.
-	history := hits(t, node.search(t, "defender-graph-history", `{"size": 10, "query": {"term": {"defender_alert.alert_id": "da-tracked"}}, "sort": [{"defender_alert.last_update_date_time": "asc"}]}`))
+	history := hits(t, node.search(t, "defender-graph-history", `{"size": 10,
+  "query": {"term": {"defender_alert.alert_id": "da-tracked"}}, "sort": [{"defender_alert.last_update_date_time": "asc"}]}`))
 	statuses := make([]any, 0, len(history))
 	assigned := make([]any, 0, len(history))
 	for _, h := range history {
