@@ -224,7 +224,10 @@ func testSearchOutput(t *testing.T, node *searchNode, output string) {
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()
 
-	a := startAgentWithOutput(t, fmt.Sprintf(`
+	// Four seconds between polls leave the plugin idle most of the time,
+	// so that a kill lands between polls, after the last one was handed
+	// over and before its state was saved.
+	a := startAgentEvery(t, "4s", fmt.Sprintf(`
 [[inputs.microsoft_defender]]
   endpoint_url = "%[1]s/api/alerts"
   token_url = "%[1]s/e2e-tenant/oauth2/token"
@@ -232,10 +235,7 @@ func testSearchOutput(t *testing.T, node *searchNode, output string) {
   client_secret = "e2e-secret"
   initial_lookback = "2h"
   delay = "0s"
-  max_alerts_per_gather = 300
-  ## One request a poll, even on a loaded machine: the agent's interval
-  ## of a second is also each poll's deadline.
-  limit = 5000
+  max_alerts_per_gather = 400
   state_file = %[2]q
 `, server.URL, filepath.Join(t.TempDir(), "defender.state")), output)
 
@@ -253,17 +253,23 @@ func testSearchOutput(t *testing.T, node *searchNode, output string) {
 		}
 		return n
 	}
-	// A SIGKILL repeats the last poll, unless it lands in a poll before
-	// the poll handed anything over; then the next kill repeats one.
-	waitFor(t, a, "two polls of the backlog", func() bool { return len(byName(a.metrics(t), "defender_poll")) >= 2 })
-	for kill := 1; repeated() == 0; kill++ {
-		require.LessOrEqual(t, kill, 3, "three kills repeated no detection")
+	// A SIGKILL right after a poll repeats that poll; one that lands in
+	// a poll, before it handed anything over, repeats nothing, and the next
+	// kill is tried. The first poll is spared: its state is the only
+	// one that records where the backfill began.
+	waitFor(t, a, "the first poll", func() bool { return len(byName(a.metrics(t), "defender_poll")) >= 1 })
+	kills := 0
+	for repeated() == 0 {
+		kills++
+		require.LessOrEqual(t, kills, 3, "three kills repeated no detection")
+		polls := len(byName(a.metrics(t), "defender_poll"))
+		waitFor(t, a, "a poll of the backlog", func() bool { return len(byName(a.metrics(t), "defender_poll")) > polls })
 		victims := children(t, a.cmd.Process.Pid)
 		require.Len(t, victims, 1, "telegraf runs one telegraf-defender")
-		polls := len(byName(a.metrics(t), "defender_poll"))
+		polls = len(byName(a.metrics(t), "defender_poll"))
 		require.NoError(t, syscall.Kill(victims[0], syscall.SIGKILL))
 		waitFor(t, a, "a poll of the restarted plugin", func() bool {
-			return len(byName(a.metrics(t), "defender_poll")) >= polls+2
+			return len(byName(a.metrics(t), "defender_poll")) > polls
 		})
 	}
 	waitFor(t, a, "the backlog to be worked off", func() bool {
@@ -273,6 +279,7 @@ func testSearchOutput(t *testing.T, node *searchNode, output string) {
 	})
 	a.stop(t)
 	require.Positive(t, repeated())
+	t.Logf("%d detections repeated after %d kill(s)", repeated(), kills)
 
 	// The ground truth: the detections of the window the polls read.
 	polls := byName(a.metrics(t), "defender_poll")
