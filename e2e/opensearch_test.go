@@ -517,7 +517,12 @@ func TestOpenSearchAlertStatePipeline(t *testing.T) {
 		}
 	}
 	latest := alert("da-tracked", "new")
-	require.NoError(t, sim.AddGraph(alert("da-other", "new"), latest))
+	// Another alert, created earlier: two alerts of the same tags and
+	// createdDateTime whose lastUpdateDateTime is the same to 100 ns would
+	// be the same point to Telegraf, and so the same document id.
+	other := alert("da-other", "new")
+	other.CreatedDateTime = created.Add(-time.Minute).Format(time.RFC3339Nano)
+	require.NoError(t, sim.AddGraph(other, latest))
 
 	a := startAgentWithOutput(t, fmt.Sprintf(`
 [[inputs.microsoft_defender]]
