@@ -33,7 +33,7 @@ OPENSEARCH_NODE     := tools/opensearch-node/target/lib/opensearch-node.jar
 OPENSEARCH_NODE_SRC := tools/opensearch-node/pom.xml $(wildcard tools/opensearch-node/src/main/java/*/*/*/*.java)
 opensearch-node:
 	@if command -v mvn >/dev/null && command -v java >/dev/null; then \
-		$(MAKE) --no-print-directory $(OPENSEARCH_NODE); \
+		$(MAKE) -s --no-print-directory $(OPENSEARCH_NODE); \
 	else \
 		echo "make: no java or mvn: the OpenSearch tests will skip (apt-get install -y openjdk-17-jdk-headless maven)"; \
 	fi
