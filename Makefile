@@ -4,9 +4,9 @@ GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 # A slim Telegraf: only the plugins the demo and the end-to-end tests use.
-TELEGRAF_TAGS := custom,inputs.execd,outputs.file,outputs.influxdb,parsers.influx,serializers.influx
+TELEGRAF_TAGS := custom,inputs.execd,outputs.elasticsearch,outputs.file,outputs.influxdb,outputs.opensearch,parsers.influx,serializers.influx
 
-.PHONY: all build run test fuzz lint dist bench clean
+.PHONY: all build run test fuzz lint dist bench clean opensearch-node
 
 all: build
 
@@ -34,6 +34,23 @@ telegraf-intree: bin/telegraf-intree
 bin/telegraf-intree:
 	GO='$(GO)' TAGS='$(INTREE_TAGS)' OUT='$(CURDIR)/$@' scripts/telegraf-intree.sh
 
+# A single-node OpenSearch 2.19 for the end-to-end tests and `make run
+# OUTPUT=opensearch`: tools/opensearch-node, built by Maven from Maven
+# Central, run by scripts/opensearch-node.sh. Without Java and Maven it is
+# not built and those tests skip (outside CI).
+OPENSEARCH_NODE     := tools/opensearch-node/target/lib/opensearch-node.jar
+OPENSEARCH_NODE_SRC := tools/opensearch-node/pom.xml $(wildcard tools/opensearch-node/src/main/java/*/*/*/*.java)
+opensearch-node:
+	@if command -v mvn >/dev/null && command -v java >/dev/null; then \
+		$(MAKE) -s --no-print-directory $(OPENSEARCH_NODE); \
+	else \
+		echo "make: no java or mvn: the OpenSearch tests will skip (apt-get install -y openjdk-17-jdk-headless maven)"; \
+	fi
+
+# clean first: copy-dependencies leaves the jars of older versions in lib/.
+$(OPENSEARCH_NODE): $(OPENSEARCH_NODE_SRC)
+	cd tools/opensearch-node && mvn -q -B -Dstyle.color=never clean package
+
 # Telegraf for the benchmark: the slim one plus inputs.http and json_v2.
 BENCH_TAGS := $(TELEGRAF_TAGS),inputs.http,parsers.json_v2
 .PHONY: bin/telegraf-bench
@@ -60,10 +77,16 @@ FUZZ_TARGETS := $(PLUGIN):FuzzDecodeDetections $(PLUGIN):FuzzTokenResponse \
                 $(PLUGIN):FuzzDecodeGraphPage $(PLUGIN)/jsonstream:FuzzReaderMatchesEncodingJSON
 FUZZTIME     ?= 2m
 
+# The OpenSearch tests run after the others: a JVM starting beside the
+# plugin's fault scenarios (200 ms timeouts under -race) makes those miss
+# their deadlines on a two-core machine.
+OPENSEARCH_TESTS := TestOpenSearch|TestElasticsearch
+
 # Every test: unit, simulator and end-to-end with the real Telegraf binaries
 # (execd and in-tree), and each fuzz target for a few seconds.
-test: build bin/telegraf-intree
-	$(GO) test -race -count=1 ./...
+test: build bin/telegraf-intree opensearch-node
+	$(GO) test -race -count=1 -skip '$(OPENSEARCH_TESTS)' ./...
+	$(GO) test -race -count=1 -run '$(OPENSEARCH_TESTS)' ./e2e/
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
 # Each fuzz target for FUZZTIME (2m unless given).
@@ -107,4 +130,4 @@ dist-windows:
 	CGO_ENABLED=0 GOOS=windows GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/telegraf-defender-windows-amd64.exe ./cmd/telegraf-defender
 
 clean:
-	rm -rf bin dist build
+	rm -rf bin dist build tools/opensearch-node/target

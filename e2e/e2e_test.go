@@ -73,6 +73,12 @@ func startAgent(t *testing.T, pluginConf string, env ...string) *agent {
 // startAgentWithOutput is startAgent with a further output section.
 func startAgentWithOutput(t *testing.T, pluginConf, output string, env ...string) *agent {
 	t.Helper()
+	return startAgentEvery(t, "1s", pluginConf, output, env...)
+}
+
+// startAgentEvery is startAgentWithOutput with another agent interval.
+func startAgentEvery(t *testing.T, interval, pluginConf, output string, env ...string) *agent {
+	t.Helper()
 	dir := t.TempDir()
 	pluginPath := filepath.Join(dir, "defender.conf")
 	require.NoError(t, os.WriteFile(pluginPath, []byte(pluginConf), 0o600))
@@ -83,7 +89,7 @@ func startAgentWithOutput(t *testing.T, pluginConf, output string, env ...string
 	}
 	telegrafConf := fmt.Sprintf(`
 [agent]
-  interval = "1s"
+  interval = %q
   flush_interval = "1s"
   omit_hostname = true
 
@@ -97,7 +103,7 @@ func startAgentWithOutput(t *testing.T, pluginConf, output string, env ...string
 [[outputs.file]]
   files = [%q]
   data_format = "influx"
-%s`, binary(t, "telegraf-defender"), pluginPath, strings.Join(quoted, ", "), out, output)
+%s`, interval, binary(t, "telegraf-defender"), pluginPath, strings.Join(quoted, ", "), out, output)
 	return launch(t, "telegraf", filepath.Join(dir, "telegraf.conf"), telegrafConf, out)
 }
 

@@ -20,6 +20,10 @@
 # what has landed every ten seconds. TELEGRAF=intree runs the plugin built
 # into Telegraf (bin/telegraf-intree, `make telegraf-intree`) instead of
 # under [[inputs.execd]].
+# OUTPUT=opensearch writes to OpenSearch through the repository's index
+# template and ECS pipeline: to OPENSEARCH_URL, or to the single-node
+# OpenSearch of tools/opensearch-node started here with a temporary data
+# directory, and prints what has landed every ten seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -211,6 +215,52 @@ CONF
     input=$(cat "$work/defender.conf")
     ;;
 esac
+
+if [ "${OUTPUT:-stdout}" = opensearch ]; then
+  if [ -z "${OPENSEARCH_URL:-}" ]; then
+    make --no-print-directory opensearch-node >&2
+    [ -f tools/opensearch-node/target/lib/opensearch-node.jar ] || { echo "run: OUTPUT=opensearch needs Java 17 and Maven (apt-get install -y openjdk-17-jdk-headless maven) or OPENSEARCH_URL" >&2; exit 1; }
+    scripts/opensearch-node.sh "$work/opensearch" "$work/opensearch.addr" > "$work/opensearch.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1200); do [ -s "$work/opensearch.addr" ] && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
+    [ -s "$work/opensearch.addr" ] || { echo "run: OpenSearch did not start; its log:" >&2; cat "$work/opensearch.log" >&2; exit 1; }
+    OPENSEARCH_URL=$(cat "$work/opensearch.addr")
+    echo "run: started OpenSearch at $OPENSEARCH_URL (data in $work/opensearch, removed on exit)" >&2
+  fi
+  for item in _index_template/defender:defender-index-template _ingest/pipeline/defender-ecs:defender-ecs-pipeline \
+              _ingest/pipeline/defender-alert-state:defender-alert-state-pipeline; do
+    curl -sSf -o /dev/null -XPUT "$OPENSEARCH_URL/${item%%:*}" -H 'Content-Type: application/json' \
+      --data-binary "@dashboards/${item#*:}.json" || { echo "run: installing dashboards/${item#*:}.json into $OPENSEARCH_URL failed" >&2; exit 1; }
+  done
+  output="[[outputs.opensearch]]
+  urls = [\"$OPENSEARCH_URL\"]
+  index_name = 'defender-{{.Time.Format \"2006.01.02\"}}'
+  manage_template = false
+  template_name = \"defender\"
+  ## A batch of 1000 through the pipeline can take longer than the
+  ## default 5s on a busy machine.
+  timeout = \"30s\"
+  force_document_id = true
+  use_pipeline = \"defender-ecs\"
+
+[[outputs.opensearch]]
+  namepass = [\"defender_alert\"]
+  urls = [\"$OPENSEARCH_URL\"]
+  index_name = \"defender-alert-state\"
+  manage_template = false
+  template_name = \"defender\"
+  timeout = \"30s\"
+  use_pipeline = \"defender-alert-state\""
+  (
+    while sleep 10; do
+      echo "run: detections in OpenSearch by severity ($OPENSEARCH_URL, defender-*):"
+      curl -s -XPOST "$OPENSEARCH_URL/defender-2*/_search?filter_path=aggregations.s.buckets" -H 'Content-Type: application/json' \
+        -d '{"size": 0, "query": {"term": {"measurement_name": "defender_alert"}}, "aggs": {"s": {"terms": {"field": "tag.severity"}}}}' |
+        grep -o '"key":"[a-z]*","doc_count":[0-9]*' | sed 's/"key":"\([a-z]*\)","doc_count":\([0-9]*\)/  \1: \2/' || true
+    done
+  ) &
+  pids+=($!)
+fi
 
 cat > "$work/telegraf.conf" <<CONF
 [agent]
