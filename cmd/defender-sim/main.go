@@ -37,7 +37,21 @@ func main() {
 	flag.IntVar(&cfg.BurstSize, "burst-size", 200, "detections in each burst")
 	faults := flag.String("faults", "", "faults injected at random, as fault=share pairs, e.g. \"429=0.1,500=0.05,reset=0.02\"; faults: "+faultNames())
 	flag.DurationVar(&cfg.Faults.RetryAfter, "retry-after", 2*time.Second, "what a 429 asks to wait")
+	flag.StringVar(&cfg.Graph.Order, "graph-order", defendersim.GraphOrderAsc,
+		"Graph: what $orderby=lastUpdateDateTime asc does: asc (honoured), ignored (newest first), rejected (400)")
+	flag.StringVar(&cfg.Graph.NextLink, "graph-next-link", defendersim.GraphLinkSkip,
+		"Graph: the form of @odata.nextLink: skip ($skip), skiptoken (an opaque $skiptoken), none (never sent although more match)")
+	flag.StringVar(&cfg.Graph.Count, "graph-count", defendersim.GraphCountReturned,
+		"Graph: what $count=true does: returned (@odata.count), ignored (no @odata.count), rejected (400)")
+	flag.IntVar(&cfg.Graph.MaxSkip, "graph-max-skip", 0, "Graph: answer 400 to a page starting deeper than this many alerts, e.g. 500 (0: no limit)")
+	flag.IntVar(&cfg.Graph.ChainEnd, "graph-chain-end", 0,
+		"Graph: end a chain of pages silently, without a next link, once it reached this many alerts (0: never)")
+	flag.IntVar(&cfg.Graph.MaxTop, "graph-max-top", 0, "Graph: clamp $top silently to this, e.g. 200 (0: honour $top up to 1000)")
 	flag.Parse()
+	if err := cfg.Graph.Check(); err != nil {
+		fmt.Fprintln(os.Stderr, "defender-sim:", err)
+		os.Exit(2)
+	}
 
 	rates, err := parseFaultRates(*faults)
 	if err != nil {

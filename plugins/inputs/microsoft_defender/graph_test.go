@@ -59,6 +59,7 @@ func TestGraphRequests(t *testing.T) {
 			" and (serviceSource eq 'microsoftDefenderForEndpoint' or serviceSource eq 'microsoftDefenderForOffice365')" +
 			" and (severity eq 'high' or severity eq 'medium')"},
 		"$orderby": {"lastUpdateDateTime asc"},
+		"$count":   {"true"},
 		"$top":     {"10"},
 	}, pages[0].URL.Query())
 	require.Equal(t, "include-unknown-enum-members", pages[0].Header.Get("Prefer"))
@@ -140,20 +141,34 @@ func TestGraphBudgetEndsPollsMidPage(t *testing.T) {
 	}
 }
 
+// A next link to another host is never followed: the page it came with
+// ends the part when it is short of a full page, and the poll goes on.
 func TestGraphNextLinkToAnotherHostIsRefused(t *testing.T) {
-	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
-		respond(t, w, []byte(`{"value":[],"@odata.nextLink":"https://evil.example.com/steal"}`))
+	var requests []string
+	server := stub(t, func(w http.ResponseWriter, r *http.Request) {
+		requests = append(requests, r.Host+r.URL.Path)
+		respond(t, w, []byte(`{"value":[{"id":"a1","lastUpdateDateTime":"2020-09-30T14:00:00Z"}],"@odata.nextLink":"https://evil.example.com/steal"}`))
 	})
+	logger := &testutil.CaptureLogger{}
 	plugin := withDefaults(&MicrosoftDefender{
 		API:         "graph",
 		EndpointURL: server.URL + graphAlertsPath,
 		AccessToken: config.NewSecret([]byte(testAccessToken)),
+		MaxWindow:   config.Duration(3 * time.Hour), // one part: the stub ignores the window
+		Log:         logger,
 		now:         func() time.Time { return fixedNow },
 	})
 	require.NoError(t, plugin.Init())
-	msg, _ := gatherError(t, plugin, nil)
-	require.Equal(t, `the Graph API at `+strings.TrimPrefix(server.URL, "http://")+
-		` sent an @odata.nextLink to another place, not followed: "https://evil.example.com/steal"`, msg)
+	acc := gatherOK(t, plugin)
+	host := strings.TrimPrefix(server.URL, "http://")
+	require.Equal(t, []string{host + graphAlertsPath}, requests)
+	require.Equal(t, []string{`W! [] Graph paging: the Graph API at ` + host +
+		` sent an @odata.nextLink to another place, not followed: "https://evil.example.com/steal"`}, logger.Warnings())
+	require.Len(t, detectionMetrics(acc), 2, "the alert and its count")
+	poll := pollFields(t, acc)
+	require.Equal(t, int64(1), poll["errors"])
+	require.Equal(t, false, poll["backlog"])
+	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
 }
 
 // Graph's throttling, 429 with Retry-After, is honoured like the SIEM API's.

@@ -203,14 +203,15 @@ func pollMetric(api, status string, s *pollStats, duration, lag time.Duration, t
 	return metric.New(measurementPoll,
 		map[string]string{"api": api, "status": status},
 		map[string]interface{}{
-			"requests":           s.requests,
-			"alerts_received":    s.received,
-			"alerts_emitted":     s.emitted,
-			"duplicates_dropped": s.duplicates,
-			"errors":             s.errors,
-			"duration_ms":        float64(duration) / float64(time.Millisecond),
-			"lag_seconds":        lag.Seconds(),
-			"backlog":            s.backlog,
+			"requests":              s.requests,
+			"alerts_received":       s.received,
+			"alerts_emitted":        s.emitted,
+			"duplicates_dropped":    s.duplicates,
+			"alerts_outside_window": s.outside,
+			"errors":                s.errors,
+			"duration_ms":           float64(duration) / float64(time.Millisecond),
+			"lag_seconds":           lag.Seconds(),
+			"backlog":               s.backlog,
 		},
 		ts)
 }

@@ -32,6 +32,9 @@ type pollStats struct {
 	emitted    int64
 	duplicates int64
 	errors     int64
+	// outside: items the API sent from outside the window asked for,
+	// left out.
+	outside int64
 	// backlog: the window could not be finished in this poll.
 	backlog bool
 	// completed: at least one chunk was finished.
