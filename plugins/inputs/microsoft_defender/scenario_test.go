@@ -31,6 +31,8 @@ type scenario struct {
 	allowErrors bool
 	errors      []string
 	pollTimes   []time.Time
+	pollEnds    []time.Time // when each poll of pollTimes ended
+	pollBehind  []bool      // whether it ended with a backlog
 }
 
 func newScenario(t *testing.T, cfg defendersim.Config) *scenario {
@@ -76,6 +78,7 @@ func (s *scenario) poll(p *MicrosoftDefender) *testutil.Accumulator {
 	var acc testutil.Accumulator
 	s.pollTimes = append(s.pollTimes, s.clock)
 	require.NoError(s.t, p.Gather(&acc))
+	s.pollEnds = append(s.pollEnds, s.clock)
 	for _, err := range acc.Errors {
 		s.errors = append(s.errors, err.Error())
 	}
@@ -95,9 +98,11 @@ func (s *scenario) poll(p *MicrosoftDefender) *testutil.Accumulator {
 				s.emitted[id.(string)+"@"+updated.(string)]++
 			}
 		case measurementPoll:
-			if backlog, ok := m.GetField("backlog"); ok && backlog.(bool) {
+			backlog, ok := m.GetField("backlog")
+			if ok && backlog.(bool) {
 				s.backlog++
 			}
+			s.pollBehind = append(s.pollBehind, ok && backlog.(bool))
 		}
 	}
 	return &acc
