@@ -20,8 +20,9 @@ const (
 	// graphFill is the share of its target a new part is sized for, so
 	// that a part estimated from a count rarely overshoots.
 	graphFill = 0.8
-	// graphGrowth bounds how much wider than the last one a part gets.
-	graphGrowth = 4
+	// graphGrowth bounds how much wider than the last one a part that held
+	// alerts makes the next.
+	graphGrowth = 16
 )
 
 // graphLearned is what the service has shown of its paging. The reader
@@ -146,9 +147,9 @@ func (b *graphBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, e
 		}
 		next := b.nextWidth(p, width, pr)
 		sp.From = sp.To
-		sp.To = sp.From.Add(next)
-		if sp.To.After(sp.End) {
-			sp.To = sp.End
+		sp.To = sp.End
+		if next < sp.End.Sub(sp.From) {
+			sp.To = sp.From.Add(next)
 		}
 		horizon := sp.End.Add(-overlap)
 		if sp.From.Before(horizon) {
@@ -381,22 +382,26 @@ func (b *graphBackend) splitAt(p *poll, from, to time.Time, pr *partRead) time.T
 	if len(pr.times) > 0 {
 		times := slices.Clone(pr.times)
 		slices.SortFunc(times, func(x, y time.Time) int { return x.Compare(y) })
-		if median := times[(len(times)-1)/2].Sub(from); median > 0 {
-			cut = min(cut, median)
-		}
+		// At least half of what the chain held shares the part's first
+		// instant: read that instant alone.
+		cut = min(cut, times[(len(times)-1)/2].Sub(from))
 	}
 	return from.Add(max(cut.Truncate(tick), tick))
 }
 
-// nextWidth sizes the part after one read whole, from the versions it held.
+// nextWidth sizes the part after one read whole, from the versions it
+// held: after an empty part, the rest of the span.
 func (b *graphBackend) nextWidth(p *poll, width time.Duration, pr *partRead) time.Duration {
-	next := graphGrowth * width
-	if n := len(pr.distinct); n > 0 {
-		target := b.partTarget(p, pr.hasCount || (!b.learned.noCount && b.learned.seen.count == "present"))
-		next = min(next, time.Duration(float64(width)*graphFill*float64(target)/float64(n)))
+	n := len(pr.distinct)
+	if n == 0 {
+		return maxDuration
 	}
+	target := b.partTarget(p, pr.hasCount || (!b.learned.noCount && b.learned.seen.count == "present"))
+	next := min(graphGrowth*width, time.Duration(float64(width)*graphFill*float64(target)/float64(n)))
 	return max(next.Truncate(tick), tick)
 }
+
+const maxDuration = time.Duration(1<<63 - 1)
 
 // dropRefusedOption handles a 400 to a first page that names $orderby or
 // $count, options the documentation of alerts_v2 does not promise: the

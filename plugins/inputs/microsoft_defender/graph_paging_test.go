@@ -1,6 +1,9 @@
 package microsoft_defender
 
 import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,41 +24,44 @@ type graphRun struct {
 	readable        int // versions a poll could have read
 }
 
-// runGraphBehaviour runs the plugin against a simulated Graph that orders,
+// playGraphScenario runs plugins against a simulated Graph that orders,
 // counts and pages as behaviour says: alerts created and updated all the
 // while (so that versions move while they are paged), a share of them
 // visible only minutes late, a crash (no Stop: the state file holds the
 // state before the last poll, which is repeated), a clean restart after an
 // outage of seventy minutes (a backlog of thousands of versions in one
 // chunk, well past every cap) and polls until the backlog is worked off.
-// Every version that was readable is emitted once, the crash's repeat
-// aside, and the last polls keep up.
-func runGraphBehaviour(t *testing.T, behaviour defendersim.GraphBehaviour, configure func(*MicrosoftDefender)) (*scenario, graphRun) {
+// The crash's repeat of its last poll is taken out of s.emitted. install,
+// when set, changes each plugin after Init.
+func playGraphScenario(t *testing.T, behaviour defendersim.GraphBehaviour, install func(*MicrosoftDefender)) (*scenario, *MicrosoftDefender, time.Time) {
 	t.Helper()
 	s := newScenario(t, defendersim.Config{Seed: 17, Rate: 30, MaxLag: 4 * time.Minute, LagFraction: 0.3, Graph: behaviour})
 	stateFile := filepath.Join(t.TempDir(), "defender.state")
-	setup := func(m *MicrosoftDefender) {
-		m.PageSize = 500
-		m.MaxAlertsPerGather = 1000
-		m.InitialLookback = config.Duration(time.Minute)
-		m.MaxRequestsPerMinute = 600
-		m.StateFile = stateFile
-		if configure != nil {
-			configure(m)
+	plugin := func() *MicrosoftDefender {
+		p := s.graphPlugin(func(m *MicrosoftDefender) {
+			m.PageSize = 500
+			m.MaxAlertsPerGather = 1000
+			m.InitialLookback = config.Duration(time.Minute)
+			m.MaxRequestsPerMinute = 600
+			m.StateFile = stateFile
+		})
+		if install != nil {
+			install(p)
 		}
+		return p
 	}
 	start := s.clock.Add(-2 * time.Minute)
-	p := s.graphPlugin(setup)
+	p := plugin()
 	s.run(p, 10*time.Minute)
 
 	crashed := s.poll(p)
 	s.clock = s.clock.Add(pollInterval)
-	p = s.graphPlugin(setup) // the crashed process never ran Stop
+	p = plugin() // the crashed process never ran Stop
 	s.run(p, 10*time.Minute)
 
 	p.Stop()
 	s.clock = s.clock.Add(70 * time.Minute)
-	p = s.graphPlugin(setup)
+	p = plugin()
 	s.run(p, 40*time.Minute)
 
 	// The crash repeats at most its last poll.
@@ -69,6 +75,15 @@ func runGraphBehaviour(t *testing.T, behaviour defendersim.GraphBehaviour, confi
 			s.emitted[version]--
 		}
 	}
+	return s, p, start
+}
+
+// runGraphBehaviour plays the scenario and checks that every version that
+// was readable was emitted once, the crash's repeat aside, and that the
+// last polls keep up.
+func runGraphBehaviour(t *testing.T, behaviour defendersim.GraphBehaviour) (*scenario, graphRun) {
+	t.Helper()
+	s, p, start := playGraphScenario(t, behaviour, nil)
 	var run graphRun
 	run.inWindow, run.readable = s.requireGraphVersionsOnce(p, start)
 	require.Greater(t, run.readable, 4000, "versions well past every cap")
@@ -96,7 +111,7 @@ func requestsWith(s *scenario, key string) int {
 // Honoured ascending order, next links with $skip, no depth limit, $top
 // honoured, @odata.count: the service as a peer integration assumes it.
 func TestGraphPagingAsDocumentedByPeers(t *testing.T) {
-	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{}, nil)
+	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{})
 	require.Positive(t, requestsWith(s, "$skip"), "next links are followed")
 	require.Empty(t, s.logger.Warnings())
 }
@@ -106,7 +121,7 @@ func TestGraphPagingAsDocumentedByPeers(t *testing.T) {
 func TestGraphPagingNewestFirstSkipTokenDepth400Clamped(t *testing.T) {
 	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{
 		Order: defendersim.GraphOrderIgnored, NextLink: defendersim.GraphLinkSkipToken, MaxSkip: 500, MaxTop: 200,
-	}, nil)
+	})
 	require.Positive(t, requestsWith(s, "$skiptoken"), "next links are followed as they come")
 	require.Zero(t, requestsWith(s, "$skip"), "no $skip is ever made up")
 	require.Empty(t, s.logger.Warnings())
@@ -116,7 +131,7 @@ func TestGraphPagingNewestFirstSkipTokenDepth400Clamped(t *testing.T) {
 // $orderby rejected with 400, no next links at all, $top honoured: the
 // count tells that a page was not all.
 func TestGraphPagingOrderRejectedNoNextLinks(t *testing.T) {
-	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{Order: defendersim.GraphOrderRejected, NextLink: defendersim.GraphLinkNone}, nil)
+	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{Order: defendersim.GraphOrderRejected, NextLink: defendersim.GraphLinkNone})
 	// Once for each of the scenario's three processes.
 	require.Equal(t, 3, requestsWith(s, "$orderby"), "dropped after the first refusal")
 	warnings := s.logger.Warnings()
@@ -132,7 +147,7 @@ func TestGraphPagingOrderRejectedNoNextLinks(t *testing.T) {
 // A chain that ends silently after 1,500 alerts with next links carrying
 // $skip, $top clamped, newest first.
 func TestGraphPagingChainEndsSilently(t *testing.T) {
-	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{Order: defendersim.GraphOrderIgnored, ChainEnd: 1500, MaxTop: 200}, nil)
+	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{Order: defendersim.GraphOrderIgnored, ChainEnd: 1500, MaxTop: 200})
 	require.Empty(t, s.logger.Warnings())
 	require.Contains(t, infos(s.logger), "I! [] A chain of Graph pages ended after 1600 alerts although @odata.count said")
 }
@@ -140,7 +155,7 @@ func TestGraphPagingChainEndsSilently(t *testing.T) {
 // Without @odata.count no chain of pages is trusted: next links are never
 // followed, every part fits one page.
 func TestGraphPagingWithoutCount(t *testing.T) {
-	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{Count: defendersim.GraphCountIgnored, ChainEnd: 1000}, nil)
+	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{Count: defendersim.GraphCountIgnored, ChainEnd: 1000})
 	require.Zero(t, requestsWith(s, "$skip"))
 	require.Contains(t, infos(s.logger), "I! [] The Graph API sends no @odata.count: windows are read in parts that fit one page")
 }
@@ -151,7 +166,7 @@ func TestGraphPagingHarshest(t *testing.T) {
 	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{
 		Order: defendersim.GraphOrderRejected, NextLink: defendersim.GraphLinkSkipToken, Count: defendersim.GraphCountRejected,
 		MaxSkip: 500, ChainEnd: 600, MaxTop: 200,
-	}, nil)
+	})
 	// Each of the scenario's three processes learns it anew.
 	warnings := s.logger.Warnings()
 	require.Len(t, warnings, 6, "one for $orderby, one for $count")
@@ -168,7 +183,7 @@ func TestGraphPagingHarshest(t *testing.T) {
 func TestGraphPagingHarshestWithCount(t *testing.T) {
 	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{
 		Order: defendersim.GraphOrderIgnored, NextLink: defendersim.GraphLinkNone, MaxTop: 200,
-	}, nil)
+	})
 	require.Empty(t, s.logger.Warnings())
 }
 
@@ -180,4 +195,107 @@ func infos(logger *testutil.CaptureLogger) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// graphAlertsAt returns n alert versions, one every ten seconds from from.
+func graphAlertsAt(from time.Time, n int) []defendersim.GraphAlert {
+	alerts := make([]defendersim.GraphAlert, 0, n)
+	for i := range n {
+		at := from.Add(time.Duration(i) * 10 * time.Second).Format(time.RFC3339Nano)
+		alerts = append(alerts, defendersim.GraphAlert{
+			ID: fmt.Sprintf("da%03d", i), Status: "new", Severity: "high", Category: "Malware",
+			ServiceSource: "microsoftDefenderForEndpoint", CreatedDateTime: at, LastUpdateDateTime: at,
+		})
+	}
+	return alerts
+}
+
+// Alerts last updated in 2999 and in 2001 on every page, which the filter
+// did not ask for, are left out and counted: no bound of any later query
+// moves because of them, and the window is read to its end.
+func TestGraphTimesOutsideTheWindowMoveNothing(t *testing.T) {
+	s := newScenario(t, defendersim.Config{})
+	require.NoError(t, s.sim.AddGraph(graphAlertsAt(s.clock.Add(-time.Hour), 300)...))
+	sim := s.sim.Handler()
+	s.server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, graphAlertsPath) {
+			sim.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		sim.ServeHTTP(rec, r)
+		body := strings.Replace(rec.Body.String(), `"value":[`, `"value":[{"id":"future","lastUpdateDateTime":"2999-01-01T00:00:00Z"},`+
+			`{"id":"past","lastUpdateDateTime":"2001-01-01T00:00:00Z"},`, 1)
+		w.WriteHeader(rec.Code)
+		respond(t, w, []byte(body))
+	}))
+	t.Cleanup(s.server.Close)
+	p := s.graphPlugin(func(m *MicrosoftDefender) {
+		m.PageSize = 100
+		m.InitialLookback = config.Duration(2 * time.Hour)
+		m.MaxWindow = config.Duration(3 * time.Hour)
+	})
+
+	acc := s.poll(p)
+	require.Len(t, s.emitted, 300)
+	for version, n := range s.emitted {
+		require.Equal(t, 1, n, version)
+		require.True(t, strings.HasPrefix(version, "da"), version)
+	}
+	pages := requestsTo(s.sim, graphAlertsPath)
+	require.Len(t, pages, 3, "300 alerts, 100 a page, one chain")
+	for _, r := range pages {
+		require.Equal(t, "lastUpdateDateTime ge 2020-09-30T12:59:00.0000000Z and lastUpdateDateTime lt 2020-09-30T14:59:00.0000000Z",
+			r.URL.Query().Get("$filter"))
+	}
+	poll := pollFields(t, acc)
+	require.Equal(t, int64(6), poll["alerts_outside_window"])
+	require.Equal(t, false, poll["backlog"])
+	require.Equal(t, s.clock.Add(-time.Minute), p.cursor.watermark)
+	require.Equal(t, []string{
+		"W! [] The Graph API sent 2 alerts last updated outside the window asked for, [2020-09-30T12:59:00Z, 2020-09-30T14:59:00Z) (the first: future@2999-01-01T00:00:00Z): left out",
+		"W! [] The Graph API sent 2 alerts last updated outside the window asked for, [2020-09-30T12:59:00Z, 2020-09-30T14:59:00Z) (the first: future@2999-01-01T00:00:00Z): left out",
+		"W! [] The Graph API sent 2 alerts last updated outside the window asked for, [2020-09-30T12:59:00Z, 2020-09-30T14:59:00Z) (the first: future@2999-01-01T00:00:00Z): left out",
+	}, s.logger.Warnings())
+}
+
+// Next links that lead from A to B and back to A, from a service that
+// ignores the filter and counts more than it has: the loop is seen at once,
+// the part split around the two alerts, each emitted once, and the poll
+// reaches the end of its window in a few requests.
+func TestGraphNextLinkLoopEndsInParts(t *testing.T) {
+	var requests []string
+	var server *httptest.Server
+	server = stub(t, func(w http.ResponseWriter, r *http.Request) {
+		requests = append(requests, r.URL.Query().Get("page"))
+		alert, next := `{"id":"a1","lastUpdateDateTime":"2020-09-30T13:30:00Z"}`, "b"
+		if r.URL.Query().Get("page") == "b" {
+			alert, next = `{"id":"b1","lastUpdateDateTime":"2020-09-30T14:10:00Z"}`, "a"
+		}
+		respond(t, w, []byte(`{"@odata.count":5,"value":[`+alert+`],"@odata.nextLink":"`+server.URL+graphAlertsPath+`?page=`+next+`"}`))
+	})
+	logger := &testutil.CaptureLogger{}
+	plugin := withDefaults(&MicrosoftDefender{
+		API:         "graph",
+		EndpointURL: server.URL + graphAlertsPath,
+		AccessToken: config.NewSecret([]byte(testAccessToken)),
+		MaxWindow:   config.Duration(3 * time.Hour),
+		Log:         logger,
+		now:         func() time.Time { return fixedNow },
+	})
+	require.NoError(t, plugin.Init())
+	acc := gatherOK(t, plugin)
+	var ids []string
+	for _, m := range acc.GetTelegrafMetrics() {
+		if m.Name() == measurementAlert {
+			id, _ := m.GetField("alert_id")
+			ids = append(ids, id.(string))
+		}
+	}
+	require.ElementsMatch(t, []string{"a1", "b1"}, ids)
+	poll := pollFields(t, acc)
+	require.Equal(t, false, poll["backlog"])
+	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
+	require.Len(t, requests, int(poll["requests"].(int64)))
+	require.Len(t, requests, 11, "a loop costs a few requests, not a poll")
 }

@@ -247,6 +247,23 @@ func TestGraphPageStopsWhenTheHandlerDoes(t *testing.T) {
 // page was asked for.
 func (s *scenario) requireGraphVersionsOnce(p *MicrosoftDefender, start time.Time) (inWindow, readable int) {
 	s.t.Helper()
+	c := s.checkGraphVersions(p, start)
+	require.Empty(s.t, c.missing, "versions never emitted")
+	require.Empty(s.t, c.duplicated, "versions emitted twice")
+	require.Empty(s.t, c.unexpected)
+	return c.inWindow, c.readable
+}
+
+// graphCheck is what checkGraphVersions found.
+type graphCheck struct {
+	missing, duplicated, unexpected []string
+	inWindow, readable              int
+}
+
+// checkGraphVersions compares what was emitted with what was readable;
+// see requireGraphVersionsOnce.
+func (s *scenario) checkGraphVersions(p *MicrosoftDefender, start time.Time) graphCheck {
+	s.t.Helper()
 	readUpTo := s.clock.Add(-pollInterval - time.Duration(p.Delay))
 	all := s.sim.AllGraph()
 	nextUpdate := make(map[string]time.Time) // id@lastUpdate -> the next version's lastUpdate
@@ -311,8 +328,5 @@ func (s *scenario) requireGraphVersionsOnce(p *MicrosoftDefender, start time.Tim
 			duplicated = append(duplicated, id)
 		}
 	}
-	require.Empty(s.t, missing, "versions never emitted")
-	require.Empty(s.t, duplicated, "versions emitted twice")
-	require.Empty(s.t, unexpected)
-	return len(allowed), len(want)
+	return graphCheck{missing: missing, duplicated: duplicated, unexpected: unexpected, inWindow: len(allowed), readable: len(want)}
 }
