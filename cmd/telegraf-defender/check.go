@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/influxdata/telegraf/logger"
 	"github.com/influxdata/telegraf/plugins/common/shim"
 
 	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender"
@@ -27,6 +28,11 @@ func check(w io.Writer, configFile string) bool {
 		}
 	}
 	if err == nil {
+		if plugin.Log == nil {
+			// The shim sets the logger only when it runs the plugin; what
+			// the probe learns is logged to stderr here.
+			plugin.Log = logger.New("inputs", "microsoft_defender", "")
+		}
 		err = plugin.Init()
 	}
 	if err != nil {
@@ -45,6 +51,11 @@ func check(w io.Writer, configFile string) bool {
 	case err == nil:
 		report(w, "token", "ok")
 		report(w, "request", "ok")
+		// What the service did with the paging options the plugin relies
+		// on least, in one line a user can report.
+		if seen := plugin.ProbeObservations(); seen != "" {
+			report(w, "graph paging", seen)
+		}
 		fmt.Fprintln(w, "A poll would succeed.")
 		return true
 	case errors.As(err, &probeErr) && probeErr.Step == microsoft_defender.StepToken:
