@@ -197,13 +197,13 @@ func infos(logger *testutil.CaptureLogger) string {
 	return strings.Join(lines, "\n")
 }
 
-// graphAlertsAt returns n alert versions, one every ten seconds from from.
-func graphAlertsAt(from time.Time, n int) []defendersim.GraphAlert {
+// graphAlertsAt returns n alert versions, one every step from from.
+func graphAlertsAt(from time.Time, n int, step time.Duration) []defendersim.GraphAlert {
 	alerts := make([]defendersim.GraphAlert, 0, n)
 	for i := range n {
-		at := from.Add(time.Duration(i) * 10 * time.Second).Format(time.RFC3339Nano)
+		at := from.Add(time.Duration(i) * step).Format(time.RFC3339Nano)
 		alerts = append(alerts, defendersim.GraphAlert{
-			ID: fmt.Sprintf("da%03d", i), Status: "new", Severity: "high", Category: "Malware",
+			ID: fmt.Sprintf("da%05d", i), Status: "new", Severity: "high", Category: "Malware",
 			ServiceSource: "microsoftDefenderForEndpoint", CreatedDateTime: at, LastUpdateDateTime: at,
 		})
 	}
@@ -215,7 +215,7 @@ func graphAlertsAt(from time.Time, n int) []defendersim.GraphAlert {
 // moves because of them, and the window is read to its end.
 func TestGraphTimesOutsideTheWindowMoveNothing(t *testing.T) {
 	s := newScenario(t, defendersim.Config{})
-	require.NoError(t, s.sim.AddGraph(graphAlertsAt(s.clock.Add(-time.Hour), 300)...))
+	require.NoError(t, s.sim.AddGraph(graphAlertsAt(s.clock.Add(-time.Hour), 300, 10*time.Second)...))
 	sim := s.sim.Handler()
 	s.server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasSuffix(r.URL.Path, graphAlertsPath) {

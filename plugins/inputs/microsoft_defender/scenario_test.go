@@ -19,7 +19,7 @@ import (
 
 // scenario runs plugins against a simulator that shares their clock.
 type scenario struct {
-	t       *testing.T
+	t       testing.TB
 	clock   time.Time
 	sim     *defendersim.Server
 	server  *httptest.Server
@@ -35,7 +35,7 @@ type scenario struct {
 	pollBehind  []bool      // whether it ended with a backlog
 }
 
-func newScenario(t *testing.T, cfg defendersim.Config) *scenario {
+func newScenario(t testing.TB, cfg defendersim.Config) *scenario {
 	t.Helper()
 	s := &scenario{t: t, clock: fixedNow, emitted: make(map[string]int), logger: &testutil.CaptureLogger{}}
 	cfg.TenantID, cfg.ClientID, cfg.ClientSecret, cfg.RefreshToken = testTenant, testClientID, testClientSecret, testRefreshToken
