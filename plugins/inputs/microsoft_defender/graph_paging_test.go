@@ -35,12 +35,12 @@ type graphRun struct {
 // when set, changes each plugin after Init.
 func playGraphScenario(t *testing.T, behaviour defendersim.GraphBehaviour, install func(*MicrosoftDefender)) (*scenario, *MicrosoftDefender, time.Time) {
 	t.Helper()
-	s := newScenario(t, defendersim.Config{Seed: 17, Rate: 30, MaxLag: 4 * time.Minute, LagFraction: 0.3, Graph: behaviour})
+	s := newScenario(t, defendersim.Config{Seed: 17, Rate: 15, MaxLag: 4 * time.Minute, LagFraction: 0.3, Graph: behaviour})
 	stateFile := filepath.Join(t.TempDir(), "defender.state")
 	plugin := func() *MicrosoftDefender {
 		p := s.graphPlugin(func(m *MicrosoftDefender) {
-			m.PageSize = 500
-			m.MaxAlertsPerGather = 1000
+			m.PageSize = 100
+			m.MaxAlertsPerGather = 400
 			m.InitialLookback = config.Duration(time.Minute)
 			m.MaxRequestsPerMinute = 600
 			m.StateFile = stateFile
@@ -62,7 +62,7 @@ func playGraphScenario(t *testing.T, behaviour defendersim.GraphBehaviour, insta
 	p.Stop()
 	s.clock = s.clock.Add(70 * time.Minute)
 	p = plugin()
-	s.run(p, 40*time.Minute)
+	s.run(p, 25*time.Minute)
 
 	// The crash repeats at most its last poll.
 	for _, m := range crashed.GetTelegrafMetrics() {
@@ -86,7 +86,7 @@ func runGraphBehaviour(t *testing.T, behaviour defendersim.GraphBehaviour) (*sce
 	s, p, start := playGraphScenario(t, behaviour, nil)
 	var run graphRun
 	run.inWindow, run.readable = s.requireGraphVersionsOnce(p, start)
-	require.Greater(t, run.readable, 4000, "versions well past every cap")
+	require.Greater(t, run.readable, 1500, "versions well past every cap")
 	run.requests = len(requestsTo(s.sim, graphAlertsPath))
 	run.polls = s.polls
 
@@ -117,15 +117,15 @@ func TestGraphPagingAsDocumentedByPeers(t *testing.T) {
 }
 
 // $orderby ignored (newest first), an opaque $skiptoken, 400 past $skip
-// 500, $top clamped to 200.
+// 100, $top clamped to 50 (the scenario's page_size is 100).
 func TestGraphPagingNewestFirstSkipTokenDepth400Clamped(t *testing.T) {
 	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{
-		Order: defendersim.GraphOrderIgnored, NextLink: defendersim.GraphLinkSkipToken, MaxSkip: 500, MaxTop: 200,
+		Order: defendersim.GraphOrderIgnored, NextLink: defendersim.GraphLinkSkipToken, MaxSkip: 100, MaxTop: 50,
 	})
 	require.Positive(t, requestsWith(s, "$skiptoken"), "next links are followed as they come")
 	require.Zero(t, requestsWith(s, "$skip"), "no $skip is ever made up")
 	require.Empty(t, s.logger.Warnings())
-	require.Contains(t, infos(s.logger), "I! [] The Graph API refused a next link after 600 alerts (Graph API at 127.0.0.1")
+	require.Contains(t, infos(s.logger), "I! [] The Graph API refused a next link after 150 alerts (Graph API at 127.0.0.1")
 }
 
 // $orderby rejected with 400, no next links at all, $top honoured: the
@@ -144,28 +144,28 @@ func TestGraphPagingOrderRejectedNoNextLinks(t *testing.T) {
 	}
 }
 
-// A chain that ends silently after 1,500 alerts with next links carrying
+// A chain that ends silently after 300 alerts with next links carrying
 // $skip, $top clamped, newest first.
 func TestGraphPagingChainEndsSilently(t *testing.T) {
-	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{Order: defendersim.GraphOrderIgnored, ChainEnd: 1500, MaxTop: 200})
+	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{Order: defendersim.GraphOrderIgnored, ChainEnd: 300, MaxTop: 50})
 	require.Empty(t, s.logger.Warnings())
-	require.Contains(t, infos(s.logger), "I! [] A chain of Graph pages ended after 1600 alerts although @odata.count said")
+	require.Contains(t, infos(s.logger), "I! [] A chain of Graph pages ended after 300 alerts although @odata.count said")
 }
 
 // Without @odata.count no chain of pages is trusted: next links are never
 // followed, every part fits one page.
 func TestGraphPagingWithoutCount(t *testing.T) {
-	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{Count: defendersim.GraphCountIgnored, ChainEnd: 1000})
+	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{Count: defendersim.GraphCountIgnored, ChainEnd: 300})
 	require.Zero(t, requestsWith(s, "$skip"))
 	require.Contains(t, infos(s.logger), "I! [] The Graph API sends no @odata.count: windows are read in parts that fit one page")
 }
 
 // The harshest service: $orderby and $count rejected, opaque tokens that
-// answer 400 past 500, a chain that also ends silently, $top clamped.
+// answer 400 past 100, a chain that also ends silently, $top clamped.
 func TestGraphPagingHarshest(t *testing.T) {
 	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{
 		Order: defendersim.GraphOrderRejected, NextLink: defendersim.GraphLinkSkipToken, Count: defendersim.GraphCountRejected,
-		MaxSkip: 500, ChainEnd: 600, MaxTop: 200,
+		MaxSkip: 100, ChainEnd: 200, MaxTop: 50,
 	})
 	// Each of the scenario's three processes learns it anew.
 	warnings := s.logger.Warnings()
@@ -182,7 +182,7 @@ func TestGraphPagingHarshest(t *testing.T) {
 // $top clamped.
 func TestGraphPagingHarshestWithCount(t *testing.T) {
 	s, _ := runGraphBehaviour(t, defendersim.GraphBehaviour{
-		Order: defendersim.GraphOrderIgnored, NextLink: defendersim.GraphLinkNone, MaxTop: 200,
+		Order: defendersim.GraphOrderIgnored, NextLink: defendersim.GraphLinkNone, MaxTop: 50,
 	})
 	require.Empty(t, s.logger.Warnings())
 }
