@@ -100,14 +100,19 @@ func TestCheckReportsGraphPaging(t *testing.T) {
 		history   time.Duration
 		want      string
 	}{
-		{defendersim.GraphBehaviour{Order: defendersim.GraphOrderIgnored, NextLink: defendersim.GraphLinkSkipToken, Count: defendersim.GraphCountIgnored}, time.Hour,
+		{defendersim.GraphBehaviour{
+			Order: defendersim.GraphOrderIgnored, NextLink: defendersim.GraphLinkSkipToken, Count: defendersim.GraphCountIgnored,
+		}, time.Hour,
 			"$orderby ignored (newest first); @odata.nextLink carries $skiptoken; @odata.count absent"},
-		{defendersim.GraphBehaviour{Order: defendersim.GraphOrderRejected, NextLink: defendersim.GraphLinkNone, Count: defendersim.GraphCountRejected}, time.Hour,
+		{defendersim.GraphBehaviour{
+			Order: defendersim.GraphOrderRejected, NextLink: defendersim.GraphLinkNone, Count: defendersim.GraphCountRejected,
+		}, time.Hour,
 			"$orderby rejected (400); @odata.nextLink none (every alert of the week on one page); @odata.count rejected (400)"},
 		{defendersim.GraphBehaviour{NextLink: defendersim.GraphLinkNone}, time.Hour,
 			"$orderby honoured (ascending); @odata.nextLink absent although @odata.count says "},
 		{defendersim.GraphBehaviour{}, 0,
-			"$orderby not seen (fewer than two alerts with different times); @odata.nextLink none (every alert of the week on one page); @odata.count present"},
+			"$orderby not seen (fewer than two alerts with different times); " +
+				"@odata.nextLink none (every alert of the week on one page); @odata.count present"},
 	} {
 		t.Run(tt.want, func(t *testing.T) {
 			sim := defendersim.New(defendersim.Config{TenantID: "contoso", ClientID: "app", ClientSecret: "right-secret",
@@ -115,7 +120,8 @@ func TestCheckReportsGraphPaging(t *testing.T) {
 			server := httptest.NewServer(sim.Handler())
 			defer server.Close()
 			path := filepath.Join(t.TempDir(), "defender.conf")
-			require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf("[[inputs.microsoft_defender]]\n  api = \"graph\"\n  endpoint_url = %q\n  login_endpoint = %q\n"+
+			require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf("[[inputs.microsoft_defender]]\n  api = \"graph\"\n"+
+				"  endpoint_url = %q\n  login_endpoint = %q\n"+
 				"  scopes = [\"https://graph.microsoft.com/.default\"]\n  tenant_id = \"contoso\"\n  client_id = \"app\"\n  client_secret = \"right-secret\"\n",
 				server.URL+"/v1.0/security/alerts_v2", server.URL)), 0o600))
 			var out bytes.Buffer

@@ -181,7 +181,7 @@ func (b *graphBackend) readPart(ctx context.Context, p *poll, from, to time.Time
 			if pr.pages > 0 && isRefusedPage(err) {
 				pr.broken = fmt.Sprintf("next link %d refused", pr.pages)
 				b.learnChainCap(len(pr.distinct))
-				b.sayOnce(p.m, "next-refused", "The Graph API refused a next link after %d alerts (%v): reading such windows in smaller parts from now on",
+				b.sayOncef(p.m, "next-refused", "The Graph API refused a next link after %d alerts (%v): reading such windows in smaller parts from now on",
 					len(pr.distinct), err)
 				return pr, nil
 			}
@@ -231,7 +231,8 @@ func (b *graphBackend) readPart(ctx context.Context, p *poll, from, to time.Time
 		case page.next == "" && full && pr.hasCount:
 			pr.broken = fmt.Sprintf("the chain ended at a full page after %d of %d alerts", len(pr.distinct), pr.count)
 			b.learnChainCap(len(pr.distinct))
-			b.sayOnce(p.m, "chain-ended", "A chain of Graph pages ended after %d alerts although @odata.count said %d: reading such windows in smaller parts from now on",
+			b.sayOncef(p.m, "chain-ended",
+				"A chain of Graph pages ended after %d alerts although @odata.count said %d: reading such windows in smaller parts from now on",
 				len(pr.distinct), pr.count)
 			return pr, nil
 		case page.next == "" && full:
@@ -286,13 +287,13 @@ func (b *graphBackend) notePage(m *MicrosoftDefender, stats *pollStats, from, to
 			seen.count = "present"
 		case !b.learned.noCount:
 			seen.count = "absent"
-			b.sayOnce(m, "no-count", "The Graph API sends no @odata.count: windows are read in parts that fit one page")
+			b.sayOncef(m, "no-count", "The Graph API sends no @odata.count: windows are read in parts that fit one page")
 		}
 	}
 	if page.next != "" {
 		seen.nextLink = nextLinkForm(page.next)
 	}
-	if len(page.inside) > 1 && page.inside[0].at != page.inside[len(page.inside)-1].at && !b.learned.noOrderBy {
+	if len(page.inside) > 1 && !page.inside[0].at.Equal(page.inside[len(page.inside)-1].at) && !b.learned.noOrderBy {
 		switch {
 		case page.ascending:
 			seen.orderBy = "asc"
@@ -441,9 +442,9 @@ func isRefusedPage(err error) bool {
 	return se.status >= 400 && se.status < 500
 }
 
-// sayOnce logs what the service showed of its paging the first time only;
+// sayOncef logs what the service showed of its paging the first time only;
 // later ones go to the debug log.
-func (b *graphBackend) sayOnce(m *MicrosoftDefender, key, format string, args ...interface{}) {
+func (b *graphBackend) sayOncef(m *MicrosoftDefender, key, format string, args ...interface{}) {
 	if b.learned.said == nil {
 		b.learned.said = make(map[string]bool)
 	}
