@@ -239,7 +239,7 @@ func TestGraphTimesOutsideTheWindowMoveNothing(t *testing.T) {
 			r.URL.Query().Get("$filter"))
 	}
 	poll := pollFields(t, acc)
-	require.Equal(t, int64(6), poll["alerts_outside_window"])
+	require.Equal(t, int64(6), poll["outside_window"])
 	require.Equal(t, false, poll["backlog"])
 	require.Equal(t, s.clock.Add(-time.Minute), p.cursor.watermark)
 	warning := "W! [] The Graph API sent 2 alerts last updated outside the window asked for, " +

@@ -25,14 +25,14 @@ func pollMetrics(acc *testutil.Accumulator) []telegraf.Metric {
 
 func expectedPoll(status string, s pollStats, lag time.Duration) telegraf.Metric {
 	return metric.New(measurementPoll, map[string]string{"api": "siem", "status": status}, map[string]interface{}{
-		"requests":              s.requests,
-		"alerts_received":       s.received,
-		"alerts_emitted":        s.emitted,
-		"duplicates_dropped":    s.duplicates,
-		"alerts_outside_window": s.outside,
-		"errors":                s.errors,
-		"lag_seconds":           lag.Seconds(),
-		"backlog":               s.backlog,
+		"requests":           s.requests,
+		"alerts_received":    s.received,
+		"alerts_emitted":     s.emitted,
+		"duplicates_dropped": s.duplicates,
+		"outside_window":     s.outside,
+		"errors":             s.errors,
+		"lag_seconds":        lag.Seconds(),
+		"backlog":            s.backlog,
 	}, fixedNow)
 }
 
