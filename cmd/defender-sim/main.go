@@ -58,7 +58,21 @@ func main() {
 	flag.StringVar(&auth.federatedIssuer, "federated-issuer", "https://oidc.defender-sim.invalid/", "issuer of the federated tokens")
 	flag.StringVar(&auth.federatedSubject, "federated-subject", "system:serviceaccount:monitoring:telegraf", "subject of the federated tokens")
 	flag.DurationVar(&auth.federatedLifetime, "federated-token-lifetime", time.Hour, "lifetime of the federated tokens")
+	flag.StringVar(&cfg.Graph.Order, "graph-order", defendersim.GraphOrderAsc,
+		"Graph: what $orderby=lastUpdateDateTime asc does: asc (honoured), ignored (newest first), rejected (400)")
+	flag.StringVar(&cfg.Graph.NextLink, "graph-next-link", defendersim.GraphLinkSkip,
+		"Graph: the form of @odata.nextLink: skip ($skip), skiptoken (an opaque $skiptoken), none (never sent although more match)")
+	flag.StringVar(&cfg.Graph.Count, "graph-count", defendersim.GraphCountReturned,
+		"Graph: what $count=true does: returned (@odata.count), ignored (no @odata.count), rejected (400)")
+	flag.IntVar(&cfg.Graph.MaxSkip, "graph-max-skip", 0, "Graph: answer 400 to a page starting deeper than this many alerts, e.g. 500 (0: no limit)")
+	flag.IntVar(&cfg.Graph.ChainEnd, "graph-chain-end", 0,
+		"Graph: end a chain of pages silently, without a next link, once it reached this many alerts (0: never)")
+	flag.IntVar(&cfg.Graph.MaxTop, "graph-max-top", 0, "Graph: clamp $top silently to this, e.g. 200 (0: honour $top up to 1000)")
 	flag.Parse()
+	if err := cfg.Graph.Check(); err != nil {
+		fmt.Fprintln(os.Stderr, "defender-sim:", err)
+		os.Exit(2)
+	}
 
 	rates, err := parseFaultRates(*faults)
 	if err != nil {

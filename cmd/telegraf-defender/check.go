@@ -29,9 +29,11 @@ func check(w io.Writer, configFile string) bool {
 		}
 	}
 	if err == nil {
-		// The shim's loader leaves the logger unset; Init may warn (an
-		// expired client_certificate).
-		plugin.Log = logger.New("inputs", "microsoft_defender", "")
+		if plugin.Log == nil {
+			// The shim sets the logger only when it runs the plugin; what
+			// the probe learns is logged to stderr here.
+			plugin.Log = logger.New("inputs", "microsoft_defender", "")
+		}
 		// The plugin may be running: it holds state_file's lock, and the
 		// probe does not need the cursor. A diagnosis also must not move a
 		// corrupt state file aside.
@@ -54,6 +56,11 @@ func check(w io.Writer, configFile string) bool {
 	case err == nil:
 		report(w, "token", "ok")
 		report(w, "request", "ok")
+		// What the service did with the paging options the plugin relies
+		// on least, in one line a user can report.
+		if seen := plugin.ProbeObservations(); seen != "" {
+			report(w, "graph paging", seen)
+		}
 		fmt.Fprintln(w, "A poll would succeed.")
 		return true
 	case errors.As(err, &probeErr) && probeErr.Step == microsoft_defender.StepToken:

@@ -69,7 +69,11 @@ func TestCheck(t *testing.T) {
 		}},
 		{"graph", fmt.Sprintf("[[inputs.microsoft_defender]]\n  api = \"graph\"\n  endpoint_url = %q\n  login_endpoint = %q\n"+
 			"  scopes = [\"https://graph.microsoft.com/.default\"]\n  tenant_id = \"contoso\"\n  client_id = \"app\"\n  client_secret = \"right-secret\"\n",
-			server.URL+"/v1.0/security/alerts_v2", server.URL), true, []string{"A poll would succeed."}},
+			server.URL+"/v1.0/security/alerts_v2", server.URL), true, []string{
+			"  request        ok\n" +
+				"  graph paging   $orderby honoured (ascending); @odata.nextLink carries $skip; @odata.count present\n" +
+				"A poll would succeed.",
+		}},
 	}, "right-secret", "old-secret")
 }
 
@@ -99,4 +103,43 @@ func TestCheckBesideTheRunningPlugin(t *testing.T) {
 	data, err := os.ReadFile(stateFile)
 	require.NoError(t, err)
 	require.Equal(t, `{"version":1,"watermark":`, string(data))
+}
+
+// -check says in one line what a Graph service did with $orderby, next
+// links and $count.
+func TestCheckReportsGraphPaging(t *testing.T) {
+	for _, tt := range []struct {
+		behaviour defendersim.GraphBehaviour
+		history   time.Duration
+		want      string
+	}{
+		{defendersim.GraphBehaviour{
+			Order: defendersim.GraphOrderIgnored, NextLink: defendersim.GraphLinkSkipToken, Count: defendersim.GraphCountIgnored,
+		}, time.Hour,
+			"$orderby ignored (newest first); @odata.nextLink carries $skiptoken; @odata.count absent"},
+		{defendersim.GraphBehaviour{
+			Order: defendersim.GraphOrderRejected, NextLink: defendersim.GraphLinkNone, Count: defendersim.GraphCountRejected,
+		}, time.Hour,
+			"$orderby rejected (400); @odata.nextLink none (every alert of the week on one page); @odata.count rejected (400)"},
+		{defendersim.GraphBehaviour{NextLink: defendersim.GraphLinkNone}, time.Hour,
+			"$orderby honoured (ascending); @odata.nextLink absent although @odata.count says "},
+		{defendersim.GraphBehaviour{}, 0,
+			"$orderby not seen (fewer than two alerts with different times); " +
+				"@odata.nextLink none (every alert of the week on one page); @odata.count present"},
+	} {
+		t.Run(tt.want, func(t *testing.T) {
+			sim := defendersim.New(defendersim.Config{TenantID: "contoso", ClientID: "app", ClientSecret: "right-secret",
+				Rate: 10 * float64(tt.history/time.Hour), History: tt.history, Graph: tt.behaviour})
+			server := httptest.NewServer(sim.Handler())
+			defer server.Close()
+			path := filepath.Join(t.TempDir(), "defender.conf")
+			require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf("[[inputs.microsoft_defender]]\n  api = \"graph\"\n"+
+				"  endpoint_url = %q\n  login_endpoint = %q\n"+
+				"  scopes = [\"https://graph.microsoft.com/.default\"]\n  tenant_id = \"contoso\"\n  client_id = \"app\"\n  client_secret = \"right-secret\"\n",
+				server.URL+"/v1.0/security/alerts_v2", server.URL)), 0o600))
+			var out bytes.Buffer
+			require.True(t, check(&out, path), out.String())
+			require.Contains(t, out.String(), "  graph paging   "+tt.want, out.String())
+		})
+	}
 }

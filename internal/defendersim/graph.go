@@ -1,23 +1,86 @@
 package defendersim
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// Graph's documented limits on paging.
 const (
+	// GraphMaxTop is the largest $top Microsoft's security error-code page
+	// admits.
 	GraphMaxTop   = 1000
-	GraphSkipCap  = 6000
 	graphAudience = "https://graph.microsoft.com"
 )
+
+// GraphBehaviour is how the simulated alerts_v2 treats the query options
+// Microsoft does not document precisely: each choice is one way the real
+// service may behave. The zero value honours everything without limits.
+type GraphBehaviour struct {
+	// Order is what $orderby=lastUpdateDateTime asc does: "asc" (or "")
+	// honours it, "ignored" answers newest first whatever was asked,
+	// "rejected" answers 400. Without $orderby the answer is newest first,
+	// as the documentation says.
+	Order string
+	// NextLink is the form of @odata.nextLink: "skip" (or "") carries
+	// $skip, "skiptoken" an opaque $skiptoken, "none" never comes although
+	// more alerts match.
+	NextLink string
+	// Count is what $count=true does: "returned" (or "") adds
+	// @odata.count, "ignored" does not, "rejected" answers 400.
+	Count string
+	// MaxSkip answers 400 to a page that starts deeper than this many
+	// alerts (Microsoft's error-code page says 500); 0 means no limit.
+	MaxSkip int
+	// ChainEnd ends a chain of pages silently: a page reaching this many
+	// alerts carries no next link although more match; 0 means never.
+	ChainEnd int
+	// MaxTop clamps $top silently to this; 0 means $top is honoured up to
+	// GraphMaxTop, above which it is refused.
+	MaxTop int
+}
+
+// The values of the GraphBehaviour fields.
+const (
+	GraphOrderAsc      = "asc"
+	GraphOrderIgnored  = "ignored"
+	GraphOrderRejected = "rejected"
+	GraphLinkSkip      = "skip"
+	GraphLinkSkipToken = "skiptoken"
+	GraphLinkNone      = "none"
+	GraphCountReturned = "returned"
+	GraphCountIgnored  = "ignored"
+	GraphCountRejected = "rejected"
+)
+
+// Check reports a field holding a value the simulator does not know.
+func (g *GraphBehaviour) Check() error {
+	for _, f := range []struct {
+		name, value string
+		allowed     []string
+	}{
+		{"order", g.Order, []string{GraphOrderAsc, GraphOrderIgnored, GraphOrderRejected}},
+		{"next link", g.NextLink, []string{GraphLinkSkip, GraphLinkSkipToken, GraphLinkNone}},
+		{"count", g.Count, []string{GraphCountReturned, GraphCountIgnored, GraphCountRejected}},
+	} {
+		if f.value != "" && !slices.Contains(f.allowed, f.value) {
+			return fmt.Errorf("graph %s %q is none of %s", f.name, f.value, strings.Join(f.allowed, ", "))
+		}
+	}
+	if g.MaxSkip < 0 || g.ChainEnd < 0 || g.MaxTop < 0 {
+		return errors.New("graph max skip, chain end and max top must not be negative")
+	}
+	return nil
+}
 
 // GraphAlert is one version of a Microsoft Graph security alert (alerts_v2).
 type GraphAlert struct {
@@ -127,7 +190,9 @@ var (
 
 // serveGraphAlerts implements GET /v1.0/security/alerts_v2: the current
 // version of each alert, filtered on lastUpdateDateTime, serviceSource and
-// severity, ordered by lastUpdateDateTime, in pages of $top with $skip.
+// severity, in pages of $top, ordered and linked as Config.Graph says. Each
+// page is cut from the alerts current when it is asked for, so that an
+// update between two pages shifts the later ones, as offsets do.
 func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 	fault := s.takeFault(false)
 	if fault == FaultThrottle && s.serveFault(w, r, fault, nil) {
@@ -136,14 +201,18 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 	if !s.checkBearer(w, r, map[string]bool{graphAudience: true}) {
 		return
 	}
+	g := s.cfg.Graph
 	q := r.URL.Query()
 	top, skip := 100, 0
 	var err error
 	if v := q.Get("$top"); v != "" {
-		if top, err = strconv.Atoi(v); err != nil || top < 1 || top > GraphMaxTop {
+		if top, err = strconv.Atoi(v); err != nil || top < 1 || (g.MaxTop == 0 && top > GraphMaxTop) {
 			badGraphRequest(w, fmt.Sprintf("Invalid $top value %q: it must be between 1 and %d.", v, GraphMaxTop))
 			return
 		}
+	}
+	if g.MaxTop > 0 {
+		top = min(top, g.MaxTop)
 	}
 	if v := q.Get("$skip"); v != "" {
 		if skip, err = strconv.Atoi(v); err != nil || skip < 0 {
@@ -151,13 +220,38 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if top+skip > GraphSkipCap {
-		badGraphRequest(w, fmt.Sprintf("$top + $skip must not exceed %d.", GraphSkipCap))
+	if v := q.Get("$skiptoken"); v != "" {
+		if skip, err = decodeSkipToken(v); err != nil {
+			badGraphRequest(w, "Invalid $skiptoken.")
+			return
+		}
+	}
+	if g.MaxSkip > 0 && skip > g.MaxSkip {
+		badGraphRequest(w, fmt.Sprintf("The $skip value %d exceeds the maximum of %d.", skip, g.MaxSkip))
 		return
 	}
-	if ob := q.Get("$orderby"); ob != "" && ob != "lastUpdateDateTime asc" {
-		badGraphRequest(w, "Only $orderby=lastUpdateDateTime asc is simulated.")
-		return
+	ascending := false
+	if ob := q.Get("$orderby"); ob != "" {
+		switch g.Order {
+		case GraphOrderRejected:
+			badGraphRequest(w, "Invalid OrderBy clause: OrderBy is not supported on this resource.")
+			return
+		case GraphOrderIgnored:
+		default:
+			if ob != "lastUpdateDateTime asc" {
+				badGraphRequest(w, "Only $orderby=lastUpdateDateTime asc is simulated.")
+				return
+			}
+			ascending = true
+		}
+	}
+	withCount := false
+	if c := q.Get("$count"); c != "" {
+		if g.Count == GraphCountRejected {
+			badGraphRequest(w, "Query option '$count' is not allowed.")
+			return
+		}
+		withCount = c == "true" && g.Count != GraphCountIgnored
 	}
 	match, err := parseGraphFilter(q.Get("$filter"))
 	if err != nil {
@@ -182,10 +276,14 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	sort.Slice(current, func(i, j int) bool {
-		if !current[i].lastUpdate.Equal(current[j].lastUpdate) {
-			return current[i].lastUpdate.Before(current[j].lastUpdate)
+		a, b := &current[i], &current[j]
+		if !ascending {
+			a, b = b, a
 		}
-		return current[i].ID < current[j].ID
+		if !a.lastUpdate.Equal(b.lastUpdate) {
+			return a.lastUpdate.Before(b.lastUpdate)
+		}
+		return a.ID < b.ID
 	})
 
 	page := make([]graphVersion, 0)
@@ -200,12 +298,23 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 		"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#security/alerts_v2",
 		"value":          values,
 	}
-	if skip+top < len(current) {
+	if withCount {
+		body["@odata.count"] = len(current)
+	}
+	more := skip+top < len(current)
+	if g.ChainEnd > 0 && skip+top >= g.ChainEnd {
+		more = false
+	}
+	if more && g.NextLink != GraphLinkNone {
 		next := *r.URL
 		next.Scheme, next.Host = "http", r.Host
 		nq := next.Query()
-		nq.Set("$skip", strconv.Itoa(skip+top))
-		nq.Set("$top", strconv.Itoa(top))
+		if g.NextLink == GraphLinkSkipToken {
+			nq.Del("$skip")
+			nq.Set("$skiptoken", encodeSkipToken(skip+top))
+		} else {
+			nq.Set("$skip", strconv.Itoa(skip+top))
+		}
 		next.RawQuery = nq.Encode()
 		body["@odata.nextLink"] = next.String()
 	}
@@ -219,6 +328,28 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json; odata.metadata=minimal")
 	w.Write(payload) //nolint:errcheck // the client may have gone
+}
+
+// encodeSkipToken hides the offset of the next page, as a service's opaque
+// token would.
+func encodeSkipToken(offset int) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("sim-offset:" + strconv.Itoa(offset)))
+}
+
+func decodeSkipToken(token string) (int, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil {
+		return 0, err
+	}
+	offset, ok := strings.CutPrefix(string(raw), "sim-offset:")
+	if !ok {
+		return 0, errors.New("not a simulator token")
+	}
+	n, err := strconv.Atoi(offset)
+	if err != nil || n < 0 {
+		return 0, errors.New("bad offset")
+	}
+	return n, nil
 }
 
 // parseGraphFilter understands the filters the plugin sends: bounds on

@@ -58,6 +58,8 @@ type Config struct {
 
 	// Faults shapes the faults injected with Inject or at random.
 	Faults FaultConfig
+	// Graph is how alerts_v2 orders, counts and pages.
+	Graph GraphBehaviour
 
 	// Now is the simulator's clock; nil means time.Now.
 	Now func() time.Time

@@ -133,3 +133,60 @@ func BenchmarkGraphHugeEvidence(b *testing.B) {
 		})
 	}
 }
+
+// graphBacklogBehaviours are the services of BenchmarkGraphBacklog: the
+// one peers assume, each documented uncertainty alone, and all at once.
+var graphBacklogBehaviours = []struct {
+	name      string
+	behaviour defendersim.GraphBehaviour
+}{
+	{"as_peers_assume", defendersim.GraphBehaviour{}},
+	{"orderby_ignored", defendersim.GraphBehaviour{Order: defendersim.GraphOrderIgnored}},
+	{"orderby_rejected", defendersim.GraphBehaviour{Order: defendersim.GraphOrderRejected}},
+	{"skiptoken", defendersim.GraphBehaviour{NextLink: defendersim.GraphLinkSkipToken}},
+	{"no_next_link", defendersim.GraphBehaviour{NextLink: defendersim.GraphLinkNone}},
+	{"skip_over_500_is_400", defendersim.GraphBehaviour{MaxSkip: 500}},
+	{"chain_ends_at_6000", defendersim.GraphBehaviour{ChainEnd: 6000}},
+	{"top_clamped_to_200", defendersim.GraphBehaviour{MaxTop: 200}},
+	{"no_count", defendersim.GraphBehaviour{Count: defendersim.GraphCountIgnored}},
+	{"harshest", defendersim.GraphBehaviour{Order: defendersim.GraphOrderRejected, NextLink: defendersim.GraphLinkSkipToken,
+		Count: defendersim.GraphCountRejected, MaxSkip: 500, ChainEnd: 6000, MaxTop: 200}},
+}
+
+// BenchmarkGraphBacklog reads a backlog of 20,000 alert versions, spread
+// over the two hours of initial_lookback, with the default settings and a
+// poll a minute, and reports the requests and polls it took under each
+// service behaviour (requests/op, polls/op) and the requests beyond the
+// pages it holds, 40 of 500 or 100 of 200 where $top is clamped (extra/op).
+func BenchmarkGraphBacklog(b *testing.B) {
+	for _, bb := range graphBacklogBehaviours {
+		b.Run(bb.name, func(b *testing.B) {
+			var requests, polls int
+			for range b.N {
+				s := newScenario(b, defendersim.Config{Graph: bb.behaviour})
+				if err := s.sim.AddGraph(graphAlertsAt(s.clock.Add(-2*time.Hour-time.Minute), 20000, 2*time.Hour/20000)...); err != nil {
+					b.Fatal(err)
+				}
+				p := s.graphPlugin(nil)
+				for s.polls < 100 {
+					s.poll(p)
+					s.clock = s.clock.Add(pollInterval)
+					if p.cursor.pending == nil && !s.clock.Add(-time.Duration(p.Delay)).After(p.cursor.watermark.Add(pollInterval)) {
+						break
+					}
+				}
+				if len(s.emitted) != 20000 {
+					b.Fatalf("%d versions emitted, not 20000", len(s.emitted))
+				}
+				requests, polls = len(requestsTo(s.sim, graphAlertsPath)), s.polls
+			}
+			b.ReportMetric(float64(requests), "requests/op")
+			pages := 20000 / 500
+			if bb.behaviour.MaxTop > 0 {
+				pages = 20000 / bb.behaviour.MaxTop
+			}
+			b.ReportMetric(float64(requests-pages), "extra/op")
+			b.ReportMetric(float64(polls), "polls/op")
+		})
+	}
+}

@@ -8,9 +8,11 @@ import (
 // tick is the resolution of the SIEM API's timestamps (7 fractional digits).
 const tick = 100 * time.Nanosecond
 
-// span is the part of one chunk of the timeline still to be read: the
-// detections with LastProcessedTimeUtc in [From, To], both bounds inclusive.
-// When the chunk is done, the watermark moves to End.
+// span is the part of one chunk of the timeline still to be read. For the
+// SIEM API, the detections with LastProcessedTimeUtc in [From, To], both
+// bounds inclusive, To moving down; for Graph, the alert versions with
+// lastUpdateDateTime in [From, End), read in parts [From, To) with From
+// moving up. When the chunk is done, the watermark moves to End.
 type span struct {
 	Start time.Time `json:"start"`
 	End   time.Time `json:"end"`

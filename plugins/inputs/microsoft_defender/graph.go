@@ -32,12 +32,7 @@ var graphRegions = map[string]graphCloud{
 	"china":    {"microsoftgraph.chinacloudapi.cn", "login.partner.microsoftonline.cn"},
 }
 
-const (
-	graphAlertsPath = "/v1.0/security/alerts_v2"
-	// graphSkipCap is the reported bound on $top + $skip; the plugin
-	// continues by time before reaching it.
-	graphSkipCap = 6000
-)
+const graphAlertsPath = "/v1.0/security/alerts_v2"
 
 // graphBackend pulls alerts from Microsoft Graph security alerts_v2.
 type graphBackend struct {
@@ -48,21 +43,30 @@ type graphBackend struct {
 	severities      []string
 	machineGroups   map[string]bool
 	includeEvidence bool
+	// learned is what the service showed of its paging, for the life of
+	// the process.
+	learned graphLearned
 }
 
 func (b *graphBackend) endpoint() string {
 	return b.endpointURL.String()
 }
 
-// firstPage is the query for the alerts last updated in [from, to), oldest
-// first, top to a page.
+// firstPage is the query for the alerts last updated in [from, to), top to
+// a page, oldest first and with @odata.count unless the service refused
+// these options.
 func (b *graphBackend) firstPage(from, to time.Time, top int) *url.URL {
 	filter := fmt.Sprintf("lastUpdateDateTime ge %s and lastUpdateDateTime lt %s",
 		from.UTC().Format(siemTimeLayout), to.UTC().Format(siemTimeLayout))
 	filter += odataAnyOf("serviceSource", b.serviceSources) + odataAnyOf("severity", b.severities)
 	q := b.endpointURL.Query()
 	q.Set("$filter", filter)
-	q.Set("$orderby", "lastUpdateDateTime asc")
+	if !b.learned.noOrderBy {
+		q.Set("$orderby", "lastUpdateDateTime asc")
+	}
+	if !b.learned.noCount {
+		q.Set("$count", "true")
+	}
 	q.Set("$top", strconv.Itoa(top))
 	u := *b.endpointURL
 	u.RawQuery = q.Encode()
@@ -81,54 +85,6 @@ func odataAnyOf(field string, values []string) string {
 	return " and (" + strings.Join(terms, " or ") + ")"
 }
 
-// readSpan pages through the span oldest first. As the answer is ordered by
-// lastUpdateDateTime, the span's start moves up to the newest time read,
-// and a poll that stops continues from there. Before $top + $skip would
-// pass Graph's cap, the query starts again from that time instead of
-// following @odata.nextLink.
-func (b *graphBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, error) {
-	page := b.firstPage(sp.From, sp.To, b.pageSize)
-	var restartedAt time.Time
-	for {
-		if p.budget == 0 || p.pastDeadline() {
-			return false, nil
-		}
-		var next string
-		r, err := p.request(ctx, b.send(page, &next))
-		if r.decoded > 0 && r.newest.After(sp.From) {
-			sp.From = r.newest
-			horizon := p.m.chunkEnd(sp).Add(-time.Duration(p.m.Overlap))
-			if sp.From.Before(horizon) {
-				horizon = sp.From
-			}
-			p.m.cursor.forget(sp.Start.Add(-tick), horizon)
-		}
-		if err != nil || r.interrupted {
-			return false, err
-		}
-		if next == "" {
-			return true, nil
-		}
-		nextURL, err := b.checkNextLink(next)
-		if err != nil {
-			return false, err
-		}
-		skip, err := strconv.Atoi(nextURL.Query().Get("$skip"))
-		if err != nil || skip+b.pageSize <= graphSkipCap {
-			page = nextURL
-			continue
-		}
-		if sp.From.Equal(restartedAt) {
-			p.m.warnf("more than %d alerts share lastUpdateDateTime %s: following @odata.nextLink past Graph's paging cap",
-				graphSkipCap, sp.From.Format(time.RFC3339Nano))
-			page = nextURL
-			continue
-		}
-		restartedAt = sp.From
-		page = b.firstPage(sp.From, sp.To, b.pageSize)
-	}
-}
-
 // checkNextLink accepts a next page only on the API's own scheme and host:
 // the request carries the bearer token.
 func (b *graphBackend) checkNextLink(next string) (*url.URL, error) {
@@ -140,17 +96,35 @@ func (b *graphBackend) checkNextLink(next string) (*url.URL, error) {
 	return u, nil
 }
 
-// send is the request for one page: it streams the page's alerts to
-// handle and stores the link to the next page in next.
-func (b *graphBackend) send(u *url.URL, next *string) sendFunc {
+// send is the request for one page of the part [from, to): it streams the
+// page's alerts to handle and describes the page in page. Alerts outside
+// the part, which the service should not have sent, are counted and left
+// out: their times must not steer the cursor, and the part that covers
+// their time reads them if they are real. Alerts without a time that
+// parses cannot be placed and are handed on as they are.
+func (b *graphBackend) send(u *url.URL, from, to time.Time, page *graphPage) sendFunc {
 	return func(ctx context.Context, handle func(alert) bool) error {
-		*next = ""
+		page.reset()
 		body, err := b.api.get(ctx, u)
 		if err != nil {
 			return err
 		}
 		defer body.Close()
-		link, err := decodeGraphPage(body, func(a *graphAlert) bool {
+		meta, err := decodeGraphPage(body, func(a *graphAlert) bool {
+			page.items++
+			if a.issues.skip != "" || a.lastUpdate.IsZero() {
+				// Not to be placed by time: skipped, or emitted once without
+				// steering the cursor (poll.attempt).
+				return handle(a)
+			}
+			if a.lastUpdate.Before(from) || !a.lastUpdate.Before(to) {
+				page.outside++
+				if page.outside == 1 {
+					page.firstOutside = a.identity()
+				}
+				return true
+			}
+			page.noteInside(a)
 			if len(b.machineGroups) > 0 && !b.machineGroups[a.device.RbacGroupName] {
 				return true
 			}
@@ -160,7 +134,7 @@ func (b *graphBackend) send(u *url.URL, next *string) sendFunc {
 		if err != nil {
 			return &answerError{api: b.api.name, host: u.Host, err: err}
 		}
-		*next = link
+		page.next, page.count, page.hasCount = meta.next, meta.count, meta.hasCount
 		return nil
 	}
 }
@@ -422,23 +396,30 @@ func (a *graphAlert) countKey() countKey {
 	}
 }
 
+// graphPageMeta is what a page says about the chain it belongs to.
+type graphPageMeta struct {
+	next     string // @odata.nextLink
+	count    int64  // @odata.count, when hasCount
+	hasCount bool
+}
+
 // decodeGraphPage streams the alerts of one page, {"value": [...],
-// "@odata.nextLink": ...} in any key order, to handle until it returns
-// false, and returns the next page's link.
-func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (string, error) {
+// "@odata.nextLink": ..., "@odata.count": ...} in any key order, to handle
+// until it returns false, and returns the next page's link and the count.
+func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (graphPageMeta, error) {
 	r := jsonstream.NewReader(body, readBufferSize)
 	c, err := r.NextByte()
 	if err != nil {
-		return "", fmt.Errorf("response is not a JSON object: %w", explainRead(err, r))
+		return graphPageMeta{}, fmt.Errorf("response is not a JSON object: %w", explainRead(err, r))
 	}
 	if c != '{' {
 		start, err := describeStart(r, c)
 		if err != nil {
-			return "", fmt.Errorf("response is not a JSON object: %w", explainRead(err, r))
+			return graphPageMeta{}, fmt.Errorf("response is not a JSON object: %w", explainRead(err, r))
 		}
-		return "", fmt.Errorf("response is not a JSON object with a value array: it starts with %s", start)
+		return graphPageMeta{}, fmt.Errorf("response is not a JSON object with a value array: it starts with %s", start)
 	}
-	var next string
+	var meta graphPageMeta
 	var key []byte
 	err = readObject(r, &key, func(c byte) error {
 		switch string(key) {
@@ -448,7 +429,7 @@ func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (string, err
 			switch c {
 			case '"':
 				link, err := r.AppendString(nil)
-				next = string(link)
+				meta.next = string(link)
 				return err
 			case 'n':
 				return r.Skip(c, 1)
@@ -457,19 +438,36 @@ func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (string, err
 				return err
 			}
 			return fmt.Errorf("@odata.nextLink: JSON %s where a string was expected", jsonstream.Kind(c))
+		case "@odata.count":
+			return decodeODataCount(r, c, &meta)
 		}
 		return r.Skip(c, 1)
 	})
 	if errors.Is(err, errHandlerStopped) {
-		return "", nil // the rest of the page is left unread
+		return graphPageMeta{}, nil // the rest of the page is left unread
 	}
 	if err == nil {
 		err = r.ExpectEnd()
 	}
 	if err != nil {
-		return "", explainRead(err, r)
+		return graphPageMeta{}, explainRead(err, r)
 	}
-	return next, nil
+	return meta, nil
+}
+
+// decodeODataCount reads @odata.count, whose first byte is c. Anything but
+// a non-negative integer counts as no count: the count only tells whether
+// a chain of pages may be trusted, and without one the plugin reads in
+// parts that need no trust.
+func decodeODataCount(r *jsonstream.Reader, c byte, meta *graphPageMeta) error {
+	raw, err := r.AppendRaw(nil, c, 1)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil && n >= 0 {
+		meta.count, meta.hasCount = n, true
+	}
+	return nil
 }
 
 // errHandlerStopped ends the decoding of a page whose handler returned

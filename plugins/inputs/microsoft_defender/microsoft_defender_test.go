@@ -27,7 +27,8 @@ var fixedNow = time.Date(2020, 9, 30, 15, 0, 0, 0, time.UTC)
 // TestCases runs every folder of testcases/: telegraf.conf configures the
 // plugin, response.json (or the detection*.json files, wrapped in an array
 // in name order) is what the API answers, expected.out the line protocol
-// the plugin must emit.
+// the plugin must emit, and now, when present, the clock (RFC 3339) in
+// place of fixedNow, so that the window holds the fixture's times.
 func TestCases(t *testing.T) {
 	folders, err := os.ReadDir("testcases")
 	require.NoError(t, err)
@@ -60,7 +61,12 @@ func TestCases(t *testing.T) {
 			defer server.Close()
 			plugin.EndpointURL = server.URL + path
 			plugin.Log = testutil.Logger{}
-			plugin.now = func() time.Time { return fixedNow }
+			now := fixedNow
+			if clock, err := os.ReadFile(filepath.Join(dir, "now")); err == nil {
+				now, err = time.Parse(time.RFC3339, strings.TrimSpace(string(clock)))
+				require.NoError(t, err)
+			}
+			plugin.now = func() time.Time { return now }
 			require.NoError(t, plugin.Init())
 
 			expected, err := testutil.ParseMetricsFromFile(filepath.Join(dir, "expected.out"), parser)

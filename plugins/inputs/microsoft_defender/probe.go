@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -43,23 +44,21 @@ func (e *ProbeError) Unwrap() error {
 }
 
 // Probe implements telegraf.ProbePlugin: it fetches a token and sends one
-// minimal request (limit=1, or $top=1 for Graph), without emitting
-// anything or moving the cursor. Its error is a *ProbeError.
+// minimal request (limit=1, or a page of $top=3 for Graph), without
+// emitting anything or moving the cursor. Its error is a *ProbeError.
 func (m *MicrosoftDefender) Probe() error {
 	ctx := m.ctx
 	if _, err := m.tokens.token(ctx); err != nil {
 		return m.probeError(StepToken, err)
 	}
 	now := m.now().UTC()
-	var send sendFunc
+	var err error
 	switch b := m.backend.(type) {
 	case *siemBackend:
-		send = b.send(now.Add(-probeWindow), now, 1)
+		err = b.send(now.Add(-probeWindow), now, 1)(ctx, func(alert) bool { return false })
 	case *graphBackend:
-		var next string
-		send = b.send(b.firstPage(now.Add(-probeWindow), now, 1), &next)
+		err = b.probe(ctx, m, now)
 	}
-	err := send(ctx, func(alert) bool { return false })
 	if err == nil {
 		return nil
 	}
@@ -75,6 +74,72 @@ func (m *MicrosoftDefender) probeError(step ProbeStep, err error) *ProbeError {
 	e := &ProbeError{Step: step, Err: &redactedError{msg: m.redactSecrets(err.Error()), cause: err}}
 	e.Fix = Advice(e, m.API)
 	return e
+}
+
+// Graph's probe reads one small page of the last week, enough to see
+// whether the service honours $orderby, which form its next link takes and
+// whether it counts.
+const (
+	graphProbeWindow = 7 * 24 * time.Hour
+	graphProbeTop    = 3
+)
+
+// probe sends the first page of a query as a poll would, leaving out an
+// option the service refuses as a poll does, and keeps what it showed for
+// ProbeObservations.
+func (b *graphBackend) probe(ctx context.Context, m *MicrosoftDefender, now time.Time) error {
+	from := now.Add(-graphProbeWindow).Truncate(tick)
+	to := now.Truncate(tick)
+	var page graphPage
+	for {
+		err := b.send(b.firstPage(from, to, graphProbeTop), from, to, &page)(ctx, func(alert) bool { return true })
+		if err != nil && b.dropRefusedOption(m, err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		var stats pollStats
+		b.notePage(m, &stats, from, to, &page, true)
+		if page.next == "" && page.hasCount && page.count > int64(page.items) {
+			b.learned.seen.nextLink = fmt.Sprintf("absent although @odata.count says %d alerts match", page.count)
+		} else if page.next == "" {
+			b.learned.seen.nextLink = "none (every alert of the week on one page)"
+		}
+		return nil
+	}
+}
+
+// ProbeObservations says in one line what the service did with the
+// options of Graph's paging during Probe, for a user to report; it is
+// empty for the SIEM API.
+func (m *MicrosoftDefender) ProbeObservations() string {
+	b, ok := m.backend.(*graphBackend)
+	if !ok {
+		return ""
+	}
+	seen := b.learned.seen
+	order := map[string]string{
+		"asc":          "honoured (ascending)",
+		"newest first": "ignored (newest first)",
+		"unordered":    "ignored (no order)",
+		"rejected":     "rejected (400)",
+		"":             "not seen (fewer than two alerts with different times)",
+	}[seen.orderBy]
+	count := map[string]string{
+		"present":  "present",
+		"absent":   "absent",
+		"rejected": "rejected (400)",
+		"":         "not seen",
+	}[seen.count]
+	next := seen.nextLink
+	switch next {
+	case "$skip", "$skiptoken":
+		next = "carries " + next
+	case "other":
+		next = "carries neither $skip nor $skiptoken"
+	}
+	return fmt.Sprintf("$orderby %s; @odata.nextLink %s; @odata.count %s", order, next, count)
 }
 
 // redactedError carries a cause for Advice while its message is scrubbed.

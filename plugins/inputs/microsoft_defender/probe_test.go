@@ -13,8 +13,9 @@ import (
 	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
 )
 
-// Probe sends one minimal request over the last hour, emits nothing and
-// leaves the cursor where it was.
+// Probe sends one minimal request, over the last hour (SIEM) or a page of
+// three alerts of the last week (Graph), emits nothing and leaves the
+// cursor where it was.
 func TestProbeSendsOneMinimalRequest(t *testing.T) {
 	s := newScenario(t, defendersim.Config{Seed: 3, Rate: 10, History: time.Hour})
 	siem := s.plugin(nil)
@@ -31,9 +32,14 @@ func TestProbeSendsOneMinimalRequest(t *testing.T) {
 	}, alerts[0].URL.Query())
 	pages := requestsTo(s.sim, graphAlertsPath)
 	require.Len(t, pages, 1)
-	require.Equal(t, "1", pages[0].URL.Query().Get("$top"))
-	require.Equal(t, "lastUpdateDateTime ge 2020-09-30T14:00:00.0000000Z and lastUpdateDateTime lt 2020-09-30T15:00:00.0000000Z",
-		pages[0].URL.Query().Get("$filter"))
+	require.Equal(t, url.Values{
+		"$filter":  {"lastUpdateDateTime ge 2020-09-23T15:00:00.0000000Z and lastUpdateDateTime lt 2020-09-30T15:00:00.0000000Z"},
+		"$orderby": {"lastUpdateDateTime asc"},
+		"$count":   {"true"},
+		"$top":     {"3"},
+	}, pages[0].URL.Query())
+	require.Equal(t, "$orderby honoured (ascending); @odata.nextLink carries $skip; @odata.count present", graph.ProbeObservations())
+	require.Empty(t, siem.ProbeObservations())
 
 	for _, p := range []*MicrosoftDefender{siem, graph} {
 		require.True(t, p.cursor.watermark.IsZero())

@@ -19,7 +19,7 @@ import (
 
 // scenario runs plugins against a simulator that shares their clock.
 type scenario struct {
-	t       *testing.T
+	t       testing.TB
 	clock   time.Time
 	sim     *defendersim.Server
 	server  *httptest.Server
@@ -31,9 +31,11 @@ type scenario struct {
 	allowErrors bool
 	errors      []string
 	pollTimes   []time.Time
+	pollEnds    []time.Time // when each poll of pollTimes ended
+	pollBehind  []bool      // whether it ended with a backlog
 }
 
-func newScenario(t *testing.T, cfg defendersim.Config) *scenario {
+func newScenario(t testing.TB, cfg defendersim.Config) *scenario {
 	t.Helper()
 	s := &scenario{t: t, clock: fixedNow, emitted: make(map[string]int), logger: &testutil.CaptureLogger{}}
 	cfg.TenantID, cfg.ClientID, cfg.ClientSecret, cfg.RefreshToken = testTenant, testClientID, testClientSecret, testRefreshToken
@@ -76,6 +78,7 @@ func (s *scenario) poll(p *MicrosoftDefender) *testutil.Accumulator {
 	var acc testutil.Accumulator
 	s.pollTimes = append(s.pollTimes, s.clock)
 	require.NoError(s.t, p.Gather(&acc))
+	s.pollEnds = append(s.pollEnds, s.clock)
 	for _, err := range acc.Errors {
 		s.errors = append(s.errors, err.Error())
 	}
@@ -91,13 +94,16 @@ func (s *scenario) poll(p *MicrosoftDefender) *testutil.Accumulator {
 			} else {
 				// A Graph alert version: (id, lastUpdateDateTime).
 				id, _ := m.GetField("alert_id")
-				updated, _ := m.GetField("last_update_date_time")
-				s.emitted[id.(string)+"@"+updated.(string)]++
+				field, _ := m.GetField("last_update_date_time")
+				updated, _ := field.(string) // none when it did not parse
+				s.emitted[id.(string)+"@"+updated]++
 			}
 		case measurementPoll:
-			if backlog, ok := m.GetField("backlog"); ok && backlog.(bool) {
+			backlog, ok := m.GetField("backlog")
+			if ok && backlog.(bool) {
 				s.backlog++
 			}
+			s.pollBehind = append(s.pollBehind, ok && backlog.(bool))
 		}
 	}
 	return &acc

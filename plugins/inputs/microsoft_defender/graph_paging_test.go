@@ -1,0 +1,299 @@
+package microsoft_defender
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/testutil"
+
+	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+)
+
+// playGraphScenario runs plugins against a simulated Graph that orders,
+// counts and pages as behaviour says: alerts created and updated all the
+// while (so that versions move while they are paged), a share of them
+// visible only minutes late, a crash (no Stop: the state file holds the
+// state before the last poll, which is repeated), a clean restart after an
+// outage of seventy minutes (a backlog of thousands of versions in one
+// chunk, well past every cap) and polls until the backlog is worked off.
+// The crash's repeat of its last poll is taken out of s.emitted. install,
+// when set, changes each plugin after Init.
+func playGraphScenario(t *testing.T, behaviour defendersim.GraphBehaviour, install func(*MicrosoftDefender)) (*scenario, *MicrosoftDefender, time.Time) {
+	t.Helper()
+	s := newScenario(t, defendersim.Config{Seed: 17, Rate: 15, MaxLag: 4 * time.Minute, LagFraction: 0.3, Graph: behaviour})
+	stateFile := filepath.Join(t.TempDir(), "defender.state")
+	plugin := func() *MicrosoftDefender {
+		p := s.graphPlugin(func(m *MicrosoftDefender) {
+			m.PageSize = 100
+			m.MaxAlertsPerGather = 400
+			m.InitialLookback = config.Duration(time.Minute)
+			m.MaxRequestsPerMinute = 600
+			m.StateFile = stateFile
+		})
+		if install != nil {
+			install(p)
+		}
+		return p
+	}
+	start := s.clock.Add(-2 * time.Minute)
+	p := plugin()
+	s.run(p, 10*time.Minute)
+
+	crashed := s.poll(p)
+	s.clock = s.clock.Add(pollInterval)
+	crash(p) // the crashed process never ran Stop
+	p = plugin()
+	s.run(p, 10*time.Minute)
+
+	p.Stop()
+	s.clock = s.clock.Add(70 * time.Minute)
+	p = plugin()
+	s.run(p, 25*time.Minute)
+
+	// The crash repeats at most its last poll.
+	for _, m := range crashed.GetTelegrafMetrics() {
+		if m.Name() != measurementAlert {
+			continue
+		}
+		id, _ := m.GetField("alert_id")
+		updated, _ := m.GetField("last_update_date_time")
+		if version := id.(string) + "@" + updated.(string); s.emitted[version] == 2 {
+			s.emitted[version]--
+		}
+	}
+	return s, p, start
+}
+
+// runGraphBehaviour plays the scenario and checks that every version that
+// was readable was emitted once, the crash's repeat aside, and that the
+// last polls keep up.
+func runGraphBehaviour(t *testing.T, behaviour defendersim.GraphBehaviour) *scenario {
+	t.Helper()
+	s, p, start := playGraphScenario(t, behaviour, nil)
+	_, readable := s.requireGraphVersionsOnce(p, start)
+	require.Greater(t, readable, 1500, "versions well past every cap")
+
+	// No stall: the last polls read up to now - delay.
+	last := pollFields(t, s.poll(p))
+	require.Equal(t, false, last["backlog"])
+	require.LessOrEqual(t, last["lag_seconds"], (2 * time.Minute).Seconds())
+	return s
+}
+
+// requestsWith counts the alerts_v2 requests whose query holds the key.
+func requestsWith(s *scenario, key string) int {
+	n := 0
+	for _, r := range requestsTo(s.sim, graphAlertsPath) {
+		if r.URL.Query().Has(key) {
+			n++
+		}
+	}
+	return n
+}
+
+// Honoured ascending order, next links with $skip, no depth limit, $top
+// honoured, @odata.count: the service as a peer integration assumes it.
+func TestGraphPagingAsDocumentedByPeers(t *testing.T) {
+	s := runGraphBehaviour(t, defendersim.GraphBehaviour{})
+	require.Positive(t, requestsWith(s, "$skip"), "next links are followed")
+	require.Empty(t, s.logger.Warnings())
+}
+
+// $orderby ignored (newest first), an opaque $skiptoken, 400 past $skip
+// 100, $top clamped to 50 (the scenario's page_size is 100).
+func TestGraphPagingNewestFirstSkipTokenDepth400Clamped(t *testing.T) {
+	s := runGraphBehaviour(t, defendersim.GraphBehaviour{
+		Order: defendersim.GraphOrderIgnored, NextLink: defendersim.GraphLinkSkipToken, MaxSkip: 100, MaxTop: 50,
+	})
+	require.Positive(t, requestsWith(s, "$skiptoken"), "next links are followed as they come")
+	require.Zero(t, requestsWith(s, "$skip"), "no $skip is ever made up")
+	require.Empty(t, s.logger.Warnings())
+	require.Contains(t, infos(s.logger), "I! [] The Graph API refused a next link after 150 alerts (Graph API at 127.0.0.1")
+}
+
+// $orderby rejected with 400, no next links at all, $top honoured: the
+// count tells that a page was not all.
+func TestGraphPagingOrderRejectedNoNextLinks(t *testing.T) {
+	s := runGraphBehaviour(t, defendersim.GraphBehaviour{Order: defendersim.GraphOrderRejected, NextLink: defendersim.GraphLinkNone})
+	// Once for each of the scenario's three processes.
+	require.Equal(t, 3, requestsWith(s, "$orderby"), "dropped after the first refusal")
+	warnings := s.logger.Warnings()
+	require.Len(t, warnings, 3)
+	for _, w := range warnings {
+		require.Equal(t, `W! [] The Graph API refused $orderby (Graph API at `+strings.TrimPrefix(s.server.URL, "http://")+
+			` answered 400 Bad Request (the query was refused: check service_sources and severities): body `+
+			`"{\"error\":{\"code\":\"BadRequest\",\"message\":\"Invalid OrderBy clause: OrderBy is not supported on this resource.\"}}"): `+
+			`querying without it from now on; the plugin does not depend on the order`, w)
+	}
+}
+
+// A chain that ends silently after 300 alerts with next links carrying
+// $skip, $top clamped, newest first.
+func TestGraphPagingChainEndsSilently(t *testing.T) {
+	s := runGraphBehaviour(t, defendersim.GraphBehaviour{Order: defendersim.GraphOrderIgnored, ChainEnd: 300, MaxTop: 50})
+	require.Empty(t, s.logger.Warnings())
+	require.Contains(t, infos(s.logger), "I! [] A chain of Graph pages ended after 300 alerts although @odata.count said")
+}
+
+// Without @odata.count no chain of pages is trusted: next links are never
+// followed, every part fits one page.
+func TestGraphPagingWithoutCount(t *testing.T) {
+	s := runGraphBehaviour(t, defendersim.GraphBehaviour{Count: defendersim.GraphCountIgnored, ChainEnd: 300})
+	require.Zero(t, requestsWith(s, "$skip"))
+	require.Contains(t, infos(s.logger), "I! [] The Graph API sends no @odata.count: windows are read in parts that fit one page")
+}
+
+// The harshest service: $orderby and $count rejected, opaque tokens that
+// answer 400 past 100, a chain that also ends silently, $top clamped.
+func TestGraphPagingHarshest(t *testing.T) {
+	s := runGraphBehaviour(t, defendersim.GraphBehaviour{
+		Order: defendersim.GraphOrderRejected, NextLink: defendersim.GraphLinkSkipToken, Count: defendersim.GraphCountRejected,
+		MaxSkip: 100, ChainEnd: 200, MaxTop: 50,
+	})
+	// Each of the scenario's three processes learns it anew.
+	warnings := s.logger.Warnings()
+	require.Len(t, warnings, 6, "one for $orderby, one for $count")
+	for i := 0; i < 6; i += 2 {
+		require.Contains(t, warnings[i], "The Graph API refused $orderby")
+		require.Contains(t, warnings[i+1], "The Graph API refused $count")
+	}
+	require.Equal(t, 3, requestsWith(s, "$orderby"))
+	require.Equal(t, 6, requestsWith(s, "$count"))
+}
+
+// The harshest service that still counts: newest first, no next links,
+// $top clamped.
+func TestGraphPagingHarshestWithCount(t *testing.T) {
+	s := runGraphBehaviour(t, defendersim.GraphBehaviour{
+		Order: defendersim.GraphOrderIgnored, NextLink: defendersim.GraphLinkNone, MaxTop: 50,
+	})
+	require.Empty(t, s.logger.Warnings())
+}
+
+func infos(logger *testutil.CaptureLogger) string {
+	var lines []string
+	for _, e := range logger.Messages() {
+		if e.Level == testutil.LevelInfo {
+			lines = append(lines, e.String())
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// graphAlertsAt returns n alert versions, one every step from from.
+func graphAlertsAt(from time.Time, n int, step time.Duration) []defendersim.GraphAlert {
+	alerts := make([]defendersim.GraphAlert, 0, n)
+	for i := range n {
+		at := from.Add(time.Duration(i) * step).Format(time.RFC3339Nano)
+		alerts = append(alerts, defendersim.GraphAlert{
+			ID: fmt.Sprintf("da%05d", i), Status: "new", Severity: "high", Category: "Malware",
+			ServiceSource: "microsoftDefenderForEndpoint", CreatedDateTime: at, LastUpdateDateTime: at,
+		})
+	}
+	return alerts
+}
+
+// Alerts last updated in 2999 and in 2001 on every page, which the filter
+// did not ask for, are left out and counted: no bound of any later query
+// moves because of them, and the window is read to its end.
+func TestGraphTimesOutsideTheWindowMoveNothing(t *testing.T) {
+	s := newScenario(t, defendersim.Config{})
+	require.NoError(t, s.sim.AddGraph(graphAlertsAt(s.clock.Add(-time.Hour), 300, 10*time.Second)...))
+	sim := s.sim.Handler()
+	s.server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, graphAlertsPath) {
+			sim.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		sim.ServeHTTP(rec, r)
+		body := strings.Replace(rec.Body.String(), `"value":[`, `"value":[{"id":"future","lastUpdateDateTime":"2999-01-01T00:00:00Z"},`+
+			`{"id":"past","lastUpdateDateTime":"2001-01-01T00:00:00Z"},`, 1)
+		w.WriteHeader(rec.Code)
+		respond(t, w, []byte(body))
+	}))
+	t.Cleanup(s.server.Close)
+	p := s.graphPlugin(func(m *MicrosoftDefender) {
+		m.PageSize = 100
+		m.InitialLookback = config.Duration(2 * time.Hour)
+		m.MaxWindow = config.Duration(3 * time.Hour)
+	})
+
+	acc := s.poll(p)
+	// 2001 parses and lies outside: left out, for the window that covers
+	// it. 2999 is no time a metric can hold: emitted once without it.
+	require.Len(t, s.emitted, 301)
+	for version, n := range s.emitted {
+		require.Equal(t, 1, n, version)
+		require.True(t, strings.HasPrefix(version, "da") || version == "future@", version)
+	}
+	pages := requestsTo(s.sim, graphAlertsPath)
+	require.Len(t, pages, 3, "300 alerts, 100 a page, one chain")
+	for _, r := range pages {
+		require.Equal(t, "lastUpdateDateTime ge 2020-09-30T12:59:00.0000000Z and lastUpdateDateTime lt 2020-09-30T14:59:00.0000000Z",
+			r.URL.Query().Get("$filter"))
+	}
+	poll := pollFields(t, acc)
+	require.Equal(t, int64(4), poll["out_of_window"], "three times 2001, once 2999")
+	require.Equal(t, int64(1), poll["invalid_fields"])
+	require.Equal(t, false, poll["backlog"])
+	require.Equal(t, s.clock.Add(-time.Minute), p.cursor.watermark)
+	outside := "W! [] The Graph API sent 1 alerts last updated outside the window asked for, " +
+		"[2020-09-30T12:59:00Z, 2020-09-30T14:59:00Z) (the first: past@2001-01-01T00:00:00Z): left out"
+	require.Equal(t, []string{
+		`W! [] alert 0 at byte 392 ("future@0001-01-01T00:00:00Z") emitted without the values that do not fit: ` +
+			`lastUpdateDateTime: "2999-01-01T00:00:00Z" lies outside the years 1678 to 2262 that a metric's time can hold`,
+		`W! [] alert 0 at byte 392 ("future@0001-01-01T00:00:00Z"): its time is outside the window asked for, or unknown; ` +
+			`it is emitted, and the cursor does not use its time`,
+		outside, outside, outside,
+	}, s.logger.Warnings())
+}
+
+// Next links that lead from A to B and back to A, from a service that
+// ignores the filter and counts more than it has: the loop is seen at once,
+// the part split around the two alerts, each emitted once, and the poll
+// reaches the end of its window in a few requests.
+func TestGraphNextLinkLoopEndsInParts(t *testing.T) {
+	var requests []string
+	var server *httptest.Server
+	server = stub(t, func(w http.ResponseWriter, r *http.Request) {
+		requests = append(requests, r.URL.Query().Get("page"))
+		alert, next := `{"id":"a1","lastUpdateDateTime":"2020-09-30T13:30:00Z"}`, "b"
+		if r.URL.Query().Get("page") == "b" {
+			alert, next = `{"id":"b1","lastUpdateDateTime":"2020-09-30T14:10:00Z"}`, "a"
+		}
+		respond(t, w, []byte(`{"@odata.count":5,"value":[`+alert+`],"@odata.nextLink":"`+server.URL+graphAlertsPath+`?page=`+next+`"}`))
+	})
+	logger := &testutil.CaptureLogger{}
+	plugin := withDefaults(&MicrosoftDefender{
+		API:         "graph",
+		EndpointURL: server.URL + graphAlertsPath,
+		AccessToken: config.NewSecret([]byte(testAccessToken)),
+		MaxWindow:   config.Duration(3 * time.Hour),
+		Log:         logger,
+		now:         func() time.Time { return fixedNow },
+	})
+	require.NoError(t, plugin.Init())
+	acc := gatherOK(t, plugin)
+	var ids []string
+	for _, m := range acc.GetTelegrafMetrics() {
+		if m.Name() == measurementAlert {
+			id, _ := m.GetField("alert_id")
+			ids = append(ids, id.(string))
+		}
+	}
+	require.ElementsMatch(t, []string{"a1", "b1"}, ids)
+	poll := pollFields(t, acc)
+	require.Equal(t, false, poll["backlog"])
+	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
+	require.Len(t, requests, int(poll["requests"].(int64)))
+	require.Len(t, requests, 11, "a loop costs a few requests, not a poll")
+}
