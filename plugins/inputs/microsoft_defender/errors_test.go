@@ -33,7 +33,9 @@ func stub(t *testing.T, alerts http.HandlerFunc) *httptest.Server {
 	return server
 }
 
-func stubbedPlugin(t *testing.T, server *httptest.Server, logger *testutil.CaptureLogger) *MicrosoftDefender {
+// stubbedPlugin is a plugin reading server, changed by configure before
+// Init.
+func stubbedPlugin(t *testing.T, server *httptest.Server, logger *testutil.CaptureLogger, configure ...func(*MicrosoftDefender)) *MicrosoftDefender {
 	t.Helper()
 	plugin := withDefaults(&MicrosoftDefender{
 		EndpointURL:     server.URL + "/api/alerts",
@@ -47,6 +49,9 @@ func stubbedPlugin(t *testing.T, server *httptest.Server, logger *testutil.Captu
 		Log:             logger,
 		now:             func() time.Time { return fixedNow },
 	})
+	for _, c := range configure {
+		c(plugin)
+	}
 	require.NoError(t, plugin.Init())
 	return plugin
 }

@@ -493,7 +493,7 @@ func decodeGraphAlerts(r *jsonstream.Reader, c byte, handle func(*graphAlert) bo
 		case errors.As(err, &notObject):
 			a.issues.skip = notObject.Error()
 		case err != nil:
-			return fmt.Errorf("alert %d: %w", i, explainRead(err, r))
+			return recordError(fmt.Errorf("alert %d: %w", i, explainRead(err, r)), err)
 		default:
 			if len(objects.problems) > 0 {
 				a.issues.invalid = append([]fieldProblem(nil), objects.problems...)

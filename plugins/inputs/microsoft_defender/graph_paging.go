@@ -185,6 +185,12 @@ func (b *graphBackend) readPart(ctx context.Context, p *poll, from, to time.Time
 					len(pr.distinct), err)
 				return pr, nil
 			}
+			if isUnreadable(err) {
+				// Smaller parts make smaller pages, down to the one
+				// instant that holds what cannot be read.
+				pr.broken = "a page larger than max_body_size, or not JSON"
+				return pr, nil
+			}
 			return pr, err
 		}
 		if r.interrupted {

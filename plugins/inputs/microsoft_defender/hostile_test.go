@@ -120,9 +120,7 @@ func TestUnreadableTimeAfterShrinkIsNoWall(t *testing.T) {
 		body: `{"FullId":"bad","LastProcessedTimeUtc":"30/09/2020 14:45"}`})
 	server := stub(t, sim.handler(t))
 	logger := &testutil.CaptureLogger{}
-	plugin := stubbedPlugin(t, server, logger)
-	plugin.MaxBodySize = 4096
-	require.NoError(t, plugin.Init())
+	plugin := stubbedPlugin(t, server, logger, func(m *MicrosoftDefender) { m.MaxBodySize = 4096 })
 
 	emitted := make(map[string]int)
 	for i := range 5 {
@@ -149,9 +147,7 @@ func TestDetectionThatFitsWithoutTheBracketIsNoWall(t *testing.T) {
 	require.Len(t, "["+big, 4096)
 	sim.detections = append(sim.detections, placedDetection{id: "big", at: fixedNow.Add(-20 * time.Minute), body: big})
 	server := stub(t, sim.handler(t))
-	plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{})
-	plugin.MaxBodySize = 4096
-	require.NoError(t, plugin.Init())
+	plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.MaxBodySize = 4096 })
 
 	emitted := make(map[string]int)
 	for range 3 {
@@ -176,10 +172,10 @@ func TestSharedInstantOverTheLimitIsReported(t *testing.T) {
 	}
 	server := stub(t, sim.handler(t))
 	logger := &testutil.CaptureLogger{}
-	plugin := stubbedPlugin(t, server, logger)
-	plugin.MaxBodySize = 4096
-	plugin.Limit = 2
-	require.NoError(t, plugin.Init())
+	plugin := stubbedPlugin(t, server, logger, func(m *MicrosoftDefender) {
+		m.MaxBodySize = 4096
+		m.Limit = 2
+	})
 	acc := gatherOK(t, plugin)
 	// The API has no order inside an instant to page by: what one limited
 	// request returns is emitted, the rest of the instant cannot be had.

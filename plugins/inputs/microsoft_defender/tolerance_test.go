@@ -273,20 +273,11 @@ func TestGraphAlertWithoutATimeIsEmittedOnce(t *testing.T) {
 		requests++
 		respond(t, w, []byte(page))
 	})
-	logger := &testutil.CaptureLogger{}
-	plugin := withDefaults(&MicrosoftDefender{
-		API:             "graph",
-		EndpointURL:     server.URL + "/v1.0/security/alerts_v2",
-		LoginEndpoint:   server.URL,
-		TenantID:        testTenant,
-		ClientID:        testClientID,
-		ClientSecret:    config.NewSecret([]byte(testClientSecret)),
-		InitialLookback: config.Duration(time.Hour),
-		Timeout:         config.Duration(5 * time.Second),
-		Log:             logger,
-		now:             func() time.Time { return fixedNow },
+	plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{}, func(m *MicrosoftDefender) {
+		m.API = "graph"
+		m.EndpointURL = server.URL + graphAlertsPath
+		m.RefreshToken = config.Secret{}
 	})
-	require.NoError(t, plugin.Init())
 	var alerts int
 	for i := range 3 {
 		plugin.now = func() time.Time { return fixedNow.Add(time.Duration(i) * time.Minute) }
@@ -301,4 +292,31 @@ func TestGraphAlertWithoutATimeIsEmittedOnce(t *testing.T) {
 	}
 	require.Equal(t, 3, requests)
 	require.Equal(t, 1, alerts)
+}
+
+// A Graph alert larger than max_body_size is no wall either: the part
+// that holds it is split by time down to its instant, which is skipped
+// with a warning, and every other version arrives once.
+func TestGraphAlertLargerThanTheBodyCapIsSkipped(t *testing.T) {
+	s := newScenario(t, defendersim.Config{})
+	alerts := graphAlertsAt(s.clock.Add(-time.Hour), 300, 10*time.Second)
+	giantAt := alerts[150].LastUpdateDateTime
+	alerts[150].ID = "giant"
+	alerts[150].Title = strings.Repeat("x", 300*1024)
+	require.NoError(t, s.sim.AddGraph(alerts...))
+	p := s.graphPlugin(func(m *MicrosoftDefender) {
+		m.PageSize = 100
+		m.MaxBodySize = config.Size(256 * 1024)
+		m.MaxRequestsPerMinute = 600
+	})
+	s.run(p, 5*pollInterval)
+
+	require.Len(t, s.emitted, 299)
+	for version, n := range s.emitted {
+		require.Equal(t, 1, n, version)
+		require.False(t, strings.HasPrefix(version, "giant"), version)
+	}
+	require.Empty(t, s.errors)
+	require.Contains(t, s.logger.Warnings(), "W! [] Alerts sharing lastUpdateDateTime "+giantAt+
+		" could not all be read (a page larger than max_body_size, or not JSON): 0 read, moving on")
 }
