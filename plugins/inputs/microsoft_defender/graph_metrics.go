@@ -17,10 +17,11 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 		ts = a.lastUpdate
 	}
 	// Versions of one alert share createdDateTime, and usually differ in
-	// status; a hash of lastUpdateDateTime parts those that do not.
+	// status; a hash of the version's identity parts those that do not, and
+	// two alerts created at the same time with the same tags.
 	var tm time.Time // none when no time of the alert can be read
 	if !ts.IsZero() {
-		tm = atTick(ts, hashOf(a.LastUpdateDateTime))
+		tm = atTick(ts, hashOf(a.ID+"@"+a.LastUpdateDateTime))
 	}
 	m := metric.New(measurementAlert, nil, nil, tm)
 	addCountTags(m, a.countKey())
