@@ -182,7 +182,7 @@ func (n *searchNode) install(t *testing.T) {
 // outputs.opensearch -> a real OpenSearch node, through the ECS pipeline.
 func TestOpenSearchOutput(t *testing.T) {
 	node := startOpenSearch(t)
-	testSearchOutput(t, node, fmt.Sprintf(`
+	output := fmt.Sprintf(`
 [[outputs.opensearch]]
   urls = [%q]
   index_name = 'defender-{{.Time.Format "2006.01.02"}}'
@@ -192,7 +192,46 @@ func TestOpenSearchOutput(t *testing.T) {
   template_name = "defender"
   force_document_id = true
   use_pipeline = "defender-ecs"
-`, node.url))
+`, node.url)
+	testSearchOutput(t, node, output)
+
+	// The same node, emptied, from a Telegraf built with the plugin.
+	node.request(t, http.MethodDelete, "/defender-*", nil)
+	testSearchOutputInTree(t, node, output)
+}
+
+// testSearchOutputInTree runs a backfill from a Telegraf built with the
+// plugin, default [agent] precision, into the node through output, and
+// checks the index as testSearchOutput does: every detection a document.
+func testSearchOutputInTree(t *testing.T, node *searchNode, output string) {
+	t.Helper()
+	sim := defendersim.New(defendersim.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
+		Seed: 37, Rate: 6, History: 3 * time.Hour, BurstEvery: 40 * time.Minute, BurstSize: 30})
+	server := httptest.NewServer(sim.Handler())
+	defer server.Close()
+	a := startInTree(t, t.TempDir(), "telegraf", fmt.Sprintf(`
+[agent]
+  interval = "4s"
+
+[[inputs.microsoft_defender]]
+  endpoint_url = "%[1]s/api/alerts"
+  token_url = "%[1]s/e2e-tenant/oauth2/token"
+  client_id = "e2e-client"
+  client_secret = "e2e-secret"
+  initial_lookback = "2h"
+  delay = "0s"
+  max_alerts_per_gather = 400
+`, server.URL)+output)
+	waitFor(t, a, "the backlog to be worked off", func() bool {
+		polls := byName(a.metrics(t), "defender_poll")
+		if len(polls) == 0 {
+			return false
+		}
+		backlog, ok := polls[len(polls)-1].GetField("backlog")
+		return ok && !backlog.(bool)
+	})
+	a.stop(t)
+	checkIndexedDetections(t, node, sim, a)
 }
 
 // The same into outputs.elasticsearch, which refuses a server whose major
@@ -281,6 +320,20 @@ func testSearchOutput(t *testing.T, node *searchNode, output string) {
 	require.Positive(t, repeated())
 	t.Logf("%d detections repeated after %d kill(s)", repeated(), kills)
 
+	checkIndexedDetections(t, node, sim, a)
+}
+
+// checkIndexedDetections checks the indices against the detections the
+// simulator holds in the window the agent's polls read: one document per
+// detection, the aggregations per severity, category and machine group,
+// the template's mapping, the ECS fields and the README's queries.
+func checkIndexedDetections(t *testing.T, node *searchNode, sim *defendersim.Server, a *agent) {
+	t.Helper()
+	emitted := make(map[string]int)
+	for _, m := range byName(a.metrics(t), "defender_alert") {
+		id, _ := m.GetField("full_id")
+		emitted[id.(string)]++
+	}
 	// The ground truth: the detections of the window the polls read.
 	polls := byName(a.metrics(t), "defender_poll")
 	first, last := polls[0].Time(), polls[len(polls)-1].Time()
@@ -297,7 +350,7 @@ func testSearchOutput(t *testing.T, node *searchNode, output string) {
 		want[strings.ToLower(d.Severity)+"|"+d.Category+"|"+d.MachineGroup]++
 		wantIDs[d.FullID] = 1
 	}
-	require.Len(t, emitted(), len(wantIDs))
+	require.Len(t, emitted, len(wantIDs))
 
 	// One document per detection, none repeated, although the plugin
 	// repeated some: force_document_id gives a repeat the same id.
