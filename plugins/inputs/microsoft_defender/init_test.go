@@ -181,3 +181,11 @@ func TestInitSelectsGraphClouds(t *testing.T) {
 	require.NoError(t, static.Init())
 	require.Empty(t, static.Scopes)
 }
+
+// A host may stop a plugin whose Init failed: nothing to save, no panic.
+func TestStopAfterAFailedInit(t *testing.T) {
+	p := validPlugin()
+	p.MaxRetries = -1
+	require.Error(t, p.Init())
+	require.NotPanics(t, p.Stop)
+}

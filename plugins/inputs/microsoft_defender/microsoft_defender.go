@@ -260,6 +260,9 @@ func (m *MicrosoftDefender) Start(acc telegraf.Accumulator) error {
 // Stop cancels a poll in flight, waits for it to end, and saves the
 // latest state: after a clean stop nothing is repeated.
 func (m *MicrosoftDefender) Stop() {
+	if m.cancel == nil {
+		return // Init did not get as far as the cursor: nothing to stop or save
+	}
 	m.cancel()
 	m.mu.Lock()
 	defer m.mu.Unlock()
