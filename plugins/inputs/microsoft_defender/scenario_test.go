@@ -2,10 +2,12 @@ package microsoft_defender
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +35,28 @@ type scenario struct {
 	pollTimes   []time.Time
 	pollEnds    []time.Time // when each poll of pollTimes ended
 	pollBehind  []bool      // whether it ended with a backlog
+	// handling counts the simulator's handlers at work: they read clock,
+	// which the test moves only once they are done (see settle).
+	handling sync.WaitGroup
+}
+
+// track counts the handlers at work. A request whose client has given up
+// (a timeout) is not served: its handler would read the clock late.
+func (s *scenario) track(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.handling.Add(1)
+		defer s.handling.Done()
+		if r.Context().Err() != nil {
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// settle waits for the simulator's handlers to finish, so that the test
+// may move the clock they read.
+func (s *scenario) settle() {
+	s.handling.Wait()
 }
 
 func newScenario(t testing.TB, cfg defendersim.Config) *scenario {
@@ -44,7 +68,7 @@ func newScenario(t testing.TB, cfg defendersim.Config) *scenario {
 	cfg.TokenLifetime = 10000 * time.Hour
 	cfg.Now = func() time.Time { return s.clock }
 	s.sim = defendersim.New(cfg)
-	s.server = httptest.NewServer(s.sim.Handler())
+	s.server = httptest.NewServer(s.track(s.sim.Handler()))
 	t.Cleanup(s.server.Close)
 	return s
 }
@@ -61,6 +85,7 @@ func (s *scenario) plugin(configure func(*MicrosoftDefender)) *MicrosoftDefender
 		Log:           s.logger,
 		now:           func() time.Time { return s.clock },
 		sleep: func(ctx context.Context, d time.Duration) error {
+			s.settle()
 			s.clock = s.clock.Add(d)
 			return ctx.Err()
 		},
@@ -78,6 +103,7 @@ func (s *scenario) poll(p *MicrosoftDefender) *testutil.Accumulator {
 	var acc testutil.Accumulator
 	s.pollTimes = append(s.pollTimes, s.clock)
 	require.NoError(s.t, p.Gather(&acc))
+	s.settle()
 	s.pollEnds = append(s.pollEnds, s.clock)
 	for _, err := range acc.Errors {
 		s.errors = append(s.errors, err.Error())
