@@ -205,31 +205,9 @@ func TestOpenSearchOutput(t *testing.T) {
 // checks the index as testSearchOutput does: every detection a document.
 func testSearchOutputInTree(t *testing.T, node *searchNode, output string) {
 	t.Helper()
-	sim := defendersim.New(defendersim.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
-		Seed: 37, Rate: 6, History: 3 * time.Hour, BurstEvery: 40 * time.Minute, BurstSize: 30})
-	server := httptest.NewServer(sim.Handler())
-	defer server.Close()
-	a := startInTree(t, t.TempDir(), "telegraf", fmt.Sprintf(`
-[agent]
-  interval = "4s"
-
-[[inputs.microsoft_defender]]
-  endpoint_url = "%[1]s/api/alerts"
-  token_url = "%[1]s/e2e-tenant/oauth2/token"
-  client_id = "e2e-client"
-  client_secret = "e2e-secret"
-  initial_lookback = "2h"
-  delay = "0s"
-  max_alerts_per_gather = 400
-`, server.URL)+output)
-	waitFor(t, a, "the backlog to be worked off", func() bool {
-		polls := byName(a.metrics(t), "defender_poll")
-		if len(polls) == 0 {
-			return false
-		}
-		backlog, ok := polls[len(polls)-1].GetField("backlog")
-		return ok && !backlog.(bool)
-	})
+	sim, url := searchSimulator(t, 37)
+	a := startInTree(t, t.TempDir(), "telegraf", "[agent]\n  interval = \"4s\"\n"+searchPluginSection(url, "")+output)
+	waitForBacklogWorkedOff(t, a)
 	a.stop(t)
 	checkIndexedDetections(t, node, sim, a)
 }
@@ -258,25 +236,11 @@ func TestElasticsearchOutput(t *testing.T) {
 func testSearchOutput(t *testing.T, node *searchNode, output string) {
 	t.Helper()
 	node.install(t)
-	sim := defendersim.New(defendersim.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
-		Seed: 31, Rate: 6, History: 3 * time.Hour, BurstEvery: 40 * time.Minute, BurstSize: 30})
-	server := httptest.NewServer(sim.Handler())
-	defer server.Close()
-
+	sim, url := searchSimulator(t, 31)
 	// Four seconds between polls leave the plugin idle most of the time,
 	// so that a kill lands between polls, after the last one was handed
 	// over and before its state was saved.
-	a := startAgentEvery(t, "4s", fmt.Sprintf(`
-[[inputs.microsoft_defender]]
-  endpoint_url = "%[1]s/api/alerts"
-  token_url = "%[1]s/e2e-tenant/oauth2/token"
-  client_id = "e2e-client"
-  client_secret = "e2e-secret"
-  initial_lookback = "2h"
-  delay = "0s"
-  max_alerts_per_gather = 400
-  state_file = %[2]q
-`, server.URL, filepath.Join(t.TempDir(), "defender.state")), output)
+	a := startAgentEvery(t, "4s", searchPluginSection(url, fmt.Sprintf("  state_file = %q\n", filepath.Join(t.TempDir(), "defender.state"))), output)
 
 	emitted := func() map[string]int {
 		seen := make(map[string]int)
@@ -311,16 +275,51 @@ func testSearchOutput(t *testing.T, node *searchNode, output string) {
 			return len(byName(a.metrics(t), "defender_poll")) > polls
 		})
 	}
-	waitFor(t, a, "the backlog to be worked off", func() bool {
-		polls := byName(a.metrics(t), "defender_poll")
-		backlog, ok := polls[len(polls)-1].GetField("backlog")
-		return ok && !backlog.(bool)
-	})
+	waitForBacklogWorkedOff(t, a)
 	a.stop(t)
 	require.Positive(t, repeated())
 	t.Logf("%d detections repeated after %d kill(s)", repeated(), kills)
 
 	checkIndexedDetections(t, node, sim, a)
+}
+
+// searchSimulator serves three hours of detections, with bursts, for the
+// output tests.
+func searchSimulator(t *testing.T, seed uint64) (*defendersim.Server, string) {
+	t.Helper()
+	sim := defendersim.New(defendersim.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
+		Seed: seed, Rate: 6, History: 3 * time.Hour, BurstEvery: 40 * time.Minute, BurstSize: 30})
+	server := httptest.NewServer(sim.Handler())
+	t.Cleanup(server.Close)
+	return sim, server.URL
+}
+
+// searchPluginSection is the plugin's section reading the simulator at
+// url, with extra keys.
+func searchPluginSection(url, extra string) string {
+	return fmt.Sprintf(`
+[[inputs.microsoft_defender]]
+  endpoint_url = "%[1]s/api/alerts"
+  token_url = "%[1]s/e2e-tenant/oauth2/token"
+  client_id = "e2e-client"
+  client_secret = "e2e-secret"
+  initial_lookback = "2h"
+  delay = "0s"
+  max_alerts_per_gather = 400
+%[2]s`, url, extra)
+}
+
+// waitForBacklogWorkedOff waits for a poll that left no backlog.
+func waitForBacklogWorkedOff(t *testing.T, a *agent) {
+	t.Helper()
+	waitFor(t, a, "the backlog to be worked off", func() bool {
+		polls := byName(a.metrics(t), "defender_poll")
+		if len(polls) == 0 {
+			return false
+		}
+		backlog, ok := polls[len(polls)-1].GetField("backlog")
+		return ok && !backlog.(bool)
+	})
 }
 
 // checkIndexedDetections checks the indices against the detections the
