@@ -2,6 +2,7 @@ package microsoft_defender
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -31,9 +32,17 @@ type alert interface {
 // recordProblems is what of one item could not be decoded: fields left
 // out, or why the item as a whole is not emitted.
 type recordProblems struct {
-	where   string // e.g. "detection 3 at byte 1234"
+	// noun, index and offset place the item, e.g. detection 3 at byte
+	// 1234; where spells it only when a message needs it.
+	noun    string
+	index   int
+	offset  int64
 	invalid []fieldProblem
 	skip    string // why the item is not emitted; "" when it is
+}
+
+func (p *recordProblems) where() string {
+	return fmt.Sprintf("%s %d at byte %d", p.noun, p.index, p.offset)
 }
 
 // fieldNames lists the fields left out, for the invalid_fields field.

@@ -324,7 +324,7 @@ func (dd *detectionDecoder) next(d *detection) error {
 	i := dd.index
 	dd.index++
 	*d = detection{}
-	d.issues.where = fmt.Sprintf("detection %d at byte %d", i, dd.r.Offset()-1)
+	d.issues.noun, d.issues.index, d.issues.offset = "detection", i, dd.r.Offset()-1
 	var notObject *notObjectError
 	err = decodeObject(&dd.objects, c, d, detectionFields)
 	switch {

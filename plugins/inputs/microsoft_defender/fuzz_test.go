@@ -390,7 +390,7 @@ func validateWithEncodingJSON(a *graphAlert) {
 
 // evidenceWithEncodingJSON is graphAlert.readEvidence with encoding/json:
 // null keeps what was there, evidence that does not decode too, and the
-// array is kept compacted while short enough to be emitted.
+// array is kept as it came while short enough to be emitted.
 func evidenceWithEncodingJSON(a *graphAlert, key string, value json.RawMessage) (handled, ok bool) {
 	if !strings.EqualFold(key, "evidence") {
 		return false, true
@@ -415,11 +415,7 @@ func evidenceWithEncodingJSON(a *graphAlert, key string, value json.RawMessage) 
 		}
 	}
 	a.evidenceCount, a.device = len(all), device
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, value); err != nil {
-		panic(err)
-	}
-	a.Evidence, a.evidenceLeftOut = compact.Bytes(), len(value) > maxEvidenceTee || compact.Len() > maxFieldBytes
+	a.Evidence, a.evidenceLeftOut = value, len(value) > maxEvidenceTee
 	if a.evidenceLeftOut {
 		a.Evidence = nil
 	}

@@ -1,7 +1,6 @@
 package microsoft_defender
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -303,7 +302,8 @@ func (a *graphAlert) validate() {
 }
 
 // maxEvidenceTee bounds the evidence kept as it came, whitespace included,
-// for the evidence field: compacted, at most maxFieldBytes are emitted.
+// for the evidence field: compacted, at most maxFieldBytes are emitted
+// (graphAlert.metric).
 const maxEvidenceTee = 4 * maxFieldBytes
 
 // readEvidence reads the evidence array from the stream: it counts the
@@ -356,18 +356,11 @@ func (a *graphAlert) readEvidence(r *jsonstream.Reader, c byte) (problem, err er
 	if err != nil || problem != nil {
 		return problem, err
 	}
+	// Kept as it came: it is compacted only if it is emitted (metric).
 	a.evidenceCount, a.device, a.evidenceLeftOut = count, device, !whole
 	a.Evidence = nil
 	if whole {
-		var compact bytes.Buffer
-		if err := json.Compact(&compact, raw); err != nil {
-			return nil, err
-		}
-		a.Evidence = compact.Bytes()
-		a.evidenceLeftOut = compact.Len() > maxFieldBytes
-	}
-	if a.evidenceLeftOut {
-		a.Evidence = nil
+		a.Evidence = raw
 	}
 	return nil, nil
 }
@@ -486,7 +479,7 @@ func decodeGraphAlerts(r *jsonstream.Reader, c byte, handle func(*graphAlert) bo
 	objects := objectDecoder{r: r}
 	return readArray(r, func(i int, c byte) error {
 		var a graphAlert
-		a.issues.where = fmt.Sprintf("alert %d at byte %d", i, r.Offset()-1)
+		a.issues.noun, a.issues.index, a.issues.offset = "alert", i, r.Offset()-1
 		var notObject *notObjectError
 		err := decodeObject(&objects, c, &a, graphAlertFields)
 		switch {

@@ -1,6 +1,8 @@
 package microsoft_defender
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"time"
 
@@ -66,14 +68,35 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	m.AddField("evidence_count", int64(a.evidenceCount))
 	// The decoder keeps the evidence compacted, and only when it is short
 	// enough: cut JSON is no JSON, so a longer one is left out.
-	switch {
-	case !a.includeEvidence:
-	case a.evidenceLeftOut:
-		cut = append(cut, "evidence (left out)")
-	case len(a.Evidence) > 0:
-		m.AddField("evidence", string(a.Evidence))
+	if a.includeEvidence {
+		if evidence, ok := a.compactEvidence(); ok {
+			if len(evidence) > 0 {
+				m.AddField("evidence", evidence)
+			}
+		} else {
+			cut = append(cut, "evidence (left out)")
+		}
 	}
 	return m, cut
+}
+
+// compactEvidence is the evidence without whitespace, and false when it is
+// longer than a field may be: cut JSON is no JSON, so it is left out.
+func (a *graphAlert) compactEvidence() (string, bool) {
+	switch {
+	case a.evidenceLeftOut:
+		return "", false
+	case len(a.Evidence) == 0:
+		return "", true
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, a.Evidence); err != nil {
+		return "", false // the decoder read it as JSON: cannot happen
+	}
+	if compact.Len() > maxFieldBytes {
+		return "", false
+	}
+	return compact.String(), true
 }
 
 func formatTime(t time.Time) string {

@@ -155,7 +155,7 @@ func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
 			r.decoded++
 			p.stats.received++
 			p.stats.skipped++
-			p.logProblemf("%s skipped: %s", a.problems().where, skip)
+			p.logProblemf("%s skipped: %s", a.problems().where(), skip)
 			return true
 		}
 		t := a.cursorTime()
@@ -193,7 +193,7 @@ func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
 		if problems := a.problems(); len(problems.invalid) > 0 {
 			p.stats.invalidFields += int64(len(problems.invalid))
 			m.AddField("invalid_fields", problems.fieldNames())
-			p.logProblemf("%s (%q) emitted without the values that do not fit: %s", problems.where, truncate(id, 128), problems)
+			p.logProblemf("%s (%q) emitted without the values that do not fit: %s", problems.where(), truncate(id, 128), problems)
 		}
 		if !a.inWindow() {
 			if m.Time().IsZero() {
@@ -202,7 +202,7 @@ func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
 			}
 			p.stats.outOfWindow++
 			p.logProblemf("%s (%q): its time is outside the window asked for, or unknown; it is emitted, and the cursor does not use its time",
-				a.problems().where, truncate(id, 128))
+				a.problems().where(), truncate(id, 128))
 		}
 		p.acc.AddMetric(m)
 		p.counter.add(a.countKey())

@@ -170,7 +170,7 @@ func TestGraphAlertsThatDoNotFitAreNotAWall(t *testing.T) {
 	require.Empty(t, next)
 	summary := make([]string, 0, len(got))
 	for _, a := range got {
-		summary = append(summary, a.issues.where+" "+a.ID+" skip="+a.issues.skip+" invalid="+a.issues.String())
+		summary = append(summary, a.issues.where()+" "+a.ID+" skip="+a.issues.skip+" invalid="+a.issues.String())
 	}
 	require.Equal(t, []string{
 		`alert 0 at byte 10 a skip= invalid=mitreTechniques (byte 28 of the object): a JSON string where an array of strings was expected; ` +
