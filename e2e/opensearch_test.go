@@ -182,17 +182,7 @@ func (n *searchNode) install(t *testing.T) {
 // outputs.opensearch -> a real OpenSearch node, through the ECS pipeline.
 func TestOpenSearchOutput(t *testing.T) {
 	node := startOpenSearch(t)
-	output := fmt.Sprintf(`
-[[outputs.opensearch]]
-  urls = [%q]
-  index_name = 'defender-{{.Time.Format "2006.01.02"}}'
-  manage_template = false
-  ## A batch of 1000 through the pipeline takes seconds on a loaded machine.
-  timeout = "60s"
-  template_name = "defender"
-  force_document_id = true
-  use_pipeline = "defender-ecs"
-`, node.url)
+	output := opensearchOutput(node.url, `'defender-{{.Time.Format "2006.01.02"}}'`, "defender-ecs", "  force_document_id = true\n")
 	testSearchOutput(t, node, output)
 
 	// The same node, emptied, from a Telegraf built with the plugin.
@@ -281,6 +271,21 @@ func testSearchOutput(t *testing.T, node *searchNode, output string) {
 	t.Logf("%d detections repeated after %d kill(s)", repeated(), kills)
 
 	checkIndexedDetections(t, node, sim, a)
+}
+
+// opensearchOutput is an outputs.opensearch section writing to index (a
+// TOML string) through pipeline, with extra keys.
+func opensearchOutput(url, index, pipeline, extra string) string {
+	return fmt.Sprintf(`
+[[outputs.opensearch]]
+  urls = [%q]
+  index_name = %s
+  manage_template = false
+  ## A batch of 1000 through the pipeline takes seconds on a loaded machine.
+  timeout = "60s"
+  template_name = "defender"
+  use_pipeline = %q
+%s`, url, index, pipeline, extra)
 }
 
 // searchSimulator serves three hours of detections, with bursts, for the
@@ -586,27 +591,8 @@ func TestOpenSearchAlertStatePipeline(t *testing.T) {
   client_secret = "e2e-secret"
   initial_lookback = "1h"
   delay = "0s"
-`, server.URL), fmt.Sprintf(`
-[[outputs.opensearch]]
-  urls = [%[1]q]
-  index_name = "defender-graph-history"
-  manage_template = false
-  ## A batch of 1000 through the pipeline takes seconds on a loaded machine.
-  timeout = "60s"
-  template_name = "defender"
-  force_document_id = true
-  use_pipeline = "defender-ecs"
-
-[[outputs.opensearch]]
-  namepass = ["defender_alert"]
-  urls = [%[1]q]
-  index_name = "defender-alert-state"
-  manage_template = false
-  ## A batch of 1000 through the pipeline takes seconds on a loaded machine.
-  timeout = "60s"
-  template_name = "defender"
-  use_pipeline = "defender-alert-state"
-`, node.url))
+`, server.URL), opensearchOutput(node.url, `"defender-graph-history"`, "defender-ecs", "  force_document_id = true\n")+
+		opensearchOutput(node.url, `"defender-alert-state"`, "defender-alert-state", "  namepass = [\"defender_alert\"]\n"))
 
 	str := func(s string) *string { return &s }
 	versions := []func(*defendersim.GraphAlert){
