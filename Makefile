@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # A slim Telegraf: only the plugins the demo and the end-to-end tests use.
 TELEGRAF_TAGS := custom,inputs.execd,outputs.elasticsearch,outputs.file,outputs.influxdb,outputs.opensearch,parsers.influx,serializers.influx
 
-.PHONY: all build run test fuzz lint dist bench clean opensearch-node
+.PHONY: all build run test fuzz lint dist bench clean opensearch-node upstream-check
 
 all: build
 
@@ -88,6 +88,12 @@ test: build bin/telegraf-intree opensearch-node
 	$(GO) test -race -count=1 -skip '$(OPENSEARCH_TESTS)' ./...
 	$(GO) test -race -count=1 -run '$(OPENSEARCH_TESTS)' ./e2e/
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+	$(MAKE) --no-print-directory upstream-check
+
+# The plugin directory copied into Telegraf's own tree with only its import
+# path rewritten, go vet and go test there (scripts/upstream-check.sh).
+upstream-check:
+	GO='$(GO)' scripts/upstream-check.sh
 
 # Each fuzz target for FUZZTIME (2m unless given).
 fuzz:

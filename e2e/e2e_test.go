@@ -24,7 +24,7 @@ import (
 	"github.com/influxdata/telegraf/plugins/parsers/influx"
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // binary returns the path of a program `make build` put in bin/.
@@ -191,11 +191,11 @@ func byName(metrics []telegraf.Metric, name string) []telegraf.Metric {
 	return out
 }
 
-func simDetection(fullID, severity, category, group string, lastProcessed time.Time) defendersim.Detection {
+func simDetection(fullID, severity, category, group string, lastProcessed time.Time) simulator.Detection {
 	alertID, _, _ := strings.Cut(fullID, ":")
-	return defendersim.Detection{
-		AlertTime:            lastProcessed.Add(-time.Minute).Format(defendersim.TimeLayout),
-		LastProcessedTimeUtc: lastProcessed.Format(defendersim.TimeLayout),
+	return simulator.Detection{
+		AlertTime:            lastProcessed.Add(-time.Minute).Format(simulator.TimeLayout),
+		LastProcessedTimeUtc: lastProcessed.Format(simulator.TimeLayout),
 		AlertID:              alertID,
 		FullID:               fullID,
 		Severity:             severity,
@@ -207,7 +207,7 @@ func simDetection(fullID, severity, category, group string, lastProcessed time.T
 	}
 }
 
-func expectedAlert(t *testing.T, d *defendersim.Detection) telegraf.Metric {
+func expectedAlert(t *testing.T, d *simulator.Detection) telegraf.Metric {
 	t.Helper()
 	alertTime, err := time.Parse(time.RFC3339Nano, d.AlertTime)
 	require.NoError(t, err)
@@ -230,12 +230,12 @@ func expectedAlert(t *testing.T, d *defendersim.Detection) telegraf.Metric {
 }
 
 func TestExecdUnderRealTelegraf(t *testing.T) {
-	sim := defendersim.New(defendersim.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-$ecret"})
+	sim := simulator.New(simulator.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-$ecret"})
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()
 
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	initial := []defendersim.Detection{
+	initial := []simulator.Detection{
 		simDetection("da1:A", "High", "Ransomware", "Finance", now.Add(-90*time.Minute)),
 		simDetection("da1:B", "High", "Ransomware", "Finance", now.Add(-90*time.Minute)),
 		simDetection("da2:A", "Informational", "Discovery", "", now.Add(-5*time.Minute)),
@@ -298,7 +298,7 @@ func TestExecdUnderRealTelegraf(t *testing.T) {
 // The plugin's errors reach Telegraf's log as errors of the execd input,
 // not as unparsed stderr lines, and without the secret.
 func TestExecdLogsReachTelegrafAtTheirLevel(t *testing.T) {
-	sim := defendersim.New(defendersim.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "right"})
+	sim := simulator.New(simulator.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "right"})
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()
 

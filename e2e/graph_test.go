@@ -8,13 +8,13 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // api = "graph" under a real Telegraf: every alert version of the
 // simulator arrives once, with its Graph tags.
 func TestGraphUnderRealTelegraf(t *testing.T) {
-	sim := defendersim.New(defendersim.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
+	sim := simulator.New(simulator.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
 		Seed: 5, Rate: 4, History: 90 * time.Minute})
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()

@@ -16,7 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // influxDB is a real influxd (1.x) on loopback with a temporary data
@@ -127,7 +127,7 @@ func (db *influxDB) query(t *testing.T, database, q string) []series {
 // and every query of the dashboard runs and returns rows.
 func TestInfluxDBPipelineAndDashboard(t *testing.T) {
 	db := startInfluxDB(t)
-	sim := defendersim.New(defendersim.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
+	sim := simulator.New(simulator.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
 		Seed: 31, Rate: 6, History: 3 * time.Hour, BurstEvery: 40 * time.Minute, BurstSize: 30})
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()

@@ -15,7 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // The tests of this file run bin/telegraf-intree (`make telegraf-intree`):
@@ -49,10 +49,10 @@ const simBehind = 5 * time.Minute
 // newStillSimulator returns a simulator of an hour of detections (alerts of
 // up to three detections, Graph alerts with their later versions) whose
 // clock stands still simBehind in the past.
-func newStillSimulator(t *testing.T, seed uint64, rate float64) (*defendersim.Server, *simClock, string) {
+func newStillSimulator(t *testing.T, seed uint64, rate float64) (*simulator.Server, *simClock, string) {
 	t.Helper()
 	clock := &simClock{now: time.Now().Add(-simBehind)}
-	sim := defendersim.New(defendersim.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
+	sim := simulator.New(simulator.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
 		Seed: seed, Rate: rate, History: time.Hour, Now: clock.Now})
 	server := httptest.NewServer(sim.Handler())
 	t.Cleanup(server.Close)
@@ -114,12 +114,12 @@ func graphVersion(id, lastUpdate string) string {
 
 // currentGraph returns the version of each Graph alert the simulator serves
 // at its clock's time, by graphVersion.
-func currentGraph(sim *defendersim.Server) map[string]defendersim.GraphAlert {
-	latest := make(map[string]defendersim.GraphAlert)
+func currentGraph(sim *simulator.Server) map[string]simulator.GraphAlert {
+	latest := make(map[string]simulator.GraphAlert)
 	for _, a := range sim.AllGraph() { // oldest first
 		latest[a.ID] = a
 	}
-	current := make(map[string]defendersim.GraphAlert, len(latest))
+	current := make(map[string]simulator.GraphAlert, len(latest))
 	for _, a := range latest {
 		current[graphVersion(a.ID, a.LastUpdateDateTime)] = a
 	}
@@ -128,7 +128,7 @@ func currentGraph(sim *defendersim.Server) map[string]defendersim.GraphAlert {
 
 // graphGroup is the machine group the plugin tags a Graph alert with: its
 // device evidence's rbacGroupName.
-func graphGroup(t *testing.T, a *defendersim.GraphAlert) string {
+func graphGroup(t *testing.T, a *simulator.GraphAlert) string {
 	t.Helper()
 	for _, raw := range a.Evidence {
 		var e struct {
@@ -340,7 +340,7 @@ var likelyFix = regexp.MustCompile(`(?m)^Likely fix: (.*)$`)
 // -check` gives for the same section. Telegraf, left without inputs, exits.
 func TestInTreeProbeFailsStartUpWithTheAdviceOfCheck(t *testing.T) {
 	t.Parallel()
-	sim := defendersim.New(defendersim.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "right"})
+	sim := simulator.New(simulator.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "right"})
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()
 	dir := t.TempDir()

@@ -19,7 +19,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // searchNode is a real OpenSearch 2.19 node (tools/opensearch-node, started
@@ -290,9 +290,9 @@ func opensearchOutput(url, index, pipeline, extra string) string {
 
 // searchSimulator serves three hours of detections, with bursts, for the
 // output tests.
-func searchSimulator(t *testing.T, seed uint64) (*defendersim.Server, string) {
+func searchSimulator(t *testing.T, seed uint64) (*simulator.Server, string) {
 	t.Helper()
-	sim := defendersim.New(defendersim.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
+	sim := simulator.New(simulator.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
 		Seed: seed, Rate: 6, History: 3 * time.Hour, BurstEvery: 40 * time.Minute, BurstSize: 30})
 	server := httptest.NewServer(sim.Handler())
 	t.Cleanup(server.Close)
@@ -331,7 +331,7 @@ func waitForBacklogWorkedOff(t *testing.T, a *agent) {
 // simulator holds in the window the agent's polls read: one document per
 // detection, the aggregations per severity, category and machine group,
 // the template's mapping, the ECS fields and the README's queries.
-func checkIndexedDetections(t *testing.T, node *searchNode, sim *defendersim.Server, a *agent) {
+func checkIndexedDetections(t *testing.T, node *searchNode, sim *simulator.Server, a *agent) {
 	t.Helper()
 	emitted := make(map[string]int)
 	for _, m := range byName(a.metrics(t), "defender_alert") {
@@ -553,15 +553,15 @@ func checkREADMEQueries(t *testing.T, node *searchNode) {
 func TestOpenSearchAlertStatePipeline(t *testing.T) {
 	node := startOpenSearch(t)
 	node.install(t)
-	sim := defendersim.New(defendersim.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret"})
+	sim := simulator.New(simulator.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret"})
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()
 
 	created := time.Now().UTC().Add(-10 * time.Minute).Truncate(time.Millisecond)
 	device := json.RawMessage(`{"@odata.type": "#microsoft.graph.security.deviceEvidence",
   "deviceDnsName": "wks-7.contoso.local", "mdeDeviceId": "dev-7", "rbacGroupName": "Finance"}`)
-	alert := func(id, status string) defendersim.GraphAlert {
-		return defendersim.GraphAlert{
+	alert := func(id, status string) simulator.GraphAlert {
+		return simulator.GraphAlert{
 			ID: id, ProviderAlertID: id, IncidentID: "1007", TenantID: "e2e-tenant", Status: status, Severity: "high",
 			ServiceSource: "microsoftDefenderForEndpoint", DetectionSource: "microsoftDefenderForEndpoint",
 			Category: "Execution", Title: "Suspicious PowerShell on wks-7",
@@ -595,11 +595,11 @@ func TestOpenSearchAlertStatePipeline(t *testing.T) {
 		opensearchOutput(node.url, `"defender-alert-state"`, "defender-alert-state", "  namepass = [\"defender_alert\"]\n"))
 
 	str := func(s string) *string { return &s }
-	versions := []func(*defendersim.GraphAlert){
-		func(*defendersim.GraphAlert) {},
-		func(v *defendersim.GraphAlert) { v.Status, v.AssignedTo = "inProgress", str("analyst1@contoso.com") },
-		func(v *defendersim.GraphAlert) { v.Status, v.AssignedTo = "inProgress", str("analyst2@contoso.com") },
-		func(v *defendersim.GraphAlert) {
+	versions := []func(*simulator.GraphAlert){
+		func(*simulator.GraphAlert) {},
+		func(v *simulator.GraphAlert) { v.Status, v.AssignedTo = "inProgress", str("analyst1@contoso.com") },
+		func(v *simulator.GraphAlert) { v.Status, v.AssignedTo = "inProgress", str("analyst2@contoso.com") },
+		func(v *simulator.GraphAlert) {
 			v.Status, v.AssignedTo = "resolved", str("analyst2@contoso.com")
 			v.Classification, v.Determination = str("truePositive"), str("malware")
 			v.ResolvedDateTime = str(v.LastUpdateDateTime)

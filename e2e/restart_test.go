@@ -13,7 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // children returns the pids of a process's children (Linux /proc).
@@ -41,7 +41,7 @@ func children(t *testing.T, pid int) []int {
 // at most one poll is repeated.
 func TestSIGKILLDuringBackfill(t *testing.T) {
 	const budget = 1000
-	sim := defendersim.New(defendersim.Config{
+	sim := simulator.New(simulator.Config{
 		TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
 		Seed: 21, Rate: 20, History: 3 * time.Hour,
 	})

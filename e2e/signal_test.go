@@ -14,16 +14,16 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // SIGTERM ends a poll whose request hangs, instead of waiting for the
 // request's timeout (an hour here); the process exits cleanly and leaves
 // a consistent state file.
 func TestSIGTERMEndsAPollInFlight(t *testing.T) {
-	sim := defendersim.New(defendersim.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
+	sim := simulator.New(simulator.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
 		Seed: 3, Rate: 5, History: time.Hour})
-	sim.Inject(defendersim.FaultHang, 1)
+	sim.Inject(simulator.FaultHang, 1)
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()
 
@@ -79,7 +79,7 @@ func TestSIGTERMEndsAPollInFlight(t *testing.T) {
 	require.Equal(t, 1, state.Version)
 }
 
-func hasRequest(sim *defendersim.Server, suffix string) bool {
+func hasRequest(sim *simulator.Server, suffix string) bool {
 	for _, r := range sim.Requests() {
 		if strings.HasSuffix(r.URL.Path, suffix) {
 			return true

@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // authFlags are the flags of the authentication modes beyond the client
@@ -32,11 +32,11 @@ type authFlags struct {
 // configure applies the flags to cfg and returns the server's TLS
 // configuration when -tls-ca-file asks for https. Keys are made at start
 // and live only in memory and in the files the flags name.
-func (a *authFlags) configure(cfg *defendersim.Config) (*tls.Config, error) {
-	var ca *defendersim.TestCA
+func (a *authFlags) configure(cfg *simulator.Config) (*tls.Config, error) {
+	var ca *simulator.TestCA
 	if a.caFile != "" || a.clientCertificateFile != "" {
 		var err error
-		if ca, err = defendersim.NewTestCA(); err != nil {
+		if ca, err = simulator.NewTestCA(); err != nil {
 			return nil, err
 		}
 	}
@@ -45,7 +45,7 @@ func (a *authFlags) configure(cfg *defendersim.Config) (*tls.Config, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(a.clientCertificateFile, defendersim.CertificatePEM(cert, key), 0o600); err != nil {
+		if err := os.WriteFile(a.clientCertificateFile, simulator.CertificatePEM(cert, key), 0o600); err != nil {
 			return nil, err
 		}
 		cfg.ClientCertificates = append(cfg.ClientCertificates, cert)
@@ -58,15 +58,15 @@ func (a *authFlags) configure(cfg *defendersim.Config) (*tls.Config, error) {
 		cfg.ClientCertificates = append(cfg.ClientCertificates, cert)
 	}
 	if a.managedIdentityHeader != "" {
-		cfg.ManagedIdentity = &defendersim.ManagedIdentity{Header: a.managedIdentityHeader, SystemAssigned: true}
+		cfg.ManagedIdentity = &simulator.ManagedIdentity{Header: a.managedIdentityHeader, SystemAssigned: true}
 		if a.managedIdentityClientID != "" {
-			cfg.ManagedIdentity.UserAssigned = []defendersim.UserAssignedIdentity{{ClientID: a.managedIdentityClientID}}
+			cfg.ManagedIdentity.UserAssigned = []simulator.UserAssignedIdentity{{ClientID: a.managedIdentityClientID}}
 		}
 	} else if a.managedIdentityClientID != "" {
 		return nil, errors.New("-managed-identity-client-id needs -managed-identity-header")
 	}
 	if a.federatedTokenFile != "" {
-		cfg.FederatedCredentials = append(cfg.FederatedCredentials, defendersim.FederatedCredential{Issuer: a.federatedIssuer, Subject: a.federatedSubject})
+		cfg.FederatedCredentials = append(cfg.FederatedCredentials, simulator.FederatedCredential{Issuer: a.federatedIssuer, Subject: a.federatedSubject})
 	}
 	if a.caFile == "" {
 		return nil, nil
@@ -95,7 +95,7 @@ func readCertificate(path string) (*x509.Certificate, error) {
 
 // writeFederatedToken replaces the token file at once, as the kubelet
 // does, so that a reader never sees half a token.
-func (a *authFlags) writeFederatedToken(sim *defendersim.Server) error {
+func (a *authFlags) writeFederatedToken(sim *simulator.Server) error {
 	now := time.Now()
 	token := sim.FederatedToken(a.federatedIssuer, a.federatedSubject, now, now.Add(a.federatedLifetime))
 	tmp := filepath.Join(filepath.Dir(a.federatedTokenFile), "."+filepath.Base(a.federatedTokenFile)+".tmp")
@@ -105,7 +105,7 @@ func (a *authFlags) writeFederatedToken(sim *defendersim.Server) error {
 	return os.Rename(tmp, a.federatedTokenFile)
 }
 
-func (a *authFlags) renewFederatedToken(ctx context.Context, sim *defendersim.Server) {
+func (a *authFlags) renewFederatedToken(ctx context.Context, sim *simulator.Server) {
 	ticker := time.NewTicker(a.federatedLifetime / 2)
 	defer ticker.Stop()
 	for {

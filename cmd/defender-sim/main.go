@@ -19,13 +19,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8089", "address to listen on (port 0 picks a free port)")
 	addrFile := flag.String("addr-file", "", "write the base URL here once listening")
-	cfg := defendersim.Config{}
+	cfg := simulator.Config{}
 	flag.StringVar(&cfg.TenantID, "tenant", "sim-tenant", "tenant id the token endpoint accepts")
 	flag.StringVar(&cfg.ClientID, "client-id", "sim-client", "client id the token endpoint accepts")
 	flag.StringVar(&cfg.ClientSecret, "client-secret", "sim-secret", "client secret the token endpoint accepts")
@@ -50,7 +50,7 @@ func main() {
 		"write them (PEM) here and register the certificate on the app")
 	flag.StringVar(&auth.registerCertificate, "register-certificate", "", "register the certificate of this PEM file on the app (a key in the file is ignored)")
 	flag.StringVar(&auth.managedIdentityHeader, "managed-identity-header", "",
-		"serve a managed identity endpoint (App Service form, at "+defendersim.ManagedIdentityPath+
+		"serve a managed identity endpoint (App Service form, at "+simulator.ManagedIdentityPath+
 			") with a system-assigned identity, expecting this X-IDENTITY-HEADER (IDENTITY_HEADER)")
 	flag.StringVar(&auth.managedIdentityClientID, "managed-identity-client-id", "", "client id of a user-assigned identity of the managed identity endpoint")
 	flag.StringVar(&auth.federatedTokenFile, "federated-token-file", "", "write a federated token here, as a cluster's OIDC issuer projects it, "+
@@ -58,11 +58,11 @@ func main() {
 	flag.StringVar(&auth.federatedIssuer, "federated-issuer", "https://oidc.defender-sim.invalid/", "issuer of the federated tokens")
 	flag.StringVar(&auth.federatedSubject, "federated-subject", "system:serviceaccount:monitoring:telegraf", "subject of the federated tokens")
 	flag.DurationVar(&auth.federatedLifetime, "federated-token-lifetime", time.Hour, "lifetime of the federated tokens")
-	flag.StringVar(&cfg.Graph.Order, "graph-order", defendersim.GraphOrderAsc,
+	flag.StringVar(&cfg.Graph.Order, "graph-order", simulator.GraphOrderAsc,
 		"Graph: what $orderby=lastUpdateDateTime asc does: asc (honoured), ignored (newest first), rejected (400)")
-	flag.StringVar(&cfg.Graph.NextLink, "graph-next-link", defendersim.GraphLinkSkip,
+	flag.StringVar(&cfg.Graph.NextLink, "graph-next-link", simulator.GraphLinkSkip,
 		"Graph: the form of @odata.nextLink: skip ($skip), skiptoken (an opaque $skiptoken), none (never sent although more match)")
-	flag.StringVar(&cfg.Graph.Count, "graph-count", defendersim.GraphCountReturned,
+	flag.StringVar(&cfg.Graph.Count, "graph-count", simulator.GraphCountReturned,
 		"Graph: what $count=true does: returned (@odata.count), ignored (no @odata.count), rejected (400)")
 	flag.IntVar(&cfg.Graph.MaxSkip, "graph-max-skip", 0, "Graph: answer 400 to a page starting deeper than this many alerts, e.g. 500 (0: no limit)")
 	flag.IntVar(&cfg.Graph.ChainEnd, "graph-chain-end", 0,
@@ -87,7 +87,7 @@ func main() {
 	}
 }
 
-func run(listen, addrFile string, cfg defendersim.Config, auth authFlags) error {
+func run(listen, addrFile string, cfg simulator.Config, auth authFlags) error {
 	tlsCfg, err := auth.configure(&cfg)
 	if err != nil {
 		return err
@@ -109,7 +109,7 @@ func run(listen, addrFile string, cfg defendersim.Config, auth authFlags) error 
 	fmt.Printf("defender-sim: tenant %q listening on %s (alerts: %s/api/alerts, token: %s/%s/oauth2/token)\n",
 		cfg.TenantID, base, base, base, cfg.TenantID)
 
-	sim := defendersim.New(cfg)
+	sim := simulator.New(cfg)
 	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -130,33 +130,33 @@ func run(listen, addrFile string, cfg defendersim.Config, auth authFlags) error 
 }
 
 func faultNames() string {
-	names := make([]string, 0, len(defendersim.Faults))
-	for _, f := range defendersim.Faults {
+	names := make([]string, 0, len(simulator.Faults))
+	for _, f := range simulator.Faults {
 		names = append(names, string(f))
 	}
 	return strings.Join(names, ", ")
 }
 
 // parseFaultRates reads "fault=share,..." pairs.
-func parseFaultRates(spec string) (map[defendersim.Fault]float64, error) {
-	rates := make(map[defendersim.Fault]float64)
+func parseFaultRates(spec string) (map[simulator.Fault]float64, error) {
+	rates := make(map[simulator.Fault]float64)
 	if spec == "" {
 		return rates, nil
 	}
-	known := make(map[defendersim.Fault]bool, len(defendersim.Faults))
-	for _, f := range defendersim.Faults {
+	known := make(map[simulator.Fault]bool, len(simulator.Faults))
+	for _, f := range simulator.Faults {
 		known[f] = true
 	}
 	for _, pair := range strings.Split(spec, ",") {
 		name, share, ok := strings.Cut(strings.TrimSpace(pair), "=")
-		if !ok || !known[defendersim.Fault(name)] {
+		if !ok || !known[simulator.Fault(name)] {
 			return nil, fmt.Errorf("%q is not fault=share with a fault among %s", pair, faultNames())
 		}
 		v, err := strconv.ParseFloat(share, 64)
 		if err != nil || v < 0 || v > 1 {
 			return nil, fmt.Errorf("%q: the share must be a number from 0 to 1", pair)
 		}
-		rates[defendersim.Fault(name)] = v
+		rates[simulator.Fault(name)] = v
 	}
 	return rates, nil
 }

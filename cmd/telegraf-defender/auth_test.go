@@ -23,8 +23,8 @@ import (
 	"github.com/influxdata/telegraf/plugins/inputs"
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
 	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // The modes built on azidentity against the simulator: over TLS with a CA
@@ -42,26 +42,26 @@ const (
 )
 
 type tlsSim struct {
-	sim    *defendersim.Server
+	sim    *simulator.Server
 	server *httptest.Server
-	ca     *defendersim.TestCA
+	ca     *simulator.TestCA
 	caFile string
 	dir    string
 }
 
 var (
 	caOnce      sync.Once
-	sharedCA    *defendersim.TestCA
+	sharedCA    *simulator.TestCA
 	sharedTLS   *tls.Config
 	errSharedCA error
 )
 
 // testCA is one CA and server certificate for all tests: RSA keys take a
 // while to make.
-func testCA(t *testing.T) *defendersim.TestCA {
+func testCA(t *testing.T) *simulator.TestCA {
 	t.Helper()
 	caOnce.Do(func() {
-		if sharedCA, errSharedCA = defendersim.NewTestCA(); errSharedCA == nil {
+		if sharedCA, errSharedCA = simulator.NewTestCA(); errSharedCA == nil {
 			sharedTLS, errSharedCA = sharedCA.ServerTLS()
 		}
 	})
@@ -69,11 +69,11 @@ func testCA(t *testing.T) *defendersim.TestCA {
 	return sharedCA
 }
 
-func startTLSSim(t *testing.T, ca *defendersim.TestCA, cfg defendersim.Config) *tlsSim {
+func startTLSSim(t *testing.T, ca *simulator.TestCA, cfg simulator.Config) *tlsSim {
 	t.Helper()
 	cfg.TenantID, cfg.ClientID, cfg.ClientSecret = simTenant, simClientID, "unused-secret"
 	cfg.Rate, cfg.History = 10, time.Hour
-	sim := defendersim.New(cfg)
+	sim := simulator.New(cfg)
 	server := httptest.NewUnstartedServer(sim.Handler())
 	server.TLS = sharedTLS.Clone()
 	server.StartTLS()
@@ -156,19 +156,19 @@ func TestCheckClientCertificate(t *testing.T) {
 	unregistered, unregisteredKey, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "telegraf-defender.sni"}})
 	require.NoError(t, err)
 
-	s := startTLSSim(t, ca, defendersim.Config{
+	s := startTLSSim(t, ca, simulator.Config{
 		ClientCertificates: []*x509.Certificate{registered, expired},
 		SubjectNameIssuer:  ca.Cert, SubjectName: "telegraf-defender.sni",
 	})
-	pemFile := s.writeFile(t, "client.pem", defendersim.CertificatePEM(registered, key))
+	pemFile := s.writeFile(t, "client.pem", simulator.CertificatePEM(registered, key))
 	modern, err := pkcs12.Modern.Encode(key, registered, []*x509.Certificate{ca.Cert}, pfxPassword)
 	require.NoError(t, err)
 	legacy, err := pkcs12.LegacyDES.Encode(key, registered, nil, pfxPassword)
 	require.NoError(t, err)
 	modernFile := s.writeFile(t, "client.pfx", modern)
 	legacyFile := s.writeFile(t, "legacy.p12", legacy)
-	expiredFile := s.writeFile(t, "expired.pem", defendersim.CertificatePEM(expired, expiredKey))
-	sniPEM := append(defendersim.CertificatePEM(unregistered, unregisteredKey), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})...)
+	expiredFile := s.writeFile(t, "expired.pem", simulator.CertificatePEM(expired, expiredKey))
+	sniPEM := append(simulator.CertificatePEM(unregistered, unregisteredKey), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})...)
 	sniFile := s.writeFile(t, "sni.pem", sniPEM)
 	mismatched := s.writeFile(t, "mismatched.pem", append(
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: registered.Raw}),
@@ -178,8 +178,8 @@ func TestCheckClientCertificate(t *testing.T) {
 		return s.conf(s.signIn() + fmt.Sprintf("  client_certificate = %q\n", file) + strings.Join(extra, "\n"))
 	}
 
-	secrets := append(keyLines(defendersim.CertificatePEM(registered, key)), pfxPassword)
-	secrets = append(secrets, keyLines(defendersim.CertificatePEM(unregistered, unregisteredKey))...)
+	secrets := append(keyLines(simulator.CertificatePEM(registered, key)), pfxPassword)
+	secrets = append(secrets, keyLines(simulator.CertificatePEM(unregistered, unregisteredKey))...)
 	runChecks(t, []checkCase{
 		{"PEM file", cert(pemFile), true, []string{"  token          ok", "A poll would succeed."}},
 		{"PKCS#12 file of OpenSSL 3 (AES, PBKDF2)", cert(modernFile, fmt.Sprintf("  client_certificate_password = %q", pfxPassword)), true,
@@ -245,7 +245,7 @@ func gather(t *testing.T, plugin *microsoft_defender.MicrosoftDefender) {
 	require.NotEmpty(t, acc.GetTelegrafMetrics())
 }
 
-func tokenRequests(sim *defendersim.Server, path string) []*http.Request {
+func tokenRequests(sim *simulator.Server, path string) []*http.Request {
 	var out []*http.Request
 	for _, r := range sim.Requests() {
 		if strings.HasSuffix(r.URL.Path, path) {
@@ -261,8 +261,8 @@ func TestCertificateTokenIsCachedAndRenewedAfter401(t *testing.T) {
 	ca := testCA(t)
 	cert, key, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "telegraf-defender"}})
 	require.NoError(t, err)
-	s := startTLSSim(t, ca, defendersim.Config{ClientCertificates: []*x509.Certificate{cert}})
-	file := s.writeFile(t, "client.pem", defendersim.CertificatePEM(cert, key))
+	s := startTLSSim(t, ca, simulator.Config{ClientCertificates: []*x509.Certificate{cert}})
+	file := s.writeFile(t, "client.pem", simulator.CertificatePEM(cert, key))
 	plugin := newPlugin(t, func(p *microsoft_defender.MicrosoftDefender) {
 		p.EndpointURL, p.LoginEndpoint, p.TenantID, p.ClientID = s.server.URL+"/api/alerts", s.server.URL, simTenant, simClientID
 		p.ClientCertificate, p.TLSCA = file, s.caFile
@@ -286,13 +286,13 @@ func TestCertificateTokenIsCachedAndRenewedAfter401(t *testing.T) {
 func TestCheckManagedIdentity(t *testing.T) {
 	ca := testCA(t)
 	const resourceID = "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/telegraf"
-	s := startTLSSim(t, ca, defendersim.Config{ManagedIdentity: &defendersim.ManagedIdentity{
+	s := startTLSSim(t, ca, simulator.Config{ManagedIdentity: &simulator.ManagedIdentity{
 		Header: miHeader, SystemAssigned: true,
-		UserAssigned: []defendersim.UserAssignedIdentity{{ClientID: "aaaaaaaa-0000-0000-0000-000000000001", ResourceID: resourceID}},
+		UserAssigned: []simulator.UserAssignedIdentity{{ClientID: "aaaaaaaa-0000-0000-0000-000000000001", ResourceID: resourceID}},
 	}})
 	// The App Service form of the endpoint: what azidentity finds in the
 	// environment on App Service, Functions and Container Apps.
-	t.Setenv("IDENTITY_ENDPOINT", s.server.URL+defendersim.ManagedIdentityPath)
+	t.Setenv("IDENTITY_ENDPOINT", s.server.URL+simulator.ManagedIdentityPath)
 	t.Setenv("IDENTITY_HEADER", miHeader)
 	host := strings.TrimPrefix(s.server.URL, "https://")
 	mi := func(extra string) string { return s.conf("  use_managed_identity = true\n" + extra) }
@@ -337,7 +337,7 @@ func TestCheckManagedIdentity(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	downHost := ln.Addr().String()
-	down := "https://" + downHost + defendersim.ManagedIdentityPath
+	down := "https://" + downHost + simulator.ManagedIdentityPath
 	require.NoError(t, ln.Close())
 	t.Setenv("IDENTITY_ENDPOINT", down)
 	runChecks(t, []checkCase{{"endpoint down", mi(""), false, []string{
@@ -350,8 +350,8 @@ func TestCheckManagedIdentity(t *testing.T) {
 // poll; the token then serves until the API refuses it.
 func TestManagedIdentityRetriesAndRenews(t *testing.T) {
 	ca := testCA(t)
-	s := startTLSSim(t, ca, defendersim.Config{ManagedIdentity: &defendersim.ManagedIdentity{Header: miHeader, SystemAssigned: true}})
-	t.Setenv("IDENTITY_ENDPOINT", s.server.URL+defendersim.ManagedIdentityPath)
+	s := startTLSSim(t, ca, simulator.Config{ManagedIdentity: &simulator.ManagedIdentity{Header: miHeader, SystemAssigned: true}})
+	t.Setenv("IDENTITY_ENDPOINT", s.server.URL+simulator.ManagedIdentityPath)
 	t.Setenv("IDENTITY_HEADER", miHeader)
 	plugin := newPlugin(t, func(p *microsoft_defender.MicrosoftDefender) {
 		p.EndpointURL, p.TLSCA, p.UseManagedIdentity = s.server.URL+"/api/alerts", s.caFile, true
@@ -359,11 +359,11 @@ func TestManagedIdentityRetriesAndRenews(t *testing.T) {
 	s.sim.FailManagedIdentity(http.StatusInternalServerError, 1)
 	gather(t, plugin)
 	gather(t, plugin)
-	requests := tokenRequests(s.sim, defendersim.ManagedIdentityPath)
+	requests := tokenRequests(s.sim, simulator.ManagedIdentityPath)
 	require.Len(t, requests, 2) // the 500, then the token
 	s.sim.ExpireTokens()
 	gather(t, plugin)
-	requests = tokenRequests(s.sim, defendersim.ManagedIdentityPath)
+	requests = tokenRequests(s.sim, simulator.ManagedIdentityPath)
 	require.Len(t, requests, 3)
 	for _, r := range requests {
 		require.Equal(t, "api-version=2019-08-01&resource=https%3A%2F%2Fgraph.windows.net", r.URL.RawQuery)
@@ -373,7 +373,7 @@ func TestManagedIdentityRetriesAndRenews(t *testing.T) {
 
 func TestCheckWorkloadIdentity(t *testing.T) {
 	ca := testCA(t)
-	s := startTLSSim(t, ca, defendersim.Config{FederatedCredentials: []defendersim.FederatedCredential{{Issuer: oidcIssuer, Subject: podSubject}}})
+	s := startTLSSim(t, ca, simulator.Config{FederatedCredentials: []simulator.FederatedCredential{{Issuer: oidcIssuer, Subject: podSubject}}})
 	now := time.Now()
 	valid := s.sim.FederatedToken(oidcIssuer, podSubject, now.Add(-time.Minute), now.Add(time.Hour))
 	expired := s.sim.FederatedToken(oidcIssuer, podSubject, now.Add(-2*time.Hour), now.Add(-time.Hour))
@@ -429,7 +429,7 @@ func TestCheckWorkloadIdentity(t *testing.T) {
 // got with the old one, the plugin reads the file again.
 func TestRotatedFederatedTokenIsRead(t *testing.T) {
 	ca := testCA(t)
-	s := startTLSSim(t, ca, defendersim.Config{FederatedCredentials: []defendersim.FederatedCredential{{Issuer: oidcIssuer, Subject: podSubject}}})
+	s := startTLSSim(t, ca, simulator.Config{FederatedCredentials: []simulator.FederatedCredential{{Issuer: oidcIssuer, Subject: podSubject}}})
 	now := time.Now()
 	first := s.sim.FederatedToken(oidcIssuer, podSubject, now.Add(-time.Minute), now.Add(time.Hour))
 	file := s.writeFile(t, "token", []byte(first))
@@ -451,7 +451,7 @@ func TestRotatedFederatedTokenIsRead(t *testing.T) {
 	// Neither token appears in a failure's message.
 	require.NoError(t, os.WriteFile(file, []byte(first), 0o600))
 	s.sim.ExpireTokens()
-	s.sim.Inject(defendersim.FaultTokenDown, 10)
+	s.sim.Inject(simulator.FaultTokenDown, 10)
 	var acc testutil.Accumulator
 	require.NoError(t, plugin.Gather(&acc))
 	messages := plugin.Log.(*testutil.CaptureLogger).Messages()

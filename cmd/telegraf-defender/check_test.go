@@ -14,15 +14,15 @@ import (
 
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
 	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // -check against the simulator's failure modes: each names the failed step,
 // what the service said and the likely fix, and passes only when a poll
 // would succeed.
 func TestCheck(t *testing.T) {
-	sim := defendersim.New(defendersim.Config{TenantID: "contoso", ClientID: "app", ClientSecret: "right-secret", Rate: 10, History: time.Hour})
+	sim := simulator.New(simulator.Config{TenantID: "contoso", ClientID: "app", ClientSecret: "right-secret", Rate: 10, History: time.Hour})
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()
 	host := strings.TrimPrefix(server.URL, "http://")
@@ -80,7 +80,7 @@ func TestCheck(t *testing.T) {
 // -check runs beside the plugin it checks, which holds state_file's lock,
 // and leaves the state file alone.
 func TestCheckBesideTheRunningPlugin(t *testing.T) {
-	sim := defendersim.New(defendersim.Config{TenantID: "contoso", ClientID: "app", ClientSecret: "right-secret", Rate: 10, History: time.Hour})
+	sim := simulator.New(simulator.Config{TenantID: "contoso", ClientID: "app", ClientSecret: "right-secret", Rate: 10, History: time.Hour})
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()
 	dir := t.TempDir()
@@ -109,26 +109,26 @@ func TestCheckBesideTheRunningPlugin(t *testing.T) {
 // links and $count.
 func TestCheckReportsGraphPaging(t *testing.T) {
 	for _, tt := range []struct {
-		behaviour defendersim.GraphBehaviour
+		behaviour simulator.GraphBehaviour
 		history   time.Duration
 		want      string
 	}{
-		{defendersim.GraphBehaviour{
-			Order: defendersim.GraphOrderIgnored, NextLink: defendersim.GraphLinkSkipToken, Count: defendersim.GraphCountIgnored,
+		{simulator.GraphBehaviour{
+			Order: simulator.GraphOrderIgnored, NextLink: simulator.GraphLinkSkipToken, Count: simulator.GraphCountIgnored,
 		}, time.Hour,
 			"$orderby ignored (newest first); @odata.nextLink carries $skiptoken; @odata.count absent"},
-		{defendersim.GraphBehaviour{
-			Order: defendersim.GraphOrderRejected, NextLink: defendersim.GraphLinkNone, Count: defendersim.GraphCountRejected,
+		{simulator.GraphBehaviour{
+			Order: simulator.GraphOrderRejected, NextLink: simulator.GraphLinkNone, Count: simulator.GraphCountRejected,
 		}, time.Hour,
 			"$orderby rejected (400); @odata.nextLink none (every alert of the week on one page); @odata.count rejected (400)"},
-		{defendersim.GraphBehaviour{NextLink: defendersim.GraphLinkNone}, time.Hour,
+		{simulator.GraphBehaviour{NextLink: simulator.GraphLinkNone}, time.Hour,
 			"$orderby honoured (ascending); @odata.nextLink absent although @odata.count says "},
-		{defendersim.GraphBehaviour{}, 0,
+		{simulator.GraphBehaviour{}, 0,
 			"$orderby not seen (fewer than two alerts with different times); " +
 				"@odata.nextLink none (every alert of the week on one page); @odata.count present"},
 	} {
 		t.Run(tt.want, func(t *testing.T) {
-			sim := defendersim.New(defendersim.Config{TenantID: "contoso", ClientID: "app", ClientSecret: "right-secret",
+			sim := simulator.New(simulator.Config{TenantID: "contoso", ClientID: "app", ClientSecret: "right-secret",
 				Rate: 10 * float64(tt.history/time.Hour), History: tt.history, Graph: tt.behaviour})
 			server := httptest.NewServer(sim.Handler())
 			defer server.Close()

@@ -12,7 +12,7 @@ import (
 	"github.com/influxdata/telegraf/models"
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // Built into Telegraf, the plugin gets two accumulators: Start's, which
@@ -23,7 +23,7 @@ import (
 func TestGatherEmitsThroughStartsAccumulator(t *testing.T) {
 	for _, api := range []string{"siem", "graph"} {
 		t.Run(api, func(t *testing.T) {
-			s := newScenario(t, defendersim.Config{Seed: 8, Rate: 20, History: 10 * time.Minute})
+			s := newScenario(t, simulator.Config{Seed: 8, Rate: 20, History: 10 * time.Minute})
 			newPlugin := s.plugin
 			if api == "graph" {
 				newPlugin = s.graphPlugin

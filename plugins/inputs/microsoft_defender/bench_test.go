@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // benchPayloads are 10,000 SIEM detections (2020 shape) and a Graph page of
@@ -18,7 +18,7 @@ import (
 func benchPayloads(b *testing.B) (siemBody, graphBody []byte, graphAlerts int) {
 	b.Helper()
 	// About two detections an event: 5000 events make 10,000 detections.
-	sim := defendersim.New(defendersim.Config{TenantID: "t", Seed: 1, Rate: 5500 / 60.0, History: time.Hour,
+	sim := simulator.New(simulator.Config{TenantID: "t", Seed: 1, Rate: 5500 / 60.0, History: time.Hour,
 		Now: func() time.Time { return fixedNow }})
 	detections := sim.All()
 	if len(detections) < 10000 {
@@ -138,19 +138,19 @@ func BenchmarkGraphHugeEvidence(b *testing.B) {
 // one peers assume, each documented uncertainty alone, and all at once.
 var graphBacklogBehaviours = []struct {
 	name      string
-	behaviour defendersim.GraphBehaviour
+	behaviour simulator.GraphBehaviour
 }{
-	{"as_peers_assume", defendersim.GraphBehaviour{}},
-	{"orderby_ignored", defendersim.GraphBehaviour{Order: defendersim.GraphOrderIgnored}},
-	{"orderby_rejected", defendersim.GraphBehaviour{Order: defendersim.GraphOrderRejected}},
-	{"skiptoken", defendersim.GraphBehaviour{NextLink: defendersim.GraphLinkSkipToken}},
-	{"no_next_link", defendersim.GraphBehaviour{NextLink: defendersim.GraphLinkNone}},
-	{"skip_over_500_is_400", defendersim.GraphBehaviour{MaxSkip: 500}},
-	{"chain_ends_at_6000", defendersim.GraphBehaviour{ChainEnd: 6000}},
-	{"top_clamped_to_200", defendersim.GraphBehaviour{MaxTop: 200}},
-	{"no_count", defendersim.GraphBehaviour{Count: defendersim.GraphCountIgnored}},
-	{"harshest", defendersim.GraphBehaviour{Order: defendersim.GraphOrderRejected, NextLink: defendersim.GraphLinkSkipToken,
-		Count: defendersim.GraphCountRejected, MaxSkip: 500, ChainEnd: 6000, MaxTop: 200}},
+	{"as_peers_assume", simulator.GraphBehaviour{}},
+	{"orderby_ignored", simulator.GraphBehaviour{Order: simulator.GraphOrderIgnored}},
+	{"orderby_rejected", simulator.GraphBehaviour{Order: simulator.GraphOrderRejected}},
+	{"skiptoken", simulator.GraphBehaviour{NextLink: simulator.GraphLinkSkipToken}},
+	{"no_next_link", simulator.GraphBehaviour{NextLink: simulator.GraphLinkNone}},
+	{"skip_over_500_is_400", simulator.GraphBehaviour{MaxSkip: 500}},
+	{"chain_ends_at_6000", simulator.GraphBehaviour{ChainEnd: 6000}},
+	{"top_clamped_to_200", simulator.GraphBehaviour{MaxTop: 200}},
+	{"no_count", simulator.GraphBehaviour{Count: simulator.GraphCountIgnored}},
+	{"harshest", simulator.GraphBehaviour{Order: simulator.GraphOrderRejected, NextLink: simulator.GraphLinkSkipToken,
+		Count: simulator.GraphCountRejected, MaxSkip: 500, ChainEnd: 6000, MaxTop: 200}},
 }
 
 // BenchmarkGraphBacklog reads a backlog of 20,000 alert versions, spread
@@ -163,7 +163,7 @@ func BenchmarkGraphBacklog(b *testing.B) {
 		b.Run(bb.name, func(b *testing.B) {
 			var requests, polls int
 			for range b.N {
-				s := newScenario(b, defendersim.Config{Graph: bb.behaviour})
+				s := newScenario(b, simulator.Config{Graph: bb.behaviour})
 				if err := s.sim.AddGraph(graphAlertsAt(s.clock.Add(-2*time.Hour-time.Minute), 20000, 2*time.Hour/20000)...); err != nil {
 					b.Fatal(err)
 				}

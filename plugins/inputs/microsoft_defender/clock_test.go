@@ -11,14 +11,14 @@ import (
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // A host clock a day ahead for three polls, then set right: the windows
 // end at the API's time (its Date header), so the watermark never passes
 // what the API has processed, and every detection arrives once.
 func TestScenarioHostClockAheadOfTheAPI(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 7, Rate: 12, History: 3 * time.Hour})
+	s := newScenario(t, simulator.Config{Seed: 7, Rate: 12, History: 3 * time.Hour})
 	p := s.plugin(nil)
 	start := s.firstWindowStart(p)
 	s.run(p, 10*pollInterval)
@@ -95,7 +95,7 @@ func TestChunkAfterTheAPIsTimeStaysOpen(t *testing.T) {
 // with the host clock ahead, what it forgets stops at the API's time, so
 // the next window repeats nothing.
 func TestScenarioGraphHostClockAheadOfTheAPI(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 17, Rate: 110})
+	s := newScenario(t, simulator.Config{Seed: 17, Rate: 110})
 	configure := func(m *MicrosoftDefender) {
 		m.PageSize = 100
 		m.InitialLookback = config.Duration(time.Minute)

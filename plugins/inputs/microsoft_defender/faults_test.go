@@ -15,7 +15,7 @@ import (
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // Every fault of the simulator, injected while the plugin works off a
@@ -24,38 +24,38 @@ import (
 func TestFaultScenarios(t *testing.T) {
 	tests := []struct {
 		name      string
-		faults    defendersim.FaultConfig
+		faults    simulator.FaultConfig
 		configure func(*MicrosoftDefender)
 		// inject runs before poll number i.
-		inject   func(sim *defendersim.Server, i int)
+		inject   func(sim *simulator.Server, i int)
 		warnings []string // substrings some warning must hold
 		errors   []string // substrings some error must hold
 	}{
 		{
 			name:   "429 storm with Retry-After in seconds",
-			faults: defendersim.FaultConfig{RetryAfter: 20 * time.Second},
-			inject: func(sim *defendersim.Server, i int) {
+			faults: simulator.FaultConfig{RetryAfter: 20 * time.Second},
+			inject: func(sim *simulator.Server, i int) {
 				if i%7 == 0 {
-					sim.Inject(defendersim.FaultThrottle, 3)
+					sim.Inject(simulator.FaultThrottle, 3)
 				}
 			},
 			warnings: []string{"answered 429 Too Many Requests (throttled)", "retry 1 of 3 in 20s (as Retry-After asks)"},
 		},
 		{
 			name:   "429 with an HTTP-date Retry-After longer than a poll",
-			faults: defendersim.FaultConfig{RetryAfter: 3 * time.Minute, RetryAfterAsDate: true},
-			inject: func(sim *defendersim.Server, i int) {
+			faults: simulator.FaultConfig{RetryAfter: 3 * time.Minute, RetryAfterAsDate: true},
+			inject: func(sim *simulator.Server, i int) {
 				if i == 3 {
-					sim.Inject(defendersim.FaultThrottle, 1)
+					sim.Inject(simulator.FaultThrottle, 1)
 				}
 			},
 			warnings: []string{"the wait of 3m0s would pass its deadline", "(Retry-After): no request in this poll"},
 		},
 		{
 			name: "500 bursts longer than max_retries",
-			inject: func(sim *defendersim.Server, i int) {
+			inject: func(sim *simulator.Server, i int) {
 				if i%5 == 1 {
-					sim.Inject(defendersim.FaultServerError, 5)
+					sim.Inject(simulator.FaultServerError, 5)
 				}
 			},
 			warnings: []string{"answered 500 Internal Server Error (service error)", "retry 3 of 3 in"},
@@ -63,35 +63,35 @@ func TestFaultScenarios(t *testing.T) {
 		},
 		{
 			name: "connection resets",
-			inject: func(sim *defendersim.Server, i int) {
+			inject: func(sim *simulator.Server, i int) {
 				if i%4 == 0 {
-					sim.Inject(defendersim.FaultReset, 2)
+					sim.Inject(simulator.FaultReset, 2)
 				}
 			},
 			warnings: []string{"connection reset by peer", "retry 2 of 3"},
 		},
 		{
 			name: "truncated bodies",
-			inject: func(sim *defendersim.Server, i int) {
+			inject: func(sim *simulator.Server, i int) {
 				if i%3 == 0 {
-					sim.Inject(defendersim.FaultTruncate, 1)
+					sim.Inject(simulator.FaultTruncate, 1)
 				}
 			},
 			warnings: []string{"response truncated at byte"},
 		},
 		{
 			name: "token endpoint outage",
-			inject: func(sim *defendersim.Server, i int) {
+			inject: func(sim *simulator.Server, i int) {
 				if i == 2 || i == 9 {
 					sim.ExpireTokens()
-					sim.Inject(defendersim.FaultTokenDown, 3)
+					sim.Inject(simulator.FaultTokenDown, 3)
 				}
 			},
 			warnings: []string{"answered 401 Unauthorized", "token request to", "HTTP 503 Service Unavailable", "retry 3 of 3"},
 		},
 		{
 			name: "expired tokens mid-window",
-			inject: func(sim *defendersim.Server, i int) {
+			inject: func(sim *simulator.Server, i int) {
 				if i%2 == 1 {
 					sim.ExpireTokens()
 				}
@@ -101,22 +101,22 @@ func TestFaultScenarios(t *testing.T) {
 		},
 		{
 			name:      "trickling responses",
-			faults:    defendersim.FaultConfig{TrickleDelay: 20 * time.Millisecond},
+			faults:    simulator.FaultConfig{TrickleDelay: 20 * time.Millisecond},
 			configure: func(m *MicrosoftDefender) { m.Timeout = config.Duration(2 * time.Second) },
-			inject: func(sim *defendersim.Server, i int) {
+			inject: func(sim *simulator.Server, i int) {
 				if i == 1 || i == 6 {
-					sim.Inject(defendersim.FaultTrickle, 1)
+					sim.Inject(simulator.FaultTrickle, 1)
 				}
 			},
 			warnings: []string{"Client.Timeout or context cancellation while reading body"},
 		},
 		{
 			name:      "oversized bodies",
-			faults:    defendersim.FaultConfig{PadBytes: 8 * 1024},
+			faults:    simulator.FaultConfig{PadBytes: 8 * 1024},
 			configure: func(m *MicrosoftDefender) { m.MaxBodySize = config.Size(256 * 1024) },
-			inject: func(sim *defendersim.Server, i int) {
+			inject: func(sim *simulator.Server, i int) {
 				if i == 0 || i == 8 {
-					sim.Inject(defendersim.FaultOversize, 1)
+					sim.Inject(simulator.FaultOversize, 1)
 				}
 			},
 			// The poll goes on with smaller requests: a warning, no error.
@@ -125,7 +125,7 @@ func TestFaultScenarios(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newScenario(t, defendersim.Config{Seed: 13, Rate: 10, History: 3 * time.Hour, Faults: tt.faults})
+			s := newScenario(t, simulator.Config{Seed: 13, Rate: 10, History: 3 * time.Hour, Faults: tt.faults})
 			s.allowErrors = true
 			stateFile := filepath.Join(t.TempDir(), "defender.state")
 			p := s.plugin(func(m *MicrosoftDefender) {
@@ -186,7 +186,7 @@ func containsAny(messages []string, want string) bool {
 
 // Invalid credentials fail at once, once per poll: no retry loop.
 func TestInvalidCredentialsAreNotRetried(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 1, Rate: 5, History: time.Hour})
+	s := newScenario(t, simulator.Config{Seed: 1, Rate: 5, History: time.Hour})
 	s.allowErrors = true
 	p := s.plugin(func(m *MicrosoftDefender) { m.ClientSecret = config.NewSecret([]byte("expired-" + testClientSecret)) })
 	for range 3 {
@@ -205,7 +205,7 @@ func TestInvalidCredentialsAreNotRetried(t *testing.T) {
 // Stop ends a poll whose request hangs: the request is cancelled rather
 // than left to its timeout, and the state stays where it was.
 func TestStopCancelsAPollInFlight(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 1, Rate: 5, History: time.Hour})
+	s := newScenario(t, simulator.Config{Seed: 1, Rate: 5, History: time.Hour})
 	stateFile := filepath.Join(t.TempDir(), "defender.state")
 	p := s.plugin(func(m *MicrosoftDefender) {
 		m.StateFile = stateFile
@@ -214,7 +214,7 @@ func TestStopCancelsAPollInFlight(t *testing.T) {
 	s.poll(p)
 	watermark := p.cursor.watermark
 	s.clock = s.clock.Add(pollInterval)
-	s.sim.Inject(defendersim.FaultHang, 1)
+	s.sim.Inject(simulator.FaultHang, 1)
 
 	var acc testutil.Accumulator
 	done := make(chan struct{})
@@ -239,7 +239,7 @@ func TestStopCancelsAPollInFlight(t *testing.T) {
 
 // waitForRequests waits until the simulator has received n requests to
 // the path: the request is what the test acts on.
-func waitForRequests(t *testing.T, sim *defendersim.Server, suffix string, n int) {
+func waitForRequests(t *testing.T, sim *simulator.Server, suffix string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for len(requestsTo(sim, suffix)) < n {
@@ -299,7 +299,7 @@ func TestInvalidProxyURLIsNotRepeated(t *testing.T) {
 // at 6 a minute, one poll of a minute sends 6 and leaves the rest to the
 // next poll.
 func TestRequestsPerMinuteAreLimited(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 6, Rate: 20, History: 2 * time.Hour})
+	s := newScenario(t, simulator.Config{Seed: 6, Rate: 20, History: 2 * time.Hour})
 	var waits []time.Duration
 	p := s.plugin(func(m *MicrosoftDefender) {
 		m.Limit = 5

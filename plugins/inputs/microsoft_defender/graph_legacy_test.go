@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // legacyGraphReader is the Graph paging the plugin had before it read in
@@ -76,9 +76,9 @@ func (b legacyGraphReader) legacyFirstPage(from, to time.Time) *url.URL {
 // The control: the same scenario with the paging of before loses versions
 // when the service answers newest first, and when it sends no next links.
 func TestGraphLegacyPagingLosesVersions(t *testing.T) {
-	for name, behaviour := range map[string]defendersim.GraphBehaviour{
-		"newest first":  {Order: defendersim.GraphOrderIgnored},
-		"no next links": {NextLink: defendersim.GraphLinkNone},
+	for name, behaviour := range map[string]simulator.GraphBehaviour{
+		"newest first":  {Order: simulator.GraphOrderIgnored},
+		"no next links": {NextLink: simulator.GraphLinkNone},
 	} {
 		t.Run(name, func(t *testing.T) {
 			s, p, start := playGraphScenario(t, behaviour, func(m *MicrosoftDefender) {

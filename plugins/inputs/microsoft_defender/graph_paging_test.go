@@ -14,7 +14,7 @@ import (
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // playGraphScenario runs plugins against a simulated Graph that orders,
@@ -26,9 +26,9 @@ import (
 // chunk, well past every cap) and polls until the backlog is worked off.
 // The crash's repeat of its last poll is taken out of s.emitted. install,
 // when set, changes each plugin after Init.
-func playGraphScenario(t *testing.T, behaviour defendersim.GraphBehaviour, install func(*MicrosoftDefender)) (*scenario, *MicrosoftDefender, time.Time) {
+func playGraphScenario(t *testing.T, behaviour simulator.GraphBehaviour, install func(*MicrosoftDefender)) (*scenario, *MicrosoftDefender, time.Time) {
 	t.Helper()
-	s := newScenario(t, defendersim.Config{Seed: 17, Rate: 15, MaxLag: 4 * time.Minute, LagFraction: 0.3, Graph: behaviour})
+	s := newScenario(t, simulator.Config{Seed: 17, Rate: 15, MaxLag: 4 * time.Minute, LagFraction: 0.3, Graph: behaviour})
 	stateFile := filepath.Join(t.TempDir(), "defender.state")
 	plugin := func() *MicrosoftDefender {
 		p := s.graphPlugin(func(m *MicrosoftDefender) {
@@ -75,7 +75,7 @@ func playGraphScenario(t *testing.T, behaviour defendersim.GraphBehaviour, insta
 // runGraphBehaviour plays the scenario and checks that every version that
 // was readable was emitted once, the crash's repeat aside, and that the
 // last polls keep up.
-func runGraphBehaviour(t *testing.T, behaviour defendersim.GraphBehaviour) *scenario {
+func runGraphBehaviour(t *testing.T, behaviour simulator.GraphBehaviour) *scenario {
 	t.Helper()
 	s, p, start := playGraphScenario(t, behaviour, nil)
 	_, readable := s.requireGraphVersionsOnce(p, start)
@@ -102,7 +102,7 @@ func requestsWith(s *scenario, key string) int {
 // Honoured ascending order, next links with $skip, no depth limit, $top
 // honoured, @odata.count: the service as a peer integration assumes it.
 func TestGraphPagingAsDocumentedByPeers(t *testing.T) {
-	s := runGraphBehaviour(t, defendersim.GraphBehaviour{})
+	s := runGraphBehaviour(t, simulator.GraphBehaviour{})
 	require.Positive(t, requestsWith(s, "$skip"), "next links are followed")
 	require.Empty(t, s.logger.Warnings())
 }
@@ -110,8 +110,8 @@ func TestGraphPagingAsDocumentedByPeers(t *testing.T) {
 // $orderby ignored (newest first), an opaque $skiptoken, 400 past $skip
 // 100, $top clamped to 50 (the scenario's page_size is 100).
 func TestGraphPagingNewestFirstSkipTokenDepth400Clamped(t *testing.T) {
-	s := runGraphBehaviour(t, defendersim.GraphBehaviour{
-		Order: defendersim.GraphOrderIgnored, NextLink: defendersim.GraphLinkSkipToken, MaxSkip: 100, MaxTop: 50,
+	s := runGraphBehaviour(t, simulator.GraphBehaviour{
+		Order: simulator.GraphOrderIgnored, NextLink: simulator.GraphLinkSkipToken, MaxSkip: 100, MaxTop: 50,
 	})
 	require.Positive(t, requestsWith(s, "$skiptoken"), "next links are followed as they come")
 	require.Zero(t, requestsWith(s, "$skip"), "no $skip is ever made up")
@@ -122,7 +122,7 @@ func TestGraphPagingNewestFirstSkipTokenDepth400Clamped(t *testing.T) {
 // $orderby rejected with 400, no next links at all, $top honoured: the
 // count tells that a page was not all.
 func TestGraphPagingOrderRejectedNoNextLinks(t *testing.T) {
-	s := runGraphBehaviour(t, defendersim.GraphBehaviour{Order: defendersim.GraphOrderRejected, NextLink: defendersim.GraphLinkNone})
+	s := runGraphBehaviour(t, simulator.GraphBehaviour{Order: simulator.GraphOrderRejected, NextLink: simulator.GraphLinkNone})
 	// Once for each of the scenario's three processes.
 	require.Equal(t, 3, requestsWith(s, "$orderby"), "dropped after the first refusal")
 	warnings := s.logger.Warnings()
@@ -138,7 +138,7 @@ func TestGraphPagingOrderRejectedNoNextLinks(t *testing.T) {
 // A chain that ends silently after 300 alerts with next links carrying
 // $skip, $top clamped, newest first.
 func TestGraphPagingChainEndsSilently(t *testing.T) {
-	s := runGraphBehaviour(t, defendersim.GraphBehaviour{Order: defendersim.GraphOrderIgnored, ChainEnd: 300, MaxTop: 50})
+	s := runGraphBehaviour(t, simulator.GraphBehaviour{Order: simulator.GraphOrderIgnored, ChainEnd: 300, MaxTop: 50})
 	require.Empty(t, s.logger.Warnings())
 	require.Contains(t, infos(s.logger), "I! [] A chain of Graph pages ended after 300 alerts although @odata.count said")
 }
@@ -146,7 +146,7 @@ func TestGraphPagingChainEndsSilently(t *testing.T) {
 // Without @odata.count no chain of pages is trusted: next links are never
 // followed, every part fits one page.
 func TestGraphPagingWithoutCount(t *testing.T) {
-	s := runGraphBehaviour(t, defendersim.GraphBehaviour{Count: defendersim.GraphCountIgnored, ChainEnd: 300})
+	s := runGraphBehaviour(t, simulator.GraphBehaviour{Count: simulator.GraphCountIgnored, ChainEnd: 300})
 	require.Zero(t, requestsWith(s, "$skip"))
 	require.Contains(t, infos(s.logger), "I! [] The Graph API sends no @odata.count: windows are read in parts that fit one page")
 }
@@ -154,8 +154,8 @@ func TestGraphPagingWithoutCount(t *testing.T) {
 // The harshest service: $orderby and $count rejected, opaque tokens that
 // answer 400 past 100, a chain that also ends silently, $top clamped.
 func TestGraphPagingHarshest(t *testing.T) {
-	s := runGraphBehaviour(t, defendersim.GraphBehaviour{
-		Order: defendersim.GraphOrderRejected, NextLink: defendersim.GraphLinkSkipToken, Count: defendersim.GraphCountRejected,
+	s := runGraphBehaviour(t, simulator.GraphBehaviour{
+		Order: simulator.GraphOrderRejected, NextLink: simulator.GraphLinkSkipToken, Count: simulator.GraphCountRejected,
 		MaxSkip: 100, ChainEnd: 200, MaxTop: 50,
 	})
 	// Each of the scenario's three processes learns it anew.
@@ -172,8 +172,8 @@ func TestGraphPagingHarshest(t *testing.T) {
 // The harshest service that still counts: newest first, no next links,
 // $top clamped.
 func TestGraphPagingHarshestWithCount(t *testing.T) {
-	s := runGraphBehaviour(t, defendersim.GraphBehaviour{
-		Order: defendersim.GraphOrderIgnored, NextLink: defendersim.GraphLinkNone, MaxTop: 50,
+	s := runGraphBehaviour(t, simulator.GraphBehaviour{
+		Order: simulator.GraphOrderIgnored, NextLink: simulator.GraphLinkNone, MaxTop: 50,
 	})
 	require.Empty(t, s.logger.Warnings())
 }
@@ -189,11 +189,11 @@ func infos(logger *testutil.CaptureLogger) string {
 }
 
 // graphAlertsAt returns n alert versions, one every step from from.
-func graphAlertsAt(from time.Time, n int, step time.Duration) []defendersim.GraphAlert {
-	alerts := make([]defendersim.GraphAlert, 0, n)
+func graphAlertsAt(from time.Time, n int, step time.Duration) []simulator.GraphAlert {
+	alerts := make([]simulator.GraphAlert, 0, n)
 	for i := range n {
 		at := from.Add(time.Duration(i) * step).Format(time.RFC3339Nano)
-		alerts = append(alerts, defendersim.GraphAlert{
+		alerts = append(alerts, simulator.GraphAlert{
 			ID: fmt.Sprintf("da%05d", i), Status: "new", Severity: "high", Category: "Malware",
 			ServiceSource: "microsoftDefenderForEndpoint", CreatedDateTime: at, LastUpdateDateTime: at,
 		})
@@ -205,7 +205,7 @@ func graphAlertsAt(from time.Time, n int, step time.Duration) []defendersim.Grap
 // did not ask for, are left out and counted: no bound of any later query
 // moves because of them, and the window is read to its end.
 func TestGraphTimesOutsideTheWindowMoveNothing(t *testing.T) {
-	s := newScenario(t, defendersim.Config{})
+	s := newScenario(t, simulator.Config{})
 	require.NoError(t, s.sim.AddGraph(graphAlertsAt(s.clock.Add(-time.Hour), 300, 10*time.Second)...))
 	sim := s.sim.Handler()
 	s.server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -14,7 +14,7 @@ import (
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // graphScenario points a plugin with api = "graph" at the simulator.
@@ -32,7 +32,7 @@ func (s *scenario) graphPlugin(configure func(*MicrosoftDefender)) *MicrosoftDef
 }
 
 func TestGraphRequests(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 3, Rate: 10, History: time.Hour})
+	s := newScenario(t, simulator.Config{Seed: 3, Rate: 10, History: time.Hour})
 	p := s.graphPlugin(func(m *MicrosoftDefender) {
 		m.ServiceSources = []string{"microsoftDefenderForEndpoint", "microsoftDefenderForOffice365"}
 		m.Severities = []string{"high", "medium"}
@@ -69,11 +69,11 @@ func TestGraphRequests(t *testing.T) {
 // A poll that spends max_alerts_per_gather in the middle of a page stops
 // there, without an error, and the next polls go on: every alert once.
 func TestGraphBudgetEndsPollsMidPage(t *testing.T) {
-	s := newScenario(t, defendersim.Config{})
-	alerts := make([]defendersim.GraphAlert, 0, 300)
+	s := newScenario(t, simulator.Config{})
+	alerts := make([]simulator.GraphAlert, 0, 300)
 	for i := range 300 {
 		at := s.clock.Add(-time.Hour + time.Duration(i)*10*time.Second).Format(time.RFC3339Nano)
-		alerts = append(alerts, defendersim.GraphAlert{
+		alerts = append(alerts, simulator.GraphAlert{
 			ID: fmt.Sprintf("da%03d", i), Status: "new", Severity: "high", Category: "Malware",
 			ServiceSource: "microsoftDefenderForEndpoint", CreatedDateTime: at, LastUpdateDateTime: at,
 		})
@@ -127,7 +127,7 @@ func TestGraphNextLinkToAnotherHostIsRefused(t *testing.T) {
 
 // Graph's throttling, 429 with Retry-After, is honoured like the SIEM API's.
 func TestGraphThrottlingIsHonoured(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 3, Rate: 10, History: time.Hour, Faults: defendersim.FaultConfig{RetryAfter: 7 * time.Second}})
+	s := newScenario(t, simulator.Config{Seed: 3, Rate: 10, History: time.Hour, Faults: simulator.FaultConfig{RetryAfter: 7 * time.Second}})
 	var waits []time.Duration
 	p := s.graphPlugin(func(m *MicrosoftDefender) {
 		m.InitialLookback = config.Duration(30 * time.Minute)
@@ -137,7 +137,7 @@ func TestGraphThrottlingIsHonoured(t *testing.T) {
 			return ctx.Err()
 		}
 	})
-	s.sim.Inject(defendersim.FaultThrottle, 2)
+	s.sim.Inject(simulator.FaultThrottle, 2)
 	s.poll(p)
 	require.Equal(t, []time.Duration{7 * time.Second, 7 * time.Second}, waits)
 	require.Len(t, requestsTo(s.sim, graphAlertsPath), 3)

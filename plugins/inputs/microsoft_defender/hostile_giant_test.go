@@ -9,7 +9,7 @@ import (
 
 	"github.com/influxdata/telegraf/config"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // A detection larger than max_body_size, polled at Telegraf's default
@@ -17,8 +17,8 @@ import (
 // its instant takes about 35 one-detection requests, more than one poll may
 // send, and the next poll resumes the search instead of starting it over.
 func TestUnreadableInstantSearchSpansPolls(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 5, Rate: 12, History: 15 * time.Minute,
-		Faults: defendersim.FaultConfig{GiantRate: 0.005, GiantBytes: 300 * 1024}})
+	s := newScenario(t, simulator.Config{Seed: 5, Rate: 12, History: 15 * time.Minute,
+		Faults: simulator.FaultConfig{GiantRate: 0.005, GiantBytes: 300 * 1024}})
 	p := s.plugin(func(m *MicrosoftDefender) {
 		m.MaxBodySize = 256 * 1024
 		m.InitialLookback = config.Duration(15 * time.Minute)

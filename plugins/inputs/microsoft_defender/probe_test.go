@@ -10,14 +10,14 @@ import (
 
 	"github.com/influxdata/telegraf/config"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // Probe sends one minimal request, over the last hour (SIEM) or a page of
 // three alerts of the last week (Graph), emits nothing and leaves the
 // cursor where it was.
 func TestProbeSendsOneMinimalRequest(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 3, Rate: 10, History: time.Hour})
+	s := newScenario(t, simulator.Config{Seed: 3, Rate: 10, History: time.Hour})
 	siem := s.plugin(nil)
 	require.NoError(t, siem.Probe())
 	graph := s.graphPlugin(nil)
@@ -51,7 +51,7 @@ func TestProbeSendsOneMinimalRequest(t *testing.T) {
 // Telegraf logs only the error of a failed probe (startup_error_behavior =
 // "probe"), so the error carries the fix that -check prints.
 func TestProbeErrorCarriesTheFix(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 3, Rate: 10, History: time.Hour})
+	s := newScenario(t, simulator.Config{Seed: 3, Rate: 10, History: time.Hour})
 	p := s.plugin(func(m *MicrosoftDefender) { m.ClientSecret = config.NewSecret([]byte("wrong-secret")) })
 	err := p.Probe()
 	require.EqualError(t, err, "token: token request to "+strings.TrimPrefix(s.server.URL, "http://")+

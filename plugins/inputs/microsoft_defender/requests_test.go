@@ -13,7 +13,7 @@ import (
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 const (
@@ -25,9 +25,9 @@ const (
 
 // simulated starts a simulator whose clock is fixedNow and a plugin whose
 // token and alerts URLs point at it; configure adjusts the plugin before Init.
-func simulated(t *testing.T, configure func(*MicrosoftDefender)) (*MicrosoftDefender, *defendersim.Server) {
+func simulated(t *testing.T, configure func(*MicrosoftDefender)) (*MicrosoftDefender, *simulator.Server) {
 	t.Helper()
-	sim := defendersim.New(defendersim.Config{
+	sim := simulator.New(simulator.Config{
 		TenantID:     testTenant,
 		ClientID:     testClientID,
 		ClientSecret: testClientSecret,
@@ -63,7 +63,7 @@ func gatherOK(t *testing.T, plugin *MicrosoftDefender) *testutil.Accumulator {
 	return &acc
 }
 
-func requestsTo(sim *defendersim.Server, pathSuffix string) []*http.Request {
+func requestsTo(sim *simulator.Server, pathSuffix string) []*http.Request {
 	var out []*http.Request
 	for _, r := range sim.Requests() {
 		if strings.HasSuffix(r.URL.Path, pathSuffix) {

@@ -13,7 +13,7 @@ import (
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 func TestParseRetryAfter(t *testing.T) {
@@ -56,11 +56,11 @@ func TestParseRetryAfter(t *testing.T) {
 // A 429 asking to wait a century is obeyed for an hour, with an error that
 // says so; then the plugin reads on.
 func TestCenturyRetryAfterIsCappedAtAnHour(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 5, Rate: 10, History: time.Hour,
-		Faults: defendersim.FaultConfig{RetryAfter: 3153600000 * time.Second}})
+	s := newScenario(t, simulator.Config{Seed: 5, Rate: 10, History: time.Hour,
+		Faults: simulator.FaultConfig{RetryAfter: 3153600000 * time.Second}})
 	s.allowErrors = true
 	p := s.plugin(nil)
-	s.sim.Inject(defendersim.FaultThrottle, 1)
+	s.sim.Inject(simulator.FaultThrottle, 1)
 	host := strings.TrimPrefix(s.server.URL, "http://")
 
 	acc := s.poll(p)

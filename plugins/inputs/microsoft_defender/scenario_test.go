@@ -16,14 +16,14 @@ import (
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // scenario runs plugins against a simulator that shares their clock.
 type scenario struct {
 	t       testing.TB
 	clock   time.Time
-	sim     *defendersim.Server
+	sim     *simulator.Server
 	server  *httptest.Server
 	emitted map[string]int // full_id -> times emitted
 	polls   int
@@ -59,7 +59,7 @@ func (s *scenario) settle() {
 	s.handling.Wait()
 }
 
-func newScenario(t testing.TB, cfg defendersim.Config) *scenario {
+func newScenario(t testing.TB, cfg simulator.Config) *scenario {
 	t.Helper()
 	s := &scenario{t: t, clock: fixedNow, emitted: make(map[string]int), logger: &testutil.CaptureLogger{}}
 	cfg.TenantID, cfg.ClientID, cfg.ClientSecret, cfg.RefreshToken = testTenant, testClientID, testClientSecret, testRefreshToken
@@ -67,7 +67,7 @@ func newScenario(t testing.TB, cfg defendersim.Config) *scenario {
 	// by the scenario's clock, which runs hours ahead.
 	cfg.TokenLifetime = 10000 * time.Hour
 	cfg.Now = func() time.Time { return s.clock }
-	s.sim = defendersim.New(cfg)
+	s.sim = simulator.New(cfg)
 	s.server = httptest.NewServer(s.track(s.sim.Handler()))
 	t.Cleanup(s.server.Close)
 	return s
@@ -204,7 +204,7 @@ func (s *scenario) settled(p *MicrosoftDefender, from time.Time, maxLag time.Dur
 // Detections that become visible up to eight minutes after their
 // LastProcessedTimeUtc, within delay + overlap, are all caught, once.
 func TestScenarioLateArrivals(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 11, Rate: 12, History: 2 * time.Hour, MaxLag: 8 * time.Minute, LagFraction: 0.5})
+	s := newScenario(t, simulator.Config{Seed: 11, Rate: 12, History: 2 * time.Hour, MaxLag: 8 * time.Minute, LagFraction: 0.5})
 	p := s.plugin(nil)
 	start := s.firstWindowStart(p)
 	s.run(p, 5*time.Hour)
@@ -218,7 +218,7 @@ func TestScenarioLateArrivals(t *testing.T) {
 // Without the overlap the same stream loses detections: the scenario
 // above is a test that can fail.
 func TestScenarioLateArrivalsAreLostWithoutOverlap(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 11, Rate: 12, History: 2 * time.Hour, MaxLag: 8 * time.Minute, LagFraction: 0.5})
+	s := newScenario(t, simulator.Config{Seed: 11, Rate: 12, History: 2 * time.Hour, MaxLag: 8 * time.Minute, LagFraction: 0.5})
 	p := s.plugin(func(m *MicrosoftDefender) {
 		m.Delay = config.Duration(0)
 		m.Overlap = config.Duration(time.Nanosecond)
@@ -239,7 +239,7 @@ func TestScenarioLateArrivalsAreLostWithoutOverlap(t *testing.T) {
 // holding more detections than limit, are walked through: nothing skipped,
 // nothing repeated, and the backlog is worked off over several polls.
 func TestScenarioBurstsLimitAndBudget(t *testing.T) {
-	s := newScenario(t, defendersim.Config{
+	s := newScenario(t, simulator.Config{
 		Seed: 5, Rate: 12, History: 3 * time.Hour, MaxLag: 3 * time.Minute, LagFraction: 0.3,
 		BurstEvery: 37 * time.Minute, BurstSize: 60,
 	})
@@ -265,7 +265,7 @@ func TestScenarioBurstsLimitAndBudget(t *testing.T) {
 // A first poll reaching days back is cut into max_window chunks and
 // spread over polls of at most max_alerts_per_gather detections each.
 func TestScenarioBackfillOfDays(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 2, Rate: 4, History: 73 * time.Hour})
+	s := newScenario(t, simulator.Config{Seed: 2, Rate: 4, History: 73 * time.Hour})
 	p := s.plugin(func(m *MicrosoftDefender) {
 		m.InitialLookback = config.Duration(72 * time.Hour)
 		m.MaxAlertsPerGather = 2000
@@ -303,7 +303,7 @@ func pollFields(t *testing.T, acc *testutil.Accumulator) map[string]interface{} 
 
 // A clean stop and start with state_file repeats nothing and loses nothing.
 func TestScenarioCleanRestart(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 9, Rate: 15, History: 3 * time.Hour, MaxLag: 5 * time.Minute, LagFraction: 0.4})
+	s := newScenario(t, simulator.Config{Seed: 9, Rate: 15, History: 3 * time.Hour, MaxLag: 5 * time.Minute, LagFraction: 0.4})
 	stateFile := filepath.Join(t.TempDir(), "defender.state")
 	configure := func(m *MicrosoftDefender) {
 		m.StateFile = stateFile
@@ -323,7 +323,7 @@ func TestScenarioCleanRestart(t *testing.T) {
 // After a crash, which skips Stop, the state file holds the state before
 // the last poll: that poll is repeated, and nothing is lost.
 func TestScenarioCrashRepeatsAtMostTheLastPoll(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 4, Rate: 15, History: 3 * time.Hour})
+	s := newScenario(t, simulator.Config{Seed: 4, Rate: 15, History: 3 * time.Hour})
 	stateFile := filepath.Join(t.TempDir(), "defender.state")
 	configure := func(m *MicrosoftDefender) {
 		m.StateFile = stateFile
@@ -370,7 +370,7 @@ func TestCorruptOrForeignStateFileMeansAFirstRun(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			stateFile := filepath.Join(t.TempDir(), "defender.state")
 			require.NoError(t, os.WriteFile(stateFile, []byte(tt.content), 0o600))
-			s := newScenario(t, defendersim.Config{Seed: 1, Rate: 2, History: 3 * time.Hour})
+			s := newScenario(t, simulator.Config{Seed: 1, Rate: 2, History: 3 * time.Hour})
 			p := s.plugin(func(m *MicrosoftDefender) { m.StateFile = stateFile })
 			warning := strings.ReplaceAll(strings.ReplaceAll(tt.warning, "PATH", stateFile), "%q", `"`+stateFile+`"`)
 			require.Equal(t, []string{"W! [] " + warning}, s.logger.Warnings())
@@ -389,7 +389,7 @@ func TestCorruptOrForeignStateFileMeansAFirstRun(t *testing.T) {
 
 func TestMissingStateFileMeansAFirstRun(t *testing.T) {
 	stateFile := filepath.Join(t.TempDir(), "defender.state")
-	s := newScenario(t, defendersim.Config{Seed: 1, Rate: 2, History: 3 * time.Hour})
+	s := newScenario(t, simulator.Config{Seed: 1, Rate: 2, History: 3 * time.Hour})
 	p := s.plugin(func(m *MicrosoftDefender) { m.StateFile = stateFile })
 	require.Empty(t, s.logger.Warnings())
 	require.True(t, p.cursor.watermark.IsZero())
@@ -399,7 +399,7 @@ func TestMissingStateFileMeansAFirstRun(t *testing.T) {
 // into SetState, as Telegraf's persister does it, and the restored plugin
 // repeats nothing.
 func TestTelegrafStatefulPluginRoundTrip(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 8, Rate: 10, History: 3 * time.Hour})
+	s := newScenario(t, simulator.Config{Seed: 8, Rate: 10, History: 3 * time.Hour})
 	p := s.plugin(nil)
 	start := s.firstWindowStart(p)
 	s.run(p, 10*time.Minute)

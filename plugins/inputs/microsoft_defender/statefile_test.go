@@ -15,7 +15,7 @@ import (
 
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // statePlugin is a valid plugin on stateFile, not yet initialised.
@@ -136,7 +136,7 @@ func TestOversizedStateFileIsMovedAside(t *testing.T) {
 
 // A state the plugin could not read back is not written.
 func TestStateOverTheCapIsNotWritten(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 1, Rate: 2, History: 3 * time.Hour})
+	s := newScenario(t, simulator.Config{Seed: 1, Rate: 2, History: 3 * time.Hour})
 	s.allowErrors = true
 	path := filepath.Join(t.TempDir(), "defender.state")
 	p := s.plugin(func(m *MicrosoftDefender) { m.StateFile = path })

@@ -13,7 +13,7 @@ import (
 	"github.com/influxdata/telegraf/metric"
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/internal/defendersim"
+	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // A record whose values do not fit is emitted without them, one that is no
@@ -194,8 +194,8 @@ func TestGraphAlertsThatDoNotFitAreNotAWall(t *testing.T) {
 // the giants are skipped with a warning naming their instant, and no poll
 // fails.
 func TestScenarioPoisonedAndGiantRecords(t *testing.T) {
-	s := newScenario(t, defendersim.Config{Seed: 5, Rate: 12, History: 2 * time.Hour,
-		Faults: defendersim.FaultConfig{PoisonRate: 0.05, GiantRate: 0.005, GiantBytes: 300 * 1024}})
+	s := newScenario(t, simulator.Config{Seed: 5, Rate: 12, History: 2 * time.Hour,
+		Faults: simulator.FaultConfig{PoisonRate: 0.05, GiantRate: 0.005, GiantBytes: 300 * 1024}})
 	p := s.plugin(func(m *MicrosoftDefender) { m.MaxBodySize = config.Size(256 * 1024) })
 	start := s.firstWindowStart(p)
 	var invalid int
@@ -298,7 +298,7 @@ func TestGraphAlertWithoutATimeIsEmittedOnce(t *testing.T) {
 // that holds it is split by time down to its instant, which is skipped
 // with a warning, and every other version arrives once.
 func TestGraphAlertLargerThanTheBodyCapIsSkipped(t *testing.T) {
-	s := newScenario(t, defendersim.Config{})
+	s := newScenario(t, simulator.Config{})
 	alerts := graphAlertsAt(s.clock.Add(-time.Hour), 300, 10*time.Second)
 	giantAt := alerts[150].LastUpdateDateTime
 	alerts[150].ID = "giant"

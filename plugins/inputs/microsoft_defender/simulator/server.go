@@ -1,7 +1,7 @@
-// Package defendersim simulates, on loopback, the Microsoft services the
+// Package simulator simulates, on loopback, the Microsoft services the
 // microsoft_defender input talks to: the Azure AD token endpoint and the
 // Defender SIEM alerts API. Tests, the demo and the benchmarks use it.
-package defendersim
+package simulator
 
 import (
 	"crypto/rsa"

@@ -1,4 +1,4 @@
-package defendersim
+package simulator
 
 import (
 	"encoding/base64"

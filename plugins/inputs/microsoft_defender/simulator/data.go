@@ -1,4 +1,4 @@
-package defendersim
+package simulator
 
 import (
 	"crypto/sha1" //nolint:gosec // the simulator only needs realistic-looking hashes
