@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/logger"
@@ -34,6 +35,7 @@ func check(w io.Writer, configFile string) bool {
 			// the probe learns is logged to stderr here.
 			plugin.Log = logger.New("inputs", "microsoft_defender", "")
 		}
+		plugin.Log = &probeLog{Logger: plugin.Log}
 		// The plugin may be running: it holds state_file's lock, and the
 		// probe does not need the cursor. A diagnosis also must not move a
 		// corrupt state file aside.
@@ -51,27 +53,66 @@ func check(w io.Writer, configFile string) bool {
 
 	err = plugin.Probe()
 	plugin.Stop()
-	var probeErr *microsoft_defender.ProbeError
-	switch {
-	case err == nil:
+	if err == nil {
 		report(w, "token", "ok")
 		report(w, "request", "ok")
 		// What the service did with the paging options the plugin relies
 		// on least, in one line a user can report.
-		if seen := plugin.ProbeObservations(); seen != "" {
+		if seen := plugin.Log.(*probeLog).graphPaging; seen != "" {
 			report(w, "graph paging", seen)
 		}
 		fmt.Fprintln(w, "A poll would succeed.")
 		return true
-	case errors.As(err, &probeErr) && probeErr.Step == microsoft_defender.StepToken:
-		report(w, "token", "failed: "+oneLine(probeErr.Err.Error()))
-		report(w, "request", "skipped")
-	default:
-		report(w, "token", "ok")
-		report(w, "request", "failed: "+oneLine(errors.Unwrap(err).Error()))
 	}
-	fmt.Fprintln(w, "Likely fix: "+microsoft_defender.Advice(err, plugin.API))
+	step, cause, fix := splitProbeError(err.Error())
+	if step == "token" {
+		report(w, "token", "failed: "+oneLine(cause))
+		report(w, "request", "skipped")
+	} else {
+		report(w, "token", "ok")
+		report(w, "request", "failed: "+oneLine(cause))
+	}
+	fmt.Fprintln(w, "Likely fix: "+fix)
 	return false
+}
+
+// splitProbeError takes apart the error of the plugin's Probe, which has the
+// form "<step>: <what went wrong>. Likely fix: <fix>" because Telegraf logs
+// only that message when a probe fails its start-up.
+func splitProbeError(msg string) (step, cause, fix string) {
+	step, rest, found := strings.Cut(msg, ": ")
+	if !found {
+		return "", msg, unknownFix
+	}
+	i := strings.LastIndex(rest, likelyFix)
+	if i < 0 {
+		return step, rest, unknownFix
+	}
+	// The sentence's full stop is the one the message shares with the fix.
+	return step, rest[:i] + ".", rest[i+len(likelyFix):]
+}
+
+const (
+	likelyFix  = ". Likely fix: "
+	unknownFix = "none known: the message above says what failed."
+)
+
+// probeLog keeps the line in which the plugin's Probe says what Graph did
+// with its paging options, and logs everything as the logger it wraps.
+type probeLog struct {
+	telegraf.Logger
+	graphPaging string
+}
+
+// graphPagingSeen starts that line (the plugin's probe.go).
+const graphPagingSeen = "Graph paging seen by the probe: "
+
+func (l *probeLog) Infof(format string, args ...interface{}) {
+	msg := fmt.Sprintf(format, args...)
+	if seen, ok := strings.CutPrefix(msg, graphPagingSeen); ok {
+		l.graphPaging = seen
+	}
+	l.Logger.Info(msg)
 }
 
 // loadInput reads the configuration as the shim does, after refusing keys

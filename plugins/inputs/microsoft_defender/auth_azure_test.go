@@ -395,7 +395,7 @@ func TestAzureAdvice(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			require.Contains(t, Advice(&ProbeError{Step: StepToken, Err: tt.err}, "siem"), tt.want)
+			require.Contains(t, advice(&probeError{step: stepToken, err: tt.err}, "siem"), tt.want)
 		})
 	}
 }

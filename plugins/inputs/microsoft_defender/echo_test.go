@@ -224,7 +224,7 @@ func TestTokenThatCannotBeAHeaderIsRefused(t *testing.T) {
 	}
 	require.Zero(t, apiRequests.Load())
 	require.Equal(t, "The token endpoint answered a token that cannot be used: check login_endpoint or token_url, "+
-		"and a proxy that may answer in its place.", Advice(plugin.Probe(), "siem"))
+		"and a proxy that may answer in its place.", advice(plugin.Probe(), "siem"))
 }
 
 // The same for a configured access_token: refused at start-up, and at the

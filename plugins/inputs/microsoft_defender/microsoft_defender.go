@@ -107,8 +107,11 @@ type MicrosoftDefender struct {
 	// ctx ends when Stop is called, cancelling a poll in flight.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// mu is held by Gather and Stop, which the execd binary calls from its
-	// signal handler while a poll may run.
+	// mu lets Stop cancel a poll in flight and wait for its end before it
+	// saves the state. Telegraf's agent calls Stop only after Gather
+	// returned; the execd binary calls it on SIGTERM while a poll may run,
+	// because Telegraf kills an execd process a few seconds after SIGTERM
+	// and a poll cut by a kill is repeated by the next start.
 	mu sync.Mutex
 	// lastGather is when the previous poll started: one interval before
 	// this one, the poll's deadline.
@@ -251,8 +254,6 @@ func (m *MicrosoftDefender) Init() error {
 // metrics go to acc (see the field's comment). The plugin is a service input
 // for that accumulator and for the sake of Stop.
 func (m *MicrosoftDefender) Start(acc telegraf.Accumulator) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.acc = acc
 	return nil
 }
@@ -288,13 +289,6 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	if m.acc != nil {
 		acc = m.acc
 	}
-	defer func() {
-		// A bug must not take the whole agent down; its message is redacted
-		// like every other.
-		if r := recover(); r != nil {
-			m.addError(acc, fmt.Errorf("internal error, please report it: %v", r))
-		}
-	}()
 	if err := m.commitState(); err != nil {
 		m.addError(acc, fmt.Errorf("saving the state to %q failed, a restart would repeat detections: %w", m.StateFile, err))
 	}

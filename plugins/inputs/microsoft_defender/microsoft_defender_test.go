@@ -1,15 +1,20 @@
 package microsoft_defender
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,11 +29,21 @@ import (
 // fixedNow is the clock of the fixture tests: the end of every window.
 var fixedNow = time.Date(2020, 9, 30, 15, 0, 0, 0, time.UTC)
 
-// TestCases runs every folder of testcases/: telegraf.conf configures the
-// plugin, response.json (or the detection*.json files, wrapped in an array
-// in name order) is what the API answers, expected.out the line protocol
-// the plugin must emit, and now, when present, the clock (RFC 3339) in
-// place of fixedNow, so that the window holds the fixture's times.
+// TestCases runs every folder of testcases/, as Telegraf's openweathermap
+// tests do:
+//   - telegraf.conf configures the plugin;
+//   - response.json (or the detection*.json files, wrapped in an array in
+//     name order) answers every request; or response_<N>.json answers the
+//     N-th request (from 1), with the HTTP status in response_<N>.status
+//     when it is not 200, and a request past the last is a test failure;
+//     "{{server}}" in a response is the fixture server's URL;
+//   - requests.txt, when present, lists the requests the plugin must send,
+//     in order, as path and query;
+//   - expected.out is the line protocol the plugin must emit (defender_poll
+//     left out), expected.err the errors of the poll, one per line (none
+//     when absent);
+//   - now, when present, is the clock (RFC 3339) in place of fixedNow, so
+//     that the window holds the fixture's times.
 func TestCases(t *testing.T) {
 	folders, err := os.ReadDir("testcases")
 	require.NoError(t, err)
@@ -42,7 +57,7 @@ func TestCases(t *testing.T) {
 		}
 		dir := filepath.Join("testcases", f.Name())
 		t.Run(f.Name(), func(t *testing.T) {
-			body := readResponse(t, dir)
+			answers := readResponses(t, dir)
 			cfg := config.NewConfig()
 			require.NoError(t, cfg.LoadConfig(filepath.Join(dir, "telegraf.conf")))
 			require.Len(t, cfg.Inputs, 1)
@@ -51,16 +66,31 @@ func TestCases(t *testing.T) {
 			if plugin.API == "graph" {
 				path = graphAlertsPath
 			}
-			server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var mu sync.Mutex
+			var requests []string
+			var server *httptest.Server
+			server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.URL.Path != path || r.Header.Get("Authorization") != "Bearer fixture-token" {
 					w.WriteHeader(http.StatusUnauthorized)
 					return
 				}
-				respond(t, w, body)
+				mu.Lock()
+				requests = append(requests, r.URL.RequestURI())
+				n := len(requests)
+				mu.Unlock()
+				answer, ok := answers.forRequest(n)
+				if !ok {
+					t.Errorf("request %d (%s): the testcase has no response for it", n, r.URL.RequestURI())
+					w.WriteHeader(http.StatusNotFound)
+					return
+				}
+				w.WriteHeader(answer.status)
+				respond(t, w, bytes.ReplaceAll(answer.body, []byte("{{server}}"), []byte(server.URL)))
 			}))
 			defer server.Close()
 			plugin.EndpointURL = server.URL + path
 			plugin.Log = testutil.Logger{}
+			plugin.sleep = func(ctx context.Context, _ time.Duration) error { return ctx.Err() }
 			now := fixedNow
 			if clock, err := os.ReadFile(filepath.Join(dir, "now")); err == nil {
 				now, err = time.Parse(time.RFC3339, strings.TrimSpace(string(clock)))
@@ -74,13 +104,77 @@ func TestCases(t *testing.T) {
 
 			var acc testutil.Accumulator
 			require.NoError(t, plugin.Gather(&acc))
-			require.Empty(t, acc.Errors)
+			var errs []string
+			for _, err := range acc.Errors {
+				errs = append(errs, strings.ReplaceAll(err.Error(), strings.TrimPrefix(server.URL, "http://"), "{{host}}"))
+			}
+			require.Equal(t, readLines(t, filepath.Join(dir, "expected.err")), errs)
 			testutil.RequireMetricsEqual(t, expected, detectionMetrics(&acc), testutil.SortMetrics())
+			if want := readLines(t, filepath.Join(dir, "requests.txt")); want != nil {
+				require.Equal(t, want, requests)
+			}
 		})
 	}
 }
 
+// fixtureAnswer is one answer of a testcase's fixture server.
+type fixtureAnswer struct {
+	status int
+	body   []byte
+}
+
+// fixtureAnswers are a testcase's answers: one for every request, or one
+// per request in order.
+type fixtureAnswers struct {
+	every   *fixtureAnswer
+	inOrder []fixtureAnswer
+}
+
+func (a *fixtureAnswers) forRequest(n int) (fixtureAnswer, bool) {
+	if a.every != nil {
+		return *a.every, true
+	}
+	if n > len(a.inOrder) {
+		return fixtureAnswer{}, false
+	}
+	return a.inOrder[n-1], true
+}
+
+func readResponses(t *testing.T, dir string) *fixtureAnswers {
+	t.Helper()
+	var answers fixtureAnswers
+	for n := 1; ; n++ {
+		body, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("response_%d.json", n)))
+		if errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		require.NoError(t, err)
+		status := http.StatusOK
+		if text, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("response_%d.status", n))); err == nil {
+			status, err = strconv.Atoi(strings.TrimSpace(string(text)))
+			require.NoError(t, err)
+		}
+		answers.inOrder = append(answers.inOrder, fixtureAnswer{status: status, body: body})
+	}
+	if len(answers.inOrder) == 0 {
+		answers.every = &fixtureAnswer{status: http.StatusOK, body: readResponse(t, dir)}
+	}
+	return &answers
+}
+
+// readLines returns the lines of a testcase's file, nil when it is absent.
+func readLines(t *testing.T, name string) []string {
+	t.Helper()
+	text, err := os.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	require.NoError(t, err)
+	return strings.Split(strings.TrimSuffix(string(text), "\n"), "\n")
+}
+
 func readResponse(t *testing.T, dir string) []byte {
+
 	t.Helper()
 	if body, err := os.ReadFile(filepath.Join(dir, "response.json")); err == nil {
 		return body

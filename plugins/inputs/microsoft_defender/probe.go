@@ -11,45 +11,48 @@ import (
 	"time"
 )
 
-// ProbeStep names the step of a probe that failed.
-type ProbeStep string
+// probeStep names the step of a probe that failed.
+type probeStep string
 
 // The steps of a probe, in order.
 const (
-	StepToken   ProbeStep = "token"
-	StepRequest ProbeStep = "request"
-	StepAnswer  ProbeStep = "answer"
+	stepToken   probeStep = "token"
+	stepRequest probeStep = "request"
+	stepAnswer  probeStep = "answer"
 )
 
-// ProbeError is a failed probe: the step, what went wrong, and the likely
-// fix (Advice).
-type ProbeError struct {
-	Step ProbeStep
-	Err  error
-	Fix  string
+// probeError is a failed probe: the step, what went wrong, and the likely
+// fix (advice).
+type probeError struct {
+	step probeStep
+	err  error
+	fix  string
 }
 
 // Error carries the fix: built into Telegraf, with startup_error_behavior =
-// "probe", this message is all the log says about the failed start-up.
-func (e *ProbeError) Error() string {
-	msg := fmt.Sprintf("%s: %v", e.Step, e.Err)
-	if e.Fix == "" {
+// "probe", this message is all the log says about the failed start-up. Its
+// form, "<step>: <what went wrong>. Likely fix: <fix>", is what the execd
+// binary's -check reads to print its diagnosis.
+func (e *probeError) Error() string {
+	msg := fmt.Sprintf("%s: %v", e.step, e.err)
+	if e.fix == "" {
 		return msg
 	}
-	return strings.TrimSuffix(msg, ".") + ". Likely fix: " + e.Fix
+	return strings.TrimSuffix(msg, ".") + ". Likely fix: " + e.fix
 }
 
-func (e *ProbeError) Unwrap() error {
-	return e.Err
+func (e *probeError) Unwrap() error {
+	return e.err
 }
 
 // Probe implements telegraf.ProbePlugin: it fetches a token and sends one
 // minimal request (limit=1, or a page of $top=3 for Graph), without
-// emitting anything or moving the cursor. Its error is a *ProbeError.
+// emitting anything or moving the cursor. Its error is a *probeError. For
+// Graph, it logs what the service did with the paging options.
 func (m *MicrosoftDefender) Probe() error {
 	ctx := m.ctx
 	if _, err := m.tokens.token(ctx); err != nil {
-		return m.probeError(StepToken, err)
+		return m.probeError(stepToken, err)
 	}
 	now := m.now().UTC()
 	var err error
@@ -60,19 +63,22 @@ func (m *MicrosoftDefender) Probe() error {
 		err = b.probe(ctx, m, now)
 	}
 	if err == nil {
+		if seen := m.probeObservations(); seen != "" {
+			m.Log.Infof("%s%s", graphPagingSeen, seen)
+		}
 		return nil
 	}
-	step := StepRequest
+	step := stepRequest
 	var answerErr *answerError
 	if errors.As(err, &answerErr) {
-		step = StepAnswer
+		step = stepAnswer
 	}
 	return m.probeError(step, err)
 }
 
-func (m *MicrosoftDefender) probeError(step ProbeStep, err error) *ProbeError {
-	e := &ProbeError{Step: step, Err: &redactedError{msg: m.redactSecrets(err.Error()), cause: err}}
-	e.Fix = Advice(e, m.API)
+func (m *MicrosoftDefender) probeError(step probeStep, err error) *probeError {
+	e := &probeError{step: step, err: &redactedError{msg: m.redactSecrets(err.Error()), cause: err}}
+	e.fix = advice(e, m.API)
 	return e
 }
 
@@ -86,7 +92,7 @@ const (
 
 // probe sends the first page of a query as a poll would, leaving out an
 // option the service refuses as a poll does, and keeps what it showed for
-// ProbeObservations.
+// probeObservations.
 func (b *graphBackend) probe(ctx context.Context, m *MicrosoftDefender, now time.Time) error {
 	from := now.Add(-graphProbeWindow).Truncate(tick)
 	to := now.Truncate(tick)
@@ -110,10 +116,14 @@ func (b *graphBackend) probe(ctx context.Context, m *MicrosoftDefender, now time
 	}
 }
 
-// ProbeObservations says in one line what the service did with the
+// graphPagingSeen starts the line Probe logs about Graph's paging, which
+// the execd binary's -check prints as its "graph paging" line.
+const graphPagingSeen = "Graph paging seen by the probe: "
+
+// probeObservations says in one line what the service did with the
 // options of Graph's paging during Probe, for a user to report; it is
 // empty for the SIEM API.
-func (m *MicrosoftDefender) ProbeObservations() string {
+func (m *MicrosoftDefender) probeObservations() string {
 	b, ok := m.backend.(*graphBackend)
 	if !ok {
 		return ""
@@ -142,7 +152,7 @@ func (m *MicrosoftDefender) ProbeObservations() string {
 	return fmt.Sprintf("$orderby %s; @odata.nextLink %s; @odata.count %s", order, next, count)
 }
 
-// redactedError carries a cause for Advice while its message is scrubbed.
+// redactedError carries a cause for advice while its message is scrubbed.
 type redactedError struct {
 	msg   string
 	cause error
@@ -153,9 +163,9 @@ func (e *redactedError) Unwrap() error { return e.cause }
 
 var aadstsCode = regexp.MustCompile(`AADSTS(\d+)`)
 
-// Advice says what most likely fixes a failed probe, in words a security
+// advice says what most likely fixes a failed probe, in words a security
 // engineer can act on; api is the configured API.
-func Advice(err error, api string) string {
+func advice(err error, api string) string {
 	var azureErr *azureTokenError
 	var tokenErr *tokenError
 	var statusErr *statusError
@@ -251,6 +261,6 @@ func statusAdvice(status int, api string) string {
 const probeWindow = time.Hour
 
 func isAnswerError(err error) bool {
-	var probeErr *ProbeError
-	return errors.As(err, &probeErr) && probeErr.Step == StepAnswer
+	var probeErr *probeError
+	return errors.As(err, &probeErr) && probeErr.step == stepAnswer
 }

@@ -38,8 +38,15 @@ func TestProbeSendsOneMinimalRequest(t *testing.T) {
 		"$count":   {"true"},
 		"$top":     {"3"},
 	}, pages[0].URL.Query())
-	require.Equal(t, "$orderby honoured (ascending); @odata.nextLink carries $skip; @odata.count present", graph.ProbeObservations())
-	require.Empty(t, siem.ProbeObservations())
+	require.Equal(t, "$orderby honoured (ascending); @odata.nextLink carries $skip; @odata.count present", graph.probeObservations())
+	require.Empty(t, siem.probeObservations())
+	var infos []string
+	for _, e := range s.logger.Messages() {
+		if e.Level == 'I' {
+			infos = append(infos, e.Text)
+		}
+	}
+	require.Equal(t, []string{"Graph paging seen by the probe: $orderby honoured (ascending); @odata.nextLink carries $skip; @odata.count present"}, infos)
 
 	for _, p := range []*MicrosoftDefender{siem, graph} {
 		require.True(t, p.cursor.watermark.IsZero())
@@ -59,7 +66,7 @@ func TestProbeErrorCarriesTheFix(t *testing.T) {
 		"being sent in the request is the client secret value, not the client secret ID. Likely fix: Azure AD refused the "+
 		"client secret (AADSTS7000215): it is wrong, or it is the secret's ID rather than its value. Create a new client "+
 		"secret for the app and set its value as client_secret.")
-	var probeErr *ProbeError
+	var probeErr *probeError
 	require.ErrorAs(t, err, &probeErr)
-	require.Equal(t, Advice(err, "siem"), probeErr.Fix)
+	require.Equal(t, advice(err, "siem"), probeErr.fix)
 }
