@@ -104,7 +104,11 @@ func TestCases(t *testing.T) {
 
 			var acc testutil.Accumulator
 			require.NoError(t, plugin.Gather(&acc))
+			// nil when there is no error, as readLines of an absent file
 			var errs []string
+			if len(acc.Errors) > 0 {
+				errs = make([]string, 0, len(acc.Errors))
+			}
 			for _, err := range acc.Errors {
 				errs = append(errs, strings.ReplaceAll(err.Error(), strings.TrimPrefix(server.URL, "http://"), "{{host}}"))
 			}
@@ -174,7 +178,6 @@ func readLines(t *testing.T, name string) []string {
 }
 
 func readResponse(t *testing.T, dir string) []byte {
-
 	t.Helper()
 	if body, err := os.ReadFile(filepath.Join(dir, "response.json")); err == nil {
 		return body
