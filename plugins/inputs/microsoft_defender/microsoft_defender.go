@@ -90,8 +90,8 @@ type MicrosoftDefender struct {
 
 	backend backend
 	// api sends the backend's requests.
-	api    *apiClient
-	tokens tokenSource
+	api     *apiClient
+	tokens  tokenSource
 	cursor  *cursor
 	plan    windowPlan
 	limiter *rate.Limiter
