@@ -51,7 +51,7 @@ type graphObserved struct {
 	count    string // "present", "absent", "rejected", or ""
 }
 
-// graphPage is one page as send decoded it.
+// graphPage is one page as decode read it.
 type graphPage struct {
 	items        int // alerts on the page, inside the part or not
 	outside      int // alerts outside the part, left out

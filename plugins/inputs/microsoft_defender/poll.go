@@ -91,16 +91,13 @@ func (p *poll) stop(reason stopReason, err error) {
 
 // stopBefore stops the poll before a step when the budget is spent or the
 // deadline has come.
-func (p *poll) stopBefore() bool {
+func (p *poll) stopBefore() {
 	switch {
 	case p.budget == 0:
 		p.stop(stoppedBudget, nil)
 	case p.pastDeadline():
 		p.stop(stoppedDeadline, nil)
-	default:
-		return false
 	}
-	return true
 }
 
 // run reads up to end, chunk by chunk, advancing the cursor after each
@@ -113,12 +110,12 @@ func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 		if sp == nil {
 			return countsAt
 		}
-		if p.stopBefore() {
+		if p.stopBefore(); p.stopped != notStopped {
 			return countsAt
 		}
 		countsAt = sp.End
 		p.span = sp
-		if !p.readSpan(ctx, sp) {
+		if p.readSpan(ctx, sp); p.stopped != notStopped {
 			return countsAt
 		}
 		complete, clamped := p.m.clampToServerClock(sp)
@@ -137,26 +134,28 @@ func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 
 // readSpan reads sp request by request: it asks the backend for the next
 // request, sends it, and has the backend move sp with what the answer
-// held, until sp is read whole (true) or the poll stops (false). Before
-// each step it stops when the budget is spent or the deadline has come.
-func (p *poll) readSpan(ctx context.Context, sp *span) bool {
+// held, until sp is read whole or the poll stops. Before each step it
+// stops when the budget is spent or the deadline has come.
+func (p *poll) readSpan(ctx context.Context, sp *span) {
 	b := p.m.backend
 	var req *request
 	for {
 		if req == nil {
 			if req = b.next(sp, p.reading()); req == nil {
-				return true
+				return
 			}
 		}
-		if !req.within && p.stopBefore() {
-			return false
+		if !req.within {
+			if p.stopBefore(); p.stopped != notStopped {
+				return
+			}
 		}
 		res := p.request(ctx, req)
 		if p.stopped != notStopped {
 			if p.stopped == stoppedDeadline && req.resumes != "" {
 				p.m.Log.Info(req.resumes)
 			}
-			return false
+			return
 		}
 		mv := b.advance(sp, req, &res, p.reading())
 		p.stats.outOfWindow += mv.outOfWindow
@@ -177,10 +176,10 @@ func (p *poll) readSpan(ctx context.Context, sp *span) bool {
 		case moveFewer:
 			p.m.shrinkRequests(res.decoded)
 		case moveDone:
-			return true
+			return
 		case moveFailed:
 			p.fail(ctx, mv.err)
-			return false
+			return
 		}
 	}
 }
@@ -274,10 +273,11 @@ func (p *poll) request(ctx context.Context, req *request) response {
 }
 
 // attempt waits for the rate limiter, sends one request and emits the new
-// items of its answer until the budget is spent.
+// items of its answer until the budget is spent: the poll then stops, and
+// the false it answers the decoder with only ends the decoding.
 func (p *poll) attempt(ctx context.Context, req *request) (response, error) {
 	var r response
-	if !p.waitForRateLimit(ctx) {
+	if p.waitForRateLimit(ctx); p.stopped != notStopped {
 		return r, nil
 	}
 	p.stats.requests++
@@ -389,26 +389,24 @@ func (p *poll) pastDeadline() bool {
 	return true
 }
 
-// waitForRateLimit keeps the plugin under max_requests_per_minute. It
-// reports false when the poll stopped instead.
-func (p *poll) waitForRateLimit(ctx context.Context) bool {
+// waitForRateLimit keeps the plugin under max_requests_per_minute: it
+// waits, or stops the poll when the wait would pass its deadline.
+func (p *poll) waitForRateLimit(ctx context.Context) {
 	now := p.m.now()
 	reservation := p.m.limiter.ReserveN(now, 1)
 	wait := reservation.DelayFrom(now)
 	if wait <= 0 {
-		return true
+		return
 	}
 	if !now.Add(wait).Before(p.deadline) {
 		reservation.CancelAt(now)
 		p.m.Log.Debugf("max_requests_per_minute reached: the next request waits for the next poll")
 		p.stop(stoppedDeadline, nil)
-		return false
+		return
 	}
 	if err := p.m.sleep(ctx, wait); err != nil {
 		p.stop(stoppedCancelled, err)
-		return false
 	}
-	return true
 }
 
 // status is "ok" when the window was read whole, "partial" when the poll

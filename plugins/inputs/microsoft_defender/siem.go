@@ -96,7 +96,7 @@ const (
 	siemWindow siemStep = iota
 	// siemInstant: every detection of one instant.
 	siemInstant
-	// siemProbe: one detection from a probe time up, for newestInstant.
+	// siemProbe: one detection from a probe time up, for searchOn.
 	siemProbe
 )
 
