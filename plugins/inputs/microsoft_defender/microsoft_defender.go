@@ -89,8 +89,8 @@ type MicrosoftDefender struct {
 	Log telegraf.Logger `toml:"-"`
 
 	backend backend
-	// api sends the backend's requests.
-	api     *apiClient
+	// client sends the backend's requests.
+	client  *apiClient
 	tokens  tokenSource
 	cursor  *cursor
 	plan    windowPlan
@@ -218,9 +218,9 @@ func (m *MicrosoftDefender) Init() error {
 	if err != nil {
 		return err
 	}
-	m.api = &apiClient{client: &apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now, clock: &m.serverClock}
+	m.client = &apiClient{client: &apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now, clock: &m.serverClock}
 	if m.API == "graph" {
-		m.backend = newGraphBackend(endpoint, m.api, graphOptions{
+		m.backend = newGraphBackend(endpoint, m.client, graphOptions{
 			pageSize:           m.PageSize,
 			serviceSources:     m.ServiceSources,
 			severities:         m.Severities,
@@ -229,7 +229,7 @@ func (m *MicrosoftDefender) Init() error {
 			maxAlertsPerGather: m.MaxAlertsPerGather,
 		})
 	} else {
-		m.backend = newSIEMBackend(endpoint, m.api, siemFilters{
+		m.backend = newSIEMBackend(endpoint, m.client, siemFilters{
 			machineGroups:            m.MachineGroups,
 			deviceCreatedMachineTags: m.DeviceCreatedMachineTags,
 			cloudCreatedMachineTags:  m.CloudCreatedMachineTags,

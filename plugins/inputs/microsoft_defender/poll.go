@@ -163,6 +163,7 @@ func (p *poll) readSpan(ctx context.Context, sp *span) {
 		req = mv.then
 		switch mv.kind {
 		case moveOn, moveSplit:
+			// The span moved inside what is left: nothing to forget.
 		case movePart:
 			// What a later window, which starts at most overlap before the
 			// chunk's end, can return again is kept.
@@ -352,13 +353,13 @@ func (p *poll) attempt(ctx context.Context, req *request) (response, error) {
 // send sends req and streams its answer, through the backend's decode, to
 // emit until emit returns false.
 func (m *MicrosoftDefender) send(ctx context.Context, req *request, emit func(alert) bool) error {
-	body, err := m.api.get(ctx, req.url)
+	body, err := m.client.get(ctx, req.url)
 	if err != nil {
 		return err
 	}
 	defer body.Close()
 	if err := m.backend.decode(req, body, emit); err != nil {
-		return &answerError{api: m.api.name, host: req.url.Host, err: err}
+		return &answerError{api: m.client.name, host: req.url.Host, err: err}
 	}
 	return nil
 }
