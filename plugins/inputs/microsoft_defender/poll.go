@@ -48,6 +48,8 @@ type poll struct {
 	// stoppedFailed and stoppedCancelled.
 	stopped stopReason
 	err     error
+	// given is what the backend is given (reading).
+	given reading
 }
 
 // pollStats become the defender_poll metric.
@@ -187,7 +189,11 @@ func (p *poll) readSpan(ctx context.Context, sp *span) {
 
 // reading is what the backend is given of the poll for its next call.
 func (p *poll) reading() reading {
-	return reading{limit: p.m.requestLimit(), unreadable: p.m.cursor.newestUnreadable, log: p.m.logger()}
+	if p.given.unreadable == nil {
+		p.given = reading{unreadable: p.m.cursor.newestUnreadable, log: p.m.logger()}
+	}
+	p.given.limit = p.m.requestLimit()
+	return p.given
 }
 
 // fail stops the poll for a request that failed for good; a failure that
