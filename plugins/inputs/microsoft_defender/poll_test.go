@@ -164,11 +164,10 @@ func TestPollOwnsTheStop(t *testing.T) {
 			require.Len(t, b.asked, tt.asked)
 			require.Equal(t, tt.advanced, b.advanced)
 			require.Equal(t, tt.emitted, emittedIDs(&acc))
-			var errs []string
-			for _, err := range acc.Errors {
-				errs = append(errs, err.Error())
+			require.Len(t, acc.Errors, len(tt.errors))
+			for i, err := range acc.Errors {
+				require.EqualError(t, err, tt.errors[i])
 			}
-			require.Equal(t, tt.errors, errs)
 			polls := pollMetrics(&acc)
 			require.Len(t, polls, 1)
 			require.Equal(t, tt.status, polls[0].Tags()["status"])
