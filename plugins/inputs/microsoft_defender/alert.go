@@ -1,8 +1,9 @@
 package microsoft_defender
 
 import (
-	"context"
 	"fmt"
+	"io"
+	"net/url"
 	"strings"
 	"time"
 
@@ -62,19 +63,108 @@ func (p *recordProblems) String() string {
 	return strings.Join(parts, "; ")
 }
 
-// backend reads one API. It walks a span with requests sent through
-// poll.request, which retries them and emits what they return.
+// backend reads one API for the poll (poll.go), which owns the walk: the
+// loop over chunks and requests, the budget, the deadline, the rate limit,
+// retries and why reading stopped. A backend sends nothing and keeps no part
+// of the poll: for a span it builds the next request (next), decodes the
+// answer to it (decode), and says how the span advances with what the
+// answer held (advance).
 type backend interface {
-	// readSpan reads the span; it returns false when the poll stopped
-	// first (budget or deadline), leaving in the span what is left.
-	readSpan(ctx context.Context, p *poll, sp *span) (bool, error)
+	// next is the request that goes on reading sp, or nil when sp is read
+	// whole.
+	next(sp *span, in reading) *request
+	// decode streams the items of the answer to req to emit, one at a time,
+	// until emit returns false; the poll wraps its error as an answerError.
+	decode(req *request, body io.Reader, emit func(alert) bool) error
+	// advance moves sp after req, from what its answer held (res.err: how
+	// it failed for good, after retries), and says what kind of move it
+	// was. It is not called when the poll stopped inside req.
+	advance(sp *span, req *request, res *response, in reading) move
 	// endpoint is the address of the alerts resource.
 	endpoint() string
 }
 
-// sendFunc sends one request and passes each item of its answer to handle
-// until handle returns false.
-type sendFunc func(ctx context.Context, handle func(alert) bool) error
+// reading is what a backend is given of the poll and the plugin, at each
+// call: nothing else of them reaches it.
+type reading struct {
+	// limit is the most items one request may ask for: max_alerts_per_gather,
+	// limit, and fewer after an answer grew past max_body_size.
+	limit int
+	// unreadable returns the newest instant in [from, to] known not to be
+	// readable (cursor.skipped).
+	unreadable func(from, to time.Time) (time.Time, bool)
+	log        logger
+}
+
+// request is one request a backend asks the poll to send.
+type request struct {
+	url *url.URL
+	// within: the request goes on with a step of the backend's (an instant
+	// read whole, a probe of a search, a query sent again without an
+	// option): the poll sends it even when its budget or deadline has come.
+	within bool
+	// probe: an unreadable answer (isUnreadable) is what the request
+	// looks for, no failure, and is not counted as an error.
+	probe bool
+	// resumes is logged when the poll's deadline stops it inside this
+	// request: what the next poll goes on with.
+	resumes string
+	// ask is what the backend asked, for its decode and advance.
+	ask any
+}
+
+// move is how a span advanced after a request, as its backend tells the
+// poll; the poll does what each kind needs of the cursor and the budget.
+type move struct {
+	kind moveKind
+	// forgetAfter and forgetBefore bound, exclusive, the stretch of the
+	// span read for good, for movePart: the cursor forgets the identities
+	// in it that lie below the overlap.
+	forgetAfter, forgetBefore time.Time
+	// at is the instant given up, for moveSkipInstant.
+	at time.Time
+	// then is the request that goes on with the step; nil: the poll asks
+	// next.
+	then *request
+	// outOfWindow and errors are added to defender_poll.
+	outOfWindow, errors int64
+	// err is why reading the span failed, for moveFailed.
+	err error
+}
+
+type moveKind int
+
+const (
+	// moveOn: the span moved, or not yet (then says what follows).
+	moveOn moveKind = iota
+	// movePart: a stretch of the span is read whole (forgetAfter,
+	// forgetBefore); the rest is read on.
+	movePart
+	// moveSplit: a part could not be read whole; the span's next part is
+	// its first half.
+	moveSplit
+	// moveSkipInstant: the items of one instant (at) cannot be read; the
+	// span was moved past it.
+	moveSkipInstant
+	// moveFewer: the answer could not be read; requests ask for fewer
+	// items until the chunk is read.
+	moveFewer
+	// moveDone: the span is read whole.
+	moveDone
+	// moveFailed: the span cannot be read on (err).
+	moveFailed
+)
+
+// logger is how a backend logs: the plugin's logger, with every secret
+// blanked out of what is formatted, as in the plugin's own messages.
+type logger struct {
+	telegraf.Logger
+	redact func(string) string
+}
+
+func (l logger) warnf(format string, args ...interface{}) {
+	l.Warn(l.redact(fmt.Sprintf(format, args...)))
+}
 
 // cursorTime is LastProcessedTimeUtc, placed inside the request's window
 // (see placeIn) when it lies outside or is unknown.

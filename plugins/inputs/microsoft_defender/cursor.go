@@ -42,25 +42,6 @@ type cursor struct {
 	// skipped holds the instants whose detections cannot be read, for as
 	// long as seen would hold them.
 	skipped map[time.Time]bool
-	// search is a search for an instant (siemBackend.newestInstant) that a
-	// poll left unfinished.
-	search *instantSearch
-}
-
-// instantSearch is a bisection for the newest instant of the span below
-// to, in [from, to].
-type instantSearch struct {
-	spanTo, from, to time.Time
-	triedKnown       bool // the instants skipped before were tried
-}
-
-// searchFor returns the search under way for the span as it is, or a new
-// one over the whole span.
-func (c *cursor) searchFor(sp *span) *instantSearch {
-	if c.search == nil || !c.search.spanTo.Equal(sp.To) || c.search.from.Before(sp.From) {
-		c.search = &instantSearch{spanTo: sp.To, from: sp.From, to: sp.To}
-	}
-	return c.search
 }
 
 func newCursor() *cursor {

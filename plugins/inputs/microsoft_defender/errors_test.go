@@ -202,7 +202,7 @@ func TestUnreachableServers(t *testing.T) {
 	require.Equal(t, "token request to "+host+" failed: dial tcp "+host+": connect: connection refused", msg)
 
 	// With a token in hand, the API request fails the same way.
-	plugin.backend.(*siemBackend).api.tokens = &staticToken{secret: &plugin.ClientSecret}
+	plugin.client.tokens = &staticToken{secret: &plugin.ClientSecret}
 	msg, _ = gatherError(t, plugin, logger)
 	require.Equal(t, "SIEM API request to "+host+" failed: dial tcp "+host+": connect: connection refused", msg)
 }

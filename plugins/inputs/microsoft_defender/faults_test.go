@@ -314,5 +314,7 @@ func TestRequestsPerMinuteAreLimited(t *testing.T) {
 	require.Equal(t, int64(6), pollFields(t, acc)["requests"])
 	require.Equal(t, []time.Duration{10 * time.Second, 10 * time.Second, 10 * time.Second, 10 * time.Second, 10 * time.Second}, waits)
 	require.Equal(t, true, pollFields(t, acc)["backlog"])
+	// The request left for the next poll failed nothing.
+	require.Equal(t, int64(0), pollFields(t, acc)["errors"])
 	require.Len(t, requestsTo(s.sim, "/api/alerts"), 6)
 }

@@ -1,7 +1,6 @@
 package microsoft_defender
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,16 +34,49 @@ const graphAlertsPath = "/v1.0/security/alerts_v2"
 
 // graphBackend pulls alerts from Microsoft Graph security alerts_v2.
 type graphBackend struct {
-	api             *apiClient
 	endpointURL     *url.URL
 	pageSize        int
 	serviceSources  []string
 	severities      []string
 	machineGroups   map[string]bool
 	includeEvidence bool
+	// maxAlertsPerGather bounds a part: a poll that stops inside one reads
+	// it again from its start.
+	maxAlertsPerGather int
 	// learned is what the service showed of its paging, for the life of
 	// the process.
 	learned graphLearned
+}
+
+// graphOptions are the settings of the plugin that shape Graph's requests.
+type graphOptions struct {
+	pageSize           int
+	serviceSources     []string
+	severities         []string
+	machineGroups      []string
+	includeEvidence    bool
+	maxAlertsPerGather int
+}
+
+// newGraphBackend reads Graph's alerts_v2 at endpoint; the poll sends its
+// requests through client, which it names for messages.
+func newGraphBackend(endpoint *url.URL, client *apiClient, opts graphOptions) *graphBackend {
+	client.name = "Graph API"
+	client.statusMeaning = graphStatusMeaning
+	client.header = http.Header{"Prefer": {"include-unknown-enum-members"}}
+	groups := make(map[string]bool, len(opts.machineGroups))
+	for _, g := range opts.machineGroups {
+		groups[g] = true
+	}
+	return &graphBackend{
+		endpointURL:        endpoint,
+		pageSize:           opts.pageSize,
+		serviceSources:     opts.serviceSources,
+		severities:         opts.severities,
+		machineGroups:      groups,
+		includeEvidence:    opts.includeEvidence,
+		maxAlertsPerGather: opts.maxAlertsPerGather,
+	}
 }
 
 func (b *graphBackend) endpoint() string {
@@ -95,47 +127,42 @@ func (b *graphBackend) checkNextLink(next string) (*url.URL, error) {
 	return u, nil
 }
 
-// send is the request for one page of the part [from, to): it streams the
-// page's alerts to handle and describes the page in page. Alerts outside
-// the part, which the service should not have sent, are counted and left
-// out: their times must not steer the cursor, and the part that covers
-// their time reads them if they are real. Alerts without a time that
-// parses cannot be placed and are handed on as they are.
-func (b *graphBackend) send(u *url.URL, from, to time.Time, page *graphPage) sendFunc {
-	return func(ctx context.Context, handle func(alert) bool) error {
-		page.reset()
-		body, err := b.api.get(ctx, u)
-		if err != nil {
-			return err
+// decode streams the alerts of one page of the part [from, to) and
+// describes the page in the part's page. Alerts outside the part, which the
+// service should not have sent, are counted and left out: their times must
+// not steer the cursor, and the part that covers their time reads them if
+// they are real. Alerts without a time that parses cannot be placed and
+// are handed on as they are.
+func (b *graphBackend) decode(req *request, body io.Reader, emit func(alert) bool) error {
+	part := req.ask.(*graphPart)
+	from, to, page := part.from, part.to, &part.page
+	page.reset()
+	meta, err := decodeGraphPage(body, func(a *graphAlert) bool {
+		page.items++
+		if a.issues.skip != "" || a.lastUpdate.IsZero() {
+			// Not to be placed by time: skipped, or emitted once without
+			// steering the cursor (poll.attempt).
+			return emit(a)
 		}
-		defer body.Close()
-		meta, err := decodeGraphPage(body, func(a *graphAlert) bool {
-			page.items++
-			if a.issues.skip != "" || a.lastUpdate.IsZero() {
-				// Not to be placed by time: skipped, or emitted once without
-				// steering the cursor (poll.attempt).
-				return handle(a)
+		if a.lastUpdate.Before(from) || !a.lastUpdate.Before(to) {
+			page.outside++
+			if page.outside == 1 {
+				page.firstOutside = a.identity()
 			}
-			if a.lastUpdate.Before(from) || !a.lastUpdate.Before(to) {
-				page.outside++
-				if page.outside == 1 {
-					page.firstOutside = a.identity()
-				}
-				return true
-			}
-			page.noteInside(a)
-			if len(b.machineGroups) > 0 && !b.machineGroups[a.device.RbacGroupName] {
-				return true
-			}
-			a.includeEvidence = b.includeEvidence
-			return handle(a)
-		})
-		if err != nil {
-			return &answerError{api: b.api.name, host: u.Host, err: err}
+			return true
 		}
-		page.next, page.count, page.hasCount = meta.next, meta.count, meta.hasCount
-		return nil
+		page.noteInside(a)
+		if len(b.machineGroups) > 0 && !b.machineGroups[a.device.RbacGroupName] {
+			return true
+		}
+		a.includeEvidence = b.includeEvidence
+		return emit(a)
+	})
+	if err != nil {
+		return err
 	}
+	page.next, page.count, page.hasCount = meta.next, meta.count, meta.hasCount
+	return nil
 }
 
 func graphStatusMeaning(status int) string {

@@ -1,7 +1,6 @@
 package microsoft_defender
 
 import (
-	"context"
 	"net/url"
 	"strconv"
 	"testing"
@@ -19,50 +18,45 @@ import (
 // $top + $skip of 6000.
 type legacyGraphReader struct {
 	*graphBackend
+	// restartedAt is where the chain of this poll's span last restarted.
+	restartedAt *time.Time
 }
 
 const legacyGraphSkipCap = 6000
 
-func (b legacyGraphReader) readSpan(ctx context.Context, p *poll, sp *span) (bool, error) {
-	page := b.legacyFirstPage(sp.From, sp.To)
-	var restartedAt time.Time
-	everything := time.Unix(1<<40, 0)
-	for {
-		if p.budget == 0 || p.pastDeadline() {
-			return false, nil
-		}
-		var pg graphPage
-		r, err := p.request(ctx, b.send(page, time.Time{}, everything, &pg))
-		if r.decoded > 0 && r.newest.After(sp.From) {
-			sp.From = r.newest
-			horizon := sp.End.Add(-time.Duration(p.m.Overlap))
-			if sp.From.Before(horizon) {
-				horizon = sp.From
-			}
-			p.m.cursor.forget(sp.Start.Add(-tick), horizon)
-		}
-		if err != nil || r.interrupted {
-			return false, err
-		}
-		if pg.next == "" {
-			return true, nil
-		}
-		nextURL, err := b.checkNextLink(pg.next)
-		if err != nil {
-			return false, err
-		}
-		skip, err := strconv.Atoi(nextURL.Query().Get("$skip"))
-		if err != nil || skip+b.pageSize <= legacyGraphSkipCap {
-			page = nextURL
-			continue
-		}
-		if sp.From.Equal(restartedAt) {
-			page = nextURL
-			continue
-		}
-		restartedAt = sp.From
-		page = b.legacyFirstPage(sp.From, sp.To)
+func (b legacyGraphReader) next(sp *span, _ reading) *request {
+	*b.restartedAt = time.Time{}
+	// Every page is decoded for all of time: the reader looks at no time
+	// but the newest it read.
+	everything := &graphPart{to: time.Unix(1<<40, 0)}
+	return &request{url: b.legacyFirstPage(sp.From, sp.To), ask: everything}
+}
+
+func (b legacyGraphReader) advance(sp *span, req *request, res *response, _ reading) move {
+	var mv move
+	if res.decoded > 0 && res.newest.After(sp.From) {
+		sp.From = res.newest
+		mv = move{kind: movePart, forgetAfter: sp.Start.Add(-tick), forgetBefore: sp.From}
 	}
+	pg := &req.ask.(*graphPart).page
+	if res.err != nil {
+		return move{kind: moveFailed, err: res.err}
+	}
+	if pg.next == "" {
+		return move{kind: moveDone}
+	}
+	nextURL, err := b.checkNextLink(pg.next)
+	if err != nil {
+		return move{kind: moveFailed, err: err}
+	}
+	mv.then = &request{url: nextURL, ask: req.ask}
+	skip, err := strconv.Atoi(nextURL.Query().Get("$skip"))
+	if err != nil || skip+b.pageSize <= legacyGraphSkipCap || sp.From.Equal(*b.restartedAt) {
+		return mv
+	}
+	*b.restartedAt = sp.From
+	mv.then.url = b.legacyFirstPage(sp.From, sp.To)
+	return mv
 }
 
 func (b legacyGraphReader) legacyFirstPage(from, to time.Time) *url.URL {
@@ -82,7 +76,7 @@ func TestGraphLegacyPagingLosesVersions(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			s, p, start := playGraphScenario(t, behaviour, func(m *MicrosoftDefender) {
-				m.backend = legacyGraphReader{m.backend.(*graphBackend)}
+				m.backend = legacyGraphReader{m.backend.(*graphBackend), new(time.Time)}
 			})
 			c := s.checkGraphVersions(p, start)
 			t.Logf("%s: %d of %d readable versions never emitted, %d emitted twice", name, len(c.missing), c.readable, len(c.duplicated))

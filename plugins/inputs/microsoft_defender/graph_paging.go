@@ -1,7 +1,6 @@
 package microsoft_defender
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,7 +10,7 @@ import (
 	"time"
 )
 
-// How the Graph reader sizes its parts; see readSpan.
+// How the Graph reader sizes its parts; see next.
 const (
 	// graphPagesPerPart is how many full pages a part aims at when the
 	// service counts: more pages per chain mean fewer requests wasted on
@@ -52,7 +51,7 @@ type graphObserved struct {
 	count    string // "present", "absent", "rejected", or ""
 }
 
-// graphPage is one page as send decoded it.
+// graphPage is one page as decode read it.
 type graphPage struct {
 	items        int // alerts on the page, inside the part or not
 	outside      int // alerts outside the part, left out
@@ -93,197 +92,195 @@ type partRead struct {
 	hasCount bool
 	// complete: the chain is known to have held every version of the part.
 	complete bool
-	// interrupted: the poll stopped (budget, deadline) inside the chain.
-	interrupted bool
 	// broken says why the chain could not be read to its end.
 	broken string
 }
 
-// readSpan reads the span [From, End) of lastUpdateDateTime in parts
+// graphPart is a part [from, to) of a span, both on the 100 ns grid, read
+// through one chain of pages: what each page request asks, and what the
+// chain delivered so far. A poll that stops inside the chain drops it, and
+// the next reads the part from its first page.
+type graphPart struct {
+	from, to time.Time
+	read     partRead
+	visited  map[string]bool // the next links followed
+	page     graphPage       // the page decode read last
+}
+
+// next reads the span [From, End) of lastUpdateDateTime in parts
 // [From, To): a part is read through one chain of @odata.nextLink pages,
 // followed as they come, and when the chain is known to have held the
 // whole part, From moves to To and the next part is sized from what this
-// one held. A part that one chain cannot be shown to hold whole (a 400 on
-// a next link, a chain that ends short of @odata.count, a chain without a
-// count, a loop, a link to another host) is split and its first half read
-// again; what was emitted meanwhile is dropped as a duplicate. Nothing
-// depends on the order of the alerts, and only times inside the part
-// asked for are used.
-func (b *graphBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, error) {
-	overlap := time.Duration(p.m.Overlap)
+// one held (advance). A part that one chain cannot be shown to hold whole
+// (a 400 on a next link, a chain that ends short of @odata.count, a chain
+// without a count, a loop, a link to another host) is split and its first
+// half read again; what was emitted meanwhile is dropped as a duplicate.
+// Nothing depends on the order of the alerts, and only times inside the
+// part asked for are used.
+func (b *graphBackend) next(sp *span, _ reading) *request {
 	for sp.From.Before(sp.End) {
-		if p.budget == 0 || p.pastDeadline() {
-			return false, nil
-		}
 		if !sp.To.After(sp.From) || sp.To.After(sp.End) {
 			sp.To = sp.End
 		}
 		// Bounds go out with 7 fractional digits, cut, not rounded.
 		lo, hi := sp.From.Truncate(tick), sp.To.Truncate(tick)
-		pr := &partRead{complete: true}
 		if hi.After(lo) {
-			var err error
-			if pr, err = b.readPart(ctx, p, lo, hi); err != nil {
-				return false, err
-			}
+			part := &graphPart{from: lo, to: hi, read: partRead{distinct: make(map[string]struct{})}, visited: make(map[string]bool)}
+			return &request{url: b.firstPage(lo, hi, b.pageSize), ask: part}
 		}
-		if pr.interrupted {
-			return false, nil
-		}
-		width := hi.Sub(lo)
-		if !pr.complete && width > tick {
-			sp.To = b.splitAt(p, lo, hi, pr)
-			p.m.Log.Debugf("Graph part [%s, %s) not read whole (%s): reading [%s, %s) first",
-				lo.Format(time.RFC3339Nano), hi.Format(time.RFC3339Nano), pr.broken,
-				lo.Format(time.RFC3339Nano), sp.To.Truncate(tick).Format(time.RFC3339Nano))
-			continue
-		}
-		if !pr.complete {
-			// One instant of lastUpdateDateTime holds more than the
-			// service lets one chain deliver: nothing narrower can be
-			// asked, so the rest of that instant is out of reach.
-			p.m.warnf("Alerts sharing lastUpdateDateTime %s could not all be read (%s): %d read, moving on",
-				lo.Format(time.RFC3339Nano), pr.broken, len(pr.distinct))
-		}
-		next := b.nextWidth(p, width, pr)
-		sp.From = sp.To
-		sp.To = sp.End
-		if next < sp.End.Sub(sp.From) {
-			sp.To = sp.From.Add(next)
-		}
-		horizon := p.m.chunkEnd(sp).Add(-overlap)
-		if sp.From.Before(horizon) {
-			horizon = sp.From
-		}
-		p.m.cursor.forget(sp.Start.Add(-tick), horizon)
+		// Less than 100 ns, which no query can ask for alone.
+		sp.From, sp.To = sp.To, sp.End
 	}
-	return true, nil
+	return nil
 }
 
-// readPart follows one chain of pages for the alerts last updated in
-// [from, to), both on the 100 ns grid.
-func (b *graphBackend) readPart(ctx context.Context, p *poll, from, to time.Time) (*partRead, error) {
-	pr := &partRead{distinct: make(map[string]struct{})}
-	u := b.firstPage(from, to, b.pageSize)
-	visited := make(map[string]bool)
-	var page graphPage
-	for {
-		if pr.pages > 0 && (p.budget == 0 || p.pastDeadline()) {
-			pr.interrupted = true
-			return pr, nil
+// advance follows the part's chain of pages with the answer to one page,
+// and moves the span when the chain ended.
+func (b *graphBackend) advance(sp *span, req *request, res *response, in reading) move {
+	part := req.ask.(*graphPart)
+	pr, from, to := &part.read, part.from, part.to
+	if err := res.err; err != nil {
+		if pr.pages == 0 && b.dropRefusedOption(in.log, err) {
+			return move{then: &request{url: b.firstPage(from, to, b.pageSize), ask: part, within: true}}
 		}
-		r, err := p.request(ctx, b.send(u, from, to, &page))
-		if err != nil {
-			if pr.pages == 0 && b.dropRefusedOption(p.m, err) {
-				u = b.firstPage(from, to, b.pageSize)
-				continue
-			}
-			if pr.pages > 0 && isRefusedPage(err) {
-				pr.broken = fmt.Sprintf("next link %d refused", pr.pages)
-				b.learnChainCap(len(pr.distinct))
-				b.sayOncef(p.m, "next-refused", "The Graph API refused a next link after %d alerts (%v): reading such windows in smaller parts from now on",
-					len(pr.distinct), err)
-				return pr, nil
-			}
-			if isUnreadable(err) {
-				// Smaller parts make smaller pages, down to the one
-				// instant that holds what cannot be read.
-				pr.broken = "a page larger than max_body_size, or not JSON"
-				return pr, nil
-			}
-			return pr, err
-		}
-		if r.interrupted {
-			pr.interrupted = true
-			return pr, nil
-		}
-		pr.pages++
-		b.notePage(p.m, &p.stats, from, to, &page, pr.pages == 1)
-		var nextURL *url.URL
-		if page.next != "" {
-			// A link to another place is never followed, whatever else
-			// the page says.
-			if nextURL, err = b.checkNextLink(page.next); err != nil {
-				p.stats.errors++
-				p.m.warnf("Graph paging: %v", err)
-			}
-		}
-		if pr.pages == 1 && len(page.inside) == 0 {
-			// A first page without any alert of the part, whatever its
-			// link or count says, means the part holds none.
-			pr.complete = true
-			return pr, nil
-		}
-		added := 0
-		for _, v := range page.inside {
-			if _, ok := pr.distinct[v.id]; !ok {
-				pr.distinct[v.id] = struct{}{}
-				pr.times = append(pr.times, v.at)
-				added++
-			}
-		}
-		if pr.pages == 1 {
-			pr.count, pr.hasCount = page.count, page.hasCount
-		}
-		if page.next == "" || nextURL != nil {
-			b.learnPageSize(&page, pr.pages == 1)
-		}
-		full := page.items >= b.fullPage()
-		counted := pr.hasCount && int64(len(pr.distinct)) >= pr.count
-		switch {
-		case counted || (page.next == "" && pr.pages == 1 && !full):
-			pr.complete = true
-			return pr, nil
-		case page.next == "" && full && pr.hasCount:
-			pr.broken = fmt.Sprintf("the chain ended at a full page after %d of %d alerts", len(pr.distinct), pr.count)
+		if pr.pages > 0 && isRefusedPage(err) {
+			pr.broken = fmt.Sprintf("next link %d refused", pr.pages)
 			b.learnChainCap(len(pr.distinct))
-			b.sayOncef(p.m, "chain-ended",
-				"A chain of Graph pages ended after %d alerts although @odata.count said %d: reading such windows in smaller parts from now on",
-				len(pr.distinct), pr.count)
-			return pr, nil
-		case page.next == "" && full:
-			pr.broken = "the chain ended at a full page, without a count"
-			return pr, nil
-		case page.next == "":
-			pr.broken = fmt.Sprintf("the chain ended after %d of %d alerts", len(pr.distinct), pr.count)
-			return pr, nil
-		case nextURL == nil:
-			if pr.pages == 1 && !full {
-				// Short of a full page, the link cannot lead to more of
-				// the part: a page is full while more follows.
-				pr.complete = true
-			} else {
-				pr.broken = "a next link to another place"
-			}
-			return pr, nil
+			b.sayOncef(in.log, "next-refused", "The Graph API refused a next link after %d alerts (%v): reading such windows in smaller parts from now on",
+				len(pr.distinct), err)
+			return b.ended(sp, part, in)
 		}
-		switch {
-		case !pr.hasCount:
-			// Without a count no chain of pages can be shown whole: an
-			// update between two pages shifts the later ones under a
-			// $skip and an alert is passed over unseen. Parts that fit
-			// one page need no such proof.
-			pr.broken = "a next link without @odata.count"
-			return pr, nil
-		case b.learned.chainCap > 0 && pr.count > int64(b.learned.chainCap):
-			pr.broken = fmt.Sprintf("%d alerts, more than a chain delivers", pr.count)
-			return pr, nil
-		case visited[page.next] || added == 0:
-			pr.broken = "a next link that leads back or to nothing new"
-			p.m.warnf("The Graph API's next links lead back to pages already read or to nothing new: reading [%s, %s) in parts instead",
-				from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano))
-			return pr, nil
+		if isUnreadable(err) {
+			// Smaller parts make smaller pages, down to the one
+			// instant that holds what cannot be read.
+			pr.broken = "a page larger than max_body_size, or not JSON"
+			return b.ended(sp, part, in)
 		}
-		visited[page.next] = true
-		u = nextURL
+		return move{kind: moveFailed, err: err}
 	}
+	page := &part.page
+	pr.pages++
+	counts := move{outOfWindow: b.notePage(in.log, from, to, page, pr.pages == 1)}
+	var nextURL *url.URL
+	if page.next != "" {
+		// A link to another place is never followed, whatever else
+		// the page says.
+		var err error
+		if nextURL, err = b.checkNextLink(page.next); err != nil {
+			counts.errors++
+			in.log.warnf("Graph paging: %v", err)
+		}
+	}
+	ended := func() move {
+		mv := b.ended(sp, part, in)
+		mv.outOfWindow, mv.errors = counts.outOfWindow, counts.errors
+		return mv
+	}
+	if pr.pages == 1 && len(page.inside) == 0 {
+		// A first page without any alert of the part, whatever its
+		// link or count says, means the part holds none.
+		pr.complete = true
+		return ended()
+	}
+	added := 0
+	for _, v := range page.inside {
+		if _, ok := pr.distinct[v.id]; !ok {
+			pr.distinct[v.id] = struct{}{}
+			pr.times = append(pr.times, v.at)
+			added++
+		}
+	}
+	if pr.pages == 1 {
+		pr.count, pr.hasCount = page.count, page.hasCount
+	}
+	if page.next == "" || nextURL != nil {
+		b.learnPageSize(page, pr.pages == 1)
+	}
+	full := page.items >= b.fullPage()
+	counted := pr.hasCount && int64(len(pr.distinct)) >= pr.count
+	switch {
+	case counted || (page.next == "" && pr.pages == 1 && !full):
+		pr.complete = true
+		return ended()
+	case page.next == "" && full && pr.hasCount:
+		pr.broken = fmt.Sprintf("the chain ended at a full page after %d of %d alerts", len(pr.distinct), pr.count)
+		b.learnChainCap(len(pr.distinct))
+		b.sayOncef(in.log, "chain-ended",
+			"A chain of Graph pages ended after %d alerts although @odata.count said %d: reading such windows in smaller parts from now on",
+			len(pr.distinct), pr.count)
+		return ended()
+	case page.next == "" && full:
+		pr.broken = "the chain ended at a full page, without a count"
+		return ended()
+	case page.next == "":
+		pr.broken = fmt.Sprintf("the chain ended after %d of %d alerts", len(pr.distinct), pr.count)
+		return ended()
+	case nextURL == nil:
+		if pr.pages == 1 && !full {
+			// Short of a full page, the link cannot lead to more of
+			// the part: a page is full while more follows.
+			pr.complete = true
+		} else {
+			pr.broken = "a next link to another place"
+		}
+		return ended()
+	}
+	switch {
+	case !pr.hasCount:
+		// Without a count no chain of pages can be shown whole: an
+		// update between two pages shifts the later ones under a
+		// $skip and an alert is passed over unseen. Parts that fit
+		// one page need no such proof.
+		pr.broken = "a next link without @odata.count"
+		return ended()
+	case b.learned.chainCap > 0 && pr.count > int64(b.learned.chainCap):
+		pr.broken = fmt.Sprintf("%d alerts, more than a chain delivers", pr.count)
+		return ended()
+	case part.visited[page.next] || added == 0:
+		pr.broken = "a next link that leads back or to nothing new"
+		in.log.warnf("The Graph API's next links lead back to pages already read or to nothing new: reading [%s, %s) in parts instead",
+			from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano))
+		return ended()
+	}
+	part.visited[page.next] = true
+	counts.then = &request{url: nextURL, ask: part}
+	return counts
 }
 
-// notePage learns from one page and reports alerts outside the part.
-func (b *graphBackend) notePage(m *MicrosoftDefender, stats *pollStats, from, to time.Time, page *graphPage, first bool) {
+// ended moves the span on after the chain of a part ended: past the part
+// when the chain held it whole, or to the first half of a part that could
+// not be shown whole.
+func (b *graphBackend) ended(sp *span, part *graphPart, in reading) move {
+	pr, lo, hi := &part.read, part.from, part.to
+	width := hi.Sub(lo)
+	if !pr.complete && width > tick {
+		sp.To = b.splitAt(lo, hi, pr)
+		in.log.Debugf("Graph part [%s, %s) not read whole (%s): reading [%s, %s) first",
+			lo.Format(time.RFC3339Nano), hi.Format(time.RFC3339Nano), pr.broken,
+			lo.Format(time.RFC3339Nano), sp.To.Truncate(tick).Format(time.RFC3339Nano))
+		return move{kind: moveSplit}
+	}
+	if !pr.complete {
+		// One instant of lastUpdateDateTime holds more than the
+		// service lets one chain deliver: nothing narrower can be
+		// asked, so the rest of that instant is out of reach.
+		in.log.warnf("Alerts sharing lastUpdateDateTime %s could not all be read (%s): %d read, moving on",
+			lo.Format(time.RFC3339Nano), pr.broken, len(pr.distinct))
+	}
+	next := b.nextWidth(width, pr)
+	sp.From = sp.To
+	sp.To = sp.End
+	if next < sp.End.Sub(sp.From) {
+		sp.To = sp.From.Add(next)
+	}
+	return move{kind: movePart, forgetAfter: sp.Start.Add(-tick), forgetBefore: sp.From}
+}
+
+// notePage learns from one page and reports alerts outside the part; it
+// returns how many there were.
+func (b *graphBackend) notePage(log logger, from, to time.Time, page *graphPage, first bool) int64 {
 	if page.outside > 0 {
-		stats.outOfWindow += int64(page.outside)
-		m.warnf("The Graph API sent %d alerts last updated outside the window asked for, [%s, %s) (the first: %s): left out",
+		log.warnf("The Graph API sent %d alerts last updated outside the window asked for, [%s, %s) (the first: %s): left out",
 			page.outside, from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano), truncate(page.firstOutside, 160))
 	}
 	seen := &b.learned.seen
@@ -293,7 +290,7 @@ func (b *graphBackend) notePage(m *MicrosoftDefender, stats *pollStats, from, to
 			seen.count = "present"
 		case !b.learned.noCount:
 			seen.count = "absent"
-			b.sayOncef(m, "no-count", "The Graph API sends no @odata.count: windows are read in parts that fit one page")
+			b.sayOncef(log, "no-count", "The Graph API sends no @odata.count: windows are read in parts that fit one page")
 		}
 	}
 	if page.next != "" {
@@ -309,6 +306,7 @@ func (b *graphBackend) notePage(m *MicrosoftDefender, stats *pollStats, from, to
 			seen.orderBy = "unordered"
 		}
 	}
+	return int64(page.outside)
 }
 
 var (
@@ -362,7 +360,7 @@ func (b *graphBackend) learnChainCap(n int) {
 
 // partTarget is how many alerts a part should hold: what one chain can be
 // trusted to deliver.
-func (b *graphBackend) partTarget(p *poll, counted bool) int {
+func (b *graphBackend) partTarget(counted bool) int {
 	page := b.fullPage()
 	if !counted {
 		return page - 1
@@ -372,18 +370,18 @@ func (b *graphBackend) partTarget(p *poll, counted bool) int {
 		target = min(target, b.learned.chainCap)
 	}
 	// A poll that stops inside a part reads it again from its start.
-	return max(min(target, p.m.MaxAlertsPerGather/2), page-1, 1)
+	return max(min(target, b.maxAlertsPerGather/2), page-1, 1)
 }
 
 // splitAt is the end of the first half of a part that could not be read
 // whole: estimated from the count and from the times the chain delivered
 // (the alerts read are the oldest ones when the answer is ascending), and
 // at least one 100 ns step, at most half of the part.
-func (b *graphBackend) splitAt(p *poll, from, to time.Time, pr *partRead) time.Time {
+func (b *graphBackend) splitAt(from, to time.Time, pr *partRead) time.Time {
 	width := to.Sub(from)
 	cut := width / 2
 	if pr.hasCount && pr.count > 0 {
-		est := time.Duration(float64(width) * graphFill * float64(b.partTarget(p, true)) / float64(pr.count))
+		est := time.Duration(float64(width) * graphFill * float64(b.partTarget(true)) / float64(pr.count))
 		cut = min(cut, est)
 	}
 	if len(pr.times) > 0 {
@@ -398,12 +396,12 @@ func (b *graphBackend) splitAt(p *poll, from, to time.Time, pr *partRead) time.T
 
 // nextWidth sizes the part after one read whole, from the versions it
 // held: after an empty part, the rest of the span.
-func (b *graphBackend) nextWidth(p *poll, width time.Duration, pr *partRead) time.Duration {
+func (b *graphBackend) nextWidth(width time.Duration, pr *partRead) time.Duration {
 	n := len(pr.distinct)
 	if n == 0 {
 		return maxDuration
 	}
-	target := b.partTarget(p, pr.hasCount || (!b.learned.noCount && b.learned.seen.count == "present"))
+	target := b.partTarget(pr.hasCount || (!b.learned.noCount && b.learned.seen.count == "present"))
 	next := min(graphGrowth*width, time.Duration(float64(width)*graphFill*float64(target)/float64(n)))
 	return max(next.Truncate(tick), tick)
 }
@@ -414,7 +412,7 @@ const maxDuration = time.Duration(1<<63 - 1)
 // $count, options the documentation of alerts_v2 does not promise: the
 // option is left out from then on, which the log says once. It reports
 // whether the query should be sent again.
-func (b *graphBackend) dropRefusedOption(m *MicrosoftDefender, err error) bool {
+func (b *graphBackend) dropRefusedOption(log logger, err error) bool {
 	var se *statusError
 	if !errors.As(err, &se) || se.status != http.StatusBadRequest {
 		return false
@@ -423,12 +421,12 @@ func (b *graphBackend) dropRefusedOption(m *MicrosoftDefender, err error) bool {
 	case !b.learned.noOrderBy && orderByWord.MatchString(se.body):
 		b.learned.noOrderBy = true
 		b.learned.seen.orderBy = "rejected"
-		m.warnf("The Graph API refused $orderby (%v): querying without it from now on; the plugin does not depend on the order", err)
+		log.warnf("The Graph API refused $orderby (%v): querying without it from now on; the plugin does not depend on the order", err)
 		return true
 	case !b.learned.noCount && countWord.MatchString(se.body):
 		b.learned.noCount = true
 		b.learned.seen.count = "rejected"
-		m.warnf("The Graph API refused $count (%v): querying without it from now on; windows are read in parts that fit one page", err)
+		log.warnf("The Graph API refused $count (%v): querying without it from now on; windows are read in parts that fit one page", err)
 		return true
 	}
 	return false
@@ -450,14 +448,14 @@ func isRefusedPage(err error) bool {
 
 // sayOncef logs what the service showed of its paging the first time only;
 // later ones go to the debug log.
-func (b *graphBackend) sayOncef(m *MicrosoftDefender, key, format string, args ...interface{}) {
+func (b *graphBackend) sayOncef(log logger, key, format string, args ...interface{}) {
 	if b.learned.said == nil {
 		b.learned.said = make(map[string]bool)
 	}
 	if b.learned.said[key] {
-		m.Log.Debug(m.redactSecrets(fmt.Sprintf(format, args...)))
+		log.Debug(log.redact(fmt.Sprintf(format, args...)))
 		return
 	}
 	b.learned.said[key] = true
-	m.Log.Info(m.redactSecrets(fmt.Sprintf(format, args...)))
+	log.Info(log.redact(fmt.Sprintf(format, args...)))
 }

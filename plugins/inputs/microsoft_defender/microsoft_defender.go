@@ -89,6 +89,8 @@ type MicrosoftDefender struct {
 	Log telegraf.Logger `toml:"-"`
 
 	backend backend
+	// client sends the backend's requests.
+	client  *apiClient
 	tokens  tokenSource
 	cursor  *cursor
 	plan    windowPlan
@@ -219,11 +221,18 @@ func (m *MicrosoftDefender) Init() error {
 	if err != nil {
 		return err
 	}
-	api := &apiClient{client: &apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now, clock: &m.serverClock}
+	m.client = &apiClient{client: &apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now, clock: &m.serverClock}
 	if m.API == "graph" {
-		m.backend = m.newGraphBackend(endpoint, api)
+		m.backend = newGraphBackend(endpoint, m.client, graphOptions{
+			pageSize:           m.PageSize,
+			serviceSources:     m.ServiceSources,
+			severities:         m.Severities,
+			machineGroups:      m.MachineGroups,
+			includeEvidence:    m.IncludeEvidence,
+			maxAlertsPerGather: m.MaxAlertsPerGather,
+		})
 	} else {
-		m.backend = newSIEMBackend(endpoint, api, siemFilters{
+		m.backend = newSIEMBackend(endpoint, m.client, siemFilters{
 			machineGroups:            m.MachineGroups,
 			deviceCreatedMachineTags: m.DeviceCreatedMachineTags,
 			cloudCreatedMachineTags:  m.CloudCreatedMachineTags,
@@ -308,23 +317,20 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	p := &poll{m: m, acc: acc, budget: m.MaxAlertsPerGather, deadline: now.Add(interval)}
 
 	var countsAt time.Time
-	var err error
 	if now.Before(m.throttledUntil) {
 		m.warnf("the API asked to wait until %s (Retry-After): no request in this poll", m.throttledUntil.Format(time.RFC3339))
-		err, p.stats.backlog = errPostponed, true
+		p.stop(stoppedDeadline, nil)
 	} else {
-		countsAt, err = p.run(m.ctx, end)
+		countsAt = p.run(m.ctx, end)
 	}
 	for _, c := range p.counter.metrics(countsAt, now) {
 		acc.AddMetric(c)
 	}
-	switch {
-	case err == nil, errors.Is(err, errPostponed):
-	case m.ctx.Err() != nil:
+	switch p.stopped {
+	case stoppedCancelled:
 		m.Log.Info("Poll cancelled: the plugin is stopping; the next start resumes here")
-		err = errPostponed
-	default:
-		m.addError(acc, err)
+	case stoppedFailed:
+		m.addError(acc, p.err)
 	}
 
 	readUpTo := m.cursor.watermark
@@ -333,7 +339,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	}
 	// A watermark up to maxClockSkew ahead is believed; it is no lag.
 	lag := max(now.Sub(readUpTo), 0)
-	acc.AddMetric(pollMetric(m.API, p.stats.status(err), &p.stats, time.Since(started), lag, now))
+	acc.AddMetric(pollMetric(m.API, p.stats.status(p.stopped), &p.stats, time.Since(started), lag, now))
 	m.stateDirty = m.stateDirty || p.stats.requests > 0
 	return nil
 }
@@ -346,6 +352,11 @@ func (m *MicrosoftDefender) addError(acc telegraf.Accumulator, err error) {
 // warnf logs a warning with every secret blanked out.
 func (m *MicrosoftDefender) warnf(format string, args ...interface{}) {
 	m.Log.Warn(m.redactSecrets(fmt.Sprintf(format, args...)))
+}
+
+// logger is the plugin's logger as a backend is given it.
+func (m *MicrosoftDefender) logger() logger {
+	return logger{Logger: m.Log, redact: m.redactSecrets}
 }
 
 // redactSecrets blanks out the client secret, refresh and access tokens
@@ -438,25 +449,6 @@ func (m *MicrosoftDefender) graphEndpoint() (*url.URL, error) {
 		m.LoginEndpoint = "https://" + cloud.loginHost
 	}
 	return u, nil
-}
-
-func (m *MicrosoftDefender) newGraphBackend(endpoint *url.URL, api *apiClient) *graphBackend {
-	api.name = "Graph API"
-	api.statusMeaning = graphStatusMeaning
-	api.header = http.Header{"Prefer": {"include-unknown-enum-members"}}
-	groups := make(map[string]bool, len(m.MachineGroups))
-	for _, g := range m.MachineGroups {
-		groups[g] = true
-	}
-	return &graphBackend{
-		api:             api,
-		endpointURL:     endpoint,
-		pageSize:        m.PageSize,
-		serviceSources:  m.ServiceSources,
-		severities:      m.Severities,
-		machineGroups:   groups,
-		includeEvidence: m.IncludeEvidence,
-	}
 }
 
 func (m *MicrosoftDefender) siemEndpoint() (*url.URL, error) {

@@ -9,13 +9,32 @@ import (
 	"github.com/influxdata/telegraf"
 )
 
-// errPostponed ends a poll early without a failure: the next step would
-// pass the poll's deadline, or the API asked to wait longer than that.
-var errPostponed = errors.New("postponed to the next poll")
+// stopReason says why a poll stopped reading before its window was read as
+// far as the API's time allows. It is the one spelling of a stop: only the
+// poll sets it (poll.stop), backends never see it, and Gather reports it.
+type stopReason int
+
+const (
+	// notStopped: the window was read as far as the API's time allows.
+	notStopped stopReason = iota
+	// stoppedBudget: max_alerts_per_gather items were emitted; the next
+	// new one is left for the next poll.
+	stoppedBudget
+	// stoppedDeadline: the poll used its interval, or a wait it would make
+	// (Retry-After, a retry's backoff, max_requests_per_minute) would pass
+	// its end.
+	stoppedDeadline
+	// stoppedCancelled: the plugin is stopping (Stop).
+	stoppedCancelled
+	// stoppedFailed: a request failed for good, or its answer could not be
+	// read on (poll.err).
+	stoppedFailed
+)
 
 // poll is one Gather's walk through the cursor: it reads spans until the
 // poll's window is read, the budget of detections is spent, the deadline
-// comes, or a request fails for good.
+// comes, or a request fails for good. It owns that walk; the backend only
+// builds the requests, decodes their answers and moves the span.
 type poll struct {
 	m        *MicrosoftDefender
 	acc      telegraf.Accumulator
@@ -25,6 +44,12 @@ type poll struct {
 	counter  alertCounter
 	// span is the span being read, whose Newest the answers raise.
 	span *span
+	// stopped says why the poll stopped reading; err is the failure, for
+	// stoppedFailed and stoppedCancelled.
+	stopped stopReason
+	err     error
+	// given is what the backend is given (reading).
+	given reading
 }
 
 // pollStats become the defender_poll metric.
@@ -50,36 +75,50 @@ type pollStats struct {
 
 // response is what one request returned.
 type response struct {
-	decoded     int       // items decoded, new or not
-	inWindow    int       // items decoded whose cursor time is in the window
-	oldest      time.Time // smallest cursor time in the window decoded
-	newest      time.Time // largest cursor time in the window decoded
-	interrupted bool      // reading stopped because the budget was spent
+	decoded  int       // items decoded, new or not
+	inWindow int       // items decoded whose cursor time is in the window
+	oldest   time.Time // smallest cursor time in the window decoded
+	newest   time.Time // largest cursor time in the window decoded
+	// err is how the request failed for good, after retries; the backend
+	// says what that means for the span (advance).
+	err error
+}
+
+// stop ends the poll's reading for reason; the window is left for the
+// next poll.
+func (p *poll) stop(reason stopReason, err error) {
+	p.stopped, p.err = reason, err
+	p.stats.backlog = true
+}
+
+// stopBefore stops the poll before a step when the budget is spent or the
+// deadline has come.
+func (p *poll) stopBefore() {
+	switch {
+	case p.budget == 0:
+		p.stop(stoppedBudget, nil)
+	case p.pastDeadline():
+		p.stop(stoppedDeadline, nil)
+	}
 }
 
 // run reads up to end, chunk by chunk, advancing the cursor after each
-// completed chunk. It returns the end of the last chunk it worked on.
-func (p *poll) run(ctx context.Context, end time.Time) (time.Time, error) {
+// completed chunk, until it is read or the poll stops (p.stopped). It
+// returns the end of the last chunk it worked on.
+func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 	var countsAt time.Time
 	for {
 		sp := p.m.cursor.next(end, p.m.plan)
 		if sp == nil {
-			return countsAt, nil
+			return countsAt
 		}
-		if p.budget == 0 || p.pastDeadline() {
-			p.stats.backlog = true
-			return countsAt, nil
+		if p.stopBefore(); p.stopped != notStopped {
+			return countsAt
 		}
 		countsAt = sp.End
 		p.span = sp
-		done, err := p.m.backend.readSpan(ctx, p, sp)
-		if err != nil {
-			p.stats.backlog = true
-			return countsAt, err
-		}
-		if !done {
-			p.stats.backlog = true
-			return countsAt, nil
+		if p.readSpan(ctx, sp); p.stopped != notStopped {
+			return countsAt
 		}
 		complete, clamped := p.m.clampToServerClock(sp)
 		if complete {
@@ -90,24 +129,119 @@ func (p *poll) run(ctx context.Context, end time.Time) (time.Time, error) {
 		}
 		if clamped {
 			// Beyond the API's own time there is nothing to read yet.
-			return countsAt, nil
+			return countsAt
 		}
 	}
+}
+
+// readSpan reads sp request by request: it asks the backend for the next
+// request, sends it, and has the backend move sp with what the answer
+// held, until sp is read whole or the poll stops. Before each step it
+// stops when the budget is spent or the deadline has come.
+func (p *poll) readSpan(ctx context.Context, sp *span) {
+	b := p.m.backend
+	var req *request
+	for {
+		if req == nil {
+			if req = b.next(sp, p.reading()); req == nil {
+				return
+			}
+		}
+		if !req.within {
+			if p.stopBefore(); p.stopped != notStopped {
+				return
+			}
+		}
+		res := p.request(ctx, req)
+		if p.stopped != notStopped {
+			if p.stopped == stoppedDeadline && req.resumes != "" {
+				p.m.Log.Info(req.resumes)
+			}
+			return
+		}
+		mv := b.advance(sp, req, &res, p.reading())
+		p.stats.outOfWindow += mv.outOfWindow
+		p.stats.errors += mv.errors
+		req = mv.then
+		switch mv.kind {
+		case moveOn, moveSplit:
+			// The span moved inside what is left: nothing to forget.
+		case movePart:
+			// What a later window, which starts at most overlap before the
+			// chunk's end, can return again is kept.
+			before := p.m.chunkEnd(sp).Add(-time.Duration(p.m.Overlap))
+			if mv.forgetBefore.Before(before) {
+				before = mv.forgetBefore
+			}
+			p.m.cursor.forget(mv.forgetAfter, before)
+		case moveSkipInstant:
+			p.skipUnreadableInstant(mv.at)
+		case moveFewer:
+			p.m.shrinkRequests(res.decoded)
+		case moveDone:
+			return
+		case moveFailed:
+			p.fail(ctx, mv.err)
+			return
+		}
+	}
+}
+
+// reading is what the backend is given of the poll for its next call.
+func (p *poll) reading() reading {
+	if p.given.unreadable == nil {
+		p.given = reading{unreadable: p.m.cursor.newestUnreadable, log: p.m.logger()}
+	}
+	p.given.limit = p.m.requestLimit()
+	return p.given
+}
+
+// fail stops the poll for a request that failed for good; a failure that
+// the plugin's stopping caused is no failure of the API.
+func (p *poll) fail(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		p.stop(stoppedCancelled, err)
+		return
+	}
+	p.stop(stoppedFailed, err)
+}
+
+// skipUnreadableInstant gives up the detections of one instant, which
+// cannot be read within max_body_size or are not JSON; the backend moved
+// the span past it, and requests have the usual size again. The instant is
+// remembered, so that windows that read it again skip it at once, and it
+// is reported once.
+func (p *poll) skipUnreadableInstant(at time.Time) {
+	if p.m.cursor.unreadable(at) {
+		p.m.Log.Debugf("Skipping again the detections of %s, which cannot be read", at.Format(time.RFC3339Nano))
+	} else {
+		p.stats.skipped++
+		p.m.warnf("The detections with LastProcessedTimeUtc %s cannot be read (larger than max_body_size, %d bytes, alone or together, "+
+			"or not JSON): they are skipped; raise max_body_size if they are large", at.Format(time.RFC3339Nano), int64(p.m.MaxBodySize))
+	}
+	p.m.sizeLimit = 0
 }
 
 // request sends one request, retrying transient failures: at most
 // max_retries times, after Retry-After or an exponential backoff with
 // jitter, and never past the poll's deadline. A 401 is retried once at once
 // with a new token. Detections emitted by a failed attempt stay emitted and
-// are dropped as duplicates by the next.
-func (p *poll) request(ctx context.Context, send sendFunc) (response, error) {
+// are dropped as duplicates by the next. When the poll stops inside it,
+// p.stopped says why.
+func (p *poll) request(ctx context.Context, req *request) response {
 	newToken := false
 	for retries := 0; ; {
-		r, err := p.attempt(ctx, send)
-		if err == nil || r.interrupted || ctx.Err() != nil {
-			return r, err
+		r, err := p.attempt(ctx, req)
+		if err == nil || p.stopped != notStopped {
+			return r
 		}
-		p.stats.errors++
+		if ctx.Err() != nil {
+			p.stop(stoppedCancelled, err)
+			return r
+		}
+		if !req.probe || !isUnreadable(err) {
+			p.stats.errors++
+		}
 		if errors.Is(err, errBodyTooLarge) {
 			p.m.shrinkRequests(r.decoded)
 		}
@@ -121,7 +255,8 @@ func (p *poll) request(ctx context.Context, send sendFunc) (response, error) {
 			continue
 		}
 		if !decision.retry || retries >= p.m.MaxRetries {
-			return r, err
+			r.err = err
+			return r
 		}
 		wait, why := decision.after, "as Retry-After asks"
 		if wait == 0 {
@@ -132,25 +267,28 @@ func (p *poll) request(ctx context.Context, send sendFunc) (response, error) {
 				p.m.throttledUntil = now.Add(decision.after)
 			}
 			p.m.warnf("%v: not retrying in this poll, the wait of %s would pass its deadline; the next poll resumes here", err, wait)
-			return r, errPostponed
+			p.stop(stoppedDeadline, nil)
+			return r
 		}
 		retries++
 		p.m.warnf("%v: retry %d of %d in %s (%s)", err, retries, p.m.MaxRetries, wait.Round(time.Millisecond), why)
 		if err := p.m.sleep(ctx, wait); err != nil {
-			return r, err
+			p.stop(stoppedCancelled, err)
+			return r
 		}
 	}
 }
 
 // attempt waits for the rate limiter, sends one request and emits the new
-// items of its answer until the budget is spent.
-func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
+// items of its answer until the budget is spent: the poll then stops, and
+// the false it answers the decoder with only ends the decoding.
+func (p *poll) attempt(ctx context.Context, req *request) (response, error) {
 	var r response
-	if err := p.waitForRateLimit(ctx); err != nil {
-		return r, err
+	if p.waitForRateLimit(ctx); p.stopped != notStopped {
+		return r, nil
 	}
 	p.stats.requests++
-	err := send(ctx, func(a alert) bool {
+	err := p.m.send(ctx, req, func(a alert) bool {
 		if skip := a.problems().skip; skip != "" {
 			r.decoded++
 			p.stats.received++
@@ -179,7 +317,7 @@ func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
 			return true
 		}
 		if p.budget == 0 {
-			r.interrupted = true
+			p.stop(stoppedBudget, nil)
 			return false
 		}
 		r.decoded++
@@ -218,6 +356,20 @@ func (p *poll) attempt(ctx context.Context, send sendFunc) (response, error) {
 	return r, err
 }
 
+// send sends req and streams its answer, through the backend's decode, to
+// emit until emit returns false.
+func (m *MicrosoftDefender) send(ctx context.Context, req *request, emit func(alert) bool) error {
+	body, err := m.client.get(ctx, req.url)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	if err := m.backend.decode(req, body, emit); err != nil {
+		return &answerError{api: m.client.name, host: req.url.Host, err: err}
+	}
+	return nil
+}
+
 // maxProblemsLogged is how many items with problems one poll logs one by
 // one; the rest are only counted, so that a service that changes a type in
 // every item does not flood the log.
@@ -244,29 +396,34 @@ func (p *poll) pastDeadline() bool {
 	return true
 }
 
-// waitForRateLimit keeps the plugin under max_requests_per_minute.
-func (p *poll) waitForRateLimit(ctx context.Context) error {
+// waitForRateLimit keeps the plugin under max_requests_per_minute: it
+// waits, or stops the poll when the wait would pass its deadline.
+func (p *poll) waitForRateLimit(ctx context.Context) {
 	now := p.m.now()
 	reservation := p.m.limiter.ReserveN(now, 1)
 	wait := reservation.DelayFrom(now)
 	if wait <= 0 {
-		return nil
+		return
 	}
 	if !now.Add(wait).Before(p.deadline) {
 		reservation.CancelAt(now)
 		p.m.Log.Debugf("max_requests_per_minute reached: the next request waits for the next poll")
-		return errPostponed
+		p.stop(stoppedDeadline, nil)
+		return
 	}
-	return p.m.sleep(ctx, wait)
+	if err := p.m.sleep(ctx, wait); err != nil {
+		p.stop(stoppedCancelled, err)
+	}
 }
 
 // status is "ok" when the window was read whole, "partial" when the poll
-// made progress or was postponed, "error" when it failed without progress.
-func (s *pollStats) status(err error) string {
+// made progress or stopped short of its window, "error" when a request
+// failed without progress.
+func (s *pollStats) status(stopped stopReason) string {
 	switch {
-	case err != nil && !errors.Is(err, errPostponed) && s.emitted == 0 && !s.completed:
+	case stopped == stoppedFailed && s.emitted == 0 && !s.completed:
 		return "error"
-	case err != nil || s.backlog:
+	case stopped != notStopped || s.backlog:
 		return "partial"
 	default:
 		return "ok"

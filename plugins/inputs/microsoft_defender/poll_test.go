@@ -1,7 +1,9 @@
 package microsoft_defender
 
 import (
+	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -81,4 +83,96 @@ func TestPollMetric(t *testing.T) {
 	expected := expectedPoll("partial", pollStats{requests: 1, received: 1, emitted: 1, errors: 1, backlog: true}, time.Hour+time.Minute)
 	expected.SetTime(fixedNow.Add(time.Hour))
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{expected}, pollMetrics(&failed), testutil.IgnoreFields("duration_ms"))
+}
+
+// pagingBackend is a backend that asks for page after page of one span and
+// records what the poll hands back; its answers decode as the SIEM API's.
+type pagingBackend struct {
+	*siemBackend
+	moves    []move // what advance answers, in turn; then moveOn
+	asked    []string
+	advanced []int // the decoded count of each answer advance saw
+}
+
+func (b *pagingBackend) next(sp *span, _ reading) *request {
+	u := *b.endpointURL
+	u.RawQuery = "page=" + strconv.Itoa(len(b.asked)+1)
+	b.asked = append(b.asked, u.RawQuery)
+	return &request{url: &u, ask: &siemAsk{since: sp.From, until: sp.To}}
+}
+
+func (b *pagingBackend) advance(_ *span, _ *request, res *response, _ reading) move {
+	b.advanced = append(b.advanced, res.decoded)
+	if len(b.moves) == 0 {
+		return move{}
+	}
+	mv := b.moves[0]
+	b.moves = b.moves[1:]
+	return mv
+}
+
+// The poll alone decides when reading stops: a backend that would read on
+// forever is stopped by the budget, inside an answer, without being asked
+// about the answer cut short; a backend's failure fails the poll, and its
+// span read whole ends the chunk.
+func TestPollOwnsTheStop(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		moves    []move
+		asked    int
+		advanced []int
+		emitted  []string
+		status   string
+		errors   []string
+	}{
+		{
+			name:     "budget",
+			asked:    2,
+			advanced: []int{2},
+			emitted:  []string{"p1:1", "p1:2", "p2:1"},
+			status:   "partial",
+		},
+		{
+			name:     "failed",
+			moves:    []move{{kind: moveFailed, err: errors.New("the backend cannot read on")}},
+			asked:    1,
+			advanced: []int{2},
+			emitted:  []string{"p1:1", "p1:2"},
+			status:   "partial",
+			errors:   []string{"the backend cannot read on"},
+		},
+		{
+			name:     "done",
+			moves:    []move{{kind: moveDone}},
+			asked:    1,
+			advanced: []int{2},
+			emitted:  []string{"p1:1", "p1:2"},
+			status:   "ok",
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			server := stub(t, func(w http.ResponseWriter, r *http.Request) {
+				page := "p" + strings.TrimPrefix(r.URL.RawQuery, "page=")
+				respond(t, w, []byte("["+detectionJSON(page+":1", "2020-09-30T14:30:00Z")+","+detectionJSON(page+":2", "2020-09-30T14:31:00Z")+"]"))
+			})
+			plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.MaxAlertsPerGather = 3 })
+			b := &pagingBackend{siemBackend: plugin.backend.(*siemBackend), moves: tt.moves}
+			plugin.backend = b
+
+			var acc testutil.Accumulator
+			require.NoError(t, plugin.Gather(&acc))
+			require.Len(t, b.asked, tt.asked)
+			require.Equal(t, tt.advanced, b.advanced)
+			require.Equal(t, tt.emitted, emittedIDs(&acc))
+			require.Len(t, acc.Errors, len(tt.errors))
+			for i, err := range acc.Errors {
+				require.EqualError(t, err, tt.errors[i])
+			}
+			polls := pollMetrics(&acc)
+			require.Len(t, polls, 1)
+			require.Equal(t, tt.status, polls[0].Tags()["status"])
+			require.Equal(t, tt.status != "ok", polls[0].Fields()["backlog"])
+			require.Equal(t, int64(tt.asked), polls[0].Fields()["requests"])
+		})
+	}
 }

@@ -58,7 +58,7 @@ func (m *MicrosoftDefender) Probe() error {
 	var err error
 	switch b := m.backend.(type) {
 	case *siemBackend:
-		err = b.send(now.Add(-probeWindow), now, 1)(ctx, func(alert) bool { return false })
+		err = m.send(ctx, b.request(&siemAsk{since: now.Add(-probeWindow), until: now, limit: 1}), func(alert) bool { return false })
 	case *graphBackend:
 		err = b.probe(ctx, m, now)
 	}
@@ -96,17 +96,17 @@ const (
 func (b *graphBackend) probe(ctx context.Context, m *MicrosoftDefender, now time.Time) error {
 	from := now.Add(-graphProbeWindow).Truncate(tick)
 	to := now.Truncate(tick)
-	var page graphPage
+	part := &graphPart{from: from, to: to}
+	page := &part.page
 	for {
-		err := b.send(b.firstPage(from, to, graphProbeTop), from, to, &page)(ctx, func(alert) bool { return true })
-		if err != nil && b.dropRefusedOption(m, err) {
+		err := m.send(ctx, &request{url: b.firstPage(from, to, graphProbeTop), ask: part}, func(alert) bool { return true })
+		if err != nil && b.dropRefusedOption(m.logger(), err) {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		var stats pollStats
-		b.notePage(m, &stats, from, to, &page, true)
+		b.notePage(m.logger(), from, to, page, true)
 		if page.next == "" && page.hasCount && page.count > int64(page.items) {
 			b.learned.seen.nextLink = fmt.Sprintf("absent although @odata.count says %d alerts match", page.count)
 		} else if page.next == "" {

@@ -1,7 +1,6 @@
 package microsoft_defender
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -31,15 +30,19 @@ type siemFilters struct {
 
 // siemBackend pulls detections from the SIEM alerts API.
 type siemBackend struct {
-	api         *apiClient
 	endpointURL *url.URL
 	filters     siemFilters
+	// search is a search for an instant (searchOn) that a poll left
+	// unfinished.
+	search *instantSearch
 }
 
+// newSIEMBackend reads the SIEM API at endpoint; the poll sends its
+// requests through client, which it names for messages.
 func newSIEMBackend(endpoint *url.URL, client *apiClient, filters siemFilters) *siemBackend {
 	client.name = "SIEM API"
 	client.statusMeaning = siemStatusMeaning
-	return &siemBackend{api: client, endpointURL: endpoint, filters: filters}
+	return &siemBackend{endpointURL: endpoint, filters: filters}
 }
 
 // requestURL builds the query for the window [since, until] on
@@ -69,86 +72,126 @@ func (b *siemBackend) endpoint() string {
 	return b.endpointURL.String()
 }
 
-// readSpan reads the span from its newest detections down. Each request
-// asks for at most max_alerts_per_gather detections (or limit, when
-// smaller); a response that holds exactly that many may have left older ones
-// out, so the span's upper bound moves down to the oldest detection seen and
-// the rest is requested. It returns false when the budget ran out first; the
-// span then holds what is left, and detections emitted from its upper end
-// are dropped as duplicates when it is read again.
-func (b *siemBackend) readSpan(ctx context.Context, p *poll, sp *span) (bool, error) {
-	for !sp.empty() {
-		if p.budget == 0 || p.pastDeadline() {
-			return false, nil
-		}
-		limit := p.m.requestLimit()
-		// Known unreadable instants are not asked for again: the span is
-		// read above the newest of them, then below it.
-		from := sp.From
-		skipped, known := p.m.cursor.newestUnreadable(sp.From, sp.To)
-		if known {
-			from = skipped.Add(tick)
-		}
-		r, err := p.request(ctx, b.send(from, sp.To, limit))
-		switch {
-		case isUnreadable(err) && r.decoded >= limit:
-			// What broke came after a full answer: it is read below.
-			err = nil
-		case isUnreadable(err) && limit > 1:
-			p.m.shrinkRequests(r.decoded)
-			continue
-		case isUnreadable(err) && r.decoded == 0:
-			// The newest detection of the span alone cannot be read: find
-			// its instant and read on below it.
-			at, err := b.newestInstant(ctx, p, sp)
-			if err != nil {
-				return false, err
-			}
-			p.skipUnreadableInstant(sp, at)
-			continue
-		}
-		if err != nil || r.interrupted {
-			return false, err
-		}
-		if r.decoded < limit {
-			if known {
-				p.skipUnreadableInstant(sp, skipped)
-				continue
-			}
-			return true, nil
-		}
-		if r.inWindow == 0 {
-			// Nothing in a full answer tells how far down it reached: find
-			// the newest instant, read it whole and walk on below it.
-			p.m.warnf("The SIEM API answered %d detection(s) for %s to %s, none with a LastProcessedTimeUtc inside that window: "+
-				"finding the newest instant with one-detection requests", limit, sp.From.Format(time.RFC3339Nano), sp.To.Format(time.RFC3339Nano))
-			at, err := b.newestInstant(ctx, p, sp)
-			if err != nil {
-				return false, err
-			}
-			sp.To = at
-		} else if r.oldest.Before(sp.To) {
-			sp.To = r.oldest
-			p.m.cursor.forget(sp.To, p.m.chunkEnd(sp).Add(-time.Duration(p.m.Overlap)))
-			continue
-		} else {
-			// Every detection of the response shares the span's upper
-			// bound: no limited request can get past it.
-			p.m.warnf("%d or more detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
-				limit, sp.To.Format(time.RFC3339Nano), limit)
-		}
-		// Read the instant sp.To whole.
-		r, err = p.request(ctx, b.send(sp.To, sp.To, 0))
-		if isUnreadable(err) {
-			p.skipUnreadableInstant(sp, sp.To)
-			continue
-		}
-		if err != nil || r.interrupted {
-			return false, err
-		}
-		sp.To = sp.To.Add(-tick)
+// siemAsk is what one SIEM request asks for: the newest limit detections
+// (all when 0) with LastProcessedTimeUtc in [since, until].
+type siemAsk struct {
+	since, until time.Time
+	limit        int
+	step         siemStep
+	// known: for a siemWindow request, the newest instant of the span
+	// known to be unreadable, which the request stays above (hasKnown).
+	known    time.Time
+	hasKnown bool
+	// For a siemProbe: whether it probes the instant known before
+	// (knownProbe), and whether the instant found is read whole (read) or
+	// skipped.
+	knownProbe, read bool
+}
+
+// siemStep names the requests of the walk down a span.
+type siemStep int
+
+const (
+	// siemWindow: the newest detections of the span.
+	siemWindow siemStep = iota
+	// siemInstant: every detection of one instant.
+	siemInstant
+	// siemProbe: one detection from a probe time up, for searchOn.
+	siemProbe
+)
+
+// next reads the span from its newest detections down. Each request asks
+// for at most max_alerts_per_gather detections (or limit, when smaller); a
+// response that holds exactly that many may have left older ones out, so
+// the span's upper bound moves down to the oldest detection seen and the
+// rest is requested (advance). When the poll stops first, the span holds
+// what is left, and detections emitted from its upper end are dropped as
+// duplicates when it is read again.
+func (b *siemBackend) next(sp *span, in reading) *request {
+	if sp.empty() {
+		return nil
 	}
-	return true, nil
+	ask := &siemAsk{since: sp.From, until: sp.To, limit: in.limit}
+	// Known unreadable instants are not asked for again: the span is read
+	// above the newest of them, then below it.
+	if skipped, known := in.unreadable(sp.From, sp.To); known {
+		ask.since, ask.known, ask.hasKnown = skipped.Add(tick), skipped, true
+	}
+	return b.request(ask)
+}
+
+// request is the request for ask. Only a request for the span's newest
+// detections starts a step; the others go on with one.
+func (b *siemBackend) request(ask *siemAsk) *request {
+	req := &request{url: b.requestURL(ask.since, ask.until, ask.limit), ask: ask, within: ask.step != siemWindow}
+	if ask.step == siemProbe {
+		req.probe = true
+		req.resumes = "The search for the instant of a detection that cannot be read goes on in the next poll"
+	}
+	return req
+}
+
+// advance moves the span down after one of its requests.
+func (b *siemBackend) advance(sp *span, req *request, res *response, in reading) move {
+	ask := req.ask.(*siemAsk)
+	switch ask.step {
+	case siemInstant:
+		// The instant sp.To read whole, or skipped.
+		if isUnreadable(res.err) {
+			sp.To = ask.until.Add(-tick)
+			return move{kind: moveSkipInstant, at: ask.until}
+		}
+		if res.err != nil {
+			return move{kind: moveFailed, err: res.err}
+		}
+		sp.To = ask.until.Add(-tick)
+		return move{}
+	case siemProbe:
+		return b.probed(sp, ask, res, in)
+	}
+	limit, err := ask.limit, res.err
+	switch {
+	case isUnreadable(err) && res.decoded >= limit:
+		// What broke came after a full answer: it is read below.
+		err = nil
+	case isUnreadable(err) && limit > 1:
+		return move{kind: moveFewer}
+	case isUnreadable(err) && res.decoded == 0:
+		// The newest detection of the span alone cannot be read: find its
+		// instant and read on below it.
+		return b.searchOn(sp, in, false)
+	}
+	if err != nil {
+		return move{kind: moveFailed, err: err}
+	}
+	if res.decoded < limit {
+		if ask.hasKnown {
+			sp.To = ask.known.Add(-tick)
+			return move{kind: moveSkipInstant, at: ask.known}
+		}
+		return move{kind: moveDone}
+	}
+	switch {
+	case res.inWindow == 0:
+		// Nothing in a full answer tells how far down it reached: find the
+		// newest instant, read it whole and walk on below it.
+		in.log.warnf("The SIEM API answered %d detection(s) for %s to %s, none with a LastProcessedTimeUtc inside that window: "+
+			"finding the newest instant with one-detection requests", limit, sp.From.Format(time.RFC3339Nano), sp.To.Format(time.RFC3339Nano))
+		return b.searchOn(sp, in, true)
+	case res.oldest.Before(sp.To):
+		sp.To = res.oldest
+		return move{kind: movePart, forgetAfter: sp.To, forgetBefore: sp.End}
+	}
+	// Every detection of the response shares the span's upper bound: no
+	// limited request can get past it.
+	in.log.warnf("%d or more detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
+		limit, sp.To.Format(time.RFC3339Nano), limit)
+	return b.readInstant(sp.To)
+}
+
+// readInstant goes on with a request for every detection of the instant at.
+func (b *siemBackend) readInstant(at time.Time) move {
+	return move{then: b.request(&siemAsk{since: at, until: at, step: siemInstant})}
 }
 
 // isUnreadable reports whether an answer failed because of what it holds,
@@ -159,105 +202,100 @@ func isUnreadable(err error) bool {
 	return errors.Is(err, errBodyTooLarge) || errors.As(err, &recordErr)
 }
 
-// skipUnreadableInstant gives up the detections of one instant, which
-// cannot be read within max_body_size or are not JSON, and walks on below
-// it with requests of the usual size. The instant is remembered, so that
-// windows that read it again skip it at once, and it is reported once.
-func (p *poll) skipUnreadableInstant(sp *span, at time.Time) {
-	if p.m.cursor.unreadable(at) {
-		p.m.Log.Debugf("Skipping again the detections of %s, which cannot be read", at.Format(time.RFC3339Nano))
-	} else {
-		p.stats.skipped++
-		p.m.warnf("The detections with LastProcessedTimeUtc %s cannot be read (larger than max_body_size, %d bytes, alone or together, "+
-			"or not JSON): they are skipped; raise max_body_size if they are large", at.Format(time.RFC3339Nano), int64(p.m.MaxBodySize))
+// instantSearch is a bisection for the newest instant of the span below
+// to, in [from, to].
+type instantSearch struct {
+	spanTo, from, to time.Time
+	triedKnown       bool // the instants skipped before were tried
+}
+
+// searchFor returns the search under way for the span as it is, or a new
+// one over the whole span.
+func (b *siemBackend) searchFor(sp *span) *instantSearch {
+	if b.search == nil || !b.search.spanTo.Equal(sp.To) || b.search.from.Before(sp.From) {
+		b.search = &instantSearch{spanTo: sp.To, from: sp.From, to: sp.To}
+	}
+	return b.search
+}
+
+// searchOn goes on with the search for the LastProcessedTimeUtc of the
+// newest detection of the span, which the plugin cannot read or place. It
+// asks for one detection from a probe time up to the span's end: that
+// returns one, or fails as unreadable, exactly when the probe is at or
+// before the newest detection, whatever lies below, so a bisection finds
+// it. An instant skipped before is tried first, and a search that a poll
+// leaves unfinished is resumed by the next. The instant found is read
+// whole (read), or skipped.
+func (b *siemBackend) searchOn(sp *span, in reading, read bool) move {
+	search := b.searchFor(sp)
+	if known, ok := in.unreadable(search.from, search.to); ok && !search.triedKnown {
+		return move{then: b.request(&siemAsk{since: known.Add(tick), until: sp.To, limit: 1, step: siemProbe, knownProbe: true, read: read})}
+	}
+	if search.from.Before(search.to) {
+		mid := search.from.Add(search.to.Sub(search.from) / 2).Truncate(tick).Add(tick)
+		return move{then: b.request(&siemAsk{since: mid, until: sp.To, limit: 1, step: siemProbe, read: read})}
+	}
+	b.search = nil
+	return b.found(sp, search.from, read)
+}
+
+// probed narrows the search with the answer to one probe.
+func (b *siemBackend) probed(sp *span, ask *siemAsk, res *response, in reading) move {
+	occupied := res.decoded > 0
+	switch {
+	case isUnreadable(res.err):
+		occupied = true // an answer the probe expects, no failure
+	case res.err != nil:
+		return move{kind: moveFailed, err: res.err}
+	}
+	search := b.searchFor(sp)
+	switch {
+	case ask.knownProbe:
+		search.triedKnown = true
+		if !occupied {
+			b.search = nil
+			return b.found(sp, ask.since.Add(-tick), ask.read)
+		}
+		search.from = ask.since
+	case occupied:
+		search.from = ask.since
+	default:
+		search.to = ask.since.Add(-tick)
+	}
+	return b.searchOn(sp, in, ask.read)
+}
+
+// found moves the span to the instant a search found: read whole, or
+// skipped.
+func (b *siemBackend) found(sp *span, at time.Time, read bool) move {
+	if read {
+		sp.To = at
+		return b.readInstant(at)
 	}
 	sp.To = at.Add(-tick)
-	p.m.sizeLimit = 0
+	return move{kind: moveSkipInstant, at: at}
 }
 
-// newestInstant finds the LastProcessedTimeUtc of the newest detection of
-// the span, which the plugin cannot read or place. It asks for one
-// detection from a probe time up to the span's end: that returns one, or
-// fails as unreadable, exactly when the probe is at or before the newest
-// detection, whatever lies below, so a bisection finds it. An instant
-// skipped before is tried first, and a search that a poll leaves unfinished
-// is resumed by the next.
-func (b *siemBackend) newestInstant(ctx context.Context, p *poll, sp *span) (time.Time, error) {
-	search := p.m.cursor.searchFor(sp)
-	atOrBefore := func(probe time.Time) (bool, error) {
-		r, err := p.request(ctx, b.send(probe, sp.To, 1))
-		if isUnreadable(err) {
-			p.stats.errors-- // an answer the probe expects, no failure
-			return true, nil
-		}
-		return r.decoded > 0, err
+// decode streams the detections of one answer, placed in the window asked
+// for.
+func (*siemBackend) decode(req *request, body io.Reader, emit func(alert) bool) error {
+	ask := req.ask.(*siemAsk)
+	dec, err := newDetectionDecoder(body)
+	if err != nil {
+		return err
 	}
-	if known, ok := p.m.cursor.newestUnreadable(search.from, search.to); ok && !search.triedKnown {
-		above, err := atOrBefore(known.Add(tick))
-		if err != nil {
-			return time.Time{}, b.searchPostponed(p, err)
+	var d detection
+	for {
+		err := dec.next(&d)
+		if errors.Is(err, io.EOF) {
+			return nil
 		}
-		search.triedKnown = true
-		if !above {
-			p.m.cursor.search = nil
-			return known, nil
-		}
-		search.from = known.Add(tick)
-	}
-	for search.from.Before(search.to) {
-		mid := search.from.Add(search.to.Sub(search.from) / 2).Truncate(tick).Add(tick)
-		occupied, err := atOrBefore(mid)
-		switch {
-		case err != nil:
-			return time.Time{}, b.searchPostponed(p, err)
-		case occupied:
-			search.from = mid
-		default:
-			search.to = mid.Add(-tick)
-		}
-	}
-	p.m.cursor.search = nil
-	return search.from, nil
-}
-
-// searchPostponed says that a search for an instant goes on in the next
-// poll, when the poll ends in the middle of one.
-func (*siemBackend) searchPostponed(p *poll, err error) error {
-	if errors.Is(err, errPostponed) {
-		p.m.Log.Info("The search for the instant of a detection that cannot be read goes on in the next poll")
-	}
-	return err
-}
-
-// send is the request for the window [since, until]: it streams the
-// detections of the answer to handle, one at a time, until handle returns
-// false. On error, those before the failure have been handled.
-func (b *siemBackend) send(since, until time.Time, limit int) sendFunc {
-	return func(ctx context.Context, handle func(alert) bool) error {
-		u := b.requestURL(since, until, limit)
-		body, err := b.api.get(ctx, u)
 		if err != nil {
 			return err
 		}
-		defer body.Close()
-
-		dec, err := newDetectionDecoder(body)
-		if err != nil {
-			return &answerError{api: b.api.name, host: u.Host, err: err}
-		}
-		var d detection
-		for {
-			err := dec.next(&d)
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			if err != nil {
-				return &answerError{api: b.api.name, host: u.Host, err: err}
-			}
-			d.placeIn(since, until)
-			if !handle(&d) {
-				return nil
-			}
+		d.placeIn(ask.since, ask.until)
+		if !emit(&d) {
+			return nil
 		}
 	}
 }
