@@ -42,8 +42,10 @@ type recordProblems struct {
 	skip    string // why the item is not emitted; "" when it is
 }
 
+// where places the item for a log message, which it starts: "Detection 3
+// at byte 1204".
 func (p *recordProblems) where() string {
-	return fmt.Sprintf("%s %d at byte %d", p.noun, p.index, p.offset)
+	return fmt.Sprintf("%s%s %d at byte %d", strings.ToUpper(p.noun[:1]), p.noun[1:], p.index, p.offset)
 }
 
 // fieldNames lists the fields left out, for the invalid_fields field.

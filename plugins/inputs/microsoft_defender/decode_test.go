@@ -110,8 +110,8 @@ func TestTruncatedAnswerIsRetriedAtOnce(t *testing.T) {
 	require.Equal(t, []string{"a:1", "a:2"}, emittedIDs(acc))
 	require.Equal(t, 2, requests)
 	require.Len(t, logger.Warnings(), 1)
-	require.Regexp(t, `^W! \[\] reading the SIEM API answer from 127.0.0.1:\d+: detection 1: response truncated at byte 123: `+
-		`retry 1 of 3 in (\d+ms|1s) \(backing off\)$`, logger.Warnings()[0])
+	require.Regexp(t, `^W! \[\] Retry 1 of 3 in (\d+ms|1s) \(backing off\): `+
+		`reading the SIEM API answer from 127.0.0.1:\d+: detection 1: response truncated at byte 123$`, logger.Warnings()[0])
 	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
 }
 
@@ -179,7 +179,7 @@ func TestHugeStringsAreCut(t *testing.T) {
 	require.True(t, ok)
 	require.Len(t, commandLine, maxFieldBytes)
 	require.Len(t, alerts[0].Tags()["category"], maxTagBytes)
-	require.Equal(t, []string{`W! [] alert "a:1": fields command_line longer than 32768 bytes were cut to that length`}, logger.Warnings())
+	require.Equal(t, []string{`W! [] Alert "a:1": fields command_line longer than 32768 bytes were cut to that length`}, logger.Warnings())
 }
 
 // Every json tag of the decoded types has its entry in the field table,

@@ -39,7 +39,7 @@ func TestFaultScenarios(t *testing.T) {
 					sim.Inject(simulator.FaultThrottle, 3)
 				}
 			},
-			warnings: []string{"answered 429 Too Many Requests (throttled)", "retry 1 of 3 in 20s (as Retry-After asks)"},
+			warnings: []string{"answered 429 Too Many Requests (throttled)", "Retry 1 of 3 in 20s (as Retry-After asks): "},
 		},
 		{
 			name:   "429 with an HTTP-date Retry-After longer than a poll",
@@ -58,7 +58,7 @@ func TestFaultScenarios(t *testing.T) {
 					sim.Inject(simulator.FaultServerError, 5)
 				}
 			},
-			warnings: []string{"answered 500 Internal Server Error (service error)", "retry 3 of 3 in"},
+			warnings: []string{"answered 500 Internal Server Error (service error)", "Retry 3 of 3 in"},
 			errors:   []string{`answered 500 Internal Server Error (service error): body "<html><body><h1>500 - Internal server error.</h1></body></html>"`},
 		},
 		{
@@ -68,7 +68,7 @@ func TestFaultScenarios(t *testing.T) {
 					sim.Inject(simulator.FaultReset, 2)
 				}
 			},
-			warnings: []string{"connection reset by peer", "retry 2 of 3"},
+			warnings: []string{"connection reset by peer", "Retry 2 of 3"},
 		},
 		{
 			name: "truncated bodies",
@@ -87,7 +87,7 @@ func TestFaultScenarios(t *testing.T) {
 					sim.Inject(simulator.FaultTokenDown, 3)
 				}
 			},
-			warnings: []string{"answered 401 Unauthorized", "token request to", "HTTP 503 Service Unavailable", "retry 3 of 3"},
+			warnings: []string{"answered 401 Unauthorized", "token request to", "HTTP 503 Service Unavailable", "Retry 3 of 3"},
 		},
 		{
 			name: "expired tokens mid-window",
@@ -96,8 +96,9 @@ func TestFaultScenarios(t *testing.T) {
 					sim.ExpireTokens()
 				}
 			},
-			warnings: []string{`answered 401 Unauthorized (the token is invalid or expired, or the request is malformed): ` +
-				`body "The access token has expired.": retrying at once with a new token`},
+			warnings: []string{`W! [] Retrying at once with a new token: SIEM API at 127.0.0.1`,
+				`answered 401 Unauthorized (the token is invalid or expired, or the request is malformed): ` +
+					`body "The access token has expired."`},
 		},
 		{
 			name:      "trickling responses",

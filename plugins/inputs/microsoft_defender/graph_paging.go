@@ -280,8 +280,8 @@ func (b *graphBackend) ended(sp *span, part *graphPart, in reading) move {
 // returns how many there were.
 func (b *graphBackend) notePage(log logger, from, to time.Time, page *graphPage, first bool) int64 {
 	if page.outside > 0 {
-		log.warnf("The Graph API sent %d alerts last updated outside the window asked for, [%s, %s) (the first: %s): left out",
-			page.outside, from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano), truncate(page.firstOutside, 160))
+		log.warnf("The Graph API sent %s last updated outside the window asked for, [%s, %s) (the first: %s): left out",
+			countOf(page.outside, "alert"), from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano), truncate(page.firstOutside, 160))
 	}
 	seen := &b.learned.seen
 	if first {
@@ -458,4 +458,12 @@ func (b *graphBackend) sayOncef(log logger, key, format string, args ...interfac
 	}
 	b.learned.said[key] = true
 	log.Info(log.redact(fmt.Sprintf(format, args...)))
+}
+
+// countOf says "1 alert", "2 alerts".
+func countOf(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -246,12 +246,12 @@ func TestGraphTimesOutsideTheWindowMoveNothing(t *testing.T) {
 	require.Equal(t, int64(1), poll["invalid_fields"])
 	require.Equal(t, false, poll["backlog"])
 	require.Equal(t, s.clock.Add(-time.Minute), p.cursor.watermark)
-	outside := "W! [] The Graph API sent 1 alerts last updated outside the window asked for, " +
+	outside := "W! [] The Graph API sent 1 alert last updated outside the window asked for, " +
 		"[2020-09-30T12:59:00Z, 2020-09-30T14:59:00Z) (the first: past@2001-01-01T00:00:00Z): left out"
 	require.Equal(t, []string{
-		`W! [] alert 0 at byte 392 ("future@0001-01-01T00:00:00Z") emitted without the values that do not fit: ` +
+		`W! [] Alert 0 at byte 392 ("future@0001-01-01T00:00:00Z") emitted without the values that do not fit: ` +
 			`lastUpdateDateTime: "2999-01-01T00:00:00Z" lies outside the years 1678 to 2262 that a metric's time can hold`,
-		`W! [] alert 0 at byte 392 ("future@0001-01-01T00:00:00Z"): its time is outside the window asked for, or unknown; ` +
+		`W! [] Alert 0 at byte 392 ("future@0001-01-01T00:00:00Z"): its time is outside the window asked for, or unknown; ` +
 			`it is emitted, and the cursor does not use its time`,
 		outside, outside, outside,
 	}, s.logger.Warnings())

@@ -143,8 +143,9 @@ func TestGraphThrottlingIsHonoured(t *testing.T) {
 	require.Len(t, requestsTo(s.sim, graphAlertsPath), 3)
 	require.Len(t, s.logger.Warnings(), 2)
 	require.Contains(t, s.logger.Warnings()[0], `Graph API at 127.0.0.1`)
+	require.Contains(t, s.logger.Warnings()[0], `W! [] Retry 1 of 3 in 7s (as Retry-After asks): Graph API at 127.0.0.1`)
 	require.Contains(t, s.logger.Warnings()[0], `answered 429 Too Many Requests (throttled): `+
-		`body "{\"error\":{\"code\":\"TooManyRequests\",\"message\":\"Rate limit is exceeded.\"}}": retry 1 of 3 in 7s (as Retry-After asks)`)
+		`body "{\"error\":{\"code\":\"TooManyRequests\",\"message\":\"Rate limit is exceeded.\"}}"`)
 }
 
 func TestGraphEvidenceOverTheFieldCapIsLeftOut(t *testing.T) {
@@ -169,7 +170,7 @@ func TestGraphEvidenceOverTheFieldCapIsLeftOut(t *testing.T) {
 	require.NotEmpty(t, alerts)
 	require.False(t, alerts[0].HasField("evidence"))
 	require.Equal(t, int64(1), alerts[0].Fields()["evidence_count"])
-	require.Equal(t, []string{`W! [] alert "a1@2020-09-30T14:00:00Z": fields evidence (left out) longer than 32768 bytes were cut to that length`},
+	require.Equal(t, []string{`W! [] Alert "a1@2020-09-30T14:00:00Z": fields evidence (left out) longer than 32768 bytes were cut to that length`},
 		logger.Warnings())
 }
 

@@ -318,7 +318,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 
 	var countsAt time.Time
 	if now.Before(m.throttledUntil) {
-		m.warnf("the API asked to wait until %s (Retry-After): no request in this poll", m.throttledUntil.Format(time.RFC3339))
+		m.warnf("The API asked to wait until %s (Retry-After): no request in this poll", m.throttledUntil.Format(time.RFC3339))
 		p.stop(stoppedDeadline, nil)
 	} else {
 		countsAt = p.run(m.ctx, end)

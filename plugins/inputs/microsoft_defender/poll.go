@@ -251,7 +251,7 @@ func (p *poll) request(ctx context.Context, req *request) response {
 		}
 		if decision.newToken && !newToken {
 			newToken = true
-			p.m.warnf("%v: retrying at once with a new token", err)
+			p.m.warnf("Retrying at once with a new token: %v", err)
 			continue
 		}
 		if !decision.retry || retries >= p.m.MaxRetries {
@@ -266,12 +266,12 @@ func (p *poll) request(ctx context.Context, req *request) response {
 			if decision.after > 0 {
 				p.m.throttledUntil = now.Add(decision.after)
 			}
-			p.m.warnf("%v: not retrying in this poll, the wait of %s would pass its deadline; the next poll resumes here", err, wait)
+			p.m.warnf("Not retrying in this poll, the wait of %s would pass its deadline; the next poll resumes here: %v", wait, err)
 			p.stop(stoppedDeadline, nil)
 			return r
 		}
 		retries++
-		p.m.warnf("%v: retry %d of %d in %s (%s)", err, retries, p.m.MaxRetries, wait.Round(time.Millisecond), why)
+		p.m.warnf("Retry %d of %d in %s (%s): %v", retries, p.m.MaxRetries, wait.Round(time.Millisecond), why, err)
 		if err := p.m.sleep(ctx, wait); err != nil {
 			p.stop(stoppedCancelled, err)
 			return r
@@ -326,7 +326,7 @@ func (p *poll) attempt(ctx context.Context, req *request) (response, error) {
 		p.stats.emitted++
 		m, cut := a.metric()
 		if len(cut) > 0 {
-			p.m.warnf("alert %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)
+			p.m.warnf("Alert %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)
 		}
 		if problems := a.problems(); len(problems.invalid) > 0 {
 			p.stats.invalidFields += int64(len(problems.invalid))
@@ -407,7 +407,7 @@ func (p *poll) waitForRateLimit(ctx context.Context) {
 	}
 	if !now.Add(wait).Before(p.deadline) {
 		reservation.CancelAt(now)
-		p.m.Log.Debugf("max_requests_per_minute reached: the next request waits for the next poll")
+		p.m.Log.Debug("The rate limit (max_requests_per_minute) is reached: the next request waits for the next poll")
 		p.stop(stoppedDeadline, nil)
 		return
 	}
@@ -460,6 +460,6 @@ func (m *MicrosoftDefender) shrinkRequests(decoded int) {
 		return
 	}
 	m.sizeLimit = limit
-	m.warnf("An answer grew past max_body_size (%d bytes) after %d detections: asking for at most %d per request until the chunk is read",
-		int64(m.MaxBodySize), decoded, m.sizeLimit)
+	m.warnf("An answer grew past max_body_size (%d bytes) after %s: asking for at most %d per request until the chunk is read",
+		int64(m.MaxBodySize), countOf(decoded, "detection"), m.sizeLimit)
 }

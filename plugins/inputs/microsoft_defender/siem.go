@@ -184,7 +184,7 @@ func (b *siemBackend) advance(sp *span, req *request, res *response, in reading)
 	}
 	// Every detection of the response shares the span's upper bound: no
 	// limited request can get past it.
-	in.log.warnf("%d or more detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
+	in.log.warnf("At least %d detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
 		limit, sp.To.Format(time.RFC3339Nano), limit)
 	return b.readInstant(sp.To)
 }
