@@ -62,12 +62,24 @@ func alertMetric(d *detection) (telegraf.Metric, []string) {
 		b.boolField("was_executing_while_detected", d.WasExecutingWhileDetected.value)
 	}
 	if !d.lastProcessed.IsZero() {
-		b.stringField("last_processed_time_utc", d.lastProcessed.Format(time.RFC3339Nano))
+		b.stringField("last_processed_time_utc", formatTimeAs(d.lastProcessed, d.LastProcessedTimeUtc))
 	}
 	if !d.alertAt.IsZero() {
-		b.stringField("alert_time", d.alertAt.Format(time.RFC3339Nano))
+		b.stringField("alert_time", formatTimeAs(d.alertAt, d.AlertTime))
 	}
 	return b.metric(), cut
+}
+
+// formatTimeAs formats t in RFC 3339 with nanoseconds, and returns sent,
+// the text t was parsed from, when that is already the same: the API's
+// times usually are, and a copy would cost an allocation.
+func formatTimeAs(t time.Time, sent string) string {
+	var buf [64]byte
+	formatted := t.AppendFormat(buf[:0], time.RFC3339Nano)
+	if string(formatted) == sent {
+		return sent
+	}
+	return string(formatted)
 }
 
 // metricBuilder collects the tags and fields of one metric and
