@@ -82,13 +82,13 @@ func formatTimeAs(t time.Time, sent string) string {
 	return string(formatted)
 }
 
-// metricBuilder collects the tags and fields of one metric and
-// hands them to metric.FromMetric, which copies them into a Telegraf metric
-// holding exactly as many. Adding them one by one to a telegraf.Metric costs
-// about three times as much for the forty fields of a detection: each
-// AddField compares its key with every field added before, boxes a string
-// value a second time, and the field list grows by doubling. Builders are
-// reused (builderPool), so their own buffers are allocated once.
+// metricBuilder collects the tags and fields of one metric and hands them
+// to metric.FromMetric, which copies them into a Telegraf metric of exactly
+// their size. Added one by one to a telegraf.Metric, each AddField compares
+// its key with every field before it and boxes a string value a second
+// time, and the field list grows by doubling: 106 allocations for a SIEM
+// detection instead of 67 (BenchmarkSIEMMetric). Builders are pooled, so
+// their own buffers are allocated once.
 type metricBuilder struct {
 	// telegraf.Metric is left nil: the builder is only ever the source of
 	// metric.FromMetric, which reads it through the methods below alone.
@@ -110,7 +110,7 @@ func newMetricBuilder(name string, tm time.Time) *metricBuilder {
 	return b
 }
 
-// tag adds a tag unless its value is empty.
+// tag adds a tag unless its value is empty; each key is added once.
 func (b *metricBuilder) tag(key, value string) {
 	if value == "" {
 		return
