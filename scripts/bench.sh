@@ -8,7 +8,10 @@
 # the same number of events. Telegraf gathers once at start;
 # the interval is long enough that no second gather adds to the figures, and
 # each Telegraf is stopped once its output holds the N events.
-# BENCH_PROFILE=DIR writes a CPU profile of the plugin per size into DIR.
+# BENCH_PROFILE=DIR writes CPU profiles per size into DIR: plugin-N.pprof of
+# (a)'s plugin process and intree-N.pprof of (c) as a whole, taken through
+# Telegraf's --pprof-addr for BENCH_PROFILE_SECONDS (default N / 4000 + 2),
+# which must outlast (c)'s run; its CPU figure then includes the profiler's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -34,17 +37,26 @@ agent_section() {
 CONF
 }
 
-# run_case NAME N CONF OUT [TELEGRAF]: starts TELEGRAF (bin/telegraf-bench)
-# with CONF, waits until its file output OUT holds N events, and prints the
-# measurements of Telegraf and of its child process (the plugin, under
-# execd), taken just before they are stopped.
+# run_case NAME N CONF OUT [TELEGRAF [PROFILE]]: starts TELEGRAF
+# (bin/telegraf-bench) with CONF, waits until its file output OUT holds N
+# events, and prints the measurements of Telegraf and of its child process
+# (the plugin, under execd), taken just before they are stopped. With
+# PROFILE, a CPU profile of Telegraf is written there (see BENCH_PROFILE).
 run_case() {
-  local name=$1 n=$2 conf=$3 out=$4 telegraf=${5:-bin/telegraf-bench}
-  local start end tg child="" tg_cpu tg_rss ch_cpu=0 ch_rss=0
+  local name=$1 n=$2 conf=$3 out=$4 telegraf=${5:-bin/telegraf-bench} profile=${6:-}
+  local start end tg child="" tg_cpu tg_rss ch_cpu=0 ch_rss=0 prof="" flags=()
+  local addr=127.0.0.1:6061
+  [ -n "$profile" ] && flags=(--pprof-addr "$addr")
   start=$(date +%s.%N)
-  "$telegraf" --config "$conf" > "$work/$name.log" 2>&1 &
+  "$telegraf" --config "$conf" "${flags[@]}" > "$work/$name.log" 2>&1 &
   tg=$!
   pids+=("$tg")
+  if [ -n "$profile" ]; then
+    # As soon as the server listens: Telegraf starts it before its inputs.
+    (until curl -sf -o "$profile" "http://$addr/debug/pprof/profile?seconds=${BENCH_PROFILE_SECONDS:-$((n / 4000 + 2))}"; do
+      kill -0 "$tg" 2>/dev/null || exit 1; sleep 0.01; done) &
+    prof=$!
+  fi
   while [ "$(events "$out")" -lt "$n" ]; do
     if ! kill -0 "$tg" 2>/dev/null; then echo "bench: $name: telegraf died:"; tail -20 "$work/$name.log"; exit 1; fi
     [ -z "$child" ] && child=$(cat /proc/"$tg"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -m1 . || true)
@@ -54,6 +66,7 @@ run_case() {
   end=$(date +%s.%N)
   tg_cpu=$(cpu_seconds "$tg"); tg_rss=$(peak_rss_mb "$tg")
   if [ -n "$child" ]; then ch_cpu=$(cpu_seconds "$child"); ch_rss=$(peak_rss_mb "$child"); fi
+  [ -n "$prof" ] && { wait "$prof" || echo "bench: $name: no profile written" >&2; }
   kill "$tg"; wait "$tg" 2>/dev/null || true
   wall=$(awk -v s="$start" -v e="$end" 'BEGIN {printf "%.2f", e - s}')
   echo "$name $n $(events "$out") $tg_cpu $tg_rss $ch_cpu $ch_rss $wall"
@@ -85,10 +98,11 @@ for n in $sizes; do
   max_body_size = "2GiB"
   timeout = "600s"
 CONF
-  profile=""
+  profile="" intree_profile=""
   if [ -n "${BENCH_PROFILE:-}" ]; then
     mkdir -p "$BENCH_PROFILE"
     profile=", \"-cpuprofile\", \"$(cd "$BENCH_PROFILE" && pwd)/plugin-$n.pprof\""
+    intree_profile="$(cd "$BENCH_PROFILE" && pwd)/intree-$n.pprof"
   fi
   cat > "$work/execd.conf" <<CONF
 $(agent_section "$n")
@@ -129,7 +143,7 @@ $(cat "$work/defender.conf")
 CONF
   a=$(run_case execd "$n" "$work/execd.conf" "$work/execd.out")
   b=$(run_case http "$n" "$work/http.conf" "$work/http.out")
-  c=$(run_case intree "$n" "$work/intree.conf" "$work/intree.out" bin/telegraf-intree)
+  c=$(run_case intree "$n" "$work/intree.conf" "$work/intree.out" bin/telegraf-intree "$intree_profile")
   kill "$sim_pid"; wait "$sim_pid" 2>/dev/null || true
   rm -f "$work/execd.out" "$work/http.out" "$work/intree.out"
   echo "$a" | awk -v b="$b" -v c="$c" 'BEGIN {split(b, h, " "); split(c, i, " ")} {

@@ -265,6 +265,9 @@ func outsideText(text []byte, n int, cutShort bool, secrets ...string) string {
 // drops: dropping could join, after redaction, the halves of a secret that
 // a server echoed with bytes in between.
 func sanitize(s string, n int) string {
+	if printableASCII(s) {
+		return cutAtRune(s, n)
+	}
 	s = strings.Map(func(r rune) rune {
 		switch {
 		case r == '\n' || r == '\r' || r == '\t':
@@ -275,6 +278,17 @@ func sanitize(s string, n int) string {
 		return r // invalid UTF-8 arrives here as U+FFFD
 	}, cutAtRune(s, n))
 	return cutAtRune(s, n)
+}
+
+// printableASCII reports whether sanitize would keep s as it is: tags and
+// messages usually are, and strings.Map calls its function for every rune.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // cutAtRune cuts s to at most n bytes without splitting a UTF-8 sequence.

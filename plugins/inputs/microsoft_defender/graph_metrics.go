@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/influxdata/telegraf"
-	"github.com/influxdata/telegraf/metric"
 )
 
 // metric maps a Graph alert version to defender_alert: the SIEM field's
@@ -25,11 +24,11 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	if !ts.IsZero() {
 		tm = atTick(ts, hashOf(a.ID+"@"+a.LastUpdateDateTime))
 	}
-	m := metric.New(measurementAlert, nil, nil, tm)
-	addCountTags(m, a.countKey())
-	addTag(m, "detection_source", sanitize(a.DetectionSource, maxTagBytes))
-	addTag(m, "status", sanitize(a.Status, maxTagBytes))
-	addTag(m, "service_source", sanitize(a.ServiceSource, maxTagBytes))
+	b := newMetricBuilder(measurementAlert, tm)
+	b.countTags(a.countKey())
+	b.tag("detection_source", sanitize(a.DetectionSource, maxTagBytes))
+	b.tag("status", sanitize(a.Status, maxTagBytes))
+	b.tag("service_source", sanitize(a.ServiceSource, maxTagBytes))
 	var cut []string
 	for _, f := range []struct{ name, value string }{
 		{"alert_id", a.ID},
@@ -61,23 +60,19 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 			v = cutAtRune(v, maxFieldBytes)
 			cut = append(cut, f.name)
 		}
-		if v != "" {
-			m.AddField(f.name, v)
-		}
+		b.stringField(f.name, v)
 	}
-	m.AddField("evidence_count", int64(a.evidenceCount))
+	b.intField("evidence_count", int64(a.evidenceCount))
 	// The decoder keeps the evidence compacted, and only when it is short
 	// enough: cut JSON is no JSON, so a longer one is left out.
 	if a.includeEvidence {
 		if evidence, ok := a.compactEvidence(); ok {
-			if len(evidence) > 0 {
-				m.AddField("evidence", evidence)
-			}
+			b.stringField("evidence", evidence)
 		} else {
 			cut = append(cut, "evidence (left out)")
 		}
 	}
-	return m, cut
+	return b.metric(), cut
 }
 
 // compactEvidence is the evidence without whitespace, and false when it is

@@ -2,7 +2,9 @@ package microsoft_defender
 
 import (
 	"hash/fnv"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/influxdata/telegraf"
@@ -36,39 +38,148 @@ func alertMetric(d *detection) (telegraf.Metric, []string) {
 	}
 	// The detections of one alert share AlertTime and often every tag;
 	// AlertPart tells them apart.
-	m := metric.New(measurementAlert, nil, nil, atTick(ts, d.AlertPart.value))
-	addCountTags(m, countKeyOf(d))
-	addTag(m, "detection_source", sanitize(d.Source, maxTagBytes))
+	b := newMetricBuilder(measurementAlert, atTick(ts, d.AlertPart.value))
+	b.countTags(countKeyOf(d))
+	b.tag("detection_source", sanitize(d.Source, maxTagBytes))
 	for _, f := range alertStringFields {
 		v := f.value(d)
 		if len(v) > maxFieldBytes {
 			v = cutAtRune(v, maxFieldBytes)
 			cut = append(cut, f.name)
 		}
-		if v != "" {
-			m.AddField(f.name, v)
-		}
+		b.stringField(f.name, v)
 	}
 	if d.AlertPart.set {
-		m.AddField("alert_part", d.AlertPart.value)
+		b.intField("alert_part", d.AlertPart.value)
 	}
 	if d.ReportID.set {
-		m.AddField("report_id", d.ReportID.value)
+		b.intField("report_id", d.ReportID.value)
 	}
 	if d.RemediationIsSuccess.set {
-		m.AddField("remediation_is_success", d.RemediationIsSuccess.value)
+		b.boolField("remediation_is_success", d.RemediationIsSuccess.value)
 	}
 	if d.WasExecutingWhileDetected.set {
-		m.AddField("was_executing_while_detected", d.WasExecutingWhileDetected.value)
+		b.boolField("was_executing_while_detected", d.WasExecutingWhileDetected.value)
 	}
 	if !d.lastProcessed.IsZero() {
-		m.AddField("last_processed_time_utc", d.lastProcessed.Format(time.RFC3339Nano))
+		b.stringField("last_processed_time_utc", formatTimeAs(d.lastProcessed, d.LastProcessedTimeUtc))
 	}
 	if !d.alertAt.IsZero() {
-		m.AddField("alert_time", d.alertAt.Format(time.RFC3339Nano))
+		b.stringField("alert_time", formatTimeAs(d.alertAt, d.AlertTime))
 	}
-	return m, cut
+	return b.metric(), cut
 }
+
+// formatTimeAs formats t in RFC 3339 with nanoseconds, and returns sent,
+// the text t was parsed from, when that is already the same: the API's
+// times usually are, and a copy would cost an allocation.
+func formatTimeAs(t time.Time, sent string) string {
+	var buf [64]byte
+	formatted := t.AppendFormat(buf[:0], time.RFC3339Nano)
+	if string(formatted) == sent {
+		return sent
+	}
+	return string(formatted)
+}
+
+// metricBuilder collects the tags and fields of one metric and hands them
+// to metric.FromMetric, which copies them into a Telegraf metric of exactly
+// their size. Added one by one to a telegraf.Metric, each AddField compares
+// its key with every field before it and boxes a string value a second
+// time, and the field list grows by doubling: 106 allocations for a SIEM
+// detection instead of 67 (BenchmarkSIEMMetric). Builders are pooled, so
+// their own buffers are allocated once.
+type metricBuilder struct {
+	// telegraf.Metric is left nil: the builder is only ever the source of
+	// metric.FromMetric, which reads it through the methods below alone.
+	telegraf.Metric
+
+	name      string
+	tm        time.Time
+	tags      []telegraf.Tag // in key order, as a Telegraf metric keeps them
+	fields    []telegraf.Field
+	tagList   []*telegraf.Tag
+	fieldList []*telegraf.Field
+}
+
+var builderPool = sync.Pool{New: func() any { return new(metricBuilder) }}
+
+func newMetricBuilder(name string, tm time.Time) *metricBuilder {
+	b := builderPool.Get().(*metricBuilder)
+	b.name, b.tm = name, tm
+	return b
+}
+
+// tag adds a tag unless its value is empty; each key is added once.
+func (b *metricBuilder) tag(key, value string) {
+	if value == "" {
+		return
+	}
+	i := len(b.tags)
+	for i > 0 && b.tags[i-1].Key > key {
+		i--
+	}
+	b.tags = slices.Insert(b.tags, i, telegraf.Tag{Key: key, Value: value})
+}
+
+// countTags adds the tags that defender_alert and defender_alert_count
+// share.
+func (b *metricBuilder) countTags(k countKey) {
+	b.tag("severity", k.severity)
+	b.tag("category", k.category)
+	b.tag("machine_group", k.machineGroup)
+}
+
+// stringField adds a field unless its value is empty. Each key is added
+// once, and only with a type Telegraf keeps as it is (string, int64, bool).
+func (b *metricBuilder) stringField(key, value string) {
+	if value != "" {
+		b.fields = append(b.fields, telegraf.Field{Key: key, Value: value})
+	}
+}
+
+func (b *metricBuilder) intField(key string, value int64) {
+	b.fields = append(b.fields, telegraf.Field{Key: key, Value: value})
+}
+
+func (b *metricBuilder) boolField(key string, value bool) {
+	b.fields = append(b.fields, telegraf.Field{Key: key, Value: value})
+}
+
+// metric returns the Telegraf metric and puts the builder back in the pool,
+// holding no value of this metric.
+func (b *metricBuilder) metric() telegraf.Metric {
+	for i := range b.tags {
+		b.tagList = append(b.tagList, &b.tags[i])
+	}
+	for i := range b.fields {
+		b.fieldList = append(b.fieldList, &b.fields[i])
+	}
+	m := metric.FromMetric(b)
+	clear(b.tags)
+	clear(b.fields)
+	clear(b.tagList)
+	clear(b.fieldList)
+	b.tags, b.fields, b.tagList, b.fieldList = b.tags[:0], b.fields[:0], b.tagList[:0], b.fieldList[:0]
+	builderPool.Put(b)
+	return m
+}
+
+// Name is read by metric.FromMetric, as are Time, Type, TagList and
+// FieldList.
+func (b *metricBuilder) Name() string { return b.name }
+
+// Time is read by metric.FromMetric.
+func (b *metricBuilder) Time() time.Time { return b.tm }
+
+// Type is read by metric.FromMetric.
+func (*metricBuilder) Type() telegraf.ValueType { return telegraf.Untyped }
+
+// TagList is read by metric.FromMetric.
+func (b *metricBuilder) TagList() []*telegraf.Tag { return b.tagList }
+
+// FieldList is read by metric.FromMetric.
+func (b *metricBuilder) FieldList() []*telegraf.Field { return b.fieldList }
 
 // atTick keeps t to the APIs' resolution of 100 ns and puts n (mod 100) in
 // the nanoseconds below it. Databases that keep one point per series and
@@ -137,20 +248,6 @@ var alertStringFields = []struct {
 	{"incident_link_to_mtp", func(d *detection) string { return d.IncidentLinkToMTP }},
 }
 
-func addTag(m telegraf.Metric, key, value string) {
-	if value != "" {
-		m.AddTag(key, value)
-	}
-}
-
-// addCountTags adds the tags that defender_alert and defender_alert_count
-// share.
-func addCountTags(m telegraf.Metric, k countKey) {
-	addTag(m, "severity", k.severity)
-	addTag(m, "category", k.category)
-	addTag(m, "machine_group", k.machineGroup)
-}
-
 // countKey is one defender_alert_count series.
 type countKey struct {
 	severity, category, machineGroup string
@@ -160,10 +257,28 @@ type countKey struct {
 // defender_alert_count carry them.
 func countKeyOf(d *detection) countKey {
 	return countKey{
-		severity:     strings.ToLower(sanitize(d.Severity, maxTagBytes)),
+		severity:     lowerSeverity(sanitize(d.Severity, maxTagBytes)),
 		category:     sanitize(d.Category, maxTagBytes),
 		machineGroup: sanitize(d.MachineGroup, maxTagBytes),
 	}
+}
+
+// lowerSeverity is strings.ToLower, without its allocation for the
+// severities the SIEM API spells capitalised.
+func lowerSeverity(s string) string {
+	switch s {
+	case "Informational":
+		return "informational"
+	case "Low":
+		return "low"
+	case "Medium":
+		return "medium"
+	case "High":
+		return "high"
+	case "UnSpecified":
+		return "unspecified"
+	}
+	return strings.ToLower(s)
 }
 
 // alertCounter counts the detections one poll emitted per severity,
@@ -193,9 +308,10 @@ func (c *alertCounter) metrics(windowEnd, pollStart time.Time) []telegraf.Metric
 	ts := atTick(windowEnd, hashOf(pollStart.Format(time.RFC3339Nano)))
 	out := make([]telegraf.Metric, 0, len(c.order))
 	for _, k := range c.order {
-		m := metric.New(measurementCount, nil, map[string]interface{}{"count": c.counts[k]}, ts)
-		addCountTags(m, k)
-		out = append(out, m)
+		b := newMetricBuilder(measurementCount, ts)
+		b.countTags(k)
+		b.intField("count", c.counts[k])
+		out = append(out, b.metric())
 	}
 	return out
 }
