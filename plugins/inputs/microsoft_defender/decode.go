@@ -385,9 +385,10 @@ type bodyReader struct {
 	// What is left out of strings: the decoder's offset of each cut,
 	// with the bytes left out up to there, so that an offset in the
 	// decoder's input can be told as one in the body.
-	strings stringCutter
-	cuts    []stringCut
-	handed  int64 // handed to the decoder
+	strings    stringCutter
+	cuts       []stringCut
+	droppedRun int64 // left out since the last byte handed on
+	handed     int64 // handed to the decoder
 
 	tee      []byte
 	teeOn    bool
@@ -395,8 +396,8 @@ type bodyReader struct {
 	teeOver  bool
 }
 
-// stringCut is a cut at the decoder's offset at, after which dropped bytes
-// of the body in all were left out.
+// stringCut says that from the decoder's offset at on, dropped bytes of
+// the body in all were left out before.
 type stringCut struct {
 	at, dropped int64
 }
@@ -423,16 +424,18 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	}
 }
 
-func (b *bodyReader) startCut(i int) {
-	dropped := int64(0)
+// resume notes that the decoder's input goes on at the kept index i of
+// this read after bytes were left out.
+func (b *bodyReader) resume(i int) {
+	if b.droppedRun == 0 {
+		return
+	}
+	dropped := b.droppedRun
 	if len(b.cuts) > 0 {
-		dropped = b.cuts[len(b.cuts)-1].dropped
+		dropped += b.cuts[len(b.cuts)-1].dropped
 	}
 	b.cuts = append(b.cuts, stringCut{at: b.handed + int64(i), dropped: dropped})
-}
-
-func (b *bodyReader) dropped(n int) {
-	b.cuts[len(b.cuts)-1].dropped += int64(n)
+	b.droppedRun = 0
 }
 
 // inBody turns an offset in what the decoder read into one in the body.
@@ -447,8 +450,8 @@ func (b *bodyReader) inBody(offset int64) int64 {
 // cutWithin reports whether a string was cut between the decoder's offsets
 // from and to.
 func (b *bodyReader) cutWithin(from, to int64) bool {
-	i := sort.Search(len(b.cuts), func(i int) bool { return b.cuts[i].at >= from })
-	return i < len(b.cuts) && b.cuts[i].at < to
+	i := sort.Search(len(b.cuts), func(i int) bool { return b.cuts[i].at > from })
+	return i < len(b.cuts) && b.cuts[i].at <= to
 }
 
 // stringCutter follows JSON strings through a stream to cut each after
@@ -476,6 +479,9 @@ func (b *bodyReader) cutStrings(p []byte) int {
 	s := &b.strings
 	w, i := 0, 0
 	keepTo := func(j int) {
+		if j > i {
+			b.resume(w)
+		}
 		if w != i {
 			copy(p[w:], p[i:j])
 		}
@@ -493,8 +499,11 @@ func (b *bodyReader) cutStrings(p []byte) int {
 			s.inString, s.length, s.backslashes = true, 0, 0
 		case s.cutting:
 			if c, keep := s.step(p[i]); keep {
+				b.resume(w)
 				p[w] = c
 				w++
+			} else {
+				b.droppedRun++
 			}
 			i++
 		default:
@@ -507,7 +516,6 @@ func (b *bodyReader) cutStrings(p []byte) int {
 					s.length += y - i
 					keepTo(y)
 					s.cutting = true
-					b.startCut(w)
 					continue
 				}
 			}
@@ -529,9 +537,6 @@ func (b *bodyReader) cutStrings(p []byte) int {
 				s.inString = false
 			}
 		}
-	}
-	if n := len(p) - w; n > 0 {
-		b.dropped(n)
 	}
 	return w
 }
