@@ -184,7 +184,7 @@ func (rd *recordDecoder) unmarshalString(dec *jsontext.Decoder, s *string) error
 		} else {
 			// The decoder checked the string; what is not UTF-8 in it
 			// becomes U+FFFD, as in encoding/json, and is no error.
-			rd.values, _ = jsontext.AppendUnquote(rd.values, raw) //nolint:errcheck // as above
+			rd.values, _ = jsontext.AppendUnquote(rd.values, raw)
 		}
 		rd.assigns = append(rd.assigns, stringAssign{field: s, start: begin, end: len(rd.values)})
 	case 'n':
@@ -219,20 +219,30 @@ func (rd *recordDecoder) unmarshalRaw(dec *jsontext.Decoder, unmarshal func([]by
 	return nil
 }
 
+// openArray opens the array that is the field's value and returns where
+// it starts. For null, which leaves the field as it is, and any other
+// value, which does not fit (misfit, the reason), it reads the value and
+// returns false.
+func (rd *recordDecoder) openArray(dec *jsontext.Decoder, misfit string) (start int64, ok bool, err error) {
+	switch k := dec.PeekKind(); k {
+	case 'n', 0:
+		_, err := dec.ReadToken()
+		return 0, false, err
+	case '[':
+	default:
+		return 0, false, rd.misfit(k, misfit)
+	}
+	start = rd.valueStart()
+	_, err = dec.ReadToken()
+	return start, err == nil, err
+}
+
 // unmarshalStrings decodes mitreTechniques as encoding/json decodes into a
 // []string: null keeps what is there, and the elements of a repeated name
 // reuse the slice.
 func (rd *recordDecoder) unmarshalStrings(dec *jsontext.Decoder, v *[]string) error {
-	switch k := dec.PeekKind(); k {
-	case 'n', 0:
-		_, err := dec.ReadToken()
-		return err
-	case '[':
-	default:
-		return rd.misfit(k, "a JSON %s where an array of strings was expected")
-	}
-	start := rd.valueStart()
-	if _, err := dec.ReadToken(); err != nil {
+	start, ok, err := rd.openArray(dec, "a JSON %s where an array of strings was expected")
+	if !ok {
 		return err
 	}
 	// A copy, so that a value left out leaves the field as it was; null
@@ -293,20 +303,15 @@ const maxEvidenceTee = 4 * maxFieldBytes
 // Evidence that does not decode leaves the alert's evidence as it was.
 func (rd *recordDecoder) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMessage) error {
 	a := rd.alert
-	switch k := dec.PeekKind(); k {
-	case 'n', 0:
-		_, err := dec.ReadToken()
+	start, ok, err := rd.openArray(dec, "a JSON %s where an array was expected")
+	if !ok {
 		return err
-	case '[':
-	default:
-		return rd.misfit(k, "a JSON %s where an array was expected")
 	}
-	start := rd.valueStart()
-	rd.body.startTee(dec.UnreadBuffer()[start-dec.InputOffset():], maxEvidenceTee)
+	// From the opening bracket: what follows it is what the decoder has
+	// buffered, then what it reads.
+	rd.body.startTee([]byte{'['}, maxEvidenceTee)
+	rd.body.copyToTee(dec.UnreadBuffer())
 	defer rd.body.stopTee()
-	if _, err := dec.ReadToken(); err != nil {
-		return err
-	}
 	var device deviceEvidence
 	found := false
 	var problem string
@@ -393,7 +398,6 @@ type bodyReader struct {
 	tee      []byte
 	teeOn    bool
 	teeLimit int
-	teeOver  bool
 }
 
 // stringCut says that from the decoder's offset at on, dropped bytes of
@@ -602,16 +606,16 @@ func (s *stringCutter) malformed(byte) (byte, bool) {
 	return 0, true
 }
 
-// startTee starts copying the value that begins buffered, what the decoder
-// read from the body but has not consumed, keeping at most limit bytes.
-func (b *bodyReader) startTee(buffered []byte, limit int) {
-	b.tee, b.teeOn, b.teeLimit, b.teeOver = b.tee[:0], true, limit, false
-	b.copyToTee(buffered)
+// startTee starts copying what the reader hands on, after first, keeping
+// at most limit bytes.
+func (b *bodyReader) startTee(first []byte, limit int) {
+	b.tee, b.teeOn, b.teeLimit = b.tee[:0], true, limit
+	b.copyToTee(first)
 }
 
 func (b *bodyReader) copyToTee(p []byte) {
 	if room := b.teeLimit - len(b.tee); len(p) > room {
-		p, b.teeOver = p[:max(room, 0)], true
+		p = p[:max(room, 0)]
 	}
 	b.tee = append(b.tee, p...)
 }
