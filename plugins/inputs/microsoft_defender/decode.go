@@ -184,7 +184,7 @@ func (rd *recordDecoder) unmarshalString(dec *jsontext.Decoder, s *string) error
 		} else {
 			// The decoder checked the string; what is not UTF-8 in it
 			// becomes U+FFFD, as in encoding/json, and is no error.
-			rd.values, _ = jsontext.AppendUnquote(rd.values, raw)
+			rd.values, _ = jsontext.AppendUnquote(rd.values, raw) //nolint:errcheck // its error says only that U+FFFD replaced invalid UTF-8
 		}
 		rd.assigns = append(rd.assigns, stringAssign{field: s, start: begin, end: len(rd.values)})
 	case 'n':
@@ -570,6 +570,11 @@ func trailingBackslashes(p []byte) int {
 	return n
 }
 
+// malformedEscape is what the decoder is given for the malformed byte of
+// an escape that is left out: a control character, which no string may
+// hold, so that the answer fails there as it would whole.
+const malformedEscape = 0
+
 // step takes the byte c of a string that is being cut and returns what
 // the decoder is given for it, if anything.
 func (s *stringCutter) step(c byte) (byte, bool) {
@@ -581,13 +586,13 @@ func (s *stringCutter) step(c byte) (byte, bool) {
 			s.escape = 4
 		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 		default:
-			return s.malformed(c)
+			return malformedEscape, true
 		}
 	case s.escape > 0:
 		s.escape--
 		if !isHexDigit(c) {
 			s.escape = 0
-			return s.malformed(c)
+			return malformedEscape, true
 		}
 	case c == '"':
 		s.inString, s.cutting = false, false
@@ -598,12 +603,6 @@ func (s *stringCutter) step(c byte) (byte, bool) {
 		s.escape = -1
 	}
 	return c, false
-}
-
-// malformed is what the decoder is given for the malformed byte c of an
-// escape that is left out: a control character, which no string may hold.
-func (s *stringCutter) malformed(byte) (byte, bool) {
-	return 0, true
 }
 
 // startTee starts copying what the reader hands on, after first, keeping
