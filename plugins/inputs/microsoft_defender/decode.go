@@ -501,6 +501,14 @@ func (b *bodyReader) cutStrings(p []byte) int {
 			}
 			keepTo(i + q + 1)
 			s.inString, s.length, s.backslashes = true, 0, 0
+		case s.cutting && s.escape == 0 && !cutStop[p[i]]:
+			// Content left out, up to what must be looked at.
+			j := i + 1
+			for j < len(p) && !cutStop[p[j]] {
+				j++
+			}
+			b.droppedRun += int64(j - i)
+			i = j
 		case s.cutting:
 			if c, keep := s.step(p[i]); keep {
 				b.resume(w)
@@ -574,6 +582,16 @@ func trailingBackslashes(p []byte) int {
 // an escape that is left out: a control character, which no string may
 // hold, so that the answer fails there as it would whole.
 const malformedEscape = 0
+
+// cutStop marks the bytes of a string being cut that step must look at:
+// the quote, the backslash and the control characters.
+var cutStop = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
 
 // step takes the byte c of a string that is being cut and returns what
 // the decoder is given for it, if anything.
