@@ -368,13 +368,13 @@ func (rd *recordDecoder) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawM
 	return nil
 }
 
-// maxStringBytes bounds what the decoder holds of one JSON string: a
-// jsontext.Decoder holds each token whole, and an answer may hold a string
-// of a hundred megabytes (Graph evidence: a process command line). A string
-// is cut, by bodyReader, once it holds more than this many bytes
-// unescaped, at the start of a character; nothing the plugin emits changes,
-// since a string field is cut to maxFieldBytes anyway and evidence with a
-// string that long is too long to be emitted (graphAlert.metric).
+// maxStringBytes bounds what the decoder holds of one JSON string of a
+// Graph answer: a jsontext.Decoder holds each token whole, and an alert's
+// evidence may hold a string of a hundred megabytes (a process command
+// line). bodyReader cuts a string after this many bytes as they came, at
+// the start of a character outside an escape. Nothing the plugin emits
+// changes: string fields are cut to maxFieldBytes anyway, and evidence
+// with a string that long is too long to be emitted (graphAlert.metric).
 const maxStringBytes = 2 * maxFieldBytes
 
 // bodyReader counts what the decoder read from the body and keeps the

@@ -26,7 +26,7 @@ func hugeKnownEvidencePage(size int64) io.Reader {
 }
 
 // memory must not grow with the evidence's size (BENCHMARKS.md:
-// 0.29 MB per 100 MB alert). It does when the bytes sit under a key the
+// 0.51 MB per 100 MB alert). It did when the bytes sit under a key the
 // evidence decoder knows, in any evidence, even after the device evidence
 // it wants was found.
 func TestHugeEvidenceAfterTheDeviceIsNotHeld(t *testing.T) {
