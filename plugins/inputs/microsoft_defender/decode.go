@@ -481,6 +481,9 @@ type stringCutter struct {
 // over at the speed of bytes.IndexByte.
 func (b *bodyReader) cutStrings(p []byte) int {
 	s := &b.strings
+	if s.passOver(p) {
+		return len(p)
+	}
 	w, i := 0, 0
 	keepTo := func(j int) {
 		if j > i {
@@ -551,6 +554,88 @@ func (b *bodyReader) cutStrings(p []byte) int {
 		}
 	}
 	return w
+}
+
+// passOver follows p whole and reports true when it holds nothing to cut,
+// as most reads do: when no string can reach maxStringBytes in it (p is
+// shorter than that, so only one open before it can, which the first
+// quote that closes it tells). Quotes open or close strings but where a
+// backslash escapes them, which only \" can show; a few passes of bytes'
+// assembly over p cost less than a look at each string.
+func (s *stringCutter) passOver(p []byte) bool {
+	if s.cutting || len(p) == 0 || len(p) > maxStringBytes {
+		return false
+	}
+	// The escaped quotes, few or none: a quote after an odd run of
+	// backslashes, which may go on from the read before.
+	var escaped []int
+	for from := 0; ; {
+		j := bytes.Index(p[from:], []byte(`\"`))
+		if j < 0 {
+			break
+		}
+		j += from + 1 // the quote
+		run := trailingBackslashes(p[:j])
+		if run == j && s.inString {
+			run += s.backslashes
+		}
+		if run%2 == 1 {
+			escaped = append(escaped, j)
+		}
+		from = j
+	}
+	if s.inString && s.backslashes%2 == 1 && p[0] == '"' {
+		escaped = append([]int{0}, escaped...)
+	}
+	isEscaped := func(j int) bool {
+		for _, e := range escaped {
+			if e == j {
+				return true
+			}
+		}
+		return false
+	}
+	// The first and last quotes that open or close a string.
+	first := -1
+	for from := 0; from < len(p); {
+		j := bytes.IndexByte(p[from:], '"')
+		if j < 0 {
+			break
+		}
+		if j += from; !isEscaped(j) {
+			first = j
+			break
+		}
+		from = j + 1
+	}
+	if first < 0 {
+		if s.inString {
+			if s.length+len(p) >= maxStringBytes {
+				return false
+			}
+			s.length += len(p)
+			if n := trailingBackslashes(p); n < len(p) {
+				s.backslashes = n
+			} else {
+				s.backslashes += n
+			}
+		}
+		return true
+	}
+	if s.inString && s.length+first >= maxStringBytes {
+		return false
+	}
+	if (bytes.Count(p, []byte{'"'})-len(escaped))%2 == 1 {
+		s.inString = !s.inString
+	}
+	if s.inString {
+		last := len(p) - 1
+		for ; last > first && (p[last] != '"' || isEscaped(last)); last-- {
+		}
+		s.length = len(p) - 1 - last
+		s.backslashes = trailingBackslashes(p[last+1:])
+	}
+	return true
 }
 
 // safeCut finds, from the index from on, where a string may be cut: at

@@ -1,8 +1,10 @@
 package microsoft_defender
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"runtime"
 	"strings"
 	"testing"
@@ -132,5 +134,65 @@ func TestCutStringsStayChecked(t *testing.T) {
 			_, err := decodeGraphPage(strings.NewReader(body), func(*graphAlert) bool { return true })
 			require.ErrorContains(t, err, fmt.Sprintf("alert 0: invalid JSON at byte %d: invalid character ", strings.LastIndex(body, tt.bad)+tt.at))
 		})
+	}
+}
+
+// The cutter tells strings as the decoder does, whatever the reads: at the
+// end of each read it is inside a string exactly when a byte-by-byte
+// lexer is, and strings shorter than maxStringBytes pass unchanged.
+func TestStringCutterFollowsStrings(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pieces := []string{`a`, `\\`, `\"`, `\\\"`, `\\\\`, `\u00e9`, `\n`, `é`}
+	for round := range 40 {
+		var doc bytes.Buffer
+		for doc.Len() < 150000 {
+			doc.WriteString(`,"`)
+			for range rng.IntN(40) {
+				doc.WriteString(pieces[rng.IntN(len(pieces))])
+			}
+			doc.WriteString(`":[1,true]`)
+		}
+		input := doc.Bytes()
+		body := &bodyReader{r: bytes.NewReader(input), cutting: true}
+		var out []byte
+		var lex stringLexer
+		read := 0
+		// Reads longer than maxStringBytes are followed string by string.
+		buf := make([]byte, 1+rng.IntN(300))
+		if round%2 == 1 {
+			buf = make([]byte, maxStringBytes+1+rng.IntN(40000))
+		}
+		for {
+			n, err := body.Read(buf[:1+rng.IntN(len(buf))])
+			out = append(out, buf[:n]...)
+			lex.feed(input[read:body.n])
+			read = int(body.n)
+			require.Equal(t, lex.in, body.strings.inString, "round %d at byte %d", round, body.n)
+			if err != nil {
+				break
+			}
+		}
+		require.Equal(t, input, out, "round %d", round)
+	}
+}
+
+// stringLexer follows JSON strings byte by byte: in tells whether what it
+// was fed ends inside one.
+type stringLexer struct {
+	in, escape bool
+}
+
+func (l *stringLexer) feed(p []byte) {
+	for _, c := range p {
+		switch {
+		case !l.in:
+			l.in = c == '"'
+		case l.escape:
+			l.escape = false
+		case c == '\\':
+			l.escape = true
+		case c == '"':
+			l.in = false
+		}
 	}
 }
