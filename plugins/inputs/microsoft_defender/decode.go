@@ -620,7 +620,8 @@ func (s *stringCutter) passOver(p []byte) bool {
 	}
 	if s.inString {
 		last := len(p) - 1
-		for ; last > first && (p[last] != '"' || isEscaped(last)); last-- {
+		for last > first && (p[last] != '"' || isEscaped(last)) {
+			last--
 		}
 		s.length = len(p) - 1 - last
 		s.backslashes = trailingBackslashes(p[last+1:])
