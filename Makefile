@@ -74,7 +74,7 @@ PLUGIN       := ./plugins/inputs/microsoft_defender
 # package:target
 FUZZ_TARGETS := $(PLUGIN):FuzzDecodeDetections $(PLUGIN):FuzzTokenResponse \
                 $(PLUGIN):FuzzEscapedSecrets \
-                $(PLUGIN):FuzzDecodeGraphPage $(PLUGIN)/jsonstream:FuzzReaderMatchesEncodingJSON
+                $(PLUGIN):FuzzDecodeGraphPage
 FUZZTIME     ?= 2m
 
 # The OpenSearch tests run after the others: a JVM starting beside the

@@ -2,14 +2,11 @@ package microsoft_defender
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 	"strconv"
 	"time"
-
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/jsonstream"
 )
 
 // detection is one SIEM API detection. It decodes all three payload
@@ -76,62 +73,6 @@ type detection struct {
 	cursorAt time.Time
 	issues   recordProblems
 }
-
-// detectionFields maps every key of detection's json tags to its field
-// (TestDetectionFieldsMatchTags keeps the two in step).
-var detectionFields = newObjectFields("detection", map[string]objectField[detection]{
-	"AlertTime":                 {str: func(d *detection) *string { return &d.AlertTime }},
-	"ComputerDnsName":           {str: func(d *detection) *string { return &d.ComputerDNSName }},
-	"AlertTitle":                {str: func(d *detection) *string { return &d.AlertTitle }},
-	"Category":                  {str: func(d *detection) *string { return &d.Category }},
-	"Severity":                  {str: func(d *detection) *string { return &d.Severity }},
-	"AlertId":                   {str: func(d *detection) *string { return &d.AlertID }},
-	"Actor":                     {str: func(d *detection) *string { return &d.Actor }},
-	"LinkToWDATP":               {str: func(d *detection) *string { return &d.LinkToWDATP }},
-	"IocName":                   {str: func(d *detection) *string { return &d.IocName }},
-	"IocValue":                  {str: func(d *detection) *string { return &d.IocValue }},
-	"CreatorIocName":            {str: func(d *detection) *string { return &d.CreatorIocName }},
-	"CreatorIocValue":           {str: func(d *detection) *string { return &d.CreatorIocValue }},
-	"Sha1":                      {str: func(d *detection) *string { return &d.Sha1 }},
-	"FileName":                  {str: func(d *detection) *string { return &d.FileName }},
-	"FilePath":                  {str: func(d *detection) *string { return &d.FilePath }},
-	"IpAddress":                 {str: func(d *detection) *string { return &d.IPAddress }},
-	"Url":                       {str: func(d *detection) *string { return &d.URL }},
-	"IoaDefinitionId":           {str: func(d *detection) *string { return &d.IoaDefinitionID }},
-	"IoaDefinitiondId":          {str: func(d *detection) *string { return &d.IoaDefinitiondID }},
-	"UserName":                  {str: func(d *detection) *string { return &d.UserName }},
-	"AlertPart":                 {raw: func(d *detection, b []byte) error { return d.AlertPart.UnmarshalJSON(b) }},
-	"FullId":                    {str: func(d *detection) *string { return &d.FullID }},
-	"LastProcessedTimeUtc":      {str: func(d *detection) *string { return &d.LastProcessedTimeUtc }},
-	"ThreatCategory":            {str: func(d *detection) *string { return &d.ThreatCategory }},
-	"ThreatFamily":              {str: func(d *detection) *string { return &d.ThreatFamily }},
-	"ThreatName":                {str: func(d *detection) *string { return &d.ThreatName }},
-	"RemediationAction":         {str: func(d *detection) *string { return &d.RemediationAction }},
-	"RemediationIsSuccess":      {raw: func(d *detection, b []byte) error { return d.RemediationIsSuccess.UnmarshalJSON(b) }},
-	"Source":                    {str: func(d *detection) *string { return &d.Source }},
-	"Md5":                       {str: func(d *detection) *string { return &d.Md5 }},
-	"Sha256":                    {str: func(d *detection) *string { return &d.Sha256 }},
-	"WasExecutingWhileDetected": {raw: func(d *detection, b []byte) error { return d.WasExecutingWhileDetected.UnmarshalJSON(b) }},
-	"UserDomain":                {str: func(d *detection) *string { return &d.UserDomain }},
-	"LogOnUsers":                {str: func(d *detection) *string { return &d.LogOnUsers }},
-	"MachineDomain":             {str: func(d *detection) *string { return &d.MachineDomain }},
-	"MachineName":               {str: func(d *detection) *string { return &d.MachineName }},
-	"InternalIPv4List":          {str: func(d *detection) *string { return &d.InternalIPv4List }},
-	"InternalIPv6List":          {str: func(d *detection) *string { return &d.InternalIPv6List }},
-	"FileHash":                  {str: func(d *detection) *string { return &d.FileHash }},
-	"DeviceID":                  {str: func(d *detection) *string { return &d.DeviceID }},
-	"MachineGroup":              {str: func(d *detection) *string { return &d.MachineGroup }},
-	"Description":               {str: func(d *detection) *string { return &d.Description }},
-	"DeviceCreatedMachineTags":  {str: func(d *detection) *string { return &d.DeviceCreatedMachineTags }},
-	"CloudCreatedMachineTags":   {str: func(d *detection) *string { return &d.CloudCreatedMachineTags }},
-	"CommandLine":               {str: func(d *detection) *string { return &d.CommandLine }},
-	"IncidentLinkToWDATP":       {str: func(d *detection) *string { return &d.IncidentLinkToWDATP }},
-	"ReportID":                  {raw: func(d *detection, b []byte) error { return d.ReportID.UnmarshalJSON(b) }},
-	"LinkToMTP":                 {str: func(d *detection) *string { return &d.LinkToMTP }},
-	"IncidentLinkToMTP":         {str: func(d *detection) *string { return &d.IncidentLinkToMTP }},
-	"ExternalId":                {str: func(d *detection) *string { return &d.ExternalID }},
-	"IocUniqueId":               {str: func(d *detection) *string { return &d.IocUniqueID }},
-})
 
 // identity is the detection's deduplication key: FullId, or AlertId and
 // IocUniqueId when FullId is absent (they are equal in every known sample).
@@ -269,30 +210,31 @@ func truncate(s string, n int) string {
 }
 
 // detectionDecoder streams a JSON array of detections one at a time, so
-// memory does not grow with the size of the response, and decodes each as
-// encoding/json would, without reflection (see decodeObject).
+// memory does not grow with the size of the response.
 type detectionDecoder struct {
-	r       *jsonstream.Reader
-	objects objectDecoder
-	index   int  // of the next detection
-	done    bool // the closing bracket was read
+	rd    *recordDecoder
+	index int  // of the next detection
+	done  bool // the closing bracket was read
 }
 
-// readBufferSize is what the decoder reads from the connection at a time.
-const readBufferSize = 64 * 1024
-
 func newDetectionDecoder(body io.Reader) (*detectionDecoder, error) {
-	r := jsonstream.NewReader(body, readBufferSize)
-	c, err := r.NextByte()
-	if err != nil {
-		return nil, fmt.Errorf("response is not a JSON array: %w", explainRead(err, r))
+	// A detection is held whole, however long its strings: no answer
+	// holds more than max_body_size.
+	rd := newRecordDecoder(body, false)
+	k := rd.dec.PeekKind()
+	if k == '[' {
+		if _, err := rd.dec.ReadToken(); err != nil {
+			return nil, fmt.Errorf("response is not a JSON array: %w", rd.explain(err))
+		}
+		return &detectionDecoder{rd: rd}, nil
 	}
-	if c == '[' {
-		return &detectionDecoder{r: r, objects: objectDecoder{r: r}}, nil
+	if k == 0 {
+		_, err := rd.dec.ReadToken()
+		return nil, fmt.Errorf("response is not a JSON array: %w", rd.explain(err))
 	}
-	start, err := describeStart(r, c)
+	start, err := rd.describeStart(k)
 	if err != nil {
-		return nil, fmt.Errorf("response is not a JSON array: %w", explainRead(err, r))
+		return nil, fmt.Errorf("response is not a JSON array: %w", rd.explain(err))
 	}
 	return nil, fmt.Errorf("response is not a JSON array of detections: it starts with %s", start)
 }
@@ -303,40 +245,38 @@ func (dd *detectionDecoder) next(d *detection) error {
 	if dd.done {
 		return io.EOF
 	}
-	c, err := dd.r.NextByte()
-	if err != nil {
-		return dd.afterError(explainRead(err, dd.r), err)
-	}
-	if c == ']' {
-		return dd.end()
-	}
-	if dd.index > 0 {
-		switch c {
-		case ',':
-			if c, err = dd.r.NextByte(); err != nil {
-				return fmt.Errorf("detection %d: %w", dd.index, explainRead(err, dd.r))
-			}
-		default:
-			err := dd.r.ExpectedArraySeparator(c)
-			return dd.afterError(explainRead(err, dd.r), err)
+	rd := dd.rd
+	switch k := rd.dec.PeekKind(); k {
+	case ']':
+		if _, err := rd.dec.ReadToken(); err != nil {
+			return dd.afterError(err)
 		}
+		return dd.end()
+	case 0:
+		_, err := rd.dec.ReadToken()
+		return dd.afterError(err)
+	case '{', 'n':
+	default:
+		i := dd.index
+		dd.index++
+		*d = detection{}
+		d.issues.noun, d.issues.index, d.issues.offset = "detection", i, rd.body.inBody(rd.valueStart())
+		if err := rd.dec.SkipValue(); err != nil {
+			return rd.recordError(err, "detection %d", i)
+		}
+		d.issues.skip = (&notObjectError{kind: kindName(k), noun: "detection"}).Error()
+		return nil
 	}
 	i := dd.index
 	dd.index++
 	*d = detection{}
-	d.issues.noun, d.issues.index, d.issues.offset = "detection", i, dd.r.Offset()-1
-	var notObject *notObjectError
-	err = decodeObject(&dd.objects, c, d, detectionFields)
-	switch {
-	case errors.As(err, &notObject):
-		d.issues.skip = notObject.Error()
-		return nil
-	case err != nil:
-		return recordError(fmt.Errorf("detection %d: %w", i, explainRead(err, dd.r)), err)
+	start := rd.valueStart()
+	d.issues.noun, d.issues.index, d.issues.offset = "detection", i, rd.body.inBody(start)
+	problems, err := rd.object(d, start, detectionNames)
+	if err != nil {
+		return rd.recordError(err, "detection %d", i)
 	}
-	if len(dd.objects.problems) > 0 {
-		d.issues.invalid = append([]fieldProblem(nil), dd.objects.problems...)
-	}
+	d.issues.invalid = problems
 	d.validate()
 	return nil
 }
@@ -346,58 +286,16 @@ func (dd *detectionDecoder) next(d *detection) error {
 // trusted whole.
 func (dd *detectionDecoder) end() error {
 	dd.done = true
-	if err := dd.r.ExpectEnd(); err != nil {
-		return fmt.Errorf("after the closing bracket: %w", explainRead(err, dd.r))
+	if err := dd.rd.expectEnd(); err != nil {
+		return fmt.Errorf("after the closing bracket: %w", err)
 	}
 	return io.EOF
 }
 
 // afterError places an error found between detections.
-func (dd *detectionDecoder) afterError(explained, cause error) error {
+func (dd *detectionDecoder) afterError(err error) error {
 	if dd.index == 0 {
-		return fmt.Errorf("after the opening bracket: %w", explained)
+		return fmt.Errorf("after the opening bracket: %w", dd.rd.explain(err))
 	}
-	return recordError(fmt.Errorf("after detection %d: %w", dd.index-1, explained), cause)
-}
-
-// recordSyntaxError is malformed JSON inside the array of detections: in
-// one detection or between two. Unlike an answer cut short, it comes back
-// when the same detections are asked for again.
-type recordSyntaxError struct {
-	err error
-}
-
-func (e *recordSyntaxError) Error() string {
-	return e.err.Error()
-}
-
-func (e *recordSyntaxError) Unwrap() error {
-	return e.err
-}
-
-// recordError marks explained as a recordSyntaxError when cause, the
-// reader's error, is malformed JSON.
-func recordError(explained, cause error) error {
-	var syntaxErr *jsonstream.SyntaxError
-	if errors.As(cause, &syntaxErr) {
-		return &recordSyntaxError{err: explained}
-	}
-	return explained
-}
-
-// explainRead turns an error of the JSON reader into what went wrong: the
-// body's own read error, a truncated answer, or malformed JSON with its
-// position.
-func explainRead(err error, r *jsonstream.Reader) error {
-	var syntaxErr *jsonstream.SyntaxError
-	switch {
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("%w at byte %d: the connection closed before the announced length", errTruncated, r.Offset())
-	case errors.Is(err, jsonstream.ErrEndOfInput):
-		return fmt.Errorf("%w at byte %d", errTruncated, r.Offset())
-	case errors.As(err, &syntaxErr):
-		// Not wrapped, so that explaining an explained error changes nothing.
-		return fmt.Errorf("invalid JSON at byte %d: %s", syntaxErr.Offset, syntaxErr.Error())
-	}
-	return err
+	return dd.rd.recordError(err, "after detection %d", dd.index-1)
 }

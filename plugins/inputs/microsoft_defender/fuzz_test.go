@@ -114,8 +114,8 @@ func decodeWithEncodingJSON(data []byte) ([]detection, error) {
 }
 
 // membersWithEncodingJSON decodes raw, one element of an item array, into v
-// as decodeObject promises to: member by member with encoding/json, a member
-// that does not decode leaving v as it was. It returns how many members were
+// as recordDecoder.object promises to: member by member with encoding/json,
+// a member that does not decode leaving v as it was. It returns how many members were
 // left out, and whether raw is no object (null is an empty one). clone
 // deep-copies a T, so that a failed member cannot change what it restores.
 func membersWithEncodingJSON[T any](raw []byte, v *T, clone func(T) T,
@@ -388,9 +388,9 @@ func validateWithEncodingJSON(a *graphAlert) {
 	a.validate()
 }
 
-// evidenceWithEncodingJSON is graphAlert.readEvidence with encoding/json:
-// null keeps what was there, evidence that does not decode too, and the
-// array is kept as it came while short enough to be emitted.
+// evidenceWithEncodingJSON is recordDecoder.unmarshalEvidence with
+// encoding/json: null keeps what was there, evidence that does not decode
+// too, and the array is kept as it came while short enough to be emitted.
 func evidenceWithEncodingJSON(a *graphAlert, key string, value json.RawMessage) (handled, ok bool) {
 	if !strings.EqualFold(key, "evidence") {
 		return false, true

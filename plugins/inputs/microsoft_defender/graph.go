@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/jsonstream"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // graphCloud is one national cloud of Microsoft Graph: where its API and
@@ -230,92 +230,6 @@ type deviceEvidence struct {
 	RbacGroupName string `json:"rbacGroupName"`
 }
 
-// graphAlertFields maps every key of graphAlert's json tags to its field.
-var graphAlertFields = newObjectFields("alert", map[string]objectField[graphAlert]{
-	"id":                    {str: func(a *graphAlert) *string { return &a.ID }},
-	"providerAlertId":       {str: func(a *graphAlert) *string { return &a.ProviderAlertID }},
-	"incidentId":            {str: func(a *graphAlert) *string { return &a.IncidentID }},
-	"tenantId":              {str: func(a *graphAlert) *string { return &a.TenantID }},
-	"status":                {str: func(a *graphAlert) *string { return &a.Status }},
-	"severity":              {str: func(a *graphAlert) *string { return &a.Severity }},
-	"classification":        {str: func(a *graphAlert) *string { return &a.Classification }},
-	"determination":         {str: func(a *graphAlert) *string { return &a.Determination }},
-	"serviceSource":         {str: func(a *graphAlert) *string { return &a.ServiceSource }},
-	"detectionSource":       {str: func(a *graphAlert) *string { return &a.DetectionSource }},
-	"detectorId":            {str: func(a *graphAlert) *string { return &a.DetectorID }},
-	"category":              {str: func(a *graphAlert) *string { return &a.Category }},
-	"title":                 {str: func(a *graphAlert) *string { return &a.Title }},
-	"description":           {str: func(a *graphAlert) *string { return &a.Description }},
-	"recommendedActions":    {str: func(a *graphAlert) *string { return &a.RecommendedActions }},
-	"alertWebUrl":           {str: func(a *graphAlert) *string { return &a.AlertWebURL }},
-	"incidentWebUrl":        {str: func(a *graphAlert) *string { return &a.IncidentWebURL }},
-	"actorDisplayName":      {str: func(a *graphAlert) *string { return &a.ActorDisplayName }},
-	"threatDisplayName":     {str: func(a *graphAlert) *string { return &a.ThreatDisplayName }},
-	"threatFamilyName":      {str: func(a *graphAlert) *string { return &a.ThreatFamilyName }},
-	"mitreTechniques":       {raw: (*graphAlert).setMitreTechniques},
-	"assignedTo":            {str: func(a *graphAlert) *string { return &a.AssignedTo }},
-	"createdDateTime":       {str: func(a *graphAlert) *string { return &a.CreatedDateTime }},
-	"lastUpdateDateTime":    {str: func(a *graphAlert) *string { return &a.LastUpdateDateTime }},
-	"resolvedDateTime":      {str: func(a *graphAlert) *string { return &a.ResolvedDateTime }},
-	"firstActivityDateTime": {str: func(a *graphAlert) *string { return &a.FirstActivityDateTime }},
-	"lastActivityDateTime":  {str: func(a *graphAlert) *string { return &a.LastActivityDateTime }},
-	"evidence":              {stream: (*graphAlert).readEvidence},
-})
-
-// deviceEvidenceFields maps every key of deviceEvidence's json tags to its
-// field.
-var deviceEvidenceFields = newObjectFields("evidence", map[string]objectField[deviceEvidence]{
-	"@odata.type":   {str: func(e *deviceEvidence) *string { return &e.Type }},
-	"deviceDnsName": {str: func(e *deviceEvidence) *string { return &e.DeviceDNSName }},
-	"mdeDeviceId":   {str: func(e *deviceEvidence) *string { return &e.MdeDeviceID }},
-	"rbacGroupName": {str: func(e *deviceEvidence) *string { return &e.RbacGroupName }},
-})
-
-// setMitreTechniques decodes the raw mitreTechniques as encoding/json
-// decodes into a []string: null keeps what is there, and the elements of a
-// repeated key reuse the slice.
-func (a *graphAlert) setMitreTechniques(raw []byte) error {
-	r := jsonstream.NewBytesReader(raw)
-	c, err := r.NextByte()
-	if err != nil || c == 'n' {
-		return err
-	}
-	if c != '[' {
-		return fmt.Errorf("a JSON %s where an array of strings was expected", jsonstream.Kind(c))
-	}
-	// A copy, so that a value left out leaves the field as it was; null
-	// elements keep what an earlier array had there, as in encoding/json.
-	techniques := append([]string(nil), a.MitreTechniques...)[:0]
-	var typeErr error
-	err = readArray(r, func(i int, c byte) error {
-		if i < cap(techniques) {
-			techniques = techniques[:i+1]
-		} else {
-			techniques = append(techniques, "")
-		}
-		switch c {
-		case '"':
-			s, err := r.AppendString(nil)
-			techniques[i] = string(s)
-			return err
-		case 'n':
-			return r.Skip(c, 0)
-		}
-		if typeErr == nil {
-			typeErr = fmt.Errorf("element %d: JSON %s where a string was expected", i, jsonstream.Kind(c))
-		}
-		return r.Skip(c, 0)
-	})
-	if err != nil || typeErr != nil {
-		return errors.Join(err, typeErr)
-	}
-	if len(techniques) == 0 {
-		techniques = make([]string, 0)
-	}
-	a.MitreTechniques = techniques
-	return nil
-}
-
 // validate parses the timestamps and the evidence. Values that do not fit
 // are left out; an alert without an id cannot be told apart from others and
 // is skipped.
@@ -326,70 +240,6 @@ func (a *graphAlert) validate() {
 	}
 	a.lastUpdate = a.issues.parseTime("lastUpdateDateTime", a.LastUpdateDateTime)
 	a.created = a.issues.parseTime("createdDateTime", a.CreatedDateTime)
-}
-
-// maxEvidenceTee bounds the evidence kept as it came, whitespace included,
-// for the evidence field: compacted, at most maxFieldBytes are emitted
-// (graphAlert.metric).
-const maxEvidenceTee = 4 * maxFieldBytes
-
-// readEvidence reads the evidence array from the stream: it counts the
-// evidence, keeps the first device evidence, and keeps the array itself
-// only while it is short enough to be emitted, so that an alert with
-// megabytes of evidence costs no more memory than one without. Evidence
-// that does not decode leaves the alert's evidence as it was.
-func (a *graphAlert) readEvidence(r *jsonstream.Reader, c byte) (problem, err error) {
-	if c == 'n' {
-		return nil, r.Skip(c, 1)
-	}
-	if c != '[' {
-		if err := r.Skip(c, 1); err != nil {
-			return nil, err
-		}
-		return fmt.Errorf("a JSON %s where an array was expected", jsonstream.Kind(c)), nil
-	}
-	r.StartTee(nil, maxEvidenceTee)
-	objects := objectDecoder{r: r}
-	var device deviceEvidence
-	found := false
-	count := 0
-	err = readArray(r, func(i int, c byte) error {
-		count++
-		if found {
-			// Only the first device evidence is used: the rest is counted,
-			// not held.
-			return r.Skip(c, 1)
-		}
-		var e deviceEvidence
-		if err := decodeObject(&objects, c, &e, deviceEvidenceFields); err != nil {
-			var notObject *notObjectError
-			if !errors.As(err, &notObject) {
-				return err
-			}
-			if problem == nil {
-				problem = fmt.Errorf("evidence %d: %w", i, err)
-			}
-			return nil
-		}
-		if len(objects.problems) > 0 && problem == nil {
-			problem = fmt.Errorf("evidence %d: field %s", i, objects.problems[0])
-		}
-		if !found && e.Type == "#microsoft.graph.security.deviceEvidence" {
-			device, found = e, true
-		}
-		return nil
-	})
-	raw, whole := r.StopTee()
-	if err != nil || problem != nil {
-		return problem, err
-	}
-	// Kept as it came: it is compacted only if it is emitted (metric).
-	a.evidenceCount, a.device, a.evidenceLeftOut = count, device, !whole
-	a.Evidence = nil
-	if whole {
-		a.Evidence = raw
-	}
-	return nil, nil
 }
 
 func (a *graphAlert) identity() string {
@@ -427,60 +277,87 @@ type graphPageMeta struct {
 // "@odata.nextLink": ..., "@odata.count": ...} in any key order, to handle
 // until it returns false, and returns the next page's link and the count.
 func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (graphPageMeta, error) {
-	r := jsonstream.NewReader(body, readBufferSize)
-	c, err := r.NextByte()
-	if err != nil {
-		return graphPageMeta{}, fmt.Errorf("response is not a JSON object: %w", explainRead(err, r))
-	}
-	if c != '{' {
-		start, err := describeStart(r, c)
+	// An alert's evidence may hold strings of any length, which the
+	// plugin never emits: they are cut (maxStringBytes).
+	rd := newRecordDecoder(body, true)
+	dec := rd.dec
+	switch k := dec.PeekKind(); k {
+	case '{':
+	case 0:
+		_, err := dec.ReadToken()
+		return graphPageMeta{}, fmt.Errorf("response is not a JSON object: %w", rd.explain(err))
+	default:
+		start, err := rd.describeStart(k)
 		if err != nil {
-			return graphPageMeta{}, fmt.Errorf("response is not a JSON object: %w", explainRead(err, r))
+			return graphPageMeta{}, fmt.Errorf("response is not a JSON object: %w", rd.explain(err))
 		}
 		return graphPageMeta{}, fmt.Errorf("response is not a JSON object with a value array: it starts with %s", start)
 	}
-	var meta graphPageMeta
-	var key []byte
-	err = readObject(r, &key, func(c byte) error {
-		switch string(key) {
-		case "value":
-			return decodeGraphAlerts(r, c, handle)
-		case "@odata.nextLink":
-			switch c {
-			case '"':
-				link, err := r.AppendString(nil)
-				meta.next = string(link)
-				return err
-			case 'n':
-				return r.Skip(c, 1)
-			}
-			if err := r.Skip(c, 1); err != nil {
-				return err
-			}
-			return fmt.Errorf("@odata.nextLink: JSON %s where a string was expected", jsonstream.Kind(c))
-		case "@odata.count":
-			return decodeODataCount(r, c, &meta)
-		}
-		return r.Skip(c, 1)
-	})
+	meta, err := decodeGraphMembers(rd, handle)
 	if errors.Is(err, errHandlerStopped) {
 		return graphPageMeta{}, nil // the rest of the page is left unread
 	}
-	if err == nil {
-		err = r.ExpectEnd()
-	}
 	if err != nil {
-		return graphPageMeta{}, explainRead(err, r)
+		return graphPageMeta{}, err
+	}
+	if err := rd.expectEnd(); err != nil {
+		return graphPageMeta{}, err
 	}
 	return meta, nil
 }
 
-// decodeODataCount reads @odata.count, whose first byte is c. Anything but
-// a non-negative integer counts as no count: the count only tells whether
-// a chain of pages may be trusted, and without one the plugin reads in
-// parts that need no trust.
-func decodeODataCount(r *jsonstream.Reader, c byte, meta *graphPageMeta) error {
-	raw, err := r.AppendRaw(nil, c, 1)
+// decodeGraphMembers reads the members of the page object, whose opening
+// brace the decoder peeked at.
+func decodeGraphMembers(rd *recordDecoder, handle func(*graphAlert) bool) (graphPageMeta, error) {
+	dec := rd.dec
+	var meta graphPageMeta
+	if _, err := dec.ReadToken(); err != nil {
+		return meta, rd.explain(err)
+	}
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return meta, rd.explain(err)
+		}
+		switch name.String() {
+		case "value":
+			if err := decodeGraphAlerts(rd, handle); err != nil {
+				return meta, err
+			}
+		case "@odata.nextLink":
+			switch k := dec.PeekKind(); k {
+			case '"':
+				var link jsontext.Token
+				link, err = dec.ReadToken()
+				meta.next = link.String()
+			case 'n', 0:
+				_, err = dec.ReadToken()
+			default:
+				if err := dec.SkipValue(); err != nil {
+					return meta, rd.explain(err)
+				}
+				return meta, fmt.Errorf("@odata.nextLink: JSON %s where a string was expected", kindName(k))
+			}
+		case "@odata.count":
+			err = decodeODataCount(dec, &meta)
+		default:
+			err = dec.SkipValue()
+		}
+		if err != nil {
+			return meta, rd.explain(err)
+		}
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return meta, rd.explain(err)
+	}
+	return meta, nil
+}
+
+// decodeODataCount reads @odata.count. Anything but a non-negative integer
+// counts as no count: the count only tells whether a chain of pages may be
+// trusted, and without one the plugin reads in parts that need no trust.
+func decodeODataCount(dec *jsontext.Decoder, meta *graphPageMeta) error {
+	raw, err := dec.ReadValue()
 	if err != nil {
 		return err
 	}
@@ -494,35 +371,48 @@ func decodeODataCount(r *jsonstream.Reader, c byte, meta *graphPageMeta) error {
 // false.
 var errHandlerStopped = errors.New("the handler stopped")
 
-// decodeGraphAlerts streams the value array, whose first byte is c. It
-// returns errHandlerStopped when handle returns false.
-func decodeGraphAlerts(r *jsonstream.Reader, c byte, handle func(*graphAlert) bool) error {
-	if c != '[' {
-		if err := r.Skip(c, 1); err != nil {
-			return fmt.Errorf("value: %w", explainRead(err, r))
+// decodeGraphAlerts streams the value array. It returns errHandlerStopped
+// when handle returns false, and errors that say what went wrong and where
+// otherwise.
+func decodeGraphAlerts(rd *recordDecoder, handle func(*graphAlert) bool) error {
+	dec := rd.dec
+	if k := dec.PeekKind(); k != '[' {
+		if err := dec.SkipValue(); err != nil {
+			return fmt.Errorf("value: %w", rd.explain(err))
 		}
-		return fmt.Errorf("value is not an array: it is a JSON %s", jsonstream.Kind(c))
+		return fmt.Errorf("value is not an array: it is a JSON %s", kindName(k))
 	}
-	objects := objectDecoder{r: r}
-	return readArray(r, func(i int, c byte) error {
-		var a graphAlert
-		a.issues.noun, a.issues.index, a.issues.offset = "alert", i, r.Offset()-1
-		var notObject *notObjectError
-		err := decodeObject(&objects, c, &a, graphAlertFields)
-		switch {
-		case errors.As(err, &notObject):
-			a.issues.skip = notObject.Error()
-		case err != nil:
-			return recordError(fmt.Errorf("alert %d: %w", i, explainRead(err, r)), err)
-		default:
-			if len(objects.problems) > 0 {
-				a.issues.invalid = append([]fieldProblem(nil), objects.problems...)
+	if _, err := dec.ReadToken(); err != nil {
+		return rd.explain(err)
+	}
+	for i := 0; ; i++ {
+		k := dec.PeekKind()
+		if k == ']' || k == 0 {
+			if _, err := dec.ReadToken(); err != nil {
+				return rd.explain(err)
 			}
+			return nil
+		}
+		var a graphAlert
+		start := rd.valueStart()
+		a.issues.noun, a.issues.index, a.issues.offset = "alert", i, rd.body.inBody(start)
+		if k == '{' || k == 'n' {
+			rd.alert = &a
+			problems, err := rd.object(&a, start, graphAlertNames)
+			rd.alert = nil
+			if err != nil {
+				return rd.recordError(err, "alert %d", i)
+			}
+			a.issues.invalid = problems
 			a.validate()
+		} else {
+			if err := dec.SkipValue(); err != nil {
+				return rd.recordError(err, "alert %d", i)
+			}
+			a.issues.skip = (&notObjectError{kind: kindName(k), noun: "alert"}).Error()
 		}
 		if !handle(&a) {
 			return errHandlerStopped
 		}
-		return nil
-	})
+	}
 }

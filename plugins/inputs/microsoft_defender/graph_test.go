@@ -185,7 +185,7 @@ func TestMalformedGraphPages(t *testing.T) {
 		{"array instead of object", `[` + good + `]`, 0,
 			`response is not a JSON object with a value array: it starts with "["`},
 		{"html page", `<html>`, 0,
-			`response is not a JSON object: invalid JSON at byte 1: invalid character '<' looking for beginning of value`},
+			`response is not a JSON object: invalid JSON at byte 0: invalid character '<' at start of value`},
 		{"value is an object", `{"value":{}}`, 0,
 			`value is not an array: it is a JSON object`},
 		{"cut in the second alert", `{"value":[` + good + `,{"id":"b","lastUp`, 1,
@@ -193,7 +193,7 @@ func TestMalformedGraphPages(t *testing.T) {
 		{"next link is a number", `{"value":[` + good + `],"@odata.nextLink":3}`, 1,
 			`@odata.nextLink: JSON number where a string was expected`},
 		{"two pages in one body", `{"value":[]}{"value":[]}`, 0,
-			`invalid JSON at byte 13: invalid character '{' after top-level value`},
+			`invalid JSON at byte 12: invalid character '{' after top-level value`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
