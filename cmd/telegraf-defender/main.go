@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -57,8 +58,9 @@ func main() {
 	}
 }
 
-// runPlugin runs the input under Telegraf's shim until stdin closes.
-func runPlugin(configFile string, pollInterval time.Duration, cpuProfile string) (err error) {
+// runPlugin runs the input, configured as Telegraf's shim configures it,
+// until stdin closes or SIGINT or SIGTERM arrives (runInput).
+func runPlugin(configFile string, pollInterval time.Duration, cpuProfile string) error {
 	if cpuProfile != "" {
 		stop, err := startCPUProfile(cpuProfile)
 		if err != nil {
@@ -66,15 +68,6 @@ func runPlugin(configFile string, pollInterval time.Duration, cpuProfile string)
 		}
 		defer stop()
 	}
-	flush, err := coalesceStdout()
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if flushErr := flush(); flushErr != nil && err == nil {
-			err = fmt.Errorf("writing metrics to stdout: %w", flushErr)
-		}
-	}()
 	if err := checkKeys(configFile); err != nil {
 		return err
 	}
@@ -82,10 +75,12 @@ func runPlugin(configFile string, pollInterval time.Duration, cpuProfile string)
 	if err := s.LoadConfig(&configFile); err != nil {
 		return fmt.Errorf("loading the configuration %q failed: %w", configFile, err)
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	if stopper, ok := s.Input.(interface{ Stop() }); ok {
 		stopOnSignal(stopper)
 	}
-	return s.Run(pollInterval)
+	return runInput(ctx, s.Input, pollInterval, os.Stdin, os.Stdout, os.Stderr)
 }
 
 // startCPUProfile profiles the process into path (for `go tool pprof`) until
@@ -108,8 +103,9 @@ func startCPUProfile(path string) (func(), error) {
 }
 
 // stopOnSignal stops the input as soon as SIGTERM or SIGINT arrives. The
-// shim stops an input only after its poll in flight has ended, which can
-// take a whole interval; Stop cancels that poll at once.
+// runner stops an input only after its poll in flight has ended, which can
+// take a whole interval, and Telegraf's execd kills the process 5 s after
+// SIGTERM; Stop cancels that poll at once.
 func stopOnSignal(stopper interface{ Stop() }) {
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)

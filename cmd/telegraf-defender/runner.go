@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/agent"
+	"github.com/influxdata/telegraf/logger"
+	"github.com/influxdata/telegraf/plugins/common/shim"
+	"github.com/influxdata/telegraf/plugins/serializers/influx"
+)
+
+// metricQueue is how many metrics may wait for the writer. Telegraf's shim
+// hands each metric over through a channel of one, so that its gathering
+// and writing goroutines take turns for every metric; a longer queue lets
+// the writer take them in runs.
+const metricQueue = 256
+
+// stdoutBuffer is the most the writer holds before it writes to stdout.
+const stdoutBuffer = 64 * 1024
+
+// runInput runs input as Telegraf's shim does (shim.RunInput): a service
+// input is started with an accumulator that keeps nanoseconds; Gather runs
+// every pollInterval and whenever a line arrives on stdin
+// (shim.PollIntervalDisabled: only then); gathering ends when stdin closes
+// or ctx ends; then the input is stopped and every metric written out.
+// Unlike the shim, it writes the line protocol through a buffer that is
+// flushed whenever no metric waits, so that a poll of thousands of
+// detections takes a few writes instead of one per metric, and a stdout
+// that breaks fails the run instead of blocking the poll.
+func runInput(ctx context.Context, input telegraf.Input, pollInterval time.Duration, stdin io.Reader, stdout, stderr io.Writer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	metrics := make(chan telegraf.Metric, metricQueue)
+	written := make(chan error, 1)
+	go func() { written <- writeMetrics(metrics, stdout) }()
+
+	acc := agent.NewAccumulator(metricMaker{}, metrics)
+	acc.SetPrecision(time.Nanosecond)
+	if service, ok := input.(telegraf.ServiceInput); ok {
+		if err := service.Start(acc); err != nil {
+			close(metrics)
+			<-written
+			return fmt.Errorf("starting the input failed: %w", err)
+		}
+	}
+
+	prompts := make(chan struct{}, 1)
+	go func() {
+		lines := bufio.NewScanner(stdin)
+		for lines.Scan() {
+			select {
+			case prompts <- struct{}{}:
+			default: // a poll is already asked for
+			}
+		}
+		cancel()
+	}()
+
+	gatherUntilDone(ctx, input, acc, pollInterval, prompts, stderr)
+	if service, ok := input.(telegraf.ServiceInput); ok {
+		service.Stop()
+	}
+	close(metrics)
+	return <-written
+}
+
+// gatherUntilDone runs Gather on every tick and prompt until ctx ends, which takes
+// precedence over both.
+func gatherUntilDone(
+	ctx context.Context, input telegraf.Input, acc telegraf.Accumulator, pollInterval time.Duration, prompts <-chan struct{}, stderr io.Writer,
+) {
+	var ticks <-chan time.Time
+	if pollInterval != shim.PollIntervalDisabled {
+		ticker := time.NewTicker(pollInterval)
+		defer ticker.Stop()
+		ticks = ticker.C
+	}
+	for {
+		if ctx.Err() != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-prompts:
+		case <-ticks:
+		}
+		if err := input.Gather(acc); err != nil {
+			fmt.Fprintf(stderr, "E! Gathering failed: %s\n", oneLine(err.Error()))
+		}
+	}
+}
+
+// writeMetrics writes each metric as line protocol until metrics is closed.
+// Once stdout has failed, it goes on taking metrics (so that no poll blocks)
+// but drops them, and returns the first failure.
+func writeMetrics(metrics <-chan telegraf.Metric, stdout io.Writer) error {
+	serializer := &influx.Serializer{}
+	if err := serializer.Init(); err != nil {
+		for m := range metrics {
+			m.Drop()
+		}
+		return fmt.Errorf("creating the serializer failed: %w", err)
+	}
+	out := bufio.NewWriterSize(stdout, stdoutBuffer)
+	var failed error
+	for m := range metrics {
+		if failed != nil {
+			m.Drop()
+			continue
+		}
+		line, err := serializer.Serialize(m)
+		if err != nil {
+			// One metric Telegraf's serializer refuses is no reason to lose
+			// the ones after it.
+			m.Reject()
+			logger.New("", "", "").Errorf("Serializing a metric failed: %v", err)
+			continue
+		}
+		if _, failed = out.Write(line); failed == nil && len(metrics) == 0 {
+			failed = out.Flush()
+		}
+		if failed != nil {
+			m.Drop()
+			continue
+		}
+		m.Accept()
+	}
+	if failed != nil {
+		return fmt.Errorf("writing metrics to stdout: %w", failed)
+	}
+	if err := out.Flush(); err != nil {
+		return fmt.Errorf("writing metrics to stdout: %w", err)
+	}
+	return nil
+}
+
+// metricMaker is what the accumulator needs of the plugin's host: metrics
+// pass as the input made them, as in the shim.
+type metricMaker struct{}
+
+func (metricMaker) LogName() string                              { return "" }
+func (metricMaker) MakeMetric(m telegraf.Metric) telegraf.Metric { return m }
+func (metricMaker) Log() telegraf.Logger                         { return logger.New("", "", "") }

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/metric"
+	"github.com/influxdata/telegraf/plugins/common/shim"
+)
+
+// countingInput emits perGather metrics on each Gather through the
+// accumulator its Start received, as the plugin does, and records the
+// calls the runner makes.
+type countingInput struct {
+	perGather int
+	gathers   int
+	calls     []string
+	acc       telegraf.Accumulator
+	// gathered receives after each Gather, when not nil.
+	gathered chan struct{}
+}
+
+func (*countingInput) SampleConfig() string { return "" }
+
+func (c *countingInput) Start(acc telegraf.Accumulator) error { //nolint:unparam // telegraf.ServiceInput's signature
+	c.calls = append(c.calls, "start")
+	c.acc = acc
+	return nil
+}
+
+func (c *countingInput) Stop() { c.calls = append(c.calls, "stop") }
+
+func (c *countingInput) Gather(telegraf.Accumulator) error {
+	c.gathers++
+	c.calls = append(c.calls, "gather")
+	for i := range c.perGather {
+		// Nanoseconds survive: the accumulator keeps them. One field, since
+		// the order of a map's fields is random.
+		c.acc.AddMetric(metric.New("defender_alert", map[string]string{"severity": "high"},
+			map[string]interface{}{"n": int64(c.gathers*100000 + i)}, time.Unix(0, int64(i)+1)))
+	}
+	if c.gathered != nil {
+		c.gathered <- struct{}{}
+	}
+	return nil
+}
+
+// expectedLines is what countingInput's gathers write, in order.
+func expectedLines(gathers, perGather int) string {
+	var want strings.Builder
+	for g := 1; g <= gathers; g++ {
+		for i := range perGather {
+			fmt.Fprintf(&want, "defender_alert,severity=high n=%di %d\n", g*100000+i, i+1)
+		}
+	}
+	return want.String()
+}
+
+// With polling on stdin only, each line asks for one Gather; when stdin
+// closes, the input is stopped and every metric of every poll has been
+// written, in order, with its nanoseconds.
+func TestRunInputWritesEveryMetricInOrder(t *testing.T) {
+	input := &countingInput{perGather: 5000, gathered: make(chan struct{})}
+	stdinR, stdinW := io.Pipe()
+	var stdout, stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runInput(context.Background(), input, shim.PollIntervalDisabled, stdinR, &stdout, &stderr)
+	}()
+	for range 2 {
+		_, err := stdinW.Write([]byte("\n"))
+		require.NoError(t, err)
+		<-input.gathered
+	}
+	require.NoError(t, stdinW.Close())
+	require.NoError(t, <-done)
+
+	require.Equal(t, []string{"start", "gather", "gather", "stop"}, input.calls)
+	require.Equal(t, expectedLines(2, 5000), stdout.String())
+	require.Empty(t, stderr.String())
+}
+
+// The end of ctx (SIGINT or SIGTERM in the binary) ends the run like the
+// end of stdin: the input is stopped and nothing is left unwritten.
+func TestRunInputEndsWithItsContext(t *testing.T) {
+	input := &countingInput{perGather: 3, gathered: make(chan struct{})}
+	stdinR, stdinW := io.Pipe()
+	defer stdinW.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- runInput(ctx, input, shim.PollIntervalDisabled, stdinR, &stdout, &stderr) }()
+	_, err := stdinW.Write([]byte("\n"))
+	require.NoError(t, err)
+	<-input.gathered
+	cancel()
+	require.NoError(t, <-done)
+	require.Equal(t, []string{"start", "gather", "stop"}, input.calls)
+	require.Equal(t, expectedLines(1, 3), stdout.String())
+}
+
+// A stdout that breaks fails the run with the cause, and the polls after
+// the failure do not block on metrics nobody takes.
+func TestRunInputFailsWhenStdoutBreaks(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+	defer w.Close()
+
+	input := &countingInput{perGather: 2 * metricQueue, gathered: make(chan struct{})}
+	stdinR, stdinW := io.Pipe()
+	var stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- runInput(context.Background(), input, shim.PollIntervalDisabled, stdinR, w, &stderr) }()
+	for range 3 {
+		_, err := stdinW.Write([]byte("\n"))
+		require.NoError(t, err)
+		<-input.gathered // would block for ever if the metrics nobody takes filled the queue
+	}
+	require.NoError(t, stdinW.Close())
+	err = <-done
+	require.ErrorIs(t, err, syscall.EPIPE)
+	require.ErrorContains(t, err, "writing metrics to stdout: ")
+	require.Equal(t, []string{"start", "gather", "gather", "gather", "stop"}, input.calls)
+}
+
+// A Gather error is logged as an error execd reads, and the polls go on.
+func TestRunInputLogsGatherErrors(t *testing.T) {
+	input := failingInput{gathered: make(chan struct{})}
+	stdinR, stdinW := io.Pipe()
+	var stdout, stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runInput(context.Background(), input, shim.PollIntervalDisabled, stdinR, &stdout, &stderr)
+	}()
+	for range 2 {
+		_, err := stdinW.Write([]byte("\n"))
+		require.NoError(t, err)
+		<-input.gathered
+	}
+	require.NoError(t, stdinW.Close())
+	require.NoError(t, <-done)
+	require.Equal(t, strings.Repeat("E! Gathering failed: the API is gone\n", 2), stderr.String())
+	require.Empty(t, stdout.String())
+}
+
+type failingInput struct{ gathered chan struct{} }
+
+func (failingInput) SampleConfig() string { return "" }
+
+func (f failingInput) Gather(telegraf.Accumulator) error {
+	defer func() { f.gathered <- struct{}{} }()
+	return errors.New("the API is gone")
+}
