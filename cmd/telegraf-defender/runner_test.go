@@ -67,24 +67,46 @@ func expectedLines(gathers, perGather int) string {
 	return want.String()
 }
 
+// run is a runner at work on input, polling on stdin only.
+type run struct {
+	stdin *io.PipeWriter
+	done  chan error
+}
+
+func startRun(ctx context.Context, input telegraf.Input, stdout, stderr io.Writer) *run {
+	stdinR, stdinW := io.Pipe()
+	r := &run{stdin: stdinW, done: make(chan error, 1)}
+	go func() { r.done <- runInput(ctx, input, shim.PollIntervalDisabled, stdinR, stdout, stderr) }()
+	return r
+}
+
+// poll asks for n polls, one after the other: each line, then the end of
+// its Gather, which gathered reports.
+func (r *run) poll(t *testing.T, n int, gathered <-chan struct{}) {
+	t.Helper()
+	for range n {
+		_, err := r.stdin.Write([]byte("\n"))
+		require.NoError(t, err)
+		<-gathered
+	}
+}
+
+// end closes stdin and returns what the run returned.
+func (r *run) end(t *testing.T) error {
+	t.Helper()
+	require.NoError(t, r.stdin.Close())
+	return <-r.done
+}
+
 // With polling on stdin only, each line asks for one Gather; when stdin
 // closes, the input is stopped and every metric of every poll has been
 // written, in order, with its nanoseconds.
 func TestRunInputWritesEveryMetricInOrder(t *testing.T) {
 	input := &countingInput{perGather: 5000, gathered: make(chan struct{})}
-	stdinR, stdinW := io.Pipe()
 	var stdout, stderr bytes.Buffer
-	done := make(chan error, 1)
-	go func() {
-		done <- runInput(context.Background(), input, shim.PollIntervalDisabled, stdinR, &stdout, &stderr)
-	}()
-	for range 2 {
-		_, err := stdinW.Write([]byte("\n"))
-		require.NoError(t, err)
-		<-input.gathered
-	}
-	require.NoError(t, stdinW.Close())
-	require.NoError(t, <-done)
+	r := startRun(context.Background(), input, &stdout, &stderr)
+	r.poll(t, 2, input.gathered)
+	require.NoError(t, r.end(t))
 
 	require.Equal(t, []string{"start", "gather", "gather", "stop"}, input.calls)
 	require.Equal(t, expectedLines(2, 5000), stdout.String())
@@ -95,17 +117,13 @@ func TestRunInputWritesEveryMetricInOrder(t *testing.T) {
 // end of stdin: the input is stopped and nothing is left unwritten.
 func TestRunInputEndsWithItsContext(t *testing.T) {
 	input := &countingInput{perGather: 3, gathered: make(chan struct{})}
-	stdinR, stdinW := io.Pipe()
-	defer stdinW.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	var stdout, stderr bytes.Buffer
-	done := make(chan error, 1)
-	go func() { done <- runInput(ctx, input, shim.PollIntervalDisabled, stdinR, &stdout, &stderr) }()
-	_, err := stdinW.Write([]byte("\n"))
-	require.NoError(t, err)
-	<-input.gathered
+	r := startRun(ctx, input, &stdout, &stderr)
+	defer r.stdin.Close()
+	r.poll(t, 1, input.gathered)
 	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, <-r.done)
 	require.Equal(t, []string{"start", "gather", "stop"}, input.calls)
 	require.Equal(t, expectedLines(1, 3), stdout.String())
 }
@@ -113,23 +131,18 @@ func TestRunInputEndsWithItsContext(t *testing.T) {
 // A stdout that breaks fails the run with the cause, and the polls after
 // the failure do not block on metrics nobody takes.
 func TestRunInputFailsWhenStdoutBreaks(t *testing.T) {
-	r, w, err := os.Pipe()
+	brokenR, broken, err := os.Pipe()
 	require.NoError(t, err)
-	require.NoError(t, r.Close())
-	defer w.Close()
+	require.NoError(t, brokenR.Close())
+	defer broken.Close()
 
 	input := &countingInput{perGather: 2 * metricQueue, gathered: make(chan struct{})}
-	stdinR, stdinW := io.Pipe()
 	var stderr bytes.Buffer
-	done := make(chan error, 1)
-	go func() { done <- runInput(context.Background(), input, shim.PollIntervalDisabled, stdinR, w, &stderr) }()
-	for range 3 {
-		_, err := stdinW.Write([]byte("\n"))
-		require.NoError(t, err)
-		<-input.gathered // would block for ever if the metrics nobody takes filled the queue
-	}
-	require.NoError(t, stdinW.Close())
-	err = <-done
+	r := startRun(context.Background(), input, broken, &stderr)
+	// A Gather would block for ever if the metrics nobody takes filled the
+	// queue.
+	r.poll(t, 3, input.gathered)
+	err = r.end(t)
 	require.ErrorIs(t, err, syscall.EPIPE)
 	require.ErrorContains(t, err, "writing metrics to stdout: ")
 	require.Equal(t, []string{"start", "gather", "gather", "gather", "stop"}, input.calls)
@@ -138,19 +151,10 @@ func TestRunInputFailsWhenStdoutBreaks(t *testing.T) {
 // A Gather error is logged as an error execd reads, and the polls go on.
 func TestRunInputLogsGatherErrors(t *testing.T) {
 	input := failingInput{gathered: make(chan struct{})}
-	stdinR, stdinW := io.Pipe()
 	var stdout, stderr bytes.Buffer
-	done := make(chan error, 1)
-	go func() {
-		done <- runInput(context.Background(), input, shim.PollIntervalDisabled, stdinR, &stdout, &stderr)
-	}()
-	for range 2 {
-		_, err := stdinW.Write([]byte("\n"))
-		require.NoError(t, err)
-		<-input.gathered
-	}
-	require.NoError(t, stdinW.Close())
-	require.NoError(t, <-done)
+	r := startRun(context.Background(), input, &stdout, &stderr)
+	r.poll(t, 2, input.gathered)
+	require.NoError(t, r.end(t))
 	require.Equal(t, strings.Repeat("E! Gathering failed: the API is gone\n", 2), stderr.String())
 	require.Empty(t, stdout.String())
 }
