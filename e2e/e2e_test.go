@@ -242,15 +242,9 @@ func TestExecdUnderRealTelegraf(t *testing.T) {
 	}
 	require.NoError(t, sim.Add(initial...))
 
-	a := startAgent(t, fmt.Sprintf(`
-[[inputs.microsoft_defender]]
-  endpoint_url = "%[1]s/api/alerts"
-  token_url = "%[1]s/e2e-tenant/oauth2/token"
-  client_id = "e2e-client"
-  client_secret = "${E2E_DEFENDER_SECRET}"
-  ## The simulator shows detections at once: no need to wait for late ones.
-  delay = "0s"
-`, server.URL), "E2E_DEFENDER_SECRET=e2e-$ecret")
+	a := startAgent(t, siemSection(server.URL, "${E2E_DEFENDER_SECRET}",
+		"## The simulator shows detections at once: no need to wait for late ones.",
+		`delay = "0s"`), "E2E_DEFENDER_SECRET=e2e-$ecret")
 
 	waitFor(t, a, "the first three detections", func() bool { return len(byName(a.metrics(t), "defender_alert")) >= 3 })
 
@@ -302,13 +296,7 @@ func TestExecdLogsReachTelegrafAtTheirLevel(t *testing.T) {
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()
 
-	a := startAgent(t, fmt.Sprintf(`
-[[inputs.microsoft_defender]]
-  endpoint_url = "%[1]s/api/alerts"
-  token_url = "%[1]s/e2e-tenant/oauth2/token"
-  client_id = "e2e-client"
-  client_secret = "wrong-secret-value"
-`, server.URL))
+	a := startAgent(t, siemSection(server.URL, "wrong-secret-value"))
 
 	want := "E! [inputs.execd] Error in plugin: token request to " + strings.TrimPrefix(server.URL, "http://") +
 		" failed: HTTP 401 Unauthorized: invalid_client: AADSTS7000215: Invalid client secret provided."
@@ -318,4 +306,27 @@ func TestExecdLogsReachTelegrafAtTheirLevel(t *testing.T) {
 	// execd logs lines without a level prefix as `stderr: "..."` errors.
 	require.NotContains(t, log, `stderr: "`)
 	require.NotContains(t, log, "wrong-secret-value")
+}
+
+// siemSection is a [[inputs.microsoft_defender]] section reading the SIEM
+// API of the simulator at url as the e2e app with secret; keys are its
+// further lines (keys, comments, sub-tables).
+func siemSection(url, secret string, keys ...string) string {
+	return pluginSection(fmt.Sprintf("  endpoint_url = \"%[1]s/api/alerts\"\n  token_url = \"%[1]s/e2e-tenant/oauth2/token\"\n", url), secret, keys)
+}
+
+// graphSection is the same for Graph alerts_v2.
+func graphSection(url, secret string, keys ...string) string {
+	return pluginSection(fmt.Sprintf("  api = \"graph\"\n  endpoint_url = \"%[1]s/v1.0/security/alerts_v2\"\n"+
+		"  token_url = \"%[1]s/e2e-tenant/oauth2/v2.0/token\"\n  scopes = [\"https://graph.microsoft.com/.default\"]\n", url), secret, keys)
+}
+
+func pluginSection(endpoints, secret string, keys []string) string {
+	var b strings.Builder
+	b.WriteString("\n[[inputs.microsoft_defender]]\n" + endpoints)
+	fmt.Fprintf(&b, "  client_id = \"e2e-client\"\n  client_secret = %q\n", secret)
+	for _, k := range keys {
+		b.WriteString("  " + k + "\n")
+	}
+	return b.String()
 }

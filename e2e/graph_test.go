@@ -19,19 +19,8 @@ func TestGraphUnderRealTelegraf(t *testing.T) {
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()
 
-	a := startAgent(t, fmt.Sprintf(`
-[[inputs.microsoft_defender]]
-  api = "graph"
-  endpoint_url = "%[1]s/v1.0/security/alerts_v2"
-  token_url = "%[1]s/e2e-tenant/oauth2/v2.0/token"
-  scopes = ["https://graph.microsoft.com/.default"]
-  client_id = "e2e-client"
-  client_secret = "e2e-secret"
-  initial_lookback = "1h"
-  delay = "0s"
-  page_size = 25
-  max_requests_per_minute = 600
-`, server.URL))
+	a := startAgent(t, graphSection(server.URL, "e2e-secret",
+		`initial_lookback = "1h"`, `delay = "0s"`, "page_size = 25", "max_requests_per_minute = 600"))
 
 	// The first poll sees the current version of each alert: the last one
 	// updated before it, or, when an update lands while Telegraf starts, a

@@ -132,16 +132,7 @@ func TestInfluxDBPipelineAndDashboard(t *testing.T) {
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()
 
-	a := startAgentWithOutput(t, fmt.Sprintf(`
-[[inputs.microsoft_defender]]
-  endpoint_url = "%[1]s/api/alerts"
-  token_url = "%[1]s/e2e-tenant/oauth2/token"
-  client_id = "e2e-client"
-  client_secret = "e2e-secret"
-  initial_lookback = "2h"
-  delay = "0s"
-  max_alerts_per_gather = 400
-`, server.URL), fmt.Sprintf(`
+	a := startAgentWithOutput(t, searchPluginSection(server.URL), fmt.Sprintf(`
 [[outputs.influxdb]]
   urls = [%q]
   database = "defender"

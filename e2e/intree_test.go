@@ -60,34 +60,14 @@ func newStillSimulator(t *testing.T, seed uint64, rate float64) (*simulator.Serv
 }
 
 // inTreeSections is a SIEM and a Graph instance of the plugin reading the
-// simulator at url, each with extra keys and a pipeline tag naming its API.
-func inTreeSections(url, extra string) string {
-	return fmt.Sprintf(`
-[[inputs.microsoft_defender]]
-  endpoint_url = "%[1]s/api/alerts"
-  token_url = "%[1]s/e2e-tenant/oauth2/token"
-  client_id = "e2e-client"
-  client_secret = "e2e-secret"
-  delay = "0s"
-  %[2]s
-  [inputs.microsoft_defender.tags]
-    pipeline = "siem"
-
-[[inputs.microsoft_defender]]
-  api = "graph"
-  endpoint_url = "%[1]s/v1.0/security/alerts_v2"
-  token_url = "%[1]s/e2e-tenant/oauth2/v2.0/token"
-  scopes = ["https://graph.microsoft.com/.default"]
-  client_id = "e2e-client"
-  client_secret = "e2e-secret"
-  delay = "0s"
-  ## One page per request: the simulator's clock then never moves between
-  ## the pages of one read.
-  page_size = 1000
-  %[2]s
-  [inputs.microsoft_defender.tags]
-    pipeline = "graph"
-`, url, extra)
+// simulator at url, each with further keys and a pipeline tag naming its API.
+func inTreeSections(url string, keys ...string) string {
+	siem := append(append([]string{`delay = "0s"`}, keys...), "[inputs.microsoft_defender.tags]", `  pipeline = "siem"`)
+	graph := append(append([]string{`delay = "0s"`,
+		"## One page per request: the simulator's clock then never moves between",
+		"## the pages of one read.",
+		"page_size = 1000"}, keys...), "[inputs.microsoft_defender.tags]", `  pipeline = "graph"`)
+	return siemSection(url, "e2e-secret", siem...) + graphSection(url, "e2e-secret", graph...)
 }
 
 // startInTree starts bin/telegraf-intree with conf and a file output to
@@ -178,7 +158,7 @@ func TestInTreeInfluxDBKeepsEveryDetection(t *testing.T) {
 
 	a := startInTree(t, t.TempDir(), "telegraf", `
 [agent]
-`+inTreeSections(url, "")+fmt.Sprintf(`
+`+inTreeSections(url)+fmt.Sprintf(`
 [[outputs.influxdb]]
   urls = [%q]
   database = "defender"
@@ -344,13 +324,7 @@ func TestInTreeProbeFailsStartUpWithTheAdviceOfCheck(t *testing.T) {
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()
 	dir := t.TempDir()
-	section := fmt.Sprintf(`
-[[inputs.microsoft_defender]]
-  endpoint_url = "%[1]s/api/alerts"
-  token_url = "%[1]s/e2e-tenant/oauth2/token"
-  client_id = "e2e-client"
-  client_secret = "wrong-secret-value"
-`, server.URL)
+	section := siemSection(server.URL, "wrong-secret-value")
 
 	checkConf := filepath.Join(dir, "defender.conf")
 	require.NoError(t, os.WriteFile(checkConf, []byte(section), 0o600))

@@ -196,7 +196,7 @@ func TestOpenSearchOutput(t *testing.T) {
 func testSearchOutputInTree(t *testing.T, node *searchNode, output string) {
 	t.Helper()
 	sim, url := searchSimulator(t, 37)
-	a := startInTree(t, t.TempDir(), "telegraf", "[agent]\n  interval = \"4s\"\n"+searchPluginSection(url, "")+output)
+	a := startInTree(t, t.TempDir(), "telegraf", "[agent]\n  interval = \"4s\"\n"+searchPluginSection(url)+output)
 	waitForBacklogWorkedOff(t, a)
 	a.stop(t)
 	checkIndexedDetections(t, node, sim, a)
@@ -230,7 +230,7 @@ func testSearchOutput(t *testing.T, node *searchNode, output string) {
 	// Four seconds between polls leave the plugin idle most of the time,
 	// so that a kill lands between polls, after the last one was handed
 	// over and before its state was saved.
-	a := startAgentEvery(t, "4s", searchPluginSection(url, fmt.Sprintf("  state_file = %q\n", filepath.Join(t.TempDir(), "defender.state"))), output)
+	a := startAgentEvery(t, "4s", searchPluginSection(url, fmt.Sprintf("state_file = %q", filepath.Join(t.TempDir(), "defender.state"))), output)
 
 	emitted := func() map[string]int {
 		seen := make(map[string]int)
@@ -299,19 +299,10 @@ func searchSimulator(t *testing.T, seed uint64) (*simulator.Server, string) {
 	return sim, server.URL
 }
 
-// searchPluginSection is the plugin's section reading the simulator at
-// url, with extra keys.
-func searchPluginSection(url, extra string) string {
-	return fmt.Sprintf(`
-[[inputs.microsoft_defender]]
-  endpoint_url = "%[1]s/api/alerts"
-  token_url = "%[1]s/e2e-tenant/oauth2/token"
-  client_id = "e2e-client"
-  client_secret = "e2e-secret"
-  initial_lookback = "2h"
-  delay = "0s"
-  max_alerts_per_gather = 400
-%[2]s`, url, extra)
+// searchPluginSection is the plugin's section reading a backlog of the
+// simulator at url in polls of 400, with further keys.
+func searchPluginSection(url string, keys ...string) string {
+	return siemSection(url, "e2e-secret", append([]string{`initial_lookback = "2h"`, `delay = "0s"`, "max_alerts_per_gather = 400"}, keys...)...)
 }
 
 // waitForBacklogWorkedOff waits for a poll that left no backlog.
@@ -581,18 +572,9 @@ func TestOpenSearchAlertStatePipeline(t *testing.T) {
 	other.CreatedDateTime = created.Add(-time.Minute).Format(time.RFC3339Nano)
 	require.NoError(t, sim.AddGraph(other, latest))
 
-	a := startAgentWithOutput(t, fmt.Sprintf(`
-[[inputs.microsoft_defender]]
-  api = "graph"
-  endpoint_url = "%[1]s/v1.0/security/alerts_v2"
-  token_url = "%[1]s/e2e-tenant/oauth2/v2.0/token"
-  scopes = ["https://graph.microsoft.com/.default"]
-  client_id = "e2e-client"
-  client_secret = "e2e-secret"
-  initial_lookback = "1h"
-  delay = "0s"
-`, server.URL), opensearchOutput(node.url, `"defender-graph-history"`, "defender-ecs", "  force_document_id = true\n")+
-		opensearchOutput(node.url, `"defender-alert-state"`, "defender-alert-state", "  namepass = [\"defender_alert\"]\n"))
+	a := startAgentWithOutput(t, graphSection(server.URL, "e2e-secret", `initial_lookback = "1h"`, `delay = "0s"`),
+		opensearchOutput(node.url, `"defender-graph-history"`, "defender-ecs", "  force_document_id = true\n")+
+			opensearchOutput(node.url, `"defender-alert-state"`, "defender-alert-state", "  namepass = [\"defender_alert\"]\n"))
 
 	str := func(s string) *string { return &s }
 	versions := []func(*simulator.GraphAlert){

@@ -49,18 +49,8 @@ func TestSIGKILLDuringBackfill(t *testing.T) {
 	defer server.Close()
 	stateFile := filepath.Join(t.TempDir(), "defender.state")
 
-	a := startAgent(t, fmt.Sprintf(`
-[[inputs.microsoft_defender]]
-  endpoint_url = "%[1]s/api/alerts"
-  token_url = "%[1]s/e2e-tenant/oauth2/token"
-  client_id = "e2e-client"
-  client_secret = "e2e-secret"
-  initial_lookback = "3h"
-  max_window = "30m"
-  delay = "0s"
-  max_alerts_per_gather = %[2]d
-  state_file = %[3]q
-`, server.URL, budget, stateFile))
+	a := startAgent(t, siemSection(server.URL, "e2e-secret", `initial_lookback = "3h"`, `max_window = "30m"`, `delay = "0s"`,
+		fmt.Sprintf("max_alerts_per_gather = %d", budget), fmt.Sprintf("state_file = %q", stateFile)))
 
 	alerts := func() map[string]int {
 		seen := make(map[string]int)

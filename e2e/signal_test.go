@@ -30,15 +30,8 @@ func TestSIGTERMEndsAPollInFlight(t *testing.T) {
 	dir := t.TempDir()
 	stateFile := filepath.Join(dir, "defender.state")
 	confPath := filepath.Join(dir, "defender.conf")
-	require.NoError(t, os.WriteFile(confPath, []byte(fmt.Sprintf(`
-[[inputs.microsoft_defender]]
-  endpoint_url = "%[1]s/api/alerts"
-  token_url = "%[1]s/e2e-tenant/oauth2/token"
-  client_id = "e2e-client"
-  client_secret = "e2e-secret"
-  timeout = "1h"
-  state_file = %[2]q
-`, server.URL, stateFile)), 0o600))
+	require.NoError(t, os.WriteFile(confPath, []byte(siemSection(server.URL, "e2e-secret",
+		`timeout = "1h"`, fmt.Sprintf("state_file = %q", stateFile))), 0o600))
 
 	cmd := exec.Command(binary(t, "telegraf-defender"), "-config", confPath, "-poll_interval_disabled")
 	stdin, err := cmd.StdinPipe()

@@ -36,11 +36,12 @@ func runInput(ctx context.Context, input telegraf.Input, pollInterval time.Durat
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	log := logger.New("", "", "")
 	metrics := make(chan telegraf.Metric, metricQueue)
 	written := make(chan error, 1)
-	go func() { written <- writeMetrics(metrics, stdout) }()
+	go func() { written <- writeMetrics(metrics, stdout, log) }()
 
-	acc := agent.NewAccumulator(metricMaker{}, metrics)
+	acc := agent.NewAccumulator(metricMaker{log: log}, metrics)
 	acc.SetPrecision(time.Nanosecond)
 	if service, ok := input.(telegraf.ServiceInput); ok {
 		if err := service.Start(acc); err != nil {
@@ -100,7 +101,7 @@ func gatherUntilDone(
 // writeMetrics writes each metric as line protocol until metrics is closed.
 // Once stdout has failed, it goes on taking metrics (so that no poll blocks)
 // but drops them, and returns the first failure.
-func writeMetrics(metrics <-chan telegraf.Metric, stdout io.Writer) error {
+func writeMetrics(metrics <-chan telegraf.Metric, stdout io.Writer, log telegraf.Logger) error {
 	serializer := &influx.Serializer{}
 	if err := serializer.Init(); err != nil {
 		for m := range metrics {
@@ -120,7 +121,7 @@ func writeMetrics(metrics <-chan telegraf.Metric, stdout io.Writer) error {
 			// One metric Telegraf's serializer refuses is no reason to lose
 			// the ones after it.
 			m.Reject()
-			logger.New("", "", "").Errorf("Serializing a metric failed: %v", err)
+			log.Errorf("Serializing a metric failed: %v", err)
 			continue
 		}
 		if _, failed = out.Write(line); failed == nil && len(metrics) == 0 {
@@ -143,8 +144,8 @@ func writeMetrics(metrics <-chan telegraf.Metric, stdout io.Writer) error {
 
 // metricMaker is what the accumulator needs of the plugin's host: metrics
 // pass as the input made them, as in the shim.
-type metricMaker struct{}
+type metricMaker struct{ log telegraf.Logger }
 
 func (metricMaker) LogName() string                              { return "" }
 func (metricMaker) MakeMetric(m telegraf.Metric) telegraf.Metric { return m }
-func (metricMaker) Log() telegraf.Logger                         { return logger.New("", "", "") }
+func (mm metricMaker) Log() telegraf.Logger                      { return mm.log }
