@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -17,10 +18,20 @@ import (
 	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
-// SIGTERM ends a poll whose request hangs, instead of waiting for the
-// request's timeout (an hour here); the process exits cleanly and leaves
-// a consistent state file.
+// SIGTERM, or the end of stdin (how Telegraf's execd stops a process, ten
+// seconds before it kills it), ends a poll whose request hangs, instead of
+// waiting for the request's timeout (an hour here); the process exits
+// cleanly and leaves a consistent state file.
 func TestSIGTERMEndsAPollInFlight(t *testing.T) {
+	t.Run("SIGTERM", func(t *testing.T) {
+		endsAPollInFlight(t, func(cmd *exec.Cmd, _ io.WriteCloser) error { return cmd.Process.Signal(syscall.SIGTERM) })
+	})
+	t.Run("stdin closes", func(t *testing.T) {
+		endsAPollInFlight(t, func(_ *exec.Cmd, stdin io.WriteCloser) error { return stdin.Close() })
+	})
+}
+
+func endsAPollInFlight(t *testing.T, end func(*exec.Cmd, io.WriteCloser) error) {
 	sim := simulator.New(simulator.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret",
 		Seed: 3, Rate: 5, History: time.Hour})
 	sim.Inject(simulator.FaultHang, 1)
@@ -50,16 +61,16 @@ func TestSIGTERMEndsAPollInFlight(t *testing.T) {
 	}
 
 	signalled := time.Now()
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, end(cmd, stdin))
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	select {
 	case err := <-exited:
 		require.NoError(t, err, "stderr:\n%s", stderr.String())
 	case <-time.After(30 * time.Second):
-		t.Fatalf("telegraf-defender still runs 30s after SIGTERM; stderr:\n%s", stderr.String())
+		t.Fatalf("telegraf-defender still runs 30s after it was told to stop; stderr:\n%s", stderr.String())
 	}
-	t.Logf("exited %s after SIGTERM", time.Since(signalled).Round(time.Millisecond))
+	t.Logf("exited %s after it was told to stop", time.Since(signalled).Round(time.Millisecond))
 
 	require.Contains(t, stderr.String(), "I! Poll cancelled: the plugin is stopping; the next start resumes here\n")
 	require.Contains(t, stdout.String(), "defender_poll,api=siem,status=partial ")

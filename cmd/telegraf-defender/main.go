@@ -77,9 +77,6 @@ func runPlugin(configFile string, pollInterval time.Duration, cpuProfile string)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if stopper, ok := s.Input.(interface{ Stop() }); ok {
-		stopOnSignal(stopper)
-	}
 	return runInput(ctx, s.Input, pollInterval, os.Stdin, os.Stdout, os.Stderr)
 }
 
@@ -100,19 +97,6 @@ func startCPUProfile(path string) (func(), error) {
 			fmt.Fprintf(os.Stderr, "E! writing the CPU profile: %s\n", oneLine(err.Error()))
 		}
 	}, nil
-}
-
-// stopOnSignal stops the input as soon as SIGTERM or SIGINT arrives. The
-// runner stops an input only after its poll in flight has ended, which can
-// take a whole interval, and Telegraf's execd kills the process 5 s after
-// SIGTERM; Stop cancels that poll at once.
-func stopOnSignal(stopper interface{ Stop() }) {
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		<-signals
-		stopper.Stop()
-	}()
 }
 
 // forwardLogsToExecd writes every log line as "<level>! message", the form

@@ -27,7 +27,9 @@ const stdoutBuffer = 64 * 1024
 // input is started with an accumulator that keeps nanoseconds; Gather runs
 // every pollInterval and whenever a line arrives on stdin
 // (shim.PollIntervalDisabled: only then); gathering ends when stdin closes
-// or ctx ends; then the input is stopped and every metric written out.
+// or ctx ends, which interrupts a poll in flight (the input's Interrupt);
+// then, once Gather returned, the input is stopped and every metric written
+// out. No two of the input's functions but Interrupt run at once.
 // Unlike the shim, it writes the line protocol through a buffer that is
 // flushed whenever no metric waits, so that a poll of thousands of
 // detections takes a few writes instead of one per metric, and a stdout
@@ -63,6 +65,16 @@ func runInput(ctx context.Context, input telegraf.Input, pollInterval time.Durat
 		cancel()
 	}()
 
+	// An input that can be interrupted ends a poll in flight as soon as the
+	// run ends: the input is stopped only after its Gather returned, which
+	// could take a whole interval, and Telegraf's execd kills the process
+	// ten seconds after closing its stdin.
+	if interruptible, ok := input.(interface{ Interrupt() }); ok {
+		go func() {
+			<-ctx.Done()
+			interruptible.Interrupt()
+		}()
+	}
 	gatherUntilDone(ctx, input, acc, pollInterval, prompts, stderr)
 	if service, ok := input.(telegraf.ServiceInput); ok {
 		service.Stop()

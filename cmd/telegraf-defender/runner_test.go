@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -126,6 +127,73 @@ func TestRunInputEndsWithItsContext(t *testing.T) {
 	require.NoError(t, <-r.done)
 	require.Equal(t, []string{"start", "gather", "stop"}, input.calls)
 	require.Equal(t, expectedLines(1, 3), stdout.String())
+}
+
+// A poll in flight when the run ends, by the end of stdin (Telegraf's
+// execd stopping the process) or of ctx (SIGTERM), is interrupted at once,
+// and the input is stopped only after its Gather returned: Interrupt is the
+// one function of the input that runs while Gather does.
+func TestRunInputInterruptsAPollInFlight(t *testing.T) {
+	ends := map[string]func(r *run, cancel context.CancelFunc){
+		"stdin closes": func(r *run, _ context.CancelFunc) { r.stdin.Close() },
+		"ctx ends":     func(_ *run, cancel context.CancelFunc) { cancel() },
+	}
+	for name, end := range ends {
+		t.Run(name, func(t *testing.T) {
+			input := &interruptibleInput{gathering: make(chan struct{}), interrupted: make(chan struct{})}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var stdout, stderr bytes.Buffer
+			r := startRun(ctx, input, &stdout, &stderr)
+			defer r.stdin.Close()
+			_, err := r.stdin.Write([]byte("\n"))
+			require.NoError(t, err)
+			<-input.gathering
+			end(r, cancel)
+			select {
+			case err := <-r.done:
+				require.NoError(t, err)
+			case <-time.After(30 * time.Second):
+				t.Fatal("the run did not end: the poll in flight was not interrupted")
+			}
+			require.Equal(t, []string{"start", "gather", "interrupted", "stop"}, input.calls)
+			require.Equal(t, "defender_poll status=\"partial\" 1\n", stdout.String())
+			require.Empty(t, stderr.String())
+		})
+	}
+}
+
+// interruptibleInput's Gather runs until Interrupt is called, as the
+// plugin's poll does when a request hangs.
+type interruptibleInput struct {
+	calls []string
+	acc   telegraf.Accumulator
+	// gathering is closed when Gather has begun.
+	gathering chan struct{}
+	// interrupted is closed by Interrupt.
+	interrupted chan struct{}
+	once        sync.Once
+}
+
+func (*interruptibleInput) SampleConfig() string { return "" }
+
+func (i *interruptibleInput) Start(acc telegraf.Accumulator) error { //nolint:unparam // telegraf.ServiceInput's signature
+	i.calls = append(i.calls, "start")
+	i.acc = acc
+	return nil
+}
+
+func (i *interruptibleInput) Interrupt() { i.once.Do(func() { close(i.interrupted) }) }
+
+func (i *interruptibleInput) Stop() { i.calls = append(i.calls, "stop") }
+
+func (i *interruptibleInput) Gather(telegraf.Accumulator) error {
+	i.calls = append(i.calls, "gather")
+	close(i.gathering)
+	<-i.interrupted
+	i.calls = append(i.calls, "interrupted")
+	i.acc.AddMetric(metric.New("defender_poll", nil, map[string]interface{}{"status": "partial"}, time.Unix(0, 1)))
+	return nil
 }
 
 // A stdout that breaks fails the run with the cause, and the polls after

@@ -203,9 +203,10 @@ func TestInvalidCredentialsAreNotRetried(t *testing.T) {
 	}
 }
 
-// Stop ends a poll whose request hangs: the request is cancelled rather
-// than left to its timeout, and the state stays where it was.
-func TestStopCancelsAPollInFlight(t *testing.T) {
+// Interrupt ends a poll whose request hangs: the request is cancelled
+// rather than left to its timeout, the poll is partial, the position stays
+// where it was, and Stop, once Gather returned, saves it.
+func TestInterruptCancelsAPollInFlight(t *testing.T) {
 	s := newScenario(t, simulator.Config{Seed: 1, Rate: 5, History: time.Hour})
 	stateFile := filepath.Join(t.TempDir(), "defender.state")
 	p := s.plugin(func(m *MicrosoftDefender) {
@@ -214,6 +215,7 @@ func TestStopCancelsAPollInFlight(t *testing.T) {
 	})
 	s.poll(p)
 	watermark := p.cursor.watermark
+	sent := len(requestsTo(s.sim, "/api/alerts"))
 	s.clock = s.clock.Add(pollInterval)
 	s.sim.Inject(simulator.FaultHang, 1)
 
@@ -223,16 +225,23 @@ func TestStopCancelsAPollInFlight(t *testing.T) {
 		defer close(done)
 		p.Gather(&acc) //nolint:errcheck // Gather reports through the accumulator
 	}()
-	waitForRequests(t, s.sim, "/api/alerts", 2)
-	p.Stop()
+	waitForRequests(t, s.sim, "/api/alerts", sent+1) // the one that hangs
+	p.Interrupt()
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
-		t.Fatal("Gather did not return after Stop")
+		t.Fatal("Gather did not return after Interrupt")
 	}
-	require.Empty(t, acc.Errors, "a stop is not an error")
+	require.Empty(t, acc.Errors, "an interruption is not an error")
 	require.Equal(t, "partial", pollFieldsTag(t, &acc, "status"))
 	require.Equal(t, watermark, p.cursor.watermark)
+	require.Contains(t, s.logger.Messages(), testutil.Entry{Level: 'I', Text: "Poll cancelled: the plugin is stopping; the next start resumes here"})
+
+	// An interrupted plugin sends nothing more.
+	s.clock = s.clock.Add(pollInterval)
+	s.poll(p)
+	require.Len(t, requestsTo(s.sim, "/api/alerts"), sent+1)
+	p.Stop()
 
 	restarted := s.plugin(func(m *MicrosoftDefender) { m.StateFile = stateFile })
 	require.Equal(t, watermark, restarted.cursor.watermark)

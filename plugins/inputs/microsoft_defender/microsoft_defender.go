@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -106,15 +105,11 @@ type MicrosoftDefender struct {
 	// accumulator keeps nanoseconds unless the plugin's precision is set.
 	acc telegraf.Accumulator
 
-	// ctx ends when Stop is called, cancelling a poll in flight.
+	// ctx ends when Interrupt or Stop is called, cancelling a poll in
+	// flight. Both are set in Init and only read afterwards, so Interrupt
+	// can cancel while Gather runs.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// mu lets Stop cancel a poll in flight and wait for its end before it
-	// saves the state. Telegraf's agent calls Stop only after Gather
-	// returned; the execd binary calls it on SIGTERM while a poll may run,
-	// because Telegraf kills an execd process a few seconds after SIGTERM
-	// and a poll cut by a kill is repeated by the next start.
-	mu sync.Mutex
 	// lastGather is when the previous poll started: one interval before
 	// this one, the poll's deadline.
 	lastGather time.Time
@@ -267,15 +262,29 @@ func (m *MicrosoftDefender) Start(acc telegraf.Accumulator) error {
 	return nil
 }
 
-// Stop cancels a poll in flight, waits for it to end, and saves the
-// latest state: after a clean stop nothing is repeated.
+// Interrupt ends a poll in flight without waiting for it: the request in
+// flight is cancelled and no other starts; what the poll emitted stays in
+// the cursor, so the next start resumes after it. Unlike the plugin's other
+// functions, Interrupt may be called while Gather runs, from any goroutine,
+// since all it does is cancel a context. Telegraf's agent has no use for it
+// (it calls Stop once Gather returned); a host that must end promptly calls
+// Interrupt, then Stop once Gather returned. The execd binary does, when
+// its stdin closes or SIGTERM arrives: Telegraf kills an execd process ten
+// seconds after closing its stdin, and a poll cut by a kill is repeated by
+// the next start.
+func (m *MicrosoftDefender) Interrupt() {
+	if m.cancel != nil {
+		m.cancel()
+	}
+}
+
+// Stop saves the latest state, so that after a clean stop nothing is
+// repeated, and ends the plugin: a later Gather sends no request.
 func (m *MicrosoftDefender) Stop() {
 	if m.cancel == nil {
 		return // Init did not get as far as the cursor: nothing to stop or save
 	}
 	m.cancel()
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if err := m.commitState(); err != nil {
 		m.Log.Errorf("Saving the state to %q failed, the next start repeats the last poll: %s", m.StateFile, m.redactSecrets(err.Error()))
 	}
@@ -293,8 +302,6 @@ func (m *MicrosoftDefender) Stop() {
 // process that dies. A crash thus repeats the last poll instead of losing
 // its tail; a clean stop (Stop) saves the latest state.
 func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.acc != nil {
 		acc = m.acc
 	}

@@ -24,7 +24,7 @@ const (
 	// (Retry-After, a retry's backoff, max_requests_per_minute) would pass
 	// its end.
 	stoppedDeadline
-	// stoppedCancelled: the plugin is stopping (Stop).
+	// stoppedCancelled: the plugin is stopping (Interrupt or Stop).
 	stoppedCancelled
 	// stoppedFailed: a request failed for good, or its answer could not be
 	// read on (poll.err).
@@ -91,10 +91,12 @@ func (p *poll) stop(reason stopReason, err error) {
 	p.stats.backlog = true
 }
 
-// stopBefore stops the poll before a step when the budget is spent or the
-// deadline has come.
-func (p *poll) stopBefore() {
+// stopBefore stops the poll before a step when the plugin is stopping,
+// the budget is spent or the deadline has come.
+func (p *poll) stopBefore(ctx context.Context) {
 	switch {
+	case ctx.Err() != nil:
+		p.stop(stoppedCancelled, ctx.Err())
 	case p.budget == 0:
 		p.stop(stoppedBudget, nil)
 	case p.pastDeadline():
@@ -112,7 +114,7 @@ func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 		if sp == nil {
 			return countsAt
 		}
-		if p.stopBefore(); p.stopped != notStopped {
+		if p.stopBefore(ctx); p.stopped != notStopped {
 			return countsAt
 		}
 		countsAt = sp.End
@@ -148,7 +150,7 @@ func (p *poll) readSpan(ctx context.Context, sp *span) {
 			}
 		}
 		if !req.within {
-			if p.stopBefore(); p.stopped != notStopped {
+			if p.stopBefore(ctx); p.stopped != notStopped {
 				return
 			}
 		}
