@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -58,15 +57,11 @@ func (s *staticToken) secrets() []string {
 // cachedToken reuses a token from Azure AD until shortly before it expires,
 // or until the API refuses it.
 type cachedToken struct {
-	source tokenFetcher
-
-	mu      sync.Mutex
+	source  tokenFetcher
 	current *oauth2.Token
 }
 
 func (c *cachedToken) token(ctx context.Context) (string, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.current != nil && (c.current.Expiry.IsZero() || time.Until(c.current.Expiry) > tokenRenewBefore) {
 		return c.current.AccessToken, nil
 	}
@@ -79,16 +74,12 @@ func (c *cachedToken) token(ctx context.Context) (string, error) {
 }
 
 func (c *cachedToken) invalidate(token string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.current != nil && c.current.AccessToken == token {
 		c.current = nil
 	}
 }
 
 func (c *cachedToken) secrets() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	out := c.source.secrets()
 	if c.current != nil {
 		out = append(out, c.current.AccessToken)
@@ -119,7 +110,6 @@ type aadToken struct {
 
 	// refreshToken is the latest refresh token: the configured one until
 	// Azure AD hands out a new one.
-	mu           sync.Mutex
 	refreshToken *config.Secret
 }
 
@@ -142,8 +132,6 @@ func (a *aadToken) fetch(ctx context.Context) (*oauth2.Token, error) {
 		cfg.EndpointParams.Set("resource", a.resource)
 	}
 
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.refreshToken != nil && !a.refreshToken.Empty() {
 		refresh, err := a.refreshToken.Get()
 		if err != nil {
@@ -173,8 +161,6 @@ func (a *aadToken) fetch(ctx context.Context) (*oauth2.Token, error) {
 }
 
 func (a *aadToken) secrets() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	return secretValues(a.clientSecret, a.refreshToken)
 }
 

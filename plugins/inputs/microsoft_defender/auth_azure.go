@@ -303,6 +303,8 @@ type azureSource struct {
 
 	federatedTokenFile string
 
+	// mu guards what readFederatedToken records: azidentity calls it, and
+	// documents no goroutine it calls it on.
 	mu sync.Mutex
 	// federatedToken is the last token read from federatedTokenFile, kept
 	// for redaction; fileErr is the last failure to read it.
@@ -443,6 +445,8 @@ func (a *azureSource) describeResponse(resp *http.Response, transport *recording
 type recordingTransport struct {
 	client *http.Client
 
+	// mu guards what Do records: azidentity's pipeline calls Do, and
+	// documents no goroutine it calls it on.
 	mu   sync.Mutex
 	host string
 	err  error

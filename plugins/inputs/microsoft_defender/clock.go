@@ -2,7 +2,6 @@ package microsoft_defender
 
 import (
 	"net/http"
-	"sync"
 	"time"
 )
 
@@ -16,7 +15,6 @@ const maxClockSkew = time.Minute
 // API's future and move the watermark past detections the API has yet to
 // process.
 type serverClock struct {
-	mu     sync.Mutex
 	latest time.Time
 }
 
@@ -27,15 +25,11 @@ func (c *serverClock) observe(h http.Header) {
 	if err != nil {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.latest = t.UTC()
 }
 
 // now is the API's time at its latest answer; zero before the first.
 func (c *serverClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	return c.latest
 }
 
