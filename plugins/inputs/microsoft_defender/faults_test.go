@@ -238,6 +238,7 @@ func TestInterruptCancelsAPollInFlight(t *testing.T) {
 	require.Contains(t, s.logger.Messages(), testutil.Entry{Level: 'I', Text: "Poll cancelled: the plugin is stopping; the next start resumes here"})
 
 	// An interrupted plugin sends nothing more.
+	s.settle() // the hung request's handler ends with its connection
 	s.clock = s.clock.Add(pollInterval)
 	s.poll(p)
 	require.Len(t, requestsTo(s.sim, "/api/alerts"), sent+1)
