@@ -248,6 +248,45 @@ func TestInterruptCancelsAPollInFlight(t *testing.T) {
 	require.Equal(t, watermark, restarted.cursor.watermark)
 }
 
+// A poll interrupted after it emitted part of its window, then a clean
+// stop and a start: nothing the interrupted poll emitted comes again, and
+// nothing is lost.
+func TestInterruptedPollRepeatsNothingAfterARestart(t *testing.T) {
+	s := newScenario(t, simulator.Config{Seed: 6, Rate: 10, History: 3 * time.Hour})
+	stateFile := filepath.Join(t.TempDir(), "defender.state")
+	configure := func(m *MicrosoftDefender) {
+		m.StateFile = stateFile
+		m.Timeout = config.Duration(time.Hour)
+	}
+	p := s.plugin(configure)
+	start := s.firstWindowStart(p)
+	// The poll's first request is answered, its second hangs.
+	s.sim.Inject(simulator.FaultNone, 1)
+	s.sim.Inject(simulator.FaultHang, 1)
+
+	var acc testutil.Accumulator
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.Gather(&acc) //nolint:errcheck // Gather reports through the accumulator
+	}()
+	waitForRequests(t, s.sim, "/api/alerts", 2)
+	p.Interrupt()
+	<-done
+	s.settle()
+	require.Empty(t, acc.Errors)
+	require.Equal(t, "partial", pollFieldsTag(t, &acc, "status"))
+	s.record(&acc)
+	emittedBefore := len(emittedIDs(&acc))
+	require.Positive(t, emittedBefore, "the first answer was emitted before the interruption")
+	p.Stop()
+
+	s.clock = s.clock.Add(pollInterval)
+	p = s.plugin(configure) // a new process: everything but the state file is gone
+	s.run(p, 10*time.Minute)
+	s.settled(p, start, 0)
+}
+
 // waitForRequests waits until the simulator has received n requests to
 // the path: the request is what the test acts on.
 func waitForRequests(t *testing.T, sim *simulator.Server, suffix string, n int) {

@@ -111,6 +111,12 @@ func (s *scenario) poll(p *MicrosoftDefender) *testutil.Accumulator {
 	if !s.allowErrors {
 		require.Empty(s.t, acc.Errors)
 	}
+	s.record(&acc)
+	return &acc
+}
+
+// record counts a poll and what it emitted.
+func (s *scenario) record(acc *testutil.Accumulator) {
 	s.polls++
 	for _, m := range acc.GetTelegrafMetrics() {
 		switch m.Name() {
@@ -132,7 +138,6 @@ func (s *scenario) poll(p *MicrosoftDefender) *testutil.Accumulator {
 			s.pollBehind = append(s.pollBehind, ok && backlog.(bool))
 		}
 	}
-	return &acc
 }
 
 // pollInterval is how often the scenarios poll.

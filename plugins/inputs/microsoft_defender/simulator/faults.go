@@ -25,6 +25,9 @@ const (
 	FaultOversize    Fault = "oversize"  // every detection padded with a large field
 	FaultHang        Fault = "hang"      // no answer until the client gives up
 	FaultTokenDown   Fault = "token-503" // the token endpoint answers 503
+	// FaultNone answers as usual: injected before another fault, it lets
+	// that fault hit a later request.
+	FaultNone Fault = ""
 )
 
 // Faults lists every fault, for flags and documentation.
