@@ -233,7 +233,7 @@ func TestInterruptCancelsAPollInFlight(t *testing.T) {
 		t.Fatal("Gather did not return after Interrupt")
 	}
 	require.Empty(t, acc.Errors, "an interruption is not an error")
-	require.Equal(t, "partial", pollFieldsTag(t, &acc, "status"))
+	require.Equal(t, "partial", pollStatus(t, &acc))
 	require.Equal(t, watermark, p.cursor.watermark)
 	require.Contains(t, s.logger.Messages(), testutil.Entry{Level: 'I', Text: "Poll cancelled: the plugin is stopping; the next start resumes here"})
 
@@ -275,7 +275,7 @@ func TestInterruptedPollRepeatsNothingAfterARestart(t *testing.T) {
 	<-done
 	s.settle()
 	require.Empty(t, acc.Errors)
-	require.Equal(t, "partial", pollFieldsTag(t, &acc, "status"))
+	require.Equal(t, "partial", pollStatus(t, &acc))
 	s.record(&acc)
 	emittedBefore := len(emittedIDs(&acc))
 	require.Positive(t, emittedBefore, "the first answer was emitted before the interruption")
@@ -300,11 +300,12 @@ func waitForRequests(t *testing.T, sim *simulator.Server, suffix string, n int) 
 	}
 }
 
-func pollFieldsTag(t *testing.T, acc *testutil.Accumulator, tag string) string {
+// pollStatus is the status tag of the poll's defender_poll metric.
+func pollStatus(t *testing.T, acc *testutil.Accumulator) string {
 	t.Helper()
 	for _, m := range acc.GetTelegrafMetrics() {
 		if m.Name() == measurementPoll {
-			return m.Tags()[tag]
+			return m.Tags()["status"]
 		}
 	}
 	t.Fatal("no defender_poll metric")

@@ -66,7 +66,7 @@ func TestCenturyRetryAfterIsCappedAtAnHour(t *testing.T) {
 	acc := s.poll(p)
 	require.Equal(t, []string{`SIEM API at ` + host + `: the Retry-After of "3153600000" asks to wait 3153600000 seconds, ` +
 		`more than the 1h0m0s the plugin waits at most: waiting 1h0m0s`}, s.errors)
-	require.Equal(t, "partial", pollFieldsTag(t, acc, "status"))
+	require.Equal(t, "partial", pollStatus(t, acc))
 	require.Equal(t, fixedNow.Add(time.Hour), p.throttledUntil)
 	require.Len(t, requestsTo(s.sim, "/api/alerts"), 1)
 
@@ -74,7 +74,7 @@ func TestCenturyRetryAfterIsCappedAtAnHour(t *testing.T) {
 	s.run(p, time.Hour)
 	require.Len(t, requestsTo(s.sim, "/api/alerts"), 1)
 	acc = s.poll(p)
-	require.Equal(t, "ok", pollFieldsTag(t, acc, "status"))
+	require.Equal(t, "ok", pollStatus(t, acc))
 	require.NotEmpty(t, detectionMetrics(acc))
 	require.Len(t, s.errors, 1)
 }
