@@ -219,26 +219,13 @@ func TestInterruptCancelsAPollInFlight(t *testing.T) {
 	s.clock = s.clock.Add(pollInterval)
 	s.sim.Inject(simulator.FaultHang, 1)
 
-	var acc testutil.Accumulator
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		p.Gather(&acc) //nolint:errcheck // Gather reports through the accumulator
-	}()
-	waitForRequests(t, s.sim, "/api/alerts", sent+1) // the one that hangs
-	p.Interrupt()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("Gather did not return after Interrupt")
-	}
+	acc := interruptAfterRequests(t, s, p, sent+1) // the last one hangs
 	require.Empty(t, acc.Errors, "an interruption is not an error")
-	require.Equal(t, "partial", pollStatus(t, &acc))
+	require.Equal(t, "partial", pollStatus(t, acc))
 	require.Equal(t, watermark, p.cursor.watermark)
 	require.Contains(t, s.logger.Messages(), testutil.Entry{Level: 'I', Text: "Poll cancelled: the plugin is stopping; the next start resumes here"})
 
 	// An interrupted plugin sends nothing more.
-	s.settle() // the hung request's handler ends with its connection
 	s.clock = s.clock.Add(pollInterval)
 	s.poll(p)
 	require.Len(t, requestsTo(s.sim, "/api/alerts"), sent+1)
@@ -264,20 +251,11 @@ func TestInterruptedPollRepeatsNothingAfterARestart(t *testing.T) {
 	s.sim.Inject(simulator.FaultNone, 1)
 	s.sim.Inject(simulator.FaultHang, 1)
 
-	var acc testutil.Accumulator
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		p.Gather(&acc) //nolint:errcheck // Gather reports through the accumulator
-	}()
-	waitForRequests(t, s.sim, "/api/alerts", 2)
-	p.Interrupt()
-	<-done
-	s.settle()
+	acc := interruptAfterRequests(t, s, p, 2)
 	require.Empty(t, acc.Errors)
-	require.Equal(t, "partial", pollStatus(t, &acc))
-	s.record(&acc)
-	emittedBefore := len(emittedIDs(&acc))
+	require.Equal(t, "partial", pollStatus(t, acc))
+	s.record(acc)
+	emittedBefore := len(emittedIDs(acc))
 	require.Positive(t, emittedBefore, "the first answer was emitted before the interruption")
 	p.Stop()
 
@@ -285,6 +263,28 @@ func TestInterruptedPollRepeatsNothingAfterARestart(t *testing.T) {
 	p = s.plugin(configure) // a new process: everything but the state file is gone
 	s.run(p, 10*time.Minute)
 	s.settled(p, start, 0)
+}
+
+// interruptAfterRequests runs a Gather of p and interrupts it once the
+// simulator has received n alerts requests; it returns what the poll
+// emitted, after its Gather returned and the simulator's handlers ended.
+func interruptAfterRequests(t *testing.T, s *scenario, p *MicrosoftDefender, n int) *testutil.Accumulator {
+	t.Helper()
+	var acc testutil.Accumulator
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.Gather(&acc) //nolint:errcheck // Gather reports through the accumulator
+	}()
+	waitForRequests(t, s.sim, "/api/alerts", n)
+	p.Interrupt()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Gather did not return after Interrupt")
+	}
+	s.settle() // the hung request's handler ends with its connection
+	return &acc
 }
 
 // waitForRequests waits until the simulator has received n requests to
