@@ -263,8 +263,8 @@ func (m *MicrosoftDefender) Start(acc telegraf.Accumulator) error {
 }
 
 // Interrupt ends a poll in flight without waiting for it: the request in
-// flight is cancelled and no other starts; what the poll emitted stays in
-// the cursor, so the next start resumes after it. Unlike the plugin's other
+// flight is cancelled and no other starts; what the poll emitted is
+// remembered, so that it is not emitted again. Unlike the plugin's other
 // functions, Interrupt may be called while Gather runs, from any goroutine,
 // since all it does is cancel a context. Telegraf's agent has no use for it
 // (it calls Stop once Gather returned); a host that must end promptly calls
