@@ -22,7 +22,7 @@ import (
 // seconds before it kills it), ends a poll whose request hangs, instead of
 // waiting for the request's timeout (an hour here); the process exits
 // cleanly and leaves a consistent state file.
-func TestSIGTERMEndsAPollInFlight(t *testing.T) {
+func TestStoppingEndsAPollInFlight(t *testing.T) {
 	t.Run("SIGTERM", func(t *testing.T) {
 		endsAPollInFlight(t, func(cmd *exec.Cmd, _ io.WriteCloser) error { return cmd.Process.Signal(syscall.SIGTERM) })
 	})

@@ -45,7 +45,8 @@ func runInput(ctx context.Context, input telegraf.Input, pollInterval time.Durat
 
 	acc := agent.NewAccumulator(metricMaker{log: log}, metrics)
 	acc.SetPrecision(time.Nanosecond)
-	if service, ok := input.(telegraf.ServiceInput); ok {
+	service, isService := input.(telegraf.ServiceInput)
+	if isService {
 		if err := service.Start(acc); err != nil {
 			close(metrics)
 			<-written
@@ -76,7 +77,7 @@ func runInput(ctx context.Context, input telegraf.Input, pollInterval time.Durat
 		}()
 	}
 	gatherUntilDone(ctx, input, acc, pollInterval, prompts, stderr)
-	if service, ok := input.(telegraf.ServiceInput); ok {
+	if isService {
 		service.Stop()
 	}
 	close(metrics)

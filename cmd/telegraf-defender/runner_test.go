@@ -164,10 +164,10 @@ func TestRunInputInterruptsAPollInFlight(t *testing.T) {
 }
 
 // interruptibleInput's Gather runs until Interrupt is called, as the
-// plugin's poll does when a request hangs.
+// plugin's poll does when a request hangs; it starts, stops and records
+// calls as countingInput does.
 type interruptibleInput struct {
-	calls []string
-	acc   telegraf.Accumulator
+	countingInput
 	// gathering is closed when Gather has begun.
 	gathering chan struct{}
 	// interrupted is closed by Interrupt.
@@ -175,17 +175,7 @@ type interruptibleInput struct {
 	once        sync.Once
 }
 
-func (*interruptibleInput) SampleConfig() string { return "" }
-
-func (i *interruptibleInput) Start(acc telegraf.Accumulator) error { //nolint:unparam // telegraf.ServiceInput's signature
-	i.calls = append(i.calls, "start")
-	i.acc = acc
-	return nil
-}
-
 func (i *interruptibleInput) Interrupt() { i.once.Do(func() { close(i.interrupted) }) }
-
-func (i *interruptibleInput) Stop() { i.calls = append(i.calls, "stop") }
 
 func (i *interruptibleInput) Gather(telegraf.Accumulator) error {
 	i.calls = append(i.calls, "gather")

@@ -91,12 +91,10 @@ func (p *poll) stop(reason stopReason, err error) {
 	p.stats.backlog = true
 }
 
-// stopBefore stops the poll before a step when the plugin is stopping,
-// the budget is spent or the deadline has come.
-func (p *poll) stopBefore(ctx context.Context) {
+// stopBefore stops the poll before a step when the budget is spent or the
+// deadline has come.
+func (p *poll) stopBefore() {
 	switch {
-	case ctx.Err() != nil:
-		p.stop(stoppedCancelled, ctx.Err())
 	case p.budget == 0:
 		p.stop(stoppedBudget, nil)
 	case p.pastDeadline():
@@ -114,7 +112,7 @@ func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 		if sp == nil {
 			return countsAt
 		}
-		if p.stopBefore(ctx); p.stopped != notStopped {
+		if p.stopBefore(); p.stopped != notStopped {
 			return countsAt
 		}
 		countsAt = sp.End
@@ -150,7 +148,7 @@ func (p *poll) readSpan(ctx context.Context, sp *span) {
 			}
 		}
 		if !req.within {
-			if p.stopBefore(ctx); p.stopped != notStopped {
+			if p.stopBefore(); p.stopped != notStopped {
 				return
 			}
 		}
