@@ -312,7 +312,7 @@ func TestExecdLogsReachTelegrafAtTheirLevel(t *testing.T) {
 // API of the simulator at url as the e2e app with secret; keys are its
 // further lines (keys, comments, sub-tables).
 func siemSection(url, secret string, keys ...string) string {
-	return pluginSection(fmt.Sprintf("  endpoint_url = \"%[1]s/api/alerts\"\n  token_url = \"%[1]s/e2e-tenant/oauth2/token\"\n", url), secret, keys)
+	return pluginSection(fmt.Sprintf("  api = \"siem\"\n  endpoint_url = \"%[1]s/api/alerts\"\n  token_url = \"%[1]s/e2e-tenant/oauth2/token\"\n", url), secret, keys)
 }
 
 // graphSection is the same for Graph alerts_v2.

@@ -34,7 +34,7 @@ state_dir="${STATE_DIR:-$root/.run}"
 mkdir -p "$state_dir"
 trap 'exit 130' INT TERM
 
-api="${DEFENDER_API:-siem}"
+api="${DEFENDER_API:-graph}"
 case "$api" in
   siem|graph) ;;
   *) echo "run: DEFENDER_API must be siem or graph, not $api" >&2; exit 2 ;;

@@ -87,7 +87,7 @@ func startTLSSim(t *testing.T, ca *simulator.TestCA, cfg simulator.Config) *tlsS
 // conf is a configuration for the simulator's SIEM API with the given
 // authentication lines.
 func (s *tlsSim) conf(auth string) string {
-	return fmt.Sprintf("[[inputs.microsoft_defender]]\n  endpoint_url = %q\n  tls_ca = %q\n%s\n", s.server.URL+"/api/alerts", s.caFile, auth)
+	return fmt.Sprintf("[[inputs.microsoft_defender]]\n  api = \"siem\"\n  endpoint_url = %q\n  tls_ca = %q\n%s\n", s.server.URL+"/api/alerts", s.caFile, auth)
 }
 
 // graphConf is the same for the simulator's Graph API.
@@ -229,6 +229,7 @@ func newPlugin(t *testing.T, configure func(*microsoft_defender.MicrosoftDefende
 	t.Helper()
 	plugin := inputs.Inputs["microsoft_defender"]().(*microsoft_defender.MicrosoftDefender)
 	plugin.Log = &testutil.CaptureLogger{}
+	plugin.API = "siem"
 	// Polls follow each other at once here: the rate limit would postpone them.
 	plugin.MaxRequestsPerMinute = 6000
 	configure(plugin)

@@ -28,7 +28,7 @@ func TestCheck(t *testing.T) {
 	host := strings.TrimPrefix(server.URL, "http://")
 
 	siem := func(extra string) string {
-		return fmt.Sprintf("[[inputs.microsoft_defender]]\n  endpoint_url = %q\n  login_endpoint = %q\n  tenant_id = \"contoso\"\n  client_id = \"app\"\n%s\n",
+		return fmt.Sprintf("[[inputs.microsoft_defender]]\n  api = \"siem\"\n  endpoint_url = %q\n  login_endpoint = %q\n  tenant_id = \"contoso\"\n  client_id = \"app\"\n%s\n",
 			server.URL+"/api/alerts", server.URL, extra)
 	}
 	runChecks(t, []checkCase{
@@ -86,7 +86,7 @@ func TestCheckBesideTheRunningPlugin(t *testing.T) {
 	dir := t.TempDir()
 	stateFile := filepath.Join(dir, "defender.state")
 	path := filepath.Join(dir, "defender.conf")
-	require.NoError(t, os.WriteFile(path, fmt.Appendf(nil, "[[inputs.microsoft_defender]]\n  endpoint_url = %q\n  login_endpoint = %q\n"+
+	require.NoError(t, os.WriteFile(path, fmt.Appendf(nil, "[[inputs.microsoft_defender]]\n  api = \"siem\"\n  endpoint_url = %q\n  login_endpoint = %q\n"+
 		"  tenant_id = \"contoso\"\n  client_id = \"app\"\n  client_secret = \"right-secret\"\n  state_file = %q\n",
 		server.URL+"/api/alerts", server.URL, stateFile), 0o600))
 	input, err := loadInput(path)

@@ -18,7 +18,7 @@ const unknownKeyAdvice = ", which the external plugin would ignore: check the sp
 // validConf is a configuration the plugin accepts; every key is known,
 // those of the embedded TLS and proxy settings included.
 const validConf = `[[inputs.microsoft_defender]]
-  region = "eu"
+  region = "gcc"
   tenant_id = "contoso.onmicrosoft.com"
   client_id = "app"
   client_secret = "${DEFENDER_TEST_SECRET}"

@@ -31,7 +31,7 @@ func TestSampleConfLoadsInTheShim(t *testing.T) {
 	require.NoError(t, err)
 	plugin, ok := loaded.Input.(*microsoft_defender.MicrosoftDefender)
 	require.True(t, ok)
-	require.Equal(t, "us", plugin.Region)
+	require.Equal(t, "graph", plugin.API)
 	require.Equal(t, "contoso.onmicrosoft.com", plugin.TenantID)
 	secret, err := plugin.ClientSecret.Get()
 	require.NoError(t, err)

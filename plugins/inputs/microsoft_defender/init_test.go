@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/testutil"
 )
 
 func validPlugin() *MicrosoftDefender {
@@ -41,11 +42,11 @@ func TestInitRejectsBadConfigurations(t *testing.T) {
 		{"graph page size", func(m *MicrosoftDefender) { m.API, m.Region, m.PageSize = "graph", "", 5000 },
 			"page_size must be from 1 to 1000, got 5000"},
 		{"siem region on graph", func(m *MicrosoftDefender) { m.API = "graph" },
-			`region "eu" is unknown for api = "graph": use "global", "gcc", "gcc-high", "dod" or "china", or set endpoint_url`},
-		{"no region", func(m *MicrosoftDefender) { m.Region = "" },
-			`set region ("eu", "us", "uk", "gcc" or "gcc-high") or endpoint_url`},
+			`region "eu" is a region of api = "siem": for api = "graph" use "global" (the default), "gcc", "gcc-high", "dod" or "china"`},
+		{"graph region on siem", func(m *MicrosoftDefender) { m.Region = "dod" },
+			`region "dod" is a region of api = "graph": for api = "siem" use "us" (the default), "eu", "uk", "gcc" or "gcc-high"`},
 		{"unknown region", func(m *MicrosoftDefender) { m.Region = "asia" },
-			`region "asia" is unknown: use "eu", "us", "uk", "gcc" or "gcc-high", or set endpoint_url`},
+			`region "asia" is unknown for api = "siem": use "us", "eu", "uk", "gcc" or "gcc-high", or set endpoint_url`},
 		{"plain http endpoint", func(m *MicrosoftDefender) { m.EndpointURL = "http://alerts.example.com/api/alerts" },
 			`endpoint_url "http://alerts.example.com/api/alerts" uses plain http to a host that is not loopback: use https`},
 		{"plain http token url", func(m *MicrosoftDefender) { m.TokenURL = "http://login.example.com/t/oauth2/token" },
@@ -188,4 +189,20 @@ func TestStopAfterAFailedInit(t *testing.T) {
 	p.MaxRetries = -1
 	require.Error(t, p.Init())
 	require.NotPanics(t, p.Stop)
+}
+
+// Each API has a region that works without setting one: Graph's global
+// cloud, and the SIEM API's US host.
+func TestEachAPIHasADefaultRegion(t *testing.T) {
+	for api, want := range map[string]string{
+		"":      "https://graph.microsoft.com/v1.0/security/alerts_v2",
+		"graph": "https://graph.microsoft.com/v1.0/security/alerts_v2",
+		"siem":  "https://wdatp-alertexporter-us.windows.com/api/alerts",
+	} {
+		p := newMicrosoftDefender()
+		p.API, p.Log = api, testutil.Logger{}
+		p.TenantID, p.ClientID, p.ClientSecret = testTenant, testClientID, config.NewSecret([]byte(testClientSecret))
+		require.NoError(t, p.Init(), api)
+		require.Equal(t, want, p.backend.endpoint(), api)
+	}
 }

@@ -34,6 +34,7 @@ const (
 	defaultLoginEndpoint     = "https://login.microsoftonline.com"
 	defaultLoginEndpointGovt = "https://login.microsoftonline.us"
 	defaultSIEMResource      = "https://graph.windows.net"
+	defaultSIEMRegion        = "us"
 	userAgent                = "Telegraf-microsoft_defender"
 )
 
@@ -133,7 +134,7 @@ const defaultPollDeadline = time.Minute
 // newMicrosoftDefender returns a plugin with the documented defaults.
 func newMicrosoftDefender() *MicrosoftDefender {
 	return &MicrosoftDefender{
-		API:                  "siem",
+		API:                  "graph",
 		InitialLookback:      config.Duration(2 * time.Hour),
 		Delay:                config.Duration(time.Minute),
 		Overlap:              config.Duration(10 * time.Minute),
@@ -153,7 +154,7 @@ func (*MicrosoftDefender) SampleConfig() string {
 
 func (m *MicrosoftDefender) Init() error {
 	if m.API == "" {
-		m.API = "siem"
+		m.API = "graph"
 	}
 	if err := m.checkKeysOfAPI(); err != nil {
 		return err
@@ -434,6 +435,10 @@ func (m *MicrosoftDefender) graphEndpoint() (*url.URL, error) {
 		m.Region = "global"
 	}
 	cloud, known := graphRegions[m.Region]
+	if _, siem := siemRegions[m.Region]; siem && !known {
+		return nil, fmt.Errorf("region %q is a region of api = \"siem\": for api = \"graph\" use \"global\" (the default), \"gcc\", \"gcc-high\", \"dod\" or \"china\"",
+			m.Region)
+	}
 	if !known && m.EndpointURL == "" {
 		return nil, fmt.Errorf("region %q is unknown for api = \"graph\": use \"global\", \"gcc\", \"gcc-high\", \"dod\" or \"china\", or set endpoint_url",
 			m.Region)
@@ -459,15 +464,17 @@ func (m *MicrosoftDefender) graphEndpoint() (*url.URL, error) {
 }
 
 func (m *MicrosoftDefender) siemEndpoint() (*url.URL, error) {
-	raw := m.EndpointURL
-	if raw == "" {
-		if m.Region == "" {
-			return nil, errors.New("set region (\"eu\", \"us\", \"uk\", \"gcc\" or \"gcc-high\") or endpoint_url")
-		}
-		var ok bool
-		if raw, ok = siemRegions[m.Region]; !ok {
-			return nil, fmt.Errorf("region %q is unknown: use \"eu\", \"us\", \"uk\", \"gcc\" or \"gcc-high\", or set endpoint_url", m.Region)
-		}
+	if m.Region == "" {
+		m.Region = defaultSIEMRegion
+	}
+	raw, known := siemRegions[m.Region]
+	if _, graph := graphRegions[m.Region]; graph && !known {
+		return nil, fmt.Errorf("region %q is a region of api = \"graph\": for api = \"siem\" use \"us\" (the default), \"eu\", \"uk\", \"gcc\" or \"gcc-high\"", m.Region)
+	}
+	if m.EndpointURL != "" {
+		raw = m.EndpointURL
+	} else if !known {
+		return nil, fmt.Errorf("region %q is unknown for api = \"siem\": use \"us\", \"eu\", \"uk\", \"gcc\" or \"gcc-high\", or set endpoint_url", m.Region)
 	}
 	return parseEndpoint("endpoint_url", raw)
 }
