@@ -447,7 +447,7 @@ func checkMapping(t *testing.T, node *searchNode, pattern string) {
 		for field, typ := range map[string]string{
 			"@timestamp": "date", "tag.severity": "keyword", "defender_alert.alert_id": "keyword",
 			"defender_alert.alert_time": "date", "defender_alert.alert_part": "integer", "defender_alert.report_id": "long",
-			"defender_poll.backlog": "boolean", "defender_poll.duration_ms": "double", "defender_alert_count.count": "long",
+			"defender_poll.backlog": "boolean", "defender_poll.duration_seconds": "double", "defender_alert_count.count": "long",
 			"defender_alert.alert_title": "text", "event.severity": "long", "event.created": "date",
 		} {
 			require.Equal(t, typ, actual[field]["type"], "%s: the type of %s", index, field)

@@ -48,7 +48,7 @@ func (p *recordProblems) where() string {
 	return fmt.Sprintf("%s%s %d at byte %d", strings.ToUpper(p.noun[:1]), p.noun[1:], p.index, p.offset)
 }
 
-// fieldNames lists the fields left out, for the invalid_fields field.
+// fieldNames lists the fields left out, for the invalid_field_names field.
 func (p *recordProblems) fieldNames() string {
 	names := make([]string, 0, len(p.invalid))
 	for _, f := range p.invalid {

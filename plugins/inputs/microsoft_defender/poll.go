@@ -330,7 +330,7 @@ func (p *poll) attempt(ctx context.Context, req *request) (response, error) {
 		}
 		if problems := a.problems(); len(problems.invalid) > 0 {
 			p.stats.invalidFields += int64(len(problems.invalid))
-			m.AddField("invalid_fields", problems.fieldNames())
+			m.AddField("invalid_field_names", problems.fieldNames())
 			p.logProblemf("%s (%q) emitted without the values that do not fit: %s", problems.where(), truncate(id, 128), problems)
 		}
 		if !a.inWindow() {

@@ -62,7 +62,7 @@ func TestPollMetric(t *testing.T) {
 	acc := gatherOK(t, plugin)
 	want := expectedPoll("partial", pollStats{requests: 1, received: 2, emitted: 2, backlog: true}, time.Hour+time.Minute)
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{want},
-		pollMetrics(acc), testutil.IgnoreFields("duration_ms"))
+		pollMetrics(acc), testutil.IgnoreFields("duration_seconds"))
 	require.Equal(t, []string{"a:2", "a:3"}, emittedIDs(acc))
 
 	// The rest of the span: a and b again (a duplicate); a full answer, so
@@ -70,7 +70,7 @@ func TestPollMetric(t *testing.T) {
 	responses = []string{"[" + a + "," + b + "]", "[" + a + "]"}
 	acc = gatherOK(t, plugin)
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{expectedPoll("ok", pollStats{requests: 2, received: 3, emitted: 1, duplicates: 2}, time.Minute)},
-		pollMetrics(acc), testutil.IgnoreFields("duration_ms"))
+		pollMetrics(acc), testutil.IgnoreFields("duration_seconds"))
 	require.Equal(t, []string{"a:1"}, emittedIDs(acc))
 
 	// A new window whose answer breaks off after one new detection.
@@ -82,7 +82,7 @@ func TestPollMetric(t *testing.T) {
 	require.True(t, strings.HasPrefix(failed.Errors[0].Error(), "reading the SIEM API answer from"))
 	expected := expectedPoll("partial", pollStats{requests: 1, received: 1, emitted: 1, errors: 1, backlog: true}, time.Hour+time.Minute)
 	expected.SetTime(fixedNow.Add(time.Hour))
-	testutil.RequireMetricsEqual(t, []telegraf.Metric{expected}, pollMetrics(&failed), testutil.IgnoreFields("duration_ms"))
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{expected}, pollMetrics(&failed), testutil.IgnoreFields("duration_seconds"))
 }
 
 // pagingBackend is a backend that asks for page after page of one span and

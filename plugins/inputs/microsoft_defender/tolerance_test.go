@@ -46,18 +46,18 @@ func TestRecordsThatDoNotFitAreNotAWall(t *testing.T) {
 		metric.New(measurementAlert, nil, map[string]interface{}{
 			"full_id":                 "b:1",
 			"last_processed_time_utc": "2020-09-30T14:10:00Z",
-			"invalid_fields":          "AlertPart,ReportID,AlertTitle,RemediationIsSuccess,AlertTime",
+			"invalid_field_names":     "AlertPart,ReportID,AlertTitle,RemediationIsSuccess,AlertTime",
 		}, time.Date(2020, 9, 30, 14, 10, 0, 0, time.UTC)),
 		// No time that a metric can hold: stamped at the window's end, where
 		// the cursor remembers it.
 		metric.New(measurementAlert, nil, map[string]interface{}{
-			"full_id":        "c:1",
-			"invalid_fields": "LastProcessedTimeUtc",
+			"full_id":             "c:1",
+			"invalid_field_names": "LastProcessedTimeUtc",
 		}, windowEnd),
 		metric.New(measurementAlert, nil, map[string]interface{}{
 			"full_id":                 "d:1",
 			"last_processed_time_utc": "2001-01-01T00:00:00Z",
-			"invalid_fields":          "AlertTime",
+			"invalid_field_names":     "AlertTime",
 		}, time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)),
 	}
 	var odd []telegraf.Metric
@@ -72,7 +72,7 @@ func TestRecordsThatDoNotFitAreNotAWall(t *testing.T) {
 		[]telegraf.Metric{expectedPoll("ok", pollStats{
 			requests: 1, received: 7, emitted: 5, skipped: 2, invalidFields: 7, outOfWindow: 2,
 		}, time.Minute)},
-		pollMetrics(acc), testutil.IgnoreFields("duration_ms"))
+		pollMetrics(acc), testutil.IgnoreFields("duration_seconds"))
 
 	require.Equal(t, []string{
 		`W! [] Detection 1 at byte 117 ("b:1") emitted without the values that do not fit: ` +
@@ -203,7 +203,7 @@ func TestScenarioPoisonedAndGiantRecords(t *testing.T) {
 		acc := s.poll(p)
 		for _, m := range acc.GetTelegrafMetrics() {
 			id, _ := m.GetField("full_id")
-			if names, ok := m.GetField("invalid_fields"); ok && m.Name() == measurementAlert {
+			if names, ok := m.GetField("invalid_field_names"); ok && m.Name() == measurementAlert {
 				key, poisoned := s.sim.IsPoisoned(id.(string))
 				require.True(t, poisoned, "%s", id)
 				require.Equal(t, key, names)
@@ -285,7 +285,7 @@ func TestGraphAlertWithoutATimeIsEmittedOnce(t *testing.T) {
 		for _, m := range acc.GetTelegrafMetrics() {
 			if m.Name() == measurementAlert {
 				alerts++
-				require.Equal(t, "lastUpdateDateTime", m.Fields()["invalid_fields"])
+				require.Equal(t, "lastUpdateDateTime", m.Fields()["invalid_field_names"])
 				require.Equal(t, atTick(fixedNow, hashOf("a@0001-01-01T00:00:00Z")), m.Time(), "stamped when first read")
 			}
 		}
