@@ -67,7 +67,9 @@ func inTreeSections(url string, keys ...string) string {
 		"## One page per request: the simulator's clock then never moves between",
 		"## the pages of one read.",
 		"page_size = 1000"}, keys...), "[inputs.microsoft_defender.tags]", `  pipeline = "graph"`)
-	return siemSection(url, "e2e-secret", siem...) + graphSection(url, "e2e-secret", graph...)
+	// A %s in a key is the section's pipeline, e.g. a state file of its own.
+	return strings.ReplaceAll(siemSection(url, "e2e-secret", siem...), "%s", "siem") +
+		strings.ReplaceAll(graphSection(url, "e2e-secret", graph...), "%s", "graph")
 }
 
 // startInTree starts bin/telegraf-intree with conf and a file output to
@@ -210,21 +212,20 @@ func TestInTreeInfluxDBKeepsEveryDetection(t *testing.T) {
 	require.Len(t, byName(a.metrics(t), "defender_poll"), int(polls[0].Values[0][1].(float64)))
 }
 
-// A clean restart with Telegraf's own state file ([agent] statefile, the
-// plugin a StatefulPlugin, no state_file) in the middle of a backlog: the
-// second run resumes where the first stopped and repeats nothing, and what
-// appeared while Telegraf was down arrives.
-func TestInTreeRestartThroughTelegrafsStatefile(t *testing.T) {
+// A clean restart in the middle of a backlog, each section with its own
+// state_file: the second run resumes where the first stopped and repeats
+// nothing, and what appeared while Telegraf was down arrives. Two sections
+// reading different streams start side by side.
+func TestInTreeRestartResumesFromTheStateFiles(t *testing.T) {
 	t.Parallel()
 	const budget = 200
 	sim, clock, url := newStillSimulator(t, 43, 12)
 	dir := t.TempDir()
-	conf := fmt.Sprintf(`
+	conf := `
 [agent]
   interval = "2s"
   flush_interval = "1s"
-  statefile = %q
-`, filepath.Join(dir, "telegraf.state")) + inTreeSections(url, fmt.Sprintf("max_alerts_per_gather = %d", budget))
+` + inTreeSections(url, fmt.Sprintf("max_alerts_per_gather = %d", budget), fmt.Sprintf("state_file = %q", filepath.Join(dir, "%s.state")))
 
 	siem := make(map[string]int)  // full_id -> times emitted
 	graph := make(map[string]int) // graphVersion -> times emitted

@@ -2,8 +2,6 @@ package microsoft_defender
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,42 +38,6 @@ func (m *MicrosoftDefender) source() string {
 		source += fmt.Sprintf(" service_sources=%s severities=%s", strings.Join(m.ServiceSources, ","), strings.Join(m.Severities, ","))
 	}
 	return source
-}
-
-// ID identifies the instance's state in Telegraf's state file; it changes
-// only when the stream read changes, not on unrelated edits.
-func (m *MicrosoftDefender) ID() string {
-	sum := sha256.Sum256([]byte(m.source()))
-	return hex.EncodeToString(sum[:16])
-}
-
-// GetState implements telegraf.StatefulPlugin.
-func (m *MicrosoftDefender) GetState() interface{} {
-	return m.state()
-}
-
-// SetState implements telegraf.StatefulPlugin. Telegraf's state file is
-// written only on a clean shutdown, so when state_file holds a newer cursor,
-// that one is kept.
-func (m *MicrosoftDefender) SetState(state interface{}) error {
-	var s pluginState
-	switch v := state.(type) {
-	case pluginState:
-		s = v
-	case *pluginState:
-		s = *v
-	default:
-		return fmt.Errorf("state has the wrong type %T", state)
-	}
-	if err := m.checkState(&s); err != nil {
-		m.Log.Warnf("Ignoring Telegraf's saved state: %v", err)
-		return nil
-	}
-	if s.Watermark.Before(m.cursor.watermark) {
-		return nil
-	}
-	m.applyState(&s)
-	return nil
 }
 
 func (m *MicrosoftDefender) state() pluginState {
