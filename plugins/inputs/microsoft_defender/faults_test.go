@@ -353,7 +353,7 @@ func TestRequestsPerMinuteAreLimited(t *testing.T) {
 	s := newScenario(t, simulator.Config{Seed: 6, Rate: 20, History: 2 * time.Hour})
 	var waits []time.Duration
 	p := s.plugin(func(m *MicrosoftDefender) {
-		m.Limit = 5
+		m.PageSize = 5
 		m.MaxRequestsPerMinute = 6
 		m.sleep = func(ctx context.Context, d time.Duration) error {
 			waits = append(waits, d)

@@ -90,7 +90,7 @@ func TestDateBehindTheChunkRepeatsNothing(t *testing.T) {
 	}
 	server := stub(t, sim.handler(t))
 	plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{})
-	plugin.Limit = 2
+	plugin.PageSize = 2
 
 	emitted := make(map[string]int)
 	for range 3 {
@@ -174,7 +174,7 @@ func TestSharedInstantOverTheLimitIsReported(t *testing.T) {
 	logger := &testutil.CaptureLogger{}
 	plugin := stubbedPlugin(t, server, logger, func(m *MicrosoftDefender) {
 		m.MaxBodySize = 4096
-		m.Limit = 2
+		m.PageSize = 2
 	})
 	acc := gatherOK(t, plugin)
 	// The API has no order inside an instant to page by: what one limited

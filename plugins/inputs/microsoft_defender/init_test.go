@@ -40,7 +40,7 @@ func TestInitRejectsBadConfigurations(t *testing.T) {
 			m.Resource = "https://graph.windows.net"
 		}, `device_created_machine_tags, refresh_token, resource (use scopes): not used by api = "graph"`},
 		{"graph page size", func(m *MicrosoftDefender) { m.API, m.Region, m.PageSize = "graph", "", 5000 },
-			"page_size must be from 1 to 1000, got 5000"},
+			"page_size must be from 1 to 1000 for api = \"graph\", got 5000"},
 		{"siem region on graph", func(m *MicrosoftDefender) { m.API = "graph" },
 			`region "eu" is a region of api = "siem": for api = "graph" use "global" (the default), "gcc", "gcc-high", "dod" or "china"`},
 		{"graph region on siem", func(m *MicrosoftDefender) { m.Region = "dod" },
@@ -80,7 +80,7 @@ func TestInitRejectsBadConfigurations(t *testing.T) {
 		}, "resource and scopes cannot both be set: resource selects the Azure AD v1 token form, scopes the v2 form"},
 		{"tenant with a path", func(m *MicrosoftDefender) { m.TenantID = "contoso/../x" },
 			`tenant_id "contoso/../x" is not a tenant id or domain name`},
-		{"negative limit", func(m *MicrosoftDefender) { m.Limit = -1 }, "limit must not be negative, got -1"},
+		{"negative page size", func(m *MicrosoftDefender) { m.PageSize = -1 }, "page_size must not be negative, got -1"},
 		{"zero lookback", func(m *MicrosoftDefender) { m.InitialLookback = 0 }, "initial_lookback must be positive"},
 		{"zero timeout", func(m *MicrosoftDefender) { m.Timeout = 0 }, "timeout must be positive"},
 	}

@@ -35,7 +35,9 @@ const (
 	defaultLoginEndpointGovt = "https://login.microsoftonline.us"
 	defaultSIEMResource      = "https://graph.windows.net"
 	defaultSIEMRegion        = "us"
-	userAgent                = "Telegraf-microsoft_defender"
+	// defaultGraphPageSize is Graph's $top when page_size is 0.
+	defaultGraphPageSize = 500
+	userAgent            = "Telegraf-microsoft_defender"
 )
 
 // MicrosoftDefender pulls Microsoft Defender detections.
@@ -71,7 +73,6 @@ type MicrosoftDefender struct {
 	PageSize                 int      `toml:"page_size"`
 	IncludeEvidence          bool     `toml:"include_evidence"`
 
-	Limit              int             `toml:"limit"`
 	InitialLookback    config.Duration `toml:"initial_lookback"`
 	Delay              config.Duration `toml:"delay"`
 	Overlap            config.Duration `toml:"overlap"`
@@ -140,7 +141,6 @@ func newMicrosoftDefender() *MicrosoftDefender {
 		Overlap:              config.Duration(10 * time.Minute),
 		MaxWindow:            config.Duration(time.Hour),
 		MaxAlertsPerGather:   10000,
-		PageSize:             500,
 		MaxRetries:           3,
 		MaxRequestsPerMinute: 60,
 		MaxBodySize:          config.Size(256 * 1024 * 1024),
@@ -159,8 +159,8 @@ func (m *MicrosoftDefender) Init() error {
 	if err := m.checkKeysOfAPI(); err != nil {
 		return err
 	}
-	if m.Limit < 0 {
-		return fmt.Errorf("limit must not be negative, got %d", m.Limit)
+	if m.PageSize < 0 {
+		return fmt.Errorf("page_size must not be negative, got %d", m.PageSize)
 	}
 	if m.InitialLookback <= 0 {
 		return errors.New("initial_lookback must be positive")
@@ -408,13 +408,15 @@ func (m *MicrosoftDefender) checkKeysOfAPI() error {
 			configKey{"include_evidence", m.IncludeEvidence},
 		)
 	case "graph":
-		if m.PageSize < 1 || m.PageSize > 1000 {
-			return fmt.Errorf("page_size must be from 1 to 1000, got %d", m.PageSize)
+		if m.PageSize == 0 {
+			m.PageSize = defaultGraphPageSize
+		}
+		if m.PageSize > 1000 {
+			return fmt.Errorf("page_size must be from 1 to 1000 for api = \"graph\", got %d", m.PageSize)
 		}
 		foreign = setKeys(
 			configKey{"device_created_machine_tags", m.DeviceCreatedMachineTags != ""},
 			configKey{"cloud_created_machine_tags", m.CloudCreatedMachineTags != ""},
-			configKey{"limit (use page_size)", m.Limit != 0},
 			configKey{"refresh_token", !m.RefreshToken.Empty()},
 			configKey{"resource (use scopes)", m.Resource != ""},
 		)

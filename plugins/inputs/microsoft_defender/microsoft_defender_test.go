@@ -264,4 +264,3 @@ func orDefault[T comparable](v *T, d T) {
 		*v = d
 	}
 }
-

@@ -438,8 +438,8 @@ const maxRequestDetections = 10000
 // requestLimit is the number of detections one request asks for.
 func (m *MicrosoftDefender) requestLimit() int {
 	limit := min(m.MaxAlertsPerGather, maxRequestDetections)
-	if m.Limit > 0 && m.Limit < limit {
-		limit = m.Limit
+	if m.API == "siem" && m.PageSize > 0 && m.PageSize < limit {
+		limit = m.PageSize
 	}
 	if m.sizeLimit > 0 && m.sizeLimit < limit {
 		limit = m.sizeLimit

@@ -75,7 +75,7 @@ func requestsTo(sim *simulator.Server, pathSuffix string) []*http.Request {
 
 func TestAlertsRequestCarriesEveryFilter(t *testing.T) {
 	plugin, sim := simulated(t, func(m *MicrosoftDefender) {
-		m.Limit = 50
+		m.PageSize = 50
 		m.MachineGroups = []string{"UKMachines", "France Machines"}
 		m.DeviceCreatedMachineTags = "VIP"
 		m.CloudCreatedMachineTags = "PCI"

@@ -249,7 +249,7 @@ func TestScenarioBurstsLimitAndBudget(t *testing.T) {
 		BurstEvery: 37 * time.Minute, BurstSize: 60,
 	})
 	p := s.plugin(func(m *MicrosoftDefender) {
-		m.Limit = 25
+		m.PageSize = 25
 		m.MaxAlertsPerGather = 150
 		m.InitialLookback = config.Duration(3 * time.Hour)
 	})
@@ -399,4 +399,3 @@ func TestMissingStateFileMeansAFirstRun(t *testing.T) {
 	require.Empty(t, s.logger.Warnings())
 	require.True(t, p.cursor.watermark.IsZero())
 }
-

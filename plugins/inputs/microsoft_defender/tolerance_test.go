@@ -117,7 +117,7 @@ func TestTimesOutsideTheWindowDoNotMoveTheWalk(t *testing.T) {
 	})
 	logger := &testutil.CaptureLogger{}
 	plugin := stubbedPlugin(t, server, logger)
-	plugin.Limit = 3
+	plugin.PageSize = 3
 
 	acc := gatherOK(t, plugin)
 	require.Equal(t, []string{"13:59-14:59", "13:59-14:40"}, queries)
@@ -139,7 +139,7 @@ func TestFullAnswerWithoutATimeInTheWindowIsWalked(t *testing.T) {
 	server := stub(t, sim.handler(t))
 	logger := &testutil.CaptureLogger{}
 	plugin := stubbedPlugin(t, server, logger)
-	plugin.Limit = 2
+	plugin.PageSize = 2
 
 	acc := gatherOK(t, plugin)
 	require.Equal(t, []string{"x:1", "x:2", "a:1"}, emittedIDs(acc))
