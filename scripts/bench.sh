@@ -93,7 +93,7 @@ for n in $sizes; do
   initial_lookback = "70m"
   max_window = "2h"
   delay = "0s"
-  limit = $n
+  page_size = $n
   max_alerts_per_gather = $n
   max_body_size = "2GiB"
   timeout = "600s"
