@@ -88,6 +88,7 @@ for n in $sizes; do
 
   cat > "$work/defender.conf" <<CONF
 [[inputs.microsoft_defender]]
+  api = "siem"
   endpoint_url = "$sim/api/alerts"
   access_token = "$token"
   initial_lookback = "70m"
