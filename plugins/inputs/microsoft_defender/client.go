@@ -31,8 +31,10 @@ type apiClient struct {
 	now func() time.Time
 	// header holds further request headers of the API.
 	header http.Header
-	// clock learns the API's time from its answers.
-	clock *serverClock
+	// apiNow is the API's own time, from the Date header of its latest
+	// answer; zero before the first. A host clock that runs ahead would
+	// otherwise end windows in the API's future (see chunk.reachable).
+	apiNow time.Time
 }
 
 // statusError is a non-2xx answer of the API.
@@ -99,8 +101,8 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 		}
 		return nil, fmt.Errorf("%s request to %s failed: %w", c.name, u.Host, err)
 	}
-	if c.clock != nil {
-		c.clock.observe(resp.Header)
+	if date, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+		c.apiNow = date.UTC()
 	}
 	if resp.StatusCode/100 == 2 {
 		return &limitedBody{body: resp.Body, remaining: c.maxBodySize}, nil

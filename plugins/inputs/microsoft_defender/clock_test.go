@@ -83,8 +83,9 @@ func TestChunkAfterTheAPIsTimeStaysOpen(t *testing.T) {
 	plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{})
 	gatherOK(t, plugin)
 	require.True(t, plugin.cursor.watermark.IsZero())
-	require.Equal(t, &span{Start: fixedNow.Add(-61 * time.Minute), End: fixedNow.Add(-time.Minute),
-		From: fixedNow.Add(-61 * time.Minute), To: fixedNow.Add(-time.Minute)}, plugin.cursor.pending)
+	pending := plugin.cursor.pending
+	require.Equal(t, []time.Time{fixedNow.Add(-61 * time.Minute), fixedNow.Add(-time.Minute), fixedNow.Add(-61 * time.Minute), fixedNow.Add(-time.Minute)},
+		[]time.Time{pending.Start, pending.End, pending.From, pending.To})
 
 	serverNow = fixedNow
 	gatherOK(t, plugin)

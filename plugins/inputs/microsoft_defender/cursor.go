@@ -5,82 +5,67 @@ import (
 	"time"
 )
 
-// tick is the resolution of the SIEM API's timestamps (7 fractional digits).
+// tick is the resolution of the APIs' timestamps (7 fractional digits).
 const tick = 100 * time.Nanosecond
 
-// span is the part of one chunk of the timeline still to be read. For the
-// SIEM API, the detections with LastProcessedTimeUtc in [From, To], both
-// bounds inclusive, To moving down; for Graph, the alert versions with
-// lastUpdateDateTime in [From, End), read in parts [From, To) with From
-// moving up. When the chunk is done, the watermark moves to End.
-type span struct {
-	Start time.Time `json:"start"`
-	End   time.Time `json:"end"`
-	From  time.Time `json:"from"`
-	To    time.Time `json:"to"`
-	// Newest is the latest cursor time inside the span that its answers
-	// held: a time the API had reached (see chunkEnd).
+// maxClockSkew is how far the host clock may run ahead of the API's before
+// the plugin says so, and how far a saved position may lie in the future
+// before it is distrusted.
+const maxClockSkew = time.Minute
+
+// chunk is a stretch [Start, End] of the API's time that one or more polls
+// read; when it is read whole, the watermark moves to End. From and To
+// bound what is left: for the SIEM API the detections with
+// LastProcessedTimeUtc in [From, To], To moving down; for Graph the alert
+// versions with lastUpdateDateTime in [From, End), read in parts [From, To)
+// with From moving up. Newest is the latest time its answers held, a time
+// the API had reached (see end). The walks hold what a reader needs
+// between two requests; they live as long as the process.
+type chunk struct {
+	Start  time.Time `json:"start"`
+	End    time.Time `json:"end"`
+	From   time.Time `json:"from"`
+	To     time.Time `json:"to"`
 	Newest time.Time `json:"newest,omitzero"`
+
+	siem  siemWalk
+	graph graphWalk
 }
 
-func (s *span) empty() bool {
-	return s.To.Before(s.From)
-}
-
-// cursor remembers how far the plugin has read and which detections it
-// emitted in the stretch that later windows read again, so that every
-// detection is emitted exactly once.
+// cursor remembers how far the plugin has read and which records it emitted
+// in the stretch that later windows read again, so that every record is
+// emitted once.
 type cursor struct {
-	// watermark is the upper bound of the last completed chunk; zero
-	// before the first one completes.
+	// watermark is the end of the last chunk read whole; zero before the
+	// first.
 	watermark time.Time
 	// pending is a chunk that a poll started but did not finish.
-	pending *span
-	// seen maps the identity of each emitted detection to its
-	// LastProcessedTimeUtc, for the detections a later request can return.
+	pending *chunk
+	// seen maps the identity of each emitted record to its cursor time,
+	// for the records a later request can return.
 	seen map[string]time.Time
-	// skipped holds the instants whose detections cannot be read, for as
-	// long as seen would hold them.
-	skipped map[time.Time]bool
+	// unreadable holds the instants whose detections cannot be read, for
+	// as long as seen would hold them.
+	unreadable map[time.Time]bool
 }
 
 func newCursor() *cursor {
-	return &cursor{seen: make(map[string]time.Time), skipped: make(map[time.Time]bool)}
+	return &cursor{seen: make(map[string]time.Time), unreadable: make(map[time.Time]bool)}
 }
 
-// unreadable records an instant that cannot be read, and reports whether
-// it was known.
-func (c *cursor) unreadable(at time.Time) bool {
-	known := c.skipped[at]
-	c.skipped[at] = true
-	return known
-}
-
-// newestUnreadable returns the latest instant in [from, to] known to be
-// unreadable.
-func (c *cursor) newestUnreadable(from, to time.Time) (time.Time, bool) {
-	var newest time.Time
-	found := false
-	for at := range c.skipped {
-		if !at.Before(from) && !at.After(to) && (!found || at.After(newest)) {
-			newest, found = at, true
-		}
-	}
-	return newest, found
-}
-
-// windowPlan holds the settings that shape the windows.
+// windowPlan holds the settings that shape the chunks.
 type windowPlan struct {
 	lookback  time.Duration // the first poll starts this long before its end
-	overlap   time.Duration // each poll re-reads this much before the watermark
-	maxWindow time.Duration // longest chunk one request covers
+	overlap   time.Duration // each poll reads this much before the watermark again
+	maxWindow time.Duration // longest chunk
+	delay     time.Duration // a window ends this long before the API's time
 }
 
-// next returns the span to read next for a poll whose window ends at end,
-// or nil when everything up to end has been read. An unfinished chunk comes
-// first; otherwise the window [watermark - overlap, end] is cut into chunks
-// of at most maxWindow, oldest first.
-func (c *cursor) next(end time.Time, plan windowPlan) *span {
+// next returns the chunk to read for a poll whose window ends at end, or
+// nil when everything up to end has been read: an unfinished chunk first,
+// otherwise the oldest part, at most maxWindow long, of
+// [watermark - overlap, end].
+func (c *cursor) next(end time.Time, plan windowPlan) *chunk {
 	if c.pending != nil {
 		return c.pending
 	}
@@ -90,17 +75,16 @@ func (c *cursor) next(end time.Time, plan windowPlan) *span {
 	} else if !c.watermark.Before(end) {
 		return nil
 	}
-	chunkEnd := start.Add(plan.maxWindow)
-	if chunkEnd.After(end) {
-		chunkEnd = end
+	stop := start.Add(plan.maxWindow)
+	if stop.After(end) {
+		stop = end
 	}
-	c.pending = &span{Start: start, End: chunkEnd, From: start, To: chunkEnd}
+	c.pending = &chunk{Start: start, End: stop, From: start, To: stop}
 	return c.pending
 }
 
-// isNew reports whether a detection with this identity has not been
-// emitted. Detections without an identity cannot be deduplicated and
-// always count as new.
+// isNew reports whether a record with this identity was not emitted.
+// Records without an identity cannot be deduplicated and always are new.
 func (c *cursor) isNew(id string) bool {
 	if id == "" {
 		return true
@@ -109,18 +93,16 @@ func (c *cursor) isNew(id string) bool {
 	return !ok
 }
 
-func (c *cursor) remember(id string, lastProcessed time.Time) {
+func (c *cursor) remember(id string, at time.Time) {
 	if id != "" {
-		// A copy: id may share its memory with every string of its
-		// detection (see detectionDecoder), which must not live as long.
-		c.seen[strings.Clone(id)] = lastProcessed
+		// A copy: id may share its memory with the whole record.
+		c.seen[strings.Clone(id)] = at
 	}
 }
 
-// forget drops the identities with a time strictly between after and
-// before (all before it when after is zero): a span read downward (SIEM) or upward (Graph) never asks for that
-// stretch again, and the next window starts at the chunk's end minus the
-// overlap. This keeps memory to the overlap however large a chunk is.
+// forget drops what lies strictly between after and before: no request of
+// the chunk and no later window returns there again. This keeps memory to
+// the overlap however large a chunk is.
 func (c *cursor) forget(after, before time.Time) {
 	if !after.Before(before) {
 		return
@@ -130,18 +112,70 @@ func (c *cursor) forget(after, before time.Time) {
 			delete(c.seen, id)
 		}
 	}
-	for at := range c.skipped {
+	for at := range c.unreadable {
 		if at.After(after) && at.Before(before) {
-			delete(c.skipped, at)
+			delete(c.unreadable, at)
 		}
 	}
 }
 
-// complete records that the pending chunk has been read whole, and forgets
-// the identities that no later window, which starts at most overlap before
-// the new watermark, can return.
+// complete records that the pending chunk was read whole, and forgets what
+// no later window, which starts at most overlap before it, can return.
 func (c *cursor) complete(overlap time.Duration) {
 	c.watermark = c.pending.End
 	c.pending = nil
 	c.forget(time.Time{}, c.watermark.Add(-overlap))
+}
+
+// markUnreadable records an instant whose detections cannot be read, and
+// reports whether it was known.
+func (c *cursor) markUnreadable(at time.Time) bool {
+	known := c.unreadable[at]
+	c.unreadable[at] = true
+	return known
+}
+
+// newestUnreadable returns the latest instant in [from, to] known to be
+// unreadable.
+func (c *cursor) newestUnreadable(from, to time.Time) (time.Time, bool) {
+	var newest time.Time
+	found := false
+	for at := range c.unreadable {
+		if !at.Before(from) && !at.After(to) && (!found || at.After(newest)) {
+			newest, found = at, true
+		}
+	}
+	return newest, found
+}
+
+// reachable is where chunk c can end by the API's clock (apiNow, from the
+// Date header of its latest answer; zero before the first): its end, but no
+// later than the API's time minus delay. An API whose Date lies behind the
+// records it served is wrong: the newest time read in the chunk is a time
+// the API had reached, so the chunk can end there at least.
+func (c *chunk) reachable(apiNow time.Time, delay time.Duration) time.Time {
+	if apiNow.IsZero() {
+		return c.End
+	}
+	// The Date header has whole seconds.
+	limit := apiNow.Add(-delay + time.Second)
+	if c.Newest.After(limit) {
+		limit = c.Newest
+	}
+	if c.End.Before(limit) {
+		return c.End
+	}
+	return limit
+}
+
+// futurePosition returns the watermark, or the start of the pending chunk,
+// when it lies later than now allows: a host clock that ran ahead when it
+// was saved, or an edited state file. Obeyed, it would skip everything up
+// to that time.
+func (c *cursor) futurePosition(now time.Time) (time.Time, bool) {
+	future := c.watermark
+	if c.pending != nil && c.pending.Start.After(future) {
+		future = c.pending.Start
+	}
+	return future, future.After(now.Add(maxClockSkew))
 }

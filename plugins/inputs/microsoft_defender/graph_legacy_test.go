@@ -17,50 +17,54 @@ import (
 // missing next link as the end of the span and restarts by time before a
 // $top + $skip of 6000.
 type legacyGraphReader struct {
-	*graphBackend
-	// restartedAt is where the chain of this poll's span last restarted.
+	*graphReader
+	// restartedAt is where the chain of this poll's chunk last restarted.
 	restartedAt *time.Time
 }
 
 const legacyGraphSkipCap = 6000
 
-func (b legacyGraphReader) next(sp *span, _ reading) *request {
+func (b legacyGraphReader) next(c *chunk, _ *known) *request {
+	if !c.From.Before(c.End) {
+		return nil
+	}
 	*b.restartedAt = time.Time{}
 	// Every page is decoded for all of time: the reader looks at no time
 	// but the newest it read.
-	everything := &graphPart{to: time.Unix(1<<40, 0)}
-	return &request{url: b.legacyFirstPage(sp.From, sp.To), ask: everything}
+	c.graph.part = &graphPart{to: time.Unix(1<<40, 0)}
+	return &request{url: b.legacyFirstPage(c.From, c.To)}
 }
 
-func (b legacyGraphReader) advance(sp *span, req *request, res *response, _ reading) move {
-	var mv move
-	if res.decoded > 0 && res.newest.After(sp.From) {
-		sp.From = res.newest
-		mv = move{kind: movePart, forgetAfter: sp.Start.Add(-tick), forgetBefore: sp.From}
+func (b legacyGraphReader) after(c *chunk, a *answer, _ *known) progress {
+	var pr progress
+	if a.decoded > 0 && a.newest.After(c.From) {
+		c.From = a.newest
+		pr = progress{settledAfter: c.Start.Add(-tick), settledBefore: c.From}
 	}
-	pg := &req.ask.(*graphPart).page
-	if res.err != nil {
-		return move{kind: moveFailed, err: res.err}
+	pg := &c.graph.part.page
+	if a.err != nil {
+		return progress{err: a.err}
 	}
 	if pg.next == "" {
-		return move{kind: moveDone}
+		c.From = c.End
+		return pr
 	}
 	nextURL, err := b.checkNextLink(pg.next)
 	if err != nil {
-		return move{kind: moveFailed, err: err}
+		return progress{err: err}
 	}
-	mv.then = &request{url: nextURL, ask: req.ask}
+	pr.then = &request{url: nextURL}
 	skip, err := strconv.Atoi(nextURL.Query().Get("$skip"))
-	if err != nil || skip+b.pageSize <= legacyGraphSkipCap || sp.From.Equal(*b.restartedAt) {
-		return mv
+	if err != nil || skip+b.pageSize <= legacyGraphSkipCap || c.From.Equal(*b.restartedAt) {
+		return pr
 	}
-	*b.restartedAt = sp.From
-	mv.then.url = b.legacyFirstPage(sp.From, sp.To)
-	return mv
+	*b.restartedAt = c.From
+	pr.then.url = b.legacyFirstPage(c.From, c.To)
+	return pr
 }
 
 func (b legacyGraphReader) legacyFirstPage(from, to time.Time) *url.URL {
-	u := b.firstPage(from, to, b.pageSize)
+	u := b.firstPage(from, to, b.pageSize, &graphPaging{})
 	q := u.Query()
 	q.Del("$count")
 	u.RawQuery = q.Encode()
@@ -76,7 +80,7 @@ func TestGraphLegacyPagingLosesVersions(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			s, p, start := playGraphScenario(t, behaviour, func(m *MicrosoftDefender) {
-				m.backend = legacyGraphReader{m.backend.(*graphBackend), new(time.Time)}
+				m.reader = legacyGraphReader{m.reader.(*graphReader), new(time.Time)}
 			})
 			c := s.checkGraphVersions(p, start)
 			t.Logf("%s: %d of %d readable versions never emitted, %d emitted twice", name, len(c.missing), c.readable, len(c.duplicated))

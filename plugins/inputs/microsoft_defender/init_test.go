@@ -134,7 +134,7 @@ func TestInitSelectsEndpoints(t *testing.T) {
 			plugin := validPlugin()
 			tt.configure(plugin)
 			require.NoError(t, plugin.Init())
-			require.Equal(t, tt.alerts, plugin.backend.endpoint())
+			require.Equal(t, tt.alerts, plugin.endpoint.String())
 			token, err := plugin.tokenURL()
 			require.NoError(t, err)
 			require.Equal(t, tt.token, token.String())
@@ -162,7 +162,7 @@ func TestInitSelectsGraphClouds(t *testing.T) {
 			plugin := validPlugin()
 			plugin.API, plugin.Region = "graph", tt.region
 			require.NoError(t, plugin.Init())
-			require.Equal(t, tt.alerts, plugin.backend.endpoint())
+			require.Equal(t, tt.alerts, plugin.endpoint.String())
 			token, err := plugin.tokenURL()
 			require.NoError(t, err)
 			require.Equal(t, tt.token, token.String())
@@ -203,6 +203,6 @@ func TestEachAPIHasADefaultRegion(t *testing.T) {
 		p.API, p.Log = api, testutil.Logger{}
 		p.TenantID, p.ClientID, p.ClientSecret = testTenant, testClientID, config.NewSecret([]byte(testClientSecret))
 		require.NoError(t, p.Init(), api)
-		require.Equal(t, want, p.backend.endpoint(), api)
+		require.Equal(t, want, p.endpoint.String(), api)
 	}
 }

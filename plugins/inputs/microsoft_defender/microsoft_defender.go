@@ -89,13 +89,18 @@ type MicrosoftDefender struct {
 
 	Log telegraf.Logger `toml:"-"`
 
-	backend backend
-	// client sends the backend's requests.
+	// reader reads the configured API at endpoint; client sends its
+	// requests.
+	reader   reader
+	endpoint *url.URL
 	client  *apiClient
 	tokens  tokenSource
 	cursor  *cursor
 	plan    windowPlan
 	limiter *rate.Limiter
+	// paging is what Graph showed of its paging, for the life of the
+	// process.
+	paging graphPaging
 	// now and sleep are the plugin's clock; tests replace them.
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
@@ -118,13 +123,8 @@ type MicrosoftDefender struct {
 	// throttledUntil is when the API allows the next request, after a
 	// Retry-After longer than a poll.
 	throttledUntil time.Time
-	// sizeLimit caps detections per request after an answer grew past
-	// max_body_size; 0 means no cap.
-	sizeLimit int
 	// stateDirty: the cursor moved since the state file was written.
 	stateDirty bool
-	// serverClock is the API's time, from its answers.
-	serverClock serverClock
 	// stateLock keeps other instances off state_file until Stop.
 	stateLock *stateLock
 }
@@ -217,27 +217,38 @@ func (m *MicrosoftDefender) Init() error {
 	if err != nil {
 		return err
 	}
-	m.client = &apiClient{client: &apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now, clock: &m.serverClock}
+	m.client = &apiClient{client: &apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
 	if m.API == "graph" {
-		m.backend = newGraphBackend(endpoint, m.client, graphOptions{
+		groups := make(map[string]bool, len(m.MachineGroups))
+		for _, g := range m.MachineGroups {
+			groups[g] = true
+		}
+		m.client.name, m.client.statusMeaning = "Graph API", graphStatusMeaning
+		m.client.header = http.Header{"Prefer": {"include-unknown-enum-members"}}
+		m.reader = &graphReader{
+			endpoint:           endpoint,
 			pageSize:           m.PageSize,
 			serviceSources:     m.ServiceSources,
 			severities:         m.Severities,
-			machineGroups:      m.MachineGroups,
+			machineGroups:      groups,
 			includeEvidence:    m.IncludeEvidence,
 			maxAlertsPerGather: m.MaxAlertsPerGather,
-		})
+		}
 	} else {
-		m.backend = newSIEMBackend(endpoint, m.client, siemFilters{
+		m.client.name, m.client.statusMeaning = "SIEM API", siemStatusMeaning
+		m.reader = &siemReader{
+			endpoint:                 endpoint,
 			machineGroups:            m.MachineGroups,
 			deviceCreatedMachineTags: m.DeviceCreatedMachineTags,
 			cloudCreatedMachineTags:  m.CloudCreatedMachineTags,
-		})
+		}
 	}
+	m.endpoint = endpoint
 	m.plan = windowPlan{
 		lookback:  time.Duration(m.InitialLookback),
 		overlap:   time.Duration(m.Overlap),
 		maxWindow: time.Duration(m.MaxWindow),
+		delay:     time.Duration(m.Delay),
 	}
 	m.cursor = newCursor()
 	if m.sleep == nil {
@@ -293,9 +304,9 @@ func (m *MicrosoftDefender) Stop() {
 }
 
 // Gather reads the window [watermark - overlap, now - delay], emits the
-// detections not emitted before, and advances the cursor past each chunk
-// read whole. A poll starts no request after its deadline, one interval
-// after it started; a request in flight is bounded by timeout.
+// records not emitted before, and moves the cursor past each chunk read
+// whole. A poll starts no request after its deadline, one interval after it
+// started; a request in flight is bounded by timeout.
 //
 // The state file is written at the start of the next poll, not at the end
 // of this one: the metrics of a poll can still sit in a pipe when the state
@@ -318,18 +329,36 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		interval = defaultPollDeadline
 	}
 	m.lastGather = now
-	if err := m.distrustFuturePosition(now); err != nil {
-		m.addError(acc, err)
+	if future, ok := m.cursor.futurePosition(now); ok {
+		m.cursor.watermark, m.cursor.pending = time.Time{}, nil
 		m.stateDirty = true
+		m.addError(acc, fmt.Errorf("the saved position %s lies after now (%s): the host clock ran ahead when it was saved, or the state was edited; "+
+			"reading again from initial_lookback (%s) before now, detections already emitted in that stretch are dropped as duplicates where still remembered",
+			future.Format(time.RFC3339), now.Format(time.RFC3339), time.Duration(m.InitialLookback)))
 	}
-	p := &poll{m: m, acc: acc, budget: m.MaxAlertsPerGather, deadline: now.Add(interval)}
+	p := &poll{
+		reader: m.reader, client: m.client, cursor: m.cursor, plan: m.plan, limiter: m.limiter,
+		log: m.Log, acc: acc, now: m.now, sleep: m.sleep, maxRetries: m.MaxRetries,
+		known: known{
+			perRequest:  m.perRequest(),
+			unreadable:  m.cursor.newestUnreadable,
+			paging:      &m.paging,
+			maxBodySize: int64(m.MaxBodySize),
+			log:         m.Log,
+		},
+		budget:   m.MaxAlertsPerGather,
+		deadline: now.Add(interval),
+	}
 
 	var countsAt time.Time
 	if now.Before(m.throttledUntil) {
-		m.warnf("The API asked to wait until %s (Retry-After): no request in this poll", m.throttledUntil.Format(time.RFC3339))
+		m.Log.Warnf("The API asked to wait until %s (Retry-After): no request in this poll", m.throttledUntil.Format(time.RFC3339))
 		p.stop(stoppedDeadline, nil)
 	} else {
 		countsAt = p.run(m.ctx, end)
+	}
+	if !p.throttledUntil.IsZero() {
+		m.throttledUntil = p.throttledUntil
 	}
 	for _, c := range p.counter.metrics(countsAt, now) {
 		acc.AddMetric(c)
@@ -347,9 +376,23 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	}
 	// A watermark up to maxClockSkew ahead is believed; it is no lag.
 	lag := max(now.Sub(readUpTo), 0)
-	acc.AddMetric(pollMetric(m.API, p.stats.status(p.stopped), &p.stats, time.Since(started), lag, now))
+	acc.AddMetric(pollMetric(m.API, p.status(), &p.stats, time.Since(started), lag, now))
 	m.stateDirty = m.stateDirty || p.stats.requests > 0
 	return nil
+}
+
+// maxRequestRecords caps what one request asks for, whatever the budget:
+// the identities of one answer are held until the walk moves below them,
+// and a retried request costs at most this much again.
+const maxRequestRecords = 10000
+
+// perRequest is the number of records one request asks for.
+func (m *MicrosoftDefender) perRequest() int {
+	n := min(m.MaxAlertsPerGather, maxRequestRecords)
+	if m.API == "siem" && m.PageSize > 0 {
+		n = min(n, m.PageSize)
+	}
+	return n
 }
 
 // addError reports an error with every secret blanked out.
@@ -360,11 +403,6 @@ func (m *MicrosoftDefender) addError(acc telegraf.Accumulator, err error) {
 // warnf logs a warning with every secret blanked out.
 func (m *MicrosoftDefender) warnf(format string, args ...interface{}) {
 	m.Log.Warn(m.redactSecrets(fmt.Sprintf(format, args...)))
-}
-
-// logger is the plugin's logger as a backend is given it.
-func (m *MicrosoftDefender) logger() logger {
-	return logger{Logger: m.Log, redact: m.redactSecrets}
 }
 
 // redactSecrets blanks out the client secret, refresh and access tokens

@@ -2,198 +2,251 @@ package microsoft_defender
 
 import (
 	"context"
-	"errors"
+	"io"
+	"net/url"
 	"strings"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/influxdata/telegraf"
 )
 
-// stopReason says why a poll stopped reading before its window was read as
-// far as the API's time allows. It is the one spelling of a stop: only the
-// poll sets it (poll.stop), backends never see it, and Gather reports it.
+// reader reads one API for the poll, which owns the loop: the chunks, the
+// budget, the deadline, the rate limit, retries, deduplication, emission
+// and what the cursor keeps. A reader keeps no state: what it needs between
+// two requests of a chunk is the chunk's walk, and what it learns of the
+// service it keeps in known.
+type reader interface {
+	// next is the request that goes on reading c, or nil when c is read
+	// whole.
+	next(c *chunk, k *known) *request
+	// decode streams the records of the answer to the request next made
+	// for c to emit, one at a time, until emit returns false.
+	decode(c *chunk, body io.Reader, emit func(record) bool) error
+	// after moves c on with what the answer to that request held.
+	after(c *chunk, a *answer, k *known) progress
+}
+
+// known is what a reader is given besides the chunk: what the poll knows
+// beyond one request.
+type known struct {
+	// perRequest is the most records one request may ask for.
+	perRequest int
+	// unreadable returns the newest instant in [from, to] known not to be
+	// readable.
+	unreadable func(from, to time.Time) (time.Time, bool)
+	// paging is what Graph showed of its paging, for the life of the
+	// process.
+	paging *graphPaging
+	// maxBodySize is max_body_size, for messages.
+	maxBodySize int64
+	log         telegraf.Logger
+}
+
+// request is one request a reader asks the poll to send.
+type request struct {
+	url *url.URL
+	// continues: the request goes on with a step the reader started (an
+	// instant, a search, a page of a chain, a query without an option):
+	// the poll sends it even when its budget or deadline has come.
+	continues bool
+	// search: an unreadable answer is what the request looks for, no
+	// failure, and is not counted as an error.
+	search bool
+	// resumes is logged when the poll's deadline stops it inside this
+	// request: what the next poll goes on with.
+	resumes string
+}
+
+// answer is what one request returned.
+type answer struct {
+	decoded  int       // records decoded, new or not
+	inWindow int       // records decoded whose cursor time is in the window
+	oldest   time.Time // smallest cursor time in the window decoded
+	newest   time.Time // largest cursor time in the window decoded
+	// err is how the request failed for good, after retries.
+	err error
+}
+
+// progress is what a reader reports after an answer: facts for the poll to
+// act on with what it owns.
+type progress struct {
+	// settledAfter and settledBefore bound, exclusive, a stretch of the
+	// chunk read for good: the cursor may forget what it holds there.
+	settledAfter, settledBefore time.Time
+	// unreadable is an instant whose records cannot be read and were
+	// passed over; zero when none.
+	unreadable time.Time
+	// outOfWindow and errors are added to defender_poll.
+	outOfWindow, errors int64
+	// err is why the chunk cannot be read on.
+	err error
+	// then is the request that goes on with a step the reader started;
+	// nil: the poll asks next. A poll that stops drops it.
+	then *request
+}
+
+// stopReason says why a poll stopped before its window was read as far as
+// the API's time allows; only the poll sets it (stop).
 type stopReason int
 
 const (
 	// notStopped: the window was read as far as the API's time allows.
 	notStopped stopReason = iota
-	// stoppedBudget: max_alerts_per_gather items were emitted; the next
-	// new one is left for the next poll.
+	// stoppedBudget: max_alerts_per_gather records were emitted.
 	stoppedBudget
 	// stoppedDeadline: the poll used its interval, or a wait it would make
-	// (Retry-After, a retry's backoff, max_requests_per_minute) would pass
-	// its end.
+	// (Retry-After, a backoff, max_requests_per_minute) would pass its end.
 	stoppedDeadline
 	// stoppedCancelled: the plugin is stopping (Interrupt or Stop).
 	stoppedCancelled
-	// stoppedFailed: a request failed for good, or its answer could not be
-	// read on (poll.err).
+	// stoppedFailed: a request failed for good, or its answer could not
+	// be read on (err).
 	stoppedFailed
 )
 
-// poll is one Gather's walk through the cursor: it reads spans until the
-// poll's window is read, the budget of detections is spent, the deadline
-// comes, or a request fails for good. It owns that walk; the backend only
-// builds the requests, decodes their answers and moves the span.
+// poll is one Gather's walk through the cursor.
 type poll struct {
-	m        *MicrosoftDefender
-	acc      telegraf.Accumulator
-	budget   int       // detections this poll may still emit
+	reader  reader
+	client  *apiClient
+	cursor  *cursor
+	plan    windowPlan
+	known   known
+	limiter *rate.Limiter
+	log     telegraf.Logger
+	acc     telegraf.Accumulator
+	now     func() time.Time
+	sleep   func(ctx context.Context, d time.Duration) error
+	// maxRetries is max_retries.
+	maxRetries int
+
+	budget   int       // records this poll may still emit
 	deadline time.Time // on the plugin's clock
 	stats    pollStats
 	counter  alertCounter
-	// span is the span being read, whose Newest the answers raise.
-	span *span
-	// stopped says why the poll stopped reading; err is the failure, for
-	// stoppedFailed and stoppedCancelled.
-	stopped stopReason
-	err     error
-	// given is what the backend is given (reading).
-	given reading
+	chunk    *chunk // the chunk being read
+	stopped  stopReason
+	err      error
+	// throttledUntil is when the API allows the next request, after a
+	// Retry-After longer than the poll; zero when it did not ask.
+	throttledUntil time.Time
 }
 
 // pollStats become the defender_poll metric.
 type pollStats struct {
-	requests   int64
-	received   int64
-	emitted    int64
-	duplicates int64
-	errors     int64
-	// skipped: items that could not be decoded at all, not emitted.
-	skipped int64
-	// invalidFields: values left out of emitted items.
-	invalidFields int64
-	// outOfWindow: items whose cursor time lay outside the request's window.
-	outOfWindow int64
-	// problemsLogged: items whose problems this poll logged one by one.
-	problemsLogged int
-	// backlog: the window could not be finished in this poll.
-	backlog bool
-	// completed: at least one chunk was finished.
-	completed bool
+	requests      int64
+	received      int64
+	emitted       int64
+	duplicates    int64
+	errors        int64
+	skipped       int64 // records that could not be decoded at all
+	invalidFields int64 // values left out of emitted records
+	outOfWindow   int64 // records whose cursor time lay outside the window asked
+	problems      int   // records whose problems this poll logged one by one
+	backlog       bool  // the window could not be finished in this poll
+	completed     bool  // at least one chunk was finished
 }
 
-// response is what one request returned.
-type response struct {
-	decoded  int       // items decoded, new or not
-	inWindow int       // items decoded whose cursor time is in the window
-	oldest   time.Time // smallest cursor time in the window decoded
-	newest   time.Time // largest cursor time in the window decoded
-	// err is how the request failed for good, after retries; the backend
-	// says what that means for the span (advance).
-	err error
-}
-
-// stop ends the poll's reading for reason; the window is left for the
-// next poll.
 func (p *poll) stop(reason stopReason, err error) {
 	p.stopped, p.err = reason, err
 	p.stats.backlog = true
 }
 
 // stopBefore stops the poll before a step when the budget is spent or the
-// deadline has come.
-func (p *poll) stopBefore() {
+// deadline has come, and reports whether it did.
+func (p *poll) stopBefore() bool {
 	switch {
 	case p.budget == 0:
 		p.stop(stoppedBudget, nil)
-	case p.pastDeadline():
+	case !p.now().Before(p.deadline):
+		p.log.Debug("The poll used its interval; the next poll goes on from here")
 		p.stop(stoppedDeadline, nil)
 	}
+	return p.stopped != notStopped
 }
 
-// run reads up to end, chunk by chunk, advancing the cursor after each
-// completed chunk, until it is read or the poll stops (p.stopped). It
-// returns the end of the last chunk it worked on.
+// run reads up to end, chunk by chunk, until it is read or the poll stops,
+// and returns the end of the last chunk it worked on.
 func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 	var countsAt time.Time
 	for {
-		sp := p.m.cursor.next(end, p.m.plan)
-		if sp == nil {
+		c := p.cursor.next(end, p.plan)
+		if c == nil || p.stopBefore() {
 			return countsAt
 		}
-		if p.stopBefore(); p.stopped != notStopped {
+		countsAt = c.End
+		if !p.readChunk(ctx, c) {
 			return countsAt
 		}
-		countsAt = sp.End
-		p.span = sp
-		if p.readSpan(ctx, sp); p.stopped != notStopped {
+		reachable := c.reachable(p.client.apiNow, p.plan.delay)
+		if !reachable.Before(c.End) {
+			p.completeChunk()
+			continue
+		}
+		if skew := p.now().Sub(p.client.apiNow); skew > maxClockSkew {
+			p.log.Warnf("The host clock runs %s ahead of the API's (Date: %s): the window ends at the API's time minus delay",
+				skew.Round(time.Second), p.client.apiNow.Format(time.RFC3339))
+		}
+		if !reachable.After(c.Start) {
+			// Read it all again once the API's time has passed its start.
+			c.From, c.To = c.Start, c.End
 			return countsAt
 		}
-		complete, clamped := p.m.clampToServerClock(sp)
-		if complete {
-			p.m.cursor.complete(time.Duration(p.m.Overlap))
-			p.stats.completed = true
-			// An answer too large for one chunk says little of the next.
-			p.m.sizeLimit = 0
-		}
-		if clamped {
-			// Beyond the API's own time there is nothing to read yet.
-			return countsAt
-		}
+		// Beyond the API's own time there is nothing to read yet.
+		c.End = reachable
+		p.completeChunk()
+		return countsAt
 	}
 }
 
-// readSpan reads sp request by request: it asks the backend for the next
-// request, sends it, and has the backend move sp with what the answer
-// held, until sp is read whole or the poll stops. Before each step it
-// stops when the budget is spent or the deadline has come.
-func (p *poll) readSpan(ctx context.Context, sp *span) {
-	b := p.m.backend
+func (p *poll) completeChunk() {
+	p.cursor.complete(p.plan.overlap)
+	p.stats.completed = true
+}
+
+// readChunk reads c request by request until it is read whole (true) or
+// the poll stops.
+func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
+	p.chunk = c
 	var req *request
 	for {
 		if req == nil {
-			if req = b.next(sp, p.reading()); req == nil {
-				return
+			if req = p.reader.next(c, &p.known); req == nil {
+				return true
 			}
 		}
-		if !req.within {
-			if p.stopBefore(); p.stopped != notStopped {
-				return
-			}
+		if !req.continues && p.stopBefore() {
+			return false
 		}
-		res := p.request(ctx, req)
+		a := p.send(ctx, req)
 		if p.stopped != notStopped {
 			if p.stopped == stoppedDeadline && req.resumes != "" {
-				p.m.Log.Info(req.resumes)
+				p.log.Info(req.resumes)
 			}
-			return
+			return false
 		}
-		mv := b.advance(sp, req, &res, p.reading())
-		p.stats.outOfWindow += mv.outOfWindow
-		p.stats.errors += mv.errors
-		req = mv.then
-		switch mv.kind {
-		case moveOn, moveSplit:
-			// The span moved inside what is left: nothing to forget.
-		case movePart:
-			// What a later window, which starts at most overlap before the
-			// chunk's end, can return again is kept.
-			before := p.m.chunkEnd(sp).Add(-time.Duration(p.m.Overlap))
-			if mv.forgetBefore.Before(before) {
-				before = mv.forgetBefore
+		pr := p.reader.after(c, &a, &p.known)
+		p.stats.outOfWindow += pr.outOfWindow
+		p.stats.errors += pr.errors
+		if pr.settledBefore.After(pr.settledAfter) {
+			// What a later window, which starts at most overlap before
+			// the chunk's end, can return again is kept.
+			before := c.reachable(p.client.apiNow, p.plan.delay).Add(-p.plan.overlap)
+			if pr.settledBefore.Before(before) {
+				before = pr.settledBefore
 			}
-			p.m.cursor.forget(mv.forgetAfter, before)
-		case moveSkipInstant:
-			p.skipUnreadableInstant(mv.at)
-		case moveFewer:
-			p.m.shrinkRequests(res.decoded)
-		case moveDone:
-			return
-		case moveFailed:
-			p.fail(ctx, mv.err)
-			return
+			p.cursor.forget(pr.settledAfter, before)
 		}
+		if !pr.unreadable.IsZero() {
+			p.passOverUnreadable(pr.unreadable)
+		}
+		if pr.err != nil {
+			p.fail(ctx, pr.err)
+			return false
+		}
+		req = pr.then
 	}
-}
-
-// reading is what the backend is given of the poll for its next call.
-func (p *poll) reading() reading {
-	if p.given.unreadable == nil {
-		p.given = reading{unreadable: p.m.cursor.newestUnreadable, log: p.m.logger()}
-	}
-	p.given.limit = p.m.requestLimit()
-	return p.given
 }
 
 // fail stops the poll for a request that failed for good; a failure that
@@ -206,212 +259,194 @@ func (p *poll) fail(ctx context.Context, err error) {
 	p.stop(stoppedFailed, err)
 }
 
-// skipUnreadableInstant gives up the detections of one instant, which
-// cannot be read within max_body_size or are not JSON; the backend moved
-// the span past it, and requests have the usual size again. The instant is
-// remembered, so that windows that read it again skip it at once, and it
-// is reported once.
-func (p *poll) skipUnreadableInstant(at time.Time) {
-	if p.m.cursor.unreadable(at) {
-		p.m.Log.Debugf("Skipping again the detections of %s, which cannot be read", at.Format(time.RFC3339Nano))
-	} else {
-		p.stats.skipped++
-		p.m.warnf("The detections with LastProcessedTimeUtc %s cannot be read (larger than max_body_size, %d bytes, alone or together, "+
-			"or not JSON): they are skipped; raise max_body_size if they are large", at.Format(time.RFC3339Nano), int64(p.m.MaxBodySize))
+// passOverUnreadable counts and reports once the records of an instant
+// that cannot be read; the cursor remembers it, so that windows that read
+// it again pass over it at once.
+func (p *poll) passOverUnreadable(at time.Time) {
+	if p.cursor.markUnreadable(at) {
+		p.log.Debugf("Passing over again the detections of %s, which cannot be read", at.Format(time.RFC3339Nano))
+		return
 	}
-	p.m.sizeLimit = 0
+	p.stats.skipped++
+	p.log.Warnf("The detections with LastProcessedTimeUtc %s cannot be read (larger than max_body_size, %d bytes, alone or together, "+
+		"or not JSON): they are skipped; raise max_body_size if they are large", at.Format(time.RFC3339Nano), p.known.maxBodySize)
 }
 
-// request sends one request, retrying transient failures: at most
-// max_retries times, after Retry-After or an exponential backoff with
-// jitter, and never past the poll's deadline. A 401 is retried once at once
-// with a new token. Detections emitted by a failed attempt stay emitted and
-// are dropped as duplicates by the next. When the poll stops inside it,
-// p.stopped says why.
-func (p *poll) request(ctx context.Context, req *request) response {
+// send sends one request, retrying transient failures: at most max_retries
+// times, after Retry-After or an exponential backoff with jitter, and never
+// past the poll's deadline. A 401 is retried once at once with a new token.
+// Records emitted by a failed attempt stay emitted; the next drops them as
+// duplicates. When the poll stops inside it, p.stopped says why.
+func (p *poll) send(ctx context.Context, req *request) answer {
 	newToken := false
 	for retries := 0; ; {
-		r, err := p.attempt(ctx, req)
+		a, err := p.attempt(ctx, req)
 		if err == nil || p.stopped != notStopped {
-			return r
+			return a
 		}
 		if ctx.Err() != nil {
 			p.stop(stoppedCancelled, err)
-			return r
+			return a
 		}
-		if !req.probe || !isUnreadable(err) {
+		f := classify(err)
+		if !req.search || f.class != failUnreadable {
 			p.stats.errors++
 		}
-		if errors.Is(err, errBodyTooLarge) {
-			p.m.shrinkRequests(r.decoded)
+		if f.capped != nil {
+			p.acc.AddError(f.capped)
 		}
-		decision := classify(err)
-		if decision.capped != nil {
-			p.m.addError(p.acc, decision.capped)
-		}
-		if decision.newToken && !newToken {
+		if f.class == failToken && !newToken {
 			newToken = true
-			p.m.warnf("Retrying at once with a new token: %v", err)
+			p.log.Warnf("Retrying at once with a new token: %v", err)
 			continue
 		}
-		if !decision.retry || retries >= p.m.MaxRetries {
-			r.err = err
-			return r
+		if f.class != failTransient || retries >= p.maxRetries {
+			a.err = err
+			return a
 		}
-		wait, why := decision.after, "as Retry-After asks"
+		wait, why := f.after, "as Retry-After asks"
 		if wait == 0 {
 			wait, why = backoff(retries), "backing off"
 		}
-		if now := p.m.now(); !now.Add(wait).Before(p.deadline) {
-			if decision.after > 0 {
-				p.m.throttledUntil = now.Add(decision.after)
+		if now := p.now(); !now.Add(wait).Before(p.deadline) {
+			if f.after > 0 {
+				p.throttledUntil = now.Add(f.after)
 			}
-			p.m.warnf("Not retrying in this poll, the wait of %s would pass its deadline; the next poll resumes here: %v", wait, err)
+			p.log.Warnf("Not retrying in this poll, the wait of %s would pass its deadline; the next poll resumes here: %v", wait, err)
 			p.stop(stoppedDeadline, nil)
-			return r
+			return a
 		}
 		retries++
-		p.m.warnf("Retry %d of %d in %s (%s): %v", retries, p.m.MaxRetries, wait.Round(time.Millisecond), why, err)
-		if err := p.m.sleep(ctx, wait); err != nil {
+		p.log.Warnf("Retry %d of %d in %s (%s): %v", retries, p.maxRetries, wait.Round(time.Millisecond), why, err)
+		if err := p.sleep(ctx, wait); err != nil {
 			p.stop(stoppedCancelled, err)
-			return r
+			return a
 		}
 	}
 }
 
 // attempt waits for the rate limiter, sends one request and emits the new
-// items of its answer until the budget is spent: the poll then stops, and
+// records of its answer until the budget is spent: the poll then stops, and
 // the false it answers the decoder with only ends the decoding.
-func (p *poll) attempt(ctx context.Context, req *request) (response, error) {
-	var r response
+func (p *poll) attempt(ctx context.Context, req *request) (answer, error) {
+	var a answer
 	if p.waitForRateLimit(ctx); p.stopped != notStopped {
-		return r, nil
+		return a, nil
 	}
 	p.stats.requests++
-	err := p.m.send(ctx, req, func(a alert) bool {
-		if skip := a.problems().skip; skip != "" {
-			r.decoded++
-			p.stats.received++
-			p.stats.skipped++
-			p.logProblemf("%s skipped: %s", a.problems().where(), skip)
-			return true
-		}
-		t := a.cursorTime()
-		if a.inWindow() {
-			if r.inWindow == 0 || t.Before(r.oldest) {
-				r.oldest = t
-			}
-			if r.inWindow == 0 || t.After(r.newest) {
-				r.newest = t
-			}
-			if p.span != nil && t.After(p.span.Newest) {
-				p.span.Newest = t
-			}
-			r.inWindow++
-		}
-		id := a.identity()
-		if !p.m.cursor.isNew(id) {
-			r.decoded++
-			p.stats.received++
-			p.stats.duplicates++
-			return true
-		}
-		if p.budget == 0 {
-			p.stop(stoppedBudget, nil)
-			return false
-		}
-		r.decoded++
-		p.stats.received++
-		p.budget--
-		p.stats.emitted++
-		m, cut := a.metric()
-		if len(cut) > 0 {
-			p.m.warnf("Alert %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)
-		}
-		if problems := a.problems(); len(problems.invalid) > 0 {
-			p.stats.invalidFields += int64(len(problems.invalid))
-			m.AddField("invalid_field_names", problems.fieldNames())
-			p.logProblemf("%s (%q) emitted without the values that do not fit: %s", problems.where(), truncate(id, 128), problems)
-		}
-		if !a.inWindow() {
-			if m.Time().IsZero() {
-				// No time of the item could be read: it is stamped when read.
-				m.SetTime(atTick(p.m.now(), hashOf(id)))
-			}
-			p.stats.outOfWindow++
-			p.logProblemf("%s (%q): its time is outside the window asked for, or unknown; it is emitted, and the cursor does not use its time",
-				a.problems().where(), truncate(id, 128))
-		}
-		p.acc.AddMetric(m)
-		p.counter.add(a.countKey())
-		if t.IsZero() {
-			// No time the cursor can use: the API placed the item at some
-			// time before now, so remembering it at now keeps it known for
-			// as long as any window can return it.
-			t = p.m.now()
-		}
-		p.m.cursor.remember(id, t)
-		return true
-	})
-	return r, err
-}
-
-// send sends req and streams its answer, through the backend's decode, to
-// emit until emit returns false.
-func (m *MicrosoftDefender) send(ctx context.Context, req *request, emit func(alert) bool) error {
-	body, err := m.client.get(ctx, req.url)
+	body, err := p.client.get(ctx, req.url)
 	if err != nil {
-		return err
+		return a, err
 	}
 	defer body.Close()
-	if err := m.backend.decode(req, body, emit); err != nil {
-		return &answerError{api: m.client.name, host: req.url.Host, err: err}
+	err = p.reader.decode(p.chunk, body, func(r record) bool { return p.take(r, &a) })
+	if err != nil {
+		return a, &answerError{api: p.client.name, host: req.url.Host, err: err}
 	}
-	return nil
+	return a, nil
 }
 
-// maxProblemsLogged is how many items with problems one poll logs one by
-// one; the rest are only counted, so that a service that changes a type in
-// every item does not flood the log.
-const maxProblemsLogged = 10
-
-// logProblemf warns about an item that could not be decoded whole.
-func (p *poll) logProblemf(format string, args ...interface{}) {
-	p.stats.problemsLogged++
-	switch {
-	case p.stats.problemsLogged <= maxProblemsLogged:
-		p.m.warnf(format, args...)
-	case p.stats.problemsLogged == maxProblemsLogged+1:
-		p.m.warnf("More items with problems in this poll are only counted (defender_poll: alerts_skipped, invalid_fields, out_of_window)")
+// take is the poll's part of one decoded record: it notes its time, drops
+// it when it was emitted before, and emits it otherwise. It returns false
+// when the budget is spent.
+func (p *poll) take(r record, a *answer) bool {
+	problems := r.problems()
+	if problems.skip != "" {
+		a.decoded++
+		p.stats.received++
+		p.stats.skipped++
+		p.logProblemf("%s skipped: %s", problems.where(), problems.skip)
+		return true
 	}
-}
-
-// pastDeadline reports whether the poll has used its interval: it then
-// starts no new request, and the next poll goes on from there.
-func (p *poll) pastDeadline() bool {
-	if p.m.now().Before(p.deadline) {
+	t := r.cursorTime()
+	if r.inWindow() {
+		if a.inWindow == 0 || t.Before(a.oldest) {
+			a.oldest = t
+		}
+		if a.inWindow == 0 || t.After(a.newest) {
+			a.newest = t
+		}
+		if t.After(p.chunk.Newest) {
+			p.chunk.Newest = t
+		}
+		a.inWindow++
+	}
+	id := r.identity()
+	if !p.cursor.isNew(id) {
+		a.decoded++
+		p.stats.received++
+		p.stats.duplicates++
+		return true
+	}
+	if p.budget == 0 {
+		p.stop(stoppedBudget, nil)
 		return false
 	}
-	p.m.Log.Debugf("The poll used its interval; the next poll goes on from here")
+	a.decoded++
+	p.stats.received++
+	p.budget--
+	p.stats.emitted++
+	m, cut := r.metric()
+	if len(cut) > 0 {
+		p.log.Warnf("Alert %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)
+	}
+	if len(problems.invalid) > 0 {
+		p.stats.invalidFields += int64(len(problems.invalid))
+		m.AddField("invalid_field_names", problems.fieldNames())
+		p.logProblemf("%s (%q) emitted without the values that do not fit: %s", problems.where(), truncate(id, 128), problems)
+	}
+	if !r.inWindow() {
+		if m.Time().IsZero() {
+			// No time of the record could be read: it is stamped when read.
+			m.SetTime(atTick(p.now(), hashOf(id)))
+		}
+		p.stats.outOfWindow++
+		p.logProblemf("%s (%q): its time is outside the window asked for, or unknown; it is emitted, and the cursor does not use its time",
+			problems.where(), truncate(id, 128))
+	}
+	p.acc.AddMetric(m)
+	p.counter.add(r.countKey())
+	if t.IsZero() {
+		// No time the cursor can use: the API placed the record at some
+		// time before now, so remembering it at now keeps it known for as
+		// long as any window can return it.
+		t = p.now()
+	}
+	p.cursor.remember(id, t)
 	return true
+}
+
+// maxProblemsLogged is how many records with problems one poll logs one by
+// one; the rest are only counted, so that a service that changes a type in
+// every record does not flood the log.
+const maxProblemsLogged = 10
+
+func (p *poll) logProblemf(format string, args ...interface{}) {
+	p.stats.problems++
+	switch {
+	case p.stats.problems <= maxProblemsLogged:
+		p.log.Warnf(format, args...)
+	case p.stats.problems == maxProblemsLogged+1:
+		p.log.Warn("More records with problems in this poll are only counted (defender_poll: alerts_skipped, invalid_fields, out_of_window)")
+	}
 }
 
 // waitForRateLimit keeps the plugin under max_requests_per_minute: it
 // waits, or stops the poll when the wait would pass its deadline.
 func (p *poll) waitForRateLimit(ctx context.Context) {
-	now := p.m.now()
-	reservation := p.m.limiter.ReserveN(now, 1)
+	now := p.now()
+	reservation := p.limiter.ReserveN(now, 1)
 	wait := reservation.DelayFrom(now)
 	if wait <= 0 {
 		return
 	}
 	if !now.Add(wait).Before(p.deadline) {
 		reservation.CancelAt(now)
-		p.m.Log.Debug("The rate limit (max_requests_per_minute) is reached: the next request waits for the next poll")
+		p.log.Debug("The rate limit (max_requests_per_minute) is reached: the next request waits for the next poll")
 		p.stop(stoppedDeadline, nil)
 		return
 	}
-	if err := p.m.sleep(ctx, wait); err != nil {
+	if err := p.sleep(ctx, wait); err != nil {
 		p.stop(stoppedCancelled, err)
 	}
 }
@@ -419,47 +454,13 @@ func (p *poll) waitForRateLimit(ctx context.Context) {
 // status is "ok" when the window was read whole, "partial" when the poll
 // made progress or stopped short of its window, "error" when a request
 // failed without progress.
-func (s *pollStats) status(stopped stopReason) string {
+func (p *poll) status() string {
 	switch {
-	case stopped == stoppedFailed && s.emitted == 0 && !s.completed:
+	case p.stopped == stoppedFailed && p.stats.emitted == 0 && !p.stats.completed:
 		return "error"
-	case stopped != notStopped || s.backlog:
+	case p.stopped != notStopped || p.stats.backlog:
 		return "partial"
 	default:
 		return "ok"
 	}
-}
-
-// maxRequestDetections caps what one request asks for, whatever the
-// budget: the identities of one answer are held until the walk moves below
-// them, and a retried request costs at most this much again.
-const maxRequestDetections = 10000
-
-// requestLimit is the number of detections one request asks for.
-func (m *MicrosoftDefender) requestLimit() int {
-	limit := min(m.MaxAlertsPerGather, maxRequestDetections)
-	if m.API == "siem" && m.PageSize > 0 && m.PageSize < limit {
-		limit = m.PageSize
-	}
-	if m.sizeLimit > 0 && m.sizeLimit < limit {
-		limit = m.sizeLimit
-	}
-	return limit
-}
-
-// shrinkRequests lowers the detections per request after an answer grew
-// past max_body_size or broke, to those that were decoded whole, or half of
-// the last limit, down to one, so that the window can still be walked.
-func (m *MicrosoftDefender) shrinkRequests(decoded int) {
-	// The detections decoded fit: a request for as many fits too.
-	limit := max(1, decoded)
-	if m.sizeLimit > 0 && limit >= m.sizeLimit {
-		limit = max(1, m.sizeLimit/2)
-	}
-	if limit == m.sizeLimit {
-		return
-	}
-	m.sizeLimit = limit
-	m.warnf("An answer grew past max_body_size (%d bytes) after %s: asking for at most %d per request until the chunk is read",
-		int64(m.MaxBodySize), countOf(decoded, "detection"), m.sizeLimit)
 }

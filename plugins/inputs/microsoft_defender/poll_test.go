@@ -85,40 +85,46 @@ func TestPollMetric(t *testing.T) {
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{expected}, pollMetrics(&failed), testutil.IgnoreFields("duration_seconds"))
 }
 
-// pagingBackend is a backend that asks for page after page of one span and
-// records what the poll hands back; its answers decode as the SIEM API's.
-type pagingBackend struct {
-	*siemBackend
-	moves    []move // what advance answers, in turn; then moveOn
-	asked    []string
-	advanced []int // the decoded count of each answer advance saw
+// pagingReader asks for page after page of one chunk and records what the
+// poll hands back; its answers decode as the SIEM API's.
+type pagingReader struct {
+	*siemReader
+	afters  []progress // what after answers, in turn; then nothing
+	pages   int        // pages it asks for before the chunk is read whole; 0: no end
+	asked   []string
+	decoded []int // the decoded count of each answer after saw
 }
 
-func (b *pagingBackend) next(sp *span, _ reading) *request {
-	u := *b.endpointURL
+func (b *pagingReader) next(c *chunk, _ *known) *request {
+	if b.pages > 0 && len(b.asked) == b.pages {
+		return nil
+	}
+	u := *b.endpoint
 	u.RawQuery = "page=" + strconv.Itoa(len(b.asked)+1)
 	b.asked = append(b.asked, u.RawQuery)
-	return &request{url: &u, ask: &siemAsk{since: sp.From, until: sp.To}}
+	c.siem.asked = &siemAsk{since: c.From, until: c.To}
+	return &request{url: &u}
 }
 
-func (b *pagingBackend) advance(_ *span, _ *request, res *response, _ reading) move {
-	b.advanced = append(b.advanced, res.decoded)
-	if len(b.moves) == 0 {
-		return move{}
+func (b *pagingReader) after(_ *chunk, a *answer, _ *known) progress {
+	b.decoded = append(b.decoded, a.decoded)
+	if len(b.afters) == 0 {
+		return progress{}
 	}
-	mv := b.moves[0]
-	b.moves = b.moves[1:]
-	return mv
+	pr := b.afters[0]
+	b.afters = b.afters[1:]
+	return pr
 }
 
-// The poll alone decides when reading stops: a backend that would read on
+// The poll alone decides when reading stops: a reader that would read on
 // forever is stopped by the budget, inside an answer, without being asked
-// about the answer cut short; a backend's failure fails the poll, and its
-// span read whole ends the chunk.
+// about the answer cut short; a reader's failure fails the poll, and its
+// chunk read whole ends it.
 func TestPollOwnsTheStop(t *testing.T) {
 	for _, tt := range []struct {
 		name     string
-		moves    []move
+		afters   []progress
+		pages    int
 		asked    int
 		advanced []int
 		emitted  []string
@@ -134,16 +140,16 @@ func TestPollOwnsTheStop(t *testing.T) {
 		},
 		{
 			name:     "failed",
-			moves:    []move{{kind: moveFailed, err: errors.New("the backend cannot read on")}},
+			afters:   []progress{{err: errors.New("the reader cannot read on")}},
 			asked:    1,
 			advanced: []int{2},
 			emitted:  []string{"p1:1", "p1:2"},
 			status:   "partial",
-			errors:   []string{"the backend cannot read on"},
+			errors:   []string{"the reader cannot read on"},
 		},
 		{
 			name:     "done",
-			moves:    []move{{kind: moveDone}},
+			pages:    1,
 			asked:    1,
 			advanced: []int{2},
 			emitted:  []string{"p1:1", "p1:2"},
@@ -156,13 +162,13 @@ func TestPollOwnsTheStop(t *testing.T) {
 				respond(t, w, []byte("["+detectionJSON(page+":1", "2020-09-30T14:30:00Z")+","+detectionJSON(page+":2", "2020-09-30T14:31:00Z")+"]"))
 			})
 			plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.MaxAlertsPerGather = 3 })
-			b := &pagingBackend{siemBackend: plugin.backend.(*siemBackend), moves: tt.moves}
-			plugin.backend = b
+			b := &pagingReader{siemReader: plugin.reader.(*siemReader), afters: tt.afters, pages: tt.pages}
+			plugin.reader = b
 
 			var acc testutil.Accumulator
 			require.NoError(t, plugin.Gather(&acc))
 			require.Len(t, b.asked, tt.asked)
-			require.Equal(t, tt.advanced, b.advanced)
+			require.Equal(t, tt.advanced, b.decoded)
 			require.Equal(t, tt.emitted, emittedIDs(&acc))
 			require.Len(t, acc.Errors, len(tt.errors))
 			for i, err := range acc.Errors {

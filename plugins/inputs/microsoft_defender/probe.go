@@ -1,11 +1,11 @@
 package microsoft_defender
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -50,17 +50,18 @@ func (e *probeError) Unwrap() error {
 // emitting anything or moving the cursor. Its error is a *probeError. For
 // Graph, it logs what the service did with the paging options.
 func (m *MicrosoftDefender) Probe() error {
-	ctx := m.ctx
-	if _, err := m.tokens.token(ctx); err != nil {
+	if _, err := m.tokens.token(m.ctx); err != nil {
 		return m.probeError(stepToken, err)
 	}
 	now := m.now().UTC()
 	var err error
-	switch b := m.backend.(type) {
-	case *siemBackend:
-		err = m.send(ctx, b.request(&siemAsk{since: now.Add(-probeWindow), until: now, limit: 1}), func(alert) bool { return false })
-	case *graphBackend:
-		err = b.probe(ctx, m, now)
+	switch r := m.reader.(type) {
+	case *siemReader:
+		c := &chunk{}
+		req := r.ask(c, &siemAsk{since: now.Add(-probeWindow), until: now, limit: 1})
+		err = m.probeRequest(req.url, c)
+	case *graphReader:
+		err = m.probeGraph(r, now)
 	}
 	if err == nil {
 		if seen := m.probeObservations(); seen != "" {
@@ -74,6 +75,20 @@ func (m *MicrosoftDefender) Probe() error {
 		step = stepAnswer
 	}
 	return m.probeError(step, err)
+}
+
+// probeRequest sends one request of the probe for c and reads its answer
+// whole, emitting nothing.
+func (m *MicrosoftDefender) probeRequest(u *url.URL, c *chunk) error {
+	body, err := m.client.get(m.ctx, u)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	if err := m.reader.decode(c, body, func(record) bool { return true }); err != nil {
+		return &answerError{api: m.client.name, host: u.Host, err: err}
+	}
+	return nil
 }
 
 func (m *MicrosoftDefender) probeError(step probeStep, err error) *probeError {
@@ -90,27 +105,28 @@ const (
 	graphProbeTop    = 3
 )
 
-// probe sends the first page of a query as a poll would, leaving out an
-// option the service refuses as a poll does, and keeps what it showed for
-// probeObservations.
-func (b *graphBackend) probe(ctx context.Context, m *MicrosoftDefender, now time.Time) error {
-	from := now.Add(-graphProbeWindow).Truncate(tick)
-	to := now.Truncate(tick)
+// probeGraph sends the first page of a query as a poll would, leaving out
+// an option the service refuses as a poll does, and keeps what it showed
+// for probeObservations.
+func (m *MicrosoftDefender) probeGraph(r *graphReader, now time.Time) error {
+	from, to := now.Add(-graphProbeWindow).Truncate(tick), now.Truncate(tick)
 	part := &graphPart{from: from, to: to}
-	page := &part.page
+	c := &chunk{graph: graphWalk{part: part}}
+	k := &known{paging: &m.paging, log: m.Log}
 	for {
-		err := m.send(ctx, &request{url: b.firstPage(from, to, graphProbeTop), ask: part}, func(alert) bool { return true })
-		if err != nil && b.dropRefusedOption(m.logger(), err) {
+		err := m.probeRequest(r.firstPage(from, to, graphProbeTop, &m.paging), c)
+		if err != nil && r.dropRefusedOption(k, err) {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		b.notePage(m.logger(), from, to, page, true)
+		r.notePage(k, part, true)
+		page, seen := &part.page, &m.paging.seen
 		if page.next == "" && page.hasCount && page.count > int64(page.items) {
-			b.learned.seen.nextLink = fmt.Sprintf("absent although @odata.count says %d alerts match", page.count)
+			seen.nextLink = fmt.Sprintf("absent although @odata.count says %d alerts match", page.count)
 		} else if page.next == "" {
-			b.learned.seen.nextLink = "none (every alert of the week on one page)"
+			seen.nextLink = "none (every alert of the week on one page)"
 		}
 		return nil
 	}
@@ -124,11 +140,10 @@ const graphPagingSeen = "Graph paging seen by the probe: "
 // options of Graph's paging during Probe, for a user to report; it is
 // empty for the SIEM API.
 func (m *MicrosoftDefender) probeObservations() string {
-	b, ok := m.backend.(*graphBackend)
-	if !ok {
+	if m.API != "graph" {
 		return ""
 	}
-	seen := b.learned.seen
+	seen := m.paging.seen
 	order := map[string]string{
 		"asc":          "honoured (ascending)",
 		"newest first": "ignored (newest first)",

@@ -20,53 +20,71 @@ const (
 // errTruncated marks an answer that ended before its JSON did.
 var errTruncated = errors.New("response truncated")
 
-// retryDecision says whether a failed request is tried again.
-type retryDecision struct {
-	retry bool
-	// after is the wait the server asked for (Retry-After); zero means the
-	// backoff decides.
-	after time.Duration
-	// capped reports a Retry-After cut to maxRetryAfter.
-	capped error
-	// newToken: the API refused the token (401): try once more at once
+// failureClass is what a failed request means for the poll and its
+// readers: the one place where errors are classified.
+type failureClass int
+
+const (
+	// failFinal: the same request would fail the same way.
+	failFinal failureClass = iota
+	// failTransient: throttling, service errors, lost connections,
+	// timeouts and answers cut short, which may go away by themselves.
+	failTransient
+	// failToken: the API refused the token (401); one more try at once
 	// with a new one.
-	newToken bool
+	failToken
+	// failUnreadable: the answer came, and what it holds cannot be read
+	// (larger than max_body_size, not JSON); asked again, it fails again.
+	failUnreadable
+	// failRefused: the API will not serve this request (a 4xx other than
+	// 401, 403 and 429), such as a next link past its paging depth.
+	failRefused
+)
+
+// failure is a classified error: its class, and the wait the server asked
+// for (Retry-After, zero when it did not), cut to maxRetryAfter (capped
+// says so).
+type failure struct {
+	class  failureClass
+	after  time.Duration
+	capped error
 }
 
-// classify decides on retrying: throttling, server errors, lost
-// connections, timeouts and truncated answers are transient; other 4xx
-// answers, invalid credentials and malformed payloads are not, and would
-// fail the same way again.
-func classify(err error) retryDecision {
+func classify(err error) failure {
 	var statusErr *statusError
 	var tokenErr *tokenError
+	var recordErr *recordSyntaxError
 	var netErr net.Error
 	var redirectErr *redirectError
 	switch {
+	case err == nil:
+		return failure{}
 	case errors.As(err, &redirectErr):
 		// The same request would be redirected the same way.
-		return retryDecision{}
+		return failure{}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded) && !isTimeout(err):
-		return retryDecision{}
-	case errors.Is(err, errBodyTooLarge):
-		return retryDecision{}
+		return failure{}
+	case errors.Is(err, errBodyTooLarge), errors.As(err, &recordErr):
+		return failure{class: failUnreadable}
 	case errors.As(err, &statusErr):
-		switch {
-		case statusErr.status == http.StatusUnauthorized:
-			return retryDecision{newToken: true}
-		case isTransientStatus(statusErr.status):
-			return retryDecision{retry: true, after: statusErr.retryAfter, capped: statusErr.capped}
+		switch s := statusErr.status; {
+		case s == http.StatusUnauthorized:
+			return failure{class: failToken}
+		case isTransientStatus(s):
+			return failure{class: failTransient, after: statusErr.retryAfter, capped: statusErr.capped}
+		case s >= 400 && s < 500 && s != http.StatusForbidden:
+			return failure{class: failRefused}
 		}
-		return retryDecision{}
+		return failure{}
 	case errors.As(err, &tokenErr):
 		if tokenErr.err != nil || isTransientStatus(tokenErr.status) {
-			return retryDecision{retry: true, after: tokenErr.retryAfter, capped: tokenErr.capped}
+			return failure{class: failTransient, after: tokenErr.retryAfter, capped: tokenErr.capped}
 		}
-		return retryDecision{}
+		return failure{}
 	case errors.Is(err, errTruncated), errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &netErr):
-		return retryDecision{retry: true}
+		return failure{class: failTransient}
 	}
-	return retryDecision{}
+	return failure{}
 }
 
 // isTransientStatus reports whether an HTTP status may go away by itself:

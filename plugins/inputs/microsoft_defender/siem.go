@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/influxdata/telegraf"
 )
 
 // siemTimeLayout is how request bounds are sent: UTC, 7 fractional digits, Z.
@@ -21,265 +23,261 @@ var siemRegions = map[string]string{
 	"gcc-high": "https://wdatp-alertexporter-us.securitycenter.windows.us/api/alerts",
 }
 
-// siemFilters are the server-side filters of the SIEM API.
-type siemFilters struct {
+// siemReader reads the SIEM alerts API: the detections of a chunk from the
+// newest down. A request asks for at most perRequest detections, and the
+// API answers the newest ones; an answer that holds exactly that many may
+// have left older ones out, so the chunk's upper bound moves down to the
+// oldest detection seen and the rest is asked for. Detections read twice
+// are dropped by the poll as duplicates.
+type siemReader struct {
+	endpoint *url.URL
+	// The server-side filters.
 	machineGroups            []string
 	deviceCreatedMachineTags string
 	cloudCreatedMachineTags  string
 }
 
-// siemBackend pulls detections from the SIEM alerts API.
-type siemBackend struct {
-	endpointURL *url.URL
-	filters     siemFilters
-	// search is a search for an instant (searchOn) that a poll left
-	// unfinished.
+// siemWalk is what the SIEM reader needs between two requests of a chunk.
+type siemWalk struct {
+	// sizeLimit caps detections per request after an answer grew past
+	// max_body_size; 0 means no cap.
+	sizeLimit int
+	// search is a search for the newest instant of the chunk, whose
+	// detection cannot be read; a poll that stops inside it leaves it to
+	// the next.
 	search *instantSearch
+	// asked is what the request sent last asked for.
+	asked *siemAsk
 }
 
-// newSIEMBackend reads the SIEM API at endpoint; the poll sends its
-// requests through client, which it names for messages.
-func newSIEMBackend(endpoint *url.URL, client *apiClient, filters siemFilters) *siemBackend {
-	client.name = "SIEM API"
-	client.statusMeaning = siemStatusMeaning
-	return &siemBackend{endpointURL: endpoint, filters: filters}
+// siemAsk is what one request asks for: the newest limit detections (all
+// when 0) with LastProcessedTimeUtc in [since, until].
+type siemAsk struct {
+	since, until time.Time
+	limit        int
+	step         siemStep
+	// known: for a siemWindow request, the newest instant of the chunk
+	// known to be unreadable, which the request stays above (hasKnown).
+	known    time.Time
+	hasKnown bool
+	// For a siemSearch: whether it tries the instant known before
+	// (knownTry), and whether the instant found is read whole (read) or
+	// passed over.
+	knownTry, read bool
 }
 
-// requestURL builds the query for the window [since, until] on
-// LastProcessedTimeUtc, asking for the newest limit detections (all when 0).
-func (b *siemBackend) requestURL(since, until time.Time, limit int) *url.URL {
-	q := b.endpointURL.Query()
+type siemStep int
+
+const (
+	siemWindow  siemStep = iota // the newest detections of the chunk
+	siemInstant                 // every detection of one instant
+	siemSearch                  // one detection from a time up, for searchOn
+)
+
+// requestURL asks for the newest limit detections (all when 0) with
+// LastProcessedTimeUtc in [since, until].
+func (r *siemReader) requestURL(since, until time.Time, limit int) *url.URL {
+	q := r.endpoint.Query()
 	q.Set("sinceTimeUtc", since.UTC().Format(siemTimeLayout))
 	q.Set("untilTimeUtc", until.UTC().Format(siemTimeLayout))
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
 	}
-	for _, g := range b.filters.machineGroups {
+	for _, g := range r.machineGroups {
 		q.Add("machinegroups", g)
 	}
-	if b.filters.deviceCreatedMachineTags != "" {
-		q.Set("DeviceCreatedMachineTags", b.filters.deviceCreatedMachineTags)
+	if r.deviceCreatedMachineTags != "" {
+		q.Set("DeviceCreatedMachineTags", r.deviceCreatedMachineTags)
 	}
-	if b.filters.cloudCreatedMachineTags != "" {
-		q.Set("CloudCreatedMachineTags", b.filters.cloudCreatedMachineTags)
+	if r.cloudCreatedMachineTags != "" {
+		q.Set("CloudCreatedMachineTags", r.cloudCreatedMachineTags)
 	}
-	u := *b.endpointURL
+	u := *r.endpoint
 	u.RawQuery = q.Encode()
 	return &u
 }
 
-func (b *siemBackend) endpoint() string {
-	return b.endpointURL.String()
-}
-
-// siemAsk is what one SIEM request asks for: the newest limit detections
-// (all when 0) with LastProcessedTimeUtc in [since, until].
-type siemAsk struct {
-	since, until time.Time
-	limit        int
-	step         siemStep
-	// known: for a siemWindow request, the newest instant of the span
-	// known to be unreadable, which the request stays above (hasKnown).
-	known    time.Time
-	hasKnown bool
-	// For a siemProbe: whether it probes the instant known before
-	// (knownProbe), and whether the instant found is read whole (read) or
-	// skipped.
-	knownProbe, read bool
-}
-
-// siemStep names the requests of the walk down a span.
-type siemStep int
-
-const (
-	// siemWindow: the newest detections of the span.
-	siemWindow siemStep = iota
-	// siemInstant: every detection of one instant.
-	siemInstant
-	// siemProbe: one detection from a probe time up, for searchOn.
-	siemProbe
-)
-
-// next reads the span from its newest detections down. Each request asks
-// for at most max_alerts_per_gather detections (or limit, when smaller); a
-// response that holds exactly that many may have left older ones out, so
-// the span's upper bound moves down to the oldest detection seen and the
-// rest is requested (advance). When the poll stops first, the span holds
-// what is left, and detections emitted from its upper end are dropped as
-// duplicates when it is read again.
-func (b *siemBackend) next(sp *span, in reading) *request {
-	if sp.empty() {
+func (r *siemReader) next(c *chunk, k *known) *request {
+	if c.To.Before(c.From) {
 		return nil
 	}
-	ask := &siemAsk{since: sp.From, until: sp.To, limit: in.limit}
-	// Known unreadable instants are not asked for again: the span is read
-	// above the newest of them, then below it.
-	if skipped, known := in.unreadable(sp.From, sp.To); known {
-		ask.since, ask.known, ask.hasKnown = skipped.Add(tick), skipped, true
+	ask := &siemAsk{since: c.From, until: c.To, limit: k.perRequest}
+	if c.siem.sizeLimit > 0 {
+		ask.limit = min(ask.limit, c.siem.sizeLimit)
 	}
-	return b.request(ask)
+	// Known unreadable instants are not asked for again: the chunk is read
+	// above the newest of them, then below it.
+	if at, ok := k.unreadable(c.From, c.To); ok {
+		ask.since, ask.known, ask.hasKnown = at.Add(tick), at, true
+	}
+	return r.ask(c, ask)
 }
 
-// request is the request for ask. Only a request for the span's newest
-// detections starts a step; the others go on with one.
-func (b *siemBackend) request(ask *siemAsk) *request {
-	req := &request{url: b.requestURL(ask.since, ask.until, ask.limit), ask: ask, within: ask.step != siemWindow}
-	if ask.step == siemProbe {
-		req.probe = true
+// ask is the request for ask, which the walk remembers for after.
+func (r *siemReader) ask(c *chunk, ask *siemAsk) *request {
+	c.siem.asked = ask
+	req := &request{url: r.requestURL(ask.since, ask.until, ask.limit), continues: ask.step != siemWindow}
+	if ask.step == siemSearch {
+		req.search = true
 		req.resumes = "The search for the instant of a detection that cannot be read goes on in the next poll"
 	}
 	return req
 }
 
-// advance moves the span down after one of its requests.
-func (b *siemBackend) advance(sp *span, req *request, res *response, in reading) move {
-	ask := req.ask.(*siemAsk)
+// after moves the chunk down with the answer to the request sent last.
+func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
+	w := &c.siem
+	ask := w.asked
+	unreadable := classify(a.err).class == failUnreadable
 	switch ask.step {
 	case siemInstant:
-		// The instant sp.To read whole, or skipped.
-		if isUnreadable(res.err) {
-			sp.To = ask.until.Add(-tick)
-			return move{kind: moveSkipInstant, at: ask.until}
+		// The instant c.To read whole, or passed over.
+		if a.err != nil && !unreadable {
+			return progress{err: a.err}
 		}
-		if res.err != nil {
-			return move{kind: moveFailed, err: res.err}
+		c.To = ask.until.Add(-tick)
+		if unreadable {
+			return c.siem.passOver(ask.until)
 		}
-		sp.To = ask.until.Add(-tick)
-		return move{}
-	case siemProbe:
-		return b.probed(sp, ask, res, in)
+		return progress{}
+	case siemSearch:
+		return r.searched(c, a, unreadable, k)
 	}
-	limit, err := ask.limit, res.err
+	err := a.err
 	switch {
-	case isUnreadable(err) && res.decoded >= limit:
-		// What broke came after a full answer: it is read below.
-		err = nil
-	case isUnreadable(err) && limit > 1:
-		return move{kind: moveFewer}
-	case isUnreadable(err) && res.decoded == 0:
-		// The newest detection of the span alone cannot be read: find its
-		// instant and read on below it.
-		return b.searchOn(sp, in, false)
+	case unreadable && a.decoded >= ask.limit:
+		err = nil // what broke came after a full answer: it is read below
+	case unreadable && ask.limit > 1:
+		w.shrink(a.decoded, k)
+		return progress{}
+	case unreadable && a.decoded == 0:
+		// The newest detection of the chunk alone cannot be read: find
+		// its instant and read on below it.
+		return r.searchOn(c, false, k)
 	}
 	if err != nil {
-		return move{kind: moveFailed, err: err}
+		return progress{err: err}
 	}
-	if res.decoded < limit {
+	if a.decoded < ask.limit {
 		if ask.hasKnown {
-			sp.To = ask.known.Add(-tick)
-			return move{kind: moveSkipInstant, at: ask.known}
+			c.To = ask.known.Add(-tick)
+			return w.passOver(ask.known)
 		}
-		return move{kind: moveDone}
+		c.To = c.From.Add(-tick) // read whole
+		return progress{}
 	}
 	switch {
-	case res.inWindow == 0:
+	case a.inWindow == 0:
 		// Nothing in a full answer tells how far down it reached: find the
 		// newest instant, read it whole and walk on below it.
-		in.log.warnf("The SIEM API answered %d detection(s) for %s to %s, none with a LastProcessedTimeUtc inside that window: "+
-			"finding the newest instant with one-detection requests", limit, sp.From.Format(time.RFC3339Nano), sp.To.Format(time.RFC3339Nano))
-		return b.searchOn(sp, in, true)
-	case res.oldest.Before(sp.To):
-		sp.To = res.oldest
-		return move{kind: movePart, forgetAfter: sp.To, forgetBefore: sp.End}
+		k.log.Warnf("The SIEM API answered %d detection(s) for %s to %s, none with a LastProcessedTimeUtc inside that window: "+
+			"finding the newest instant with one-detection requests", ask.limit, c.From.Format(time.RFC3339Nano), c.To.Format(time.RFC3339Nano))
+		return r.searchOn(c, true, k)
+	case a.oldest.Before(c.To):
+		c.To = a.oldest
+		return progress{settledAfter: c.To, settledBefore: c.End}
 	}
-	// Every detection of the response shares the span's upper bound: no
+	// Every detection of the answer shares the chunk's upper bound: no
 	// limited request can get past it.
-	in.log.warnf("At least %d detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
-		limit, sp.To.Format(time.RFC3339Nano), limit)
-	return b.readInstant(sp.To)
+	k.log.Warnf("At least %d detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
+		ask.limit, c.To.Format(time.RFC3339Nano), ask.limit)
+	return progress{then: r.ask(c, &siemAsk{since: c.To, until: c.To, step: siemInstant})}
 }
 
-// readInstant goes on with a request for every detection of the instant at.
-func (b *siemBackend) readInstant(at time.Time) move {
-	return move{then: b.request(&siemAsk{since: at, until: at, step: siemInstant})}
-}
-
-// isUnreadable reports whether an answer failed because of what it holds,
-// not how it travelled: larger than max_body_size, or a detection that is
-// no JSON. Asked again, it fails again.
-func isUnreadable(err error) bool {
-	var recordErr *recordSyntaxError
-	return errors.Is(err, errBodyTooLarge) || errors.As(err, &recordErr)
-}
-
-// instantSearch is a bisection for the newest instant of the span below
-// to, in [from, to].
-type instantSearch struct {
-	spanTo, from, to time.Time
-	triedKnown       bool // the instants skipped before were tried
-}
-
-// searchFor returns the search under way for the span as it is, or a new
-// one over the whole span.
-func (b *siemBackend) searchFor(sp *span) *instantSearch {
-	if b.search == nil || !b.search.spanTo.Equal(sp.To) || b.search.from.Before(sp.From) {
-		b.search = &instantSearch{spanTo: sp.To, from: sp.From, to: sp.To}
+// shrink lowers the detections per request after an answer grew past
+// max_body_size or broke: to those that were decoded whole, or half of the
+// last cap, down to one, so that the chunk can still be walked.
+func (w *siemWalk) shrink(decoded int, k *known) {
+	limit := max(1, decoded)
+	if w.sizeLimit > 0 && limit >= w.sizeLimit {
+		limit = max(1, w.sizeLimit/2)
 	}
-	return b.search
+	if limit == w.sizeLimit {
+		return
+	}
+	w.sizeLimit = limit
+	k.log.Warnf("An answer grew past max_body_size (%d bytes) after %s: asking for at most %d per request until the chunk is read",
+		k.maxBodySize, countOf(decoded, "detection"), limit)
+}
+
+// instantSearch is a bisection for the newest instant of the chunk below
+// chunkTo, in [from, to].
+type instantSearch struct {
+	chunkTo, from, to time.Time
+	triedKnown        bool // the instant known to be unreadable was tried
 }
 
 // searchOn goes on with the search for the LastProcessedTimeUtc of the
-// newest detection of the span, which the plugin cannot read or place. It
-// asks for one detection from a probe time up to the span's end: that
-// returns one, or fails as unreadable, exactly when the probe is at or
-// before the newest detection, whatever lies below, so a bisection finds
-// it. An instant skipped before is tried first, and a search that a poll
-// leaves unfinished is resumed by the next. The instant found is read
-// whole (read), or skipped.
-func (b *siemBackend) searchOn(sp *span, in reading, read bool) move {
-	search := b.searchFor(sp)
-	if known, ok := in.unreadable(search.from, search.to); ok && !search.triedKnown {
-		return move{then: b.request(&siemAsk{since: known.Add(tick), until: sp.To, limit: 1, step: siemProbe, knownProbe: true, read: read})}
+// newest detection of the chunk, which the plugin cannot read or place. It
+// asks for one detection from a probe time up to the chunk's upper bound:
+// that returns one, or fails as unreadable, exactly when the probe time is
+// at or before the newest detection, whatever lies below, so a bisection
+// finds it. An instant known to be unreadable is tried first. The instant
+// found is read whole (read), or passed over.
+func (r *siemReader) searchOn(c *chunk, read bool, k *known) progress {
+	w := &c.siem
+	s := w.search
+	if s == nil || !s.chunkTo.Equal(c.To) || s.from.Before(c.From) {
+		s = &instantSearch{chunkTo: c.To, from: c.From, to: c.To}
+		w.search = s
 	}
-	if search.from.Before(search.to) {
-		mid := search.from.Add(search.to.Sub(search.from) / 2).Truncate(tick).Add(tick)
-		return move{then: b.request(&siemAsk{since: mid, until: sp.To, limit: 1, step: siemProbe, read: read})}
+	if at, ok := k.unreadable(s.from, s.to); ok && !s.triedKnown {
+		return progress{then: r.ask(c, &siemAsk{since: at.Add(tick), until: c.To, limit: 1, step: siemSearch, knownTry: true, read: read})}
 	}
-	b.search = nil
-	return b.found(sp, search.from, read)
+	if s.from.Before(s.to) {
+		mid := s.from.Add(s.to.Sub(s.from) / 2).Truncate(tick).Add(tick)
+		return progress{then: r.ask(c, &siemAsk{since: mid, until: c.To, limit: 1, step: siemSearch, read: read})}
+	}
+	w.search = nil
+	return r.found(c, s.from, read)
 }
 
-// probed narrows the search with the answer to one probe.
-func (b *siemBackend) probed(sp *span, ask *siemAsk, res *response, in reading) move {
-	occupied := res.decoded > 0
-	switch {
-	case isUnreadable(res.err):
-		occupied = true // an answer the probe expects, no failure
-	case res.err != nil:
-		return move{kind: moveFailed, err: res.err}
+// searched narrows the search with the answer to one of its requests.
+func (r *siemReader) searched(c *chunk, a *answer, unreadable bool, k *known) progress {
+	ask := c.siem.asked
+	if a.err != nil && !unreadable {
+		return progress{err: a.err}
 	}
-	search := b.searchFor(sp)
+	// An unreadable answer is one the search expects: a detection is there.
+	occupied := a.decoded > 0 || unreadable
+	s := c.siem.search
 	switch {
-	case ask.knownProbe:
-		search.triedKnown = true
+	case ask.knownTry:
+		s.triedKnown = true
 		if !occupied {
-			b.search = nil
-			return b.found(sp, ask.since.Add(-tick), ask.read)
+			c.siem.search = nil
+			return r.found(c, ask.since.Add(-tick), ask.read)
 		}
-		search.from = ask.since
+		s.from = ask.since
 	case occupied:
-		search.from = ask.since
+		s.from = ask.since
 	default:
-		search.to = ask.since.Add(-tick)
+		s.to = ask.since.Add(-tick)
 	}
-	return b.searchOn(sp, in, ask.read)
+	return r.searchOn(c, ask.read, k)
 }
 
-// found moves the span to the instant a search found: read whole, or
-// skipped.
-func (b *siemBackend) found(sp *span, at time.Time, read bool) move {
+// found moves the chunk to the instant a search found: read whole, or
+// passed over.
+func (r *siemReader) found(c *chunk, at time.Time, read bool) progress {
 	if read {
-		sp.To = at
-		return b.readInstant(at)
+		c.To = at
+		return progress{then: r.ask(c, &siemAsk{since: at, until: at, step: siemInstant})}
 	}
-	sp.To = at.Add(-tick)
-	return move{kind: moveSkipInstant, at: at}
+	c.To = at.Add(-tick)
+	return c.siem.passOver(at)
 }
 
-// decode streams the detections of one answer, placed in the window asked
-// for.
-func (*siemBackend) decode(req *request, body io.Reader, emit func(alert) bool) error {
-	ask := req.ask.(*siemAsk)
+// passOver reports the instant at, which cannot be read and is passed over;
+// what made requests smaller was there, so they have the usual size again.
+func (w *siemWalk) passOver(at time.Time) progress {
+	w.sizeLimit = 0
+	return progress{unreadable: at}
+}
+
+// decode streams the detections of one answer, placed in the window asked.
+func (*siemReader) decode(c *chunk, body io.Reader, emit func(record) bool) error {
+	ask := c.siem.asked
 	dec, err := newDetectionDecoder(body)
 	if err != nil {
 		return err
@@ -310,5 +308,33 @@ func siemStatusMeaning(status int) string {
 		return "no alerts API at this address: check region or endpoint_url"
 	default:
 		return commonStatusMeaning(status)
+	}
+}
+
+// cursorTime is LastProcessedTimeUtc, placed inside the request's window
+// (see placeIn) when it lies outside or is unknown.
+func (d *detection) cursorTime() time.Time {
+	if !d.cursorAt.IsZero() {
+		return d.cursorAt
+	}
+	return d.lastProcessed
+}
+
+func (d *detection) inWindow() bool            { return d.cursorAt.IsZero() }
+func (d *detection) problems() *recordProblems { return &d.issues }
+func (d *detection) metric() (telegraf.Metric, []string) {
+	return alertMetric(d)
+}
+func (d *detection) countKey() countKey { return countKeyOf(d) }
+
+// placeIn keeps the cursor's use of the detection inside the window
+// [since, until] the request asked for. The API filters on
+// LastProcessedTimeUtc, so a detection outside it, or without it, carries a
+// time the cursor cannot trust; it is remembered at until, which is no
+// earlier than any time it can truly have, so that it stays known for as
+// long as any detection of the window.
+func (d *detection) placeIn(since, until time.Time) {
+	if d.lastProcessed.IsZero() || d.lastProcessed.Before(since) || d.lastProcessed.After(until) {
+		d.cursorAt = until
 	}
 }

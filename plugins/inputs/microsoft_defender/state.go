@@ -23,7 +23,7 @@ type pluginState struct {
 	Version   int                  `json:"version"`
 	Source    string               `json:"source"`
 	Watermark time.Time            `json:"watermark"`
-	Pending   *span                `json:"pending,omitempty"`
+	Pending   *chunk               `json:"pending,omitempty"`
 	Seen      map[string]time.Time `json:"seen"`
 }
 
@@ -33,7 +33,7 @@ func (m *MicrosoftDefender) source() string {
 	groups := append([]string(nil), m.MachineGroups...)
 	sort.Strings(groups)
 	source := fmt.Sprintf("api=%s endpoint=%s tenant=%s machine_groups=%s device_created_machine_tags=%s cloud_created_machine_tags=%s",
-		m.API, m.backend.endpoint(), m.TenantID, strings.Join(groups, ","), m.DeviceCreatedMachineTags, m.CloudCreatedMachineTags)
+		m.API, m.endpoint.String(), m.TenantID, strings.Join(groups, ","), m.DeviceCreatedMachineTags, m.CloudCreatedMachineTags)
 	if m.API == "graph" {
 		source += fmt.Sprintf(" service_sources=%s severities=%s", strings.Join(m.ServiceSources, ","), strings.Join(m.Severities, ","))
 	}
@@ -45,7 +45,7 @@ func (m *MicrosoftDefender) state() pluginState {
 	for id, t := range m.cursor.seen {
 		seen[id] = t
 	}
-	var pending *span
+	var pending *chunk
 	if m.cursor.pending != nil {
 		p := *m.cursor.pending
 		pending = &p
