@@ -13,8 +13,7 @@ import (
 	"time"
 )
 
-// graphCloud is one national cloud of Microsoft Graph: where its API and
-// its sign-in are.
+// graphCloud is where one national cloud's Graph and sign-in are.
 type graphCloud struct {
 	graphHost string
 	loginHost string
@@ -31,30 +30,22 @@ var graphRegions = map[string]graphCloud{
 
 const graphAlertsPath = "/v1.0/security/alerts_v2"
 
-// How the Graph reader sizes its parts; see nextWidth and splitAt.
+// How parts are sized (nextWidth, splitAt): a counted part aims at
+// graphPagesPerPart full pages, estimates aim at graphFill of a target so
+// they rarely overshoot, and a part grows at most graphGrowth times.
 const (
-	// graphPagesPerPart is how many full pages a part aims at when the
-	// service counts: more pages per chain mean fewer requests wasted on
-	// splits, fewer mean less to read again when a poll stops inside one.
 	graphPagesPerPart = 20
-	// graphFill is the share of its target a new part is sized for, so
-	// that a part estimated from a count rarely overshoots.
-	graphFill = 0.8
-	// graphGrowth bounds how much wider than the last one a part that held
-	// alerts makes the next.
-	graphGrowth = 16
+	graphFill         = 0.8
+	graphGrowth       = 16
 )
 
-// graphReader reads Microsoft Graph security alerts_v2: the alert versions
-// with lastUpdateDateTime in a chunk, in parts [From, To), each read
-// through one chain of @odata.nextLink pages, followed as they come. When
-// the chain is known to have held the whole part, From moves to To and the
-// next part is sized from what this one held. A part that one chain cannot
-// be shown to hold whole (a refused next link, a chain that ends short of
-// @odata.count, a chain without a count, a loop, a link to another host) is
-// split and its first half read again; what was emitted meanwhile is
-// dropped as a duplicate. Nothing depends on the order of the alerts, and
-// only times inside the part asked for are used.
+// graphReader reads Graph security alerts_v2: the versions last updated in
+// a chunk, in parts [From, To), each through one chain of @odata.nextLink
+// pages. A chain shown to hold its whole part moves From to To; one that
+// cannot be (a refused next link, a chain short of @odata.count or without
+// one, a loop, a link elsewhere) splits the part, whose first half is read
+// again, repeats dropped as duplicates. The order of alerts is never
+// relied on, and only times inside the part asked are used.
 type graphReader struct {
 	endpoint        *url.URL
 	pageSize        int
@@ -62,28 +53,22 @@ type graphReader struct {
 	severities      []string
 	machineGroups   map[string]bool
 	includeEvidence bool
-	// maxAlertsPerGather bounds a part: a poll that stops inside one reads
-	// it again from its start.
+	// maxAlertsPerGather bounds a part: a poll stopped inside one reads it
+	// again.
 	maxAlertsPerGather int
 }
 
-// graphPaging is what the service has shown of its paging. The reader
-// adapts its requests to it; exactly-once never depends on it.
+// graphPaging is what the service showed of its paging; requests adapt to
+// it, exactly-once never depends on it.
 type graphPaging struct {
 	noOrderBy bool // $orderby was refused with 400
 	noCount   bool // $count was refused with 400
-	// pageCap is the service's own page size when it is smaller than
-	// page_size: the most alerts a page held that the service itself
-	// showed to be cut (a next link, or @odata.count beyond it); 0 when
-	// no page was.
-	pageCap int
-	// chainCap is the fewest alerts a chain delivered before the service
-	// stopped it; 0 until that happened.
-	chainCap int
-	// said holds the messages logged once.
-	said map[string]bool
-	// seen is what Probe reports.
-	seen graphObserved
+	// pageCap: the service's own page size, when a page it showed to be
+	// cut held fewer than page_size; chainCap: the fewest alerts a chain
+	// delivered before the service stopped it. 0: not seen.
+	pageCap, chainCap int
+	said              map[string]bool // messages logged once
+	seen              graphObserved   // for Probe
 }
 
 // graphObserved is what the service did with the options the plugin sent.
@@ -93,15 +78,13 @@ type graphObserved struct {
 	count    string // "present", "absent", "rejected", or ""
 }
 
-// graphWalk is what the Graph reader needs between two requests of a
-// chunk: the part whose chain of pages is being read.
+// graphWalk is the part of a chunk whose chain of pages is being read.
 type graphWalk struct {
 	part *graphPart
 }
 
-// graphPart is a part [from, to) of a chunk, both on the 100 ns grid, and
-// what its chain of pages delivered so far. A poll that stops inside the
-// chain drops it; the next reads the part from its first page.
+// graphPart is a part [from, to) of a chunk, on the 100 ns grid, and what
+// its chain delivered; a poll stopped inside the chain reads it again.
 type graphPart struct {
 	from, to time.Time
 	pages    int
@@ -110,8 +93,7 @@ type graphPart struct {
 	count    int64               // the first page's @odata.count, when hasCount
 	hasCount bool
 	visited  map[string]bool // the next links followed
-	// complete: the chain is known to have held every version of the part;
-	// broken says why it could not be read to its end.
+	// complete: the chain held every version of the part; broken: why not.
 	complete bool
 	broken   string
 	page     graphPage // the page decode read last
@@ -126,8 +108,7 @@ type graphPage struct {
 	next         string
 	count        int64
 	hasCount     bool
-	// ascending and descending: whether the inside alerts came in that
-	// order, for Probe and the split's estimate only.
+	// Whether the inside alerts came in that order, for Probe.
 	ascending, descending bool
 }
 
@@ -136,9 +117,8 @@ type graphVersion struct {
 	at time.Time
 }
 
-// firstPage is the query for the alerts last updated in [from, to), top to
-// a page, oldest first and with @odata.count unless the service refused
-// these options.
+// firstPage asks for the alerts last updated in [from, to), top a page,
+// oldest first and counted unless the service refused these options.
 func (r *graphReader) firstPage(from, to time.Time, top int, paging *graphPaging) *url.URL {
 	filter := fmt.Sprintf("lastUpdateDateTime ge %s and lastUpdateDateTime lt %s",
 		from.UTC().Format(siemTimeLayout), to.UTC().Format(siemTimeLayout))
@@ -187,12 +167,10 @@ func (r *graphReader) next(c *chunk, k *known) *request {
 	return nil
 }
 
-// decode streams the alerts of one page of the part and describes the page
-// in the part. Alerts outside the part, which the service should not have
-// sent, are counted and left out: their times must not steer the cursor,
-// and the part that covers their time reads them if they are real. Alerts
-// without a time that parses cannot be placed and are handed on as they
-// are.
+// decode streams the alerts of one page and notes the page in the part.
+// Alerts outside the part are counted and left out: their times must not
+// steer the cursor, and the part covering them reads them if they are
+// real. Alerts without a time cannot be placed and are handed on.
 func (r *graphReader) decode(c *chunk, body io.Reader, emit func(record) bool) error {
 	part := c.graph.part
 	page := &part.page
@@ -228,8 +206,8 @@ func (r *graphReader) decode(c *chunk, body io.Reader, emit func(record) bool) e
 	return nil
 }
 
-// after follows the part's chain of pages with the answer to one page, and
-// moves the chunk on when the chain ended.
+// after follows the part's chain with the answer to one page, and moves
+// the chunk on when the chain ended.
 func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	part := c.graph.part
 	if a.err != nil {
@@ -272,8 +250,7 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 		return pr
 	}
 	if part.pages == 1 && len(page.inside) == 0 {
-		// A first page without any alert of the part, whatever its link or
-		// count says, means the part holds none.
+		// A first page without an alert of the part: it holds none.
 		return ended("")
 	}
 	added := 0
@@ -305,16 +282,14 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	case page.next == "":
 		return ended(fmt.Sprintf("the chain ended after %d of %d alerts", held, part.count))
 	case nextURL == nil && part.pages == 1 && !full:
-		// Short of a full page, the link cannot lead to more of the part:
-		// a page is full while more follows.
+		// Short of a full page, no more of the part follows.
 		return ended("")
 	case nextURL == nil:
 		return ended("a next link to another place")
 	case !part.hasCount:
-		// Without a count no chain of pages can be shown whole: an update
-		// between two pages shifts the later ones under a $skip and an
-		// alert is passed over unseen. Parts that fit one page need no
-		// such proof.
+		// Without a count no chain can be shown whole: an update between
+		// two pages shifts the later ones under a $skip. Parts that fit one
+		// page need no such proof.
 		return ended("a next link without @odata.count")
 	case k.paging.chainCap > 0 && part.count > int64(k.paging.chainCap):
 		return ended(fmt.Sprintf("%d alerts, more than a chain delivers", part.count))
@@ -328,9 +303,8 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	return facts
 }
 
-// ended moves the chunk on after the chain of its part ended: past the part
-// when the chain held it whole, or to the first half of a part that could
-// not be shown whole.
+// ended moves the chunk past the part read whole, or to the first half of
+// one that could not be shown whole.
 func (r *graphReader) ended(c *chunk, k *known) progress {
 	part := c.graph.part
 	c.graph.part = nil
@@ -343,8 +317,8 @@ func (r *graphReader) ended(c *chunk, k *known) progress {
 		return progress{}
 	}
 	if !part.complete {
-		// One instant holds more than the service lets one chain deliver:
-		// nothing narrower can be asked, so the rest of it is out of reach.
+		// One instant holds more than a chain delivers: nothing narrower
+		// can be asked.
 		k.log.Warnf("Alerts sharing lastUpdateDateTime %s could not all be read (%s): %d read, moving on",
 			part.from.Format(time.RFC3339Nano), part.broken, len(part.distinct))
 	}
@@ -357,7 +331,7 @@ func (r *graphReader) ended(c *chunk, k *known) progress {
 	return progress{settledAfter: c.Start.Add(-tick), settledBefore: c.From}
 }
 
-// checkNextLink accepts a next page only on the API's own scheme and host:
+// checkNextLink follows a next link only to the API's own scheme and host:
 // the request carries the bearer token.
 func (r *graphReader) checkNextLink(next string) (*url.URL, error) {
 	u, err := url.Parse(next)
@@ -368,8 +342,8 @@ func (r *graphReader) checkNextLink(next string) (*url.URL, error) {
 	return u, nil
 }
 
-// notePage learns from one page, for Probe, and reports alerts outside the
-// part; it returns how many there were.
+// notePage notes what a page shows for Probe, warns of alerts outside the
+// part and returns how many there were.
 func (*graphReader) notePage(k *known, part *graphPart, first bool) int64 {
 	page := &part.page
 	if page.outside > 0 {
@@ -409,8 +383,8 @@ var (
 	countWord      = regexp.MustCompile(`(?i)(\$count|\bcount\b)`)
 )
 
-// nextLinkForm names the form of a next link for Probe; the reader never
-// looks inside one.
+// nextLinkForm names the form of a next link for Probe; reading never looks
+// inside one.
 func nextLinkForm(link string) string {
 	switch {
 	case skipTokenParam.MatchString(link):
@@ -421,9 +395,8 @@ func nextLinkForm(link string) string {
 	return "other"
 }
 
-// learnPageSize notices a service that clamps $top silently: a page shorter
-// than asked is cut when a next link follows it, or when the first page's
-// count says more match.
+// learnPageSize notices a service that clamps $top: a page shorter than
+// asked with a next link, or a first page short of its count.
 func (g *graphPaging) learnPageSize(page *graphPage, pageSize int, first bool) {
 	if page.items == 0 || page.items >= pageSize {
 		return
@@ -433,10 +406,7 @@ func (g *graphPaging) learnPageSize(page *graphPage, pageSize int, first bool) {
 	}
 }
 
-// fullPage is the number of alerts at which a page may have been cut: the
-// page size asked for, or the service's own when it showed a smaller one.
-// A service that clamps $top, sends no next link and no count gives no
-// sign of it; the README says so.
+// fullPage is the number of alerts at which a page may have been cut.
 func (g *graphPaging) fullPage(pageSize int) int {
 	if g.pageCap > 0 {
 		return g.pageCap
@@ -451,8 +421,7 @@ func (g *graphPaging) learnChainCap(n int) {
 	}
 }
 
-// sayOncef logs what the service showed of its paging the first time only;
-// later ones go to the debug log.
+// sayOncef logs at info once per key, then at debug.
 func (g *graphPaging) sayOncef(k *known, key, format string, args ...interface{}) {
 	if g.said == nil {
 		g.said = make(map[string]bool)
@@ -465,8 +434,7 @@ func (g *graphPaging) sayOncef(k *known, key, format string, args ...interface{}
 	k.log.Infof(format, args...)
 }
 
-// partTarget is how many alerts a part should hold: what one chain can be
-// trusted to deliver.
+// partTarget is how many alerts one chain can be trusted to deliver.
 func (r *graphReader) partTarget(counted bool, paging *graphPaging) int {
 	page := paging.fullPage(r.pageSize)
 	if !counted {
@@ -476,13 +444,11 @@ func (r *graphReader) partTarget(counted bool, paging *graphPaging) int {
 	if paging.chainCap > 0 {
 		target = min(target, paging.chainCap)
 	}
-	// A poll that stops inside a part reads it again from its start.
 	return max(min(target, r.maxAlertsPerGather/2), page-1, 1)
 }
 
-// splitAt is the end of the first half of a part that could not be read
-// whole: estimated from the count and from the times the chain delivered,
-// at least one 100 ns step, at most half of the part.
+// splitAt ends the first half of a part not read whole: estimated from the
+// count and the times delivered, at least 100 ns, at most half the part.
 func (r *graphReader) splitAt(part *graphPart, paging *graphPaging) time.Time {
 	width := part.to.Sub(part.from)
 	cut := width / 2
@@ -493,15 +459,13 @@ func (r *graphReader) splitAt(part *graphPart, paging *graphPaging) time.Time {
 	if len(part.times) > 0 {
 		times := slices.Clone(part.times)
 		slices.SortFunc(times, func(x, y time.Time) int { return x.Compare(y) })
-		// At least half of what the chain held shares the part's first
-		// instant: read that instant alone.
 		cut = min(cut, times[(len(times)-1)/2].Sub(part.from))
 	}
 	return part.from.Add(max(cut.Truncate(tick), tick))
 }
 
-// nextWidth sizes the part after one read whole, from the versions it held:
-// after an empty part, the rest of the chunk.
+// nextWidth sizes the part after one read whole, from what it held; after
+// an empty part, the rest of the chunk.
 func (r *graphReader) nextWidth(width time.Duration, part *graphPart, paging *graphPaging) time.Duration {
 	n := len(part.distinct)
 	if n == 0 {
@@ -514,10 +478,8 @@ func (r *graphReader) nextWidth(width time.Duration, part *graphPart, paging *gr
 
 const maxDuration = time.Duration(1<<63 - 1)
 
-// dropRefusedOption handles a 400 to a first page that names $orderby or
-// $count, options the documentation of alerts_v2 does not promise: the
-// option is left out from then on, which the log says once. It reports
-// whether the query should be sent again.
+// dropRefusedOption leaves out $orderby or $count, which alerts_v2 does not
+// promise, after a 400 naming it, and reports whether to ask again.
 func (*graphReader) dropRefusedOption(k *known, err error) bool {
 	var se *statusError
 	if !errors.As(err, &se) || se.status != http.StatusBadRequest {

@@ -93,11 +93,11 @@ type MicrosoftDefender struct {
 	// requests.
 	reader   reader
 	endpoint *url.URL
-	client  *apiClient
-	tokens  tokenSource
-	cursor  *cursor
-	plan    windowPlan
-	limiter *rate.Limiter
+	client   *apiClient
+	tokens   tokenSource
+	cursor   *cursor
+	plan     windowPlan
+	limiter  *rate.Limiter
 	// paging is what Graph showed of its paging, for the life of the
 	// process.
 	paging graphPaging

@@ -12,50 +12,39 @@ import (
 	"github.com/influxdata/telegraf"
 )
 
-// reader reads one API for the poll, which owns the loop: the chunks, the
-// budget, the deadline, the rate limit, retries, deduplication, emission
-// and what the cursor keeps. A reader keeps no state: what it needs between
-// two requests of a chunk is the chunk's walk, and what it learns of the
-// service it keeps in known.
+// reader reads one API for the poll, which owns the loop: chunks, budget,
+// deadline, rate limit, retries, deduplication, emission and the cursor. A
+// reader keeps no state: what it needs between two requests is the chunk's
+// walk, what it learns of the service goes into known.
 type reader interface {
-	// next is the request that goes on reading c, or nil when c is read
-	// whole.
+	// next is the request that goes on reading c; nil when c is read whole.
 	next(c *chunk, k *known) *request
-	// decode streams the records of the answer to the request next made
-	// for c to emit, one at a time, until emit returns false.
+	// decode streams the records of the answer to emit until it says stop.
 	decode(c *chunk, body io.Reader, emit func(record) bool) error
-	// after moves c on with what the answer to that request held.
+	// after moves c on with what the answer held.
 	after(c *chunk, a *answer, k *known) progress
 }
 
-// known is what a reader is given besides the chunk: what the poll knows
-// beyond one request.
+// known is what the poll knows beyond one request, for its reader.
 type known struct {
-	// perRequest is the most records one request may ask for.
-	perRequest int
+	perRequest int // the most records one request may ask for
 	// unreadable returns the newest instant in [from, to] known not to be
 	// readable.
-	unreadable func(from, to time.Time) (time.Time, bool)
-	// paging is what Graph showed of its paging, for the life of the
-	// process.
-	paging *graphPaging
-	// maxBodySize is max_body_size, for messages.
-	maxBodySize int64
+	unreadable  func(from, to time.Time) (time.Time, bool)
+	paging      *graphPaging // what Graph showed of its paging
+	maxBodySize int64        // for messages
 	log         telegraf.Logger
 }
 
 // request is one request a reader asks the poll to send.
 type request struct {
 	url *url.URL
-	// continues: the request goes on with a step the reader started (an
-	// instant, a search, a page of a chain, a query without an option):
-	// the poll sends it even when its budget or deadline has come.
+	// continues a step of the reader (an instant, a search, a query sent
+	// again): sent even when the budget or deadline has come.
 	continues bool
-	// search: an unreadable answer is what the request looks for, no
-	// failure, and is not counted as an error.
+	// search: an unreadable answer is what it looks for, not an error.
 	search bool
-	// resumes is logged when the poll's deadline stops it inside this
-	// request: what the next poll goes on with.
+	// resumes is logged when the deadline stops the poll inside it.
 	resumes string
 }
 
@@ -69,56 +58,44 @@ type answer struct {
 	err error
 }
 
-// progress is what a reader reports after an answer: facts for the poll to
-// act on with what it owns.
+// progress is what a reader reports after an answer, for the poll to act
+// on with what it owns.
 type progress struct {
-	// settledAfter and settledBefore bound, exclusive, a stretch of the
-	// chunk read for good: the cursor may forget what it holds there.
+	// settledAfter and settledBefore bound, exclusive, a stretch read for
+	// good, which the cursor may forget.
 	settledAfter, settledBefore time.Time
-	// unreadable is an instant whose records cannot be read and were
-	// passed over; zero when none.
-	unreadable time.Time
-	// outOfWindow and errors are added to defender_poll.
-	outOfWindow, errors int64
-	// err is why the chunk cannot be read on.
-	err error
-	// then is the request that goes on with a step the reader started;
-	// nil: the poll asks next. A poll that stops drops it.
+	unreadable                  time.Time // an instant passed over, unreadable
+	outOfWindow, errors         int64     // for defender_poll
+	err                         error     // why the chunk cannot be read on
+	// then goes on with a step of the reader; nil: ask next. A poll that
+	// stops drops it.
 	then *request
 }
 
-// stopReason says why a poll stopped before its window was read as far as
-// the API's time allows; only the poll sets it (stop).
+// stopReason says why a poll stopped short of the API's time; only stop
+// sets it.
 type stopReason int
 
 const (
-	// notStopped: the window was read as far as the API's time allows.
-	notStopped stopReason = iota
-	// stoppedBudget: max_alerts_per_gather records were emitted.
-	stoppedBudget
-	// stoppedDeadline: the poll used its interval, or a wait it would make
-	// (Retry-After, a backoff, max_requests_per_minute) would pass its end.
-	stoppedDeadline
-	// stoppedCancelled: the plugin is stopping (Interrupt or Stop).
-	stoppedCancelled
-	// stoppedFailed: a request failed for good, or its answer could not
-	// be read on (err).
-	stoppedFailed
+	notStopped       stopReason = iota
+	stoppedBudget               // max_alerts_per_gather records were emitted
+	stoppedDeadline             // the interval is used, or a wait would pass it
+	stoppedCancelled            // Interrupt or Stop
+	stoppedFailed               // a request failed for good (err)
 )
 
 // poll is one Gather's walk through the cursor.
 type poll struct {
-	reader  reader
-	client  *apiClient
-	cursor  *cursor
-	plan    windowPlan
-	known   known
-	limiter *rate.Limiter
-	log     telegraf.Logger
-	acc     telegraf.Accumulator
-	now     func() time.Time
-	sleep   func(ctx context.Context, d time.Duration) error
-	// maxRetries is max_retries.
+	reader     reader
+	client     *apiClient
+	cursor     *cursor
+	plan       windowPlan
+	known      known
+	limiter    *rate.Limiter
+	log        telegraf.Logger
+	acc        telegraf.Accumulator
+	now        func() time.Time
+	sleep      func(ctx context.Context, d time.Duration) error
 	maxRetries int
 
 	budget   int       // records this poll may still emit
@@ -128,8 +105,7 @@ type poll struct {
 	chunk    *chunk // the chunk being read
 	stopped  stopReason
 	err      error
-	// throttledUntil is when the API allows the next request, after a
-	// Retry-After longer than the poll; zero when it did not ask.
+	// throttledUntil: a Retry-After past the deadline asked to wait so long.
 	throttledUntil time.Time
 }
 
@@ -205,8 +181,7 @@ func (p *poll) completeChunk() {
 	p.stats.completed = true
 }
 
-// readChunk reads c request by request until it is read whole (true) or
-// the poll stops.
+// readChunk reads c until it is read whole (true) or the poll stops.
 func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 	p.chunk = c
 	var req *request
@@ -230,8 +205,7 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 		p.stats.outOfWindow += pr.outOfWindow
 		p.stats.errors += pr.errors
 		if pr.settledBefore.After(pr.settledAfter) {
-			// What a later window, which starts at most overlap before
-			// the chunk's end, can return again is kept.
+			// A later window starts overlap before the chunk's end.
 			before := c.reachable(p.client.apiNow, p.plan.delay).Add(-p.plan.overlap)
 			if pr.settledBefore.Before(before) {
 				before = pr.settledBefore
@@ -249,8 +223,8 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 	}
 }
 
-// fail stops the poll for a request that failed for good; a failure that
-// the plugin's stopping caused is no failure of the API.
+// fail stops the poll; a failure the plugin's stopping caused is none of
+// the API's.
 func (p *poll) fail(ctx context.Context, err error) {
 	if ctx.Err() != nil {
 		p.stop(stoppedCancelled, err)
@@ -259,9 +233,8 @@ func (p *poll) fail(ctx context.Context, err error) {
 	p.stop(stoppedFailed, err)
 }
 
-// passOverUnreadable counts and reports once the records of an instant
-// that cannot be read; the cursor remembers it, so that windows that read
-// it again pass over it at once.
+// passOverUnreadable counts and reports an unreadable instant once; the
+// cursor remembers it for windows that read it again.
 func (p *poll) passOverUnreadable(at time.Time) {
 	if p.cursor.markUnreadable(at) {
 		p.log.Debugf("Passing over again the detections of %s, which cannot be read", at.Format(time.RFC3339Nano))
@@ -272,11 +245,10 @@ func (p *poll) passOverUnreadable(at time.Time) {
 		"or not JSON): they are skipped; raise max_body_size if they are large", at.Format(time.RFC3339Nano), p.known.maxBodySize)
 }
 
-// send sends one request, retrying transient failures: at most max_retries
-// times, after Retry-After or an exponential backoff with jitter, and never
-// past the poll's deadline. A 401 is retried once at once with a new token.
-// Records emitted by a failed attempt stay emitted; the next drops them as
-// duplicates. When the poll stops inside it, p.stopped says why.
+// send sends one request, retrying transient failures at most max_retries
+// times, after Retry-After or a backoff with jitter, never past the
+// deadline; a 401 once at once with a new token. Records emitted by a
+// failed attempt stay emitted, the next drops them as duplicates.
 func (p *poll) send(ctx context.Context, req *request) answer {
 	newToken := false
 	for retries := 0; ; {
@@ -325,9 +297,8 @@ func (p *poll) send(ctx context.Context, req *request) answer {
 	}
 }
 
-// attempt waits for the rate limiter, sends one request and emits the new
-// records of its answer until the budget is spent: the poll then stops, and
-// the false it answers the decoder with only ends the decoding.
+// attempt waits for the rate limiter, sends one request and takes the
+// records of its answer.
 func (p *poll) attempt(ctx context.Context, req *request) (answer, error) {
 	var a answer
 	if p.waitForRateLimit(ctx); p.stopped != notStopped {
@@ -346,9 +317,8 @@ func (p *poll) attempt(ctx context.Context, req *request) (answer, error) {
 	return a, nil
 }
 
-// take is the poll's part of one decoded record: it notes its time, drops
-// it when it was emitted before, and emits it otherwise. It returns false
-// when the budget is spent.
+// take notes a record's time, drops it when it was emitted before and
+// emits it otherwise; false when the budget is spent.
 func (p *poll) take(r record, a *answer) bool {
 	problems := r.problems()
 	if problems.skip != "" {
@@ -407,18 +377,16 @@ func (p *poll) take(r record, a *answer) bool {
 	p.acc.AddMetric(m)
 	p.counter.add(r.countKey())
 	if t.IsZero() {
-		// No time the cursor can use: the API placed the record at some
-		// time before now, so remembering it at now keeps it known for as
-		// long as any window can return it.
+		// The API placed it before now: known at now, it is known as long
+		// as any window can return it.
 		t = p.now()
 	}
 	p.cursor.remember(id, t)
 	return true
 }
 
-// maxProblemsLogged is how many records with problems one poll logs one by
-// one; the rest are only counted, so that a service that changes a type in
-// every record does not flood the log.
+// maxProblemsLogged records with problems are logged per poll, the rest
+// only counted, so that a changed type does not flood the log.
 const maxProblemsLogged = 10
 
 func (p *poll) logProblemf(format string, args ...interface{}) {
@@ -431,8 +399,8 @@ func (p *poll) logProblemf(format string, args ...interface{}) {
 	}
 }
 
-// waitForRateLimit keeps the plugin under max_requests_per_minute: it
-// waits, or stops the poll when the wait would pass its deadline.
+// waitForRateLimit waits for max_requests_per_minute, or stops the poll
+// when the wait would pass its deadline.
 func (p *poll) waitForRateLimit(ctx context.Context) {
 	now := p.now()
 	reservation := p.limiter.ReserveN(now, 1)
@@ -451,9 +419,8 @@ func (p *poll) waitForRateLimit(ctx context.Context) {
 	}
 }
 
-// status is "ok" when the window was read whole, "partial" when the poll
-// made progress or stopped short of its window, "error" when a request
-// failed without progress.
+// status: "ok" read whole, "partial" stopped short, "error" failed without
+// progress.
 func (p *poll) status() string {
 	switch {
 	case p.stopped == stoppedFailed && p.stats.emitted == 0 && !p.stats.completed:
