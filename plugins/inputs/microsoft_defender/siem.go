@@ -23,15 +23,12 @@ var siemRegions = map[string]string{
 	"gcc-high": "https://wdatp-alertexporter-us.securitycenter.windows.us/api/alerts",
 }
 
-// siemReader reads the SIEM alerts API: the detections of a chunk from the
-// newest down. A request asks for at most perRequest detections, and the
-// API answers the newest ones; an answer that holds exactly that many may
+// siemReader reads the SIEM alerts API: a chunk's detections from the
+// newest down. The API answers the newest perRequest; a full answer may
 // have left older ones out, so the chunk's upper bound moves down to the
-// oldest detection seen and the rest is asked for. Detections read twice
-// are dropped by the poll as duplicates.
+// oldest seen and the rest is asked for; repeats are dropped as duplicates.
 type siemReader struct {
-	endpoint *url.URL
-	// The server-side filters.
+	endpoint                 *url.URL
 	machineGroups            []string
 	deviceCreatedMachineTags string
 	cloudCreatedMachineTags  string
@@ -40,29 +37,26 @@ type siemReader struct {
 // siemWalk is what the SIEM reader needs between two requests of a chunk.
 type siemWalk struct {
 	// sizeLimit caps detections per request after an answer grew past
-	// max_body_size; 0 means no cap.
+	// max_body_size; 0: none.
 	sizeLimit int
-	// search is a search for the newest instant of the chunk, whose
-	// detection cannot be read; a poll that stops inside it leaves it to
-	// the next.
+	// search looks for the instant of the chunk's newest detection, which
+	// cannot be read; the next poll goes on with it.
 	search *instantSearch
-	// asked is what the request sent last asked for.
-	asked *siemAsk
+	asked  *siemAsk // what the request sent last asked for
 }
 
-// siemAsk is what one request asks for: the newest limit detections (all
-// when 0) with LastProcessedTimeUtc in [since, until].
+// siemAsk asks for the newest limit detections (all when 0) with
+// LastProcessedTimeUtc in [since, until].
 type siemAsk struct {
 	since, until time.Time
 	limit        int
 	step         siemStep
-	// known: for a siemWindow request, the newest instant of the chunk
-	// known to be unreadable, which the request stays above (hasKnown).
+	// hasKnown: the request stays above known, the newest instant known to
+	// be unreadable.
 	known    time.Time
 	hasKnown bool
-	// For a siemSearch: whether it tries the instant known before
-	// (knownTry), and whether the instant found is read whole (read) or
-	// passed over.
+	// A search tries the instant known before (knownTry); the instant it
+	// finds is read whole (read) or passed over.
 	knownTry, read bool
 }
 
@@ -74,8 +68,6 @@ const (
 	siemSearch                  // one detection from a time up, for searchOn
 )
 
-// requestURL asks for the newest limit detections (all when 0) with
-// LastProcessedTimeUtc in [since, until].
 func (r *siemReader) requestURL(since, until time.Time, limit int) *url.URL {
 	q := r.endpoint.Query()
 	q.Set("sinceTimeUtc", since.UTC().Format(siemTimeLayout))
@@ -105,15 +97,14 @@ func (r *siemReader) next(c *chunk, k *known) *request {
 	if c.siem.sizeLimit > 0 {
 		ask.limit = min(ask.limit, c.siem.sizeLimit)
 	}
-	// Known unreadable instants are not asked for again: the chunk is read
-	// above the newest of them, then below it.
+	// An instant known to be unreadable is not asked for again.
 	if at, ok := k.unreadable(c.From, c.To); ok {
 		ask.since, ask.known, ask.hasKnown = at.Add(tick), at, true
 	}
 	return r.ask(c, ask)
 }
 
-// ask is the request for ask, which the walk remembers for after.
+// ask is the request for ask, which the walk keeps for after.
 func (r *siemReader) ask(c *chunk, ask *siemAsk) *request {
 	c.siem.asked = ask
 	req := &request{url: r.requestURL(ask.since, ask.until, ask.limit), continues: ask.step != siemWindow}
@@ -151,8 +142,7 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		w.shrink(a.decoded, k)
 		return progress{}
 	case unreadable && a.decoded == 0:
-		// The newest detection of the chunk alone cannot be read: find
-		// its instant and read on below it.
+		// The newest detection alone cannot be read: find its instant.
 		return r.searchOn(c, false, k)
 	}
 	if err != nil {
@@ -168,7 +158,7 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 	}
 	switch {
 	case a.inWindow == 0:
-		// Nothing in a full answer tells how far down it reached: find the
+		// Nothing tells how far down a full answer reached: find the
 		// newest instant, read it whole and walk on below it.
 		k.log.Warnf("The SIEM API answered %d detection(s) for %s to %s, none with a LastProcessedTimeUtc inside that window: "+
 			"finding the newest instant with one-detection requests", ask.limit, c.From.Format(time.RFC3339Nano), c.To.Format(time.RFC3339Nano))
@@ -177,16 +167,14 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		c.To = a.oldest
 		return progress{settledAfter: c.To, settledBefore: c.End}
 	}
-	// Every detection of the answer shares the chunk's upper bound: no
-	// limited request can get past it.
+	// Every detection shares the upper bound: no limited request passes it.
 	k.log.Warnf("At least %d detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
 		ask.limit, c.To.Format(time.RFC3339Nano), ask.limit)
 	return progress{then: r.ask(c, &siemAsk{since: c.To, until: c.To, step: siemInstant})}
 }
 
 // shrink lowers the detections per request after an answer grew past
-// max_body_size or broke: to those that were decoded whole, or half of the
-// last cap, down to one, so that the chunk can still be walked.
+// max_body_size or broke: to those decoded whole, or half, down to one.
 func (w *siemWalk) shrink(decoded int, k *known) {
 	limit := max(1, decoded)
 	if w.sizeLimit > 0 && limit >= w.sizeLimit {
@@ -200,20 +188,17 @@ func (w *siemWalk) shrink(decoded int, k *known) {
 		k.maxBodySize, countOf(decoded, "detection"), limit)
 }
 
-// instantSearch is a bisection for the newest instant of the chunk below
-// chunkTo, in [from, to].
+// instantSearch bisects [from, to] for the newest instant below chunkTo.
 type instantSearch struct {
 	chunkTo, from, to time.Time
-	triedKnown        bool // the instant known to be unreadable was tried
+	triedKnown        bool
 }
 
 // searchOn goes on with the search for the LastProcessedTimeUtc of the
-// newest detection of the chunk, which the plugin cannot read or place. It
-// asks for one detection from a probe time up to the chunk's upper bound:
-// that returns one, or fails as unreadable, exactly when the probe time is
-// at or before the newest detection, whatever lies below, so a bisection
-// finds it. An instant known to be unreadable is tried first. The instant
-// found is read whole (read), or passed over.
+// chunk's newest detection, which cannot be read or placed. One detection
+// asked for from a time up to the chunk's bound comes, or fails as
+// unreadable, exactly when that time is at or before it, whatever lies
+// below: a bisection finds it. A known unreadable instant is tried first.
 func (r *siemReader) searchOn(c *chunk, read bool, k *known) progress {
 	w := &c.siem
 	s := w.search
@@ -232,13 +217,13 @@ func (r *siemReader) searchOn(c *chunk, read bool, k *known) progress {
 	return r.found(c, s.from, read)
 }
 
-// searched narrows the search with the answer to one of its requests.
+// searched narrows the search with one answer.
 func (r *siemReader) searched(c *chunk, a *answer, unreadable bool, k *known) progress {
 	ask := c.siem.asked
 	if a.err != nil && !unreadable {
 		return progress{err: a.err}
 	}
-	// An unreadable answer is one the search expects: a detection is there.
+	// An unreadable answer means a detection is there.
 	occupied := a.decoded > 0 || unreadable
 	s := c.siem.search
 	switch {
@@ -257,8 +242,7 @@ func (r *siemReader) searched(c *chunk, a *answer, unreadable bool, k *known) pr
 	return r.searchOn(c, ask.read, k)
 }
 
-// found moves the chunk to the instant a search found: read whole, or
-// passed over.
+// found moves the chunk to the instant found: read whole, or passed over.
 func (r *siemReader) found(c *chunk, at time.Time, read bool) progress {
 	if read {
 		c.To = at
@@ -268,14 +252,14 @@ func (r *siemReader) found(c *chunk, at time.Time, read bool) progress {
 	return c.siem.passOver(at)
 }
 
-// passOver reports the instant at, which cannot be read and is passed over;
-// what made requests smaller was there, so they have the usual size again.
+// passOver passes over an unreadable instant; what made requests smaller
+// was there, so they have the usual size again.
 func (w *siemWalk) passOver(at time.Time) progress {
 	w.sizeLimit = 0
 	return progress{unreadable: at}
 }
 
-// decode streams the detections of one answer, placed in the window asked.
+// decode streams an answer's detections, placed in the window asked.
 func (*siemReader) decode(c *chunk, body io.Reader, emit func(record) bool) error {
 	ask := c.siem.asked
 	dec, err := newDetectionDecoder(body)
@@ -311,8 +295,7 @@ func siemStatusMeaning(status int) string {
 	}
 }
 
-// cursorTime is LastProcessedTimeUtc, placed inside the request's window
-// (see placeIn) when it lies outside or is unknown.
+// cursorTime is LastProcessedTimeUtc, or the window's end (placeIn).
 func (d *detection) cursorTime() time.Time {
 	if !d.cursorAt.IsZero() {
 		return d.cursorAt
@@ -327,12 +310,9 @@ func (d *detection) metric() (telegraf.Metric, []string) {
 }
 func (d *detection) countKey() countKey { return countKeyOf(d) }
 
-// placeIn keeps the cursor's use of the detection inside the window
-// [since, until] the request asked for. The API filters on
-// LastProcessedTimeUtc, so a detection outside it, or without it, carries a
-// time the cursor cannot trust; it is remembered at until, which is no
-// earlier than any time it can truly have, so that it stays known for as
-// long as any detection of the window.
+// placeIn keeps the cursor inside the window [since, until] asked: a
+// LastProcessedTimeUtc outside it, or none, cannot be trusted, and until,
+// no earlier than its true time, keeps the detection known long enough.
 func (d *detection) placeIn(since, until time.Time) {
 	if d.lastProcessed.IsZero() || d.lastProcessed.Before(since) || d.lastProcessed.After(until) {
 		d.cursorAt = until
