@@ -353,7 +353,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 }
 
 // addError reports an error; no message holds a secret (see redact.go).
-func (m *MicrosoftDefender) addError(acc telegraf.Accumulator, err error) {
+func (*MicrosoftDefender) addError(acc telegraf.Accumulator, err error) {
 	acc.AddError(err)
 }
 

@@ -304,7 +304,7 @@ func managedIdentityAdvice(e *tokenError) string {
 			"IDENTITY_ENDPOINT (and IDENTITY_HEADER or IMDS_ENDPOINT)."
 	case e.status == http.StatusBadRequest:
 		return "The managed identity is not assigned to this resource: enable the system-assigned identity of the VM or app " +
-			"(Identity blade), or assign the user-assigned identity, and check managed_identity_client_id or managed_identity_resource_id."
+			"(Identity blade), or assign the user-assigned identity, and check client_id or managed_identity_resource_id."
 	case e.status == http.StatusNotFound:
 		return "The managed identity endpoint has no token service at this address (HTTP 404): check IDENTITY_ENDPOINT; an " +
 			"identity assigned a few minutes ago may not be available yet."
