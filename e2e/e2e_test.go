@@ -299,7 +299,7 @@ func TestExecdLogsReachTelegrafAtTheirLevel(t *testing.T) {
 	a := startAgent(t, siemSection(server.URL, "wrong-secret-value"))
 
 	want := "E! [inputs.execd] Error in plugin: token request to " + strings.TrimPrefix(server.URL, "http://") +
-		" failed: HTTP 401 Unauthorized: invalid_client: AADSTS7000215: Invalid client secret provided."
+		" failed: HTTP 401 Unauthorized: invalid_client (AADSTS7000215)"
 	waitFor(t, a, "the token error in Telegraf's log", func() bool { return strings.Contains(a.stderr.String(), want) })
 	a.stop(t)
 	log := a.stderr.String()
@@ -312,19 +312,19 @@ func TestExecdLogsReachTelegrafAtTheirLevel(t *testing.T) {
 // API of the simulator at url as the e2e app with secret; keys are its
 // further lines (keys, comments, sub-tables).
 func siemSection(url, secret string, keys ...string) string {
-	return pluginSection(fmt.Sprintf("  api = \"siem\"\n  endpoint_url = \"%[1]s/api/alerts\"\n  token_url = \"%[1]s/e2e-tenant/oauth2/token\"\n", url), secret, keys)
+	return pluginSection(fmt.Sprintf("  api = \"siem\"\n  endpoint_url = \"%[1]s/api/alerts\"\n  login_endpoint = \"%[1]s\"\n", url), secret, keys)
 }
 
 // graphSection is the same for Graph alerts_v2.
 func graphSection(url, secret string, keys ...string) string {
 	return pluginSection(fmt.Sprintf("  api = \"graph\"\n  endpoint_url = \"%[1]s/v1.0/security/alerts_v2\"\n"+
-		"  token_url = \"%[1]s/e2e-tenant/oauth2/v2.0/token\"\n  scopes = [\"https://graph.microsoft.com/.default\"]\n", url), secret, keys)
+		"  login_endpoint = \"%[1]s\"\n  scopes = [\"https://graph.microsoft.com/.default\"]\n", url), secret, keys)
 }
 
 func pluginSection(endpoints, secret string, keys []string) string {
 	var b strings.Builder
 	b.WriteString("\n[[inputs.microsoft_defender]]\n" + endpoints)
-	fmt.Fprintf(&b, "  client_id = \"e2e-client\"\n  client_secret = %q\n", secret)
+	fmt.Fprintf(&b, "  tenant_id = \"e2e-tenant\"\n  client_id = \"e2e-client\"\n  client_secret = %q\n", secret)
 	for _, k := range keys {
 		b.WriteString("  " + k + "\n")
 	}

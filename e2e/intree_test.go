@@ -346,12 +346,12 @@ func TestInTreeProbeFailsStartUpWithTheAdviceOfCheck(t *testing.T) {
 	}
 	log := a.stderr.String()
 	require.Contains(t, log, "I! [agent] Failed to probe inputs.microsoft_defender, shutting down plugin: token: token request to "+
-		strings.TrimPrefix(server.URL, "http://")+" failed: HTTP 401 Unauthorized: invalid_client: AADSTS7000215: ")
+		strings.TrimPrefix(server.URL, "http://")+" failed: HTTP 401 Unauthorized: invalid_client (AADSTS7000215). ")
 	require.Contains(t, log, ". Likely fix: "+fix[1]+"\n")
 	require.NotContains(t, log, "wrong-secret-value")
 	require.Empty(t, a.metrics(t))
 	for _, r := range sim.Requests() {
-		require.True(t, strings.HasSuffix(r.URL.Path, "/oauth2/token"), "a request to %s after the token failed", r.URL.Path)
+		require.True(t, strings.HasSuffix(r.URL.Path, "/oauth2/v2.0/token"), "a request to %s after the token failed", r.URL.Path)
 	}
 }
 

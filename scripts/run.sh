@@ -63,17 +63,18 @@ if [ -n "${DEFENDER_TENANT_ID:-}" ]; then
       : "${DEFENDER_CLIENT_ID:?DEFENDER_CLIENT_ID must be set with DEFENDER_TENANT_ID}"
       : "${DEFENDER_CLIENT_CERTIFICATE:?DEFENDER_AUTH=certificate needs DEFENDER_CLIENT_CERTIFICATE}"
       export DEFENDER_CLIENT_CERTIFICATE_PASSWORD="${DEFENDER_CLIENT_CERTIFICATE_PASSWORD:-}"
-      auth_conf='tenant_id = "${DEFENDER_TENANT_ID}"
+      auth_conf='auth_method = "client_certificate"
+  tenant_id = "${DEFENDER_TENANT_ID}"
   client_id = "${DEFENDER_CLIENT_ID}"
   client_certificate = "${DEFENDER_CLIENT_CERTIFICATE}"
   client_certificate_password = "${DEFENDER_CLIENT_CERTIFICATE_PASSWORD}"' ;;
     managed-identity)
       # DEFENDER_TENANT_ID only names the state file: the identity is the host's.
-      auth_conf='use_managed_identity = true'
+      auth_conf='auth_method = "managed_identity"'
       [ -z "${DEFENDER_MANAGED_IDENTITY_CLIENT_ID:-}" ] ||
-        auth_conf+=$'\n  managed_identity_client_id = "${DEFENDER_MANAGED_IDENTITY_CLIENT_ID}"' ;;
+        auth_conf+=$'\n  client_id = "${DEFENDER_MANAGED_IDENTITY_CLIENT_ID}"' ;;
     workload-identity)
-      auth_conf='use_workload_identity = true' ;;
+      auth_conf='auth_method = "workload_identity"' ;;
   esac
   if [ "$api" = graph ]; then
     export DEFENDER_REGION="${DEFENDER_REGION:-global}"
@@ -93,7 +94,8 @@ elif [ "$auth" != secret ]; then
   # certificate, or a federated token) it makes at start in $work.
   case "$auth" in
     certificate) mode_args=(-client-certificate-file "$work/client.pem")
-      auth_conf="login_endpoint = \"\${SIM_URL}\"
+      auth_conf="auth_method = \"client_certificate\"
+  login_endpoint = \"\${SIM_URL}\"
   tenant_id = \"sim-tenant\"
   client_id = \"sim-client\"
   client_certificate = \"$work/client.pem\"" ;;
@@ -101,9 +103,9 @@ elif [ "$auth" != secret ]; then
       IDENTITY_HEADER=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
       export IDENTITY_HEADER
       mode_args=(-managed-identity-header "$IDENTITY_HEADER")
-      auth_conf='use_managed_identity = true' ;;
+      auth_conf='auth_method = "managed_identity"' ;;
     workload-identity) mode_args=(-federated-token-file "$work/federated-token")
-      auth_conf='use_workload_identity = true' ;;
+      auth_conf='auth_method = "workload_identity"' ;;
   esac
   # shellcheck disable=SC2086 # SIM_ARGS is a list of flags
   start_sim run /dev/stderr -listen "127.0.0.1:${SIM_PORT:-18089}" -rate 6 -tls-ca-file "$work/ca.pem" "${mode_args[@]}" ${SIM_ARGS:-}
@@ -135,18 +137,17 @@ else
   export DEFENDER_CLIENT_SECRET=sim-secret
   if [ "$api" = graph ]; then
     endpoint="$sim/v1.0/security/alerts_v2"
-    token="$sim/sim-tenant/oauth2/v2.0/token"
     auth_form='scopes = ["https://graph.microsoft.com/.default"]'
   else
     endpoint="$sim/api/alerts"
-    token="$sim/sim-tenant/oauth2/token"
-    auth_form='# resource = "https://graph.windows.net"'
+    auth_form='# scopes = ["https://graph.windows.net/.default"]'
   fi
   cat > "$work/defender.conf" <<CONF
 [[inputs.microsoft_defender]]
   api = "$api"
   endpoint_url = "$endpoint"
-  token_url = "$token"
+  login_endpoint = "$sim"
+  tenant_id = "sim-tenant"
   $auth_form
   client_id = "sim-client"
   client_secret = "\${DEFENDER_CLIENT_SECRET}"

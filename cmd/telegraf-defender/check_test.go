@@ -28,7 +28,8 @@ func TestCheck(t *testing.T) {
 	host := strings.TrimPrefix(server.URL, "http://")
 
 	siem := func(extra string) string {
-		return fmt.Sprintf("[[inputs.microsoft_defender]]\n  api = \"siem\"\n  endpoint_url = %q\n  login_endpoint = %q\n  tenant_id = \"contoso\"\n  client_id = \"app\"\n%s\n",
+		return fmt.Sprintf("[[inputs.microsoft_defender]]\n  api = \"siem\"\n  endpoint_url = %q\n  login_endpoint = %q\n"+
+			"  tenant_id = \"contoso\"\n  client_id = \"app\"\n%s\n",
 			server.URL+"/api/alerts", server.URL, extra)
 	}
 	runChecks(t, []checkCase{
@@ -38,19 +39,18 @@ func TestCheck(t *testing.T) {
 			"  request        ok",
 			"A poll would succeed.",
 		}},
-		{"invalid configuration", siem(`  client_secret = "right-secret"` + "\n  resource = \"x\"\n  scopes = [\"y\"]"), false, []string{
-			"  configuration  resource and scopes cannot both be set: resource selects the Azure AD v1 token form, scopes the v2 form",
+		{"invalid configuration", siem(`  client_secret = "right-secret"` + "\n  auth_method = \"client_certificate\""), false, []string{
+			`  configuration  client_secret: only used with auth_method = "client_secret" or "refresh_token"`,
 			"  token          skipped",
 			"Likely fix: correct the configuration key the message names",
 		}},
 		{"expired secret", siem(`  client_secret = "old-secret"`), false, []string{
-			"  token          failed: token request to " + host +
-				" failed: HTTP 401 Unauthorized: invalid_client: AADSTS7000215: Invalid client secret provided.",
+			"  token          failed: token request to " + host + " failed: HTTP 401 Unauthorized: invalid_client (AADSTS7000215)",
 			"  request        skipped",
 			"Likely fix: Azure AD refused the client secret (AADSTS7000215)",
 		}},
 		{"wrong tenant", strings.Replace(siem(`  client_secret = "right-secret"`), `tenant_id = "contoso"`, `tenant_id = "fabrikam"`, 1), false, []string{
-			"AADSTS90002: Tenant 'fabrikam' not found.",
+			"HTTP 400 Bad Request: invalid_request (AADSTS90002)",
 			"Likely fix: The tenant does not exist (AADSTS90002): check tenant_id, and that login_endpoint (or region) is the tenant's cloud",
 		}},
 		{"unknown app", strings.Replace(siem(`  client_secret = "right-secret"`), `client_id = "app"`, `client_id = "other"`, 1), false, []string{

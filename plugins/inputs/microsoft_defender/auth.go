@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,9 +18,176 @@ import (
 	"github.com/influxdata/telegraf/config"
 )
 
+// The values of auth_method.
+const (
+	methodClientSecret      = "client_secret"
+	methodClientCertificate = "client_certificate"
+	methodManagedIdentity   = "managed_identity"
+	methodWorkloadIdentity  = "workload_identity"
+	methodRefreshToken      = "refresh_token"
+	methodAccessToken       = "access_token"
+)
+
+var authMethods = []string{methodClientSecret, methodClientCertificate, methodManagedIdentity, methodWorkloadIdentity,
+	methodRefreshToken, methodAccessToken}
+
+// The environment that AKS workload identity projects into a pod.
+const (
+	envFederatedTokenFile = "AZURE_FEDERATED_TOKEN_FILE"
+	envClientID           = "AZURE_CLIENT_ID"
+	envTenantID           = "AZURE_TENANT_ID"
+	envAuthorityHost      = "AZURE_AUTHORITY_HOST"
+)
+
 // tokenRenewBefore is how long before expiry a cached token is replaced, so
 // that a token never expires between being handed out and being used.
 const tokenRenewBefore = 2 * time.Minute
+
+// authKey is a sign-in key: whether it is set, the methods that use it and
+// those that cannot do without it.
+type authKey struct {
+	name          string
+	set           bool
+	usedBy, needs []string
+}
+
+func (m *MicrosoftDefender) authKeys() []authKey {
+	aad := []string{methodClientSecret, methodClientCertificate, methodWorkloadIdentity, methodRefreshToken}
+	secret := []string{methodClientSecret, methodRefreshToken}
+	cert := []string{methodClientCertificate}
+	return []authKey{
+		{"tenant_id", m.TenantID != "", aad, aad},
+		{"client_id", m.ClientID != "", append(slices.Clone(aad), methodManagedIdentity), aad},
+		{"client_secret", !m.ClientSecret.Empty(), secret, secret},
+		{"refresh_token", !m.RefreshToken.Empty(), []string{methodRefreshToken}, []string{methodRefreshToken}},
+		{"access_token", !m.AccessToken.Empty(), []string{methodAccessToken}, []string{methodAccessToken}},
+		{"login_endpoint", m.LoginEndpoint != "", aad, nil},
+		{"scopes", len(m.Scopes) > 0, authMethods[:5], nil},
+		{"client_certificate", m.ClientCertificate != "", cert, cert},
+		{"client_certificate_password", !m.ClientCertificatePassword.Empty(), cert, nil},
+		{"send_certificate_chain", m.SendCertificateChain, cert, nil},
+		{"managed_identity_resource_id", m.ManagedIdentityResourceID != "", []string{methodManagedIdentity}, nil},
+		{"federated_token_file", m.FederatedTokenFile != "", []string{methodWorkloadIdentity}, []string{methodWorkloadIdentity}},
+	}
+}
+
+// checkAuthKeys refuses the keys of other methods than auth_method, naming
+// the method each belongs to, and names the keys the method misses.
+func (m *MicrosoftDefender) checkAuthKeys() error {
+	if !slices.Contains(authMethods, m.AuthMethod) {
+		return fmt.Errorf("auth_method %q is not supported: use %s", m.AuthMethod, quoteList(authMethods, "or"))
+	}
+	if m.AuthMethod == methodWorkloadIdentity {
+		// The pod's environment fills what the configuration leaves out,
+		// as azidentity's WorkloadIdentityCredential does.
+		for value, env := range map[*string]string{&m.TenantID: envTenantID, &m.ClientID: envClientID, &m.FederatedTokenFile: envFederatedTokenFile} {
+			if *value == "" {
+				*value = os.Getenv(env)
+			}
+		}
+	}
+	var foreign, missing []string
+	for _, k := range m.authKeys() {
+		switch {
+		case k.set && !slices.Contains(k.usedBy, m.AuthMethod):
+			foreign = append(foreign, fmt.Sprintf("%s: only used with auth_method = %s", k.name, quoteList(k.usedBy, "or")))
+		case !k.set && slices.Contains(k.needs, m.AuthMethod):
+			missing = append(missing, k.name)
+		}
+	}
+	switch {
+	case len(foreign) > 0:
+		return errors.New(strings.Join(foreign, "; "))
+	case len(missing) > 0 && m.AuthMethod == methodWorkloadIdentity:
+		return fmt.Errorf("auth_method = %q needs %s (or %s, %s, %s)", m.AuthMethod, strings.Join(missing, ", "),
+			envTenantID, envClientID, envFederatedTokenFile)
+	case len(missing) > 0:
+		return fmt.Errorf("auth_method = %q needs %s", m.AuthMethod, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func quoteList(values []string, last string) string {
+	quoted := make([]string, len(values))
+	for i, v := range values {
+		quoted[i] = `"` + v + `"`
+	}
+	if len(quoted) == 1 {
+		return quoted[0]
+	}
+	return strings.Join(quoted[:len(quoted)-1], ", ") + " " + last + " " + quoted[len(quoted)-1]
+}
+
+// tokenSource returns the token source of auth_method.
+func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error) {
+	if err := m.checkAuthKeys(); err != nil {
+		return nil, err
+	}
+	if m.AuthMethod == methodAccessToken {
+		static := &staticToken{secret: &m.AccessToken}
+		// A secret store that cannot be read yet is read again at the poll.
+		if buf, err := m.AccessToken.Get(); err == nil {
+			buf.Destroy()
+			if _, err := static.token(context.Background()); err != nil {
+				return nil, err
+			}
+		}
+		return static, nil
+	}
+	if len(m.Scopes) == 0 {
+		m.Scopes = []string{defaultSIEMResource + "/.default"}
+	}
+	if len(m.Scopes) != 1 && (m.AuthMethod == methodManagedIdentity || m.AuthMethod == methodRefreshToken) {
+		return nil, fmt.Errorf("auth_method = %q takes one scope, got %d", m.AuthMethod, len(m.Scopes))
+	}
+	if m.AuthMethod == methodManagedIdentity {
+		return m.managedIdentity(client)
+	}
+	if !validTenantID.MatchString(m.TenantID) {
+		return nil, fmt.Errorf("tenant_id %q is not a tenant id or domain name", m.TenantID)
+	}
+	login, err := m.loginEndpoint()
+	if err != nil {
+		return nil, err
+	}
+	what := map[string]string{methodClientSecret: "client secret", methodRefreshToken: "client secret and refresh token",
+		methodClientCertificate: "client assertion", methodWorkloadIdentity: "federated token"}[m.AuthMethod]
+	if err := m.refuseProxyInClear("login_endpoint", login, what); err != nil {
+		return nil, err
+	}
+	if m.AuthMethod == methodRefreshToken {
+		// Azure AD v1, which the portal's SIEM refresh tokens are for: the
+		// resource is the scope without /.default.
+		return &cachedToken{fetch: (&refreshGrant{
+			client:       client,
+			tokenURL:     login.JoinPath(m.TenantID, "oauth2/token").String(),
+			clientID:     m.ClientID,
+			clientSecret: &m.ClientSecret,
+			resource:     strings.TrimSuffix(m.Scopes[0], "/.default"),
+			refreshToken: &m.RefreshToken,
+			now:          m.now,
+		}).fetch}, nil
+	}
+	return m.azureCredential(client, login)
+}
+
+// loginEndpoint is login_endpoint, else (workload identity)
+// AZURE_AUTHORITY_HOST, else the Azure AD host of the region's cloud.
+func (m *MicrosoftDefender) loginEndpoint() (*url.URL, error) {
+	login := m.LoginEndpoint
+	if login == "" && m.AuthMethod == methodWorkloadIdentity {
+		login = os.Getenv(envAuthorityHost)
+	}
+	if login == "" {
+		login = defaultLoginEndpoint
+		if cloud, known := graphRegions[m.Region]; known && m.API == "graph" {
+			login = "https://" + cloud.loginHost
+		} else if m.Region == "gcc-high" {
+			login = defaultLoginEndpointGovt
+		}
+	}
+	return parseEndpoint("login_endpoint", login)
+}
 
 // tokenSource hands out bearer tokens for the API.
 type tokenSource interface {
@@ -25,8 +195,6 @@ type tokenSource interface {
 	// invalidate forgets a token the API refused, so the next call fetches
 	// a new one.
 	invalidate(token string)
-	// secrets returns the values that must never appear in a message.
-	secrets() []string
 }
 
 // staticToken hands out the configured access_token, read from the secret
@@ -50,201 +218,156 @@ func (s *staticToken) token(context.Context) (string, error) {
 
 func (*staticToken) invalidate(string) {}
 
-func (s *staticToken) secrets() []string {
-	return secretValues(s.secret)
-}
-
-// cachedToken reuses a token from Azure AD until shortly before it expires,
-// or until the API refuses it.
+// cachedToken reuses a token until shortly before it expires, or until the
+// API refuses it. fetch refuses a token that cannot be a header value,
+// which would fail every request it was cached for.
 type cachedToken struct {
-	source  tokenFetcher
-	current *oauth2.Token
+	fetch   func(ctx context.Context) (string, time.Time, error)
+	current string
+	expiry  time.Time
 }
 
 func (c *cachedToken) token(ctx context.Context) (string, error) {
-	if c.current != nil && (c.current.Expiry.IsZero() || time.Until(c.current.Expiry) > tokenRenewBefore) {
-		return c.current.AccessToken, nil
+	if c.current != "" && (c.expiry.IsZero() || time.Until(c.expiry) > tokenRenewBefore) {
+		return c.current, nil
 	}
-	tok, err := c.source.fetch(ctx)
+	tok, expiry, err := c.fetch(ctx)
 	if err != nil {
 		return "", err
 	}
-	c.current = tok
-	return tok.AccessToken, nil
+	c.current, c.expiry = tok, expiry
+	return tok, nil
 }
 
 func (c *cachedToken) invalidate(token string) {
-	if c.current != nil && c.current.AccessToken == token {
-		c.current = nil
+	if c.current == token {
+		c.current = ""
 	}
 }
 
-func (c *cachedToken) secrets() []string {
-	out := c.source.secrets()
-	if c.current != nil {
-		out = append(out, c.current.AccessToken)
-	}
-	return out
-}
-
-// tokenFetcher asks the sign-in service for a new token.
-type tokenFetcher interface {
-	fetch(ctx context.Context) (*oauth2.Token, error)
-	// secrets returns the values that must never appear in a message.
-	secrets() []string
-}
-
-// aadToken fetches tokens from Azure AD with the client credentials grant,
-// or the refresh token grant when a refresh token is configured. The v1
-// endpoint takes `resource`, the v2 endpoint `scope`.
-type aadToken struct {
+// refreshGrant redeems the portal's refresh token at Azure AD's v1 token
+// endpoint; azidentity has no refresh token credential.
+type refreshGrant struct {
 	client       *http.Client
 	tokenURL     string
 	clientID     string
 	clientSecret *config.Secret
 	resource     string
-	scopes       []string
-
-	// now reads Retry-After dates on the plugin's clock.
-	now func() time.Time
-
 	// refreshToken is the latest refresh token: the configured one until
 	// Azure AD hands out a new one.
 	refreshToken *config.Secret
+	// now reads Retry-After dates on the plugin's clock.
+	now func() time.Time
 }
 
-func (a *aadToken) fetch(ctx context.Context) (*oauth2.Token, error) {
-	secret, err := a.clientSecret.Get()
+func (g *refreshGrant) fetch(ctx context.Context) (string, time.Time, error) {
+	secret, err := g.clientSecret.Get()
 	if err != nil {
-		return nil, fmt.Errorf("reading client_secret: %w", err)
+		return "", time.Time{}, fmt.Errorf("reading client_secret: %w", err)
 	}
 	defer secret.Destroy()
-
-	cfg := clientcredentials.Config{
-		ClientID:       a.clientID,
-		ClientSecret:   secret.String(),
-		TokenURL:       a.tokenURL,
-		Scopes:         a.scopes,
-		AuthStyle:      oauth2.AuthStyleInParams,
-		EndpointParams: url.Values{},
-	}
-	if a.resource != "" {
-		cfg.EndpointParams.Set("resource", a.resource)
-	}
-
-	if a.refreshToken != nil && !a.refreshToken.Empty() {
-		refresh, err := a.refreshToken.Get()
-		if err != nil {
-			return nil, fmt.Errorf("reading refresh_token: %w", err)
-		}
-		defer refresh.Destroy()
-		// clientcredentials lets grant_type be overridden; the rest of the
-		// refresh grant's form is the client credentials form.
-		cfg.EndpointParams.Set("grant_type", "refresh_token")
-		cfg.EndpointParams.Set("refresh_token", refresh.String())
-	}
-
-	tok, err := cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, a.client))
+	refresh, err := g.refreshToken.Get()
 	if err != nil {
-		return nil, a.describe(err, cfg.ClientSecret, cfg.EndpointParams.Get("refresh_token"))
+		return "", time.Time{}, fmt.Errorf("reading refresh_token: %w", err)
 	}
-	// A token that cannot be a header value would fail every request it
-	// was cached for; the answer is refused whole, its refresh token too.
-	if err := checkBearerToken(tok.AccessToken); err != nil {
-		return nil, &tokenError{host: hostOf(a.tokenURL), description: "the access_token it answered cannot be sent: " + err.Error()}
+	defer refresh.Destroy()
+	// clientcredentials lets grant_type be overridden; the rest of the
+	// refresh grant's form is the client credentials form.
+	cfg := clientcredentials.Config{
+		ClientID:     g.clientID,
+		ClientSecret: secret.String(),
+		TokenURL:     g.tokenURL,
+		AuthStyle:    oauth2.AuthStyleInParams,
+		EndpointParams: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh.String()},
+			"resource": {g.resource}},
 	}
-	if tok.RefreshToken != "" && a.refreshToken != nil {
+	tok, err := cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, g.client))
+	host := hostOf(g.tokenURL)
+	var re *oauth2.RetrieveError
+	switch {
+	case errors.As(err, &re) && re.Response != nil:
+		return "", time.Time{}, describeAnswer(host, re.Response, re.ErrorCode, re.ErrorDescription, g.now())
+	case err != nil:
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", time.Time{}, &tokenError{host: host, err: err}
+	case checkBearerToken(tok.AccessToken) != nil:
+		// Refused whole, its refresh token too.
+		return "", time.Time{}, &tokenError{host: host, msg: "the access_token it answered cannot be sent: " + checkBearerToken(tok.AccessToken).Error()}
+	}
+	if tok.RefreshToken != "" {
 		rotated := config.NewSecret([]byte(tok.RefreshToken))
-		a.refreshToken = &rotated
+		g.refreshToken = &rotated
 	}
-	return tok, nil
-}
-
-func (a *aadToken) secrets() []string {
-	return secretValues(a.clientSecret, a.refreshToken)
+	return tok.AccessToken, tok.Expiry, nil
 }
 
 // tokenError is a failed token request. Its message names the endpoint's
-// host, the HTTP status and Azure AD's own code (AADSTSnnnn), and nothing of
-// the request, which holds the secrets.
+// host, the HTTP status, the OAuth error code and Azure AD's AADSTS number,
+// and nothing else of the answer, which may echo the request's secrets.
 type tokenError struct {
-	host        string
-	status      int    // 0 when no answer came, or an answer that is not an error
-	statusText  string // e.g. "401 Unauthorized"
-	code        string // OAuth error code, e.g. invalid_client
-	description string
-	retryAfter  time.Duration
-	capped      error // Retry-After asked for more than maxRetryAfter
-	err         error // the transport's error when no answer came
+	host       string
+	status     int    // 0 when no answer came, or an answer that is not an error
+	statusText string // e.g. "401 Unauthorized"
+	code       string // OAuth error code, e.g. invalid_client
+	aadsts     string // Azure AD's error number, e.g. 7000215
+	// expired and unregistered say what an AADSTS700027 is about, for advice.
+	expired, unregistered bool
+	msg                   string // why an answer that is not an error was refused
+	retryAfter            time.Duration
+	capped                error // Retry-After asked for more than maxRetryAfter
+	err                   error // the transport's error when no answer came
 }
 
 func (e *tokenError) Error() string {
+	msg := "token request to " + e.host + " failed: "
 	switch {
 	case e.err != nil:
-		return fmt.Sprintf("token request to %s failed: %v", e.host, e.err)
-	case e.status == 0 && e.code == "":
-		return fmt.Sprintf("token request to %s failed: %s", e.host, e.description)
-	case e.code == "":
-		return fmt.Sprintf("token request to %s failed: HTTP %s: %s", e.host, e.statusText, e.description)
-	default:
-		return fmt.Sprintf("token request to %s failed: HTTP %s: %s: %s", e.host, e.statusText, e.code, e.description)
+		return msg + e.err.Error()
+	case e.status == 0:
+		return msg + e.msg
 	}
+	msg += "HTTP " + e.statusText
+	if e.code != "" {
+		msg += ": " + e.code
+	}
+	if e.aadsts != "" {
+		msg += " (AADSTS" + e.aadsts + ")"
+	}
+	return msg
 }
 
 func (e *tokenError) Unwrap() error {
 	return e.err
 }
 
-// describe turns a token endpoint failure into a tokenError; secrets the
-// server echoed back are redacted.
-func (a *aadToken) describe(err error, secrets ...string) error {
-	e := &tokenError{host: hostOf(a.tokenURL)}
-	var re *oauth2.RetrieveError
-	if !errors.As(err, &re) {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		e.err = err
-		return e
-	}
-	if re.Response != nil {
-		e.status = re.Response.StatusCode
-		e.statusText = re.Response.Status
-		e.retryAfter, e.capped = parseRetryAfter(re.Response.Header.Get("Retry-After"), a.now())
-		if e.capped != nil {
-			e.capped = fmt.Errorf("token endpoint %s: %w", e.host, e.capped)
-		}
-	}
-	if re.ErrorCode == "" {
-		// Not an OAuth error: a proxy's or gateway's page, the likeliest to
-		// echo the form it was sent.
-		e.description = bodySnippet(re.Body, secrets...)
-		return e
-	}
-	e.code = outsideText([]byte(re.ErrorCode), 64, false, secrets...)
-	// Azure AD appends trace and correlation ids on further lines.
-	description, _, more := strings.Cut(string(redact([]byte(re.ErrorDescription), secrets...)), "\n")
-	e.description = strings.TrimSpace(outsideText([]byte(description), maxBodySnippet, more, secrets...))
-	return e
-}
+// oauthErrorCodes are the error codes of RFC 6749 and those Azure AD and the
+// managed identity endpoints add: a code is quoted only when it is one of
+// them, so that an echoed secret in its place is not.
+var oauthErrorCodes = []string{"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
+	"unsupported_grant_type", "invalid_scope", "access_denied", "server_error", "temporarily_unavailable",
+	"interaction_required", "invalid_resource", "invalid_tenant", "unknown_error"}
 
-// secretValues reads secrets for redaction; unreadable or empty ones are
-// skipped.
-func secretValues(secrets ...*config.Secret) []string {
-	out := make([]string, 0, len(secrets))
-	for _, s := range secrets {
-		if s == nil || s.Empty() {
-			continue
-		}
-		buf, err := s.Get()
-		if err != nil {
-			continue
-		}
-		out = append(out, buf.String())
-		buf.Destroy()
+var aadstsNumber = regexp.MustCompile(`^AADSTS(\d{1,9})\b`)
+
+// describeAnswer makes a tokenError of a token endpoint's error answer.
+func describeAnswer(host string, resp *http.Response, code, description string, now time.Time) *tokenError {
+	e := &tokenError{host: host, status: resp.StatusCode, statusText: resp.Status}
+	if e.retryAfter, e.capped = parseRetryAfter(resp.Header.Get("Retry-After"), now); e.capped != nil {
+		e.capped = fmt.Errorf("token endpoint %s: %w", host, e.capped)
 	}
-	return out
+	if slices.Contains(oauthErrorCodes, code) {
+		e.code = code
+	}
+	if m := aadstsNumber.FindStringSubmatch(description); m != nil {
+		e.aadsts = m[1]
+		first, _, _ := strings.Cut(description, "\n")
+		e.expired = strings.Contains(first, " is expired ")
+		e.unregistered = strings.Contains(first, " is not registered ")
+	}
+	return e
 }
 
 func hostOf(rawURL string) string {
@@ -260,16 +383,13 @@ func hostOf(rawURL string) string {
 // or let it add others. The message tells where without repeating the
 // token's own characters.
 func checkBearerToken(tok string) error {
-	end := len(tok)
-	for end > 0 && tok[end-1] == '=' {
-		end--
-	}
+	end := len(strings.TrimRight(tok, "="))
 	if end == 0 {
 		return errors.New("it is empty")
 	}
 	for i := range end {
 		switch c := tok[i]; {
-		case isAlnum(c) || strings.IndexByte("-._~+/", c) >= 0:
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', strings.IndexByte("-._~+/", c) >= 0:
 		case c == '=':
 			return fmt.Errorf("byte %d is '=', allowed only as padding at the end of a bearer token (RFC 6750)", i)
 		default:

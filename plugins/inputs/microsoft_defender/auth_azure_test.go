@@ -13,6 +13,8 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,35 +137,36 @@ func TestLoadCertificate(t *testing.T) {
 	}
 }
 
-// signInPlugin is a plugin of one azidentity mode whose sign-in requests
+// signInPlugin is a plugin of one sign-in method whose sign-in requests
 // go to recorder instead of the network.
-func signInPlugin(t *testing.T, recorder *recordedRequests, configure func(*MicrosoftDefender)) (*MicrosoftDefender, error) {
+func signInPlugin(t *testing.T, recorder http.RoundTripper, configure func(*MicrosoftDefender)) *MicrosoftDefender {
 	t.Helper()
 	plugin := withDefaults(&MicrosoftDefender{Log: testutil.Logger{}, now: func() time.Time { return fixedNow }})
 	configure(plugin)
-	if err := plugin.Init(); err != nil {
-		return nil, err
-	}
-	plugin.tokens.(*cachedToken).source.(*azureSource).client = &http.Client{Transport: recorder}
-	return plugin, nil
+	require.NoError(t, plugin.Init())
+	var err error
+	plugin.tokens, err = plugin.tokenSource(&http.Client{Transport: recorder})
+	require.NoError(t, err)
+	return plugin
 }
 
 type recordedRequests struct {
 	mu       sync.Mutex
-	requests []*http.Request
+	requests []string
 }
 
 func (r *recordedRequests) RoundTrip(req *http.Request) (*http.Response, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.requests = append(r.requests, req)
+	r.requests = append(r.requests, req.Method+" "+req.URL.String())
 	return nil, errors.New("no network in this test")
 }
 
-// Each mode signs in where the region's cloud has its Azure AD, or where
-// login_endpoint says; managed identity asks the host's endpoint (IMDS
-// when the environment names no other).
-func TestAzureModesSignInToTheRegionsCloud(t *testing.T) {
+// Each method signs in where the region's cloud has its Azure AD, or where
+// login_endpoint says, with the token request as its only request (the
+// tenant's discovery document is the transport's own); managed identity
+// asks the host's endpoint (IMDS when the environment names no other).
+func TestSignInGoesToTheRegionsCloud(t *testing.T) {
 	cert, key := testCertificate(t, 0, "leaf")
 	certFile := writeTemp(t, "c.pem", append(pemBlock("CERTIFICATE", cert.Raw), pemBlock("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(key))...))
 	tokenFile := writeTemp(t, "token", []byte("federated-token"))
@@ -172,101 +175,58 @@ func TestAzureModesSignInToTheRegionsCloud(t *testing.T) {
 	}
 	certificate := func(api, region string) func(*MicrosoftDefender) {
 		return func(m *MicrosoftDefender) {
-			m.API, m.Region, m.TenantID, m.ClientID, m.ClientCertificate = api, region, testTenant, testClientID, certFile
+			m.API, m.Region, m.TenantID, m.ClientID = api, region, testTenant, testClientID
+			m.AuthMethod, m.ClientCertificate = methodClientCertificate, certFile
 		}
 	}
+	secret := func(api, region string) func(*MicrosoftDefender) {
+		return func(m *MicrosoftDefender) {
+			m.API, m.Region, m.TenantID, m.ClientID = api, region, testTenant, testClientID
+			m.ClientSecret = config.NewSecret([]byte(testClientSecret))
+		}
+	}
+	const v2 = "/" + testTenant + "/oauth2/v2.0/token"
 	tests := []struct {
 		name      string
 		configure func(*MicrosoftDefender)
 		want      string
 	}{
-		{"SIEM us", certificate("siem", "us"), "https://login.microsoftonline.com/" + testTenant + "/v2.0/.well-known/openid-configuration"},
-		{"SIEM gcc-high", certificate("siem", "gcc-high"), "https://login.microsoftonline.us/" + testTenant + "/v2.0/.well-known/openid-configuration"},
-		{"Graph global", certificate("graph", ""), "https://login.microsoftonline.com/" + testTenant + "/v2.0/.well-known/openid-configuration"},
-		{"Graph dod", certificate("graph", "dod"), "https://login.microsoftonline.us/" + testTenant + "/v2.0/.well-known/openid-configuration"},
-		{"Graph china", certificate("graph", "china"), "https://login.partner.microsoftonline.cn/" + testTenant + "/v2.0/.well-known/openid-configuration"},
+		{"client secret, SIEM us", secret("siem", "us"), "POST https://login.microsoftonline.com" + v2},
+		{"client secret, SIEM gcc-high", secret("siem", "gcc-high"), "POST https://login.microsoftonline.us" + v2},
+		{"client secret, Graph china", secret("graph", "china"), "POST https://login.partner.microsoftonline.cn" + v2},
+		{"certificate, SIEM us", certificate("siem", "us"), "POST https://login.microsoftonline.com" + v2},
+		{"certificate, Graph global", certificate("graph", ""), "POST https://login.microsoftonline.com" + v2},
+		{"certificate, Graph dod", certificate("graph", "dod"), "POST https://login.microsoftonline.us" + v2},
 		{"login_endpoint", func(m *MicrosoftDefender) {
 			certificate("graph", "china")(m)
 			m.LoginEndpoint = "https://login.example.com/"
-		}, "https://login.example.com/" + testTenant + "/v2.0/.well-known/openid-configuration"},
+		}, "POST https://login.example.com" + v2},
+		{"login_endpoint in plain http on loopback", func(m *MicrosoftDefender) {
+			secret("siem", "eu")(m)
+			m.LoginEndpoint = "http://127.0.0.1:8089"
+		}, "POST http://127.0.0.1:8089" + v2},
 		{"workload identity, Graph gcc-high", func(m *MicrosoftDefender) {
 			m.API, m.Region, m.TenantID, m.ClientID = "graph", "gcc-high", testTenant, testClientID
-			m.UseWorkloadIdentity, m.FederatedTokenFile = true, tokenFile
-		}, "https://login.microsoftonline.us/" + testTenant + "/v2.0/.well-known/openid-configuration"},
-		{"managed identity, SIEM", func(m *MicrosoftDefender) { m.Region, m.UseManagedIdentity = "eu", true },
-			"http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fgraph.windows.net"},
+			m.AuthMethod, m.FederatedTokenFile = methodWorkloadIdentity, tokenFile
+		}, "POST https://login.microsoftonline.us" + v2},
+		{"refresh token, SIEM eu", func(m *MicrosoftDefender) {
+			secret("siem", "eu")(m)
+			m.AuthMethod, m.RefreshToken = methodRefreshToken, config.NewSecret([]byte(testRefreshToken))
+		}, "POST https://login.microsoftonline.com/" + testTenant + "/oauth2/token"},
+		{"managed identity, SIEM", func(m *MicrosoftDefender) { m.Region, m.AuthMethod = "eu", methodManagedIdentity },
+			"GET http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fgraph.windows.net"},
 		{"managed identity by client id, Graph gcc-high", func(m *MicrosoftDefender) {
-			m.API, m.Region, m.UseManagedIdentity, m.ManagedIdentityClientID = "graph", "gcc-high", true, "mi-client"
-		}, "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&client_id=mi-client&resource=https%3A%2F%2Fgraph.microsoft.us"},
+			m.API, m.Region, m.AuthMethod, m.ClientID = "graph", "gcc-high", methodManagedIdentity, "mi-client"
+		}, "GET http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&client_id=mi-client&resource=https%3A%2F%2Fgraph.microsoft.us"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			recorder := &recordedRequests{}
-			plugin, err := signInPlugin(t, recorder, tt.configure)
-			require.NoError(t, err)
-			_, err = plugin.tokens.token(t.Context())
+			plugin := signInPlugin(t, recorder, tt.configure)
+			_, err := plugin.tokens.token(t.Context())
 			require.ErrorContains(t, err, "no network in this test")
 			require.NotEmpty(t, recorder.requests)
-			require.Equal(t, tt.want, strings.TrimSuffix(recorder.requests[0].URL.String(), "?"))
-		})
-	}
-}
-
-func TestAzureModesRejectBadCombinations(t *testing.T) {
-	cert, key := testCertificate(t, 0, "leaf")
-	certFile := writeTemp(t, "c.pem", append(pemBlock("CERTIFICATE", cert.Raw), pemBlock("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(key))...))
-	for _, env := range []string{envTenantID, envClientID, envFederatedTokenFile, envAuthorityHost} {
-		t.Setenv(env, "")
-	}
-	tests := []struct {
-		name      string
-		configure func(*MicrosoftDefender)
-		err       string
-	}{
-		{"certificate and secret", func(m *MicrosoftDefender) { m.ClientCertificate = certFile },
-			"client_secret: not used with client_certificate"},
-		{"certificate and managed identity", func(m *MicrosoftDefender) {
-			m.ClientSecret, m.ClientCertificate, m.UseManagedIdentity = config.Secret{}, certFile, true
-		}, "client_certificate, use_managed_identity cannot be combined: set one authentication mode"},
-		{"certificate with token_url and refresh_token", func(m *MicrosoftDefender) {
-			m.ClientSecret, m.ClientCertificate, m.TokenURL = config.Secret{}, certFile, "https://login.example.com/t/oauth2/v2.0/token"
-			m.RefreshToken = config.NewSecret([]byte(testRefreshToken))
-		}, "refresh_token, token_url (use login_endpoint): not used with client_certificate"},
-		{"certificate with a static token", func(m *MicrosoftDefender) {
-			m.ClientSecret, m.ClientCertificate, m.AccessToken = config.Secret{}, certFile, config.NewSecret([]byte("x"))
-		}, "access_token: not used with client_certificate"},
-		{"certificate without client id", func(m *MicrosoftDefender) {
-			m.ClientSecret, m.ClientCertificate, m.ClientID = config.Secret{}, certFile, ""
-		}, "client_certificate needs client_id"},
-		{"certificate with resource and scopes", func(m *MicrosoftDefender) {
-			m.ClientSecret, m.ClientCertificate = config.Secret{}, certFile
-			m.Resource, m.Scopes = "https://graph.windows.net", []string{"https://graph.windows.net/.default"}
-		}, "resource and scopes cannot both be set: resource selects the Azure AD v1 token form, scopes the v2 form"},
-		{"certificate keys without a certificate", func(m *MicrosoftDefender) {
-			m.ClientCertificatePassword, m.SendCertificateChain = config.NewSecret([]byte("p")), true
-		}, "client_certificate_password, send_certificate_chain: only used with client_certificate"},
-		{"managed identity with a secret", func(m *MicrosoftDefender) {
-			m.TenantID, m.ClientID, m.UseManagedIdentity = "", "", true
-		}, "client_secret: not used with use_managed_identity"},
-		{"managed identity with two scopes", func(m *MicrosoftDefender) {
-			m.TenantID, m.ClientID, m.ClientSecret, m.UseManagedIdentity = "", "", config.Secret{}, true
-			m.Scopes = []string{"https://graph.windows.net/.default", "openid"}
-		}, "use_managed_identity takes one scope, got 2"},
-		{"workload identity file without the mode", func(m *MicrosoftDefender) { m.FederatedTokenFile = "/var/run/token" },
-			"federated_token_file: only used with use_workload_identity = true"},
-		{"workload identity without a file", func(m *MicrosoftDefender) {
-			m.ClientSecret, m.UseWorkloadIdentity = config.Secret{}, true
-		}, "use_workload_identity needs federated_token_file (or AZURE_FEDERATED_TOKEN_FILE)"},
-		{"workload identity on plain http", func(m *MicrosoftDefender) {
-			m.ClientSecret, m.UseWorkloadIdentity, m.FederatedTokenFile, m.LoginEndpoint = config.Secret{}, true, "/var/run/token", "http://127.0.0.1:8089"
-		}, `login_endpoint (or AZURE_AUTHORITY_HOST) "http://127.0.0.1:8089" must be an https URL: the Azure SDK signs in over https only`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			plugin := validPlugin()
-			plugin.Log = testutil.Logger{}
-			tt.configure(plugin)
-			require.EqualError(t, plugin.Init(), tt.err)
+			require.Equal(t, tt.want, strings.TrimSuffix(recorder.requests[0], "?"))
 		})
 	}
 }
@@ -277,16 +237,19 @@ func TestExpiredCertificateIsReportedAtStart(t *testing.T) {
 	logger := &testutil.CaptureLogger{}
 	plugin := validPlugin()
 	plugin.Log, plugin.ClientSecret, plugin.ClientCertificate = logger, config.Secret{}, certFile
+	plugin.AuthMethod = methodClientCertificate
 	plugin.now = func() time.Time { return cert.NotAfter.Add(time.Second) }
 	require.NoError(t, plugin.Init())
 	require.Equal(t, []string{"W! [] The certificate in client_certificate expired on " + cert.NotAfter.UTC().Format(time.RFC3339) +
 		": Azure AD refuses it until a new one is registered and configured"}, logger.Warnings())
 }
 
-// A sign-in service echoing the request back: the federated token, the
-// managed identity header and the certificate password never reach a
-// message.
-func TestAzureErrorsHoldNoSecret(t *testing.T) {
+// A sign-in service echoing the request back, whatever the method: the
+// message names the status, the OAuth code and the AADSTS number, and
+// quotes nothing of the answer, so neither the client secret, the
+// federated token, the client assertion, the managed identity header nor
+// the certificate password.
+func TestSignInErrorsQuoteNothingOfTheAnswer(t *testing.T) {
 	const federated, header, password = "federated-token-must-not-leak", "mi-header-must-not-leak", "pfx-password-must-not-leak"
 	tokenFile := writeTemp(t, "token", []byte(federated))
 	t.Setenv("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token")
@@ -302,12 +265,6 @@ func TestAzureErrorsHoldNoSecret(t *testing.T) {
 		}
 		body := fmt.Sprintf(`{"error":"invalid_client","error_description":"AADSTS50027: echo %s %s %s","message":%q}`,
 			form, req.Header.Get("X-IDENTITY-HEADER"), password, header)
-		if strings.HasSuffix(req.URL.Path, "openid-configuration") {
-			body = fmt.Sprintf(`{"token_endpoint":"https://%[1]s/t/oauth2/v2.0/token",`+
-				`"authorization_endpoint":"https://%[1]s/t/oauth2/v2.0/authorize","issuer":"https://%[1]s/t/v2.0"}`, req.URL.Host)
-			return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Body: io.NopCloser(strings.NewReader(body)), Request: req,
-				Header: http.Header{"Content-Type": {"application/json"}}}, nil
-		}
 		return &http.Response{StatusCode: http.StatusBadRequest, Status: "400 Bad Request", Body: io.NopCloser(strings.NewReader(body)), Request: req,
 			Header: http.Header{"Content-Type": {"application/json"}}}, nil
 	})
@@ -319,33 +276,35 @@ func TestAzureErrorsHoldNoSecret(t *testing.T) {
 	for _, tt := range []struct {
 		name      string
 		configure func(*MicrosoftDefender)
-		secrets   []string
+		want      string
 	}{
+		{"client secret", func(m *MicrosoftDefender) {
+			m.TenantID, m.ClientID, m.LoginEndpoint = "t", testClientID, "https://login.example.com"
+			m.ClientSecret = config.NewSecret([]byte(testClientSecret))
+		}, "token request to login.example.com failed: HTTP 400 Bad Request: invalid_client (AADSTS50027)"},
+		{"refresh token", func(m *MicrosoftDefender) {
+			m.TenantID, m.ClientID, m.LoginEndpoint = "t", testClientID, "https://login.example.com"
+			m.ClientSecret = config.NewSecret([]byte(testClientSecret))
+			m.AuthMethod, m.RefreshToken = methodRefreshToken, config.NewSecret([]byte(testRefreshToken))
+		}, "token request to login.example.com failed: HTTP 400 Bad Request: invalid_client (AADSTS50027)"},
 		{"workload identity", func(m *MicrosoftDefender) {
 			m.TenantID, m.ClientID, m.LoginEndpoint = "t", testClientID, "https://login.example.com"
-			m.UseWorkloadIdentity, m.FederatedTokenFile = true, tokenFile
-		}, []string{federated, "client_assertion=eyJ"}},
-		{"managed identity", func(m *MicrosoftDefender) { m.UseManagedIdentity = true }, []string{header}},
+			m.AuthMethod, m.FederatedTokenFile = methodWorkloadIdentity, tokenFile
+		}, "workload identity: token request to login.example.com failed: HTTP 400 Bad Request: invalid_client (AADSTS50027)"},
+		{"managed identity", func(m *MicrosoftDefender) { m.AuthMethod = methodManagedIdentity },
+			"managed identity: token request to 127.0.0.1:1 failed: HTTP 400 Bad Request: invalid_client (AADSTS50027)"},
 		{"client certificate", func(m *MicrosoftDefender) {
 			m.TenantID, m.ClientID, m.ClientCertificate, m.LoginEndpoint = "t", testClientID, pfxFile, "https://login.example.com"
-			m.ClientCertificatePassword = config.NewSecret([]byte(password))
-		}, []string{password, "client_assertion=eyJ"}},
+			m.AuthMethod, m.ClientCertificatePassword = methodClientCertificate, config.NewSecret([]byte(password))
+		}, "client certificate: token request to login.example.com failed: HTTP 400 Bad Request: invalid_client (AADSTS50027)"},
 	} {
-		name, configure := tt.name, tt.configure
-		t.Run(name, func(t *testing.T) {
-			plugin := withDefaults(&MicrosoftDefender{Region: "eu", Log: testutil.Logger{}, now: func() time.Time { return fixedNow }})
-			configure(plugin)
-			require.NoError(t, plugin.Init())
-			plugin.tokens.(*cachedToken).source.(*azureSource).client = &http.Client{Transport: echo}
+		t.Run(tt.name, func(t *testing.T) {
+			plugin := signInPlugin(t, echo, func(m *MicrosoftDefender) {
+				m.Region = "eu"
+				tt.configure(m)
+			})
 			_, err := plugin.tokens.token(t.Context())
-			require.Error(t, err)
-			msg := plugin.redactSecrets(err.Error())
-			require.Contains(t, msg, name+": token request to ")
-			require.Contains(t, msg, "[redacted]")
-			for _, secret := range tt.secrets {
-				require.NotContains(t, err.Error(), secret)
-				require.NotContains(t, msg, secret)
-			}
+			require.EqualError(t, err, tt.want)
 		})
 	}
 }
@@ -354,43 +313,79 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
+// A token endpoint whose error code is not an OAuth one (here the client
+// secret, echoed) and a proxy's error page: neither is quoted.
+func TestTokenAnswersThatAreNotOAuthErrorsAreNotQuoted(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		status int
+		body   func(secret string) string
+		want   string
+	}{
+		{"code echoing the secret", http.StatusBadRequest,
+			func(secret string) string {
+				return `{"error":"` + secret + `","error_description":"AADSTS7000215: ` + secret + `"}`
+			},
+			"HTTP 400 Bad Request (AADSTS7000215)"},
+		{"proxy page", http.StatusBadGateway,
+			func(secret string) string {
+				return "<h1>Bad gateway</h1><pre>client_secret=" + url.QueryEscape(secret) + "</pre>"
+			},
+			"HTTP 502 Bad Gateway"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if err := r.ParseForm(); err != nil {
+					t.Errorf("parsing the token request: %v", err)
+				}
+				w.WriteHeader(tt.status)
+				respond(t, w, []byte(tt.body(r.PostForm.Get("client_secret"))))
+			}))
+			defer server.Close()
+			logger := &testutil.CaptureLogger{}
+			plugin := stubbedPlugin(t, server, logger)
+			plugin.MaxRetries = 0
+			msg, _ := gatherError(t, plugin, logger)
+			require.Equal(t, "token request to "+strings.TrimPrefix(server.URL, "http://")+" failed: "+tt.want, msg)
+		})
+	}
+}
+
 func TestAzureAdvice(t *testing.T) {
-	aad := func(mode azureMode, status int, description string) error {
-		return &azureTokenError{mode: mode, tok: &tokenError{host: "login", status: status, code: "invalid_client", description: description}}
+	aad := func(method string, status int, aadsts string, flags ...bool) error {
+		e := &tokenError{host: "login", status: status, code: "invalid_client", aadsts: aadsts}
+		if len(flags) == 2 {
+			e.expired, e.unregistered = flags[0], flags[1]
+		}
+		return &azureTokenError{method: method, tok: e}
 	}
 	tests := []struct {
 		name string
 		err  error
 		want string
 	}{
-		{"certificate not registered",
-			aad(modeCertificate, 401, "AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application."),
+		{"certificate not registered", aad("client certificate", 401, "700027", false, true),
 			"The certificate in client_certificate is not registered on the app (AADSTS700027)"},
-		{"certificate expired",
-			aad(modeCertificate, 401, "AADSTS700027: The certificate with identifier used to sign the client assertion is expired on application."),
+		{"certificate expired", aad("client certificate", 401, "700027", true, false),
 			"The certificate registered for the app has expired (AADSTS700027)"},
-		{"signature", aad(modeCertificate, 401, "AADSTS700027: Client assertion failed signature validation."),
+		{"signature", aad("client certificate", 401, "700027"),
 			"the key in client_certificate is not the key of the registered certificate"},
-		{"another app", aad(modeCertificate, 400, "AADSTS700021: Client assertion application identifier doesn't match 'client_id' parameter."),
-			"The client assertion is for another app (AADSTS700021)"},
-		{"clock", aad(modeCertificate, 400, "AADSTS700024: Client assertion is not within its valid time range."),
-			"correct this host's clock (NTP)"},
-		{"federated token expired", aad(modeWorkloadIdentity, 400, "AADSTS700024: Client assertion is not within its valid time range."),
-			"The federated token has expired (AADSTS700024)"},
-		{"no federated credential", aad(modeWorkloadIdentity, 400, "AADSTS70021: No matching federated identity record found for presented assertion."),
-			"No federated credential of the app matches the token (AADSTS70021)"},
-		{"unknown tenant", aad(modeWorkloadIdentity, 400, "AADSTS90002: Tenant 'x' not found."), "The tenant does not exist (AADSTS90002)"},
-		{"token file", &azureTokenError{mode: modeWorkloadIdentity, file: true, msg: `"/t": no such file or directory`},
+		{"another app", aad("client certificate", 400, "700021"), "The client assertion is for another app (AADSTS700021)"},
+		{"clock", aad("client certificate", 400, "700024"), "correct this host's clock (NTP)"},
+		{"federated token expired", aad("workload identity", 400, "700024"), "The federated token has expired (AADSTS700024)"},
+		{"no federated credential", aad("workload identity", 400, "70021"), "No federated credential of the app matches the token (AADSTS70021)"},
+		{"unknown tenant", aad("workload identity", 400, "90002"), "The tenant does not exist (AADSTS90002)"},
+		{"wrong client secret", aad("", 401, "7000215"), "Azure AD refused the client secret (AADSTS7000215)"},
+		{"token file", &azureTokenError{method: "workload identity", file: true, msg: `"/t": no such file or directory`},
 			"The federated token file cannot be read: on AKS, label the pod"},
-		{"Arc challenge file", &azureTokenError{mode: modeManagedIdentity,
+		{"Arc challenge file", &azureTokenError{method: "managed identity",
 			msg: `ManagedIdentityCredential: failed to read "/var/opt/azcmagent/tokens/x.key" due to error: open ...: permission denied`},
 			"add the user Telegraf runs as to the himds group"},
-		{"identity not assigned", aad(modeManagedIdentity, 400, "Unable to load the proper Managed Identity."),
-			"The managed identity is not assigned to this resource"},
-		{"no identity service", aad(modeManagedIdentity, 404, "not found"), "The managed identity endpoint has no token service at this address (HTTP 404)"},
-		{"identity service failing", aad(modeManagedIdentity, 500, "error"), "The managed identity endpoint is throttling or failing for now"},
+		{"identity not assigned", aad("managed identity", 400, ""), "The managed identity is not assigned to this resource"},
+		{"no identity service", aad("managed identity", 404, ""), "The managed identity endpoint has no token service at this address (HTTP 404)"},
+		{"identity service failing", aad("managed identity", 500, ""), "The managed identity endpoint is throttling or failing for now"},
 		{"no identity endpoint",
-			&azureTokenError{mode: modeManagedIdentity, tok: &tokenError{host: "169.254.169.254", err: errors.New("dial tcp: i/o timeout")}},
+			&azureTokenError{method: "managed identity", tok: &tokenError{host: "169.254.169.254", err: errors.New("dial tcp: i/o timeout")}},
 			"No managed identity endpoint answered: the plugin runs outside Azure, or IMDS (169.254.169.254) is blocked"},
 	}
 	for _, tt := range tests {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -15,8 +14,17 @@ import (
 	"unicode/utf8"
 )
 
-// maxBodySnippet is how much of an error response an error message quotes.
+// maxBodySnippet bounds what a message quotes of a text from a server.
 const maxBodySnippet = 512
+
+// maxQuotedBody is how much of an API error answer a message quotes, and
+// maxReadBody how much of it is read: the secrets are redacted in what was
+// read before the quote is cut, so that a secret crossing the cut is not
+// quoted in part.
+const (
+	maxQuotedBody = 200
+	maxReadBody   = 64 << 10
+)
 
 // apiClient sends authenticated GET requests to one Defender API.
 type apiClient struct {
@@ -111,10 +119,8 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 	if resp.StatusCode == http.StatusUnauthorized {
 		c.tokens.invalidate(tok)
 	}
-	// Read past the quoted part so that a secret straddling its end, in
-	// whatever form, is still redacted whole.
-	snippet, _ := io.ReadAll( //nolint:errcheck // a body cut short still tells what it has
-		io.LimitReader(resp.Body, maxQuotedInput+1))
+	body, _ := io.ReadAll( //nolint:errcheck // a body cut short still tells what it has
+		io.LimitReader(resp.Body, maxReadBody))
 	retryAfter, retryAfterErr := parseRetryAfter(resp.Header.Get("Retry-After"), c.now())
 	if retryAfterErr != nil {
 		retryAfterErr = fmt.Errorf("%s at %s: %w", c.name, u.Host, retryAfterErr)
@@ -125,7 +131,8 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 		status:     resp.StatusCode,
 		statusText: resp.Status,
 		meaning:    c.statusMeaning(resp.StatusCode),
-		body:       bodySnippet(snippet, append(c.tokens.secrets(), tok)...),
+		// The bearer token is the one secret the API was sent.
+		body:       bodySnippet(body, tok),
 		retryAfter: retryAfter,
 		capped:     retryAfterErr,
 	}
@@ -231,34 +238,14 @@ func parseRetryAfter(value string, now time.Time) (time.Duration, error) {
 	return wait, nil
 }
 
-// bodySnippet quotes at most maxBodySnippet bytes of a response body,
-// with the secrets redacted.
+// bodySnippet quotes at most maxQuotedBody bytes of an API error answer,
+// without control characters and with the secrets redacted.
 func bodySnippet(body []byte, secrets ...string) string {
-	s := strings.TrimSpace(outsideText(body, maxBodySnippet, false, secrets...))
+	s := strings.TrimSpace(sanitize(redact(string(body), secrets...), maxQuotedBody))
 	if s == "" {
 		return "empty body"
 	}
 	return fmt.Sprintf("body %q", s)
-}
-
-// outsideText makes text from a server fit for a message: secrets redacted
-// in every form redact finds, sanitized, cut to n bytes, and, where it was
-// cut (or cutShort says the text already was), without a trailing part of
-// a secret. Of a long body only the first maxQuotedInput bytes are read.
-func outsideText(text []byte, n int, cutShort bool, secrets ...string) string {
-	if len(text) > maxQuotedInput {
-		text, cutShort = text[:maxQuotedInput], true
-	}
-	// Again after sanitizing, which turns a tab into the space a secret
-	// may hold.
-	s := string(redact([]byte(sanitize(string(redact(text, secrets...)), math.MaxInt)), secrets...))
-	if len(s) > n {
-		s, cutShort = cutAtRune(s, n), true
-	}
-	if cutShort {
-		s = string(trimPartialSecret([]byte(s), secrets))
-	}
-	return s
 }
 
 // sanitize cuts s to at most n bytes, turns line breaks and tabs into

@@ -82,7 +82,9 @@ func splitByMarkup(s string) string {
 }
 
 // A token endpoint (or a proxy or gateway in its place) that echoes the
-// form in encoded forms: the message keeps its words, never the secrets.
+// form in encoded forms: the message quotes nothing of the answer but its
+// status, its OAuth code and its AADSTS number, whichever client sent the
+// form (azidentity for the client secret, x/oauth2 for the refresh token).
 func TestTokenEndpointEchoesEncodedSecrets(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -92,59 +94,67 @@ func TestTokenEndpointEchoesEncodedSecrets(t *testing.T) {
 	}{
 		{"JSON escapes, no OAuth error", http.StatusBadRequest,
 			func(secret, refresh string) string {
-				return `{"message":"bad client_secret ` + jsonEscapeAll(secret) + `","refresh":"` + refresh[:4] + jsonEscapeAll(refresh[4:]) + `"}`
+				return `{"message":"bad client_secret ` + jsonEscapeAll(secret) + `","refresh":"` + jsonEscapeAll(refresh) + `"}`
 			},
-			`HTTP 400 Bad Request: body "{\"message\":\"bad client_secret [redacted]\",\"refresh\":\"[redacted]\"}"`},
+			"HTTP 400 Bad Request"},
 		{"HTML entities, no OAuth error", http.StatusBadGateway,
 			func(secret, refresh string) string {
 				return fmt.Sprintf("<h1>Bad gateway</h1><pre>client_secret=%s&amp;refresh_token=%s</pre>",
 					entityEscapeAll(secret), strings.ReplaceAll(refresh, ".", "&period;"))
 			},
-			`HTTP 502 Bad Gateway: body "<h1>Bad gateway</h1><pre>client_secret=[redacted]&amp;refresh_token=[redacted]</pre>"`},
-		{"split by markup, no OAuth error", http.StatusBadGateway,
+			"HTTP 502 Bad Gateway"},
+		{"exact and URL-escaped, no OAuth error", http.StatusBadGateway,
 			func(secret, refresh string) string {
-				return fmt.Sprintf("<p>secret %s, refresh %s</p>", splitByMarkup(secret), splitByMarkup(refresh))
+				return fmt.Sprintf("<p>secret %s %s, refresh %s %s</p>", secret, url.QueryEscape(secret), refresh, url.PathEscape(refresh))
 			},
-			`HTTP 502 Bad Gateway: body "<p>secret [redacted], refresh [redacted]</p>"`},
+			"HTTP 502 Bad Gateway"},
 		{"OAuth error describing the secret in entities", http.StatusUnauthorized,
 			func(secret, _ string) string {
 				return fmt.Sprintf(`{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret %s provided.\r\nTrace ID: 1"}`,
 					entityEscapeAll(secret))
 			},
-			"HTTP 401 Unauthorized: invalid_client: AADSTS7000215: Invalid client secret [redacted] provided."},
+			"HTTP 401 Unauthorized: invalid_client (AADSTS7000215)"},
 		{"OAuth error code split by markup", http.StatusBadRequest,
 			func(secret, _ string) string {
 				return `{"error":"` + splitByMarkup(secret) + `","error_description":"x"}`
 			},
-			"HTTP 400 Bad Request: [redacted]: x"},
+			"HTTP 400 Bad Request"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if err := r.ParseForm(); err != nil {
-					t.Errorf("parsing the token request: %v", err)
-				}
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(tt.status)
-				respond(t, w, []byte(tt.page(r.PostForm.Get("client_secret"), r.PostForm.Get("refresh_token"))))
-			}))
-			defer server.Close()
-			logger := &testutil.CaptureLogger{}
-			plugin := stubbedPlugin(t, server, logger)
-			plugin.MaxRetries = 0
-			msg, _ := gatherError(t, plugin, logger)
-			require.Equal(t, "token request to "+strings.TrimPrefix(server.URL, "http://")+" failed: "+tt.want, msg)
-		})
+	for _, method := range []string{methodClientSecret, methodRefreshToken} {
+		for _, tt := range tests {
+			t.Run(method+", "+tt.name, func(t *testing.T) {
+				server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if err := r.ParseForm(); err != nil {
+						t.Errorf("parsing the token request: %v", err)
+					}
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(tt.status)
+					respond(t, w, []byte(tt.page(testClientSecret, testRefreshToken)))
+				}))
+				defer server.Close()
+				logger := &testutil.CaptureLogger{}
+				plugin := stubbedPlugin(t, server, logger, func(m *MicrosoftDefender) {
+					m.AuthMethod = method
+					if method == methodRefreshToken {
+						m.RefreshToken = config.NewSecret([]byte(testRefreshToken))
+					}
+				})
+				plugin.MaxRetries = 0
+				msg, _ := gatherError(t, plugin, logger)
+				require.Equal(t, "token request to "+strings.TrimPrefix(server.URL, "http://")+" failed: "+tt.want, msg)
+			})
+		}
 	}
 }
 
-// An API error page that repeats the bearer token encoded.
-func TestAPIEchoesEncodedToken(t *testing.T) {
+// An API error page that repeats the bearer token, as it is or URL-escaped.
+// Other encodings are not looked for: the message quotes at most
+// maxQuotedBody bytes, with control characters replaced.
+func TestAPIEchoesTheToken(t *testing.T) {
 	for name, echo := range map[string]func(string) string{
-		"JSON escapes": jsonEscapeAll,
-		"some escaped": func(tok string) string { return tok[:10] + jsonEscapeAll(tok[10:20]) + tok[20:] },
-		"entities":     entityEscapeAll,
-		"markup":       splitByMarkup,
+		"as it is":     func(tok string) string { return tok },
+		"query-escape": url.QueryEscape,
+		"path-escape":  url.PathEscape,
 	} {
 		t.Run(name, func(t *testing.T) {
 			server := stub(t, func(w http.ResponseWriter, r *http.Request) {
@@ -177,7 +187,7 @@ func TestProxyEchoesItsPassword(t *testing.T) {
 				auth := strings.TrimPrefix(req.Header.Get("Proxy-Authorization"), "Basic ")
 				decoded, _ := base64.StdEncoding.DecodeString(auth) //nolint:errcheck // an empty echo is still an answer
 				_, password, _ := strings.Cut(string(decoded), ":")
-				fmt.Fprintf(conn, "HTTP/1.1 407 Denied %s for %s\r\nContent-Length: 0\r\n\r\n", auth, entityEscapeAll(password))
+				fmt.Fprintf(conn, "HTTP/1.1 407 Denied %s for %s\r\nContent-Length: 0\r\n\r\n", auth, url.QueryEscape(password))
 			}
 			conn.Close()
 		}
@@ -186,6 +196,7 @@ func TestProxyEchoesItsPassword(t *testing.T) {
 	logger := &testutil.CaptureLogger{}
 	plugin := withDefaults(&MicrosoftDefender{
 		EndpointURL: "https://alerts.example.com/api/alerts",
+		AuthMethod:  methodAccessToken,
 		AccessToken: config.NewSecret([]byte(testAccessToken)),
 		MaxRetries:  0,
 		Log:         logger,
@@ -223,7 +234,7 @@ func TestTokenThatCannotBeAHeaderIsRefused(t *testing.T) {
 		require.Equal(t, int32(poll), tokenRequests.Load(), "one token request per poll, none retried, none cached")
 	}
 	require.Zero(t, apiRequests.Load())
-	require.Equal(t, "The token endpoint answered a token that cannot be used: check login_endpoint or token_url, "+
+	require.Equal(t, "The token endpoint answered a token that cannot be used: check login_endpoint, "+
 		"and a proxy that may answer in its place.", advice(plugin.Probe(), "siem"))
 }
 
@@ -240,6 +251,7 @@ func TestStaticTokenThatCannotBeAHeaderIsRefused(t *testing.T) {
 	newPlugin := func(token string) *MicrosoftDefender {
 		return withDefaults(&MicrosoftDefender{
 			EndpointURL: server.URL + "/api/alerts",
+			AuthMethod:  methodAccessToken,
 			AccessToken: config.NewSecret([]byte(token)),
 			Log:         logger,
 			now:         func() time.Time { return fixedNow },

@@ -43,7 +43,6 @@ func stubbedPlugin(t *testing.T, server *httptest.Server, logger *testutil.Captu
 		TenantID:        testTenant,
 		ClientID:        testClientID,
 		ClientSecret:    config.NewSecret([]byte(testClientSecret)),
-		RefreshToken:    config.NewSecret([]byte(testRefreshToken)),
 		InitialLookback: config.Duration(time.Hour),
 		Timeout:         config.Duration(5 * time.Second),
 		Log:             logger,
@@ -114,7 +113,7 @@ func TestAPIStatusErrors(t *testing.T) {
 		{http.StatusServiceUnavailable, "",
 			`SIEM API at %s answered 503 Service Unavailable (service error): empty body`},
 		{http.StatusNotFound, long,
-			`SIEM API at %s answered 404 Not Found (no alerts API at this address: check region or endpoint_url): body "` + long[:512] + `"`},
+			`SIEM API at %s answered 404 Not Found (no alerts API at this address: check region or endpoint_url): body "` + long[:200] + `"`},
 		{http.StatusTeapot, "echo: Bearer " + testAccessToken,
 			`SIEM API at %s answered 418 I'm a teapot (unexpected answer): body "echo: Bearer [redacted]"`},
 	}
@@ -140,20 +139,16 @@ func TestTokenEndpointErrors(t *testing.T) {
 		want      string
 	}{
 		{"wrong secret", func(m *MicrosoftDefender) { m.ClientSecret = config.NewSecret([]byte("wrong-" + testClientSecret)) },
-			"token request to %s failed: HTTP 401 Unauthorized: invalid_client: AADSTS7000215: Invalid client secret provided. " +
-				"Ensure the secret being sent in the request is the client secret value, not the client secret ID."},
+			"token request to %s failed: HTTP 401 Unauthorized: invalid_client (AADSTS7000215)"},
 		{"unknown app", func(m *MicrosoftDefender) { m.ClientID = "11111111-2222-3333-4444-555555555555" },
-			"token request to %s failed: HTTP 400 Bad Request: unauthorized_client: AADSTS700016: Application with identifier " +
-				"'11111111-2222-3333-4444-555555555555' was not found in the directory '" + testTenant + "'."},
+			"token request to %s failed: HTTP 400 Bad Request: unauthorized_client (AADSTS700016)"},
 		{"unknown tenant", func(m *MicrosoftDefender) { m.TenantID = "fabrikam.onmicrosoft.com" },
-			"token request to %s failed: HTTP 400 Bad Request: invalid_request: AADSTS90002: Tenant 'fabrikam.onmicrosoft.com' not found. " +
-				"Check to make sure you have the correct tenant ID and are signing into the correct cloud."},
+			"token request to %s failed: HTTP 400 Bad Request: invalid_request (AADSTS90002)"},
 		{"scope without .default", func(m *MicrosoftDefender) { m.Scopes = []string{"https://graph.windows.net"} },
-			"token request to %s failed: HTTP 400 Bad Request: invalid_scope: AADSTS1002012: The provided value for scope " +
-				"https://graph.windows.net is not valid. Client credential flows must have a scope value with /.default suffixed " +
-				"to the resource identifier (application ID URI)."},
-		{"expired refresh token", func(m *MicrosoftDefender) { m.RefreshToken = config.NewSecret([]byte("stale-" + testRefreshToken)) },
-			"token request to %s failed: HTTP 400 Bad Request: invalid_grant: AADSTS70000: Provided grant is invalid or malformed."},
+			"token request to %s failed: HTTP 400 Bad Request: invalid_scope (AADSTS1002012)"},
+		{"expired refresh token", func(m *MicrosoftDefender) {
+			m.AuthMethod, m.RefreshToken = methodRefreshToken, config.NewSecret([]byte("stale-"+testRefreshToken))
+		}, "token request to %s failed: HTTP 400 Bad Request: invalid_grant (AADSTS70000)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -183,12 +178,11 @@ func TestTokenEndpointAnswersWithoutOAuthError(t *testing.T) {
 	}))
 	defer server.Close()
 	logger := &testutil.CaptureLogger{}
-	plugin := stubbedPlugin(t, server, logger)
+	plugin := stubbedPlugin(t, server, logger, func(m *MicrosoftDefender) {
+		m.AuthMethod, m.RefreshToken = methodRefreshToken, config.NewSecret([]byte(testRefreshToken))
+	})
 	msg, _ := gatherError(t, plugin, logger)
-	require.Equal(t, fmt.Sprintf(
-		`token request to %s failed: HTTP 502 Bad Gateway: body "<h1>Bad gateway</h1> <pre>`+
-			`client_id=%s&client_secret=%s&grant_type=refresh_token&refresh_token=%s&resource=https%%3A%%2F%%2Fgraph.windows.net</pre>"`,
-		strings.TrimPrefix(server.URL, "http://"), testClientID, "[redacted]", "[redacted]"), msg)
+	require.Equal(t, "token request to "+strings.TrimPrefix(server.URL, "http://")+" failed: HTTP 502 Bad Gateway", msg)
 }
 
 func TestUnreachableServers(t *testing.T) {

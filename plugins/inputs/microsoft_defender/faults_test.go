@@ -132,7 +132,7 @@ func TestFaultScenarios(t *testing.T) {
 			p := s.plugin(func(m *MicrosoftDefender) {
 				m.MaxAlertsPerGather = 300
 				m.StateFile = stateFile
-				m.RefreshToken = config.NewSecret([]byte(testRefreshToken))
+				m.AuthMethod, m.RefreshToken = methodRefreshToken, config.NewSecret([]byte(testRefreshToken))
 				if tt.configure != nil {
 					tt.configure(m)
 				}
@@ -197,7 +197,7 @@ func TestInvalidCredentialsAreNotRetried(t *testing.T) {
 	require.Len(t, s.errors, 3)
 	require.Len(t, requestsTo(s.sim, "/token"), 3)
 	require.Empty(t, s.logger.Warnings())
-	require.Contains(t, s.errors[0], "AADSTS7000215: Invalid client secret provided.")
+	require.Contains(t, s.errors[0], "HTTP 401 Unauthorized: invalid_client (AADSTS7000215)")
 	for _, msg := range s.errors {
 		require.NotContains(t, msg, "expired-"+testClientSecret)
 	}
@@ -328,6 +328,7 @@ func TestTransportErrorsHoldNoSecret(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			logger := &testutil.CaptureLogger{}
 			plugin := withDefaults(&MicrosoftDefender{
+				AuthMethod:  methodAccessToken,
 				AccessToken: config.NewSecret([]byte(testAccessToken)),
 				Log:         logger,
 				now:         func() time.Time { return fixedNow },

@@ -201,7 +201,7 @@ func FuzzTokenResponse(f *testing.F) {
 		if status < 100 || status > 599 {
 			return
 		}
-		tok, err := cannedTokenSource(status, body).fetch(context.Background())
+		tok, _, err := cannedTokenSource(status, body).fetch(context.Background())
 		if err != nil {
 			for _, secret := range []string{testClientSecret, testRefreshToken} {
 				if strings.Contains(err.Error(), secret) || strings.Contains(unescapeAll(err.Error()), secret) {
@@ -210,7 +210,7 @@ func FuzzTokenResponse(f *testing.F) {
 			}
 			return
 		}
-		if err := checkBearerToken(tok.AccessToken); err != nil {
+		if err := checkBearerToken(tok); err != nil {
 			t.Fatalf("a token accepted that cannot be sent: %v", err)
 		}
 	})
@@ -218,8 +218,8 @@ func FuzzTokenResponse(f *testing.F) {
 
 // cannedTokenSource is a refresh token grant whose token endpoint answers
 // status and body.
-func cannedTokenSource(status int, body []byte) *aadToken {
-	return &aadToken{
+func cannedTokenSource(status int, body []byte) *refreshGrant {
+	return &refreshGrant{
 		client: &http.Client{Transport: cannedResponse{status: status, body: body}},
 		// A fixed, valid URL: the fuzzer varies the answer, not the request.
 		tokenURL:     "https://login.example.com/tenant/oauth2/token",
@@ -439,9 +439,10 @@ const testProxyPassword = "Pr0xy~Pass/word+1="
 // proxy password) character by character raw, JSON- or C-escaped, as an
 // HTML entity (decimal, hexadecimal, named, doubly encoded),
 // percent-encoded, or after markup, in any mixture, inside an OAuth error,
-// another JSON body, an HTML page or plain text. No message may hold the
-// secret in any of those forms, nor after unescapeAll: neither the token
-// source's and API client's own, nor the plugin's after its last scrub.
+// another JSON body, an HTML page or plain text. The token source's
+// message holds none of the secrets in any of those forms, nor after
+// unescapeAll: it quotes nothing of the answer. The API client's holds the
+// bearer token it sent in neither its exact nor its URL-escaped forms.
 func FuzzEscapedSecrets(f *testing.F) {
 	f.Add(502, uint8(0), uint8(2), []byte{0, 1, 3, 7, 4, 9, 6, 10, 11, 12}, "client_secret=", "&x=1")
 	f.Add(400, uint8(1), uint8(0), []byte{1}, "AADSTS70000: ", "")
@@ -467,8 +468,6 @@ func FuzzEscapedSecrets(f *testing.F) {
 		default:
 			body = echo
 		}
-		m := &MicrosoftDefender{tokens: knownSecrets{all[:3]}}
-		m.HTTPProxyURL = "http://proxyuser:" + url.QueryEscape(testProxyPassword) + "@127.0.0.1:3128"
 		check := func(msg string, secrets ...string) {
 			for _, s := range secrets {
 				for _, form := range []string{s, url.QueryEscape(s), url.PathEscape(s), mixEncode(s, mix)} {
@@ -482,9 +481,8 @@ func FuzzEscapedSecrets(f *testing.F) {
 			}
 		}
 
-		if _, err := cannedTokenSource(status, []byte(body)).fetch(context.Background()); err != nil {
-			check(err.Error(), testClientSecret, testRefreshToken)
-			check(m.redactSecrets(err.Error()), all...)
+		if _, _, err := cannedTokenSource(status, []byte(body)).fetch(context.Background()); err != nil {
+			check(err.Error(), all...)
 		}
 
 		if status/100 == 2 {
@@ -501,8 +499,9 @@ func FuzzEscapedSecrets(f *testing.F) {
 		u, _ := url.Parse("https://api.example.com/api/alerts") //nolint:errcheck // a constant URL
 		_, err := api.get(context.Background(), u)
 		require.Error(t, err)
-		check(err.Error(), all[:3]...)
-		check(m.redactSecrets(err.Error()), all...)
+		for _, form := range []string{testAccessToken, url.QueryEscape(testAccessToken), url.PathEscape(testAccessToken)} {
+			require.NotContains(t, err.Error(), form)
+		}
 	})
 }
 
@@ -560,4 +559,3 @@ type knownSecrets struct {
 
 func (k knownSecrets) token(context.Context) (string, error) { return k.values[len(k.values)-1], nil }
 func (knownSecrets) invalidate(string)                       {}
-func (k knownSecrets) secrets() []string                     { return k.values }

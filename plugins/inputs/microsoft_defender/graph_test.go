@@ -48,7 +48,7 @@ func TestGraphRequests(t *testing.T) {
 		"grant_type":    {"client_credentials"},
 		"client_id":     {testClientID},
 		"client_secret": {testClientSecret},
-		"scope":         {"https://graph.microsoft.com/.default"},
+		"scope":         {"https://graph.microsoft.com/.default openid offline_access profile"},
 	}, tokens[0].PostForm)
 
 	pages := requestsTo(s.sim, graphAlertsPath)
@@ -107,6 +107,7 @@ func TestGraphNextLinkToAnotherHostIsRefused(t *testing.T) {
 	plugin := withDefaults(&MicrosoftDefender{
 		API:         "graph",
 		EndpointURL: server.URL + graphAlertsPath,
+		AuthMethod:  methodAccessToken,
 		AccessToken: config.NewSecret([]byte(testAccessToken)),
 		MaxWindow:   config.Duration(3 * time.Hour), // one part: the stub ignores the window
 		Log:         logger,
@@ -159,6 +160,7 @@ func TestGraphEvidenceOverTheFieldCapIsLeftOut(t *testing.T) {
 	plugin := withDefaults(&MicrosoftDefender{
 		API:             "graph",
 		EndpointURL:     server.URL + graphAlertsPath,
+		AuthMethod:      methodAccessToken,
 		AccessToken:     config.NewSecret([]byte(testAccessToken)),
 		IncludeEvidence: true,
 		MaxWindow:       config.Duration(3 * time.Hour), // one request: the stub ignores the window

@@ -36,9 +36,8 @@ func TestInitRejectsBadConfigurations(t *testing.T) {
 		{"siem keys on graph", func(m *MicrosoftDefender) {
 			m.API, m.Region = "graph", ""
 			m.DeviceCreatedMachineTags = "VIP"
-			m.RefreshToken = config.NewSecret([]byte(testRefreshToken))
-			m.Resource = "https://graph.windows.net"
-		}, `device_created_machine_tags, refresh_token, resource (use scopes): not used by api = "graph"`},
+			m.AuthMethod, m.RefreshToken = methodRefreshToken, config.NewSecret([]byte(testRefreshToken))
+		}, `device_created_machine_tags, auth_method = "refresh_token" (the SIEM portal's): not used by api = "graph"`},
 		{"graph page size", func(m *MicrosoftDefender) { m.API, m.Region, m.PageSize = "graph", "", 5000 },
 			"page_size must be from 1 to 1000 for api = \"graph\", got 5000"},
 		{"siem region on graph", func(m *MicrosoftDefender) { m.API = "graph" },
@@ -49,35 +48,12 @@ func TestInitRejectsBadConfigurations(t *testing.T) {
 			`region "asia" is unknown for api = "siem": use "us", "eu", "uk", "gcc" or "gcc-high", or set endpoint_url`},
 		{"plain http endpoint", func(m *MicrosoftDefender) { m.EndpointURL = "http://alerts.example.com/api/alerts" },
 			`endpoint_url "http://alerts.example.com/api/alerts" uses plain http to a host that is not loopback: use https`},
-		{"plain http token url", func(m *MicrosoftDefender) { m.TokenURL = "http://login.example.com/t/oauth2/token" },
-			`token_url "http://login.example.com/t/oauth2/token" uses plain http to a host that is not loopback: use https`},
 		{"plain http login endpoint", func(m *MicrosoftDefender) { m.LoginEndpoint = "http://10.0.0.1" },
 			`login_endpoint "http://10.0.0.1" uses plain http to a host that is not loopback: use https`},
 		{"endpoint without host", func(m *MicrosoftDefender) { m.EndpointURL = "/api/alerts" },
 			`endpoint_url "/api/alerts" has no host`},
 		{"ftp endpoint", func(m *MicrosoftDefender) { m.EndpointURL = "ftp://alerts.example.com/" },
 			`endpoint_url "ftp://alerts.example.com/" must be an https URL`},
-		{"no credentials", func(m *MicrosoftDefender) {
-			m.TenantID, m.ClientID, m.ClientSecret = "", "", config.Secret{}
-		}, "no credentials: set tenant_id, client_id and client_secret (optionally refresh_token), " +
-			"or client_certificate, use_managed_identity, use_workload_identity, or access_token"},
-		{"static token with credentials", func(m *MicrosoftDefender) { m.AccessToken = config.NewSecret([]byte("x")) },
-			"access_token cannot be combined with tenant_id, client_id, client_secret: set either a static access_token or Azure AD credentials"},
-		{"static token with scopes", func(m *MicrosoftDefender) {
-			m.TenantID, m.ClientID, m.ClientSecret = "", "", config.Secret{}
-			m.AccessToken = config.NewSecret([]byte("x"))
-			m.Scopes = []string{"https://graph.windows.net/.default"}
-		}, "access_token cannot be combined with scopes: set either a static access_token or Azure AD credentials"},
-		{"missing secret", func(m *MicrosoftDefender) { m.ClientSecret = config.Secret{} },
-			"incomplete Azure AD credentials: client_secret missing"},
-		{"refresh token alone", func(m *MicrosoftDefender) {
-			m.TenantID, m.ClientID, m.ClientSecret = "", "", config.Secret{}
-			m.RefreshToken = config.NewSecret([]byte(testRefreshToken))
-		}, "incomplete Azure AD credentials: tenant_id, client_id, client_secret missing"},
-		{"resource and scopes", func(m *MicrosoftDefender) {
-			m.Resource = "https://graph.windows.net"
-			m.Scopes = []string{"https://graph.windows.net/.default"}
-		}, "resource and scopes cannot both be set: resource selects the Azure AD v1 token form, scopes the v2 form"},
 		{"tenant with a path", func(m *MicrosoftDefender) { m.TenantID = "contoso/../x" },
 			`tenant_id "contoso/../x" is not a tenant id or domain name`},
 		{"negative page size", func(m *MicrosoftDefender) { m.PageSize = -1 }, "page_size must not be negative, got -1"},
@@ -98,36 +74,26 @@ func TestInitSelectsEndpoints(t *testing.T) {
 		name      string
 		configure func(*MicrosoftDefender)
 		alerts    string
-		token     string
+		login     string
 	}{
 		{"eu", func(m *MicrosoftDefender) { m.Region = "eu" },
-			"https://wdatp-alertexporter-eu.windows.com/api/alerts",
-			"https://login.microsoftonline.com/" + testTenant + "/oauth2/token"},
+			"https://wdatp-alertexporter-eu.windows.com/api/alerts", "https://login.microsoftonline.com"},
 		{"uk", func(m *MicrosoftDefender) { m.Region = "uk" },
-			"https://wdatp-alertexporter-uk.windows.com/api/alerts",
-			"https://login.microsoftonline.com/" + testTenant + "/oauth2/token"},
+			"https://wdatp-alertexporter-uk.windows.com/api/alerts", "https://login.microsoftonline.com"},
 		{"us", func(m *MicrosoftDefender) { m.Region = "us" },
-			"https://wdatp-alertexporter-us.windows.com/api/alerts",
-			"https://login.microsoftonline.com/" + testTenant + "/oauth2/token"},
+			"https://wdatp-alertexporter-us.windows.com/api/alerts", "https://login.microsoftonline.com"},
 		{"gcc", func(m *MicrosoftDefender) { m.Region = "gcc" },
-			"https://wdatp-alertexporter-us.gcc.securitycenter.windows.us/api/alerts",
-			"https://login.microsoftonline.com/" + testTenant + "/oauth2/token"},
+			"https://wdatp-alertexporter-us.gcc.securitycenter.windows.us/api/alerts", "https://login.microsoftonline.com"},
 		{"gcc-high signs in at the US government host", func(m *MicrosoftDefender) { m.Region = "gcc-high" },
-			"https://wdatp-alertexporter-us.securitycenter.windows.us/api/alerts",
-			"https://login.microsoftonline.us/" + testTenant + "/oauth2/token"},
-		{"v2 form with scopes", func(m *MicrosoftDefender) { m.Scopes = []string{"https://graph.windows.net/.default"} },
-			"https://wdatp-alertexporter-eu.windows.com/api/alerts",
-			"https://login.microsoftonline.com/" + testTenant + "/oauth2/v2.0/token"},
+			"https://wdatp-alertexporter-us.securitycenter.windows.us/api/alerts", "https://login.microsoftonline.us"},
 		{"overrides", func(m *MicrosoftDefender) {
 			m.EndpointURL = "https://alerts.example.com/api/Alerts/"
 			m.LoginEndpoint = "https://login.partner.microsoftonline.cn"
-		}, "https://alerts.example.com/api/Alerts/", "https://login.partner.microsoftonline.cn/" + testTenant + "/oauth2/token"},
-		{"token_url", func(m *MicrosoftDefender) { m.TokenURL = "https://login.example.com/t/oauth2/token" },
-			"https://wdatp-alertexporter-eu.windows.com/api/alerts", "https://login.example.com/t/oauth2/token"},
+		}, "https://alerts.example.com/api/Alerts/", "https://login.partner.microsoftonline.cn"},
 		{"loopback http", func(m *MicrosoftDefender) {
 			m.EndpointURL = "http://127.0.0.1:8089/api/alerts"
-			m.TokenURL = "http://[::1]:8089/t/oauth2/token"
-		}, "http://127.0.0.1:8089/api/alerts", "http://[::1]:8089/t/oauth2/token"},
+			m.LoginEndpoint = "http://[::1]:8089"
+		}, "http://127.0.0.1:8089/api/alerts", "http://[::1]:8089"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -135,27 +101,24 @@ func TestInitSelectsEndpoints(t *testing.T) {
 			tt.configure(plugin)
 			require.NoError(t, plugin.Init())
 			require.Equal(t, tt.alerts, plugin.endpoint.String())
-			token, err := plugin.tokenURL()
+			login, err := plugin.loginEndpoint()
 			require.NoError(t, err)
-			require.Equal(t, tt.token, token.String())
+			require.Equal(t, tt.login, login.String())
+			require.Equal(t, []string{"https://graph.windows.net/.default"}, plugin.Scopes, "the SIEM app's resource")
 		})
 	}
 }
 
 func TestInitSelectsGraphClouds(t *testing.T) {
 	tests := []struct {
-		region, alerts, token, scope string
+		region, alerts, login, scope string
 	}{
-		{"", "https://graph.microsoft.com/v1.0/security/alerts_v2",
-			"https://login.microsoftonline.com/" + testTenant + "/oauth2/v2.0/token", "https://graph.microsoft.com/.default"},
-		{"gcc", "https://graph.microsoft.com/v1.0/security/alerts_v2",
-			"https://login.microsoftonline.com/" + testTenant + "/oauth2/v2.0/token", "https://graph.microsoft.com/.default"},
-		{"gcc-high", "https://graph.microsoft.us/v1.0/security/alerts_v2",
-			"https://login.microsoftonline.us/" + testTenant + "/oauth2/v2.0/token", "https://graph.microsoft.us/.default"},
-		{"dod", "https://dod-graph.microsoft.us/v1.0/security/alerts_v2",
-			"https://login.microsoftonline.us/" + testTenant + "/oauth2/v2.0/token", "https://dod-graph.microsoft.us/.default"},
+		{"", "https://graph.microsoft.com/v1.0/security/alerts_v2", "https://login.microsoftonline.com", "https://graph.microsoft.com/.default"},
+		{"gcc", "https://graph.microsoft.com/v1.0/security/alerts_v2", "https://login.microsoftonline.com", "https://graph.microsoft.com/.default"},
+		{"gcc-high", "https://graph.microsoft.us/v1.0/security/alerts_v2", "https://login.microsoftonline.us", "https://graph.microsoft.us/.default"},
+		{"dod", "https://dod-graph.microsoft.us/v1.0/security/alerts_v2", "https://login.microsoftonline.us", "https://dod-graph.microsoft.us/.default"},
 		{"china", "https://microsoftgraph.chinacloudapi.cn/v1.0/security/alerts_v2",
-			"https://login.partner.microsoftonline.cn/" + testTenant + "/oauth2/v2.0/token", "https://microsoftgraph.chinacloudapi.cn/.default"},
+			"https://login.partner.microsoftonline.cn", "https://microsoftgraph.chinacloudapi.cn/.default"},
 	}
 	for _, tt := range tests {
 		t.Run("region "+tt.region, func(t *testing.T) {
@@ -163,9 +126,9 @@ func TestInitSelectsGraphClouds(t *testing.T) {
 			plugin.API, plugin.Region = "graph", tt.region
 			require.NoError(t, plugin.Init())
 			require.Equal(t, tt.alerts, plugin.endpoint.String())
-			token, err := plugin.tokenURL()
+			login, err := plugin.loginEndpoint()
 			require.NoError(t, err)
-			require.Equal(t, tt.token, token.String())
+			require.Equal(t, tt.login, login.String())
 			require.Equal(t, []string{tt.scope}, plugin.Scopes)
 		})
 	}
@@ -178,9 +141,107 @@ func TestInitSelectsGraphClouds(t *testing.T) {
 	require.NoError(t, plugin.Init())
 	require.Equal(t, []string{"https://graph.example.com/.default"}, plugin.Scopes)
 
-	static := withDefaults(&MicrosoftDefender{API: "graph", AccessToken: config.NewSecret([]byte("token"))})
+	static := withDefaults(&MicrosoftDefender{API: "graph", AuthMethod: methodAccessToken, AccessToken: config.NewSecret([]byte("token"))})
 	require.NoError(t, static.Init())
 	require.Empty(t, static.Scopes)
+}
+
+// Each method's keys: the keys of other methods are refused, naming the
+// method they belong to, and a missing key is named.
+func TestInitChecksTheKeysOfTheAuthMethod(t *testing.T) {
+	for _, env := range []string{envTenantID, envClientID, envFederatedTokenFile, envAuthorityHost} {
+		t.Setenv(env, "")
+	}
+	none := func(m *MicrosoftDefender) { m.TenantID, m.ClientID, m.ClientSecret = "", "", config.Secret{} }
+	tests := []struct {
+		name      string
+		configure func(*MicrosoftDefender)
+		err       string
+	}{
+		{"unknown method", func(m *MicrosoftDefender) { m.AuthMethod = "password" },
+			`auth_method "password" is not supported: use "client_secret", "client_certificate", "managed_identity", ` +
+				`"workload_identity", "refresh_token" or "access_token"`},
+		{"client secret: nothing set", none,
+			`auth_method = "client_secret" needs tenant_id, client_id, client_secret`},
+		{"client secret: a certificate's keys", func(m *MicrosoftDefender) {
+			m.ClientCertificatePassword, m.SendCertificateChain = config.NewSecret([]byte("p")), true
+		}, `client_certificate_password: only used with auth_method = "client_certificate"; ` +
+			`send_certificate_chain: only used with auth_method = "client_certificate"`},
+		{"client secret: a refresh token", func(m *MicrosoftDefender) { m.RefreshToken = config.NewSecret([]byte(testRefreshToken)) },
+			`refresh_token: only used with auth_method = "refresh_token"`},
+		{"client secret: a static token", func(m *MicrosoftDefender) { m.AccessToken = config.NewSecret([]byte("x")) },
+			`access_token: only used with auth_method = "access_token"`},
+		{"client secret: a federated token file", func(m *MicrosoftDefender) { m.FederatedTokenFile = "/var/run/token" },
+			`federated_token_file: only used with auth_method = "workload_identity"`},
+		{"client secret: a managed identity", func(m *MicrosoftDefender) { m.ManagedIdentityResourceID = "/subscriptions/x" },
+			`managed_identity_resource_id: only used with auth_method = "managed_identity"`},
+		{"client secret: a tenant with a path", func(m *MicrosoftDefender) { m.TenantID = "contoso/../x" },
+			`tenant_id "contoso/../x" is not a tenant id or domain name`},
+		{"client certificate: a secret, no certificate", func(m *MicrosoftDefender) { m.AuthMethod = methodClientCertificate },
+			`client_secret: only used with auth_method = "client_secret" or "refresh_token"`},
+		{"client certificate: nothing set", func(m *MicrosoftDefender) {
+			none(m)
+			m.AuthMethod = methodClientCertificate
+		}, `auth_method = "client_certificate" needs tenant_id, client_id, client_certificate`},
+		{"managed identity: Azure AD keys", func(m *MicrosoftDefender) {
+			m.AuthMethod, m.LoginEndpoint = methodManagedIdentity, "https://login.example.com"
+		}, `tenant_id: only used with auth_method = "client_secret", "client_certificate", "workload_identity" or "refresh_token"; ` +
+			`client_secret: only used with auth_method = "client_secret" or "refresh_token"; ` +
+			`login_endpoint: only used with auth_method = "client_secret", "client_certificate", "workload_identity" or "refresh_token"`},
+		{"managed identity: two identities", func(m *MicrosoftDefender) {
+			none(m)
+			m.AuthMethod, m.ClientID, m.ManagedIdentityResourceID = methodManagedIdentity, "mi-client", "/subscriptions/x"
+		}, "client_id and managed_identity_resource_id cannot both be set: each names one user-assigned identity"},
+		{"managed identity: two scopes", func(m *MicrosoftDefender) {
+			none(m)
+			m.AuthMethod, m.Scopes = methodManagedIdentity, []string{"https://graph.windows.net/.default", "openid"}
+		}, `auth_method = "managed_identity" takes one scope, got 2`},
+		{"workload identity: nothing set", func(m *MicrosoftDefender) {
+			none(m)
+			m.AuthMethod = methodWorkloadIdentity
+		}, `auth_method = "workload_identity" needs tenant_id, client_id, federated_token_file ` +
+			`(or AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE)`},
+		{"refresh token: missing", func(m *MicrosoftDefender) { m.AuthMethod = methodRefreshToken },
+			`auth_method = "refresh_token" needs refresh_token`},
+		{"refresh token: two scopes", func(m *MicrosoftDefender) {
+			m.AuthMethod, m.RefreshToken = methodRefreshToken, config.NewSecret([]byte(testRefreshToken))
+			m.Scopes = []string{"https://graph.windows.net/.default", "offline_access"}
+		}, `auth_method = "refresh_token" takes one scope, got 2`},
+		{"access token: credentials and scopes", func(m *MicrosoftDefender) {
+			m.AuthMethod, m.AccessToken = methodAccessToken, config.NewSecret([]byte("x"))
+			m.Scopes = []string{"https://graph.windows.net/.default"}
+		}, `tenant_id: only used with auth_method = "client_secret", "client_certificate", "workload_identity" or "refresh_token"; ` +
+			`client_id: only used with auth_method = "client_secret", "client_certificate", "workload_identity", "refresh_token" or "managed_identity"; ` +
+			`client_secret: only used with auth_method = "client_secret" or "refresh_token"; ` +
+			`scopes: only used with auth_method = "client_secret", "client_certificate", "managed_identity", "workload_identity" or "refresh_token"`},
+		{"access token: missing", func(m *MicrosoftDefender) {
+			none(m)
+			m.AuthMethod = methodAccessToken
+		}, `auth_method = "access_token" needs access_token`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			plugin := validPlugin()
+			tt.configure(plugin)
+			require.EqualError(t, plugin.Init(), tt.err)
+		})
+	}
+}
+
+// The pod's environment fills the workload identity's keys that the
+// configuration leaves out, AZURE_AUTHORITY_HOST the sign-in host.
+func TestWorkloadIdentityTakesThePodsEnvironment(t *testing.T) {
+	t.Setenv(envTenantID, testTenant)
+	t.Setenv(envClientID, testClientID)
+	t.Setenv(envFederatedTokenFile, "/var/run/secrets/azure/tokens/azure-identity-token")
+	t.Setenv(envAuthorityHost, "https://login.microsoftonline.us/")
+	plugin := withDefaults(&MicrosoftDefender{AuthMethod: methodWorkloadIdentity})
+	require.NoError(t, plugin.Init())
+	require.Equal(t, []string{testTenant, testClientID, "/var/run/secrets/azure/tokens/azure-identity-token"},
+		[]string{plugin.TenantID, plugin.ClientID, plugin.FederatedTokenFile})
+	login, err := plugin.loginEndpoint()
+	require.NoError(t, err)
+	require.Equal(t, "https://login.microsoftonline.us/", login.String())
 }
 
 // A host may stop a plugin whose Init failed: nothing to save, no panic.

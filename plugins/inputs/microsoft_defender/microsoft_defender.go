@@ -46,24 +46,20 @@ type MicrosoftDefender struct {
 	Region      string `toml:"region"`
 	EndpointURL string `toml:"endpoint_url"`
 
-	AccessToken   config.Secret `toml:"access_token"`
-	TenantID      string        `toml:"tenant_id"`
-	ClientID      string        `toml:"client_id"`
-	ClientSecret  config.Secret `toml:"client_secret"`
-	RefreshToken  config.Secret `toml:"refresh_token"`
-	LoginEndpoint string        `toml:"login_endpoint"`
-	TokenURL      string        `toml:"token_url"`
-	Resource      string        `toml:"resource"`
-	Scopes        []string      `toml:"scopes"`
-
+	// Sign-in: auth_method names the method, auth.go which keys each takes.
+	AuthMethod                string        `toml:"auth_method"`
+	TenantID                  string        `toml:"tenant_id"`
+	ClientID                  string        `toml:"client_id"`
+	ClientSecret              config.Secret `toml:"client_secret"`
 	ClientCertificate         string        `toml:"client_certificate"`
 	ClientCertificatePassword config.Secret `toml:"client_certificate_password"`
 	SendCertificateChain      bool          `toml:"send_certificate_chain"`
-	UseManagedIdentity        bool          `toml:"use_managed_identity"`
-	ManagedIdentityClientID   string        `toml:"managed_identity_client_id"`
 	ManagedIdentityResourceID string        `toml:"managed_identity_resource_id"`
-	UseWorkloadIdentity       bool          `toml:"use_workload_identity"`
 	FederatedTokenFile        string        `toml:"federated_token_file"`
+	RefreshToken              config.Secret `toml:"refresh_token"`
+	AccessToken               config.Secret `toml:"access_token"`
+	LoginEndpoint             string        `toml:"login_endpoint"`
+	Scopes                    []string      `toml:"scopes"`
 
 	MachineGroups            []string `toml:"machine_groups"`
 	DeviceCreatedMachineTags string   `toml:"device_created_machine_tags"`
@@ -136,6 +132,7 @@ const defaultPollDeadline = time.Minute
 func newMicrosoftDefender() *MicrosoftDefender {
 	return &MicrosoftDefender{
 		API:                  "graph",
+		AuthMethod:           methodClientSecret,
 		InitialLookback:      config.Duration(2 * time.Hour),
 		Delay:                config.Duration(time.Minute),
 		Overlap:              config.Duration(10 * time.Minute),
@@ -155,6 +152,9 @@ func (*MicrosoftDefender) SampleConfig() string {
 func (m *MicrosoftDefender) Init() error {
 	if m.API == "" {
 		m.API = "graph"
+	}
+	if m.AuthMethod == "" {
+		m.AuthMethod = methodClientSecret
 	}
 	if err := m.checkKeysOfAPI(); err != nil {
 		return err
@@ -298,7 +298,7 @@ func (m *MicrosoftDefender) Stop() {
 	}
 	m.cancel()
 	if err := m.commitState(); err != nil {
-		m.Log.Errorf("Saving the state to %q failed, the next start repeats the last poll: %s", m.StateFile, m.redactSecrets(err.Error()))
+		m.Log.Errorf("Saving the state to %q failed, the next start repeats the last poll: %s", m.StateFile, err)
 	}
 	m.releaseStateLock()
 }
@@ -395,30 +395,14 @@ func (m *MicrosoftDefender) perRequest() int {
 	return n
 }
 
-// addError reports an error with every secret blanked out.
-func (m *MicrosoftDefender) addError(acc telegraf.Accumulator, err error) {
-	acc.AddError(errors.New(m.redactSecrets(err.Error())))
+// addError reports an error; no message holds a secret (see redact.go).
+func (*MicrosoftDefender) addError(acc telegraf.Accumulator, err error) {
+	acc.AddError(err)
 }
 
-// warnf logs a warning with every secret blanked out.
+// warnf logs a warning.
 func (m *MicrosoftDefender) warnf(format string, args ...interface{}) {
-	m.Log.Warn(m.redactSecrets(fmt.Sprintf(format, args...)))
-}
-
-// redactSecrets blanks out the client secret, refresh and access tokens
-// and the proxy's password wherever a message repeats them. Messages are
-// built not to hold them; this is the net under that.
-func (m *MicrosoftDefender) redactSecrets(msg string) string {
-	secrets := m.tokens.secrets()
-	if u, err := url.Parse(m.HTTPProxyURL); err == nil && u.User != nil {
-		if password, ok := u.User.Password(); ok {
-			// The second form is the Proxy-Authorization header's, which a
-			// proxy can repeat in its status line.
-			secrets = append(secrets, password,
-				base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+password)))
-		}
-	}
-	return string(redact([]byte(msg), secrets...))
+	m.Log.Warnf(format, args...)
 }
 
 // commitState writes the state file when the cursor moved since the last
@@ -455,8 +439,7 @@ func (m *MicrosoftDefender) checkKeysOfAPI() error {
 		foreign = setKeys(
 			configKey{"device_created_machine_tags", m.DeviceCreatedMachineTags != ""},
 			configKey{"cloud_created_machine_tags", m.CloudCreatedMachineTags != ""},
-			configKey{"refresh_token", !m.RefreshToken.Empty()},
-			configKey{"resource (use scopes)", m.Resource != ""},
+			configKey{`auth_method = "refresh_token" (the SIEM portal's)`, m.AuthMethod == methodRefreshToken},
 		)
 	default:
 		return fmt.Errorf("api %q is not supported: use \"siem\" or \"graph\"", m.API)
@@ -468,8 +451,8 @@ func (m *MicrosoftDefender) checkKeysOfAPI() error {
 }
 
 // graphEndpoint is endpoint_url, or the alerts_v2 resource of the region's
-// Graph cloud ("global" when no region is set). It also fills the scope and
-// the sign-in host of that cloud when they are not set.
+// Graph cloud ("global" when no region is set). It also fills the scope of
+// that cloud when it is not set.
 func (m *MicrosoftDefender) graphEndpoint() (*url.URL, error) {
 	if m.Region == "" {
 		m.Region = "global"
@@ -491,14 +474,9 @@ func (m *MicrosoftDefender) graphEndpoint() (*url.URL, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(m.Scopes) == 0 && m.AccessToken.Empty() {
+	if len(m.Scopes) == 0 && m.AuthMethod != methodAccessToken {
 		// The scope's host must be the Graph host the requests go to.
 		m.Scopes = []string{u.Scheme + "://" + u.Host + "/.default"}
-	}
-	// Managed identities sign in on their own endpoint; workload identity
-	// first takes AZURE_AUTHORITY_HOST.
-	if m.LoginEndpoint == "" && known && m.AccessToken.Empty() && !m.UseManagedIdentity && !m.UseWorkloadIdentity {
-		m.LoginEndpoint = "https://" + cloud.loginHost
 	}
 	return u, nil
 }
@@ -563,94 +541,15 @@ func (m *MicrosoftDefender) httpClient() (*http.Client, error) {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.TLSClientConfig = tlsCfg
 	transport.Proxy = proxyFunc
-	return &http.Client{Transport: transport, Timeout: time.Duration(m.Timeout)}, nil
-}
-
-// tokenSource picks the authentication mode from the keys that are set and
-// rejects combinations that are ambiguous or incomplete.
-func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error) {
-	if source, err := m.azureTokenSource(client); source != nil || err != nil {
-		return source, err
-	}
-	credentialKeys := setKeys(
-		configKey{"tenant_id", m.TenantID != ""},
-		configKey{"client_id", m.ClientID != ""},
-		configKey{"client_secret", !m.ClientSecret.Empty()},
-		configKey{"refresh_token", !m.RefreshToken.Empty()},
-	)
-	tokenKeys := setKeys(
-		configKey{"login_endpoint", m.LoginEndpoint != ""},
-		configKey{"token_url", m.TokenURL != ""},
-		configKey{"resource", m.Resource != ""},
-		configKey{"scopes", len(m.Scopes) > 0},
-	)
-
-	if !m.AccessToken.Empty() {
-		if len(credentialKeys)+len(tokenKeys) > 0 {
-			return nil, fmt.Errorf("access_token cannot be combined with %s: set either a static access_token or Azure AD credentials",
-				strings.Join(append(credentialKeys, tokenKeys...), ", "))
-		}
-		static := &staticToken{secret: &m.AccessToken}
-		// A secret store that cannot be read yet is read again at the poll.
-		if buf, err := m.AccessToken.Get(); err == nil {
-			buf.Destroy()
-			if _, err := static.token(context.Background()); err != nil {
-				return nil, err
-			}
-		}
-		return static, nil
-	}
-	if len(credentialKeys) == 0 {
-		return nil, errors.New("no credentials: set tenant_id, client_id and client_secret (optionally refresh_token), " +
-			"or client_certificate, use_managed_identity, use_workload_identity, or access_token")
-	}
-
-	var missing []string
-	if m.TenantID == "" && m.TokenURL == "" {
-		missing = append(missing, "tenant_id")
-	}
-	if m.ClientID == "" {
-		missing = append(missing, "client_id")
-	}
-	if m.ClientSecret.Empty() {
-		missing = append(missing, "client_secret")
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("incomplete Azure AD credentials: %s missing", strings.Join(missing, ", "))
-	}
-	if m.Resource != "" && len(m.Scopes) > 0 {
-		return nil, errors.New("resource and scopes cannot both be set: resource selects the Azure AD v1 token form, scopes the v2 form")
-	}
-
-	tokenURL, err := m.tokenURL()
-	if err != nil {
-		return nil, err
-	}
-	tokenKey := "login_endpoint"
-	if m.TokenURL != "" {
-		tokenKey = "token_url"
-	}
-	if err := m.refuseProxyInClear(tokenKey, tokenURL, "client secret"); err != nil {
-		return nil, err
-	}
-	source := &aadToken{
-		client:       client,
-		tokenURL:     tokenURL.String(),
-		clientID:     m.ClientID,
-		clientSecret: &m.ClientSecret,
-		scopes:       m.Scopes,
-		now:          m.now,
-	}
-	if len(m.Scopes) == 0 {
-		source.resource = m.Resource
-		if source.resource == "" {
-			source.resource = defaultSIEMResource
+	client := &http.Client{Transport: transport, Timeout: time.Duration(m.Timeout)}
+	if u, err := url.Parse(m.HTTPProxyURL); err == nil && u.User != nil {
+		if password, ok := u.User.Password(); ok {
+			// The second form is the Proxy-Authorization header's.
+			client.Transport = &proxyTransport{RoundTripper: transport, secrets: []string{password,
+				base64.StdEncoding.EncodeToString([]byte(u.User.Username() + ":" + password))}}
 		}
 	}
-	if !m.RefreshToken.Empty() {
-		source.refreshToken = &m.RefreshToken
-	}
-	return &cachedToken{source: source}, nil
+	return client, nil
 }
 
 // configKey is a configuration key and whether it is set.
@@ -669,36 +568,6 @@ func setKeys(keys ...configKey) []string {
 		}
 	}
 	return names
-}
-
-func (m *MicrosoftDefender) tokenURL() (*url.URL, error) {
-	if m.TokenURL != "" {
-		return parseEndpoint("token_url", m.TokenURL)
-	}
-	if !validTenantID.MatchString(m.TenantID) {
-		return nil, fmt.Errorf("tenant_id %q is not a tenant id or domain name", m.TenantID)
-	}
-	base, err := m.loginEndpoint()
-	if err != nil {
-		return nil, err
-	}
-	path := "/oauth2/token"
-	if len(m.Scopes) > 0 {
-		path = "/oauth2/v2.0/token"
-	}
-	return base.JoinPath(m.TenantID, path), nil
-}
-
-// loginEndpoint is login_endpoint, or the Azure AD host of the region.
-func (m *MicrosoftDefender) loginEndpoint() (*url.URL, error) {
-	login := m.LoginEndpoint
-	if login == "" {
-		login = defaultLoginEndpoint
-		if m.Region == "gcc-high" {
-			login = defaultLoginEndpointGovt
-		}
-	}
-	return parseEndpoint("login_endpoint", login)
 }
 
 func init() {

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -92,7 +91,7 @@ func (m *MicrosoftDefender) probeRequest(u *url.URL, c *chunk) error {
 }
 
 func (m *MicrosoftDefender) probeError(step probeStep, err error) *probeError {
-	e := &probeError{step: step, err: &redactedError{msg: m.redactSecrets(err.Error()), cause: err}}
+	e := &probeError{step: step, err: err}
 	e.fix = advice(e, m.API)
 	return e
 }
@@ -167,17 +166,6 @@ func (m *MicrosoftDefender) probeObservations() string {
 	return fmt.Sprintf("$orderby %s; @odata.nextLink %s; @odata.count %s", order, next, count)
 }
 
-// redactedError carries a cause for advice while its message is scrubbed.
-type redactedError struct {
-	msg   string
-	cause error
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.cause }
-
-var aadstsCode = regexp.MustCompile(`AADSTS(\d+)`)
-
 // advice says what most likely fixes a failed probe, in words a security
 // engineer can act on; api is the configured API.
 func advice(err error, api string) string {
@@ -209,13 +197,9 @@ func advice(err error, api string) string {
 
 func tokenAdvice(e *tokenError) string {
 	if e.err != nil {
-		return "The sign-in service could not be reached: check login_endpoint or token_url, the network path and the proxy."
+		return "The sign-in service could not be reached: check login_endpoint, the network path and the proxy."
 	}
-	code := ""
-	if m := aadstsCode.FindStringSubmatch(e.description); m != nil {
-		code = m[1]
-	}
-	switch code {
+	switch code := e.aadsts; code {
 	case "7000215":
 		return "Azure AD refused the client secret (AADSTS7000215): it is wrong, or it is the secret's ID rather " +
 			"than its value. Create a new client secret for the app and set its value as client_secret."
@@ -227,16 +211,16 @@ func tokenAdvice(e *tokenError) string {
 		return "The tenant does not exist (AADSTS90002): check tenant_id, and that login_endpoint (or region) is " +
 			"the tenant's cloud, e.g. login.microsoftonline.us for GCC High."
 	case "900144", "1002012":
-		return "The token request lacks a valid resource or scope (AADSTS" + code + "): the v1 endpoint takes " +
-			"resource, the v2 endpoint scopes ending in /.default; do not set both."
+		return "The token request lacks a valid scope (AADSTS" + code + "): scopes takes one value ending in /.default, " +
+			"e.g. https://graph.windows.net/.default."
 	case "500011":
-		return "The resource or scope names an API the tenant does not know (AADSTS500011): check resource (SIEM) or scopes (Graph) and the region."
+		return "The scope names an API the tenant does not know (AADSTS500011): check scopes and the region."
 	case "70000", "700082":
 		return "The refresh token is invalid or expired (AADSTS" + code + "): refresh tokens live 90 days; generate " +
-			"a new one, or use client credentials without refresh_token."
+			"a new one, or use auth_method = \"client_secret\"."
 	}
-	if e.status == 0 && e.code == "" {
-		return "The token endpoint answered a token that cannot be used: check login_endpoint or token_url, and a proxy that may answer in its place."
+	if e.status == 0 {
+		return "The token endpoint answered a token that cannot be used: check login_endpoint, and a proxy that may answer in its place."
 	}
 	if isTransientStatus(e.status) {
 		return "The sign-in service is throttling or failing for now: try again later."
@@ -278,4 +262,69 @@ const probeWindow = time.Hour
 func isAnswerError(err error) bool {
 	var probeErr *probeError
 	return errors.As(err, &probeErr) && probeErr.step == stepAnswer
+}
+
+// azureAdvice says what most likely fixes a failed token request of an
+// azidentity mode.
+func azureAdvice(e *azureTokenError) string {
+	switch {
+	case e.file:
+		return "The federated token file cannot be read: on AKS, label the pod azure.workload.identity/use: \"true\" and run it " +
+			"with a service account annotated azure.workload.identity/client-id, so that the webhook projects the token and sets " +
+			envFederatedTokenFile + "; elsewhere set federated_token_file to the file your issuer writes."
+	case e.tok == nil && e.method == "managed identity" && strings.Contains(e.msg, "azcmagent"):
+		// Arc's endpoint answers with the path of a challenge file that
+		// only members of the himds group may read.
+		return "The Azure Arc agent's challenge file cannot be read: add the user Telegraf runs as to the himds group " +
+			"(usermod -aG himds telegraf) and restart Telegraf."
+	case e.tok == nil && e.method == "managed identity":
+		return "The managed identity cannot be used here: see the message above, and that the host has the identity assigned."
+	case e.tok == nil:
+		return "The Azure SDK refused the sign-in: see the message above."
+	case e.method == "managed identity":
+		return managedIdentityAdvice(e.tok)
+	}
+	switch code := e.tok.aadsts; {
+	case code == "700027" && e.tok.expired:
+		return "The certificate registered for the app has expired (AADSTS700027): create a new one, upload its public part " +
+			"under Certificates & secrets of the app registration, and point client_certificate to it."
+	case code == "700027" && e.tok.unregistered:
+		return "The certificate in client_certificate is not registered on the app (AADSTS700027): upload its public part " +
+			"(.cer or .pem) under Certificates & secrets of the app registration; for subject name/issuer authentication set " +
+			"send_certificate_chain = true."
+	case code == "700027":
+		return "Azure AD could not verify the client assertion with the registered certificate (AADSTS700027): the key in " +
+			"client_certificate is not the key of the registered certificate; configure the pair that was registered."
+	case code == "700021":
+		return "The client assertion is for another app (AADSTS700021): client_id must be the application (client) id of " +
+			"the app the certificate is registered on."
+	case code == "70021":
+		return "No federated credential of the app matches the token (AADSTS70021): add one under Certificates & secrets > " +
+			"Federated credentials with the cluster's OIDC issuer URL, the subject system:serviceaccount:NAMESPACE:NAME and the " +
+			"audience api://AzureADTokenExchange, or correct client_id."
+	case code == "700024" && e.method == "workload identity":
+		return "The federated token has expired (AADSTS700024): the file is not being renewed; check that federated_token_file " +
+			"is the projected service account token, which the kubelet rotates."
+	case code == "700024":
+		return "Azure AD finds the client assertion outside its valid time (AADSTS700024): correct this host's clock (NTP)."
+	}
+	return tokenAdvice(e.tok)
+}
+
+func managedIdentityAdvice(e *tokenError) string {
+	switch {
+	case e.err != nil:
+		return "No managed identity endpoint answered: the plugin runs outside Azure, or IMDS (169.254.169.254) is blocked by " +
+			"a firewall or a proxy (add it to NO_PROXY); on App Service, Functions or Arc the process's environment must carry " +
+			"IDENTITY_ENDPOINT (and IDENTITY_HEADER or IMDS_ENDPOINT)."
+	case e.status == http.StatusBadRequest:
+		return "The managed identity is not assigned to this resource: enable the system-assigned identity of the VM or app " +
+			"(Identity blade), or assign the user-assigned identity, and check client_id or managed_identity_resource_id."
+	case e.status == http.StatusNotFound:
+		return "The managed identity endpoint has no token service at this address (HTTP 404): check IDENTITY_ENDPOINT; an " +
+			"identity assigned a few minutes ago may not be available yet."
+	case isTransientStatus(e.status):
+		return "The managed identity endpoint is throttling or failing for now: try again later."
+	}
+	return "The managed identity endpoint refused the request: see its message above."
 }

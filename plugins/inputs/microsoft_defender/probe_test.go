@@ -62,8 +62,7 @@ func TestProbeErrorCarriesTheFix(t *testing.T) {
 	p := s.plugin(func(m *MicrosoftDefender) { m.ClientSecret = config.NewSecret([]byte("wrong-secret")) })
 	err := p.Probe()
 	require.EqualError(t, err, "token: token request to "+strings.TrimPrefix(s.server.URL, "http://")+
-		" failed: HTTP 401 Unauthorized: invalid_client: AADSTS7000215: Invalid client secret provided. Ensure the secret "+
-		"being sent in the request is the client secret value, not the client secret ID. Likely fix: Azure AD refused the "+
+		" failed: HTTP 401 Unauthorized: invalid_client (AADSTS7000215). Likely fix: Azure AD refused the "+
 		"client secret (AADSTS7000215): it is wrong, or it is the secret's ID rather than its value. Create a new client "+
 		"secret for the app and set its value as client_secret.")
 	var probeErr *probeError

@@ -33,7 +33,7 @@ func refuseRedirects(req *http.Request, via []*http.Request) error {
 		request: "token request",
 		from:    origin(via[len(via)-1].URL),
 		to:      origin(req.URL),
-		reason:  "the credentials are sent only to the configured token endpoint; set token_url or login_endpoint to the address that answers",
+		reason:  "the credentials are sent only to the configured token endpoint; set login_endpoint to the address that answers",
 	}
 }
 

@@ -46,7 +46,7 @@ func TestTokenRequestRedirectsAreRefused(t *testing.T) {
 
 			msg, acc := gatherError(t, plugin, logger)
 			require.Equal(t, fmt.Sprintf("token request to %s failed: refused the redirect of the token request from %s to %s: "+
-				"the credentials are sent only to the configured token endpoint; set token_url or login_endpoint to the address that answers",
+				"the credentials are sent only to the configured token endpoint; set login_endpoint to the address that answers",
 				hostOf(server.URL), origin(mustParse(t, server.URL)), origin(mustParse(t, other.URL))), msg)
 			require.Zero(t, otherHits.Load(), "the redirect target got the form with the client secret")
 			require.Equal(t, int32(1), tokenRequests.Load(), "a refused redirect is not retried")

@@ -119,41 +119,34 @@ func TestTokenRequestForms(t *testing.T) {
 		form      url.Values
 	}{
 		{
-			name: "client credentials, v1 resource",
+			name: "client secret, the SIEM app's scope",
+			path: "/" + testTenant + "/oauth2/v2.0/token",
+			form: url.Values{
+				"grant_type":    {"client_credentials"},
+				"client_id":     {testClientID},
+				"client_secret": {testClientSecret},
+				"scope":         {"https://graph.windows.net/.default openid offline_access profile"},
+			},
+		},
+		{
+			name: "client secret, other scope",
+			configure: func(m *MicrosoftDefender) {
+				m.Scopes = []string{"https://WDATPAlertExport.Seville.onmicrosoft.com/.default"}
+			},
+			path: "/" + testTenant + "/oauth2/v2.0/token",
+			form: url.Values{
+				"grant_type":    {"client_credentials"},
+				"client_id":     {testClientID},
+				"client_secret": {testClientSecret},
+				"scope":         {"https://WDATPAlertExport.Seville.onmicrosoft.com/.default openid offline_access profile"},
+			},
+		},
+		{
+			name: "refresh token, v1 resource",
+			configure: func(m *MicrosoftDefender) {
+				m.AuthMethod, m.RefreshToken = methodRefreshToken, config.NewSecret([]byte(testRefreshToken))
+			},
 			path: "/" + testTenant + "/oauth2/token",
-			form: url.Values{
-				"grant_type":    {"client_credentials"},
-				"client_id":     {testClientID},
-				"client_secret": {testClientSecret},
-				"resource":      {"https://graph.windows.net"},
-			},
-		},
-		{
-			name:      "client credentials, other resource",
-			configure: func(m *MicrosoftDefender) { m.Resource = "https://WDATPAlertExport.Seville.onmicrosoft.com" },
-			path:      "/" + testTenant + "/oauth2/token",
-			form: url.Values{
-				"grant_type":    {"client_credentials"},
-				"client_id":     {testClientID},
-				"client_secret": {testClientSecret},
-				"resource":      {"https://WDATPAlertExport.Seville.onmicrosoft.com"},
-			},
-		},
-		{
-			name:      "client credentials, v2 scope",
-			configure: func(m *MicrosoftDefender) { m.Scopes = []string{"https://graph.windows.net/.default"} },
-			path:      "/" + testTenant + "/oauth2/v2.0/token",
-			form: url.Values{
-				"grant_type":    {"client_credentials"},
-				"client_id":     {testClientID},
-				"client_secret": {testClientSecret},
-				"scope":         {"https://graph.windows.net/.default"},
-			},
-		},
-		{
-			name:      "refresh token",
-			configure: func(m *MicrosoftDefender) { m.RefreshToken = config.NewSecret([]byte(testRefreshToken)) },
-			path:      "/" + testTenant + "/oauth2/token",
 			form: url.Values{
 				"grant_type":    {"refresh_token"},
 				"refresh_token": {testRefreshToken},
@@ -176,7 +169,9 @@ func TestTokenRequestForms(t *testing.T) {
 			r := tokenRequests[0]
 			require.Equal(t, http.MethodPost, r.Method)
 			require.Equal(t, tt.path, r.URL.Path)
-			require.Equal(t, "application/x-www-form-urlencoded", r.Header.Get("Content-Type"))
+			// MSAL names the charset, x/oauth2 does not.
+			require.Contains(t, []string{"application/x-www-form-urlencoded; charset=utf-8", "application/x-www-form-urlencoded"},
+				r.Header.Get("Content-Type"))
 			require.Equal(t, tt.form, r.PostForm)
 			require.Len(t, requestsTo(sim, "/api/alerts"), 2)
 		})
@@ -205,8 +200,9 @@ func tokenServer(t *testing.T, tokenBody []byte, check func(*http.Request)) (*ht
 	return server, &tokenRequests
 }
 
-// credentialsPlugin uses client credentials against server.
-func credentialsPlugin(t *testing.T, server *httptest.Server, now func() time.Time) *MicrosoftDefender {
+// credentialsPlugin uses client credentials against server, changed by
+// configure before Init.
+func credentialsPlugin(t *testing.T, server *httptest.Server, now func() time.Time, configure ...func(*MicrosoftDefender)) *MicrosoftDefender {
 	t.Helper()
 	plugin := withDefaults(&MicrosoftDefender{
 		EndpointURL: server.URL + "/api/alerts", LoginEndpoint: server.URL, TenantID: testTenant,
@@ -214,6 +210,9 @@ func credentialsPlugin(t *testing.T, server *httptest.Server, now func() time.Ti
 		InitialLookback: config.Duration(time.Hour), Timeout: config.Duration(5 * time.Second),
 		now: now,
 	})
+	for _, c := range configure {
+		c(plugin)
+	}
 	require.NoError(t, plugin.Init())
 	return plugin
 }
@@ -237,7 +236,7 @@ func TestStaticAccessTokenIsSentAsIs(t *testing.T) {
 	}))
 	defer server.Close()
 	plugin := withDefaults(&MicrosoftDefender{
-		EndpointURL: server.URL + "/api/alerts", AccessToken: config.NewSecret([]byte("portal-token")),
+		EndpointURL: server.URL + "/api/alerts", AuthMethod: methodAccessToken, AccessToken: config.NewSecret([]byte("portal-token")),
 		InitialLookback: config.Duration(time.Hour), Timeout: config.Duration(5 * time.Second),
 		now: func() time.Time { return fixedNow },
 	})
@@ -248,13 +247,16 @@ func TestStaticAccessTokenIsSentAsIs(t *testing.T) {
 
 func TestTokenResponseOfTheSeedIsAccepted(t *testing.T) {
 	// The seed's v1 response sends expires_in, expires_on and not_before as
-	// strings; the token, valid for an hour, serves both polls.
+	// strings; the token, valid for an hour, serves both polls. The v1
+	// endpoint is the portal's refresh token's.
 	var sent []string
 	server, tokenRequests := tokenServer(t, readFile(t, "testdata/token_response_v1_seed.json"), func(r *http.Request) {
 		sent = append(sent, r.Header.Get("Authorization"))
 	})
 	now := fixedNow
-	plugin := credentialsPlugin(t, server, func() time.Time { return now })
+	plugin := credentialsPlugin(t, server, func() time.Time { return now }, func(m *MicrosoftDefender) {
+		m.AuthMethod, m.RefreshToken = methodRefreshToken, config.NewSecret([]byte(testRefreshToken))
+	})
 	gatherOK(t, plugin)
 	now = now.Add(time.Minute)
 	gatherOK(t, plugin)

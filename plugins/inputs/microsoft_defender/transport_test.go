@@ -97,7 +97,7 @@ func TestRequestsGoThroughTheConfiguredProxy(t *testing.T) {
 	}
 	require.Len(t, served, 2)
 	for i, want := range []string{
-		"POST /" + testTenant + "/oauth2/token",
+		"POST /" + testTenant + "/oauth2/v2.0/token",
 		"GET /api/alerts?limit=10000&sinceTimeUtc=2020-09-30T13%3A59%3A00.0000000Z&untilTimeUtc=2020-09-30T14%3A59%3A00.0000000Z",
 	} {
 		request, from, _ := strings.Cut(served[i], " from ")
@@ -115,7 +115,7 @@ func TestPlainHTTPThroughAProxyIsRefused(t *testing.T) {
 		err       string
 	}{
 		{"loopback endpoint_url", func(m *MicrosoftDefender) {
-			m.AccessToken = config.NewSecret([]byte(testAccessToken))
+			m.AuthMethod, m.AccessToken = methodAccessToken, config.NewSecret([]byte(testAccessToken))
 			m.EndpointURL = "http://127.0.0.1:8080/api/alerts"
 		}, `endpoint_url "http://127.0.0.1:8080/api/alerts" is plain http and http_proxy_url sends it through a proxy, ` +
 			`which would read the bearer token in clear: use https, or remove http_proxy_url`},
@@ -123,14 +123,15 @@ func TestPlainHTTPThroughAProxyIsRefused(t *testing.T) {
 			m.TenantID, m.ClientID, m.ClientSecret = testTenant, testClientID, config.NewSecret([]byte(testClientSecret))
 			m.EndpointURL = "https://alerts.example.com/api/alerts"
 			m.LoginEndpoint = "http://localhost:8081"
-		}, `login_endpoint "http://localhost:8081/` + testTenant + `/oauth2/token" is plain http and http_proxy_url sends it ` +
+		}, `login_endpoint "http://localhost:8081" is plain http and http_proxy_url sends it ` +
 			`through a proxy, which would read the client secret in clear: use https, or remove http_proxy_url`},
-		{"loopback token_url", func(m *MicrosoftDefender) {
+		{"loopback login_endpoint of a refresh token", func(m *MicrosoftDefender) {
 			m.TenantID, m.ClientID, m.ClientSecret = testTenant, testClientID, config.NewSecret([]byte(testClientSecret))
+			m.AuthMethod, m.RefreshToken = methodRefreshToken, config.NewSecret([]byte(testRefreshToken))
 			m.EndpointURL = "https://alerts.example.com/api/alerts"
-			m.TokenURL = "http://[::1]:8081/t/oauth2/token"
-		}, `token_url "http://[::1]:8081/t/oauth2/token" is plain http and http_proxy_url sends it through a proxy, ` +
-			`which would read the client secret in clear: use https, or remove http_proxy_url`},
+			m.LoginEndpoint = "http://[::1]:8081"
+		}, `login_endpoint "http://[::1]:8081" is plain http and http_proxy_url sends it through a proxy, ` +
+			`which would read the client secret and refresh token in clear: use https, or remove http_proxy_url`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			plugin := withDefaults(&MicrosoftDefender{Timeout: config.Duration(5 * time.Second)})
@@ -158,6 +159,7 @@ func TestServerCertificatesAreVerified(t *testing.T) {
 	newPlugin := func(ca string) *MicrosoftDefender {
 		plugin := withDefaults(&MicrosoftDefender{
 			EndpointURL:     server.URL + "/api/alerts",
+			AuthMethod:      methodAccessToken,
 			AccessToken:     config.NewSecret([]byte(testAccessToken)),
 			InitialLookback: config.Duration(time.Hour),
 			Timeout:         config.Duration(5 * time.Second),
