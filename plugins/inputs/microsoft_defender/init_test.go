@@ -45,7 +45,7 @@ func TestInitRejectsBadConfigurations(t *testing.T) {
 		{"graph region on siem", func(m *MicrosoftDefender) { m.Region = "dod" },
 			`region "dod" is a region of api = "graph": for api = "siem" use "us" (the default), "eu", "uk", "gcc" or "gcc-high"`},
 		{"unknown region", func(m *MicrosoftDefender) { m.Region = "asia" },
-			`region "asia" is unknown for api = "siem": use "us", "eu", "uk", "gcc" or "gcc-high", or set endpoint_url`},
+			`region "asia" is unknown for api = "siem": use "us" (the default), "eu", "uk", "gcc" or "gcc-high", or set endpoint_url`},
 		{"plain http endpoint", func(m *MicrosoftDefender) { m.EndpointURL = "http://alerts.example.com/api/alerts" },
 			`endpoint_url "http://alerts.example.com/api/alerts" uses plain http to a host that is not loopback: use https`},
 		{"plain http login endpoint", func(m *MicrosoftDefender) { m.LoginEndpoint = "http://10.0.0.1" },

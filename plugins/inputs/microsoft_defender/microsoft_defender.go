@@ -400,11 +400,6 @@ func (*MicrosoftDefender) addError(acc telegraf.Accumulator, err error) {
 	acc.AddError(err)
 }
 
-// warnf logs a warning.
-func (m *MicrosoftDefender) warnf(format string, args ...interface{}) {
-	m.Log.Warnf(format, args...)
-}
-
 // commitState writes the state file when the cursor moved since the last
 // write.
 func (m *MicrosoftDefender) commitState() error {
@@ -453,18 +448,22 @@ func (m *MicrosoftDefender) checkKeysOfAPI() error {
 // graphEndpoint is endpoint_url, or the alerts_v2 resource of the region's
 // Graph cloud ("global" when no region is set). It also fills the scope of
 // that cloud when it is not set.
+// The regions of each API, for messages.
+const (
+	graphRegionNames = `"global" (the default), "gcc", "gcc-high", "dod" or "china"`
+	siemRegionNames  = `"us" (the default), "eu", "uk", "gcc" or "gcc-high"`
+)
+
 func (m *MicrosoftDefender) graphEndpoint() (*url.URL, error) {
 	if m.Region == "" {
 		m.Region = "global"
 	}
 	cloud, known := graphRegions[m.Region]
 	if _, siem := siemRegions[m.Region]; siem && !known {
-		return nil, fmt.Errorf("region %q is a region of api = \"siem\": for api = \"graph\" use \"global\" (the default), \"gcc\", \"gcc-high\", \"dod\" or \"china\"",
-			m.Region)
+		return nil, fmt.Errorf("region %q is a region of api = \"siem\": for api = \"graph\" use %s", m.Region, graphRegionNames)
 	}
 	if !known && m.EndpointURL == "" {
-		return nil, fmt.Errorf("region %q is unknown for api = \"graph\": use \"global\", \"gcc\", \"gcc-high\", \"dod\" or \"china\", or set endpoint_url",
-			m.Region)
+		return nil, fmt.Errorf("region %q is unknown for api = \"graph\": use %s, or set endpoint_url", m.Region, graphRegionNames)
 	}
 	raw := m.EndpointURL
 	if raw == "" {
@@ -487,12 +486,12 @@ func (m *MicrosoftDefender) siemEndpoint() (*url.URL, error) {
 	}
 	raw, known := siemRegions[m.Region]
 	if _, graph := graphRegions[m.Region]; graph && !known {
-		return nil, fmt.Errorf("region %q is a region of api = \"graph\": for api = \"siem\" use \"us\" (the default), \"eu\", \"uk\", \"gcc\" or \"gcc-high\"", m.Region)
+		return nil, fmt.Errorf("region %q is a region of api = \"graph\": for api = \"siem\" use %s", m.Region, siemRegionNames)
 	}
 	if m.EndpointURL != "" {
 		raw = m.EndpointURL
 	} else if !known {
-		return nil, fmt.Errorf("region %q is unknown for api = \"siem\": use \"us\", \"eu\", \"uk\", \"gcc\" or \"gcc-high\", or set endpoint_url", m.Region)
+		return nil, fmt.Errorf("region %q is unknown for api = \"siem\": use %s, or set endpoint_url", m.Region, siemRegionNames)
 	}
 	return parseEndpoint("endpoint_url", raw)
 }

@@ -58,12 +58,12 @@ func classify(err error) failure {
 	var redirectErr *redirectError
 	switch {
 	case err == nil:
-		return failure{}
+		return failure{class: failFinal}
 	case errors.As(err, &redirectErr):
 		// The same request would be redirected the same way.
-		return failure{}
+		return failure{class: failFinal}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded) && !isTimeout(err):
-		return failure{}
+		return failure{class: failFinal}
 	case errors.Is(err, errBodyTooLarge), errors.As(err, &recordErr):
 		return failure{class: failUnreadable}
 	case errors.As(err, &statusErr):
@@ -75,16 +75,16 @@ func classify(err error) failure {
 		case s >= 400 && s < 500 && s != http.StatusForbidden:
 			return failure{class: failRefused}
 		}
-		return failure{}
+		return failure{class: failFinal}
 	case errors.As(err, &tokenErr):
 		if tokenErr.err != nil || isTransientStatus(tokenErr.status) {
 			return failure{class: failTransient, after: tokenErr.retryAfter, capped: tokenErr.capped}
 		}
-		return failure{}
+		return failure{class: failFinal}
 	case errors.Is(err, errTruncated), errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &netErr):
 		return failure{class: failTransient}
 	}
-	return failure{}
+	return failure{class: failFinal}
 }
 
 // isTransientStatus reports whether an HTTP status may go away by itself:
