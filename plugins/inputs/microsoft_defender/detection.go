@@ -212,29 +212,27 @@ func truncate(s string, n int) string {
 // detectionDecoder streams a JSON array of detections one at a time, so
 // memory does not grow with the size of the response.
 type detectionDecoder struct {
-	rd    *recordDecoder
+	r     *recordReader
 	index int  // of the next detection
 	done  bool // the closing bracket was read
 }
 
 func newDetectionDecoder(body io.Reader) (*detectionDecoder, error) {
-	// A detection is held whole, however long its strings: no answer
-	// holds more than max_body_size.
-	rd := newRecordDecoder(body, false)
-	k := rd.dec.PeekKind()
+	r := newRecordReader(body, detectionNames)
+	k := r.dec.PeekKind()
 	if k == '[' {
-		if _, err := rd.dec.ReadToken(); err != nil {
-			return nil, fmt.Errorf("response is not a JSON array: %w", rd.explain(err))
+		if _, err := r.dec.ReadToken(); err != nil {
+			return nil, fmt.Errorf("response is not a JSON array: %w", r.explain(err))
 		}
-		return &detectionDecoder{rd: rd}, nil
+		return &detectionDecoder{r: r}, nil
 	}
 	if k == 0 {
-		_, err := rd.dec.ReadToken()
-		return nil, fmt.Errorf("response is not a JSON array: %w", rd.explain(err))
+		_, err := r.dec.ReadToken()
+		return nil, fmt.Errorf("response is not a JSON array: %w", r.explain(err))
 	}
-	start, err := rd.describeStart(k)
+	start, err := r.describeStart(k)
 	if err != nil {
-		return nil, fmt.Errorf("response is not a JSON array: %w", rd.explain(err))
+		return nil, fmt.Errorf("response is not a JSON array: %w", r.explain(err))
 	}
 	return nil, fmt.Errorf("response is not a JSON array of detections: it starts with %s", start)
 }
@@ -245,57 +243,36 @@ func (dd *detectionDecoder) next(d *detection) error {
 	if dd.done {
 		return io.EOF
 	}
-	rd := dd.rd
-	switch k := rd.dec.PeekKind(); k {
+	r := dd.r
+	switch r.dec.PeekKind() {
 	case ']':
-		if _, err := rd.dec.ReadToken(); err != nil {
+		if _, err := r.dec.ReadToken(); err != nil {
 			return dd.afterError(err)
 		}
-		return dd.end()
-	case 0:
-		_, err := rd.dec.ReadToken()
-		return dd.afterError(err)
-	case '{', 'n':
-	default:
-		i := dd.index
-		dd.index++
-		*d = detection{}
-		d.issues.noun, d.issues.index, d.issues.offset = "detection", i, rd.body.inBody(rd.valueStart())
-		if err := rd.dec.SkipValue(); err != nil {
-			return rd.recordError(err, "detection %d", i)
+		dd.done = true
+		if err := r.expectEnd(); err != nil {
+			return fmt.Errorf("after the closing bracket: %w", err)
 		}
-		d.issues.skip = (&notObjectError{kind: kindName(k), noun: "detection"}).Error()
-		return nil
+		return io.EOF
+	case 0:
+		_, err := r.dec.ReadToken()
+		return dd.afterError(err)
 	}
-	i := dd.index
-	dd.index++
 	*d = detection{}
-	start := rd.valueStart()
-	d.issues.noun, d.issues.index, d.issues.offset = "detection", i, rd.body.inBody(start)
-	problems, err := rd.object(d, start, detectionNames)
-	if err != nil {
-		return rd.recordError(err, "detection %d", i)
+	dd.index++
+	if err := r.record(d, &d.issues, "detection", dd.index-1); err != nil {
+		return err
 	}
-	d.issues.invalid = problems
-	d.validate()
+	if d.issues.skip == "" {
+		d.validate()
+	}
 	return nil
-}
-
-// end checks that nothing but whitespace follows the closing bracket: more
-// would be a second answer or garbage, and either means this one cannot be
-// trusted whole.
-func (dd *detectionDecoder) end() error {
-	dd.done = true
-	if err := dd.rd.expectEnd(); err != nil {
-		return fmt.Errorf("after the closing bracket: %w", err)
-	}
-	return io.EOF
 }
 
 // afterError places an error found between detections.
 func (dd *detectionDecoder) afterError(err error) error {
 	if dd.index == 0 {
-		return fmt.Errorf("after the opening bracket: %w", dd.rd.explain(err))
+		return fmt.Errorf("after the opening bracket: %w", dd.r.explain(err))
 	}
-	return dd.rd.recordError(err, "after detection %d", dd.index-1)
+	return dd.r.recordError(err, "after detection %d", dd.index-1)
 }

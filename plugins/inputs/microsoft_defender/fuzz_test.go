@@ -114,7 +114,7 @@ func decodeWithEncodingJSON(data []byte) ([]detection, error) {
 }
 
 // membersWithEncodingJSON decodes raw, one element of an item array, into v
-// as recordDecoder.object promises to: member by member with encoding/json,
+// as recordReader.record promises to: member by member with encoding/json,
 // a member that does not decode leaving v as it was. It returns how many members were
 // left out, and whether raw is no object (null is an empty one). clone
 // deep-copies a T, so that a failed member cannot change what it restores.
@@ -388,9 +388,9 @@ func validateWithEncodingJSON(a *graphAlert) {
 	a.validate()
 }
 
-// evidenceWithEncodingJSON is recordDecoder.unmarshalEvidence with
+// evidenceWithEncodingJSON is recordReader.unmarshalEvidence with
 // encoding/json: null keeps what was there, evidence that does not decode
-// too, and the array is kept as it came while short enough to be emitted.
+// too, and the array is kept compacted while short enough to be emitted.
 func evidenceWithEncodingJSON(a *graphAlert, key string, value json.RawMessage) (handled, ok bool) {
 	if !strings.EqualFold(key, "evidence") {
 		return false, true
@@ -414,8 +414,12 @@ func evidenceWithEncodingJSON(a *graphAlert, key string, value json.RawMessage) 
 			break
 		}
 	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, value); err != nil {
+		return true, false
+	}
 	a.evidenceCount, a.device = len(all), device
-	a.Evidence, a.evidenceLeftOut = value, len(value) > maxEvidenceTee
+	a.Evidence, a.evidenceLeftOut = compact.Bytes(), compact.Len() > maxFieldBytes
 	if a.evidenceLeftOut {
 		a.Evidence = nil
 	}
