@@ -64,7 +64,6 @@ type recordReader struct {
 
 	problems []fieldProblem // of the record being read
 	alert    *graphAlert    // being read, for its evidence
-	evidence []byte         // kept of the alert's evidence, compacted
 }
 
 func newRecordReader(body io.Reader, names map[string]string) *recordReader {
@@ -83,11 +82,44 @@ func newRecordReader(body io.Reader, names map[string]string) *recordReader {
 	return r
 }
 
-// record reads the next element of the array being read into v, an item
-// of the API (noun) with problems p at index i: an object or null is
-// unmarshaled, anything else skipped.
-func (r *recordReader) record(v any, p *recordProblems, noun string, i int) error {
+// open reads the answer's opening token, want: '[' for SIEM, '{' for Graph
+// (described by what).
+func (r *recordReader) open(want jsontext.Kind, what string) error {
 	k := r.dec.PeekKind()
+	if k == want || k == 0 {
+		if _, err := r.dec.ReadToken(); err != nil {
+			return fmt.Errorf("response is not a JSON %s: %w", kindName(want), r.explain(err))
+		}
+		return nil
+	}
+	start := fmt.Sprintf("%q", k.String())
+	if k != '{' && k != '[' {
+		tok, err := r.dec.ReadToken()
+		if err != nil {
+			return fmt.Errorf("response is not a JSON %s: %w", kindName(want), r.explain(err))
+		}
+		if start = truncate(tok.String(), 64); k == '"' {
+			start = fmt.Sprintf("the string %q", start)
+		}
+	}
+	return fmt.Errorf("response is not a JSON %s %s: it starts with %s", kindName(want), what, start)
+}
+
+// next reads the next element i of the array being read into v, an item
+// of the API (noun) with problems p: an object or null is unmarshaled and
+// validated, anything else skipped. It returns io.EOF after the array.
+func (r *recordReader) next(v interface{ validate() }, p *recordProblems, noun string, i int) error {
+	k := r.dec.PeekKind()
+	if k == ']' || k == 0 {
+		_, err := r.dec.ReadToken()
+		switch {
+		case err == nil:
+			return io.EOF
+		case i == 0:
+			return fmt.Errorf("after the opening bracket: %w", r.explain(err))
+		}
+		return r.recordError(err, "after %s %d", noun, i-1)
+	}
 	r.start = r.valueStart(r.dec)
 	p.noun, p.index, p.offset = noun, i, r.start
 	r.problems = r.problems[:0]
@@ -100,17 +132,19 @@ func (r *recordReader) record(v any, p *recordProblems, noun string, i int) erro
 	}
 	if errors.Is(err, errRecordTooLarge) {
 		for err = nil; err == nil && r.dec.StackDepth() > depth; {
-			_, err = r.dec.ReadToken()
+			_, err = r.dec.ReadToken() // one token at a time
 		}
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		return r.recordError(err, "%s %d", noun, i)
-	}
-	if r.dec.InputOffset()-r.start > maxRecordBytes {
+	case r.dec.InputOffset()-r.start > maxRecordBytes:
 		p.skip = fmt.Sprintf("it is larger than %d MiB, the most one record may take", maxRecordBytes>>20)
-	}
-	if p.skip == "" && len(r.problems) > 0 {
-		p.invalid = slices.Clone(r.problems)
+	case p.skip == "":
+		if len(r.problems) > 0 {
+			p.invalid = slices.Clone(r.problems)
+		}
+		v.validate()
 	}
 	return nil
 }
@@ -171,17 +205,27 @@ func (r *recordReader) unmarshalString(dec *jsontext.Decoder, _ *string) error {
 // unmarshalRaw decodes the value with the type's UnmarshalJSON, as
 // encoding/json would call it.
 func (r *recordReader) unmarshalRaw(dec *jsontext.Decoder, unmarshal func([]byte) error) error {
-	if r.over(dec) {
-		return errRecordTooLarge
-	}
 	raw, err := dec.ReadValue()
-	if err != nil {
-		return err
+	if err == nil {
+		if err := unmarshal(raw); err != nil {
+			r.problem(dec, dec.InputOffset()-int64(len(raw)), err.Error())
+		}
 	}
-	if err := unmarshal(raw); err != nil {
-		r.problem(dec, dec.InputOffset()-int64(len(raw)), err.Error())
+	return err
+}
+
+// array reports whether the value dec peeked at is an array. Null is
+// left to the library, which leaves the field as it is; anything else is
+// a misfit (reason).
+func (r *recordReader) array(dec *jsontext.Decoder, reason string) (bool, error) {
+	switch k := dec.PeekKind(); k {
+	case '[':
+		return true, nil
+	case 'n':
+		return false, errors.ErrUnsupported
+	default:
+		return false, r.misfit(dec, k, reason)
 	}
-	return nil
 }
 
 // stringList is a []string that the library decodes element by element,
@@ -192,12 +236,8 @@ type stringList []string
 // []string, but for an element that is no string, which leaves the field
 // as it was.
 func (r *recordReader) unmarshalStrings(dec *jsontext.Decoder, v *[]string) error {
-	switch k := dec.PeekKind(); k {
-	case 'n':
-		return errors.ErrUnsupported
-	case '[':
-	default:
-		return r.misfit(dec, k, "a JSON %s where an array of strings was expected")
+	if ok, err := r.array(dec, "a JSON %s where an array of strings was expected"); !ok {
+		return err
 	}
 	start, n := r.valueStart(dec), len(r.problems)
 	list := stringList(slices.Clone(*v))
@@ -216,23 +256,19 @@ func (r *recordReader) unmarshalStrings(dec *jsontext.Decoder, v *[]string) erro
 
 // unmarshalEvidence reads the alert's evidence entry by entry: it counts
 // them, decodes the first device evidence, and keeps the array compacted
-// while it is short enough to be emitted (maxFieldBytes). Evidence that
-// does not decode leaves the alert's evidence as it was.
+// while it is short enough to be emitted (maxFieldBytes). Once the device
+// is found and the array too long, entries are skipped a token at a time.
+// Evidence that does not decode leaves the alert's evidence as it was.
 func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMessage) error {
-	switch k := dec.PeekKind(); k {
-	case 'n':
-		return errors.ErrUnsupported
-	case '[':
-	default:
-		return r.misfit(dec, k, "a JSON %s where an array was expected")
+	if ok, err := r.array(dec, "a JSON %s where an array was expected"); !ok {
+		return err
 	}
 	start := r.valueStart(dec)
 	if _, err := dec.ReadToken(); err != nil {
 		return err
 	}
 	var device deviceEvidence
-	found, problem, count := false, "", 0
-	kept := append(r.evidence[:0], '[')
+	found, problem, count, kept := false, "", 0, []byte{'['}
 	for ; dec.PeekKind() != ']'; count++ {
 		if r.over(dec) {
 			return errRecordTooLarge
@@ -248,13 +284,12 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMes
 		if err != nil {
 			return err
 		}
-		switch {
+		switch n := len(r.problems); {
 		case found:
 		case k != '{' && k != 'n':
 			problem = fmt.Sprintf("evidence %d: a JSON %s where an evidence object was expected", count, kindName(k))
 		default:
 			var e deviceEvidence
-			n := len(r.problems)
 			if err := jsonv2.Unmarshal(entry, &e, r.opts); err != nil {
 				return err
 			}
@@ -270,9 +305,14 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMes
 			if count > 0 {
 				kept = append(kept, ',')
 			}
-			kept = appendCompact(kept, entry)
-			if len(kept)+1 > maxFieldBytes {
-				r.evidence, kept = kept, nil // too long to be emitted
+			n := len(kept)
+			kept = append(kept, entry...)
+			compact := jsontext.Value(kept[n:])
+			if err := compact.Compact(); err != nil {
+				return err
+			}
+			if kept = kept[:n+len(compact)]; len(kept)+1 > maxFieldBytes {
+				kept = nil // too long to be emitted
 			}
 		}
 	}
@@ -287,21 +327,9 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMes
 	a.evidenceCount, a.device, a.evidenceLeftOut = count, device, kept == nil
 	*raw = nil
 	if kept != nil {
-		*raw = append(json.RawMessage(nil), append(kept, ']')...)
-		r.evidence = kept
+		*raw = append(kept, ']')
 	}
 	return nil
-}
-
-// appendCompact appends value to b without its whitespace.
-func appendCompact(b []byte, value jsontext.Value) []byte {
-	n := len(b)
-	b = append(b, value...)
-	compact := jsontext.Value(b[n:])
-	if err := compact.Compact(); err != nil {
-		panic(err) // the decoder read it as JSON
-	}
-	return append(b[:n], compact...)
 }
 
 // expectEnd checks that nothing but whitespace follows the answer's value:
@@ -353,22 +381,6 @@ func (r *recordReader) recordError(err error, format string, args ...any) error 
 		return &recordSyntaxError{err: explained}
 	}
 	return explained
-}
-
-// describeStart names the value an answer starts with, whose kind k the
-// decoder peeked at.
-func (r *recordReader) describeStart(k jsontext.Kind) (string, error) {
-	if k == '{' || k == '[' {
-		return fmt.Sprintf("%q", k.String()), nil
-	}
-	tok, err := r.dec.ReadToken()
-	if err != nil {
-		return "", err
-	}
-	if k == '"' {
-		return fmt.Sprintf("the string %q", truncate(tok.String(), 64)), nil
-	}
-	return truncate(tok.String(), 64), nil
 }
 
 // recordSyntaxError is malformed JSON inside the array of items: in one

@@ -219,22 +219,10 @@ type detectionDecoder struct {
 
 func newDetectionDecoder(body io.Reader) (*detectionDecoder, error) {
 	r := newRecordReader(body, detectionNames)
-	k := r.dec.PeekKind()
-	if k == '[' {
-		if _, err := r.dec.ReadToken(); err != nil {
-			return nil, fmt.Errorf("response is not a JSON array: %w", r.explain(err))
-		}
-		return &detectionDecoder{r: r}, nil
+	if err := r.open('[', "of detections"); err != nil {
+		return nil, err
 	}
-	if k == 0 {
-		_, err := r.dec.ReadToken()
-		return nil, fmt.Errorf("response is not a JSON array: %w", r.explain(err))
-	}
-	start, err := r.describeStart(k)
-	if err != nil {
-		return nil, fmt.Errorf("response is not a JSON array: %w", r.explain(err))
-	}
-	return nil, fmt.Errorf("response is not a JSON array of detections: it starts with %s", start)
+	return &detectionDecoder{r: r}, nil
 }
 
 // next decodes the next detection into d. It returns io.EOF after the
@@ -243,36 +231,14 @@ func (dd *detectionDecoder) next(d *detection) error {
 	if dd.done {
 		return io.EOF
 	}
-	r := dd.r
-	switch r.dec.PeekKind() {
-	case ']':
-		if _, err := r.dec.ReadToken(); err != nil {
-			return dd.afterError(err)
-		}
-		dd.done = true
-		if err := r.expectEnd(); err != nil {
-			return fmt.Errorf("after the closing bracket: %w", err)
-		}
-		return io.EOF
-	case 0:
-		_, err := r.dec.ReadToken()
-		return dd.afterError(err)
-	}
 	*d = detection{}
-	dd.index++
-	if err := r.record(d, &d.issues, "detection", dd.index-1); err != nil {
+	if err := dd.r.next(d, &d.issues, "detection", dd.index); err != io.EOF {
+		dd.index++
 		return err
 	}
-	if d.issues.skip == "" {
-		d.validate()
+	dd.done = true
+	if err := dd.r.expectEnd(); err != nil {
+		return fmt.Errorf("after the closing bracket: %w", err)
 	}
-	return nil
-}
-
-// afterError places an error found between detections.
-func (dd *detectionDecoder) afterError(err error) error {
-	if dd.index == 0 {
-		return fmt.Errorf("after the opening bracket: %w", dd.r.explain(err))
-	}
-	return dd.r.recordError(err, "after detection %d", dd.index-1)
+	return io.EOF
 }

@@ -284,6 +284,7 @@ func FuzzDecodeGraphPage(f *testing.F) {
 		`"@odata.nextLink":null,"@odata.context":{"x":[1]}}`))
 	f.Add([]byte(`{"value":[{"id":"a","lastUpdateDateTime":"2026-01-01T00:00:00Z","evidence":[1]}]}`))
 	f.Add([]byte(`{"value":{},"@odata.nextLink":5}`))
+	f.Add([]byte(`{"value":[{"id":"a","evidence":[{"@odata.type":"#microsoft.graph.security.processEvidence","deviceDnsName":"x"}]}]}`))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var want []graphAlert

@@ -278,39 +278,27 @@ type graphPageMeta struct {
 // until it returns false, and returns the next page's link and the count.
 func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (graphPageMeta, error) {
 	r := newRecordReader(body, graphAlertNames)
-	switch k := r.dec.PeekKind(); k {
-	case '{':
-	case 0:
-		_, err := r.dec.ReadToken()
-		return graphPageMeta{}, fmt.Errorf("response is not a JSON object: %w", r.explain(err))
-	default:
-		start, err := r.describeStart(k)
-		if err != nil {
-			return graphPageMeta{}, fmt.Errorf("response is not a JSON object: %w", r.explain(err))
-		}
-		return graphPageMeta{}, fmt.Errorf("response is not a JSON object with a value array: it starts with %s", start)
+	if err := r.open('{', "with a value array"); err != nil {
+		return graphPageMeta{}, err
 	}
 	meta, err := decodeGraphMembers(r, handle)
 	if errors.Is(err, errHandlerStopped) {
 		return graphPageMeta{}, nil // the rest of the page is left unread
 	}
-	if err != nil {
-		return graphPageMeta{}, err
+	if err == nil {
+		err = r.expectEnd()
 	}
-	if err := r.expectEnd(); err != nil {
+	if err != nil {
 		return graphPageMeta{}, err
 	}
 	return meta, nil
 }
 
-// decodeGraphMembers reads the members of the page object, whose opening
-// brace the decoder peeked at.
+// decodeGraphMembers reads the members of the page object, after its
+// opening brace.
 func decodeGraphMembers(r *recordReader, handle func(*graphAlert) bool) (graphPageMeta, error) {
 	dec := r.dec
 	var meta graphPageMeta
-	if _, err := dec.ReadToken(); err != nil {
-		return meta, r.explain(err)
-	}
 	for dec.PeekKind() != '}' {
 		name, err := dec.ReadToken()
 		if err != nil {
@@ -376,19 +364,13 @@ func decodeGraphAlerts(r *recordReader, handle func(*graphAlert) bool) error {
 		return r.explain(err)
 	}
 	for i := 0; ; i++ {
-		if k := dec.PeekKind(); k == ']' || k == 0 {
-			if _, err := dec.ReadToken(); err != nil {
-				return r.explain(err)
-			}
-			return nil
-		}
 		a := &graphAlert{}
 		r.alert = a
-		if err := r.record(a, &a.issues, "alert", i); err != nil {
+		if err := r.next(a, &a.issues, "alert", i); err != nil {
+			if err == io.EOF {
+				return nil
+			}
 			return err
-		}
-		if a.issues.skip == "" {
-			a.validate()
 		}
 		if !handle(a) {
 			return errHandlerStopped
