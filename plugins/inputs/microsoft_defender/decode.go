@@ -120,7 +120,7 @@ func (r *recordReader) next(v interface{ validate() }, p *recordProblems, noun s
 		}
 		return r.recordError(err, "after %s %d", noun, i-1)
 	}
-	r.start = r.valueStart(r.dec)
+	r.start = valueStart(r.dec)
 	p.noun, p.index, p.offset = noun, i, r.start
 	r.problems = r.problems[:0]
 	depth := r.dec.StackDepth()
@@ -157,7 +157,7 @@ func (r *recordReader) over(dec *jsontext.Decoder) bool {
 
 // valueStart is the offset of the value the decoder peeked at: after the
 // last token read, past whitespace, a comma or a colon.
-func (r *recordReader) valueStart(dec *jsontext.Decoder) int64 {
+func valueStart(dec *jsontext.Decoder) int64 {
 	buf := dec.UnreadBuffer()
 	n := 0
 	for n < len(buf) && strings.IndexByte(" \t\r\n,:", buf[n]) >= 0 {
@@ -182,7 +182,7 @@ func (r *recordReader) problem(dec *jsontext.Decoder, at int64, reason string) {
 // misfit skips the value the decoder peeked at, of kind k, as not fitting
 // its field (reason, with the kind's name).
 func (r *recordReader) misfit(dec *jsontext.Decoder, k jsontext.Kind, reason string) error {
-	at := r.valueStart(dec)
+	at := valueStart(dec)
 	if err := dec.SkipValue(); err != nil {
 		return err
 	}
@@ -239,7 +239,7 @@ func (r *recordReader) unmarshalStrings(dec *jsontext.Decoder, v *[]string) erro
 	if ok, err := r.array(dec, "a JSON %s where an array of strings was expected"); !ok {
 		return err
 	}
-	start, n := r.valueStart(dec), len(r.problems)
+	start, n := valueStart(dec), len(r.problems)
 	list := stringList(slices.Clone(*v))
 	if err := jsonv2.UnmarshalDecode(dec, &list); err != nil {
 		return err
@@ -263,7 +263,7 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMes
 	if ok, err := r.array(dec, "a JSON %s where an array was expected"); !ok {
 		return err
 	}
-	start := r.valueStart(dec)
+	start := valueStart(dec)
 	if _, err := dec.ReadToken(); err != nil {
 		return err
 	}
@@ -342,11 +342,11 @@ func (r *recordReader) expectEnd() error {
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
-		if !errors.As(err, &syntaxErr) || syntaxErr.Err == io.ErrUnexpectedEOF {
+		if !errors.As(err, &syntaxErr) || errors.Is(syntaxErr.Err, io.ErrUnexpectedEOF) {
 			return r.explain(err)
 		}
 	}
-	at := r.valueStart(r.dec)
+	at := valueStart(r.dec)
 	c, _ := utf8.DecodeRune(r.dec.UnreadBuffer()[at-r.dec.InputOffset():])
 	return fmt.Errorf("invalid JSON at byte %d: invalid character %s after top-level value", at, strconv.QuoteRune(c))
 }
@@ -359,7 +359,7 @@ func (r *recordReader) explain(err error) error {
 	var semanticErr *jsonv2.SemanticError
 	isSyntax := errors.As(err, &syntaxErr)
 	switch {
-	case errors.Is(err, io.EOF), isSyntax && syntaxErr.Err == io.ErrUnexpectedEOF:
+	case errors.Is(err, io.EOF), isSyntax && errors.Is(syntaxErr.Err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("%w at byte %d", errTruncated, read)
 	case isSyntax:
 		return fmt.Errorf("invalid JSON at byte %d: %w", syntaxErr.ByteOffset, syntaxErr.Err)
@@ -377,7 +377,7 @@ func (r *recordReader) explain(err error) error {
 func (r *recordReader) recordError(err error, format string, args ...any) error {
 	explained := fmt.Errorf(format+": %w", append(args, r.explain(err))...)
 	var syntaxErr *jsontext.SyntacticError
-	if errors.As(err, &syntaxErr) && syntaxErr.Err != io.ErrUnexpectedEOF {
+	if errors.As(err, &syntaxErr) && !errors.Is(syntaxErr.Err, io.ErrUnexpectedEOF) {
 		return &recordSyntaxError{err: explained}
 	}
 	return explained

@@ -2,6 +2,7 @@ package microsoft_defender
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -232,7 +233,7 @@ func (dd *detectionDecoder) next(d *detection) error {
 		return io.EOF
 	}
 	*d = detection{}
-	if err := dd.r.next(d, &d.issues, "detection", dd.index); err != io.EOF {
+	if err := dd.r.next(d, &d.issues, "detection", dd.index); !errors.Is(err, io.EOF) {
 		dd.index++
 		return err
 	}

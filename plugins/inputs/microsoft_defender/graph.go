@@ -367,7 +367,7 @@ func decodeGraphAlerts(r *recordReader, handle func(*graphAlert) bool) error {
 		a := &graphAlert{}
 		r.alert = a
 		if err := r.next(a, &a.issues, "alert", i); err != nil {
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
