@@ -16,20 +16,16 @@ import (
 	jsonv1 "github.com/go-json-experiment/json/v1"
 )
 
-// maxRecordBytes caps one detection or alert, evidence included; a longer
-// one is skipped and counted. 8 MiB is some forty times the longest
-// Windows command line JSON-escaped, and small enough that the record
-// held and the decoder's buffer beside it stay within the plugin's 64 MB
-// memory budget (BENCHMARKS.md).
-const maxRecordBytes = 8 << 20
+// maxRecordBytes caps one detection or alert, evidence included: a longer
+// one is skipped and counted in alerts_skipped, and the answer read on.
+const maxRecordBytes = 8 << 20 // 40 times the longest Windows command line JSON-escaped; one record held fits the plugin's 64 MB
 
 // errRecordTooLarge ends the unmarshaling of a record past maxRecordBytes.
 var errRecordTooLarge = errors.New("record larger than maxRecordBytes")
 
 // fieldProblem is a member whose value does not fit its field, such as a
-// string where a number belongs or a number beyond int64. The field is
-// left as it was and the rest of the object decoded: one odd value must
-// not cost the whole record.
+// string where a number belongs: the field is left as it was and the rest
+// of the record decoded.
 type fieldProblem struct {
 	field  string
 	offset int64 // of the value, from the start of the object
@@ -44,26 +40,25 @@ func (p fieldProblem) String() string {
 }
 
 // recordReader reads the records of an answer one at a time with
-// jsontext, each unmarshaled by the library as encoding/json would (the
-// v1 options: names matched without regard to case, the last of repeated
-// names wins, null leaves a field as it is, invalid UTF-8 replaced). The
-// unmarshalers below only take what the library would refuse: a value
-// that does not fit its field is skipped and recorded in problems instead
-// of failing the record.
+// jsontext, each unmarshaled by the library as encoding/json would (v1
+// options: names matched without regard to case, the last of repeated
+// names wins, null leaves a field as it is, invalid UTF-8 replaced). Its
+// unmarshalers take only what the library would refuse: a value that does
+// not fit its field is skipped and recorded in problems.
 //
-// The library reads a record token by token and skips unknown members the
-// same way, so memory holds what the record's fields keep, which
-// maxRecordBytes caps, plus the token being read: jsontext holds each
-// token whole (a string of 100 MB takes 100 MB while it is read; it has
-// no byte limit yet, go.dev/issue/56733), which max_body_size bounds.
+// The library reads a record a token at a time and skips unknown members
+// the same way, so memory holds what the record's fields keep, which
+// maxRecordBytes caps, and the token being read: jsontext holds a token
+// whole, a string of 100 MB too (it has no byte limit yet,
+// go.dev/issue/56733), which only max_body_size bounds.
 type recordReader struct {
-	dec   *jsontext.Decoder
-	opts  jsonv2.Options
-	names map[string]string // of the record's fields, by their lower case
-	start int64             // of the record being read
-
-	problems []fieldProblem // of the record being read
-	alert    *graphAlert    // being read, for its evidence
+	dec      *jsontext.Decoder
+	opts     jsonv2.Options
+	names    map[string]string // of the record's fields, by their lower case
+	start    int64             // of the record being read
+	problems []fieldProblem    // of the record being read
+	alert    *graphAlert       // being read, for its evidence
+	evidence []byte            // its evidence kept so far
 }
 
 func newRecordReader(body io.Reader, names map[string]string) *recordReader {
@@ -254,9 +249,13 @@ func (r *recordReader) unmarshalStrings(dec *jsontext.Decoder, v *[]string) erro
 	return nil
 }
 
+// maxEvidenceBytes bounds the evidence kept as it came, for the evidence
+// field: compacted, at most maxFieldBytes are emitted (graphAlert.metric).
+const maxEvidenceBytes = 4 * maxFieldBytes
+
 // unmarshalEvidence reads the alert's evidence entry by entry: it counts
-// them, decodes the first device evidence, and keeps the array compacted
-// while it is short enough to be emitted (maxFieldBytes). Once the device
+// them, decodes the first device evidence, and keeps the array while it is
+// short enough to be emitted (maxEvidenceBytes). Once the device
 // is found and the array too long, entries are skipped a token at a time.
 // Evidence that does not decode leaves the alert's evidence as it was.
 func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMessage) error {
@@ -268,7 +267,7 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMes
 		return err
 	}
 	var device deviceEvidence
-	found, problem, count, kept := false, "", 0, []byte{'['}
+	found, problem, count, kept := false, "", 0, append(r.evidence[:0], '[')
 	for ; dec.PeekKind() != ']'; count++ {
 		if r.over(dec) {
 			return errRecordTooLarge
@@ -305,14 +304,8 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMes
 			if count > 0 {
 				kept = append(kept, ',')
 			}
-			n := len(kept)
-			kept = append(kept, entry...)
-			compact := jsontext.Value(kept[n:])
-			if err := compact.Compact(); err != nil {
-				return err
-			}
-			if kept = kept[:n+len(compact)]; len(kept)+1 > maxFieldBytes {
-				kept = nil // too long to be emitted
+			if kept = append(kept, entry...); len(kept)+1 > maxEvidenceBytes {
+				r.evidence, kept = kept, nil // too long to be emitted
 			}
 		}
 	}
@@ -327,7 +320,8 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMes
 	a.evidenceCount, a.device, a.evidenceLeftOut = count, device, kept == nil
 	*raw = nil
 	if kept != nil {
-		*raw = append(kept, ']')
+		r.evidence = append(kept, ']')
+		*raw = slices.Clone(r.evidence)
 	}
 	return nil
 }

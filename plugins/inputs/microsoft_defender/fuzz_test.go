@@ -391,7 +391,7 @@ func validateWithEncodingJSON(a *graphAlert) {
 
 // evidenceWithEncodingJSON is recordReader.unmarshalEvidence with
 // encoding/json: null keeps what was there, evidence that does not decode
-// too, and the array is kept compacted while short enough to be emitted.
+// too, and the array is kept while short enough to be emitted.
 func evidenceWithEncodingJSON(a *graphAlert, key string, value json.RawMessage) (handled, ok bool) {
 	if !strings.EqualFold(key, "evidence") {
 		return false, true
@@ -415,12 +415,17 @@ func evidenceWithEncodingJSON(a *graphAlert, key string, value json.RawMessage) 
 			break
 		}
 	}
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, value); err != nil {
-		return true, false
+	// Kept entry by entry, as each came, without what lay between them.
+	kept := []byte{'['}
+	for i, raw := range all {
+		if i > 0 {
+			kept = append(kept, ',')
+		}
+		kept = append(kept, raw...)
 	}
+	kept = append(kept, ']')
 	a.evidenceCount, a.device = len(all), device
-	a.Evidence, a.evidenceLeftOut = compact.Bytes(), compact.Len() > maxFieldBytes
+	a.Evidence, a.evidenceLeftOut = kept, len(kept) > maxEvidenceBytes
 	if a.evidenceLeftOut {
 		a.Evidence = nil
 	}

@@ -1,6 +1,8 @@
 package microsoft_defender
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"time"
 
@@ -73,11 +75,23 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	return b.metric(), cut
 }
 
-// compactEvidence is the evidence as the decoder kept it, compacted, and
-// false when it is longer than a field may be: cut JSON is no JSON, so it
-// is left out.
+// compactEvidence is the evidence without whitespace, and false when it is
+// longer than a field may be: cut JSON is no JSON, so it is left out.
 func (a *graphAlert) compactEvidence() (string, bool) {
-	return string(a.Evidence), !a.evidenceLeftOut
+	switch {
+	case a.evidenceLeftOut:
+		return "", false
+	case len(a.Evidence) == 0:
+		return "", true
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, a.Evidence); err != nil {
+		return "", false // the decoder read it as JSON: cannot happen
+	}
+	if compact.Len() > maxFieldBytes {
+		return "", false
+	}
+	return compact.String(), true
 }
 
 func formatTime(t time.Time) string {
