@@ -157,10 +157,11 @@ func emittedIDs(acc *testutil.Accumulator) []string {
 	return ids
 }
 
-// A 10 MB string is not worth losing a detection over: the field is cut to
-// what outputs accept, with a warning naming the detection and the field.
+// A string of megabytes, within maxRecordBytes, is not worth losing a
+// detection over: the field is cut to what outputs accept, with a warning
+// naming the detection and the field.
 func TestHugeStringsAreCut(t *testing.T) {
-	huge := strings.Repeat("A", 10*1024*1024)
+	huge := strings.Repeat("A", maxRecordBytes/2)
 	body := `[{"FullId":"a:1","Severity":"High","CommandLine":"` + huge + `","Category":"` + huge[:1000] +
 		`","LastProcessedTimeUtc":"2020-09-30T14:00:00Z"}]`
 	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {

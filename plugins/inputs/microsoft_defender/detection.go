@@ -2,6 +2,7 @@ package microsoft_defender
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -212,31 +213,17 @@ func truncate(s string, n int) string {
 // detectionDecoder streams a JSON array of detections one at a time, so
 // memory does not grow with the size of the response.
 type detectionDecoder struct {
-	rd    *recordDecoder
+	r     *recordReader
 	index int  // of the next detection
 	done  bool // the closing bracket was read
 }
 
 func newDetectionDecoder(body io.Reader) (*detectionDecoder, error) {
-	// A detection is held whole, however long its strings: no answer
-	// holds more than max_body_size.
-	rd := newRecordDecoder(body, false)
-	k := rd.dec.PeekKind()
-	if k == '[' {
-		if _, err := rd.dec.ReadToken(); err != nil {
-			return nil, fmt.Errorf("response is not a JSON array: %w", rd.explain(err))
-		}
-		return &detectionDecoder{rd: rd}, nil
+	r := newRecordReader(body, detectionNames)
+	if err := r.open('[', "of detections"); err != nil {
+		return nil, err
 	}
-	if k == 0 {
-		_, err := rd.dec.ReadToken()
-		return nil, fmt.Errorf("response is not a JSON array: %w", rd.explain(err))
-	}
-	start, err := rd.describeStart(k)
-	if err != nil {
-		return nil, fmt.Errorf("response is not a JSON array: %w", rd.explain(err))
-	}
-	return nil, fmt.Errorf("response is not a JSON array of detections: it starts with %s", start)
+	return &detectionDecoder{r: r}, nil
 }
 
 // next decodes the next detection into d. It returns io.EOF after the
@@ -245,57 +232,14 @@ func (dd *detectionDecoder) next(d *detection) error {
 	if dd.done {
 		return io.EOF
 	}
-	rd := dd.rd
-	switch k := rd.dec.PeekKind(); k {
-	case ']':
-		if _, err := rd.dec.ReadToken(); err != nil {
-			return dd.afterError(err)
-		}
-		return dd.end()
-	case 0:
-		_, err := rd.dec.ReadToken()
-		return dd.afterError(err)
-	case '{', 'n':
-	default:
-		i := dd.index
-		dd.index++
-		*d = detection{}
-		d.issues.noun, d.issues.index, d.issues.offset = "detection", i, rd.body.inBody(rd.valueStart())
-		if err := rd.dec.SkipValue(); err != nil {
-			return rd.recordError(err, "detection %d", i)
-		}
-		d.issues.skip = (&notObjectError{kind: kindName(k), noun: "detection"}).Error()
-		return nil
-	}
-	i := dd.index
-	dd.index++
 	*d = detection{}
-	start := rd.valueStart()
-	d.issues.noun, d.issues.index, d.issues.offset = "detection", i, rd.body.inBody(start)
-	problems, err := rd.object(d, start, detectionNames)
-	if err != nil {
-		return rd.recordError(err, "detection %d", i)
+	if err := dd.r.next(d, &d.issues, "detection", dd.index); !errors.Is(err, io.EOF) {
+		dd.index++
+		return err
 	}
-	d.issues.invalid = problems
-	d.validate()
-	return nil
-}
-
-// end checks that nothing but whitespace follows the closing bracket: more
-// would be a second answer or garbage, and either means this one cannot be
-// trusted whole.
-func (dd *detectionDecoder) end() error {
 	dd.done = true
-	if err := dd.rd.expectEnd(); err != nil {
+	if err := dd.r.expectEnd(); err != nil {
 		return fmt.Errorf("after the closing bracket: %w", err)
 	}
 	return io.EOF
-}
-
-// afterError places an error found between detections.
-func (dd *detectionDecoder) afterError(err error) error {
-	if dd.index == 0 {
-		return fmt.Errorf("after the opening bracket: %w", dd.rd.explain(err))
-	}
-	return dd.rd.recordError(err, "after detection %d", dd.index-1)
 }

@@ -114,7 +114,7 @@ func decodeWithEncodingJSON(data []byte) ([]detection, error) {
 }
 
 // membersWithEncodingJSON decodes raw, one element of an item array, into v
-// as recordDecoder.object promises to: member by member with encoding/json,
+// as recordReader.record promises to: member by member with encoding/json,
 // a member that does not decode leaving v as it was. It returns how many members were
 // left out, and whether raw is no object (null is an empty one). clone
 // deep-copies a T, so that a failed member cannot change what it restores.
@@ -284,6 +284,7 @@ func FuzzDecodeGraphPage(f *testing.F) {
 		`"@odata.nextLink":null,"@odata.context":{"x":[1]}}`))
 	f.Add([]byte(`{"value":[{"id":"a","lastUpdateDateTime":"2026-01-01T00:00:00Z","evidence":[1]}]}`))
 	f.Add([]byte(`{"value":{},"@odata.nextLink":5}`))
+	f.Add([]byte(`{"value":[{"id":"a","evidence":[{"@odata.type":"#microsoft.graph.security.processEvidence","deviceDnsName":"x"}]}]}`))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var want []graphAlert
@@ -388,9 +389,9 @@ func validateWithEncodingJSON(a *graphAlert) {
 	a.validate()
 }
 
-// evidenceWithEncodingJSON is recordDecoder.unmarshalEvidence with
+// evidenceWithEncodingJSON is recordReader.unmarshalEvidence with
 // encoding/json: null keeps what was there, evidence that does not decode
-// too, and the array is kept as it came while short enough to be emitted.
+// too, and the array is kept while short enough to be emitted.
 func evidenceWithEncodingJSON(a *graphAlert, key string, value json.RawMessage) (handled, ok bool) {
 	if !strings.EqualFold(key, "evidence") {
 		return false, true
@@ -414,8 +415,17 @@ func evidenceWithEncodingJSON(a *graphAlert, key string, value json.RawMessage) 
 			break
 		}
 	}
+	// Kept entry by entry, as each came, without what lay between them.
+	kept := []byte{'['}
+	for i, raw := range all {
+		if i > 0 {
+			kept = append(kept, ',')
+		}
+		kept = append(kept, raw...)
+	}
+	kept = append(kept, ']')
 	a.evidenceCount, a.device = len(all), device
-	a.Evidence, a.evidenceLeftOut = value, len(value) > maxEvidenceTee
+	a.Evidence, a.evidenceLeftOut = kept, len(kept) > maxEvidenceBytes
 	if a.evidenceLeftOut {
 		a.Evidence = nil
 	}

@@ -109,51 +109,36 @@ type graphPageMeta struct {
 // "@odata.nextLink": ..., "@odata.count": ...} in any key order, to handle
 // until it returns false, and returns the next page's link and the count.
 func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (graphPageMeta, error) {
-	// An alert's evidence may hold strings of any length, which the
-	// plugin never emits: they are cut (maxStringBytes).
-	rd := newRecordDecoder(body, true)
-	dec := rd.dec
-	switch k := dec.PeekKind(); k {
-	case '{':
-	case 0:
-		_, err := dec.ReadToken()
-		return graphPageMeta{}, fmt.Errorf("response is not a JSON object: %w", rd.explain(err))
-	default:
-		start, err := rd.describeStart(k)
-		if err != nil {
-			return graphPageMeta{}, fmt.Errorf("response is not a JSON object: %w", rd.explain(err))
-		}
-		return graphPageMeta{}, fmt.Errorf("response is not a JSON object with a value array: it starts with %s", start)
+	r := newRecordReader(body, graphAlertNames)
+	if err := r.open('{', "with a value array"); err != nil {
+		return graphPageMeta{}, err
 	}
-	meta, err := decodeGraphMembers(rd, handle)
+	meta, err := decodeGraphMembers(r, handle)
 	if errors.Is(err, errHandlerStopped) {
 		return graphPageMeta{}, nil // the rest of the page is left unread
 	}
-	if err != nil {
-		return graphPageMeta{}, err
+	if err == nil {
+		err = r.expectEnd()
 	}
-	if err := rd.expectEnd(); err != nil {
+	if err != nil {
 		return graphPageMeta{}, err
 	}
 	return meta, nil
 }
 
-// decodeGraphMembers reads the members of the page object, whose opening
-// brace the decoder peeked at.
-func decodeGraphMembers(rd *recordDecoder, handle func(*graphAlert) bool) (graphPageMeta, error) {
-	dec := rd.dec
+// decodeGraphMembers reads the members of the page object, after its
+// opening brace.
+func decodeGraphMembers(r *recordReader, handle func(*graphAlert) bool) (graphPageMeta, error) {
+	dec := r.dec
 	var meta graphPageMeta
-	if _, err := dec.ReadToken(); err != nil {
-		return meta, rd.explain(err)
-	}
 	for dec.PeekKind() != '}' {
 		name, err := dec.ReadToken()
 		if err != nil {
-			return meta, rd.explain(err)
+			return meta, r.explain(err)
 		}
 		switch name.String() {
 		case "value":
-			if err := decodeGraphAlerts(rd, handle); err != nil {
+			if err := decodeGraphAlerts(r, handle); err != nil {
 				return meta, err
 			}
 		case "@odata.nextLink":
@@ -166,37 +151,30 @@ func decodeGraphMembers(rd *recordDecoder, handle func(*graphAlert) bool) (graph
 				_, err = dec.ReadToken()
 			default:
 				if err := dec.SkipValue(); err != nil {
-					return meta, rd.explain(err)
+					return meta, r.explain(err)
 				}
 				return meta, fmt.Errorf("@odata.nextLink: JSON %s where a string was expected", kindName(k))
 			}
 		case "@odata.count":
-			err = decodeODataCount(dec, &meta)
+			// Anything but a non-negative integer counts as no count: it
+			// only tells whether a chain of pages may be trusted, and
+			// without one the plugin reads in parts that need no trust.
+			var raw jsontext.Value
+			raw, err = dec.ReadValue()
+			if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil && n >= 0 {
+				meta.count, meta.hasCount = n, true
+			}
 		default:
 			err = dec.SkipValue()
 		}
 		if err != nil {
-			return meta, rd.explain(err)
+			return meta, r.explain(err)
 		}
 	}
 	if _, err := dec.ReadToken(); err != nil {
-		return meta, rd.explain(err)
+		return meta, r.explain(err)
 	}
 	return meta, nil
-}
-
-// decodeODataCount reads @odata.count. Anything but a non-negative integer
-// counts as no count: the count only tells whether a chain of pages may be
-// trusted, and without one the plugin reads in parts that need no trust.
-func decodeODataCount(dec *jsontext.Decoder, meta *graphPageMeta) error {
-	raw, err := dec.ReadValue()
-	if err != nil {
-		return err
-	}
-	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil && n >= 0 {
-		meta.count, meta.hasCount = n, true
-	}
-	return nil
 }
 
 // errHandlerStopped ends the decoding of a page whose handler returned
@@ -206,44 +184,27 @@ var errHandlerStopped = errors.New("the handler stopped")
 // decodeGraphAlerts streams the value array. It returns errHandlerStopped
 // when handle returns false, and errors that say what went wrong and where
 // otherwise.
-func decodeGraphAlerts(rd *recordDecoder, handle func(*graphAlert) bool) error {
-	dec := rd.dec
+func decodeGraphAlerts(r *recordReader, handle func(*graphAlert) bool) error {
+	dec := r.dec
 	if k := dec.PeekKind(); k != '[' {
 		if err := dec.SkipValue(); err != nil {
-			return fmt.Errorf("value: %w", rd.explain(err))
+			return fmt.Errorf("value: %w", r.explain(err))
 		}
 		return fmt.Errorf("value is not an array: it is a JSON %s", kindName(k))
 	}
 	if _, err := dec.ReadToken(); err != nil {
-		return rd.explain(err)
+		return r.explain(err)
 	}
 	for i := 0; ; i++ {
-		k := dec.PeekKind()
-		if k == ']' || k == 0 {
-			if _, err := dec.ReadToken(); err != nil {
-				return rd.explain(err)
+		a := &graphAlert{}
+		r.alert = a
+		if err := r.next(a, &a.issues, "alert", i); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
 			}
-			return nil
+			return err
 		}
-		var a graphAlert
-		start := rd.valueStart()
-		a.issues.noun, a.issues.index, a.issues.offset = "alert", i, rd.body.inBody(start)
-		if k == '{' || k == 'n' {
-			rd.alert = &a
-			problems, err := rd.object(&a, start, graphAlertNames)
-			rd.alert = nil
-			if err != nil {
-				return rd.recordError(err, "alert %d", i)
-			}
-			a.issues.invalid = problems
-			a.validate()
-		} else {
-			if err := dec.SkipValue(); err != nil {
-				return rd.recordError(err, "alert %d", i)
-			}
-			a.issues.skip = (&notObjectError{kind: kindName(k), noun: "alert"}).Error()
-		}
-		if !handle(&a) {
+		if !handle(a) {
 			return errHandlerStopped
 		}
 	}

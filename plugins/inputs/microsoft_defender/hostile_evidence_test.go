@@ -1,49 +1,113 @@
 package microsoft_defender
 
 import (
-	"bytes"
 	"fmt"
 	"io"
-	"math/rand/v2"
+	"net/http"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/testutil"
 )
 
-// hugeKnownEvidencePage is hugeEvidencePage with the 100 MB under a key
-// the evidence decoder knows (deviceDnsName), in the second evidence,
-// after the device evidence was found.
-func hugeKnownEvidencePage(size int64) io.Reader {
-	return io.MultiReader(
-		strings.NewReader(`{"value":[{"id":"a","lastUpdateDateTime":"2026-01-01T00:00:00Z","evidence":[`+
-			`{"@odata.type":"#microsoft.graph.security.deviceEvidence","deviceDnsName":"h","rbacGroupName":"g"},`+
-			`{"@odata.type":"#microsoft.graph.security.processEvidence","deviceDnsName":"`),
-		io.LimitReader(repeatedByte('x'), size),
-		strings.NewReader(`"}]}]}`))
+// repeatedString is an endless stream of one string.
+type repeatedString struct {
+	s   string
+	off int
 }
 
-// memory must not grow with the evidence's size (BENCHMARKS.md:
-// 0.51 MB per 100 MB alert). It grew once when the bytes sat under a key the
-// evidence decoder knows, in any evidence, even after the device evidence
-// it wants was found.
-func TestHugeEvidenceAfterTheDeviceIsNotHeld(t *testing.T) {
-	const size = 20 << 20
+func (r *repeatedString) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		c := copy(p[n:], r.s[r.off:])
+		n += c
+		r.off = (r.off + c) % len(r.s)
+	}
+	return n, nil
+}
+
+// manyEntriesPage is a Graph page of three alerts, the second with size
+// bytes of small evidence entries after its device evidence, and where the
+// third starts.
+func manyEntriesPage(size int64) (io.Reader, int64) {
+	entry := `{"@odata.type":"#microsoft.graph.security.ipEvidence","ipAddress":"10.0.0.1","tags":["a","b"]},`
+	head := `{"value":[{"id":"a","lastUpdateDateTime":"2026-01-01T00:00:00Z"},` +
+		`{"id":"big","lastUpdateDateTime":"2026-01-01T00:00:00Z","evidence":[` +
+		`{"@odata.type":"#microsoft.graph.security.deviceEvidence","deviceDnsName":"h","rbacGroupName":"g"},`
+	entries := size / int64(len(entry)) * int64(len(entry))
+	return io.MultiReader(strings.NewReader(head), io.LimitReader(&repeatedString{s: entry}, entries),
+		strings.NewReader(`{}]},{"id":"c","lastUpdateDateTime":"2026-01-01T00:00:00Z"}]}`)), int64(len(head)) + entries + 5
+}
+
+// A record longer than maxRecordBytes is skipped, the ones after it read.
+// Skipping it holds one token at a time: 20 MB of evidence entries cost
+// what a few entries do.
+func TestRecordOverTheCapIsSkippedInBoundedMemory(t *testing.T) {
+	page, third := manyEntriesPage(20 << 20)
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	_, err := decodeGraphPage(hugeKnownEvidencePage(size), func(a *graphAlert) bool {
-		require.Equal(t, "g", a.device.RbacGroupName)
-		require.Equal(t, 2, a.evidenceCount)
+	var summary []string
+	_, err := decodeGraphPage(page, func(a *graphAlert) bool {
+		summary = append(summary, a.issues.where()+" "+a.ID+" skip="+a.issues.skip)
 		return true
 	})
 	require.NoError(t, err)
 	runtime.ReadMemStats(&after)
-	allocated := after.TotalAlloc - before.TotalAlloc
-	require.Less(t, allocated, uint64(4<<20))
+	require.Equal(t, []string{
+		"Alert 0 at byte 10 a skip=",
+		"Alert 1 at byte 65 big skip=it is larger than 8 MiB, the most one record may take",
+		fmt.Sprintf("Alert 2 at byte %d c skip=", third),
+	}, summary)
+	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(4<<20))
+}
+
+// Over the cap, a detection or an alert is skipped with a warning that
+// names it, counted in alerts_skipped, and the records after it emitted.
+func TestRecordOverTheCapIsCounted(t *testing.T) {
+	at := fixedNow.Add(-30 * time.Minute).Format(time.RFC3339Nano)
+	huge := strings.Repeat("x", maxRecordBytes)
+	for _, tt := range []struct {
+		api, body, warning string
+		emitted            []string
+	}{
+		{"siem", "[" + detectionJSON("a:1", at) + `,{"FullId":"big","LastProcessedTimeUtc":"` + at + `","CommandLine":"` + huge + `"},` +
+			detectionJSON("a:2", at) + "]", "W! [] Detection 1 at byte 117 skipped: it is larger than 8 MiB, the most one record may take",
+			[]string{"a:1", "a:2"}},
+		{"graph", `{"value":[{"id":"a","lastUpdateDateTime":"` + at + `"},{"id":"big","lastUpdateDateTime":"` + at +
+			`","evidence":[{"processCommandLine":"` + huge + `"}]},{"id":"c","lastUpdateDateTime":"` + at + `"}]}`,
+			"W! [] Alert 1 at byte 65 skipped: it is larger than 8 MiB, the most one record may take", []string{"a", "c"}},
+	} {
+		t.Run(tt.api, func(t *testing.T) {
+			server := stub(t, func(w http.ResponseWriter, _ *http.Request) { respond(t, w, []byte(tt.body)) })
+			logger := &testutil.CaptureLogger{}
+			plugin := stubbedPlugin(t, server, logger, func(m *MicrosoftDefender) {
+				if tt.api == "graph" {
+					m.API = "graph"
+					m.EndpointURL = server.URL + graphAlertsPath
+					m.RefreshToken = config.Secret{}
+				}
+			})
+			acc := gatherOK(t, plugin)
+			var ids []string
+			for _, m := range acc.GetTelegrafMetrics() {
+				if id, ok := m.GetField("full_id"); ok {
+					ids = append(ids, id.(string))
+				} else if id, ok := m.GetField("alert_id"); ok {
+					ids = append(ids, id.(string))
+				}
+			}
+			require.Equal(t, tt.emitted, ids)
+			skipped, _ := pollMetrics(acc)[0].GetField("alerts_skipped")
+			require.Equal(t, int64(1), skipped)
+			require.Equal(t, []string{tt.warning}, logger.Warnings())
+		})
+	}
 }
 
 // chunkedReader reads r in chunks of at most n bytes, as a connection does.
@@ -66,36 +130,32 @@ func longString(n int) string {
 	return b.String()
 }
 
-// Strings longer than maxStringBytes are cut before the decoder sees them
-// (it holds each token whole), and nothing the plugin emits changes: the
-// fields are cut to maxFieldBytes anyway, and evidence holding such a
-// string is too long to be emitted. What follows a cut string decodes as
-// before, and its place is told in the body's bytes.
-func TestCutStringsChangeNothingEmitted(t *testing.T) {
-	title := longString(3 * maxStringBytes)
-	commandLine := longString(5 * maxStringBytes)
+// Strings far longer than a field, read in chunks of any size, decode as
+// encoding/json decodes them and are emitted cut to maxFieldBytes; evidence
+// that long is left out; what follows decodes as before, and its place is
+// told in the body's bytes.
+func TestLongStringsDecodeAsEncodingJSON(t *testing.T) {
+	title := longString(6 * maxFieldBytes)
+	commandLine := longString(10 * maxFieldBytes)
 	first := `{"id":"a","title":"` + title + `","lastUpdateDateTime":"2026-01-01T00:00:00Z","evidence":[` +
 		`{"@odata.type":"#microsoft.graph.security.processEvidence","processCommandLine":"` + commandLine + `"},` +
 		`{"@odata.type":"#microsoft.graph.security.deviceEvidence","deviceDnsName":"` + title + `","rbacGroupName":"g"}],"severity":"high"}`
 	second := `{"id":"b","title":"t","lastUpdateDateTime":"2026-01-01T00:00:01Z","mitreTechniques":"x","evidence":[]}`
 	body := `{"value":[` + first + "," + second + `],"@odata.nextLink":"https://graph.microsoft.com/next"}`
 
-	// Reads of a few bytes put the places where a quote is escaped, and
-	// where a string may be cut, across reads.
 	for _, chunk := range []int{7, 1000, 64 * 1024} {
 		t.Run(fmt.Sprintf("reads of %d bytes", chunk), func(t *testing.T) {
-			requireCutChangesNothing(t, body, second, chunk)
+			requireLikeEncodingJSON(t, body, second, chunk)
 		})
 	}
 }
 
-func requireCutChangesNothing(t *testing.T, body, second string, chunk int) {
+func requireLikeEncodingJSON(t *testing.T, body, second string, chunk int) {
 	var want []graphAlert
 	wantMeta, err := decodeGraphPageWithEncodingJSON([]byte(body), func(a *graphAlert) { want = append(want, *a) })
 	require.NoError(t, err)
 	var got []graphAlert
 	meta, err := decodeGraphPage(chunkedReader{strings.NewReader(body), chunk}, func(a *graphAlert) bool {
-		require.Less(t, len(a.Title), 2*maxStringBytes, "the title is cut")
 		got = append(got, *a)
 		return true
 	})
@@ -117,82 +177,21 @@ func requireCutChangesNothing(t *testing.T, body, second string, chunk int) {
 	require.Equal(t, "g", got[0].device.RbacGroupName)
 }
 
-// What is left out of a string is still checked: malformed JSON there
-// fails the alert as it would whole, at its byte of the body.
-func TestCutStringsStayChecked(t *testing.T) {
+// Malformed JSON deep in a long string fails the alert at its byte of the
+// body.
+func TestMalformedJSONInALongStringIsPlaced(t *testing.T) {
 	for _, tt := range []struct {
-		name string
-		bad  string
-		at   int // of the malformed byte in bad
+		name, bad, want string
 	}{
-		{"invalid escape", `\x`, 1},
-		{"invalid \\u", `\u12x4`, 4},
-		{"control character", "\x01", 0},
+		{"invalid escape", `\x`, "invalid escape sequence `\\x` in string"},
+		{"invalid \\u", `\u12x4`, "invalid escape sequence `\\u12x4` in string"},
+		{"control character", "\x01", `invalid character '\x01' in string (expecting non-control character)`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			body := `{"value":[{"id":"a","title":"` + longString(2*maxStringBytes) + tt.bad + `"}]}`
+			body := `{"value":[{"id":"a","title":"` + longString(4*maxFieldBytes) + tt.bad + `"}]}`
 			_, err := decodeGraphPage(strings.NewReader(body), func(*graphAlert) bool { return true })
-			require.ErrorContains(t, err, fmt.Sprintf("alert 0: invalid JSON at byte %d: invalid character ", strings.LastIndex(body, tt.bad)+tt.at))
+			require.EqualError(t, err, fmt.Sprintf("alert 0: invalid JSON at byte %d: %s", strings.LastIndex(body, tt.bad), tt.want))
+			require.True(t, isUnreadable(err))
 		})
-	}
-}
-
-// The cutter tells strings as the decoder does, whatever the reads: at the
-// end of each read it is inside a string exactly when a byte-by-byte
-// lexer is, and strings shorter than maxStringBytes pass unchanged.
-func TestStringCutterFollowsStrings(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	pieces := []string{`a`, `\\`, `\"`, `\\\"`, `\\\\`, `\u00e9`, `\n`, `é`}
-	for round := range 40 {
-		var doc bytes.Buffer
-		for doc.Len() < 150000 {
-			doc.WriteString(`,"`)
-			for range rng.IntN(40) {
-				doc.WriteString(pieces[rng.IntN(len(pieces))])
-			}
-			doc.WriteString(`":[1,true]`)
-		}
-		input := doc.Bytes()
-		body := &bodyReader{r: bytes.NewReader(input), cutting: true}
-		var out []byte
-		var lex stringLexer
-		read := 0
-		// Reads longer than maxStringBytes are followed string by string.
-		buf := make([]byte, 1+rng.IntN(300))
-		if round%2 == 1 {
-			buf = make([]byte, maxStringBytes+1+rng.IntN(40000))
-		}
-		for {
-			n, err := body.Read(buf[:1+rng.IntN(len(buf))])
-			out = append(out, buf[:n]...)
-			lex.feed(input[read:body.n])
-			read = int(body.n)
-			require.Equal(t, lex.in, body.strings.inString, "round %d at byte %d", round, body.n)
-			if err != nil {
-				break
-			}
-		}
-		require.Equal(t, input, out, "round %d", round)
-	}
-}
-
-// stringLexer follows JSON strings byte by byte: in tells whether what it
-// was fed ends inside one.
-type stringLexer struct {
-	in, escape bool
-}
-
-func (l *stringLexer) feed(p []byte) {
-	for _, c := range p {
-		switch {
-		case !l.in:
-			l.in = c == '"'
-		case l.escape:
-			l.escape = false
-		case c == '\\':
-			l.escape = true
-		case c == '"':
-			l.in = false
-		}
 	}
 }
