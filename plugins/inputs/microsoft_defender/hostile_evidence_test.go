@@ -191,7 +191,7 @@ func TestMalformedJSONInALongStringIsPlaced(t *testing.T) {
 			body := `{"value":[{"id":"a","title":"` + longString(4*maxFieldBytes) + tt.bad + `"}]}`
 			_, err := decodeGraphPage(strings.NewReader(body), func(*graphAlert) bool { return true })
 			require.EqualError(t, err, fmt.Sprintf("alert 0: invalid JSON at byte %d: %s", strings.LastIndex(body, tt.bad), tt.want))
-			require.True(t, isUnreadable(err))
+			require.Equal(t, failUnreadable, classify(err).class)
 		})
 	}
 }
