@@ -445,15 +445,15 @@ func (m *MicrosoftDefender) checkKeysOfAPI() error {
 	return nil
 }
 
-// graphEndpoint is endpoint_url, or the alerts_v2 resource of the region's
-// Graph cloud ("global" when no region is set). It also fills the scope of
-// that cloud when it is not set.
 // The regions of each API, for messages.
 const (
 	graphRegionNames = `"global" (the default), "gcc", "gcc-high", "dod" or "china"`
 	siemRegionNames  = `"us" (the default), "eu", "uk", "gcc" or "gcc-high"`
 )
 
+// graphEndpoint is endpoint_url, or the alerts_v2 resource of the region's
+// Graph cloud ("global" when no region is set). It also fills the scope of
+// that cloud when it is not set.
 func (m *MicrosoftDefender) graphEndpoint() (*url.URL, error) {
 	if m.Region == "" {
 		m.Region = "global"
