@@ -210,8 +210,8 @@ func (r *recordReader) unmarshalRaw(dec *jsontext.Decoder, unmarshal func([]byte
 }
 
 // array reports whether the value dec peeked at is an array. Null is
-// left to the library, which leaves the field as it is; anything else is
-// a misfit (reason).
+// left to the library, to take as encoding/json does; anything else is a
+// misfit (reason).
 func (r *recordReader) array(dec *jsontext.Decoder, reason string) (bool, error) {
 	switch k := dec.PeekKind(); k {
 	case '[':
@@ -259,6 +259,10 @@ const maxEvidenceBytes = 4 * maxFieldBytes
 // is found and the array too long, entries are skipped a token at a time.
 // Evidence that does not decode leaves the alert's evidence as it was.
 func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMessage) error {
+	if dec.PeekKind() == 'n' {
+		_, err := dec.ReadToken() // null keeps the evidence as it was
+		return err
+	}
 	if ok, err := r.array(dec, "a JSON %s where an array was expected"); !ok {
 		return err
 	}

@@ -46,10 +46,10 @@ func manyEntriesPage(size int64) (io.Reader, int64) {
 }
 
 // A record longer than maxRecordBytes is skipped, the ones after it read.
-// Skipping it holds one token at a time: 20 MB of evidence entries cost
+// Skipping it holds one token at a time: 12 MiB of evidence entries cost
 // what a few entries do.
 func TestRecordOverTheCapIsSkippedInBoundedMemory(t *testing.T) {
-	page, third := manyEntriesPage(20 << 20)
+	page, third := manyEntriesPage(12 << 20)
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	var summary []string
