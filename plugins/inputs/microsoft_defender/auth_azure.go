@@ -3,17 +3,16 @@ package microsoft_defender
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -319,30 +318,10 @@ func (e *azureTokenError) Unwrap() error {
 	return e.tok
 }
 
-// loadCertificate reads client_certificate: a PEM file with the
-// certificate (and its chain) and an unencrypted RSA key, or a PKCS#12
-// file. The certificate matching the key comes first.
+// loadCertificate reads client_certificate: PEM with an unencrypted key, or
+// PKCS#12. The certificate of the key comes first.
 func loadCertificate(path string, password *config.Secret) ([]*x509.Certificate, *rsa.PrivateKey, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		var pathErr *os.PathError
-		if errors.As(err, &pathErr) {
-			err = pathErr.Err
-		}
-		return nil, nil, fmt.Errorf("client_certificate %q: %w", path, err)
-	}
-	var certs []*x509.Certificate
-	var key any
-	ext := strings.ToLower(filepath.Ext(path))
-	if ext == ".pfx" || ext == ".p12" || !bytes.Contains(data, []byte("-----BEGIN")) {
-		certs, key, err = parsePKCS12(data, password)
-	} else {
-		if !password.Empty() {
-			return nil, nil, fmt.Errorf("client_certificate %q: client_certificate_password is for PKCS#12 files; "+
-				"the key of a PEM file must not be encrypted", path)
-		}
-		certs, key, err = parsePEM(data)
-	}
+	certs, key, err := readCertificate(path, password)
 	if err != nil {
 		return nil, nil, fmt.Errorf("client_certificate %q: %w", path, err)
 	}
@@ -359,7 +338,25 @@ func loadCertificate(path string, password *config.Secret) ([]*x509.Certificate,
 	return nil, nil, fmt.Errorf("client_certificate %q: the private key does not match the certificate", path)
 }
 
-func parsePKCS12(data []byte, password *config.Secret) ([]*x509.Certificate, any, error) {
+func readCertificate(path string, password *config.Secret) ([]*x509.Certificate, crypto.PrivateKey, error) {
+	data, err := os.ReadFile(path)
+	var pathErr *os.PathError
+	if errors.As(err, &pathErr) {
+		err = pathErr.Err
+	}
+	switch {
+	case err != nil:
+		return nil, nil, err
+	case bytes.Contains(data, []byte("-----BEGIN")) && (!password.Empty() || bytes.Contains(data, []byte("ENCRYPTED"))):
+		return nil, nil, errors.New("the key of a PEM file must not be encrypted (client_certificate_password is for " +
+			"PKCS#12 files): use an unencrypted key, or a PKCS#12 file with client_certificate_password")
+	case bytes.Contains(data, []byte("-----BEGIN")):
+		certs, key, err := azidentity.ParseCertificates(data, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("not a PEM file with a certificate and an unencrypted RSA key: %w", err)
+		}
+		return certs, key, nil
+	}
 	var pass string
 	if !password.Empty() {
 		buf, err := password.Get()
@@ -369,8 +366,7 @@ func parsePKCS12(data []byte, password *config.Secret) ([]*x509.Certificate, any
 		pass = buf.String()
 		buf.Destroy()
 	}
-	// go-pkcs12 reads the AES/PBKDF2 files OpenSSL 3 writes as well as the
-	// older 3DES ones; azidentity.ParseCertificates reads only the latter.
+	// go-pkcs12, unlike azidentity.ParseCertificates, reads OpenSSL 3's AES/PBKDF2 files.
 	key, cert, chain, err := pkcs12.DecodeChain(data, pass)
 	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 		return nil, nil, errors.New("the PKCS#12 file's password is wrong or missing: check client_certificate_password")
@@ -379,42 +375,4 @@ func parsePKCS12(data []byte, password *config.Secret) ([]*x509.Certificate, any
 		return nil, nil, fmt.Errorf("not a PKCS#12 file with one key and its certificate: %w", err)
 	}
 	return append([]*x509.Certificate{cert}, chain...), key, nil
-}
-
-func parsePEM(data []byte) ([]*x509.Certificate, any, error) {
-	var certs []*x509.Certificate
-	var key any
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		var err error
-		switch {
-		case block.Type == "CERTIFICATE":
-			var cert *x509.Certificate
-			if cert, err = x509.ParseCertificate(block.Bytes); err == nil {
-				certs = append(certs, cert)
-			}
-		case block.Type == "ENCRYPTED PRIVATE KEY" || block.Headers["Proc-Type"] != "":
-			return nil, nil, errors.New("the key is encrypted: use an unencrypted PEM key, or a PKCS#12 file with client_certificate_password")
-		case block.Type == "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case block.Type == "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		case strings.HasSuffix(block.Type, "PRIVATE KEY"):
-			return nil, nil, fmt.Errorf("the key is a %s, Azure AD's client assertions need an RSA key", block.Type)
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("its %s block: %w", block.Type, err)
-		}
-	}
-	switch {
-	case len(certs) == 0:
-		return nil, nil, errors.New("no CERTIFICATE block")
-	case key == nil:
-		return nil, nil, errors.New("no PRIVATE KEY block: the file must hold the certificate and its key")
-	}
-	return certs, key, nil
 }
