@@ -106,13 +106,16 @@ func TestLoadCertificate(t *testing.T) {
 			append(pemBlock("CERTIFICATE", cert.Raw), pemBlock("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(otherKey))...), "",
 			"the private key does not match the certificate", 0},
 		{"no key", "c.pem", pemBlock("CERTIFICATE", cert.Raw), "", "not a PEM file with a certificate and an unencrypted RSA key: found no private key", 0},
-		{"no certificate", "c.pem", pemBlock("PRIVATE KEY", pkcs8), "", "not a PEM file with a certificate and an unencrypted RSA key: found no certificate", 0},
+		{"no certificate", "c.pem", pemBlock("PRIVATE KEY", pkcs8), "",
+			"not a PEM file with a certificate and an unencrypted RSA key: found no certificate", 0},
 		{"encrypted key", "c.pem", append(pemBlock("CERTIFICATE", cert.Raw), pemBlock("ENCRYPTED PRIVATE KEY", []byte{1})...), "",
-			"the key of a PEM file must not be encrypted (client_certificate_password is for PKCS#12 files): use an unencrypted key, or a PKCS#12 file with client_certificate_password", 0},
+			"the key of a PEM file must not be encrypted (client_certificate_password is for PKCS#12 files): " +
+				"use an unencrypted key, or a PKCS#12 file with client_certificate_password", 0},
 		{"EC key", "c.pem", append(pemBlock("CERTIFICATE", cert.Raw), pemBlock("EC PRIVATE KEY", ecDER)...), "",
 			"not a PEM file with a certificate and an unencrypted RSA key: found no private key", 0},
 		{"password for a PEM file", "c.pem", append(pemBlock("CERTIFICATE", cert.Raw), pemBlock("PRIVATE KEY", pkcs8)...), "p4ss-w0rd",
-			"the key of a PEM file must not be encrypted (client_certificate_password is for PKCS#12 files): use an unencrypted key, or a PKCS#12 file with client_certificate_password", 0},
+			"the key of a PEM file must not be encrypted (client_certificate_password is for PKCS#12 files): " +
+				"use an unencrypted key, or a PKCS#12 file with client_certificate_password", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

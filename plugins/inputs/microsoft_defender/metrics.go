@@ -153,11 +153,19 @@ func (b *metricBuilder) metric() telegraf.Metric {
 	return m
 }
 
-// Name, Time, Type, TagList and FieldList are what metric.FromMetric reads.
-func (b *metricBuilder) Name() string                 { return b.name }
-func (b *metricBuilder) Time() time.Time              { return b.tm }
-func (*metricBuilder) Type() telegraf.ValueType       { return telegraf.Untyped }
-func (b *metricBuilder) TagList() []*telegraf.Tag     { return b.tagList }
+// Name is read by metric.FromMetric, as are the four methods below.
+func (b *metricBuilder) Name() string { return b.name }
+
+// Time is read by metric.FromMetric.
+func (b *metricBuilder) Time() time.Time { return b.tm }
+
+// Type is read by metric.FromMetric.
+func (*metricBuilder) Type() telegraf.ValueType { return telegraf.Untyped }
+
+// TagList is read by metric.FromMetric.
+func (b *metricBuilder) TagList() []*telegraf.Tag { return b.tagList }
+
+// FieldList is read by metric.FromMetric.
 func (b *metricBuilder) FieldList() []*telegraf.Field { return b.fieldList }
 
 // atTick keeps t to the APIs' 100 ns and puts n (mod 100) below, so that

@@ -279,6 +279,6 @@ func lockState(stateFile string) (*stateLock, error) {
 // instance lock a new file while a second holds the old one.
 func (l *stateLock) release() {
 	if l != nil {
-		l.Close() //nolint:errcheck // closing releases the lock
+		l.Close()
 	}
 }
