@@ -31,7 +31,7 @@ const (
 var authMethods = []string{methodClientSecret, methodClientCertificate, methodManagedIdentity, methodWorkloadIdentity,
 	methodRefreshToken, methodAccessToken}
 
-// The environment that AKS workload identity projects into a pod.
+// The environment AKS workload identity projects into a pod.
 const (
 	envFederatedTokenFile = "AZURE_FEDERATED_TOKEN_FILE"
 	envClientID           = "AZURE_CLIENT_ID"
@@ -39,12 +39,11 @@ const (
 	envAuthorityHost      = "AZURE_AUTHORITY_HOST"
 )
 
-// tokenRenewBefore is how long before expiry a cached token is replaced, so
-// that a token never expires between being handed out and being used.
+// tokenRenewBefore: a token is replaced this long before it expires, so it
+// cannot expire in use.
 const tokenRenewBefore = 2 * time.Minute
 
-// authKey is a sign-in key: whether it is set, the methods that use it and
-// those that cannot do without it.
+// authKey is a sign-in key: set or not, the methods using and needing it.
 type authKey struct {
 	name          string
 	set           bool
@@ -71,15 +70,14 @@ func (m *MicrosoftDefender) authKeys() []authKey {
 	}
 }
 
-// checkAuthKeys refuses the keys of other methods than auth_method, naming
-// the method each belongs to, and names the keys the method misses.
+// checkAuthKeys refuses keys of other methods, naming theirs, and names the
+// keys auth_method misses.
 func (m *MicrosoftDefender) checkAuthKeys() error {
 	if !slices.Contains(authMethods, m.AuthMethod) {
 		return fmt.Errorf("auth_method %q is not supported: use %s", m.AuthMethod, quoteList(authMethods, "or"))
 	}
 	if m.AuthMethod == methodWorkloadIdentity {
-		// The pod's environment fills what the configuration leaves out,
-		// as azidentity's WorkloadIdentityCredential does.
+		// As in azidentity's WorkloadIdentityCredential.
 		for value, env := range map[*string]string{&m.TenantID: envTenantID, &m.ClientID: envClientID, &m.FederatedTokenFile: envFederatedTokenFile} {
 			if *value == "" {
 				*value = os.Getenv(env)
@@ -125,7 +123,7 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 	}
 	if m.AuthMethod == methodAccessToken {
 		static := &staticToken{secret: &m.AccessToken}
-		// A secret store that cannot be read yet is read again at the poll.
+		// A secret store not readable yet is read again at the poll.
 		if buf, err := m.AccessToken.Get(); err == nil {
 			buf.Destroy()
 			if _, err := static.token(context.Background()); err != nil {
@@ -156,8 +154,7 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 		return nil, err
 	}
 	if m.AuthMethod == methodRefreshToken {
-		// Azure AD v1, which the portal's SIEM refresh tokens are for: the
-		// resource is the scope without /.default.
+		// Azure AD v1, as the portal's SIEM refresh tokens: resource, not scope.
 		return &cachedToken{fetch: (&refreshGrant{
 			client:       client,
 			tokenURL:     login.JoinPath(m.TenantID, "oauth2/token").String(),
@@ -172,7 +169,7 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 }
 
 // loginEndpoint is login_endpoint, else (workload identity)
-// AZURE_AUTHORITY_HOST, else the Azure AD host of the region's cloud.
+// AZURE_AUTHORITY_HOST, else the region's Azure AD host.
 func (m *MicrosoftDefender) loginEndpoint() (*url.URL, error) {
 	login := m.LoginEndpoint
 	if login == "" && m.AuthMethod == methodWorkloadIdentity {
@@ -192,13 +189,11 @@ func (m *MicrosoftDefender) loginEndpoint() (*url.URL, error) {
 // tokenSource hands out bearer tokens for the API.
 type tokenSource interface {
 	token(ctx context.Context) (string, error)
-	// invalidate forgets a token the API refused, so the next call fetches
-	// a new one.
+	// invalidate forgets a refused token.
 	invalidate(token string)
 }
 
-// staticToken hands out the configured access_token, read from the secret
-// store on every use so that a rotated secret takes effect.
+// staticToken hands out access_token, read at every use so rotation works.
 type staticToken struct {
 	secret *config.Secret
 }
@@ -218,9 +213,7 @@ func (s *staticToken) token(context.Context) (string, error) {
 
 func (*staticToken) invalidate(string) {}
 
-// cachedToken reuses a token until shortly before it expires, or until the
-// API refuses it. fetch refuses a token that cannot be a header value,
-// which would fail every request it was cached for.
+// cachedToken reuses a token until shortly before expiry or until refused.
 type cachedToken struct {
 	fetch   func(ctx context.Context) (string, time.Time, error)
 	current string
@@ -253,11 +246,8 @@ type refreshGrant struct {
 	clientID     string
 	clientSecret *config.Secret
 	resource     string
-	// refreshToken is the latest refresh token: the configured one until
-	// Azure AD hands out a new one.
-	refreshToken *config.Secret
-	// now reads Retry-After dates on the plugin's clock.
-	now func() time.Time
+	refreshToken *config.Secret // the latest one Azure AD handed out
+	now          func() time.Time
 }
 
 func (g *refreshGrant) fetch(ctx context.Context) (string, time.Time, error) {
@@ -271,8 +261,7 @@ func (g *refreshGrant) fetch(ctx context.Context) (string, time.Time, error) {
 		return "", time.Time{}, fmt.Errorf("reading refresh_token: %w", err)
 	}
 	defer refresh.Destroy()
-	// clientcredentials lets grant_type be overridden; the rest of the
-	// refresh grant's form is the client credentials form.
+	// The refresh grant's form is clientcredentials' with another grant_type.
 	cfg := clientcredentials.Config{
 		ClientID:     g.clientID,
 		ClientSecret: secret.String(),
@@ -294,7 +283,6 @@ func (g *refreshGrant) fetch(ctx context.Context) (string, time.Time, error) {
 		}
 		return "", time.Time{}, &tokenError{host: host, err: err}
 	case checkBearerToken(tok.AccessToken) != nil:
-		// Refused whole, its refresh token too.
 		return "", time.Time{}, &tokenError{host: host, msg: "the access_token it answered cannot be sent: " + checkBearerToken(tok.AccessToken).Error()}
 	}
 	if tok.RefreshToken != "" {
@@ -304,17 +292,15 @@ func (g *refreshGrant) fetch(ctx context.Context) (string, time.Time, error) {
 	return tok.AccessToken, tok.Expiry, nil
 }
 
-// tokenError is a failed token request. Its message names the endpoint's
-// host, the HTTP status, the OAuth error code and Azure AD's AADSTS number,
-// and nothing else of the answer, which may echo the request's secrets.
+// tokenError is a failed token request. Its message names the host, status,
+// OAuth code and AADSTS number, nothing else: answers may echo secrets.
 type tokenError struct {
-	host       string
-	status     int    // 0 when no answer came, or an answer that is not an error
-	statusText string // e.g. "401 Unauthorized"
-	code       string // OAuth error code, e.g. invalid_client
-	aadsts     string // Azure AD's error number, e.g. 7000215
-	// expired and unregistered say what an AADSTS700027 is about, for advice.
-	expired, unregistered bool
+	host                  string
+	status                int    // 0 when no answer came, or an answer that is not an error
+	statusText            string // e.g. "401 Unauthorized"
+	code                  string // OAuth error code, e.g. invalid_client
+	aadsts                string // Azure AD's error number, e.g. 7000215
+	expired, unregistered bool   // what an AADSTS700027 is about
 	msg                   string // why an answer that is not an error was refused
 	retryAfter            time.Duration
 	capped                error // Retry-After asked for more than maxRetryAfter
@@ -343,9 +329,8 @@ func (e *tokenError) Unwrap() error {
 	return e.err
 }
 
-// oauthErrorCodes are the error codes of RFC 6749 and those Azure AD and the
-// managed identity endpoints add: a code is quoted only when it is one of
-// them, so that an echoed secret in its place is not.
+// oauthErrorCodes (RFC 6749's, Azure AD's, managed identity's) are the only
+// codes quoted, so that an echoed secret in their place is not.
 var oauthErrorCodes = []string{"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
 	"unsupported_grant_type", "invalid_scope", "access_denied", "server_error", "temporarily_unavailable",
 	"interaction_required", "invalid_resource", "invalid_tenant", "unknown_error"}
@@ -378,10 +363,8 @@ func hostOf(rawURL string) string {
 	return u.Host
 }
 
-// checkBearerToken refuses a token that RFC 6750 does not allow in an
-// Authorization header (b64token): a line break in it would end the header,
-// or let it add others. The message tells where without repeating the
-// token's own characters.
+// checkBearerToken refuses what RFC 6750's b64token does not allow, such as a
+// line break that would add headers, without quoting the token.
 func checkBearerToken(tok string) error {
 	end := len(strings.TrimRight(tok, "="))
 	if end == 0 {

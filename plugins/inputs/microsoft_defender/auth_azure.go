@@ -3,17 +3,16 @@ package microsoft_defender
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -28,33 +27,27 @@ import (
 	"github.com/influxdata/telegraf/config"
 )
 
-// bypassMSALCache is passed as claims to the managed identity client: its
-// token cache is global to the process and would hand back a token the API
-// just refused. The plugin caches tokens itself (cachedToken). MSAL Go
-// v1.7.2 sends no claims to managed identity endpoints; it only skips its
-// cache for them.
+// bypassMSALCache, as claims, makes MSAL skip its process-wide managed
+// identity cache, which would hand back a refused token (MSAL sends no claims).
 const bypassMSALCache = `{"access_token":{}}`
 
-// azureCredential returns the token source of the methods that sign in to
-// Azure AD with azidentity: client secret, client certificate and workload
-// identity.
+// azureCredential is the token source of client secret, client certificate
+// and workload identity, through azidentity.
 func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL) (tokenSource, error) {
 	tenant, clientID := m.TenantID, m.ClientID
 	source := &azureSource{client: client, scopes: m.Scopes, now: m.now, login: login, tenant: tenant}
-	// azidentity takes https authorities only; a login_endpoint in plain
-	// http on loopback (parseEndpoint refuses it elsewhere) is reached
-	// through the token endpoint the transport names (azureTransport).
+	// azidentity takes https authorities only: plain http on loopback goes
+	// through the token endpoint azureTransport names.
 	authority := "https://" + login.Host + strings.TrimSuffix(login.Path, "/") + "/"
 	options := func(transport policy.Transporter) azcore.ClientOptions {
 		return azcore.ClientOptions{
 			Cloud:     cloud.Configuration{ActiveDirectoryAuthorityHost: authority},
 			Transport: transport,
-			// The poll retries what is worth retrying, within its deadline.
+			// The poll retries, within its deadline.
 			Retry: policy.RetryOptions{MaxRetries: -1},
 		}
 	}
-	// The authority is configured, not discovered: no request goes to
-	// another host (DisableInstanceDiscovery).
+	// DisableInstanceDiscovery: no request goes to another host.
 	switch m.AuthMethod {
 	case methodClientSecret:
 		secret := &m.ClientSecret
@@ -89,10 +82,8 @@ func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL)
 		source.method = "workload identity"
 		source.federatedTokenFile = m.FederatedTokenFile
 		source.newCredential = func(transport policy.Transporter) (azcore.TokenCredential, error) {
-			// ClientAssertionCredential rather than
-			// WorkloadIdentityCredential: the latter keeps the file's token
-			// for up to ten minutes, the plugin reads the file at every
-			// token request, so that a rotated token is used at once.
+			// Not WorkloadIdentityCredential, which keeps the file's token
+			// for ten minutes: a rotated token is used at once.
 			return azidentity.NewClientAssertionCredential(tenant, clientID, source.readFederatedToken,
 				&azidentity.ClientAssertionCredentialOptions{ClientOptions: options(transport), DisableInstanceDiscovery: true})
 		}
@@ -119,9 +110,8 @@ func (m *MicrosoftDefender) managedIdentity(client *http.Client) (tokenSource, e
 	return &cachedToken{fetch: source.fetch}, nil
 }
 
-// azureSource fetches tokens with an azidentity credential. A new
-// credential serves each fetch, so that MSAL's own cache never hands back a
-// token the API refused: cachedToken decides when a token is needed.
+// azureSource fetches tokens with a new azidentity credential each time, so
+// that MSAL's cache never hands back a refused token; cachedToken caches.
 type azureSource struct {
 	method        string // named in errors; empty for client_secret
 	client        *http.Client
@@ -130,12 +120,10 @@ type azureSource struct {
 	scopes        []string
 	claims        string
 	newCredential func(policy.Transporter) (azcore.TokenCredential, error)
-	// now reads Retry-After dates on the plugin's clock.
-	now func() time.Time
+	now           func() time.Time
 
 	federatedTokenFile string
-	// mu guards fileErr, the last failure to read federatedTokenFile:
-	// azidentity documents no goroutine it calls readFederatedToken on.
+	// mu guards fileErr, the last failure to read federatedTokenFile.
 	mu      sync.Mutex
 	fileErr error
 }
@@ -160,8 +148,7 @@ func (a *azureSource) fetch(ctx context.Context) (string, time.Time, error) {
 	return tok.Token, tok.ExpiresOn, nil
 }
 
-// readFederatedToken is the assertion callback of the workload identity
-// credential.
+// readFederatedToken is the workload identity credential's assertion.
 func (a *azureSource) readFederatedToken(context.Context) (string, error) {
 	data, err := os.ReadFile(a.federatedTokenFile)
 	token := string(bytes.TrimSpace(data))
@@ -181,10 +168,8 @@ func (a *azureSource) readFederatedToken(context.Context) (string, error) {
 	return "", a.fileErr
 }
 
-// describe turns azidentity's error into an azureTokenError. Its text is
-// used only when no answer of the service came (the library refused to
-// start, or an environment it needs is missing): azidentity's message of a
-// failed answer quotes the answer, which may echo the request's secrets.
+// describe turns azidentity's error into an azureTokenError, quoting its text
+// only when no answer came: it quotes answers, which may echo secrets.
 func (a *azureSource) describe(err error, transport *azureTransport) error {
 	a.mu.Lock()
 	fileErr := a.fileErr
@@ -209,8 +194,7 @@ func (a *azureSource) describeResponse(resp *http.Response, host string) *tokenE
 	if resp.Request != nil {
 		host = resp.Request.URL.Host
 	}
-	// Azure AD answers {error, error_description}; App Service's managed
-	// identity endpoint {statusCode, message}, which names no code.
+	// Azure AD answers {error, error_description}; App Service {statusCode, message}.
 	var answer struct {
 		Error       string `json:"error"`
 		Description string `json:"error_description"`
@@ -221,28 +205,22 @@ func (a *azureSource) describeResponse(resp *http.Response, host string) *tokenE
 	return describeAnswer(host, resp, answer.Error, answer.Description, a.now())
 }
 
-// firstLine is the first line of a message of the Azure SDK, made for a
-// log line.
+// firstLine is an Azure SDK message's first line, safe for a log line.
 func firstLine(err error) string {
 	line, _, _ := strings.Cut(strings.TrimSpace(err.Error()), "\n")
 	return sanitize(line, maxBodySnippet)
 }
 
-// azureTransport is the plugin's HTTP client as azidentity's transport. It
-// answers the tenant discovery of the configured authority itself (the
-// token endpoint of an Azure AD tenant is {login_endpoint}/{tenant}/oauth2/
-// v2.0/token), so that a token request is the only request and goes to the
-// host configured, in the scheme configured. It remembers the last
-// request's host, status and transport error: azidentity keeps only their
-// text.
+// azureTransport is the plugin's HTTP client for azidentity. It answers tenant
+// discovery itself, so the token request is the only request and goes to the
+// configured host and scheme, and it keeps the last answer's host, status
+// and error, of which azidentity keeps only text.
 type azureTransport struct {
 	client *http.Client
 	login  *url.URL
 	tenant string
 
-	// mu guards what Do records: azidentity documents no goroutine it
-	// calls Do on.
-	mu     sync.Mutex
+	mu     sync.Mutex // guards answer
 	answer answerSeen
 }
 
@@ -270,7 +248,6 @@ func (t *azureTransport) Do(req *http.Request) (*http.Response, error) {
 	if resp != nil {
 		seen.status = resp.StatusCode
 	}
-	// url.Error repeats the whole URL, query included.
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		seen.err = ue.Err
@@ -287,10 +264,8 @@ func (t *azureTransport) last() answerSeen {
 	return t.answer
 }
 
-// azureTokenError is a failed token request of an azidentity method: the
-// request's failure (a *tokenError, so that retries and advice treat it as
-// any token error), an unreadable federated token file, or another refusal
-// of the library.
+// azureTokenError is a failed azidentity token request: a *tokenError (for
+// retries and advice), an unreadable federated token file, or the library's.
 type azureTokenError struct {
 	method string
 	tok    *tokenError
@@ -319,30 +294,10 @@ func (e *azureTokenError) Unwrap() error {
 	return e.tok
 }
 
-// loadCertificate reads client_certificate: a PEM file with the
-// certificate (and its chain) and an unencrypted RSA key, or a PKCS#12
-// file. The certificate matching the key comes first.
+// loadCertificate reads client_certificate: PEM with an unencrypted key, or
+// PKCS#12. The certificate of the key comes first.
 func loadCertificate(path string, password *config.Secret) ([]*x509.Certificate, *rsa.PrivateKey, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		var pathErr *os.PathError
-		if errors.As(err, &pathErr) {
-			err = pathErr.Err
-		}
-		return nil, nil, fmt.Errorf("client_certificate %q: %w", path, err)
-	}
-	var certs []*x509.Certificate
-	var key any
-	ext := strings.ToLower(filepath.Ext(path))
-	if ext == ".pfx" || ext == ".p12" || !bytes.Contains(data, []byte("-----BEGIN")) {
-		certs, key, err = parsePKCS12(data, password)
-	} else {
-		if !password.Empty() {
-			return nil, nil, fmt.Errorf("client_certificate %q: client_certificate_password is for PKCS#12 files; "+
-				"the key of a PEM file must not be encrypted", path)
-		}
-		certs, key, err = parsePEM(data)
-	}
+	certs, key, err := readCertificate(path, password)
 	if err != nil {
 		return nil, nil, fmt.Errorf("client_certificate %q: %w", path, err)
 	}
@@ -359,7 +314,25 @@ func loadCertificate(path string, password *config.Secret) ([]*x509.Certificate,
 	return nil, nil, fmt.Errorf("client_certificate %q: the private key does not match the certificate", path)
 }
 
-func parsePKCS12(data []byte, password *config.Secret) ([]*x509.Certificate, any, error) {
+func readCertificate(path string, password *config.Secret) ([]*x509.Certificate, crypto.PrivateKey, error) {
+	data, err := os.ReadFile(path)
+	var pathErr *os.PathError
+	if errors.As(err, &pathErr) {
+		err = pathErr.Err
+	}
+	switch {
+	case err != nil:
+		return nil, nil, err
+	case bytes.Contains(data, []byte("-----BEGIN")) && (!password.Empty() || bytes.Contains(data, []byte("ENCRYPTED"))):
+		return nil, nil, errors.New("the key of a PEM file must not be encrypted (client_certificate_password is for " +
+			"PKCS#12 files): use an unencrypted key, or a PKCS#12 file with client_certificate_password")
+	case bytes.Contains(data, []byte("-----BEGIN")):
+		certs, key, err := azidentity.ParseCertificates(data, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("not a PEM file with a certificate and an unencrypted RSA key: %w", err)
+		}
+		return certs, key, nil
+	}
 	var pass string
 	if !password.Empty() {
 		buf, err := password.Get()
@@ -369,8 +342,7 @@ func parsePKCS12(data []byte, password *config.Secret) ([]*x509.Certificate, any
 		pass = buf.String()
 		buf.Destroy()
 	}
-	// go-pkcs12 reads the AES/PBKDF2 files OpenSSL 3 writes as well as the
-	// older 3DES ones; azidentity.ParseCertificates reads only the latter.
+	// go-pkcs12, unlike azidentity.ParseCertificates, reads OpenSSL 3's AES/PBKDF2 files.
 	key, cert, chain, err := pkcs12.DecodeChain(data, pass)
 	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 		return nil, nil, errors.New("the PKCS#12 file's password is wrong or missing: check client_certificate_password")
@@ -379,42 +351,4 @@ func parsePKCS12(data []byte, password *config.Secret) ([]*x509.Certificate, any
 		return nil, nil, fmt.Errorf("not a PKCS#12 file with one key and its certificate: %w", err)
 	}
 	return append([]*x509.Certificate{cert}, chain...), key, nil
-}
-
-func parsePEM(data []byte) ([]*x509.Certificate, any, error) {
-	var certs []*x509.Certificate
-	var key any
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		var err error
-		switch {
-		case block.Type == "CERTIFICATE":
-			var cert *x509.Certificate
-			if cert, err = x509.ParseCertificate(block.Bytes); err == nil {
-				certs = append(certs, cert)
-			}
-		case block.Type == "ENCRYPTED PRIVATE KEY" || block.Headers["Proc-Type"] != "":
-			return nil, nil, errors.New("the key is encrypted: use an unencrypted PEM key, or a PKCS#12 file with client_certificate_password")
-		case block.Type == "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case block.Type == "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		case strings.HasSuffix(block.Type, "PRIVATE KEY"):
-			return nil, nil, fmt.Errorf("the key is a %s, Azure AD's client assertions need an RSA key", block.Type)
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("its %s block: %w", block.Type, err)
-		}
-	}
-	switch {
-	case len(certs) == 0:
-		return nil, nil, errors.New("no CERTIFICATE block")
-	case key == nil:
-		return nil, nil, errors.New("no PRIVATE KEY block: the file must hold the certificate and its key")
-	}
-	return certs, key, nil
 }

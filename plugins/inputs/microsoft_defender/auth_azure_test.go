@@ -105,14 +105,17 @@ func TestLoadCertificate(t *testing.T) {
 		{"key of another certificate", "c.pem",
 			append(pemBlock("CERTIFICATE", cert.Raw), pemBlock("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(otherKey))...), "",
 			"the private key does not match the certificate", 0},
-		{"no key", "c.pem", pemBlock("CERTIFICATE", cert.Raw), "", "no PRIVATE KEY block: the file must hold the certificate and its key", 0},
-		{"no certificate", "c.pem", pemBlock("PRIVATE KEY", pkcs8), "", "no CERTIFICATE block", 0},
+		{"no key", "c.pem", pemBlock("CERTIFICATE", cert.Raw), "", "not a PEM file with a certificate and an unencrypted RSA key: found no private key", 0},
+		{"no certificate", "c.pem", pemBlock("PRIVATE KEY", pkcs8), "",
+			"not a PEM file with a certificate and an unencrypted RSA key: found no certificate", 0},
 		{"encrypted key", "c.pem", append(pemBlock("CERTIFICATE", cert.Raw), pemBlock("ENCRYPTED PRIVATE KEY", []byte{1})...), "",
-			"the key is encrypted: use an unencrypted PEM key, or a PKCS#12 file with client_certificate_password", 0},
+			"the key of a PEM file must not be encrypted (client_certificate_password is for PKCS#12 files): " +
+				"use an unencrypted key, or a PKCS#12 file with client_certificate_password", 0},
 		{"EC key", "c.pem", append(pemBlock("CERTIFICATE", cert.Raw), pemBlock("EC PRIVATE KEY", ecDER)...), "",
-			"the key is a EC PRIVATE KEY, Azure AD's client assertions need an RSA key", 0},
+			"not a PEM file with a certificate and an unencrypted RSA key: found no private key", 0},
 		{"password for a PEM file", "c.pem", append(pemBlock("CERTIFICATE", cert.Raw), pemBlock("PRIVATE KEY", pkcs8)...), "p4ss-w0rd",
-			"client_certificate_password is for PKCS#12 files; the key of a PEM file must not be encrypted", 0},
+			"the key of a PEM file must not be encrypted (client_certificate_password is for PKCS#12 files): " +
+				"use an unencrypted key, or a PKCS#12 file with client_certificate_password", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -17,10 +19,9 @@ import (
 // maxBodySnippet bounds what a message quotes of a text from a server.
 const maxBodySnippet = 512
 
-// maxQuotedBody is how much of an API error answer a message quotes, and
-// maxReadBody how much of it is read: the secrets are redacted in what was
-// read before the quote is cut, so that a secret crossing the cut is not
-// quoted in part.
+// maxQuotedBody is what a message quotes of an API error answer, and
+// maxReadBody what is read and redacted before the cut, so that a secret
+// crossing the cut is not quoted in part.
 const (
 	maxQuotedBody = 200
 	maxReadBody   = 64 << 10
@@ -28,20 +29,15 @@ const (
 
 // apiClient sends authenticated GET requests to one Defender API.
 type apiClient struct {
-	name   string // the API's name in messages, e.g. "SIEM API"
-	client *http.Client
-	tokens tokenSource
-	// maxBodySize caps the bytes read from one response.
-	maxBodySize int64
-	// statusMeaning explains a non-2xx status for this API.
-	statusMeaning func(status int) string
-	// now reads Retry-After dates on the plugin's clock.
-	now func() time.Time
-	// header holds further request headers of the API.
-	header http.Header
-	// apiNow is the API's own time, from the Date header of its latest
-	// answer; zero before the first. A host clock that runs ahead would
-	// otherwise end windows in the API's future (see chunk.reachable).
+	name          string // the API's name in messages, e.g. "SIEM API"
+	client        *http.Client
+	tokens        tokenSource
+	maxBodySize   int64
+	statusMeaning func(status int) string // explains a non-2xx status
+	now           func() time.Time
+	header        http.Header
+	// apiNow is the Date of the latest answer, so that a host clock running
+	// ahead does not end windows in the API's future (chunk.reachable).
 	apiNow time.Time
 }
 
@@ -54,16 +50,14 @@ type statusError struct {
 	meaning    string
 	body       string
 	retryAfter time.Duration
-	// capped says that Retry-After asked for more than maxRetryAfter.
-	capped error
+	capped     error // Retry-After asked for more than maxRetryAfter
 }
 
 func (e *statusError) Error() string {
 	return fmt.Sprintf("%s at %s answered %s (%s): %s", e.api, e.host, e.statusText, e.meaning, e.body)
 }
 
-// answerError is a 2xx answer that could not be read: malformed, cut
-// short, or lost with the connection.
+// answerError is a 2xx answer that could not be read.
 type answerError struct {
 	api  string
 	host string
@@ -81,9 +75,8 @@ func (e *answerError) Unwrap() error {
 // errBodyTooLarge ends a response longer than max_body_size.
 var errBodyTooLarge = errors.New("the answer is larger than max_body_size")
 
-// get sends the request and returns the body of a 2xx answer, cut off
-// with errBodyTooLarge past maxBodySize. Any other answer is a
-// *statusError; a 401 also makes the token source forget the token sent.
+// get returns the body of a 2xx answer, failing with errBodyTooLarge past
+// maxBodySize; other answers are a *statusError, and a 401 drops the token.
 func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) {
 	tok, err := c.tokens.token(ctx)
 	if err != nil {
@@ -102,7 +95,7 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 
 	resp, err := c.client.Do(req)
 	if err != nil {
-		// url.Error repeats the whole URL; the host is enough to act on.
+		// url.Error repeats the whole URL.
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
@@ -131,18 +124,14 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 		status:     resp.StatusCode,
 		statusText: resp.Status,
 		meaning:    c.statusMeaning(resp.StatusCode),
-		// The bearer token is the one secret the API was sent.
-		body:       bodySnippet(body, tok),
+		body:       bodySnippet(body, tok), // the one secret the API was sent
 		retryAfter: retryAfter,
 		capped:     retryAfterErr,
 	}
 }
 
-// refuseProxyInClear refuses a plain http endpoint that the configured proxy
-// would carry: the proxy would read what the request holds (key names the
-// endpoint, what the secret). Through a proxy, https is a tunnel the proxy
-// cannot read; the environment's proxies (use_system_proxy) already leave
-// loopback alone, http_proxy_url does not.
+// refuseProxyInClear refuses a plain http endpoint (key) that a proxy would
+// carry and read (what). http_proxy_url, unlike the environment's, proxies loopback.
 func (m *MicrosoftDefender) refuseProxyInClear(key string, endpoint *url.URL, what string) error {
 	if endpoint.Scheme != "http" {
 		return nil
@@ -162,8 +151,7 @@ func (m *MicrosoftDefender) refuseProxyInClear(key string, endpoint *url.URL, wh
 		key, endpoint, via, what, fix)
 }
 
-// commonStatusMeaning explains the statuses that mean the same for every
-// API.
+// commonStatusMeaning explains the statuses that mean the same for every API.
 func commonStatusMeaning(status int) string {
 	switch {
 	case status == http.StatusTooManyRequests:
@@ -175,7 +163,7 @@ func commonStatusMeaning(status int) string {
 	}
 }
 
-// limitedBody fails with errBodyTooLarge instead of reading past its limit,
+// limitedBody fails with errBodyTooLarge rather than reading past its limit,
 // so an oversized answer is not mistaken for a truncated one.
 type limitedBody struct {
 	body      io.ReadCloser
@@ -184,7 +172,6 @@ type limitedBody struct {
 
 func (l *limitedBody) Read(p []byte) (int, error) {
 	if l.remaining <= 0 {
-		// One byte more tells a body of exactly the limit from a longer one.
 		var probe [1]byte
 		if n, err := l.body.Read(probe[:]); n == 0 {
 			return 0, err
@@ -204,22 +191,17 @@ func (l *limitedBody) Close() error {
 	return l.body.Close()
 }
 
-// maxRetryAfter is the longest wait a Retry-After is obeyed for. The
-// longest quota the Defender APIs document is per hour (1500 requests), so
-// an honest server never needs to ask for more; a longer value, such as
-// the century of "Retry-After: 3153600000", would stop all polling, and is
-// cut to this with an error that says so.
+// maxRetryAfter is the longest Retry-After obeyed: the APIs' longest quota is
+// per hour, and a century would stop all polling.
 const maxRetryAfter = time.Hour
 
-// parseRetryAfter reads a Retry-After header: seconds or an HTTP date.
-// It returns 0 when the header is absent or unreadable, and maxRetryAfter
-// with an error saying so when it asks for longer.
+// parseRetryAfter reads Retry-After (seconds or an HTTP date): 0 when absent
+// or unreadable, maxRetryAfter with an error when it asks for longer.
 func parseRetryAfter(value string, now time.Time) (time.Duration, error) {
 	value = strings.TrimSpace(value)
 	var wait time.Duration
-	var asked string // what an over-long value asks for
+	var asked string
 	if seconds, err := strconv.ParseInt(value, 10, 64); err == nil {
-		// Compared before converting, which could overflow.
 		if seconds > int64(maxRetryAfter/time.Second) {
 			asked = strconv.FormatInt(seconds, 10) + " seconds"
 		} else {
@@ -231,7 +213,6 @@ func parseRetryAfter(value string, now time.Time) (time.Duration, error) {
 		}
 	}
 	if asked != "" {
-		// A value that parsed is digits or an HTTP date: safe to quote.
 		return maxRetryAfter, fmt.Errorf("the Retry-After of %q asks to wait %s, more than the %s the plugin waits at most: waiting %s",
 			value, asked, maxRetryAfter, maxRetryAfter)
 	}
@@ -239,7 +220,7 @@ func parseRetryAfter(value string, now time.Time) (time.Duration, error) {
 }
 
 // bodySnippet quotes at most maxQuotedBody bytes of an API error answer,
-// without control characters and with the secrets redacted.
+// sanitized and with the secrets redacted.
 func bodySnippet(body []byte, secrets ...string) string {
 	s := strings.TrimSpace(sanitize(redact(string(body), secrets...), maxQuotedBody))
 	if s == "" {
@@ -248,11 +229,9 @@ func bodySnippet(body []byte, secrets ...string) string {
 	return fmt.Sprintf("body %q", s)
 }
 
-// sanitize cuts s to at most n bytes, turns line breaks and tabs into
-// spaces and other control characters and invalid UTF-8 into U+FFFD, so
-// that a hostile body cannot forge log lines. It replaces rather than
-// drops: dropping could join, after redaction, the halves of a secret that
-// a server echoed with bytes in between.
+// sanitize cuts s to n bytes and replaces line breaks and tabs with spaces,
+// other controls and invalid UTF-8 with U+FFFD, so that a body cannot forge
+// log lines; dropping them could join the halves of an echoed secret.
 func sanitize(s string, n int) string {
 	if printableASCII(s) {
 		return cutAtRune(s, n)
@@ -269,8 +248,7 @@ func sanitize(s string, n int) string {
 	return cutAtRune(s, n)
 }
 
-// printableASCII reports whether sanitize would keep s as it is: tags and
-// messages usually are, and strings.Map calls its function for every rune.
+// printableASCII is sanitize's fast path.
 func printableASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] < ' ' || s[i] > '~' {
@@ -289,4 +267,196 @@ func cutAtRune(s string, n int) string {
 		n--
 	}
 	return s[:n]
+}
+
+// Backoff between retries without Retry-After: doubled per attempt, capped.
+const (
+	retryBaseDelay = time.Second
+	retryMaxDelay  = 30 * time.Second
+)
+
+// errTruncated marks an answer that ended before its JSON did.
+var errTruncated = errors.New("response truncated")
+
+// failureClass is what a failed request means for the poll and its readers.
+type failureClass int
+
+const (
+	failFinal      failureClass = iota // the same request would fail the same way
+	failTransient                      // may go away by itself
+	failToken                          // 401: one more try at once with a new token
+	failUnreadable                     // the answer came and cannot be read
+	failRefused                        // a 4xx other than 401, 403 and 429
+)
+
+// failure is a classified error with the server's Retry-After.
+type failure struct {
+	class  failureClass
+	after  time.Duration
+	capped error
+}
+
+func classify(err error) failure {
+	var statusErr *statusError
+	var tokenErr *tokenError
+	var recordErr *recordSyntaxError
+	var netErr net.Error
+	var redirectErr *redirectError
+	switch {
+	case err == nil:
+		return failure{class: failFinal}
+	case errors.As(err, &redirectErr), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded) && !isTimeout(err):
+		return failure{class: failFinal}
+	case errors.Is(err, errBodyTooLarge), errors.As(err, &recordErr):
+		return failure{class: failUnreadable}
+	case errors.As(err, &statusErr):
+		switch s := statusErr.status; {
+		case s == http.StatusUnauthorized:
+			return failure{class: failToken}
+		case isTransientStatus(s):
+			return failure{class: failTransient, after: statusErr.retryAfter, capped: statusErr.capped}
+		case s >= 400 && s < 500 && s != http.StatusForbidden:
+			return failure{class: failRefused}
+		}
+		return failure{class: failFinal}
+	case errors.As(err, &tokenErr):
+		if tokenErr.err != nil || isTransientStatus(tokenErr.status) {
+			return failure{class: failTransient, after: tokenErr.retryAfter, capped: tokenErr.capped}
+		}
+		return failure{class: failFinal}
+	case errors.Is(err, errTruncated), errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &netErr):
+		return failure{class: failTransient}
+	}
+	return failure{class: failFinal}
+}
+
+// isTransientStatus: throttling and server errors may go away by themselves.
+func isTransientStatus(status int) bool {
+	return status == http.StatusTooManyRequests || status >= 500
+}
+
+func isTimeout(err error) bool {
+	var netErr net.Error
+	return errors.As(err, &netErr) && netErr.Timeout()
+}
+
+// backoff is the wait before retry attempt (0-based), jittered over its upper
+// half so that pollers do not retry in step.
+func backoff(attempt int) time.Duration {
+	d := retryMaxDelay
+	if attempt < 5 {
+		d = min(retryBaseDelay<<attempt, retryMaxDelay)
+	}
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1)) //nolint:gosec // jitter, not security
+}
+
+// sleepContext waits for d or until ctx ends.
+func sleepContext(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// maxRedirects is how many redirects one API request may follow.
+const maxRedirects = 5
+
+// redirectError is a refused redirect: credentials go only to the configured
+// token endpoint and API.
+type redirectError struct {
+	request string // "token request" or the API's name
+	from    string // origins only: a path may carry anything
+	to      string
+	reason  string
+}
+
+func (e *redirectError) Error() string {
+	return fmt.Sprintf("refused the redirect of the %s from %s to %s: %s", e.request, e.from, e.to, e.reason)
+}
+
+// refuseRedirects is the policy of token requests: Go would post the secret
+// again wherever a 307 or 308 points.
+func refuseRedirects(req *http.Request, via []*http.Request) error {
+	return &redirectError{
+		request: "token request",
+		from:    origin(via[len(via)-1].URL),
+		to:      origin(req.URL),
+		reason:  "the credentials are sent only to the configured token endpoint; set login_endpoint to the address that answers",
+	}
+}
+
+// sameOriginRedirects is the policy of API requests: Go keeps Authorization
+// on the same host name with another scheme or port, so the origin must match.
+func sameOriginRedirects(req *http.Request, via []*http.Request) error {
+	refuse := func(reason string) error {
+		return &redirectError{request: "API request", from: origin(via[len(via)-1].URL), to: origin(req.URL), reason: reason}
+	}
+	switch {
+	case origin(req.URL) != origin(via[0].URL):
+		return refuse("the token is sent only to the scheme, host and port of the configured endpoint; set endpoint_url to the address that answers")
+	case len(via) >= maxRedirects:
+		return refuse(fmt.Sprintf("stopped after %d redirects", maxRedirects))
+	}
+	return nil
+}
+
+// origin is scheme://host:port of u, normalized so equal origins compare equal.
+func origin(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		switch u.Scheme {
+		case "https":
+			port = "443"
+		case "http":
+			port = "80"
+		}
+	}
+	return strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
+// redact replaces the exact and URL-escaped forms of each secret with "[redacted]".
+func redact(s string, secrets ...string) string {
+	for _, secret := range secrets {
+		if secret == "" {
+			continue
+		}
+		for _, form := range []string{secret, url.QueryEscape(secret), url.PathEscape(secret)} {
+			s = strings.ReplaceAll(s, form, "[redacted]")
+		}
+	}
+	return s
+}
+
+// proxyTransport redacts a proxy's password from errors, such as a refused
+// tunnel's reason phrase.
+type proxyTransport struct {
+	http.RoundTripper
+	secrets []string
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.RoundTripper.RoundTrip(req)
+	if err != nil {
+		err = &redactedError{msg: redact(err.Error(), t.secrets...), cause: err}
+	}
+	return resp, err
+}
+
+// redactedError keeps its cause for errors.As while its message is redacted.
+type redactedError struct {
+	msg   string
+	cause error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.cause }
+
+// isHexDigit is decode.go's.
+func isHexDigit(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }

@@ -16,17 +16,15 @@ const (
 	measurementCount = "defender_alert_count"
 )
 
-// maxFieldBytes caps a string field: outputs refuse larger values
-// (InfluxDB 1.x stops at 64 KiB), and no real detection needs more.
-const maxFieldBytes = 32 * 1024
+// maxFieldBytes caps a string field (InfluxDB 1.x refuses 64 KiB), and
+// maxTagBytes a tag, which becomes a series key.
+const (
+	maxFieldBytes = 32 * 1024
+	maxTagBytes   = 256
+)
 
-// maxTagBytes caps a tag: tags become series keys, and a hostile value must
-// not make one of megabytes.
-const maxTagBytes = 256
-
-// alertMetric turns one detection into a defender_alert event, timestamped
-// at AlertTime (LastProcessedTimeUtc when the service sent no AlertTime).
-// String fields longer than maxFieldBytes are cut; their names are returned.
+// alertMetric turns a detection into a defender_alert at AlertTime, else
+// LastProcessedTimeUtc; it returns the names of the string fields it cut.
 func alertMetric(d *detection) (telegraf.Metric, []string) {
 	var cut []string
 	ts := d.lastProcessed
@@ -36,8 +34,7 @@ func alertMetric(d *detection) (telegraf.Metric, []string) {
 	case ts.IsZero():
 		ts = d.cursorTime()
 	}
-	// The detections of one alert share AlertTime and often every tag;
-	// AlertPart tells them apart.
+	// An alert's detections share AlertTime and often every tag: AlertPart tells them apart.
 	b := newMetricBuilder(measurementAlert, atTick(ts, d.AlertPart.value))
 	b.countTags(countKeyOf(d))
 	b.tag("detection_source", sanitize(d.Source, maxTagBytes))
@@ -70,9 +67,8 @@ func alertMetric(d *detection) (telegraf.Metric, []string) {
 	return b.metric(), cut
 }
 
-// formatTimeAs formats t in RFC 3339 with nanoseconds, and returns sent,
-// the text t was parsed from, when that is already the same: the API's
-// times usually are, and a copy would cost an allocation.
+// formatTimeAs formats t in RFC 3339 with nanoseconds, returning sent, the
+// text t was parsed from, when equal, to spare an allocation.
 func formatTimeAs(t time.Time, sent string) string {
 	var buf [64]byte
 	formatted := t.AppendFormat(buf[:0], time.RFC3339Nano)
@@ -82,17 +78,11 @@ func formatTimeAs(t time.Time, sent string) string {
 	return string(formatted)
 }
 
-// metricBuilder collects the tags and fields of one metric and hands them
-// to metric.FromMetric, which copies them into a Telegraf metric of exactly
-// their size. Added one by one to a telegraf.Metric, each AddField compares
-// its key with every field before it and boxes a string value a second
-// time, and the field list grows by doubling: 106 allocations for a SIEM
-// detection instead of 67 (BenchmarkSIEMMetric). Builders are pooled, so
-// their own buffers are allocated once.
+// metricBuilder collects a metric's tags and fields for metric.FromMetric,
+// which copies them at their size: 67 allocations for a SIEM detection
+// against 106 with AddField (BenchmarkSIEMMetric). Builders are pooled.
 type metricBuilder struct {
-	// telegraf.Metric is left nil: the builder is only ever the source of
-	// metric.FromMetric, which reads it through the methods below alone.
-	telegraf.Metric
+	telegraf.Metric // nil: FromMetric reads only the methods below
 
 	name      string
 	tm        time.Time
@@ -110,7 +100,7 @@ func newMetricBuilder(name string, tm time.Time) *metricBuilder {
 	return b
 }
 
-// tag adds a tag unless its value is empty; each key is added once.
+// tag adds a tag, in key order, unless its value is empty; each key once.
 func (b *metricBuilder) tag(key, value string) {
 	if value == "" {
 		return
@@ -122,8 +112,7 @@ func (b *metricBuilder) tag(key, value string) {
 	b.tags = slices.Insert(b.tags, i, telegraf.Tag{Key: key, Value: value})
 }
 
-// countTags adds the tags that defender_alert and defender_alert_count
-// share.
+// countTags adds the tags defender_alert and defender_alert_count share.
 func (b *metricBuilder) countTags(k countKey) {
 	b.tag("severity", k.severity)
 	b.tag("category", k.category)
@@ -146,8 +135,7 @@ func (b *metricBuilder) boolField(key string, value bool) {
 	b.fields = append(b.fields, telegraf.Field{Key: key, Value: value})
 }
 
-// metric returns the Telegraf metric and puts the builder back in the pool,
-// holding no value of this metric.
+// metric returns the Telegraf metric and puts the emptied builder back.
 func (b *metricBuilder) metric() telegraf.Metric {
 	for i := range b.tags {
 		b.tagList = append(b.tagList, &b.tags[i])
@@ -165,8 +153,7 @@ func (b *metricBuilder) metric() telegraf.Metric {
 	return m
 }
 
-// Name is read by metric.FromMetric, as are Time, Type, TagList and
-// FieldList.
+// Name is read by metric.FromMetric, as are the four methods below.
 func (b *metricBuilder) Name() string { return b.name }
 
 // Time is read by metric.FromMetric.
@@ -181,10 +168,8 @@ func (b *metricBuilder) TagList() []*telegraf.Tag { return b.tagList }
 // FieldList is read by metric.FromMetric.
 func (b *metricBuilder) FieldList() []*telegraf.Field { return b.fieldList }
 
-// atTick keeps t to the APIs' resolution of 100 ns and puts n (mod 100) in
-// the nanoseconds below it. Databases that keep one point per series and
-// timestamp, InfluxDB among them, would otherwise merge events that share
-// a time and tags.
+// atTick keeps t to the APIs' 100 ns and puts n (mod 100) below, so that
+// databases keeping one point per series and time do not merge events.
 func atTick(t time.Time, n int64) time.Time {
 	n %= int64(tick)
 	if n < 0 {
@@ -200,8 +185,7 @@ func hashOf(s string) int64 {
 	return int64(h.Sum32())
 }
 
-// alertStringFields maps the API's string fields to their field names; the
-// tags (Severity, Category, MachineGroup, Source) are not repeated here.
+// alertStringFields maps the API's string fields, tags aside, to field names.
 var alertStringFields = []struct {
 	name  string
 	value func(*detection) string
@@ -253,8 +237,7 @@ type countKey struct {
 	severity, category, machineGroup string
 }
 
-// countKeyOf returns the detection's tag values as defender_alert and
-// defender_alert_count carry them.
+// countKeyOf returns the tag values defender_alert and defender_alert_count carry.
 func countKeyOf(d *detection) countKey {
 	return countKey{
 		severity:     lowerSeverity(sanitize(d.Severity, maxTagBytes)),
@@ -263,8 +246,7 @@ func countKeyOf(d *detection) countKey {
 	}
 }
 
-// lowerSeverity is strings.ToLower, without its allocation for the
-// severities the SIEM API spells capitalised.
+// lowerSeverity is strings.ToLower without allocating for the SIEM API's severities.
 func lowerSeverity(s string) string {
 	switch s {
 	case "Informational":
@@ -281,11 +263,10 @@ func lowerSeverity(s string) string {
 	return strings.ToLower(s)
 }
 
-// alertCounter counts the detections one poll emitted per severity,
-// category and machine group.
+// alertCounter counts a poll's detections per severity, category and machine group.
 type alertCounter struct {
 	counts map[countKey]int64
-	order  []countKey // first-seen order, so output is deterministic
+	order  []countKey // first seen first
 }
 
 func (c *alertCounter) add(k countKey) {
@@ -300,10 +281,8 @@ func (c *alertCounter) add(k countKey) {
 	c.counts[k]++
 }
 
-// metrics returns one defender_alert_count per combination seen, stamped at
-// the end of the poll's window. Polls that continue one unfinished window
-// share its end; the nanoseconds below 100 ns, from the poll's start, keep
-// their counts apart in databases that keep one point per series and time.
+// metrics returns a defender_alert_count per key at the window's end, with
+// the poll's start below 100 ns to part polls that share an unfinished window.
 func (c *alertCounter) metrics(windowEnd, pollStart time.Time) []telegraf.Metric {
 	ts := atTick(windowEnd, hashOf(pollStart.Format(time.RFC3339Nano)))
 	out := make([]telegraf.Metric, 0, len(c.order))
@@ -318,8 +297,7 @@ func (c *alertCounter) metrics(windowEnd, pollStart time.Time) []telegraf.Metric
 
 const measurementPoll = "defender_poll"
 
-// pollMetric describes one poll: what it asked, got and emitted, how far
-// behind now the cursor is, and whether a backlog remains.
+// pollMetric describes one poll: requests, alerts, lag and backlog.
 func pollMetric(api, status string, s *pollStats, duration, lag time.Duration, ts time.Time) telegraf.Metric {
 	return metric.New(measurementPoll,
 		map[string]string{"api": api, "status": status},

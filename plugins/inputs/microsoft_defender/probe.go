@@ -20,18 +20,15 @@ const (
 	stepAnswer  probeStep = "answer"
 )
 
-// probeError is a failed probe: the step, what went wrong, and the likely
-// fix (advice).
+// probeError is a failed probe: the step, the error and the likely fix.
 type probeError struct {
 	step probeStep
 	err  error
 	fix  string
 }
 
-// Error carries the fix: built into Telegraf, with startup_error_behavior =
-// "probe", this message is all the log says about the failed start-up. Its
-// form, "<step>: <what went wrong>. Likely fix: <fix>", is what the execd
-// binary's -check reads to print its diagnosis.
+// Error carries the fix, as it is all the log says of a failed start-up with
+// startup_error_behavior = "probe"; -check reads its form.
 func (e *probeError) Error() string {
 	msg := fmt.Sprintf("%s: %v", e.step, e.err)
 	if e.fix == "" {
@@ -44,10 +41,9 @@ func (e *probeError) Unwrap() error {
 	return e.err
 }
 
-// Probe implements telegraf.ProbePlugin: it fetches a token and sends one
-// minimal request (limit=1, or a page of $top=3 for Graph), without
-// emitting anything or moving the cursor. Its error is a *probeError. For
-// Graph, it logs what the service did with the paging options.
+// Probe implements telegraf.ProbePlugin: a token and one minimal request,
+// emitting nothing and keeping the cursor; its error is a *probeError. For
+// Graph it logs what the service did with the paging options.
 func (m *MicrosoftDefender) Probe() error {
 	if _, err := m.tokens.token(m.ctx); err != nil {
 		return m.probeError(stepToken, err)
@@ -76,8 +72,7 @@ func (m *MicrosoftDefender) Probe() error {
 	return m.probeError(step, err)
 }
 
-// probeRequest sends one request of the probe for c and reads its answer
-// whole, emitting nothing.
+// probeRequest sends one request and reads its answer whole, emitting nothing.
 func (m *MicrosoftDefender) probeRequest(u *url.URL, c *chunk) error {
 	body, err := m.client.get(m.ctx, u)
 	if err != nil {
@@ -96,17 +91,15 @@ func (m *MicrosoftDefender) probeError(step probeStep, err error) *probeError {
 	return e
 }
 
-// Graph's probe reads one small page of the last week, enough to see
-// whether the service honours $orderby, which form its next link takes and
-// whether it counts.
+// Graph's probe reads one small page of the last week: enough to see the
+// order, the next link and the count.
 const (
 	graphProbeWindow = 7 * 24 * time.Hour
 	graphProbeTop    = 3
 )
 
-// probeGraph sends the first page of a query as a poll would, leaving out
-// an option the service refuses as a poll does, and keeps what it showed
-// for probeObservations.
+// probeGraph sends a query's first page as a poll would, and keeps what the
+// service showed for probeObservations.
 func (m *MicrosoftDefender) probeGraph(r *graphReader, now time.Time) error {
 	from, to := now.Add(-graphProbeWindow).Truncate(tick), now.Truncate(tick)
 	part := &graphPart{from: from, to: to}
@@ -131,13 +124,11 @@ func (m *MicrosoftDefender) probeGraph(r *graphReader, now time.Time) error {
 	}
 }
 
-// graphPagingSeen starts the line Probe logs about Graph's paging, which
-// the execd binary's -check prints as its "graph paging" line.
+// graphPagingSeen starts Probe's log line on Graph's paging, which -check prints.
 const graphPagingSeen = "Graph paging seen by the probe: "
 
-// probeObservations says in one line what the service did with the
-// options of Graph's paging during Probe, for a user to report; it is
-// empty for the SIEM API.
+// probeObservations says what the service did with Graph's paging options
+// during Probe; empty for the SIEM API.
 func (m *MicrosoftDefender) probeObservations() string {
 	if m.API != "graph" {
 		return ""
@@ -177,13 +168,12 @@ func advice(err error, api string) string {
 	case errors.As(err, &azureErr):
 		return azureAdvice(azureErr)
 	case errors.As(err, &tokenErr):
-		return tokenAdvice(tokenErr)
+		return tokenAdvice(tokenErr, "")
 	case errors.As(err, &statusErr):
 		return statusAdvice(statusErr.status, api)
+	case errors.As(err, &dnsErr) && api == "siem":
+		return "The API's host name does not resolve: check region or endpoint_url. Where the SIEM API was retired for the tenant, use api = \"graph\"."
 	case errors.As(err, &dnsErr):
-		if api == "siem" {
-			return "The API's host name does not resolve: check region or endpoint_url. Where the SIEM API was retired for the tenant, use api = \"graph\"."
-		}
 		return "The API's host name does not resolve: check region or endpoint_url, and the machine's DNS."
 	case errors.Is(err, errBodyTooLarge):
 		return "The answer is larger than max_body_size: raise it."
@@ -195,34 +185,64 @@ func advice(err error, api string) string {
 	return "The API could not be reached: check the network path, a proxy (use_system_proxy, http_proxy_url) and firewall rules to the API's host."
 }
 
-func tokenAdvice(e *tokenError) string {
+// aadstsAdvice is what went wrong and the fix, per AADSTS number or
+// "number/qualifier" (the method, or what an AADSTS700027 is about).
+var aadstsAdvice = map[string][2]string{
+	"7000215": {"Azure AD refused the client secret", "it is wrong, or it is the secret's ID rather than its value. " +
+		"Create a new client secret for the app and set its value as client_secret."},
+	"7000222": {"The client secret has expired", "create a new client secret for the app and set its value as client_secret."},
+	"700016": {"No app with this client_id exists in the tenant",
+		"check client_id, and that tenant_id is the tenant the app is registered in."},
+	"90002": {"The tenant does not exist", "check tenant_id, and that login_endpoint (or region) is the tenant's cloud, " +
+		"e.g. login.microsoftonline.us for GCC High."},
+	"900144":  {"The token request lacks a valid scope", scopeFix},
+	"1002012": {"The token request lacks a valid scope", scopeFix},
+	"500011":  {"The scope names an API the tenant does not know", "check scopes and the region."},
+	"70000":   {"The refresh token is invalid or expired", refreshFix},
+	"700082":  {"The refresh token is invalid or expired", refreshFix},
+	"700027/expired": {"The certificate registered for the app has expired", "create a new one, upload its public part " +
+		"under Certificates & secrets of the app registration, and point client_certificate to it."},
+	"700027/unregistered": {"The certificate in client_certificate is not registered on the app", "upload its public part " +
+		"(.cer or .pem) under Certificates & secrets of the app registration; for subject name/issuer authentication set " +
+		"send_certificate_chain = true."},
+	"700027": {"Azure AD could not verify the client assertion with the registered certificate", "the key in " +
+		"client_certificate is not the key of the registered certificate; configure the pair that was registered."},
+	"700021": {"The client assertion is for another app", "client_id must be the application (client) id of " +
+		"the app the certificate is registered on."},
+	"70021": {"No federated credential of the app matches the token", "add one under Certificates & secrets > " +
+		"Federated credentials with the cluster's OIDC issuer URL, the subject system:serviceaccount:NAMESPACE:NAME and the " +
+		"audience api://AzureADTokenExchange, or correct client_id."},
+	"700024/workload identity": {"The federated token has expired", "the file is not being renewed; check that " +
+		"federated_token_file is the projected service account token, which the kubelet rotates."},
+	"700024": {"Azure AD finds the client assertion outside its valid time", "correct this host's clock (NTP)."},
+}
+
+const (
+	scopeFix   = "scopes takes one value ending in /.default, e.g. https://graph.windows.net/.default."
+	refreshFix = "refresh tokens live 90 days; generate a new one, or use auth_method = \"client_secret\"."
+)
+
+// tokenAdvice advises on a failed token request of Azure AD; method is the
+// azidentity method, empty for the refresh token.
+func tokenAdvice(e *tokenError, method string) string {
 	if e.err != nil {
 		return "The sign-in service could not be reached: check login_endpoint, the network path and the proxy."
 	}
-	switch code := e.aadsts; code {
-	case "7000215":
-		return "Azure AD refused the client secret (AADSTS7000215): it is wrong, or it is the secret's ID rather " +
-			"than its value. Create a new client secret for the app and set its value as client_secret."
-	case "7000222":
-		return "The client secret has expired (AADSTS7000222): create a new client secret for the app and set its value as client_secret."
-	case "700016":
-		return "No app with this client_id exists in the tenant (AADSTS700016): check client_id, and that tenant_id is the tenant the app is registered in."
-	case "90002":
-		return "The tenant does not exist (AADSTS90002): check tenant_id, and that login_endpoint (or region) is " +
-			"the tenant's cloud, e.g. login.microsoftonline.us for GCC High."
-	case "900144", "1002012":
-		return "The token request lacks a valid scope (AADSTS" + code + "): scopes takes one value ending in /.default, " +
-			"e.g. https://graph.windows.net/.default."
-	case "500011":
-		return "The scope names an API the tenant does not know (AADSTS500011): check scopes and the region."
-	case "70000", "700082":
-		return "The refresh token is invalid or expired (AADSTS" + code + "): refresh tokens live 90 days; generate " +
-			"a new one, or use auth_method = \"client_secret\"."
+	qualifier := method
+	if e.expired {
+		qualifier = "expired"
+	} else if e.unregistered {
+		qualifier = "unregistered"
 	}
-	if e.status == 0 {
+	for _, key := range []string{e.aadsts + "/" + qualifier, e.aadsts} {
+		if a, ok := aadstsAdvice[key]; ok && e.aadsts != "" {
+			return a[0] + " (AADSTS" + e.aadsts + "): " + a[1]
+		}
+	}
+	switch {
+	case e.status == 0:
 		return "The token endpoint answered a token that cannot be used: check login_endpoint, and a proxy that may answer in its place."
-	}
-	if isTransientStatus(e.status) {
+	case isTransientStatus(e.status):
 		return "The sign-in service is throttling or failing for now: try again later."
 	}
 	return "Azure AD refused the token request: see its message above."
@@ -264,66 +284,35 @@ func isAnswerError(err error) bool {
 	return errors.As(err, &probeErr) && probeErr.step == stepAnswer
 }
 
-// azureAdvice says what most likely fixes a failed token request of an
-// azidentity mode.
+// azureAdvice advises on a failed token request of an azidentity method.
 func azureAdvice(e *azureTokenError) string {
+	mi := e.method == "managed identity"
 	switch {
 	case e.file:
 		return "The federated token file cannot be read: on AKS, label the pod azure.workload.identity/use: \"true\" and run it " +
 			"with a service account annotated azure.workload.identity/client-id, so that the webhook projects the token and sets " +
 			envFederatedTokenFile + "; elsewhere set federated_token_file to the file your issuer writes."
-	case e.tok == nil && e.method == "managed identity" && strings.Contains(e.msg, "azcmagent"):
-		// Arc's endpoint answers with the path of a challenge file that
-		// only members of the himds group may read.
+	case e.tok == nil && mi && strings.Contains(e.msg, "azcmagent"):
+		// Arc's challenge file is readable only by the himds group.
 		return "The Azure Arc agent's challenge file cannot be read: add the user Telegraf runs as to the himds group " +
 			"(usermod -aG himds telegraf) and restart Telegraf."
-	case e.tok == nil && e.method == "managed identity":
+	case e.tok == nil && mi:
 		return "The managed identity cannot be used here: see the message above, and that the host has the identity assigned."
 	case e.tok == nil:
 		return "The Azure SDK refused the sign-in: see the message above."
-	case e.method == "managed identity":
-		return managedIdentityAdvice(e.tok)
-	}
-	switch code := e.tok.aadsts; {
-	case code == "700027" && e.tok.expired:
-		return "The certificate registered for the app has expired (AADSTS700027): create a new one, upload its public part " +
-			"under Certificates & secrets of the app registration, and point client_certificate to it."
-	case code == "700027" && e.tok.unregistered:
-		return "The certificate in client_certificate is not registered on the app (AADSTS700027): upload its public part " +
-			"(.cer or .pem) under Certificates & secrets of the app registration; for subject name/issuer authentication set " +
-			"send_certificate_chain = true."
-	case code == "700027":
-		return "Azure AD could not verify the client assertion with the registered certificate (AADSTS700027): the key in " +
-			"client_certificate is not the key of the registered certificate; configure the pair that was registered."
-	case code == "700021":
-		return "The client assertion is for another app (AADSTS700021): client_id must be the application (client) id of " +
-			"the app the certificate is registered on."
-	case code == "70021":
-		return "No federated credential of the app matches the token (AADSTS70021): add one under Certificates & secrets > " +
-			"Federated credentials with the cluster's OIDC issuer URL, the subject system:serviceaccount:NAMESPACE:NAME and the " +
-			"audience api://AzureADTokenExchange, or correct client_id."
-	case code == "700024" && e.method == "workload identity":
-		return "The federated token has expired (AADSTS700024): the file is not being renewed; check that federated_token_file " +
-			"is the projected service account token, which the kubelet rotates."
-	case code == "700024":
-		return "Azure AD finds the client assertion outside its valid time (AADSTS700024): correct this host's clock (NTP)."
-	}
-	return tokenAdvice(e.tok)
-}
-
-func managedIdentityAdvice(e *tokenError) string {
-	switch {
-	case e.err != nil:
+	case !mi:
+		return tokenAdvice(e.tok, e.method)
+	case e.tok.err != nil:
 		return "No managed identity endpoint answered: the plugin runs outside Azure, or IMDS (169.254.169.254) is blocked by " +
 			"a firewall or a proxy (add it to NO_PROXY); on App Service, Functions or Arc the process's environment must carry " +
 			"IDENTITY_ENDPOINT (and IDENTITY_HEADER or IMDS_ENDPOINT)."
-	case e.status == http.StatusBadRequest:
+	case e.tok.status == http.StatusBadRequest:
 		return "The managed identity is not assigned to this resource: enable the system-assigned identity of the VM or app " +
 			"(Identity blade), or assign the user-assigned identity, and check client_id or managed_identity_resource_id."
-	case e.status == http.StatusNotFound:
+	case e.tok.status == http.StatusNotFound:
 		return "The managed identity endpoint has no token service at this address (HTTP 404): check IDENTITY_ENDPOINT; an " +
 			"identity assigned a few minutes ago may not be available yet."
-	case isTransientStatus(e.status):
+	case isTransientStatus(e.tok.status):
 		return "The managed identity endpoint is throttling or failing for now: try again later."
 	}
 	return "The managed identity endpoint refused the request: see its message above."

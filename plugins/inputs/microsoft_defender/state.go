@@ -6,19 +6,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/gofrs/flock"
 )
 
-// stateVersion is the version of the state format; a state of another
-// version is not trusted.
+// stateVersion is the state format's version; another is not trusted.
 const stateVersion = 1
 
-// pluginState is what survives a restart: the cursor, and the stream it
-// belongs to, so that a state file is never applied to another tenant.
+// pluginState is the cursor and its stream, so that it is never applied to another tenant.
 type pluginState struct {
 	Version   int                  `json:"version"`
 	Source    string               `json:"source"`
@@ -27,8 +28,8 @@ type pluginState struct {
 	Seen      map[string]time.Time `json:"seen"`
 }
 
-// source names the stream of detections this instance reads: the API, its
-// address, the tenant and the server-side filters. It holds no secret.
+// source names the stream this instance reads: API, address, tenant and
+// filters, no secret.
 func (m *MicrosoftDefender) source() string {
 	groups := append([]string(nil), m.MachineGroups...)
 	sort.Strings(groups)
@@ -42,9 +43,7 @@ func (m *MicrosoftDefender) source() string {
 
 func (m *MicrosoftDefender) state() pluginState {
 	seen := make(map[string]time.Time, len(m.cursor.seen))
-	for id, t := range m.cursor.seen {
-		seen[id] = t
-	}
+	maps.Copy(seen, m.cursor.seen)
 	var pending *chunk
 	if m.cursor.pending != nil {
 		p := *m.cursor.pending
@@ -75,26 +74,17 @@ func (m *MicrosoftDefender) applyState(s *pluginState) {
 	m.cursor.watermark = s.Watermark
 	m.cursor.pending = s.Pending
 	m.cursor.seen = make(map[string]time.Time, len(s.Seen))
-	for id, t := range s.Seen {
-		m.cursor.seen[id] = t
-	}
+	maps.Copy(m.cursor.seen, s.Seen)
 }
 
-// maxStateFileSize caps what is read of state_file and written to it.
-// A state holds the identities of the detections of one overlap, about
-// 130 bytes each with a SIEM FullId and its time: 64 MiB is some 500,000
-// of them, 800 a second for the default overlap of ten minutes.
+// maxStateFileSize caps state_file: some 500,000 detection ids, 800 a second
+// over the default ten-minute overlap.
 var maxStateFileSize int64 = 64 << 20
 
-// openStateFile locks state_file and restores the cursor from it. It
-// refuses, before opening it, a path that is not a regular file (reading a
-// FIFO would hang the start), and a file that does not hold JSON, which is
-// another file the configuration points at by mistake and would otherwise
-// be overwritten. A missing or empty file is a first run. A file that is
-// unreadable, corrupt or too large is moved aside, not overwritten, and the
-// plugin starts as on a first run, because refusing to start would lose
-// every detection from then on; a state of another tenant, endpoint or
-// filter is ignored with a warning.
+// openStateFile locks state_file and restores the cursor from it. It refuses
+// a path that is not a regular file (a FIFO would hang) and a file without
+// JSON, which it would overwrite. A corrupt file is moved aside and the
+// plugin starts afresh: refusing to start would lose every detection.
 func (m *MicrosoftDefender) openStateFile() error {
 	m.releaseStateLock() // when Init runs again
 	info, err := os.Stat(m.StateFile)
@@ -139,7 +129,6 @@ func describeFileMode(mode os.FileMode) string {
 	}
 }
 
-// errStateTooLarge: state_file is larger than maxStateFileSize.
 var errStateTooLarge = errors.New("the state file is too large")
 
 func (m *MicrosoftDefender) loadStateFile(exists bool) error {
@@ -159,7 +148,7 @@ func (m *MicrosoftDefender) loadStateFile(exists bool) error {
 				"refusing to overwrite it; point state_file at a file of its own", m.StateFile)
 		}
 	}
-	var problem string // why the file cannot be used, for the messages
+	var problem string
 	switch {
 	case errors.Is(err, errStateTooLarge):
 		problem = fmt.Sprintf("is larger than the %d bytes a state file may hold", maxStateFileSize)
@@ -189,9 +178,7 @@ func (m *MicrosoftDefender) loadStateFile(exists bool) error {
 	return nil
 }
 
-// readStateFile reads the state file whole, unless it is larger than
-// maxStateFileSize: then it reads and returns only its start, with
-// errStateTooLarge.
+// readStateFile reads the file whole, or only its start with errStateTooLarge.
 func readStateFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -212,8 +199,7 @@ func readStateFile(path string) ([]byte, error) {
 	return data, nil
 }
 
-// moveStateFileAside renames the state file to <path>.corrupt-<UTC time>,
-// where it stays for inspection, and returns the new name.
+// moveStateFileAside renames the state file to <path>.corrupt-<UTC time>.
 func (m *MicrosoftDefender) moveStateFileAside() (string, error) {
 	base := m.StateFile + ".corrupt-" + m.now().UTC().Format("20060102T150405Z")
 	aside := base
@@ -226,16 +212,14 @@ func (m *MicrosoftDefender) moveStateFileAside() (string, error) {
 	return aside, os.Rename(m.StateFile, aside)
 }
 
-// saveStateFile writes the state atomically: to a temporary file in the
-// same directory, synced, then renamed over the old one, so that a crash
-// leaves either the old state or the new one, never a torn file.
+// saveStateFile writes a synced temporary file and renames it over the state
+// file, so that a crash never leaves a torn file.
 func (m *MicrosoftDefender) saveStateFile() error {
 	data, err := json.Marshal(m.state())
 	if err != nil {
 		return err
 	}
 	if int64(len(data)) > maxStateFileSize {
-		// Written, it would be refused at the next start.
 		return fmt.Errorf("the state is %d bytes, more than the %d a state file may hold: lower overlap", len(data), maxStateFileSize)
 	}
 	dir, base := filepath.Split(m.StateFile)
@@ -247,31 +231,54 @@ func (m *MicrosoftDefender) saveStateFile() error {
 		return err
 	}
 	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if closeErr := tmp.Close(); err == nil {
+		err = closeErr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), m.StateFile)
+	}
+	if err != nil {
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
+	// Syncing the directory makes the rename durable; Windows cannot, nor needs to.
+	if d, err := os.Open(dir); err == nil {
+		d.Sync() //nolint:errcheck // best effort: the file itself is synced
+		d.Close()
 	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), m.StateFile); err != nil {
-		return err
-	}
-	syncDir(dir)
 	return nil
 }
 
-// syncDir makes the rename durable where the platform allows it; Windows
-// cannot open a directory for syncing and needs no such step.
-func syncDir(dir string) {
-	d, err := os.Open(dir)
-	if err != nil {
-		return
+// stateLock is an exclusive lock on a file beside state_file, which each save
+// replaces; the system drops it when its holder ends, a crash included.
+type stateLock struct{ *flock.Flock }
+
+// lockStatePath is the lock file of a state file.
+func lockStatePath(stateFile string) string {
+	return stateFile + ".lock"
+}
+
+// lockState takes the lock of stateFile without waiting for it.
+func lockState(stateFile string) (*stateLock, error) {
+	path := lockStatePath(stateFile)
+	lock := flock.New(path, flock.SetPermissions(0o600))
+	switch locked, err := lock.TryLock(); {
+	case err != nil:
+		return nil, fmt.Errorf("state_file %q: cannot lock %q: %w", stateFile, path, err)
+	case !locked:
+		return nil, fmt.Errorf("state_file %q is in use by another process or plugin instance, which holds its lock %q: "+
+			"give each instance a state file of its own", stateFile, path)
 	}
-	defer d.Close()
-	d.Sync() //nolint:errcheck // best effort: the file itself is synced
+	return &stateLock{lock}, nil
+}
+
+// release gives the lock up, keeping the file: removing it would let a third
+// instance lock a new file while a second holds the old one.
+func (l *stateLock) release() {
+	if l != nil {
+		l.Close()
+	}
 }
