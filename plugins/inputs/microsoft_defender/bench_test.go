@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
 
 // benchPayloads are 10,000 SIEM detections (2020 shape) and a Graph page of

@@ -9,7 +9,7 @@ import (
 
 	"github.com/influxdata/telegraf/config"
 
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
 
 // A detection larger than max_body_size, polled at Telegraf's default

@@ -10,7 +10,7 @@ import (
 
 	"github.com/influxdata/telegraf/config"
 
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
 
 // Probe sends one minimal request, over the last hour (SIEM) or a page of

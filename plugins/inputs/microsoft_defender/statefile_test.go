@@ -15,7 +15,7 @@ import (
 
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
 
 // statePlugin is a valid plugin on stateFile, not yet initialised.
