@@ -107,7 +107,7 @@ func (l *memListener) Close() error {
 
 func (*memListener) Addr() net.Addr { return memAddr{} }
 
-func (l *memListener) dial(ctx context.Context, network, address string) (net.Conn, error) {
+func (l *memListener) dial(ctx context.Context, network, _ string) (net.Conn, error) {
 	client, server := net.Pipe()
 	reset := new(atomic.Bool)
 	select {
@@ -202,13 +202,14 @@ func (s *scenario) serve(t *testing.T, cfg simulator.Config) {
 		cfg.TokenLifetime = 10000 * time.Hour
 	}
 	s.sim = simulator.New(cfg)
-	var handler http.Handler = s.sim.Handler()
+	handler := s.sim.Handler()
 	if s.wrap != nil {
 		handler = s.wrap(handler)
 	}
 	listener := newMemListener()
 	server := &http.Server{
-		Handler: s.recordArrivals(handler),
+		Handler:           s.recordArrivals(handler),
+		ReadHeaderTimeout: time.Minute,
 		// The simulator's hijacked faults make the server complain.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
@@ -424,8 +425,9 @@ func requestsTo(sim *simulator.Server, pathSuffix string) []*http.Request {
 // windows returns the sinceTimeUtc and untilTimeUtc of the SIEM requests
 // from the n-th on.
 func windows(sim *simulator.Server, from int) []string {
-	var out []string
-	for _, r := range requestsTo(sim, "/api/alerts")[from:] {
+	requests := requestsTo(sim, "/api/alerts")[from:]
+	out := make([]string, 0, len(requests))
+	for _, r := range requests {
 		q := r.URL.Query()
 		out = append(out, q.Get("sinceTimeUtc")+" "+q.Get("untilTimeUtc"))
 	}
@@ -439,11 +441,6 @@ var firstRunWindows = []string{
 	"2020-09-30T12:59:00.0000000Z 2020-09-30T13:59:00.0000000Z",
 	"2020-09-30T13:49:00.0000000Z 2020-09-30T14:49:00.0000000Z",
 	"2020-09-30T14:39:00.0000000Z 2020-09-30T14:59:00.0000000Z",
-}
-
-// siemTime is how the SIEM API's queries write a time.
-func siemTime(t time.Time) string {
-	return t.UTC().Format("2006-01-02T15:04:05.0000000Z")
 }
 
 // pollFields are the fields of the poll's defender_poll metric.
@@ -472,8 +469,9 @@ func pollStatus(t *testing.T, acc *testutil.Accumulator) string {
 
 // emittedIDs are the full_id of the defender_alert metrics, in order.
 func emittedIDs(acc *testutil.Accumulator) []string {
-	var ids []string
-	for _, m := range acc.GetTelegrafMetrics() {
+	metrics := acc.GetTelegrafMetrics()
+	ids := make([]string, 0, len(metrics))
+	for _, m := range metrics {
 		if m.Name() != measurementAlert {
 			continue
 		}

@@ -3,14 +3,12 @@ package microsoft_defender
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -265,15 +263,4 @@ func orDefault[T comparable](v *T, d T) {
 	if *v == zero {
 		*v = d
 	}
-}
-
-// roundTripState serialises a state as Telegraf's persister does and
-// decodes it into a fresh value of the same type.
-func roundTripState(t *testing.T, state interface{}) interface{} {
-	t.Helper()
-	data, err := json.Marshal(state)
-	require.NoError(t, err)
-	fresh := reflect.New(reflect.TypeOf(state)).Interface()
-	require.NoError(t, json.Unmarshal(data, fresh))
-	return reflect.ValueOf(fresh).Elem().Interface()
 }
