@@ -265,29 +265,26 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	s.mu.Lock()
 	s.generateLocked(now)
-	// Copies, so that a page is what was current when it was asked for.
+	// Sorted under the lock: the versions do not move while they are.
 	var current []*graphVersion
 	for _, versions := range s.graph {
 		// The current version: the last one visible by now.
 		for i := len(versions) - 1; i >= 0; i-- {
 			if !versions[i].visibleAt.After(now) && !versions[i].lastUpdate.After(now) {
 				if match(&versions[i]) {
-					v := versions[i]
-					current = append(current, &v)
+					current = append(current, &versions[i])
 				}
 				break
 			}
 		}
 	}
-	s.mu.Unlock()
 	slices.SortFunc(current, func(a, b *graphVersion) int {
 		if !ascending {
 			a, b = b, a
 		}
 		return compareVersions(a, b)
 	})
-
-	page := make([]*graphVersion, 0)
+	var page []*graphVersion
 	if skip < len(current) {
 		page = current[skip:min(skip+top, len(current))]
 	}
@@ -295,6 +292,7 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 	for _, v := range page {
 		values = append(values, v.GraphAlert)
 	}
+	s.mu.Unlock()
 	body := map[string]any{
 		"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#security/alerts_v2",
 		"value":          values,
