@@ -58,9 +58,13 @@ bin/telegraf-bench:
 	cd tools/telegraf && $(GO) build -trimpath -tags '$(BENCH_TAGS)' -o ../../$@ github.com/influxdata/telegraf/cmd/telegraf
 
 # Whole-process benchmark against Telegraf's inputs.http + json_v2 (see
-# BENCHMARKS.md); BENCH_SIZES="20000" for a shorter run.
+# BENCHMARKS.md); BENCH_SIZES="20000" for a shorter run. Before it, the
+# plugin's decoding benchmarks, and what a Graph backlog costs in requests
+# and polls under each service behaviour (counted on the scenarios' virtual
+# clock, so a test: TestGraphBacklogCosts).
 bench: bin/telegraf-defender bin/defender-sim bin/telegraf-bench bin/telegraf-intree
-	$(GO) test -run '^$$' -bench . -benchmem $(PLUGIN)
+	$(GO) test -run '^$$' -bench . -benchmem $(PLUGIN) $(SCENARIOS)
+	$(GO) test -count=1 -v -run '^TestGraphBacklogCosts$$' $(SCENARIOS)
 	scripts/bench.sh
 
 # Runs the plugin in a real Telegraf: on the bundled simulator, or on the
@@ -71,6 +75,7 @@ run: build $(if $(filter intree,$(TELEGRAF)),bin/telegraf-intree)
 	TELEGRAF='$(TELEGRAF)' scripts/run.sh
 
 PLUGIN       := ./plugins/inputs/microsoft_defender
+SCENARIOS    := ./internal/scenario
 # package:target
 FUZZ_TARGETS := $(PLUGIN):FuzzDecodeDetections $(PLUGIN):FuzzTokenResponse \
                 $(PLUGIN):FuzzEscapedSecrets \
@@ -82,11 +87,13 @@ FUZZTIME     ?= 2m
 # their deadlines on a two-core machine.
 OPENSEARCH_TESTS := TestOpenSearch|TestElasticsearch
 
-# Every test: unit, simulator and end-to-end with the real Telegraf binaries
-# (execd and in-tree), and each fuzz target for a few seconds.
+# Every test: unit, simulator scenarios (internal/scenario) and end-to-end
+# with the real Telegraf binaries (execd and in-tree; behind the build tag
+# e2e, which go test ./... alone leaves out), and each fuzz target for a few
+# seconds.
 test: build bin/telegraf-intree opensearch-node
-	$(GO) test -race -count=1 -skip '$(OPENSEARCH_TESTS)' ./...
-	$(GO) test -race -count=1 -run '$(OPENSEARCH_TESTS)' ./e2e/
+	$(GO) test -race -count=1 -tags e2e -skip '$(OPENSEARCH_TESTS)' ./...
+	$(GO) test -race -count=1 -tags e2e -run '$(OPENSEARCH_TESTS)' ./e2e/
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 	$(MAKE) --no-print-directory upstream-check
 
@@ -108,7 +115,7 @@ GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint
 # Telegraf's README linter on the plugin's README.
 lint: $(GOLANGCI_LINT) bin/readme_linter
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
-	$(GO) vet ./...
+	$(GO) vet -tags e2e ./...
 	$(GOLANGCI_LINT) run ./...
 	bin/readme_linter plugins/inputs/microsoft_defender/README.md
 

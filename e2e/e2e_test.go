@@ -1,6 +1,11 @@
+//go:build e2e
+
 // Package e2e runs the plugin the way users do, pulling from the simulator:
 // bin/telegraf-defender under a real Telegraf's [[inputs.execd]], and
-// built into Telegraf (bin/telegraf-intree).
+// built into Telegraf (bin/telegraf-intree). Its tests need those binaries
+// (make build, make telegraf-intree) and are behind the build tag e2e, so
+// that go test ./... on a fresh clone leaves them out: make test runs them
+// with -tags e2e.
 package e2e
 
 import (
@@ -24,7 +29,7 @@ import (
 	"github.com/influxdata/telegraf/plugins/parsers/influx"
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
 
 // binary returns the path of a program `make build` put in bin/.

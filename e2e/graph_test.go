@@ -1,3 +1,5 @@
+//go:build e2e
+
 package e2e
 
 import (
@@ -8,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
 
 // api = "graph" under a real Telegraf: every alert version of the

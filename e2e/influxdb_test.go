@@ -1,3 +1,5 @@
+//go:build e2e
+
 package e2e
 
 import (
@@ -16,7 +18,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
 
 // influxDB is a real influxd (1.x) on loopback with a temporary data

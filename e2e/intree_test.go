@@ -1,3 +1,5 @@
+//go:build e2e
+
 package e2e
 
 import (
@@ -15,7 +17,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
 
 // The tests of this file run bin/telegraf-intree (`make telegraf-intree`):

@@ -1,3 +1,5 @@
+//go:build e2e
+
 package e2e
 
 import (
@@ -13,7 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
 
 // children returns the pids of a process's children (Linux /proc).

@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
 
 func main() {

@@ -23,8 +23,8 @@ import (
 	"github.com/influxdata/telegraf/plugins/inputs"
 	"github.com/influxdata/telegraf/testutil"
 
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender"
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // The modes built on azidentity against the simulator: over TLS with a CA

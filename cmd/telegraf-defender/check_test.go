@@ -14,8 +14,8 @@ import (
 
 	"github.com/influxdata/telegraf/testutil"
 
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender"
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // -check against the simulator's failure modes: each names the failed step,

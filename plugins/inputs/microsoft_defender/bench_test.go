@@ -4,35 +4,68 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"maps"
+	"os"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
-// benchPayloads are 10,000 SIEM detections (2020 shape) and a Graph page of
-// alerts from the simulator's generator.
+// benchPayloads are 10,000 SIEM detections (2020 shape) and a Graph page
+// of 6,000 alerts with evidence, each a fixture of testcases/ (shape_2020,
+// graph_alerts) repeated with an id and a time of its own.
 func benchPayloads(b *testing.B) (siemBody, graphBody []byte, graphAlerts int) {
 	b.Helper()
-	// About two detections an event: 5000 events make 10,000 detections.
-	sim := simulator.New(simulator.Config{TenantID: "t", Seed: 1, Rate: 5500 / 60.0, History: time.Hour,
-		Now: func() time.Time { return fixedNow }})
-	detections := sim.All()
-	if len(detections) < 10000 {
-		b.Fatalf("only %d detections", len(detections))
-	}
-	siemBody, err := json.Marshal(detections[:10000])
+	siemBody = repeatRecords(b, "testcases/shape_2020/response.json", "", 10000, "FullId", "LastProcessedTimeUtc")
+	graphAlerts = 6000
+	graphBody = repeatRecords(b, "testcases/graph_alerts/response.json", "value", graphAlerts, "id", "lastUpdateDateTime")
+	return siemBody, graphBody, graphAlerts
+}
+
+// repeatRecords makes n records from the fixture's, in turn, each with its
+// id made unique and its time a second after the previous one's; the
+// records are an array, or the array under key.
+func repeatRecords(b *testing.B, fixture, key string, n int, idKey, timeKey string) []byte {
+	b.Helper()
+	data, err := os.ReadFile(fixture)
 	if err != nil {
 		b.Fatal(err)
 	}
-	alerts := sim.AllGraph()
-	graphBody, err = json.Marshal(map[string]any{"value": alerts})
+	var records []map[string]json.RawMessage
+	if key == "" {
+		err = json.Unmarshal(data, &records)
+	} else {
+		var page map[string]json.RawMessage
+		if err = json.Unmarshal(data, &page); err == nil {
+			err = json.Unmarshal(page[key], &records)
+		}
+	}
+	if err != nil || len(records) == 0 {
+		b.Fatalf("%s: %v", fixture, err)
+	}
+	out := make([]map[string]json.RawMessage, 0, n)
+	for i := range n {
+		r := maps.Clone(records[i%len(records)])
+		var id string
+		if err := json.Unmarshal(r[idKey], &id); err != nil {
+			b.Fatal(err)
+		}
+		r[idKey], _ = json.Marshal(fmt.Sprintf("%s-%d", id, i))                                               //nolint:errcheck // a string
+		r[timeKey], _ = json.Marshal(fixedNow.Add(time.Duration(i-n) * time.Second).Format(time.RFC3339Nano)) //nolint:errcheck // a string
+		out = append(out, r)
+	}
+	var body []byte
+	if key == "" {
+		body, err = json.Marshal(out)
+	} else {
+		body, err = json.Marshal(map[string]any{key: out})
+	}
 	if err != nil {
 		b.Fatal(err)
 	}
-	return siemBody, graphBody, len(alerts)
+	return body
 }
 
 // BenchmarkSIEMDecodeAndMetric measures what the plugin does per SIEM
@@ -142,63 +175,6 @@ func BenchmarkGraphHugeEvidence(b *testing.B) {
 					b.Fatalf("read %v, not %s", read, bb.read)
 				}
 			}
-		})
-	}
-}
-
-// graphBacklogBehaviours are the services of BenchmarkGraphBacklog: the
-// one peers assume, each documented uncertainty alone, and all at once.
-var graphBacklogBehaviours = []struct {
-	name      string
-	behaviour simulator.GraphBehaviour
-}{
-	{"as_peers_assume", simulator.GraphBehaviour{}},
-	{"orderby_ignored", simulator.GraphBehaviour{Order: simulator.GraphOrderIgnored}},
-	{"orderby_rejected", simulator.GraphBehaviour{Order: simulator.GraphOrderRejected}},
-	{"skiptoken", simulator.GraphBehaviour{NextLink: simulator.GraphLinkSkipToken}},
-	{"no_next_link", simulator.GraphBehaviour{NextLink: simulator.GraphLinkNone}},
-	{"skip_over_500_is_400", simulator.GraphBehaviour{MaxSkip: 500}},
-	{"chain_ends_at_6000", simulator.GraphBehaviour{ChainEnd: 6000}},
-	{"top_clamped_to_200", simulator.GraphBehaviour{MaxTop: 200}},
-	{"no_count", simulator.GraphBehaviour{Count: simulator.GraphCountIgnored}},
-	{"harshest", simulator.GraphBehaviour{Order: simulator.GraphOrderRejected, NextLink: simulator.GraphLinkSkipToken,
-		Count: simulator.GraphCountRejected, MaxSkip: 500, ChainEnd: 6000, MaxTop: 200}},
-}
-
-// BenchmarkGraphBacklog reads a backlog of 20,000 alert versions, spread
-// over the two hours of initial_lookback, with the default settings and a
-// poll a minute, and reports the requests and polls it took under each
-// service behaviour (requests/op, polls/op) and the requests beyond the
-// pages it holds, 40 of 500 or 100 of 200 where $top is clamped (extra/op).
-func BenchmarkGraphBacklog(b *testing.B) {
-	for _, bb := range graphBacklogBehaviours {
-		b.Run(bb.name, func(b *testing.B) {
-			var requests, polls int
-			for range b.N {
-				s := newScenario(b, simulator.Config{Graph: bb.behaviour})
-				if err := s.sim.AddGraph(graphAlertsAt(s.clock.Add(-2*time.Hour-time.Minute), 20000, 2*time.Hour/20000)...); err != nil {
-					b.Fatal(err)
-				}
-				p := s.graphPlugin(nil)
-				for s.polls < 100 {
-					s.poll(p)
-					s.clock = s.clock.Add(pollInterval)
-					if p.cursor.pending == nil && !s.clock.Add(-time.Duration(p.Delay)).After(p.cursor.watermark.Add(pollInterval)) {
-						break
-					}
-				}
-				if len(s.emitted) != 20000 {
-					b.Fatalf("%d versions emitted, not 20000", len(s.emitted))
-				}
-				requests, polls = len(requestsTo(s.sim, graphAlertsPath)), s.polls
-			}
-			b.ReportMetric(float64(requests), "requests/op")
-			pages := 20000 / 500
-			if bb.behaviour.MaxTop > 0 {
-				pages = 20000 / bb.behaviour.MaxTop
-			}
-			b.ReportMetric(float64(requests-pages), "extra/op")
-			b.ReportMetric(float64(polls), "polls/op")
 		})
 	}
 }

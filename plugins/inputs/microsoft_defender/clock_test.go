@@ -8,30 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/testutil"
-
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
-
-// A host clock a day ahead for three polls, then set right: the windows
-// end at the API's time (its Date header), so the watermark never passes
-// what the API has processed, and every detection arrives once.
-func TestScenarioHostClockAheadOfTheAPI(t *testing.T) {
-	s := newScenario(t, simulator.Config{Seed: 7, Rate: 12, History: 3 * time.Hour})
-	p := s.plugin(nil)
-	start := s.firstWindowStart(p)
-	s.run(p, 10*pollInterval)
-	p.now = func() time.Time { return s.clock.Add(24 * time.Hour) }
-	s.run(p, 3*pollInterval)
-	require.LessOrEqual(t, p.cursor.watermark, s.clock.Add(-time.Duration(p.Delay)+time.Second),
-		"the watermark is not beyond the API's time")
-	require.Contains(t, s.logger.Warnings()[0], "The host clock runs 24h0m0s ahead of the API's (Date: ")
-
-	p.now = func() time.Time { return s.clock }
-	s.run(p, 3*time.Hour)
-	s.settled(p, start, 0)
-}
 
 // A watermark in the future, from a state file or a clock that ran ahead,
 // is an error and is read again from initial_lookback, not obeyed.
@@ -90,26 +68,4 @@ func TestChunkAfterTheAPIsTimeStaysOpen(t *testing.T) {
 	serverNow = fixedNow
 	gatherOK(t, plugin)
 	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark, fmt.Sprint(plugin.cursor.pending))
-}
-
-// The same for Graph, whose walk pages upward and forgets what it passed:
-// with the host clock ahead, what it forgets stops at the API's time, so
-// the next window repeats nothing.
-func TestScenarioGraphHostClockAheadOfTheAPI(t *testing.T) {
-	s := newScenario(t, simulator.Config{Seed: 17, Rate: 110})
-	configure := func(m *MicrosoftDefender) {
-		m.PageSize = 100
-		m.InitialLookback = config.Duration(time.Minute)
-		m.MaxRequestsPerMinute = 600
-	}
-	p := s.graphPlugin(configure)
-	s.run(p, 5*pollInterval)
-	p.now = func() time.Time { return s.clock.Add(10 * time.Minute) }
-	s.run(p, 5*pollInterval)
-	p.now = func() time.Time { return s.clock }
-	s.run(p, 10*pollInterval)
-	require.NotEmpty(t, s.emitted)
-	for version, n := range s.emitted {
-		require.Equal(t, 1, n, "%s emitted %d times", version, n)
-	}
 }

@@ -182,3 +182,14 @@ func TestPollOwnsTheStop(t *testing.T) {
 		})
 	}
 }
+
+func pollFields(t *testing.T, acc *testutil.Accumulator) map[string]interface{} {
+	t.Helper()
+	for _, m := range acc.GetTelegrafMetrics() {
+		if m.Name() == measurementPoll {
+			return m.Fields()
+		}
+	}
+	t.Fatal("no defender_poll metric")
+	return nil
+}

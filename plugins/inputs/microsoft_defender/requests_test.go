@@ -3,7 +3,6 @@ package microsoft_defender
 import (
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -12,8 +11,6 @@ import (
 
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/testutil"
-
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 const (
@@ -23,159 +20,12 @@ const (
 	testRefreshToken = "0.ARfresh-token-value-that-must-not-leak"
 )
 
-// simulated starts a simulator whose clock is fixedNow and a plugin whose
-// token and alerts URLs point at it; configure adjusts the plugin before Init.
-func simulated(t *testing.T, configure func(*MicrosoftDefender)) (*MicrosoftDefender, *simulator.Server) {
-	t.Helper()
-	sim := simulator.New(simulator.Config{
-		TenantID:     testTenant,
-		ClientID:     testClientID,
-		ClientSecret: testClientSecret,
-		RefreshToken: testRefreshToken,
-		Now:          func() time.Time { return fixedNow },
-	})
-	server := httptest.NewServer(sim.Handler())
-	t.Cleanup(server.Close)
-
-	plugin := withDefaults(&MicrosoftDefender{
-		EndpointURL:     server.URL + "/api/alerts",
-		LoginEndpoint:   server.URL,
-		TenantID:        testTenant,
-		ClientID:        testClientID,
-		ClientSecret:    config.NewSecret([]byte(testClientSecret)),
-		InitialLookback: config.Duration(time.Hour),
-		Timeout:         config.Duration(5 * time.Second),
-		Log:             testutil.Logger{},
-		now:             func() time.Time { return fixedNow },
-	})
-	if configure != nil {
-		configure(plugin)
-	}
-	require.NoError(t, plugin.Init())
-	return plugin, sim
-}
-
 func gatherOK(t *testing.T, plugin *MicrosoftDefender) *testutil.Accumulator {
 	t.Helper()
 	var acc testutil.Accumulator
 	require.NoError(t, plugin.Gather(&acc))
 	require.Empty(t, acc.Errors)
 	return &acc
-}
-
-func requestsTo(sim *simulator.Server, pathSuffix string) []*http.Request {
-	var out []*http.Request
-	for _, r := range sim.Requests() {
-		if strings.HasSuffix(r.URL.Path, pathSuffix) {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-func TestAlertsRequestCarriesEveryFilter(t *testing.T) {
-	plugin, sim := simulated(t, func(m *MicrosoftDefender) {
-		m.PageSize = 50
-		m.MachineGroups = []string{"UKMachines", "France Machines"}
-		m.DeviceCreatedMachineTags = "VIP"
-		m.CloudCreatedMachineTags = "PCI"
-	})
-	gatherOK(t, plugin)
-
-	requests := requestsTo(sim, "/api/alerts")
-	require.Len(t, requests, 1)
-	r := requests[0]
-	require.Equal(t, http.MethodGet, r.Method)
-	require.Equal(t, url.Values{
-		"sinceTimeUtc":             {"2020-09-30T13:59:00.0000000Z"},
-		"untilTimeUtc":             {"2020-09-30T14:59:00.0000000Z"},
-		"limit":                    {"50"},
-		"machinegroups":            {"UKMachines", "France Machines"},
-		"DeviceCreatedMachineTags": {"VIP"},
-		"CloudCreatedMachineTags":  {"PCI"},
-	}, r.URL.Query())
-	require.Regexp(t, `^Bearer simtok-[0-9a-f]{48}$`, r.Header.Get("Authorization"))
-	require.Equal(t, "application/json", r.Header.Get("Accept"))
-	require.Equal(t, userAgent, r.Header.Get("User-Agent"))
-}
-
-// Without filters a request carries the window, ending delay before now,
-// and a limit of max_alerts_per_gather, so that one poll never holds more.
-func TestAlertsRequestWithoutFiltersSendsTheWindowAndTheBudget(t *testing.T) {
-	plugin, sim := simulated(t, nil)
-	gatherOK(t, plugin)
-	requests := requestsTo(sim, "/api/alerts")
-	require.Len(t, requests, 1)
-	require.Equal(t,
-		"limit=10000&sinceTimeUtc=2020-09-30T13%3A59%3A00.0000000Z&untilTimeUtc=2020-09-30T14%3A59%3A00.0000000Z",
-		requests[0].URL.RawQuery)
-}
-
-func TestTokenRequestForms(t *testing.T) {
-	tests := []struct {
-		name      string
-		configure func(*MicrosoftDefender)
-		path      string
-		form      url.Values
-	}{
-		{
-			name: "client secret, the SIEM app's scope",
-			path: "/" + testTenant + "/oauth2/v2.0/token",
-			form: url.Values{
-				"grant_type":    {"client_credentials"},
-				"client_id":     {testClientID},
-				"client_secret": {testClientSecret},
-				"scope":         {"https://graph.windows.net/.default openid offline_access profile"},
-			},
-		},
-		{
-			name: "client secret, other scope",
-			configure: func(m *MicrosoftDefender) {
-				m.Scopes = []string{"https://WDATPAlertExport.Seville.onmicrosoft.com/.default"}
-			},
-			path: "/" + testTenant + "/oauth2/v2.0/token",
-			form: url.Values{
-				"grant_type":    {"client_credentials"},
-				"client_id":     {testClientID},
-				"client_secret": {testClientSecret},
-				"scope":         {"https://WDATPAlertExport.Seville.onmicrosoft.com/.default openid offline_access profile"},
-			},
-		},
-		{
-			name: "refresh token, v1 resource",
-			configure: func(m *MicrosoftDefender) {
-				m.AuthMethod, m.RefreshToken = methodRefreshToken, config.NewSecret([]byte(testRefreshToken))
-			},
-			path: "/" + testTenant + "/oauth2/token",
-			form: url.Values{
-				"grant_type":    {"refresh_token"},
-				"refresh_token": {testRefreshToken},
-				"client_id":     {testClientID},
-				"client_secret": {testClientSecret},
-				"resource":      {"https://graph.windows.net"},
-			},
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			plugin, sim := simulated(t, tt.configure)
-			gatherOK(t, plugin)
-			plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
-			gatherOK(t, plugin)
-
-			// The token, valid for an hour, serves both polls.
-			tokenRequests := requestsTo(sim, "/token")
-			require.Len(t, tokenRequests, 1)
-			r := tokenRequests[0]
-			require.Equal(t, http.MethodPost, r.Method)
-			require.Equal(t, tt.path, r.URL.Path)
-			// MSAL names the charset, x/oauth2 does not.
-			require.Contains(t, []string{"application/x-www-form-urlencoded; charset=utf-8", "application/x-www-form-urlencoded"},
-				r.Header.Get("Content-Type"))
-			require.Equal(t, tt.form, r.PostForm)
-			require.Len(t, requestsTo(sim, "/api/alerts"), 2)
-		})
-	}
 }
 
 // tokenServer answers the token endpoint with tokenBody and the alerts API

@@ -12,8 +12,6 @@ import (
 
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/testutil"
-
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 func TestParseRetryAfter(t *testing.T) {
@@ -51,32 +49,6 @@ func TestParseRetryAfter(t *testing.T) {
 			}
 		})
 	}
-}
-
-// A 429 asking to wait a century is obeyed for an hour, with an error that
-// says so; then the plugin reads on.
-func TestCenturyRetryAfterIsCappedAtAnHour(t *testing.T) {
-	s := newScenario(t, simulator.Config{Seed: 5, Rate: 10, History: time.Hour,
-		Faults: simulator.FaultConfig{RetryAfter: 3153600000 * time.Second}})
-	s.allowErrors = true
-	p := s.plugin(nil)
-	s.sim.Inject(simulator.FaultThrottle, 1)
-	host := strings.TrimPrefix(s.server.URL, "http://")
-
-	acc := s.poll(p)
-	require.Equal(t, []string{`SIEM API at ` + host + `: the Retry-After of "3153600000" asks to wait 3153600000 seconds, ` +
-		`more than the 1h0m0s the plugin waits at most: waiting 1h0m0s`}, s.errors)
-	require.Equal(t, "partial", pollStatus(t, acc))
-	require.Equal(t, fixedNow.Add(time.Hour), p.throttledUntil)
-	require.Len(t, requestsTo(s.sim, "/api/alerts"), 1)
-
-	// The polls of the next hour send nothing; the one an hour on reads.
-	s.run(p, time.Hour)
-	require.Len(t, requestsTo(s.sim, "/api/alerts"), 1)
-	acc = s.poll(p)
-	require.Equal(t, "ok", pollStatus(t, acc))
-	require.NotEmpty(t, detectionMetrics(acc))
-	require.Len(t, s.errors, 1)
 }
 
 // The token endpoint's Retry-After is capped the same way.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,9 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/testutil"
-
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
 )
 
 // statePlugin is a valid plugin on stateFile, not yet initialised.
@@ -136,20 +136,23 @@ func TestOversizedStateFileIsMovedAside(t *testing.T) {
 
 // A state the plugin could not read back is not written.
 func TestStateOverTheCapIsNotWritten(t *testing.T) {
-	s := newScenario(t, simulator.Config{Seed: 1, Rate: 2, History: 3 * time.Hour})
-	s.allowErrors = true
+	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
+		respond(t, w, []byte("["+detectionJSON("a:1", "2020-09-30T14:00:00Z")+","+detectionJSON("b:1", "2020-09-30T14:10:00Z")+"]"))
+	})
 	path := filepath.Join(t.TempDir(), "defender.state")
-	p := s.plugin(func(m *MicrosoftDefender) { m.StateFile = path })
-	s.poll(p)
+	p := stubbedPlugin(t, server, &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.StateFile = path })
+	gatherOK(t, p)
 	data, err := json.Marshal(p.state())
 	require.NoError(t, err)
 	saved := maxStateFileSize
 	maxStateFileSize = int64(len(data) - 1)
 	t.Cleanup(func() { maxStateFileSize = saved })
 
-	s.poll(p)
-	require.Equal(t, []string{fmt.Sprintf("saving the state to %q failed, a restart would repeat detections: "+
-		"the state is %d bytes, more than the %d a state file may hold: lower overlap", path, len(data), len(data)-1)}, s.errors)
+	var acc testutil.Accumulator
+	require.NoError(t, p.Gather(&acc))
+	require.Len(t, acc.Errors, 1)
+	require.EqualError(t, acc.Errors[0], fmt.Sprintf("saving the state to %q failed, a restart would repeat detections: "+
+		"the state is %d bytes, more than the %d a state file may hold: lower overlap", path, len(data), len(data)-1))
 	require.NoFileExists(t, path)
 }
 
@@ -209,4 +212,29 @@ func TestStateFileLockedByAnotherProcess(t *testing.T) {
 	p := statePlugin(path, &testutil.CaptureLogger{})
 	require.NoError(t, p.Init())
 	p.Stop()
+}
+
+// A state file belongs to the stream it was read from: a change of the
+// stream makes it foreign, an unrelated change does not.
+func TestStreamChangesOnlyWithTheStream(t *testing.T) {
+	base := validPlugin()
+	require.NoError(t, base.Init())
+	unrelated := validPlugin()
+	unrelated.Timeout = config.Duration(time.Minute)
+	unrelated.PageSize = 100
+	unrelated.ClientSecret = config.NewSecret([]byte("rotated"))
+	unrelated.MachineGroups = nil
+	require.NoError(t, unrelated.Init())
+	require.Equal(t, base.source(), unrelated.source())
+
+	for name, change := range map[string]func(*MicrosoftDefender){
+		"region":         func(m *MicrosoftDefender) { m.Region = "uk" },
+		"tenant":         func(m *MicrosoftDefender) { m.TenantID = "fabrikam.onmicrosoft.com" },
+		"machine groups": func(m *MicrosoftDefender) { m.MachineGroups = []string{"Servers"} },
+	} {
+		other := validPlugin()
+		change(other)
+		require.NoError(t, other.Init())
+		require.NotEqual(t, base.source(), other.source(), name)
+	}
 }

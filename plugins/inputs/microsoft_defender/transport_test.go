@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"context"
 	"encoding/pem"
 	"io"
 	"net"
@@ -180,4 +181,38 @@ func TestServerCertificatesAreVerified(t *testing.T) {
 		" failed: tls: failed to verify certificate: x509: certificate signed by unknown authority", msg)
 
 	gatherOK(t, newPlugin(caFile))
+}
+
+// Proxy and TLS failures name what failed, not the proxy's password.
+func TestTransportErrorsHoldNoSecret(t *testing.T) {
+	tlsServer := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer tlsServer.Close()
+	for name, configure := range map[string]func(*MicrosoftDefender){
+		"proxy with a password refuses connections": func(m *MicrosoftDefender) {
+			m.HTTPProxyURL = "http://proxyuser:" + url.QueryEscape(testClientSecret) + "@127.0.0.1:1"
+			m.EndpointURL = "https://alerts.example.com/api/alerts"
+		},
+		"unknown certificate authority": func(m *MicrosoftDefender) {
+			m.EndpointURL = tlsServer.URL + "/api/alerts"
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			logger := &testutil.CaptureLogger{}
+			plugin := withDefaults(&MicrosoftDefender{
+				AccessToken: config.NewSecret([]byte(testAccessToken)),
+				Log:         logger,
+				now:         func() time.Time { return fixedNow },
+				sleep:       func(ctx context.Context, _ time.Duration) error { return ctx.Err() },
+			})
+			configure(plugin)
+			require.NoError(t, plugin.Init())
+			gatherError(t, plugin, logger)
+		})
+	}
+}
+
+func TestInvalidProxyURLIsNotRepeated(t *testing.T) {
+	plugin := validPlugin()
+	plugin.HTTPProxyURL = "http://proxyuser:" + testClientSecret + "@127.0.0.1:1"
+	require.EqualError(t, plugin.Init(), "http_proxy_url is not a valid URL")
 }

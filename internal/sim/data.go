@@ -1,4 +1,4 @@
-package simulator
+package sim
 
 import (
 	"crypto/sha1" //nolint:gosec // the simulator only needs realistic-looking hashes

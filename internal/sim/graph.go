@@ -1,4 +1,4 @@
-package simulator
+package sim
 
 import (
 	"encoding/base64"
@@ -161,25 +161,28 @@ func (s *Server) AllGraph() []GraphAlert {
 	defer s.mu.Unlock()
 	now := s.now()
 	s.generateLocked(now)
-	var out []graphVersion
+	var out []*graphVersion
 	for _, versions := range s.graph {
-		for _, v := range versions {
-			if !v.lastUpdate.After(now) {
-				out = append(out, v)
+		for i := range versions {
+			if !versions[i].lastUpdate.After(now) {
+				out = append(out, &versions[i])
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].lastUpdate.Equal(out[j].lastUpdate) {
-			return out[i].lastUpdate.Before(out[j].lastUpdate)
-		}
-		return out[i].ID < out[j].ID
-	})
+	slices.SortFunc(out, compareVersions)
 	alerts := make([]GraphAlert, 0, len(out))
-	for i := range out {
-		alerts = append(alerts, out[i].GraphAlert)
+	for _, v := range out {
+		alerts = append(alerts, v.GraphAlert)
 	}
 	return alerts
+}
+
+// compareVersions orders versions by lastUpdateDateTime, then by id.
+func compareVersions(a, b *graphVersion) int {
+	if c := a.lastUpdate.Compare(b.lastUpdate); c != 0 {
+		return c
+	}
+	return strings.Compare(a.ID, b.ID)
 }
 
 var (
@@ -262,38 +265,34 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	s.mu.Lock()
 	s.generateLocked(now)
-	var current []graphVersion
+	// Sorted under the lock: the versions do not move while they are.
+	var current []*graphVersion
 	for _, versions := range s.graph {
 		// The current version: the last one visible by now.
 		for i := len(versions) - 1; i >= 0; i-- {
 			if !versions[i].visibleAt.After(now) && !versions[i].lastUpdate.After(now) {
 				if match(&versions[i]) {
-					current = append(current, versions[i])
+					current = append(current, &versions[i])
 				}
 				break
 			}
 		}
 	}
-	s.mu.Unlock()
-	sort.Slice(current, func(i, j int) bool {
-		a, b := &current[i], &current[j]
+	slices.SortFunc(current, func(a, b *graphVersion) int {
 		if !ascending {
 			a, b = b, a
 		}
-		if !a.lastUpdate.Equal(b.lastUpdate) {
-			return a.lastUpdate.Before(b.lastUpdate)
-		}
-		return a.ID < b.ID
+		return compareVersions(a, b)
 	})
-
-	page := make([]graphVersion, 0)
+	var page []*graphVersion
 	if skip < len(current) {
 		page = current[skip:min(skip+top, len(current))]
 	}
 	values := make([]GraphAlert, 0, len(page))
-	for i := range page {
-		values = append(values, page[i].GraphAlert)
+	for _, v := range page {
+		values = append(values, v.GraphAlert)
 	}
+	s.mu.Unlock()
 	body := map[string]any{
 		"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#security/alerts_v2",
 		"value":          values,

@@ -1,11 +1,10 @@
-package simulator
+package sim
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -151,6 +150,9 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, f Fault, bod
 	return true
 }
 
+// linger is what *net.TCPConn offers to make its Close a reset.
+type linger interface{ SetLinger(sec int) error }
+
 // writeRaw takes over the connection to send a response the HTTP server
 // would refuse to: a body shorter than its Content-Length, or one cut by a
 // reset.
@@ -165,8 +167,10 @@ func writeRaw(w http.ResponseWriter, head string, body []byte, reset bool) {
 	buf.WriteString(head) //nolint:errcheck // see above
 	buf.Write(body)       //nolint:errcheck // see above
 	buf.Flush()
-	if tcp, ok := conn.(*net.TCPConn); ok && reset {
-		tcp.SetLinger(0) //nolint:errcheck // without it the close is a clean FIN
+	// A TCP connection, or an in-memory one of the scenario tests that can
+	// play a reset.
+	if l, ok := conn.(linger); ok && reset {
+		l.SetLinger(0) //nolint:errcheck // without it the close is a clean FIN
 	}
 }
 

@@ -1,12 +1,12 @@
-// Package simulator simulates, on loopback, the Microsoft services the
+// Package sim simulates, on loopback, the Microsoft services the
 // microsoft_defender input talks to: the Azure AD token endpoint (and the
 // managed identity endpoint), the Defender SIEM alerts API and Microsoft
 // Graph's security/alerts_v2, with the faults and paging behaviours the
-// plugin must survive. The plugin's tests, the demo and the benchmarks use
-// it; the plugin itself does not. It is a sub-package of the plugin's
-// directory, as mocks of other Telegraf plugins are (plugins/inputs/dpdk/mocks),
-// so that the directory's tests need nothing outside it.
-package simulator
+// plugin must survive. The scenario tests (internal/scenario), the
+// execd binary's tests, the end-to-end tests, the demo (cmd/defender-sim)
+// and the benchmarks use it; the plugin itself does not, and its directory
+// imports nothing of this module, as Telegraf's tree requires.
+package sim
 
 import (
 	"crypto/rsa"

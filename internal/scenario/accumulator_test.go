@@ -1,4 +1,4 @@
-package microsoft_defender
+package scenario_test
 
 import (
 	"strings"
@@ -12,7 +12,7 @@ import (
 	"github.com/influxdata/telegraf/models"
 	"github.com/influxdata/telegraf/testutil"
 
-	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender/simulator"
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
 
 // Built into Telegraf, the plugin gets two accumulators: Start's, which
@@ -23,42 +23,48 @@ import (
 func TestGatherEmitsThroughStartsAccumulator(t *testing.T) {
 	for _, api := range []string{"siem", "graph"} {
 		t.Run(api, func(t *testing.T) {
-			s := newScenario(t, simulator.Config{Seed: 8, Rate: 20, History: 10 * time.Minute})
-			newPlugin := s.plugin
-			if api == "graph" {
-				newPlugin = s.graphPlugin
+			// Both polls start at the same time: each runs in a bubble of its
+			// own, on a simulator of its own, whose stream is the same.
+			newPlugin := func(s *scenario) *MicrosoftDefender {
+				if api == "graph" {
+					return s.graphPlugin(nil)
+				}
+				return s.plugin(nil)
 			}
-
-			// Both polls start at the same time (the rate limiter's waits
-			// move the scenario's clock).
-			start := s.clock
 			var reference testutil.Accumulator
-			require.NoError(t, newPlugin(nil).Gather(&reference))
-			require.Empty(t, reference.Errors)
-			s.clock = start
+			bubble(t, func(t *testing.T) {
+				s := newScenario(t, simulator.Config{Seed: 8, Rate: 20, History: 10 * time.Minute})
+				require.NoError(t, newPlugin(s).Gather(&reference))
+				require.Empty(t, reference.Errors)
+			})
 
-			input := models.NewRunningInput(newPlugin(nil), &models.InputConfig{Name: "microsoft_defender"})
-			started := make(chan telegraf.Metric, 10*len(reference.Metrics))
-			gathered := make(chan telegraf.Metric, 10*len(reference.Metrics))
-			// As agent.startInputs and agent.runInputs set them up for an
-			// [agent] without precision and an interval of 10s.
-			startAcc := agent.NewAccumulator(input, started)
-			startAcc.SetPrecision(time.Nanosecond)
-			gatherAcc := agent.NewAccumulator(input, gathered)
-			gatherAcc.SetPrecision(time.Second)
-			require.NoError(t, input.Start(startAcc))
-			require.NoError(t, input.Gather(gatherAcc))
-			input.Stop()
-			close(started)
-			close(gathered)
+			var got []telegraf.Metric
+			bubble(t, func(t *testing.T) {
+				s := newScenario(t, simulator.Config{Seed: 8, Rate: 20, History: 10 * time.Minute})
+				input := models.NewRunningInput(newPlugin(s), &models.InputConfig{Name: "microsoft_defender"})
+				started := make(chan telegraf.Metric, 10*len(reference.Metrics))
+				gathered := make(chan telegraf.Metric, 10*len(reference.Metrics))
+				// As agent.startInputs and agent.runInputs set them up for an
+				// [agent] without precision and an interval of 10s.
+				startAcc := agent.NewAccumulator(input, started)
+				startAcc.SetPrecision(time.Nanosecond)
+				gatherAcc := agent.NewAccumulator(input, gathered)
+				gatherAcc.SetPrecision(time.Second)
+				require.NoError(t, input.Start(startAcc))
+				require.NoError(t, input.Gather(gatherAcc))
+				input.Stop()
+				close(started)
+				close(gathered)
 
-			if n := len(drain(gathered)); n > 0 {
-				t.Fatalf("%d metrics went to Gather's accumulator, which loses their nanoseconds", n)
-			}
-			got := drain(started)
+				if n := len(drain(gathered)); n > 0 {
+					t.Fatalf("%d metrics went to Gather's accumulator, which loses their nanoseconds", n)
+				}
+				got = drain(started)
+			})
 			// defender_poll's duration varies from poll to poll.
-			testutil.RequireMetricsEqual(t, detectionMetrics(&reference),
-				selectMetrics(got, func(name string) bool { return name != measurementPoll }), testutil.SortMetrics())
+			notPoll := func(name string) bool { return name != measurementPoll }
+			testutil.RequireMetricsEqual(t, selectMetrics(reference.GetTelegrafMetrics(), notPoll),
+				selectMetrics(got, notPoll), testutil.SortMetrics())
 			require.Len(t, got, len(reference.Metrics))
 
 			alerts := selectMetrics(got, func(name string) bool { return name == measurementAlert })
