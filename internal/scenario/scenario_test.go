@@ -226,4 +226,3 @@ func TestMissingStateFileMeansAFirstRun(t *testing.T) {
 		p.Stop()
 	})
 }
-
