@@ -91,8 +91,16 @@ OPENSEARCH_TESTS := TestOpenSearch|TestElasticsearch
 # with the real Telegraf binaries (execd and in-tree; behind the build tag
 # e2e, which go test ./... alone leaves out), and each fuzz target for a few
 # seconds.
+# The scenario package replays hours of polls on a virtual clock: CPU-bound
+# and single-threaded but for Interrupt, it runs under -race only where the
+# plugin is entered from a second goroutine, which keeps make test well
+# inside go test's timeout on a busy two-core machine.
+RACE_PACKAGES = $(shell $(GO) list -tags e2e ./... | grep -v /internal/scenario$$)
+
 test: build bin/telegraf-intree opensearch-node
-	$(GO) test -race -count=1 -tags e2e -skip '$(OPENSEARCH_TESTS)' ./...
+	$(GO) test -race -count=1 -tags e2e -skip '$(OPENSEARCH_TESTS)' $(RACE_PACKAGES)
+	$(GO) test -count=1 $(SCENARIOS)
+	$(GO) test -race -count=1 -run 'Interrupt' $(SCENARIOS)
 	$(GO) test -race -count=1 -tags e2e -run '$(OPENSEARCH_TESTS)' ./e2e/
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 	$(MAKE) --no-print-directory upstream-check

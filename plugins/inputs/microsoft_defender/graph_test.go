@@ -145,6 +145,7 @@ func TestGraphNextLinkLoopEndsInParts(t *testing.T) {
 	plugin := withDefaults(&MicrosoftDefender{
 		API:         "graph",
 		EndpointURL: server.URL + graphAlertsPath,
+		AuthMethod:  methodAccessToken,
 		AccessToken: config.NewSecret([]byte(testAccessToken)),
 		MaxWindow:   config.Duration(3 * time.Hour),
 		Log:         logger,

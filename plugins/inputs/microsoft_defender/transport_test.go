@@ -199,6 +199,7 @@ func TestTransportErrorsHoldNoSecret(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			logger := &testutil.CaptureLogger{}
 			plugin := withDefaults(&MicrosoftDefender{
+				AuthMethod:  methodAccessToken,
 				AccessToken: config.NewSecret([]byte(testAccessToken)),
 				Log:         logger,
 				now:         func() time.Time { return fixedNow },
