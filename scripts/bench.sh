@@ -57,8 +57,11 @@ run_case() {
       kill -0 "$tg" 2>/dev/null || exit 1; sleep 0.01; done) &
     prof=$!
   fi
+  local deadline=$(( $(date +%s) + ${BENCH_TIMEOUT:-600} ))
   while [ "$(events "$out")" -lt "$n" ]; do
     if ! kill -0 "$tg" 2>/dev/null; then echo "bench: $name: telegraf died:"; tail -20 "$work/$name.log"; exit 1; fi
+    # A plugin that cannot start leaves Telegraf waiting for ever.
+    if [ "$(date +%s)" -gt "$deadline" ]; then echo "bench: $name: no $n events after ${BENCH_TIMEOUT:-600} s:"; tail -20 "$work/$name.log"; exit 1; fi
     [ -z "$child" ] && child=$(cat /proc/"$tg"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -m1 . || true)
     if [ -n "$child" ]; then ch_cpu=$(cpu_seconds "$child"); ch_rss=$(peak_rss_mb "$child"); fi
     sleep 0.2
@@ -90,6 +93,7 @@ for n in $sizes; do
 [[inputs.microsoft_defender]]
   api = "siem"
   endpoint_url = "$sim/api/alerts"
+  auth_method = "access_token"
   access_token = "$token"
   initial_lookback = "70m"
   max_window = "2h"
