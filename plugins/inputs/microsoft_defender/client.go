@@ -303,8 +303,6 @@ func classify(err error) failure {
 	var netErr net.Error
 	var redirectErr *redirectError
 	switch {
-	case err == nil:
-		return failure{class: failFinal}
 	case errors.As(err, &redirectErr), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded) && !isTimeout(err):
 		return failure{class: failFinal}
 	case errors.Is(err, errBodyTooLarge), errors.As(err, &recordErr):

@@ -19,8 +19,9 @@ const maxClockSkew = time.Minute
 // LastProcessedTimeUtc in [From, To], To moving down; for Graph the alert
 // versions with lastUpdateDateTime in [From, End), read in parts [From, To)
 // with From moving up. Newest is the latest time its answers held, a time
-// the API had reached (see end). The walks hold what a reader needs
-// between two requests; they live as long as the process.
+// the API had reached (see reachable). The walks hold what a reader needs
+// between two requests; they are not saved, so a restart starts a size cap
+// or an instant search over.
 type chunk struct {
 	Start  time.Time `json:"start"`
 	End    time.Time `json:"end"`

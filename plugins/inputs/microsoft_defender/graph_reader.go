@@ -211,17 +211,16 @@ func (r *graphReader) decode(c *chunk, body io.Reader, emit func(record) bool) e
 func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	part := c.graph.part
 	if a.err != nil {
-		f := classify(a.err)
 		switch {
 		case part.pages == 0 && r.dropRefusedOption(k, a.err):
 			return progress{then: &request{url: r.firstPage(part.from, part.to, r.pageSize, k.paging), continues: true}}
-		case part.pages > 0 && f.class == failRefused:
+		case part.pages > 0 && a.class == failRefused:
 			part.broken = fmt.Sprintf("next link %d refused", part.pages)
 			k.paging.learnChainCap(len(part.distinct))
 			k.paging.sayOncef(k, "next-refused", "The Graph API refused a next link after %d alerts (%v): reading such windows in smaller parts from now on",
 				len(part.distinct), a.err)
 			return r.ended(c, k)
-		case f.class == failUnreadable:
+		case a.class == failUnreadable:
 			// Smaller parts make smaller pages, down to the one instant
 			// that holds what cannot be read.
 			part.broken = "a page larger than max_body_size, or not JSON"
@@ -513,12 +512,4 @@ func graphStatusMeaning(status int) string {
 	default:
 		return commonStatusMeaning(status)
 	}
-}
-
-// countOf says "1 alert", "2 alerts".
-func countOf(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -162,6 +162,9 @@ func (m *MicrosoftDefender) Init() error {
 	if m.PageSize < 0 {
 		return fmt.Errorf("page_size must not be negative, got %d", m.PageSize)
 	}
+	if m.API == "graph" && m.PageSize == 0 {
+		m.PageSize = defaultGraphPageSize
+	}
 	if m.InitialLookback <= 0 {
 		return errors.New("initial_lookback must be positive")
 	}
@@ -251,6 +254,7 @@ func (m *MicrosoftDefender) Init() error {
 		delay:     time.Duration(m.Delay),
 	}
 	m.cursor = newCursor()
+	m.paging = graphPaging{}
 	if m.sleep == nil {
 		m.sleep = sleepContext
 	}
@@ -318,7 +322,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		acc = m.acc
 	}
 	if err := m.commitState(); err != nil {
-		m.addError(acc, fmt.Errorf("saving the state to %q failed, a restart would repeat detections: %w", m.StateFile, err))
+		acc.AddError(fmt.Errorf("saving the state to %q failed, a restart would repeat detections: %w", m.StateFile, err))
 	}
 
 	started := time.Now()
@@ -332,7 +336,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	if future, ok := m.cursor.futurePosition(now); ok {
 		m.cursor.watermark, m.cursor.pending = time.Time{}, nil
 		m.stateDirty = true
-		m.addError(acc, fmt.Errorf("the saved position %s lies after now (%s): the host clock ran ahead when it was saved, or the state was edited; "+
+		acc.AddError(fmt.Errorf("the saved position %s lies after now (%s): the host clock ran ahead when it was saved, or the state was edited; "+
 			"reading again from initial_lookback (%s) before now, detections already emitted in that stretch are dropped as duplicates where still remembered",
 			future.Format(time.RFC3339), now.Format(time.RFC3339), time.Duration(m.InitialLookback)))
 	}
@@ -367,7 +371,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	case stoppedCancelled:
 		m.Log.Info("Poll cancelled: the plugin is stopping; the next start resumes here")
 	case stoppedFailed:
-		m.addError(acc, p.err)
+		acc.AddError(p.err)
 	}
 
 	readUpTo := m.cursor.watermark
@@ -395,11 +399,6 @@ func (m *MicrosoftDefender) perRequest() int {
 	return n
 }
 
-// addError reports an error; no message holds a secret (see redact.go).
-func (*MicrosoftDefender) addError(acc telegraf.Accumulator, err error) {
-	acc.AddError(err)
-}
-
 // commitState writes the state file when the cursor moved since the last
 // write.
 func (m *MicrosoftDefender) commitState() error {
@@ -425,9 +424,6 @@ func (m *MicrosoftDefender) checkKeysOfAPI() error {
 			configKey{"include_evidence", m.IncludeEvidence},
 		)
 	case "graph":
-		if m.PageSize == 0 {
-			m.PageSize = defaultGraphPageSize
-		}
 		if m.PageSize > 1000 {
 			return fmt.Errorf("page_size must be from 1 to 1000 for api = \"graph\", got %d", m.PageSize)
 		}

@@ -54,8 +54,10 @@ type answer struct {
 	inWindow int       // records decoded whose cursor time is in the window
 	oldest   time.Time // smallest cursor time in the window decoded
 	newest   time.Time // largest cursor time in the window decoded
-	// err is how the request failed for good, after retries.
-	err error
+	// err is how the request failed for good, after retries, and class
+	// what that failure is.
+	err   error
+	class failureClass
 }
 
 // progress is what a reader reports after an answer, for the poll to act
@@ -273,7 +275,7 @@ func (p *poll) send(ctx context.Context, req *request) answer {
 			continue
 		}
 		if f.class != failTransient || retries >= p.maxRetries {
-			a.err = err
+			a.err, a.class = err, f.class
 			return a
 		}
 		wait, why := f.after, "as Retry-After asks"

@@ -193,3 +193,17 @@ func pollFields(t *testing.T, acc *testutil.Accumulator) map[string]interface{} 
 	t.Fatal("no defender_poll metric")
 	return nil
 }
+
+// An answer that grew past max_body_size after n detections makes the
+// next requests of the chunk ask for n; one that breaks again at that cap
+// halves it, down to one.
+func TestSIEMSizeCapFollowsWhatWasDecoded(t *testing.T) {
+	k := &known{log: testutil.Logger{}, maxBodySize: 1024}
+	var w siemWalk
+	for _, step := range []struct{ decoded, limit int }{{129, 129}, {129, 64}, {3, 3}, {0, 1}, {0, 1}} {
+		w.shrink(step.decoded, k)
+		require.Equal(t, step.limit, w.sizeLimit, "after %d decoded", step.decoded)
+	}
+	require.Equal(t, progress{unreadable: fixedNow}, w.passOver(fixedNow))
+	require.Zero(t, w.sizeLimit, "past the unreadable instant requests have the usual size")
+}

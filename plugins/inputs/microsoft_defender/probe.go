@@ -54,7 +54,8 @@ func (m *MicrosoftDefender) Probe() error {
 	case *siemReader:
 		c := &chunk{}
 		req := r.ask(c, &siemAsk{since: now.Add(-probeWindow), until: now, limit: 1})
-		err = m.probeRequest(req.url, c)
+		// One detection is enough, however many the service sends.
+		err = m.probeRequest(req.url, c, func(record) bool { return false })
 	case *graphReader:
 		err = m.probeGraph(r, now)
 	}
@@ -73,13 +74,13 @@ func (m *MicrosoftDefender) Probe() error {
 }
 
 // probeRequest sends one request and reads its answer whole, emitting nothing.
-func (m *MicrosoftDefender) probeRequest(u *url.URL, c *chunk) error {
+func (m *MicrosoftDefender) probeRequest(u *url.URL, c *chunk, emit func(record) bool) error {
 	body, err := m.client.get(m.ctx, u)
 	if err != nil {
 		return err
 	}
 	defer body.Close()
-	if err := m.reader.decode(c, body, func(record) bool { return true }); err != nil {
+	if err := m.reader.decode(c, body, emit); err != nil {
 		return &answerError{api: m.client.name, host: u.Host, err: err}
 	}
 	return nil
@@ -106,7 +107,7 @@ func (m *MicrosoftDefender) probeGraph(r *graphReader, now time.Time) error {
 	c := &chunk{graph: graphWalk{part: part}}
 	k := &known{paging: &m.paging, log: m.Log}
 	for {
-		err := m.probeRequest(r.firstPage(from, to, graphProbeTop, &m.paging), c)
+		err := m.probeRequest(r.firstPage(from, to, graphProbeTop, &m.paging), c, func(record) bool { return true })
 		if err != nil && r.dropRefusedOption(k, err) {
 			continue
 		}

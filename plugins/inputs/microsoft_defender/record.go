@@ -61,3 +61,11 @@ func (p *recordProblems) String() string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+// countOf says "1 alert", "2 alerts".
+func countOf(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

@@ -42,7 +42,7 @@ type siemWalk struct {
 	// search looks for the instant of the chunk's newest detection, which
 	// cannot be read; the next poll goes on with it.
 	search *instantSearch
-	asked  *siemAsk // what the request sent last asked for
+	asked  *siemAsk // what the request built last asks for
 }
 
 // siemAsk asks for the newest limit detections (all when 0) with
@@ -119,7 +119,7 @@ func (r *siemReader) ask(c *chunk, ask *siemAsk) *request {
 func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 	w := &c.siem
 	ask := w.asked
-	unreadable := classify(a.err).class == failUnreadable
+	unreadable := a.class == failUnreadable
 	switch ask.step {
 	case siemInstant:
 		// The instant c.To read whole, or passed over.
