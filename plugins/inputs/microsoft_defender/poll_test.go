@@ -202,8 +202,8 @@ func TestSIEMSizeCapFollowsWhatWasDecoded(t *testing.T) {
 	var w siemWalk
 	for _, step := range []struct{ decoded, limit int }{{129, 129}, {129, 64}, {3, 3}, {0, 1}, {0, 1}} {
 		w.shrink(step.decoded, k)
-		require.Equal(t, step.limit, w.sizeLimit, "after %d decoded", step.decoded)
+		require.Equal(t, step.limit, w.sizeCap, "after %d decoded", step.decoded)
 	}
 	require.Equal(t, progress{unreadable: fixedNow}, w.passOver(fixedNow))
-	require.Zero(t, w.sizeLimit, "past the unreadable instant requests have the usual size")
+	require.Zero(t, w.sizeCap, "past the unreadable instant requests have the usual size")
 }

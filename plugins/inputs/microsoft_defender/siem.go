@@ -36,9 +36,9 @@ type siemReader struct {
 
 // siemWalk is what the SIEM reader needs between two requests of a chunk.
 type siemWalk struct {
-	// sizeLimit caps detections per request after an answer grew past
+	// sizeCap caps detections per request after an answer grew past
 	// max_body_size; 0: none.
-	sizeLimit int
+	sizeCap int
 	// search looks for the instant of the chunk's newest detection, which
 	// cannot be read; the next poll goes on with it.
 	search *instantSearch
@@ -94,8 +94,8 @@ func (r *siemReader) next(c *chunk, k *known) *request {
 		return nil
 	}
 	ask := &siemAsk{since: c.From, until: c.To, limit: k.perRequest}
-	if c.siem.sizeLimit > 0 {
-		ask.limit = min(ask.limit, c.siem.sizeLimit)
+	if c.siem.sizeCap > 0 {
+		ask.limit = min(ask.limit, c.siem.sizeCap)
 	}
 	// An instant known to be unreadable is not asked for again.
 	if at, ok := k.unreadable(c.From, c.To); ok {
@@ -177,13 +177,13 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 // max_body_size or broke: to those decoded whole, or half, down to one.
 func (w *siemWalk) shrink(decoded int, k *known) {
 	limit := max(1, decoded)
-	if w.sizeLimit > 0 && limit >= w.sizeLimit {
-		limit = max(1, w.sizeLimit/2)
+	if w.sizeCap > 0 && limit >= w.sizeCap {
+		limit = max(1, w.sizeCap/2)
 	}
-	if limit == w.sizeLimit {
+	if limit == w.sizeCap {
 		return
 	}
-	w.sizeLimit = limit
+	w.sizeCap = limit
 	k.log.Warnf("An answer grew past max_body_size (%d bytes) after %s: asking for at most %d per request until the chunk is read",
 		k.maxBodySize, countOf(decoded, "detection"), limit)
 }
@@ -255,7 +255,7 @@ func (r *siemReader) found(c *chunk, at time.Time, read bool) progress {
 // passOver passes over an unreadable instant; what made requests smaller
 // was there, so they have the usual size again.
 func (w *siemWalk) passOver(at time.Time) progress {
-	w.sizeLimit = 0
+	w.sizeCap = 0
 	return progress{unreadable: at}
 }
 
