@@ -53,7 +53,6 @@ type answer struct {
 	decoded  int       // records decoded, new or not
 	inWindow int       // records decoded whose cursor time is in the window
 	oldest   time.Time // smallest cursor time in the window decoded
-	newest   time.Time // largest cursor time in the window decoded
 	// err is how the request failed for good, after retries, and class
 	// what that failure is.
 	err   error
@@ -334,9 +333,6 @@ func (p *poll) take(r record, a *answer) bool {
 	if r.inWindow() {
 		if a.inWindow == 0 || t.Before(a.oldest) {
 			a.oldest = t
-		}
-		if a.inWindow == 0 || t.After(a.newest) {
-			a.newest = t
 		}
 		if t.After(p.chunk.Newest) {
 			p.chunk.Newest = t
