@@ -277,11 +277,7 @@ func (g *refreshGrant) fetch(ctx context.Context) (string, time.Time, error) {
 	case errors.As(err, &re) && re.Response != nil:
 		return "", time.Time{}, describeAnswer(host, re.Response, re.ErrorCode, re.ErrorDescription, g.now())
 	case err != nil:
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return "", time.Time{}, &tokenError{host: host, err: err}
+		return "", time.Time{}, &tokenError{host: host, err: bare(err)}
 	case checkBearerToken(tok.AccessToken) != nil:
 		return "", time.Time{}, &tokenError{host: host, msg: "the access_token it answered cannot be sent: " + checkBearerToken(tok.AccessToken).Error()}
 	}

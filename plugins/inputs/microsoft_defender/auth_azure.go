@@ -158,13 +158,9 @@ func (a *azureSource) readFederatedToken(context.Context) (string, error) {
 	if err == nil {
 		return token, nil
 	}
-	var pathErr *os.PathError
-	if errors.As(err, &pathErr) {
-		err = pathErr.Err
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.fileErr = fmt.Errorf("%q: %w", a.federatedTokenFile, err)
+	a.fileErr = fmt.Errorf("%q: %w", a.federatedTokenFile, bare(err))
 	return "", a.fileErr
 }
 
@@ -244,13 +240,9 @@ func (t *azureTransport) Do(req *http.Request) (*http.Response, error) {
 			Body: io.NopCloser(bytes.NewReader(body)), Request: req}, err
 	}
 	resp, err := t.client.Do(req)
-	seen := answerSeen{host: req.URL.Host, err: err}
+	seen := answerSeen{host: req.URL.Host, err: bare(err)}
 	if resp != nil {
 		seen.status = resp.StatusCode
-	}
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		seen.err = ue.Err
 	}
 	t.mu.Lock()
 	t.answer = seen
@@ -316,13 +308,9 @@ func loadCertificate(path string, password *config.Secret) ([]*x509.Certificate,
 
 func readCertificate(path string, password *config.Secret) ([]*x509.Certificate, crypto.PrivateKey, error) {
 	data, err := os.ReadFile(path)
-	var pathErr *os.PathError
-	if errors.As(err, &pathErr) {
-		err = pathErr.Err
-	}
 	switch {
 	case err != nil:
-		return nil, nil, err
+		return nil, nil, bare(err)
 	case bytes.Contains(data, []byte("-----BEGIN")) && (!password.Empty() || bytes.Contains(data, []byte("ENCRYPTED"))):
 		return nil, nil, errors.New("the key of a PEM file must not be encrypted (client_certificate_password is for " +
 			"PKCS#12 files): use an unencrypted key, or a PKCS#12 file with client_certificate_password")

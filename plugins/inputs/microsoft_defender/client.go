@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -95,12 +96,7 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 
 	resp, err := c.client.Do(req)
 	if err != nil {
-		// url.Error repeats the whole URL.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("%s request to %s failed: %w", c.name, u.Host, err)
+		return nil, fmt.Errorf("%s request to %s failed: %w", c.name, u.Host, bare(err))
 	}
 	if date, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
 		c.apiNow = date.UTC()
@@ -149,6 +145,21 @@ func (m *MicrosoftDefender) refuseProxyInClear(key string, endpoint *url.URL, wh
 	}
 	return fmt.Errorf("%s %q is plain http and %s sends it through a proxy, which would read the %s in clear: use https, or %s",
 		key, endpoint, via, what, fix)
+}
+
+// bare is err without the URL or path that *url.Error and *os.PathError
+// repeat: the URL may hold more than a message should, and every message
+// names the host or file itself.
+func bare(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // commonStatusMeaning explains the statuses that mean the same for every API.
