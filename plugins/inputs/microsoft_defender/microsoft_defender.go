@@ -94,9 +94,6 @@ type MicrosoftDefender struct {
 	cursor   *cursor
 	plan     windowPlan
 	limiter  *rate.Limiter
-	// paging is what Graph showed of its paging, for the life of the
-	// process.
-	paging graphPaging
 	// now and sleep are the plugin's clock; tests replace them.
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
@@ -254,7 +251,6 @@ func (m *MicrosoftDefender) Init() error {
 		delay:     time.Duration(m.Delay),
 	}
 	m.cursor = newCursor()
-	m.paging = graphPaging{}
 	if m.sleep == nil {
 		m.sleep = sleepContext
 	}
@@ -346,7 +342,6 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		known: known{
 			perRequest:  m.perRequest(),
 			unreadable:  m.cursor.newestUnreadable,
-			paging:      &m.paging,
 			maxBodySize: int64(m.MaxBodySize),
 			log:         m.Log,
 		},

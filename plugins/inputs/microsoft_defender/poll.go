@@ -31,8 +31,7 @@ type known struct {
 	// unreadable returns the newest instant in [from, to] known not to be
 	// readable.
 	unreadable  func(from, to time.Time) (time.Time, bool)
-	paging      *graphPaging // what Graph showed of its paging
-	maxBodySize int64        // for messages
+	maxBodySize int64 // for messages
 	log         telegraf.Logger
 }
 

@@ -42,27 +42,22 @@ func (e *probeError) Unwrap() error {
 }
 
 // Probe implements telegraf.ProbePlugin: a token and one minimal request,
-// emitting nothing and keeping the cursor; its error is a *probeError. For
-// Graph it logs what the service did with the paging options.
+// emitting nothing and keeping the cursor; its error is a *probeError.
 func (m *MicrosoftDefender) Probe() error {
 	if _, err := m.tokens.token(m.ctx); err != nil {
 		return m.probeError(stepToken, err)
 	}
-	now := m.now().UTC()
-	var err error
+	now, c := m.now().UTC(), &chunk{}
+	var u *url.URL
 	switch r := m.reader.(type) {
 	case *siemReader:
-		c := &chunk{}
-		req := r.ask(c, &siemAsk{since: now.Add(-probeWindow), until: now, limit: 1})
-		// One detection is enough, however many the service sends.
-		err = m.probeRequest(req.url, c, func(record) bool { return false })
+		u = r.ask(c, &siemAsk{since: now.Add(-probeWindow), until: now, limit: 1}).url
 	case *graphReader:
-		err = m.probeGraph(r, now)
+		u = r.ask(c, now.Add(-probeWindow).Truncate(tick), now.Truncate(tick), 1)
 	}
+	// One record is enough, however many the service sends.
+	err := m.probeRequest(u, c, func(record) bool { return false })
 	if err == nil {
-		if seen := m.probeObservations(); seen != "" {
-			m.Log.Infof("%s%s", graphPagingSeen, seen)
-		}
 		return nil
 	}
 	step := stepRequest
@@ -90,72 +85,6 @@ func (m *MicrosoftDefender) probeError(step probeStep, err error) *probeError {
 	e := &probeError{step: step, err: err}
 	e.fix = advice(e, m.API)
 	return e
-}
-
-// Graph's probe reads one small page of the last week: enough to see the
-// order, the next link and the count.
-const (
-	graphProbeWindow = 7 * 24 * time.Hour
-	graphProbeTop    = 3
-)
-
-// probeGraph sends a query's first page as a poll would, and keeps what the
-// service showed for probeObservations.
-func (m *MicrosoftDefender) probeGraph(r *graphReader, now time.Time) error {
-	from, to := now.Add(-graphProbeWindow).Truncate(tick), now.Truncate(tick)
-	part := &graphPart{from: from, to: to}
-	c := &chunk{graph: graphWalk{part: part}}
-	k := &known{paging: &m.paging, log: m.Log}
-	for {
-		err := m.probeRequest(r.firstPage(from, to, graphProbeTop, &m.paging), c, func(record) bool { return true })
-		if err != nil && r.dropRefusedOption(k, err) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		r.notePage(k, part, true)
-		page, seen := &part.page, &m.paging.seen
-		if page.next == "" && page.hasCount && page.count > int64(page.items) {
-			seen.nextLink = fmt.Sprintf("absent although @odata.count says %d alerts match", page.count)
-		} else if page.next == "" {
-			seen.nextLink = "none (every alert of the week on one page)"
-		}
-		return nil
-	}
-}
-
-// graphPagingSeen starts Probe's log line on Graph's paging, which -check prints.
-const graphPagingSeen = "Graph paging seen by the probe: "
-
-// probeObservations says what the service did with Graph's paging options
-// during Probe; empty for the SIEM API.
-func (m *MicrosoftDefender) probeObservations() string {
-	if m.API != "graph" {
-		return ""
-	}
-	seen := m.paging.seen
-	order := map[string]string{
-		"asc":          "honoured (ascending)",
-		"newest first": "ignored (newest first)",
-		"unordered":    "ignored (no order)",
-		"rejected":     "rejected (400)",
-		"":             "not seen (fewer than two alerts with different times)",
-	}[seen.orderBy]
-	count := map[string]string{
-		"present":  "present",
-		"absent":   "absent",
-		"rejected": "rejected (400)",
-		"":         "not seen",
-	}[seen.count]
-	next := seen.nextLink
-	switch next {
-	case "$skip", "$skiptoken":
-		next = "carries " + next
-	case "other":
-		next = "carries neither $skip nor $skiptoken"
-	}
-	return fmt.Sprintf("$orderby %s; @odata.nextLink %s; @odata.count %s", order, next, count)
 }
 
 // advice says what most likely fixes a failed probe, in words a security
