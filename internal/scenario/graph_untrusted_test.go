@@ -109,16 +109,18 @@ func TestGraphServicesThatCannotBeTrusted(t *testing.T) {
 	}
 }
 
-// Five versions last updated before most of a part become visible after
+// Five versions last updated before the 400 of a part become visible after
 // its first page (newest first, $skip links, the count computed per
-// request): a chain would have reached the count its first page gave
-// without them. They are read with the rest.
+// request): a chain of 100 a page reaches the count of its first page, 400,
+// one page short of them, and no later window reaches back to them. They
+// are read with the rest.
 func TestGraphVersionsVisibleLateDuringAChain(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		alerts := alertsBefore(400, 9*time.Second)
+		// The second chunk, [13:49, 14:49), holds 400 versions from 13:55 on.
+		alerts := graphAlertsAt(time.Now().Add(-65*time.Minute), 400, 8*time.Second)
 		late := make([]simulator.GraphAlert, 0, 5)
 		for i := range 5 {
-			at := time.Now().Add(-time.Hour + time.Duration(i)*time.Second).Format(time.RFC3339Nano)
+			at := time.Now().Add(-70*time.Minute + time.Duration(i)*time.Second).Format(time.RFC3339Nano)
 			late = append(late, simulator.GraphAlert{
 				ID: fmt.Sprintf("late%d", i), Status: "new", Severity: "high", Category: "Malware",
 				ServiceSource: "microsoftDefenderForEndpoint", CreatedDateTime: at, LastUpdateDateTime: at,
