@@ -218,12 +218,13 @@ func TestGraphTimesOutsideTheWindowMoveNothing(t *testing.T) {
 		}
 		pages := requestsTo(s.sim, graphAlertsPath)
 		require.Len(t, pages, len(bounds))
-		warnings := []string{
-			`W! [] Alert 0 at byte 314 ("future@0001-01-01T00:00:00Z") emitted without the values that do not fit: ` +
+		warnings := make([]string, 0, 2+len(bounds))
+		warnings = append(warnings,
+			`W! [] Alert 0 at byte 314 ("future@0001-01-01T00:00:00Z") emitted without the values that do not fit: `+
 				`lastUpdateDateTime: "2999-01-01T00:00:00Z" lies outside the years 1678 to 2262 that a metric's time can hold`,
-			`W! [] Alert 0 at byte 314 ("future@0001-01-01T00:00:00Z"): its time is outside the window asked for, or unknown; ` +
+			`W! [] Alert 0 at byte 314 ("future@0001-01-01T00:00:00Z"): its time is outside the window asked for, or unknown; `+
 				`it is emitted, and the cursor does not use its time`,
-		}
+		)
 		for i, b := range bounds {
 			from, to := "2020-09-30T"+b[0], "2020-09-30T"+b[1]
 			require.Equal(t, fmt.Sprintf("lastUpdateDateTime ge %sZ and lastUpdateDateTime lt %sZ", pad7(from), pad7(to)),

@@ -353,7 +353,7 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 // versionHash places a version in the order of GraphOrderNone.
 func versionHash(v *graphVersion) uint64 {
 	h := fnv.New64a()
-	h.Write([]byte(v.ID + "@" + v.LastUpdateDateTime)) //nolint:errcheck // a hash does not fail
+	h.Write([]byte(v.ID + "@" + v.LastUpdateDateTime))
 	return h.Sum64()
 }
 

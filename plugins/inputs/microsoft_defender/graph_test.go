@@ -1,6 +1,8 @@
 package microsoft_defender
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -29,8 +31,12 @@ func graphStub(t *testing.T, page func(r *http.Request, from, to time.Time) stri
 		requests = append(requests, r.URL.RequestURI())
 		var from, to time.Time
 		if m := filterBounds.FindStringSubmatch(r.URL.Query().Get("$filter")); m != nil {
-			from, _ = time.Parse(time.RFC3339Nano, m[1])
-			to, _ = time.Parse(time.RFC3339Nano, m[2])
+			var errFrom, errTo error
+			from, errFrom = time.Parse(time.RFC3339Nano, m[1])
+			to, errTo = time.Parse(time.RFC3339Nano, m[2])
+			if err := errors.Join(errFrom, errTo); err != nil {
+				t.Errorf("the bounds of %s: %v", m[0], err)
+			}
 		}
 		respond(t, w, []byte(strings.ReplaceAll(page(r, from, to), "{{server}}", server.URL)))
 	})
@@ -255,7 +261,10 @@ func TestGraphChainOfAnInstantIsBounded(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			plugin, logger, requests := graphStub(t, func(r *http.Request, from, to time.Time) string {
-				n, _ := strconv.Atoi(r.URL.Query().Get("page"))
+				n, err := strconv.Atoi(cmp.Or(r.URL.Query().Get("page"), "0"))
+				if err != nil {
+					t.Errorf("page: %v", err)
+				}
 				if n == 0 && (at.Before(from) || !at.Before(to)) {
 					return `{"value":[]}`
 				}
