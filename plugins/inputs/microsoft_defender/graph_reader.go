@@ -57,10 +57,11 @@ type graphWalk struct {
 	firstOutside string      // the identity of the first
 	times        []time.Time // lastUpdateDateTime of those inside
 	next         string
+	pages        int // of the part
 	// A part of one instant: the versions its chain held, the links
-	// followed, the pages read and the versions new on the last.
+	// followed, and the versions new on the last page.
 	chain, visited map[string]bool
-	pages, added   int
+	added          int
 }
 
 // ask asks for the first page of the alerts last updated in [from, to).
@@ -157,7 +158,8 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	case a.err != nil && w.pages > 1 && a.class == failRefused:
 		why = fmt.Sprintf("a next link was refused: %v", a.err)
 	case a.err != nil && !errors.Is(a.err, errBodyTooLarge):
-		// Not a reason to split: malformed JSON comes back in any part.
+		// The poll's to retry or report: no reason to split, as malformed
+		// JSON, say, comes back in any part.
 		pr.err = a.err
 		return pr
 	case a.err != nil && w.chain != nil:

@@ -21,7 +21,8 @@ import (
 
 // graphStub answers the Graph requests of a plugin: the first page of a
 // part with page(from, to) for the bounds of its $filter, a next link with
-// page of the zero times; a next link in a page may name "{{server}}".
+// page of the zero times; a next link in a page may name "{{server}}", and
+// a page starting "400 " is refused with that body.
 func graphStub(t *testing.T, page func(r *http.Request, from, to time.Time) string,
 	configure ...func(*MicrosoftDefender)) (*MicrosoftDefender, *testutil.CaptureLogger, *[]string) {
 	t.Helper()
@@ -38,7 +39,12 @@ func graphStub(t *testing.T, page func(r *http.Request, from, to time.Time) stri
 				t.Errorf("the bounds of %s: %v", m[0], err)
 			}
 		}
-		respond(t, w, []byte(strings.ReplaceAll(page(r, from, to), "{{server}}", server.URL)))
+		body := strings.ReplaceAll(page(r, from, to), "{{server}}", server.URL)
+		if refusal, ok := strings.CutPrefix(body, "400 "); ok {
+			w.WriteHeader(http.StatusBadRequest)
+			body = refusal
+		}
+		respond(t, w, []byte(body))
 	})
 	logger := &testutil.CaptureLogger{}
 	plugin := withDefaults(&MicrosoftDefender{
@@ -247,17 +253,20 @@ func TestGraphChainOfAnInstantEndsAtALinkBack(t *testing.T) {
 }
 
 // A chain of one instant that adds an alert on every page ends after
-// max_alerts_per_gather / page_size + 1 pages; one that adds nothing new
-// ends at once.
+// max_alerts_per_gather / page_size + 1 pages; one that adds nothing new,
+// or whose next link is refused, ends at once, and the poll goes on.
 func TestGraphChainOfAnInstantIsBounded(t *testing.T) {
 	at := fixedNow.Add(-time.Hour)
 	for name, tt := range map[string]struct {
 		pageOf      func(n int) string
+		refuse      bool // the first next link
 		pages, read int
 		why         string
 	}{
-		"endless":     {func(n int) string { return graphAlertJSON(fmt.Sprint("a", n), at) }, 11, 11, "11 pages read"},
-		"nothing new": {func(int) string { return graphAlertJSON("a", at) }, 2, 1, "a page added nothing new"},
+		"endless":     {func(n int) string { return graphAlertJSON(fmt.Sprint("a", n), at) }, false, 11, 11, "11 pages read"},
+		"nothing new": {func(int) string { return graphAlertJSON("a", at) }, false, 2, 1, "a page added nothing new"},
+		"refused": {func(int) string { return graphAlertJSON("a", at) }, true, 2, 1, "a next link was refused: Graph API at {{host}} " +
+			`answered 400 Bad Request (the query was refused: check service_sources and severities): body "{\"error\":{\"code\":\"BadRequest\"}}"`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			plugin, logger, requests := graphStub(t, func(r *http.Request, from, to time.Time) string {
@@ -267,6 +276,9 @@ func TestGraphChainOfAnInstantIsBounded(t *testing.T) {
 				}
 				if n == 0 && (at.Before(from) || !at.Before(to)) {
 					return `{"value":[]}`
+				}
+				if n == 1 && tt.refuse {
+					return `400 {"error":{"code":"BadRequest"}}`
 				}
 				return fmt.Sprintf(`{"value":[%s],"@odata.nextLink":"{{server}}%s?page=%d"}`, tt.pageOf(n), graphAlertsPath, n+1)
 			}, func(m *MicrosoftDefender) { m.PageSize, m.MaxAlertsPerGather = 10, 100 })
@@ -278,8 +290,9 @@ func TestGraphChainOfAnInstantIsBounded(t *testing.T) {
 				}
 			}
 			require.Equal(t, tt.pages, chain)
+			host := strings.TrimSuffix(strings.TrimPrefix(plugin.EndpointURL, "http://"), graphAlertsPath)
 			require.Equal(t, []string{fmt.Sprintf("W! [] Alerts sharing lastUpdateDateTime 2020-09-30T14:00:00Z could not all be shown "+
-				"read whole (%s): %d read, moving on", tt.why, tt.read)}, logger.Warnings())
+				"read whole (%s): %d read, moving on", strings.ReplaceAll(tt.why, "{{host}}", host), tt.read)}, logger.Warnings())
 			require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
 		})
 	}
