@@ -18,12 +18,16 @@ import (
 	"unicode/utf8"
 )
 
-// What a message quotes at most of a text from a server, and of an API error answer; maxReadBody of the
-// latter is read and redacted before the cut, so that a secret crossing the cut is not quoted in part.
 const (
-	maxBodySnippet = 512
-	maxQuotedBody  = 200
-	maxReadBody    = 64 << 10
+	maxBodySnippet = 512 // what a message quotes at most of a text from a server
+	// What a message quotes at most of an API error answer, and what is read and redacted before the cut, so
+	// that a secret crossing the cut is not quoted in part.
+	maxQuotedBody = 200
+	maxReadBody   = 64 << 10
+	// maxRetryAfter is the longest Retry-After obeyed: the APIs' longest quota is per hour, and a century
+	// would stop all polling.
+	maxRetryAfter = time.Hour
+	maxRedirects  = 5 // how many redirects one API request may follow
 )
 
 // apiClient sends authenticated GET requests to one Defender API.
@@ -88,7 +92,7 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 		c.apiNow = date.UTC()
 	}
 	if resp.StatusCode/100 == 2 {
-		return &limitedBody{body: resp.Body, remaining: c.maxBodySize}, nil
+		return limitedBody{http.MaxBytesReader(nil, resp.Body, c.maxBodySize)}, nil
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusUnauthorized {
@@ -103,12 +107,24 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 	return nil, e
 }
 
-// refuseProxyInClear refuses a plain http endpoint (key) that a proxy would
-// carry and read (what). http_proxy_url, unlike the environment's, proxies loopback.
+// limitedBody fails with errBodyTooLarge past its limit, so that an oversized answer is not mistaken for a
+// truncated one.
+type limitedBody struct{ io.ReadCloser }
+
+func (l limitedBody) Read(p []byte) (int, error) {
+	n, err := l.ReadCloser.Read(p)
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		err = errBodyTooLarge
+	}
+	return n, err
+}
+
+// refuseProxyInClear refuses a plain http endpoint (key) that a proxy would carry and read (what).
+// http_proxy_url, unlike the environment's, proxies loopback.
 func (m *MicrosoftDefender) refuseProxyInClear(key string, endpoint *url.URL, what string) error {
 	proxyFunc, err := m.HTTPProxy.Proxy()
 	if endpoint.Scheme != "http" || err != nil || proxyFunc == nil {
-		return nil //nolint:nilerr // no proxy; an invalid one is reported by httpClient
+		return nil //nolint:nilerr // no proxy; an invalid one is reported by httpClients
 	}
 	if proxyURL, err := proxyFunc(&http.Request{URL: endpoint}); err != nil || proxyURL == nil {
 		return nil //nolint:nilerr // not proxied
@@ -121,15 +137,13 @@ func (m *MicrosoftDefender) refuseProxyInClear(key string, endpoint *url.URL, wh
 		key, endpoint, via, what, fix)
 }
 
-// bare is err without the URL or path that *url.Error and *os.PathError repeat: the URL may hold more
-// than a message should, and every message names the host or file itself.
+// bare is err without the URL or path that *url.Error and *os.PathError repeat: the URL may hold more than a
+// message should, and every message names the host or file itself.
 func bare(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
 		return ue.Err
 	}
-	var pe *os.PathError
-	if errors.As(err, &pe) {
+	if pe, ok := errors.AsType[*os.PathError](err); ok {
 		return pe.Err
 	}
 	return err
@@ -146,34 +160,8 @@ func commonStatusMeaning(status int) string {
 	return "unexpected answer"
 }
 
-// limitedBody fails with errBodyTooLarge rather than reading past its limit,
-// so an oversized answer is not mistaken for a truncated one.
-type limitedBody struct {
-	body      io.ReadCloser
-	remaining int64
-}
-
-func (l *limitedBody) Read(p []byte) (int, error) {
-	if l.remaining <= 0 {
-		var probe [1]byte
-		if n, err := l.body.Read(probe[:]); n == 0 {
-			return 0, err
-		}
-		return 0, errBodyTooLarge
-	}
-	n, err := l.body.Read(p[:min(int64(len(p)), l.remaining)])
-	l.remaining -= int64(n)
-	return n, err
-}
-
-func (l *limitedBody) Close() error { return l.body.Close() }
-
-// maxRetryAfter is the longest Retry-After obeyed: the APIs' longest quota is
-// per hour, and a century would stop all polling.
-const maxRetryAfter = time.Hour
-
-// parseRetryAfter reads Retry-After (seconds or an HTTP date): 0 when absent
-// or unreadable, maxRetryAfter with an error when it asks for longer.
+// parseRetryAfter reads Retry-After (seconds or an HTTP date): 0 when absent or unreadable, maxRetryAfter with
+// an error when it asks for longer.
 func parseRetryAfter(value string, now time.Time) (time.Duration, error) {
 	value = strings.TrimSpace(value)
 	var wait time.Duration
@@ -196,8 +184,7 @@ func parseRetryAfter(value string, now time.Time) (time.Duration, error) {
 	return wait, nil
 }
 
-// bodySnippet quotes at most maxQuotedBody bytes of an API error answer,
-// sanitized and with the secrets redacted.
+// bodySnippet quotes at most maxQuotedBody bytes of an API error answer, sanitized and with the secrets redacted.
 func bodySnippet(body []byte, secrets ...string) string {
 	s := strings.TrimSpace(sanitize(redact(string(body), secrets...), maxQuotedBody))
 	if s == "" {
@@ -206,9 +193,8 @@ func bodySnippet(body []byte, secrets ...string) string {
 	return fmt.Sprintf("body %q", s)
 }
 
-// sanitize cuts s to n bytes and replaces line breaks and tabs with spaces,
-// other controls and invalid UTF-8 with U+FFFD, so that a body cannot forge
-// log lines; dropping them could join the halves of an echoed secret.
+// sanitize cuts s to n bytes and replaces line breaks and tabs with spaces, other controls and invalid UTF-8
+// with U+FFFD, so that a body cannot forge log lines; dropping them could join the halves of an echoed secret.
 func sanitize(s string, n int) string {
 	if printableASCII(s) {
 		return cutAtRune(s, n)
@@ -305,57 +291,42 @@ func isTimeout(err error) bool {
 	return errors.As(err, &netErr) && netErr.Timeout()
 }
 
-// Backoff between retries without Retry-After: doubled per attempt, capped.
-const (
-	retryBaseDelay = time.Second
-	retryMaxDelay  = 30 * time.Second
-)
-
-// backoff is the wait before retry attempt (0-based), jittered over its upper
-// half so that pollers do not retry in step.
+// backoff is the wait before retry attempt (0-based) without Retry-After: a second doubled per attempt up to
+// 30 s, jittered over its upper half so that pollers do not retry in step.
 func backoff(attempt int) time.Duration {
-	d := retryMaxDelay
-	if attempt < 5 {
-		d = min(retryBaseDelay<<attempt, retryMaxDelay)
-	}
+	d := min(time.Second<<min(attempt, 5), 30*time.Second)
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1)) //nolint:gosec // jitter, not security
 }
 
 // sleepContext waits for d or until ctx ends.
 func sleepContext(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-t.C:
+	case <-time.After(d):
 		return nil
 	}
 }
-
-// maxRedirects is how many redirects one API request may follow.
-const maxRedirects = 5
 
 // redirectError is a refused redirect: credentials go only to the configured token endpoint and API.
 type redirectError struct{ msg string }
 
 func (e *redirectError) Error() string { return e.msg }
 
-// refusedRedirect names the origins only, as a path may carry anything.
+// refusedRedirect names origins only, as a path may carry anything.
 func refusedRedirect(request string, req *http.Request, via []*http.Request, reason string) error {
 	return &redirectError{fmt.Sprintf("refused the redirect of the %s from %s to %s: %s",
 		request, origin(via[len(via)-1].URL), origin(req.URL), reason)}
 }
 
-// refuseRedirects is the policy of token requests: Go would post the secret
-// again wherever a 307 or 308 points.
+// refuseRedirects is the policy of token requests: Go would post the secret again wherever a 307 or 308 points.
 func refuseRedirects(req *http.Request, via []*http.Request) error {
 	return refusedRedirect("token request", req, via,
 		"the credentials are sent only to the configured token endpoint; set login_endpoint to the address that answers")
 }
 
-// sameOriginRedirects is the policy of API requests: Go keeps Authorization
-// on the same host name with another scheme or port, so the origin must match.
+// sameOriginRedirects is the policy of API requests: Go keeps Authorization on the same host name with another
+// scheme or port, so the origin must match.
 func sameOriginRedirects(req *http.Request, via []*http.Request) error {
 	switch {
 	case origin(req.URL) != origin(via[0].URL):
@@ -369,11 +340,11 @@ func sameOriginRedirects(req *http.Request, via []*http.Request) error {
 
 // origin is scheme://host:port of u, normalized so equal origins compare equal.
 func origin(u *url.URL) string {
-	port := u.Port()
+	scheme, port := strings.ToLower(u.Scheme), u.Port()
 	if port == "" {
-		port = map[string]string{"https": "443", "http": "80"}[strings.ToLower(u.Scheme)]
+		port = map[string]string{"https": "443", "http": "80"}[scheme]
 	}
-	return strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
 // redact replaces the exact and URL-escaped forms of each secret with "[redacted]".
@@ -389,8 +360,7 @@ func redact(s string, secrets ...string) string {
 	return s
 }
 
-// proxyTransport redacts a proxy's password from errors, such as a refused
-// tunnel's reason phrase.
+// proxyTransport redacts a proxy's password from errors, such as a refused tunnel's reason phrase.
 type proxyTransport struct {
 	http.RoundTripper
 	secrets []string

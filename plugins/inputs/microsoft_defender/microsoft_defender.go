@@ -27,8 +27,7 @@ import (
 //go:embed sample.conf
 var sampleConfig string
 
-// validTenantID matches a directory id (GUID) or domain name, so that the
-// tenant can be put into the token URL's path as it is.
+// validTenantID matches a directory id (GUID) or domain name, which the token URL's path takes as it is.
 var validTenantID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*$`)
 
 const (
@@ -36,9 +35,12 @@ const (
 	defaultLoginEndpointGovt = "https://login.microsoftonline.us"
 	defaultSIEMResource      = "https://graph.windows.net"
 	defaultSIEMRegion        = "us"
-	// defaultGraphPageSize is Graph's $top when page_size is 0.
-	defaultGraphPageSize = 500
-	userAgent            = "Telegraf-microsoft_defender"
+	defaultGraphPageSize     = 500 // Graph's $top when page_size is 0
+	userAgent                = "Telegraf-microsoft_defender"
+	defaultPollDeadline      = time.Minute // bounds the first poll, before an interval is known
+	// maxRequestRecords caps what one request asks for, whatever the budget: the identities of one answer
+	// are held until the walk moves below them, and a retried request costs at most this much again.
+	maxRequestRecords = 10000
 )
 
 // MicrosoftDefender pulls Microsoft Defender detections.
@@ -105,18 +107,13 @@ type MicrosoftDefender struct {
 	acc telegraf.Accumulator
 	// ctx ends at Interrupt or Stop, cancelling a poll in flight; set in Init and only read after, so that
 	// Interrupt can cancel while Gather runs.
-	ctx    context.Context
-	cancel context.CancelFunc
-	// lastGather is when the previous poll started: one interval before this one, the poll's deadline.
-	lastGather time.Time
-	// throttledUntil is when the API allows the next request, after a Retry-After longer than a poll.
-	throttledUntil time.Time
+	ctx            context.Context
+	cancel         context.CancelFunc
+	lastGather     time.Time  // when the previous poll started: one interval before this one, the poll's deadline
+	throttledUntil time.Time  // when the API allows the next request, after a Retry-After longer than a poll
 	stateDirty     bool       // the cursor moved since the state file was written
 	stateLock      *stateLock // keeps other instances off state_file until Stop
 }
-
-// defaultPollDeadline bounds the first poll, before an interval is known.
-const defaultPollDeadline = time.Minute
 
 // newMicrosoftDefender returns a plugin with the documented defaults.
 func newMicrosoftDefender() *MicrosoftDefender {
@@ -148,11 +145,10 @@ func (m *MicrosoftDefender) Init() error {
 	if m.API == "graph" && m.PageSize == 0 {
 		m.PageSize = defaultGraphPageSize
 	}
-
 	if m.now == nil {
 		m.now = time.Now
 	}
-	client, err := m.httpClient()
+	tokenClient, apiHTTP, err := m.httpClients()
 	if err != nil {
 		return err
 	}
@@ -160,17 +156,10 @@ func (m *MicrosoftDefender) Init() error {
 	if err != nil {
 		return err
 	}
-	if err := m.refuseProxyInClear("endpoint_url", endpoint, "bearer token"); err != nil {
+	if m.tokens, err = m.tokenSource(tokenClient); err != nil {
 		return err
 	}
-	tokenClient, apiHTTP := *client, *client
-	tokenClient.CheckRedirect = refuseRedirects
-	apiHTTP.CheckRedirect = sameOriginRedirects
-	m.tokens, err = m.tokenSource(&tokenClient)
-	if err != nil {
-		return err
-	}
-	m.client = &apiClient{client: &apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
+	m.client = &apiClient{client: apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
 	if m.API == "graph" {
 		groups := make(map[string]bool, len(m.MachineGroups))
 		for _, g := range m.MachineGroups {
@@ -189,20 +178,12 @@ func (m *MicrosoftDefender) Init() error {
 		}
 	} else {
 		m.client.name, m.client.statusMeaning = "SIEM API", siemStatusMeaning
-		m.reader = &siemReader{
-			endpoint:                 endpoint,
-			machineGroups:            m.MachineGroups,
-			deviceCreatedMachineTags: m.DeviceCreatedMachineTags,
-			cloudCreatedMachineTags:  m.CloudCreatedMachineTags,
-		}
+		m.reader = &siemReader{endpoint: endpoint, machineGroups: m.MachineGroups,
+			deviceCreatedMachineTags: m.DeviceCreatedMachineTags, cloudCreatedMachineTags: m.CloudCreatedMachineTags}
 	}
 	m.endpoint = endpoint
-	m.plan = windowPlan{
-		lookback:  time.Duration(m.InitialLookback),
-		overlap:   time.Duration(m.Overlap),
-		maxWindow: time.Duration(m.MaxWindow),
-		delay:     time.Duration(m.Delay),
-	}
+	m.plan = windowPlan{lookback: time.Duration(m.InitialLookback), overlap: time.Duration(m.Overlap),
+		maxWindow: time.Duration(m.MaxWindow), delay: time.Duration(m.Delay)}
 	m.cursor = newCursor()
 	m.paging = graphPaging{}
 	if m.sleep == nil {
@@ -278,8 +259,8 @@ func (m *MicrosoftDefender) Interrupt() {
 	}
 }
 
-// Stop saves the latest state, so that after a clean stop nothing is
-// repeated, and ends the plugin: a later Gather sends no request.
+// Stop saves the latest state, so that after a clean stop nothing is repeated, and ends the plugin: a later
+// Gather sends no request.
 func (m *MicrosoftDefender) Stop() {
 	if m.cancel == nil {
 		return // Init did not get as far as the cursor: nothing to stop or save
@@ -364,10 +345,6 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	return nil
 }
 
-// maxRequestRecords caps what one request asks for, whatever the budget: the identities of one answer are
-// held until the walk moves below them, and a retried request costs at most this much again.
-const maxRequestRecords = 10000
-
 // perRequest is the number of records one request asks for.
 func (m *MicrosoftDefender) perRequest() int {
 	n := min(m.MaxAlertsPerGather, maxRequestRecords)
@@ -403,8 +380,8 @@ func regionURL(api, region string) (string, bool) {
 	return "https://" + cloud.graphHost + graphAlertsPath, ok
 }
 
-// apiEndpoint is endpoint_url, or the API's address in region (by default Graph's global cloud, the SIEM
-// API's US host). For Graph it also fills the scope of that cloud when it is not set.
+// apiEndpoint is endpoint_url, or the API's address in region (by default Graph's global cloud, the SIEM API's
+// US host). For Graph it also fills the scope of that cloud when it is not set.
 func (m *MicrosoftDefender) apiEndpoint() (*url.URL, error) {
 	other := map[string]string{"graph": "siem", "siem": "graph"}[m.API]
 	m.Region = cmp.Or(m.Region, map[string]string{"graph": "global", "siem": defaultSIEMRegion}[m.API])
@@ -418,14 +395,17 @@ func (m *MicrosoftDefender) apiEndpoint() (*url.URL, error) {
 		return nil, fmt.Errorf("region %q is unknown for api = %q: use %s, or set endpoint_url", m.Region, m.API, regionNames[m.API])
 	}
 	u, err := parseEndpoint("endpoint_url", raw)
-	if err == nil && m.API == "graph" && len(m.Scopes) == 0 && m.AuthMethod != methodAccessToken {
+	if err != nil {
+		return nil, err
+	}
+	if m.API == "graph" && len(m.Scopes) == 0 && m.AuthMethod != methodAccessToken {
 		m.Scopes = []string{u.Scheme + "://" + u.Host + "/.default"} // Graph's host, where the requests go
 	}
-	return u, err
+	return u, m.refuseProxyInClear("endpoint_url", u, "bearer token")
 }
 
-// parseEndpoint accepts https URLs, and plain http only on loopback, so that
-// no token ever crosses a network in the clear.
+// parseEndpoint accepts https URLs, and plain http only on loopback, so that no token ever crosses a network
+// in the clear.
 func parseEndpoint(key, raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -448,28 +428,30 @@ func parseEndpoint(key, raw string) (*url.URL, error) {
 	return u, nil
 }
 
-func (m *MicrosoftDefender) httpClient() (*http.Client, error) {
+// httpClients returns the client of token requests and that of API requests: the same transport, with each
+// one's redirect policy.
+func (m *MicrosoftDefender) httpClients() (tokens, api *http.Client, err error) {
 	tlsCfg, err := m.ClientConfig.TLSConfig()
 	if err != nil {
-		return nil, fmt.Errorf("tls settings: %w", err)
+		return nil, nil, fmt.Errorf("tls settings: %w", err)
 	}
 	proxyFunc, err := m.HTTPProxy.Proxy()
 	if err != nil {
-		// Telegraf's message repeats the URL, password included.
-		return nil, errors.New("http_proxy_url is not a valid URL")
+		return nil, nil, errors.New("http_proxy_url is not a valid URL") // Telegraf's message repeats the password
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = tlsCfg
-	transport.Proxy = proxyFunc
-	client := &http.Client{Transport: transport, Timeout: time.Duration(m.Timeout)}
+	transport.TLSClientConfig, transport.Proxy = tlsCfg, proxyFunc
+	var rt http.RoundTripper = transport
 	if u, err := url.Parse(m.HTTPProxyURL); err == nil && u.User != nil {
 		if password, ok := u.User.Password(); ok {
 			// The second form is the Proxy-Authorization header's.
-			client.Transport = &proxyTransport{RoundTripper: transport, secrets: []string{password,
+			rt = &proxyTransport{RoundTripper: transport, secrets: []string{password,
 				base64.StdEncoding.EncodeToString([]byte(u.User.Username() + ":" + password))}}
 		}
 	}
-	return client, nil
+	timeout := time.Duration(m.Timeout)
+	return &http.Client{Transport: rt, Timeout: timeout, CheckRedirect: refuseRedirects},
+		&http.Client{Transport: rt, Timeout: timeout, CheckRedirect: sameOriginRedirects}, nil
 }
 
 func init() {
