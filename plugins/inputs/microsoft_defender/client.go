@@ -113,7 +113,7 @@ type limitedBody struct{ io.ReadCloser }
 
 func (l limitedBody) Read(p []byte) (int, error) {
 	n, err := l.ReadCloser.Read(p)
-	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+	if errors.As(err, new(*http.MaxBytesError)) {
 		err = errBodyTooLarge
 	}
 	return n, err

@@ -167,15 +167,8 @@ func (m *MicrosoftDefender) Init() error {
 		}
 		m.client.name, m.client.statusMeaning = "Graph API", graphStatusMeaning
 		m.client.header = http.Header{"Prefer": {"include-unknown-enum-members"}}
-		m.reader = &graphReader{
-			endpoint:           endpoint,
-			pageSize:           m.PageSize,
-			serviceSources:     m.ServiceSources,
-			severities:         m.Severities,
-			machineGroups:      groups,
-			includeEvidence:    m.IncludeEvidence,
-			maxAlertsPerGather: m.MaxAlertsPerGather,
-		}
+		m.reader = &graphReader{endpoint: endpoint, pageSize: m.PageSize, serviceSources: m.ServiceSources, severities: m.Severities,
+			machineGroups: groups, includeEvidence: m.IncludeEvidence, maxAlertsPerGather: m.MaxAlertsPerGather}
 	} else {
 		m.client.name, m.client.statusMeaning = "SIEM API", siemStatusMeaning
 		m.reader = &siemReader{endpoint: endpoint, machineGroups: m.MachineGroups,
