@@ -39,9 +39,7 @@ type apiClient struct {
 	statusMeaning func(status int) string // explains a non-2xx status
 	now           func() time.Time
 	header        http.Header
-	// apiNow is the latest answer's Date, so that a host clock running ahead does not end windows in the
-	// API's future (chunk.reachable).
-	apiNow time.Time
+	apiNow        time.Time // the latest answer's Date: a host clock running ahead ends no window in the API's future (chunk.reachable)
 }
 
 // statusError is a non-2xx answer of the API.
@@ -71,8 +69,7 @@ func (e *answerError) Unwrap() error { return e.err }
 // errBodyTooLarge ends a response longer than max_body_size.
 var errBodyTooLarge = errors.New("the answer is larger than max_body_size")
 
-// get returns the body of a 2xx answer, failing with errBodyTooLarge past maxBodySize; other answers are a
-// *statusError, and a 401 drops the token.
+// get returns the body of a 2xx answer (errBodyTooLarge past maxBodySize), else a *statusError; a 401 drops the token.
 func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) {
 	tok, err := c.tokens.token(ctx)
 	if err != nil {
@@ -107,8 +104,7 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 	return nil, e
 }
 
-// limitedBody fails with errBodyTooLarge past its limit, so that an oversized answer is not mistaken for a
-// truncated one.
+// limitedBody fails with errBodyTooLarge past its limit: an oversized answer is not mistaken for a truncated one.
 type limitedBody struct{ io.ReadCloser }
 
 func (l limitedBody) Read(p []byte) (int, error) {
@@ -160,8 +156,7 @@ func commonStatusMeaning(status int) string {
 	return "unexpected answer"
 }
 
-// parseRetryAfter reads Retry-After (seconds or an HTTP date): 0 when absent or unreadable, maxRetryAfter with
-// an error when it asks for longer.
+// parseRetryAfter reads Retry-After (seconds or an HTTP date): 0 if absent or unreadable, maxRetryAfter and an error past it.
 func parseRetryAfter(value string, now time.Time) (time.Duration, error) {
 	value = strings.TrimSpace(value)
 	var wait time.Duration

@@ -191,8 +191,7 @@ func (m *MicrosoftDefender) Init() error {
 	return nil
 }
 
-// checkSettings refuses invalid values, and keys the chosen API does not use, so that a filter is never
-// silently ignored.
+// checkSettings refuses invalid values, and keys the API does not use: a filter is never silently ignored.
 func (m *MicrosoftDefender) checkSettings() error {
 	var foreign []string
 	for _, k := range []struct {
@@ -252,8 +251,7 @@ func (m *MicrosoftDefender) Interrupt() {
 	}
 }
 
-// Stop saves the latest state, so that after a clean stop nothing is repeated, and ends the plugin: a later
-// Gather sends no request.
+// Stop saves the latest state, so that a clean stop repeats nothing, and ends the plugin: Gather sends no more requests.
 func (m *MicrosoftDefender) Stop() {
 	if m.cancel == nil {
 		return // Init did not get as far as the cursor: nothing to stop or save
@@ -331,8 +329,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	if readUpTo.IsZero() {
 		readUpTo = end.Add(-time.Duration(m.InitialLookback))
 	}
-	// A watermark up to maxClockSkew ahead is believed; it is no lag.
-	lag := max(now.Sub(readUpTo), 0)
+	lag := max(now.Sub(readUpTo), 0) // a watermark up to maxClockSkew ahead is believed: no lag
 	acc.AddMetric(pollMetric(m.API, p.status(), &p.stats, time.Since(started), lag, now))
 	m.stateDirty = m.stateDirty || p.stats.requests > 0
 	return nil
@@ -397,8 +394,7 @@ func (m *MicrosoftDefender) apiEndpoint() (*url.URL, error) {
 	return u, m.refuseProxyInClear("endpoint_url", u, "bearer token")
 }
 
-// parseEndpoint accepts https URLs, and plain http only on loopback, so that no token ever crosses a network
-// in the clear.
+// parseEndpoint accepts https URLs, and plain http only on loopback: no token crosses a network in the clear.
 func parseEndpoint(key, raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -421,8 +417,7 @@ func parseEndpoint(key, raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// httpClients returns the client of token requests and that of API requests: the same transport, with each
-// one's redirect policy.
+// httpClients are the clients of token and of API requests: one transport, each request's redirect policy.
 func (m *MicrosoftDefender) httpClients() (tokens, api *http.Client, err error) {
 	tlsCfg, err := m.ClientConfig.TLSConfig()
 	if err != nil {
