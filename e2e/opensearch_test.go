@@ -185,8 +185,9 @@ func (n *searchNode) install(t *testing.T) {
 }
 
 // bulk indexes docs into index through the defender-ecs pipeline, each
-// under an id the server gives, and returns the answer. It does not fail
-// the test, so that goroutines may call it.
+// under an id the server gives, and returns the answer, and an error if
+// a document was refused. It does not fail the test, so that goroutines
+// may call it.
 func (n *searchNode) bulk(index string, docs []map[string]any) (map[string]any, error) {
 	var body bytes.Buffer
 	for _, doc := range docs {
@@ -207,6 +208,16 @@ func (n *searchNode) bulk(index string, docs []map[string]any) (map[string]any, 
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("bulk answered %d: %v", resp.StatusCode, answer)
+	}
+	if answer["errors"] != false {
+		var refused []string
+		items, _ := answer["items"].([]any)
+		for i, item := range items {
+			if reason := dig(item, "index", "error", "reason"); reason != nil {
+				refused = append(refused, fmt.Sprintf("document %d: %.200s", i, reason))
+			}
+		}
+		return answer, fmt.Errorf("%d documents refused: %s", len(refused), strings.Join(refused, "; "))
 	}
 	return answer, nil
 }
@@ -430,8 +441,8 @@ func checkIndexedDetections(t *testing.T, node *searchNode, sim *simulator.Serve
 	require.Equal(t, len(polls), totalHits(t, node.search(t, "defender-*",
 		`{"size": 0, "track_total_hits": true, "query": {"term": {"measurement_name": "defender_poll"}}}`)))
 
-	// The detection with longPath is indexed, its path whole in _source as
-	// the plugin emitted it, and left out of the index.
+	// The detection with longPath is indexed, its path in _source as the
+	// plugin emitted it, and left out of the index.
 	path, ok := long.GetField("file_path")
 	require.True(t, ok)
 	require.Greater(t, utf8.RuneCountInString(path.(string)), 8191)
@@ -439,7 +450,8 @@ func checkIndexedDetections(t *testing.T, node *searchNode, sim *simulator.Serve
 	require.Len(t, docs, 1)
 	require.Equal(t, path, dig(docs[0], "_source", "defender_alert", "file_path"))
 	require.Equal(t, path, dig(docs[0], "_source", "file", "path"))
-	require.ElementsMatch(t, []any{"defender_alert.file_path", "file.path"}, docs[0]["_ignored"])
+	require.Equal(t, []string{"defender_alert.file_name", "file.name"},
+		indexed(t, node, docs[0]["_id"].(string), "defender_alert.file_path", "file.path", "defender_alert.file_name", "file.name"))
 
 	checkMapping(t, node, "defender-*")
 	checkECS(t, node, "defender-*", want)
@@ -636,11 +648,19 @@ func latestStateQuery(t *testing.T) readmeRequest {
 	return readmeRequest{}
 }
 
-// latestState runs the README's query for the current state and returns
-// its hits by alert id, each alert once, and the ids in the answer's order.
+// latestState runs the README's query for the current state, with whole
+// documents instead of the fields it picks, and returns its hits by alert
+// id, each alert once, and the ids in the answer's order.
 func latestState(t *testing.T, node *searchNode) (map[string]map[string]any, []string) {
 	t.Helper()
-	return stateOf(t, node.run(t, latestStateQuery(t)))
+	q := latestStateQuery(t)
+	var body map[string]any
+	require.NoError(t, json.Unmarshal([]byte(q.body), &body))
+	delete(body, "_source")
+	whole, err := json.Marshal(body)
+	require.NoError(t, err)
+	q.body = string(whole)
+	return stateOf(t, node.run(t, q))
 }
 
 // stateOf is latestState of an answer to that query.
@@ -783,6 +803,27 @@ func graphDocument(created, updated time.Time, n, v int) map[string]any {
 	})
 }
 
+// indexed returns which of fields the document id has in the index.
+func indexed(t *testing.T, node *searchNode, id string, fields ...string) []string {
+	t.Helper()
+	filters := make(map[string]any, len(fields))
+	for _, f := range fields {
+		filters[f] = map[string]any{"exists": map[string]any{"field": f}}
+	}
+	body, err := json.Marshal(map[string]any{"size": 0, "query": map[string]any{"ids": map[string]any{"values": []string{id}}},
+		"aggs": map[string]any{"fields": map[string]any{"filters": map[string]any{"filters": filters}}}})
+	require.NoError(t, err)
+	answer := node.search(t, "defender-*", string(body))
+	require.Equal(t, 1, totalHits(t, answer), "the document %s", id)
+	var out []string
+	for _, f := range fields {
+		if dig(answer, "aggregations", "fields", "buckets", f, "doc_count") == float64(1) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // flatten maps a document's leaves to their field paths.
 func flatten(prefix string, doc map[string]any, out map[string]any) {
 	for k, v := range doc {
@@ -840,7 +881,6 @@ func testNeverRefuses(t *testing.T, node *searchNode) {
 
 	answer, err := node.bulk("defender-never-refuses", docs)
 	require.NoError(t, err)
-	require.Equal(t, false, answer["errors"], "%v", answer)
 	items, ok := answer["items"].([]any)
 	require.True(t, ok)
 	require.Len(t, items, len(docs))
@@ -858,50 +898,68 @@ func testNeverRefuses(t *testing.T, node *searchNode) {
 		byID[h["_id"].(string)] = h
 	}
 
-	// What each document left out of the index (_ignored), and the rest
-	// as it came.
+	// What each document left out of the index, and the rest as it came.
+	// (A value over ignore_above is left out silently; a date that does
+	// not parse is listed in _ignored.)
 	for i, id := range ids {
 		h := byID[id]
 		source := h["_source"].(map[string]any)
 		switch i {
 		case 3:
-			require.ElementsMatch(t, []any{"defender_alert.file_path", "file.path"}, h["_ignored"])
+			require.Nil(t, h["_ignored"])
 			require.Equal(t, longPath, dig(source, "file", "path"))
+			require.Equal(t, []string{"defender_alert.file_name", "file.name"},
+				indexed(t, node, id, "defender_alert.file_path", "file.path", "defender_alert.file_name", "file.name"))
 		case 5:
 			require.Equal(t, []any{"defender_alert.first_activity_date_time"}, h["_ignored"])
 			require.Equal(t, badDate, dig(source, "defender_alert", "first_activity_date_time"))
-			require.Equal(t, "inProgress", dig(source, "tag", "status"))
+			require.Equal(t, []string{"defender_alert.alert_id", "defender_alert.last_update_date_time"}, indexed(t, node, id,
+				"defender_alert.alert_id", "defender_alert.first_activity_date_time", "defender_alert.last_update_date_time"))
 		case 7:
 			require.Nil(t, h["_ignored"])
 			require.Equal(t, "pipeline_error", dig(source, "event", "kind"))
 			require.Contains(t, dig(source, "error", "message"), "splitOnToken")
 		case 9:
-			// Each long keyword, each text's keyword, each bad date, as
-			// given or as the pipeline copied it (file.path, event.id, ...).
-			var want []any
+			// Each long keyword, each text's keyword and each bad date,
+			// as given or as the pipeline copied it (file.path, event.id,
+			// event.created, ...), is left out; the texts are indexed.
+			var long, dates, texts []string
 			leaves := make(map[string]any)
 			flatten("", source, leaves)
 			for field, v := range leaves {
 				def := declared[field]
 				switch {
-				case v != longPath && v != badDate:
+				case v == badDate:
+					dates = append(dates, field)
+				case v != longPath:
 				case def == nil || def["type"] != "text":
-					want = append(want, field)
-				case dig(def, "fields", "keyword") != nil:
-					want = append(want, field+".keyword")
+					long = append(long, field)
+				default:
+					texts = append(texts, field)
+					if dig(def, "fields", "keyword") != nil {
+						long = append(long, field+".keyword")
+					}
 				}
 			}
-			require.Contains(t, want, "file.path")
-			require.Contains(t, want, "event.created")
-			require.ElementsMatch(t, want, h["_ignored"])
+			require.Contains(t, long, "file.path")
+			require.Contains(t, long, "event.id")
+			require.Contains(t, dates, "event.created")
+			require.Contains(t, texts, "message")
+			require.Empty(t, indexed(t, node, id, append(long, dates...)...))
+			require.ElementsMatch(t, texts, indexed(t, node, id, texts...))
+			got := make([]string, 0, len(dates))
+			for _, f := range h["_ignored"].([]any) {
+				got = append(got, f.(string))
+			}
+			require.ElementsMatch(t, dates, got)
 			require.Equal(t, "alert", dig(source, "event", "kind"))
+			// The same fields of an ordinary detection are indexed.
+			require.Equal(t, []string{"defender_alert.file_path", "file.path", "event.id", "event.created"},
+				indexed(t, node, ids[0], "defender_alert.file_path", "file.path", "event.id", "event.created"))
 		default:
 			require.Nil(t, h["_ignored"], "%v", source)
 		}
 	}
-	// A date that does not parse is only left out of its own field.
-	require.Equal(t, 1, totalHits(t, node.search(t, "defender-*", `{"track_total_hits": true,
-  "query": {"term": {"defender_alert.alert_id": "ga-005"}}}`)))
 }
 
 // 20 Graph alerts and 20 SIEM alerts of five versions each, written in
@@ -952,11 +1010,7 @@ func testStateAfterShuffledWrites(t *testing.T, node *searchNode) {
 	for i := range errs {
 		chunk := writes[i*len(writes)/len(errs) : (i+1)*len(writes)/len(errs)]
 		wg.Go(func() {
-			answer, err := node.bulk("defender-shuffled", chunk)
-			if err == nil && answer["errors"] != false {
-				err = fmt.Errorf("a document was refused: %v", answer)
-			}
-			errs[i] = err
+			_, errs[i] = node.bulk("defender-shuffled", chunk)
 		})
 	}
 	wg.Wait()
@@ -1077,7 +1131,7 @@ func testGraphVersions(t *testing.T, node *searchNode) {
 	bad := state["da-bad-date"]
 	if first, ok := emitted.GetField("first_activity_date_time"); ok {
 		require.Equal(t, first, dig(bad, "_source", "defender_alert", "first_activity_date_time"))
-		require.Equal(t, []any{"defender_alert.first_activity_date_time"}, bad["_ignored"])
+		require.Equal(t, []any{"defender_alert.first_activity_date_time"}, bad["_ignored"], "the date %q", first)
 	} else {
 		require.Nil(t, bad["_ignored"])
 	}
