@@ -1021,6 +1021,12 @@ func testStateAfterShuffledWrites(t *testing.T, node *searchNode) {
 
 	state, order := latestState(t, node)
 	require.Equal(t, wantOrder, order)
+	// The plugin README's query, for the ten alerts changed last.
+	plugin := regexp.MustCompile("(?s)```json\n(\\{[^`]*\"collapse\"[^`]*)```").
+		FindStringSubmatch(string(repoFile(t, "plugins/inputs/microsoft_defender/README.md")))
+	require.NotNil(t, plugin, "the plugin README's query with collapse")
+	_, top := stateOf(t, node.run(t, readmeRequest{http.MethodPost, "defender-*/_search", plugin[1]}))
+	require.Equal(t, wantOrder[:10], top)
 	for id, h := range state {
 		source := h["_source"].(map[string]any)
 		if strings.HasPrefix(id, "ga-") {
