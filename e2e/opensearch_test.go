@@ -209,7 +209,7 @@ func (n *searchNode) bulk(index string, docs []map[string]any) (map[string]any, 
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("bulk answered %d: %v", resp.StatusCode, answer)
 	}
-	if answer["errors"] != false {
+	if failed, ok := answer["errors"].(bool); !ok || failed {
 		var refused []string
 		items, _ := answer["items"].([]any)
 		for i, item := range items {
@@ -394,8 +394,8 @@ func checkIndexedDetections(t *testing.T, node *searchNode, sim *simulator.Serve
 	first, last := polls[0].Time(), polls[len(polls)-1].Time()
 	want := make(map[string]int)
 	wantIDs := make(map[string]int)
-	var read []simulator.Detection
 	all := sim.All()
+	read := make([]simulator.Detection, 0, len(all))
 	for i := range all {
 		d := &all[i]
 		lpt, err := time.Parse(time.RFC3339Nano, d.LastProcessedTimeUtc)
@@ -620,8 +620,9 @@ type readmeRequest struct{ method, path, body string }
 
 func readmeQueries(t *testing.T) []readmeRequest {
 	t.Helper()
-	var out []readmeRequest
-	for _, q := range readmeQuery.FindAllStringSubmatch(string(repoFile(t, "README.md")), -1) {
+	found := readmeQuery.FindAllStringSubmatch(string(repoFile(t, "README.md")), -1)
+	out := make([]readmeRequest, 0, len(found))
+	for _, q := range found {
 		out = append(out, readmeRequest{q[1], q[2], q[3]})
 	}
 	require.Len(t, out, 6)
@@ -666,9 +667,10 @@ func latestState(t *testing.T, node *searchNode) (map[string]map[string]any, []s
 // stateOf is latestState of an answer to that query.
 func stateOf(t *testing.T, answer map[string]any) (map[string]map[string]any, []string) {
 	t.Helper()
-	byID := make(map[string]map[string]any)
-	var order []string
-	for _, h := range hits(t, answer) {
+	list := hits(t, answer)
+	byID := make(map[string]map[string]any, len(list))
+	order := make([]string, 0, len(list))
+	for _, h := range list {
 		id, ok := dig(h, "_source", "defender_alert", "alert_id").(string)
 		require.True(t, ok, "a hit without alert_id: %v", h)
 		require.NotContains(t, byID, id, "the alert %s twice", id)
@@ -729,7 +731,7 @@ func checkREADMEQueries(t *testing.T, node *searchNode, read []simulator.Detecti
 			n := count(func(d *simulator.Detection) bool { return d.Severity == "High" }, nothing)[""]
 			require.Equal(t, n, totalHits(t, answer))
 			require.Len(t, hits(t, answer), min(n, 20))
-		case 3: // hosts with the most alerts of high severity or above
+		case 3: // hosts with the most detections of high severity or above
 			require.Equal(t, count(high, nothing)[""], totalHits(t, answer))
 			requireBuckets(count(high, host), buckets(t, answer, "hosts"), "host")
 		case 4: // is the poller keeping up?
@@ -825,7 +827,7 @@ func indexed(t *testing.T, node *searchNode, id string, fields ...string) []stri
 }
 
 // flatten maps a document's leaves to their field paths.
-func flatten(prefix string, doc map[string]any, out map[string]any) {
+func flatten(prefix string, doc, out map[string]any) {
 	for k, v := range doc {
 		if sub, ok := v.(map[string]any); ok {
 			flatten(prefix+k+".", sub, out)
@@ -886,7 +888,8 @@ func testNeverRefuses(t *testing.T, node *searchNode) {
 	require.Len(t, items, len(docs))
 	ids := make([]string, 0, len(items))
 	for _, item := range items {
-		require.Equal(t, float64(http.StatusCreated), dig(item, "index", "status"), "%v", item)
+		status, _ := dig(item, "index", "status").(float64)
+		require.Equal(t, http.StatusCreated, int(status), "%v", item)
 		ids = append(ids, dig(item, "index", "_id").(string))
 	}
 	idList, err := json.Marshal(ids)
@@ -986,7 +989,7 @@ func testStateAfterShuffledWrites(t *testing.T, node *searchNode) {
 		// Graph alerts first: SIEM detections have no last_update_date_time.
 		wantOrder = append(wantOrder, fmt.Sprintf("da-%03d", n))
 	}
-	rng := rand.New(rand.NewPCG(22, 1)) //nolint:gosec // a reproducible order, not security
+	rng := rand.New(rand.NewPCG(22, 1))
 	writes := append([]map[string]any(nil), docs...)
 	for _, i := range rng.Perm(len(docs))[:len(docs)/3] {
 		writes = append(writes, docs[i])
@@ -1050,9 +1053,9 @@ func testGraphVersions(t *testing.T, node *searchNode) {
 	created := time.Now().UTC().Add(-10 * time.Minute).Truncate(time.Millisecond)
 	device := json.RawMessage(`{"@odata.type": "#microsoft.graph.security.deviceEvidence",
   "deviceDnsName": "wks-7.contoso.local", "mdeDeviceId": "dev-7", "rbacGroupName": "Finance"}`)
-	alert := func(id, status string) simulator.GraphAlert {
+	alert := func(id string) simulator.GraphAlert {
 		return simulator.GraphAlert{
-			ID: id, ProviderAlertID: id, IncidentID: "1007", TenantID: "e2e-tenant", Status: status, Severity: "high",
+			ID: id, ProviderAlertID: id, IncidentID: "1007", TenantID: "e2e-tenant", Status: "new", Severity: "high",
 			ServiceSource: "microsoftDefenderForEndpoint", DetectionSource: "microsoftDefenderForEndpoint",
 			Category: "Execution", Title: "Suspicious PowerShell on wks-7",
 			AlertWebURL:     "https://security.microsoft.com/alerts/" + id,
@@ -1063,13 +1066,13 @@ func testGraphVersions(t *testing.T, node *searchNode) {
 			Evidence:             []json.RawMessage{device},
 		}
 	}
-	latest := alert("da-tracked", "new")
+	latest := alert("da-tracked")
 	// Another alert, created earlier: two alerts of the same tags and
 	// createdDateTime whose lastUpdateDateTime is the same to 100 ns would
 	// be the same point to Telegraf, and so the same document id.
-	other := alert("da-other", "new")
+	other := alert("da-other")
 	other.CreatedDateTime = created.Add(-time.Minute).Format(time.RFC3339Nano)
-	badDate := alert("da-bad-date", "new")
+	badDate := alert("da-bad-date")
 	badDate.CreatedDateTime = created.Add(-2 * time.Minute).Format(time.RFC3339Nano)
 	badDate.FirstActivityDateTime = "not a date"
 	require.NoError(t, sim.AddGraph(other, badDate, latest))
@@ -1091,7 +1094,7 @@ func testGraphVersions(t *testing.T, node *searchNode) {
 	// Each version once the previous one is the current state.
 	for i, change := range versions {
 		if i > 0 {
-			latest = alert("da-tracked", "new")
+			latest = alert("da-tracked")
 			change(&latest)
 			require.NoError(t, sim.AddGraph(latest))
 		}
