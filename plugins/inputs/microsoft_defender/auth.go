@@ -2,6 +2,7 @@ package microsoft_defender
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -39,8 +40,7 @@ const (
 	envAuthorityHost      = "AZURE_AUTHORITY_HOST"
 )
 
-// tokenRenewBefore: a token is replaced this long before it expires, so it
-// cannot expire in use.
+// tokenRenewBefore: a token is replaced this long before it expires, so it cannot expire in use.
 const tokenRenewBefore = 2 * time.Minute
 
 // authKey is a sign-in key: set or not, the methods using and needing it.
@@ -52,26 +52,25 @@ type authKey struct {
 
 func (m *MicrosoftDefender) authKeys() []authKey {
 	aad := []string{methodClientSecret, methodClientCertificate, methodWorkloadIdentity, methodRefreshToken}
-	secret := []string{methodClientSecret, methodRefreshToken}
-	cert := []string{methodClientCertificate}
+	secret, cert := []string{methodClientSecret, methodRefreshToken}, []string{methodClientCertificate}
+	only := func(method string) []string { return []string{method} }
 	return []authKey{
 		{"tenant_id", m.TenantID != "", aad, aad},
 		{"client_id", m.ClientID != "", append(slices.Clone(aad), methodManagedIdentity), aad},
 		{"client_secret", !m.ClientSecret.Empty(), secret, secret},
-		{"refresh_token", !m.RefreshToken.Empty(), []string{methodRefreshToken}, []string{methodRefreshToken}},
-		{"access_token", !m.AccessToken.Empty(), []string{methodAccessToken}, []string{methodAccessToken}},
+		{"refresh_token", !m.RefreshToken.Empty(), only(methodRefreshToken), only(methodRefreshToken)},
+		{"access_token", !m.AccessToken.Empty(), only(methodAccessToken), only(methodAccessToken)},
 		{"login_endpoint", m.LoginEndpoint != "", aad, nil},
 		{"scopes", len(m.Scopes) > 0, authMethods[:5], nil},
 		{"client_certificate", m.ClientCertificate != "", cert, cert},
 		{"client_certificate_password", !m.ClientCertificatePassword.Empty(), cert, nil},
 		{"send_certificate_chain", m.SendCertificateChain, cert, nil},
-		{"managed_identity_resource_id", m.ManagedIdentityResourceID != "", []string{methodManagedIdentity}, nil},
-		{"federated_token_file", m.FederatedTokenFile != "", []string{methodWorkloadIdentity}, []string{methodWorkloadIdentity}},
+		{"managed_identity_resource_id", m.ManagedIdentityResourceID != "", only(methodManagedIdentity), nil},
+		{"federated_token_file", m.FederatedTokenFile != "", only(methodWorkloadIdentity), only(methodWorkloadIdentity)},
 	}
 }
 
-// checkAuthKeys refuses keys of other methods, naming theirs, and names the
-// keys auth_method misses.
+// checkAuthKeys refuses keys of other methods, naming theirs, and names the keys auth_method misses.
 func (m *MicrosoftDefender) checkAuthKeys() error {
 	if !slices.Contains(authMethods, m.AuthMethod) {
 		return fmt.Errorf("auth_method %q is not supported: use %s", m.AuthMethod, quoteList(authMethods, "or"))
@@ -105,15 +104,13 @@ func (m *MicrosoftDefender) checkAuthKeys() error {
 	return nil
 }
 
+// quoteList is `"a", "b" or "c"`.
 func quoteList(values []string, last string) string {
-	quoted := make([]string, len(values))
-	for i, v := range values {
-		quoted[i] = `"` + v + `"`
+	s := `"` + strings.Join(values, `", "`) + `"`
+	if i := strings.LastIndex(s, ", "); i >= 0 {
+		s = s[:i] + " " + last + s[i+1:]
 	}
-	if len(quoted) == 1 {
-		return quoted[0]
-	}
-	return strings.Join(quoted[:len(quoted)-1], ", ") + " " + last + " " + quoted[len(quoted)-1]
+	return s
 }
 
 // tokenSource returns the token source of auth_method.
@@ -139,7 +136,7 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 		return nil, fmt.Errorf("auth_method = %q takes one scope, got %d", m.AuthMethod, len(m.Scopes))
 	}
 	if m.AuthMethod == methodManagedIdentity {
-		return m.managedIdentity(client)
+		return m.azureCredential(client, nil)
 	}
 	if !validTenantID.MatchString(m.TenantID) {
 		return nil, fmt.Errorf("tenant_id %q is not a tenant id or domain name", m.TenantID)
@@ -154,22 +151,12 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 		return nil, err
 	}
 	if m.AuthMethod == methodRefreshToken {
-		// Azure AD v1, as the portal's SIEM refresh tokens: resource, not scope.
-		return &cachedToken{fetch: (&refreshGrant{
-			client:       client,
-			tokenURL:     login.JoinPath(m.TenantID, "oauth2/token").String(),
-			clientID:     m.ClientID,
-			clientSecret: &m.ClientSecret,
-			resource:     strings.TrimSuffix(m.Scopes[0], "/.default"),
-			refreshToken: &m.RefreshToken,
-			now:          m.now,
-		}).fetch}, nil
+		return &cachedToken{fetch: m.refreshGrant(client, login.JoinPath(m.TenantID, "oauth2/token").String())}, nil
 	}
 	return m.azureCredential(client, login)
 }
 
-// loginEndpoint is login_endpoint, else (workload identity)
-// AZURE_AUTHORITY_HOST, else the region's Azure AD host.
+// loginEndpoint is login_endpoint, else (workload identity) AZURE_AUTHORITY_HOST, else the region's Azure AD host.
 func (m *MicrosoftDefender) loginEndpoint() (*url.URL, error) {
 	login := m.LoginEndpoint
 	if login == "" && m.AuthMethod == methodWorkloadIdentity {
@@ -238,73 +225,73 @@ func (c *cachedToken) invalidate(token string) {
 	}
 }
 
-// refreshGrant redeems the portal's refresh token at Azure AD's v1 token
-// endpoint; azidentity has no refresh token credential.
-type refreshGrant struct {
-	client       *http.Client
-	tokenURL     string
-	clientID     string
-	clientSecret *config.Secret
-	resource     string
-	refreshToken *config.Secret // the latest one Azure AD handed out
-	now          func() time.Time
+// refreshGrant redeems the portal's refresh token at Azure AD's v1 token endpoint (resource, not scope);
+// azidentity has no refresh token credential. x/oauth2 reads at most 1 MiB of an answer.
+func (m *MicrosoftDefender) refreshGrant(client *http.Client, tokenURL string) func(context.Context) (string, time.Time, error) {
+	clientID, clientSecret, refreshToken := m.ClientID, &m.ClientSecret, &m.RefreshToken
+	resource, now, host := strings.TrimSuffix(m.Scopes[0], "/.default"), m.now, hostOf(tokenURL)
+	return func(ctx context.Context) (string, time.Time, error) {
+		secret, err := clientSecret.Get()
+		if err != nil {
+			return "", time.Time{}, fmt.Errorf("reading client_secret: %w", err)
+		}
+		defer secret.Destroy()
+		refresh, err := refreshToken.Get()
+		if err != nil {
+			return "", time.Time{}, fmt.Errorf("reading refresh_token: %w", err)
+		}
+		defer refresh.Destroy()
+		// The refresh grant's form is clientcredentials' with another grant_type.
+		cfg := clientcredentials.Config{ClientID: clientID, ClientSecret: secret.String(), TokenURL: tokenURL, AuthStyle: oauth2.AuthStyleInParams,
+			EndpointParams: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh.String()}, "resource": {resource}}}
+		tok, err := cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, client))
+		var re *oauth2.RetrieveError
+		switch {
+		case errors.As(err, &re) && re.Response != nil:
+			return "", time.Time{}, describeAnswer(host, re.Response, re.Body, now())
+		case err != nil:
+			return "", time.Time{}, &tokenError{host: host, err: bare(err)}
+		}
+		if err := checkToken(host, tok.AccessToken); err != nil {
+			return "", time.Time{}, err
+		}
+		if tok.RefreshToken != "" {
+			rotated := config.NewSecret([]byte(tok.RefreshToken)) // the latest one Azure AD handed out
+			refreshToken = &rotated
+		}
+		return tok.AccessToken, tok.Expiry, nil
+	}
 }
 
-func (g *refreshGrant) fetch(ctx context.Context) (string, time.Time, error) {
-	secret, err := g.clientSecret.Get()
-	if err != nil {
-		return "", time.Time{}, fmt.Errorf("reading client_secret: %w", err)
-	}
-	defer secret.Destroy()
-	refresh, err := g.refreshToken.Get()
-	if err != nil {
-		return "", time.Time{}, fmt.Errorf("reading refresh_token: %w", err)
-	}
-	defer refresh.Destroy()
-	// The refresh grant's form is clientcredentials' with another grant_type.
-	cfg := clientcredentials.Config{
-		ClientID:     g.clientID,
-		ClientSecret: secret.String(),
-		TokenURL:     g.tokenURL,
-		AuthStyle:    oauth2.AuthStyleInParams,
-		EndpointParams: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh.String()},
-			"resource": {g.resource}},
-	}
-	tok, err := cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, g.client))
-	host := hostOf(g.tokenURL)
-	var re *oauth2.RetrieveError
-	switch {
-	case errors.As(err, &re) && re.Response != nil:
-		return "", time.Time{}, describeAnswer(host, re.Response, re.ErrorCode, re.ErrorDescription, g.now())
-	case err != nil:
-		return "", time.Time{}, &tokenError{host: host, err: bare(err)}
-	case checkBearerToken(tok.AccessToken) != nil:
-		return "", time.Time{}, &tokenError{host: host, msg: "the access_token it answered cannot be sent: " + checkBearerToken(tok.AccessToken).Error()}
-	}
-	if tok.RefreshToken != "" {
-		rotated := config.NewSecret([]byte(tok.RefreshToken))
-		g.refreshToken = &rotated
-	}
-	return tok.AccessToken, tok.Expiry, nil
-}
-
-// tokenError is a failed token request. Its message names the host, status,
-// OAuth code and AADSTS number, nothing else: answers may echo secrets.
+// tokenError is a failed sign-in. Its message names the method, host, status, OAuth code and AADSTS
+// number, nothing else: answers may echo secrets.
 type tokenError struct {
-	host                  string
+	method                string // the azidentity method, e.g. "managed identity"; empty for a client secret
+	host                  string // empty when no request was sent
 	status                int    // 0 when no answer came, or an answer that is not an error
 	statusText            string // e.g. "401 Unauthorized"
 	code                  string // OAuth error code, e.g. invalid_client
 	aadsts                string // Azure AD's error number, e.g. 7000215
 	expired, unregistered bool   // what an AADSTS700027 is about
-	msg                   string // why an answer that is not an error was refused
+	file                  bool   // msg says why federated_token_file could not be read
+	msg                   string // why no request was sent, or why an answer was refused
 	retryAfter            time.Duration
 	capped                error // Retry-After asked for more than maxRetryAfter
 	err                   error // the transport's error when no answer came
 }
 
 func (e *tokenError) Error() string {
-	msg := "token request to " + e.host + " failed: "
+	msg := e.method
+	if msg != "" {
+		msg += ": "
+	}
+	switch {
+	case e.file:
+		return msg + "reading federated_token_file " + e.msg
+	case e.host == "":
+		return msg + e.msg
+	}
+	msg += "token request to " + e.host + " failed: "
 	switch {
 	case e.err != nil:
 		return msg + e.err.Error()
@@ -325,28 +312,32 @@ func (e *tokenError) Unwrap() error {
 	return e.err
 }
 
-// oauthErrorCodes (RFC 6749's, Azure AD's, managed identity's) are the only
-// codes quoted, so that an echoed secret in their place is not.
+// oauthErrorCodes (RFC 6749's, Azure AD's, managed identity's) are the only codes quoted: an echoed
+// secret in their place is not.
 var oauthErrorCodes = []string{"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
 	"unsupported_grant_type", "invalid_scope", "access_denied", "server_error", "temporarily_unavailable",
 	"interaction_required", "invalid_resource", "invalid_tenant", "unknown_error"}
 
 var aadstsNumber = regexp.MustCompile(`^AADSTS(\d{1,9})\b`)
 
-// describeAnswer makes a tokenError of a token endpoint's error answer.
-func describeAnswer(host string, resp *http.Response, code, description string, now time.Time) *tokenError {
+// describeAnswer makes a tokenError of a token endpoint's error answer: Azure AD's {error,
+// error_description}; other services' bodies have no code to name.
+func describeAnswer(host string, resp *http.Response, body []byte, now time.Time) *tokenError {
+	var answer struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	json.Unmarshal(body, &answer) //nolint:errcheck // an answer that is not JSON has no code to name
 	e := &tokenError{host: host, status: resp.StatusCode, statusText: resp.Status}
 	if e.retryAfter, e.capped = parseRetryAfter(resp.Header.Get("Retry-After"), now); e.capped != nil {
 		e.capped = fmt.Errorf("token endpoint %s: %w", host, e.capped)
 	}
-	if slices.Contains(oauthErrorCodes, code) {
-		e.code = code
+	if slices.Contains(oauthErrorCodes, answer.Error) {
+		e.code = answer.Error
 	}
-	if m := aadstsNumber.FindStringSubmatch(description); m != nil {
-		e.aadsts = m[1]
-		first, _, _ := strings.Cut(description, "\n")
-		e.expired = strings.Contains(first, " is expired ")
-		e.unregistered = strings.Contains(first, " is not registered ")
+	if m := aadstsNumber.FindStringSubmatch(answer.Description); m != nil {
+		first, _, _ := strings.Cut(answer.Description, "\n")
+		e.aadsts, e.expired, e.unregistered = m[1], strings.Contains(first, " is expired "), strings.Contains(first, " is not registered ")
 	}
 	return e
 }
@@ -359,8 +350,16 @@ func hostOf(rawURL string) string {
 	return u.Host
 }
 
-// checkBearerToken refuses what RFC 6750's b64token does not allow, such as a
-// line break that would add headers, without quoting the token.
+// checkToken refuses an answered token that cannot be sent, before it is cached.
+func checkToken(host, tok string) error {
+	if err := checkBearerToken(tok); err != nil {
+		return &tokenError{host: host, msg: "the access_token it answered cannot be sent: " + err.Error()}
+	}
+	return nil
+}
+
+// checkBearerToken refuses what RFC 6750's b64token does not allow, such as a line break that would
+// add headers, without quoting the token.
 func checkBearerToken(tok string) error {
 	end := len(strings.TrimRight(tok, "="))
 	if end == 0 {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -27,41 +28,46 @@ import (
 	"github.com/influxdata/telegraf/config"
 )
 
-// bypassMSALCache, as claims, makes MSAL skip its process-wide managed
-// identity cache, which would hand back a refused token (MSAL sends no claims).
+// bypassMSALCache, as claims, makes MSAL skip its process-wide managed identity cache, which would hand
+// back a refused token (MSAL sends no claims).
 const bypassMSALCache = `{"access_token":{}}`
 
-// azureCredential is the token source of client secret, client certificate
-// and workload identity, through azidentity.
+// Size caps: a sign-in answer is a few KiB, a projected service account token about 1 KiB.
+const (
+	maxSignInAnswer    = 1 << 20
+	maxFederatedToken  = 64 << 10
+	maxCertificateFile = 1 << 20
+)
+
+// azureCredential is the token source of the methods azidentity signs in with; login is nil for a managed
+// identity. Each fetch makes a new credential, so that MSAL's cache never hands back a refused token.
 func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL) (tokenSource, error) {
-	tenant, clientID := m.TenantID, m.ClientID
-	source := &azureSource{client: client, scopes: m.Scopes, now: m.now, login: login, tenant: tenant}
-	// azidentity takes https authorities only: plain http on loopback goes
-	// through the token endpoint azureTransport names.
-	authority := "https://" + login.Host + strings.TrimSuffix(login.Path, "/") + "/"
-	options := func(transport policy.Transporter) azcore.ClientOptions {
-		return azcore.ClientOptions{
-			Cloud:     cloud.Configuration{ActiveDirectoryAuthorityHost: authority},
-			Transport: transport,
-			// The poll retries, within its deadline.
-			Retry: policy.RetryOptions{MaxRetries: -1},
-		}
+	tenant, clientID, scopes, now, claims := m.TenantID, m.ClientID, m.Scopes, m.now, ""
+	method := strings.ReplaceAll(m.AuthMethod, "_", " ") // named in errors, but for the client secret
+	authority := ""
+	if login != nil {
+		// azidentity takes https authorities only: plain http on loopback goes through the token endpoint azureTransport names.
+		authority = "https://" + login.Host + strings.TrimSuffix(login.Path, "/") + "/"
 	}
+	options := func(t *azureTransport) azcore.ClientOptions {
+		return azcore.ClientOptions{Cloud: cloud.Configuration{ActiveDirectoryAuthorityHost: authority}, Transport: t,
+			Retry: policy.RetryOptions{MaxRetries: -1}} // the poll retries, within its deadline
+	}
+	var newCredential func(t *azureTransport) (azcore.TokenCredential, error)
 	// DisableInstanceDiscovery: no request goes to another host.
 	switch m.AuthMethod {
 	case methodClientSecret:
 		secret := &m.ClientSecret
-		source.newCredential = func(transport policy.Transporter) (azcore.TokenCredential, error) {
+		method, newCredential = "", func(t *azureTransport) (azcore.TokenCredential, error) {
 			buf, err := secret.Get()
 			if err != nil {
 				return nil, fmt.Errorf("reading client_secret: %w", err)
 			}
 			defer buf.Destroy()
 			return azidentity.NewClientSecretCredential(tenant, clientID, buf.String(), &azidentity.ClientSecretCredentialOptions{
-				ClientOptions: options(transport), DisableInstanceDiscovery: true})
+				ClientOptions: options(t), DisableInstanceDiscovery: true})
 		}
 	case methodClientCertificate:
-		source.method = "client certificate"
 		certs, key, err := loadCertificate(m.ClientCertificate, &m.ClientCertificatePassword)
 		if err != nil {
 			return nil, err
@@ -74,156 +80,73 @@ func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL)
 			m.Log.Warnf("The certificate in client_certificate is valid only from %s", certs[0].NotBefore.UTC().Format(time.RFC3339))
 		}
 		chain := m.SendCertificateChain
-		source.newCredential = func(transport policy.Transporter) (azcore.TokenCredential, error) {
+		newCredential = func(t *azureTransport) (azcore.TokenCredential, error) {
 			return azidentity.NewClientCertificateCredential(tenant, clientID, certs, key, &azidentity.ClientCertificateCredentialOptions{
-				ClientOptions: options(transport), DisableInstanceDiscovery: true, SendCertificateChain: chain})
+				ClientOptions: options(t), DisableInstanceDiscovery: true, SendCertificateChain: chain})
+		}
+	case methodWorkloadIdentity:
+		// Not WorkloadIdentityCredential, which keeps the file's token ten minutes: a rotated one is used at once.
+		file := m.FederatedTokenFile
+		newCredential = func(t *azureTransport) (azcore.TokenCredential, error) {
+			return azidentity.NewClientAssertionCredential(tenant, clientID, func(context.Context) (string, error) {
+				return t.readFederatedToken(file)
+			}, &azidentity.ClientAssertionCredentialOptions{ClientOptions: options(t), DisableInstanceDiscovery: true})
 		}
 	default:
-		source.method = "workload identity"
-		source.federatedTokenFile = m.FederatedTokenFile
-		source.newCredential = func(transport policy.Transporter) (azcore.TokenCredential, error) {
-			// Not WorkloadIdentityCredential, which keeps the file's token
-			// for ten minutes: a rotated token is used at once.
-			return azidentity.NewClientAssertionCredential(tenant, clientID, source.readFederatedToken,
-				&azidentity.ClientAssertionCredentialOptions{ClientOptions: options(transport), DisableInstanceDiscovery: true})
+		var id azidentity.ManagedIDKind
+		switch {
+		case m.ClientID != "" && m.ManagedIdentityResourceID != "":
+			return nil, errors.New("client_id and managed_identity_resource_id cannot both be set: each names one user-assigned identity")
+		case m.ClientID != "":
+			id = azidentity.ClientID(m.ClientID)
+		case m.ManagedIdentityResourceID != "":
+			id = azidentity.ResourceID(m.ManagedIdentityResourceID)
+		}
+		claims, newCredential = bypassMSALCache, func(t *azureTransport) (azcore.TokenCredential, error) {
+			return azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{ClientOptions: options(t), ID: id})
 		}
 	}
-	return &cachedToken{fetch: source.fetch}, nil
+	return &cachedToken{fetch: func(ctx context.Context) (string, time.Time, error) {
+		t := &azureTransport{client: client, login: login, tenant: tenant}
+		var tok azcore.AccessToken
+		cred, err := newCredential(t)
+		if err == nil {
+			tok, err = cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: scopes, Claims: claims})
+		}
+		if err == nil {
+			err = checkToken(t.seen().host, tok.Token)
+		}
+		// azidentity's text is quoted only when no request was sent: it quotes answers, which may echo secrets.
+		var failed *azidentity.AuthenticationFailedError
+		var e *tokenError
+		switch last := t.seen(); {
+		case err == nil:
+			return tok.Token, tok.ExpiresOn, nil
+		case errors.As(err, &e):
+		case errors.As(err, &failed) && failed.RawResponse != nil && !last.file:
+			body, _ := azruntime.Payload(failed.RawResponse) // without a body there is no code to name
+			e = describeAnswer(last.host, failed.RawResponse, body, now())
+		case last.host != "" || last.file:
+			e = &last
+		default:
+			line, _, _ := strings.Cut(strings.TrimSpace(err.Error()), "\n")
+			e = &tokenError{msg: sanitize(line, maxBodySnippet)}
+		}
+		e.method = method
+		return "", time.Time{}, e
+	}}, nil
 }
 
-func (m *MicrosoftDefender) managedIdentity(client *http.Client) (tokenSource, error) {
-	if m.ClientID != "" && m.ManagedIdentityResourceID != "" {
-		return nil, errors.New("client_id and managed_identity_resource_id cannot both be set: each names one user-assigned identity")
-	}
-	var id azidentity.ManagedIDKind
-	switch {
-	case m.ClientID != "":
-		id = azidentity.ClientID(m.ClientID)
-	case m.ManagedIdentityResourceID != "":
-		id = azidentity.ResourceID(m.ManagedIdentityResourceID)
-	}
-	source := &azureSource{method: "managed identity", client: client, scopes: m.Scopes, claims: bypassMSALCache, now: m.now}
-	source.newCredential = func(transport policy.Transporter) (azcore.TokenCredential, error) {
-		return azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
-			ClientOptions: azcore.ClientOptions{Transport: transport, Retry: policy.RetryOptions{MaxRetries: -1}}, ID: id})
-	}
-	return &cachedToken{fetch: source.fetch}, nil
-}
-
-// azureSource fetches tokens with a new azidentity credential each time, so
-// that MSAL's cache never hands back a refused token; cachedToken caches.
-type azureSource struct {
-	method        string // named in errors; empty for client_secret
-	client        *http.Client
-	login         *url.URL // the configured sign-in host; nil for managed identity
-	tenant        string
-	scopes        []string
-	claims        string
-	newCredential func(policy.Transporter) (azcore.TokenCredential, error)
-	now           func() time.Time
-
-	federatedTokenFile string
-	// mu guards fileErr, the last failure to read federatedTokenFile.
-	mu      sync.Mutex
-	fileErr error
-}
-
-func (a *azureSource) fetch(ctx context.Context) (string, time.Time, error) {
-	a.mu.Lock()
-	a.fileErr = nil
-	a.mu.Unlock()
-	transport := &azureTransport{client: a.client, login: a.login, tenant: a.tenant}
-	cred, err := a.newCredential(transport)
-	if err != nil {
-		return "", time.Time{}, &azureTokenError{method: a.method, msg: firstLine(err)}
-	}
-	tok, err := cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: a.scopes, Claims: a.claims})
-	if err != nil {
-		return "", time.Time{}, a.describe(err, transport)
-	}
-	if err := checkBearerToken(tok.Token); err != nil {
-		return "", time.Time{}, &azureTokenError{method: a.method, tok: &tokenError{host: transport.last().host,
-			msg: "the access_token it answered cannot be sent: " + err.Error()}}
-	}
-	return tok.Token, tok.ExpiresOn, nil
-}
-
-// readFederatedToken is the workload identity credential's assertion.
-func (a *azureSource) readFederatedToken(context.Context) (string, error) {
-	data, err := os.ReadFile(a.federatedTokenFile)
-	token := string(bytes.TrimSpace(data))
-	if err == nil && token == "" {
-		err = errors.New("the file is empty")
-	}
-	if err == nil {
-		return token, nil
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.fileErr = fmt.Errorf("%q: %w", a.federatedTokenFile, bare(err))
-	return "", a.fileErr
-}
-
-// describe turns azidentity's error into an azureTokenError, quoting its text
-// only when no answer came: it quotes answers, which may echo secrets.
-func (a *azureSource) describe(err error, transport *azureTransport) error {
-	a.mu.Lock()
-	fileErr := a.fileErr
-	a.mu.Unlock()
-	last := transport.last()
-	var failed *azidentity.AuthenticationFailedError
-	switch {
-	case fileErr != nil:
-		return &azureTokenError{method: a.method, file: true, msg: fileErr.Error()}
-	case errors.As(err, &failed) && failed.RawResponse != nil:
-		return &azureTokenError{method: a.method, tok: a.describeResponse(failed.RawResponse, last.host)}
-	case last.err != nil:
-		return &azureTokenError{method: a.method, tok: &tokenError{host: last.host, err: last.err}}
-	case last.status != 0:
-		return &azureTokenError{method: a.method, tok: &tokenError{host: last.host, status: 0,
-			msg: fmt.Sprintf("its answer (HTTP %d) is not a token the Azure SDK could read", last.status)}}
-	}
-	return &azureTokenError{method: a.method, msg: firstLine(err)}
-}
-
-func (a *azureSource) describeResponse(resp *http.Response, host string) *tokenError {
-	if resp.Request != nil {
-		host = resp.Request.URL.Host
-	}
-	// Azure AD answers {error, error_description}; App Service {statusCode, message}.
-	var answer struct {
-		Error       string `json:"error"`
-		Description string `json:"error_description"`
-	}
-	if body, err := azruntime.Payload(resp); err == nil {
-		json.Unmarshal(body, &answer) //nolint:errcheck // an answer that is not JSON has no code to name
-	}
-	return describeAnswer(host, resp, answer.Error, answer.Description, a.now())
-}
-
-// firstLine is an Azure SDK message's first line, safe for a log line.
-func firstLine(err error) string {
-	line, _, _ := strings.Cut(strings.TrimSpace(err.Error()), "\n")
-	return sanitize(line, maxBodySnippet)
-}
-
-// azureTransport is the plugin's HTTP client for azidentity. It answers tenant
-// discovery itself, so the token request is the only request and goes to the
-// configured host and scheme, and it keeps the last answer's host, status
-// and error, of which azidentity keeps only text.
+// azureTransport is azidentity's HTTP client. It answers tenant discovery itself and refuses other
+// origins than login's, so the token request goes only to the configured host and scheme; it caps
+// answers and keeps what the last request came to, of which azidentity keeps only text.
 type azureTransport struct {
 	client *http.Client
 	login  *url.URL
 	tenant string
 
-	mu     sync.Mutex // guards answer
-	answer answerSeen
-}
-
-type answerSeen struct {
-	host   string
-	status int
-	err    error
+	mu   sync.Mutex // guards last
+	last tokenError
 }
 
 // Do implements azcore's policy.Transporter.
@@ -239,55 +162,80 @@ func (t *azureTransport) Do(req *http.Request) (*http.Response, error) {
 		return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Header: http.Header{"Content-Type": {"application/json"}},
 			Body: io.NopCloser(bytes.NewReader(body)), Request: req}, err
 	}
-	resp, err := t.client.Do(req)
-	seen := answerSeen{host: req.URL.Host, err: bare(err)}
-	if resp != nil {
-		seen.status = resp.StatusCode
+	seen := tokenError{host: req.URL.Host}
+	var resp *http.Response
+	var err error
+	if t.login != nil && origin(req.URL) != origin(t.login) {
+		seen.msg = "refused: the credentials are sent only to login_endpoint's " + origin(t.login)
+		err = errors.New(seen.msg)
+	} else if resp, err = t.client.Do(req); err == nil {
+		body, readErr := io.ReadAll(io.LimitReader(resp.Body, maxSignInAnswer+1))
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		switch {
+		case readErr != nil:
+			resp, err = nil, readErr
+		case len(body) > maxSignInAnswer:
+			seen.msg = fmt.Sprintf("its answer is larger than %d MiB", maxSignInAnswer>>20)
+			resp, err = nil, errors.New(seen.msg)
+		default:
+			seen.msg = fmt.Sprintf("its answer (HTTP %d) is not a token the Azure SDK could read", resp.StatusCode)
+		}
+	}
+	if seen.msg == "" {
+		seen.err = bare(err)
 	}
 	t.mu.Lock()
-	t.answer = seen
+	t.last = seen
 	t.mu.Unlock()
 	return resp, err
 }
 
-func (t *azureTransport) last() answerSeen {
+func (t *azureTransport) seen() tokenError {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.answer
+	return t.last
 }
 
-// azureTokenError is a failed azidentity token request: a *tokenError (for
-// retries and advice), an unreadable federated token file, or the library's.
-type azureTokenError struct {
-	method string
-	tok    *tokenError
-	file   bool // msg says why federated_token_file could not be read
-	msg    string
-}
-
-func (e *azureTokenError) Error() string {
-	prefix := ""
-	if e.method != "" {
-		prefix = e.method + ": "
+// readFederatedToken reads federated_token_file at each use, as the kubelet rotates it.
+func (t *azureTransport) readFederatedToken(path string) (string, error) {
+	data, err := readSmallFile(path, maxFederatedToken)
+	token := string(bytes.TrimSpace(data))
+	if err == nil && token == "" {
+		err = errors.New("the file is empty")
 	}
-	switch {
-	case e.tok != nil:
-		return prefix + e.tok.Error()
-	case e.file:
-		return prefix + "reading federated_token_file " + e.msg
+	if err == nil {
+		return token, nil
 	}
-	return prefix + e.msg
+	err = fmt.Errorf("%q: %w", path, err)
+	t.mu.Lock()
+	t.last = tokenError{file: true, msg: err.Error()}
+	t.mu.Unlock()
+	return "", err
 }
 
-func (e *azureTokenError) Unwrap() error {
-	if e.tok == nil {
-		return nil
+// readSmallFile reads a regular file of at most limit bytes, opened non-blocking so a FIFO cannot hang.
+func readSmallFile(path string, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, bare(err)
 	}
-	return e.tok
+	defer f.Close()
+	switch info, err := f.Stat(); {
+	case err != nil:
+		return nil, bare(err)
+	case !info.Mode().IsRegular():
+		return nil, errors.New("not a regular file")
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err == nil && int64(len(data)) > limit {
+		err = fmt.Errorf("the file is larger than %d KiB", limit>>10)
+	}
+	return data, bare(err)
 }
 
-// loadCertificate reads client_certificate: PEM with an unencrypted key, or
-// PKCS#12. The certificate of the key comes first.
+// loadCertificate reads client_certificate: PEM with an unencrypted key, or PKCS#12. The certificate of
+// the key comes first.
 func loadCertificate(path string, password *config.Secret) ([]*x509.Certificate, *rsa.PrivateKey, error) {
 	certs, key, err := readCertificate(path, password)
 	if err != nil {
@@ -307,14 +255,15 @@ func loadCertificate(path string, password *config.Secret) ([]*x509.Certificate,
 }
 
 func readCertificate(path string, password *config.Secret) ([]*x509.Certificate, crypto.PrivateKey, error) {
-	data, err := os.ReadFile(path)
+	data, err := readSmallFile(path, maxCertificateFile)
+	isPEM := bytes.Contains(data, []byte("-----BEGIN"))
 	switch {
 	case err != nil:
-		return nil, nil, bare(err)
-	case bytes.Contains(data, []byte("-----BEGIN")) && (!password.Empty() || bytes.Contains(data, []byte("ENCRYPTED"))):
+		return nil, nil, err
+	case isPEM && (!password.Empty() || bytes.Contains(data, []byte("ENCRYPTED"))):
 		return nil, nil, errors.New("the key of a PEM file must not be encrypted (client_certificate_password is for " +
 			"PKCS#12 files): use an unencrypted key, or a PKCS#12 file with client_certificate_password")
-	case bytes.Contains(data, []byte("-----BEGIN")):
+	case isPEM:
 		certs, key, err := azidentity.ParseCertificates(data, nil)
 		if err != nil {
 			return nil, nil, fmt.Errorf("not a PEM file with a certificate and an unencrypted RSA key: %w", err)

@@ -356,11 +356,11 @@ func TestTokenAnswersThatAreNotOAuthErrorsAreNotQuoted(t *testing.T) {
 
 func TestAzureAdvice(t *testing.T) {
 	aad := func(method string, status int, aadsts string, flags ...bool) error {
-		e := &tokenError{host: "login", status: status, code: "invalid_client", aadsts: aadsts}
+		e := &tokenError{method: method, host: "login", status: status, code: "invalid_client", aadsts: aadsts}
 		if len(flags) == 2 {
 			e.expired, e.unregistered = flags[0], flags[1]
 		}
-		return &azureTokenError{method: method, tok: e}
+		return e
 	}
 	tests := []struct {
 		name string
@@ -379,16 +379,16 @@ func TestAzureAdvice(t *testing.T) {
 		{"no federated credential", aad("workload identity", 400, "70021"), "No federated credential of the app matches the token (AADSTS70021)"},
 		{"unknown tenant", aad("workload identity", 400, "90002"), "The tenant does not exist (AADSTS90002)"},
 		{"wrong client secret", aad("", 401, "7000215"), "Azure AD refused the client secret (AADSTS7000215)"},
-		{"token file", &azureTokenError{method: "workload identity", file: true, msg: `"/t": no such file or directory`},
+		{"token file", &tokenError{method: "workload identity", file: true, msg: `"/t": no such file or directory`},
 			"The federated token file cannot be read: on AKS, label the pod"},
-		{"Arc challenge file", &azureTokenError{method: "managed identity",
+		{"Arc challenge file", &tokenError{method: "managed identity",
 			msg: `ManagedIdentityCredential: failed to read "/var/opt/azcmagent/tokens/x.key" due to error: open ...: permission denied`},
 			"add the user Telegraf runs as to the himds group"},
 		{"identity not assigned", aad("managed identity", 400, ""), "The managed identity is not assigned to this resource"},
 		{"no identity service", aad("managed identity", 404, ""), "The managed identity endpoint has no token service at this address (HTTP 404)"},
-		{"identity service failing", aad("managed identity", 500, ""), "The managed identity endpoint is throttling or failing for now"},
+		{"identity service failing", aad("managed identity", 500, ""), "The sign-in service is throttling or failing for now"},
 		{"no identity endpoint",
-			&azureTokenError{method: "managed identity", tok: &tokenError{host: "169.254.169.254", err: errors.New("dial tcp: i/o timeout")}},
+			&tokenError{method: "managed identity", host: "169.254.169.254", err: errors.New("dial tcp: i/o timeout")},
 			"No managed identity endpoint answered: the plugin runs outside Azure, or IMDS (169.254.169.254) is blocked"},
 	}
 	for _, tt := range tests {
