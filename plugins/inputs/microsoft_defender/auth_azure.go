@@ -166,7 +166,7 @@ func (t *azureTransport) Do(req *http.Request) (*http.Response, error) {
 	var resp *http.Response
 	var err error
 	if t.login != nil && origin(req.URL) != origin(t.login) {
-		seen.msg = "refused: the credentials are sent only to login_endpoint's " + origin(t.login)
+		seen.msg = "refused: sign-in credentials go only to " + origin(t.login)
 		err = errors.New(seen.msg)
 	} else if resp, err = t.client.Do(req); err == nil {
 		body, readErr := io.ReadAll(io.LimitReader(resp.Body, maxSignInAnswer+1))
@@ -225,7 +225,7 @@ func readSmallFile(path string, limit int64) ([]byte, error) {
 	case err != nil:
 		return nil, bare(err)
 	case !info.Mode().IsRegular():
-		return nil, errors.New("not a regular file")
+		return nil, errors.New(describeFileMode(info.Mode()) + ", not a regular file")
 	}
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err == nil && int64(len(data)) > limit {
