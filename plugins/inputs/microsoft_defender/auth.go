@@ -151,7 +151,7 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 		return nil, err
 	}
 	if m.AuthMethod == methodRefreshToken {
-		return &cachedToken{fetch: m.refreshGrant(client, login.JoinPath(m.TenantID, "oauth2/token").String())}, nil
+		return m.signIn(client, login, m.refreshGrant(login.JoinPath(m.TenantID, "oauth2/token").String())), nil
 	}
 	return m.azureCredential(client, login)
 }
@@ -226,11 +226,10 @@ func (c *cachedToken) invalidate(token string) {
 }
 
 // refreshGrant redeems the portal's refresh token at Azure AD's v1 token endpoint (resource, not scope);
-// azidentity has no refresh token credential. x/oauth2 reads at most 1 MiB of an answer.
-func (m *MicrosoftDefender) refreshGrant(client *http.Client, tokenURL string) func(context.Context) (string, time.Time, error) {
-	clientID, clientSecret, refreshToken := m.ClientID, &m.ClientSecret, &m.RefreshToken
-	resource, now, host := strings.TrimSuffix(m.Scopes[0], "/.default"), m.now, hostOf(tokenURL)
-	return func(ctx context.Context) (string, time.Time, error) {
+// azidentity has no refresh token credential.
+func (m *MicrosoftDefender) refreshGrant(tokenURL string) signInFunc {
+	clientID, clientSecret, refreshToken, resource := m.ClientID, &m.ClientSecret, &m.RefreshToken, strings.TrimSuffix(m.Scopes[0], "/.default")
+	return func(ctx context.Context, t *signInTransport) (string, time.Time, error) {
 		secret, err := clientSecret.Get()
 		if err != nil {
 			return "", time.Time{}, fmt.Errorf("reading client_secret: %w", err)
@@ -244,15 +243,8 @@ func (m *MicrosoftDefender) refreshGrant(client *http.Client, tokenURL string) f
 		// The refresh grant's form is clientcredentials' with another grant_type.
 		cfg := clientcredentials.Config{ClientID: clientID, ClientSecret: secret.String(), TokenURL: tokenURL, AuthStyle: oauth2.AuthStyleInParams,
 			EndpointParams: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh.String()}, "resource": {resource}}}
-		tok, err := cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, client))
-		var re *oauth2.RetrieveError
-		switch {
-		case errors.As(err, &re) && re.Response != nil:
-			return "", time.Time{}, describeAnswer(host, re.Response, re.Body, now())
-		case err != nil:
-			return "", time.Time{}, &tokenError{host: host, err: bare(err)}
-		}
-		if err := checkToken(host, tok.AccessToken); err != nil {
+		tok, err := cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Transport: t}))
+		if err != nil {
 			return "", time.Time{}, err
 		}
 		if tok.RefreshToken != "" {
@@ -273,7 +265,7 @@ type tokenError struct {
 	code                  string // OAuth error code, e.g. invalid_client
 	aadsts                string // Azure AD's error number, e.g. 7000215
 	expired, unregistered bool   // what an AADSTS700027 is about
-	file                  bool   // msg says why federated_token_file could not be read
+	file                  bool   // federated_token_file could not be read
 	msg                   string // why no request was sent, or why an answer was refused
 	retryAfter            time.Duration
 	capped                error // Retry-After asked for more than maxRetryAfter
@@ -281,29 +273,24 @@ type tokenError struct {
 }
 
 func (e *tokenError) Error() string {
-	msg := e.method
-	if msg != "" {
-		msg += ": "
-	}
-	switch {
-	case e.file:
-		return msg + "reading federated_token_file " + e.msg
-	case e.host == "":
-		return msg + e.msg
-	}
-	msg += "token request to " + e.host + " failed: "
+	msg := e.msg
 	switch {
 	case e.err != nil:
-		return msg + e.err.Error()
-	case e.status == 0:
-		return msg + e.msg
+		msg = e.err.Error()
+	case e.status != 0:
+		msg = "HTTP " + e.statusText
+		if e.code != "" {
+			msg += ": " + e.code
+		}
+		if e.aadsts != "" {
+			msg += " (AADSTS" + e.aadsts + ")"
+		}
 	}
-	msg += "HTTP " + e.statusText
-	if e.code != "" {
-		msg += ": " + e.code
+	if e.host != "" {
+		msg = "token request to " + e.host + " failed: " + msg
 	}
-	if e.aadsts != "" {
-		msg += " (AADSTS" + e.aadsts + ")"
+	if e.method != "" {
+		msg = e.method + ": " + msg
 	}
 	return msg
 }
@@ -340,22 +327,6 @@ func describeAnswer(host string, resp *http.Response, body []byte, now time.Time
 		e.aadsts, e.expired, e.unregistered = m[1], strings.Contains(first, " is expired "), strings.Contains(first, " is not registered ")
 	}
 	return e
-}
-
-func hostOf(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.Host == "" {
-		return "(invalid URL)"
-	}
-	return u.Host
-}
-
-// checkToken refuses an answered token that cannot be sent, before it is cached.
-func checkToken(host, tok string) error {
-	if err := checkBearerToken(tok); err != nil {
-		return &tokenError{host: host, msg: "the access_token it answered cannot be sent: " + err.Error()}
-	}
-	return nil
 }
 
 // checkBearerToken refuses what RFC 6750's b64token does not allow, such as a line break that would

@@ -6,7 +6,6 @@ import (
 	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +20,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	azruntime "github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"software.sslmate.com/src/go-pkcs12"
 
@@ -39,26 +37,55 @@ const (
 	maxCertificateFile = 1 << 20
 )
 
-// azureCredential is the token source of the methods azidentity signs in with; login is nil for a managed
-// identity. Each fetch makes a new credential, so that MSAL's cache never hands back a refused token.
+// signInFunc gets a token through t, a new signInTransport.
+type signInFunc func(ctx context.Context, t *signInTransport) (token string, expiry time.Time, err error)
+
+// signIn is a cached token source that gets each token with get, as method (named in errors, but for the
+// client secret and refresh token), from login (nil for a managed identity).
+func (m *MicrosoftDefender) signIn(client *http.Client, login *url.URL, get signInFunc) tokenSource {
+	method, tenant, now := strings.ReplaceAll(m.AuthMethod, "_", " "), m.TenantID, m.now
+	if m.AuthMethod == methodClientSecret || m.AuthMethod == methodRefreshToken {
+		method = ""
+	}
+	return &cachedToken{fetch: func(ctx context.Context) (string, time.Time, error) {
+		t := &signInTransport{client: client, login: login, tenant: tenant, now: now}
+		tok, expiry, err := get(ctx, t)
+		last := t.seen()
+		var e *tokenError
+		switch {
+		case err == nil && checkBearerToken(tok) == nil:
+			return tok, expiry, nil
+		case err == nil:
+			e = &tokenError{host: last.host, msg: "the access_token it answered cannot be sent: " + checkBearerToken(tok).Error()}
+		case last.host != "" || last.file:
+			e = &last
+		default: // nothing was sent: the text is the library's or a secret store's, not an answer's, which may echo secrets
+			line, _, _ := strings.Cut(strings.TrimSpace(err.Error()), "\n")
+			e = &tokenError{msg: sanitize(line, maxBodySnippet)}
+		}
+		e.method = method
+		return "", time.Time{}, e
+	}}
+}
+
+// azureCredential signs in with azidentity: client secret, client certificate, workload or managed
+// identity. Each token comes from a new credential, so that MSAL's cache never hands back a refused one.
 func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL) (tokenSource, error) {
-	tenant, clientID, scopes, now, claims := m.TenantID, m.ClientID, m.Scopes, m.now, ""
-	method := strings.ReplaceAll(m.AuthMethod, "_", " ") // named in errors, but for the client secret
-	authority := ""
+	tenant, clientID, scopes, claims, authority := m.TenantID, m.ClientID, m.Scopes, "", ""
 	if login != nil {
-		// azidentity takes https authorities only: plain http on loopback goes through the token endpoint azureTransport names.
+		// azidentity takes https authorities only: plain http on loopback goes through the token endpoint signInTransport names.
 		authority = "https://" + login.Host + strings.TrimSuffix(login.Path, "/") + "/"
 	}
-	options := func(t *azureTransport) azcore.ClientOptions {
+	options := func(t *signInTransport) azcore.ClientOptions {
 		return azcore.ClientOptions{Cloud: cloud.Configuration{ActiveDirectoryAuthorityHost: authority}, Transport: t,
 			Retry: policy.RetryOptions{MaxRetries: -1}} // the poll retries, within its deadline
 	}
-	var newCredential func(t *azureTransport) (azcore.TokenCredential, error)
+	var newCredential func(t *signInTransport) (azcore.TokenCredential, error)
 	// DisableInstanceDiscovery: no request goes to another host.
 	switch m.AuthMethod {
 	case methodClientSecret:
 		secret := &m.ClientSecret
-		method, newCredential = "", func(t *azureTransport) (azcore.TokenCredential, error) {
+		newCredential = func(t *signInTransport) (azcore.TokenCredential, error) {
 			buf, err := secret.Get()
 			if err != nil {
 				return nil, fmt.Errorf("reading client_secret: %w", err)
@@ -80,14 +107,14 @@ func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL)
 			m.Log.Warnf("The certificate in client_certificate is valid only from %s", certs[0].NotBefore.UTC().Format(time.RFC3339))
 		}
 		chain := m.SendCertificateChain
-		newCredential = func(t *azureTransport) (azcore.TokenCredential, error) {
+		newCredential = func(t *signInTransport) (azcore.TokenCredential, error) {
 			return azidentity.NewClientCertificateCredential(tenant, clientID, certs, key, &azidentity.ClientCertificateCredentialOptions{
 				ClientOptions: options(t), DisableInstanceDiscovery: true, SendCertificateChain: chain})
 		}
 	case methodWorkloadIdentity:
 		// Not WorkloadIdentityCredential, which keeps the file's token ten minutes: a rotated one is used at once.
 		file := m.FederatedTokenFile
-		newCredential = func(t *azureTransport) (azcore.TokenCredential, error) {
+		newCredential = func(t *signInTransport) (azcore.TokenCredential, error) {
 			return azidentity.NewClientAssertionCredential(tenant, clientID, func(context.Context) (string, error) {
 				return t.readFederatedToken(file)
 			}, &azidentity.ClientAssertionCredentialOptions{ClientOptions: options(t), DisableInstanceDiscovery: true})
@@ -102,67 +129,49 @@ func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL)
 		case m.ManagedIdentityResourceID != "":
 			id = azidentity.ResourceID(m.ManagedIdentityResourceID)
 		}
-		claims, newCredential = bypassMSALCache, func(t *azureTransport) (azcore.TokenCredential, error) {
+		claims, newCredential = bypassMSALCache, func(t *signInTransport) (azcore.TokenCredential, error) {
 			return azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{ClientOptions: options(t), ID: id})
 		}
 	}
-	return &cachedToken{fetch: func(ctx context.Context) (string, time.Time, error) {
-		t := &azureTransport{client: client, login: login, tenant: tenant}
-		var tok azcore.AccessToken
+	return m.signIn(client, login, func(ctx context.Context, t *signInTransport) (string, time.Time, error) {
 		cred, err := newCredential(t)
-		if err == nil {
-			tok, err = cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: scopes, Claims: claims})
+		if err != nil {
+			return "", time.Time{}, err
 		}
-		if err == nil {
-			err = checkToken(t.seen().host, tok.Token)
-		}
-		// azidentity's text is quoted only when no request was sent: it quotes answers, which may echo secrets.
-		var failed *azidentity.AuthenticationFailedError
-		var e *tokenError
-		switch last := t.seen(); {
-		case err == nil:
-			return tok.Token, tok.ExpiresOn, nil
-		case errors.As(err, &e):
-		case errors.As(err, &failed) && failed.RawResponse != nil && !last.file:
-			body, _ := azruntime.Payload(failed.RawResponse) // without a body there is no code to name
-			e = describeAnswer(last.host, failed.RawResponse, body, now())
-		case last.host != "" || last.file:
-			e = &last
-		default:
-			line, _, _ := strings.Cut(strings.TrimSpace(err.Error()), "\n")
-			e = &tokenError{msg: sanitize(line, maxBodySnippet)}
-		}
-		e.method = method
-		return "", time.Time{}, e
-	}}, nil
+		tok, err := cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: scopes, Claims: claims})
+		return tok.Token, tok.ExpiresOn, err
+	}), nil
 }
 
-// azureTransport is azidentity's HTTP client. It answers tenant discovery itself and refuses other
-// origins than login's, so the token request goes only to the configured host and scheme; it caps
-// answers and keeps what the last request came to, of which azidentity keeps only text.
-type azureTransport struct {
+// signInTransport carries sign-in requests, for azidentity (Do) and x/oauth2 (RoundTrip). It answers
+// tenant discovery itself and refuses origins other than login's, so that credentials go only to the
+// configured host and scheme; it caps answers and keeps what the last request came to (azidentity keeps
+// only text, which may quote an answer).
+type signInTransport struct {
 	client *http.Client
 	login  *url.URL
 	tenant string
+	now    func() time.Time
 
 	mu   sync.Mutex // guards last
 	last tokenError
 }
 
+func (t *signInTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.Do(req)
+}
+
 // Do implements azcore's policy.Transporter.
-func (t *azureTransport) Do(req *http.Request) (*http.Response, error) {
+func (t *signInTransport) Do(req *http.Request) (*http.Response, error) {
 	if t.login != nil && strings.HasSuffix(req.URL.Path, "/v2.0/.well-known/openid-configuration") {
 		base := t.login.JoinPath(t.tenant)
-		body, err := json.Marshal(map[string]string{
-			"token_endpoint":         base.JoinPath("oauth2/v2.0/token").String(),
-			"authorization_endpoint": base.JoinPath("oauth2/v2.0/authorize").String(),
-			// MSAL checks that the issuer is the authority it was given.
-			"issuer": "https://" + req.URL.Host + "/" + t.tenant + "/v2.0",
-		})
+		// MSAL checks that the issuer is the authority it was given.
+		body := fmt.Sprintf(`{"token_endpoint":%q,"authorization_endpoint":%q,"issuer":%q}`, base.JoinPath("oauth2/v2.0/token"),
+			base.JoinPath("oauth2/v2.0/authorize"), "https://"+req.URL.Host+"/"+t.tenant+"/v2.0")
 		return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Header: http.Header{"Content-Type": {"application/json"}},
-			Body: io.NopCloser(bytes.NewReader(body)), Request: req}, err
+			Body: io.NopCloser(strings.NewReader(body)), Request: req}, nil
 	}
-	seen := tokenError{host: req.URL.Host}
+	seen := &tokenError{host: req.URL.Host}
 	var resp *http.Response
 	var err error
 	if t.login != nil && origin(req.URL) != origin(t.login) {
@@ -178,27 +187,29 @@ func (t *azureTransport) Do(req *http.Request) (*http.Response, error) {
 		case len(body) > maxSignInAnswer:
 			seen.msg = fmt.Sprintf("its answer is larger than %d MiB", maxSignInAnswer>>20)
 			resp, err = nil, errors.New(seen.msg)
+		case resp.StatusCode >= 400:
+			seen = describeAnswer(seen.host, resp, body, t.now())
 		default:
-			seen.msg = fmt.Sprintf("its answer (HTTP %d) is not a token the Azure SDK could read", resp.StatusCode)
+			seen.msg = fmt.Sprintf("its answer (HTTP %d) is not a token that could be read", resp.StatusCode)
 		}
 	}
-	if seen.msg == "" {
+	if seen.msg == "" && seen.status == 0 {
 		seen.err = bare(err)
 	}
 	t.mu.Lock()
-	t.last = seen
+	t.last = *seen
 	t.mu.Unlock()
 	return resp, err
 }
 
-func (t *azureTransport) seen() tokenError {
+func (t *signInTransport) seen() tokenError {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.last
 }
 
 // readFederatedToken reads federated_token_file at each use, as the kubelet rotates it.
-func (t *azureTransport) readFederatedToken(path string) (string, error) {
+func (t *signInTransport) readFederatedToken(path string) (string, error) {
 	data, err := readSmallFile(path, maxFederatedToken)
 	token := string(bytes.TrimSpace(data))
 	if err == nil && token == "" {
@@ -207,7 +218,7 @@ func (t *azureTransport) readFederatedToken(path string) (string, error) {
 	if err == nil {
 		return token, nil
 	}
-	err = fmt.Errorf("%q: %w", path, err)
+	err = fmt.Errorf("reading federated_token_file %q: %w", path, err)
 	t.mu.Lock()
 	t.last = tokenError{file: true, msg: err.Error()}
 	t.mu.Unlock()

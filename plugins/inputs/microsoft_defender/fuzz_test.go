@@ -218,12 +218,12 @@ func FuzzTokenResponse(f *testing.F) {
 
 // cannedTokenSource is a refresh token grant whose token endpoint answers
 // status and body.
-func cannedTokenSource(status int, body []byte) *cachedToken {
-	m := &MicrosoftDefender{ClientID: testClientID, ClientSecret: *secretOf(testClientSecret), RefreshToken: *secretOf(testRefreshToken),
-		Scopes: []string{defaultSIEMResource + "/.default"}, now: time.Now}
+func cannedTokenSource(status int, body []byte) tokenSource {
+	m := &MicrosoftDefender{AuthMethod: methodRefreshToken, ClientID: testClientID, ClientSecret: *secretOf(testClientSecret),
+		RefreshToken: *secretOf(testRefreshToken), Scopes: []string{defaultSIEMResource + "/.default"}, now: time.Now}
 	// A fixed, valid URL: the fuzzer varies the answer, not the request.
-	return &cachedToken{fetch: m.refreshGrant(&http.Client{Transport: cannedResponse{status: status, body: body}},
-		"https://login.example.com/tenant/oauth2/token")}
+	login := &url.URL{Scheme: "https", Host: "login.example.com"}
+	return m.signIn(&http.Client{Transport: cannedResponse{status: status, body: body}}, login, m.refreshGrant(login.String()+"/tenant/oauth2/token"))
 }
 
 func secretOf(value string) *config.Secret {
