@@ -186,16 +186,11 @@ type staticToken struct {
 }
 
 func (s *staticToken) token(context.Context) (string, error) {
-	buf, err := s.secret.Get()
-	if err != nil {
-		return "", fmt.Errorf("reading access_token: %w", err)
+	tok, err := readSecret("access_token", s.secret)
+	if err == nil && checkBearerToken(tok) != nil {
+		return "", fmt.Errorf("access_token cannot be sent: %w", checkBearerToken(tok))
 	}
-	defer buf.Destroy()
-	tok := buf.String()
-	if err := checkBearerToken(tok); err != nil {
-		return "", fmt.Errorf("access_token cannot be sent: %w", err)
-	}
-	return tok, nil
+	return tok, err
 }
 
 func (*staticToken) invalidate(string) {}
@@ -230,19 +225,17 @@ func (c *cachedToken) invalidate(token string) {
 func (m *MicrosoftDefender) refreshGrant(tokenURL string) signInFunc {
 	clientID, clientSecret, refreshToken, resource := m.ClientID, &m.ClientSecret, &m.RefreshToken, strings.TrimSuffix(m.Scopes[0], "/.default")
 	return func(ctx context.Context, t *signInTransport) (string, time.Time, error) {
-		secret, err := clientSecret.Get()
+		secret, err := readSecret("client_secret", clientSecret)
 		if err != nil {
-			return "", time.Time{}, fmt.Errorf("reading client_secret: %w", err)
+			return "", time.Time{}, err
 		}
-		defer secret.Destroy()
-		refresh, err := refreshToken.Get()
+		refresh, err := readSecret("refresh_token", refreshToken)
 		if err != nil {
-			return "", time.Time{}, fmt.Errorf("reading refresh_token: %w", err)
+			return "", time.Time{}, err
 		}
-		defer refresh.Destroy()
 		// The refresh grant's form is clientcredentials' with another grant_type.
-		cfg := clientcredentials.Config{ClientID: clientID, ClientSecret: secret.String(), TokenURL: tokenURL, AuthStyle: oauth2.AuthStyleInParams,
-			EndpointParams: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh.String()}, "resource": {resource}}}
+		cfg := clientcredentials.Config{ClientID: clientID, ClientSecret: secret, TokenURL: tokenURL, AuthStyle: oauth2.AuthStyleInParams,
+			EndpointParams: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}, "resource": {resource}}}
 		tok, err := cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Transport: t}))
 		if err != nil {
 			return "", time.Time{}, err
@@ -255,21 +248,31 @@ func (m *MicrosoftDefender) refreshGrant(tokenURL string) signInFunc {
 	}
 }
 
+// readSecret is the value of the secret key.
+func readSecret(key string, secret *config.Secret) (string, error) {
+	buf, err := secret.Get()
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", key, err)
+	}
+	defer buf.Destroy()
+	return buf.String(), nil
+}
+
 // tokenError is a failed sign-in. Its message names the method, host, status, OAuth code and AADSTS
 // number, nothing else: answers may echo secrets.
 type tokenError struct {
-	method                string // the azidentity method, e.g. "managed identity"; empty for a client secret
-	host                  string // empty when no request was sent
-	status                int    // 0 when no answer came, or an answer that is not an error
-	statusText            string // e.g. "401 Unauthorized"
-	code                  string // OAuth error code, e.g. invalid_client
-	aadsts                string // Azure AD's error number, e.g. 7000215
-	expired, unregistered bool   // what an AADSTS700027 is about
-	file                  bool   // federated_token_file could not be read
-	msg                   string // why no request was sent, or why an answer was refused
-	retryAfter            time.Duration
-	capped                error // Retry-After asked for more than maxRetryAfter
-	err                   error // the transport's error when no answer came
+	method     string // the azidentity method, e.g. "managed identity"; empty for a client secret
+	host       string // empty when no request was sent
+	status     int    // 0 when no answer came, or an answer that is not an error
+	statusText string // e.g. "401 Unauthorized"
+	code       string // OAuth error code, e.g. invalid_client
+	aadsts     string // Azure AD's error number, e.g. 7000215
+	about      string // what an AADSTS700027 is about: "expired" or "unregistered"
+	file       bool   // federated_token_file could not be read
+	msg        string // why no request was sent, or why an answer was refused
+	retryAfter time.Duration
+	capped     error // Retry-After asked for more than maxRetryAfter
+	err        error // the transport's error when no answer came
 }
 
 func (e *tokenError) Error() string {
@@ -324,7 +327,12 @@ func describeAnswer(host string, resp *http.Response, body []byte, now time.Time
 	}
 	if m := aadstsNumber.FindStringSubmatch(answer.Description); m != nil {
 		first, _, _ := strings.Cut(answer.Description, "\n")
-		e.aadsts, e.expired, e.unregistered = m[1], strings.Contains(first, " is expired "), strings.Contains(first, " is not registered ")
+		e.aadsts = m[1]
+		if strings.Contains(first, " is expired ") {
+			e.about = "expired"
+		} else if strings.Contains(first, " is not registered ") {
+			e.about = "unregistered"
+		}
 	}
 	return e
 }

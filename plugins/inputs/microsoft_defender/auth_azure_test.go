@@ -358,10 +358,10 @@ func TestTokenAnswersThatAreNotOAuthErrorsAreNotQuoted(t *testing.T) {
 }
 
 func TestAzureAdvice(t *testing.T) {
-	aad := func(method string, status int, aadsts string, flags ...bool) error {
+	aad := func(method string, status int, aadsts string, about ...string) error {
 		e := &tokenError{method: method, host: "login", status: status, code: "invalid_client", aadsts: aadsts}
-		if len(flags) == 2 {
-			e.expired, e.unregistered = flags[0], flags[1]
+		if len(about) == 1 {
+			e.about = about[0]
 		}
 		return e
 	}
@@ -370,12 +370,12 @@ func TestAzureAdvice(t *testing.T) {
 		err  error
 		want string
 	}{
-		{"certificate not registered", aad("client certificate", 401, "700027", false, true),
+		{"certificate not registered", aad("client certificate", 401, "700027", "unregistered"),
 			"The certificate in client_certificate is not registered on the app (AADSTS700027)"},
-		{"certificate expired", aad("client certificate", 401, "700027", true, false),
+		{"certificate expired", aad("client certificate", 401, "700027", "expired"),
 			"The certificate registered for the app has expired (AADSTS700027)"},
 		{"signature", aad("client certificate", 401, "700027"),
-			"the key in client_certificate is not the key of the registered certificate"},
+			"client_certificate holds another key than the registered certificate's"},
 		{"another app", aad("client certificate", 400, "700021"), "The client assertion is for another app (AADSTS700021)"},
 		{"clock", aad("client certificate", 400, "700024"), "correct this host's clock (NTP)"},
 		{"federated token expired", aad("workload identity", 400, "700024"), "The federated token has expired (AADSTS700024)"},
