@@ -73,7 +73,7 @@ func (m *MicrosoftDefender) authKeys() []authKey {
 // checkAuthKeys refuses keys of other methods, naming theirs, and names the keys auth_method misses.
 func (m *MicrosoftDefender) checkAuthKeys() error {
 	if !slices.Contains(authMethods, m.AuthMethod) {
-		return fmt.Errorf("auth_method %q is not supported: use %s", m.AuthMethod, quoteList(authMethods, "or"))
+		return fmt.Errorf("auth_method %q is not supported: use %s", m.AuthMethod, quoteList(authMethods))
 	}
 	if m.AuthMethod == methodWorkloadIdentity {
 		// As in azidentity's WorkloadIdentityCredential.
@@ -87,7 +87,7 @@ func (m *MicrosoftDefender) checkAuthKeys() error {
 	for _, k := range m.authKeys() {
 		switch {
 		case k.set && !slices.Contains(k.usedBy, m.AuthMethod):
-			foreign = append(foreign, fmt.Sprintf("%s: only used with auth_method = %s", k.name, quoteList(k.usedBy, "or")))
+			foreign = append(foreign, fmt.Sprintf("%s: only used with auth_method = %s", k.name, quoteList(k.usedBy)))
 		case !k.set && slices.Contains(k.needs, m.AuthMethod):
 			missing = append(missing, k.name)
 		}
@@ -105,10 +105,10 @@ func (m *MicrosoftDefender) checkAuthKeys() error {
 }
 
 // quoteList is `"a", "b" or "c"`.
-func quoteList(values []string, last string) string {
+func quoteList(values []string) string {
 	s := `"` + strings.Join(values, `", "`) + `"`
 	if i := strings.LastIndex(s, ", "); i >= 0 {
-		s = s[:i] + " " + last + s[i+1:]
+		s = s[:i] + " or" + s[i+1:]
 	}
 	return s
 }
@@ -119,15 +119,11 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 		return nil, err
 	}
 	if m.AuthMethod == methodAccessToken {
-		static := &staticToken{secret: &m.AccessToken}
 		// A secret store not readable yet is read again at the poll.
-		if buf, err := m.AccessToken.Get(); err == nil {
-			buf.Destroy()
-			if _, err := static.token(context.Background()); err != nil {
-				return nil, err
-			}
+		if tok, err := readSecret("access_token", &m.AccessToken); err == nil && checkBearerToken(tok) != nil {
+			return nil, fmt.Errorf("access_token cannot be sent: %w", checkBearerToken(tok))
 		}
-		return static, nil
+		return &staticToken{secret: &m.AccessToken}, nil
 	}
 	if len(m.Scopes) == 0 {
 		m.Scopes = []string{defaultSIEMResource + "/.default"}
@@ -281,10 +277,7 @@ func (e *tokenError) Error() string {
 	case e.err != nil:
 		msg = e.err.Error()
 	case e.status != 0:
-		msg = "HTTP " + e.statusText
-		if e.code != "" {
-			msg += ": " + e.code
-		}
+		msg = strings.TrimSuffix("HTTP "+e.statusText+": "+e.code, ": ")
 		if e.aadsts != "" {
 			msg += " (AADSTS" + e.aadsts + ")"
 		}
@@ -328,10 +321,10 @@ func describeAnswer(host string, resp *http.Response, body []byte, now time.Time
 	if m := aadstsNumber.FindStringSubmatch(answer.Description); m != nil {
 		first, _, _ := strings.Cut(answer.Description, "\n")
 		e.aadsts = m[1]
-		if strings.Contains(first, " is expired ") {
-			e.about = "expired"
-		} else if strings.Contains(first, " is not registered ") {
-			e.about = "unregistered"
+		for _, about := range []string{"expired", "not registered"} {
+			if strings.Contains(first, " is "+about+" ") {
+				e.about = about
+			}
 		}
 	}
 	return e

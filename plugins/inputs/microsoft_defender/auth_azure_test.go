@@ -370,7 +370,7 @@ func TestAzureAdvice(t *testing.T) {
 		err  error
 		want string
 	}{
-		{"certificate not registered", aad("client certificate", 401, "700027", "unregistered"),
+		{"certificate not registered", aad("client certificate", 401, "700027", "not registered"),
 			"The certificate in client_certificate is not registered on the app (AADSTS700027)"},
 		{"certificate expired", aad("client certificate", 401, "700027", "expired"),
 			"The certificate registered for the app has expired (AADSTS700027)"},

@@ -194,7 +194,7 @@ var aadstsAdvice = map[string][2]string{
 		"refresh tokens live 90 days; generate a new one, or use auth_method = \"client_secret\"."},
 	"700027/expired": {"The certificate registered for the app has expired",
 		"create a new one, upload its public part under Certificates & secrets of the app registration, and set client_certificate to it."},
-	"700027/unregistered": {"The certificate in client_certificate is not registered on the app", "upload its public part under Certificates & " +
+	"700027/not registered": {"The certificate in client_certificate is not registered on the app", "upload its public part under Certificates & " +
 		"secrets of the app registration; for subject name/issuer authentication set send_certificate_chain = true."},
 	"700027": {"Azure AD could not verify the client assertion with the registered certificate",
 		"client_certificate holds another key than the registered certificate's: configure the registered pair."},
@@ -217,10 +217,8 @@ func tokenAdvice(e *tokenError) string {
 	case e.host == "" && mi && strings.Contains(e.msg, "azcmagent"): // Arc's challenge file is readable only by the himds group
 		return "The Azure Arc agent's challenge file cannot be read: add the user Telegraf runs as to the himds group " +
 			"(usermod -aG himds telegraf) and restart Telegraf."
-	case e.host == "" && mi:
-		return "The managed identity cannot be used here: see the message above, and that the host has the identity assigned."
 	case e.host == "":
-		return "The Azure SDK refused the sign-in: see the message above."
+		return "The sign-in could not start: see the message above (for a managed identity, check that the host has it assigned)."
 	case e.err != nil && mi:
 		return "No managed identity endpoint answered: the plugin runs outside Azure, or IMDS (169.254.169.254) is blocked by a firewall or a " +
 			"proxy (add it to NO_PROXY); on App Service, Functions or Arc the environment must carry IDENTITY_ENDPOINT."
