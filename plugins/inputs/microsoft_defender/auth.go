@@ -257,7 +257,7 @@ func readSecret(key string, secret *config.Secret) (string, error) {
 // tokenError is a failed sign-in. Its message names the method, host, status, OAuth code and AADSTS
 // number, nothing else: answers may echo secrets.
 type tokenError struct {
-	method     string // the azidentity method, e.g. "managed identity"; empty for a client secret
+	method     string // e.g. "managed identity"; empty for the client secret and refresh token
 	host       string // empty when no request was sent
 	status     int    // 0 when no answer came, or an answer that is not an error
 	statusText string // e.g. "401 Unauthorized"

@@ -143,11 +143,12 @@ type signInTransport struct {
 	last   tokenError
 }
 
+// RoundTrip implements http.RoundTripper, for x/oauth2.
 func (t *signInTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.Do(req)
 }
 
-// Do implements azcore's policy.Transporter.
+// Do implements azcore's policy.Transporter, for azidentity.
 func (t *signInTransport) Do(req *http.Request) (*http.Response, error) {
 	if t.login != nil && strings.HasSuffix(req.URL.Path, "/v2.0/.well-known/openid-configuration") {
 		base := t.login.JoinPath(t.tenant)

@@ -158,16 +158,15 @@ func (m *MicrosoftDefender) probeObservations() string {
 func advice(err error, api string) string {
 	var tokenErr *tokenError
 	var statusErr *statusError
-	var dnsErr *net.DNSError
 	var probeErr *probeError
 	switch {
 	case errors.As(err, &tokenErr):
 		return tokenAdvice(tokenErr)
 	case errors.As(err, &statusErr):
 		return statusAdvice(statusErr.status, api)
-	case errors.As(err, &dnsErr) && api == "siem":
+	case errors.As(err, new(*net.DNSError)) && api == "siem":
 		return "The API's host name does not resolve: check region or endpoint_url. Where the SIEM API was retired for the tenant, use api = \"graph\"."
-	case errors.As(err, &dnsErr):
+	case errors.As(err, new(*net.DNSError)):
 		return "The API's host name does not resolve: check region or endpoint_url, and the machine's DNS."
 	case errors.Is(err, errBodyTooLarge):
 		return "The answer is larger than max_body_size: raise it."
@@ -232,7 +231,7 @@ func tokenAdvice(e *tokenError) string {
 	}
 	for _, key := range []string{e.aadsts + "/" + cmp.Or(e.about, e.method), e.aadsts} {
 		for numbers, a := range aadstsAdvice {
-			if e.aadsts != "" && slices.Contains(strings.Split(numbers, "|"), key) {
+			if slices.Contains(strings.Split(numbers, "|"), key) {
 				return a[0] + " (AADSTS" + e.aadsts + "): " + a[1]
 			}
 		}
