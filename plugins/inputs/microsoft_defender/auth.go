@@ -263,7 +263,7 @@ type tokenError struct {
 	statusText string // e.g. "401 Unauthorized"
 	code       string // OAuth error code, e.g. invalid_client
 	aadsts     string // Azure AD's error number, e.g. 7000215
-	about      string // what an AADSTS700027 is about: "expired" or "unregistered"
+	about      string // what an AADSTS700027 is about: "expired" or "not registered"
 	file       bool   // federated_token_file could not be read
 	msg        string // why no request was sent, or why an answer was refused
 	retryAfter time.Duration
@@ -295,16 +295,14 @@ func (e *tokenError) Unwrap() error {
 	return e.err
 }
 
-// oauthErrorCodes (RFC 6749's, Azure AD's, managed identity's) are the only codes quoted: an echoed
-// secret in their place is not.
+// oauthErrorCodes (RFC 6749's, Azure AD's, IMDS's) are the only codes quoted: an echoed secret in their place is not.
 var oauthErrorCodes = []string{"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
 	"unsupported_grant_type", "invalid_scope", "access_denied", "server_error", "temporarily_unavailable",
 	"interaction_required", "invalid_resource", "invalid_tenant", "unknown_error"}
 
 var aadstsNumber = regexp.MustCompile(`^AADSTS(\d{1,9})\b`)
 
-// describeAnswer makes a tokenError of a token endpoint's error answer: Azure AD's {error,
-// error_description}; other services' bodies have no code to name.
+// describeAnswer makes a tokenError of an error answer, Azure AD's {error, error_description} or another.
 func describeAnswer(host string, resp *http.Response, body []byte, now time.Time) *tokenError {
 	var answer struct {
 		Error       string `json:"error"`
@@ -330,8 +328,7 @@ func describeAnswer(host string, resp *http.Response, body []byte, now time.Time
 	return e
 }
 
-// checkBearerToken refuses what RFC 6750's b64token does not allow, such as a line break that would
-// add headers, without quoting the token.
+// checkBearerToken refuses, without quoting it, a token RFC 6750's b64token does not allow (a line break adds headers).
 func checkBearerToken(tok string) error {
 	end := len(strings.TrimRight(tok, "="))
 	if end == 0 {

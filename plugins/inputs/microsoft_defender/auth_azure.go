@@ -25,8 +25,7 @@ import (
 	"github.com/influxdata/telegraf/config"
 )
 
-// bypassMSALCache, as claims, makes MSAL skip its process-wide managed identity cache, which would hand
-// back a refused token (MSAL sends no claims).
+// bypassMSALCache, as claims, skips MSAL's process-wide managed identity cache, which would hand back a refused token.
 const bypassMSALCache = `{"access_token":{}}`
 
 // Size caps: a sign-in answer is a few KiB, a projected service account token about 1 KiB.
@@ -221,8 +220,7 @@ func readSmallFile(path string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
-// loadCertificate reads client_certificate: PEM with an unencrypted key, or PKCS#12. The key's certificate
-// comes first.
+// loadCertificate reads client_certificate (PEM with an unencrypted key, or PKCS#12), the key's certificate first.
 func loadCertificate(path string, password *config.Secret) (certs []*x509.Certificate, rsaKey *rsa.PrivateKey, err error) {
 	defer func() {
 		if err != nil {
