@@ -200,7 +200,7 @@ func FuzzTokenResponse(f *testing.F) {
 		if status < 100 || status > 599 {
 			return
 		}
-		tok, _, err := cannedTokenSource(status, body).fetch(context.Background())
+		tok, err := cannedTokenSource(status, body).token(context.Background())
 		if err != nil {
 			for _, secret := range []string{testClientSecret, testRefreshToken} {
 				if strings.Contains(err.Error(), secret) || strings.Contains(unescapeAll(err.Error()), secret) {
@@ -217,17 +217,12 @@ func FuzzTokenResponse(f *testing.F) {
 
 // cannedTokenSource is a refresh token grant whose token endpoint answers
 // status and body.
-func cannedTokenSource(status int, body []byte) *refreshGrant {
-	return &refreshGrant{
-		client: &http.Client{Transport: cannedResponse{status: status, body: body}},
-		// A fixed, valid URL: the fuzzer varies the answer, not the request.
-		tokenURL:     "https://login.example.com/tenant/oauth2/token",
-		clientID:     testClientID,
-		clientSecret: secretOf(testClientSecret),
-		refreshToken: secretOf(testRefreshToken),
-		resource:     defaultSIEMResource,
-		now:          time.Now,
-	}
+func cannedTokenSource(status int, body []byte) tokenSource {
+	m := &MicrosoftDefender{AuthMethod: methodRefreshToken, ClientID: testClientID, ClientSecret: *secretOf(testClientSecret),
+		RefreshToken: *secretOf(testRefreshToken), Scopes: []string{defaultSIEMResource + "/.default"}, now: time.Now}
+	// A fixed, valid URL: the fuzzer varies the answer, not the request.
+	login := &url.URL{Scheme: "https", Host: "login.example.com"}
+	return m.signIn(&http.Client{Transport: cannedResponse{status: status, body: body}}, login, m.refreshGrant(login.String()+"/tenant/oauth2/token"))
 }
 
 func secretOf(value string) *config.Secret {
@@ -481,7 +476,7 @@ func FuzzEscapedSecrets(f *testing.F) {
 			}
 		}
 
-		if _, _, err := cannedTokenSource(status, []byte(body)).fetch(context.Background()); err != nil {
+		if _, err := cannedTokenSource(status, []byte(body)).token(context.Background()); err != nil {
 			check(err.Error(), all...)
 		}
 
