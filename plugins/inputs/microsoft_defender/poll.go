@@ -337,7 +337,7 @@ func (p *poll) take(r record, a *answer) bool {
 	p.stats.emitted++
 	m, cut := r.metric()
 	if len(cut) > 0 {
-		p.log.Warnf("Alert %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)
+		p.logProblemf("Alert %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)
 	}
 	if len(problems.invalid) > 0 {
 		p.stats.invalidFields += int64(len(problems.invalid))
