@@ -62,11 +62,16 @@ type graphWalk struct {
 	// followed, and the versions new on the last page.
 	chain, visited map[string]bool
 	added          int
+	// confirming: the page read is behind the next link of a short first
+	// page, which held held alerts of the part and shown alerts in all.
+	confirming  bool
+	held, shown int
+	pageCap     int // the alerts a page holds at most, when the service showed fewer than $top; kept for the chunk
 }
 
 // ask asks for the first page of the alerts last updated in [from, to).
 func (r *graphReader) ask(c *chunk, from, to time.Time, top int) *url.URL {
-	c.graph = graphWalk{from: from, to: to}
+	c.graph = graphWalk{from: from, to: to, pageCap: c.graph.pageCap}
 	if to.Sub(from) == tick {
 		c.graph.chain, c.graph.visited = make(map[string]bool), make(map[string]bool)
 	}
@@ -151,8 +156,20 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 			countOf(w.outside, "alert"), w.from.Format(time.RFC3339Nano), w.to.Format(time.RFC3339Nano), truncate(w.firstOutside, 160))
 	}
 	w.pages++
+	if w.items > w.pageCap {
+		w.pageCap = 0 // a page held more: what was learned is forgotten
+	}
 	var why string
 	switch {
+	case w.confirming && a.err == nil && w.items == 0 && w.next == "":
+		return r.settle(c, pr, w.held)
+	case w.confirming && (a.err == nil || a.class == failRefused || errors.Is(a.err, errBodyTooLarge)):
+		if a.err == nil {
+			// More came behind a short page: the service's pages hold the
+			// longer of the two (one odd short page does not make it 1).
+			w.pageCap = max(w.shown, w.items)
+		}
+		return r.split(c, k, pr)
 	case a.err == nil && w.next == "" && w.items < r.pageSize && w.pages == 1:
 		return r.settle(c, pr, len(w.times))
 	case a.err != nil && w.pages > 1 && a.class == failRefused:
@@ -163,9 +180,18 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 		pr.err = a.err
 		return pr
 	case a.err != nil && w.chain != nil:
-		pr.err = fmt.Errorf("the Graph alerts last updated at %s do not fit in max_body_size (%d bytes) on one page: raise max_body_size",
-			w.from.Format(time.RFC3339Nano), k.maxBodySize)
-		return pr
+		// One instant over max_body_size: skipped and counted, as a cap says.
+		pr.unreadable = w.from
+		return r.settle(c, pr, len(w.chain))
+	case a.err == nil && w.chain == nil && w.next != "" && w.items < r.fullPage(w) && w.pages == 1:
+		// A short page with a next link, which some services send on every
+		// last page: an empty page behind it shows the part whole.
+		if u := r.sameOrigin(w.next); u != nil {
+			w.confirming, w.held, w.shown = true, len(w.times), w.items
+			pr.then = &request{url: u, continues: true}
+			return pr
+		}
+		return r.split(c, k, pr)
 	case w.chain == nil:
 		return r.split(c, k, pr)
 	case w.next == "" && w.pages == 1:
@@ -180,10 +206,7 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 		why = fmt.Sprintf("%d pages read", w.pages)
 	}
 	if why == "" {
-		// Only to the API's own scheme and host: the request carries the
-		// bearer token.
-		u, err := url.Parse(w.next)
-		if err == nil && u.Scheme == r.endpoint.Scheme && u.Host == r.endpoint.Host {
+		if u := r.sameOrigin(w.next); u != nil {
 			w.visited[w.next] = true
 			pr.then = &request{url: u}
 			return pr
@@ -196,6 +219,25 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	k.log.Warnf("Alerts sharing lastUpdateDateTime %s could not all be shown read whole (%s): %d read, moving on",
 		w.from.Format(time.RFC3339Nano), why, len(w.chain))
 	return r.settle(c, pr, len(w.chain))
+}
+
+// fullPage is how many alerts a page holds at most: $top, or fewer where
+// the service showed so in this chunk.
+func (r *graphReader) fullPage(w *graphWalk) int {
+	if w.pageCap > 0 {
+		return min(r.pageSize, w.pageCap)
+	}
+	return r.pageSize
+}
+
+// sameOrigin is a next link to follow: only to the API's own scheme and
+// host, as the request carries the bearer token.
+func (r *graphReader) sameOrigin(next string) *url.URL {
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != r.endpoint.Scheme || u.Host != r.endpoint.Host {
+		return nil
+	}
+	return u
 }
 
 // split ends the part's first half at the median time the page delivered
@@ -221,7 +263,7 @@ func (r *graphReader) settle(c *chunk, pr progress, n int) progress {
 	width := c.graph.to.Sub(c.graph.from)
 	c.From, c.To = c.To, c.End
 	if n > 0 {
-		next := min(16*width, time.Duration(float64(width)*0.8*float64(r.pageSize)/float64(n)))
+		next := min(16*width, time.Duration(float64(width)*0.8*float64(r.fullPage(&c.graph))/float64(n)))
 		if next = max(next.Truncate(tick), tick); next < c.End.Sub(c.From) {
 			c.To = c.From.Add(next)
 		}

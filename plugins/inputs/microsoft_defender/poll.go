@@ -224,8 +224,8 @@ func (p *poll) passOverUnreadable(at time.Time) {
 		return
 	}
 	p.stats.skipped++
-	p.log.Warnf("The detections with LastProcessedTimeUtc %s cannot be read (larger than max_body_size, %d bytes, alone or together, "+
-		"or not JSON): they are skipped; raise max_body_size if they are large", at.Format(time.RFC3339Nano), p.known.maxBodySize)
+	p.log.Warnf("The records the %s holds at %s cannot be read (larger than max_body_size, %d bytes, alone or together, "+
+		"or not JSON): they are skipped; raise max_body_size if they are large", p.client.name, at.Format(time.RFC3339Nano), p.known.maxBodySize)
 }
 
 // send sends one request, retrying transient failures at most max_retries
