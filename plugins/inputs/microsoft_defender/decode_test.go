@@ -28,7 +28,7 @@ func TestMalformedResponses(t *testing.T) {
 		want    string
 	}{
 		{"object instead of array", `{"value":[]}`, 0,
-			`reading the SIEM API answer from %s: response is not a JSON array of detections: it starts with "{"`},
+			`reading the SIEM API answer from %s: response is not a JSON array of detections: it is a JSON object`},
 		{"html page with 200", "<html><body>Sign in</body></html>", 0,
 			`reading the SIEM API answer from %s: response is not a JSON array: invalid JSON at byte 0: invalid character '<' at start of value`},
 		{"empty body", "", 0,
@@ -38,7 +38,7 @@ func TestMalformedResponses(t *testing.T) {
 		{"missing closing bracket", "[" + good, 1,
 			`reading the SIEM API answer from %s: after detection 0: response truncated at byte 116`},
 		{"two answers in one body", "[" + good + "][" + good + "]", 1,
-			`reading the SIEM API answer from %s: after the closing bracket: invalid JSON at byte 117: invalid character '[' after top-level value`},
+			`reading the SIEM API answer from %s: after the closing bracket: invalid JSON at byte 117: more follows the answer`},
 		{"a lone opening bracket", "[", 0,
 			`reading the SIEM API answer from %s: after the opening bracket: response truncated at byte 1`},
 	}

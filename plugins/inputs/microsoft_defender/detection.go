@@ -113,7 +113,7 @@ func (p *recordProblems) parseTime(field, value string) time.Time {
 	}
 	t, err := parseAPITime(value)
 	if err != nil {
-		p.invalid = append(p.invalid, fieldProblem{field: field, offset: -1, reason: err.Error()})
+		p.invalid = append(p.invalid, fieldProblem{field, err.Error()})
 	}
 	return t
 }

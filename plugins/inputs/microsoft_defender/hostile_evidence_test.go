@@ -163,8 +163,7 @@ func requireLikeEncodingJSON(t *testing.T, body, second string, chunk int) {
 	require.Equal(t, wantMeta, meta)
 	require.Len(t, got, 2)
 	require.Equal(t, int64(strings.Index(body, `{"id":"b"`)), got[1].issues.offset)
-	require.Equal(t, fmt.Sprintf("mitreTechniques (byte %d of the object): a JSON string where an array of strings was expected",
-		strings.Index(second, `"x"`)), got[1].issues.String())
+	require.Equal(t, "mitreTechniques: a JSON string where an array of strings was expected", got[1].issues.String())
 	for i := range got {
 		got[i].includeEvidence, want[i].includeEvidence = true, true
 		gotMetric, gotCut := got[i].metric()

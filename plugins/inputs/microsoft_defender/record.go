@@ -30,9 +30,7 @@ type record interface {
 // recordProblems is what of one record could not be decoded: fields left
 // out, or why the record as a whole is not emitted.
 type recordProblems struct {
-	// noun, index and offset place the record, e.g. detection 3 at byte
-	// 1234; where spells it only when a message needs it.
-	noun    string
+	noun    string // with index and offset, places the record (where)
 	index   int
 	offset  int64
 	invalid []fieldProblem
@@ -47,17 +45,17 @@ func (p *recordProblems) where() string {
 
 // fieldNames lists the fields left out, for the invalid_field_names field.
 func (p *recordProblems) fieldNames() string {
-	names := make([]string, 0, len(p.invalid))
-	for _, f := range p.invalid {
-		names = append(names, f.field)
+	names := make([]string, len(p.invalid))
+	for i, f := range p.invalid {
+		names[i] = f.field
 	}
 	return strings.Join(names, ",")
 }
 
 func (p *recordProblems) String() string {
-	parts := make([]string, 0, len(p.invalid))
-	for _, f := range p.invalid {
-		parts = append(parts, f.String())
+	parts := make([]string, len(p.invalid))
+	for i, f := range p.invalid {
+		parts[i] = f.field + ": " + f.reason
 	}
 	return strings.Join(parts, "; ")
 }
