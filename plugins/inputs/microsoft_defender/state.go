@@ -6,10 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,8 +30,7 @@ type pluginState struct {
 // source names the stream this instance reads: API, address, tenant and
 // filters, no secret.
 func (m *MicrosoftDefender) source() string {
-	groups := append([]string(nil), m.MachineGroups...)
-	sort.Strings(groups)
+	groups := slices.Sorted(slices.Values(m.MachineGroups))
 	source := fmt.Sprintf("api=%s endpoint=%s tenant=%s machine_groups=%s device_created_machine_tags=%s cloud_created_machine_tags=%s",
 		m.API, m.endpoint.String(), m.TenantID, strings.Join(groups, ","), m.DeviceCreatedMachineTags, m.CloudCreatedMachineTags)
 	if m.API == "graph" {
@@ -42,20 +40,7 @@ func (m *MicrosoftDefender) source() string {
 }
 
 func (m *MicrosoftDefender) state() pluginState {
-	seen := make(map[string]time.Time, len(m.cursor.seen))
-	maps.Copy(seen, m.cursor.seen)
-	var pending *chunk
-	if m.cursor.pending != nil {
-		p := *m.cursor.pending
-		pending = &p
-	}
-	return pluginState{
-		Version:   stateVersion,
-		Source:    m.source(),
-		Watermark: m.cursor.watermark,
-		Pending:   pending,
-		Seen:      seen,
-	}
+	return pluginState{Version: stateVersion, Source: m.source(), Watermark: m.cursor.watermark, Pending: m.cursor.pending, Seen: m.cursor.seen}
 }
 
 func (m *MicrosoftDefender) checkState(s *pluginState) error {
@@ -70,13 +55,6 @@ func (m *MicrosoftDefender) checkState(s *pluginState) error {
 	return nil
 }
 
-func (m *MicrosoftDefender) applyState(s *pluginState) {
-	m.cursor.watermark = s.Watermark
-	m.cursor.pending = s.Pending
-	m.cursor.seen = make(map[string]time.Time, len(s.Seen))
-	maps.Copy(m.cursor.seen, s.Seen)
-}
-
 // maxStateFileSize caps state_file: some 500,000 detection ids, 800 a second
 // over the default ten-minute overlap.
 var maxStateFileSize int64 = 64 << 20
@@ -89,18 +67,18 @@ func (m *MicrosoftDefender) openStateFile() error {
 	m.releaseStateLock() // when Init runs again
 	info, err := os.Stat(m.StateFile)
 	switch {
-	case errors.Is(err, os.ErrNotExist):
-		info = nil
-	case err != nil:
+	case err != nil && !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("state_file %q: %w", m.StateFile, err)
-	case !info.Mode().IsRegular():
-		return fmt.Errorf("state_file %q is %s, not a regular file: point it at a file of its own", m.StateFile, describeFileMode(info.Mode()))
+	case err == nil && info.IsDir():
+		return fmt.Errorf("state_file %q is a directory: point it at a file of its own", m.StateFile)
+	case err == nil && !info.Mode().IsRegular():
+		return fmt.Errorf("state_file %q is not a regular file (mode %s): point it at a file of its own", m.StateFile, info.Mode())
 	}
 	lock, err := lockState(m.StateFile)
 	if err != nil {
 		return err
 	}
-	if err := m.loadStateFile(info != nil); err != nil {
+	if err := m.loadStateFile(); err != nil {
 		lock.release()
 		return err
 	}
@@ -114,49 +92,29 @@ func (m *MicrosoftDefender) releaseStateLock() {
 	m.stateLock = nil
 }
 
-func describeFileMode(mode os.FileMode) string {
-	switch {
-	case mode.IsDir():
-		return "a directory"
-	case mode&os.ModeNamedPipe != 0:
-		return "a named pipe (FIFO)"
-	case mode&os.ModeSocket != 0:
-		return "a socket"
-	case mode&os.ModeDevice != 0:
-		return "a device"
-	default:
-		return "not a regular file (" + mode.Type().String() + ")"
-	}
-}
-
 var errStateTooLarge = errors.New("the state file is too large")
 
-func (m *MicrosoftDefender) loadStateFile(exists bool) error {
-	if !exists {
-		m.Log.Infof("No state file %q yet: first run, reading the last %s", m.StateFile, time.Duration(m.InitialLookback))
-		return nil
-	}
+func (m *MicrosoftDefender) loadStateFile() error {
 	data, err := readStateFile(m.StateFile)
-	if err == nil || errors.Is(err, errStateTooLarge) {
-		content := bytes.TrimLeft(data, " \t\r\n")
-		switch {
-		case len(content) == 0 && err == nil:
-			m.Log.Infof("State file %q is empty: first run, reading the last %s", m.StateFile, time.Duration(m.InitialLookback))
-			return nil
-		case len(content) == 0 || content[0] != '{':
-			return fmt.Errorf("state_file %q is not a state file of this plugin (it does not hold a JSON object): "+
-				"refusing to overwrite it; point state_file at a file of its own", m.StateFile)
-		}
-	}
+	content := bytes.TrimLeft(data, " \t\r\n")
 	var problem string
 	switch {
+	case errors.Is(err, os.ErrNotExist):
+		m.Log.Infof("No state file %q yet: first run, reading the last %s", m.StateFile, time.Duration(m.InitialLookback))
+		return nil
+	case err == nil && len(content) == 0:
+		m.Log.Infof("State file %q is empty: first run, reading the last %s", m.StateFile, time.Duration(m.InitialLookback))
+		return nil
+	case (err == nil || errors.Is(err, errStateTooLarge)) && (len(content) == 0 || content[0] != '{'):
+		return fmt.Errorf("state_file %q is not a state file of this plugin (it does not hold a JSON object): "+
+			"refusing to overwrite it; point state_file at a file of its own", m.StateFile)
 	case errors.Is(err, errStateTooLarge):
 		problem = fmt.Sprintf("is larger than the %d bytes a state file may hold", maxStateFileSize)
 	case err != nil:
 		problem = fmt.Sprintf("is unreadable (%v)", err)
 	}
 	var s pluginState
-	if err == nil {
+	if problem == "" {
 		if err := json.Unmarshal(data, &s); err != nil {
 			problem = fmt.Sprintf("is corrupt (%v)", err)
 		}
@@ -173,7 +131,10 @@ func (m *MicrosoftDefender) loadStateFile(exists bool) error {
 		m.Log.Warnf("Ignoring state file %q, starting as on a first run: %v", m.StateFile, err)
 		return nil
 	}
-	m.applyState(&s)
+	m.cursor.watermark, m.cursor.pending = s.Watermark, s.Pending
+	if s.Seen != nil {
+		m.cursor.seen = s.Seen
+	}
 	m.Log.Debugf("Resuming from state file %q at %s", m.StateFile, s.Watermark.Format(time.RFC3339Nano))
 	return nil
 }
@@ -190,13 +151,10 @@ func readStateFile(path string) ([]byte, error) {
 		limit = 512 // enough to tell whether it is JSON
 	}
 	data, err := io.ReadAll(io.LimitReader(f, limit))
-	if err != nil {
-		return nil, err
-	}
-	if limit <= maxStateFileSize || int64(len(data)) > maxStateFileSize {
+	if err == nil && (limit <= maxStateFileSize || int64(len(data)) > maxStateFileSize) {
 		return data[:min(len(data), 512)], errStateTooLarge
 	}
-	return data, nil
+	return data, err
 }
 
 // moveStateFileAside renames the state file to <path>.corrupt-<UTC time>.
@@ -205,11 +163,10 @@ func (m *MicrosoftDefender) moveStateFileAside() (string, error) {
 	aside := base
 	for i := 2; ; i++ {
 		if _, err := os.Lstat(aside); errors.Is(err, os.ErrNotExist) {
-			break
+			return aside, os.Rename(m.StateFile, aside)
 		}
 		aside = fmt.Sprintf("%s-%d", base, i)
 	}
-	return aside, os.Rename(m.StateFile, aside)
 }
 
 // saveStateFile writes a synced temporary file and renames it over the state
@@ -222,26 +179,17 @@ func (m *MicrosoftDefender) saveStateFile() error {
 	if int64(len(data)) > maxStateFileSize {
 		return fmt.Errorf("the state is %d bytes, more than the %d a state file may hold: lower overlap", len(data), maxStateFileSize)
 	}
-	dir, base := filepath.Split(m.StateFile)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, base+".tmp-*")
+	dir := filepath.Dir(m.StateFile)
+	tmp, err := os.CreateTemp(dir, filepath.Base(m.StateFile)+".tmp-*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
 	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
+	if err = errors.Join(err, tmp.Sync(), tmp.Close()); err != nil {
+		return err
 	}
-	if closeErr := tmp.Close(); err == nil {
-		err = closeErr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), m.StateFile)
-	}
-	if err != nil {
+	if err := os.Rename(tmp.Name(), m.StateFile); err != nil {
 		return err
 	}
 	// Syncing the directory makes the rename durable; Windows cannot, nor needs to.
@@ -256,7 +204,6 @@ func (m *MicrosoftDefender) saveStateFile() error {
 // replaces; the system drops it when its holder ends, a crash included.
 type stateLock struct{ *flock.Flock }
 
-// lockStatePath is the lock file of a state file.
 func lockStatePath(stateFile string) string {
 	return stateFile + ".lock"
 }
