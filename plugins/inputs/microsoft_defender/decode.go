@@ -54,8 +54,9 @@ func newRecordReader(body io.Reader, names map[string]string) *recordReader {
 		jsonv2.WithUnmarshalers(jsonv2.JoinUnmarshalers(
 			jsonv2.UnmarshalFromFunc(r.unmarshalString),
 			jsonv2.UnmarshalFromFunc(r.unmarshalStrings),
-			jsonv2.UnmarshalFromFunc(r.unmarshalEvidence), // before json.Unmarshaler, which json.RawMessage is
-			jsonv2.UnmarshalFromFunc(r.unmarshalJSON),
+			jsonv2.UnmarshalFromFunc(r.unmarshalEvidence),
+			jsonv2.UnmarshalFromFunc(func(dec *jsontext.Decoder, o *optionalInt) error { return r.unmarshalJSON(dec, o) }),
+			jsonv2.UnmarshalFromFunc(func(dec *jsontext.Decoder, o *optionalBool) error { return r.unmarshalJSON(dec, o) }),
 		)))
 	r.dec = jsontext.NewDecoder(body, r.opts)
 	return r
@@ -357,11 +358,9 @@ func kindName(k jsontext.Kind) string { return kindNames[k] }
 // give their fields.
 func jsonNames(types ...reflect.Type) map[string]string {
 	names := make(map[string]string)
-	for _, typ := range types {
-		for i := range typ.NumField() {
-			if name, ok := typ.Field(i).Tag.Lookup("json"); ok {
-				names[strings.ToLower(name)] = name
-			}
+	for _, t := range types {
+		for _, f := range taggedFields(t, "json") {
+			names[strings.ToLower(f.name)] = f.name
 		}
 	}
 	return names

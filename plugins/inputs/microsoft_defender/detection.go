@@ -12,59 +12,61 @@ import (
 
 // detection is one SIEM API detection. It decodes all three payload
 // generations: absent, null and "" all leave a string empty, and both
-// spellings of IoaDefinitionId are kept so the mapping can pick either.
+// spellings of IoaDefinitionId are read.
 type detection struct {
+	// Emitted as the string fields their metric tags name, in this order.
+	AlertID                  string `json:"AlertId" metric:"alert_id"`
+	FullID                   string `json:"FullId" metric:"full_id"`
+	AlertTitle               string `json:"AlertTitle" metric:"alert_title"`
+	ComputerDNSName          string `json:"ComputerDnsName" metric:"computer_dns_name"`
+	MachineName              string `json:"MachineName" metric:"machine_name"`
+	MachineDomain            string `json:"MachineDomain" metric:"machine_domain"`
+	Description              string `json:"Description" metric:"description"`
+	Actor                    string `json:"Actor" metric:"actor"`
+	IocName                  string `json:"IocName" metric:"ioc_name"`
+	IocValue                 string `json:"IocValue" metric:"ioc_value"`
+	CreatorIocName           string `json:"CreatorIocName" metric:"creator_ioc_name"`
+	CreatorIocValue          string `json:"CreatorIocValue" metric:"creator_ioc_value"`
+	IocUniqueID              string `json:"IocUniqueId" metric:"ioc_unique_id"`
+	IoaDefinitionID          string `json:"IoaDefinitionId" metric:"ioa_definition_id"`
+	Sha1                     string `json:"Sha1" metric:"sha1"`
+	Sha256                   string `json:"Sha256" metric:"sha256"`
+	Md5                      string `json:"Md5" metric:"md5"`
+	FileHash                 string `json:"FileHash" metric:"file_hash"`
+	FileName                 string `json:"FileName" metric:"file_name"`
+	FilePath                 string `json:"FilePath" metric:"file_path"`
+	CommandLine              string `json:"CommandLine" metric:"command_line"`
+	IPAddress                string `json:"IpAddress" metric:"ip_address"`
+	URL                      string `json:"Url" metric:"url"`
+	UserName                 string `json:"UserName" metric:"user_name"`
+	UserDomain               string `json:"UserDomain" metric:"user_domain"`
+	LogOnUsers               string `json:"LogOnUsers" metric:"log_on_users"`
+	InternalIPv4List         string `json:"InternalIPv4List" metric:"internal_ipv4_list"`
+	InternalIPv6List         string `json:"InternalIPv6List" metric:"internal_ipv6_list"`
+	DeviceID                 string `json:"DeviceID" metric:"device_id"`
+	ThreatCategory           string `json:"ThreatCategory" metric:"threat_category"`
+	ThreatFamily             string `json:"ThreatFamily" metric:"threat_family"`
+	ThreatName               string `json:"ThreatName" metric:"threat_name"`
+	RemediationAction        string `json:"RemediationAction" metric:"remediation_action"`
+	ExternalID               string `json:"ExternalId" metric:"external_id"`
+	DeviceCreatedMachineTags string `json:"DeviceCreatedMachineTags" metric:"device_created_machine_tags"`
+	CloudCreatedMachineTags  string `json:"CloudCreatedMachineTags" metric:"cloud_created_machine_tags"`
+	LinkToWDATP              string `json:"LinkToWDATP" metric:"link_to_wdatp"`
+	LinkToMTP                string `json:"LinkToMTP" metric:"link_to_mtp"`
+	IncidentLinkToWDATP      string `json:"IncidentLinkToWDATP" metric:"incident_link_to_wdatp"`
+	IncidentLinkToMTP        string `json:"IncidentLinkToMTP" metric:"incident_link_to_mtp"`
+	// Tags, times and typed fields, which alertMetric maps by name.
 	AlertTime                 string       `json:"AlertTime"`
-	ComputerDNSName           string       `json:"ComputerDnsName"`
-	AlertTitle                string       `json:"AlertTitle"`
 	Category                  string       `json:"Category"`
 	Severity                  string       `json:"Severity"`
-	AlertID                   string       `json:"AlertId"`
-	Actor                     string       `json:"Actor"`
-	LinkToWDATP               string       `json:"LinkToWDATP"`
-	IocName                   string       `json:"IocName"`
-	IocValue                  string       `json:"IocValue"`
-	CreatorIocName            string       `json:"CreatorIocName"`
-	CreatorIocValue           string       `json:"CreatorIocValue"`
-	Sha1                      string       `json:"Sha1"`
-	FileName                  string       `json:"FileName"`
-	FilePath                  string       `json:"FilePath"`
-	IPAddress                 string       `json:"IpAddress"`
-	URL                       string       `json:"Url"`
-	IoaDefinitionID           string       `json:"IoaDefinitionId"`
-	IoaDefinitiondID          string       `json:"IoaDefinitiondId"` // the 2017 spelling
-	UserName                  string       `json:"UserName"`
 	AlertPart                 optionalInt  `json:"AlertPart"`
-	FullID                    string       `json:"FullId"`
 	LastProcessedTimeUtc      string       `json:"LastProcessedTimeUtc"`
-	ThreatCategory            string       `json:"ThreatCategory"`
-	ThreatFamily              string       `json:"ThreatFamily"`
-	ThreatName                string       `json:"ThreatName"`
-	RemediationAction         string       `json:"RemediationAction"`
 	RemediationIsSuccess      optionalBool `json:"RemediationIsSuccess"`
 	Source                    string       `json:"Source"`
-	Md5                       string       `json:"Md5"`
-	Sha256                    string       `json:"Sha256"`
 	WasExecutingWhileDetected optionalBool `json:"WasExecutingWhileDetected"`
-	UserDomain                string       `json:"UserDomain"`
-	LogOnUsers                string       `json:"LogOnUsers"`
-	MachineDomain             string       `json:"MachineDomain"`
-	MachineName               string       `json:"MachineName"`
-	InternalIPv4List          string       `json:"InternalIPv4List"`
-	InternalIPv6List          string       `json:"InternalIPv6List"`
-	FileHash                  string       `json:"FileHash"`
-	DeviceID                  string       `json:"DeviceID"`
 	MachineGroup              string       `json:"MachineGroup"`
-	Description               string       `json:"Description"`
-	DeviceCreatedMachineTags  string       `json:"DeviceCreatedMachineTags"`
-	CloudCreatedMachineTags   string       `json:"CloudCreatedMachineTags"`
-	CommandLine               string       `json:"CommandLine"`
-	IncidentLinkToWDATP       string       `json:"IncidentLinkToWDATP"`
 	ReportID                  optionalInt  `json:"ReportID"`
-	LinkToMTP                 string       `json:"LinkToMTP"`
-	IncidentLinkToMTP         string       `json:"IncidentLinkToMTP"`
-	ExternalID                string       `json:"ExternalId"`
-	IocUniqueID               string       `json:"IocUniqueId"`
+	IoaDefinitiondID          string       `json:"IoaDefinitiondId"` // the 2017 spelling, for IoaDefinitionId when absent
 
 	// Parsed from the strings above by validate.
 	alertAt       time.Time
@@ -87,17 +89,13 @@ func (d *detection) identity() string {
 	return d.AlertID + ":" + d.IocUniqueID
 }
 
-func (d *detection) ioaDefinitionID() string {
-	if d.IoaDefinitionID != "" {
-		return d.IoaDefinitionID
-	}
-	return d.IoaDefinitiondID
-}
-
-// validate parses the timestamps. A time that does not parse is left out
-// like any other value that does not fit; a detection that can be neither
-// placed in time nor told apart from others is skipped.
+// validate reads the old spelling of IoaDefinitionId and parses the times. A
+// time that does not parse is left out like any other value that does not
+// fit; a detection neither placed in time nor told apart is skipped.
 func (d *detection) validate() {
+	if d.IoaDefinitionID == "" {
+		d.IoaDefinitionID = d.IoaDefinitiondID
+	}
 	d.lastProcessed = d.issues.parseTime("LastProcessedTimeUtc", d.LastProcessedTimeUtc)
 	d.alertAt = d.issues.parseTime("AlertTime", d.AlertTime)
 	if d.lastProcessed.IsZero() && d.identity() == "" {
@@ -145,43 +143,46 @@ func parseAPITime(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%s is not an RFC 3339 timestamp", quoteShort([]byte(strconv.Quote(s))))
 }
 
-// optionalInt is a JSON number that may also be null, "" or absent.
+// optionalInt and optionalBool are a JSON integer and boolean that may also
+// be null, "" or absent.
 type optionalInt struct {
 	value int64
 	set   bool
 }
 
-// UnmarshalJSON implements json.Unmarshaler.
-func (o *optionalInt) UnmarshalJSON(b []byte) error {
-	s, quoted := unquote(b)
-	if s == "" || s == "null" && !quoted {
-		return nil
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return fmt.Errorf("%s is not an integer", quoteShort(b))
-	}
-	o.value, o.set = v, true
-	return nil
-}
-
-// optionalBool is true, false, null, "" or absent.
 type optionalBool struct {
 	value bool
 	set   bool
 }
 
 // UnmarshalJSON implements json.Unmarshaler.
+func (o *optionalInt) UnmarshalJSON(b []byte) error {
+	return setOptional(b, &o.value, &o.set, "an integer", func(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) })
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
 func (o *optionalBool) UnmarshalJSON(b []byte) error {
-	s, quoted := unquote(b)
-	if s == "" || s == "null" && !quoted {
+	return setOptional(b, &o.value, &o.set, "a boolean", strconv.ParseBool)
+}
+
+// setOptional sets value and set to b parsed, unless b is null or "", and
+// leaves them as they were when b does not parse (as what).
+func setOptional[T any](b []byte, value *T, set *bool, what string, parse func(string) (T, error)) error {
+	s := string(bytes.TrimSpace(b))
+	switch {
+	case len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"':
+		s = s[1 : len(s)-1]
+	case s == "null":
 		return nil
 	}
-	v, err := strconv.ParseBool(s)
-	if err != nil {
-		return fmt.Errorf("%s is not a boolean", quoteShort(b))
+	if s == "" {
+		return nil
 	}
-	o.value, o.set = v, true
+	v, err := parse(s)
+	if err != nil {
+		return fmt.Errorf("%s is not %s", quoteShort(b), what)
+	}
+	*value, *set = v, true
 	return nil
 }
 
@@ -195,14 +196,6 @@ func quoteShort(b []byte) string {
 	return string(b)
 }
 
-func unquote(b []byte) (string, bool) {
-	b = bytes.TrimSpace(b)
-	if len(b) >= 2 && b[0] == '"' && b[len(b)-1] == '"' {
-		return string(b[1 : len(b)-1]), true
-	}
-	return string(b), false
-}
-
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -214,8 +207,7 @@ func truncate(s string, n int) string {
 // memory does not grow with the size of the response.
 type detectionDecoder struct {
 	r     *recordReader
-	index int  // of the next detection
-	done  bool // the closing bracket was read
+	index int // of the next detection; -1 after the closing bracket
 }
 
 func newDetectionDecoder(body io.Reader) (*detectionDecoder, error) {
@@ -229,7 +221,7 @@ func newDetectionDecoder(body io.Reader) (*detectionDecoder, error) {
 // next decodes the next detection into d. It returns io.EOF after the
 // closing bracket, and an error naming the detection's index otherwise.
 func (dd *detectionDecoder) next(d *detection) error {
-	if dd.done {
+	if dd.index < 0 {
 		return io.EOF
 	}
 	*d = detection{}
@@ -237,7 +229,7 @@ func (dd *detectionDecoder) next(d *detection) error {
 		dd.index++
 		return err
 	}
-	dd.done = true
+	dd.index = -1
 	if err := dd.r.expectEnd(); err != nil {
 		return fmt.Errorf("after the closing bracket: %w", err)
 	}

@@ -67,7 +67,7 @@ func TestGraphEvidenceOverTheFieldCapIsLeftOut(t *testing.T) {
 	require.NotEmpty(t, alerts)
 	require.False(t, alerts[0].HasField("evidence"))
 	require.Equal(t, int64(1), alerts[0].Fields()["evidence_count"])
-	require.Equal(t, []string{`W! [] Alert "a1@2020-09-30T14:00:00Z": fields evidence (left out) longer than 32768 bytes were cut to that length`},
+	require.Equal(t, []string{`W! [] Alert "a1@2020-09-30T14:00:00Z": fields evidence (left out) longer than 32766 bytes were cut to that length`},
 		logger.Warnings())
 }
 

@@ -2,6 +2,7 @@ package microsoft_defender
 
 import (
 	"hash/fnv"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -14,19 +15,18 @@ import (
 const (
 	measurementAlert = "defender_alert"
 	measurementCount = "defender_alert_count"
+	measurementPoll  = "defender_poll"
 )
 
-// maxFieldBytes caps a string field (InfluxDB 1.x refuses 64 KiB), and
-// maxTagBytes a tag, which becomes a series key.
+// maxFieldBytes caps a string field, maxTagBytes a tag, which becomes a series key.
 const (
-	maxFieldBytes = 32 * 1024
+	maxFieldBytes = 32766 // Lucene's limit for a term: OpenSearch refuses a longer keyword (InfluxDB 1.x 64 KiB)
 	maxTagBytes   = 256
 )
 
 // alertMetric turns a detection into a defender_alert at AlertTime, else
 // LastProcessedTimeUtc; it returns the names of the string fields it cut.
 func alertMetric(d *detection) (telegraf.Metric, []string) {
-	var cut []string
 	ts := d.lastProcessed
 	switch {
 	case !d.alertAt.IsZero():
@@ -38,8 +38,10 @@ func alertMetric(d *detection) (telegraf.Metric, []string) {
 	b := newMetricBuilder(measurementAlert, atTick(ts, d.AlertPart.value))
 	b.countTags(countKeyOf(d))
 	b.tag("detection_source", sanitize(d.Source, maxTagBytes))
+	var cut []string
+	fields := reflect.ValueOf(d).Elem()
 	for _, f := range alertStringFields {
-		v := f.value(d)
+		v := fields.Field(f.index).String()
 		if len(v) > maxFieldBytes {
 			v = cutAtRune(v, maxFieldBytes)
 			cut = append(cut, f.name)
@@ -144,28 +146,18 @@ func (b *metricBuilder) metric() telegraf.Metric {
 		b.fieldList = append(b.fieldList, &b.fields[i])
 	}
 	m := metric.FromMetric(b)
-	clear(b.tags)
-	clear(b.fields)
-	clear(b.tagList)
-	clear(b.fieldList)
-	b.tags, b.fields, b.tagList, b.fieldList = b.tags[:0], b.fields[:0], b.tagList[:0], b.fieldList[:0]
+	// Emptied and zeroed, so that the pool keeps no strings alive.
+	b.tags, b.fields = slices.Delete(b.tags, 0, len(b.tags)), slices.Delete(b.fields, 0, len(b.fields))
+	b.tagList, b.fieldList = slices.Delete(b.tagList, 0, len(b.tagList)), slices.Delete(b.fieldList, 0, len(b.fieldList))
 	builderPool.Put(b)
 	return m
 }
 
-// Name is read by metric.FromMetric, as are the four methods below.
-func (b *metricBuilder) Name() string { return b.name }
-
-// Time is read by metric.FromMetric.
-func (b *metricBuilder) Time() time.Time { return b.tm }
-
-// Type is read by metric.FromMetric.
-func (*metricBuilder) Type() telegraf.ValueType { return telegraf.Untyped }
-
-// TagList is read by metric.FromMetric.
-func (b *metricBuilder) TagList() []*telegraf.Tag { return b.tagList }
-
-// FieldList is read by metric.FromMetric.
+// Name, Time, Type, TagList and FieldList are what metric.FromMetric reads.
+func (b *metricBuilder) Name() string                 { return b.name }
+func (b *metricBuilder) Time() time.Time              { return b.tm }
+func (*metricBuilder) Type() telegraf.ValueType       { return telegraf.Untyped }
+func (b *metricBuilder) TagList() []*telegraf.Tag     { return b.tagList }
 func (b *metricBuilder) FieldList() []*telegraf.Field { return b.fieldList }
 
 // atTick keeps t to the APIs' 100 ns and puts n (mod 100) below, so that
@@ -185,51 +177,24 @@ func hashOf(s string) int64 {
 	return int64(h.Sum32())
 }
 
-// alertStringFields maps the API's string fields, tags aside, to field names.
-var alertStringFields = []struct {
-	name  string
-	value func(*detection) string
-}{
-	{"alert_id", func(d *detection) string { return d.AlertID }},
-	{"full_id", func(d *detection) string { return d.FullID }},
-	{"alert_title", func(d *detection) string { return d.AlertTitle }},
-	{"computer_dns_name", func(d *detection) string { return d.ComputerDNSName }},
-	{"machine_name", func(d *detection) string { return d.MachineName }},
-	{"machine_domain", func(d *detection) string { return d.MachineDomain }},
-	{"description", func(d *detection) string { return d.Description }},
-	{"actor", func(d *detection) string { return d.Actor }},
-	{"ioc_name", func(d *detection) string { return d.IocName }},
-	{"ioc_value", func(d *detection) string { return d.IocValue }},
-	{"creator_ioc_name", func(d *detection) string { return d.CreatorIocName }},
-	{"creator_ioc_value", func(d *detection) string { return d.CreatorIocValue }},
-	{"ioc_unique_id", func(d *detection) string { return d.IocUniqueID }},
-	{"ioa_definition_id", (*detection).ioaDefinitionID},
-	{"sha1", func(d *detection) string { return d.Sha1 }},
-	{"sha256", func(d *detection) string { return d.Sha256 }},
-	{"md5", func(d *detection) string { return d.Md5 }},
-	{"file_hash", func(d *detection) string { return d.FileHash }},
-	{"file_name", func(d *detection) string { return d.FileName }},
-	{"file_path", func(d *detection) string { return d.FilePath }},
-	{"command_line", func(d *detection) string { return d.CommandLine }},
-	{"ip_address", func(d *detection) string { return d.IPAddress }},
-	{"url", func(d *detection) string { return d.URL }},
-	{"user_name", func(d *detection) string { return d.UserName }},
-	{"user_domain", func(d *detection) string { return d.UserDomain }},
-	{"log_on_users", func(d *detection) string { return d.LogOnUsers }},
-	{"internal_ipv4_list", func(d *detection) string { return d.InternalIPv4List }},
-	{"internal_ipv6_list", func(d *detection) string { return d.InternalIPv6List }},
-	{"device_id", func(d *detection) string { return d.DeviceID }},
-	{"threat_category", func(d *detection) string { return d.ThreatCategory }},
-	{"threat_family", func(d *detection) string { return d.ThreatFamily }},
-	{"threat_name", func(d *detection) string { return d.ThreatName }},
-	{"remediation_action", func(d *detection) string { return d.RemediationAction }},
-	{"external_id", func(d *detection) string { return d.ExternalID }},
-	{"device_created_machine_tags", func(d *detection) string { return d.DeviceCreatedMachineTags }},
-	{"cloud_created_machine_tags", func(d *detection) string { return d.CloudCreatedMachineTags }},
-	{"link_to_wdatp", func(d *detection) string { return d.LinkToWDATP }},
-	{"link_to_mtp", func(d *detection) string { return d.LinkToMTP }},
-	{"incident_link_to_wdatp", func(d *detection) string { return d.IncidentLinkToWDATP }},
-	{"incident_link_to_mtp", func(d *detection) string { return d.IncidentLinkToMTP }},
+// alertStringFields are the detection's fields with a metric tag, in order,
+// each emitted as the string field the tag names.
+var alertStringFields = taggedFields(reflect.TypeFor[detection](), "metric")
+
+type taggedField struct {
+	index int    // in the struct
+	name  string // the tag's value
+}
+
+// taggedFields lists the fields of struct type t that have a tag for key.
+func taggedFields(t reflect.Type, key string) []taggedField {
+	var fields []taggedField
+	for i := range t.NumField() {
+		if name, ok := t.Field(i).Tag.Lookup(key); ok {
+			fields = append(fields, taggedField{i, name})
+		}
+	}
+	return fields
 }
 
 // countKey is one defender_alert_count series.
@@ -248,19 +213,14 @@ func countKeyOf(d *detection) countKey {
 
 // lowerSeverity is strings.ToLower without allocating for the SIEM API's severities.
 func lowerSeverity(s string) string {
-	switch s {
-	case "Informational":
-		return "informational"
-	case "Low":
-		return "low"
-	case "Medium":
-		return "medium"
-	case "High":
-		return "high"
-	case "UnSpecified":
-		return "unspecified"
+	if lower, ok := siemSeverities[s]; ok {
+		return lower
 	}
 	return strings.ToLower(s)
+}
+
+var siemSeverities = map[string]string{
+	"Informational": "informational", "Low": "low", "Medium": "medium", "High": "high", "UnSpecified": "unspecified",
 }
 
 // alertCounter counts a poll's detections per severity, category and machine group.
@@ -294,8 +254,6 @@ func (c *alertCounter) metrics(windowEnd, pollStart time.Time) []telegraf.Metric
 	}
 	return out
 }
-
-const measurementPoll = "defender_poll"
 
 // pollMetric describes one poll: requests, alerts, lag and backlog.
 func pollMetric(api, status string, s *pollStats, duration, lag time.Duration, ts time.Time) telegraf.Metric {
