@@ -55,8 +55,8 @@ func newRecordReader(body io.Reader, names map[string]string) *recordReader {
 			jsonv2.UnmarshalFromFunc(r.unmarshalString),
 			jsonv2.UnmarshalFromFunc(r.unmarshalStrings),
 			jsonv2.UnmarshalFromFunc(r.unmarshalEvidence),
-			jsonv2.UnmarshalFromFunc(func(dec *jsontext.Decoder, o *optionalInt) error { return r.unmarshalJSON(dec, o) }),
-			jsonv2.UnmarshalFromFunc(func(dec *jsontext.Decoder, o *optionalBool) error { return r.unmarshalJSON(dec, o) }),
+			jsonv2.UnmarshalFromFunc(func(dec *jsontext.Decoder, o *optional[int64]) error { return r.unmarshalJSON(dec, o) }),
+			jsonv2.UnmarshalFromFunc(func(dec *jsontext.Decoder, o *optional[bool]) error { return r.unmarshalJSON(dec, o) }),
 		)))
 	r.dec = jsontext.NewDecoder(body, r.opts)
 	return r

@@ -191,7 +191,7 @@ func TestDecoderFollowsEncodingJSON(t *testing.T) {
 	require.NoError(t, dec.next(&d))
 	require.Equal(t, "a:2", d.FullID)
 	require.Equal(t, "t", d.AlertTitle)
-	require.Equal(t, optionalInt{value: 3, set: true}, d.AlertPart)
+	require.Equal(t, optional[int64]{value: 3, set: true}, d.AlertPart)
 	require.Equal(t, "café 😀", d.Description)
 	require.Equal(t, time.Date(2020, 9, 30, 14, 0, 0, 0, time.UTC), d.lastProcessed)
 	require.ErrorIs(t, dec.next(&d), io.EOF)

@@ -56,17 +56,17 @@ type detection struct {
 	IncidentLinkToWDATP      string `json:"IncidentLinkToWDATP" metric:"incident_link_to_wdatp"`
 	IncidentLinkToMTP        string `json:"IncidentLinkToMTP" metric:"incident_link_to_mtp"`
 	// Tags, times and typed fields, which alertMetric maps by name.
-	AlertTime                 string       `json:"AlertTime"`
-	Category                  string       `json:"Category"`
-	Severity                  string       `json:"Severity"`
-	AlertPart                 optionalInt  `json:"AlertPart"`
-	LastProcessedTimeUtc      string       `json:"LastProcessedTimeUtc"`
-	RemediationIsSuccess      optionalBool `json:"RemediationIsSuccess"`
-	Source                    string       `json:"Source"`
-	WasExecutingWhileDetected optionalBool `json:"WasExecutingWhileDetected"`
-	MachineGroup              string       `json:"MachineGroup"`
-	ReportID                  optionalInt  `json:"ReportID"`
-	IoaDefinitiondID          string       `json:"IoaDefinitiondId"` // the 2017 spelling, for IoaDefinitionId when absent
+	AlertTime                 string          `json:"AlertTime"`
+	Category                  string          `json:"Category"`
+	Severity                  string          `json:"Severity"`
+	AlertPart                 optional[int64] `json:"AlertPart"`
+	LastProcessedTimeUtc      string          `json:"LastProcessedTimeUtc"`
+	RemediationIsSuccess      optional[bool]  `json:"RemediationIsSuccess"`
+	Source                    string          `json:"Source"`
+	WasExecutingWhileDetected optional[bool]  `json:"WasExecutingWhileDetected"`
+	MachineGroup              string          `json:"MachineGroup"`
+	ReportID                  optional[int64] `json:"ReportID"`
+	IoaDefinitiondID          string          `json:"IoaDefinitiondId"` // the 2017 spelling, for IoaDefinitionId when absent
 
 	// Parsed from the strings above by validate.
 	alertAt       time.Time
@@ -143,31 +143,15 @@ func parseAPITime(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%s is not an RFC 3339 timestamp", quoteShort([]byte(strconv.Quote(s))))
 }
 
-// optionalInt and optionalBool are a JSON integer and boolean that may also
-// be null, "" or absent.
-type optionalInt struct {
-	value int64
+// optional is a JSON integer or boolean that may also be null, "" or absent.
+type optional[T int64 | bool] struct {
+	value T
 	set   bool
 }
 
-type optionalBool struct {
-	value bool
-	set   bool
-}
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (o *optionalInt) UnmarshalJSON(b []byte) error {
-	return setOptional(b, &o.value, &o.set, "an integer", func(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) })
-}
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (o *optionalBool) UnmarshalJSON(b []byte) error {
-	return setOptional(b, &o.value, &o.set, "a boolean", strconv.ParseBool)
-}
-
-// setOptional sets value and set to b parsed, unless b is null or "", and
-// leaves them as they were when b does not parse (as what).
-func setOptional[T any](b []byte, value *T, set *bool, what string, parse func(string) (T, error)) error {
+// UnmarshalJSON implements json.Unmarshaler. A value that does not parse
+// leaves o as it was.
+func (o *optional[T]) UnmarshalJSON(b []byte) error {
 	s := string(bytes.TrimSpace(b))
 	switch {
 	case len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"':
@@ -178,11 +162,20 @@ func setOptional[T any](b []byte, value *T, set *bool, what string, parse func(s
 	if s == "" {
 		return nil
 	}
-	v, err := parse(s)
+	var v T
+	var err error
+	what := "an integer"
+	switch p := any(&v).(type) {
+	case *int64:
+		*p, err = strconv.ParseInt(s, 10, 64)
+	case *bool:
+		what = "a boolean"
+		*p, err = strconv.ParseBool(s)
+	}
 	if err != nil {
 		return fmt.Errorf("%s is not %s", quoteShort(b), what)
 	}
-	*value, *set = v, true
+	o.value, o.set = v, true
 	return nil
 }
 

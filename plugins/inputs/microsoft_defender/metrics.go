@@ -48,18 +48,10 @@ func alertMetric(d *detection) (telegraf.Metric, []string) {
 		}
 		b.stringField(f.name, v)
 	}
-	if d.AlertPart.set {
-		b.intField("alert_part", d.AlertPart.value)
-	}
-	if d.ReportID.set {
-		b.intField("report_id", d.ReportID.value)
-	}
-	if d.RemediationIsSuccess.set {
-		b.boolField("remediation_is_success", d.RemediationIsSuccess.value)
-	}
-	if d.WasExecutingWhileDetected.set {
-		b.boolField("was_executing_while_detected", d.WasExecutingWhileDetected.value)
-	}
+	addOptional(b, "alert_part", d.AlertPart)
+	addOptional(b, "report_id", d.ReportID)
+	addOptional(b, "remediation_is_success", d.RemediationIsSuccess)
+	addOptional(b, "was_executing_while_detected", d.WasExecutingWhileDetected)
 	if !d.lastProcessed.IsZero() {
 		b.stringField("last_processed_time_utc", formatTimeAs(d.lastProcessed, d.LastProcessedTimeUtc))
 	}
@@ -133,8 +125,11 @@ func (b *metricBuilder) intField(key string, value int64) {
 	b.fields = append(b.fields, telegraf.Field{Key: key, Value: value})
 }
 
-func (b *metricBuilder) boolField(key string, value bool) {
-	b.fields = append(b.fields, telegraf.Field{Key: key, Value: value})
+// addOptional adds the value of o, when set, as the field key.
+func addOptional[T int64 | bool](b *metricBuilder, key string, o optional[T]) {
+	if o.set {
+		b.fields = append(b.fields, telegraf.Field{Key: key, Value: o.value})
+	}
 }
 
 // metric returns the Telegraf metric and puts the emptied builder back.
