@@ -32,16 +32,14 @@ type fieldProblem struct{ field, reason string }
 // regard to case, the last of repeated names wins, null leaves a field as it
 // is, invalid UTF-8 replaced). Its unmarshalers take only what the library
 // would refuse: a value that does not fit its field is skipped and noted.
-//
 // Memory holds what a record's fields keep, which maxRecordBytes caps, and
-// the token being read, which jsontext holds whole however long
-// (go.dev/issue/56733): only max_body_size bounds that.
+// the token being read, which jsontext holds whole (go.dev/issue/56733).
 type recordReader struct {
 	dec      *jsontext.Decoder
 	opts     jsonv2.Options
 	names    map[string]string // of the record's fields, by their lower case
 	start    int64             // of the record being read
-	problems []fieldProblem    // of the record being read
+	issues   *recordProblems   // of the record being read
 	alert    *graphAlert       // being read, for its evidence
 	evidence []byte            // its evidence kept so far
 }
@@ -90,9 +88,8 @@ func (r *recordReader) next(v interface{ validate() }, p *recordProblems, noun s
 		}
 		return r.recordError(err, "after %s %d", noun, i-1)
 	}
-	r.start = valueStart(r.dec)
+	r.start, r.issues = valueStart(r.dec), p
 	p.noun, p.index, p.offset = noun, i, r.start
-	r.problems = r.problems[:0]
 	depth := r.dec.StackDepth()
 	var err error
 	if k == '{' || k == 'n' {
@@ -111,9 +108,6 @@ func (r *recordReader) next(v interface{ validate() }, p *recordProblems, noun s
 	case r.dec.InputOffset()-r.start > maxRecordBytes:
 		p.skip = fmt.Sprintf("it is larger than %d MiB, the most one record may take", maxRecordBytes>>20)
 	case p.skip == "":
-		if len(r.problems) > 0 {
-			p.invalid = slices.Clone(r.problems)
-		}
 		v.validate()
 	}
 	return nil
@@ -139,7 +133,7 @@ func (r *recordReader) problem(dec *jsontext.Decoder, reason string) {
 	if canonical, ok := r.names[strings.ToLower(name)]; ok {
 		name = canonical
 	}
-	r.problems = append(r.problems, fieldProblem{name, reason})
+	r.issues.invalid = append(r.issues.invalid, fieldProblem{name, reason})
 }
 
 // misfit skips the value the decoder peeked at, of kind k, as not fitting
@@ -176,19 +170,6 @@ func (r *recordReader) unmarshalJSON(dec *jsontext.Decoder, v json.Unmarshaler) 
 	return err
 }
 
-// array reports whether the value dec peeked at is an array. Null is left
-// to the library, to take as encoding/json does; anything else is a misfit.
-func (r *recordReader) array(dec *jsontext.Decoder, want string) (bool, error) {
-	switch k := dec.PeekKind(); k {
-	case '[':
-		return true, nil
-	case 'n':
-		return false, errors.ErrUnsupported
-	default:
-		return false, r.misfit(dec, k, want)
-	}
-}
-
 // stringList is a []string that the library decodes element by element,
 // through unmarshalString.
 type stringList []string
@@ -197,18 +178,21 @@ type stringList []string
 // []string, but for an element that is no string, which leaves the field
 // as it was.
 func (r *recordReader) unmarshalStrings(dec *jsontext.Decoder, v *[]string) error {
-	if ok, err := r.array(dec, "an array of strings"); !ok {
-		return err
+	switch k := dec.PeekKind(); {
+	case k == 'n':
+		return errors.ErrUnsupported // the library's own, as encoding/json
+	case k != '[':
+		return r.misfit(dec, k, "an array of strings")
 	}
-	n := len(r.problems)
+	n := len(r.issues.invalid)
 	list := stringList(slices.Clone(*v))
 	if err := jsonv2.UnmarshalDecode(dec, &list); err != nil {
 		return err
 	}
-	if len(r.problems) > n {
-		first := r.problems[n]
-		r.problems = r.problems[:n]
-		r.problem(dec, fmt.Sprintf("element %s: %s", first.field, first.reason))
+	if p := r.issues; len(p.invalid) > n {
+		first := p.invalid[n]
+		p.invalid = p.invalid[:n]
+		r.problem(dec, "element "+first.field+": "+first.reason)
 		return nil
 	}
 	*v = list
@@ -225,12 +209,12 @@ const maxEvidenceBytes = 4 * maxFieldBytes
 // and the array too long, entries are skipped a token at a time. Evidence
 // that does not decode leaves the alert's evidence as it was.
 func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMessage) error {
-	if dec.PeekKind() == 'n' {
+	switch k := dec.PeekKind(); {
+	case k == 'n':
 		_, err := dec.ReadToken() // null keeps the evidence as it was
 		return err
-	}
-	if ok, err := r.array(dec, "an array"); !ok {
-		return err
+	case k != '[':
+		return r.misfit(dec, k, "an array")
 	}
 	if _, err := dec.ReadToken(); err != nil {
 		return err
@@ -252,7 +236,7 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMes
 		if err != nil {
 			return err
 		}
-		switch n := len(r.problems); {
+		switch p, n := r.issues, len(r.issues.invalid); {
 		case found:
 		case k != '{' && k != 'n':
 			problem = fmt.Sprintf("evidence %d: a JSON %s where an evidence object was expected", count, kindName(k))
@@ -261,9 +245,9 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMes
 			if err := jsonv2.Unmarshal(entry, &e, r.opts); err != nil {
 				return err
 			}
-			if len(r.problems) > n {
-				problem = fmt.Sprintf("evidence %d: field %s: %s", count, r.problems[n].field, r.problems[n].reason)
-				r.problems = r.problems[:n]
+			if len(p.invalid) > n {
+				problem = fmt.Sprintf("evidence %d: field %s: %s", count, p.invalid[n].field, p.invalid[n].reason)
+				p.invalid = p.invalid[:n]
 			}
 			if e.Type == "#microsoft.graph.security.deviceEvidence" {
 				device, found = e, true
