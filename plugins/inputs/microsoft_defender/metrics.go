@@ -77,13 +77,12 @@ func formatTimeAs(t time.Time, sent string) string {
 // against 106 with AddField (BenchmarkSIEMMetric). Builders are pooled.
 type metricBuilder struct {
 	telegraf.Metric // nil: FromMetric reads only the methods below
-
-	name      string
-	tm        time.Time
-	tags      []telegraf.Tag // in key order, as a Telegraf metric keeps them
-	fields    []telegraf.Field
-	tagList   []*telegraf.Tag
-	fieldList []*telegraf.Field
+	name            string
+	tm              time.Time
+	tags            []telegraf.Tag
+	fields          []telegraf.Field
+	tagList         []*telegraf.Tag
+	fieldList       []*telegraf.Field
 }
 
 var builderPool = sync.Pool{New: func() any { return new(metricBuilder) }}
@@ -94,16 +93,11 @@ func newMetricBuilder(name string, tm time.Time) *metricBuilder {
 	return b
 }
 
-// tag adds a tag, in key order, unless its value is empty; each key once.
+// tag adds a tag unless its value is empty; each key once.
 func (b *metricBuilder) tag(key, value string) {
-	if value == "" {
-		return
+	if value != "" {
+		b.tags = append(b.tags, telegraf.Tag{Key: key, Value: value})
 	}
-	i := len(b.tags)
-	for i > 0 && b.tags[i-1].Key > key {
-		i--
-	}
-	b.tags = slices.Insert(b.tags, i, telegraf.Tag{Key: key, Value: value})
 }
 
 // countTags adds the tags defender_alert and defender_alert_count share.
@@ -113,8 +107,8 @@ func (b *metricBuilder) countTags(k countKey) {
 	b.tag("machine_group", k.machineGroup)
 }
 
-// stringField adds a field unless its value is empty. Each key is added
-// once, and only with a type Telegraf keeps as it is (string, int64, bool).
+// stringField adds a field unless its value is empty. Fields are added once
+// each, with a type Telegraf keeps as it is (string, int64, bool).
 func (b *metricBuilder) stringField(key, value string) {
 	if value != "" {
 		b.fields = append(b.fields, telegraf.Field{Key: key, Value: value})
@@ -132,8 +126,10 @@ func addOptional[T int64 | bool](b *metricBuilder, key string, o optional[T]) {
 	}
 }
 
-// metric returns the Telegraf metric and puts the emptied builder back.
+// metric returns the Telegraf metric, its tags in key order as Telegraf
+// keeps them, and puts the emptied builder back.
 func (b *metricBuilder) metric() telegraf.Metric {
+	slices.SortFunc(b.tags, func(x, y telegraf.Tag) int { return strings.Compare(x.Key, y.Key) })
 	for i := range b.tags {
 		b.tagList = append(b.tagList, &b.tags[i])
 	}
@@ -141,7 +137,7 @@ func (b *metricBuilder) metric() telegraf.Metric {
 		b.fieldList = append(b.fieldList, &b.fields[i])
 	}
 	m := metric.FromMetric(b)
-	// Emptied and zeroed, so that the pool keeps no strings alive.
+	// Zeroed, so that the pool keeps no strings alive.
 	b.tags, b.fields = slices.Delete(b.tags, 0, len(b.tags)), slices.Delete(b.fields, 0, len(b.fields))
 	b.tagList, b.fieldList = slices.Delete(b.tagList, 0, len(b.tagList)), slices.Delete(b.fieldList, 0, len(b.fieldList))
 	builderPool.Put(b)
@@ -177,8 +173,8 @@ func hashOf(s string) int64 {
 var alertStringFields = taggedFields(reflect.TypeFor[detection](), "metric")
 
 type taggedField struct {
-	index int    // in the struct
-	name  string // the tag's value
+	index int    // of the field
+	name  string // in the tag
 }
 
 // taggedFields lists the fields of struct type t that have a tag for key.
@@ -197,7 +193,7 @@ type countKey struct {
 	severity, category, machineGroup string
 }
 
-// countKeyOf returns the tag values defender_alert and defender_alert_count carry.
+// countKeyOf returns the tags defender_alert and defender_alert_count share.
 func countKeyOf(d *detection) countKey {
 	return countKey{
 		severity:     lowerSeverity(sanitize(d.Severity, maxTagBytes)),

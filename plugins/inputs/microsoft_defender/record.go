@@ -11,20 +11,14 @@ import (
 // record is what a reader decodes: a SIEM detection, or one version of a
 // Graph alert. Deduplication, the cursor and the counts work on this alone.
 type record interface {
-	// identity is the deduplication key; empty when the record has none.
-	identity() string
-	// cursorTime is the time the API's window filters on.
-	cursorTime() time.Time
-	// inWindow reports whether cursorTime lies in the window the request
-	// asked for; a time outside it never moves a bound of the walk.
+	identity() string      // the deduplication key; "" when there is none
+	cursorTime() time.Time // the time the API's window filters on
+	// inWindow reports whether cursorTime lies in the window asked for; a
+	// time outside it never moves a bound of the walk.
 	inWindow() bool
-	// metric is the defender_alert event, and the names of fields cut to
-	// maxFieldBytes.
-	metric() (telegraf.Metric, []string)
-	// countKey is the record's defender_alert_count series.
-	countKey() countKey
-	// problems tells what of the record could not be decoded.
-	problems() *recordProblems
+	metric() (telegraf.Metric, []string) // defender_alert, and the fields cut to maxFieldBytes
+	countKey() countKey                  // its defender_alert_count series
+	problems() *recordProblems           // what of it could not be decoded
 }
 
 // recordProblems is what of one record could not be decoded: fields left

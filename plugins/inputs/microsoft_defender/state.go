@@ -92,29 +92,28 @@ func (m *MicrosoftDefender) releaseStateLock() {
 	m.stateLock = nil
 }
 
-var errStateTooLarge = errors.New("the state file is too large")
-
+// loadStateFile restores the cursor from state_file, or moves aside a file
+// it cannot use.
 func (m *MicrosoftDefender) loadStateFile() error {
-	data, err := readStateFile(m.StateFile)
+	data, whole, err := readStateFile(m.StateFile)
 	content := bytes.TrimLeft(data, " \t\r\n")
+	var s pluginState
 	var problem string
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		m.Log.Infof("No state file %q yet: first run, reading the last %s", m.StateFile, time.Duration(m.InitialLookback))
 		return nil
-	case err == nil && len(content) == 0:
-		m.Log.Infof("State file %q is empty: first run, reading the last %s", m.StateFile, time.Duration(m.InitialLookback))
-		return nil
-	case (err == nil || errors.Is(err, errStateTooLarge)) && (len(content) == 0 || content[0] != '{'):
-		return fmt.Errorf("state_file %q is not a state file of this plugin (it does not hold a JSON object): "+
-			"refusing to overwrite it; point state_file at a file of its own", m.StateFile)
-	case errors.Is(err, errStateTooLarge):
-		problem = fmt.Sprintf("is larger than the %d bytes a state file may hold", maxStateFileSize)
 	case err != nil:
 		problem = fmt.Sprintf("is unreadable (%v)", err)
-	}
-	var s pluginState
-	if problem == "" {
+	case whole && len(content) == 0:
+		m.Log.Infof("State file %q is empty: first run, reading the last %s", m.StateFile, time.Duration(m.InitialLookback))
+		return nil
+	case len(content) == 0 || content[0] != '{':
+		return fmt.Errorf("state_file %q is not a state file of this plugin (it does not hold a JSON object): "+
+			"refusing to overwrite it; point state_file at a file of its own", m.StateFile)
+	case !whole:
+		problem = fmt.Sprintf("is larger than the %d bytes a state file may hold", maxStateFileSize)
+	default:
 		if err := json.Unmarshal(data, &s); err != nil {
 			problem = fmt.Sprintf("is corrupt (%v)", err)
 		}
@@ -139,22 +138,20 @@ func (m *MicrosoftDefender) loadStateFile() error {
 	return nil
 }
 
-// readStateFile reads the file whole, or only its start with errStateTooLarge.
-func readStateFile(path string) ([]byte, error) {
+// readStateFile reads the file whole or, past maxStateFileSize, only enough
+// of its start to tell whether it holds JSON.
+func readStateFile(path string) (data []byte, whole bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer f.Close()
 	limit := maxStateFileSize + 1
 	if info, err := f.Stat(); err == nil && info.Size() > maxStateFileSize {
-		limit = 512 // enough to tell whether it is JSON
+		limit = 512
 	}
-	data, err := io.ReadAll(io.LimitReader(f, limit))
-	if err == nil && (limit <= maxStateFileSize || int64(len(data)) > maxStateFileSize) {
-		return data[:min(len(data), 512)], errStateTooLarge
-	}
-	return data, err
+	data, err = io.ReadAll(io.LimitReader(f, limit))
+	return data, limit > maxStateFileSize && int64(len(data)) <= maxStateFileSize, err
 }
 
 // moveStateFileAside renames the state file to <path>.corrupt-<UTC time>.
