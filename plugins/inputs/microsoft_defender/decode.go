@@ -22,18 +22,13 @@ const maxRecordBytes = 8 << 20 // 40 times the longest Windows command line JSON
 // errRecordTooLarge ends the unmarshaling of a record past maxRecordBytes.
 var errRecordTooLarge = errors.New("record larger than maxRecordBytes")
 
-// fieldProblem is a member whose value does not fit its field, such as a
-// string where a number belongs: the field is left as it was and the rest
-// of the record decoded.
-type fieldProblem struct{ field, reason string }
-
-// recordReader reads the records of an answer one at a time with jsontext,
-// each unmarshaled as encoding/json would (v1 options: names matched without
-// regard to case, the last of repeated names wins, null leaves a field as it
-// is, invalid UTF-8 replaced). Its unmarshalers take only what the library
-// would refuse: a value that does not fit its field is skipped and noted.
-// Memory holds what a record's fields keep, which maxRecordBytes caps, and
-// the token being read, which jsontext holds whole (go.dev/issue/56733).
+// recordReader reads an answer's records one at a time with jsontext, each
+// unmarshaled as encoding/json would (v1 options: names matched regardless
+// of case, the last repeated name wins, null leaves a field as it is, bad
+// UTF-8 replaced). Its unmarshalers take only what the library would refuse:
+// a value that does not fit its field is skipped and noted. Memory holds what
+// the fields keep, which maxRecordBytes caps, and the token being read, which
+// jsontext holds whole (go.dev/issue/56733).
 type recordReader struct {
 	dec      *jsontext.Decoder
 	opts     jsonv2.Options
@@ -63,8 +58,7 @@ func newRecordReader(body io.Reader, names map[string]string) *recordReader {
 // open reads the answer's opening token, want: '[' for SIEM, '{' for Graph
 // (described by what).
 func (r *recordReader) open(want jsontext.Kind, what string) error {
-	k := r.dec.PeekKind()
-	if k != want && k != 0 {
+	if k := r.dec.PeekKind(); k != want && k != 0 {
 		return fmt.Errorf("response is not a JSON %s %s: it is a JSON %s", kindName(want), what, kindName(k))
 	}
 	if _, err := r.dec.ReadToken(); err != nil {
@@ -73,9 +67,9 @@ func (r *recordReader) open(want jsontext.Kind, what string) error {
 	return nil
 }
 
-// next reads the next element i of the array being read into v, an item
-// of the API (noun) with problems p: an object or null is unmarshaled and
-// validated, anything else skipped. It returns io.EOF after the array.
+// next reads element i of the array into v, an item of the API (noun) with
+// problems p: an object or null is unmarshaled and validated, anything else
+// skipped. It returns io.EOF after the array.
 func (r *recordReader) next(v interface{ validate() }, p *recordProblems, noun string, i int) error {
 	k := r.dec.PeekKind()
 	if k == ']' || k == 0 {
@@ -119,15 +113,14 @@ func (r *recordReader) over(dec *jsontext.Decoder) bool {
 	return dec == r.dec && dec.InputOffset()-r.start > maxRecordBytes
 }
 
-// valueStart is the offset of the value the decoder peeked at: past the
-// whitespace, comma or colon after the last token read.
+// valueStart is the offset of the value the decoder peeked at.
 func valueStart(dec *jsontext.Decoder) int64 {
 	buf := dec.UnreadBuffer()
 	return dec.InputOffset() + int64(len(buf)-len(bytes.TrimLeft(buf, " \t\r\n,:")))
 }
 
-// problem notes that the value of the member dec last read does not fit
-// its field, named as the type's tag spells it.
+// problem notes that the value of the member dec last read does not fit its
+// field, named as the type's tag spells it.
 func (r *recordReader) problem(dec *jsontext.Decoder, reason string) {
 	name := dec.StackPointer().LastToken()
 	if canonical, ok := r.names[strings.ToLower(name)]; ok {
@@ -158,8 +151,7 @@ func (r *recordReader) unmarshalString(dec *jsontext.Decoder, _ *string) error {
 	}
 }
 
-// unmarshalJSON decodes the value with the type's UnmarshalJSON, as
-// encoding/json would call it.
+// unmarshalJSON decodes the value with v's UnmarshalJSON, as encoding/json would.
 func (r *recordReader) unmarshalJSON(dec *jsontext.Decoder, v json.Unmarshaler) error {
 	raw, err := dec.ReadValue()
 	if err == nil {
@@ -174,9 +166,8 @@ func (r *recordReader) unmarshalJSON(dec *jsontext.Decoder, v json.Unmarshaler) 
 // through unmarshalString.
 type stringList []string
 
-// unmarshalStrings decodes mitreTechniques as encoding/json decodes a
-// []string, but for an element that is no string, which leaves the field
-// as it was.
+// unmarshalStrings decodes mitreTechniques as encoding/json would, but an
+// element that is no string leaves the field as it was.
 func (r *recordReader) unmarshalStrings(dec *jsontext.Decoder, v *[]string) error {
 	switch k := dec.PeekKind(); {
 	case k == 'n':
@@ -205,9 +196,9 @@ const maxEvidenceBytes = 4 * maxFieldBytes
 
 // unmarshalEvidence reads the alert's evidence entry by entry: it counts
 // them, decodes the first device evidence, and keeps the array while it is
-// short enough to be emitted (maxEvidenceBytes). Once the device is found
-// and the array too long, entries are skipped a token at a time. Evidence
-// that does not decode leaves the alert's evidence as it was.
+// short enough to be emitted. Once the device is found and the array too
+// long, entries are skipped a token at a time. Evidence that does not
+// decode leaves the alert's as it was.
 func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMessage) error {
 	switch k := dec.PeekKind(); {
 	case k == 'n':
@@ -314,9 +305,8 @@ func (r *recordReader) explain(err error) error {
 	return err
 }
 
-// recordError places an error of the decoder in the item it names (format
-// and args, such as "detection %d"), and marks malformed JSON as a
-// recordSyntaxError.
+// recordError places an error of the decoder in an item (format and args,
+// such as "detection %d"), and marks malformed JSON as a recordSyntaxError.
 func (r *recordReader) recordError(err error, format string, args ...any) error {
 	explained := fmt.Errorf(format+": %w", append(args, r.explain(err))...)
 	var syntaxErr *jsontext.SyntacticError
@@ -338,8 +328,7 @@ var kindNames = map[jsontext.Kind]string{'{': "object", '[': "array", '"': "stri
 
 func kindName(k jsontext.Kind) string { return kindNames[k] }
 
-// jsonNames spells, by its lower case, each name the json tags of the types
-// give their fields.
+// jsonNames spells, by its lower case, each name in the types' json tags.
 func jsonNames(types ...reflect.Type) map[string]string {
 	names := make(map[string]string)
 	for _, t := range types {

@@ -80,11 +80,8 @@ type detection struct {
 // identity is the detection's deduplication key: FullId, or AlertId and
 // IocUniqueId when FullId is absent (they are equal in every known sample).
 func (d *detection) identity() string {
-	if d.FullID != "" {
+	if d.FullID != "" || d.AlertID == "" && d.IocUniqueID == "" {
 		return d.FullID
-	}
-	if d.AlertID == "" && d.IocUniqueID == "" {
-		return ""
 	}
 	return d.AlertID + ":" + d.IocUniqueID
 }
@@ -116,25 +113,13 @@ func (p *recordProblems) parseTime(field, value string) time.Time {
 	return t
 }
 
-// apiTimeLayouts are the forms the SIEM API and its documentation use; a
-// value without a zone is UTC, as every SIEM API time is.
-var apiTimeLayouts = []string{
-	time.RFC3339Nano,
-	"2006-01-02T15:04:05.999999999",
-	"2006-01-02 15:04:05.999999999",
-}
-
-// Metric timestamps are nanoseconds since 1970 in an int64: times beyond
-// these would wrap around.
-var (
-	earliestTime = time.Unix(0, math.MinInt64).UTC()
-	latestTime   = time.Unix(0, math.MaxInt64).UTC()
-)
-
+// parseAPITime reads the forms the SIEM API and its documentation use; a
+// time without a zone is UTC, as every SIEM API time is. A metric's time is
+// nanoseconds since 1970 in an int64: one beyond would wrap around.
 func parseAPITime(s string) (time.Time, error) {
-	for _, layout := range apiTimeLayouts {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999"} {
 		if t, err := time.Parse(layout, s); err == nil {
-			if t.Before(earliestTime) || t.After(latestTime) {
+			if t.Before(time.Unix(0, math.MinInt64)) || t.After(time.Unix(0, math.MaxInt64)) {
 				return time.Time{}, fmt.Errorf("%q lies outside the years 1678 to 2262 that a metric's time can hold", s)
 			}
 			return t.UTC(), nil

@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"cmp"
 	"hash/fnv"
 	"reflect"
 	"slices"
@@ -27,13 +28,7 @@ const (
 // alertMetric turns a detection into a defender_alert at AlertTime, else
 // LastProcessedTimeUtc; it returns the names of the string fields it cut.
 func alertMetric(d *detection) (telegraf.Metric, []string) {
-	ts := d.lastProcessed
-	switch {
-	case !d.alertAt.IsZero():
-		ts = d.alertAt
-	case ts.IsZero():
-		ts = d.cursorTime()
-	}
+	ts := cmp.Or(d.alertAt, d.lastProcessed, d.cursorAt)
 	// An alert's detections share AlertTime and often every tag: AlertPart tells them apart.
 	b := newMetricBuilder(measurementAlert, atTick(ts, d.AlertPart.value))
 	b.countTags(countKeyOf(d))
@@ -52,18 +47,17 @@ func alertMetric(d *detection) (telegraf.Metric, []string) {
 	addOptional(b, "report_id", d.ReportID)
 	addOptional(b, "remediation_is_success", d.RemediationIsSuccess)
 	addOptional(b, "was_executing_while_detected", d.WasExecutingWhileDetected)
-	if !d.lastProcessed.IsZero() {
-		b.stringField("last_processed_time_utc", formatTimeAs(d.lastProcessed, d.LastProcessedTimeUtc))
-	}
-	if !d.alertAt.IsZero() {
-		b.stringField("alert_time", formatTimeAs(d.alertAt, d.AlertTime))
-	}
+	b.stringField("last_processed_time_utc", formatTimeAs(d.lastProcessed, d.LastProcessedTimeUtc))
+	b.stringField("alert_time", formatTimeAs(d.alertAt, d.AlertTime))
 	return b.metric(), cut
 }
 
-// formatTimeAs formats t in RFC 3339 with nanoseconds, returning sent, the
-// text t was parsed from, when equal, to spare an allocation.
+// formatTimeAs formats t in RFC 3339 with nanoseconds, "" when zero; it
+// returns sent, the text t was parsed from, when equal, sparing an allocation.
 func formatTimeAs(t time.Time, sent string) string {
+	if t.IsZero() {
+		return ""
+	}
 	var buf [64]byte
 	formatted := t.AppendFormat(buf[:0], time.RFC3339Nano)
 	if string(formatted) == sent {

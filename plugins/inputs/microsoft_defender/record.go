@@ -21,6 +21,11 @@ type record interface {
 	problems() *recordProblems           // what of it could not be decoded
 }
 
+// fieldProblem is a member whose value does not fit its field, such as a
+// string where a number belongs: the field is left as it was and the rest
+// of the record decoded.
+type fieldProblem struct{ field, reason string }
+
 // recordProblems is what of one record could not be decoded: fields left
 // out, or why the record as a whole is not emitted.
 type recordProblems struct {
