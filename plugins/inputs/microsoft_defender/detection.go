@@ -68,13 +68,9 @@ type detection struct {
 	ReportID                  optional[int64] `json:"ReportID"`
 	IoaDefinitiondID          string          `json:"IoaDefinitiondId"` // the 2017 spelling, for IoaDefinitionId when absent
 
-	// Parsed from the strings above by validate.
-	alertAt       time.Time
-	lastProcessed time.Time
-	// cursorAt replaces lastProcessed for the cursor when that lies outside
-	// the request's window (placeIn).
-	cursorAt time.Time
-	issues   recordProblems
+	alertAt, lastProcessed time.Time // parsed by validate
+	cursorAt               time.Time // for the cursor, when lastProcessed lies outside the window asked (placeIn)
+	issues                 recordProblems
 }
 
 // identity is the detection's deduplication key: FullId, or AlertId and
@@ -100,8 +96,7 @@ func (d *detection) validate() {
 	}
 }
 
-// parseTime parses the time of the named field, recording a value that is
-// no time as a problem; "" is no time and no problem.
+// parseTime parses the named field's time; "" is none, and no problem.
 func (p *recordProblems) parseTime(field, value string) time.Time {
 	if value == "" {
 		return time.Time{}
@@ -134,8 +129,7 @@ type optional[T int64 | bool] struct {
 	set   bool
 }
 
-// UnmarshalJSON implements json.Unmarshaler. A value that does not parse
-// leaves o as it was.
+// UnmarshalJSON implements json.Unmarshaler; what does not parse leaves o as it was.
 func (o *optional[T]) UnmarshalJSON(b []byte) error {
 	s := string(bytes.TrimSpace(b))
 	switch {
@@ -181,8 +175,7 @@ func truncate(s string, n int) string {
 	return cutAtRune(s, n) + "..."
 }
 
-// detectionDecoder streams a JSON array of detections one at a time, so
-// memory does not grow with the size of the response.
+// detectionDecoder streams a JSON array of detections one at a time.
 type detectionDecoder struct {
 	r     *recordReader
 	index int // of the next detection; -1 after the closing bracket
@@ -196,8 +189,7 @@ func newDetectionDecoder(body io.Reader) (*detectionDecoder, error) {
 	return &detectionDecoder{r: r}, nil
 }
 
-// next decodes the next detection into d. It returns io.EOF after the
-// closing bracket, and an error naming the detection's index otherwise.
+// next decodes the next detection into d; io.EOF after the closing bracket.
 func (dd *detectionDecoder) next(d *detection) error {
 	if dd.index < 0 {
 		return io.EOF

@@ -145,12 +145,12 @@ func TestLongStringsDecodeAsEncodingJSON(t *testing.T) {
 
 	for _, chunk := range []int{7, 1000, 64 * 1024} {
 		t.Run(fmt.Sprintf("reads of %d bytes", chunk), func(t *testing.T) {
-			requireLikeEncodingJSON(t, body, second, chunk)
+			requireLikeEncodingJSON(t, body, chunk)
 		})
 	}
 }
 
-func requireLikeEncodingJSON(t *testing.T, body, second string, chunk int) {
+func requireLikeEncodingJSON(t *testing.T, body string, chunk int) {
 	var want []graphAlert
 	wantMeta, err := decodeGraphPageWithEncodingJSON([]byte(body), func(a *graphAlert) { want = append(want, *a) })
 	require.NoError(t, err)

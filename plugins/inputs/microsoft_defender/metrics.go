@@ -26,7 +26,7 @@ const (
 )
 
 // alertMetric turns a detection into a defender_alert at AlertTime, else
-// LastProcessedTimeUtc; it returns the names of the string fields it cut.
+// LastProcessedTimeUtc, and names the string fields it cut.
 func alertMetric(d *detection) (telegraf.Metric, []string) {
 	ts := cmp.Or(d.alertAt, d.lastProcessed, d.cursorAt)
 	// An alert's detections share AlertTime and often every tag: AlertPart tells them apart.
@@ -120,8 +120,8 @@ func addOptional[T int64 | bool](b *metricBuilder, key string, o optional[T]) {
 	}
 }
 
-// metric returns the Telegraf metric, its tags in key order as Telegraf
-// keeps them, and puts the emptied builder back.
+// metric returns the metric, tags in key order as Telegraf keeps them, and
+// puts the emptied builder back.
 func (b *metricBuilder) metric() telegraf.Metric {
 	slices.SortFunc(b.tags, func(x, y telegraf.Tag) int { return strings.Compare(x.Key, y.Key) })
 	for i := range b.tags {
@@ -138,11 +138,19 @@ func (b *metricBuilder) metric() telegraf.Metric {
 	return m
 }
 
-// Name, Time, Type, TagList and FieldList are what metric.FromMetric reads.
-func (b *metricBuilder) Name() string                 { return b.name }
-func (b *metricBuilder) Time() time.Time              { return b.tm }
-func (*metricBuilder) Type() telegraf.ValueType       { return telegraf.Untyped }
-func (b *metricBuilder) TagList() []*telegraf.Tag     { return b.tagList }
+// Name is read by metric.FromMetric, as are the four methods below.
+func (b *metricBuilder) Name() string { return b.name }
+
+// Time is read by metric.FromMetric.
+func (b *metricBuilder) Time() time.Time { return b.tm }
+
+// Type is read by metric.FromMetric.
+func (*metricBuilder) Type() telegraf.ValueType { return telegraf.Untyped }
+
+// TagList is read by metric.FromMetric.
+func (b *metricBuilder) TagList() []*telegraf.Tag { return b.tagList }
+
+// FieldList is read by metric.FromMetric.
 func (b *metricBuilder) FieldList() []*telegraf.Field { return b.fieldList }
 
 // atTick keeps t to the APIs' 100 ns and puts n (mod 100) below, so that
@@ -162,8 +170,7 @@ func hashOf(s string) int64 {
 	return int64(h.Sum32())
 }
 
-// alertStringFields are the detection's fields with a metric tag, in order,
-// each emitted as the string field the tag names.
+// alertStringFields are the detection's fields emitted as the tag metric names.
 var alertStringFields = taggedFields(reflect.TypeFor[detection](), "metric")
 
 type taggedField struct {
@@ -226,8 +233,8 @@ func (c *alertCounter) add(k countKey) {
 	c.counts[k]++
 }
 
-// metrics returns a defender_alert_count per key at the window's end, with
-// the poll's start below 100 ns to part polls that share an unfinished window.
+// metrics returns a defender_alert_count per key at the window's end, the
+// poll's start below 100 ns parting polls that share an unfinished window.
 func (c *alertCounter) metrics(windowEnd, pollStart time.Time) []telegraf.Metric {
 	ts := atTick(windowEnd, hashOf(pollStart.Format(time.RFC3339Nano)))
 	out := make([]telegraf.Metric, 0, len(c.order))

@@ -36,8 +36,7 @@ type recordProblems struct {
 	skip    string // why the record is not emitted; "" when it is
 }
 
-// where places the record for a log message, which it starts: "Detection
-// 3 at byte 1204".
+// where starts a log message on the record: "Detection 3 at byte 1204".
 func (p *recordProblems) where() string {
 	return fmt.Sprintf("%s%s %d at byte %d", strings.ToUpper(p.noun[:1]), p.noun[1:], p.index, p.offset)
 }

@@ -27,8 +27,7 @@ type pluginState struct {
 	Seen      map[string]time.Time `json:"seen"`
 }
 
-// source names the stream this instance reads: API, address, tenant and
-// filters, no secret.
+// source names the stream read: API, address, tenant and filters, no secret.
 func (m *MicrosoftDefender) source() string {
 	groups := slices.Sorted(slices.Values(m.MachineGroups))
 	source := fmt.Sprintf("api=%s endpoint=%s tenant=%s machine_groups=%s device_created_machine_tags=%s cloud_created_machine_tags=%s",
@@ -79,21 +78,24 @@ func (m *MicrosoftDefender) openStateFile() error {
 		return err
 	}
 	if err := m.loadStateFile(); err != nil {
-		lock.release()
+		lock.Close()
 		return err
 	}
 	m.stateLock = lock
 	return nil
 }
 
-// releaseStateLock lets another instance use state_file.
+// releaseStateLock lets another instance use state_file. It keeps the lock
+// file: removing it would let a third instance lock a new file while a
+// second holds the old one.
 func (m *MicrosoftDefender) releaseStateLock() {
-	m.stateLock.release()
-	m.stateLock = nil
+	if m.stateLock != nil {
+		m.stateLock.Close()
+		m.stateLock = nil
+	}
 }
 
-// loadStateFile restores the cursor from state_file, or moves aside a file
-// it cannot use.
+// loadStateFile restores the cursor, or moves aside a file it cannot use.
 func (m *MicrosoftDefender) loadStateFile() error {
 	data, whole, err := readStateFile(m.StateFile)
 	content := bytes.TrimLeft(data, " \t\r\n")
@@ -138,8 +140,7 @@ func (m *MicrosoftDefender) loadStateFile() error {
 	return nil
 }
 
-// readStateFile reads the file whole or, past maxStateFileSize, only enough
-// of its start to tell whether it holds JSON.
+// readStateFile reads the file whole or, past maxStateFileSize, its start.
 func readStateFile(path string) (data []byte, whole bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -166,8 +167,8 @@ func (m *MicrosoftDefender) moveStateFileAside() (string, error) {
 	}
 }
 
-// saveStateFile writes a synced temporary file and renames it over the state
-// file, so that a crash never leaves a torn file.
+// saveStateFile renames a synced temporary file over the state file: a crash
+// never leaves a torn file.
 func (m *MicrosoftDefender) saveStateFile() error {
 	data, err := json.Marshal(m.state())
 	if err != nil {
@@ -183,7 +184,7 @@ func (m *MicrosoftDefender) saveStateFile() error {
 	}
 	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
 	_, err = tmp.Write(data)
-	if err = errors.Join(err, tmp.Sync(), tmp.Close()); err != nil {
+	if err := errors.Join(err, tmp.Sync(), tmp.Close()); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp.Name(), m.StateFile); err != nil {
@@ -199,7 +200,7 @@ func (m *MicrosoftDefender) saveStateFile() error {
 
 // stateLock is an exclusive lock on a file beside state_file, which each save
 // replaces; the system drops it when its holder ends, a crash included.
-type stateLock struct{ *flock.Flock }
+type stateLock = flock.Flock
 
 func lockStatePath(stateFile string) string {
 	return stateFile + ".lock"
@@ -216,13 +217,5 @@ func lockState(stateFile string) (*stateLock, error) {
 		return nil, fmt.Errorf("state_file %q is in use by another process or plugin instance, which holds its lock %q: "+
 			"give each instance a state file of its own", stateFile, path)
 	}
-	return &stateLock{lock}, nil
-}
-
-// release gives the lock up, keeping the file: removing it would let a third
-// instance lock a new file while a second holds the old one.
-func (l *stateLock) release() {
-	if l != nil {
-		l.Close()
-	}
+	return lock, nil
 }
