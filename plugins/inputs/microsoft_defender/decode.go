@@ -222,12 +222,11 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMes
 			}
 			continue
 		}
-		k := dec.PeekKind()
 		entry, err := dec.ReadValue()
 		if err != nil {
 			return err
 		}
-		switch p, n := r.issues, len(r.issues.invalid); {
+		switch p, n, k := r.issues, len(r.issues.invalid), entry.Kind(); {
 		case found:
 		case k != '{' && k != 'n':
 			problem = fmt.Sprintf("evidence %d: a JSON %s where an evidence object was expected", count, kindName(k))
