@@ -32,14 +32,14 @@ var errRecordTooLarge = errors.New("record larger than maxRecordBytes")
 type recordReader struct {
 	dec      *jsontext.Decoder
 	opts     jsonv2.Options
-	names    map[string]string // of the record's fields, by their lower case
-	start    int64             // of the record being read
-	issues   *recordProblems   // of the record being read
-	alert    *graphAlert       // being read, for its evidence
-	evidence []byte            // its evidence kept so far
+	names    []taggedField   // of the record's fields
+	start    int64           // of the record being read
+	issues   *recordProblems // of the record being read
+	alert    *graphAlert     // being read, for its evidence
+	evidence []byte          // its evidence kept so far
 }
 
-func newRecordReader(body io.Reader, names map[string]string) *recordReader {
+func newRecordReader(body io.Reader, names []taggedField) *recordReader {
 	r := &recordReader{names: names}
 	r.opts = jsonv2.JoinOptions(jsonv1.DefaultOptionsV1(),
 		// The legacy error semantics would read each record whole first.
@@ -123,8 +123,10 @@ func valueStart(dec *jsontext.Decoder) int64 {
 // field, named as the type's tag spells it.
 func (r *recordReader) problem(dec *jsontext.Decoder, reason string) {
 	name := dec.StackPointer().LastToken()
-	if canonical, ok := r.names[strings.ToLower(name)]; ok {
-		name = canonical
+	for _, f := range r.names {
+		if strings.EqualFold(f.name, name) {
+			name = f.name
+		}
 	}
 	r.issues.invalid = append(r.issues.invalid, fieldProblem{name, reason})
 }
@@ -327,18 +329,8 @@ var kindNames = map[jsontext.Kind]string{'{': "object", '[': "array", '"': "stri
 
 func kindName(k jsontext.Kind) string { return kindNames[k] }
 
-// jsonNames spells, by its lower case, each name in the types' json tags.
-func jsonNames(types ...reflect.Type) map[string]string {
-	names := make(map[string]string)
-	for _, t := range types {
-		for _, f := range taggedFields(t, "json") {
-			names[strings.ToLower(f.name)] = f.name
-		}
-	}
-	return names
-}
-
+// detectionNames and graphAlertNames are the names in the records' json tags.
 var (
-	detectionNames  = jsonNames(reflect.TypeFor[detection]())
-	graphAlertNames = jsonNames(reflect.TypeFor[graphAlert](), reflect.TypeFor[deviceEvidence]())
+	detectionNames  = taggedFields(reflect.TypeFor[detection](), "json")
+	graphAlertNames = append(taggedFields(reflect.TypeFor[graphAlert](), "json"), taggedFields(reflect.TypeFor[deviceEvidence](), "json")...)
 )

@@ -181,9 +181,10 @@ func TestHugeStringsAreCut(t *testing.T) {
 
 // The decoder follows encoding/json where the SIEM API's generations
 // differ: keys in another case match, null leaves a field as it is, the
-// last of repeated keys wins, and unknown keys of any shape are skipped.
+// last of repeated keys wins, and unknown keys of any shape are skipped. A
+// value that does not fit is named as the API documents its key.
 func TestDecoderFollowsEncodingJSON(t *testing.T) {
-	body := `[{"fullid":"a:1","FullId":"a:2","AlertTitle":"t","AlertTitle":null,"ALERTPART":3,"AlertPart":null,` +
+	body := `[{"fullid":"a:1","FullId":"a:2","AlertTitle":"t","AlertTitle":null,"ALERTPART":3,"AlertPart":null,"reportid":"x",` +
 		`"Unknown":{"x":[1,"\"",{"y":null}]},"lastProcessedTimeUtc":"2020-09-30T14:00:00Z","Description":"caf\u00e9 \ud83d\ude00"}]`
 	dec, err := newDetectionDecoder(strings.NewReader(body))
 	require.NoError(t, err)
@@ -192,6 +193,7 @@ func TestDecoderFollowsEncodingJSON(t *testing.T) {
 	require.Equal(t, "a:2", d.FullID)
 	require.Equal(t, "t", d.AlertTitle)
 	require.Equal(t, optional[int64]{value: 3, set: true}, d.AlertPart)
+	require.Equal(t, `ReportID: "x" is not an integer`, d.issues.String())
 	require.Equal(t, "café 😀", d.Description)
 	require.Equal(t, time.Date(2020, 9, 30, 14, 0, 0, 0, time.UTC), d.lastProcessed)
 	require.ErrorIs(t, dec.next(&d), io.EOF)
