@@ -14,14 +14,10 @@ const tick = 100 * time.Nanosecond
 const maxClockSkew = time.Minute
 
 // chunk is a stretch [Start, End] of the API's time that one or more polls
-// read; when it is read whole, the watermark moves to End. From and To
-// bound what is left: for the SIEM API the detections with
-// LastProcessedTimeUtc in [From, To], To moving down; for Graph the alert
-// versions with lastUpdateDateTime in [From, End), read in parts [From, To)
-// with From moving up. Newest is the latest time its answers held, a time
-// the API had reached (see reachable). The walks hold what a reader needs
-// between two requests; they are not saved, so a restart starts a size cap
-// or an instant search over.
+// read; read whole, the watermark moves to End. From and To bound what is
+// left: SIEM reads [From, To] with To moving down, Graph [From, End) in
+// parts [From, To) with From moving up. Newest is the latest time answers
+// held. The walks are not saved: a restart begins them again.
 type chunk struct {
 	Start  time.Time `json:"start"`
 	End    time.Time `json:"end"`
@@ -34,20 +30,12 @@ type chunk struct {
 }
 
 // cursor remembers how far the plugin has read and which records it emitted
-// in the stretch that later windows read again, so that every record is
-// emitted once.
+// where later windows read again, so that every record is emitted once.
 type cursor struct {
-	// watermark is the end of the last chunk read whole; zero before the
-	// first.
-	watermark time.Time
-	// pending is a chunk that a poll started but did not finish.
-	pending *chunk
-	// seen maps the identity of each emitted record to its cursor time,
-	// for the records a later request can return.
-	seen map[string]time.Time
-	// unreadable holds the instants whose detections cannot be read, for
-	// as long as seen would hold them.
-	unreadable map[time.Time]bool
+	watermark  time.Time            // the end of the last chunk read whole
+	pending    *chunk               // started by a poll, not finished
+	seen       map[string]time.Time // identity of each emitted record -> its cursor time
+	unreadable map[time.Time]bool   // instants that cannot be read, kept as long as seen
 }
 
 func newCursor() *cursor {
@@ -62,10 +50,8 @@ type windowPlan struct {
 	delay     time.Duration // a window ends this long before the API's time
 }
 
-// next returns the chunk to read for a poll whose window ends at end, or
-// nil when everything up to end has been read: an unfinished chunk first,
-// otherwise the oldest part, at most maxWindow long, of
-// [watermark - overlap, end].
+// next is the chunk to read up to end: the pending one, else the oldest
+// maxWindow of [watermark - overlap, end]; nil when all is read.
 func (c *cursor) next(end time.Time, plan windowPlan) *chunk {
 	if c.pending != nil {
 		return c.pending
@@ -84,8 +70,8 @@ func (c *cursor) next(end time.Time, plan windowPlan) *chunk {
 	return c.pending
 }
 
-// isNew reports whether a record with this identity was not emitted.
-// Records without an identity cannot be deduplicated and always are new.
+// isNew reports whether a record with this identity was not emitted; one
+// without an identity cannot be deduplicated.
 func (c *cursor) isNew(id string) bool {
 	if id == "" {
 		return true
@@ -101,9 +87,8 @@ func (c *cursor) remember(id string, at time.Time) {
 	}
 }
 
-// forget drops what lies strictly between after and before: no request of
-// the chunk and no later window returns there again. This keeps memory to
-// the overlap however large a chunk is.
+// forget drops what lies strictly between after and before, where no later
+// request returns: memory stays at the overlap however large a chunk is.
 func (c *cursor) forget(after, before time.Time) {
 	if !after.Before(before) {
 		return
@@ -120,8 +105,8 @@ func (c *cursor) forget(after, before time.Time) {
 	}
 }
 
-// complete records that the pending chunk was read whole, and forgets what
-// no later window, which starts at most overlap before it, can return.
+// complete moves the watermark past the pending chunk, read whole, and
+// forgets what no later window (overlap before it) can return.
 func (c *cursor) complete(overlap time.Duration) {
 	c.watermark = c.pending.End
 	c.pending = nil
@@ -149,11 +134,9 @@ func (c *cursor) newestUnreadable(from, to time.Time) (time.Time, bool) {
 	return newest, found
 }
 
-// reachable is where chunk c can end by the API's clock (apiNow, from the
-// Date header of its latest answer; zero before the first): its end, but no
-// later than the API's time minus delay. An API whose Date lies behind the
-// records it served is wrong: the newest time read in the chunk is a time
-// the API had reached, so the chunk can end there at least.
+// reachable is where c can end by the API's clock (apiNow, the Date of its
+// latest answer): no later than apiNow minus delay, but at least at the
+// newest time read, which the API had reached whatever its Date says.
 func (c *chunk) reachable(apiNow time.Time, delay time.Duration) time.Time {
 	if apiNow.IsZero() {
 		return c.End
@@ -169,10 +152,8 @@ func (c *chunk) reachable(apiNow time.Time, delay time.Duration) time.Time {
 	return limit
 }
 
-// futurePosition returns the watermark, or the start of the pending chunk,
-// when it lies later than now allows: a host clock that ran ahead when it
-// was saved, or an edited state file. Obeyed, it would skip everything up
-// to that time.
+// futurePosition returns the saved position when it lies after now (a host
+// clock that ran ahead, an edited state): obeyed, it would skip to there.
 func (c *cursor) futurePosition(now time.Time) (time.Time, bool) {
 	future := c.watermark
 	if c.pending != nil && c.pending.Start.After(future) {

@@ -12,10 +12,9 @@ import (
 	"github.com/influxdata/telegraf"
 )
 
-// reader reads one API for the poll, which owns the loop: chunks, budget,
-// deadline, rate limit, retries, deduplication, emission and the cursor. A
-// reader keeps no state: what it needs between two requests is the chunk's
-// walk, what it learns of the service goes into known.
+// reader reads one API for the poll, which owns the loop: budget, deadline,
+// rate limit, retries, deduplication, emission and the cursor. A reader keeps
+// no state: the chunk's walk holds what it needs between two requests.
 type reader interface {
 	// next is the request that goes on reading c; nil when c is read whole.
 	next(c *chunk, k *known) *request
@@ -28,8 +27,7 @@ type reader interface {
 // known is what the poll knows beyond one request, for its reader.
 type known struct {
 	perRequest int // the most records one request may ask for
-	// unreadable returns the newest instant in [from, to] known not to be
-	// readable.
+	// unreadable: the newest instant in [from, to] known to be unreadable.
 	unreadable  func(from, to time.Time) (time.Time, bool)
 	paging      *graphPaging // what Graph showed of its paging
 	maxBodySize int64        // for messages
@@ -38,14 +36,10 @@ type known struct {
 
 // request is one request a reader asks the poll to send.
 type request struct {
-	url *url.URL
-	// continues a step of the reader (an instant, a search, a query sent
-	// again): sent even when the budget or deadline has come.
-	continues bool
-	// search: an unreadable answer is what it looks for, not an error.
-	search bool
-	// resumes is logged when the deadline stops the poll inside it.
-	resumes string
+	url       *url.URL
+	continues bool   // a step of the reader: sent even past the budget or deadline
+	search    bool   // an unreadable answer is what it looks for, not an error
+	resumes   string // logged when the deadline stops the poll inside it
 }
 
 // answer is what one request returned.
@@ -53,28 +47,21 @@ type answer struct {
 	decoded  int       // records decoded, new or not
 	inWindow int       // records decoded whose cursor time is in the window
 	oldest   time.Time // smallest cursor time in the window decoded
-	// err is how the request failed for good, after retries, and class
-	// what that failure is.
-	err   error
-	class failureClass
+	err      error     // how the request failed for good, after retries
+	class    failureClass
 }
 
-// progress is what a reader reports after an answer, for the poll to act
-// on with what it owns.
+// progress is what a reader reports after an answer, for the poll to act on.
 type progress struct {
-	// settledAfter and settledBefore bound, exclusive, a stretch read for
-	// good, which the cursor may forget.
+	// (settledAfter, settledBefore) was read for good: the cursor may forget it.
 	settledAfter, settledBefore time.Time
 	unreadable                  time.Time // an instant passed over, unreadable
 	outOfWindow, errors         int64     // for defender_poll
 	err                         error     // why the chunk cannot be read on
-	// then goes on with a step of the reader; nil: ask next. A poll that
-	// stops drops it.
-	then *request
+	then                        *request  // the reader's next step; nil: ask next
 }
 
-// stopReason says why a poll stopped short of the API's time; only stop
-// sets it.
+// stopReason says why a poll stopped short of the API's time.
 type stopReason int
 
 const (
@@ -99,15 +86,14 @@ type poll struct {
 	sleep      func(ctx context.Context, d time.Duration) error
 	maxRetries int
 
-	budget   int       // records this poll may still emit
-	deadline time.Time // on the plugin's clock
-	stats    pollStats
-	counter  alertCounter
-	chunk    *chunk // the chunk being read
-	stopped  stopReason
-	err      error
-	// throttledUntil: a Retry-After past the deadline asked to wait so long.
-	throttledUntil time.Time
+	budget         int       // records this poll may still emit
+	deadline       time.Time // on the plugin's clock
+	stats          pollStats
+	counter        alertCounter
+	chunk          *chunk // being read
+	stopped        stopReason
+	err            error
+	throttledUntil time.Time // a Retry-After past the deadline
 }
 
 // pollStats become the defender_poll metric.
@@ -120,8 +106,8 @@ type pollStats struct {
 	skipped       int64 // records that could not be decoded at all
 	invalidFields int64 // values left out of emitted records
 	outOfWindow   int64 // records whose cursor time lay outside the window asked
-	problems      int   // records whose problems this poll logged one by one
-	backlog       bool  // the window could not be finished in this poll
+	problems      int   // records with problems, logged up to maxProblemsLogged
+	backlog       bool  // the poll stopped before the window's end
 	completed     bool  // at least one chunk was finished
 }
 
@@ -130,8 +116,7 @@ func (p *poll) stop(reason stopReason, err error) {
 	p.stats.backlog = true
 }
 
-// stopBefore stops the poll before a step when the budget is spent or the
-// deadline has come, and reports whether it did.
+// stopBefore stops the poll when the budget is spent or the deadline has come.
 func (p *poll) stopBefore() bool {
 	switch {
 	case p.budget == 0:
@@ -143,8 +128,8 @@ func (p *poll) stopBefore() bool {
 	return p.stopped != notStopped
 }
 
-// run reads up to end, chunk by chunk, until it is read or the poll stops,
-// and returns the end of the last chunk it worked on.
+// run reads up to end chunk by chunk and returns the end of the last chunk
+// it worked on.
 func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 	var countsAt time.Time
 	for {
@@ -224,8 +209,7 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 	}
 }
 
-// fail stops the poll; a failure the plugin's stopping caused is none of
-// the API's.
+// fail stops the poll; a failure caused by the plugin's stopping is no failure.
 func (p *poll) fail(ctx context.Context, err error) {
 	if ctx.Err() != nil {
 		p.stop(stoppedCancelled, err)
@@ -234,8 +218,7 @@ func (p *poll) fail(ctx context.Context, err error) {
 	p.stop(stoppedFailed, err)
 }
 
-// passOverUnreadable counts and reports an unreadable instant once; the
-// cursor remembers it for windows that read it again.
+// passOverUnreadable counts and reports an unreadable instant once.
 func (p *poll) passOverUnreadable(at time.Time) {
 	if p.cursor.markUnreadable(at) {
 		p.log.Debugf("Passing over again the detections of %s, which cannot be read", at.Format(time.RFC3339Nano))
@@ -247,9 +230,9 @@ func (p *poll) passOverUnreadable(at time.Time) {
 }
 
 // send sends one request, retrying transient failures at most max_retries
-// times, after Retry-After or a backoff with jitter, never past the
-// deadline; a 401 once at once with a new token. Records emitted by a
-// failed attempt stay emitted, the next drops them as duplicates.
+// times (after Retry-After or a jittered backoff, never past the deadline)
+// and a 401 once with a new token. What a failed attempt emitted stays
+// emitted; the next attempt drops it as duplicates.
 func (p *poll) send(ctx context.Context, req *request) answer {
 	newToken := false
 	for retries := 0; ; {
@@ -298,8 +281,7 @@ func (p *poll) send(ctx context.Context, req *request) answer {
 	}
 }
 
-// attempt waits for the rate limiter, sends one request and takes the
-// records of its answer.
+// attempt waits for the rate limit, sends one request and takes its records.
 func (p *poll) attempt(ctx context.Context, req *request) (answer, error) {
 	var a answer
 	if p.waitForRateLimit(ctx); p.stopped != notStopped {
@@ -318,8 +300,8 @@ func (p *poll) attempt(ctx context.Context, req *request) (answer, error) {
 	return a, nil
 }
 
-// take notes a record's time, drops it when it was emitted before and
-// emits it otherwise; false when the budget is spent.
+// take notes a record's time and emits it unless it was emitted before;
+// false when the budget is spent.
 func (p *poll) take(r record, a *answer) bool {
 	problems := r.problems()
 	if problems.skip != "" {
@@ -364,8 +346,7 @@ func (p *poll) take(r record, a *answer) bool {
 		p.logProblemf("%s (%q) emitted without the values that do not fit: %s", problems.where(), truncate(id, 128), problems)
 	}
 	if !r.inWindow() {
-		if m.Time().IsZero() {
-			// No time of the record could be read: it is stamped when read.
+		if m.Time().IsZero() { // no time of the record could be read
 			m.SetTime(atTick(p.now(), hashOf(id)))
 		}
 		p.stats.outOfWindow++
@@ -375,16 +356,14 @@ func (p *poll) take(r record, a *answer) bool {
 	p.acc.AddMetric(m)
 	p.counter.add(r.countKey())
 	if t.IsZero() {
-		// The API placed it before now: known at now, it is known as long
-		// as any window can return it.
-		t = p.now()
+		t = p.now() // the API placed it before now: remembered as long as a window can return it
 	}
 	p.cursor.remember(id, t)
 	return true
 }
 
-// maxProblemsLogged records with problems are logged per poll, the rest
-// only counted, so that a changed type does not flood the log.
+// maxProblemsLogged records with problems are logged per poll, the rest only
+// counted, so that a changed type does not flood the log.
 const maxProblemsLogged = 10
 
 func (p *poll) logProblemf(format string, args ...interface{}) {
@@ -417,8 +396,7 @@ func (p *poll) waitForRateLimit(ctx context.Context) {
 	}
 }
 
-// status: "ok" read whole, "partial" stopped short, "error" failed without
-// progress.
+// status: "ok" read whole, "partial" stopped short, "error" failed without progress.
 func (p *poll) status() string {
 	switch {
 	case p.stopped == stoppedFailed && p.stats.emitted == 0 && !p.stats.completed:

@@ -23,10 +23,9 @@ var siemRegions = map[string]string{
 	"gcc-high": "https://wdatp-alertexporter-us.securitycenter.windows.us/api/alerts",
 }
 
-// siemReader reads the SIEM alerts API: a chunk's detections from the
-// newest down. The API answers the newest perRequest; a full answer may
-// have left older ones out, so the chunk's upper bound moves down to the
-// oldest seen and the rest is asked for; repeats are dropped as duplicates.
+// siemReader reads the SIEM alerts API from a chunk's newest detection
+// down: the API answers the newest `limit`, so after a full answer the
+// chunk's upper bound moves down to the oldest seen; repeats are duplicates.
 type siemReader struct {
 	endpoint                 *url.URL
 	machineGroups            []string
@@ -36,13 +35,9 @@ type siemReader struct {
 
 // siemWalk is what the SIEM reader needs between two requests of a chunk.
 type siemWalk struct {
-	// sizeCap caps detections per request after an answer grew past
-	// max_body_size; 0: none.
-	sizeCap int
-	// search looks for the instant of the chunk's newest detection, which
-	// cannot be read; the next poll goes on with it.
-	search *instantSearch
-	asked  *siemAsk // what the request built last asks for
+	sizeCap int            // detections per request after an answer grew past max_body_size; 0: none
+	search  *instantSearch // for the instant of a newest detection that cannot be read
+	asked   *siemAsk       // what the request built last asks for
 }
 
 // siemAsk asks for the newest limit detections (all when 0) with
@@ -51,13 +46,10 @@ type siemAsk struct {
 	since, until time.Time
 	limit        int
 	step         siemStep
-	// hasKnown: the request stays above known, the newest instant known to
-	// be unreadable.
-	known    time.Time
-	hasKnown bool
-	// A search tries the instant known before (knownTry); the instant it
-	// finds is read whole (read) or passed over.
-	knownTry, read bool
+	known        time.Time // the newest instant known to be unreadable, asked above when hasKnown
+	hasKnown     bool
+	knownTry     bool // a search step trying the known instant
+	read         bool // the instant a search finds is read whole, not passed over
 }
 
 type siemStep int
@@ -104,7 +96,7 @@ func (r *siemReader) next(c *chunk, k *known) *request {
 	return r.ask(c, ask)
 }
 
-// ask is the request for ask, which the walk keeps for after.
+// ask builds the request for ask, which the walk keeps for after.
 func (r *siemReader) ask(c *chunk, ask *siemAsk) *request {
 	c.siem.asked = ask
 	req := &request{url: r.requestURL(ask.since, ask.until, ask.limit), continues: ask.step != siemWindow}
@@ -174,7 +166,7 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 }
 
 // shrink lowers the detections per request after an answer grew past
-// max_body_size or broke: to those decoded whole, or half, down to one.
+// max_body_size or broke: to those decoded, or half, down to one.
 func (w *siemWalk) shrink(decoded int, k *known) {
 	limit := max(1, decoded)
 	if w.sizeCap > 0 && limit >= w.sizeCap {
@@ -194,11 +186,10 @@ type instantSearch struct {
 	triedKnown        bool
 }
 
-// searchOn goes on with the search for the LastProcessedTimeUtc of the
-// chunk's newest detection, which cannot be read or placed. One detection
-// asked for from a time up to the chunk's bound comes, or fails as
-// unreadable, exactly when that time is at or before it, whatever lies
-// below: a bisection finds it. A known unreadable instant is tried first.
+// searchOn bisects for the LastProcessedTimeUtc of the chunk's newest
+// detection, which cannot be read: one detection asked for from a time up
+// comes (or fails as unreadable) exactly when that time is at or before it.
+// A known unreadable instant is tried first.
 func (r *siemReader) searchOn(c *chunk, read bool, k *known) progress {
 	w := &c.siem
 	s := w.search
@@ -252,8 +243,8 @@ func (r *siemReader) found(c *chunk, at time.Time, read bool) progress {
 	return c.siem.passOver(at)
 }
 
-// passOver passes over an unreadable instant; what made requests smaller
-// was there, so they have the usual size again.
+// passOver passes over an unreadable instant; past it requests have their
+// usual size again.
 func (w *siemWalk) passOver(at time.Time) progress {
 	w.sizeCap = 0
 	return progress{unreadable: at}
@@ -310,9 +301,8 @@ func (d *detection) metric() (telegraf.Metric, []string) {
 }
 func (d *detection) countKey() countKey { return countKeyOf(d) }
 
-// placeIn keeps the cursor inside the window [since, until] asked: a
-// LastProcessedTimeUtc outside it, or none, cannot be trusted, and until,
-// no earlier than its true time, keeps the detection known long enough.
+// placeIn keeps the cursor inside the window [since, until] asked: a time
+// outside it, or none, is not trusted; until keeps it remembered long enough.
 func (d *detection) placeIn(since, until time.Time) {
 	if d.lastProcessed.IsZero() || d.lastProcessed.Before(since) || d.lastProcessed.After(until) {
 		d.cursorAt = until
