@@ -55,8 +55,7 @@ func newRecordReader(body io.Reader, names []taggedField) *recordReader {
 	return r
 }
 
-// open reads the answer's opening token, want: '[' for SIEM, '{' for Graph
-// (described by what).
+// open reads the opening token, want ('[' for SIEM, '{' for Graph, with what).
 func (r *recordReader) open(want jsontext.Kind, what string) error {
 	if k := r.dec.PeekKind(); k != want && k != 0 {
 		return fmt.Errorf("response is not a JSON %s %s: it is a JSON %s", kindName(want), what, kindName(k))
@@ -131,8 +130,7 @@ func (r *recordReader) problem(dec *jsontext.Decoder, reason string) {
 	r.issues.invalid = append(r.issues.invalid, fieldProblem{name, reason})
 }
 
-// misfit skips the value the decoder peeked at, of kind k, as not fitting
-// its field, where want was expected.
+// misfit skips the value peeked at, of kind k, which does not fit: want was expected.
 func (r *recordReader) misfit(dec *jsontext.Decoder, k jsontext.Kind, want string) error {
 	err := dec.SkipValue()
 	if err == nil {
@@ -164,8 +162,7 @@ func (r *recordReader) unmarshalJSON(dec *jsontext.Decoder, v json.Unmarshaler) 
 	return err
 }
 
-// stringList is a []string that the library decodes element by element,
-// through unmarshalString.
+// stringList is a []string the library decodes element by element (unmarshalString).
 type stringList []string
 
 // unmarshalStrings decodes mitreTechniques as encoding/json would, but an
@@ -192,8 +189,7 @@ func (r *recordReader) unmarshalStrings(dec *jsontext.Decoder, v *[]string) erro
 	return nil
 }
 
-// maxEvidenceBytes bounds the evidence kept as it came, for the evidence
-// field: compacted, at most maxFieldBytes are emitted (graphAlert.metric).
+// maxEvidenceBytes bounds the evidence kept; compacted, at most maxFieldBytes are emitted.
 const maxEvidenceBytes = 4 * maxFieldBytes
 
 // unmarshalEvidence reads the alert's evidence entry by entry: it counts
