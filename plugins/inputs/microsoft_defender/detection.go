@@ -108,13 +108,15 @@ func (p *recordProblems) parseTime(field, value string) time.Time {
 	return t
 }
 
+// A metric's time is nanoseconds since 1970 in an int64: one beyond these would wrap around.
+var earliestTime, latestTime = time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)
+
 // parseAPITime reads the forms the SIEM API and its documentation use; a
-// time without a zone is UTC, as every SIEM API time is. A metric's time is
-// nanoseconds since 1970 in an int64: one beyond would wrap around.
+// time without a zone is UTC, as every SIEM API time is.
 func parseAPITime(s string) (time.Time, error) {
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999"} {
 		if t, err := time.Parse(layout, s); err == nil {
-			if t.Before(time.Unix(0, math.MinInt64)) || t.After(time.Unix(0, math.MaxInt64)) {
+			if t.Before(earliestTime) || t.After(latestTime) {
 				return time.Time{}, fmt.Errorf("%q lies outside the years 1678 to 2262 that a metric's time can hold", s)
 			}
 			return t.UTC(), nil
