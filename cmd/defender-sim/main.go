@@ -59,15 +59,20 @@ func main() {
 	flag.StringVar(&auth.federatedSubject, "federated-subject", "system:serviceaccount:monitoring:telegraf", "subject of the federated tokens")
 	flag.DurationVar(&auth.federatedLifetime, "federated-token-lifetime", time.Hour, "lifetime of the federated tokens")
 	flag.StringVar(&cfg.Graph.Order, "graph-order", simulator.GraphOrderAsc,
-		"Graph: what $orderby=lastUpdateDateTime asc does: asc (honoured), ignored (newest first), rejected (400)")
+		"Graph: what $orderby=lastUpdateDateTime asc does: asc (honoured), ignored (newest first), rejected (400), "+
+			"unordered (no order of time, asked or not)")
 	flag.StringVar(&cfg.Graph.NextLink, "graph-next-link", simulator.GraphLinkSkip,
 		"Graph: the form of @odata.nextLink: skip ($skip), skiptoken (an opaque $skiptoken), none (never sent although more match)")
 	flag.StringVar(&cfg.Graph.Count, "graph-count", simulator.GraphCountReturned,
-		"Graph: what $count=true does: returned (@odata.count), ignored (no @odata.count), rejected (400)")
+		"Graph: what $count=true does: returned (@odata.count), ignored (no @odata.count), rejected (400), always (on every page, asked or not)")
+	flag.IntVar(&cfg.Graph.CountOffset, "graph-count-offset", 0,
+		"Graph: add this to every @odata.count sent (at least 0 is sent): -150 too low, 1000000000 inflated, -1000000000 always 0")
 	flag.IntVar(&cfg.Graph.MaxSkip, "graph-max-skip", 0, "Graph: answer 400 to a page starting deeper than this many alerts, e.g. 500 (0: no limit)")
 	flag.IntVar(&cfg.Graph.ChainEnd, "graph-chain-end", 0,
 		"Graph: end a chain of pages silently, without a next link, once it reached this many alerts (0: never)")
 	flag.IntVar(&cfg.Graph.MaxTop, "graph-max-top", 0, "Graph: clamp $top silently to this, e.g. 200 (0: honour $top up to 1000)")
+	flag.IntVar(&cfg.Graph.ShortPages, "graph-short-pages", 0,
+		"Graph: the first this many pages that would hold more than one alert hold one, with a next link to the rest")
 	flag.Parse()
 	if err := cfg.Graph.Check(); err != nil {
 		fmt.Fprintln(os.Stderr, "defender-sim:", err)

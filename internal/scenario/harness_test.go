@@ -533,16 +533,6 @@ func containsAny(messages []string, want string) bool {
 	return false
 }
 
-func infos(logger *testutil.CaptureLogger) string {
-	var lines []string
-	for _, e := range logger.Messages() {
-		if e.Level == testutil.LevelInfo {
-			lines = append(lines, e.String())
-		}
-	}
-	return strings.Join(lines, "\n")
-}
-
 func requireNoSecret(t *testing.T, s string) {
 	t.Helper()
 	for _, secret := range []string{testClientSecret, testRefreshToken} {

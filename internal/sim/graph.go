@@ -1,10 +1,12 @@
 package sim
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"net/http"
 	"regexp"
@@ -28,16 +30,21 @@ const (
 type GraphBehaviour struct {
 	// Order is what $orderby=lastUpdateDateTime asc does: "asc" (or "")
 	// honours it, "ignored" answers newest first whatever was asked,
-	// "rejected" answers 400. Without $orderby the answer is newest first,
-	// as the documentation says.
+	// "rejected" answers 400, "unordered" answers in no order of time,
+	// asked or not (one fixed order, by a hash of each version). Without
+	// $orderby the answer is newest first, as the documentation says.
 	Order string
 	// NextLink is the form of @odata.nextLink: "skip" (or "") carries
 	// $skip, "skiptoken" an opaque $skiptoken, "none" never comes although
 	// more alerts match.
 	NextLink string
 	// Count is what $count=true does: "returned" (or "") adds
-	// @odata.count, "ignored" does not, "rejected" answers 400.
+	// @odata.count, "ignored" does not, "rejected" answers 400; "always"
+	// adds it to every page, asked or not.
 	Count string
+	// CountOffset is added to every @odata.count sent, which stays at
+	// least 0: -150 a count too low, 1e9 an inflated one, -1e9 always 0.
+	CountOffset int
 	// MaxSkip answers 400 to a page that starts deeper than this many
 	// alerts (Microsoft's error-code page says 500); 0 means no limit.
 	MaxSkip int
@@ -45,8 +52,12 @@ type GraphBehaviour struct {
 	// alerts carries no next link although more match; 0 means never.
 	ChainEnd int
 	// MaxTop clamps $top silently to this; 0 means $top is honoured up to
-	// GraphMaxTop, above which it is refused.
+	// GraphMaxTop, above which it is refused. A next link repeats the $top
+	// asked for.
 	MaxTop int
+	// ShortPages: the first this many pages that would hold more than one
+	// alert hold one, with a next link to the rest.
+	ShortPages int
 }
 
 // The values of the GraphBehaviour fields.
@@ -54,12 +65,14 @@ const (
 	GraphOrderAsc      = "asc"
 	GraphOrderIgnored  = "ignored"
 	GraphOrderRejected = "rejected"
+	GraphOrderNone     = "unordered"
 	GraphLinkSkip      = "skip"
 	GraphLinkSkipToken = "skiptoken"
 	GraphLinkNone      = "none"
 	GraphCountReturned = "returned"
 	GraphCountIgnored  = "ignored"
 	GraphCountRejected = "rejected"
+	GraphCountAlways   = "always"
 )
 
 // Check reports a field holding a value the simulator does not know.
@@ -68,16 +81,16 @@ func (g *GraphBehaviour) Check() error {
 		name, value string
 		allowed     []string
 	}{
-		{"order", g.Order, []string{GraphOrderAsc, GraphOrderIgnored, GraphOrderRejected}},
+		{"order", g.Order, []string{GraphOrderAsc, GraphOrderIgnored, GraphOrderRejected, GraphOrderNone}},
 		{"next link", g.NextLink, []string{GraphLinkSkip, GraphLinkSkipToken, GraphLinkNone}},
-		{"count", g.Count, []string{GraphCountReturned, GraphCountIgnored, GraphCountRejected}},
+		{"count", g.Count, []string{GraphCountReturned, GraphCountIgnored, GraphCountRejected, GraphCountAlways}},
 	} {
 		if f.value != "" && !slices.Contains(f.allowed, f.value) {
 			return fmt.Errorf("graph %s %q is none of %s", f.name, f.value, strings.Join(f.allowed, ", "))
 		}
 	}
-	if g.MaxSkip < 0 || g.ChainEnd < 0 || g.MaxTop < 0 {
-		return errors.New("graph max skip, chain end and max top must not be negative")
+	if g.MaxSkip < 0 || g.ChainEnd < 0 || g.MaxTop < 0 || g.ShortPages < 0 {
+		return errors.New("graph max skip, chain end, max top and short pages must not be negative")
 	}
 	return nil
 }
@@ -239,7 +252,7 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 		case GraphOrderRejected:
 			badGraphRequest(w, "Invalid OrderBy clause: OrderBy is not supported on this resource.")
 			return
-		case GraphOrderIgnored:
+		case GraphOrderIgnored, GraphOrderNone:
 		default:
 			if ob != "lastUpdateDateTime asc" {
 				badGraphRequest(w, "Only $orderby=lastUpdateDateTime asc is simulated.")
@@ -256,6 +269,7 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 		}
 		withCount = c == "true" && g.Count != GraphCountIgnored
 	}
+	withCount = withCount || g.Count == GraphCountAlways
 	match, err := parseGraphFilter(q.Get("$filter"))
 	if err != nil {
 		badGraphRequest(w, err.Error())
@@ -279,7 +293,10 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	slices.SortFunc(current, func(a, b *graphVersion) int {
-		if !ascending {
+		switch {
+		case g.Order == GraphOrderNone:
+			return cmp.Compare(versionHash(a), versionHash(b))
+		case !ascending:
 			a, b = b, a
 		}
 		return compareVersions(a, b)
@@ -287,6 +304,10 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 	var page []*graphVersion
 	if skip < len(current) {
 		page = current[skip:min(skip+top, len(current))]
+	}
+	if len(page) > 1 && s.graphShort < g.ShortPages {
+		s.graphShort++
+		page, top = page[:1], 1 // the next link goes on after it
 	}
 	values := make([]GraphAlert, 0, len(page))
 	for _, v := range page {
@@ -298,7 +319,7 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 		"value":          values,
 	}
 	if withCount {
-		body["@odata.count"] = len(current)
+		body["@odata.count"] = max(len(current)+g.CountOffset, 0)
 	}
 	more := skip+top < len(current)
 	if g.ChainEnd > 0 && skip+top >= g.ChainEnd {
@@ -327,6 +348,13 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json; odata.metadata=minimal")
 	w.Write(payload) //nolint:errcheck // the client may have gone
+}
+
+// versionHash places a version in the order of GraphOrderNone.
+func versionHash(v *graphVersion) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(v.ID + "@" + v.LastUpdateDateTime))
+	return h.Sum64()
 }
 
 // encodeSkipToken hides the offset of the next page, as a service's opaque

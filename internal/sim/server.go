@@ -81,6 +81,7 @@ type Server struct {
 	requests   []*http.Request
 	injected   []Fault
 	graph      map[string][]graphVersion // alert id -> versions, oldest first
+	graphShort int                       // short pages served (GraphBehaviour.ShortPages)
 	faultRNG   *rand.Rand
 	usedJTIs   map[string]time.Time // jti of accepted client assertions -> their expiry
 	miFailures []int                // statuses of the next managed identity answers

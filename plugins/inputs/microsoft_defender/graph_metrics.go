@@ -63,35 +63,16 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 		b.stringField(f.name, v)
 	}
 	b.intField("evidence_count", int64(a.evidenceCount))
-	// The decoder keeps the evidence compacted, and only when it is short
-	// enough: cut JSON is no JSON, so a longer one is left out.
 	if a.includeEvidence {
-		if evidence, ok := a.compactEvidence(); ok {
-			b.stringField("evidence", evidence)
-		} else {
+		// Cut JSON is no JSON: evidence longer than a field is left out.
+		var compact bytes.Buffer
+		if a.evidenceLeftOut || len(a.Evidence) > 0 && json.Compact(&compact, a.Evidence) != nil || compact.Len() > maxFieldBytes {
 			cut = append(cut, "evidence (left out)")
+		} else {
+			b.stringField("evidence", compact.String())
 		}
 	}
 	return b.metric(), cut
-}
-
-// compactEvidence is the evidence without whitespace, and false when it is
-// longer than a field may be: cut JSON is no JSON, so it is left out.
-func (a *graphAlert) compactEvidence() (string, bool) {
-	switch {
-	case a.evidenceLeftOut:
-		return "", false
-	case len(a.Evidence) == 0:
-		return "", true
-	}
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, a.Evidence); err != nil {
-		return "", false // the decoder read it as JSON: cannot happen
-	}
-	if compact.Len() > maxFieldBytes {
-		return "", false
-	}
-	return compact.String(), true
 }
 
 func formatTime(t time.Time) string {

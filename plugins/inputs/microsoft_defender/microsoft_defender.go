@@ -95,9 +95,6 @@ type MicrosoftDefender struct {
 	cursor   *cursor
 	plan     windowPlan
 	limiter  *rate.Limiter
-	// paging is what Graph showed of its paging, for the life of the
-	// process.
-	paging graphPaging
 	// now and sleep are the plugin's clock; tests replace them.
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
@@ -178,7 +175,6 @@ func (m *MicrosoftDefender) Init() error {
 	m.plan = windowPlan{lookback: time.Duration(m.InitialLookback), overlap: time.Duration(m.Overlap),
 		maxWindow: time.Duration(m.MaxWindow), delay: time.Duration(m.Delay)}
 	m.cursor = newCursor()
-	m.paging = graphPaging{}
 	if m.sleep == nil {
 		m.sleep = sleepContext
 	}
@@ -284,12 +280,19 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		interval = defaultPollDeadline
 	}
 	m.lastGather = now
-	if future, ok := m.cursor.futurePosition(now); ok {
+	switch at, oldest := m.cursor.position(), now.Add(-apiRetention); {
+	case at.After(now.Add(maxClockSkew)):
 		m.cursor.watermark, m.cursor.pending = time.Time{}, nil
 		m.stateDirty = true
 		acc.AddError(fmt.Errorf("the saved position %s lies after now (%s): the host clock ran ahead when it was saved, or the state was edited; "+
 			"reading again from initial_lookback (%s) before now, detections already emitted in that stretch are dropped as duplicates where still remembered",
-			future.Format(time.RFC3339), now.Format(time.RFC3339), time.Duration(m.InitialLookback)))
+			at.Format(time.RFC3339), now.Format(time.RFC3339), time.Duration(m.InitialLookback)))
+	case !at.IsZero() && at.Before(oldest):
+		m.cursor.watermark, m.cursor.pending = oldest, nil
+		m.stateDirty = true
+		acc.AddError(fmt.Errorf("the saved position %s is older than the %d days the API keeps alerts: the host clock was wrong when it was saved, "+
+			"or the state was edited; reading on from %s, the oldest time the API holds", at.Format(time.RFC3339), apiRetention/(24*time.Hour),
+			oldest.Format(time.RFC3339)))
 	}
 	p := &poll{
 		reader: m.reader, client: m.client, cursor: m.cursor, plan: m.plan, limiter: m.limiter,
@@ -297,7 +300,6 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		known: known{
 			perRequest:  m.perRequest(),
 			unreadable:  m.cursor.newestUnreadable,
-			paging:      &m.paging,
 			maxBodySize: int64(m.MaxBodySize),
 			log:         m.Log,
 		},

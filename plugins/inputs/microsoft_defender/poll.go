@@ -29,8 +29,7 @@ type known struct {
 	perRequest int // the most records one request may ask for
 	// unreadable: the newest instant in [from, to] known to be unreadable.
 	unreadable  func(from, to time.Time) (time.Time, bool)
-	paging      *graphPaging // what Graph showed of its paging
-	maxBodySize int64        // for messages
+	maxBodySize int64 // for messages
 	log         telegraf.Logger
 }
 
@@ -338,7 +337,7 @@ func (p *poll) take(r record, a *answer) bool {
 	p.stats.emitted++
 	m, cut := r.metric()
 	if len(cut) > 0 {
-		p.log.Warnf("Alert %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)
+		p.logProblemf("Alert %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)
 	}
 	if len(problems.invalid) > 0 {
 		p.stats.invalidFields += int64(len(problems.invalid))

@@ -207,3 +207,29 @@ func TestSIEMSizeCapFollowsWhatWasDecoded(t *testing.T) {
 	require.Equal(t, progress{unreadable: fixedNow}, w.passOver(fixedNow))
 	require.Zero(t, w.sizeCap, "past the unreadable instant requests have the usual size")
 }
+
+// Cut fields are warned of like other problems: ten alerts a poll, then a
+// line saying the rest are only counted.
+func TestCutFieldWarningsAreRateLimited(t *testing.T) {
+	long := strings.Repeat("x", maxFieldBytes+1)
+	sim := &placedSIEM{}
+	for i := range 15 {
+		at := fixedNow.Add(-time.Duration(30-i) * time.Minute)
+		id := "cut:" + strconv.Itoa(i)
+		sim.detections = append(sim.detections, placedDetection{id: id, at: at,
+			body: `{"FullId":"` + id + `","LastProcessedTimeUtc":"` + at.Format(time.RFC3339Nano) + `","CommandLine":"` + long + `"}`})
+	}
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), logger)
+	acc := gatherOK(t, plugin)
+	require.Len(t, emittedIDs(acc), 15)
+	var cut int
+	for _, w := range logger.Warnings() {
+		if strings.Contains(w, "were cut to that length") {
+			cut++
+		}
+	}
+	require.Equal(t, maxProblemsLogged, cut)
+	require.Contains(t, logger.Warnings(),
+		"W! [] More records with problems in this poll are only counted (defender_poll: alerts_skipped, invalid_fields, out_of_window)")
+}
