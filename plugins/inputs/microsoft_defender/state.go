@@ -68,10 +68,8 @@ func (m *MicrosoftDefender) openStateFile() error {
 	switch {
 	case err != nil && !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("state_file %q: %w", m.StateFile, err)
-	case err == nil && info.IsDir():
-		return fmt.Errorf("state_file %q is a directory: point it at a file of its own", m.StateFile)
 	case err == nil && !info.Mode().IsRegular():
-		return fmt.Errorf("state_file %q is not a regular file (mode %s): point it at a file of its own", m.StateFile, info.Mode())
+		return fmt.Errorf("state_file %q is %s, not a regular file: point it at a file of its own", m.StateFile, describeFileMode(info.Mode()))
 	}
 	lock, err := lockState(m.StateFile)
 	if err != nil {
@@ -83,6 +81,19 @@ func (m *MicrosoftDefender) openStateFile() error {
 	}
 	m.stateLock = lock
 	return nil
+}
+
+// describeFileMode names what a file that is not a regular one is.
+func describeFileMode(mode os.FileMode) string {
+	switch {
+	case mode.IsDir():
+		return "a directory"
+	case mode&os.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case mode&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "a special file (" + mode.Type().String() + ")"
 }
 
 // releaseStateLock lets another instance use state_file. It keeps the lock

@@ -32,7 +32,7 @@ func statePlugin(stateFile string, logger *testutil.CaptureLogger) *MicrosoftDef
 func TestStateFileThatIsADirectoryIsRefused(t *testing.T) {
 	dir := t.TempDir()
 	err := statePlugin(dir, &testutil.CaptureLogger{}).Init()
-	require.EqualError(t, err, fmt.Sprintf("state_file %q is a directory: point it at a file of its own", dir))
+	require.EqualError(t, err, fmt.Sprintf("state_file %q is a directory, not a regular file: point it at a file of its own", dir))
 	require.NoFileExists(t, lockStatePath(dir))
 }
 

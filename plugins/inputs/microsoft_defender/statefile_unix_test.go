@@ -19,10 +19,10 @@ func TestStateFileThatIsAFIFOOrADeviceIsRefused(t *testing.T) {
 	fifo := filepath.Join(t.TempDir(), "defender.state")
 	require.NoError(t, unix.Mkfifo(fifo, 0o600))
 	require.EqualError(t, statePlugin(fifo, &testutil.CaptureLogger{}).Init(),
-		fmt.Sprintf("state_file %q is not a regular file (mode prw-------): point it at a file of its own", fifo))
+		fmt.Sprintf("state_file %q is a named pipe (FIFO), not a regular file: point it at a file of its own", fifo))
 	require.NoFileExists(t, lockStatePath(fifo))
 
 	require.EqualError(t, statePlugin("/dev/null", &testutil.CaptureLogger{}).Init(),
-		`state_file "/dev/null" is not a regular file (mode Dcrw-rw-rw-): point it at a file of its own`)
+		`state_file "/dev/null" is a device, not a regular file: point it at a file of its own`)
 	require.NoFileExists(t, "/dev/null.lock")
 }
