@@ -38,6 +38,9 @@ const (
 	// defaultGraphPageSize is Graph's $top when page_size is 0.
 	defaultGraphPageSize = 500
 	userAgent            = "Telegraf-microsoft_defender"
+	// defaultMaxUndelivered keeps one section's unconfirmed alerts, with the
+	// answer read beyond them, under Telegraf's default buffer of 10,000.
+	defaultMaxUndelivered = 5000
 )
 
 // MicrosoftDefender pulls Microsoft Defender detections.
@@ -74,7 +77,9 @@ type MicrosoftDefender struct {
 	Overlap            config.Duration `toml:"overlap"`
 	MaxWindow          config.Duration `toml:"max_window"`
 	MaxAlertsPerGather int             `toml:"max_alerts_per_gather"`
-	StateFile          string          `toml:"state_file"`
+	// MaxUndeliveredAlerts bounds the alerts sent and not yet confirmed by the outputs.
+	MaxUndeliveredAlerts int    `toml:"max_undelivered_alerts"`
+	StateFile            string `toml:"state_file"`
 
 	MaxRetries           int             `toml:"max_retries"`
 	MaxRequestsPerMinute int             `toml:"max_requests_per_minute"`
@@ -123,6 +128,8 @@ type MicrosoftDefender struct {
 	stateDirty bool
 	// stateLock keeps other instances off state_file until Stop.
 	stateLock *stateLock
+	// delivery follows what the outputs confirmed; nil before Start.
+	delivery *delivery
 }
 
 // defaultPollDeadline bounds the first poll, before an interval is known.
@@ -138,6 +145,7 @@ func newMicrosoftDefender() *MicrosoftDefender {
 		Overlap:              config.Duration(10 * time.Minute),
 		MaxWindow:            config.Duration(time.Hour),
 		MaxAlertsPerGather:   10000,
+		MaxUndeliveredAlerts: defaultMaxUndelivered,
 		MaxRetries:           3,
 		MaxRequestsPerMinute: 60,
 		MaxBodySize:          config.Size(256 * 1024 * 1024),
@@ -180,6 +188,12 @@ func (m *MicrosoftDefender) Init() error {
 	}
 	if m.MaxAlertsPerGather <= 0 {
 		return fmt.Errorf("max_alerts_per_gather must be positive, got %d", m.MaxAlertsPerGather)
+	}
+	if m.MaxUndeliveredAlerts < 0 {
+		return fmt.Errorf("max_undelivered_alerts must not be negative, got %d", m.MaxUndeliveredAlerts)
+	}
+	if m.MaxUndeliveredAlerts == 0 {
+		m.MaxUndeliveredAlerts = defaultMaxUndelivered
 	}
 	if m.MaxRetries < 0 {
 		return fmt.Errorf("max_retries must not be negative, got %d", m.MaxRetries)
@@ -275,6 +289,9 @@ func (m *MicrosoftDefender) Init() error {
 // for that accumulator and for the sake of Stop.
 func (m *MicrosoftDefender) Start(acc telegraf.Accumulator) error {
 	m.acc = acc
+	// Each tracked group holds at least one alert: at most so many are open.
+	tracking := acc.WithTracking(m.MaxUndeliveredAlerts + m.MaxAlertsPerGather)
+	m.delivery = newDelivery(tracking, m.MaxUndeliveredAlerts, m.cursor)
 	return nil
 }
 
@@ -301,6 +318,7 @@ func (m *MicrosoftDefender) Stop() {
 		return // Init did not get as far as the cursor: nothing to stop or save
 	}
 	m.cancel()
+	m.settleDeliveries()
 	if err := m.commitState(); err != nil {
 		m.Log.Errorf("Saving the state to %q failed, the next start repeats the last poll: %s", m.StateFile, err)
 	}
@@ -321,6 +339,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	if m.acc != nil {
 		acc = m.acc
 	}
+	m.settleDeliveries()
 	if err := m.commitState(); err != nil {
 		acc.AddError(fmt.Errorf("saving the state to %q failed, a restart would repeat detections: %w", m.StateFile, err))
 	}
@@ -352,6 +371,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		},
 		budget:   m.MaxAlertsPerGather,
 		deadline: now.Add(interval),
+		delivery: m.delivery,
 	}
 
 	var countsAt time.Time
@@ -361,6 +381,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	} else {
 		countsAt = p.run(m.ctx, end)
 	}
+	m.delivery.send(m.cursor)
 	if !p.throttledUntil.IsZero() {
 		m.throttledUntil = p.throttledUntil
 	}
@@ -381,8 +402,28 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	// A watermark up to maxClockSkew ahead is believed; it is no lag.
 	lag := max(now.Sub(readUpTo), 0)
 	acc.AddMetric(pollMetric(m.API, p.status(), &p.stats, time.Since(started), lag, now))
-	m.stateDirty = m.stateDirty || p.stats.requests > 0
+	if m.delivery == nil {
+		m.stateDirty = m.stateDirty || p.stats.requests > 0
+	}
 	return nil
+}
+
+// settleDeliveries takes what the outputs confirmed, and goes back to the
+// last confirmed position when they did not take everything.
+func (m *MicrosoftDefender) settleDeliveries() {
+	if m.delivery == nil {
+		return
+	}
+	m.delivery.drain()
+	if m.delivery.failed {
+		n := m.delivery.rollback(m.cursor)
+		m.Log.Warnf("An output did not take %s (rejected, or dropped from Telegraf's full buffer): reading them again",
+			countOf(n, "alert"))
+		m.stateDirty = true
+	}
+	if m.delivery.moved {
+		m.stateDirty, m.delivery.moved = true, false
+	}
 }
 
 // maxRequestRecords caps what one request asks for, whatever the budget:
@@ -395,6 +436,10 @@ func (m *MicrosoftDefender) perRequest() int {
 	n := min(m.MaxAlertsPerGather, maxRequestRecords)
 	if m.API == "siem" && m.PageSize > 0 {
 		n = min(n, m.PageSize)
+	}
+	if m.delivery != nil {
+		// One answer more may be sent than max_undelivered_alerts allows.
+		n = min(n, max(1, m.MaxUndeliveredAlerts/2))
 	}
 	return n
 }

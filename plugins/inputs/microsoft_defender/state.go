@@ -41,19 +41,24 @@ func (m *MicrosoftDefender) source() string {
 	return source
 }
 
+// state is what the state file holds: with delivery followed, only what the
+// outputs confirmed.
 func (m *MicrosoftDefender) state() pluginState {
+	at, unconfirmed := positionOf(m.cursor), map[string]bool(nil)
+	if m.delivery != nil {
+		at, unconfirmed = m.delivery.confirmed, m.delivery.unconfirmed()
+	}
 	seen := make(map[string]time.Time, len(m.cursor.seen))
-	maps.Copy(seen, m.cursor.seen)
-	var pending *chunk
-	if m.cursor.pending != nil {
-		p := *m.cursor.pending
-		pending = &p
+	for id, t := range m.cursor.seen {
+		if !unconfirmed[id] {
+			seen[id] = t
+		}
 	}
 	return pluginState{
 		Version:   stateVersion,
 		Source:    m.source(),
-		Watermark: m.cursor.watermark,
-		Pending:   pending,
+		Watermark: at.watermark,
+		Pending:   at.pending,
 		Seen:      seen,
 	}
 }
