@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +25,8 @@ func TestInTreeOutputOutageLosesNothing(t *testing.T) {
 		maxUndelivered int
 		drops          bool
 	}{
-		{"bounded below the buffer", 400, false},
+		// In flight: the limit and one answer of half of it, 900.
+		{"bounded below the buffer", 600, false},
 		{"above the buffer", 5000, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -38,7 +41,7 @@ func TestInTreeOutputOutageLosesNothing(t *testing.T) {
   metric_buffer_limit = 1000
   omit_hostname = true
 `)+siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`,
-				fmt.Sprintf("max_undelivered_alerts = %d", tc.maxUndelivered))+fmt.Sprintf(`
+				"max_requests_per_minute = 600", fmt.Sprintf("max_undelivered_alerts = %d", tc.maxUndelivered))+fmt.Sprintf(`
 [[outputs.influxdb]]
   urls = ["http://127.0.0.1:%d"]
   database = "defender"
@@ -61,4 +64,56 @@ func TestInTreeOutputOutageLosesNothing(t *testing.T) {
 			require.Equal(t, tc.drops, dropped, "Telegraf's log:\n%s", a.stderr.String())
 		})
 	}
+}
+
+// The external plugin under execd gets no confirmation from Telegraf's
+// outputs: with buffer_strategy = "disk", as the README says, a backlog
+// larger than metric_buffer_limit survives an InfluxDB outage whole.
+func TestExecdOutputOutageWithDiskBuffer(t *testing.T) {
+	t.Parallel()
+	sim, _, url := newStillSimulator(t, 53, 90)
+	dir := t.TempDir()
+	port := freePort(t)
+	pluginPath := filepath.Join(dir, "defender.conf")
+	require.NoError(t, os.WriteFile(pluginPath, []byte(siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`,
+		"max_requests_per_minute = 600")), 0o600))
+	out := filepath.Join(dir, "out.lp")
+	a := launch(t, "telegraf", filepath.Join(dir, "telegraf.conf"), fmt.Sprintf(`
+[agent]
+  interval = "1s"
+  flush_interval = "1s"
+  metric_batch_size = 500
+  metric_buffer_limit = 1000
+  buffer_strategy = "disk"
+  buffer_directory = %q
+  omit_hostname = true
+
+[[inputs.execd]]
+  command = [%q, "-config", %q, "-poll_interval_disabled"]
+  signal = "STDIN"
+  data_format = "influx"
+
+[[outputs.influxdb]]
+  urls = ["http://127.0.0.1:%d"]
+  database = "defender"
+  timeout = "2s"
+
+[[outputs.file]]
+  files = [%q]
+  data_format = "influx"
+`, filepath.Join(dir, "buffer"), binary(t, "telegraf-defender"), pluginPath, port, out), out)
+	want := len(sim.All())
+	require.Greater(t, want, 3000, "a backlog larger than the buffer")
+	waitFor(t, a, "the backlog read during the outage", func() bool { return len(byName(a.metrics(t), "defender_alert")) >= want })
+	db := startInfluxDBOn(t, port)
+	points := func() int {
+		for _, s := range db.queryIfExists(t, `SELECT count("full_id") FROM "defender_alert"`) {
+			return int(s.Values[0][1].(float64))
+		}
+		return 0
+	}
+	waitFor(t, a, "every detection in InfluxDB", func() bool { return points() >= want })
+	a.stop(t)
+	require.Equal(t, want, points())
+	require.NotContains(t, a.stderr.String(), "metrics have been dropped")
 }

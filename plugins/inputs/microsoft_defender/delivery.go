@@ -14,8 +14,12 @@ import (
 // accumulator: Telegraf with the plugin built in, and the execd binary,
 // where "confirmed" means written to stdout.
 type delivery struct {
-	acc         telegraf.TrackingAccumulator
-	max         int // max_undelivered_alerts
+	acc telegraf.TrackingAccumulator
+	max int // max_undelivered_alerts
+	// limit is what may be in flight now: halved when an output did not
+	// take a batch, for a buffer smaller than max, grown back as batches are
+	// confirmed.
+	limit       int
 	sent        map[telegraf.TrackingID]*batch
 	queue       []*batch // sent and not yet confirmed, oldest first
 	undelivered int      // alerts sent and not yet settled
@@ -64,7 +68,7 @@ func positionOf(c *cursor) position {
 const trackingBatch = 1000
 
 func newDelivery(acc telegraf.TrackingAccumulator, maxUndelivered int, c *cursor) *delivery {
-	return &delivery{acc: acc, max: maxUndelivered, sent: make(map[telegraf.TrackingID]*batch), confirmed: positionOf(c)}
+	return &delivery{acc: acc, max: maxUndelivered, limit: maxUndelivered, sent: make(map[telegraf.TrackingID]*batch), confirmed: positionOf(c)}
 }
 
 // add holds an alert for the next batch; send sends it.
@@ -109,7 +113,11 @@ func (d *delivery) settle(info telegraf.DeliveryInfo) {
 		return
 	}
 	b.done, b.ok = true, info.Delivered()
-	d.failed = d.failed || !b.ok
+	if b.ok {
+		d.limit = min(d.max, d.limit+max(1, b.n/8))
+	} else if !d.failed {
+		d.failed, d.limit = true, max(1, d.limit/2)
+	}
 	for len(d.queue) > 0 && d.queue[0].done && d.queue[0].ok {
 		d.confirmed, d.moved = d.queue[0].at, true
 		d.queue = d.queue[1:]
@@ -133,12 +141,12 @@ func (d *delivery) drain() {
 // no room.
 func (d *delivery) waitForRoom(ctx context.Context, until time.Duration) bool {
 	d.drain()
-	if d.undelivered < d.max {
-		return true
+	if d.failed || d.undelivered < d.limit {
+		return !d.failed
 	}
 	timer := time.NewTimer(until)
 	defer timer.Stop()
-	for d.undelivered >= d.max && !d.failed {
+	for d.undelivered >= d.limit && !d.failed {
 		select {
 		case info := <-d.acc.Delivered():
 			d.settle(info)

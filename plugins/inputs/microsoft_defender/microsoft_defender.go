@@ -438,8 +438,8 @@ func (m *MicrosoftDefender) perRequest() int {
 		n = min(n, m.PageSize)
 	}
 	if m.delivery != nil {
-		// One answer more may be sent than max_undelivered_alerts allows.
-		n = min(n, max(1, m.MaxUndeliveredAlerts/2))
+		// One answer more may be in flight than the delivery's limit.
+		n = min(n, max(1, m.delivery.limit/2))
 	}
 	return n
 }

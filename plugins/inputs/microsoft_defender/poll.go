@@ -365,7 +365,7 @@ func (p *poll) take(r record, a *answer) bool {
 		return true
 	}
 	p.delivery.add(m, id)
-	if len(p.delivery.filling.metrics) >= trackingBatch {
+	if len(p.delivery.filling.metrics) >= min(trackingBatch, p.delivery.limit) {
 		p.delivery.send(p.cursor)
 	}
 	return true
