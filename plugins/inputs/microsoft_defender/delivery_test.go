@@ -127,3 +127,30 @@ func TestUndeliveredAlertsAreBounded(t *testing.T) {
 	require.NoError(t, restarted.Gather(again))
 	require.Equal(t, []string{"d:5", "d:4", "d:3", "d:2", "d:1", "d:0"}, emittedIDs(again))
 }
+
+// After an output did not take a batch, as when Telegraf's buffer is
+// smaller than max_undelivered_alerts, half as many may be in flight; the
+// limit grows back as outputs confirm.
+func TestInFlightLimitHalvesAfterARejection(t *testing.T) {
+	plugin, acc, _ := deliveryPlugin(t, detectionsServer(t, 40), filepath.Join(t.TempDir(), "state.json"),
+		func(m *MicrosoftDefender) { m.MaxUndeliveredAlerts = 16 })
+	plugin.lastGather = fixedNow.Add(-10 * time.Millisecond)
+	require.NoError(t, plugin.Gather(acc))
+	first := alerts(acc, 0)
+	require.Len(t, first, 22, "answers of 8 until 16 are in flight, the oldest of each repeated")
+	for _, m := range first {
+		m.Reject()
+	}
+	plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
+	plugin.lastGather = fixedNow.Add(time.Minute - 10*time.Millisecond)
+	before := len(acc.GetTelegrafMetrics())
+	require.NoError(t, plugin.Gather(acc))
+	require.Equal(t, 8, plugin.delivery.limit)
+	sent := alerts(acc, before)
+	require.Len(t, sent, 10, "answers of 4 until 8 are in flight")
+	for _, m := range sent {
+		m.Accept()
+	}
+	plugin.delivery.drain()
+	require.Equal(t, 11, plugin.delivery.limit, "one more per confirmed batch of fewer than 16")
+}
