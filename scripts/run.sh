@@ -228,8 +228,7 @@ if [ "${OUTPUT:-stdout}" = opensearch ]; then
     OPENSEARCH_URL=$(cat "$work/opensearch.addr")
     echo "run: started OpenSearch at $OPENSEARCH_URL (data in $work/opensearch, removed on exit)" >&2
   fi
-  for item in _index_template/defender:defender-index-template _ingest/pipeline/defender-ecs:defender-ecs-pipeline \
-              _ingest/pipeline/defender-alert-state:defender-alert-state-pipeline; do
+  for item in _index_template/defender:defender-index-template _ingest/pipeline/defender-ecs:defender-ecs-pipeline; do
     curl -sSf -o /dev/null -XPUT "$OPENSEARCH_URL/${item%%:*}" -H 'Content-Type: application/json' \
       --data-binary "@dashboards/${item#*:}.json" || { echo "run: installing dashboards/${item#*:}.json into $OPENSEARCH_URL failed" >&2; exit 1; }
   done
@@ -242,16 +241,7 @@ if [ "${OUTPUT:-stdout}" = opensearch ]; then
   ## default 5s on a busy machine.
   timeout = \"30s\"
   force_document_id = true
-  use_pipeline = \"defender-ecs\"
-
-[[outputs.opensearch]]
-  namepass = [\"defender_alert\"]
-  urls = [\"$OPENSEARCH_URL\"]
-  index_name = \"defender-alert-state\"
-  manage_template = false
-  template_name = \"defender\"
-  timeout = \"30s\"
-  use_pipeline = \"defender-alert-state\""
+  use_pipeline = \"defender-ecs\""
   (
     while sleep 10; do
       echo "run: detections in OpenSearch by severity ($OPENSEARCH_URL, defender-*):"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -17,15 +18,16 @@ import (
 	"unicode/utf8"
 )
 
-// maxBodySnippet bounds what a message quotes of a text from a server.
-const maxBodySnippet = 512
-
-// maxQuotedBody is what a message quotes of an API error answer, and
-// maxReadBody what is read and redacted before the cut, so that a secret
-// crossing the cut is not quoted in part.
 const (
+	maxBodySnippet = 512 // what a message quotes at most of a text from a server
+	// What a message quotes at most of an API error answer, and what is read and redacted before the cut, so
+	// that a secret crossing the cut is not quoted in part.
 	maxQuotedBody = 200
 	maxReadBody   = 64 << 10
+	// maxRetryAfter is the longest Retry-After obeyed: the APIs' longest quota is per hour, and a century
+	// would stop all polling.
+	maxRetryAfter = time.Hour
+	maxRedirects  = 5 // how many redirects one API request may follow
 )
 
 // apiClient sends authenticated GET requests to one Defender API.
@@ -37,21 +39,15 @@ type apiClient struct {
 	statusMeaning func(status int) string // explains a non-2xx status
 	now           func() time.Time
 	header        http.Header
-	// apiNow is the Date of the latest answer, so that a host clock running
-	// ahead does not end windows in the API's future (chunk.reachable).
-	apiNow time.Time
+	apiNow        time.Time // the latest answer's Date: a host clock running ahead ends no window in the API's future (chunk.reachable)
 }
 
 // statusError is a non-2xx answer of the API.
 type statusError struct {
-	api        string
-	host       string
-	status     int
-	statusText string
-	meaning    string
-	body       string
-	retryAfter time.Duration
-	capped     error // Retry-After asked for more than maxRetryAfter
+	api, host, statusText, meaning, body string
+	status                               int
+	retryAfter                           time.Duration
+	capped                               error // Retry-After asked for more than maxRetryAfter
 }
 
 func (e *statusError) Error() string {
@@ -60,24 +56,20 @@ func (e *statusError) Error() string {
 
 // answerError is a 2xx answer that could not be read.
 type answerError struct {
-	api  string
-	host string
-	err  error
+	api, host string
+	err       error
 }
 
 func (e *answerError) Error() string {
 	return fmt.Sprintf("reading the %s answer from %s: %v", e.api, e.host, e.err)
 }
 
-func (e *answerError) Unwrap() error {
-	return e.err
-}
+func (e *answerError) Unwrap() error { return e.err }
 
 // errBodyTooLarge ends a response longer than max_body_size.
 var errBodyTooLarge = errors.New("the answer is larger than max_body_size")
 
-// get returns the body of a 2xx answer, failing with errBodyTooLarge past
-// maxBodySize; other answers are a *statusError, and a 401 drops the token.
+// get returns the body of a 2xx answer (errBodyTooLarge past maxBodySize), else a *statusError; a 401 drops the token.
 func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) {
 	tok, err := c.tokens.token(ctx)
 	if err != nil {
@@ -87,13 +79,8 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 	if err != nil {
 		return nil, fmt.Errorf("building request for %s: %w", u.Host, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", userAgent)
-	for k, v := range c.header {
-		req.Header[k] = v
-	}
-
+	req.Header = http.Header{"Authorization": {"Bearer " + tok}, "Accept": {"application/json"}, "User-Agent": {userAgent}}
+	maps.Copy(req.Header, c.header)
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s request to %s failed: %w", c.name, u.Host, bare(err))
@@ -102,39 +89,38 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 		c.apiNow = date.UTC()
 	}
 	if resp.StatusCode/100 == 2 {
-		return &limitedBody{body: resp.Body, remaining: c.maxBodySize}, nil
+		return limitedBody{http.MaxBytesReader(nil, resp.Body, c.maxBodySize)}, nil
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusUnauthorized {
 		c.tokens.invalidate(tok)
 	}
-	body, _ := io.ReadAll( //nolint:errcheck // a body cut short still tells what it has
-		io.LimitReader(resp.Body, maxReadBody))
-	retryAfter, retryAfterErr := parseRetryAfter(resp.Header.Get("Retry-After"), c.now())
-	if retryAfterErr != nil {
-		retryAfterErr = fmt.Errorf("%s at %s: %w", c.name, u.Host, retryAfterErr)
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxReadBody)) //nolint:errcheck // a body cut short still tells what it has
+	e := &statusError{api: c.name, host: u.Host, status: resp.StatusCode, statusText: resp.Status,
+		meaning: c.statusMeaning(resp.StatusCode), body: bodySnippet(body, tok)} // the one secret the API was sent
+	if e.retryAfter, e.capped = parseRetryAfter(resp.Header.Get("Retry-After"), c.now()); e.capped != nil {
+		e.capped = fmt.Errorf("%s at %s: %w", c.name, u.Host, e.capped)
 	}
-	return nil, &statusError{
-		api:        c.name,
-		host:       u.Host,
-		status:     resp.StatusCode,
-		statusText: resp.Status,
-		meaning:    c.statusMeaning(resp.StatusCode),
-		body:       bodySnippet(body, tok), // the one secret the API was sent
-		retryAfter: retryAfter,
-		capped:     retryAfterErr,
-	}
+	return nil, e
 }
 
-// refuseProxyInClear refuses a plain http endpoint (key) that a proxy would
-// carry and read (what). http_proxy_url, unlike the environment's, proxies loopback.
-func (m *MicrosoftDefender) refuseProxyInClear(key string, endpoint *url.URL, what string) error {
-	if endpoint.Scheme != "http" {
-		return nil
+// limitedBody fails with errBodyTooLarge past its limit: an oversized answer is not mistaken for a truncated one.
+type limitedBody struct{ io.ReadCloser }
+
+func (l limitedBody) Read(p []byte) (int, error) {
+	n, err := l.ReadCloser.Read(p)
+	if errors.As(err, new(*http.MaxBytesError)) {
+		err = errBodyTooLarge
 	}
+	return n, err
+}
+
+// refuseProxyInClear refuses a plain http endpoint (key) that a proxy would carry and read (what).
+// http_proxy_url, unlike the environment's, proxies loopback.
+func (m *MicrosoftDefender) refuseProxyInClear(key string, endpoint *url.URL, what string) error {
 	proxyFunc, err := m.HTTPProxy.Proxy()
-	if err != nil || proxyFunc == nil {
-		return nil //nolint:nilerr // no proxy; an invalid one is reported by httpClient
+	if endpoint.Scheme != "http" || err != nil || proxyFunc == nil {
+		return nil //nolint:nilerr // no proxy; an invalid one is reported by httpClients
 	}
 	if proxyURL, err := proxyFunc(&http.Request{URL: endpoint}); err != nil || proxyURL == nil {
 		return nil //nolint:nilerr // not proxied
@@ -147,16 +133,13 @@ func (m *MicrosoftDefender) refuseProxyInClear(key string, endpoint *url.URL, wh
 		key, endpoint, via, what, fix)
 }
 
-// bare is err without the URL or path that *url.Error and *os.PathError
-// repeat: the URL may hold more than a message should, and every message
-// names the host or file itself.
+// bare is err without the URL or path that *url.Error and *os.PathError repeat: the URL may hold more than a
+// message should, and every message names the host or file itself.
 func bare(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
 		return ue.Err
 	}
-	var pe *os.PathError
-	if errors.As(err, &pe) {
+	if pe, ok := errors.AsType[*os.PathError](err); ok {
 		return pe.Err
 	}
 	return err
@@ -169,45 +152,11 @@ func commonStatusMeaning(status int) string {
 		return "throttled"
 	case status >= 500:
 		return "service error"
-	default:
-		return "unexpected answer"
 	}
+	return "unexpected answer"
 }
 
-// limitedBody fails with errBodyTooLarge rather than reading past its limit,
-// so an oversized answer is not mistaken for a truncated one.
-type limitedBody struct {
-	body      io.ReadCloser
-	remaining int64
-}
-
-func (l *limitedBody) Read(p []byte) (int, error) {
-	if l.remaining <= 0 {
-		var probe [1]byte
-		if n, err := l.body.Read(probe[:]); n == 0 {
-			return 0, err
-		}
-		return 0, errBodyTooLarge
-	}
-	if int64(len(p)) > l.remaining {
-		p = p[:l.remaining]
-	}
-	n, err := l.body.Read(p)
-	l.remaining -= int64(n)
-	return n, err
-}
-
-// Close implements io.Closer.
-func (l *limitedBody) Close() error {
-	return l.body.Close()
-}
-
-// maxRetryAfter is the longest Retry-After obeyed: the APIs' longest quota is
-// per hour, and a century would stop all polling.
-const maxRetryAfter = time.Hour
-
-// parseRetryAfter reads Retry-After (seconds or an HTTP date): 0 when absent
-// or unreadable, maxRetryAfter with an error when it asks for longer.
+// parseRetryAfter reads Retry-After (seconds or an HTTP date): 0 if absent or unreadable, maxRetryAfter and an error past it.
 func parseRetryAfter(value string, now time.Time) (time.Duration, error) {
 	value = strings.TrimSpace(value)
 	var wait time.Duration
@@ -230,8 +179,7 @@ func parseRetryAfter(value string, now time.Time) (time.Duration, error) {
 	return wait, nil
 }
 
-// bodySnippet quotes at most maxQuotedBody bytes of an API error answer,
-// sanitized and with the secrets redacted.
+// bodySnippet quotes at most maxQuotedBody bytes of an API error answer, sanitized and with the secrets redacted.
 func bodySnippet(body []byte, secrets ...string) string {
 	s := strings.TrimSpace(sanitize(redact(string(body), secrets...), maxQuotedBody))
 	if s == "" {
@@ -240,14 +188,13 @@ func bodySnippet(body []byte, secrets ...string) string {
 	return fmt.Sprintf("body %q", s)
 }
 
-// sanitize cuts s to n bytes and replaces line breaks and tabs with spaces,
-// other controls and invalid UTF-8 with U+FFFD, so that a body cannot forge
-// log lines; dropping them could join the halves of an echoed secret.
+// sanitize cuts s to n bytes and replaces line breaks and tabs with spaces, other controls and invalid UTF-8
+// with U+FFFD, so that a body cannot forge log lines; dropping them could join the halves of an echoed secret.
 func sanitize(s string, n int) string {
 	if printableASCII(s) {
 		return cutAtRune(s, n)
 	}
-	s = strings.Map(func(r rune) rune {
+	return cutAtRune(strings.Map(func(r rune) rune {
 		switch {
 		case r == '\n' || r == '\r' || r == '\t':
 			return ' '
@@ -255,8 +202,7 @@ func sanitize(s string, n int) string {
 			return utf8.RuneError
 		}
 		return r // invalid UTF-8 arrives here as U+FFFD
-	}, cutAtRune(s, n))
-	return cutAtRune(s, n)
+	}, cutAtRune(s, n)), n)
 }
 
 // printableASCII is sanitize's fast path.
@@ -271,20 +217,11 @@ func printableASCII(s string) bool {
 
 // cutAtRune cuts s to at most n bytes without splitting a UTF-8 sequence.
 func cutAtRune(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
+	for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
 		n--
 	}
-	return s[:n]
+	return s[:min(n, len(s))]
 }
-
-// Backoff between retries without Retry-After: doubled per attempt, capped.
-const (
-	retryBaseDelay = time.Second
-	retryMaxDelay  = 30 * time.Second
-)
 
 // errTruncated marks an answer that ended before its JSON did.
 var errTruncated = errors.New("response truncated")
@@ -349,82 +286,60 @@ func isTimeout(err error) bool {
 	return errors.As(err, &netErr) && netErr.Timeout()
 }
 
-// backoff is the wait before retry attempt (0-based), jittered over its upper
-// half so that pollers do not retry in step.
+// backoff is the wait before retry attempt (0-based) without Retry-After: a second doubled per attempt up to
+// 30 s, jittered over its upper half so that pollers do not retry in step.
 func backoff(attempt int) time.Duration {
-	d := retryMaxDelay
-	if attempt < 5 {
-		d = min(retryBaseDelay<<attempt, retryMaxDelay)
-	}
+	d := min(time.Second<<min(attempt, 5), 30*time.Second)
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1)) //nolint:gosec // jitter, not security
 }
 
 // sleepContext waits for d or until ctx ends.
 func sleepContext(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-t.C:
+	case <-time.After(d):
 		return nil
 	}
 }
 
-// maxRedirects is how many redirects one API request may follow.
-const maxRedirects = 5
+// redirectError is a refused redirect: credentials go only to the configured token endpoint and API.
+type redirectError struct{ msg string }
 
-// redirectError is a refused redirect: credentials go only to the configured
-// token endpoint and API.
-type redirectError struct {
-	request string // "token request" or the API's name
-	from    string // origins only: a path may carry anything
-	to      string
-	reason  string
+func (e *redirectError) Error() string { return e.msg }
+
+// refusedRedirect names origins only, as a path may carry anything.
+func refusedRedirect(request string, req *http.Request, via []*http.Request, reason string) error {
+	return &redirectError{fmt.Sprintf("refused the redirect of the %s from %s to %s: %s",
+		request, origin(via[len(via)-1].URL), origin(req.URL), reason)}
 }
 
-func (e *redirectError) Error() string {
-	return fmt.Sprintf("refused the redirect of the %s from %s to %s: %s", e.request, e.from, e.to, e.reason)
-}
-
-// refuseRedirects is the policy of token requests: Go would post the secret
-// again wherever a 307 or 308 points.
+// refuseRedirects is the policy of token requests: Go would post the secret again wherever a 307 or 308 points.
 func refuseRedirects(req *http.Request, via []*http.Request) error {
-	return &redirectError{
-		request: "token request",
-		from:    origin(via[len(via)-1].URL),
-		to:      origin(req.URL),
-		reason:  "the credentials are sent only to the configured token endpoint; set login_endpoint to the address that answers",
-	}
+	return refusedRedirect("token request", req, via,
+		"the credentials are sent only to the configured token endpoint; set login_endpoint to the address that answers")
 }
 
-// sameOriginRedirects is the policy of API requests: Go keeps Authorization
-// on the same host name with another scheme or port, so the origin must match.
+// sameOriginRedirects is the policy of API requests: Go keeps Authorization on the same host name with another
+// scheme or port, so the origin must match.
 func sameOriginRedirects(req *http.Request, via []*http.Request) error {
-	refuse := func(reason string) error {
-		return &redirectError{request: "API request", from: origin(via[len(via)-1].URL), to: origin(req.URL), reason: reason}
-	}
 	switch {
 	case origin(req.URL) != origin(via[0].URL):
-		return refuse("the token is sent only to the scheme, host and port of the configured endpoint; set endpoint_url to the address that answers")
+		return refusedRedirect("API request", req, via,
+			"the token is sent only to the scheme, host and port of the configured endpoint; set endpoint_url to the address that answers")
 	case len(via) >= maxRedirects:
-		return refuse(fmt.Sprintf("stopped after %d redirects", maxRedirects))
+		return refusedRedirect("API request", req, via, fmt.Sprintf("stopped after %d redirects", maxRedirects))
 	}
 	return nil
 }
 
 // origin is scheme://host:port of u, normalized so equal origins compare equal.
 func origin(u *url.URL) string {
-	port := u.Port()
+	scheme, port := strings.ToLower(u.Scheme), u.Port()
 	if port == "" {
-		switch u.Scheme {
-		case "https":
-			port = "443"
-		case "http":
-			port = "80"
-		}
+		port = map[string]string{"https": "443", "http": "80"}[scheme]
 	}
-	return strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
 // redact replaces the exact and URL-escaped forms of each secret with "[redacted]".
@@ -440,14 +355,12 @@ func redact(s string, secrets ...string) string {
 	return s
 }
 
-// proxyTransport redacts a proxy's password from errors, such as a refused
-// tunnel's reason phrase.
+// proxyTransport redacts a proxy's password from errors, such as a refused tunnel's reason phrase.
 type proxyTransport struct {
 	http.RoundTripper
 	secrets []string
 }
 
-// RoundTrip implements http.RoundTripper.
 func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.RoundTripper.RoundTrip(req)
 	if err != nil {

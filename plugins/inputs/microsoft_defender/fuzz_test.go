@@ -50,7 +50,7 @@ func FuzzDecodeDetections(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		want, wantErr := decodeWithEncodingJSON(data)
-		body := &limitedBody{body: io.NopCloser(iotest.OneByteReader(bytes.NewReader(data))), remaining: fuzzBodyLimit}
+		body := limitedBody{http.MaxBytesReader(nil, io.NopCloser(iotest.OneByteReader(bytes.NewReader(data))), fuzzBodyLimit)}
 		var got []detection
 		dec, err := newDetectionDecoder(body)
 		for err == nil {

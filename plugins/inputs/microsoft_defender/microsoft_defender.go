@@ -2,6 +2,7 @@
 package microsoft_defender
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"encoding/base64"
@@ -26,8 +27,7 @@ import (
 //go:embed sample.conf
 var sampleConfig string
 
-// validTenantID matches a directory id (GUID) or domain name, so that the
-// tenant can be put into the token URL's path as it is.
+// validTenantID matches a directory id (GUID) or domain name, which the token URL's path takes as it is.
 var validTenantID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*$`)
 
 const (
@@ -35,11 +35,14 @@ const (
 	defaultLoginEndpointGovt = "https://login.microsoftonline.us"
 	defaultSIEMResource      = "https://graph.windows.net"
 	defaultSIEMRegion        = "us"
-	// defaultGraphPageSize is Graph's $top when page_size is 0.
-	defaultGraphPageSize = 500
-	userAgent            = "Telegraf-microsoft_defender"
-	// defaultMaxUndelivered keeps one section's unconfirmed alerts, with the
-	// answer read beyond them, under Telegraf's default buffer of 10,000.
+	defaultGraphPageSize     = 500 // Graph's $top when page_size is 0
+	userAgent                = "Telegraf-microsoft_defender"
+	defaultPollDeadline      = time.Minute // bounds the first poll, before an interval is known
+	// maxRequestRecords caps what one request asks for, whatever the budget: the identities of one answer
+	// are held until the walk moves below them, and a retried request costs at most this much again.
+	maxRequestRecords = 10000
+	// defaultMaxUndelivered keeps a section's unconfirmed alerts, with the answer read past them, within
+	// Telegraf's default buffer of 10,000.
 	defaultMaxUndelivered = 5000
 )
 
@@ -78,8 +81,8 @@ type MicrosoftDefender struct {
 	MaxWindow          config.Duration `toml:"max_window"`
 	MaxAlertsPerGather int             `toml:"max_alerts_per_gather"`
 	// MaxUndeliveredAlerts bounds the alerts sent and not yet confirmed by the outputs.
-	MaxUndeliveredAlerts int    `toml:"max_undelivered_alerts"`
-	StateFile            string `toml:"state_file"`
+	MaxUndeliveredAlerts int `toml:"max_undelivered_alerts"`
+	StateFile          string          `toml:"state_file"`
 
 	MaxRetries           int             `toml:"max_retries"`
 	MaxRequestsPerMinute int             `toml:"max_requests_per_minute"`
@@ -90,11 +93,9 @@ type MicrosoftDefender struct {
 
 	Log telegraf.Logger `toml:"-"`
 
-	// reader reads the configured API at endpoint; client sends its
-	// requests.
-	reader   reader
+	reader   reader // reads the configured API at endpoint
 	endpoint *url.URL
-	client   *apiClient
+	client   *apiClient // sends the reader's requests
 	tokens   tokenSource
 	cursor   *cursor
 	plan     windowPlan
@@ -106,34 +107,19 @@ type MicrosoftDefender struct {
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
 
-	// acc is the accumulator Start received, which Gather emits through:
-	// Telegraf rounds the time of what is added to Gather's accumulator to
-	// the agent's precision (a second by default), which would merge the
-	// events atTick keeps apart below 100 ns, while a service input's Start
-	// accumulator keeps nanoseconds unless the plugin's precision is set.
+	// acc is Start's accumulator, which Gather emits through: it keeps nanoseconds (unless the plugin's precision
+	// is set), where Gather's rounds to the agent's precision and would merge the events atTick keeps apart.
 	acc telegraf.Accumulator
-
-	// ctx ends when Interrupt or Stop is called, cancelling a poll in
-	// flight. Both are set in Init and only read afterwards, so Interrupt
-	// can cancel while Gather runs.
-	ctx    context.Context
-	cancel context.CancelFunc
-	// lastGather is when the previous poll started: one interval before
-	// this one, the poll's deadline.
-	lastGather time.Time
-	// throttledUntil is when the API allows the next request, after a
-	// Retry-After longer than a poll.
-	throttledUntil time.Time
-	// stateDirty: the cursor moved since the state file was written.
-	stateDirty bool
-	// stateLock keeps other instances off state_file until Stop.
-	stateLock *stateLock
-	// delivery follows what the outputs confirmed; nil before Start.
-	delivery *delivery
+	// ctx ends at Interrupt or Stop, cancelling a poll in flight; set in Init and only read after, so that
+	// Interrupt can cancel while Gather runs.
+	ctx            context.Context
+	cancel         context.CancelFunc
+	lastGather     time.Time  // when the previous poll started: one interval before this one, the poll's deadline
+	throttledUntil time.Time  // when the API allows the next request, after a Retry-After longer than a poll
+	stateDirty     bool       // the cursor moved since the state file was written
+	stateLock      *stateLock // keeps other instances off state_file until Stop
+	delivery       *delivery  // follows what the outputs confirmed; nil before Start
 }
-
-// defaultPollDeadline bounds the first poll, before an interval is known.
-const defaultPollDeadline = time.Minute
 
 // newMicrosoftDefender returns a plugin with the documented defaults.
 func newMicrosoftDefender() *MicrosoftDefender {
@@ -158,83 +144,30 @@ func (*MicrosoftDefender) SampleConfig() string {
 }
 
 func (m *MicrosoftDefender) Init() error {
-	if m.API == "" {
-		m.API = "graph"
-	}
-	if m.AuthMethod == "" {
-		m.AuthMethod = methodClientSecret
-	}
-	if err := m.checkKeysOfAPI(); err != nil {
+	m.API = cmp.Or(m.API, "graph")
+	m.AuthMethod = cmp.Or(m.AuthMethod, methodClientSecret)
+	if err := m.checkSettings(); err != nil {
 		return err
-	}
-	if m.PageSize < 0 {
-		return fmt.Errorf("page_size must not be negative, got %d", m.PageSize)
 	}
 	if m.API == "graph" && m.PageSize == 0 {
 		m.PageSize = defaultGraphPageSize
 	}
-	if m.InitialLookback <= 0 {
-		return errors.New("initial_lookback must be positive")
-	}
-	if m.Delay < 0 {
-		return errors.New("delay must not be negative")
-	}
-	if m.Overlap < 0 {
-		return errors.New("overlap must not be negative")
-	}
-	if m.MaxWindow <= m.Overlap {
-		return fmt.Errorf("max_window (%s) must be longer than overlap (%s), or no chunk would advance the cursor",
-			time.Duration(m.MaxWindow), time.Duration(m.Overlap))
-	}
-	if m.MaxAlertsPerGather <= 0 {
-		return fmt.Errorf("max_alerts_per_gather must be positive, got %d", m.MaxAlertsPerGather)
-	}
-	if m.MaxUndeliveredAlerts < 0 {
-		return fmt.Errorf("max_undelivered_alerts must not be negative, got %d", m.MaxUndeliveredAlerts)
-	}
-	if m.MaxUndeliveredAlerts == 0 {
-		m.MaxUndeliveredAlerts = defaultMaxUndelivered
-	}
-	if m.MaxRetries < 0 {
-		return fmt.Errorf("max_retries must not be negative, got %d", m.MaxRetries)
-	}
-	if m.MaxRequestsPerMinute <= 0 {
-		return fmt.Errorf("max_requests_per_minute must be positive, got %d", m.MaxRequestsPerMinute)
-	}
-	if m.MaxBodySize <= 0 {
-		return errors.New("max_body_size must be positive")
-	}
-	if m.Timeout <= 0 {
-		return errors.New("timeout must be positive")
-	}
-
+	m.MaxUndeliveredAlerts = cmp.Or(m.MaxUndeliveredAlerts, defaultMaxUndelivered)
 	if m.now == nil {
 		m.now = time.Now
 	}
-	client, err := m.httpClient()
+	tokenClient, apiHTTP, err := m.httpClients()
 	if err != nil {
 		return err
 	}
-	var endpoint *url.URL
-	if m.API == "graph" {
-		endpoint, err = m.graphEndpoint()
-	} else {
-		endpoint, err = m.siemEndpoint()
-	}
+	endpoint, err := m.apiEndpoint()
 	if err != nil {
 		return err
 	}
-	if err := m.refuseProxyInClear("endpoint_url", endpoint, "bearer token"); err != nil {
+	if m.tokens, err = m.tokenSource(tokenClient); err != nil {
 		return err
 	}
-	tokenClient, apiHTTP := *client, *client
-	tokenClient.CheckRedirect = refuseRedirects
-	apiHTTP.CheckRedirect = sameOriginRedirects
-	m.tokens, err = m.tokenSource(&tokenClient)
-	if err != nil {
-		return err
-	}
-	m.client = &apiClient{client: &apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
+	m.client = &apiClient{client: apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
 	if m.API == "graph" {
 		groups := make(map[string]bool, len(m.MachineGroups))
 		for _, g := range m.MachineGroups {
@@ -242,51 +175,76 @@ func (m *MicrosoftDefender) Init() error {
 		}
 		m.client.name, m.client.statusMeaning = "Graph API", graphStatusMeaning
 		m.client.header = http.Header{"Prefer": {"include-unknown-enum-members"}}
-		m.reader = &graphReader{
-			endpoint:           endpoint,
-			pageSize:           m.PageSize,
-			serviceSources:     m.ServiceSources,
-			severities:         m.Severities,
-			machineGroups:      groups,
-			includeEvidence:    m.IncludeEvidence,
-			maxAlertsPerGather: m.MaxAlertsPerGather,
-		}
+		m.reader = &graphReader{endpoint: endpoint, pageSize: m.PageSize, serviceSources: m.ServiceSources, severities: m.Severities,
+			machineGroups: groups, includeEvidence: m.IncludeEvidence, maxAlertsPerGather: m.MaxAlertsPerGather}
 	} else {
 		m.client.name, m.client.statusMeaning = "SIEM API", siemStatusMeaning
-		m.reader = &siemReader{
-			endpoint:                 endpoint,
-			machineGroups:            m.MachineGroups,
-			deviceCreatedMachineTags: m.DeviceCreatedMachineTags,
-			cloudCreatedMachineTags:  m.CloudCreatedMachineTags,
-		}
+		m.reader = &siemReader{endpoint: endpoint, machineGroups: m.MachineGroups,
+			deviceCreatedMachineTags: m.DeviceCreatedMachineTags, cloudCreatedMachineTags: m.CloudCreatedMachineTags}
 	}
 	m.endpoint = endpoint
-	m.plan = windowPlan{
-		lookback:  time.Duration(m.InitialLookback),
-		overlap:   time.Duration(m.Overlap),
-		maxWindow: time.Duration(m.MaxWindow),
-		delay:     time.Duration(m.Delay),
-	}
+	m.plan = windowPlan{lookback: time.Duration(m.InitialLookback), overlap: time.Duration(m.Overlap),
+		maxWindow: time.Duration(m.MaxWindow), delay: time.Duration(m.Delay)}
 	m.cursor = newCursor()
 	m.paging = graphPaging{}
 	if m.sleep == nil {
 		m.sleep = sleepContext
 	}
-	// A tenth of a minute's requests may go at once; beyond that they are
-	// spread evenly.
+	// A tenth of a minute's requests may go at once; beyond that they are spread evenly.
 	m.limiter = rate.NewLimiter(rate.Limit(float64(m.MaxRequestsPerMinute)/60), max(1, m.MaxRequestsPerMinute/10))
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	if m.StateFile != "" {
-		if err := m.openStateFile(); err != nil {
-			return err
+		return m.openStateFile()
+	}
+	return nil
+}
+
+// checkSettings refuses invalid values, and keys the API does not use: a filter is never silently ignored.
+func (m *MicrosoftDefender) checkSettings() error {
+	var foreign []string
+	for _, k := range []struct {
+		name, api string
+		set       bool
+	}{
+		{"service_sources", "graph", len(m.ServiceSources) > 0},
+		{"severities", "graph", len(m.Severities) > 0},
+		{"include_evidence", "graph", m.IncludeEvidence},
+		{"device_created_machine_tags", "siem", m.DeviceCreatedMachineTags != ""},
+		{"cloud_created_machine_tags", "siem", m.CloudCreatedMachineTags != ""},
+		{`auth_method = "refresh_token" (the SIEM portal's)`, "siem", m.AuthMethod == methodRefreshToken},
+	} {
+		if k.set && k.api != m.API {
+			foreign = append(foreign, k.name)
+		}
+	}
+	for _, c := range []struct {
+		bad bool
+		msg string
+	}{
+		{m.API != "graph" && m.API != "siem", fmt.Sprintf(`api %q is not supported: use "siem" or "graph"`, m.API)},
+		{m.API == "graph" && m.PageSize > 1000, fmt.Sprintf(`page_size must be from 1 to 1000 for api = "graph", got %d`, m.PageSize)},
+		{len(foreign) > 0, fmt.Sprintf("%s: not used by api = %q", strings.Join(foreign, ", "), m.API)},
+		{m.PageSize < 0, fmt.Sprintf("page_size must not be negative, got %d", m.PageSize)},
+		{m.InitialLookback <= 0, "initial_lookback must be positive"},
+		{m.Delay < 0, "delay must not be negative"},
+		{m.Overlap < 0, "overlap must not be negative"},
+		{m.MaxWindow <= m.Overlap, fmt.Sprintf("max_window (%s) must be longer than overlap (%s), or no chunk would advance the cursor",
+			time.Duration(m.MaxWindow), time.Duration(m.Overlap))},
+		{m.MaxAlertsPerGather <= 0, fmt.Sprintf("max_alerts_per_gather must be positive, got %d", m.MaxAlertsPerGather)},
+		{m.MaxUndeliveredAlerts < 0, fmt.Sprintf("max_undelivered_alerts must not be negative, got %d", m.MaxUndeliveredAlerts)},
+		{m.MaxRetries < 0, fmt.Sprintf("max_retries must not be negative, got %d", m.MaxRetries)},
+		{m.MaxRequestsPerMinute <= 0, fmt.Sprintf("max_requests_per_minute must be positive, got %d", m.MaxRequestsPerMinute)},
+		{m.MaxBodySize <= 0, "max_body_size must be positive"},
+		{m.Timeout <= 0, "timeout must be positive"},
+	} {
+		if c.bad {
+			return errors.New(c.msg)
 		}
 	}
 	return nil
 }
 
-// Start implements telegraf.ServiceInput; polling happens in Gather, whose
-// metrics go to acc (see the field's comment). The plugin is a service input
-// for that accumulator and for the sake of Stop.
+// Start implements telegraf.ServiceInput, for acc (see the field) and for Stop; polling happens in Gather.
 func (m *MicrosoftDefender) Start(acc telegraf.Accumulator) error {
 	m.acc = acc
 	// Each tracked group holds at least one alert: at most so many are open.
@@ -295,24 +253,17 @@ func (m *MicrosoftDefender) Start(acc telegraf.Accumulator) error {
 	return nil
 }
 
-// Interrupt ends a poll in flight without waiting for it: the request in
-// flight is cancelled and no other starts; what the poll emitted is
-// remembered, so that it is not emitted again. Unlike the plugin's other
-// functions, Interrupt may be called while Gather runs, from any goroutine,
-// since all it does is cancel a context. Telegraf's agent has no use for it
-// (it calls Stop once Gather returned); a host that must end promptly calls
-// Interrupt, then Stop once Gather returned. The execd binary does, when
-// its stdin closes or SIGTERM arrives: Telegraf kills an execd process ten
-// seconds after closing its stdin, and a poll cut by a kill is repeated by
-// the next start.
+// Interrupt ends a poll in flight without waiting: its request is cancelled, no other starts, and what it
+// emitted is remembered. Unlike the other functions it may be called from any goroutine while Gather runs.
+// Telegraf's agent calls Stop after Gather; the execd binary calls Interrupt when stdin closes or SIGTERM
+// arrives, as Telegraf kills it ten seconds after closing its stdin, and a poll cut by a kill is repeated.
 func (m *MicrosoftDefender) Interrupt() {
 	if m.cancel != nil {
 		m.cancel()
 	}
 }
 
-// Stop saves the latest state, so that after a clean stop nothing is
-// repeated, and ends the plugin: a later Gather sends no request.
+// Stop saves the latest state, so that a clean stop repeats nothing, and ends the plugin: Gather sends no more requests.
 func (m *MicrosoftDefender) Stop() {
 	if m.cancel == nil {
 		return // Init did not get as far as the cursor: nothing to stop or save
@@ -325,16 +276,11 @@ func (m *MicrosoftDefender) Stop() {
 	m.releaseStateLock()
 }
 
-// Gather reads the window [watermark - overlap, now - delay], emits the
-// records not emitted before, and moves the cursor past each chunk read
-// whole. A poll starts no request after its deadline, one interval after it
-// started; a request in flight is bounded by timeout.
-//
-// The state file is written at the start of the next poll, not at the end
-// of this one: the metrics of a poll can still sit in a pipe when the state
-// is written, and Telegraf's execd drops what is left in the pipe of a
-// process that dies. A crash thus repeats the last poll instead of losing
-// its tail; a clean stop (Stop) saves the latest state.
+// Gather reads the window [watermark - overlap, now - delay], emits the records not emitted before, and moves
+// the cursor past each chunk read whole. A poll starts no request after its deadline, one interval after it
+// started; a request in flight is bounded by timeout. The state file is written at the start of the next poll:
+// this poll's metrics may still sit in a pipe, which execd drops when the process dies, so a crash repeats the
+// last poll instead of losing its tail; Stop saves the latest state.
 func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	if m.acc != nil {
 		acc = m.acc
@@ -399,8 +345,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	if readUpTo.IsZero() {
 		readUpTo = end.Add(-time.Duration(m.InitialLookback))
 	}
-	// A watermark up to maxClockSkew ahead is believed; it is no lag.
-	lag := max(now.Sub(readUpTo), 0)
+	lag := max(now.Sub(readUpTo), 0) // a watermark up to maxClockSkew ahead is believed: no lag
 	acc.AddMetric(pollMetric(m.API, p.status(), &p.stats, time.Since(started), lag, now))
 	if m.delivery == nil {
 		m.stateDirty = m.stateDirty || p.stats.requests > 0
@@ -408,8 +353,8 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	return nil
 }
 
-// settleDeliveries takes what the outputs confirmed, and goes back to the
-// last confirmed position when they did not take everything.
+// settleDeliveries takes what the outputs confirmed, and goes back to the last confirmed position when they
+// did not take everything.
 func (m *MicrosoftDefender) settleDeliveries() {
 	if m.delivery == nil {
 		return
@@ -426,11 +371,6 @@ func (m *MicrosoftDefender) settleDeliveries() {
 	}
 }
 
-// maxRequestRecords caps what one request asks for, whatever the budget:
-// the identities of one answer are held until the walk moves below them,
-// and a retried request costs at most this much again.
-const maxRequestRecords = 10000
-
 // perRequest is the number of records one request asks for.
 func (m *MicrosoftDefender) perRequest() int {
 	n := min(m.MaxAlertsPerGather, maxRequestRecords)
@@ -438,117 +378,73 @@ func (m *MicrosoftDefender) perRequest() int {
 		n = min(n, m.PageSize)
 	}
 	if m.delivery != nil {
-		// One answer more may be in flight than the delivery's limit.
-		n = min(n, max(1, m.delivery.limit/2))
+		n = min(n, max(1, m.delivery.limit/2)) // one answer more may be in flight than the limit
 	}
 	return n
 }
 
-// commitState writes the state file when the cursor moved since the last
-// write.
+// commitState writes the state file when the cursor moved since the last write.
 func (m *MicrosoftDefender) commitState() error {
 	if m.StateFile == "" || !m.stateDirty {
 		return nil
 	}
-	if err := m.saveStateFile(); err != nil {
-		return err
-	}
-	m.stateDirty = false
-	return nil
+	err := m.saveStateFile()
+	m.stateDirty = err != nil
+	return err
 }
 
-// checkKeysOfAPI refuses keys that the chosen API does not use, so that a
-// filter is never silently ignored.
-func (m *MicrosoftDefender) checkKeysOfAPI() error {
-	var foreign []string
-	switch m.API {
-	case "siem":
-		foreign = setKeys(
-			configKey{"service_sources", len(m.ServiceSources) > 0},
-			configKey{"severities", len(m.Severities) > 0},
-			configKey{"include_evidence", m.IncludeEvidence},
-		)
-	case "graph":
-		if m.PageSize > 1000 {
-			return fmt.Errorf("page_size must be from 1 to 1000 for api = \"graph\", got %d", m.PageSize)
-		}
-		foreign = setKeys(
-			configKey{"device_created_machine_tags", m.DeviceCreatedMachineTags != ""},
-			configKey{"cloud_created_machine_tags", m.CloudCreatedMachineTags != ""},
-			configKey{`auth_method = "refresh_token" (the SIEM portal's)`, m.AuthMethod == methodRefreshToken},
-		)
-	default:
-		return fmt.Errorf("api %q is not supported: use \"siem\" or \"graph\"", m.API)
-	}
-	if len(foreign) > 0 {
-		return fmt.Errorf("%s: not used by api = %q", strings.Join(foreign, ", "), m.API)
-	}
-	return nil
+// The regions of each API, the default first, for messages.
+var regionNames = map[string]string{
+	"graph": `"global" (the default), "gcc", "gcc-high", "dod" or "china"`,
+	"siem":  `"us" (the default), "eu", "uk", "gcc" or "gcc-high"`,
 }
 
-// The regions of each API, for messages.
-const (
-	graphRegionNames = `"global" (the default), "gcc", "gcc-high", "dod" or "china"`
-	siemRegionNames  = `"us" (the default), "eu", "uk", "gcc" or "gcc-high"`
-)
+// regionURL is the address of api's alerts in region, if api has that region.
+func regionURL(api, region string) (string, bool) {
+	if api == "siem" {
+		u, ok := siemRegions[region]
+		return u, ok
+	}
+	cloud, ok := graphRegions[region]
+	return "https://" + cloud.graphHost + graphAlertsPath, ok
+}
 
-// graphEndpoint is endpoint_url, or the alerts_v2 resource of the region's
-// Graph cloud ("global" when no region is set). It also fills the scope of
-// that cloud when it is not set.
-func (m *MicrosoftDefender) graphEndpoint() (*url.URL, error) {
-	if m.Region == "" {
-		m.Region = "global"
+// apiEndpoint is endpoint_url, or the API's address in region (by default Graph's global cloud, the SIEM API's
+// US host). For Graph it also fills the scope of that cloud when it is not set.
+func (m *MicrosoftDefender) apiEndpoint() (*url.URL, error) {
+	other := map[string]string{"graph": "siem", "siem": "graph"}[m.API]
+	m.Region = cmp.Or(m.Region, map[string]string{"graph": "global", "siem": defaultSIEMRegion}[m.API])
+	raw, known := regionURL(m.API, m.Region)
+	if _, theirs := regionURL(other, m.Region); theirs && !known {
+		return nil, fmt.Errorf("region %q is a region of api = %q: for api = %q use %s", m.Region, other, m.API, regionNames[m.API])
 	}
-	cloud, known := graphRegions[m.Region]
-	if _, siem := siemRegions[m.Region]; siem && !known {
-		return nil, fmt.Errorf("region %q is a region of api = \"siem\": for api = \"graph\" use %s", m.Region, graphRegionNames)
-	}
-	if !known && m.EndpointURL == "" {
-		return nil, fmt.Errorf("region %q is unknown for api = \"graph\": use %s, or set endpoint_url", m.Region, graphRegionNames)
-	}
-	raw := m.EndpointURL
-	if raw == "" {
-		raw = "https://" + cloud.graphHost + graphAlertsPath
+	if m.EndpointURL != "" {
+		raw = m.EndpointURL
+	} else if !known {
+		return nil, fmt.Errorf("region %q is unknown for api = %q: use %s, or set endpoint_url", m.Region, m.API, regionNames[m.API])
 	}
 	u, err := parseEndpoint("endpoint_url", raw)
 	if err != nil {
 		return nil, err
 	}
-	if len(m.Scopes) == 0 && m.AuthMethod != methodAccessToken {
-		// The scope's host must be the Graph host the requests go to.
-		m.Scopes = []string{u.Scheme + "://" + u.Host + "/.default"}
+	if m.API == "graph" && len(m.Scopes) == 0 && m.AuthMethod != methodAccessToken {
+		m.Scopes = []string{u.Scheme + "://" + u.Host + "/.default"} // Graph's host, where the requests go
 	}
-	return u, nil
+	return u, m.refuseProxyInClear("endpoint_url", u, "bearer token")
 }
 
-func (m *MicrosoftDefender) siemEndpoint() (*url.URL, error) {
-	if m.Region == "" {
-		m.Region = defaultSIEMRegion
-	}
-	raw, known := siemRegions[m.Region]
-	if _, graph := graphRegions[m.Region]; graph && !known {
-		return nil, fmt.Errorf("region %q is a region of api = \"graph\": for api = \"siem\" use %s", m.Region, siemRegionNames)
-	}
-	if m.EndpointURL != "" {
-		raw = m.EndpointURL
-	} else if !known {
-		return nil, fmt.Errorf("region %q is unknown for api = \"siem\": use %s, or set endpoint_url", m.Region, siemRegionNames)
-	}
-	return parseEndpoint("endpoint_url", raw)
-}
-
-// parseEndpoint accepts https URLs, and plain http only on loopback, so that
-// no token ever crosses a network in the clear.
+// parseEndpoint accepts https URLs, and plain http only on loopback: no token crosses a network in the clear.
 func parseEndpoint(key, raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s %q is not a URL: %w", key, raw, err)
 	}
+	host := u.Hostname()
 	switch {
 	case u.Host == "":
 		return nil, fmt.Errorf("%s %q has no host", key, raw)
 	case u.Scheme == "https":
-	case u.Scheme == "http" && isLoopback(u.Hostname()):
+	case u.Scheme == "http" && (strings.EqualFold(host, "localhost") || net.ParseIP(host).IsLoopback()):
 	case u.Scheme == "http":
 		return nil, fmt.Errorf("%s %q uses plain http to a host that is not loopback: use https", key, raw)
 	default:
@@ -560,54 +456,29 @@ func parseEndpoint(key, raw string) (*url.URL, error) {
 	return u, nil
 }
 
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-func (m *MicrosoftDefender) httpClient() (*http.Client, error) {
+// httpClients are the clients of token and of API requests: one transport, each request's redirect policy.
+func (m *MicrosoftDefender) httpClients() (tokens, api *http.Client, err error) {
 	tlsCfg, err := m.ClientConfig.TLSConfig()
 	if err != nil {
-		return nil, fmt.Errorf("tls settings: %w", err)
+		return nil, nil, fmt.Errorf("tls settings: %w", err)
 	}
 	proxyFunc, err := m.HTTPProxy.Proxy()
 	if err != nil {
-		// Telegraf's message repeats the URL, password included.
-		return nil, errors.New("http_proxy_url is not a valid URL")
+		return nil, nil, errors.New("http_proxy_url is not a valid URL") // Telegraf's message repeats the password
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = tlsCfg
-	transport.Proxy = proxyFunc
-	client := &http.Client{Transport: transport, Timeout: time.Duration(m.Timeout)}
+	transport.TLSClientConfig, transport.Proxy = tlsCfg, proxyFunc
+	var rt http.RoundTripper = transport
 	if u, err := url.Parse(m.HTTPProxyURL); err == nil && u.User != nil {
 		if password, ok := u.User.Password(); ok {
 			// The second form is the Proxy-Authorization header's.
-			client.Transport = &proxyTransport{RoundTripper: transport, secrets: []string{password,
+			rt = &proxyTransport{RoundTripper: transport, secrets: []string{password,
 				base64.StdEncoding.EncodeToString([]byte(u.User.Username() + ":" + password))}}
 		}
 	}
-	return client, nil
-}
-
-// configKey is a configuration key and whether it is set.
-type configKey struct {
-	name string
-	set  bool
-}
-
-// setKeys returns the names of the keys that are set, in the given order,
-// for messages that name them.
-func setKeys(keys ...configKey) []string {
-	var names []string
-	for _, k := range keys {
-		if k.set {
-			names = append(names, k.name)
-		}
-	}
-	return names
+	timeout := time.Duration(m.Timeout)
+	return &http.Client{Transport: rt, Timeout: timeout, CheckRedirect: refuseRedirects},
+		&http.Client{Transport: rt, Timeout: timeout, CheckRedirect: sameOriginRedirects}, nil
 }
 
 func init() {
