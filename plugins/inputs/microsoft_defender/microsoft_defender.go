@@ -81,8 +81,8 @@ type MicrosoftDefender struct {
 	MaxWindow          config.Duration `toml:"max_window"`
 	MaxAlertsPerGather int             `toml:"max_alerts_per_gather"`
 	// MaxUndeliveredAlerts bounds the alerts sent and not yet confirmed by the outputs.
-	MaxUndeliveredAlerts int `toml:"max_undelivered_alerts"`
-	StateFile          string          `toml:"state_file"`
+	MaxUndeliveredAlerts int    `toml:"max_undelivered_alerts"`
+	StateFile            string `toml:"state_file"`
 
 	MaxRetries           int             `toml:"max_retries"`
 	MaxRequestsPerMinute int             `toml:"max_requests_per_minute"`
