@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,4 +117,35 @@ func TestExecdOutputOutageWithDiskBuffer(t *testing.T) {
 	a.stop(t)
 	require.Equal(t, want, points())
 	require.NotContains(t, a.stderr.String(), "metrics have been dropped")
+}
+
+// The same outage with OpenSearch: built into Telegraf, a backlog larger
+// than the buffer and the node down for the first 15 s; every detection
+// becomes one document.
+func TestInTreeOpenSearchOutageLosesNothing(t *testing.T) {
+	t.Parallel()
+	sim, _, url := newStillSimulator(t, 59, 90)
+	port := freePort(t)
+	a := startInTree(t, t.TempDir(), "telegraf", `
+[agent]
+  interval = "1s"
+  flush_interval = "1s"
+  metric_batch_size = 500
+  metric_buffer_limit = 1000
+  omit_hostname = true
+`+siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`, "max_requests_per_minute = 600")+
+		opensearchOutput(fmt.Sprintf("http://127.0.0.1:%d", port), `'defender-{{.Time.Format "2006.01.02"}}'`, "defender-ecs",
+			"  force_document_id = true\n  ## Down at start: connect again later, buffering meanwhile.\n  startup_error_behavior = \"retry\"\n"))
+	want := len(sim.All())
+	require.Greater(t, want, 3000, "a backlog larger than the buffer")
+	time.Sleep(15 * time.Second) // the outage
+	node := startOpenSearch(t, fmt.Sprintf("http.port=%d", port))
+	node.install(t)
+	documents := func() int {
+		node.request(t, http.MethodPost, "/defender-*/_refresh", nil)
+		return totalHits(t, node.search(t, "defender-*", `{"size":0,"track_total_hits":true,"query":{"term":{"measurement_name":"defender_alert"}}}`))
+	}
+	waitFor(t, a, "every detection in OpenSearch", func() bool { return documents() >= want })
+	a.stop(t)
+	require.Equal(t, want, documents())
 }
