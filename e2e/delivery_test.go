@@ -149,3 +149,56 @@ func TestInTreeOpenSearchOutageLosesNothing(t *testing.T) {
 	a.stop(t)
 	require.Equal(t, want, documents())
 }
+
+// Eight sections in one Telegraf, each reading the whole backlog (a tag
+// tells them apart), with a buffer of 1,000 and InfluxDB down for the
+// first 15 s: each section's every detection reaches InfluxDB.
+func TestInTreeManySectionsThroughAnOutage(t *testing.T) {
+	t.Parallel()
+	const sections = 8
+	sim, _, url := newStillSimulator(t, 61, 60)
+	port := freePort(t)
+	conf := `
+[agent]
+  interval = "1s"
+  flush_interval = "1s"
+  metric_batch_size = 500
+  metric_buffer_limit = 1000
+  omit_hostname = true
+`
+	for i := range sections {
+		conf += siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`, "max_requests_per_minute = 600",
+			"[inputs.microsoft_defender.tags]", fmt.Sprintf("  section = \"%d\"", i))
+	}
+	a := startInTree(t, t.TempDir(), "telegraf", conf+fmt.Sprintf(`
+[[outputs.influxdb]]
+  urls = ["http://127.0.0.1:%d"]
+  database = "defender"
+  timeout = "5s"
+`, port))
+	want := len(sim.All())
+	time.Sleep(15 * time.Second) // the outage
+	db := startInfluxDBOn(t, port)
+	perSection := func() map[string]int {
+		got := make(map[string]int)
+		for _, s := range db.queryIfExists(t, `SELECT count("full_id") FROM "defender_alert" GROUP BY "section"`) {
+			got[s.Tags["section"]] = int(s.Values[0][1].(float64))
+		}
+		return got
+	}
+	all := make(map[string]int)
+	for i := range sections {
+		all[fmt.Sprint(i)] = want
+	}
+	waitFor(t, a, "every section's detections in InfluxDB", func() bool {
+		got := perSection()
+		for _, n := range got {
+			if n < want {
+				return false
+			}
+		}
+		return len(got) == sections
+	})
+	a.stop(t)
+	require.Equal(t, all, perSection())
+}

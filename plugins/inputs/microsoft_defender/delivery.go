@@ -33,12 +33,11 @@ type delivery struct {
 
 // batch is a group of alerts tracked as one, and the cursor's position after them.
 type batch struct {
-	metrics   []telegraf.Metric // while filling
-	n         int               // alerts, once sent
-	ids       []string
-	at        position
-	done, ok  bool
-	abandoned bool // sent before a rollback: its outcome no longer matters
+	metrics  []telegraf.Metric // while filling
+	n        int               // alerts, once sent
+	ids      []string
+	at       position
+	done, ok bool
 }
 
 // position is where the cursor stands; its walks are not part of it, as in the state file.
@@ -109,9 +108,6 @@ func (d *delivery) settle(info telegraf.DeliveryInfo) {
 	}
 	delete(d.sent, info.ID())
 	d.undelivered -= b.n
-	if b.abandoned {
-		return
-	}
 	b.done, b.ok = true, info.Delivered()
 	if b.ok {
 		d.limit = min(d.max, d.limit+max(1, b.n/8))
@@ -159,17 +155,27 @@ func (d *delivery) waitForRoom(ctx context.Context, until time.Duration) bool {
 	return !d.failed
 }
 
-// rollback puts the cursor back at the confirmed position and forgets
-// the alerts of every batch not confirmed, so they are read and sent again;
-// it returns how many there were.
+// rollbackDue reports whether a batch was not delivered and every batch
+// sent has its outcome: rolling back earlier would send again what an
+// output may still take.
+func (d *delivery) rollbackDue() bool {
+	return d.failed && len(d.sent) == 0
+}
+
+// rollback puts the cursor back at the confirmed position and forgets the
+// alerts of the batches not delivered, so that they are read and sent
+// again; those delivered are dropped as duplicates when read again. It
+// returns how many alerts are sent again.
 func (d *delivery) rollback(c *cursor) int {
 	n := 0
 	for _, b := range d.queue {
-		b.abandoned = true
+		if b.ok {
+			continue
+		}
 		for _, id := range b.ids {
 			delete(c.seen, id)
 		}
-		n += len(b.ids)
+		n += b.n
 	}
 	d.queue, d.failed = nil, false
 	c.watermark, c.pending = d.confirmed.watermark, nil

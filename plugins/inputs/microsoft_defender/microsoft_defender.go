@@ -360,7 +360,7 @@ func (m *MicrosoftDefender) settleDeliveries() {
 		return
 	}
 	m.delivery.drain()
-	if m.delivery.failed {
+	if m.delivery.rollbackDue() {
 		n := m.delivery.rollback(m.cursor)
 		m.Log.Warnf("An output did not take %s (rejected, or dropped from Telegraf's full buffer): reading them again",
 			countOf(n, "alert"))
