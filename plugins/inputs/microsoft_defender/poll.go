@@ -93,6 +93,7 @@ type poll struct {
 	stopped        stopReason
 	err            error
 	throttledUntil time.Time // a Retry-After past the deadline
+	delivery       *delivery // nil: alerts go straight to acc
 }
 
 // pollStats become the defender_poll metric.
@@ -176,7 +177,7 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 				return true
 			}
 		}
-		if !req.continues && p.stopBefore() {
+		if !req.continues && p.stopBefore() || !p.roomForMore(ctx) {
 			return false
 		}
 		a := p.send(ctx, req)
@@ -200,6 +201,7 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 		if !pr.unreadable.IsZero() {
 			p.passOverUnreadable(pr.unreadable)
 		}
+		p.delivery.send(p.cursor) // the position after the answer confirms its alerts
 		if pr.err != nil {
 			p.fail(ctx, pr.err)
 			return false
@@ -352,13 +354,32 @@ func (p *poll) take(r record, a *answer) bool {
 		p.logProblemf("%s (%q): its time is outside the window asked for, or unknown; it is emitted, and the cursor does not use its time",
 			problems.where(), truncate(id, 128))
 	}
-	p.acc.AddMetric(m)
 	p.counter.add(r.countKey())
 	if t.IsZero() {
 		t = p.now() // the API placed it before now: remembered as long as a window can return it
 	}
-	p.cursor.remember(id, t)
+	id = p.cursor.remember(id, t)
+	if p.delivery == nil {
+		p.acc.AddMetric(m)
+		return true
+	}
+	p.delivery.add(m, id)
+	if len(p.delivery.filling.metrics) >= min(trackingBatch, p.delivery.limit) {
+		p.delivery.send(p.cursor)
+	}
 	return true
+}
+
+// roomForMore waits, before a request, until the outputs confirmed enough
+// alerts for the poll to read on; it stops the poll when they do not
+// within its deadline, or rejected some.
+func (p *poll) roomForMore(ctx context.Context) bool {
+	if p.delivery == nil || p.delivery.waitForRoom(ctx, p.deadline.Sub(p.now())) {
+		return true
+	}
+	p.log.Debugf("%d alerts are not yet confirmed by the outputs: the next poll reads on", p.delivery.undelivered)
+	p.stop(stoppedDeadline, nil)
+	return false
 }
 
 // maxProblemsLogged records with problems are logged per poll, the rest only

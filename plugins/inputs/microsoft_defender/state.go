@@ -38,8 +38,21 @@ func (m *MicrosoftDefender) source() string {
 	return source
 }
 
+// state is what the state file holds: with delivery followed, only what the
+// outputs confirmed.
 func (m *MicrosoftDefender) state() pluginState {
-	return pluginState{Version: stateVersion, Source: m.source(), Watermark: m.cursor.watermark, Pending: m.cursor.pending, Seen: m.cursor.seen}
+	s := pluginState{Version: stateVersion, Source: m.source(), Watermark: m.cursor.watermark, Pending: m.cursor.pending, Seen: m.cursor.seen}
+	if m.delivery != nil {
+		unconfirmed := m.delivery.unconfirmed()
+		s.Watermark, s.Pending = m.delivery.confirmed.watermark, m.delivery.confirmed.pending
+		s.Seen = make(map[string]time.Time, len(m.cursor.seen))
+		for id, t := range m.cursor.seen {
+			if !unconfirmed[id] {
+				s.Seen[id] = t
+			}
+		}
+	}
+	return s
 }
 
 func (m *MicrosoftDefender) checkState(s *pluginState) error {
