@@ -17,12 +17,10 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	if ts.IsZero() {
 		ts = a.lastUpdate
 	}
-	// Versions of one alert share createdDateTime, and usually differ in
-	// status; a hash of the version's identity parts those that do not, and
-	// two alerts created at the same time with the same tags.
+	// Versions of one alert share createdDateTime and often every tag.
 	var tm time.Time // none when no time of the alert can be read
 	if !ts.IsZero() {
-		tm = atTick(ts, hashOf(a.ID+"@"+a.LastUpdateDateTime))
+		tm = eventTime(ts, a.identity(), 0)
 	}
 	b := newMetricBuilder(measurementAlert, tm)
 	b.countTags(a.countKey())
@@ -32,6 +30,7 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	var cut []string
 	for _, f := range []struct{ name, value string }{
 		{"alert_id", a.ID},
+		{"created_date_time", formatTime(a.created)},
 		{"alert_title", a.Title},
 		{"description", a.Description},
 		{"computer_dns_name", a.device.DeviceDNSName},

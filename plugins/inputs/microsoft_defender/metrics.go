@@ -29,8 +29,7 @@ const (
 // LastProcessedTimeUtc, and names the string fields it cut.
 func alertMetric(d *detection) (telegraf.Metric, []string) {
 	ts := cmp.Or(d.alertAt, d.lastProcessed, d.cursorAt)
-	// An alert's detections share AlertTime and often every tag: AlertPart tells them apart.
-	b := newMetricBuilder(measurementAlert, atTick(ts, d.AlertPart.value))
+	b := newMetricBuilder(measurementAlert, eventTime(ts, cmp.Or(d.AlertID, d.identity()), d.AlertPart.value))
 	b.countTags(countKeyOf(d))
 	b.tag("detection_source", sanitize(d.Source, maxTagBytes))
 	var cut []string
@@ -153,21 +152,20 @@ func (b *metricBuilder) TagList() []*telegraf.Tag { return b.tagList }
 // FieldList is read by metric.FromMetric.
 func (b *metricBuilder) FieldList() []*telegraf.Field { return b.fieldList }
 
-// atTick keeps t to the APIs' 100 ns and puts n (mod 100) below, so that
-// databases keeping one point per series and time do not merge events.
-func atTick(t time.Time, n int64) time.Time {
-	n %= int64(tick)
-	if n < 0 {
-		n += int64(tick)
+// eventTime is the second of t plus a fraction of it decided by the event:
+// by key (its identity) and, below 100 ns, by part, which tells apart the
+// detections of one SIEM alert. Every distinct event is then its own point
+// in a database that keeps one per series and time, whatever its tags (two
+// events of one second with equal tags share one with odds of 1 in 10^7),
+// and every repeat lands on the same point. The exact time is in a field.
+func eventTime(t time.Time, key string, part int64) time.Time {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	part %= 100
+	if part < 0 {
+		part += 100
 	}
-	return t.Truncate(tick).Add(time.Duration(n))
-}
-
-// hashOf is a stable number for atTick when events carry no sequence.
-func hashOf(s string) int64 {
-	h := fnv.New32a()
-	h.Write([]byte(s))
-	return int64(h.Sum32())
+	return t.Truncate(time.Second).Add(time.Duration(h.Sum64()%1e7*100) + time.Duration(part))
 }
 
 // alertStringFields are the detection's fields emitted as the tag metric names.
@@ -234,9 +232,9 @@ func (c *alertCounter) add(k countKey) {
 }
 
 // metrics returns a defender_alert_count per key at the window's end, the
-// poll's start below 100 ns parting polls that share an unfinished window.
+// poll's start parting polls that share an unfinished window.
 func (c *alertCounter) metrics(windowEnd, pollStart time.Time) []telegraf.Metric {
-	ts := atTick(windowEnd, hashOf(pollStart.Format(time.RFC3339Nano)))
+	ts := eventTime(windowEnd, pollStart.Format(time.RFC3339Nano), 0)
 	out := make([]telegraf.Metric, 0, len(c.order))
 	for _, k := range c.order {
 		b := newMetricBuilder(measurementCount, ts)

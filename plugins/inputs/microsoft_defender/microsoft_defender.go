@@ -105,7 +105,7 @@ type MicrosoftDefender struct {
 	sleep func(ctx context.Context, d time.Duration) error
 
 	// acc is Start's accumulator, which Gather emits through: it keeps nanoseconds (unless the plugin's precision
-	// is set), where Gather's rounds to the agent's precision and would merge the events atTick keeps apart.
+	// is set), where Gather's rounds to the agent's precision and would merge the events eventTime keeps apart.
 	acc telegraf.Accumulator
 	// ctx ends at Interrupt or Stop, cancelling a poll in flight; set in Init and only read after, so that
 	// Interrupt can cancel while Gather runs.
