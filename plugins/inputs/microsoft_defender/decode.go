@@ -72,6 +72,7 @@ func newRecordReader(body io.Reader, names map[string]string) *recordReader {
 			jsonv2.UnmarshalFromFunc(func(dec *jsontext.Decoder, o *optionalBool) error { return r.unmarshalRaw(dec, o.UnmarshalJSON) }),
 			jsonv2.UnmarshalFromFunc(r.unmarshalStrings),
 			jsonv2.UnmarshalFromFunc(r.unmarshalEvidence),
+			jsonv2.UnmarshalFromFunc(r.unmarshalIncidentAlerts),
 		)))
 	r.dec = jsontext.NewDecoder(body, r.opts)
 	return r

@@ -13,18 +13,7 @@ import (
 // name where Microsoft's SIEM-to-Graph map gives a counterpart, the Graph
 // name in snake_case otherwise. It is timestamped at createdDateTime.
 func (a *graphAlert) metric() (telegraf.Metric, []string) {
-	ts := a.created
-	if ts.IsZero() {
-		ts = a.lastUpdate
-	}
-	// Versions of one alert share createdDateTime, and usually differ in
-	// status; a hash of the version's identity parts those that do not, and
-	// two alerts created at the same time with the same tags.
-	var tm time.Time // none when no time of the alert can be read
-	if !ts.IsZero() {
-		tm = atTick(ts, hashOf(a.ID+"@"+a.LastUpdateDateTime))
-	}
-	b := newMetricBuilder(measurementAlert, tm)
+	b := newMetricBuilder(measurementAlert, versionTime(a.created, a.lastUpdate, a.ID, a.LastUpdateDateTime))
 	b.countTags(a.countKey())
 	b.tag("detection_source", sanitize(a.DetectionSource, maxTagBytes))
 	b.tag("status", sanitize(a.Status, maxTagBytes))
@@ -73,6 +62,22 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 		}
 	}
 	return b.metric(), cut
+}
+
+// versionTime places a version of a Graph alert or incident (id, updated
+// as sent) at created, else lastUpdate; none when neither could be read.
+// Versions of one record share createdDateTime, and usually differ in
+// status; a hash of the version's identity parts those that do not, and
+// two records created at the same time with the same tags.
+func versionTime(created, lastUpdate time.Time, id, updated string) time.Time {
+	ts := created
+	if ts.IsZero() {
+		ts = lastUpdate
+	}
+	if ts.IsZero() {
+		return time.Time{}
+	}
+	return atTick(ts, hashOf(id+"@"+updated))
 }
 
 func formatTime(t time.Time) string {
