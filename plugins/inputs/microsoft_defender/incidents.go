@@ -1,7 +1,9 @@
 package microsoft_defender
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -79,21 +81,21 @@ func (r *recordReader) unmarshalIncidentAlerts(dec *jsontext.Decoder, v *inciden
 	if ok, err := r.array(dec, "a JSON %s where an array of alerts was expected"); !ok {
 		return err
 	}
+	start := valueStart(dec)
 	if _, err := dec.ReadToken(); err != nil {
 		return err
 	}
-	problems, ids := len(r.problems), make([]string, 0, 4)
-	for dec.PeekKind() != ']' {
-		if k := dec.PeekKind(); k != '{' {
-			if err := r.misfit(dec, k, "alerts: a JSON %s where an alert was expected"); err != nil {
-				return err
-			}
-			continue
-		}
+	misfit, ids := "", make([]string, 0, 4)
+	for i := 0; dec.PeekKind() != ']'; i++ {
 		var alert struct {
 			ID string `json:"id"`
 		}
-		if err := jsonv2.UnmarshalDecode(dec, &alert); err != nil {
+		if k := dec.PeekKind(); k != '{' {
+			if err := dec.SkipValue(); err != nil {
+				return err
+			}
+			misfit = cmp.Or(misfit, fmt.Sprintf("element %d: a JSON %s where an alert object was expected", i, kindName(k)))
+		} else if err := jsonv2.UnmarshalDecode(dec, &alert); err != nil {
 			return err
 		}
 		ids = append(ids, alert.ID)
@@ -101,9 +103,11 @@ func (r *recordReader) unmarshalIncidentAlerts(dec *jsontext.Decoder, v *inciden
 	if _, err := dec.ReadToken(); err != nil {
 		return err
 	}
-	if len(r.problems) == problems {
-		*v = incidentAlerts{ids: ids, read: true}
+	if misfit != "" {
+		r.problem(dec, start, misfit)
+		return nil
 	}
+	*v = incidentAlerts{ids: ids, read: true}
 	return nil
 }
 
