@@ -73,6 +73,8 @@ func main() {
 	flag.IntVar(&cfg.Graph.MaxTop, "graph-max-top", 0, "Graph: clamp $top silently to this, e.g. 200 (0: honour $top up to 1000)")
 	flag.IntVar(&cfg.Graph.ShortPages, "graph-short-pages", 0,
 		"Graph: the first this many pages that would hold more than one alert hold one, with a next link to the rest")
+	flag.BoolVar(&cfg.Graph.TrailingLink, "graph-trailing-link", false,
+		"Graph: a next link on every page that holds alerts, the last one's leading to an empty page")
 	flag.Parse()
 	if err := cfg.Graph.Check(); err != nil {
 		fmt.Fprintln(os.Stderr, "defender-sim:", err)

@@ -28,13 +28,14 @@ func TestGraphBacklogCosts(t *testing.T) {
 		{"no_next_link", simulator.GraphBehaviour{NextLink: simulator.GraphLinkNone}, 0, 94, 5},
 		{"skip_over_500_is_400", simulator.GraphBehaviour{MaxSkip: 500}, 0, 94, 5},
 		{"chain_ends_at_6000", simulator.GraphBehaviour{ChainEnd: 6000}, 0, 94, 5},
-		{"top_clamped_to_200", simulator.GraphBehaviour{MaxTop: 200}, 0, 288, 6},
+		{"top_clamped_to_200", simulator.GraphBehaviour{MaxTop: 200}, 0, 224, 8},
 		{"top_clamped_to_200_page_size_200", simulator.GraphBehaviour{MaxTop: 200}, 200, 221, 8},
 		{"count_0", simulator.GraphBehaviour{Count: simulator.GraphCountAlways, CountOffset: -1e9}, 0, 94, 5},
 		{"count_inflated", simulator.GraphBehaviour{Count: simulator.GraphCountAlways, CountOffset: 1e9}, 0, 94, 5},
 		{"short_pages", simulator.GraphBehaviour{ShortPages: 20}, 0, 112, 5},
+		{"trailing_link", simulator.GraphBehaviour{TrailingLink: true}, 0, 175, 7},
 		{"harshest", simulator.GraphBehaviour{Order: simulator.GraphOrderNone, NextLink: simulator.GraphLinkSkipToken,
-			Count: simulator.GraphCountAlways, CountOffset: 1e9, MaxSkip: 500, ChainEnd: 6000, MaxTop: 200, ShortPages: 20}, 0, 303, 5},
+			Count: simulator.GraphCountAlways, CountOffset: 1e9, MaxSkip: 500, ChainEnd: 6000, MaxTop: 200, ShortPages: 20}, 0, 231, 7},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -60,6 +60,9 @@ type GraphBehaviour struct {
 	// ShortPages: the first this many pages that would hold more than one
 	// alert hold one, with a next link to the rest.
 	ShortPages int
+	// TrailingLink puts a next link on every page that holds alerts, the
+	// last one's leading to an empty page, as some Graph APIs do.
+	TrailingLink bool
 	// ExpandFailsAbove answers 500 to a page of incidents with
 	// $expand=alerts that would hold more than this many, as a peer saw on a
 	// large tenant; 0 means never.
@@ -372,7 +375,7 @@ func (s *Server) serveGraphList(w http.ResponseWriter, r *http.Request, name str
 	if g.ChainEnd > 0 && skip+top >= g.ChainEnd {
 		more = false
 	}
-	if more && g.NextLink != GraphLinkNone {
+	if (more || g.TrailingLink && len(page) > 0) && g.NextLink != GraphLinkNone {
 		next := *r.URL
 		next.Scheme, next.Host = "http", r.Host
 		nq := next.Query()

@@ -80,11 +80,15 @@ func (c *cursor) isNew(id string) bool {
 	return !ok
 }
 
-func (c *cursor) remember(id string, at time.Time) {
-	if id != "" {
-		// A copy: id may share its memory with the whole record.
-		c.seen[strings.Clone(id)] = at
+// remember notes an emitted record and returns the copy of id it keeps: id
+// may share its memory with the whole record.
+func (c *cursor) remember(id string, at time.Time) string {
+	if id == "" {
+		return ""
 	}
+	id = strings.Clone(id)
+	c.seen[id] = at
+	return id
 }
 
 // forget drops what lies strictly between after and before, where no later

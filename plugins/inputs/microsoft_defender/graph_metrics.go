@@ -13,7 +13,7 @@ import (
 // name where Microsoft's SIEM-to-Graph map gives a counterpart, the Graph
 // name in snake_case otherwise. It is timestamped at createdDateTime.
 func (a *graphAlert) metric() (telegraf.Metric, []string) {
-	b := newMetricBuilder(measurementAlert, versionTime(a.created, a.lastUpdate, a.ID, a.LastUpdateDateTime))
+	b := newMetricBuilder(measurementAlert, versionTime(a.created, a.lastUpdate, a.identity()))
 	b.countTags(a.countKey())
 	b.tag("detection_source", sanitize(a.DetectionSource, maxTagBytes))
 	b.tag("status", sanitize(a.Status, maxTagBytes))
@@ -21,6 +21,7 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	var cut []string
 	for _, f := range []struct{ name, value string }{
 		{"alert_id", a.ID},
+		{"created_date_time", formatTime(a.created)},
 		{"alert_title", a.Title},
 		{"description", a.Description},
 		{"computer_dns_name", a.device.DeviceDNSName},
@@ -64,12 +65,10 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	return b.metric(), cut
 }
 
-// versionTime places a version of a Graph alert or incident (id, updated
-// as sent) at created, else lastUpdate; none when neither could be read.
-// Versions of one record share createdDateTime, and usually differ in
-// status; a hash of the version's identity parts those that do not, and
-// two records created at the same time with the same tags.
-func versionTime(created, lastUpdate time.Time, id, updated string) time.Time {
+// versionTime places a version of a Graph alert or incident at created,
+// else lastUpdate; none when neither could be read. Versions of one record
+// share createdDateTime and often every tag: eventTime parts them.
+func versionTime(created, lastUpdate time.Time, identity string) time.Time {
 	ts := created
 	if ts.IsZero() {
 		ts = lastUpdate
@@ -77,7 +76,7 @@ func versionTime(created, lastUpdate time.Time, id, updated string) time.Time {
 	if ts.IsZero() {
 		return time.Time{}
 	}
-	return atTick(ts, hashOf(id+"@"+updated))
+	return eventTime(ts, identity, 0)
 }
 
 func formatTime(t time.Time) string {

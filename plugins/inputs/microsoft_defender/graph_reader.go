@@ -88,12 +88,17 @@ type graphWalk struct {
 	// followed, and the versions new on the last page.
 	chain, visited map[string]bool
 	added          int
-	plain          bool // $expand left out, after a 500
+	// confirming: the page read is behind the next link of a short first
+	// page, which held held alerts of the part and shown alerts in all.
+	confirming  bool
+	held, shown int
+	pageCap     int  // the records a page holds at most, when the service showed fewer than $top; kept for the chunk
+	plain       bool // $expand left out, after a 500; kept for the chunk
 }
 
 // ask asks for the first page of the records last updated in [from, to).
 func (r *graphReader) ask(c *chunk, from, to time.Time, top int) *url.URL {
-	c.graph = graphWalk{from: from, to: to, plain: c.graph.plain}
+	c.graph = graphWalk{from: from, to: to, pageCap: c.graph.pageCap, plain: c.graph.plain}
 	if to.Sub(from) == tick {
 		c.graph.chain, c.graph.visited = make(map[string]bool), make(map[string]bool)
 	}
@@ -181,8 +186,20 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 			countOf(w.outside, r.noun), w.from.Format(time.RFC3339Nano), w.to.Format(time.RFC3339Nano), truncate(w.firstOutside, 160))
 	}
 	w.pages++
+	if w.items > w.pageCap {
+		w.pageCap = 0 // a page held more: what was learned is forgotten
+	}
 	var why string
 	switch {
+	case w.confirming && a.err == nil && w.items == 0 && w.next == "":
+		return r.settle(c, pr, w.held)
+	case w.confirming && (a.err == nil || a.class == failRefused || errors.Is(a.err, errBodyTooLarge)):
+		if a.err == nil {
+			// More came behind a short page: the service's pages hold the
+			// longer of the two (one odd short page does not make it 1).
+			w.pageCap = max(w.shown, w.items)
+		}
+		return r.split(c, k, pr)
 	case a.err == nil && w.next == "" && w.items < r.pageSize && w.pages == 1:
 		return r.settle(c, pr, len(w.times))
 	case a.err != nil && w.pages > 1 && a.class == failRefused:
@@ -200,9 +217,18 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 		pr.err = a.err
 		return pr
 	case a.err != nil && w.chain != nil:
-		pr.err = fmt.Errorf("the Graph %ss last updated at %s do not fit in max_body_size (%d bytes) on one page: raise max_body_size",
-			r.noun, w.from.Format(time.RFC3339Nano), k.maxBodySize)
-		return pr
+		// One instant over max_body_size: skipped and counted, as a cap says.
+		pr.unreadable = w.from
+		return r.settle(c, pr, len(w.chain))
+	case a.err == nil && w.chain == nil && w.next != "" && w.items < r.fullPage(w) && w.pages == 1:
+		// A short page with a next link, which some services send on every
+		// last page: an empty page behind it shows the part whole.
+		if u := r.sameOrigin(w.next); u != nil {
+			w.confirming, w.held, w.shown = true, len(w.times), w.items
+			pr.then = &request{url: u, continues: true}
+			return pr
+		}
+		return r.split(c, k, pr)
 	case w.chain == nil:
 		return r.split(c, k, pr)
 	case w.next == "" && w.pages == 1:
@@ -217,10 +243,7 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 		why = fmt.Sprintf("%d pages read", w.pages)
 	}
 	if why == "" {
-		// Only to the API's own scheme and host: the request carries the
-		// bearer token.
-		u, err := url.Parse(w.next)
-		if err == nil && u.Scheme == r.endpoint.Scheme && u.Host == r.endpoint.Host {
+		if u := r.sameOrigin(w.next); u != nil {
 			w.visited[w.next] = true
 			pr.then = &request{url: u}
 			return pr
@@ -233,6 +256,25 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	k.log.Warnf("%s%ss sharing lastUpdateDateTime %s could not all be shown read whole (%s): %d read, moving on",
 		strings.ToUpper(r.noun[:1]), r.noun[1:], w.from.Format(time.RFC3339Nano), why, len(w.chain))
 	return r.settle(c, pr, len(w.chain))
+}
+
+// fullPage is how many records a page holds at most: $top, or fewer where
+// the service showed so in this chunk.
+func (r *graphReader) fullPage(w *graphWalk) int {
+	if w.pageCap > 0 {
+		return min(r.pageSize, w.pageCap)
+	}
+	return r.pageSize
+}
+
+// sameOrigin is a next link to follow: only to the API's own scheme and
+// host, as the request carries the bearer token.
+func (r *graphReader) sameOrigin(next string) *url.URL {
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != r.endpoint.Scheme || u.Host != r.endpoint.Host {
+		return nil
+	}
+	return u
 }
 
 // split ends the part's first half at the median time the page delivered
@@ -258,7 +300,7 @@ func (r *graphReader) settle(c *chunk, pr progress, n int) progress {
 	width := c.graph.to.Sub(c.graph.from)
 	c.From, c.To = c.To, c.End
 	if n > 0 {
-		next := min(16*width, time.Duration(float64(width)*0.8*float64(r.pageSize)/float64(n)))
+		next := min(16*width, time.Duration(float64(width)*0.8*float64(r.fullPage(&c.graph))/float64(n)))
 		if next = max(next.Truncate(tick), tick); next < c.End.Sub(c.From) {
 			c.To = c.From.Add(next)
 		}

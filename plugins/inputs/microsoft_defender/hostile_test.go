@@ -182,7 +182,7 @@ func TestSharedInstantOverTheLimitIsReported(t *testing.T) {
 	require.Equal(t, []string{"s:0", "s:1"}, emittedIDs(acc))
 	skipped, _ := pollMetrics(acc)[0].GetField("alerts_skipped")
 	require.Equal(t, int64(1), skipped, "one instant skipped")
-	require.Contains(t, logger.Warnings(), "W! [] The detections with LastProcessedTimeUtc 2020-09-30T14:30:00Z cannot be read "+
+	require.Contains(t, logger.Warnings(), "W! [] The records the SIEM API holds at 2020-09-30T14:30:00Z cannot be read "+
 		"(larger than max_body_size, 4096 bytes, alone or together, or not JSON): they are skipped; raise max_body_size if they are large")
 }
 

@@ -55,7 +55,7 @@ type incidentAlerts struct {
 	read bool // false when the answer held no alerts: none are guessed
 }
 
-var graphIncidentNames = jsonNames(reflect.TypeFor[graphIncident]())
+var graphIncidentNames = taggedFields(reflect.TypeFor[graphIncident](), "json")
 
 // newIncidentReader reads the incidents of api = "graph_incidents" with the
 // walk of the alerts.
@@ -78,10 +78,12 @@ func decodeIncidentPage(body io.Reader, handle func(record) bool) (string, error
 // unmarshalIncidentAlerts takes the id of each alert of the array, the
 // rest of them skipped; an element that is no object leaves the field out.
 func (r *recordReader) unmarshalIncidentAlerts(dec *jsontext.Decoder, v *incidentAlerts) error {
-	if ok, err := r.array(dec, "a JSON %s where an array of alerts was expected"); !ok {
-		return err
+	switch k := dec.PeekKind(); {
+	case k == 'n':
+		return errors.ErrUnsupported // the library's own: null leaves it out
+	case k != '[':
+		return r.misfit(dec, k, "an array of alerts")
 	}
-	start := valueStart(dec)
 	if _, err := dec.ReadToken(); err != nil {
 		return err
 	}
@@ -104,7 +106,7 @@ func (r *recordReader) unmarshalIncidentAlerts(dec *jsontext.Decoder, v *inciden
 		return err
 	}
 	if misfit != "" {
-		r.problem(dec, start, misfit)
+		r.problem(dec, misfit)
 		return nil
 	}
 	*v = incidentAlerts{ids: ids, read: true}
@@ -144,10 +146,10 @@ func (in *graphIncident) countKey() countKey {
 	}
 }
 
-// metric maps an incident version to defender_incident, at createdDateTime
-// made distinct per version as an alert's.
+// metric maps an incident version to defender_incident, placed as a Graph
+// alert's version.
 func (in *graphIncident) metric() (telegraf.Metric, []string) {
-	b := newMetricBuilder(measurementIncident, versionTime(in.created, in.lastUpdate, in.ID, in.LastUpdateDateTime))
+	b := newMetricBuilder(measurementIncident, versionTime(in.created, in.lastUpdate, in.identity()))
 	b.countTags(in.countKey())
 	b.tag("classification", sanitize(in.Classification, maxTagBytes))
 	b.tag("determination", sanitize(in.Determination, maxTagBytes))
@@ -159,6 +161,7 @@ func (in *graphIncident) metric() (telegraf.Metric, []string) {
 		{"incident_web_url", in.IncidentWebURL},
 		{"redirect_incident_id", in.RedirectIncidentID},
 		{"tenant_id", in.TenantID},
+		{"created_date_time", formatTime(in.created)},
 		{"last_update_date_time", formatTime(in.lastUpdate)},
 		{"resolved_date_time", normalizeTime(in.ResolvedDateTime)},
 		{"custom_tags", strings.Join(in.CustomTags, ",")},

@@ -75,9 +75,9 @@ func TestIncidentsReadWithoutAlertsAfterA500(t *testing.T) {
 	}, logger.Warnings())
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{
 		metric.New("defender_incident", map[string]string{"severity": "high", "status": "active"}, map[string]any{
-			"incident_id": "7", "last_update_date_time": at}, fixedNow.Add(-90*time.Minute).Add(43)),
+			"incident_id": "7", "created_date_time": at, "last_update_date_time": at}, fixedNow.Add(-90*time.Minute).Add(16340300)),
 		metric.New("defender_incident_count", map[string]string{"severity": "high", "status": "active"}, map[string]any{
-			"count": int64(1)}, fixedNow.Add(-time.Minute).Add(29)),
+			"count": int64(1)}, fixedNow.Add(-time.Minute).Add(499760500)),
 	}, detectionMetrics(acc))
 	poll := pollFields(t, acc)
 	require.Equal(t, int64(3), poll["errors"])
@@ -93,7 +93,9 @@ func TestIncidentsReadWithoutAlertsAfterA500(t *testing.T) {
 // page_size above 50 is lowered to 50 with a warning: Graph refuses more.
 func TestIncidentPageSizeIsAtMost50(t *testing.T) {
 	plugin, logger, requests := incidentStub(t, func(*http.Request) (int, string) { return http.StatusOK, `{"value":[]}` },
-		func(m *MicrosoftDefender) { m.PageSize, m.MaxWindow, m.IncludeIncidentAlerts = 1000, config.Duration(3*time.Hour), false })
+		func(m *MicrosoftDefender) {
+			m.PageSize, m.MaxWindow, m.IncludeIncidentAlerts = 1000, config.Duration(3*time.Hour), false
+		})
 	gatherOK(t, plugin)
 	require.Equal(t, []string{" 12:59:00.0000000Z 14:59:00.0000000Z top=50"}, *requests)
 	require.Equal(t, []string{"W! [] page_size 1000 is lowered to 50, the most incidents Graph sends on a page"}, logger.Warnings())

@@ -42,6 +42,9 @@ const (
 	// maxRequestRecords caps what one request asks for, whatever the budget: the identities of one answer
 	// are held until the walk moves below them, and a retried request costs at most this much again.
 	maxRequestRecords = 10000
+	// defaultMaxUndelivered keeps a section's unconfirmed alerts, with the answer read past them, within
+	// Telegraf's default buffer of 10,000.
+	defaultMaxUndelivered = 5000
 )
 
 // MicrosoftDefender pulls Microsoft Defender detections.
@@ -79,7 +82,9 @@ type MicrosoftDefender struct {
 	Overlap            config.Duration `toml:"overlap"`
 	MaxWindow          config.Duration `toml:"max_window"`
 	MaxAlertsPerGather int             `toml:"max_alerts_per_gather"`
-	StateFile          string          `toml:"state_file"`
+	// MaxUndeliveredAlerts bounds the alerts sent and not yet confirmed by the outputs.
+	MaxUndeliveredAlerts int    `toml:"max_undelivered_alerts"`
+	StateFile            string `toml:"state_file"`
 
 	MaxRetries           int             `toml:"max_retries"`
 	MaxRequestsPerMinute int             `toml:"max_requests_per_minute"`
@@ -102,7 +107,7 @@ type MicrosoftDefender struct {
 	sleep func(ctx context.Context, d time.Duration) error
 
 	// acc is Start's accumulator, which Gather emits through: it keeps nanoseconds (unless the plugin's precision
-	// is set), where Gather's rounds to the agent's precision and would merge the events atTick keeps apart.
+	// is set), where Gather's rounds to the agent's precision and would merge the events eventTime keeps apart.
 	acc telegraf.Accumulator
 	// ctx ends at Interrupt or Stop, cancelling a poll in flight; set in Init and only read after, so that
 	// Interrupt can cancel while Gather runs.
@@ -112,6 +117,7 @@ type MicrosoftDefender struct {
 	throttledUntil time.Time  // when the API allows the next request, after a Retry-After longer than a poll
 	stateDirty     bool       // the cursor moved since the state file was written
 	stateLock      *stateLock // keeps other instances off state_file until Stop
+	delivery       *delivery  // follows what the outputs confirmed; nil before Start
 }
 
 // newMicrosoftDefender returns a plugin with the documented defaults.
@@ -119,12 +125,13 @@ func newMicrosoftDefender() *MicrosoftDefender {
 	return &MicrosoftDefender{
 		API:                   "graph",
 		AuthMethod:            methodClientSecret,
-		IncludeIncidentAlerts: true,
 		InitialLookback:       config.Duration(2 * time.Hour),
 		Delay:                 config.Duration(time.Minute),
 		Overlap:               config.Duration(10 * time.Minute),
 		MaxWindow:             config.Duration(time.Hour),
 		MaxAlertsPerGather:    10000,
+		MaxUndeliveredAlerts:  defaultMaxUndelivered,
+		IncludeIncidentAlerts: true,
 		MaxRetries:            3,
 		MaxRequestsPerMinute:  60,
 		MaxBodySize:           config.Size(256 * 1024 * 1024),
@@ -151,6 +158,7 @@ func (m *MicrosoftDefender) Init() error {
 		}
 		m.PageSize = maxIncidentTop
 	}
+	m.MaxUndeliveredAlerts = cmp.Or(m.MaxUndeliveredAlerts, defaultMaxUndelivered)
 	if m.now == nil {
 		m.now = time.Now
 	}
@@ -228,6 +236,7 @@ func (m *MicrosoftDefender) checkSettings() error {
 		{m.MaxWindow <= m.Overlap, fmt.Sprintf("max_window (%s) must be longer than overlap (%s), or no chunk would advance the cursor",
 			time.Duration(m.MaxWindow), time.Duration(m.Overlap))},
 		{m.MaxAlertsPerGather <= 0, fmt.Sprintf("max_alerts_per_gather must be positive, got %d", m.MaxAlertsPerGather)},
+		{m.MaxUndeliveredAlerts < 0, fmt.Sprintf("max_undelivered_alerts must not be negative, got %d", m.MaxUndeliveredAlerts)},
 		{m.MaxRetries < 0, fmt.Sprintf("max_retries must not be negative, got %d", m.MaxRetries)},
 		{m.MaxRequestsPerMinute <= 0, fmt.Sprintf("max_requests_per_minute must be positive, got %d", m.MaxRequestsPerMinute)},
 		{m.MaxBodySize <= 0, "max_body_size must be positive"},
@@ -243,6 +252,9 @@ func (m *MicrosoftDefender) checkSettings() error {
 // Start implements telegraf.ServiceInput, for acc (see the field) and for Stop; polling happens in Gather.
 func (m *MicrosoftDefender) Start(acc telegraf.Accumulator) error {
 	m.acc = acc
+	// Each tracked group holds at least one alert: at most so many are open.
+	tracking := acc.WithTracking(m.MaxUndeliveredAlerts + m.MaxAlertsPerGather)
+	m.delivery = newDelivery(tracking, m.MaxUndeliveredAlerts, m.cursor)
 	return nil
 }
 
@@ -262,6 +274,7 @@ func (m *MicrosoftDefender) Stop() {
 		return // Init did not get as far as the cursor: nothing to stop or save
 	}
 	m.cancel()
+	m.settleDeliveries()
 	if err := m.commitState(); err != nil {
 		m.Log.Errorf("Saving the state to %q failed, the next start repeats the last poll: %s", m.StateFile, err)
 	}
@@ -277,6 +290,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	if m.acc != nil {
 		acc = m.acc
 	}
+	m.settleDeliveries()
 	if err := m.commitState(); err != nil {
 		acc.AddError(fmt.Errorf("saving the state to %q failed, a restart would repeat detections: %w", m.StateFile, err))
 	}
@@ -314,6 +328,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		},
 		budget:   m.MaxAlertsPerGather,
 		deadline: now.Add(interval),
+		delivery: m.delivery,
 	}
 
 	var countsAt time.Time
@@ -323,6 +338,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	} else {
 		countsAt = p.run(m.ctx, end)
 	}
+	m.delivery.send(m.cursor)
 	if !p.throttledUntil.IsZero() {
 		m.throttledUntil = p.throttledUntil
 	}
@@ -342,8 +358,28 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	}
 	lag := max(now.Sub(readUpTo), 0) // a watermark up to maxClockSkew ahead is believed: no lag
 	acc.AddMetric(pollMetric(m.API, p.status(), &p.stats, time.Since(started), lag, now))
-	m.stateDirty = m.stateDirty || p.stats.requests > 0
+	if m.delivery == nil {
+		m.stateDirty = m.stateDirty || p.stats.requests > 0
+	}
 	return nil
+}
+
+// settleDeliveries takes what the outputs confirmed, and goes back to the last confirmed position when they
+// did not take everything.
+func (m *MicrosoftDefender) settleDeliveries() {
+	if m.delivery == nil {
+		return
+	}
+	m.delivery.drain()
+	if m.delivery.rollbackDue() {
+		n := m.delivery.rollback(m.cursor)
+		m.Log.Warnf("An output did not take %s (rejected, or dropped from Telegraf's full buffer): reading them again",
+			countOf(n, "alert"))
+		m.stateDirty = true
+	}
+	if m.delivery.moved {
+		m.stateDirty, m.delivery.moved = true, false
+	}
 }
 
 // perRequest is the number of records one request asks for.
@@ -351,6 +387,9 @@ func (m *MicrosoftDefender) perRequest() int {
 	n := min(m.MaxAlertsPerGather, maxRequestRecords)
 	if m.API == "siem" && m.PageSize > 0 {
 		n = min(n, m.PageSize)
+	}
+	if m.delivery != nil {
+		n = min(n, max(1, m.delivery.limit/2)) // one answer more may be in flight than the limit
 	}
 	return n
 }

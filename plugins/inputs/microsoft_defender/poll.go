@@ -94,6 +94,7 @@ type poll struct {
 	stopped        stopReason
 	err            error
 	throttledUntil time.Time // a Retry-After past the deadline
+	delivery       *delivery // nil: alerts go straight to acc
 }
 
 // pollStats become the defender_poll metric.
@@ -177,7 +178,7 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 				return true
 			}
 		}
-		if !req.continues && p.stopBefore() {
+		if !req.continues && p.stopBefore() || !p.roomForMore(ctx) {
 			return false
 		}
 		a := p.send(ctx, req)
@@ -201,6 +202,7 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 		if !pr.unreadable.IsZero() {
 			p.passOverUnreadable(pr.unreadable)
 		}
+		p.delivery.send(p.cursor) // the position after the answer confirms its alerts
 		if pr.err != nil {
 			p.fail(ctx, pr.err)
 			return false
@@ -225,8 +227,8 @@ func (p *poll) passOverUnreadable(at time.Time) {
 		return
 	}
 	p.stats.skipped++
-	p.log.Warnf("The detections with LastProcessedTimeUtc %s cannot be read (larger than max_body_size, %d bytes, alone or together, "+
-		"or not JSON): they are skipped; raise max_body_size if they are large", at.Format(time.RFC3339Nano), p.known.maxBodySize)
+	p.log.Warnf("The records the %s holds at %s cannot be read (larger than max_body_size, %d bytes, alone or together, "+
+		"or not JSON): they are skipped; raise max_body_size if they are large", p.client.name, at.Format(time.RFC3339Nano), p.known.maxBodySize)
 }
 
 // send sends one request, retrying transient failures at most max_retries
@@ -347,19 +349,38 @@ func (p *poll) take(r record, a *answer) bool {
 	}
 	if !r.inWindow() {
 		if m.Time().IsZero() { // no time of the record could be read
-			m.SetTime(atTick(p.now(), hashOf(id)))
+			m.SetTime(eventTime(p.now(), id, 0))
 		}
 		p.stats.outOfWindow++
 		p.logProblemf("%s (%q): its time is outside the window asked for, or unknown; it is emitted, and the cursor does not use its time",
 			problems.where(), truncate(id, 128))
 	}
-	p.acc.AddMetric(m)
 	p.counter.add(r.countKey())
 	if t.IsZero() {
 		t = p.now() // the API placed it before now: remembered as long as a window can return it
 	}
-	p.cursor.remember(id, t)
+	id = p.cursor.remember(id, t)
+	if p.delivery == nil {
+		p.acc.AddMetric(m)
+		return true
+	}
+	p.delivery.add(m, id)
+	if len(p.delivery.filling.metrics) >= min(trackingBatch, p.delivery.limit) {
+		p.delivery.send(p.cursor)
+	}
 	return true
+}
+
+// roomForMore waits, before a request, until the outputs confirmed enough
+// alerts for the poll to read on; it stops the poll when they do not
+// within its deadline, or rejected some.
+func (p *poll) roomForMore(ctx context.Context) bool {
+	if p.delivery == nil || p.delivery.waitForRoom(ctx, p.deadline.Sub(p.now())) {
+		return true
+	}
+	p.log.Debugf("%d alerts are not yet confirmed by the outputs: the next poll reads on", p.delivery.undelivered)
+	p.stop(stoppedDeadline, nil)
+	return false
 }
 
 // maxProblemsLogged records with problems are logged per poll, the rest only

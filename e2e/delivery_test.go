@@ -1,0 +1,204 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Built into Telegraf with a buffer smaller than the backlog and InfluxDB
+// down for the first 15 s: every detection reaches InfluxDB once. With
+// max_undelivered_alerts below the buffer the plugin waits for the output
+// and Telegraf drops nothing; above it Telegraf drops what overflows, the
+// outputs report it rejected, and the plugin reads it again.
+func TestInTreeOutputOutageLosesNothing(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name           string
+		maxUndelivered int
+		drops          bool
+	}{
+		// In flight: the limit and one answer of half of it, 900.
+		{"bounded below the buffer", 600, false},
+		{"above the buffer", 5000, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			sim, _, url := newStillSimulator(t, 47, 90)
+			port := freePort(t)
+			a := startInTree(t, t.TempDir(), "telegraf", fmt.Sprintf(`
+[agent]
+  interval = "1s"
+  flush_interval = "1s"
+  metric_batch_size = 500
+  metric_buffer_limit = 1000
+  omit_hostname = true
+`)+siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`,
+				"max_requests_per_minute = 600", fmt.Sprintf("max_undelivered_alerts = %d", tc.maxUndelivered))+fmt.Sprintf(`
+[[outputs.influxdb]]
+  urls = ["http://127.0.0.1:%d"]
+  database = "defender"
+  timeout = "2s"
+`, port))
+			want := len(sim.All())
+			require.Greater(t, want, 3000, "a backlog larger than the buffer")
+			time.Sleep(15 * time.Second) // the outage
+			db := startInfluxDBOn(t, port)
+			points := func() int {
+				for _, s := range db.queryIfExists(t, `SELECT count("full_id") FROM "defender_alert"`) {
+					return int(s.Values[0][1].(float64))
+				}
+				return 0
+			}
+			waitFor(t, a, "every detection in InfluxDB", func() bool { return points() >= want })
+			a.stop(t)
+			require.Equal(t, want, points())
+			dropped := strings.Contains(a.stderr.String(), "metrics have been dropped")
+			require.Equal(t, tc.drops, dropped, "Telegraf's log:\n%s", a.stderr.String())
+		})
+	}
+}
+
+// The external plugin under execd gets no confirmation from Telegraf's
+// outputs: with buffer_strategy = "disk", as the README says, a backlog
+// larger than metric_buffer_limit survives an InfluxDB outage whole.
+func TestExecdOutputOutageWithDiskBuffer(t *testing.T) {
+	t.Parallel()
+	sim, _, url := newStillSimulator(t, 53, 90)
+	dir := t.TempDir()
+	port := freePort(t)
+	pluginPath := filepath.Join(dir, "defender.conf")
+	require.NoError(t, os.WriteFile(pluginPath, []byte(siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`,
+		"max_requests_per_minute = 600")), 0o600))
+	out := filepath.Join(dir, "out.lp")
+	a := launch(t, "telegraf", filepath.Join(dir, "telegraf.conf"), fmt.Sprintf(`
+[agent]
+  interval = "1s"
+  flush_interval = "1s"
+  metric_batch_size = 500
+  metric_buffer_limit = 1000
+  buffer_strategy = "disk"
+  buffer_directory = %q
+  omit_hostname = true
+
+[[inputs.execd]]
+  command = [%q, "-config", %q, "-poll_interval_disabled"]
+  signal = "STDIN"
+  data_format = "influx"
+
+[[outputs.influxdb]]
+  urls = ["http://127.0.0.1:%d"]
+  database = "defender"
+  timeout = "2s"
+
+[[outputs.file]]
+  files = [%q]
+  data_format = "influx"
+`, filepath.Join(dir, "buffer"), binary(t, "telegraf-defender"), pluginPath, port, out), out)
+	want := len(sim.All())
+	require.Greater(t, want, 3000, "a backlog larger than the buffer")
+	waitFor(t, a, "the backlog read during the outage", func() bool { return len(byName(a.metrics(t), "defender_alert")) >= want })
+	db := startInfluxDBOn(t, port)
+	points := func() int {
+		for _, s := range db.queryIfExists(t, `SELECT count("full_id") FROM "defender_alert"`) {
+			return int(s.Values[0][1].(float64))
+		}
+		return 0
+	}
+	waitFor(t, a, "every detection in InfluxDB", func() bool { return points() >= want })
+	a.stop(t)
+	require.Equal(t, want, points())
+	require.NotContains(t, a.stderr.String(), "metrics have been dropped")
+}
+
+// The same outage with OpenSearch: built into Telegraf, a backlog larger
+// than the buffer and the node down for the first 15 s; every detection
+// becomes one document.
+func TestInTreeOpenSearchOutageLosesNothing(t *testing.T) {
+	t.Parallel()
+	sim, _, url := newStillSimulator(t, 59, 90)
+	port := freePort(t)
+	a := startInTree(t, t.TempDir(), "telegraf", `
+[agent]
+  interval = "1s"
+  flush_interval = "1s"
+  metric_batch_size = 500
+  metric_buffer_limit = 1000
+  omit_hostname = true
+`+siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`, "max_requests_per_minute = 600")+
+		opensearchOutput(fmt.Sprintf("http://127.0.0.1:%d", port), `'defender-{{.Time.Format "2006.01.02"}}'`, "defender-ecs",
+			"  force_document_id = true\n  ## Down at start: connect again later, buffering meanwhile.\n  startup_error_behavior = \"retry\"\n"))
+	want := len(sim.All())
+	require.Greater(t, want, 3000, "a backlog larger than the buffer")
+	time.Sleep(15 * time.Second) // the outage
+	node := startOpenSearch(t, fmt.Sprintf("http.port=%d", port))
+	node.install(t)
+	documents := func() int {
+		node.request(t, http.MethodPost, "/defender-*/_refresh", nil)
+		return totalHits(t, node.search(t, "defender-*", `{"size":0,"track_total_hits":true,"query":{"term":{"measurement_name":"defender_alert"}}}`))
+	}
+	waitFor(t, a, "every detection in OpenSearch", func() bool { return documents() >= want })
+	a.stop(t)
+	require.Equal(t, want, documents())
+}
+
+// Eight sections in one Telegraf, each reading the whole backlog (a tag
+// tells them apart), with a buffer of 1,000 and InfluxDB down for the
+// first 15 s: each section's every detection reaches InfluxDB.
+func TestInTreeManySectionsThroughAnOutage(t *testing.T) {
+	t.Parallel()
+	const sections = 8
+	sim, _, url := newStillSimulator(t, 61, 60)
+	port := freePort(t)
+	conf := `
+[agent]
+  interval = "1s"
+  flush_interval = "1s"
+  metric_batch_size = 500
+  metric_buffer_limit = 1000
+  omit_hostname = true
+`
+	for i := range sections {
+		conf += siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`, "max_requests_per_minute = 600",
+			"[inputs.microsoft_defender.tags]", fmt.Sprintf("  section = \"%d\"", i))
+	}
+	a := startInTree(t, t.TempDir(), "telegraf", conf+fmt.Sprintf(`
+[[outputs.influxdb]]
+  urls = ["http://127.0.0.1:%d"]
+  database = "defender"
+  timeout = "5s"
+`, port))
+	want := len(sim.All())
+	time.Sleep(15 * time.Second) // the outage
+	db := startInfluxDBOn(t, port)
+	perSection := func() map[string]int {
+		got := make(map[string]int)
+		for _, s := range db.queryIfExists(t, `SELECT count("full_id") FROM "defender_alert" GROUP BY "section"`) {
+			got[s.Tags["section"]] = int(s.Values[0][1].(float64))
+		}
+		return got
+	}
+	all := make(map[string]int)
+	for i := range sections {
+		all[fmt.Sprint(i)] = want
+	}
+	waitFor(t, a, "every section's detections in InfluxDB", func() bool {
+		got := perSection()
+		for _, n := range got {
+			if n < want {
+				return false
+			}
+		}
+		return len(got) == sections
+	})
+	a.stop(t)
+	require.Equal(t, all, perSection())
+}
