@@ -153,3 +153,15 @@ func TestIncidentSettings(t *testing.T) {
 	require.Equal(t, "https://graph.microsoft.us/v1.0/security/incidents", m.endpoint.String())
 	require.Equal(t, []string{"https://graph.microsoft.us/.default"}, m.Scopes)
 }
+
+// The probe asks for one incident of the last hour, its alerts with it;
+// a 403 names the incidents' permission.
+func TestIncidentProbe(t *testing.T) {
+	status := http.StatusOK
+	plugin, _, requests := incidentStub(t, func(*http.Request) (int, string) { return status, `{"value":[]}` })
+	require.NoError(t, plugin.Probe())
+	require.Equal(t, []string{"alerts 14:00:00.0000000Z 15:00:00.0000000Z top=1"}, *requests)
+	status = http.StatusForbidden
+	require.ErrorContains(t, plugin.Probe(), "Likely fix: The app lacks the Graph application permission SecurityIncident.Read.All, "+
+		"or admin consent to it: grant it and consent in Entra ID.")
+}
