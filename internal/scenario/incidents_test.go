@@ -73,7 +73,9 @@ func TestIncidentsEveryVersionOnce(t *testing.T) {
 func TestIncidentRedirect(t *testing.T) {
 	bubble(t, func(t *testing.T) {
 		s := newScenario(t, simulator.Config{})
-		at := func(minutes int) string { return fixedNow.Add(time.Duration(minutes) * time.Minute).Format(simulator.TimeLayout) }
+		at := func(minutes int) string {
+			return fixedNow.Add(time.Duration(minutes) * time.Minute).Format(simulator.TimeLayout)
+		}
 		ptr := func(s string) *string { return &s }
 		alerts := []simulator.GraphAlert{
 			{ID: "a1", IncidentID: "1", Status: "new", Severity: "high", CreatedDateTime: at(1), LastUpdateDateTime: at(1)},

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -166,14 +167,14 @@ func (s *Server) generateIncidentLocked(n uint64, versions []GraphAlert) {
 	base := GraphIncident{
 		ID: a.IncidentID, TenantID: a.TenantID, Status: "active", Severity: a.Severity, Classification: "unknown", Determination: "unknown",
 		DisplayName: a.Title + " on one endpoint", IncidentWebURL: a.IncidentWebURL, CreatedDateTime: a.CreatedDateTime,
-		LastUpdateDateTime: a.LastUpdateDateTime, CustomTags: []string{}, SystemTags: []string{}, Comments: []map[string]string{},
+		LastUpdateDateTime: a.LastUpdateDateTime, CustomTags: make([]string, 0), SystemTags: make([]string, 0), Comments: make([]map[string]string, 0),
 		AlertIDs: []string{a.ID}, VisibleAt: a.VisibleAt,
 	}
 	if a.Severity == "high" {
 		base.SystemTags = []string{"Defender Experts"}
 	}
 	incident := []GraphIncident{base}
-	target := fmt.Sprint(1000 + (n-1)%100000)
+	target := strconv.FormatUint(1000+(n-1)%100000, 10)
 	switch pick := rng.IntN(6); {
 	case pick == 0 && s.redirectableLocked(target):
 		redirected := base

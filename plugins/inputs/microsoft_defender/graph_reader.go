@@ -206,7 +206,7 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 		why = fmt.Sprintf("a next link was refused: %v", a.err)
 	case a.err != nil && r.expand != "" && !w.plain && isServerError(a.err):
 		// As a peer saw on a large tenant, for good: the alerts are not guessed.
-		k.warnOnce("expand", "Reading %ss with $expand=%s failed, so those last updated from %s to %s are read without it "+
+		k.warnOncef("expand", "Reading %ss with $expand=%s failed, so those last updated from %s to %s are read without it "+
 			"(alert_count and alert_ids left out): %v", r.noun, r.expand, w.from.Format(time.RFC3339Nano), c.End.Format(time.RFC3339Nano), a.err)
 		w.plain = true
 		pr.then = &request{url: r.ask(c, w.from, w.to, r.pageSize)}

@@ -202,8 +202,8 @@ func incidentStatusMeaning(status int) string {
 	}
 }
 
-// warnOnce logs a warning of this kind (key) once a poll.
-func (k *known) warnOnce(key, format string, args ...any) {
+// warnOncef logs a warning of this kind (key) once a poll.
+func (k *known) warnOncef(key, format string, args ...any) {
 	if k.warned[key] {
 		return
 	}
