@@ -94,6 +94,7 @@ type graphWalk struct {
 	held, shown int
 	pageCap     int  // the records a page holds at most, when the service showed fewer than $top; kept for the chunk
 	plain       bool // $expand left out, after a 500; kept for the chunk
+	oversized   bool // a record with what $expand added is over maxRecordBytes
 }
 
 // ask asks for the first page of the records last updated in [from, to).
@@ -148,10 +149,14 @@ func (r *graphReader) next(c *chunk, _ *known) *request {
 // time cannot be placed and are handed on.
 func (r *graphReader) decode(c *chunk, body io.Reader, emit func(record) bool) error {
 	w := &c.graph
-	w.items, w.outside, w.times, w.added = 0, 0, w.times[:0], 0
+	w.items, w.outside, w.times, w.added, w.oversized = 0, 0, w.times[:0], 0, false
 	var err error
 	w.next, err = r.decodePage(body, func(a record) bool {
 		w.items++
+		if r.expand != "" && !w.plain && a.problems().skip == skipTooLarge {
+			w.oversized = true // read again without $expand, not skipped
+			return true
+		}
 		at := a.cursorTime()
 		if a.problems().skip != "" || at.IsZero() {
 			return emit(a)
@@ -191,6 +196,17 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	}
 	var why string
 	switch {
+	case r.expand != "" && !w.plain && (w.oversized || isServerError(a.err)):
+		// As a peer saw on a large tenant, for good: the alerts are not guessed.
+		cause := fmt.Sprint(a.err)
+		if w.oversized {
+			cause = fmt.Sprintf("an %s with them is over %d MiB", r.noun, maxRecordBytes>>20)
+		}
+		k.warnOncef("expand", "Reading %ss with $expand=%s failed, so those last updated from %s to %s are read without it "+
+			"(alert_count and alert_ids left out): %s", r.noun, r.expand, w.from.Format(time.RFC3339Nano), c.End.Format(time.RFC3339Nano), cause)
+		w.plain = true
+		pr.then = &request{url: r.ask(c, w.from, w.to, r.pageSize)}
+		return pr
 	case w.confirming && a.err == nil && w.items == 0 && w.next == "":
 		return r.settle(c, pr, w.held)
 	case w.confirming && (a.err == nil || a.class == failRefused || errors.Is(a.err, errBodyTooLarge)):
@@ -204,13 +220,6 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 		return r.settle(c, pr, len(w.times))
 	case a.err != nil && w.pages > 1 && a.class == failRefused:
 		why = fmt.Sprintf("a next link was refused: %v", a.err)
-	case a.err != nil && r.expand != "" && !w.plain && isServerError(a.err):
-		// As a peer saw on a large tenant, for good: the alerts are not guessed.
-		k.warnOncef("expand", "Reading %ss with $expand=%s failed, so those last updated from %s to %s are read without it "+
-			"(alert_count and alert_ids left out): %v", r.noun, r.expand, w.from.Format(time.RFC3339Nano), c.End.Format(time.RFC3339Nano), a.err)
-		w.plain = true
-		pr.then = &request{url: r.ask(c, w.from, w.to, r.pageSize)}
-		return pr
 	case a.err != nil && !errors.Is(a.err, errBodyTooLarge):
 		// The poll's to retry or report: no reason to split, as malformed
 		// JSON, say, comes back in any part.

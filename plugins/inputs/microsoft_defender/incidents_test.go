@@ -165,3 +165,23 @@ func TestIncidentProbe(t *testing.T) {
 	require.ErrorContains(t, plugin.Probe(), "Likely fix: The app lacks the Graph application permission SecurityIncident.Read.All, "+
 		"or admin consent to it: grant it and consent in Entra ID.")
 }
+
+// An incident over the 8 MiB a record may take with its alerts is not
+// skipped: its window is read again without them.
+func TestIncidentTooLargeWithItsAlerts(t *testing.T) {
+	incident := `{"id":"7","lastUpdateDateTime":"2020-09-30T14:00:00Z"`
+	plugin, logger, requests := incidentStub(t, func(r *http.Request) (int, string) {
+		if r.URL.Query().Get("$expand") == "" {
+			return http.StatusOK, `{"value":[` + incident + `}]}`
+		}
+		return http.StatusOK, `{"value":[` + incident + `,"alerts":[{"id":"a","evidence":"` + strings.Repeat("x", 9<<20) + `"}]}]}`
+	}, func(m *MicrosoftDefender) { m.MaxWindow = config.Duration(3 * time.Hour) })
+	acc := gatherOK(t, plugin)
+	require.Equal(t, []string{"alerts 12:59:00.0000000Z 14:59:00.0000000Z top=50", " 12:59:00.0000000Z 14:59:00.0000000Z top=50"}, *requests)
+	require.Equal(t, []string{"W! [] Reading incidents with $expand=alerts failed, so those last updated from 2020-09-30T12:59:00Z " +
+		"to 2020-09-30T14:59:00Z are read without it (alert_count and alert_ids left out): an incident with them is over 8 MiB"},
+		logger.Warnings())
+	require.Equal(t, map[string]any{"incident_id": "7", "last_update_date_time": "2020-09-30T14:00:00Z"},
+		acc.GetTelegrafMetrics()[0].Fields())
+	require.Equal(t, int64(0), pollFields(t, acc)["alerts_skipped"])
+}
