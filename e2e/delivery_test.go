@@ -5,6 +5,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
 
 // Built into Telegraf with a buffer smaller than the backlog and InfluxDB
@@ -201,4 +204,61 @@ func TestInTreeManySectionsThroughAnOutage(t *testing.T) {
 	})
 	a.stop(t)
 	require.Equal(t, all, perSection())
+}
+
+// Records that share every tag and their time to the 100 ns (two Graph
+// alerts created at once, each with three versions that keep every tag; two
+// SIEM detections of different alerts with one AlertTime and AlertPart) are
+// each their own point in InfluxDB and their own document in OpenSearch
+// under force_document_id.
+func TestInTreeRecordsSharingTimeAndTagsStayApart(t *testing.T) {
+	t.Parallel()
+	sim := simulator.New(simulator.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret"})
+	created := time.Now().UTC().Add(-5 * time.Minute).Truncate(time.Second)
+	version := func(id string, v int) simulator.GraphAlert {
+		assigned := fmt.Sprintf("analyst%d@contoso.com", v)
+		return simulator.GraphAlert{ID: id, Status: "new", Severity: "high", Category: "Malware",
+			ServiceSource: "microsoftDefenderForEndpoint", DetectionSource: "antivirus", AssignedTo: &assigned,
+			CreatedDateTime:    created.Format(time.RFC3339Nano),
+			LastUpdateDateTime: created.Add(time.Duration(v) * time.Minute).Format(time.RFC3339Nano)}
+	}
+	require.NoError(t, sim.AddGraph(version("twin-a", 0), version("twin-b", 0)))
+	for _, id := range []string{"da-twin1:1", "da-twin2:1"} {
+		d := simDetection(id, "High", "Malware", "Finance", created.Add(time.Minute))
+		d.AlertTime = created.Format(time.RFC3339Nano)
+		require.NoError(t, sim.Add(d))
+	}
+	server := httptest.NewServer(sim.Handler())
+	t.Cleanup(server.Close)
+
+	db := startInfluxDB(t)
+	node := startOpenSearch(t)
+	node.install(t)
+	a := startInTree(t, t.TempDir(), "telegraf", "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n"+
+		inTreeSections(server.URL)+fmt.Sprintf(`
+[[outputs.influxdb]]
+  urls = [%q]
+  database = "defender"
+`, db.url)+opensearchOutput(node.url, `'defender-{{.Time.Format "2006.01.02"}}'`, "defender-ecs", "  force_document_id = true\n"))
+	points := func() int {
+		for _, s := range db.queryIfExists(t, `SELECT count("alert_id") FROM "defender_alert"`) {
+			return int(s.Values[0][1].(float64))
+		}
+		return 0
+	}
+	documents := func() int {
+		node.request(t, http.MethodPost, "/defender-*/_refresh", nil)
+		return totalHits(t, node.search(t, "defender-*", `{"size":0,"track_total_hits":true,"query":{"term":{"measurement_name":"defender_alert"}}}`))
+	}
+	// The API shows an alert's current version only: each update is added
+	// once the one before was read.
+	for v, want := range []int{4, 6, 8} {
+		if v > 0 {
+			require.NoError(t, sim.AddGraph(version("twin-a", v), version("twin-b", v)))
+		}
+		waitFor(t, a, fmt.Sprintf("%d records in InfluxDB and OpenSearch", want), func() bool { return points() >= want && documents() >= want })
+	}
+	a.stop(t)
+	require.Equal(t, 8, points())
+	require.Equal(t, 8, documents())
 }
