@@ -180,7 +180,8 @@ func TestInfluxDBPipelineAndDashboard(t *testing.T) {
 
 	dashboard, err := os.ReadFile(filepath.Join("..", "dashboards", "defender-influxdb.json"))
 	require.NoError(t, err)
-	queries := dashboardQueries(t, dashboard)
+	// The incident panels' queries run in TestInTreeIncidentsIntoInfluxDB.
+	_, queries := incidentQueries(dashboardQueries(t, dashboard))
 	require.Len(t, queries, 10)
 	for _, q := range queries {
 		// Grafana's macros, as Grafana expands them for "the last day".

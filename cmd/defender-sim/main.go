@@ -75,6 +75,8 @@ func main() {
 		"Graph: the first this many pages that would hold more than one alert hold one, with a next link to the rest")
 	flag.BoolVar(&cfg.Graph.TrailingLink, "graph-trailing-link", false,
 		"Graph: a next link on every page that holds alerts, the last one's leading to an empty page")
+	flag.IntVar(&cfg.Graph.ExpandFailsAbove, "graph-expand-fails-above", 0,
+		"Graph: answer 500 to a page of incidents with $expand=alerts that would hold more than this many (0: never)")
 	flag.Parse()
 	if err := cfg.Graph.Check(); err != nil {
 		fmt.Fprintln(os.Stderr, "defender-sim:", err)

@@ -60,12 +60,10 @@ func playGraphScenario(t *testing.T, behaviour simulator.GraphBehaviour, configu
 
 	// The crash repeats at most its last poll.
 	for _, m := range crashed.GetTelegrafMetrics() {
-		if m.Name() != measurementAlert {
+		if m.Name() != measurementAlert && m.Name() != measurementIncident {
 			continue
 		}
-		id, _ := m.GetField("alert_id")
-		updated, _ := m.GetField("last_update_date_time")
-		if version := id.(string) + "@" + updated.(string); s.emitted[version] == 2 {
+		if version := versionKey(m); s.emitted[version] == 2 {
 			s.emitted[version]--
 		}
 	}

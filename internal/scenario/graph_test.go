@@ -129,12 +129,34 @@ type graphCheck struct {
 	inWindow, readable              int
 }
 
+// graphVersion is a version of an alert or an incident, as the checks read it.
+type graphVersion struct {
+	ID, LastUpdateDateTime, Status string
+	VisibleAt                      time.Time
+}
+
+// graphVersions are the versions of what p reads, alerts or incidents,
+// that the simulator held up to now, oldest first.
+func (s *scenario) graphVersions(p *MicrosoftDefender) []graphVersion {
+	var out []graphVersion
+	if p.API == "graph_incidents" {
+		for _, in := range s.sim.AllIncidents() {
+			out = append(out, graphVersion{in.ID, in.LastUpdateDateTime, in.Status, in.VisibleAt})
+		}
+		return out
+	}
+	for _, a := range s.sim.AllGraph() {
+		out = append(out, graphVersion{a.ID, a.LastUpdateDateTime, a.Status, a.VisibleAt})
+	}
+	return out
+}
+
 // checkGraphVersions compares what was emitted with what was readable;
 // see requireGraphVersionsOnce.
 func (s *scenario) checkGraphVersions(p *MicrosoftDefender, start time.Time) graphCheck {
 	s.t.Helper()
 	readUpTo := time.Now().Add(-pollInterval - time.Duration(p.Delay))
-	all := s.sim.AllGraph()
+	all := s.graphVersions(p)
 	nextUpdate := make(map[string]time.Time) // id@lastUpdate -> the next version's lastUpdate
 	previous := make(map[string]string)      // alert id -> its previous version's key
 	want := make(map[string]bool)
@@ -154,7 +176,7 @@ func (s *scenario) checkGraphVersions(p *MicrosoftDefender, start time.Time) gra
 			resolved++
 		}
 	}
-	require.Positive(s.t, resolved, "some alerts were resolved after they were created")
+	require.Positive(s.t, resolved, "some were resolved after they were created")
 	for i := range all {
 		a := &all[i]
 		lastUpdate, err := time.Parse(time.RFC3339Nano, a.LastUpdateDateTime)

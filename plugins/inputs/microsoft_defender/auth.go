@@ -160,7 +160,7 @@ func (m *MicrosoftDefender) loginEndpoint() (*url.URL, error) {
 	}
 	if login == "" {
 		login = defaultLoginEndpoint
-		if cloud, known := graphRegions[m.Region]; known && m.API == "graph" {
+		if cloud, known := graphRegions[m.Region]; known && m.API != "siem" {
 			login = "https://" + cloud.loginHost
 		} else if m.Region == "gcc-high" {
 			login = defaultLoginEndpointGovt

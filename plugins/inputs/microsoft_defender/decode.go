@@ -19,6 +19,9 @@ import (
 // one is skipped and counted in alerts_skipped, and the answer read on.
 const maxRecordBytes = 8 << 20 // 40 times the longest Windows command line JSON-escaped; one record held fits the plugin's 64 MB
 
+// skipTooLarge is why a record over maxRecordBytes is skipped.
+var skipTooLarge = fmt.Sprintf("it is larger than %d MiB, the most one record may take", maxRecordBytes>>20)
+
 // errRecordTooLarge ends the unmarshaling of a record past maxRecordBytes.
 var errRecordTooLarge = errors.New("record larger than maxRecordBytes")
 
@@ -50,6 +53,7 @@ func newRecordReader(body io.Reader, names []taggedField) *recordReader {
 			jsonv2.UnmarshalFromFunc(r.unmarshalEvidence),
 			jsonv2.UnmarshalFromFunc(func(dec *jsontext.Decoder, o *optional[int64]) error { return r.unmarshalJSON(dec, o) }),
 			jsonv2.UnmarshalFromFunc(func(dec *jsontext.Decoder, o *optional[bool]) error { return r.unmarshalJSON(dec, o) }),
+			jsonv2.UnmarshalFromFunc(r.unmarshalIncidentAlerts),
 		)))
 	r.dec = jsontext.NewDecoder(body, r.opts)
 	return r
@@ -99,7 +103,7 @@ func (r *recordReader) next(v interface{ validate() }, p *recordProblems, noun s
 	case err != nil:
 		return r.recordError(err, "%s %d", noun, i)
 	case r.dec.InputOffset()-r.start > maxRecordBytes:
-		p.skip = fmt.Sprintf("it is larger than %d MiB, the most one record may take", maxRecordBytes>>20)
+		p.skip = skipTooLarge
 	case p.skip == "":
 		v.validate()
 	}

@@ -97,11 +97,26 @@ func (a *graphAlert) countKey() countKey {
 	}
 }
 
-// decodeGraphPage streams the alerts of one page, {"value": [...],
-// "@odata.nextLink": ...} in any key order, other members skipped, to handle
-// until it returns false, and returns the next page's link.
+// decodeGraphPage streams the alerts of one page to handle until it returns
+// false, and returns the next page's link.
 func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (string, error) {
 	r := newRecordReader(body, graphAlertNames)
+	return decodeGraphValue(r, "alert", func() *graphAlert {
+		a := &graphAlert{}
+		r.alert = a
+		return a
+	}, handle)
+}
+
+// decodeGraphValue streams the items of one page, {"value": [...],
+// "@odata.nextLink": ...} in any key order, other members skipped, each
+// made by newItem, to handle until it returns false, and returns the next
+// page's link.
+func decodeGraphValue[T interface {
+	validate()
+	problems() *recordProblems
+}](r *recordReader, noun string, newItem func() T,
+	handle func(T) bool) (string, error) {
 	if err := r.open('{', "with a value array"); err != nil {
 		return "", err
 	}
@@ -124,9 +139,8 @@ func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (string, err
 			}
 			// r.next explains its errors, and ends the array with io.EOF.
 			for i := 0; err == nil; i++ {
-				a := &graphAlert{}
-				r.alert = a
-				if err = r.next(a, &a.issues, "alert", i); err == nil && !handle(a) {
+				item := newItem()
+				if err = r.next(item, item.problems(), noun, i); err == nil && !handle(item) {
 					return "", nil // the rest of the page is left unread
 				}
 			}

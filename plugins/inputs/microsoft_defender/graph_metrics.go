@@ -13,16 +13,7 @@ import (
 // name where Microsoft's SIEM-to-Graph map gives a counterpart, the Graph
 // name in snake_case otherwise. It is timestamped at createdDateTime.
 func (a *graphAlert) metric() (telegraf.Metric, []string) {
-	ts := a.created
-	if ts.IsZero() {
-		ts = a.lastUpdate
-	}
-	// Versions of one alert share createdDateTime and often every tag.
-	var tm time.Time // none when no time of the alert can be read
-	if !ts.IsZero() {
-		tm = eventTime(ts, a.identity(), 0)
-	}
-	b := newMetricBuilder(measurementAlert, tm)
+	b := newMetricBuilder(measurementAlert, versionTime(a.created, a.lastUpdate, a.identity()))
 	b.countTags(a.countKey())
 	b.tag("detection_source", sanitize(a.DetectionSource, maxTagBytes))
 	b.tag("status", sanitize(a.Status, maxTagBytes))
@@ -72,6 +63,20 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 		}
 	}
 	return b.metric(), cut
+}
+
+// versionTime places a version of a Graph alert or incident at created,
+// else lastUpdate; none when neither could be read. Versions of one record
+// share createdDateTime and often every tag: eventTime parts them.
+func versionTime(created, lastUpdate time.Time, identity string) time.Time {
+	ts := created
+	if ts.IsZero() {
+		ts = lastUpdate
+	}
+	if ts.IsZero() {
+		return time.Time{}
+	}
+	return eventTime(ts, identity, 0)
 }
 
 func formatTime(t time.Time) string {

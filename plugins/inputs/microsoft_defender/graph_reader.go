@@ -27,24 +27,50 @@ var graphRegions = map[string]graphCloud{
 	"china":    {"microsoftgraph.chinacloudapi.cn", "login.partner.microsoftonline.cn"},
 }
 
-const graphAlertsPath = "/v1.0/security/alerts_v2"
+const (
+	graphAlertsPath    = "/v1.0/security/alerts_v2"
+	graphIncidentsPath = "/v1.0/security/incidents"
+)
 
-// graphReader reads Graph security alerts_v2: the versions last updated in
-// a chunk, in parts [From, To) of one page each. Only evidence reads a part
-// whole: a page without @odata.nextLink holding fewer alerts than $top.
+// graphReader reads Graph security alerts_v2 or incidents: the versions
+// last updated in a chunk, in parts [From, To) of one page each. Only
+// evidence reads a part whole: a page without @odata.nextLink holding fewer
+// records than $top.
 // Any other page splits the part in time and its first half is read again,
 // repeats dropped as duplicates. Counts, order and chains of pages are never
 // trusted: a chain is followed only in a part of one 100 ns instant, which
 // cannot be split, and that part is then not shown whole.
 type graphReader struct {
-	endpoint        *url.URL
-	pageSize        int
-	serviceSources  []string
-	severities      []string
-	machineGroups   map[string]bool
-	includeEvidence bool
+	endpoint *url.URL
+	pageSize int
+	noun     string // of the records, for messages
+	filter   string // $filter clauses after the time bounds
+	expand   string // $expand, left out for the rest of a chunk after a 500
+	// decodePage streams the records of a page to handle and returns its
+	// next link; keep, when set, says which records in the part are emitted.
+	decodePage func(body io.Reader, handle func(record) bool) (string, error)
+	keep       func(record) bool
 	// maxAlertsPerGather bounds the chain of one instant.
 	maxAlertsPerGather int
+}
+
+// newGraphReader reads the alerts of api = "graph".
+func newGraphReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
+	groups := make(map[string]bool, len(m.MachineGroups))
+	for _, g := range m.MachineGroups {
+		groups[g] = true
+	}
+	return &graphReader{endpoint: endpoint, pageSize: m.PageSize, noun: "alert", maxAlertsPerGather: m.MaxAlertsPerGather,
+		filter: odataAnyOf("serviceSource", m.ServiceSources) + odataAnyOf("severity", m.Severities),
+		decodePage: func(body io.Reader, handle func(record) bool) (string, error) {
+			return decodeGraphPage(body, func(a *graphAlert) bool { return handle(a) })
+		},
+		keep: func(r record) bool {
+			a := r.(*graphAlert)
+			a.includeEvidence = m.IncludeEvidence
+			return len(groups) == 0 || groups[a.device.RbacGroupName]
+		},
+	}
 }
 
 // graphWalk is the part [from, to) of a chunk being read, on the 100 ns
@@ -52,8 +78,8 @@ type graphReader struct {
 // reads it again.
 type graphWalk struct {
 	from, to     time.Time
-	items        int         // alerts on the page, inside the part or not
-	outside      int         // alerts outside the part, left out
+	items        int         // records on the page, inside the part or not
+	outside      int         // records outside the part, left out
 	firstOutside string      // the identity of the first
 	times        []time.Time // lastUpdateDateTime of those inside
 	next         string
@@ -66,20 +92,25 @@ type graphWalk struct {
 	// page, which held held alerts of the part and shown alerts in all.
 	confirming  bool
 	held, shown int
-	pageCap     int // the alerts a page holds at most, when the service showed fewer than $top; kept for the chunk
+	pageCap     int  // the records a page holds at most, when the service showed fewer than $top; kept for the chunk
+	plain       bool // $expand left out, after a 500; kept for the chunk
+	oversized   bool // a record with what $expand added is over maxRecordBytes
 }
 
-// ask asks for the first page of the alerts last updated in [from, to).
+// ask asks for the first page of the records last updated in [from, to).
 func (r *graphReader) ask(c *chunk, from, to time.Time, top int) *url.URL {
-	c.graph = graphWalk{from: from, to: to, pageCap: c.graph.pageCap}
+	c.graph = graphWalk{from: from, to: to, pageCap: c.graph.pageCap, plain: c.graph.plain}
 	if to.Sub(from) == tick {
 		c.graph.chain, c.graph.visited = make(map[string]bool), make(map[string]bool)
 	}
 	filter := fmt.Sprintf("lastUpdateDateTime ge %s and lastUpdateDateTime lt %s",
 		from.UTC().Format(siemTimeLayout), to.UTC().Format(siemTimeLayout))
 	q := r.endpoint.Query()
-	q.Set("$filter", filter+odataAnyOf("serviceSource", r.serviceSources)+odataAnyOf("severity", r.severities))
+	q.Set("$filter", filter+r.filter)
 	q.Set("$top", strconv.Itoa(top))
+	if r.expand != "" && !c.graph.plain {
+		q.Set("$expand", r.expand)
+	}
 	u := *r.endpoint
 	u.RawQuery = q.Encode()
 	return &u
@@ -112,34 +143,38 @@ func (r *graphReader) next(c *chunk, _ *known) *request {
 	return nil
 }
 
-// decode streams the alerts of one page and notes the page. Alerts outside
-// the part are left out: their times must not steer the cursor, and the
-// part covering them reads them if they are real. Alerts without a time
-// cannot be placed and are handed on.
+// decode streams the records of one page and notes the page. Records
+// outside the part are left out: their times must not steer the cursor, and
+// the part covering them reads them if they are real. Records without a
+// time cannot be placed and are handed on.
 func (r *graphReader) decode(c *chunk, body io.Reader, emit func(record) bool) error {
 	w := &c.graph
-	w.items, w.outside, w.times, w.added = 0, 0, w.times[:0], 0
+	w.items, w.outside, w.times, w.added, w.oversized = 0, 0, w.times[:0], 0, false
 	var err error
-	w.next, err = decodeGraphPage(body, func(a *graphAlert) bool {
+	w.next, err = r.decodePage(body, func(a record) bool {
 		w.items++
-		if a.issues.skip != "" || a.lastUpdate.IsZero() {
+		if r.expand != "" && !w.plain && a.problems().skip == skipTooLarge {
+			w.oversized = true // read again without $expand, not skipped
+			return true
+		}
+		at := a.cursorTime()
+		if a.problems().skip != "" || at.IsZero() {
 			return emit(a)
 		}
-		if a.lastUpdate.Before(w.from) || !a.lastUpdate.Before(w.to) {
+		if at.Before(w.from) || !at.Before(w.to) {
 			if w.outside++; w.outside == 1 {
 				w.firstOutside = a.identity()
 			}
 			return true
 		}
-		w.times = append(w.times, a.lastUpdate)
+		w.times = append(w.times, at)
 		if w.chain != nil && !w.chain[a.identity()] {
 			w.chain[a.identity()] = true
 			w.added++
 		}
-		if len(r.machineGroups) > 0 && !r.machineGroups[a.device.RbacGroupName] {
+		if r.keep != nil && !r.keep(a) {
 			return true
 		}
-		a.includeEvidence = r.includeEvidence
 		return emit(a)
 	})
 	return err
@@ -153,7 +188,7 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	pr := progress{outOfWindow: int64(w.outside)}
 	if w.outside > 0 {
 		k.log.Warnf("The Graph API sent %s last updated outside the window asked for, [%s, %s) (the first: %s): left out",
-			countOf(w.outside, "alert"), w.from.Format(time.RFC3339Nano), w.to.Format(time.RFC3339Nano), truncate(w.firstOutside, 160))
+			countOf(w.outside, r.noun), w.from.Format(time.RFC3339Nano), w.to.Format(time.RFC3339Nano), truncate(w.firstOutside, 160))
 	}
 	w.pages++
 	if w.items > w.pageCap {
@@ -161,6 +196,17 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	}
 	var why string
 	switch {
+	case r.expand != "" && !w.plain && (w.oversized || isServerError(a.err)):
+		// As a peer saw on a large tenant, for good: the alerts are not guessed.
+		cause := fmt.Sprint(a.err)
+		if w.oversized {
+			cause = fmt.Sprintf("an %s with them is over %d MiB", r.noun, maxRecordBytes>>20)
+		}
+		k.warnOncef("expand", "Reading %ss with $expand=%s failed, so those last updated from %s to %s are read without it "+
+			"(alert_count and alert_ids left out): %s", r.noun, r.expand, w.from.Format(time.RFC3339Nano), c.End.Format(time.RFC3339Nano), cause)
+		w.plain = true
+		pr.then = &request{url: r.ask(c, w.from, w.to, r.pageSize)}
+		return pr
 	case w.confirming && a.err == nil && w.items == 0 && w.next == "":
 		return r.settle(c, pr, w.held)
 	case w.confirming && (a.err == nil || a.class == failRefused || errors.Is(a.err, errBodyTooLarge)):
@@ -216,12 +262,12 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 		pr.errors++
 		why = "a next link to another place"
 	}
-	k.log.Warnf("Alerts sharing lastUpdateDateTime %s could not all be shown read whole (%s): %d read, moving on",
-		w.from.Format(time.RFC3339Nano), why, len(w.chain))
+	k.log.Warnf("%s%ss sharing lastUpdateDateTime %s could not all be shown read whole (%s): %d read, moving on",
+		strings.ToUpper(r.noun[:1]), r.noun[1:], w.from.Format(time.RFC3339Nano), why, len(w.chain))
 	return r.settle(c, pr, len(w.chain))
 }
 
-// fullPage is how many alerts a page holds at most: $top, or fewer where
+// fullPage is how many records a page holds at most: $top, or fewer where
 // the service showed so in this chunk.
 func (r *graphReader) fullPage(w *graphWalk) int {
 	if w.pageCap > 0 {
@@ -257,7 +303,7 @@ func (*graphReader) split(c *chunk, k *known, pr progress) progress {
 }
 
 // settle moves the chunk past the part and sizes the next part from the n
-// alerts this one held, to about 0.8 of a page, at most 16 times as wide;
+// records this one held, to about 0.8 of a page, at most 16 times as wide;
 // after an empty part, the rest of the chunk.
 func (r *graphReader) settle(c *chunk, pr progress, n int) progress {
 	width := c.graph.to.Sub(c.graph.from)

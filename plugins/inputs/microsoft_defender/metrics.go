@@ -93,9 +93,10 @@ func (b *metricBuilder) tag(key, value string) {
 	}
 }
 
-// countTags adds the tags defender_alert and defender_alert_count share.
+// countTags adds the tags an event and its count share.
 func (b *metricBuilder) countTags(k countKey) {
 	b.tag("severity", k.severity)
+	b.tag("status", k.status)
 	b.tag("category", k.category)
 	b.tag("machine_group", k.machineGroup)
 }
@@ -187,9 +188,10 @@ func taggedFields(t reflect.Type, key string) []taggedField {
 	return fields
 }
 
-// countKey is one defender_alert_count series.
+// countKey is one series of defender_alert_count, or of measurement.
 type countKey struct {
-	severity, category, machineGroup string
+	measurement                              string
+	severity, status, category, machineGroup string
 }
 
 // countKeyOf returns the tags defender_alert and defender_alert_count share.
@@ -213,7 +215,7 @@ var siemSeverities = map[string]string{
 	"Informational": "informational", "Low": "low", "Medium": "medium", "High": "high", "UnSpecified": "unspecified",
 }
 
-// alertCounter counts a poll's detections per severity, category and machine group.
+// alertCounter counts a poll's records per countKey.
 type alertCounter struct {
 	counts map[countKey]int64
 	order  []countKey // first seen first
@@ -225,19 +227,20 @@ func (c *alertCounter) add(k countKey) {
 	}
 	if _, ok := c.counts[k]; !ok {
 		// Copies, for the same reason as in cursor.remember.
-		k = countKey{strings.Clone(k.severity), strings.Clone(k.category), strings.Clone(k.machineGroup)}
+		k = countKey{k.measurement, strings.Clone(k.severity), strings.Clone(k.status), strings.Clone(k.category),
+			strings.Clone(k.machineGroup)}
 		c.order = append(c.order, k)
 	}
 	c.counts[k]++
 }
 
-// metrics returns a defender_alert_count per key at the window's end, the
-// poll's start parting polls that share an unfinished window.
+// metrics returns a count per key at the window's end, the poll's start
+// parting polls that share an unfinished window.
 func (c *alertCounter) metrics(windowEnd, pollStart time.Time) []telegraf.Metric {
 	ts := eventTime(windowEnd, pollStart.Format(time.RFC3339Nano), 0)
 	out := make([]telegraf.Metric, 0, len(c.order))
 	for _, k := range c.order {
-		b := newMetricBuilder(measurementCount, ts)
+		b := newMetricBuilder(cmp.Or(k.measurement, measurementCount), ts)
 		b.countTags(k)
 		b.intField("count", c.counts[k])
 		out = append(out, b.metric())

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -74,6 +75,7 @@ type MicrosoftDefender struct {
 	Severities               []string `toml:"severities"`
 	PageSize                 int      `toml:"page_size"`
 	IncludeEvidence          bool     `toml:"include_evidence"`
+	IncludeIncidentAlerts    bool     `toml:"include_incident_alerts"`
 
 	InitialLookback    config.Duration `toml:"initial_lookback"`
 	Delay              config.Duration `toml:"delay"`
@@ -121,18 +123,19 @@ type MicrosoftDefender struct {
 // newMicrosoftDefender returns a plugin with the documented defaults.
 func newMicrosoftDefender() *MicrosoftDefender {
 	return &MicrosoftDefender{
-		API:                  "graph",
-		AuthMethod:           methodClientSecret,
-		InitialLookback:      config.Duration(2 * time.Hour),
-		Delay:                config.Duration(time.Minute),
-		Overlap:              config.Duration(10 * time.Minute),
-		MaxWindow:            config.Duration(time.Hour),
-		MaxAlertsPerGather:   10000,
-		MaxUndeliveredAlerts: defaultMaxUndelivered,
-		MaxRetries:           3,
-		MaxRequestsPerMinute: 60,
-		MaxBodySize:          config.Size(256 * 1024 * 1024),
-		Timeout:              config.Duration(30 * time.Second),
+		API:                   "graph",
+		AuthMethod:            methodClientSecret,
+		InitialLookback:       config.Duration(2 * time.Hour),
+		Delay:                 config.Duration(time.Minute),
+		Overlap:               config.Duration(10 * time.Minute),
+		MaxWindow:             config.Duration(time.Hour),
+		MaxAlertsPerGather:    10000,
+		MaxUndeliveredAlerts:  defaultMaxUndelivered,
+		IncludeIncidentAlerts: true,
+		MaxRetries:            3,
+		MaxRequestsPerMinute:  60,
+		MaxBodySize:           config.Size(256 * 1024 * 1024),
+		Timeout:               config.Duration(30 * time.Second),
 	}
 }
 
@@ -146,8 +149,14 @@ func (m *MicrosoftDefender) Init() error {
 	if err := m.checkSettings(); err != nil {
 		return err
 	}
-	if m.API == "graph" && m.PageSize == 0 {
+	switch {
+	case m.API == "graph" && m.PageSize == 0:
 		m.PageSize = defaultGraphPageSize
+	case m.API == "graph_incidents" && (m.PageSize == 0 || m.PageSize > maxIncidentTop):
+		if m.PageSize > maxIncidentTop {
+			m.Log.Warnf("page_size %d is lowered to %d, the most incidents Graph sends on a page", m.PageSize, maxIncidentTop)
+		}
+		m.PageSize = maxIncidentTop
 	}
 	m.MaxUndeliveredAlerts = cmp.Or(m.MaxUndeliveredAlerts, defaultMaxUndelivered)
 	if m.now == nil {
@@ -165,15 +174,13 @@ func (m *MicrosoftDefender) Init() error {
 		return err
 	}
 	m.client = &apiClient{client: apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
-	if m.API == "graph" {
-		groups := make(map[string]bool, len(m.MachineGroups))
-		for _, g := range m.MachineGroups {
-			groups[g] = true
-		}
+	if m.API != "siem" {
 		m.client.name, m.client.statusMeaning = "Graph API", graphStatusMeaning
 		m.client.header = http.Header{"Prefer": {"include-unknown-enum-members"}}
-		m.reader = &graphReader{endpoint: endpoint, pageSize: m.PageSize, serviceSources: m.ServiceSources, severities: m.Severities,
-			machineGroups: groups, includeEvidence: m.IncludeEvidence, maxAlertsPerGather: m.MaxAlertsPerGather}
+		if m.reader = newGraphReader(m, endpoint); m.API == "graph_incidents" {
+			m.client.statusMeaning = incidentStatusMeaning
+			m.reader = newIncidentReader(m, endpoint)
+		}
 	} else {
 		m.client.name, m.client.statusMeaning = "SIEM API", siemStatusMeaning
 		m.reader = &siemReader{endpoint: endpoint, machineGroups: m.MachineGroups,
@@ -199,17 +206,18 @@ func (m *MicrosoftDefender) Init() error {
 func (m *MicrosoftDefender) checkSettings() error {
 	var foreign []string
 	for _, k := range []struct {
-		name, api string
-		set       bool
+		name, apis string
+		set        bool
 	}{
 		{"service_sources", "graph", len(m.ServiceSources) > 0},
-		{"severities", "graph", len(m.Severities) > 0},
+		{"severities", "graph graph_incidents", len(m.Severities) > 0},
 		{"include_evidence", "graph", m.IncludeEvidence},
+		{"machine_groups", "siem graph", len(m.MachineGroups) > 0},
 		{"device_created_machine_tags", "siem", m.DeviceCreatedMachineTags != ""},
 		{"cloud_created_machine_tags", "siem", m.CloudCreatedMachineTags != ""},
 		{`auth_method = "refresh_token" (the SIEM portal's)`, "siem", m.AuthMethod == methodRefreshToken},
 	} {
-		if k.set && k.api != m.API {
+		if k.set && !slices.Contains(strings.Fields(k.apis), m.API) {
 			foreign = append(foreign, k.name)
 		}
 	}
@@ -217,7 +225,8 @@ func (m *MicrosoftDefender) checkSettings() error {
 		bad bool
 		msg string
 	}{
-		{m.API != "graph" && m.API != "siem", fmt.Sprintf(`api %q is not supported: use "siem" or "graph"`, m.API)},
+		{!slices.Contains([]string{"graph", "graph_incidents", "siem"}, m.API),
+			fmt.Sprintf(`api %q is not supported: use "graph", "graph_incidents" or "siem"`, m.API)},
 		{m.API == "graph" && m.PageSize > 1000, fmt.Sprintf(`page_size must be from 1 to 1000 for api = "graph", got %d`, m.PageSize)},
 		{len(foreign) > 0, fmt.Sprintf("%s: not used by api = %q", strings.Join(foreign, ", "), m.API)},
 		{m.PageSize < 0, fmt.Sprintf("page_size must not be negative, got %d", m.PageSize)},
@@ -397,8 +406,9 @@ func (m *MicrosoftDefender) commitState() error {
 
 // The regions of each API, the default first, for messages.
 var regionNames = map[string]string{
-	"graph": `"global" (the default), "gcc", "gcc-high", "dod" or "china"`,
-	"siem":  `"us" (the default), "eu", "uk", "gcc" or "gcc-high"`,
+	"graph":           `"global" (the default), "gcc", "gcc-high", "dod" or "china"`,
+	"graph_incidents": `"global" (the default), "gcc", "gcc-high", "dod" or "china"`,
+	"siem":            `"us" (the default), "eu", "uk", "gcc" or "gcc-high"`,
 }
 
 // regionURL is the address of api's alerts in region, if api has that region.
@@ -408,14 +418,17 @@ func regionURL(api, region string) (string, bool) {
 		return u, ok
 	}
 	cloud, ok := graphRegions[region]
+	if api == "graph_incidents" {
+		return "https://" + cloud.graphHost + graphIncidentsPath, ok
+	}
 	return "https://" + cloud.graphHost + graphAlertsPath, ok
 }
 
 // apiEndpoint is endpoint_url, or the API's address in region (by default Graph's global cloud, the SIEM API's
 // US host). For Graph it also fills the scope of that cloud when it is not set.
 func (m *MicrosoftDefender) apiEndpoint() (*url.URL, error) {
-	other := map[string]string{"graph": "siem", "siem": "graph"}[m.API]
-	m.Region = cmp.Or(m.Region, map[string]string{"graph": "global", "siem": defaultSIEMRegion}[m.API])
+	other := map[string]string{"graph": "siem", "graph_incidents": "siem", "siem": "graph"}[m.API]
+	m.Region = cmp.Or(m.Region, map[string]string{"graph": "global", "graph_incidents": "global", "siem": defaultSIEMRegion}[m.API])
 	raw, known := regionURL(m.API, m.Region)
 	if _, theirs := regionURL(other, m.Region); theirs && !known {
 		return nil, fmt.Errorf("region %q is a region of api = %q: for api = %q use %s", m.Region, other, m.API, regionNames[m.API])
@@ -429,7 +442,7 @@ func (m *MicrosoftDefender) apiEndpoint() (*url.URL, error) {
 	if err != nil {
 		return nil, err
 	}
-	if m.API == "graph" && len(m.Scopes) == 0 && m.AuthMethod != methodAccessToken {
+	if m.API != "siem" && len(m.Scopes) == 0 && m.AuthMethod != methodAccessToken {
 		m.Scopes = []string{u.Scheme + "://" + u.Host + "/.default"} // Graph's host, where the requests go
 	}
 	return u, m.refuseProxyInClear("endpoint_url", u, "bearer token")

@@ -31,6 +31,7 @@ type known struct {
 	unreadable  func(from, to time.Time) (time.Time, bool)
 	maxBodySize int64 // for messages
 	log         telegraf.Logger
+	warned      map[string]bool // warnings given once a poll, by key
 }
 
 // request is one request a reader asks the poll to send.

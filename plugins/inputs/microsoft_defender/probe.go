@@ -187,13 +187,16 @@ func statusAdvice(status int, api string) string {
 	case status == http.StatusForbidden && siem:
 		return "The app lacks access to the SIEM API, or the tenant is not managed by it: enable SIEM integration for the app in the Defender " +
 			"portal, or use api = \"graph\"."
+	case status == http.StatusForbidden && api == "graph_incidents":
+		return "The app lacks the Graph application permission SecurityIncident.Read.All, or admin consent to it: grant it and consent in Entra ID."
 	case status == http.StatusForbidden:
 		return "The app lacks the Graph application permission SecurityAlert.Read.All, or admin consent to it: grant it and consent in Entra ID."
 	case (status == http.StatusNotFound || status == http.StatusGone) && siem:
 		return "There is no SIEM API at this address: check region or endpoint_url. Microsoft retired the SIEM API; " +
 			"if it is retired for this tenant, use api = \"graph\"."
 	case status == http.StatusNotFound:
-		return "There is no alerts_v2 resource at this address: check region or endpoint_url."
+		return fmt.Sprintf("There is no %s resource at this address: check region or endpoint_url.",
+			map[bool]string{true: "security incidents", false: "alerts_v2"}[api == "graph_incidents"])
 	case status == http.StatusTooManyRequests:
 		return "The API is throttling this app: lower max_requests_per_minute, or share fewer apps per tenant."
 	case status >= 500:

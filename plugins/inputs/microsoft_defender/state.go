@@ -32,7 +32,7 @@ func (m *MicrosoftDefender) source() string {
 	groups := slices.Sorted(slices.Values(m.MachineGroups))
 	source := fmt.Sprintf("api=%s endpoint=%s tenant=%s machine_groups=%s device_created_machine_tags=%s cloud_created_machine_tags=%s",
 		m.API, m.endpoint.String(), m.TenantID, strings.Join(groups, ","), m.DeviceCreatedMachineTags, m.CloudCreatedMachineTags)
-	if m.API == "graph" {
+	if m.API != "siem" {
 		source += fmt.Sprintf(" service_sources=%s severities=%s", strings.Join(m.ServiceSources, ","), strings.Join(m.Severities, ","))
 	}
 	return source
