@@ -625,7 +625,7 @@ func readmeQueries(t *testing.T) []readmeRequest {
 	for _, q := range found {
 		out = append(out, readmeRequest{q[1], q[2], q[3]})
 	}
-	require.Len(t, out, 6)
+	require.Len(t, out, 7)
 	return out
 }
 
@@ -709,7 +709,7 @@ func checkREADMEQueries(t *testing.T, node *searchNode, read []simulator.Detecti
 	}
 
 	queries := readmeQueries(t)
-	marks := []string{`"per_hour"`, `"categories"`, `{"term": {"tag.severity": "high"}}`, `"hosts"`, `"defender_poll"`, `"collapse"`}
+	marks := []string{`"per_hour"`, `"categories"`, `{"term": {"tag.severity": "high"}}`, `"hosts"`, `"defender_poll"`, `"collapse"`, `"defender_incident.incident_id"`}
 	for i, q := range queries {
 		require.Contains(t, q.body, marks[i], "the README's query %d is not the one this test expects", i+1)
 		answer := node.run(t, q)
@@ -760,6 +760,8 @@ func checkREADMEQueries(t *testing.T, node *searchNode, read []simulator.Detecti
 				require.True(t, latest[id].Equal(lpt), "%s: %s, not its latest detection's %s", id, lpt, latest[id])
 				require.True(t, times[i].Equal(lpt), "the %d. alert of the state was last processed at %s, not %s", i+1, lpt, times[i])
 			}
+		case 6: // the current state of every incident: there are none (TestOpenSearchIncidents)
+			require.Empty(t, hits(t, answer))
 		}
 	}
 }
