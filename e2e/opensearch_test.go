@@ -709,7 +709,8 @@ func checkREADMEQueries(t *testing.T, node *searchNode, read []simulator.Detecti
 	}
 
 	queries := readmeQueries(t)
-	marks := []string{`"per_hour"`, `"categories"`, `{"term": {"tag.severity": "high"}}`, `"hosts"`, `"defender_poll"`, `"collapse"`, `"defender_incident.incident_id"`}
+	marks := []string{`"per_hour"`, `"categories"`, `{"term": {"tag.severity": "high"}}`, `"hosts"`, `"defender_poll"`, `"collapse"`,
+		`"defender_incident.incident_id"`}
 	for i, q := range queries {
 		require.Contains(t, q.body, marks[i], "the README's query %d is not the one this test expects", i+1)
 		answer := node.run(t, q)
@@ -1101,6 +1102,12 @@ func testGraphVersions(t *testing.T, node *searchNode) {
 			require.NoError(t, sim.AddGraph(latest))
 		}
 		waitFor(t, a, fmt.Sprintf("version %d in the state", i+1), func() bool {
+			// The output creates the index on its first write; until its
+			// shard has started, a search on it answers 503.
+			if status, _ := node.do(t, http.MethodGet, "/_cluster/health/defender-graph-history?wait_for_status=yellow&timeout=1s",
+				nil); status != http.StatusOK {
+				return false
+			}
 			state, _ := latestState(t, node)
 			return dig(state["da-tracked"], "_source", "defender_alert", "last_update_date_time") ==
 				normalizeGraphTime(t, latest.LastUpdateDateTime)
