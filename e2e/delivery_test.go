@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -37,14 +38,14 @@ func TestInTreeOutputOutageLosesNothing(t *testing.T) {
 			t.Parallel()
 			sim, _, url := newStillSimulator(t, 47, 90)
 			port := freePort(t)
-			a := startInTree(t, t.TempDir(), "telegraf", fmt.Sprintf(`
+			a := startInTree(t, t.TempDir(), "telegraf", `
 [agent]
   interval = "1s"
   flush_interval = "1s"
   metric_batch_size = 500
   metric_buffer_limit = 1000
   omit_hostname = true
-`)+siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`,
+`+siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`,
 				"max_requests_per_minute = 600", fmt.Sprintf("max_undelivered_alerts = %d", tc.maxUndelivered))+fmt.Sprintf(`
 [[outputs.influxdb]]
   urls = ["http://127.0.0.1:%d"]
@@ -160,7 +161,7 @@ func TestInTreeManySectionsThroughAnOutage(t *testing.T) {
 	const sections = 6
 	sim, _, url := newStillSimulator(t, 61, 40)
 	port := freePort(t)
-	conf := `
+	const agentConf = `
 [agent]
   interval = "1s"
   flush_interval = "1s"
@@ -168,11 +169,13 @@ func TestInTreeManySectionsThroughAnOutage(t *testing.T) {
   metric_buffer_limit = 1000
   omit_hostname = true
 `
+	var conf strings.Builder
+	conf.WriteString(agentConf)
 	for i := range sections {
-		conf += siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`, "max_requests_per_minute = 600",
-			"[inputs.microsoft_defender.tags]", fmt.Sprintf("  section = \"%d\"", i))
+		conf.WriteString(siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`, "max_requests_per_minute = 600",
+			"[inputs.microsoft_defender.tags]", fmt.Sprintf("  section = \"%d\"", i)))
 	}
-	a := startInTree(t, t.TempDir(), "telegraf", conf+fmt.Sprintf(`
+	a := startInTree(t, t.TempDir(), "telegraf", conf.String()+fmt.Sprintf(`
 [[outputs.influxdb]]
   urls = ["http://127.0.0.1:%d"]
   database = "defender"
@@ -190,7 +193,7 @@ func TestInTreeManySectionsThroughAnOutage(t *testing.T) {
 	}
 	all := make(map[string]int)
 	for i := range sections {
-		all[fmt.Sprint(i)] = want
+		all[strconv.Itoa(i)] = want
 	}
 	waitFor(t, a, "every section's detections in InfluxDB", func() bool {
 		got := perSection()

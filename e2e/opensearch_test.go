@@ -319,7 +319,7 @@ func testSearchOutput(t *testing.T, node *searchNode, output string) {
 
 // opensearchOutput is an outputs.opensearch section writing to index (a
 // TOML string) through pipeline, with extra keys.
-func opensearchOutput(url, index, pipeline, extra string) string {
+func opensearchOutput(url, index, pipeline, extra string) string { //nolint:unparam // the pipeline is part of what each test states
 	return fmt.Sprintf(`
 [[outputs.opensearch]]
   urls = [%q]

@@ -76,7 +76,7 @@ func playGraphScenario(t *testing.T, behaviour simulator.GraphBehaviour, configu
 func runGraphBehaviour(t *testing.T, behaviour simulator.GraphBehaviour) *scenario {
 	t.Helper()
 	s, p, start := playGraphScenario(t, behaviour, nil)
-	_, readable := s.requireGraphVersionsOnce(p, start)
+	readable := s.requireGraphVersionsOnce(p, start)
 	require.Greater(t, readable, 1500, "versions well past every cap")
 
 	// No stall: the last polls read up to now - delay.

@@ -20,7 +20,8 @@ import (
 func detectionsServer(t *testing.T, n int) *httptest.Server {
 	sim := &placedSIEM{}
 	for i := range n {
-		sim.detections = append(sim.detections, placedDetection{id: "d:" + strconv.Itoa(i), at: fixedNow.Add(-2*time.Minute - time.Duration(n-i)*10*time.Second)})
+		at := fixedNow.Add(-2*time.Minute - time.Duration(n-i)*10*time.Second)
+		sim.detections = append(sim.detections, placedDetection{id: "d:" + strconv.Itoa(i), at: at})
 	}
 	return stub(t, sim.handler(t))
 }
@@ -115,8 +116,9 @@ func TestUndeliveredAlertsAreBounded(t *testing.T) {
 	plugin.lastGather = fixedNow.Add(time.Minute - 10*time.Millisecond)
 	before := len(acc.GetTelegrafMetrics())
 	require.NoError(t, plugin.Gather(acc))
-	var ids []string
-	for _, m := range alerts(acc, before) { // never confirmed
+	sent = alerts(acc, before) // never confirmed
+	ids := make([]string, 0, len(sent))
+	for _, m := range sent {
 		id, _ := m.GetField("full_id")
 		ids = append(ids, id.(string))
 	}

@@ -164,7 +164,8 @@ func TestDistinctEventsAreDistinctPoints(t *testing.T) {
 	}
 	require.NotEqual(t, detectionAt("da1", 0), detectionAt("da2", 0), "two alerts at one AlertTime with one AlertPart")
 	require.NotEqual(t, detectionAt("da1", 0), detectionAt("da1", 1), "two detections of one alert")
-	require.Equal(t, detectionAt("da1", 1), detectionAt("da1", 1))
+	again := detectionAt("da1", 1)
+	require.Equal(t, detectionAt("da1", 1), again, "a detection read again")
 	for _, tm := range []time.Time{v1, v2, detectionAt("da1", 0)} {
 		require.Equal(t, created.Truncate(time.Second), tm.Truncate(time.Second))
 	}
