@@ -117,6 +117,7 @@ type MicrosoftDefender struct {
 	throttledUntil time.Time  // when the API allows the next request, after a Retry-After longer than a poll
 	stateDirty     bool       // the cursor moved since the state file was written
 	stateLock      *stateLock // keeps other instances off state_file until Stop
+	statePath      string     // state_file, its links followed
 	delivery       *delivery  // follows what the outputs confirmed; nil before Start
 }
 
