@@ -233,3 +233,26 @@ func TestCutFieldWarningsAreRateLimited(t *testing.T) {
 	require.Contains(t, logger.Warnings(),
 		"W! [] More records with problems in this poll are only counted (defender_poll: alerts_skipped, invalid_fields, out_of_window)")
 }
+
+// A detection without FullId, AlertId or IocUniqueId is told apart by its
+// content: read again by the next poll's overlap, it is dropped as a
+// duplicate, while another with other content is not.
+func TestDetectionWithoutIdsIsDeduplicatedByContent(t *testing.T) {
+	at := fixedNow.Add(-5 * time.Minute).Format(time.RFC3339Nano) // within both polls' windows
+	body := `[{"LastProcessedTimeUtc":"` + at + `","AlertTitle":"one"},{"LastProcessedTimeUtc":"` + at + `","AlertTitle":"two"}]`
+	plugin := stubbedPlugin(t, stub(t, func(w http.ResponseWriter, _ *http.Request) { respond(t, w, []byte(body)) }), &testutil.CaptureLogger{})
+	first := gatherOK(t, plugin)
+	plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
+	second := gatherOK(t, plugin)
+	var titles []string
+	for _, acc := range []*testutil.Accumulator{first, second} {
+		for _, m := range acc.GetTelegrafMetrics() {
+			if title, ok := m.GetField("alert_title"); ok {
+				titles = append(titles, title.(string))
+			}
+		}
+	}
+	require.ElementsMatch(t, []string{"one", "two"}, titles)
+	duplicates, _ := pollMetrics(second)[0].GetField("duplicates_dropped")
+	require.Equal(t, int64(2), duplicates)
+}
