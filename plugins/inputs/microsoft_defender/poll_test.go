@@ -262,7 +262,7 @@ func TestDetectionWithoutIdsIsDeduplicatedByContent(t *testing.T) {
 // the cursor holds 71 bytes for each, and the poll counts them, warning once.
 func TestLongIdentitiesAreHeldAsAHash(t *testing.T) {
 	at := fixedNow.Add(-5 * time.Minute).Format(time.RFC3339Nano)
-	var records []string
+	records := make([]string, 0, 3)
 	for i := range 3 {
 		records = append(records, detectionJSON(strings.Repeat("x", 60000)+strconv.Itoa(i), at))
 	}
