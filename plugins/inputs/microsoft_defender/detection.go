@@ -2,10 +2,13 @@ package microsoft_defender
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"reflect"
 	"strconv"
 	"time"
 )
@@ -76,10 +79,23 @@ type detection struct {
 // identity is the detection's deduplication key: FullId, or AlertId and
 // IocUniqueId when FullId is absent (they are equal in every known sample).
 func (d *detection) identity() string {
-	if d.FullID != "" || d.AlertID == "" && d.IocUniqueID == "" {
+	switch {
+	case d.FullID != "":
 		return d.FullID
+	case d.AlertID != "" || d.IocUniqueID != "":
+		return d.AlertID + ":" + d.IocUniqueID
+	case d.lastProcessed.IsZero():
+		return ""
 	}
-	return d.AlertID + ":" + d.IocUniqueID
+	// Without an id, its content tells a detection apart, so that a repeat is
+	// dropped like any other.
+	h := sha256.New()
+	fields := reflect.ValueOf(d).Elem()
+	for _, f := range alertStringFields {
+		fmt.Fprintf(h, "%q,", fields.Field(f.index).String())
+	}
+	fmt.Fprintf(h, "%q,%q,%v", d.AlertTime, d.LastProcessedTimeUtc, d.AlertPart)
+	return "content:" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // validate reads the old spelling of IoaDefinitionId and parses the times. A

@@ -261,6 +261,7 @@ func pollMetric(api, status string, s *pollStats, duration, lag time.Duration, t
 			"alerts_skipped":     s.skipped,
 			"invalid_fields":     s.invalidFields,
 			"out_of_window":      s.outOfWindow,
+			"long_ids":           s.longIDs,
 			"duration_seconds":   duration.Seconds(),
 			"lag_seconds":        lag.Seconds(),
 			"backlog":            s.backlog,

@@ -117,6 +117,7 @@ type MicrosoftDefender struct {
 	throttledUntil time.Time  // when the API allows the next request, after a Retry-After longer than a poll
 	stateDirty     bool       // the cursor moved since the state file was written
 	stateLock      *stateLock // keeps other instances off state_file until Stop
+	statePath      string     // state_file, its links followed
 	delivery       *delivery  // follows what the outputs confirmed; nil before Start
 }
 
@@ -492,7 +493,15 @@ func (m *MicrosoftDefender) httpClients() (tokens, api *http.Client, err error) 
 		}
 	}
 	timeout := time.Duration(m.Timeout)
-	return &http.Client{Transport: rt, Timeout: timeout, CheckRedirect: refuseRedirects},
+	signIn := rt
+	if m.AuthMethod == methodManagedIdentity {
+		// The identity endpoint is on this host or link-local, and its request
+		// carries a secret header: no proxy may see it.
+		direct := transport.Clone()
+		direct.Proxy = nil
+		signIn = direct
+	}
+	return &http.Client{Transport: signIn, Timeout: timeout, CheckRedirect: refuseRedirects},
 		&http.Client{Transport: rt, Timeout: timeout, CheckRedirect: sameOriginRedirects}, nil
 }
 

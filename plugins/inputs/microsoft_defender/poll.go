@@ -2,6 +2,8 @@ package microsoft_defender
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net/url"
 	"strings"
@@ -107,6 +109,7 @@ type pollStats struct {
 	skipped       int64 // records that could not be decoded at all
 	invalidFields int64 // values left out of emitted records
 	outOfWindow   int64 // records whose cursor time lay outside the window asked
+	longIDs       int64 // records whose identity was over maxIdentityBytes
 	problems      int   // records with problems, logged up to maxProblemsLogged
 	backlog       bool  // the poll stopped before the window's end
 	completed     bool  // at least one chunk was finished
@@ -324,6 +327,15 @@ func (p *poll) take(r record, a *answer) bool {
 		a.inWindow++
 	}
 	id := r.identity()
+	if len(id) > maxIdentityBytes {
+		// Held in memory and the state file: a hash stands for a long one.
+		sum := sha256.Sum256([]byte(id))
+		id = "sha256:" + hex.EncodeToString(sum[:])
+		if p.stats.longIDs++; p.stats.longIDs == 1 {
+			p.log.Warnf("%s has an identity longer than %d bytes: a hash of it deduplicates it (defender_poll: long_ids)",
+				problems.where(), maxIdentityBytes)
+		}
+	}
 	if !p.cursor.isNew(id) {
 		a.decoded++
 		p.stats.received++
@@ -382,6 +394,9 @@ func (p *poll) roomForMore(ctx context.Context) bool {
 	p.stop(stoppedDeadline, nil)
 	return false
 }
+
+// maxIdentityBytes bounds what the cursor and the state hold per record.
+const maxIdentityBytes = 512
 
 // maxProblemsLogged records with problems are logged per poll, the rest only
 // counted, so that a changed type does not flood the log.

@@ -35,6 +35,7 @@ func expectedPoll(status string, s pollStats, lag time.Duration) telegraf.Metric
 		"alerts_skipped":     s.skipped,
 		"invalid_fields":     s.invalidFields,
 		"out_of_window":      s.outOfWindow,
+		"long_ids":           s.longIDs,
 		"lag_seconds":        lag.Seconds(),
 		"backlog":            s.backlog,
 	}, fixedNow)
@@ -232,4 +233,58 @@ func TestCutFieldWarningsAreRateLimited(t *testing.T) {
 	require.Equal(t, maxProblemsLogged, cut)
 	require.Contains(t, logger.Warnings(),
 		"W! [] More records with problems in this poll are only counted (defender_poll: alerts_skipped, invalid_fields, out_of_window)")
+}
+
+// A detection without FullId, AlertId or IocUniqueId is told apart by its
+// content: read again by the next poll's overlap, it is dropped as a
+// duplicate, while another with other content is not.
+func TestDetectionWithoutIdsIsDeduplicatedByContent(t *testing.T) {
+	at := fixedNow.Add(-5 * time.Minute).Format(time.RFC3339Nano) // within both polls' windows
+	body := `[{"LastProcessedTimeUtc":"` + at + `","AlertTitle":"one"},{"LastProcessedTimeUtc":"` + at + `","AlertTitle":"two"}]`
+	plugin := stubbedPlugin(t, stub(t, func(w http.ResponseWriter, _ *http.Request) { respond(t, w, []byte(body)) }), &testutil.CaptureLogger{})
+	first := gatherOK(t, plugin)
+	plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
+	second := gatherOK(t, plugin)
+	var titles []string
+	for _, acc := range []*testutil.Accumulator{first, second} {
+		for _, m := range acc.GetTelegrafMetrics() {
+			if title, ok := m.GetField("alert_title"); ok {
+				titles = append(titles, title.(string))
+			}
+		}
+	}
+	require.ElementsMatch(t, []string{"one", "two"}, titles)
+	duplicates, _ := pollMetrics(second)[0].GetField("duplicates_dropped")
+	require.Equal(t, int64(2), duplicates)
+}
+
+// Identities over 512 bytes are held as a hash: a repeat is still dropped,
+// the cursor holds 71 bytes for each, and the poll counts them, warning once.
+func TestLongIdentitiesAreHeldAsAHash(t *testing.T) {
+	at := fixedNow.Add(-5 * time.Minute).Format(time.RFC3339Nano)
+	records := make([]string, 0, 3)
+	for i := range 3 {
+		records = append(records, detectionJSON(strings.Repeat("x", 60000)+strconv.Itoa(i), at))
+	}
+	body := "[" + strings.Join(records, ",") + "]"
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, stub(t, func(w http.ResponseWriter, _ *http.Request) { respond(t, w, []byte(body)) }), logger)
+	first := gatherOK(t, plugin)
+	require.Len(t, emittedIDs(first), 3)
+	longIDs, _ := pollMetrics(first)[0].GetField("long_ids")
+	require.Equal(t, int64(3), longIDs)
+	for id := range plugin.cursor.seen {
+		require.Len(t, id, len("sha256:")+64)
+	}
+	var warned int
+	for _, w := range logger.Warnings() {
+		if strings.Contains(w, "has an identity longer than 512 bytes") {
+			warned++
+		}
+	}
+	require.Equal(t, 1, warned)
+
+	plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
+	second := gatherOK(t, plugin)
+	require.Empty(t, emittedIDs(second), "repeats are dropped")
 }

@@ -77,14 +77,15 @@ var maxStateFileSize int64 = 64 << 20
 // plugin starts afresh: refusing to start would lose every detection.
 func (m *MicrosoftDefender) openStateFile() error {
 	m.releaseStateLock() // when Init runs again
-	info, err := os.Stat(m.StateFile)
+	m.statePath = resolvePath(m.StateFile)
+	info, err := os.Stat(m.statePath)
 	switch {
 	case err != nil && !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("state_file %q: %w", m.StateFile, err)
 	case err == nil && !info.Mode().IsRegular():
 		return fmt.Errorf("state_file %q is %s, not a regular file: point it at a file of its own", m.StateFile, describeFileMode(info.Mode()))
 	}
-	lock, err := lockState(m.StateFile)
+	lock, err := lockState(m.statePath)
 	if err != nil {
 		return err
 	}
@@ -94,6 +95,27 @@ func (m *MicrosoftDefender) openStateFile() error {
 	}
 	m.stateLock = lock
 	return nil
+}
+
+// resolvePath follows symbolic links to where a state file is, or would be,
+// so that two names of one file share its lock, and a save replaces the
+// file, not the link.
+func resolvePath(path string) string {
+	// A link to a file not written yet is followed too; 40 links end a loop.
+	for range 40 {
+		target, err := os.Readlink(path)
+		if err != nil {
+			break
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(path), target)
+		}
+		path = target
+	}
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
+		return filepath.Join(dir, filepath.Base(path))
+	}
+	return path
 }
 
 // describeFileMode names what a file that is not a regular one is.
@@ -121,7 +143,7 @@ func (m *MicrosoftDefender) releaseStateLock() {
 
 // loadStateFile restores the cursor, or moves aside a file it cannot use.
 func (m *MicrosoftDefender) loadStateFile() error {
-	data, whole, err := readStateFile(m.StateFile)
+	data, whole, err := readStateFile(m.statePath)
 	content := bytes.TrimLeft(data, " \t\r\n")
 	var s pluginState
 	var problem string
@@ -181,11 +203,11 @@ func readStateFile(path string) (data []byte, whole bool, err error) {
 
 // moveStateFileAside renames the state file to <path>.corrupt-<UTC time>.
 func (m *MicrosoftDefender) moveStateFileAside() (string, error) {
-	base := m.StateFile + ".corrupt-" + m.now().UTC().Format("20060102T150405Z")
+	base := m.statePath + ".corrupt-" + m.now().UTC().Format("20060102T150405Z")
 	aside := base
 	for i := 2; ; i++ {
 		if _, err := os.Lstat(aside); errors.Is(err, os.ErrNotExist) {
-			return aside, os.Rename(m.StateFile, aside)
+			return aside, os.Rename(m.statePath, aside)
 		}
 		aside = fmt.Sprintf("%s-%d", base, i)
 	}
@@ -201,8 +223,8 @@ func (m *MicrosoftDefender) saveStateFile() error {
 	if int64(len(data)) > maxStateFileSize {
 		return fmt.Errorf("the state is %d bytes, more than the %d a state file may hold: lower overlap", len(data), maxStateFileSize)
 	}
-	dir := filepath.Dir(m.StateFile)
-	tmp, err := os.CreateTemp(dir, filepath.Base(m.StateFile)+".tmp-*")
+	dir := filepath.Dir(m.statePath)
+	tmp, err := os.CreateTemp(dir, filepath.Base(m.statePath)+".tmp-*")
 	if err != nil {
 		return err
 	}
@@ -211,7 +233,7 @@ func (m *MicrosoftDefender) saveStateFile() error {
 	if err := errors.Join(err, tmp.Sync(), tmp.Close()); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), m.StateFile); err != nil {
+	if err := os.Rename(tmp.Name(), m.statePath); err != nil {
 		return err
 	}
 	// Syncing the directory makes the rename durable; Windows cannot, nor needs to.
