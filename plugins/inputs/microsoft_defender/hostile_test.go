@@ -29,6 +29,7 @@ type placedSIEM struct {
 	detections []placedDetection
 	date       func() string // the Date header; Go's own when nil
 	queries    []string
+	oldest     bool // `limit` answers the oldest detections, not the newest
 }
 
 func (s *placedSIEM) handler(t *testing.T) http.HandlerFunc {
@@ -52,7 +53,7 @@ func (s *placedSIEM) handler(t *testing.T) http.HandlerFunc {
 				match = append(match, d)
 			}
 		}
-		sort.SliceStable(match, func(i, j int) bool { return match[i].at.After(match[j].at) })
+		sort.SliceStable(match, func(i, j int) bool { return match[i].at.After(match[j].at) != s.oldest })
 		if limit > 0 && len(match) > limit {
 			match = match[:limit]
 		}

@@ -49,6 +49,7 @@ type answer struct {
 	decoded  int       // records decoded, new or not
 	inWindow int       // records decoded whose cursor time is in the window
 	oldest   time.Time // smallest cursor time in the window decoded
+	newest   time.Time // largest
 	err      error     // how the request failed for good, after retries
 	class    failureClass
 }
@@ -320,6 +321,9 @@ func (p *poll) take(r record, a *answer) bool {
 	if r.inWindow() {
 		if a.inWindow == 0 || t.Before(a.oldest) {
 			a.oldest = t
+		}
+		if t.After(a.newest) {
+			a.newest = t
 		}
 		if t.After(p.chunk.Newest) {
 			p.chunk.Newest = t

@@ -288,3 +288,19 @@ func TestLongIdentitiesAreHeldAsAHash(t *testing.T) {
 	second := gatherOK(t, plugin)
 	require.Empty(t, emittedIDs(second), "repeats are dropped")
 }
+
+// A service whose `limit` answers the oldest detections of a window, not
+// the newest as documented, would make the walk skip what lies above them:
+// the check after a full answer finds one there, and the poll fails with an
+// error that says so instead of moving on.
+func TestLimitThatAnswersTheOldestIsAnError(t *testing.T) {
+	sim := &placedSIEM{oldest: true}
+	for i := range 5 {
+		sim.detections = append(sim.detections, placedDetection{id: "d:" + strconv.Itoa(i), at: fixedNow.Add(-time.Duration(50-10*i) * time.Minute)})
+	}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 2 })
+	msg, _ := gatherError(t, plugin, nil)
+	require.Equal(t, "the SIEM API's answer to limit=2 held not the newest detections of 2020-09-30T13:59:00Z to 2020-09-30T14:59:00Z: "+
+		"one at 2020-09-30T14:30:00Z came only when asked for above them; it would lose detections, so the window is not read on", msg)
+	require.True(t, plugin.cursor.watermark.IsZero(), "the window is not read past")
+}

@@ -2,6 +2,7 @@ package microsoft_defender
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -38,6 +39,10 @@ type siemWalk struct {
 	sizeCap int            // detections per request after an answer grew past max_body_size; 0: none
 	search  *instantSearch // for the instant of a newest detection that cannot be read
 	asked   *siemAsk       // what the request built last asks for
+	// checked: a full answer of this chunk was shown to hold the newest,
+	// with limit checkedLimit.
+	checked      bool
+	checkedLimit int
 }
 
 // siemAsk asks for the newest limit detections (all when 0) with
@@ -58,6 +63,7 @@ const (
 	siemWindow  siemStep = iota // the newest detections of the chunk
 	siemInstant                 // every detection of one instant
 	siemSearch                  // one detection from a time up, for searchOn
+	siemCheck                   // one detection above a full answer's newest: there must be none
 )
 
 func (r *siemReader) requestURL(since, until time.Time, limit int) *url.URL {
@@ -99,7 +105,7 @@ func (r *siemReader) next(c *chunk, k *known) *request {
 // ask builds the request for ask, which the walk keeps for after.
 func (r *siemReader) ask(c *chunk, ask *siemAsk) *request {
 	c.siem.asked = ask
-	req := &request{url: r.requestURL(ask.since, ask.until, ask.limit), continues: ask.step != siemWindow}
+	req := &request{url: r.requestURL(ask.since, ask.until, ask.limit), continues: ask.step == siemInstant || ask.step == siemSearch}
 	if ask.step == siemSearch {
 		req.search = true
 		req.resumes = "The search for the instant of a detection that cannot be read goes on in the next poll"
@@ -125,6 +131,14 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		return progress{}
 	case siemSearch:
 		return r.searched(c, a, unreadable, k)
+	case siemCheck:
+		w.checked = a.err == nil
+		if a.err != nil || a.inWindow == 0 {
+			return progress{err: a.err}
+		}
+		return progress{err: fmt.Errorf("the SIEM API's answer to limit=%d held not the newest detections of %s to %s: "+
+			"one at %s came only when asked for above them; it would lose detections, so the window is not read on",
+			w.checkedLimit, c.From.Format(time.RFC3339Nano), ask.until.Format(time.RFC3339Nano), a.newest.Format(time.RFC3339Nano))}
 	}
 	err := a.err
 	switch {
@@ -157,7 +171,13 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		return r.searchOn(c, true, k)
 	case a.oldest.Before(c.To):
 		c.To = a.oldest
-		return progress{settledAfter: c.To, settledBefore: c.End}
+		pr := progress{settledAfter: c.To, settledBefore: c.End}
+		if !w.checked && a.newest.Before(ask.until) {
+			// Once a chunk: nothing may lie above what a limited answer held.
+			w.checkedLimit = ask.limit
+			pr.then = r.ask(c, &siemAsk{since: a.newest.Add(tick), until: ask.until, limit: 1, step: siemCheck})
+		}
+		return pr
 	}
 	// Every detection shares the upper bound: no limited request passes it.
 	k.log.Warnf("At least %d detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",

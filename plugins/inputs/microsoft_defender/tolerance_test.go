@@ -118,7 +118,7 @@ func TestTimesOutsideTheWindowDoNotMoveTheWalk(t *testing.T) {
 	plugin.PageSize = 3
 
 	acc := gatherOK(t, plugin)
-	require.Equal(t, []string{"13:59-14:59", "13:59-14:40"}, queries)
+	require.Equal(t, []string{"13:59-14:59", "14:50-14:59", "13:59-14:40"}, queries, "the newest check after the full answer")
 	require.Equal(t, []string{"a:3", "a:2", "old", "a:1"}, emittedIDs(acc))
 	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
 }
