@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"net/url"
 	"strings"
@@ -262,7 +263,16 @@ func (p *poll) send(ctx context.Context, req *request) answer {
 			p.log.Warnf("Retrying at once with a new token: %v", err)
 			continue
 		}
+		var malformed *recordSyntaxError
+		if f.class == failUnreadable && !req.search && errors.As(err, &malformed) {
+			// Malformed JSON may be a service's passing fault: retried
+			// before it counts as a record that cannot be read.
+			f.class = failTransient
+		}
 		if f.class != failTransient || retries >= p.maxRetries {
+			if malformed != nil {
+				f.class = failUnreadable
+			}
 			a.err, a.class = err, f.class
 			return a
 		}

@@ -1,8 +1,10 @@
 package microsoft_defender
 
 import (
+	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -303,4 +305,41 @@ func TestLimitThatAnswersTheOldestIsAnError(t *testing.T) {
 	require.Equal(t, "the SIEM API's answer to limit=2 held not the newest detections of 2020-09-30T13:59:00Z to 2020-09-30T14:59:00Z: "+
 		"one at 2020-09-30T14:30:00Z came only when asked for above them; it would lose detections, so the window is not read on", msg)
 	require.True(t, plugin.cursor.watermark.IsZero(), "the window is not read past")
+}
+
+// After an answer that fits, a size cap doubles, back to none once it
+// reaches what a request asks for.
+func TestSIEMSizeCapGrowsBack(t *testing.T) {
+	r := &siemReader{endpoint: &url.URL{Scheme: "https", Host: "siem.example", Path: "/api/alerts"}}
+	k := &known{log: testutil.Logger{}, perRequest: 100, unreadable: func(time.Time, time.Time) (time.Time, bool) { return time.Time{}, false }}
+	c := &chunk{From: fixedNow.Add(-time.Hour), To: fixedNow}
+	c.siem.sizeCap = 25
+	for _, want := range []int{50, 0} {
+		r.next(c, k)
+		r.after(c, &answer{decoded: 1, inWindow: 1, oldest: fixedNow, newest: fixedNow}, k)
+		require.Equal(t, want, c.siem.sizeCap)
+		c.To = fixedNow
+	}
+}
+
+// A malformed answer is retried before it counts as unreadable: one that
+// comes right the second time costs a retry, not a shrink of the requests.
+func TestMalformedAnswerIsRetriedFirst(t *testing.T) {
+	good := "[" + detectionJSON("a:1", "2020-09-30T14:30:00Z") + "," + detectionJSON("a:2", "2020-09-30T14:20:00Z") + "]"
+	answers := []string{`[{"FullId":"a:1","LastProcessedTimeUtc":"2020-09-30T14:30:00Z"},{"FullId":"a:2",,}]`, good}
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, stub(t, func(w http.ResponseWriter, _ *http.Request) {
+		body := answers[0]
+		if len(answers) > 1 {
+			answers = answers[1:]
+		}
+		respond(t, w, []byte(body))
+	}), logger)
+	plugin.sleep = func(context.Context, time.Duration) error { return nil }
+	acc := gatherOK(t, plugin)
+	require.Equal(t, []string{"a:1", "a:2"}, emittedIDs(acc))
+	require.Len(t, logger.Warnings(), 1)
+	require.Contains(t, logger.Warnings()[0], "Retry 1 of 3")
+	require.Contains(t, logger.Warnings()[0], "invalid JSON")
+	require.Zero(t, plugin.cursor.pending, "the window is read whole")
 }

@@ -54,7 +54,6 @@ type siemAsk struct {
 	known        time.Time // the newest instant known to be unreadable, asked above when hasKnown
 	hasKnown     bool
 	knownTry     bool // a search step trying the known instant
-	read         bool // the instant a search finds is read whole, not passed over
 }
 
 type siemStep int
@@ -149,10 +148,16 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		return progress{}
 	case unreadable && a.decoded == 0:
 		// The newest detection alone cannot be read: find its instant.
-		return r.searchOn(c, false, k)
+		return r.searchOn(c, k)
 	}
 	if err != nil {
 		return progress{err: err}
+	}
+	if w.sizeCap > 0 {
+		// An answer that fits: requests grow back toward their usual size.
+		if w.sizeCap *= 2; w.sizeCap >= k.perRequest {
+			w.sizeCap = 0
+		}
 	}
 	if a.decoded < ask.limit {
 		if ask.hasKnown {
@@ -168,7 +173,7 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		// newest instant, read it whole and walk on below it.
 		k.log.Warnf("The SIEM API answered %d detection(s) for %s to %s, none with a LastProcessedTimeUtc inside that window: "+
 			"finding the newest instant with one-detection requests", ask.limit, c.From.Format(time.RFC3339Nano), c.To.Format(time.RFC3339Nano))
-		return r.searchOn(c, true, k)
+		return r.searchOn(c, k)
 	case a.oldest.Before(c.To):
 		c.To = a.oldest
 		pr := progress{settledAfter: c.To, settledBefore: c.End}
@@ -210,7 +215,7 @@ type instantSearch struct {
 // detection, which cannot be read: one detection asked for from a time up
 // comes (or fails as unreadable) exactly when that time is at or before it.
 // A known unreadable instant is tried first.
-func (r *siemReader) searchOn(c *chunk, read bool, k *known) progress {
+func (r *siemReader) searchOn(c *chunk, k *known) progress {
 	w := &c.siem
 	s := w.search
 	if s == nil || !s.chunkTo.Equal(c.To) || s.from.Before(c.From) {
@@ -218,14 +223,14 @@ func (r *siemReader) searchOn(c *chunk, read bool, k *known) progress {
 		w.search = s
 	}
 	if at, ok := k.unreadable(s.from, s.to); ok && !s.triedKnown {
-		return progress{then: r.ask(c, &siemAsk{since: at.Add(tick), until: c.To, limit: 1, step: siemSearch, knownTry: true, read: read})}
+		return progress{then: r.ask(c, &siemAsk{since: at.Add(tick), until: c.To, limit: 1, step: siemSearch, knownTry: true})}
 	}
 	if s.from.Before(s.to) {
 		mid := s.from.Add(s.to.Sub(s.from) / 2).Truncate(tick).Add(tick)
-		return progress{then: r.ask(c, &siemAsk{since: mid, until: c.To, limit: 1, step: siemSearch, read: read})}
+		return progress{then: r.ask(c, &siemAsk{since: mid, until: c.To, limit: 1, step: siemSearch})}
 	}
 	w.search = nil
-	return r.found(c, s.from, read)
+	return r.found(c, s.from)
 }
 
 // searched narrows the search with one answer.
@@ -242,7 +247,7 @@ func (r *siemReader) searched(c *chunk, a *answer, unreadable bool, k *known) pr
 		s.triedKnown = true
 		if !occupied {
 			c.siem.search = nil
-			return r.found(c, ask.since.Add(-tick), ask.read)
+			return r.found(c, ask.since.Add(-tick))
 		}
 		s.from = ask.since
 	case occupied:
@@ -250,17 +255,14 @@ func (r *siemReader) searched(c *chunk, a *answer, unreadable bool, k *known) pr
 	default:
 		s.to = ask.since.Add(-tick)
 	}
-	return r.searchOn(c, ask.read, k)
+	return r.searchOn(c, k)
 }
 
 // found moves the chunk to the instant found: read whole, or passed over.
-func (r *siemReader) found(c *chunk, at time.Time, read bool) progress {
-	if read {
-		c.To = at
-		return progress{then: r.ask(c, &siemAsk{since: at, until: at, step: siemInstant})}
-	}
-	c.To = at.Add(-tick)
-	return c.siem.passOver(at)
+func (r *siemReader) found(c *chunk, at time.Time) progress {
+	// Read whole, or passed over only when this read confirms it cannot be.
+	c.To = at
+	return progress{then: r.ask(c, &siemAsk{since: at, until: at, step: siemInstant})}
 }
 
 // passOver passes over an unreadable instant; past it requests have their
