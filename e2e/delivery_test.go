@@ -18,6 +18,17 @@ import (
 	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
 
+// smallBuffer is an [agent] whose buffer, 1,000 metrics, is smaller than
+// the tests' backlogs.
+const smallBuffer = `
+[agent]
+  interval = "1s"
+  flush_interval = "1s"
+  metric_batch_size = 500
+  metric_buffer_limit = 1000
+  omit_hostname = true
+`
+
 // Built into Telegraf with a buffer smaller than the backlog and InfluxDB
 // down for the first 15 s: every detection reaches InfluxDB once. With
 // max_undelivered_alerts below the buffer the plugin waits for the output
@@ -38,14 +49,7 @@ func TestInTreeOutputOutageLosesNothing(t *testing.T) {
 			t.Parallel()
 			sim, _, url := newStillSimulator(t, 47, 90)
 			port := freePort(t)
-			a := startInTree(t, t.TempDir(), "telegraf", `
-[agent]
-  interval = "1s"
-  flush_interval = "1s"
-  metric_batch_size = 500
-  metric_buffer_limit = 1000
-  omit_hostname = true
-`+siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`,
+			a := startInTree(t, t.TempDir(), "telegraf", smallBuffer+siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`,
 				"max_requests_per_minute = 600", fmt.Sprintf("max_undelivered_alerts = %d", tc.maxUndelivered))+fmt.Sprintf(`
 [[outputs.influxdb]]
   urls = ["http://127.0.0.1:%d"]
@@ -130,14 +134,7 @@ func TestOpenSearchOutageLosesNothingInTree(t *testing.T) {
 	t.Parallel()
 	sim, _, url := newStillSimulator(t, 59, 90)
 	port := freePort(t)
-	a := startInTree(t, t.TempDir(), "telegraf", `
-[agent]
-  interval = "1s"
-  flush_interval = "1s"
-  metric_batch_size = 500
-  metric_buffer_limit = 1000
-  omit_hostname = true
-`+siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`, "max_requests_per_minute = 600")+
+	a := startInTree(t, t.TempDir(), "telegraf", smallBuffer+siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`, "max_requests_per_minute = 600")+
 		opensearchOutput(fmt.Sprintf("http://127.0.0.1:%d", port), `'defender-{{.Time.Format "2006.01.02"}}'`, "defender-ecs",
 			"  force_document_id = true\n  ## Down at start: connect again later, buffering meanwhile.\n  startup_error_behavior = \"retry\"\n"))
 	want := len(sim.All())
@@ -161,16 +158,8 @@ func TestInTreeManySectionsThroughAnOutage(t *testing.T) {
 	const sections = 6
 	sim, _, url := newStillSimulator(t, 61, 40)
 	port := freePort(t)
-	const agentConf = `
-[agent]
-  interval = "1s"
-  flush_interval = "1s"
-  metric_batch_size = 500
-  metric_buffer_limit = 1000
-  omit_hostname = true
-`
 	var conf strings.Builder
-	conf.WriteString(agentConf)
+	conf.WriteString(smallBuffer)
 	for i := range sections {
 		conf.WriteString(siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`, "max_requests_per_minute = 600",
 			"[inputs.microsoft_defender.tags]", fmt.Sprintf("  section = \"%d\"", i)))
