@@ -150,7 +150,8 @@ func (a *agent) stop(t *testing.T) {
 	}
 }
 
-// metrics parses what Telegraf's file output wrote so far.
+// metrics parses the lines Telegraf's file output wrote whole so far: a
+// write in progress may have left half a line at the end.
 func (a *agent) metrics(t *testing.T) []telegraf.Metric {
 	t.Helper()
 	data, err := os.ReadFile(a.out)
@@ -158,6 +159,7 @@ func (a *agent) metrics(t *testing.T) []telegraf.Metric {
 		return nil
 	}
 	require.NoError(t, err)
+	data = data[:bytes.LastIndexByte(data, '\n')+1]
 	parser := &influx.Parser{}
 	require.NoError(t, parser.Init())
 	metrics, err := parser.Parse(data)
