@@ -39,7 +39,7 @@ func TestGraphBacklogCosts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			bubble(t, func(t *testing.T) {
 				s := newScenario(t, simulator.Config{Graph: tt.behaviour})
-				require.NoError(t, s.sim.AddGraph(graphAlertsAt(time.Now().Add(-2*time.Hour-time.Minute), 20000, 2*time.Hour/20000)...))
+				require.NoError(t, s.sim.AddGraph(graphAlertsAt(time.Now().Add(-2*time.Hour), 20000, 2*time.Hour/20000)...))
 				p := s.graphPlugin(nil)
 				// Until a poll reads its window whole and its position lies
 				// within one interval of delay before now.

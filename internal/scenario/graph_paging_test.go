@@ -246,7 +246,7 @@ func TestGraphTimesOutsideTheWindowMoveNothing(t *testing.T) {
 		pages := requestsTo(s.sim, graphAlertsPath)
 		require.Len(t, pages, 3, "300 alerts, 100 a page, one chain")
 		for _, r := range pages {
-			require.Equal(t, "lastUpdateDateTime ge 2020-09-30T12:59:00.0000000Z and lastUpdateDateTime lt 2020-09-30T14:59:00.0000000Z",
+			require.Equal(t, "lastUpdateDateTime ge 2020-09-30T13:00:00.0000000Z and lastUpdateDateTime lt 2020-09-30T15:00:00.0000000Z",
 				r.URL.Query().Get("$filter"))
 		}
 		poll := pollFields(t, acc)
@@ -254,7 +254,7 @@ func TestGraphTimesOutsideTheWindowMoveNothing(t *testing.T) {
 		require.Equal(t, int64(1), poll["invalid_fields"])
 		require.Equal(t, false, poll["backlog"])
 		outside := "W! [] The Graph API sent 1 alert last updated outside the window asked for, " +
-			"[2020-09-30T12:59:00Z, 2020-09-30T14:59:00Z) (the first: past@2001-01-01T00:00:00Z): left out"
+			"[2020-09-30T13:00:00Z, 2020-09-30T15:00:00Z) (the first: past@2001-01-01T00:00:00Z): left out"
 		require.Equal(t, []string{
 			`W! [] Alert 0 at byte 391 ("future@0001-01-01T00:00:00Z") emitted without the values that do not fit: ` +
 				`lastUpdateDateTime: "2999-01-01T00:00:00Z" lies outside the years 1678 to 2262 that a metric's time can hold`,
@@ -267,7 +267,7 @@ func TestGraphTimesOutsideTheWindowMoveNothing(t *testing.T) {
 		// less the overlap.
 		time.Sleep(pollInterval)
 		s.poll(p)
-		require.Equal(t, "lastUpdateDateTime ge 2020-09-30T14:49:00.0000000Z and lastUpdateDateTime lt 2020-09-30T15:00:00.0000000Z",
+		require.Equal(t, "lastUpdateDateTime ge 2020-09-30T14:50:00.0000000Z and lastUpdateDateTime lt 2020-09-30T15:01:00.0000000Z",
 			requestsTo(s.sim, graphAlertsPath)[3].URL.Query().Get("$filter"))
 	})
 }

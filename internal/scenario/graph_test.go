@@ -40,7 +40,7 @@ func TestGraphRequests(t *testing.T) {
 		pages := requestsTo(s.sim, graphAlertsPath)
 		require.Greater(t, len(pages), 1, "more than one page of 10")
 		require.Equal(t, url.Values{
-			"$filter": {"lastUpdateDateTime ge 2020-09-30T14:29:00.0000000Z and lastUpdateDateTime lt 2020-09-30T14:59:00.0000000Z" +
+			"$filter": {"lastUpdateDateTime ge 2020-09-30T14:30:00.0000000Z and lastUpdateDateTime lt 2020-09-30T15:00:00.0000000Z" +
 				" and (serviceSource eq 'microsoftDefenderForEndpoint' or serviceSource eq 'microsoftDefenderForOffice365')" +
 				" and (severity eq 'high' or severity eq 'medium')"},
 			"$orderby": {"lastUpdateDateTime asc"},

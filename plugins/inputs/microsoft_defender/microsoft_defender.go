@@ -111,7 +111,8 @@ type MicrosoftDefender struct {
 	cancel         context.CancelFunc
 	lastGather     time.Time  // when the previous poll started: one interval before this one, the poll's deadline
 	throttledUntil time.Time  // when the API allows the next request, after a Retry-After longer than a poll
-	stateDirty     bool       // the cursor moved since the state file was written
+	stateDirty     bool       // the state file is to be written
+	savedWatermark time.Time  // the watermark the state file holds
 	stateLock      *stateLock // keeps other instances off state_file until Stop
 }
 
@@ -121,7 +122,7 @@ func newMicrosoftDefender() *MicrosoftDefender {
 		API:                  "graph",
 		AuthMethod:           methodClientSecret,
 		InitialLookback:      config.Duration(2 * time.Hour),
-		Delay:                config.Duration(time.Minute),
+		Delay:                0,
 		Overlap:              config.Duration(10 * time.Minute),
 		MaxWindow:            config.Duration(time.Hour),
 		MaxAlertsPerGather:   10000,
@@ -331,7 +332,9 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	}
 	lag := max(now.Sub(readUpTo), 0) // a watermark up to maxClockSkew ahead is believed: no lag
 	acc.AddMetric(pollMetric(m.API, p.status(), &p.stats, time.Since(started), lag, now))
-	m.stateDirty = m.stateDirty || p.stats.requests > 0
+	// A quiet poll moves only the watermark: saved once it is overlap ahead, as a restart from the saved state
+	// repeats nothing, only reads that much more.
+	m.stateDirty = m.stateDirty || p.stats.emitted > 0 || m.cursor.watermark.Sub(m.savedWatermark) >= time.Duration(m.Overlap)
 	return nil
 }
 
@@ -344,13 +347,15 @@ func (m *MicrosoftDefender) perRequest() int {
 	return n
 }
 
-// commitState writes the state file when the cursor moved since the last write.
+// commitState writes the state file when a poll marked it dirty.
 func (m *MicrosoftDefender) commitState() error {
 	if m.StateFile == "" || !m.stateDirty {
 		return nil
 	}
 	err := m.saveStateFile()
-	m.stateDirty = err != nil
+	if m.stateDirty = err != nil; !m.stateDirty {
+		m.savedWatermark = m.cursor.watermark
+	}
 	return err
 }
 

@@ -60,7 +60,7 @@ func TestPollMetric(t *testing.T) {
 	// The newest two fill the budget: a backlog remains.
 	responses = []string{"[" + b + "," + c + "]"}
 	acc := gatherOK(t, plugin)
-	want := expectedPoll("partial", pollStats{requests: 1, received: 2, emitted: 2, backlog: true}, time.Hour+time.Minute)
+	want := expectedPoll("partial", pollStats{requests: 1, received: 2, emitted: 2, backlog: true}, time.Hour)
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{want},
 		pollMetrics(acc), testutil.IgnoreFields("duration_seconds"))
 	require.Equal(t, []string{"a:2", "a:3"}, emittedIDs(acc))
@@ -69,7 +69,7 @@ func TestPollMetric(t *testing.T) {
 	// the span below a is asked for too, which holds only a.
 	responses = []string{"[" + a + "," + b + "]", "[" + a + "]"}
 	acc = gatherOK(t, plugin)
-	testutil.RequireMetricsEqual(t, []telegraf.Metric{expectedPoll("ok", pollStats{requests: 2, received: 3, emitted: 1, duplicates: 2}, time.Minute)},
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{expectedPoll("ok", pollStats{requests: 2, received: 3, emitted: 1, duplicates: 2}, 0)},
 		pollMetrics(acc), testutil.IgnoreFields("duration_seconds"))
 	require.Equal(t, []string{"a:1"}, emittedIDs(acc))
 
@@ -80,7 +80,7 @@ func TestPollMetric(t *testing.T) {
 	require.NoError(t, plugin.Gather(&failed))
 	require.Len(t, failed.Errors, 1)
 	require.True(t, strings.HasPrefix(failed.Errors[0].Error(), "reading the SIEM API answer from"))
-	expected := expectedPoll("partial", pollStats{requests: 1, received: 1, emitted: 1, errors: 1, backlog: true}, time.Hour+time.Minute)
+	expected := expectedPoll("partial", pollStats{requests: 1, received: 1, emitted: 1, errors: 1, backlog: true}, time.Hour)
 	expected.SetTime(fixedNow.Add(time.Hour))
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{expected}, pollMetrics(&failed), testutil.IgnoreFields("duration_seconds"))
 }
