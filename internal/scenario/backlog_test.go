@@ -33,7 +33,7 @@ func TestGraphBacklogCosts(t *testing.T) {
 		{"top_clamped_to_200", simulator.GraphBehaviour{MaxTop: 200}, 130, 4},
 		{"no_count", simulator.GraphBehaviour{Count: simulator.GraphCountIgnored}, 78, 4},
 		{"harshest", simulator.GraphBehaviour{Order: simulator.GraphOrderRejected, NextLink: simulator.GraphLinkSkipToken,
-			Count: simulator.GraphCountRejected, MaxSkip: 500, ChainEnd: 6000, MaxTop: 200}, 223, 8},
+			Count: simulator.GraphCountRejected, MaxSkip: 500, ChainEnd: 6000, MaxTop: 200}, 224, 8},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

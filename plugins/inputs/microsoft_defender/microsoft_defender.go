@@ -41,6 +41,9 @@ const (
 	// maxRequestRecords caps what one request asks for, whatever the budget: the identities of one answer
 	// are held until the walk moves below them, and a retried request costs at most this much again.
 	maxRequestRecords = 10000
+	// maxRequestsPerMinute bounds max_requests_per_minute, whose every request's time the rate limit holds
+	// for a minute: a hundred times Graph's budget.
+	maxRequestsPerMinute = 15000
 )
 
 // MicrosoftDefender pulls Microsoft Defender detections.
@@ -94,7 +97,7 @@ type MicrosoftDefender struct {
 	tokens   tokenSource
 	cursor   *cursor
 	plan     windowPlan
-	limiter  *rate.Limiter
+	limiter  *rateLimit
 	// paging is what Graph showed of its paging, for the life of the
 	// process.
 	paging graphPaging
@@ -184,7 +187,8 @@ func (m *MicrosoftDefender) Init() error {
 		m.sleep = sleepContext
 	}
 	// A tenth of a minute's requests may go at once; beyond that they are spread evenly.
-	m.limiter = rate.NewLimiter(rate.Limit(float64(m.MaxRequestsPerMinute)/60), max(1, m.MaxRequestsPerMinute/10))
+	m.limiter = &rateLimit{Limiter: rate.NewLimiter(rate.Limit(float64(m.MaxRequestsPerMinute)/60), max(1, m.MaxRequestsPerMinute/10)),
+		sent: make([]time.Time, m.MaxRequestsPerMinute)}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	if m.StateFile != "" {
 		return m.openStateFile()
@@ -225,7 +229,8 @@ func (m *MicrosoftDefender) checkSettings() error {
 			time.Duration(m.MaxWindow), time.Duration(m.Overlap))},
 		{m.MaxAlertsPerGather <= 0, fmt.Sprintf("max_alerts_per_gather must be positive, got %d", m.MaxAlertsPerGather)},
 		{m.MaxRetries < 0, fmt.Sprintf("max_retries must not be negative, got %d", m.MaxRetries)},
-		{m.MaxRequestsPerMinute <= 0, fmt.Sprintf("max_requests_per_minute must be positive, got %d", m.MaxRequestsPerMinute)},
+		{m.MaxRequestsPerMinute <= 0 || m.MaxRequestsPerMinute > maxRequestsPerMinute,
+			fmt.Sprintf("max_requests_per_minute must be from 1 to %d, got %d", maxRequestsPerMinute, m.MaxRequestsPerMinute)},
 		{m.MaxBodySize <= 0, "max_body_size must be positive"},
 		{m.Timeout <= 0, "timeout must be positive"},
 	} {
@@ -336,6 +341,25 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	// repeats nothing, only reads that much more.
 	m.stateDirty = m.stateDirty || p.stats.emitted > 0 || m.cursor.watermark.Sub(m.savedWatermark) >= time.Duration(m.Overlap)
 	return nil
+}
+
+// rateLimit spreads requests (the limiter) and caps them: none goes within a minute of the one
+// max_requests_per_minute before it, so that no minute holds more, however the limiter bursts and rounds.
+type rateLimit struct {
+	*rate.Limiter
+	sent []time.Time // when the latest requests went: a ring whose next entry is the oldest
+	next int
+}
+
+// capWait is how long a request at now waits for the cap.
+func (r *rateLimit) capWait(now time.Time) time.Duration {
+	return r.sent[r.next].Add(time.Minute).Sub(now)
+}
+
+// sending notes a request that goes at t.
+func (r *rateLimit) sending(t time.Time) {
+	r.sent[r.next] = t
+	r.next = (r.next + 1) % len(r.sent)
 }
 
 // perRequest is the number of records one request asks for.
