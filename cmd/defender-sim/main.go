@@ -68,6 +68,8 @@ func main() {
 	flag.IntVar(&cfg.Graph.ChainEnd, "graph-chain-end", 0,
 		"Graph: end a chain of pages silently, without a next link, once it reached this many alerts (0: never)")
 	flag.IntVar(&cfg.Graph.MaxTop, "graph-max-top", 0, "Graph: clamp $top silently to this, e.g. 200 (0: honour $top up to 1000)")
+	latencyOf := flag.String("latency-of", "", "read this Telegraf file output (influx lines) as it grows and, at exit, print how long "+
+		"the Graph alert versions that became visible after the start took to reach it (p50, p95, max)")
 	flag.Parse()
 	if err := cfg.Graph.Check(); err != nil {
 		fmt.Fprintln(os.Stderr, "defender-sim:", err)
@@ -81,13 +83,13 @@ func main() {
 	}
 	cfg.Faults.Rates = rates
 
-	if err := run(*listen, *addrFile, cfg, auth); err != nil {
+	if err := run(*listen, *addrFile, *latencyOf, cfg, auth); err != nil {
 		fmt.Fprintln(os.Stderr, "defender-sim:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, addrFile string, cfg simulator.Config, auth authFlags) error {
+func run(listen, addrFile, latencyOf string, cfg simulator.Config, auth authFlags) error {
 	tlsCfg, err := auth.configure(&cfg)
 	if err != nil {
 		return err
@@ -110,7 +112,8 @@ func run(listen, addrFile string, cfg simulator.Config, auth authFlags) error {
 		cfg.TenantID, base, base, base, cfg.TenantID)
 
 	sim := simulator.New(cfg)
-	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// A minute: a thousand clients handshaking at once on a busy machine.
+	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: time.Minute}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if auth.federatedTokenFile != "" {
@@ -123,6 +126,11 @@ func run(listen, addrFile string, cfg simulator.Config, auth authFlags) error {
 		<-ctx.Done()
 		srv.Shutdown(context.Background()) //nolint:errcheck // exiting anyway
 	}()
+	if latencyOf != "" {
+		watch, done := newLatencyWatch(sim, latencyOf), make(chan struct{})
+		go func() { watch.run(ctx); close(done) }()
+		defer func() { <-done; fmt.Println(watch.report()) }()
+	}
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

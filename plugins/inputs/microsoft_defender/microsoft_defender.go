@@ -125,7 +125,6 @@ func newMicrosoftDefender() *MicrosoftDefender {
 		API:                  "graph",
 		AuthMethod:           methodClientSecret,
 		InitialLookback:      config.Duration(2 * time.Hour),
-		Delay:                0,
 		Overlap:              config.Duration(10 * time.Minute),
 		MaxWindow:            config.Duration(time.Hour),
 		MaxAlertsPerGather:   10000,
