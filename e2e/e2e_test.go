@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"hash/fnv"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -149,7 +150,8 @@ func (a *agent) stop(t *testing.T) {
 	}
 }
 
-// metrics parses what Telegraf's file output wrote so far.
+// metrics parses the lines Telegraf's file output wrote whole so far: a
+// write in progress may have left half a line at the end.
 func (a *agent) metrics(t *testing.T) []telegraf.Metric {
 	t.Helper()
 	data, err := os.ReadFile(a.out)
@@ -157,6 +159,7 @@ func (a *agent) metrics(t *testing.T) []telegraf.Metric {
 		return nil
 	}
 	require.NoError(t, err)
+	data = data[:bytes.LastIndexByte(data, '\n')+1]
 	parser := &influx.Parser{}
 	require.NoError(t, parser.Init())
 	metrics, err := parser.Parse(data)
@@ -231,7 +234,16 @@ func expectedAlert(t *testing.T, d *simulator.Detection) telegraf.Metric {
 		"report_id":               int64(0),
 		"alert_time":              alertTime.UTC().Format(time.RFC3339Nano),
 		"last_processed_time_utc": lastProcessed.UTC().Format(time.RFC3339Nano),
-	}, alertTime)
+	}, pointTime(alertTime, d.AlertID, 0))
+}
+
+// pointTime is where the plugin's README places a record: in the second of
+// its time, at a fraction from an FNV-1a hash of its key (the SIEM alert id),
+// with the SIEM AlertPart below 100 ns.
+func pointTime(t time.Time, key string, part int64) time.Time {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	return t.Truncate(time.Second).Add(time.Duration(h.Sum64()%1e7*100 + uint64(part)))
 }
 
 func TestExecdUnderRealTelegraf(t *testing.T) {

@@ -33,6 +33,12 @@ type influxDB struct {
 // install step.
 func startInfluxDB(t *testing.T) *influxDB {
 	t.Helper()
+	return startInfluxDBOn(t, freePort(t))
+}
+
+// startInfluxDBOn is startInfluxDB answering HTTP on httpPort.
+func startInfluxDBOn(t *testing.T, httpPort int) *influxDB {
+	t.Helper()
 	path, err := exec.LookPath("influxd")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -41,7 +47,7 @@ func startInfluxDB(t *testing.T) *influxDB {
 		t.Skip("influxd is not installed: apt-get install -y influxdb (Debian's InfluxDB 1.x) to run this test")
 	}
 	dir := t.TempDir()
-	httpPort, rpcPort := freePort(t), freePort(t)
+	rpcPort := freePort(t)
 	conf := fmt.Sprintf(`reporting-disabled = true
 bind-address = "127.0.0.1:%d"
 [meta]
@@ -174,7 +180,8 @@ func TestInfluxDBPipelineAndDashboard(t *testing.T) {
 
 	dashboard, err := os.ReadFile(filepath.Join("..", "dashboards", "defender-influxdb.json"))
 	require.NoError(t, err)
-	queries := dashboardQueries(t, dashboard)
+	// The incident panels' queries run in TestInTreeIncidentsIntoInfluxDB.
+	_, queries := incidentQueries(dashboardQueries(t, dashboard))
 	require.Len(t, queries, 10)
 	for _, q := range queries {
 		// Grafana's macros, as Grafana expands them for "the last day".

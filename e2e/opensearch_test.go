@@ -319,7 +319,7 @@ func testSearchOutput(t *testing.T, node *searchNode, output string) {
 
 // opensearchOutput is an outputs.opensearch section writing to index (a
 // TOML string) through pipeline, with extra keys.
-func opensearchOutput(url, index, pipeline, extra string) string {
+func opensearchOutput(url, index, pipeline, extra string) string { //nolint:unparam // the pipeline is part of what each test states
 	return fmt.Sprintf(`
 [[outputs.opensearch]]
   urls = [%q]
@@ -625,7 +625,7 @@ func readmeQueries(t *testing.T) []readmeRequest {
 	for _, q := range found {
 		out = append(out, readmeRequest{q[1], q[2], q[3]})
 	}
-	require.Len(t, out, 6)
+	require.Len(t, out, 7)
 	return out
 }
 
@@ -709,7 +709,8 @@ func checkREADMEQueries(t *testing.T, node *searchNode, read []simulator.Detecti
 	}
 
 	queries := readmeQueries(t)
-	marks := []string{`"per_hour"`, `"categories"`, `{"term": {"tag.severity": "high"}}`, `"hosts"`, `"defender_poll"`, `"collapse"`}
+	marks := []string{`"per_hour"`, `"categories"`, `{"term": {"tag.severity": "high"}}`, `"hosts"`, `"defender_poll"`, `"collapse"`,
+		`"defender_incident.incident_id"`}
 	for i, q := range queries {
 		require.Contains(t, q.body, marks[i], "the README's query %d is not the one this test expects", i+1)
 		answer := node.run(t, q)
@@ -760,6 +761,8 @@ func checkREADMEQueries(t *testing.T, node *searchNode, read []simulator.Detecti
 				require.True(t, latest[id].Equal(lpt), "%s: %s, not its latest detection's %s", id, lpt, latest[id])
 				require.True(t, times[i].Equal(lpt), "the %d. alert of the state was last processed at %s, not %s", i+1, lpt, times[i])
 			}
+		case 6: // the current state of every incident: there are none (TestOpenSearchIncidents)
+			require.Empty(t, hits(t, answer))
 		}
 	}
 }
@@ -1099,6 +1102,12 @@ func testGraphVersions(t *testing.T, node *searchNode) {
 			require.NoError(t, sim.AddGraph(latest))
 		}
 		waitFor(t, a, fmt.Sprintf("version %d in the state", i+1), func() bool {
+			// The output creates the index on its first write; until its
+			// shard has started, a search on it answers 503.
+			if status, _ := node.do(t, http.MethodGet, "/_cluster/health/defender-graph-history?wait_for_status=yellow&timeout=1s",
+				nil); status != http.StatusOK {
+				return false
+			}
 			state, _ := latestState(t, node)
 			return dig(state["da-tracked"], "_source", "defender_alert", "last_update_date_time") ==
 				normalizeGraphTime(t, latest.LastUpdateDateTime)

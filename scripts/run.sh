@@ -7,7 +7,10 @@
 # DURATION stops the run after that long (runs until Ctrl-C when unset),
 # SIM_ARGS passes flags to the simulator (see bin/defender-sim -h), and
 # STATE_DIR is where the plugin keeps its position between runs (.run/).
-# DEFENDER_API=graph pulls Microsoft Graph alerts_v2 instead of the SIEM API.
+# DEFENDER_API picks the API: graph (Microsoft Graph alerts_v2, the default),
+# graph_incidents (Graph security incidents) or siem. With graph, INCIDENTS=1
+# (the default on the simulator; 0 on a tenant, whose app then needs
+# SecurityIncident.Read.All) adds a second section reading the incidents.
 # DEFENDER_AUTH picks how the plugin signs in: secret (the default),
 # certificate, managed-identity or workload-identity; on the simulator each
 # runs over TLS with a CA the simulator makes at start (the Azure SDK signs
@@ -36,9 +39,13 @@ trap 'exit 130' INT TERM
 
 api="${DEFENDER_API:-graph}"
 case "$api" in
-  siem|graph) ;;
-  *) echo "run: DEFENDER_API must be siem or graph, not $api" >&2; exit 2 ;;
+  siem|graph|graph_incidents) ;;
+  *) echo "run: DEFENDER_API must be siem, graph or graph_incidents, not $api" >&2; exit 2 ;;
 esac
+if [ -n "${DEFENDER_TENANT_ID:-}" ]; then incidents="${INCIDENTS:-0}"; else incidents="${INCIDENTS:-1}"; fi
+# Graph's path of what api reads, on the simulator.
+graph_path=/v1.0/security/alerts_v2
+[ "$api" != graph_incidents ] || graph_path=/v1.0/security/incidents
 case "${TELEGRAF:-execd}" in
   execd|intree) ;;
   *) echo "run: TELEGRAF must be execd or intree, not $TELEGRAF" >&2; exit 2 ;;
@@ -76,7 +83,7 @@ if [ -n "${DEFENDER_TENANT_ID:-}" ]; then
     workload-identity)
       auth_conf='auth_method = "workload_identity"' ;;
   esac
-  if [ "$api" = graph ]; then
+  if [ "$api" != siem ]; then
     export DEFENDER_REGION="${DEFENDER_REGION:-global}"
   else
     export DEFENDER_REGION="${DEFENDER_REGION:-us}"
@@ -114,8 +121,8 @@ elif [ "$auth" != secret ]; then
   # What App Service and AKS put in the environment of the process.
   export IDENTITY_ENDPOINT="$sim/msi/token"
   export AZURE_FEDERATED_TOKEN_FILE="$work/federated-token" AZURE_CLIENT_ID=sim-client AZURE_TENANT_ID=sim-tenant AZURE_AUTHORITY_HOST="$sim/"
-  if [ "$api" = graph ]; then
-    endpoint="$sim/v1.0/security/alerts_v2"
+  if [ "$api" != siem ]; then
+    endpoint="$sim$graph_path"
     auth_conf+=$'\n  scopes = ["https://graph.microsoft.com/.default"]'
   else
     endpoint="$sim/api/alerts"
@@ -135,8 +142,8 @@ else
   start_sim run /dev/stderr -listen "127.0.0.1:${SIM_PORT:-18089}" -rate 6 ${SIM_ARGS:-}
   echo "run: no DEFENDER_TENANT_ID set, pulling from the simulator at $sim" >&2
   export DEFENDER_CLIENT_SECRET=sim-secret
-  if [ "$api" = graph ]; then
-    endpoint="$sim/v1.0/security/alerts_v2"
+  if [ "$api" != siem ]; then
+    endpoint="$sim$graph_path"
     auth_form='scopes = ["https://graph.microsoft.com/.default"]'
   else
     endpoint="$sim/api/alerts"
@@ -153,6 +160,16 @@ else
   client_secret = "\${DEFENDER_CLIENT_SECRET}"
   state_file = "$state_dir/simulator-$api.state"
 CONF
+fi
+
+# The incidents of the same tenant: the section of the alerts, another API,
+# path and state file.
+sections=("$work/defender.conf")
+if [ "$api" = graph ] && [ "$incidents" = 1 ]; then
+  sed -e 's/^  api = "graph"$/  api = "graph_incidents"/' -e 's|/v1.0/security/alerts_v2|/v1.0/security/incidents|' \
+    -e 's|-graph\(-[a-z-]*\)\{0,1\}\.state"$|-graph_incidents\1.state"|' "$work/defender.conf" > "$work/incidents.conf"
+  sections+=("$work/incidents.conf")
+  echo "run: reading the incidents too (INCIDENTS=0 leaves them out)" >&2
 fi
 
 output='[[outputs.file]]
@@ -193,6 +210,12 @@ CONF
         --data-urlencode 'q=SELECT count("alert_id") FROM "defender_alert" GROUP BY "severity"' |
         grep -o '"severity":"[a-z]*"},"columns":\["time","count"\],"values":\[\["[^"]*",[0-9]*' |
         sed 's/"severity":"\([a-z]*\)".*,\([0-9]*\)$/  \1: \2/' || true
+      [ "${#sections[@]}" = 1 ] && [ "$api" != graph_incidents ] && continue
+      echo "run: incident versions in InfluxDB by status:"
+      curl -sG "$INFLUXDB_URL/query" --data-urlencode db=defender \
+        --data-urlencode 'q=SELECT count("incident_id") FROM "defender_incident" GROUP BY "status"' |
+        grep -o '"status":"[A-Za-z]*"},"columns":\["time","count"\],"values":\[\["[^"]*",[0-9]*' |
+        sed 's/"status":"\([A-Za-z]*\)".*,\([0-9]*\)$/  \1: \2/' || true
     done
   ) &
   pids+=($!)
@@ -201,19 +224,23 @@ fi
 case "${TELEGRAF:-execd}" in
   execd)
     telegraf=bin/telegraf
-    input=$(cat <<CONF
+    input=
+    for section in "${sections[@]}"; do
+      input+=$(cat <<CONF
+
 [[inputs.execd]]
-  command = ["$root/bin/telegraf-defender", "-config", "$work/defender.conf", "-poll_interval_disabled"]
+  command = ["$root/bin/telegraf-defender", "-config", "$section", "-poll_interval_disabled"]
   signal = "STDIN"
   restart_delay = "10s"
   data_format = "influx"
 CONF
 )
+    done
     ;;
   intree)
-    # The same section, in telegraf.conf: Telegraf expands the ${...}.
+    # The same sections, in telegraf.conf: Telegraf expands the ${...}.
     telegraf=bin/telegraf-intree
-    input=$(cat "$work/defender.conf")
+    input=$(cat "${sections[@]}")
     ;;
 esac
 

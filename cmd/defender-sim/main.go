@@ -59,15 +59,24 @@ func main() {
 	flag.StringVar(&auth.federatedSubject, "federated-subject", "system:serviceaccount:monitoring:telegraf", "subject of the federated tokens")
 	flag.DurationVar(&auth.federatedLifetime, "federated-token-lifetime", time.Hour, "lifetime of the federated tokens")
 	flag.StringVar(&cfg.Graph.Order, "graph-order", simulator.GraphOrderAsc,
-		"Graph: what $orderby=lastUpdateDateTime asc does: asc (honoured), ignored (newest first), rejected (400)")
+		"Graph: what $orderby=lastUpdateDateTime asc does: asc (honoured), ignored (newest first), rejected (400), "+
+			"unordered (no order of time, asked or not)")
 	flag.StringVar(&cfg.Graph.NextLink, "graph-next-link", simulator.GraphLinkSkip,
 		"Graph: the form of @odata.nextLink: skip ($skip), skiptoken (an opaque $skiptoken), none (never sent although more match)")
 	flag.StringVar(&cfg.Graph.Count, "graph-count", simulator.GraphCountReturned,
-		"Graph: what $count=true does: returned (@odata.count), ignored (no @odata.count), rejected (400)")
+		"Graph: what $count=true does: returned (@odata.count), ignored (no @odata.count), rejected (400), always (on every page, asked or not)")
+	flag.IntVar(&cfg.Graph.CountOffset, "graph-count-offset", 0,
+		"Graph: add this to every @odata.count sent (at least 0 is sent): -150 too low, 1000000000 inflated, -1000000000 always 0")
 	flag.IntVar(&cfg.Graph.MaxSkip, "graph-max-skip", 0, "Graph: answer 400 to a page starting deeper than this many alerts, e.g. 500 (0: no limit)")
 	flag.IntVar(&cfg.Graph.ChainEnd, "graph-chain-end", 0,
 		"Graph: end a chain of pages silently, without a next link, once it reached this many alerts (0: never)")
 	flag.IntVar(&cfg.Graph.MaxTop, "graph-max-top", 0, "Graph: clamp $top silently to this, e.g. 200 (0: honour $top up to 1000)")
+	flag.IntVar(&cfg.Graph.ShortPages, "graph-short-pages", 0,
+		"Graph: the first this many pages that would hold more than one alert hold one, with a next link to the rest")
+	flag.BoolVar(&cfg.Graph.TrailingLink, "graph-trailing-link", false,
+		"Graph: a next link on every page that holds alerts, the last one's leading to an empty page")
+	flag.IntVar(&cfg.Graph.ExpandFailsAbove, "graph-expand-fails-above", 0,
+		"Graph: answer 500 to a page of incidents with $expand=alerts that would hold more than this many (0: never)")
 	latencyOf := flag.String("latency-of", "", "read this Telegraf file output (influx lines) as it grows and, at exit, print how long "+
 		"the Graph alert versions that became visible after the start took to reach it (p50, p95, max)")
 	flag.Parse()

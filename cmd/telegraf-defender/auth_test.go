@@ -328,7 +328,7 @@ func TestCheckManagedIdentity(t *testing.T) {
 		{http.StatusNotFound, []string{"HTTP 404 Not Found.\n",
 			"Likely fix: The managed identity endpoint has no token service at this address (HTTP 404): check IDENTITY_ENDPOINT"}},
 		{http.StatusInternalServerError, []string{"HTTP 500 Internal Server Error.\n",
-			"Likely fix: The managed identity endpoint is throttling or failing for now: try again later."}},
+			"Likely fix: The sign-in service is throttling or failing for now: try again later."}},
 	} {
 		s.sim.FailManagedIdentity(tt.status, 1)
 		runChecks(t, []checkCase{{fmt.Sprintf("endpoint answers %d", tt.status), mi(""), false, tt.want}}, miHeader)

@@ -31,11 +31,10 @@ func check(w io.Writer, configFile string) bool {
 	}
 	if err == nil {
 		if plugin.Log == nil {
-			// The shim sets the logger only when it runs the plugin; what
-			// the probe learns is logged to stderr here.
+			// The shim sets the logger only when it runs the plugin; the
+			// probe logs to stderr here.
 			plugin.Log = logger.New("inputs", "microsoft_defender", "")
 		}
-		plugin.Log = &probeLog{Logger: plugin.Log}
 		// The plugin may be running: it holds state_file's lock, and the
 		// probe does not need the cursor. A diagnosis also must not move a
 		// corrupt state file aside.
@@ -56,11 +55,6 @@ func check(w io.Writer, configFile string) bool {
 	if err == nil {
 		report(w, "token", "ok")
 		report(w, "request", "ok")
-		// What the service did with the paging options the plugin relies
-		// on least, in one line a user can report.
-		if seen := plugin.Log.(*probeLog).graphPaging; seen != "" {
-			report(w, "graph paging", seen)
-		}
 		fmt.Fprintln(w, "A poll would succeed.")
 		return true
 	}
@@ -96,24 +90,6 @@ const (
 	likelyFix  = ". Likely fix: "
 	unknownFix = "none known: the message above says what failed."
 )
-
-// probeLog keeps the line in which the plugin's Probe says what Graph did
-// with its paging options, and logs everything as the logger it wraps.
-type probeLog struct {
-	telegraf.Logger
-	graphPaging string
-}
-
-// graphPagingSeen starts that line (the plugin's probe.go).
-const graphPagingSeen = "Graph paging seen by the probe: "
-
-func (l *probeLog) Infof(format string, args ...interface{}) {
-	msg := fmt.Sprintf(format, args...)
-	if seen, ok := strings.CutPrefix(msg, graphPagingSeen); ok {
-		l.graphPaging = seen
-	}
-	l.Logger.Info(msg)
-}
 
 // loadInput reads the configuration as the shim does, after refusing keys
 // the shim would ignore.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/plugins/inputs"
 	"github.com/influxdata/telegraf/testutil"
@@ -43,10 +44,12 @@ const (
 	testRefreshToken = "0.ARfresh-token-value-that-must-not-leak"
 
 	// The plugin's measurements.
-	measurementAlert = "defender_alert"
-	measurementPoll  = "defender_poll"
+	measurementAlert    = "defender_alert"
+	measurementIncident = "defender_incident"
+	measurementPoll     = "defender_poll"
 
-	graphAlertsPath = "/v1.0/security/alerts_v2"
+	graphAlertsPath    = "/v1.0/security/alerts_v2"
+	graphIncidentsPath = "/v1.0/security/incidents"
 
 	// simHost is where the plugin believes the simulator to be: plain http
 	// is allowed to loopback only. No socket is opened; the connections are
@@ -312,16 +315,8 @@ func (s *scenario) record(acc *testutil.Accumulator) {
 	s.polls++
 	for _, m := range acc.GetTelegrafMetrics() {
 		switch m.Name() {
-		case measurementAlert:
-			if id, ok := m.GetField("full_id"); ok {
-				s.emitted[id.(string)]++
-			} else {
-				// A Graph alert version: (id, lastUpdateDateTime).
-				id, _ := m.GetField("alert_id")
-				field, _ := m.GetField("last_update_date_time")
-				updated, _ := field.(string) // none when it did not parse
-				s.emitted[id.(string)+"@"+updated]++
-			}
+		case measurementAlert, measurementIncident:
+			s.emitted[versionKey(m)]++
 		case measurementPoll:
 			backlog, ok := m.GetField("backlog")
 			if ok && backlog.(bool) {
@@ -332,6 +327,21 @@ func (s *scenario) record(acc *testutil.Accumulator) {
 			s.position = m.Time().Add(-time.Duration(math.Round(lag.(float64) * float64(time.Second))))
 		}
 	}
+}
+
+// versionKey names what a defender_alert or defender_incident is an event
+// of: a SIEM detection's full_id, a Graph version's id@lastUpdateDateTime.
+func versionKey(m telegraf.Metric) string {
+	if id, ok := m.GetField("full_id"); ok {
+		return id.(string)
+	}
+	id, ok := m.GetField("alert_id")
+	if !ok {
+		id, _ = m.GetField("incident_id")
+	}
+	field, _ := m.GetField("last_update_date_time")
+	updated, _ := field.(string) // none when it did not parse
+	return id.(string) + "@" + updated
 }
 
 // pollInterval is how often the scenarios poll.
@@ -531,16 +541,6 @@ func containsAny(messages []string, want string) bool {
 		}
 	}
 	return false
-}
-
-func infos(logger *testutil.CaptureLogger) string {
-	var lines []string
-	for _, e := range logger.Messages() {
-		if e.Level == testutil.LevelInfo {
-			lines = append(lines, e.String())
-		}
-	}
-	return strings.Join(lines, "\n")
 }
 
 func requireNoSecret(t *testing.T, s string) {

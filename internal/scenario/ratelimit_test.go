@@ -69,28 +69,23 @@ func (th *throttle) busiestMinute() int {
 // A short interval and a backlog of 20,000 alert versions: the polls send
 // what max_requests_per_minute (the default, 60) allows and leave the rest
 // to the next polls. No minute holds more than 60 requests, so a service
-// whose budget that is never throttles, and no version is emitted twice.
-// At 10 s the backlog is read whole. At 1 s it is read more slowly: most
-// polls are cut inside a chain of Graph pages, which the next poll reads
-// again from its first page.
+// whose budget that is never throttles, and the backlog is read whole,
+// each version once.
 func TestShortIntervalsStayWithinTheRequestBudget(t *testing.T) {
-	for _, tt := range []struct {
-		interval         time.Duration
-		busiest, emitted int // requests in the busiest minute, versions emitted
-	}{{time.Second, 60, 15834}, {10 * time.Second, 51, 20000}} {
-		t.Run(tt.interval.String(), func(t *testing.T) {
+	for _, interval := range []time.Duration{time.Second, 10 * time.Second} {
+		t.Run(interval.String(), func(t *testing.T) {
 			bubble(t, func(t *testing.T) {
 				th := &throttle{limit: 60}
 				s := &scenario{emitted: make(map[string]int), logger: &testutil.CaptureLogger{}, wrap: th.wrap}
 				s.serve(t, simulator.Config{})
 				require.NoError(t, s.sim.AddGraph(graphAlertsAt(time.Now().Add(-2*time.Hour), 20000, 2*time.Hour/20000)...))
 				p := s.graphPlugin(nil)
-				for start := time.Now(); time.Since(start) < 20*time.Minute; time.Sleep(tt.interval) {
+				for start := time.Now(); time.Since(start) < 20*time.Minute; time.Sleep(interval) {
 					s.poll(p)
 				}
 				require.Zero(t, th.throttled, "requests answered 429")
-				require.Equal(t, tt.busiest, th.busiestMinute())
-				require.Len(t, s.emitted, tt.emitted)
+				require.Equal(t, 60, th.busiestMinute(), "the budget is used, and no more")
+				require.Equal(t, 20000, len(s.emitted))
 				for version, n := range s.emitted {
 					if n != 1 {
 						t.Fatalf("%s emitted %d times", version, n)

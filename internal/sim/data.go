@@ -145,6 +145,9 @@ func (s *Server) generateLocked(now time.Time) {
 			for i := range versions {
 				s.addGraphLocked(&versions[i]) //nolint:errcheck // generated timestamps always parse
 			}
+			if len(versions) > 0 {
+				s.generateIncidentLocked(uint64(n), versions)
+			}
 		}
 	}
 	if every := int64(s.cfg.BurstEvery); every > 0 && s.cfg.BurstSize > 0 {

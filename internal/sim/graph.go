@@ -1,10 +1,12 @@
 package sim
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"net/http"
 	"regexp"
@@ -18,8 +20,10 @@ import (
 const (
 	// GraphMaxTop is the largest $top Microsoft's security error-code page
 	// admits.
-	GraphMaxTop   = 1000
-	graphAudience = "https://graph.microsoft.com"
+	GraphMaxTop = 1000
+	// GraphIncidentsMaxTop is the largest $top security/incidents takes.
+	GraphIncidentsMaxTop = 50
+	graphAudience        = "https://graph.microsoft.com"
 )
 
 // GraphBehaviour is how the simulated alerts_v2 treats the query options
@@ -28,16 +32,21 @@ const (
 type GraphBehaviour struct {
 	// Order is what $orderby=lastUpdateDateTime asc does: "asc" (or "")
 	// honours it, "ignored" answers newest first whatever was asked,
-	// "rejected" answers 400. Without $orderby the answer is newest first,
-	// as the documentation says.
+	// "rejected" answers 400, "unordered" answers in no order of time,
+	// asked or not (one fixed order, by a hash of each version). Without
+	// $orderby the answer is newest first, as the documentation says.
 	Order string
 	// NextLink is the form of @odata.nextLink: "skip" (or "") carries
 	// $skip, "skiptoken" an opaque $skiptoken, "none" never comes although
 	// more alerts match.
 	NextLink string
 	// Count is what $count=true does: "returned" (or "") adds
-	// @odata.count, "ignored" does not, "rejected" answers 400.
+	// @odata.count, "ignored" does not, "rejected" answers 400; "always"
+	// adds it to every page, asked or not.
 	Count string
+	// CountOffset is added to every @odata.count sent, which stays at
+	// least 0: -150 a count too low, 1e9 an inflated one, -1e9 always 0.
+	CountOffset int
 	// MaxSkip answers 400 to a page that starts deeper than this many
 	// alerts (Microsoft's error-code page says 500); 0 means no limit.
 	MaxSkip int
@@ -45,8 +54,19 @@ type GraphBehaviour struct {
 	// alerts carries no next link although more match; 0 means never.
 	ChainEnd int
 	// MaxTop clamps $top silently to this; 0 means $top is honoured up to
-	// GraphMaxTop, above which it is refused.
+	// GraphMaxTop, above which it is refused. A next link repeats the $top
+	// asked for.
 	MaxTop int
+	// ShortPages: the first this many pages that would hold more than one
+	// alert hold one, with a next link to the rest.
+	ShortPages int
+	// TrailingLink puts a next link on every page that holds alerts, the
+	// last one's leading to an empty page, as some Graph APIs do.
+	TrailingLink bool
+	// ExpandFailsAbove answers 500 to a page of incidents with
+	// $expand=alerts that would hold more than this many, as a peer saw on a
+	// large tenant; 0 means never.
+	ExpandFailsAbove int
 }
 
 // The values of the GraphBehaviour fields.
@@ -54,12 +74,14 @@ const (
 	GraphOrderAsc      = "asc"
 	GraphOrderIgnored  = "ignored"
 	GraphOrderRejected = "rejected"
+	GraphOrderNone     = "unordered"
 	GraphLinkSkip      = "skip"
 	GraphLinkSkipToken = "skiptoken"
 	GraphLinkNone      = "none"
 	GraphCountReturned = "returned"
 	GraphCountIgnored  = "ignored"
 	GraphCountRejected = "rejected"
+	GraphCountAlways   = "always"
 )
 
 // Check reports a field holding a value the simulator does not know.
@@ -68,16 +90,19 @@ func (g *GraphBehaviour) Check() error {
 		name, value string
 		allowed     []string
 	}{
-		{"order", g.Order, []string{GraphOrderAsc, GraphOrderIgnored, GraphOrderRejected}},
+		{"order", g.Order, []string{GraphOrderAsc, GraphOrderIgnored, GraphOrderRejected, GraphOrderNone}},
 		{"next link", g.NextLink, []string{GraphLinkSkip, GraphLinkSkipToken, GraphLinkNone}},
-		{"count", g.Count, []string{GraphCountReturned, GraphCountIgnored, GraphCountRejected}},
+		{"count", g.Count, []string{GraphCountReturned, GraphCountIgnored, GraphCountRejected, GraphCountAlways}},
 	} {
 		if f.value != "" && !slices.Contains(f.allowed, f.value) {
 			return fmt.Errorf("graph %s %q is none of %s", f.name, f.value, strings.Join(f.allowed, ", "))
 		}
 	}
-	if g.MaxSkip < 0 || g.ChainEnd < 0 || g.MaxTop < 0 {
-		return errors.New("graph max skip, chain end and max top must not be negative")
+	if g.MaxSkip < 0 || g.ChainEnd < 0 || g.MaxTop < 0 || g.ShortPages < 0 {
+		return errors.New("graph max skip, chain end, max top and short pages must not be negative")
+	}
+	if g.ExpandFailsAbove < 0 {
+		return errors.New("graph expand fails above must not be negative")
 	}
 	return nil
 }
@@ -191,12 +216,44 @@ var (
 	filterSev    = regexp.MustCompile(`severity eq '([^']*)'`)
 )
 
+// graphListed is a version a Graph list may serve: what the list's filter,
+// order and paging read, and its value for the answer.
+type graphListed struct {
+	id, updated, severity, source string
+	lastUpdate                    time.Time
+	value                         func(expand bool) any // called under the lock, for the page only
+}
+
 // serveGraphAlerts implements GET /v1.0/security/alerts_v2: the current
 // version of each alert, filtered on lastUpdateDateTime, serviceSource and
-// severity, in pages of $top, ordered and linked as Config.Graph says. Each
-// page is cut from the alerts current when it is asked for, so that an
-// update between two pages shifts the later ones, as offsets do.
+// severity, in pages of $top, ordered and linked as Config.Graph says.
 func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
+	s.serveGraphList(w, r, "alerts_v2", func(now time.Time, match func(*graphListed) bool) []*graphListed {
+		var current []*graphListed
+		for _, versions := range s.graph {
+			// The current version: the last one visible by now.
+			for i := len(versions) - 1; i >= 0; i-- {
+				if v := &versions[i]; !v.visibleAt.After(now) && !v.lastUpdate.After(now) {
+					l := &graphListed{id: v.ID, updated: v.LastUpdateDateTime, severity: v.Severity, source: v.ServiceSource,
+						lastUpdate: v.lastUpdate, value: func(bool) any { return v.GraphAlert }}
+					if match(l) {
+						current = append(current, l)
+					}
+					break
+				}
+			}
+		}
+		return current
+	})
+}
+
+// serveGraphList serves a Graph list (name, as in its @odata.context) of
+// the versions current returns, in pages of $top, ordered and linked as
+// Config.Graph says. Each page is cut from the versions current when it is
+// asked for, so that an update between two pages shifts the later ones, as
+// offsets do.
+func (s *Server) serveGraphList(w http.ResponseWriter, r *http.Request, name string,
+	current func(now time.Time, match func(*graphListed) bool) []*graphListed) {
 	fault := s.takeFault(false)
 	if fault == FaultThrottle && s.serveFault(w, r, fault, nil) {
 		return
@@ -213,6 +270,17 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 			badGraphRequest(w, fmt.Sprintf("Invalid $top value %q: it must be between 1 and %d.", v, GraphMaxTop))
 			return
 		}
+	}
+	incidents := name == "incidents"
+	if incidents && top > GraphIncidentsMaxTop {
+		badGraphRequest(w, fmt.Sprintf("The limit of '%d' for Top query has been exceeded. The value from the incoming request is '%d'.",
+			GraphIncidentsMaxTop, top))
+		return
+	}
+	expand := q.Get("$expand")
+	if expand != "" && (!incidents || expand != "alerts") {
+		badGraphRequest(w, fmt.Sprintf("Invalid $expand value %q.", expand))
+		return
 	}
 	if g.MaxTop > 0 {
 		top = min(top, g.MaxTop)
@@ -239,7 +307,7 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 		case GraphOrderRejected:
 			badGraphRequest(w, "Invalid OrderBy clause: OrderBy is not supported on this resource.")
 			return
-		case GraphOrderIgnored:
+		case GraphOrderIgnored, GraphOrderNone:
 		default:
 			if ob != "lastUpdateDateTime asc" {
 				badGraphRequest(w, "Only $orderby=lastUpdateDateTime asc is simulated.")
@@ -256,6 +324,7 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 		}
 		withCount = c == "true" && g.Count != GraphCountIgnored
 	}
+	withCount = withCount || g.Count == GraphCountAlways
 	match, err := parseGraphFilter(q.Get("$filter"))
 	if err != nil {
 		badGraphRequest(w, err.Error())
@@ -266,45 +335,47 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.generateLocked(now)
 	// Sorted under the lock: the versions do not move while they are.
-	var current []*graphVersion
-	for _, versions := range s.graph {
-		// The current version: the last one visible by now.
-		for i := len(versions) - 1; i >= 0; i-- {
-			if !versions[i].visibleAt.After(now) && !versions[i].lastUpdate.After(now) {
-				if match(&versions[i]) {
-					current = append(current, &versions[i])
-				}
-				break
-			}
-		}
-	}
-	slices.SortFunc(current, func(a, b *graphVersion) int {
-		if !ascending {
+	all := current(now, match)
+	slices.SortFunc(all, func(a, b *graphListed) int {
+		switch {
+		case g.Order == GraphOrderNone:
+			return cmp.Compare(versionHash(a.id, a.updated), versionHash(b.id, b.updated))
+		case !ascending:
 			a, b = b, a
 		}
-		return compareVersions(a, b)
+		return cmp.Or(a.lastUpdate.Compare(b.lastUpdate), strings.Compare(a.id, b.id))
 	})
-	var page []*graphVersion
-	if skip < len(current) {
-		page = current[skip:min(skip+top, len(current))]
+	var page []*graphListed
+	if skip < len(all) {
+		page = all[skip:min(skip+top, len(all))]
 	}
-	values := make([]GraphAlert, 0, len(page))
+	if len(page) > 1 && s.graphShort < g.ShortPages {
+		s.graphShort++
+		page, top = page[:1], 1 // the next link goes on after it
+	}
+	if expand != "" && g.ExpandFailsAbove > 0 && len(page) > g.ExpandFailsAbove {
+		s.mu.Unlock()
+		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": map[string]any{
+			"code": "InternalServerError", "message": "An error has occurred while processing the request."}})
+		return
+	}
+	values := make([]any, 0, len(page))
 	for _, v := range page {
-		values = append(values, v.GraphAlert)
+		values = append(values, v.value(expand != ""))
 	}
 	s.mu.Unlock()
 	body := map[string]any{
-		"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#security/alerts_v2",
+		"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#security/" + name,
 		"value":          values,
 	}
 	if withCount {
-		body["@odata.count"] = len(current)
+		body["@odata.count"] = max(len(all)+g.CountOffset, 0)
 	}
-	more := skip+top < len(current)
+	more := skip+top < len(all)
 	if g.ChainEnd > 0 && skip+top >= g.ChainEnd {
 		more = false
 	}
-	if more && g.NextLink != GraphLinkNone {
+	if (more || g.TrailingLink && len(page) > 0) && g.NextLink != GraphLinkNone {
 		next := *r.URL
 		next.Scheme, next.Host = "http", r.Host
 		nq := next.Query()
@@ -327,6 +398,13 @@ func (s *Server) serveGraphAlerts(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json; odata.metadata=minimal")
 	w.Write(payload) //nolint:errcheck // the client may have gone
+}
+
+// versionHash places a version in the order of GraphOrderNone.
+func versionHash(id, updated string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(id + "@" + updated))
+	return h.Sum64()
 }
 
 // encodeSkipToken hides the offset of the next page, as a service's opaque
@@ -353,7 +431,7 @@ func decodeSkipToken(token string) (int, error) {
 
 // parseGraphFilter understands the filters the plugin sends: bounds on
 // lastUpdateDateTime, and alternatives of serviceSource and severity.
-func parseGraphFilter(filter string) (func(*graphVersion) bool, error) {
+func parseGraphFilter(filter string) (func(*graphListed) bool, error) {
 	type bound struct {
 		op string
 		t  time.Time
@@ -374,7 +452,7 @@ func parseGraphFilter(filter string) (func(*graphVersion) bool, error) {
 	for _, m := range filterSev.FindAllStringSubmatch(filter, -1) {
 		severities[m[1]] = true
 	}
-	return func(v *graphVersion) bool {
+	return func(v *graphListed) bool {
 		for _, b := range bounds {
 			switch {
 			case b.op == "ge" && v.lastUpdate.Before(b.t),
@@ -384,7 +462,7 @@ func parseGraphFilter(filter string) (func(*graphVersion) bool, error) {
 				return false
 			}
 		}
-		return (len(sources) == 0 || sources[v.ServiceSource]) && (len(severities) == 0 || severities[v.Severity])
+		return (len(sources) == 0 || sources[v.source]) && (len(severities) == 0 || severities[v.severity])
 	}, nil
 }
 

@@ -128,6 +128,31 @@ func TestGraphBehaviours(t *testing.T) {
 		page := graphGet(t, server, graphQuery(server, "&$top=1000"))
 		require.Len(t, page.ids, 3)
 		require.Contains(t, page.next, "%24skip=3")
+		require.Contains(t, page.next, "%24top=1000", "the next link repeats the $top asked for")
+	})
+	t.Run("unordered", func(t *testing.T) {
+		server := graphServer(t, GraphBehaviour{Order: GraphOrderNone})
+		all := graphGet(t, server, graphQuery(server, "&$orderby=lastUpdateDateTime+asc")).ids
+		require.Equal(t, []string{"a5", "a8", "a1", "a6", "a9", "a4", "a7", "a3", "a2", "a0"}, all)
+		first := graphGet(t, server, graphQuery(server, "&$top=4"))
+		require.Equal(t, all[:4], first.ids, "the same order on every page")
+		require.Equal(t, all[4:8], graphGet(t, server, first.next).ids)
+	})
+	t.Run("count always, offset", func(t *testing.T) {
+		for offset, want := range map[int]int{0: 10, -4: 6, -1e9: 0, 1e9: 1e9 + 10} {
+			server := graphServer(t, GraphBehaviour{Count: GraphCountAlways, CountOffset: offset})
+			first := graphGet(t, server, graphQuery(server, "&$top=4"))
+			require.Equal(t, want, *first.count)
+			require.Equal(t, want, *graphGet(t, server, first.next).count, "on every page")
+		}
+	})
+	t.Run("short pages", func(t *testing.T) {
+		server := graphServer(t, GraphBehaviour{ShortPages: 1})
+		first := graphGet(t, server, graphQuery(server, "&$top=4"))
+		require.Equal(t, []string{"a9"}, first.ids)
+		require.Contains(t, first.next, "%24skip=1")
+		require.Contains(t, first.next, "%24top=4")
+		require.Equal(t, []string{"a8", "a7", "a6", "a5"}, graphGet(t, server, first.next).ids, "one short page only")
 	})
 	t.Run("count ignored and rejected", func(t *testing.T) {
 		server := graphServer(t, GraphBehaviour{Count: GraphCountIgnored})
@@ -141,6 +166,6 @@ func TestGraphBehaviours(t *testing.T) {
 
 func TestGraphBehaviourCheck(t *testing.T) {
 	require.NoError(t, (&GraphBehaviour{}).Check())
-	require.EqualError(t, (&GraphBehaviour{Order: "desc"}).Check(), `graph order "desc" is none of asc, ignored, rejected`)
-	require.EqualError(t, (&GraphBehaviour{MaxTop: -1}).Check(), "graph max skip, chain end and max top must not be negative")
+	require.EqualError(t, (&GraphBehaviour{Order: "desc"}).Check(), `graph order "desc" is none of asc, ignored, rejected, unordered`)
+	require.EqualError(t, (&GraphBehaviour{MaxTop: -1}).Check(), "graph max skip, chain end, max top and short pages must not be negative")
 }

@@ -1,7 +1,7 @@
 // Package sim simulates, on loopback, the Microsoft services the
 // microsoft_defender input talks to: the Azure AD token endpoint (and the
 // managed identity endpoint), the Defender SIEM alerts API and Microsoft
-// Graph's security/alerts_v2, with the faults and paging behaviours the
+// Graph's security/alerts_v2 and security/incidents, with the faults and paging behaviours the
 // plugin must survive. The scenario tests (internal/scenario), the
 // execd binary's tests, the end-to-end tests, the demo (cmd/defender-sim)
 // and the benchmarks use it; the plugin itself does not, and its directory
@@ -80,7 +80,9 @@ type Server struct {
 	generated  time.Time // detections are generated up to here
 	requests   []*http.Request
 	injected   []Fault
-	graph      map[string][]graphVersion // alert id -> versions, oldest first
+	graph      map[string][]graphVersion    // alert id -> versions, oldest first
+	graphShort int                          // short pages served (GraphBehaviour.ShortPages)
+	incidents  map[string][]incidentVersion // incident id -> versions, oldest first
 	faultRNG   *rand.Rand
 	usedJTIs   map[string]time.Time // jti of accepted client assertions -> their expiry
 	miFailures []int                // statuses of the next managed identity answers
@@ -120,6 +122,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+ManagedIdentityPath, s.serveManagedIdentity)
 	mux.HandleFunc("GET /api/{resource}", s.serveAlerts)
 	mux.HandleFunc("GET /v1.0/security/alerts_v2", s.serveGraphAlerts)
+	mux.HandleFunc("GET /v1.0/security/incidents", s.serveGraphIncidents)
 	return s.recordRequests(mux)
 }
 

@@ -2,6 +2,7 @@ package microsoft_defender
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -39,8 +40,7 @@ const (
 	envAuthorityHost      = "AZURE_AUTHORITY_HOST"
 )
 
-// tokenRenewBefore: a token is replaced this long before it expires, so it
-// cannot expire in use.
+// tokenRenewBefore: a token is replaced this long before it expires, so it cannot expire in use.
 const tokenRenewBefore = 2 * time.Minute
 
 // authKey is a sign-in key: set or not, the methods using and needing it.
@@ -52,29 +52,28 @@ type authKey struct {
 
 func (m *MicrosoftDefender) authKeys() []authKey {
 	aad := []string{methodClientSecret, methodClientCertificate, methodWorkloadIdentity, methodRefreshToken}
-	secret := []string{methodClientSecret, methodRefreshToken}
-	cert := []string{methodClientCertificate}
+	secret, cert := []string{methodClientSecret, methodRefreshToken}, []string{methodClientCertificate}
+	only := func(method string) []string { return []string{method} }
 	return []authKey{
 		{"tenant_id", m.TenantID != "", aad, aad},
 		{"client_id", m.ClientID != "", append(slices.Clone(aad), methodManagedIdentity), aad},
 		{"client_secret", !m.ClientSecret.Empty(), secret, secret},
-		{"refresh_token", !m.RefreshToken.Empty(), []string{methodRefreshToken}, []string{methodRefreshToken}},
-		{"access_token", !m.AccessToken.Empty(), []string{methodAccessToken}, []string{methodAccessToken}},
+		{"refresh_token", !m.RefreshToken.Empty(), only(methodRefreshToken), only(methodRefreshToken)},
+		{"access_token", !m.AccessToken.Empty(), only(methodAccessToken), only(methodAccessToken)},
 		{"login_endpoint", m.LoginEndpoint != "", aad, nil},
 		{"scopes", len(m.Scopes) > 0, authMethods[:5], nil},
 		{"client_certificate", m.ClientCertificate != "", cert, cert},
 		{"client_certificate_password", !m.ClientCertificatePassword.Empty(), cert, nil},
 		{"send_certificate_chain", m.SendCertificateChain, cert, nil},
-		{"managed_identity_resource_id", m.ManagedIdentityResourceID != "", []string{methodManagedIdentity}, nil},
-		{"federated_token_file", m.FederatedTokenFile != "", []string{methodWorkloadIdentity}, []string{methodWorkloadIdentity}},
+		{"managed_identity_resource_id", m.ManagedIdentityResourceID != "", only(methodManagedIdentity), nil},
+		{"federated_token_file", m.FederatedTokenFile != "", only(methodWorkloadIdentity), only(methodWorkloadIdentity)},
 	}
 }
 
-// checkAuthKeys refuses keys of other methods, naming theirs, and names the
-// keys auth_method misses.
+// checkAuthKeys refuses keys of other methods, naming theirs, and names the keys auth_method misses.
 func (m *MicrosoftDefender) checkAuthKeys() error {
 	if !slices.Contains(authMethods, m.AuthMethod) {
-		return fmt.Errorf("auth_method %q is not supported: use %s", m.AuthMethod, quoteList(authMethods, "or"))
+		return fmt.Errorf("auth_method %q is not supported: use %s", m.AuthMethod, quoteList(authMethods))
 	}
 	if m.AuthMethod == methodWorkloadIdentity {
 		// As in azidentity's WorkloadIdentityCredential.
@@ -88,7 +87,7 @@ func (m *MicrosoftDefender) checkAuthKeys() error {
 	for _, k := range m.authKeys() {
 		switch {
 		case k.set && !slices.Contains(k.usedBy, m.AuthMethod):
-			foreign = append(foreign, fmt.Sprintf("%s: only used with auth_method = %s", k.name, quoteList(k.usedBy, "or")))
+			foreign = append(foreign, fmt.Sprintf("%s: only used with auth_method = %s", k.name, quoteList(k.usedBy)))
 		case !k.set && slices.Contains(k.needs, m.AuthMethod):
 			missing = append(missing, k.name)
 		}
@@ -105,15 +104,13 @@ func (m *MicrosoftDefender) checkAuthKeys() error {
 	return nil
 }
 
-func quoteList(values []string, last string) string {
-	quoted := make([]string, len(values))
-	for i, v := range values {
-		quoted[i] = `"` + v + `"`
+// quoteList is `"a", "b" or "c"`.
+func quoteList(values []string) string {
+	s := `"` + strings.Join(values, `", "`) + `"`
+	if i := strings.LastIndex(s, ", "); i >= 0 {
+		s = s[:i] + " or" + s[i+1:]
 	}
-	if len(quoted) == 1 {
-		return quoted[0]
-	}
-	return strings.Join(quoted[:len(quoted)-1], ", ") + " " + last + " " + quoted[len(quoted)-1]
+	return s
 }
 
 // tokenSource returns the token source of auth_method.
@@ -122,15 +119,11 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 		return nil, err
 	}
 	if m.AuthMethod == methodAccessToken {
-		static := &staticToken{secret: &m.AccessToken}
 		// A secret store not readable yet is read again at the poll.
-		if buf, err := m.AccessToken.Get(); err == nil {
-			buf.Destroy()
-			if _, err := static.token(context.Background()); err != nil {
-				return nil, err
-			}
+		if tok, err := readSecret("access_token", &m.AccessToken); err == nil && checkBearerToken(tok) != nil {
+			return nil, fmt.Errorf("access_token cannot be sent: %w", checkBearerToken(tok))
 		}
-		return static, nil
+		return &staticToken{secret: &m.AccessToken}, nil
 	}
 	if len(m.Scopes) == 0 {
 		m.Scopes = []string{defaultSIEMResource + "/.default"}
@@ -139,7 +132,7 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 		return nil, fmt.Errorf("auth_method = %q takes one scope, got %d", m.AuthMethod, len(m.Scopes))
 	}
 	if m.AuthMethod == methodManagedIdentity {
-		return m.managedIdentity(client)
+		return m.azureCredential(client, nil)
 	}
 	if !validTenantID.MatchString(m.TenantID) {
 		return nil, fmt.Errorf("tenant_id %q is not a tenant id or domain name", m.TenantID)
@@ -154,22 +147,12 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 		return nil, err
 	}
 	if m.AuthMethod == methodRefreshToken {
-		// Azure AD v1, as the portal's SIEM refresh tokens: resource, not scope.
-		return &cachedToken{fetch: (&refreshGrant{
-			client:       client,
-			tokenURL:     login.JoinPath(m.TenantID, "oauth2/token").String(),
-			clientID:     m.ClientID,
-			clientSecret: &m.ClientSecret,
-			resource:     strings.TrimSuffix(m.Scopes[0], "/.default"),
-			refreshToken: &m.RefreshToken,
-			now:          m.now,
-		}).fetch}, nil
+		return m.signIn(client, login, m.refreshGrant(login.JoinPath(m.TenantID, "oauth2/token").String())), nil
 	}
 	return m.azureCredential(client, login)
 }
 
-// loginEndpoint is login_endpoint, else (workload identity)
-// AZURE_AUTHORITY_HOST, else the region's Azure AD host.
+// loginEndpoint is login_endpoint, else (workload identity) AZURE_AUTHORITY_HOST, else the region's Azure AD host.
 func (m *MicrosoftDefender) loginEndpoint() (*url.URL, error) {
 	login := m.LoginEndpoint
 	if login == "" && m.AuthMethod == methodWorkloadIdentity {
@@ -177,7 +160,7 @@ func (m *MicrosoftDefender) loginEndpoint() (*url.URL, error) {
 	}
 	if login == "" {
 		login = defaultLoginEndpoint
-		if cloud, known := graphRegions[m.Region]; known && m.API == "graph" {
+		if cloud, known := graphRegions[m.Region]; known && m.API != "siem" {
 			login = "https://" + cloud.loginHost
 		} else if m.Region == "gcc-high" {
 			login = defaultLoginEndpointGovt
@@ -199,16 +182,11 @@ type staticToken struct {
 }
 
 func (s *staticToken) token(context.Context) (string, error) {
-	buf, err := s.secret.Get()
-	if err != nil {
-		return "", fmt.Errorf("reading access_token: %w", err)
+	tok, err := readSecret("access_token", s.secret)
+	if err == nil && checkBearerToken(tok) != nil {
+		return "", fmt.Errorf("access_token cannot be sent: %w", checkBearerToken(tok))
 	}
-	defer buf.Destroy()
-	tok := buf.String()
-	if err := checkBearerToken(tok); err != nil {
-		return "", fmt.Errorf("access_token cannot be sent: %w", err)
-	}
-	return tok, nil
+	return tok, err
 }
 
 func (*staticToken) invalidate(string) {}
@@ -238,85 +216,77 @@ func (c *cachedToken) invalidate(token string) {
 	}
 }
 
-// refreshGrant redeems the portal's refresh token at Azure AD's v1 token
-// endpoint; azidentity has no refresh token credential.
-type refreshGrant struct {
-	client       *http.Client
-	tokenURL     string
-	clientID     string
-	clientSecret *config.Secret
-	resource     string
-	refreshToken *config.Secret // the latest one Azure AD handed out
-	now          func() time.Time
+// refreshGrant redeems the portal's refresh token at Azure AD's v1 token endpoint (resource, not scope);
+// azidentity has no refresh token credential.
+func (m *MicrosoftDefender) refreshGrant(tokenURL string) signInFunc {
+	clientID, clientSecret, refreshToken, resource := m.ClientID, &m.ClientSecret, &m.RefreshToken, strings.TrimSuffix(m.Scopes[0], "/.default")
+	return func(ctx context.Context, t *signInTransport) (string, time.Time, error) {
+		secret, err := readSecret("client_secret", clientSecret)
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		refresh, err := readSecret("refresh_token", refreshToken)
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		// The refresh grant's form is clientcredentials' with another grant_type.
+		cfg := clientcredentials.Config{ClientID: clientID, ClientSecret: secret, TokenURL: tokenURL, AuthStyle: oauth2.AuthStyleInParams,
+			EndpointParams: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}, "resource": {resource}}}
+		tok, err := cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Transport: t}))
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		if tok.RefreshToken != "" {
+			rotated := config.NewSecret([]byte(tok.RefreshToken)) // the latest one Azure AD handed out
+			refreshToken = &rotated
+		}
+		return tok.AccessToken, tok.Expiry, nil
+	}
 }
 
-func (g *refreshGrant) fetch(ctx context.Context) (string, time.Time, error) {
-	secret, err := g.clientSecret.Get()
+// readSecret is the value of the secret key.
+func readSecret(key string, secret *config.Secret) (string, error) {
+	buf, err := secret.Get()
 	if err != nil {
-		return "", time.Time{}, fmt.Errorf("reading client_secret: %w", err)
+		return "", fmt.Errorf("reading %s: %w", key, err)
 	}
-	defer secret.Destroy()
-	refresh, err := g.refreshToken.Get()
-	if err != nil {
-		return "", time.Time{}, fmt.Errorf("reading refresh_token: %w", err)
-	}
-	defer refresh.Destroy()
-	// The refresh grant's form is clientcredentials' with another grant_type.
-	cfg := clientcredentials.Config{
-		ClientID:     g.clientID,
-		ClientSecret: secret.String(),
-		TokenURL:     g.tokenURL,
-		AuthStyle:    oauth2.AuthStyleInParams,
-		EndpointParams: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh.String()},
-			"resource": {g.resource}},
-	}
-	tok, err := cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, g.client))
-	host := hostOf(g.tokenURL)
-	var re *oauth2.RetrieveError
-	switch {
-	case errors.As(err, &re) && re.Response != nil:
-		return "", time.Time{}, describeAnswer(host, re.Response, re.ErrorCode, re.ErrorDescription, g.now())
-	case err != nil:
-		return "", time.Time{}, &tokenError{host: host, err: bare(err)}
-	case checkBearerToken(tok.AccessToken) != nil:
-		return "", time.Time{}, &tokenError{host: host, msg: "the access_token it answered cannot be sent: " + checkBearerToken(tok.AccessToken).Error()}
-	}
-	if tok.RefreshToken != "" {
-		rotated := config.NewSecret([]byte(tok.RefreshToken))
-		g.refreshToken = &rotated
-	}
-	return tok.AccessToken, tok.Expiry, nil
+	defer buf.Destroy()
+	return buf.String(), nil
 }
 
-// tokenError is a failed token request. Its message names the host, status,
-// OAuth code and AADSTS number, nothing else: answers may echo secrets.
+// tokenError is a failed sign-in. Its message names the method, host, status, OAuth code and AADSTS
+// number, nothing else: answers may echo secrets.
 type tokenError struct {
-	host                  string
-	status                int    // 0 when no answer came, or an answer that is not an error
-	statusText            string // e.g. "401 Unauthorized"
-	code                  string // OAuth error code, e.g. invalid_client
-	aadsts                string // Azure AD's error number, e.g. 7000215
-	expired, unregistered bool   // what an AADSTS700027 is about
-	msg                   string // why an answer that is not an error was refused
-	retryAfter            time.Duration
-	capped                error // Retry-After asked for more than maxRetryAfter
-	err                   error // the transport's error when no answer came
+	method     string // e.g. "managed identity"; empty for the client secret and refresh token
+	host       string // empty when no request was sent
+	status     int    // 0 when no answer came, or an answer that is not an error
+	statusText string // e.g. "401 Unauthorized"
+	code       string // OAuth error code, e.g. invalid_client
+	aadsts     string // Azure AD's error number, e.g. 7000215
+	about      string // what an AADSTS700027 is about: "expired" or "not registered"
+	file       bool   // federated_token_file could not be read
+	msg        string // why no request was sent, or why an answer was refused
+	retryAfter time.Duration
+	capped     error // Retry-After asked for more than maxRetryAfter
+	err        error // the transport's error when no answer came
 }
 
 func (e *tokenError) Error() string {
-	msg := "token request to " + e.host + " failed: "
+	msg := e.msg
 	switch {
 	case e.err != nil:
-		return msg + e.err.Error()
-	case e.status == 0:
-		return msg + e.msg
+		msg = e.err.Error()
+	case e.status != 0:
+		msg = strings.TrimSuffix("HTTP "+e.statusText+": "+e.code, ": ")
+		if e.aadsts != "" {
+			msg += " (AADSTS" + e.aadsts + ")"
+		}
 	}
-	msg += "HTTP " + e.statusText
-	if e.code != "" {
-		msg += ": " + e.code
+	if e.host != "" {
+		msg = "token request to " + e.host + " failed: " + msg
 	}
-	if e.aadsts != "" {
-		msg += " (AADSTS" + e.aadsts + ")"
+	if e.method != "" {
+		msg = e.method + ": " + msg
 	}
 	return msg
 }
@@ -325,42 +295,40 @@ func (e *tokenError) Unwrap() error {
 	return e.err
 }
 
-// oauthErrorCodes (RFC 6749's, Azure AD's, managed identity's) are the only
-// codes quoted, so that an echoed secret in their place is not.
+// oauthErrorCodes (RFC 6749's, Azure AD's, IMDS's) are the only codes quoted: an echoed secret in their place is not.
 var oauthErrorCodes = []string{"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
 	"unsupported_grant_type", "invalid_scope", "access_denied", "server_error", "temporarily_unavailable",
 	"interaction_required", "invalid_resource", "invalid_tenant", "unknown_error"}
 
 var aadstsNumber = regexp.MustCompile(`^AADSTS(\d{1,9})\b`)
 
-// describeAnswer makes a tokenError of a token endpoint's error answer.
-func describeAnswer(host string, resp *http.Response, code, description string, now time.Time) *tokenError {
+// describeAnswer makes a tokenError of an error answer, Azure AD's {error, error_description} or another.
+func describeAnswer(host string, resp *http.Response, body []byte, now time.Time) *tokenError {
+	var answer struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	json.Unmarshal(body, &answer) //nolint:errcheck // an answer that is not JSON has no code to name
 	e := &tokenError{host: host, status: resp.StatusCode, statusText: resp.Status}
 	if e.retryAfter, e.capped = parseRetryAfter(resp.Header.Get("Retry-After"), now); e.capped != nil {
 		e.capped = fmt.Errorf("token endpoint %s: %w", host, e.capped)
 	}
-	if slices.Contains(oauthErrorCodes, code) {
-		e.code = code
+	if slices.Contains(oauthErrorCodes, answer.Error) {
+		e.code = answer.Error
 	}
-	if m := aadstsNumber.FindStringSubmatch(description); m != nil {
+	if m := aadstsNumber.FindStringSubmatch(answer.Description); m != nil {
+		first, _, _ := strings.Cut(answer.Description, "\n")
 		e.aadsts = m[1]
-		first, _, _ := strings.Cut(description, "\n")
-		e.expired = strings.Contains(first, " is expired ")
-		e.unregistered = strings.Contains(first, " is not registered ")
+		for _, about := range []string{"expired", "not registered"} {
+			if strings.Contains(first, " is "+about+" ") {
+				e.about = about
+			}
+		}
 	}
 	return e
 }
 
-func hostOf(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.Host == "" {
-		return "(invalid URL)"
-	}
-	return u.Host
-}
-
-// checkBearerToken refuses what RFC 6750's b64token does not allow, such as a
-// line break that would add headers, without quoting the token.
+// checkBearerToken refuses, without quoting it, a token RFC 6750's b64token does not allow (a line break adds headers).
 func checkBearerToken(tok string) error {
 	end := len(strings.TrimRight(tok, "="))
 	if end == 0 {

@@ -6,7 +6,6 @@ import (
 	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,288 +13,251 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
+	"syscall"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	azruntime "github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/influxdata/telegraf/config"
 )
 
-// bypassMSALCache, as claims, makes MSAL skip its process-wide managed
-// identity cache, which would hand back a refused token (MSAL sends no claims).
+// bypassMSALCache, as claims, skips MSAL's process-wide managed identity cache, which would hand back a refused token.
 const bypassMSALCache = `{"access_token":{}}`
 
-// azureCredential is the token source of client secret, client certificate
-// and workload identity, through azidentity.
-func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL) (tokenSource, error) {
-	tenant, clientID := m.TenantID, m.ClientID
-	source := &azureSource{client: client, scopes: m.Scopes, now: m.now, login: login, tenant: tenant}
-	// azidentity takes https authorities only: plain http on loopback goes
-	// through the token endpoint azureTransport names.
-	authority := "https://" + login.Host + strings.TrimSuffix(login.Path, "/") + "/"
-	options := func(transport policy.Transporter) azcore.ClientOptions {
-		return azcore.ClientOptions{
-			Cloud:     cloud.Configuration{ActiveDirectoryAuthorityHost: authority},
-			Transport: transport,
-			// The poll retries, within its deadline.
-			Retry: policy.RetryOptions{MaxRetries: -1},
-		}
+// Size caps: a sign-in answer is a few KiB, a projected service account token about 1 KiB.
+const (
+	maxSignInAnswer    = 1 << 20
+	maxFederatedToken  = 64 << 10
+	maxCertificateFile = 1 << 20
+)
+
+// signInFunc gets a token through t, a new signInTransport.
+type signInFunc func(ctx context.Context, t *signInTransport) (token string, expiry time.Time, err error)
+
+// signIn is a cached token source that gets each token with get from login (nil for a managed identity).
+func (m *MicrosoftDefender) signIn(client *http.Client, login *url.URL, get signInFunc) tokenSource {
+	method, tenant, now := strings.ReplaceAll(m.AuthMethod, "_", " "), m.TenantID, m.now
+	if m.AuthMethod == methodClientSecret || m.AuthMethod == methodRefreshToken {
+		method = "" // the methods signing in with a client secret are not named in errors
 	}
-	// DisableInstanceDiscovery: no request goes to another host.
-	switch m.AuthMethod {
-	case methodClientSecret:
-		secret := &m.ClientSecret
-		source.newCredential = func(transport policy.Transporter) (azcore.TokenCredential, error) {
-			buf, err := secret.Get()
-			if err != nil {
-				return nil, fmt.Errorf("reading client_secret: %w", err)
-			}
-			defer buf.Destroy()
-			return azidentity.NewClientSecretCredential(tenant, clientID, buf.String(), &azidentity.ClientSecretCredentialOptions{
-				ClientOptions: options(transport), DisableInstanceDiscovery: true})
+	return &cachedToken{fetch: func(ctx context.Context) (string, time.Time, error) {
+		t := &signInTransport{client: client, login: login, tenant: tenant, now: now}
+		tok, expiry, err := get(ctx, t)
+		e := &t.last
+		switch {
+		case err == nil && checkBearerToken(tok) == nil:
+			return tok, expiry, nil
+		case err == nil:
+			e.msg = "the access_token it answered cannot be sent: " + checkBearerToken(tok).Error()
+		case e.host == "" && !e.file:
+			// Nothing was sent: the text is not an answer's, which may echo secrets.
+			line, _, _ := strings.Cut(strings.TrimSpace(err.Error()), "\n")
+			e.msg = sanitize(line, maxBodySnippet)
 		}
-	case methodClientCertificate:
-		source.method = "client certificate"
-		certs, key, err := loadCertificate(m.ClientCertificate, &m.ClientCertificatePassword)
-		if err != nil {
-			return nil, err
-		}
-		switch now := m.now(); {
-		case now.After(certs[0].NotAfter):
-			m.Log.Warnf("The certificate in client_certificate expired on %s: Azure AD refuses it until a new one is registered and configured",
-				certs[0].NotAfter.UTC().Format(time.RFC3339))
-		case now.Before(certs[0].NotBefore):
-			m.Log.Warnf("The certificate in client_certificate is valid only from %s", certs[0].NotBefore.UTC().Format(time.RFC3339))
-		}
-		chain := m.SendCertificateChain
-		source.newCredential = func(transport policy.Transporter) (azcore.TokenCredential, error) {
-			return azidentity.NewClientCertificateCredential(tenant, clientID, certs, key, &azidentity.ClientCertificateCredentialOptions{
-				ClientOptions: options(transport), DisableInstanceDiscovery: true, SendCertificateChain: chain})
-		}
-	default:
-		source.method = "workload identity"
-		source.federatedTokenFile = m.FederatedTokenFile
-		source.newCredential = func(transport policy.Transporter) (azcore.TokenCredential, error) {
-			// Not WorkloadIdentityCredential, which keeps the file's token
-			// for ten minutes: a rotated token is used at once.
-			return azidentity.NewClientAssertionCredential(tenant, clientID, source.readFederatedToken,
-				&azidentity.ClientAssertionCredentialOptions{ClientOptions: options(transport), DisableInstanceDiscovery: true})
-		}
-	}
-	return &cachedToken{fetch: source.fetch}, nil
+		e.method = method
+		return "", time.Time{}, e
+	}}
 }
 
-func (m *MicrosoftDefender) managedIdentity(client *http.Client) (tokenSource, error) {
-	if m.ClientID != "" && m.ManagedIdentityResourceID != "" {
-		return nil, errors.New("client_id and managed_identity_resource_id cannot both be set: each names one user-assigned identity")
-	}
+// azureCredential signs in with azidentity: client secret, client certificate, workload or managed
+// identity. Each token comes from a new credential, so that MSAL's cache never hands back a refused one.
+func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL) (tokenSource, error) {
+	method, tenant, clientID, secret, file := m.AuthMethod, m.TenantID, m.ClientID, &m.ClientSecret, m.FederatedTokenFile
+	var certs []*x509.Certificate
+	var key *rsa.PrivateKey
 	var id azidentity.ManagedIDKind
+	var err error
 	switch {
+	case method == methodClientCertificate:
+		if certs, key, err = loadCertificate(m.ClientCertificate, &m.ClientCertificatePassword); err != nil {
+			return nil, err
+		}
+		if now := m.now(); now.After(certs[0].NotAfter) {
+			m.Log.Warnf("The certificate in client_certificate expired on %s: Azure AD refuses it until a new one is registered and configured",
+				certs[0].NotAfter.UTC().Format(time.RFC3339))
+		} else if now.Before(certs[0].NotBefore) {
+			m.Log.Warnf("The certificate in client_certificate is valid only from %s", certs[0].NotBefore.UTC().Format(time.RFC3339))
+		}
+	case method != methodManagedIdentity:
+	case m.ClientID != "" && m.ManagedIdentityResourceID != "":
+		return nil, errors.New("client_id and managed_identity_resource_id cannot both be set: each names one user-assigned identity")
 	case m.ClientID != "":
 		id = azidentity.ClientID(m.ClientID)
 	case m.ManagedIdentityResourceID != "":
 		id = azidentity.ResourceID(m.ManagedIdentityResourceID)
 	}
-	source := &azureSource{method: "managed identity", client: client, scopes: m.Scopes, claims: bypassMSALCache, now: m.now}
-	source.newCredential = func(transport policy.Transporter) (azcore.TokenCredential, error) {
-		return azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
-			ClientOptions: azcore.ClientOptions{Transport: transport, Retry: policy.RetryOptions{MaxRetries: -1}}, ID: id})
+	authority := ""
+	if login != nil {
+		// azidentity takes https authorities only: plain http on loopback goes through the token endpoint signInTransport names.
+		authority = "https://" + login.Host + strings.TrimSuffix(login.Path, "/") + "/"
 	}
-	return &cachedToken{fetch: source.fetch}, nil
+	scopes, chain := m.Scopes, m.SendCertificateChain
+	return m.signIn(client, login, func(ctx context.Context, t *signInTransport) (string, time.Time, error) {
+		opts := azcore.ClientOptions{Cloud: cloud.Configuration{ActiveDirectoryAuthorityHost: authority}, Transport: t,
+			Retry: policy.RetryOptions{MaxRetries: -1}} // the poll retries, within its deadline
+		var cred azcore.TokenCredential
+		var err error
+		claims := ""
+		// DisableInstanceDiscovery: no request goes to another host.
+		switch method {
+		case methodClientSecret:
+			var s string
+			if s, err = readSecret("client_secret", secret); err == nil {
+				cred, err = azidentity.NewClientSecretCredential(tenant, clientID, s,
+					&azidentity.ClientSecretCredentialOptions{ClientOptions: opts, DisableInstanceDiscovery: true})
+			}
+		case methodClientCertificate:
+			cred, err = azidentity.NewClientCertificateCredential(tenant, clientID, certs, key,
+				&azidentity.ClientCertificateCredentialOptions{ClientOptions: opts, DisableInstanceDiscovery: true, SendCertificateChain: chain})
+		case methodWorkloadIdentity:
+			// Not WorkloadIdentityCredential, which keeps the file's token ten minutes: a rotated one is used at once.
+			read := func(context.Context) (string, error) { return t.readFederatedToken(file) }
+			cred, err = azidentity.NewClientAssertionCredential(tenant, clientID, read,
+				&azidentity.ClientAssertionCredentialOptions{ClientOptions: opts, DisableInstanceDiscovery: true})
+		default:
+			claims = bypassMSALCache
+			cred, err = azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{ClientOptions: opts, ID: id})
+		}
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		tok, err := cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: scopes, Claims: claims})
+		return tok.Token, tok.ExpiresOn, err
+	}), nil
 }
 
-// azureSource fetches tokens with a new azidentity credential each time, so
-// that MSAL's cache never hands back a refused token; cachedToken caches.
-type azureSource struct {
-	method        string // named in errors; empty for client_secret
-	client        *http.Client
-	login         *url.URL // the configured sign-in host; nil for managed identity
-	tenant        string
-	scopes        []string
-	claims        string
-	newCredential func(policy.Transporter) (azcore.TokenCredential, error)
-	now           func() time.Time
-
-	federatedTokenFile string
-	// mu guards fileErr, the last failure to read federatedTokenFile.
-	mu      sync.Mutex
-	fileErr error
-}
-
-func (a *azureSource) fetch(ctx context.Context) (string, time.Time, error) {
-	a.mu.Lock()
-	a.fileErr = nil
-	a.mu.Unlock()
-	transport := &azureTransport{client: a.client, login: a.login, tenant: a.tenant}
-	cred, err := a.newCredential(transport)
-	if err != nil {
-		return "", time.Time{}, &azureTokenError{method: a.method, msg: firstLine(err)}
-	}
-	tok, err := cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: a.scopes, Claims: a.claims})
-	if err != nil {
-		return "", time.Time{}, a.describe(err, transport)
-	}
-	if err := checkBearerToken(tok.Token); err != nil {
-		return "", time.Time{}, &azureTokenError{method: a.method, tok: &tokenError{host: transport.last().host,
-			msg: "the access_token it answered cannot be sent: " + err.Error()}}
-	}
-	return tok.Token, tok.ExpiresOn, nil
-}
-
-// readFederatedToken is the workload identity credential's assertion.
-func (a *azureSource) readFederatedToken(context.Context) (string, error) {
-	data, err := os.ReadFile(a.federatedTokenFile)
-	token := string(bytes.TrimSpace(data))
-	if err == nil && token == "" {
-		err = errors.New("the file is empty")
-	}
-	if err == nil {
-		return token, nil
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.fileErr = fmt.Errorf("%q: %w", a.federatedTokenFile, bare(err))
-	return "", a.fileErr
-}
-
-// describe turns azidentity's error into an azureTokenError, quoting its text
-// only when no answer came: it quotes answers, which may echo secrets.
-func (a *azureSource) describe(err error, transport *azureTransport) error {
-	a.mu.Lock()
-	fileErr := a.fileErr
-	a.mu.Unlock()
-	last := transport.last()
-	var failed *azidentity.AuthenticationFailedError
-	switch {
-	case fileErr != nil:
-		return &azureTokenError{method: a.method, file: true, msg: fileErr.Error()}
-	case errors.As(err, &failed) && failed.RawResponse != nil:
-		return &azureTokenError{method: a.method, tok: a.describeResponse(failed.RawResponse, last.host)}
-	case last.err != nil:
-		return &azureTokenError{method: a.method, tok: &tokenError{host: last.host, err: last.err}}
-	case last.status != 0:
-		return &azureTokenError{method: a.method, tok: &tokenError{host: last.host, status: 0,
-			msg: fmt.Sprintf("its answer (HTTP %d) is not a token the Azure SDK could read", last.status)}}
-	}
-	return &azureTokenError{method: a.method, msg: firstLine(err)}
-}
-
-func (a *azureSource) describeResponse(resp *http.Response, host string) *tokenError {
-	if resp.Request != nil {
-		host = resp.Request.URL.Host
-	}
-	// Azure AD answers {error, error_description}; App Service {statusCode, message}.
-	var answer struct {
-		Error       string `json:"error"`
-		Description string `json:"error_description"`
-	}
-	if body, err := azruntime.Payload(resp); err == nil {
-		json.Unmarshal(body, &answer) //nolint:errcheck // an answer that is not JSON has no code to name
-	}
-	return describeAnswer(host, resp, answer.Error, answer.Description, a.now())
-}
-
-// firstLine is an Azure SDK message's first line, safe for a log line.
-func firstLine(err error) string {
-	line, _, _ := strings.Cut(strings.TrimSpace(err.Error()), "\n")
-	return sanitize(line, maxBodySnippet)
-}
-
-// azureTransport is the plugin's HTTP client for azidentity. It answers tenant
-// discovery itself, so the token request is the only request and goes to the
-// configured host and scheme, and it keeps the last answer's host, status
-// and error, of which azidentity keeps only text.
-type azureTransport struct {
+// signInTransport carries one token's sign-in requests, for azidentity (Do) and x/oauth2 (RoundTrip). It
+// answers tenant discovery itself and refuses origins other than login's, so that credentials go only to
+// the configured host and scheme; it caps answers and keeps what the last request came to (azidentity
+// keeps only text, which may quote the answer).
+type signInTransport struct {
 	client *http.Client
 	login  *url.URL
 	tenant string
-
-	mu     sync.Mutex // guards answer
-	answer answerSeen
+	now    func() time.Time
+	last   tokenError
 }
 
-type answerSeen struct {
-	host   string
-	status int
-	err    error
+// RoundTrip implements http.RoundTripper, for x/oauth2.
+func (t *signInTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.Do(req)
 }
 
-// Do implements azcore's policy.Transporter.
-func (t *azureTransport) Do(req *http.Request) (*http.Response, error) {
+// Do implements azcore's policy.Transporter, for azidentity.
+func (t *signInTransport) Do(req *http.Request) (*http.Response, error) {
 	if t.login != nil && strings.HasSuffix(req.URL.Path, "/v2.0/.well-known/openid-configuration") {
 		base := t.login.JoinPath(t.tenant)
-		body, err := json.Marshal(map[string]string{
-			"token_endpoint":         base.JoinPath("oauth2/v2.0/token").String(),
-			"authorization_endpoint": base.JoinPath("oauth2/v2.0/authorize").String(),
-			// MSAL checks that the issuer is the authority it was given.
-			"issuer": "https://" + req.URL.Host + "/" + t.tenant + "/v2.0",
-		})
+		// MSAL checks that the issuer is the authority it was given.
+		body := fmt.Sprintf(`{"token_endpoint":%q,"authorization_endpoint":%q,"issuer":%q}`, base.JoinPath("oauth2/v2.0/token"),
+			base.JoinPath("oauth2/v2.0/authorize"), "https://"+req.URL.Host+"/"+t.tenant+"/v2.0")
 		return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Header: http.Header{"Content-Type": {"application/json"}},
-			Body: io.NopCloser(bytes.NewReader(body)), Request: req}, err
+			Body: io.NopCloser(strings.NewReader(body)), Request: req}, nil
+	}
+	t.last = tokenError{host: req.URL.Host}
+	if t.login != nil && origin(req.URL) != origin(t.login) {
+		t.last.msg = "refused: sign-in credentials go only to " + origin(t.login)
+		return nil, errors.New(t.last.msg)
 	}
 	resp, err := t.client.Do(req)
-	seen := answerSeen{host: req.URL.Host, err: bare(err)}
-	if resp != nil {
-		seen.status = resp.StatusCode
-	}
-	t.mu.Lock()
-	t.answer = seen
-	t.mu.Unlock()
-	return resp, err
-}
-
-func (t *azureTransport) last() answerSeen {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.answer
-}
-
-// azureTokenError is a failed azidentity token request: a *tokenError (for
-// retries and advice), an unreadable federated token file, or the library's.
-type azureTokenError struct {
-	method string
-	tok    *tokenError
-	file   bool // msg says why federated_token_file could not be read
-	msg    string
-}
-
-func (e *azureTokenError) Error() string {
-	prefix := ""
-	if e.method != "" {
-		prefix = e.method + ": "
-	}
-	switch {
-	case e.tok != nil:
-		return prefix + e.tok.Error()
-	case e.file:
-		return prefix + "reading federated_token_file " + e.msg
-	}
-	return prefix + e.msg
-}
-
-func (e *azureTokenError) Unwrap() error {
-	if e.tok == nil {
-		return nil
-	}
-	return e.tok
-}
-
-// loadCertificate reads client_certificate: PEM with an unencrypted key, or
-// PKCS#12. The certificate of the key comes first.
-func loadCertificate(path string, password *config.Secret) ([]*x509.Certificate, *rsa.PrivateKey, error) {
-	certs, key, err := readCertificate(path, password)
 	if err != nil {
-		return nil, nil, fmt.Errorf("client_certificate %q: %w", path, err)
+		t.last.err = bare(err)
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxSignInAnswer+1))
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	switch {
+	case err != nil:
+		t.last.err = bare(err)
+		return nil, err
+	case len(body) > maxSignInAnswer:
+		t.last.msg = fmt.Sprintf("its answer is larger than %d MiB", maxSignInAnswer>>20)
+		return nil, errors.New(t.last.msg)
+	case resp.StatusCode >= 400:
+		t.last = *describeAnswer(req.URL.Host, resp, body, t.now())
+	default:
+		t.last.msg = fmt.Sprintf("its answer (HTTP %d) is not a token that could be read", resp.StatusCode)
+	}
+	return resp, nil
+}
+
+// readFederatedToken reads federated_token_file at each use, as the kubelet rotates it.
+func (t *signInTransport) readFederatedToken(path string) (string, error) {
+	data, err := readSmallFile(path, maxFederatedToken)
+	if err != nil {
+		t.last = tokenError{file: true, msg: fmt.Sprintf("reading federated_token_file %q: %v", path, err)}
+		return "", errors.New(t.last.msg)
+	}
+	return string(bytes.TrimSpace(data)), nil
+}
+
+// readSmallFile reads a regular file, not empty, of at most limit bytes; opened non-blocking, a FIFO cannot hang.
+func readSmallFile(path string, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, bare(err)
+	}
+	defer f.Close()
+	switch info, err := f.Stat(); {
+	case err != nil:
+		return nil, bare(err)
+	case !info.Mode().IsRegular():
+		return nil, errors.New(describeFileMode(info.Mode()) + ", not a regular file")
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	switch {
+	case err != nil:
+		return nil, bare(err)
+	case int64(len(data)) > limit:
+		return nil, fmt.Errorf("the file is larger than %d KiB", limit>>10)
+	case len(bytes.TrimSpace(data)) == 0:
+		return nil, errors.New("the file is empty")
+	}
+	return data, nil
+}
+
+// loadCertificate reads client_certificate (PEM with an unencrypted key, or PKCS#12), the key's certificate first.
+func loadCertificate(path string, password *config.Secret) (certs []*x509.Certificate, rsaKey *rsa.PrivateKey, err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("client_certificate %q: %w", path, err)
+		}
+	}()
+	data, err := readSmallFile(path, maxCertificateFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	var key crypto.PrivateKey
+	if bytes.Contains(data, []byte("-----BEGIN")) {
+		if !password.Empty() || bytes.Contains(data, []byte("ENCRYPTED")) {
+			return nil, nil, errors.New("the key of a PEM file must not be encrypted (client_certificate_password is for " +
+				"PKCS#12 files): use an unencrypted key, or a PKCS#12 file with client_certificate_password")
+		}
+		if certs, key, err = azidentity.ParseCertificates(data, nil); err != nil {
+			return nil, nil, fmt.Errorf("not a PEM file with a certificate and an unencrypted RSA key: %w", err)
+		}
+	} else {
+		var pass string
+		if pass, err = readSecret("client_certificate_password", password); err != nil {
+			return nil, nil, err
+		}
+		// go-pkcs12, unlike azidentity.ParseCertificates, reads OpenSSL 3's AES/PBKDF2 files.
+		var cert *x509.Certificate
+		key, cert, certs, err = pkcs12.DecodeChain(data, pass)
+		if errors.Is(err, pkcs12.ErrIncorrectPassword) {
+			return nil, nil, errors.New("the PKCS#12 file's password is wrong or missing: check client_certificate_password")
+		} else if err != nil {
+			return nil, nil, fmt.Errorf("not a PKCS#12 file with one key and its certificate: %w", err)
+		}
+		certs = append([]*x509.Certificate{cert}, certs...)
 	}
 	rsaKey, ok := key.(*rsa.PrivateKey)
 	if !ok {
-		return nil, nil, fmt.Errorf("client_certificate %q: the key is a %T, Azure AD's client assertions need an RSA key", path, key)
+		return nil, nil, fmt.Errorf("the key is a %T, Azure AD's client assertions need an RSA key", key)
 	}
 	for i, c := range certs {
 		if pub, isRSA := c.PublicKey.(*rsa.PublicKey); isRSA && pub.Equal(&rsaKey.PublicKey) {
@@ -303,40 +265,5 @@ func loadCertificate(path string, password *config.Secret) ([]*x509.Certificate,
 			return certs, rsaKey, nil
 		}
 	}
-	return nil, nil, fmt.Errorf("client_certificate %q: the private key does not match the certificate", path)
-}
-
-func readCertificate(path string, password *config.Secret) ([]*x509.Certificate, crypto.PrivateKey, error) {
-	data, err := os.ReadFile(path)
-	switch {
-	case err != nil:
-		return nil, nil, bare(err)
-	case bytes.Contains(data, []byte("-----BEGIN")) && (!password.Empty() || bytes.Contains(data, []byte("ENCRYPTED"))):
-		return nil, nil, errors.New("the key of a PEM file must not be encrypted (client_certificate_password is for " +
-			"PKCS#12 files): use an unencrypted key, or a PKCS#12 file with client_certificate_password")
-	case bytes.Contains(data, []byte("-----BEGIN")):
-		certs, key, err := azidentity.ParseCertificates(data, nil)
-		if err != nil {
-			return nil, nil, fmt.Errorf("not a PEM file with a certificate and an unencrypted RSA key: %w", err)
-		}
-		return certs, key, nil
-	}
-	var pass string
-	if !password.Empty() {
-		buf, err := password.Get()
-		if err != nil {
-			return nil, nil, fmt.Errorf("reading client_certificate_password: %w", err)
-		}
-		pass = buf.String()
-		buf.Destroy()
-	}
-	// go-pkcs12, unlike azidentity.ParseCertificates, reads OpenSSL 3's AES/PBKDF2 files.
-	key, cert, chain, err := pkcs12.DecodeChain(data, pass)
-	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
-		return nil, nil, errors.New("the PKCS#12 file's password is wrong or missing: check client_certificate_password")
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("not a PKCS#12 file with one key and its certificate: %w", err)
-	}
-	return append([]*x509.Certificate{cert}, chain...), key, nil
+	return nil, nil, errors.New("the private key does not match the certificate")
 }

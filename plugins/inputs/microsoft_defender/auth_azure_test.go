@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,6 +104,7 @@ func TestLoadCertificate(t *testing.T) {
 		{"PKCS#12, wrong password", "c.pfx", modern, "wr0ng-w0rd",
 			"the PKCS#12 file's password is wrong or missing: check client_certificate_password", 0},
 		{"PKCS#12, not one", "c.pfx", []byte("garbage"), "", "not a PKCS#12 file with one key and its certificate: ", 0},
+		{"larger than 1 MiB", "c.pfx", bytes.Repeat([]byte("a"), maxCertificateFile+1), "", "the file is larger than 1024 KiB", 0},
 		{"key of another certificate", "c.pem",
 			append(pemBlock("CERTIFICATE", cert.Raw), pemBlock("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(otherKey))...), "",
 			"the private key does not match the certificate", 0},
@@ -355,45 +358,198 @@ func TestTokenAnswersThatAreNotOAuthErrorsAreNotQuoted(t *testing.T) {
 }
 
 func TestAzureAdvice(t *testing.T) {
-	aad := func(method string, status int, aadsts string, flags ...bool) error {
-		e := &tokenError{host: "login", status: status, code: "invalid_client", aadsts: aadsts}
-		if len(flags) == 2 {
-			e.expired, e.unregistered = flags[0], flags[1]
+	aad := func(method string, status int, aadsts string, about ...string) error {
+		e := &tokenError{method: method, host: "login", status: status, code: "invalid_client", aadsts: aadsts}
+		if len(about) == 1 {
+			e.about = about[0]
 		}
-		return &azureTokenError{method: method, tok: e}
+		return e
 	}
 	tests := []struct {
 		name string
 		err  error
 		want string
 	}{
-		{"certificate not registered", aad("client certificate", 401, "700027", false, true),
+		{"certificate not registered", aad("client certificate", 401, "700027", "not registered"),
 			"The certificate in client_certificate is not registered on the app (AADSTS700027)"},
-		{"certificate expired", aad("client certificate", 401, "700027", true, false),
+		{"certificate expired", aad("client certificate", 401, "700027", "expired"),
 			"The certificate registered for the app has expired (AADSTS700027)"},
 		{"signature", aad("client certificate", 401, "700027"),
-			"the key in client_certificate is not the key of the registered certificate"},
+			"client_certificate holds another key than the registered certificate's"},
 		{"another app", aad("client certificate", 400, "700021"), "The client assertion is for another app (AADSTS700021)"},
 		{"clock", aad("client certificate", 400, "700024"), "correct this host's clock (NTP)"},
 		{"federated token expired", aad("workload identity", 400, "700024"), "The federated token has expired (AADSTS700024)"},
 		{"no federated credential", aad("workload identity", 400, "70021"), "No federated credential of the app matches the token (AADSTS70021)"},
 		{"unknown tenant", aad("workload identity", 400, "90002"), "The tenant does not exist (AADSTS90002)"},
 		{"wrong client secret", aad("", 401, "7000215"), "Azure AD refused the client secret (AADSTS7000215)"},
-		{"token file", &azureTokenError{method: "workload identity", file: true, msg: `"/t": no such file or directory`},
+		{"token file", &tokenError{method: "workload identity", file: true, msg: `"/t": no such file or directory`},
 			"The federated token file cannot be read: on AKS, label the pod"},
-		{"Arc challenge file", &azureTokenError{method: "managed identity",
+		{"Arc challenge file", &tokenError{method: "managed identity",
 			msg: `ManagedIdentityCredential: failed to read "/var/opt/azcmagent/tokens/x.key" due to error: open ...: permission denied`},
 			"add the user Telegraf runs as to the himds group"},
 		{"identity not assigned", aad("managed identity", 400, ""), "The managed identity is not assigned to this resource"},
 		{"no identity service", aad("managed identity", 404, ""), "The managed identity endpoint has no token service at this address (HTTP 404)"},
-		{"identity service failing", aad("managed identity", 500, ""), "The managed identity endpoint is throttling or failing for now"},
+		{"identity service failing", aad("managed identity", 500, ""), "The sign-in service is throttling or failing for now"},
 		{"no identity endpoint",
-			&azureTokenError{method: "managed identity", tok: &tokenError{host: "169.254.169.254", err: errors.New("dial tcp: i/o timeout")}},
+			&tokenError{method: "managed identity", host: "169.254.169.254", err: errors.New("dial tcp: i/o timeout")},
 			"No managed identity endpoint answered: the plugin runs outside Azure, or IMDS (169.254.169.254) is blocked"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			require.Contains(t, advice(&probeError{step: stepToken, err: tt.err}, "siem"), tt.want)
 		})
+	}
+}
+
+// endless is a body that never ends; n counts the bytes read of it.
+type endless struct{ n *atomic.Int64 }
+
+func (e endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'a'
+	}
+	e.n.Add(int64(len(p)))
+	return len(p), nil
+}
+
+func (endless) Close() error { return nil }
+
+// signInMethods configures each method against login.example.com (a
+// managed identity against IDENTITY_ENDPOINT 127.0.0.1:1), sending no
+// request on its own.
+func signInMethods(t *testing.T) map[string]func(*MicrosoftDefender) {
+	t.Setenv("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token")
+	t.Setenv("IDENTITY_HEADER", "header")
+	cert, key := testCertificate(t, 0, "leaf")
+	certFile := writeTemp(t, "c.pem", append(pemBlock("CERTIFICATE", cert.Raw), pemBlock("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(key))...))
+	tokenFile := writeTemp(t, "token", []byte("federated-token"))
+	aad := func(m *MicrosoftDefender) {
+		m.Region, m.TenantID, m.ClientID, m.LoginEndpoint = "eu", testTenant, testClientID, "https://login.example.com"
+	}
+	return map[string]func(*MicrosoftDefender){
+		"client secret": func(m *MicrosoftDefender) { aad(m); m.ClientSecret = config.NewSecret([]byte(testClientSecret)) },
+		"client certificate": func(m *MicrosoftDefender) {
+			aad(m)
+			m.AuthMethod, m.ClientCertificate = methodClientCertificate, certFile
+		},
+		"workload identity": func(m *MicrosoftDefender) {
+			aad(m)
+			m.AuthMethod, m.FederatedTokenFile = methodWorkloadIdentity, tokenFile
+		},
+		"managed identity": func(m *MicrosoftDefender) { m.Region, m.AuthMethod = "eu", methodManagedIdentity },
+	}
+}
+
+// methodPrefix starts a sign-in error of method: the client secret's and the refresh token's have none.
+func methodPrefix(method string) string {
+	if method == "client secret" || method == "refresh token" {
+		return ""
+	}
+	return method + ": "
+}
+
+// A sign-in answer that never ends is read up to 1 MiB and refused, for
+// every method that signs in.
+func TestEndlessSignInAnswerIsCapped(t *testing.T) {
+	for method, configure := range signInMethods(t) {
+		t.Run(method, func(t *testing.T) {
+			var read atomic.Int64
+			plugin := signInPlugin(t, roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Header: http.Header{"Content-Type": {"application/json"}},
+					Body: endless{&read}, Request: req}, nil
+			}), configure)
+			_, err := plugin.tokens.token(t.Context())
+			host := "login.example.com"
+			if method == "managed identity" {
+				host = "127.0.0.1:1"
+			}
+			require.EqualError(t, err, methodPrefix(method)+"token request to "+host+" failed: its answer is larger than 1 MiB")
+			require.Equal(t, int64(maxSignInAnswer+1), read.Load())
+		})
+	}
+}
+
+// A token that cannot be a header value is refused before it is cached, for
+// every method that signs in: the next use asks again.
+func TestAnsweredTokenIsCheckedBeforeItIsCached(t *testing.T) {
+	for method, configure := range signInMethods(t) {
+		t.Run(method, func(t *testing.T) {
+			var requests atomic.Int32
+			plugin := signInPlugin(t, roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				requests.Add(1)
+				body := fmt.Sprintf(`{"token_type":"Bearer","expires_in":3599,"expires_on":"%d","resource":%q,"access_token":"evil\r\ntoken"}`,
+					time.Now().Add(time.Hour).Unix(), defaultSIEMResource)
+				return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Header: http.Header{"Content-Type": {"application/json"}},
+					Body: io.NopCloser(strings.NewReader(body)), Request: req}, nil
+			}), configure)
+			host := "login.example.com"
+			if method == "managed identity" {
+				host = "127.0.0.1:1"
+			}
+			for try := int32(1); try <= 2; try++ {
+				_, err := plugin.tokens.token(t.Context())
+				require.EqualError(t, err, methodPrefix(method)+"token request to "+host+
+					" failed: the access_token it answered cannot be sent: byte 4 is 0x0d, not allowed in a bearer token (RFC 6750)")
+				require.Equal(t, try, requests.Load())
+			}
+		})
+	}
+}
+
+// The client assertion and the federated token go only to the configured
+// sign-in host and scheme: here a tenant "adfs" makes MSAL ask the sign-in
+// host for its metadata, which names a token endpoint elsewhere, in plain
+// http; nothing is sent there.
+func TestSignInCredentialsGoOnlyToTheSignInHost(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		elsewhere.Add(1)
+		w.WriteHeader(http.StatusBadRequest)
+	}))
+	defer other.Close()
+	var login *httptest.Server
+	login = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		respond(t, w, fmt.Appendf(nil, `{"token_endpoint":%q,"authorization_endpoint":%q,"issuer":%q}`,
+			other.URL+"/token", login.URL+"/adfs/oauth2/authorize", login.URL+"/adfs"))
+	}))
+	defer login.Close()
+	methods := signInMethods(t)
+	for _, method := range []string{"client certificate", "workload identity"} {
+		t.Run(method, func(t *testing.T) {
+			plugin := signInPlugin(t, login.Client().Transport, func(m *MicrosoftDefender) {
+				methods[method](m)
+				m.TenantID, m.LoginEndpoint = "adfs", login.URL
+			})
+			_, err := plugin.tokens.token(t.Context())
+			require.EqualError(t, err, method+": token request to "+strings.TrimPrefix(other.URL, "http://")+
+				" failed: refused: sign-in credentials go only to "+origin(mustParse(t, login.URL)))
+			require.Zero(t, elsewhere.Load())
+		})
+	}
+}
+
+// federated_token_file is read at each use, a regular file of at most
+// 64 KiB that is not empty; no request is sent otherwise.
+func TestFederatedTokenFileIsARegularSmallFile(t *testing.T) {
+	dir := t.TempDir()
+	large := writeTemp(t, "large", bytes.Repeat([]byte("a"), maxFederatedToken+1))
+	empty := writeTemp(t, "empty", []byte(" \n"))
+	for _, tt := range []struct {
+		file, want string
+	}{
+		{dir, "a directory, not a regular file"},
+		{large, "the file is larger than 64 KiB"},
+		{empty, "the file is empty"},
+		{filepath.Join(dir, "absent"), "no such file or directory"},
+	} {
+		recorder := &recordedRequests{}
+		plugin := signInPlugin(t, recorder, func(m *MicrosoftDefender) {
+			signInMethods(t)["workload identity"](m)
+			m.FederatedTokenFile = tt.file
+		})
+		_, err := plugin.tokens.token(t.Context())
+		require.EqualError(t, err, fmt.Sprintf("workload identity: reading federated_token_file %q: %s", tt.file, tt.want))
+		require.Empty(t, recorder.requests)
 	}
 }

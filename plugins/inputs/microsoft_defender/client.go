@@ -344,15 +344,14 @@ func origin(u *url.URL) string {
 
 // redact replaces the exact and URL-escaped forms of each secret with "[redacted]".
 func redact(s string, secrets ...string) string {
+	var pairs []string
 	for _, secret := range secrets {
-		if secret == "" {
-			continue
-		}
-		for _, form := range []string{secret, url.QueryEscape(secret), url.PathEscape(secret)} {
-			s = strings.ReplaceAll(s, form, "[redacted]")
+		if secret != "" {
+			pairs = append(pairs, secret, "[redacted]", url.QueryEscape(secret), "[redacted]", url.PathEscape(secret), "[redacted]")
 		}
 	}
-	return s
+	// One pass: a marker already written is not searched again.
+	return strings.NewReplacer(pairs...).Replace(s)
 }
 
 // proxyTransport redacts a proxy's password from errors, such as a refused tunnel's reason phrase.
@@ -361,6 +360,7 @@ type proxyTransport struct {
 	secrets []string
 }
 
+// RoundTrip implements http.RoundTripper.
 func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.RoundTripper.RoundTrip(req)
 	if err != nil {

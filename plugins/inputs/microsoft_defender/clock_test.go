@@ -36,6 +36,35 @@ func TestFutureWatermarkIsNotBelieved(t *testing.T) {
 	require.True(t, plugin.stateDirty, "the corrected position is saved")
 }
 
+// A watermark from a host clock set to 1970 is an error, and reading
+// resumes at the oldest time the API keeps, not a chunk a poll from 1970.
+func TestWatermarkOlderThanTheAPIKeepsIsNotWalked(t *testing.T) {
+	var queries []string
+	server := stub(t, func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		queries = append(queries, q.Get("sinceTimeUtc")+" "+q.Get("untilTimeUtc"))
+		respond(t, w, []byte("[]"))
+	})
+	plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{})
+	plugin.cursor.watermark = time.Unix(3600, 0).UTC()
+
+	var acc testutil.Accumulator
+	require.NoError(t, plugin.Gather(&acc))
+	require.Len(t, acc.Errors, 1)
+	require.EqualError(t, acc.Errors[0], "the saved position 1970-01-01T01:00:00Z is older than the 180 days the API keeps alerts: "+
+		"the host clock was wrong when it was saved, or the state was edited; reading on from 2020-04-03T15:00:00Z, the oldest time the API holds")
+	require.Equal(t, "2020-04-03T14:50:00.0000000Z 2020-04-03T15:50:00.0000000Z", queries[0], "overlap before the oldest time")
+	require.True(t, plugin.stateDirty, "the corrected position is saved")
+
+	// A position that is merely old, after a long stop, is resumed as it is.
+	plugin = stubbedPlugin(t, server, &testutil.CaptureLogger{})
+	plugin.cursor.watermark, queries = fixedNow.Add(-30*24*time.Hour), nil
+	var again testutil.Accumulator
+	require.NoError(t, plugin.Gather(&again))
+	require.Empty(t, again.Errors)
+	require.Equal(t, "2020-08-31T14:50:00.0000000Z 2020-08-31T15:50:00.0000000Z", queries[0])
+}
+
 // A watermark a little ahead, within the skew a clock may have, is kept,
 // and the lag is never negative.
 func TestSlightlyFutureWatermarkIsKept(t *testing.T) {

@@ -80,11 +80,15 @@ func (c *cursor) isNew(id string) bool {
 	return !ok
 }
 
-func (c *cursor) remember(id string, at time.Time) {
-	if id != "" {
-		// A copy: id may share its memory with the whole record.
-		c.seen[strings.Clone(id)] = at
+// remember notes an emitted record and returns the copy of id it keeps: id
+// may share its memory with the whole record.
+func (c *cursor) remember(id string, at time.Time) string {
+	if id == "" {
+		return ""
 	}
+	id = strings.Clone(id)
+	c.seen[id] = at
+	return id
 }
 
 // forget drops what lies strictly between after and before, where no later
@@ -152,12 +156,16 @@ func (c *chunk) reachable(apiNow time.Time, delay time.Duration) time.Time {
 	return limit
 }
 
-// futurePosition returns the saved position when it lies after now (a host
-// clock that ran ahead, an edited state): obeyed, it would skip to there.
-func (c *cursor) futurePosition(now time.Time) (time.Time, bool) {
-	future := c.watermark
-	if c.pending != nil && c.pending.Start.After(future) {
-		future = c.pending.Start
+// apiRetention is how long Defender keeps alerts: a saved position older
+// than that (a wrong clock, an edited state) would be walked a chunk at a
+// time through years where nothing can be read.
+const apiRetention = 180 * 24 * time.Hour
+
+// position is how far the cursor got: the watermark, or the pending chunk's
+// start when later.
+func (c *cursor) position() time.Time {
+	if c.pending != nil && c.pending.Start.After(c.watermark) {
+		return c.pending.Start
 	}
-	return future, future.After(now.Add(maxClockSkew))
+	return c.watermark
 }

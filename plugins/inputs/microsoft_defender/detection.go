@@ -2,102 +2,109 @@ package microsoft_defender
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"reflect"
 	"strconv"
 	"time"
 )
 
 // detection is one SIEM API detection. It decodes all three payload
 // generations: absent, null and "" all leave a string empty, and both
-// spellings of IoaDefinitionId are kept so the mapping can pick either.
+// spellings of IoaDefinitionId are read.
 type detection struct {
-	AlertTime                 string       `json:"AlertTime"`
-	ComputerDNSName           string       `json:"ComputerDnsName"`
-	AlertTitle                string       `json:"AlertTitle"`
-	Category                  string       `json:"Category"`
-	Severity                  string       `json:"Severity"`
-	AlertID                   string       `json:"AlertId"`
-	Actor                     string       `json:"Actor"`
-	LinkToWDATP               string       `json:"LinkToWDATP"`
-	IocName                   string       `json:"IocName"`
-	IocValue                  string       `json:"IocValue"`
-	CreatorIocName            string       `json:"CreatorIocName"`
-	CreatorIocValue           string       `json:"CreatorIocValue"`
-	Sha1                      string       `json:"Sha1"`
-	FileName                  string       `json:"FileName"`
-	FilePath                  string       `json:"FilePath"`
-	IPAddress                 string       `json:"IpAddress"`
-	URL                       string       `json:"Url"`
-	IoaDefinitionID           string       `json:"IoaDefinitionId"`
-	IoaDefinitiondID          string       `json:"IoaDefinitiondId"` // the 2017 spelling
-	UserName                  string       `json:"UserName"`
-	AlertPart                 optionalInt  `json:"AlertPart"`
-	FullID                    string       `json:"FullId"`
-	LastProcessedTimeUtc      string       `json:"LastProcessedTimeUtc"`
-	ThreatCategory            string       `json:"ThreatCategory"`
-	ThreatFamily              string       `json:"ThreatFamily"`
-	ThreatName                string       `json:"ThreatName"`
-	RemediationAction         string       `json:"RemediationAction"`
-	RemediationIsSuccess      optionalBool `json:"RemediationIsSuccess"`
-	Source                    string       `json:"Source"`
-	Md5                       string       `json:"Md5"`
-	Sha256                    string       `json:"Sha256"`
-	WasExecutingWhileDetected optionalBool `json:"WasExecutingWhileDetected"`
-	UserDomain                string       `json:"UserDomain"`
-	LogOnUsers                string       `json:"LogOnUsers"`
-	MachineDomain             string       `json:"MachineDomain"`
-	MachineName               string       `json:"MachineName"`
-	InternalIPv4List          string       `json:"InternalIPv4List"`
-	InternalIPv6List          string       `json:"InternalIPv6List"`
-	FileHash                  string       `json:"FileHash"`
-	DeviceID                  string       `json:"DeviceID"`
-	MachineGroup              string       `json:"MachineGroup"`
-	Description               string       `json:"Description"`
-	DeviceCreatedMachineTags  string       `json:"DeviceCreatedMachineTags"`
-	CloudCreatedMachineTags   string       `json:"CloudCreatedMachineTags"`
-	CommandLine               string       `json:"CommandLine"`
-	IncidentLinkToWDATP       string       `json:"IncidentLinkToWDATP"`
-	ReportID                  optionalInt  `json:"ReportID"`
-	LinkToMTP                 string       `json:"LinkToMTP"`
-	IncidentLinkToMTP         string       `json:"IncidentLinkToMTP"`
-	ExternalID                string       `json:"ExternalId"`
-	IocUniqueID               string       `json:"IocUniqueId"`
+	// Emitted as the string fields their metric tags name, in this order.
+	AlertID                  string `json:"AlertId" metric:"alert_id"`
+	FullID                   string `json:"FullId" metric:"full_id"`
+	AlertTitle               string `json:"AlertTitle" metric:"alert_title"`
+	ComputerDNSName          string `json:"ComputerDnsName" metric:"computer_dns_name"`
+	MachineName              string `json:"MachineName" metric:"machine_name"`
+	MachineDomain            string `json:"MachineDomain" metric:"machine_domain"`
+	Description              string `json:"Description" metric:"description"`
+	Actor                    string `json:"Actor" metric:"actor"`
+	IocName                  string `json:"IocName" metric:"ioc_name"`
+	IocValue                 string `json:"IocValue" metric:"ioc_value"`
+	CreatorIocName           string `json:"CreatorIocName" metric:"creator_ioc_name"`
+	CreatorIocValue          string `json:"CreatorIocValue" metric:"creator_ioc_value"`
+	IocUniqueID              string `json:"IocUniqueId" metric:"ioc_unique_id"`
+	IoaDefinitionID          string `json:"IoaDefinitionId" metric:"ioa_definition_id"`
+	Sha1                     string `json:"Sha1" metric:"sha1"`
+	Sha256                   string `json:"Sha256" metric:"sha256"`
+	Md5                      string `json:"Md5" metric:"md5"`
+	FileHash                 string `json:"FileHash" metric:"file_hash"`
+	FileName                 string `json:"FileName" metric:"file_name"`
+	FilePath                 string `json:"FilePath" metric:"file_path"`
+	CommandLine              string `json:"CommandLine" metric:"command_line"`
+	IPAddress                string `json:"IpAddress" metric:"ip_address"`
+	URL                      string `json:"Url" metric:"url"`
+	UserName                 string `json:"UserName" metric:"user_name"`
+	UserDomain               string `json:"UserDomain" metric:"user_domain"`
+	LogOnUsers               string `json:"LogOnUsers" metric:"log_on_users"`
+	InternalIPv4List         string `json:"InternalIPv4List" metric:"internal_ipv4_list"`
+	InternalIPv6List         string `json:"InternalIPv6List" metric:"internal_ipv6_list"`
+	DeviceID                 string `json:"DeviceID" metric:"device_id"`
+	ThreatCategory           string `json:"ThreatCategory" metric:"threat_category"`
+	ThreatFamily             string `json:"ThreatFamily" metric:"threat_family"`
+	ThreatName               string `json:"ThreatName" metric:"threat_name"`
+	RemediationAction        string `json:"RemediationAction" metric:"remediation_action"`
+	ExternalID               string `json:"ExternalId" metric:"external_id"`
+	DeviceCreatedMachineTags string `json:"DeviceCreatedMachineTags" metric:"device_created_machine_tags"`
+	CloudCreatedMachineTags  string `json:"CloudCreatedMachineTags" metric:"cloud_created_machine_tags"`
+	LinkToWDATP              string `json:"LinkToWDATP" metric:"link_to_wdatp"`
+	LinkToMTP                string `json:"LinkToMTP" metric:"link_to_mtp"`
+	IncidentLinkToWDATP      string `json:"IncidentLinkToWDATP" metric:"incident_link_to_wdatp"`
+	IncidentLinkToMTP        string `json:"IncidentLinkToMTP" metric:"incident_link_to_mtp"`
+	// Tags, times and typed fields, which alertMetric maps by name.
+	AlertTime                 string          `json:"AlertTime"`
+	Category                  string          `json:"Category"`
+	Severity                  string          `json:"Severity"`
+	AlertPart                 optional[int64] `json:"AlertPart"`
+	LastProcessedTimeUtc      string          `json:"LastProcessedTimeUtc"`
+	RemediationIsSuccess      optional[bool]  `json:"RemediationIsSuccess"`
+	Source                    string          `json:"Source"`
+	WasExecutingWhileDetected optional[bool]  `json:"WasExecutingWhileDetected"`
+	MachineGroup              string          `json:"MachineGroup"`
+	ReportID                  optional[int64] `json:"ReportID"`
+	IoaDefinitiondID          string          `json:"IoaDefinitiondId"` // the 2017 spelling, for IoaDefinitionId when absent
 
-	// Parsed from the strings above by validate.
-	alertAt       time.Time
-	lastProcessed time.Time
-	// cursorAt replaces lastProcessed for the cursor when that lies outside
-	// the request's window (placeIn).
-	cursorAt time.Time
-	issues   recordProblems
+	alertAt, lastProcessed time.Time // parsed by validate
+	cursorAt               time.Time // for the cursor, when lastProcessed lies outside the window asked (placeIn)
+	issues                 recordProblems
 }
 
 // identity is the detection's deduplication key: FullId, or AlertId and
 // IocUniqueId when FullId is absent (they are equal in every known sample).
 func (d *detection) identity() string {
-	if d.FullID != "" {
+	switch {
+	case d.FullID != "":
 		return d.FullID
-	}
-	if d.AlertID == "" && d.IocUniqueID == "" {
+	case d.AlertID != "" || d.IocUniqueID != "":
+		return d.AlertID + ":" + d.IocUniqueID
+	case d.lastProcessed.IsZero():
 		return ""
 	}
-	return d.AlertID + ":" + d.IocUniqueID
-}
-
-func (d *detection) ioaDefinitionID() string {
-	if d.IoaDefinitionID != "" {
-		return d.IoaDefinitionID
+	// Without an id, its content tells a detection apart, so that a repeat is
+	// dropped like any other.
+	h := sha256.New()
+	fields := reflect.ValueOf(d).Elem()
+	for _, f := range alertStringFields {
+		fmt.Fprintf(h, "%q,", fields.Field(f.index).String())
 	}
-	return d.IoaDefinitiondID
+	fmt.Fprintf(h, "%q,%q,%v", d.AlertTime, d.LastProcessedTimeUtc, d.AlertPart)
+	return "content:" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// validate parses the timestamps. A time that does not parse is left out
-// like any other value that does not fit; a detection that can be neither
-// placed in time nor told apart from others is skipped.
+// validate reads the old spelling of IoaDefinitionId and parses the times. A
+// time that does not parse is left out like any other value that does not
+// fit; a detection neither placed in time nor told apart is skipped.
 func (d *detection) validate() {
+	if d.IoaDefinitionID == "" {
+		d.IoaDefinitionID = d.IoaDefinitiondID
+	}
 	d.lastProcessed = d.issues.parseTime("LastProcessedTimeUtc", d.LastProcessedTimeUtc)
 	d.alertAt = d.issues.parseTime("AlertTime", d.AlertTime)
 	if d.lastProcessed.IsZero() && d.identity() == "" {
@@ -105,36 +112,25 @@ func (d *detection) validate() {
 	}
 }
 
-// parseTime parses the time of the named field, recording a value that is
-// no time as a problem; "" is no time and no problem.
+// parseTime parses the named field's time; "" is none, and no problem.
 func (p *recordProblems) parseTime(field, value string) time.Time {
 	if value == "" {
 		return time.Time{}
 	}
 	t, err := parseAPITime(value)
 	if err != nil {
-		p.invalid = append(p.invalid, fieldProblem{field: field, offset: -1, reason: err.Error()})
+		p.invalid = append(p.invalid, fieldProblem{field, err.Error()})
 	}
 	return t
 }
 
-// apiTimeLayouts are the forms the SIEM API and its documentation use; a
-// value without a zone is UTC, as every SIEM API time is.
-var apiTimeLayouts = []string{
-	time.RFC3339Nano,
-	"2006-01-02T15:04:05.999999999",
-	"2006-01-02 15:04:05.999999999",
-}
+// A metric's time is nanoseconds since 1970 in an int64: one beyond these would wrap around.
+var earliestTime, latestTime = time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)
 
-// Metric timestamps are nanoseconds since 1970 in an int64: times beyond
-// these would wrap around.
-var (
-	earliestTime = time.Unix(0, math.MinInt64).UTC()
-	latestTime   = time.Unix(0, math.MaxInt64).UTC()
-)
-
+// parseAPITime reads the forms the SIEM API and its documentation use; a
+// time without a zone is UTC, as every SIEM API time is.
 func parseAPITime(s string) (time.Time, error) {
-	for _, layout := range apiTimeLayouts {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999"} {
 		if t, err := time.Parse(layout, s); err == nil {
 			if t.Before(earliestTime) || t.After(latestTime) {
 				return time.Time{}, fmt.Errorf("%q lies outside the years 1678 to 2262 that a metric's time can hold", s)
@@ -145,41 +141,36 @@ func parseAPITime(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%s is not an RFC 3339 timestamp", quoteShort([]byte(strconv.Quote(s))))
 }
 
-// optionalInt is a JSON number that may also be null, "" or absent.
-type optionalInt struct {
-	value int64
+// optional is a JSON integer or boolean that may also be null, "" or absent.
+type optional[T int64 | bool] struct {
+	value T
 	set   bool
 }
 
-// UnmarshalJSON implements json.Unmarshaler.
-func (o *optionalInt) UnmarshalJSON(b []byte) error {
-	s, quoted := unquote(b)
-	if s == "" || s == "null" && !quoted {
+// UnmarshalJSON implements json.Unmarshaler; what does not parse leaves o as it was.
+func (o *optional[T]) UnmarshalJSON(b []byte) error {
+	s := string(bytes.TrimSpace(b))
+	switch {
+	case len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"':
+		s = s[1 : len(s)-1]
+	case s == "null":
 		return nil
 	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return fmt.Errorf("%s is not an integer", quoteShort(b))
-	}
-	o.value, o.set = v, true
-	return nil
-}
-
-// optionalBool is true, false, null, "" or absent.
-type optionalBool struct {
-	value bool
-	set   bool
-}
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (o *optionalBool) UnmarshalJSON(b []byte) error {
-	s, quoted := unquote(b)
-	if s == "" || s == "null" && !quoted {
+	if s == "" {
 		return nil
 	}
-	v, err := strconv.ParseBool(s)
+	var v T
+	var err error
+	what := "an integer"
+	switch p := any(&v).(type) {
+	case *int64:
+		*p, err = strconv.ParseInt(s, 10, 64)
+	case *bool:
+		what = "a boolean"
+		*p, err = strconv.ParseBool(s)
+	}
 	if err != nil {
-		return fmt.Errorf("%s is not a boolean", quoteShort(b))
+		return fmt.Errorf("%s is not %s", quoteShort(b), what)
 	}
 	o.value, o.set = v, true
 	return nil
@@ -195,14 +186,6 @@ func quoteShort(b []byte) string {
 	return string(b)
 }
 
-func unquote(b []byte) (string, bool) {
-	b = bytes.TrimSpace(b)
-	if len(b) >= 2 && b[0] == '"' && b[len(b)-1] == '"' {
-		return string(b[1 : len(b)-1]), true
-	}
-	return string(b), false
-}
-
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -210,12 +193,10 @@ func truncate(s string, n int) string {
 	return cutAtRune(s, n) + "..."
 }
 
-// detectionDecoder streams a JSON array of detections one at a time, so
-// memory does not grow with the size of the response.
+// detectionDecoder streams a JSON array of detections one at a time.
 type detectionDecoder struct {
 	r     *recordReader
-	index int  // of the next detection
-	done  bool // the closing bracket was read
+	index int // of the next detection; -1 after the closing bracket
 }
 
 func newDetectionDecoder(body io.Reader) (*detectionDecoder, error) {
@@ -226,10 +207,9 @@ func newDetectionDecoder(body io.Reader) (*detectionDecoder, error) {
 	return &detectionDecoder{r: r}, nil
 }
 
-// next decodes the next detection into d. It returns io.EOF after the
-// closing bracket, and an error naming the detection's index otherwise.
+// next decodes the next detection into d; io.EOF after the closing bracket.
 func (dd *detectionDecoder) next(d *detection) error {
-	if dd.done {
+	if dd.index < 0 {
 		return io.EOF
 	}
 	*d = detection{}
@@ -237,7 +217,7 @@ func (dd *detectionDecoder) next(d *detection) error {
 		dd.index++
 		return err
 	}
-	dd.done = true
+	dd.index = -1
 	if err := dd.r.expectEnd(); err != nil {
 		return fmt.Errorf("after the closing bracket: %w", err)
 	}

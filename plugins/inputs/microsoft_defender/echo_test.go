@@ -234,7 +234,7 @@ func TestTokenThatCannotBeAHeaderIsRefused(t *testing.T) {
 		require.Equal(t, int32(poll), tokenRequests.Load(), "one token request per poll, none retried, none cached")
 	}
 	require.Zero(t, apiRequests.Load())
-	require.Equal(t, "The token endpoint answered a token that cannot be used: check login_endpoint, "+
+	require.Equal(t, "The sign-in service answered no usable token: check login_endpoint (IDENTITY_ENDPOINT for a managed identity), "+
 		"and a proxy that may answer in its place.", advice(plugin.Probe(), "siem"))
 }
 

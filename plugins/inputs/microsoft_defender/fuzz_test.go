@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -201,7 +200,7 @@ func FuzzTokenResponse(f *testing.F) {
 		if status < 100 || status > 599 {
 			return
 		}
-		tok, _, err := cannedTokenSource(status, body).fetch(context.Background())
+		tok, err := cannedTokenSource(status, body).token(context.Background())
 		if err != nil {
 			for _, secret := range []string{testClientSecret, testRefreshToken} {
 				if strings.Contains(err.Error(), secret) || strings.Contains(unescapeAll(err.Error()), secret) {
@@ -218,17 +217,12 @@ func FuzzTokenResponse(f *testing.F) {
 
 // cannedTokenSource is a refresh token grant whose token endpoint answers
 // status and body.
-func cannedTokenSource(status int, body []byte) *refreshGrant {
-	return &refreshGrant{
-		client: &http.Client{Transport: cannedResponse{status: status, body: body}},
-		// A fixed, valid URL: the fuzzer varies the answer, not the request.
-		tokenURL:     "https://login.example.com/tenant/oauth2/token",
-		clientID:     testClientID,
-		clientSecret: secretOf(testClientSecret),
-		refreshToken: secretOf(testRefreshToken),
-		resource:     defaultSIEMResource,
-		now:          time.Now,
-	}
+func cannedTokenSource(status int, body []byte) tokenSource {
+	m := &MicrosoftDefender{AuthMethod: methodRefreshToken, ClientID: testClientID, ClientSecret: *secretOf(testClientSecret),
+		RefreshToken: *secretOf(testRefreshToken), Scopes: []string{defaultSIEMResource + "/.default"}, now: time.Now}
+	// A fixed, valid URL: the fuzzer varies the answer, not the request.
+	login := &url.URL{Scheme: "https", Host: "login.example.com"}
+	return m.signIn(&http.Client{Transport: cannedResponse{status: status, body: body}}, login, m.refreshGrant(login.String()+"/tenant/oauth2/token"))
 }
 
 func secretOf(value string) *config.Secret {
@@ -312,7 +306,7 @@ func FuzzDecodeGraphPage(f *testing.F) {
 				return false
 			})
 			require.NoError(t, err)
-			require.Equal(t, graphPageMeta{}, next)
+			require.Empty(t, next)
 			comparableProblems(first, problemsOf)
 			require.Equal(t, want[:1], first)
 		}
@@ -321,26 +315,26 @@ func FuzzDecodeGraphPage(f *testing.F) {
 
 // decodeGraphPageWithEncodingJSON decodes a page with encoding/json, the
 // reference for decodeGraphPage.
-func decodeGraphPageWithEncodingJSON(data []byte, handle func(*graphAlert)) (graphPageMeta, error) {
-	var meta graphPageMeta
+func decodeGraphPageWithEncodingJSON(data []byte, handle func(*graphAlert)) (string, error) {
+	var next string
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return meta, fmt.Errorf("not an object: %v %w", tok, err)
+		return next, fmt.Errorf("not an object: %v %w", tok, err)
 	}
 	for dec.More() {
 		key, err := dec.Token()
 		if err != nil {
-			return meta, err
+			return next, err
 		}
 		switch key {
 		case "value":
 			if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
-				return meta, fmt.Errorf("value: %v %w", tok, err)
+				return next, fmt.Errorf("value: %v %w", tok, err)
 			}
 			for dec.More() {
 				var raw json.RawMessage
 				if err := dec.Decode(&raw); err != nil {
-					return meta, err
+					return next, err
 				}
 				var a graphAlert
 				if invalid, notObject := membersWithEncodingJSON(raw, &a, cloneGraphAlert, evidenceWithEncodingJSON); notObject {
@@ -352,35 +346,26 @@ func decodeGraphPageWithEncodingJSON(data []byte, handle func(*graphAlert)) (gra
 				handle(&a)
 			}
 			if _, err := dec.Token(); err != nil {
-				return meta, err
+				return next, err
 			}
 		case "@odata.nextLink":
-			if err := dec.Decode(&meta.next); err != nil {
-				return meta, err
-			}
-		case "@odata.count":
-			// Anything but a non-negative integer is no count.
-			var raw json.RawMessage
-			if err := dec.Decode(&raw); err != nil {
-				return meta, err
-			}
-			if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil && n >= 0 {
-				meta.count, meta.hasCount = n, true
+			if err := dec.Decode(&next); err != nil {
+				return next, err
 			}
 		default:
 			var skip json.RawMessage
 			if err := dec.Decode(&skip); err != nil {
-				return meta, err
+				return next, err
 			}
 		}
 	}
 	if _, err := dec.Token(); err != nil {
-		return meta, err
+		return next, err
 	}
 	if tok, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return meta, fmt.Errorf("after the object: %v %w", tok, err)
+		return next, fmt.Errorf("after the object: %v %w", tok, err)
 	}
-	return meta, nil
+	return next, nil
 }
 
 // validateWithEncodingJSON is graphAlert.validate, the evidence being
@@ -491,7 +476,7 @@ func FuzzEscapedSecrets(f *testing.F) {
 			}
 		}
 
-		if _, _, err := cannedTokenSource(status, []byte(body)).fetch(context.Background()); err != nil {
+		if _, err := cannedTokenSource(status, []byte(body)).token(context.Background()); err != nil {
 			check(err.Error(), all...)
 		}
 

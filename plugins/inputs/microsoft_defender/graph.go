@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
@@ -98,114 +97,74 @@ func (a *graphAlert) countKey() countKey {
 	}
 }
 
-// graphPageMeta is what a page says about the chain it belongs to.
-type graphPageMeta struct {
-	next     string // @odata.nextLink
-	count    int64  // @odata.count, when hasCount
-	hasCount bool
-}
-
-// decodeGraphPage streams the alerts of one page, {"value": [...],
-// "@odata.nextLink": ..., "@odata.count": ...} in any key order, to handle
-// until it returns false, and returns the next page's link and the count.
-func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (graphPageMeta, error) {
+// decodeGraphPage streams the alerts of one page to handle until it returns
+// false, and returns the next page's link.
+func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (string, error) {
 	r := newRecordReader(body, graphAlertNames)
-	if err := r.open('{', "with a value array"); err != nil {
-		return graphPageMeta{}, err
-	}
-	meta, err := decodeGraphMembers(r, handle)
-	if errors.Is(err, errHandlerStopped) {
-		return graphPageMeta{}, nil // the rest of the page is left unread
-	}
-	if err == nil {
-		err = r.expectEnd()
-	}
-	if err != nil {
-		return graphPageMeta{}, err
-	}
-	return meta, nil
+	return decodeGraphValue(r, "alert", func() *graphAlert {
+		a := &graphAlert{}
+		r.alert = a
+		return a
+	}, handle)
 }
 
-// decodeGraphMembers reads the members of the page object, after its
-// opening brace.
-func decodeGraphMembers(r *recordReader, handle func(*graphAlert) bool) (graphPageMeta, error) {
-	dec := r.dec
-	var meta graphPageMeta
+// decodeGraphValue streams the items of one page, {"value": [...],
+// "@odata.nextLink": ...} in any key order, other members skipped, each
+// made by newItem, to handle until it returns false, and returns the next
+// page's link.
+func decodeGraphValue[T interface {
+	validate()
+	problems() *recordProblems
+}](r *recordReader, noun string, newItem func() T,
+	handle func(T) bool) (string, error) {
+	if err := r.open('{', "with a value array"); err != nil {
+		return "", err
+	}
+	dec, next := r.dec, ""
 	for dec.PeekKind() != '}' {
 		name, err := dec.ReadToken()
 		if err != nil {
-			return meta, r.explain(err)
+			return "", r.explain(err)
 		}
-		switch name.String() {
+		switch key, k := name.String(), dec.PeekKind(); key {
 		case "value":
-			if err := decodeGraphAlerts(r, handle); err != nil {
-				return meta, err
-			}
-		case "@odata.nextLink":
-			switch k := dec.PeekKind(); k {
-			case '"':
-				var link jsontext.Token
-				link, err = dec.ReadToken()
-				meta.next = link.String()
-			case 'n', 0:
-				_, err = dec.ReadToken()
-			default:
+			if k != '[' {
 				if err := dec.SkipValue(); err != nil {
-					return meta, r.explain(err)
+					return "", fmt.Errorf("value: %w", r.explain(err))
 				}
-				return meta, fmt.Errorf("@odata.nextLink: JSON %s where a string was expected", kindName(k))
+				return "", fmt.Errorf("value is not an array: it is a JSON %s", kindName(k))
 			}
-		case "@odata.count":
-			// Anything but a non-negative integer counts as no count: it
-			// only tells whether a chain of pages may be trusted, and
-			// without one the plugin reads in parts that need no trust.
-			var raw jsontext.Value
-			raw, err = dec.ReadValue()
-			if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil && n >= 0 {
-				meta.count, meta.hasCount = n, true
+			if _, err := dec.ReadToken(); err != nil {
+				return "", r.explain(err)
+			}
+			// r.next explains its errors, and ends the array with io.EOF.
+			for i := 0; err == nil; i++ {
+				item := newItem()
+				if err = r.next(item, item.problems(), noun, i); err == nil && !handle(item) {
+					return "", nil // the rest of the page is left unread
+				}
+			}
+			if !errors.Is(err, io.EOF) {
+				return "", err
+			}
+			continue
+		case "@odata.nextLink":
+			if k != '"' && k != 'n' && k != 0 {
+				return "", fmt.Errorf("@odata.nextLink: JSON %s where a string was expected", kindName(k))
+			}
+			var link jsontext.Token
+			if link, err = dec.ReadToken(); link.Kind() == '"' {
+				next = link.String()
 			}
 		default:
 			err = dec.SkipValue()
 		}
 		if err != nil {
-			return meta, r.explain(err)
+			return "", r.explain(err)
 		}
 	}
 	if _, err := dec.ReadToken(); err != nil {
-		return meta, r.explain(err)
+		return "", r.explain(err)
 	}
-	return meta, nil
-}
-
-// errHandlerStopped ends the decoding of a page whose handler returned
-// false.
-var errHandlerStopped = errors.New("the handler stopped")
-
-// decodeGraphAlerts streams the value array. It returns errHandlerStopped
-// when handle returns false, and errors that say what went wrong and where
-// otherwise.
-func decodeGraphAlerts(r *recordReader, handle func(*graphAlert) bool) error {
-	dec := r.dec
-	if k := dec.PeekKind(); k != '[' {
-		if err := dec.SkipValue(); err != nil {
-			return fmt.Errorf("value: %w", r.explain(err))
-		}
-		return fmt.Errorf("value is not an array: it is a JSON %s", kindName(k))
-	}
-	if _, err := dec.ReadToken(); err != nil {
-		return r.explain(err)
-	}
-	for i := 0; ; i++ {
-		a := &graphAlert{}
-		r.alert = a
-		if err := r.next(a, &a.issues, "alert", i); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		if !handle(a) {
-			return errHandlerStopped
-		}
-	}
+	return next, r.expectEnd()
 }

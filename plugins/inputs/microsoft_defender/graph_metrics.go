@@ -13,18 +13,7 @@ import (
 // name where Microsoft's SIEM-to-Graph map gives a counterpart, the Graph
 // name in snake_case otherwise. It is timestamped at createdDateTime.
 func (a *graphAlert) metric() (telegraf.Metric, []string) {
-	ts := a.created
-	if ts.IsZero() {
-		ts = a.lastUpdate
-	}
-	// Versions of one alert share createdDateTime, and usually differ in
-	// status; a hash of the version's identity parts those that do not, and
-	// two alerts created at the same time with the same tags.
-	var tm time.Time // none when no time of the alert can be read
-	if !ts.IsZero() {
-		tm = atTick(ts, hashOf(a.ID+"@"+a.LastUpdateDateTime))
-	}
-	b := newMetricBuilder(measurementAlert, tm)
+	b := newMetricBuilder(measurementAlert, versionTime(a.created, a.lastUpdate, a.identity()))
 	b.countTags(a.countKey())
 	b.tag("detection_source", sanitize(a.DetectionSource, maxTagBytes))
 	b.tag("status", sanitize(a.Status, maxTagBytes))
@@ -32,6 +21,7 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	var cut []string
 	for _, f := range []struct{ name, value string }{
 		{"alert_id", a.ID},
+		{"created_date_time", formatTime(a.created)},
 		{"alert_title", a.Title},
 		{"description", a.Description},
 		{"computer_dns_name", a.device.DeviceDNSName},
@@ -63,35 +53,30 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 		b.stringField(f.name, v)
 	}
 	b.intField("evidence_count", int64(a.evidenceCount))
-	// The decoder keeps the evidence compacted, and only when it is short
-	// enough: cut JSON is no JSON, so a longer one is left out.
 	if a.includeEvidence {
-		if evidence, ok := a.compactEvidence(); ok {
-			b.stringField("evidence", evidence)
-		} else {
+		// Cut JSON is no JSON: evidence longer than a field is left out.
+		var compact bytes.Buffer
+		if a.evidenceLeftOut || len(a.Evidence) > 0 && json.Compact(&compact, a.Evidence) != nil || compact.Len() > maxFieldBytes {
 			cut = append(cut, "evidence (left out)")
+		} else {
+			b.stringField("evidence", compact.String())
 		}
 	}
 	return b.metric(), cut
 }
 
-// compactEvidence is the evidence without whitespace, and false when it is
-// longer than a field may be: cut JSON is no JSON, so it is left out.
-func (a *graphAlert) compactEvidence() (string, bool) {
-	switch {
-	case a.evidenceLeftOut:
-		return "", false
-	case len(a.Evidence) == 0:
-		return "", true
+// versionTime places a version of a Graph alert or incident at created,
+// else lastUpdate; none when neither could be read. Versions of one record
+// share createdDateTime and often every tag: eventTime parts them.
+func versionTime(created, lastUpdate time.Time, identity string) time.Time {
+	ts := created
+	if ts.IsZero() {
+		ts = lastUpdate
 	}
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, a.Evidence); err != nil {
-		return "", false // the decoder read it as JSON: cannot happen
+	if ts.IsZero() {
+		return time.Time{}
 	}
-	if compact.Len() > maxFieldBytes {
-		return "", false
-	}
-	return compact.String(), true
+	return eventTime(ts, identity, 0)
 }
 
 func formatTime(t time.Time) string {

@@ -145,12 +145,12 @@ func TestLongStringsDecodeAsEncodingJSON(t *testing.T) {
 
 	for _, chunk := range []int{7, 1000, 64 * 1024} {
 		t.Run(fmt.Sprintf("reads of %d bytes", chunk), func(t *testing.T) {
-			requireLikeEncodingJSON(t, body, second, chunk)
+			requireLikeEncodingJSON(t, body, chunk)
 		})
 	}
 }
 
-func requireLikeEncodingJSON(t *testing.T, body, second string, chunk int) {
+func requireLikeEncodingJSON(t *testing.T, body string, chunk int) {
 	var want []graphAlert
 	wantMeta, err := decodeGraphPageWithEncodingJSON([]byte(body), func(a *graphAlert) { want = append(want, *a) })
 	require.NoError(t, err)
@@ -163,8 +163,7 @@ func requireLikeEncodingJSON(t *testing.T, body, second string, chunk int) {
 	require.Equal(t, wantMeta, meta)
 	require.Len(t, got, 2)
 	require.Equal(t, int64(strings.Index(body, `{"id":"b"`)), got[1].issues.offset)
-	require.Equal(t, fmt.Sprintf("mitreTechniques (byte %d of the object): a JSON string where an array of strings was expected",
-		strings.Index(second, `"x"`)), got[1].issues.String())
+	require.Equal(t, "mitreTechniques: a JSON string where an array of strings was expected", got[1].issues.String())
 	for i := range got {
 		got[i].includeEvidence, want[i].includeEvidence = true, true
 		gotMetric, gotCut := got[i].metric()

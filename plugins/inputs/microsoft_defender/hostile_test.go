@@ -29,6 +29,7 @@ type placedSIEM struct {
 	detections []placedDetection
 	date       func() string // the Date header; Go's own when nil
 	queries    []string
+	oldest     bool // `limit` answers the oldest detections, not the newest
 }
 
 func (s *placedSIEM) handler(t *testing.T) http.HandlerFunc {
@@ -52,7 +53,7 @@ func (s *placedSIEM) handler(t *testing.T) http.HandlerFunc {
 				match = append(match, d)
 			}
 		}
-		sort.SliceStable(match, func(i, j int) bool { return match[i].at.After(match[j].at) })
+		sort.SliceStable(match, func(i, j int) bool { return match[i].at.After(match[j].at) != s.oldest })
 		if limit > 0 && len(match) > limit {
 			match = match[:limit]
 		}
@@ -182,7 +183,7 @@ func TestSharedInstantOverTheLimitIsReported(t *testing.T) {
 	require.Equal(t, []string{"s:0", "s:1"}, emittedIDs(acc))
 	skipped, _ := pollMetrics(acc)[0].GetField("alerts_skipped")
 	require.Equal(t, int64(1), skipped, "one instant skipped")
-	require.Contains(t, logger.Warnings(), "W! [] The detections with LastProcessedTimeUtc 2020-09-30T14:30:00Z cannot be read "+
+	require.Contains(t, logger.Warnings(), "W! [] The records the SIEM API holds at 2020-09-30T14:30:00Z cannot be read "+
 		"(larger than max_body_size, 4096 bytes, alone or together, or not JSON): they are skipped; raise max_body_size if they are large")
 }
 

@@ -28,7 +28,7 @@ func TestInitRejectsBadConfigurations(t *testing.T) {
 		err       string
 	}{
 		{"unknown api", func(m *MicrosoftDefender) { m.API = "mde" },
-			`api "mde" is not supported: use "siem" or "graph"`},
+			`api "mde" is not supported: use "graph", "graph_incidents" or "siem"`},
 		{"graph filters on siem", func(m *MicrosoftDefender) {
 			m.ServiceSources = []string{"microsoftDefenderForEndpoint"}
 			m.IncludeEvidence = true

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -137,4 +138,35 @@ func BenchmarkSIEMLineProtocol(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(metrics))/1000, "µs/detection")
 	b.ReportMetric(float64(written)/float64(b.N)/float64(len(metrics)), "bytes/detection")
+}
+
+// Every distinct event is its own point whatever its tags and times, and
+// every repeat the same point: versions of one alert that keep every tag,
+// detections of two alerts that share AlertTime, tags and AlertPart, and
+// the detections of one alert. A point stays in the event's second.
+func TestDistinctEventsAreDistinctPoints(t *testing.T) {
+	created := time.Date(2026, 12, 7, 10, 0, 0, 123456700, time.UTC)
+	version := func(id string, updated time.Time) time.Time {
+		a := &graphAlert{ID: id, created: created, lastUpdate: updated}
+		m, _ := a.metric()
+		return m.Time()
+	}
+	v1, v2 := version("a1", created), version("a1", created.Add(time.Minute))
+	require.NotEqual(t, v1, v2, "two versions of one alert")
+	require.Equal(t, v1, version("a1", created), "a version read again")
+	require.NotEqual(t, v1, version("a2", created), "two alerts created at once")
+
+	detectionAt := func(alertID string, part int64) time.Time {
+		d := &detection{AlertID: alertID, FullID: alertID + ":x", alertAt: created}
+		d.AlertPart.value, d.AlertPart.set = part, true
+		m, _ := d.metric()
+		return m.Time()
+	}
+	require.NotEqual(t, detectionAt("da1", 0), detectionAt("da2", 0), "two alerts at one AlertTime with one AlertPart")
+	require.NotEqual(t, detectionAt("da1", 0), detectionAt("da1", 1), "two detections of one alert")
+	again := detectionAt("da1", 1)
+	require.Equal(t, detectionAt("da1", 1), again, "a detection read again")
+	for _, tm := range []time.Time{v1, v2, detectionAt("da1", 0)} {
+		require.Equal(t, created.Truncate(time.Second), tm.Truncate(time.Second))
+	}
 }

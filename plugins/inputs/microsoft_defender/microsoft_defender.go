@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,6 +42,9 @@ const (
 	// maxRequestRecords caps what one request asks for, whatever the budget: the identities of one answer
 	// are held until the walk moves below them, and a retried request costs at most this much again.
 	maxRequestRecords = 10000
+	// defaultMaxUndelivered keeps a section's unconfirmed alerts, with the answer read past them, within
+	// Telegraf's default buffer of 10,000.
+	defaultMaxUndelivered = 5000
 	// maxRequestsPerMinute bounds max_requests_per_minute, whose every request's time the rate limit holds
 	// for a minute: a hundred times Graph's budget.
 	maxRequestsPerMinute = 15000
@@ -74,13 +78,16 @@ type MicrosoftDefender struct {
 	Severities               []string `toml:"severities"`
 	PageSize                 int      `toml:"page_size"`
 	IncludeEvidence          bool     `toml:"include_evidence"`
+	IncludeIncidentAlerts    bool     `toml:"include_incident_alerts"`
 
 	InitialLookback    config.Duration `toml:"initial_lookback"`
 	Delay              config.Duration `toml:"delay"`
 	Overlap            config.Duration `toml:"overlap"`
 	MaxWindow          config.Duration `toml:"max_window"`
 	MaxAlertsPerGather int             `toml:"max_alerts_per_gather"`
-	StateFile          string          `toml:"state_file"`
+	// MaxUndeliveredAlerts bounds the alerts sent and not yet confirmed by the outputs.
+	MaxUndeliveredAlerts int    `toml:"max_undelivered_alerts"`
+	StateFile            string `toml:"state_file"`
 
 	MaxRetries           int             `toml:"max_retries"`
 	MaxRequestsPerMinute int             `toml:"max_requests_per_minute"`
@@ -98,15 +105,12 @@ type MicrosoftDefender struct {
 	cursor   *cursor
 	plan     windowPlan
 	limiter  *rateLimit
-	// paging is what Graph showed of its paging, for the life of the
-	// process.
-	paging graphPaging
 	// now and sleep are the plugin's clock; tests replace them.
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
 
 	// acc is Start's accumulator, which Gather emits through: it keeps nanoseconds (unless the plugin's precision
-	// is set), where Gather's rounds to the agent's precision and would merge the events atTick keeps apart.
+	// is set), where Gather's rounds to the agent's precision and would merge the events eventTime keeps apart.
 	acc telegraf.Accumulator
 	// ctx ends at Interrupt or Stop, cancelling a poll in flight; set in Init and only read after, so that
 	// Interrupt can cancel while Gather runs.
@@ -117,21 +121,25 @@ type MicrosoftDefender struct {
 	stateDirty     bool       // the state file is to be written
 	savedWatermark time.Time  // the watermark the state file holds
 	stateLock      *stateLock // keeps other instances off state_file until Stop
+	statePath      string     // state_file, its links followed
+	delivery       *delivery  // follows what the outputs confirmed; nil before Start
 }
 
 // newMicrosoftDefender returns a plugin with the documented defaults.
 func newMicrosoftDefender() *MicrosoftDefender {
 	return &MicrosoftDefender{
-		API:                  "graph",
-		AuthMethod:           methodClientSecret,
-		InitialLookback:      config.Duration(2 * time.Hour),
-		Overlap:              config.Duration(10 * time.Minute),
-		MaxWindow:            config.Duration(time.Hour),
-		MaxAlertsPerGather:   10000,
-		MaxRetries:           3,
-		MaxRequestsPerMinute: 60,
-		MaxBodySize:          config.Size(256 * 1024 * 1024),
-		Timeout:              config.Duration(30 * time.Second),
+		API:                   "graph",
+		AuthMethod:            methodClientSecret,
+		InitialLookback:       config.Duration(2 * time.Hour),
+		Overlap:               config.Duration(10 * time.Minute),
+		MaxWindow:             config.Duration(time.Hour),
+		MaxAlertsPerGather:    10000,
+		MaxUndeliveredAlerts:  defaultMaxUndelivered,
+		IncludeIncidentAlerts: true,
+		MaxRetries:            3,
+		MaxRequestsPerMinute:  60,
+		MaxBodySize:           config.Size(256 * 1024 * 1024),
+		Timeout:               config.Duration(30 * time.Second),
 	}
 }
 
@@ -145,9 +153,16 @@ func (m *MicrosoftDefender) Init() error {
 	if err := m.checkSettings(); err != nil {
 		return err
 	}
-	if m.API == "graph" && m.PageSize == 0 {
+	switch {
+	case m.API == "graph" && m.PageSize == 0:
 		m.PageSize = defaultGraphPageSize
+	case m.API == "graph_incidents" && (m.PageSize == 0 || m.PageSize > maxIncidentTop):
+		if m.PageSize > maxIncidentTop {
+			m.Log.Warnf("page_size %d is lowered to %d, the most incidents Graph sends on a page", m.PageSize, maxIncidentTop)
+		}
+		m.PageSize = maxIncidentTop
 	}
+	m.MaxUndeliveredAlerts = cmp.Or(m.MaxUndeliveredAlerts, defaultMaxUndelivered)
 	if m.now == nil {
 		m.now = time.Now
 	}
@@ -163,15 +178,13 @@ func (m *MicrosoftDefender) Init() error {
 		return err
 	}
 	m.client = &apiClient{client: apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
-	if m.API == "graph" {
-		groups := make(map[string]bool, len(m.MachineGroups))
-		for _, g := range m.MachineGroups {
-			groups[g] = true
-		}
+	if m.API != "siem" {
 		m.client.name, m.client.statusMeaning = "Graph API", graphStatusMeaning
 		m.client.header = http.Header{"Prefer": {"include-unknown-enum-members"}}
-		m.reader = &graphReader{endpoint: endpoint, pageSize: m.PageSize, serviceSources: m.ServiceSources, severities: m.Severities,
-			machineGroups: groups, includeEvidence: m.IncludeEvidence, maxAlertsPerGather: m.MaxAlertsPerGather}
+		if m.reader = newGraphReader(m, endpoint); m.API == "graph_incidents" {
+			m.client.statusMeaning = incidentStatusMeaning
+			m.reader = newIncidentReader(m, endpoint)
+		}
 	} else {
 		m.client.name, m.client.statusMeaning = "SIEM API", siemStatusMeaning
 		m.reader = &siemReader{endpoint: endpoint, machineGroups: m.MachineGroups,
@@ -181,7 +194,6 @@ func (m *MicrosoftDefender) Init() error {
 	m.plan = windowPlan{lookback: time.Duration(m.InitialLookback), overlap: time.Duration(m.Overlap),
 		maxWindow: time.Duration(m.MaxWindow), delay: time.Duration(m.Delay)}
 	m.cursor = newCursor()
-	m.paging = graphPaging{}
 	if m.sleep == nil {
 		m.sleep = sleepContext
 	}
@@ -199,17 +211,18 @@ func (m *MicrosoftDefender) Init() error {
 func (m *MicrosoftDefender) checkSettings() error {
 	var foreign []string
 	for _, k := range []struct {
-		name, api string
-		set       bool
+		name, apis string
+		set        bool
 	}{
 		{"service_sources", "graph", len(m.ServiceSources) > 0},
-		{"severities", "graph", len(m.Severities) > 0},
+		{"severities", "graph graph_incidents", len(m.Severities) > 0},
 		{"include_evidence", "graph", m.IncludeEvidence},
+		{"machine_groups", "siem graph", len(m.MachineGroups) > 0},
 		{"device_created_machine_tags", "siem", m.DeviceCreatedMachineTags != ""},
 		{"cloud_created_machine_tags", "siem", m.CloudCreatedMachineTags != ""},
 		{`auth_method = "refresh_token" (the SIEM portal's)`, "siem", m.AuthMethod == methodRefreshToken},
 	} {
-		if k.set && k.api != m.API {
+		if k.set && !slices.Contains(strings.Fields(k.apis), m.API) {
 			foreign = append(foreign, k.name)
 		}
 	}
@@ -217,7 +230,8 @@ func (m *MicrosoftDefender) checkSettings() error {
 		bad bool
 		msg string
 	}{
-		{m.API != "graph" && m.API != "siem", fmt.Sprintf(`api %q is not supported: use "siem" or "graph"`, m.API)},
+		{!slices.Contains([]string{"graph", "graph_incidents", "siem"}, m.API),
+			fmt.Sprintf(`api %q is not supported: use "graph", "graph_incidents" or "siem"`, m.API)},
 		{m.API == "graph" && m.PageSize > 1000, fmt.Sprintf(`page_size must be from 1 to 1000 for api = "graph", got %d`, m.PageSize)},
 		{len(foreign) > 0, fmt.Sprintf("%s: not used by api = %q", strings.Join(foreign, ", "), m.API)},
 		{m.PageSize < 0, fmt.Sprintf("page_size must not be negative, got %d", m.PageSize)},
@@ -227,6 +241,7 @@ func (m *MicrosoftDefender) checkSettings() error {
 		{m.MaxWindow <= m.Overlap, fmt.Sprintf("max_window (%s) must be longer than overlap (%s), or no chunk would advance the cursor",
 			time.Duration(m.MaxWindow), time.Duration(m.Overlap))},
 		{m.MaxAlertsPerGather <= 0, fmt.Sprintf("max_alerts_per_gather must be positive, got %d", m.MaxAlertsPerGather)},
+		{m.MaxUndeliveredAlerts < 0, fmt.Sprintf("max_undelivered_alerts must not be negative, got %d", m.MaxUndeliveredAlerts)},
 		{m.MaxRetries < 0, fmt.Sprintf("max_retries must not be negative, got %d", m.MaxRetries)},
 		{m.MaxRequestsPerMinute <= 0 || m.MaxRequestsPerMinute > maxRequestsPerMinute,
 			fmt.Sprintf("max_requests_per_minute must be from 1 to %d, got %d", maxRequestsPerMinute, m.MaxRequestsPerMinute)},
@@ -243,6 +258,9 @@ func (m *MicrosoftDefender) checkSettings() error {
 // Start implements telegraf.ServiceInput, for acc (see the field) and for Stop; polling happens in Gather.
 func (m *MicrosoftDefender) Start(acc telegraf.Accumulator) error {
 	m.acc = acc
+	// Each tracked group holds at least one alert: at most so many are open.
+	tracking := acc.WithTracking(m.MaxUndeliveredAlerts + m.MaxAlertsPerGather)
+	m.delivery = newDelivery(tracking, m.MaxUndeliveredAlerts, m.cursor)
 	return nil
 }
 
@@ -262,6 +280,7 @@ func (m *MicrosoftDefender) Stop() {
 		return // Init did not get as far as the cursor: nothing to stop or save
 	}
 	m.cancel()
+	m.settleDeliveries()
 	if err := m.commitState(); err != nil {
 		m.Log.Errorf("Saving the state to %q failed, the next start repeats the last poll: %s", m.StateFile, err)
 	}
@@ -277,6 +296,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	if m.acc != nil {
 		acc = m.acc
 	}
+	m.settleDeliveries()
 	if err := m.commitState(); err != nil {
 		acc.AddError(fmt.Errorf("saving the state to %q failed, a restart would repeat detections: %w", m.StateFile, err))
 	}
@@ -289,12 +309,19 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		interval = defaultPollDeadline
 	}
 	m.lastGather = now
-	if future, ok := m.cursor.futurePosition(now); ok {
+	switch at, oldest := m.cursor.position(), now.Add(-apiRetention); {
+	case at.After(now.Add(maxClockSkew)):
 		m.cursor.watermark, m.cursor.pending = time.Time{}, nil
 		m.stateDirty = true
 		acc.AddError(fmt.Errorf("the saved position %s lies after now (%s): the host clock ran ahead when it was saved, or the state was edited; "+
 			"reading again from initial_lookback (%s) before now, detections already emitted in that stretch are dropped as duplicates where still remembered",
-			future.Format(time.RFC3339), now.Format(time.RFC3339), time.Duration(m.InitialLookback)))
+			at.Format(time.RFC3339), now.Format(time.RFC3339), time.Duration(m.InitialLookback)))
+	case !at.IsZero() && at.Before(oldest):
+		m.cursor.watermark, m.cursor.pending = oldest, nil
+		m.stateDirty = true
+		acc.AddError(fmt.Errorf("the saved position %s is older than the %d days the API keeps alerts: the host clock was wrong when it was saved, "+
+			"or the state was edited; reading on from %s, the oldest time the API holds", at.Format(time.RFC3339), apiRetention/(24*time.Hour),
+			oldest.Format(time.RFC3339)))
 	}
 	p := &poll{
 		reader: m.reader, client: m.client, cursor: m.cursor, plan: m.plan, limiter: m.limiter,
@@ -302,12 +329,12 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		known: known{
 			perRequest:  m.perRequest(),
 			unreadable:  m.cursor.newestUnreadable,
-			paging:      &m.paging,
 			maxBodySize: int64(m.MaxBodySize),
 			log:         m.Log,
 		},
 		budget:   m.MaxAlertsPerGather,
 		deadline: now.Add(interval),
+		delivery: m.delivery,
 	}
 
 	var countsAt time.Time
@@ -317,6 +344,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	} else {
 		countsAt = p.run(m.ctx, end)
 	}
+	m.delivery.send(m.cursor)
 	if !p.throttledUntil.IsZero() {
 		m.throttledUntil = p.throttledUntil
 	}
@@ -336,10 +364,19 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	}
 	lag := max(now.Sub(readUpTo), 0) // a watermark up to maxClockSkew ahead is believed: no lag
 	acc.AddMetric(pollMetric(m.API, p.status(), &p.stats, time.Since(started), lag, now))
-	// A quiet poll moves only the watermark: saved once it is overlap ahead, as a restart from the saved state
-	// repeats nothing, only reads that much more.
-	m.stateDirty = m.stateDirty || p.stats.emitted > 0 || m.cursor.watermark.Sub(m.savedWatermark) >= time.Duration(m.Overlap)
+	// Emitted alerts are saved (with delivery, once confirmed: settleDeliveries). A quiet poll moves only the
+	// position: saved once it is overlap ahead, as a restart from the saved one repeats nothing, only reads more.
+	m.stateDirty = m.stateDirty || m.delivery == nil && p.stats.emitted > 0 ||
+		m.stateWatermark().Sub(m.savedWatermark) >= time.Duration(m.Overlap)
 	return nil
+}
+
+// stateWatermark is the watermark the state file holds once written: with delivery, the confirmed one.
+func (m *MicrosoftDefender) stateWatermark() time.Time {
+	if m.delivery != nil {
+		return m.delivery.confirmed.watermark
+	}
+	return m.cursor.watermark
 }
 
 // rateLimit spreads requests (the limiter) and caps them: none goes within a minute of the one
@@ -361,31 +398,53 @@ func (r *rateLimit) sending(t time.Time) {
 	r.next = (r.next + 1) % len(r.sent)
 }
 
+// settleDeliveries takes what the outputs confirmed, and goes back to the last confirmed position when they
+// did not take everything.
+func (m *MicrosoftDefender) settleDeliveries() {
+	if m.delivery == nil {
+		return
+	}
+	m.delivery.drain()
+	if m.delivery.rollbackDue() {
+		n := m.delivery.rollback(m.cursor)
+		m.Log.Warnf("An output did not take %s (rejected, or dropped from Telegraf's full buffer): reading them again",
+			countOf(n, "alert"))
+		m.stateDirty = true
+	}
+	if m.delivery.moved {
+		m.stateDirty, m.delivery.moved = true, false
+	}
+}
+
 // perRequest is the number of records one request asks for.
 func (m *MicrosoftDefender) perRequest() int {
 	n := min(m.MaxAlertsPerGather, maxRequestRecords)
 	if m.API == "siem" && m.PageSize > 0 {
 		n = min(n, m.PageSize)
 	}
+	if m.delivery != nil {
+		n = min(n, max(1, m.delivery.limit/2)) // one answer more may be in flight than the limit
+	}
 	return n
 }
 
-// commitState writes the state file when a poll marked it dirty.
+// commitState writes the state file when it is marked dirty.
 func (m *MicrosoftDefender) commitState() error {
 	if m.StateFile == "" || !m.stateDirty {
 		return nil
 	}
 	err := m.saveStateFile()
 	if m.stateDirty = err != nil; !m.stateDirty {
-		m.savedWatermark = m.cursor.watermark
+		m.savedWatermark = m.stateWatermark()
 	}
 	return err
 }
 
 // The regions of each API, the default first, for messages.
 var regionNames = map[string]string{
-	"graph": `"global" (the default), "gcc", "gcc-high", "dod" or "china"`,
-	"siem":  `"us" (the default), "eu", "uk", "gcc" or "gcc-high"`,
+	"graph":           `"global" (the default), "gcc", "gcc-high", "dod" or "china"`,
+	"graph_incidents": `"global" (the default), "gcc", "gcc-high", "dod" or "china"`,
+	"siem":            `"us" (the default), "eu", "uk", "gcc" or "gcc-high"`,
 }
 
 // regionURL is the address of api's alerts in region, if api has that region.
@@ -395,14 +454,17 @@ func regionURL(api, region string) (string, bool) {
 		return u, ok
 	}
 	cloud, ok := graphRegions[region]
+	if api == "graph_incidents" {
+		return "https://" + cloud.graphHost + graphIncidentsPath, ok
+	}
 	return "https://" + cloud.graphHost + graphAlertsPath, ok
 }
 
 // apiEndpoint is endpoint_url, or the API's address in region (by default Graph's global cloud, the SIEM API's
 // US host). For Graph it also fills the scope of that cloud when it is not set.
 func (m *MicrosoftDefender) apiEndpoint() (*url.URL, error) {
-	other := map[string]string{"graph": "siem", "siem": "graph"}[m.API]
-	m.Region = cmp.Or(m.Region, map[string]string{"graph": "global", "siem": defaultSIEMRegion}[m.API])
+	other := map[string]string{"graph": "siem", "graph_incidents": "siem", "siem": "graph"}[m.API]
+	m.Region = cmp.Or(m.Region, map[string]string{"graph": "global", "graph_incidents": "global", "siem": defaultSIEMRegion}[m.API])
 	raw, known := regionURL(m.API, m.Region)
 	if _, theirs := regionURL(other, m.Region); theirs && !known {
 		return nil, fmt.Errorf("region %q is a region of api = %q: for api = %q use %s", m.Region, other, m.API, regionNames[m.API])
@@ -416,7 +478,7 @@ func (m *MicrosoftDefender) apiEndpoint() (*url.URL, error) {
 	if err != nil {
 		return nil, err
 	}
-	if m.API == "graph" && len(m.Scopes) == 0 && m.AuthMethod != methodAccessToken {
+	if m.API != "siem" && len(m.Scopes) == 0 && m.AuthMethod != methodAccessToken {
 		m.Scopes = []string{u.Scheme + "://" + u.Host + "/.default"} // Graph's host, where the requests go
 	}
 	return u, m.refuseProxyInClear("endpoint_url", u, "bearer token")
@@ -466,7 +528,15 @@ func (m *MicrosoftDefender) httpClients() (tokens, api *http.Client, err error) 
 		}
 	}
 	timeout := time.Duration(m.Timeout)
-	return &http.Client{Transport: rt, Timeout: timeout, CheckRedirect: refuseRedirects},
+	signIn := rt
+	if m.AuthMethod == methodManagedIdentity {
+		// The identity endpoint is on this host or link-local, and its request
+		// carries a secret header: no proxy may see it.
+		direct := transport.Clone()
+		direct.Proxy = nil
+		signIn = direct
+	}
+	return &http.Client{Transport: signIn, Timeout: timeout, CheckRedirect: refuseRedirects},
 		&http.Client{Transport: rt, Timeout: timeout, CheckRedirect: sameOriginRedirects}, nil
 }
 

@@ -60,10 +60,7 @@ func TestCases(t *testing.T) {
 			require.NoError(t, cfg.LoadConfig(filepath.Join(dir, "telegraf.conf")))
 			require.Len(t, cfg.Inputs, 1)
 			plugin := cfg.Inputs[0].Input.(*MicrosoftDefender)
-			path := "/api/alerts"
-			if plugin.API == "graph" {
-				path = graphAlertsPath
-			}
+			path := map[string]string{"siem": "/api/alerts", "graph": graphAlertsPath, "graph_incidents": graphIncidentsPath}[plugin.API]
 			var mu sync.Mutex
 			var requests []string
 			var server *httptest.Server

@@ -2,6 +2,9 @@ package microsoft_defender
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"io"
 	"net/url"
 	"strings"
@@ -27,9 +30,9 @@ type known struct {
 	perRequest int // the most records one request may ask for
 	// unreadable: the newest instant in [from, to] known to be unreadable.
 	unreadable  func(from, to time.Time) (time.Time, bool)
-	paging      *graphPaging // what Graph showed of its paging
-	maxBodySize int64        // for messages
+	maxBodySize int64 // for messages
 	log         telegraf.Logger
+	warned      map[string]bool // warnings given once a poll, by key
 }
 
 // request is one request a reader asks the poll to send.
@@ -45,6 +48,7 @@ type answer struct {
 	decoded  int       // records decoded, new or not
 	inWindow int       // records decoded whose cursor time is in the window
 	oldest   time.Time // smallest cursor time in the window decoded
+	newest   time.Time // largest
 	err      error     // how the request failed for good, after retries
 	class    failureClass
 }
@@ -92,6 +96,7 @@ type poll struct {
 	stopped        stopReason
 	err            error
 	throttledUntil time.Time // a Retry-After past the deadline
+	delivery       *delivery // nil: alerts go straight to acc
 }
 
 // pollStats become the defender_poll metric.
@@ -104,6 +109,7 @@ type pollStats struct {
 	skipped       int64 // records that could not be decoded at all
 	invalidFields int64 // values left out of emitted records
 	outOfWindow   int64 // records whose cursor time lay outside the window asked
+	longIDs       int64 // records whose identity was over maxIdentityBytes
 	problems      int   // records with problems, logged up to maxProblemsLogged
 	backlog       bool  // the poll stopped before the window's end
 	completed     bool  // at least one chunk was finished
@@ -175,7 +181,7 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 				return true
 			}
 		}
-		if !req.continues && p.stopBefore() {
+		if !req.continues && p.stopBefore() || !p.roomForMore(ctx) {
 			return false
 		}
 		a := p.send(ctx, req)
@@ -199,6 +205,7 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 		if !pr.unreadable.IsZero() {
 			p.passOverUnreadable(pr.unreadable)
 		}
+		p.delivery.send(p.cursor) // the position after the answer confirms its alerts
 		if pr.err != nil {
 			p.fail(ctx, pr.err)
 			return false
@@ -223,8 +230,8 @@ func (p *poll) passOverUnreadable(at time.Time) {
 		return
 	}
 	p.stats.skipped++
-	p.log.Warnf("The detections with LastProcessedTimeUtc %s cannot be read (larger than max_body_size, %d bytes, alone or together, "+
-		"or not JSON): they are skipped; raise max_body_size if they are large", at.Format(time.RFC3339Nano), p.known.maxBodySize)
+	p.log.Warnf("The records the %s holds at %s cannot be read (larger than max_body_size, %d bytes, alone or together, "+
+		"or not JSON): they are skipped; raise max_body_size if they are large", p.client.name, at.Format(time.RFC3339Nano), p.known.maxBodySize)
 }
 
 // send sends one request, retrying transient failures at most max_retries
@@ -254,7 +261,16 @@ func (p *poll) send(ctx context.Context, req *request) answer {
 			p.log.Warnf("Retrying at once with a new token: %v", err)
 			continue
 		}
+		var malformed *recordSyntaxError
+		if f.class == failUnreadable && !req.search && errors.As(err, &malformed) {
+			// Malformed JSON may be a service's passing fault: retried
+			// before it counts as a record that cannot be read.
+			f.class = failTransient
+		}
 		if f.class != failTransient || retries >= p.maxRetries {
+			if malformed != nil {
+				f.class = failUnreadable
+			}
 			a.err, a.class = err, f.class
 			return a
 		}
@@ -314,12 +330,24 @@ func (p *poll) take(r record, a *answer) bool {
 		if a.inWindow == 0 || t.Before(a.oldest) {
 			a.oldest = t
 		}
+		if t.After(a.newest) {
+			a.newest = t
+		}
 		if t.After(p.chunk.Newest) {
 			p.chunk.Newest = t
 		}
 		a.inWindow++
 	}
 	id := r.identity()
+	if len(id) > maxIdentityBytes {
+		// Held in memory and the state file: a hash stands for a long one.
+		sum := sha256.Sum256([]byte(id))
+		id = "sha256:" + hex.EncodeToString(sum[:])
+		if p.stats.longIDs++; p.stats.longIDs == 1 {
+			p.log.Warnf("%s has an identity longer than %d bytes: a hash of it deduplicates it (defender_poll: long_ids)",
+				problems.where(), maxIdentityBytes)
+		}
+	}
 	if !p.cursor.isNew(id) {
 		a.decoded++
 		p.stats.received++
@@ -336,7 +364,7 @@ func (p *poll) take(r record, a *answer) bool {
 	p.stats.emitted++
 	m, cut := r.metric()
 	if len(cut) > 0 {
-		p.log.Warnf("Alert %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)
+		p.logProblemf("Alert %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)
 	}
 	if len(problems.invalid) > 0 {
 		p.stats.invalidFields += int64(len(problems.invalid))
@@ -345,20 +373,42 @@ func (p *poll) take(r record, a *answer) bool {
 	}
 	if !r.inWindow() {
 		if m.Time().IsZero() { // no time of the record could be read
-			m.SetTime(atTick(p.now(), hashOf(id)))
+			m.SetTime(eventTime(p.now(), id, 0))
 		}
 		p.stats.outOfWindow++
 		p.logProblemf("%s (%q): its time is outside the window asked for, or unknown; it is emitted, and the cursor does not use its time",
 			problems.where(), truncate(id, 128))
 	}
-	p.acc.AddMetric(m)
 	p.counter.add(r.countKey())
 	if t.IsZero() {
 		t = p.now() // the API placed it before now: remembered as long as a window can return it
 	}
-	p.cursor.remember(id, t)
+	id = p.cursor.remember(id, t)
+	if p.delivery == nil {
+		p.acc.AddMetric(m)
+		return true
+	}
+	p.delivery.add(m, id)
+	if len(p.delivery.filling.metrics) >= min(trackingBatch, p.delivery.limit) {
+		p.delivery.send(p.cursor)
+	}
 	return true
 }
+
+// roomForMore waits, before a request, until the outputs confirmed enough
+// alerts for the poll to read on; it stops the poll when they do not
+// within its deadline, or rejected some.
+func (p *poll) roomForMore(ctx context.Context) bool {
+	if p.delivery == nil || p.delivery.waitForRoom(ctx, p.deadline.Sub(p.now())) {
+		return true
+	}
+	p.log.Debugf("%d alerts are not yet confirmed by the outputs: the next poll reads on", p.delivery.undelivered)
+	p.stop(stoppedDeadline, nil)
+	return false
+}
+
+// maxIdentityBytes bounds what the cursor and the state hold per record.
+const maxIdentityBytes = 512
 
 // maxProblemsLogged records with problems are logged per poll, the rest only
 // counted, so that a changed type does not flood the log.

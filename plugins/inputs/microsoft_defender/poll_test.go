@@ -1,8 +1,10 @@
 package microsoft_defender
 
 import (
+	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,6 +37,7 @@ func expectedPoll(status string, s pollStats, lag time.Duration) telegraf.Metric
 		"alerts_skipped":     s.skipped,
 		"invalid_fields":     s.invalidFields,
 		"out_of_window":      s.outOfWindow,
+		"long_ids":           s.longIDs,
 		"lag_seconds":        lag.Seconds(),
 		"backlog":            s.backlog,
 	}, fixedNow)
@@ -206,4 +209,137 @@ func TestSIEMSizeCapFollowsWhatWasDecoded(t *testing.T) {
 	}
 	require.Equal(t, progress{unreadable: fixedNow}, w.passOver(fixedNow))
 	require.Zero(t, w.sizeCap, "past the unreadable instant requests have the usual size")
+}
+
+// Cut fields are warned of like other problems: ten alerts a poll, then a
+// line saying the rest are only counted.
+func TestCutFieldWarningsAreRateLimited(t *testing.T) {
+	long := strings.Repeat("x", maxFieldBytes+1)
+	sim := &placedSIEM{}
+	for i := range 15 {
+		at := fixedNow.Add(-time.Duration(30-i) * time.Minute)
+		id := "cut:" + strconv.Itoa(i)
+		sim.detections = append(sim.detections, placedDetection{id: id, at: at,
+			body: `{"FullId":"` + id + `","LastProcessedTimeUtc":"` + at.Format(time.RFC3339Nano) + `","CommandLine":"` + long + `"}`})
+	}
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), logger)
+	acc := gatherOK(t, plugin)
+	require.Len(t, emittedIDs(acc), 15)
+	var cut int
+	for _, w := range logger.Warnings() {
+		if strings.Contains(w, "were cut to that length") {
+			cut++
+		}
+	}
+	require.Equal(t, maxProblemsLogged, cut)
+	require.Contains(t, logger.Warnings(),
+		"W! [] More records with problems in this poll are only counted (defender_poll: alerts_skipped, invalid_fields, out_of_window)")
+}
+
+// A detection without FullId, AlertId or IocUniqueId is told apart by its
+// content: read again by the next poll's overlap, it is dropped as a
+// duplicate, while another with other content is not.
+func TestDetectionWithoutIdsIsDeduplicatedByContent(t *testing.T) {
+	at := fixedNow.Add(-5 * time.Minute).Format(time.RFC3339Nano) // within both polls' windows
+	body := `[{"LastProcessedTimeUtc":"` + at + `","AlertTitle":"one"},{"LastProcessedTimeUtc":"` + at + `","AlertTitle":"two"}]`
+	plugin := stubbedPlugin(t, stub(t, func(w http.ResponseWriter, _ *http.Request) { respond(t, w, []byte(body)) }), &testutil.CaptureLogger{})
+	first := gatherOK(t, plugin)
+	plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
+	second := gatherOK(t, plugin)
+	var titles []string
+	for _, acc := range []*testutil.Accumulator{first, second} {
+		for _, m := range acc.GetTelegrafMetrics() {
+			if title, ok := m.GetField("alert_title"); ok {
+				titles = append(titles, title.(string))
+			}
+		}
+	}
+	require.ElementsMatch(t, []string{"one", "two"}, titles)
+	duplicates, _ := pollMetrics(second)[0].GetField("duplicates_dropped")
+	require.Equal(t, int64(2), duplicates)
+}
+
+// Identities over 512 bytes are held as a hash: a repeat is still dropped,
+// the cursor holds 71 bytes for each, and the poll counts them, warning once.
+func TestLongIdentitiesAreHeldAsAHash(t *testing.T) {
+	at := fixedNow.Add(-5 * time.Minute).Format(time.RFC3339Nano)
+	records := make([]string, 0, 3)
+	for i := range 3 {
+		records = append(records, detectionJSON(strings.Repeat("x", 60000)+strconv.Itoa(i), at))
+	}
+	body := "[" + strings.Join(records, ",") + "]"
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, stub(t, func(w http.ResponseWriter, _ *http.Request) { respond(t, w, []byte(body)) }), logger)
+	first := gatherOK(t, plugin)
+	require.Len(t, emittedIDs(first), 3)
+	longIDs, _ := pollMetrics(first)[0].GetField("long_ids")
+	require.Equal(t, int64(3), longIDs)
+	for id := range plugin.cursor.seen {
+		require.Len(t, id, len("sha256:")+64)
+	}
+	var warned int
+	for _, w := range logger.Warnings() {
+		if strings.Contains(w, "has an identity longer than 512 bytes") {
+			warned++
+		}
+	}
+	require.Equal(t, 1, warned)
+
+	plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
+	second := gatherOK(t, plugin)
+	require.Empty(t, emittedIDs(second), "repeats are dropped")
+}
+
+// A service whose `limit` answers the oldest detections of a window, not
+// the newest as documented, would make the walk skip what lies above them:
+// the check after a full answer finds one there, and the poll fails with an
+// error that says so instead of moving on.
+func TestLimitThatAnswersTheOldestIsAnError(t *testing.T) {
+	sim := &placedSIEM{oldest: true}
+	for i := range 5 {
+		sim.detections = append(sim.detections, placedDetection{id: "d:" + strconv.Itoa(i), at: fixedNow.Add(-time.Duration(50-10*i) * time.Minute)})
+	}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 2 })
+	msg, _ := gatherError(t, plugin, nil)
+	require.Equal(t, "the SIEM API's answer to limit=2 held not the newest detections of 2020-09-30T14:00:00Z to 2020-09-30T15:00:00Z: "+
+		"one at 2020-09-30T14:30:00Z came only when asked for above them; it would lose detections, so the window is not read on", msg)
+	require.True(t, plugin.cursor.watermark.IsZero(), "the window is not read past")
+}
+
+// After an answer that fits, a size cap doubles, back to none once it
+// reaches what a request asks for.
+func TestSIEMSizeCapGrowsBack(t *testing.T) {
+	r := &siemReader{endpoint: &url.URL{Scheme: "https", Host: "siem.example", Path: "/api/alerts"}}
+	k := &known{log: testutil.Logger{}, perRequest: 100, unreadable: func(time.Time, time.Time) (time.Time, bool) { return time.Time{}, false }}
+	c := &chunk{From: fixedNow.Add(-time.Hour), To: fixedNow}
+	c.siem.sizeCap = 25
+	for _, want := range []int{50, 0} {
+		r.next(c, k)
+		r.after(c, &answer{decoded: 1, inWindow: 1, oldest: fixedNow, newest: fixedNow}, k)
+		require.Equal(t, want, c.siem.sizeCap)
+		c.To = fixedNow
+	}
+}
+
+// A malformed answer is retried before it counts as unreadable: one that
+// comes right the second time costs a retry, not a shrink of the requests.
+func TestMalformedAnswerIsRetriedFirst(t *testing.T) {
+	good := "[" + detectionJSON("a:1", "2020-09-30T14:30:00Z") + "," + detectionJSON("a:2", "2020-09-30T14:20:00Z") + "]"
+	answers := []string{`[{"FullId":"a:1","LastProcessedTimeUtc":"2020-09-30T14:30:00Z"},{"FullId":"a:2",,}]`, good}
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, stub(t, func(w http.ResponseWriter, _ *http.Request) {
+		body := answers[0]
+		if len(answers) > 1 {
+			answers = answers[1:]
+		}
+		respond(t, w, []byte(body))
+	}), logger)
+	plugin.sleep = func(context.Context, time.Duration) error { return nil }
+	acc := gatherOK(t, plugin)
+	require.Equal(t, []string{"a:1", "a:2"}, emittedIDs(acc))
+	require.Len(t, logger.Warnings(), 1)
+	require.Contains(t, logger.Warnings()[0], "Retry 1 of 3")
+	require.Contains(t, logger.Warnings()[0], "invalid JSON")
+	require.Zero(t, plugin.cursor.pending, "the window is read whole")
 }

@@ -1,11 +1,13 @@
 package microsoft_defender
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -13,28 +15,22 @@ import (
 // probeStep names the step of a probe that failed.
 type probeStep string
 
-// The steps of a probe, in order.
 const (
 	stepToken   probeStep = "token"
 	stepRequest probeStep = "request"
 	stepAnswer  probeStep = "answer"
 )
 
-// probeError is a failed probe: the step, the error and the likely fix.
+// probeError is a failed probe. Its message carries the likely fix, as it is all the log says of a failed
+// start-up with startup_error_behavior = "probe"; -check reads its form.
 type probeError struct {
 	step probeStep
 	err  error
 	fix  string
 }
 
-// Error carries the fix, as it is all the log says of a failed start-up with
-// startup_error_behavior = "probe"; -check reads its form.
 func (e *probeError) Error() string {
-	msg := fmt.Sprintf("%s: %v", e.step, e.err)
-	if e.fix == "" {
-		return msg
-	}
-	return strings.TrimSuffix(msg, ".") + ". Likely fix: " + e.fix
+	return strings.TrimSuffix(fmt.Sprintf("%s: %v", e.step, e.err), ".") + ". Likely fix: " + e.fix
 }
 
 func (e *probeError) Unwrap() error {
@@ -42,27 +38,22 @@ func (e *probeError) Unwrap() error {
 }
 
 // Probe implements telegraf.ProbePlugin: a token and one minimal request,
-// emitting nothing and keeping the cursor; its error is a *probeError. For
-// Graph it logs what the service did with the paging options.
+// emitting nothing and keeping the cursor; its error is a *probeError.
 func (m *MicrosoftDefender) Probe() error {
 	if _, err := m.tokens.token(m.ctx); err != nil {
 		return m.probeError(stepToken, err)
 	}
-	now := m.now().UTC()
-	var err error
+	now, c := m.now().UTC(), &chunk{}
+	var u *url.URL
 	switch r := m.reader.(type) {
 	case *siemReader:
-		c := &chunk{}
-		req := r.ask(c, &siemAsk{since: now.Add(-probeWindow), until: now, limit: 1})
-		// One detection is enough, however many the service sends.
-		err = m.probeRequest(req.url, c, func(record) bool { return false })
+		u = r.ask(c, &siemAsk{since: now.Add(-probeWindow), until: now, limit: 1}).url
 	case *graphReader:
-		err = m.probeGraph(r, now)
+		u = r.ask(c, now.Add(-probeWindow).Truncate(tick), now.Truncate(tick), 1)
 	}
+	// One record is enough, however many the service sends.
+	err := m.probeRequest(u, c, func(record) bool { return false })
 	if err == nil {
-		if seen := m.probeObservations(); seen != "" {
-			m.Log.Infof("%s%s", graphPagingSeen, seen)
-		}
 		return nil
 	}
 	step := stepRequest
@@ -92,183 +83,120 @@ func (m *MicrosoftDefender) probeError(step probeStep, err error) *probeError {
 	return e
 }
 
-// Graph's probe reads one small page of the last week: enough to see the
-// order, the next link and the count.
-const (
-	graphProbeWindow = 7 * 24 * time.Hour
-	graphProbeTop    = 3
-)
-
-// probeGraph sends a query's first page as a poll would, and keeps what the
-// service showed for probeObservations.
-func (m *MicrosoftDefender) probeGraph(r *graphReader, now time.Time) error {
-	from, to := now.Add(-graphProbeWindow).Truncate(tick), now.Truncate(tick)
-	part := &graphPart{from: from, to: to}
-	c := &chunk{graph: graphWalk{part: part}}
-	k := &known{paging: &m.paging, log: m.Log}
-	for {
-		err := m.probeRequest(r.firstPage(from, to, graphProbeTop, &m.paging), c, func(record) bool { return true })
-		if err != nil && r.dropRefusedOption(k, err) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		r.notePage(k, part, true)
-		page, seen := &part.page, &m.paging.seen
-		if page.next == "" && page.hasCount && page.count > int64(page.items) {
-			seen.nextLink = fmt.Sprintf("absent although @odata.count says %d alerts match", page.count)
-		} else if page.next == "" {
-			seen.nextLink = "none (every alert of the week on one page)"
-		}
-		return nil
-	}
-}
-
-// graphPagingSeen starts Probe's log line on Graph's paging, which -check prints.
-const graphPagingSeen = "Graph paging seen by the probe: "
-
-// probeObservations says what the service did with Graph's paging options
-// during Probe; empty for the SIEM API.
-func (m *MicrosoftDefender) probeObservations() string {
-	if m.API != "graph" {
-		return ""
-	}
-	seen := m.paging.seen
-	order := map[string]string{
-		"asc":          "honoured (ascending)",
-		"newest first": "ignored (newest first)",
-		"unordered":    "ignored (no order)",
-		"rejected":     "rejected (400)",
-		"":             "not seen (fewer than two alerts with different times)",
-	}[seen.orderBy]
-	count := map[string]string{
-		"present":  "present",
-		"absent":   "absent",
-		"rejected": "rejected (400)",
-		"":         "not seen",
-	}[seen.count]
-	next := seen.nextLink
-	switch next {
-	case "$skip", "$skiptoken":
-		next = "carries " + next
-	case "other":
-		next = "carries neither $skip nor $skiptoken"
-	}
-	return fmt.Sprintf("$orderby %s; @odata.nextLink %s; @odata.count %s", order, next, count)
-}
-
-// advice says what most likely fixes a failed probe, in words a security
-// engineer can act on; api is the configured API.
+// advice says what most likely fixes a failed probe, in words a security engineer can act on.
 func advice(err error, api string) string {
-	var azureErr *azureTokenError
 	var tokenErr *tokenError
 	var statusErr *statusError
-	var dnsErr *net.DNSError
+	var probeErr *probeError
 	switch {
-	case errors.As(err, &azureErr):
-		return azureAdvice(azureErr)
 	case errors.As(err, &tokenErr):
-		return tokenAdvice(tokenErr, "")
+		return tokenAdvice(tokenErr)
 	case errors.As(err, &statusErr):
 		return statusAdvice(statusErr.status, api)
-	case errors.As(err, &dnsErr) && api == "siem":
+	case errors.As(err, new(*net.DNSError)) && api == "siem":
 		return "The API's host name does not resolve: check region or endpoint_url. Where the SIEM API was retired for the tenant, use api = \"graph\"."
-	case errors.As(err, &dnsErr):
+	case errors.As(err, new(*net.DNSError)):
 		return "The API's host name does not resolve: check region or endpoint_url, and the machine's DNS."
 	case errors.Is(err, errBodyTooLarge):
 		return "The answer is larger than max_body_size: raise it."
 	case strings.Contains(err.Error(), "x509:") || strings.Contains(err.Error(), "tls:"):
 		return "The server's certificate is not trusted: check tls_ca, or a TLS-intercepting proxy between this host and Microsoft."
-	case isAnswerError(err):
-		return "The API answered with something that is not a list of alerts: check endpoint_url, and a proxy that may answer in its place."
+	case errors.As(err, &probeErr) && probeErr.step == stepAnswer:
+		return "The API answered something that is not a list of alerts: check endpoint_url, and a proxy that may answer in its place."
 	}
 	return "The API could not be reached: check the network path, a proxy (use_system_proxy, http_proxy_url) and firewall rules to the API's host."
 }
 
-// aadstsAdvice is what went wrong and the fix, per AADSTS number or
-// "number/qualifier" (the method, or what an AADSTS700027 is about).
+// aadstsAdvice is what went wrong and the fix, per AADSTS number ("|" between numbers of one entry),
+// or number/qualifier: the method, or what an AADSTS700027 is about.
 var aadstsAdvice = map[string][2]string{
-	"7000215": {"Azure AD refused the client secret", "it is wrong, or it is the secret's ID rather than its value. " +
-		"Create a new client secret for the app and set its value as client_secret."},
+	"7000215": {"Azure AD refused the client secret",
+		"it is wrong, or it is the secret's ID rather than its value. Create a new client secret for the app and set its value as client_secret."},
 	"7000222": {"The client secret has expired", "create a new client secret for the app and set its value as client_secret."},
-	"700016": {"No app with this client_id exists in the tenant",
-		"check client_id, and that tenant_id is the tenant the app is registered in."},
-	"90002": {"The tenant does not exist", "check tenant_id, and that login_endpoint (or region) is the tenant's cloud, " +
-		"e.g. login.microsoftonline.us for GCC High."},
-	"900144":  {"The token request lacks a valid scope", scopeFix},
-	"1002012": {"The token request lacks a valid scope", scopeFix},
-	"500011":  {"The scope names an API the tenant does not know", "check scopes and the region."},
-	"70000":   {"The refresh token is invalid or expired", refreshFix},
-	"700082":  {"The refresh token is invalid or expired", refreshFix},
-	"700027/expired": {"The certificate registered for the app has expired", "create a new one, upload its public part " +
-		"under Certificates & secrets of the app registration, and point client_certificate to it."},
-	"700027/unregistered": {"The certificate in client_certificate is not registered on the app", "upload its public part " +
-		"(.cer or .pem) under Certificates & secrets of the app registration; for subject name/issuer authentication set " +
-		"send_certificate_chain = true."},
-	"700027": {"Azure AD could not verify the client assertion with the registered certificate", "the key in " +
-		"client_certificate is not the key of the registered certificate; configure the pair that was registered."},
-	"700021": {"The client assertion is for another app", "client_id must be the application (client) id of " +
-		"the app the certificate is registered on."},
-	"70021": {"No federated credential of the app matches the token", "add one under Certificates & secrets > " +
-		"Federated credentials with the cluster's OIDC issuer URL, the subject system:serviceaccount:NAMESPACE:NAME and the " +
-		"audience api://AzureADTokenExchange, or correct client_id."},
-	"700024/workload identity": {"The federated token has expired", "the file is not being renewed; check that " +
-		"federated_token_file is the projected service account token, which the kubelet rotates."},
+	"700016":  {"No app with this client_id exists in the tenant", "check client_id, and that tenant_id is the tenant the app is registered in."},
+	"90002": {"The tenant does not exist",
+		"check tenant_id, and that login_endpoint (or region) is the tenant's cloud, e.g. login.microsoftonline.us for GCC High."},
+	"900144|1002012": {"The token request lacks a valid scope", "scopes takes one value ending in /.default, e.g. https://graph.windows.net/.default."},
+	"500011":         {"The scope names an API the tenant does not know", "check scopes and the region."},
+	"70000|700082": {"The refresh token is invalid or expired",
+		"refresh tokens live 90 days; generate a new one, or use auth_method = \"client_secret\"."},
+	"700027/expired": {"The certificate registered for the app has expired",
+		"create a new one, upload its public part under Certificates & secrets of the app registration, and set client_certificate to it."},
+	"700027/not registered": {"The certificate in client_certificate is not registered on the app", "upload its public part under Certificates & " +
+		"secrets of the app registration; for subject name/issuer authentication set send_certificate_chain = true."},
+	"700027": {"Azure AD could not verify the client assertion with the registered certificate",
+		"client_certificate holds another key than the registered certificate's: configure the registered pair."},
+	"700021": {"The client assertion is for another app", "client_id must be the application (client) id of the app the certificate is registered on."},
+	"70021": {"No federated credential of the app matches the token", "add one under Certificates & secrets > Federated credentials with the " +
+		"cluster's OIDC issuer URL, the subject system:serviceaccount:NAMESPACE:NAME and the audience api://AzureADTokenExchange, or correct client_id."},
+	"700024/workload identity": {"The federated token has expired",
+		"the file is not being renewed: federated_token_file must be the projected service account token, which the kubelet rotates."},
 	"700024": {"Azure AD finds the client assertion outside its valid time", "correct this host's clock (NTP)."},
 }
 
-const (
-	scopeFix   = "scopes takes one value ending in /.default, e.g. https://graph.windows.net/.default."
-	refreshFix = "refresh tokens live 90 days; generate a new one, or use auth_method = \"client_secret\"."
-)
-
-// tokenAdvice advises on a failed token request of Azure AD; method is the
-// azidentity method, empty for the refresh token.
-func tokenAdvice(e *tokenError, method string) string {
-	if e.err != nil {
+// tokenAdvice advises on a failed sign-in.
+func tokenAdvice(e *tokenError) string {
+	mi := e.method == "managed identity"
+	switch {
+	case e.file:
+		return "The federated token file cannot be read: on AKS, label the pod azure.workload.identity/use: \"true\" and run it with a service " +
+			"account annotated azure.workload.identity/client-id, so that the webhook projects the token and sets " + envFederatedTokenFile +
+			"; elsewhere set federated_token_file to the file your issuer writes."
+	case e.host == "" && mi && strings.Contains(e.msg, "azcmagent"): // Arc's challenge file is readable only by the himds group
+		return "The Azure Arc agent's challenge file cannot be read: add the user Telegraf runs as to the himds group " +
+			"(usermod -aG himds telegraf) and restart Telegraf."
+	case e.host == "":
+		return "The sign-in could not start: see the message above (for a managed identity, check that the host has it assigned)."
+	case e.err != nil && mi:
+		return "No managed identity endpoint answered: the plugin runs outside Azure, or IMDS (169.254.169.254) is blocked by a firewall or a " +
+			"proxy (add it to NO_PROXY); on App Service, Functions or Arc the environment must carry IDENTITY_ENDPOINT."
+	case e.err != nil:
 		return "The sign-in service could not be reached: check login_endpoint, the network path and the proxy."
+	case mi && e.status == http.StatusBadRequest:
+		return "The managed identity is not assigned to this resource: enable the system-assigned identity of the VM or app, or assign the " +
+			"user-assigned one, and check client_id or managed_identity_resource_id."
+	case mi && e.status == http.StatusNotFound:
+		return "The managed identity endpoint has no token service at this address (HTTP 404): check IDENTITY_ENDPOINT; a new identity may take minutes."
 	}
-	qualifier := method
-	if e.expired {
-		qualifier = "expired"
-	} else if e.unregistered {
-		qualifier = "unregistered"
-	}
-	for _, key := range []string{e.aadsts + "/" + qualifier, e.aadsts} {
-		if a, ok := aadstsAdvice[key]; ok && e.aadsts != "" {
-			return a[0] + " (AADSTS" + e.aadsts + "): " + a[1]
+	for _, key := range []string{e.aadsts + "/" + cmp.Or(e.about, e.method), e.aadsts} {
+		for numbers, a := range aadstsAdvice {
+			if slices.Contains(strings.Split(numbers, "|"), key) {
+				return a[0] + " (AADSTS" + e.aadsts + "): " + a[1]
+			}
 		}
 	}
 	switch {
 	case e.status == 0:
-		return "The token endpoint answered a token that cannot be used: check login_endpoint, and a proxy that may answer in its place."
+		return "The sign-in service answered no usable token: check login_endpoint (IDENTITY_ENDPOINT for a managed identity), " +
+			"and a proxy that may answer in its place."
 	case isTransientStatus(e.status):
 		return "The sign-in service is throttling or failing for now: try again later."
 	}
-	return "Azure AD refused the token request: see its message above."
+	return "The sign-in service refused the request: see its message above."
 }
 
 func statusAdvice(status int, api string) string {
+	siem := api == "siem"
 	switch {
-	case status == http.StatusUnauthorized && api == "siem":
-		return "The API refused the token: it was issued for another audience. For the SIEM API the resource is " +
-			"https://graph.windows.net (the WindowsDefenderATPSiemConnector app) or " +
-			"https://WDATPAlertExport.Seville.onmicrosoft.com."
+	case status == http.StatusUnauthorized && siem:
+		return "The API refused the token: it was issued for another audience. For the SIEM API the resource is https://graph.windows.net " +
+			"(the WindowsDefenderATPSiemConnector app) or https://WDATPAlertExport.Seville.onmicrosoft.com."
 	case status == http.StatusUnauthorized:
-		return "The API refused the token: it was issued for another audience. The scope must be the Graph host of " +
-			"the region followed by /.default, e.g. https://graph.microsoft.com/.default."
-	case status == http.StatusForbidden && api == "siem":
-		return "The app lacks access to the SIEM API, or the tenant is not managed by it: enable SIEM integration " +
-			"in the Defender portal for this app, or, on a tenant that cannot, use api = \"graph\"."
+		return "The API refused the token: it was issued for another audience. The scope must be the region's Graph host followed by /.default, " +
+			"e.g. https://graph.microsoft.com/.default."
+	case status == http.StatusForbidden && siem:
+		return "The app lacks access to the SIEM API, or the tenant is not managed by it: enable SIEM integration for the app in the Defender " +
+			"portal, or use api = \"graph\"."
+	case status == http.StatusForbidden && api == "graph_incidents":
+		return "The app lacks the Graph application permission SecurityIncident.Read.All, or admin consent to it: grant it and consent in Entra ID."
 	case status == http.StatusForbidden:
-		return "The app lacks the Microsoft Graph application permission SecurityAlert.Read.All, or an admin has " +
-			"not consented to it: grant it and consent in Entra ID."
-	case (status == http.StatusNotFound || status == http.StatusGone) && api == "siem":
+		return "The app lacks the Graph application permission SecurityAlert.Read.All, or admin consent to it: grant it and consent in Entra ID."
+	case (status == http.StatusNotFound || status == http.StatusGone) && siem:
 		return "There is no SIEM API at this address: check region or endpoint_url. Microsoft retired the SIEM API; " +
 			"if it is retired for this tenant, use api = \"graph\"."
 	case status == http.StatusNotFound:
-		return "There is no alerts_v2 resource at this address: check region or endpoint_url."
+		return fmt.Sprintf("There is no %s resource at this address: check region or endpoint_url.",
+			map[bool]string{true: "security incidents", false: "alerts_v2"}[api == "graph_incidents"])
 	case status == http.StatusTooManyRequests:
 		return "The API is throttling this app: lower max_requests_per_minute, or share fewer apps per tenant."
 	case status >= 500:
@@ -279,42 +207,3 @@ func statusAdvice(status int, api string) string {
 
 // probeWindow is how far back the probe's request reaches.
 const probeWindow = time.Hour
-
-func isAnswerError(err error) bool {
-	var probeErr *probeError
-	return errors.As(err, &probeErr) && probeErr.step == stepAnswer
-}
-
-// azureAdvice advises on a failed token request of an azidentity method.
-func azureAdvice(e *azureTokenError) string {
-	mi := e.method == "managed identity"
-	switch {
-	case e.file:
-		return "The federated token file cannot be read: on AKS, label the pod azure.workload.identity/use: \"true\" and run it " +
-			"with a service account annotated azure.workload.identity/client-id, so that the webhook projects the token and sets " +
-			envFederatedTokenFile + "; elsewhere set federated_token_file to the file your issuer writes."
-	case e.tok == nil && mi && strings.Contains(e.msg, "azcmagent"):
-		// Arc's challenge file is readable only by the himds group.
-		return "The Azure Arc agent's challenge file cannot be read: add the user Telegraf runs as to the himds group " +
-			"(usermod -aG himds telegraf) and restart Telegraf."
-	case e.tok == nil && mi:
-		return "The managed identity cannot be used here: see the message above, and that the host has the identity assigned."
-	case e.tok == nil:
-		return "The Azure SDK refused the sign-in: see the message above."
-	case !mi:
-		return tokenAdvice(e.tok, e.method)
-	case e.tok.err != nil:
-		return "No managed identity endpoint answered: the plugin runs outside Azure, or IMDS (169.254.169.254) is blocked by " +
-			"a firewall or a proxy (add it to NO_PROXY); on App Service, Functions or Arc the process's environment must carry " +
-			"IDENTITY_ENDPOINT (and IDENTITY_HEADER or IMDS_ENDPOINT)."
-	case e.tok.status == http.StatusBadRequest:
-		return "The managed identity is not assigned to this resource: enable the system-assigned identity of the VM or app " +
-			"(Identity blade), or assign the user-assigned identity, and check client_id or managed_identity_resource_id."
-	case e.tok.status == http.StatusNotFound:
-		return "The managed identity endpoint has no token service at this address (HTTP 404): check IDENTITY_ENDPOINT; an " +
-			"identity assigned a few minutes ago may not be available yet."
-	case isTransientStatus(e.tok.status):
-		return "The managed identity endpoint is throttling or failing for now: try again later."
-	}
-	return "The managed identity endpoint refused the request: see its message above."
-}

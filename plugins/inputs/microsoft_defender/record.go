@@ -11,53 +11,49 @@ import (
 // record is what a reader decodes: a SIEM detection, or one version of a
 // Graph alert. Deduplication, the cursor and the counts work on this alone.
 type record interface {
-	// identity is the deduplication key; empty when the record has none.
-	identity() string
-	// cursorTime is the time the API's window filters on.
-	cursorTime() time.Time
-	// inWindow reports whether cursorTime lies in the window the request
-	// asked for; a time outside it never moves a bound of the walk.
+	identity() string      // the deduplication key; "" when there is none
+	cursorTime() time.Time // the time the API's window filters on
+	// inWindow reports whether cursorTime lies in the window asked for; a
+	// time outside it never moves a bound of the walk.
 	inWindow() bool
-	// metric is the defender_alert event, and the names of fields cut to
-	// maxFieldBytes.
-	metric() (telegraf.Metric, []string)
-	// countKey is the record's defender_alert_count series.
-	countKey() countKey
-	// problems tells what of the record could not be decoded.
-	problems() *recordProblems
+	metric() (telegraf.Metric, []string) // defender_alert, and the fields cut to maxFieldBytes
+	countKey() countKey                  // its defender_alert_count series
+	problems() *recordProblems           // what of it could not be decoded
 }
+
+// fieldProblem is a member whose value does not fit its field, such as a
+// string where a number belongs: the field is left as it was and the rest
+// of the record decoded.
+type fieldProblem struct{ field, reason string }
 
 // recordProblems is what of one record could not be decoded: fields left
 // out, or why the record as a whole is not emitted.
 type recordProblems struct {
-	// noun, index and offset place the record, e.g. detection 3 at byte
-	// 1234; where spells it only when a message needs it.
-	noun    string
+	noun    string // with index and offset, places the record (where)
 	index   int
 	offset  int64
 	invalid []fieldProblem
 	skip    string // why the record is not emitted; "" when it is
 }
 
-// where places the record for a log message, which it starts: "Detection
-// 3 at byte 1204".
+// where starts a log message on the record: "Detection 3 at byte 1204".
 func (p *recordProblems) where() string {
 	return fmt.Sprintf("%s%s %d at byte %d", strings.ToUpper(p.noun[:1]), p.noun[1:], p.index, p.offset)
 }
 
 // fieldNames lists the fields left out, for the invalid_field_names field.
 func (p *recordProblems) fieldNames() string {
-	names := make([]string, 0, len(p.invalid))
-	for _, f := range p.invalid {
-		names = append(names, f.field)
+	names := make([]string, len(p.invalid))
+	for i, f := range p.invalid {
+		names[i] = f.field
 	}
 	return strings.Join(names, ",")
 }
 
 func (p *recordProblems) String() string {
-	parts := make([]string, 0, len(p.invalid))
-	for _, f := range p.invalid {
-		parts = append(parts, f.String())
+	parts := make([]string, len(p.invalid))
+	for i, f := range p.invalid {
+		parts[i] = f.field + ": " + f.reason
 	}
 	return strings.Join(parts, "; ")
 }

@@ -23,6 +23,14 @@ func TestRedact(t *testing.T) {
 	}
 }
 
+// A one-character secret is redacted where it stands, the markers written
+// for it are not searched again: a message grows by the marker per
+// occurrence, not without bound.
+func TestRedactOneCharacterSecret(t *testing.T) {
+	require.Equal(t, "tok[redacted]n [redacted]", redact("token e", "e"))
+	require.Equal(t, "[redacted] [redacted] x", redact("a/ a%2F x", "a/", "a"), "forms of two secrets in one pass")
+}
+
 // An API error answer is quoted short, its control characters replaced,
 // after the secrets were redacted in the whole of what was read: a secret
 // crossing the cut is not quoted in part.

@@ -47,7 +47,7 @@ func TestTokenRequestRedirectsAreRefused(t *testing.T) {
 			msg, acc := gatherError(t, plugin, logger)
 			require.Equal(t, fmt.Sprintf("token request to %s failed: refused the redirect of the token request from %s to %s: "+
 				"the credentials are sent only to the configured token endpoint; set login_endpoint to the address that answers",
-				hostOf(server.URL), origin(mustParse(t, server.URL)), origin(mustParse(t, other.URL))), msg)
+				mustParse(t, server.URL).Host, origin(mustParse(t, server.URL)), origin(mustParse(t, other.URL))), msg)
 			require.Zero(t, otherHits.Load(), "the redirect target got the form with the client secret")
 			require.Equal(t, int32(1), tokenRequests.Load(), "a refused redirect is not retried")
 			requirePollStatus(t, acc, "error")
@@ -75,7 +75,7 @@ func TestAPIRedirectsStayOnTheEndpointsOrigin(t *testing.T) {
 	otherURL := mustParse(t, other.URL)
 	require.Equal(t, fmt.Sprintf("SIEM API request to %s failed: refused the redirect of the API request from %s to http://localhost:%s: "+
 		"the token is sent only to the scheme, host and port of the configured endpoint; set endpoint_url to the address that answers",
-		hostOf(server.URL), origin(mustParse(t, server.URL)), otherURL.Port()), msg)
+		mustParse(t, server.URL).Host, origin(mustParse(t, server.URL)), otherURL.Port()), msg)
 	require.Zero(t, otherHits.Load(), "the redirect target got the bearer token")
 }
 

@@ -2,6 +2,7 @@ package microsoft_defender
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -38,6 +39,10 @@ type siemWalk struct {
 	sizeCap int            // detections per request after an answer grew past max_body_size; 0: none
 	search  *instantSearch // for the instant of a newest detection that cannot be read
 	asked   *siemAsk       // what the request built last asks for
+	// checked: a full answer of this chunk was shown to hold the newest,
+	// with limit checkedLimit.
+	checked      bool
+	checkedLimit int
 }
 
 // siemAsk asks for the newest limit detections (all when 0) with
@@ -49,7 +54,6 @@ type siemAsk struct {
 	known        time.Time // the newest instant known to be unreadable, asked above when hasKnown
 	hasKnown     bool
 	knownTry     bool // a search step trying the known instant
-	read         bool // the instant a search finds is read whole, not passed over
 }
 
 type siemStep int
@@ -58,6 +62,7 @@ const (
 	siemWindow  siemStep = iota // the newest detections of the chunk
 	siemInstant                 // every detection of one instant
 	siemSearch                  // one detection from a time up, for searchOn
+	siemCheck                   // one detection above a full answer's newest: there must be none
 )
 
 func (r *siemReader) requestURL(since, until time.Time, limit int) *url.URL {
@@ -99,7 +104,7 @@ func (r *siemReader) next(c *chunk, k *known) *request {
 // ask builds the request for ask, which the walk keeps for after.
 func (r *siemReader) ask(c *chunk, ask *siemAsk) *request {
 	c.siem.asked = ask
-	req := &request{url: r.requestURL(ask.since, ask.until, ask.limit), continues: ask.step != siemWindow}
+	req := &request{url: r.requestURL(ask.since, ask.until, ask.limit), continues: ask.step == siemInstant || ask.step == siemSearch}
 	if ask.step == siemSearch {
 		req.search = true
 		req.resumes = "The search for the instant of a detection that cannot be read goes on in the next poll"
@@ -125,6 +130,14 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		return progress{}
 	case siemSearch:
 		return r.searched(c, a, unreadable, k)
+	case siemCheck:
+		w.checked = a.err == nil
+		if a.err != nil || a.inWindow == 0 {
+			return progress{err: a.err}
+		}
+		return progress{err: fmt.Errorf("the SIEM API's answer to limit=%d held not the newest detections of %s to %s: "+
+			"one at %s came only when asked for above them; it would lose detections, so the window is not read on",
+			w.checkedLimit, c.From.Format(time.RFC3339Nano), ask.until.Format(time.RFC3339Nano), a.newest.Format(time.RFC3339Nano))}
 	}
 	err := a.err
 	switch {
@@ -135,10 +148,16 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		return progress{}
 	case unreadable && a.decoded == 0:
 		// The newest detection alone cannot be read: find its instant.
-		return r.searchOn(c, false, k)
+		return r.searchOn(c, k)
 	}
 	if err != nil {
 		return progress{err: err}
+	}
+	if w.sizeCap > 0 {
+		// An answer that fits: requests grow back toward their usual size.
+		if w.sizeCap *= 2; w.sizeCap >= k.perRequest {
+			w.sizeCap = 0
+		}
 	}
 	if a.decoded < ask.limit {
 		if ask.hasKnown {
@@ -154,10 +173,16 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		// newest instant, read it whole and walk on below it.
 		k.log.Warnf("The SIEM API answered %d detection(s) for %s to %s, none with a LastProcessedTimeUtc inside that window: "+
 			"finding the newest instant with one-detection requests", ask.limit, c.From.Format(time.RFC3339Nano), c.To.Format(time.RFC3339Nano))
-		return r.searchOn(c, true, k)
+		return r.searchOn(c, k)
 	case a.oldest.Before(c.To):
 		c.To = a.oldest
-		return progress{settledAfter: c.To, settledBefore: c.End}
+		pr := progress{settledAfter: c.To, settledBefore: c.End}
+		if !w.checked && a.newest.Before(ask.until) {
+			// Once a chunk: nothing may lie above what a limited answer held.
+			w.checkedLimit = ask.limit
+			pr.then = r.ask(c, &siemAsk{since: a.newest.Add(tick), until: ask.until, limit: 1, step: siemCheck})
+		}
+		return pr
 	}
 	// Every detection shares the upper bound: no limited request passes it.
 	k.log.Warnf("At least %d detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
@@ -190,7 +215,7 @@ type instantSearch struct {
 // detection, which cannot be read: one detection asked for from a time up
 // comes (or fails as unreadable) exactly when that time is at or before it.
 // A known unreadable instant is tried first.
-func (r *siemReader) searchOn(c *chunk, read bool, k *known) progress {
+func (r *siemReader) searchOn(c *chunk, k *known) progress {
 	w := &c.siem
 	s := w.search
 	if s == nil || !s.chunkTo.Equal(c.To) || s.from.Before(c.From) {
@@ -198,14 +223,14 @@ func (r *siemReader) searchOn(c *chunk, read bool, k *known) progress {
 		w.search = s
 	}
 	if at, ok := k.unreadable(s.from, s.to); ok && !s.triedKnown {
-		return progress{then: r.ask(c, &siemAsk{since: at.Add(tick), until: c.To, limit: 1, step: siemSearch, knownTry: true, read: read})}
+		return progress{then: r.ask(c, &siemAsk{since: at.Add(tick), until: c.To, limit: 1, step: siemSearch, knownTry: true})}
 	}
 	if s.from.Before(s.to) {
 		mid := s.from.Add(s.to.Sub(s.from) / 2).Truncate(tick).Add(tick)
-		return progress{then: r.ask(c, &siemAsk{since: mid, until: c.To, limit: 1, step: siemSearch, read: read})}
+		return progress{then: r.ask(c, &siemAsk{since: mid, until: c.To, limit: 1, step: siemSearch})}
 	}
 	w.search = nil
-	return r.found(c, s.from, read)
+	return r.found(c, s.from)
 }
 
 // searched narrows the search with one answer.
@@ -222,7 +247,7 @@ func (r *siemReader) searched(c *chunk, a *answer, unreadable bool, k *known) pr
 		s.triedKnown = true
 		if !occupied {
 			c.siem.search = nil
-			return r.found(c, ask.since.Add(-tick), ask.read)
+			return r.found(c, ask.since.Add(-tick))
 		}
 		s.from = ask.since
 	case occupied:
@@ -230,17 +255,14 @@ func (r *siemReader) searched(c *chunk, a *answer, unreadable bool, k *known) pr
 	default:
 		s.to = ask.since.Add(-tick)
 	}
-	return r.searchOn(c, ask.read, k)
+	return r.searchOn(c, k)
 }
 
 // found moves the chunk to the instant found: read whole, or passed over.
-func (r *siemReader) found(c *chunk, at time.Time, read bool) progress {
-	if read {
-		c.To = at
-		return progress{then: r.ask(c, &siemAsk{since: at, until: at, step: siemInstant})}
-	}
-	c.To = at.Add(-tick)
-	return c.siem.passOver(at)
+func (r *siemReader) found(c *chunk, at time.Time) progress {
+	// Read whole, or passed over only when this read confirms it cannot be.
+	c.To = at
+	return progress{then: r.ask(c, &siemAsk{since: at, until: at, step: siemInstant})}
 }
 
 // passOver passes over an unreadable instant; past it requests have their

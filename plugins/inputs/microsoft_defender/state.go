@@ -6,10 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,34 +27,32 @@ type pluginState struct {
 	Seen      map[string]time.Time `json:"seen"`
 }
 
-// source names the stream this instance reads: API, address, tenant and
-// filters, no secret.
+// source names the stream read: API, address, tenant and filters, no secret.
 func (m *MicrosoftDefender) source() string {
-	groups := append([]string(nil), m.MachineGroups...)
-	sort.Strings(groups)
+	groups := slices.Sorted(slices.Values(m.MachineGroups))
 	source := fmt.Sprintf("api=%s endpoint=%s tenant=%s machine_groups=%s device_created_machine_tags=%s cloud_created_machine_tags=%s",
 		m.API, m.endpoint.String(), m.TenantID, strings.Join(groups, ","), m.DeviceCreatedMachineTags, m.CloudCreatedMachineTags)
-	if m.API == "graph" {
+	if m.API != "siem" {
 		source += fmt.Sprintf(" service_sources=%s severities=%s", strings.Join(m.ServiceSources, ","), strings.Join(m.Severities, ","))
 	}
 	return source
 }
 
+// state is what the state file holds: with delivery followed, only what the
+// outputs confirmed.
 func (m *MicrosoftDefender) state() pluginState {
-	seen := make(map[string]time.Time, len(m.cursor.seen))
-	maps.Copy(seen, m.cursor.seen)
-	var pending *chunk
-	if m.cursor.pending != nil {
-		p := *m.cursor.pending
-		pending = &p
+	s := pluginState{Version: stateVersion, Source: m.source(), Watermark: m.cursor.watermark, Pending: m.cursor.pending, Seen: m.cursor.seen}
+	if m.delivery != nil {
+		unconfirmed := m.delivery.unconfirmed()
+		s.Watermark, s.Pending = m.delivery.confirmed.watermark, m.delivery.confirmed.pending
+		s.Seen = make(map[string]time.Time, len(m.cursor.seen))
+		for id, t := range m.cursor.seen {
+			if !unconfirmed[id] {
+				s.Seen[id] = t
+			}
+		}
 	}
-	return pluginState{
-		Version:   stateVersion,
-		Source:    m.source(),
-		Watermark: m.cursor.watermark,
-		Pending:   pending,
-		Seen:      seen,
-	}
+	return s
 }
 
 func (m *MicrosoftDefender) checkState(s *pluginState) error {
@@ -70,13 +67,6 @@ func (m *MicrosoftDefender) checkState(s *pluginState) error {
 	return nil
 }
 
-func (m *MicrosoftDefender) applyState(s *pluginState) {
-	m.cursor.watermark = s.Watermark
-	m.cursor.pending = s.Pending
-	m.cursor.seen = make(map[string]time.Time, len(s.Seen))
-	maps.Copy(m.cursor.seen, s.Seen)
-}
-
 // maxStateFileSize caps state_file: some 500,000 detection ids, 800 a second
 // over the default ten-minute overlap.
 var maxStateFileSize int64 = 64 << 20
@@ -87,76 +77,91 @@ var maxStateFileSize int64 = 64 << 20
 // plugin starts afresh: refusing to start would lose every detection.
 func (m *MicrosoftDefender) openStateFile() error {
 	m.releaseStateLock() // when Init runs again
-	info, err := os.Stat(m.StateFile)
+	m.statePath = resolvePath(m.StateFile)
+	info, err := os.Stat(m.statePath)
 	switch {
-	case errors.Is(err, os.ErrNotExist):
-		info = nil
-	case err != nil:
+	case err != nil && !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("state_file %q: %w", m.StateFile, err)
-	case !info.Mode().IsRegular():
+	case err == nil && !info.Mode().IsRegular():
 		return fmt.Errorf("state_file %q is %s, not a regular file: point it at a file of its own", m.StateFile, describeFileMode(info.Mode()))
 	}
-	lock, err := lockState(m.StateFile)
+	lock, err := lockState(m.statePath)
 	if err != nil {
 		return err
 	}
-	if err := m.loadStateFile(info != nil); err != nil {
-		lock.release()
+	if err := m.loadStateFile(); err != nil {
+		lock.Close()
 		return err
 	}
 	m.stateLock = lock
 	return nil
 }
 
-// releaseStateLock lets another instance use state_file.
-func (m *MicrosoftDefender) releaseStateLock() {
-	m.stateLock.release()
-	m.stateLock = nil
+// resolvePath follows symbolic links to where a state file is, or would be,
+// so that two names of one file share its lock, and a save replaces the
+// file, not the link.
+func resolvePath(path string) string {
+	// A link to a file not written yet is followed too; 40 links end a loop.
+	for range 40 {
+		target, err := os.Readlink(path)
+		if err != nil {
+			break
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(path), target)
+		}
+		path = target
+	}
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
+		return filepath.Join(dir, filepath.Base(path))
+	}
+	return path
 }
 
+// describeFileMode names what a file that is not a regular one is.
 func describeFileMode(mode os.FileMode) string {
 	switch {
 	case mode.IsDir():
 		return "a directory"
 	case mode&os.ModeNamedPipe != 0:
 		return "a named pipe (FIFO)"
-	case mode&os.ModeSocket != 0:
-		return "a socket"
 	case mode&os.ModeDevice != 0:
 		return "a device"
-	default:
-		return "not a regular file (" + mode.Type().String() + ")"
+	}
+	return "a special file (" + mode.Type().String() + ")"
+}
+
+// releaseStateLock lets another instance use state_file. It keeps the lock
+// file: removing it would let a third instance lock a new file while a
+// second holds the old one.
+func (m *MicrosoftDefender) releaseStateLock() {
+	if m.stateLock != nil {
+		m.stateLock.Close()
+		m.stateLock = nil
 	}
 }
 
-var errStateTooLarge = errors.New("the state file is too large")
-
-func (m *MicrosoftDefender) loadStateFile(exists bool) error {
-	if !exists {
-		m.Log.Infof("No state file %q yet: first run, reading the last %s", m.StateFile, time.Duration(m.InitialLookback))
-		return nil
-	}
-	data, err := readStateFile(m.StateFile)
-	if err == nil || errors.Is(err, errStateTooLarge) {
-		content := bytes.TrimLeft(data, " \t\r\n")
-		switch {
-		case len(content) == 0 && err == nil:
-			m.Log.Infof("State file %q is empty: first run, reading the last %s", m.StateFile, time.Duration(m.InitialLookback))
-			return nil
-		case len(content) == 0 || content[0] != '{':
-			return fmt.Errorf("state_file %q is not a state file of this plugin (it does not hold a JSON object): "+
-				"refusing to overwrite it; point state_file at a file of its own", m.StateFile)
-		}
-	}
+// loadStateFile restores the cursor, or moves aside a file it cannot use.
+func (m *MicrosoftDefender) loadStateFile() error {
+	data, whole, err := readStateFile(m.statePath)
+	content := bytes.TrimLeft(data, " \t\r\n")
+	var s pluginState
 	var problem string
 	switch {
-	case errors.Is(err, errStateTooLarge):
-		problem = fmt.Sprintf("is larger than the %d bytes a state file may hold", maxStateFileSize)
+	case errors.Is(err, os.ErrNotExist):
+		m.Log.Infof("No state file %q yet: first run, reading the last %s", m.StateFile, time.Duration(m.InitialLookback))
+		return nil
 	case err != nil:
 		problem = fmt.Sprintf("is unreadable (%v)", err)
-	}
-	var s pluginState
-	if err == nil {
+	case whole && len(content) == 0:
+		m.Log.Infof("State file %q is empty: first run, reading the last %s", m.StateFile, time.Duration(m.InitialLookback))
+		return nil
+	case len(content) == 0 || content[0] != '{':
+		return fmt.Errorf("state_file %q is not a state file of this plugin (it does not hold a JSON object): "+
+			"refusing to overwrite it; point state_file at a file of its own", m.StateFile)
+	case !whole:
+		problem = fmt.Sprintf("is larger than the %d bytes a state file may hold", maxStateFileSize)
+	default:
 		if err := json.Unmarshal(data, &s); err != nil {
 			problem = fmt.Sprintf("is corrupt (%v)", err)
 		}
@@ -173,47 +178,43 @@ func (m *MicrosoftDefender) loadStateFile(exists bool) error {
 		m.Log.Warnf("Ignoring state file %q, starting as on a first run: %v", m.StateFile, err)
 		return nil
 	}
-	m.applyState(&s)
+	m.cursor.watermark, m.cursor.pending = s.Watermark, s.Pending
+	if s.Seen != nil {
+		m.cursor.seen = s.Seen
+	}
 	m.Log.Debugf("Resuming from state file %q at %s", m.StateFile, s.Watermark.Format(time.RFC3339Nano))
 	return nil
 }
 
-// readStateFile reads the file whole, or only its start with errStateTooLarge.
-func readStateFile(path string) ([]byte, error) {
+// readStateFile reads the file whole or, past maxStateFileSize, its start.
+func readStateFile(path string) (data []byte, whole bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer f.Close()
 	limit := maxStateFileSize + 1
 	if info, err := f.Stat(); err == nil && info.Size() > maxStateFileSize {
-		limit = 512 // enough to tell whether it is JSON
+		limit = 512
 	}
-	data, err := io.ReadAll(io.LimitReader(f, limit))
-	if err != nil {
-		return nil, err
-	}
-	if limit <= maxStateFileSize || int64(len(data)) > maxStateFileSize {
-		return data[:min(len(data), 512)], errStateTooLarge
-	}
-	return data, nil
+	data, err = io.ReadAll(io.LimitReader(f, limit))
+	return data, limit > maxStateFileSize && int64(len(data)) <= maxStateFileSize, err
 }
 
 // moveStateFileAside renames the state file to <path>.corrupt-<UTC time>.
 func (m *MicrosoftDefender) moveStateFileAside() (string, error) {
-	base := m.StateFile + ".corrupt-" + m.now().UTC().Format("20060102T150405Z")
+	base := m.statePath + ".corrupt-" + m.now().UTC().Format("20060102T150405Z")
 	aside := base
 	for i := 2; ; i++ {
 		if _, err := os.Lstat(aside); errors.Is(err, os.ErrNotExist) {
-			break
+			return aside, os.Rename(m.statePath, aside)
 		}
 		aside = fmt.Sprintf("%s-%d", base, i)
 	}
-	return aside, os.Rename(m.StateFile, aside)
 }
 
-// saveStateFile writes a synced temporary file and renames it over the state
-// file, so that a crash never leaves a torn file.
+// saveStateFile renames a synced temporary file over the state file: a crash
+// never leaves a torn file.
 func (m *MicrosoftDefender) saveStateFile() error {
 	data, err := json.Marshal(m.state())
 	if err != nil {
@@ -222,26 +223,17 @@ func (m *MicrosoftDefender) saveStateFile() error {
 	if int64(len(data)) > maxStateFileSize {
 		return fmt.Errorf("the state is %d bytes, more than the %d a state file may hold: lower overlap", len(data), maxStateFileSize)
 	}
-	dir, base := filepath.Split(m.StateFile)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, base+".tmp-*")
+	dir := filepath.Dir(m.statePath)
+	tmp, err := os.CreateTemp(dir, filepath.Base(m.statePath)+".tmp-*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
 	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
+	if err := errors.Join(err, tmp.Sync(), tmp.Close()); err != nil {
+		return err
 	}
-	if closeErr := tmp.Close(); err == nil {
-		err = closeErr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), m.StateFile)
-	}
-	if err != nil {
+	if err := os.Rename(tmp.Name(), m.statePath); err != nil {
 		return err
 	}
 	// Syncing the directory makes the rename durable; Windows cannot, nor needs to.
@@ -254,9 +246,8 @@ func (m *MicrosoftDefender) saveStateFile() error {
 
 // stateLock is an exclusive lock on a file beside state_file, which each save
 // replaces; the system drops it when its holder ends, a crash included.
-type stateLock struct{ *flock.Flock }
+type stateLock = flock.Flock
 
-// lockStatePath is the lock file of a state file.
 func lockStatePath(stateFile string) string {
 	return stateFile + ".lock"
 }
@@ -272,13 +263,5 @@ func lockState(stateFile string) (*stateLock, error) {
 		return nil, fmt.Errorf("state_file %q is in use by another process or plugin instance, which holds its lock %q: "+
 			"give each instance a state file of its own", stateFile, path)
 	}
-	return &stateLock{lock}, nil
-}
-
-// release gives the lock up, keeping the file: removing it would let a third
-// instance lock a new file while a second holds the old one.
-func (l *stateLock) release() {
-	if l != nil {
-		l.Close()
-	}
+	return lock, nil
 }

@@ -186,7 +186,7 @@ func TestStateFileLockedByAnotherProcess(t *testing.T) {
 		require.NoError(t, err)
 		fmt.Println("locked")
 		io.Copy(io.Discard, os.Stdin) //nolint:errcheck // any end of stdin ends the helper
-		lock.release()
+		require.NoError(t, lock.Close())
 		return
 	}
 

@@ -4,6 +4,7 @@ package microsoft_defender
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -25,4 +26,29 @@ func TestStateFileThatIsAFIFOOrADeviceIsRefused(t *testing.T) {
 	require.EqualError(t, statePlugin("/dev/null", &testutil.CaptureLogger{}).Init(),
 		`state_file "/dev/null" is a device, not a regular file: point it at a file of its own`)
 	require.NoFileExists(t, "/dev/null.lock")
+}
+
+// Two names of one state file, one a symbolic link, share its lock: the
+// second instance fails at Init. A save through the link writes the file it
+// points to and leaves the link a link.
+func TestStateFileThroughASymlinkSharesItsLock(t *testing.T) {
+	dir := t.TempDir()
+	path, link := filepath.Join(dir, "defender.state"), filepath.Join(dir, "link.state")
+	require.NoError(t, os.Symlink(path, link))
+	first := statePlugin(path, &testutil.CaptureLogger{})
+	require.NoError(t, first.Init())
+	second := statePlugin(link, &testutil.CaptureLogger{})
+	require.EqualError(t, second.Init(), fmt.Sprintf("state_file %q is in use by another process or plugin instance, which holds its lock %q: "+
+		"give each instance a state file of its own", path, path+".lock"))
+	first.Stop()
+
+	viaLink := statePlugin(link, &testutil.CaptureLogger{})
+	require.NoError(t, viaLink.Init())
+	viaLink.stateDirty = true
+	require.NoError(t, viaLink.commitState())
+	viaLink.Stop()
+	info, err := os.Lstat(link)
+	require.NoError(t, err)
+	require.NotZero(t, info.Mode()&os.ModeSymlink, "the link stays a link")
+	require.FileExists(t, path)
 }

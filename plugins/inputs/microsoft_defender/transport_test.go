@@ -217,3 +217,22 @@ func TestInvalidProxyURLIsNotRepeated(t *testing.T) {
 	plugin.HTTPProxyURL = "http://proxyuser:" + testClientSecret + "@127.0.0.1:1"
 	require.EqualError(t, plugin.Init(), "http_proxy_url is not a valid URL")
 }
+
+// The managed identity's request, with its secret header, never goes
+// through http_proxy_url (nor the environment's proxy); the API's requests
+// still do.
+func TestManagedIdentityRequestsGoThroughNoProxy(t *testing.T) {
+	m := &MicrosoftDefender{AuthMethod: methodManagedIdentity}
+	m.HTTPProxyURL = "http://proxy.example:3128"
+	signIn, api, err := m.httpClients()
+	require.NoError(t, err)
+	require.Nil(t, signIn.Transport.(*http.Transport).Proxy)
+	proxyURL, err := api.Transport.(*http.Transport).Proxy(httptest.NewRequest(http.MethodGet, "https://graph.microsoft.com/", nil))
+	require.NoError(t, err)
+	require.Equal(t, "http://proxy.example:3128", proxyURL.String())
+
+	m.AuthMethod = methodClientSecret
+	signIn, _, err = m.httpClients()
+	require.NoError(t, err)
+	require.NotNil(t, signIn.Transport.(*http.Transport).Proxy, "other sign-ins go where the API goes")
+}
