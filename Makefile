@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # A slim Telegraf: only the plugins the demo and the end-to-end tests use.
 TELEGRAF_TAGS := custom,inputs.execd,outputs.elasticsearch,outputs.file,outputs.influxdb,outputs.opensearch,parsers.influx,serializers.influx
 
-.PHONY: all build run test fuzz lint dist bench clean opensearch-node upstream-check
+.PHONY: all build run test fuzz lint dist bench bench-sections clean opensearch-node upstream-check
 
 all: build
 
@@ -66,6 +66,13 @@ bench: bin/telegraf-defender bin/defender-sim bin/telegraf-bench bin/telegraf-in
 	$(GO) test -run '^$$' -bench . -benchmem $(PLUGIN) $(SCENARIOS)
 	$(GO) test -count=1 -v -run '^TestGraphBacklogCosts$$' $(SCENARIOS)
 	scripts/bench.sh
+
+# 1, 100 and 1,000 sections in one bin/telegraf-intree, idle and with a
+# backlog, and the latency from a detection becoming visible in the
+# simulator to its line in Telegraf's output (see BENCHMARKS.md); about 20
+# minutes. BENCH_SECTIONS="100" for a shorter run.
+bench-sections: bin/defender-sim bin/telegraf-intree
+	scripts/bench-sections.sh
 
 # Runs the plugin in a real Telegraf: on the bundled simulator, or on the
 # tenant named by DEFENDER_TENANT_ID, DEFENDER_CLIENT_ID, DEFENDER_CLIENT_SECRET.

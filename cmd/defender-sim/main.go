@@ -77,6 +77,8 @@ func main() {
 		"Graph: a next link on every page that holds alerts, the last one's leading to an empty page")
 	flag.IntVar(&cfg.Graph.ExpandFailsAbove, "graph-expand-fails-above", 0,
 		"Graph: answer 500 to a page of incidents with $expand=alerts that would hold more than this many (0: never)")
+	latencyOf := flag.String("latency-of", "", "read this Telegraf file output (influx lines) as it grows and, at exit, print how long "+
+		"the Graph alert versions that became visible after the start took to reach it (p50, p95, max)")
 	flag.Parse()
 	if err := cfg.Graph.Check(); err != nil {
 		fmt.Fprintln(os.Stderr, "defender-sim:", err)
@@ -90,13 +92,13 @@ func main() {
 	}
 	cfg.Faults.Rates = rates
 
-	if err := run(*listen, *addrFile, cfg, auth); err != nil {
+	if err := run(*listen, *addrFile, *latencyOf, cfg, auth); err != nil {
 		fmt.Fprintln(os.Stderr, "defender-sim:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, addrFile string, cfg simulator.Config, auth authFlags) error {
+func run(listen, addrFile, latencyOf string, cfg simulator.Config, auth authFlags) error {
 	tlsCfg, err := auth.configure(&cfg)
 	if err != nil {
 		return err
@@ -119,7 +121,8 @@ func run(listen, addrFile string, cfg simulator.Config, auth authFlags) error {
 		cfg.TenantID, base, base, base, cfg.TenantID)
 
 	sim := simulator.New(cfg)
-	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// A minute: a thousand clients handshaking at once on a busy machine.
+	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: time.Minute}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if auth.federatedTokenFile != "" {
@@ -132,6 +135,11 @@ func run(listen, addrFile string, cfg simulator.Config, auth authFlags) error {
 		<-ctx.Done()
 		srv.Shutdown(context.Background()) //nolint:errcheck // exiting anyway
 	}()
+	if latencyOf != "" {
+		watch, done := newLatencyWatch(sim, latencyOf), make(chan struct{})
+		go func() { watch.run(ctx); close(done) }()
+		defer func() { <-done; fmt.Println(watch.report()) }()
+	}
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

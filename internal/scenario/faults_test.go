@@ -230,15 +230,14 @@ func TestInterruptCancelsAPollInFlight(t *testing.T) {
 		require.Len(t, requestsTo(s.sim, "/api/alerts"), sent+1)
 		p.Stop()
 
-		// The position is the first poll's: the restarted plugin reads the
-		// interrupted poll's window, from the first poll's end less the
-		// overlap, then on.
+		// The position is the first poll's: the restarted plugin reads from
+		// the first poll's end less the overlap, the interrupted poll's
+		// window included.
 		restarted := s.plugin(func(m *MicrosoftDefender) { m.StateFile = stateFile })
 		s.poll(restarted)
 		require.Equal(t, []string{
-			"2020-09-30T14:49:00.0000000Z 2020-09-30T15:00:00.0000000Z", // interrupted
-			"2020-09-30T14:49:00.0000000Z 2020-09-30T15:00:00.0000000Z",
-			"2020-09-30T14:50:00.0000000Z 2020-09-30T15:01:00.0000000Z",
+			"2020-09-30T14:50:00.0000000Z 2020-09-30T15:01:00.0000000Z", // interrupted
+			"2020-09-30T14:50:00.0000000Z 2020-09-30T15:02:00.0000000Z",
 		}, windows(s.sim, sent))
 		restarted.Stop()
 	})

@@ -206,6 +206,7 @@ func TestGraphTimesOutsideTheWindowMoveNothing(t *testing.T) {
 			m.PageSize = 100
 			m.InitialLookback = config.Duration(2 * time.Hour)
 			m.MaxWindow = config.Duration(3 * time.Hour)
+			m.Delay = config.Duration(time.Minute) // the bounds below, off the alerts' hour
 		})
 
 		acc := s.poll(p)

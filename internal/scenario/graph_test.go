@@ -40,14 +40,14 @@ func TestGraphRequests(t *testing.T) {
 		pages := requestsTo(s.sim, graphAlertsPath)
 		require.Greater(t, len(pages), 1, "more than one page of 10")
 		require.Equal(t, url.Values{
-			"$filter": {"lastUpdateDateTime ge 2020-09-30T14:29:00.0000000Z and lastUpdateDateTime lt 2020-09-30T14:59:00.0000000Z" +
+			"$filter": {"lastUpdateDateTime ge 2020-09-30T14:30:00.0000000Z and lastUpdateDateTime lt 2020-09-30T15:00:00.0000000Z" +
 				" and (serviceSource eq 'microsoftDefenderForEndpoint' or serviceSource eq 'microsoftDefenderForOffice365')" +
 				" and (severity eq 'high' or severity eq 'medium')"},
 			"$top": {"10"},
 		}, pages[0].URL.Query())
 		require.Equal(t, "include-unknown-enum-members", pages[0].Header.Get("Prefer"))
 		require.Regexp(t, `^Bearer simtok-`, pages[0].Header.Get("Authorization"))
-		require.Equal(t, "lastUpdateDateTime ge 2020-09-30T14:29:00.0000000Z and lastUpdateDateTime lt 2020-09-30T14:44:00.0000000Z"+
+		require.Equal(t, "lastUpdateDateTime ge 2020-09-30T14:30:00.0000000Z and lastUpdateDateTime lt 2020-09-30T14:45:00.0000000Z"+
 			" and (serviceSource eq 'microsoftDefenderForEndpoint' or serviceSource eq 'microsoftDefenderForOffice365')"+
 			" and (severity eq 'high' or severity eq 'medium')", pages[1].URL.Query().Get("$filter"),
 			"a full page with a next link: its part split in time, no next link followed")

@@ -56,7 +56,7 @@ func alertsBefore(n int, step time.Duration) []simulator.GraphAlert {
 
 // backlogOf is n versions spread over the two hours of initial_lookback.
 func backlogOf(n int) []simulator.GraphAlert {
-	return graphAlertsAt(time.Now().Add(-2*time.Hour-time.Minute), n, 2*time.Hour/time.Duration(n))
+	return graphAlertsAt(time.Now().Add(-2*time.Hour), n, 2*time.Hour/time.Duration(n))
 }
 
 func TestGraphServicesThatCannotBeTrusted(t *testing.T) {

@@ -450,12 +450,12 @@ func windows(sim *simulator.Server, from int) []string {
 }
 
 // firstRunWindows are the SIEM windows of a first poll at fixedNow with
-// the default settings: initial_lookback (2h) up to delay (1m) before now,
-// in chunks of max_window (1h) that overlap by overlap (10m).
+// the default settings: initial_lookback (2h) up to now (delay 0), in
+// chunks of max_window (1h) that overlap by overlap (10m).
 var firstRunWindows = []string{
-	"2020-09-30T12:59:00.0000000Z 2020-09-30T13:59:00.0000000Z",
-	"2020-09-30T13:49:00.0000000Z 2020-09-30T14:49:00.0000000Z",
-	"2020-09-30T14:39:00.0000000Z 2020-09-30T14:59:00.0000000Z",
+	"2020-09-30T13:00:00.0000000Z 2020-09-30T14:00:00.0000000Z",
+	"2020-09-30T13:50:00.0000000Z 2020-09-30T14:50:00.0000000Z",
+	"2020-09-30T14:40:00.0000000Z 2020-09-30T15:00:00.0000000Z",
 }
 
 // pollFields are the fields of the poll's defender_poll metric.

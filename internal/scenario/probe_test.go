@@ -50,7 +50,7 @@ func TestProbeSendsOneMinimalRequest(t *testing.T) {
 		require.NotEmpty(t, afterProbe)
 		require.Equal(t, emittedKeys(s.poll(s.plugin(nil))), afterProbe)
 		afterProbe = emittedKeys(s.poll(graph))
-		require.Equal(t, "lastUpdateDateTime ge 2020-09-30T12:59:00.0000000Z and lastUpdateDateTime lt 2020-09-30T13:59:00.0000000Z",
+		require.Equal(t, "lastUpdateDateTime ge 2020-09-30T13:00:00.0000000Z and lastUpdateDateTime lt 2020-09-30T14:00:00.0000000Z",
 			requestsTo(s.sim, graphAlertsPath)[1].URL.Query().Get("$filter"))
 		require.NotEmpty(t, afterProbe)
 		require.Equal(t, emittedKeys(s.poll(s.graphPlugin(unlimited))), afterProbe)

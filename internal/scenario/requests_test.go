@@ -54,8 +54,8 @@ func TestAlertsRequestCarriesEveryFilter(t *testing.T) {
 		r := requests[0]
 		require.Equal(t, http.MethodGet, r.Method)
 		require.Equal(t, url.Values{
-			"sinceTimeUtc":             {"2020-09-30T13:59:00.0000000Z"},
-			"untilTimeUtc":             {"2020-09-30T14:59:00.0000000Z"},
+			"sinceTimeUtc":             {"2020-09-30T14:00:00.0000000Z"},
+			"untilTimeUtc":             {"2020-09-30T15:00:00.0000000Z"},
 			"limit":                    {"50"},
 			"machinegroups":            {"UKMachines", "France Machines"},
 			"DeviceCreatedMachineTags": {"VIP"},
@@ -76,7 +76,7 @@ func TestAlertsRequestWithoutFiltersSendsTheWindowAndTheBudget(t *testing.T) {
 		requests := requestsTo(sim, "/api/alerts")
 		require.Len(t, requests, 1)
 		require.Equal(t,
-			"limit=10000&sinceTimeUtc=2020-09-30T13%3A59%3A00.0000000Z&untilTimeUtc=2020-09-30T14%3A59%3A00.0000000Z",
+			"limit=10000&sinceTimeUtc=2020-09-30T14%3A00%3A00.0000000Z&untilTimeUtc=2020-09-30T15%3A00%3A00.0000000Z",
 			requests[0].URL.RawQuery)
 	})
 }

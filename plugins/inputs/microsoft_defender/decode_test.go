@@ -85,7 +85,7 @@ func TestFailedPollIsRetriedWithoutDuplicates(t *testing.T) {
 	require.Equal(t, []string{"a:2"}, emittedIDs(acc))
 	require.Len(t, queries, 2)
 	require.Equal(t, queries[0], queries[1], "the next poll asks for the same window")
-	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
+	require.Equal(t, fixedNow, plugin.cursor.watermark)
 }
 
 // A truncated answer is transient: the request is retried in the same poll,
@@ -108,7 +108,7 @@ func TestTruncatedAnswerIsRetriedAtOnce(t *testing.T) {
 	require.Len(t, logger.Warnings(), 1)
 	require.Regexp(t, `^W! \[\] Retry 1 of 3 in (\d+ms|1s) \(backing off\): `+
 		`reading the SIEM API answer from 127.0.0.1:\d+: detection 1: response truncated at byte 123$`, logger.Warnings()[0])
-	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
+	require.Equal(t, fixedNow, plugin.cursor.watermark)
 }
 
 // Each poll asks for [watermark - overlap, now - delay]: the overlap
@@ -143,7 +143,7 @@ func TestWindowsOverlapAndDuplicatesAreDropped(t *testing.T) {
 		acc := gatherOK(t, plugin)
 		require.Empty(t, detectionMetrics(acc), "a poll that emits nothing emits no counts either")
 	}
-	require.Equal(t, []string{"13:59-14:59", "14:49-15:00", "14:50-15:19", "15:09-15:59"}, queries)
+	require.Equal(t, []string{"14:00-15:00", "14:50-15:01", "14:51-15:20", "15:10-16:00"}, queries)
 	require.Empty(t, plugin.cursor.seen, "identities no window can return are forgotten")
 }
 

@@ -94,8 +94,8 @@ func (d *delivery) send(c *cursor) {
 		d.undelivered += b.n
 	case len(d.queue) > 0:
 		d.queue[len(d.queue)-1].at = at
-	case !at.equal(d.confirmed):
-		d.confirmed, d.moved = at, true
+	default: // nothing sent nor unconfirmed: a quiet move, which Gather saves when it is far enough
+		d.confirmed = at
 	}
 }
 

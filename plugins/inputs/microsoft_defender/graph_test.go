@@ -54,6 +54,7 @@ func graphStub(t *testing.T, page func(r *http.Request, from, to time.Time) stri
 		AuthMethod:  methodAccessToken,
 		AccessToken: config.NewSecret([]byte(testAccessToken)),
 		MaxWindow:   config.Duration(3 * time.Hour), // one chunk, [12:59, 14:59)
+		Delay:       config.Duration(time.Minute),   // the window off the hour, unlike a1's 14:00
 		Log:         logger,
 		now:         func() time.Time { return fixedNow },
 	})

@@ -54,7 +54,7 @@ func TestIncidentsReadWithoutAlertsAfterA500(t *testing.T) {
 		if r.URL.Query().Get("$expand") != "" {
 			return http.StatusInternalServerError, `{"error":{"code":"InternalServerError","message":"An error occurred."}}`
 		}
-		if strings.Contains(r.URL.Query().Get("$filter"), "ge 2020-09-30T12:59:00") {
+		if strings.Contains(r.URL.Query().Get("$filter"), "ge 2020-09-30T13:00:00") {
 			return http.StatusOK, fmt.Sprintf(`{"value":[{"id":"7","severity":"High","status":"active","lastUpdateDateTime":%q,`+
 				`"createdDateTime":%[1]q}]}`, at)
 		}
@@ -63,13 +63,13 @@ func TestIncidentsReadWithoutAlertsAfterA500(t *testing.T) {
 
 	acc := gatherOK(t, plugin)
 	require.Equal(t, []string{
-		"alerts 12:59:00.0000000Z 13:59:00.0000000Z top=50", " 12:59:00.0000000Z 13:59:00.0000000Z top=50",
-		"alerts 13:49:00.0000000Z 14:49:00.0000000Z top=50", " 13:49:00.0000000Z 14:49:00.0000000Z top=50",
-		"alerts 14:39:00.0000000Z 14:59:00.0000000Z top=50", " 14:39:00.0000000Z 14:59:00.0000000Z top=50",
+		"alerts 13:00:00.0000000Z 14:00:00.0000000Z top=50", " 13:00:00.0000000Z 14:00:00.0000000Z top=50",
+		"alerts 13:50:00.0000000Z 14:50:00.0000000Z top=50", " 13:50:00.0000000Z 14:50:00.0000000Z top=50",
+		"alerts 14:40:00.0000000Z 15:00:00.0000000Z top=50", " 14:40:00.0000000Z 15:00:00.0000000Z top=50",
 	}, *requests)
 	host := strings.TrimSuffix(strings.TrimPrefix(plugin.EndpointURL, "http://"), graphIncidentsPath)
 	require.Equal(t, []string{
-		"W! [] Reading incidents with $expand=alerts failed, so those last updated from 2020-09-30T12:59:00Z to 2020-09-30T13:59:00Z " +
+		"W! [] Reading incidents with $expand=alerts failed, so those last updated from 2020-09-30T13:00:00Z to 2020-09-30T14:00:00Z " +
 			"are read without it (alert_count and alert_ids left out): Graph API at " + host + " answered 500 Internal Server Error " +
 			`(service error): body "{\"error\":{\"code\":\"InternalServerError\",\"message\":\"An error occurred.\"}}"`,
 	}, logger.Warnings())
@@ -77,7 +77,7 @@ func TestIncidentsReadWithoutAlertsAfterA500(t *testing.T) {
 		metric.New("defender_incident", map[string]string{"severity": "high", "status": "active"}, map[string]any{
 			"incident_id": "7", "created_date_time": at, "last_update_date_time": at}, fixedNow.Add(-90*time.Minute).Add(16340300)),
 		metric.New("defender_incident_count", map[string]string{"severity": "high", "status": "active"}, map[string]any{
-			"count": int64(1)}, fixedNow.Add(-time.Minute).Add(499760500)),
+			"count": int64(1)}, fixedNow.Add(499760500)),
 	}, detectionMetrics(acc))
 	poll := pollFields(t, acc)
 	require.Equal(t, int64(3), poll["errors"])
@@ -86,7 +86,7 @@ func TestIncidentsReadWithoutAlertsAfterA500(t *testing.T) {
 	*requests = nil
 	plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
 	gatherOK(t, plugin)
-	require.Equal(t, []string{"alerts 14:49:00.0000000Z 15:00:00.0000000Z top=50", " 14:49:00.0000000Z 15:00:00.0000000Z top=50"}, *requests)
+	require.Equal(t, []string{"alerts 14:50:00.0000000Z 15:01:00.0000000Z top=50", " 14:50:00.0000000Z 15:01:00.0000000Z top=50"}, *requests)
 	require.Len(t, logger.Warnings(), 1)
 }
 
@@ -97,7 +97,7 @@ func TestIncidentPageSizeIsAtMost50(t *testing.T) {
 			m.PageSize, m.MaxWindow, m.IncludeIncidentAlerts = 1000, config.Duration(3*time.Hour), false
 		})
 	gatherOK(t, plugin)
-	require.Equal(t, []string{" 12:59:00.0000000Z 14:59:00.0000000Z top=50"}, *requests)
+	require.Equal(t, []string{" 13:00:00.0000000Z 15:00:00.0000000Z top=50"}, *requests)
 	require.Equal(t, []string{"W! [] page_size 1000 is lowered to 50, the most incidents Graph sends on a page"}, logger.Warnings())
 }
 
@@ -177,9 +177,9 @@ func TestIncidentTooLargeWithItsAlerts(t *testing.T) {
 		return http.StatusOK, `{"value":[` + incident + `,"alerts":[{"id":"a","evidence":"` + strings.Repeat("x", 9<<20) + `"}]}]}`
 	}, func(m *MicrosoftDefender) { m.MaxWindow = config.Duration(3 * time.Hour) })
 	acc := gatherOK(t, plugin)
-	require.Equal(t, []string{"alerts 12:59:00.0000000Z 14:59:00.0000000Z top=50", " 12:59:00.0000000Z 14:59:00.0000000Z top=50"}, *requests)
-	require.Equal(t, []string{"W! [] Reading incidents with $expand=alerts failed, so those last updated from 2020-09-30T12:59:00Z " +
-		"to 2020-09-30T14:59:00Z are read without it (alert_count and alert_ids left out): an incident with them is over 8 MiB"},
+	require.Equal(t, []string{"alerts 13:00:00.0000000Z 15:00:00.0000000Z top=50", " 13:00:00.0000000Z 15:00:00.0000000Z top=50"}, *requests)
+	require.Equal(t, []string{"W! [] Reading incidents with $expand=alerts failed, so those last updated from 2020-09-30T13:00:00Z " +
+		"to 2020-09-30T15:00:00Z are read without it (alert_count and alert_ids left out): an incident with them is over 8 MiB"},
 		logger.Warnings())
 	require.Equal(t, map[string]any{"incident_id": "7", "last_update_date_time": "2020-09-30T14:00:00Z"},
 		acc.GetTelegrafMetrics()[0].Fields())

@@ -59,6 +59,8 @@ func TestInitRejectsBadConfigurations(t *testing.T) {
 		{"negative page size", func(m *MicrosoftDefender) { m.PageSize = -1 }, "page_size must not be negative, got -1"},
 		{"zero lookback", func(m *MicrosoftDefender) { m.InitialLookback = 0 }, "initial_lookback must be positive"},
 		{"zero timeout", func(m *MicrosoftDefender) { m.Timeout = 0 }, "timeout must be positive"},
+		{"requests per minute beyond any budget", func(m *MicrosoftDefender) { m.MaxRequestsPerMinute = 15001 },
+			"max_requests_per_minute must be from 1 to 15000, got 15001"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

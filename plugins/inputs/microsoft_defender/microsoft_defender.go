@@ -45,6 +45,9 @@ const (
 	// defaultMaxUndelivered keeps a section's unconfirmed alerts, with the answer read past them, within
 	// Telegraf's default buffer of 10,000.
 	defaultMaxUndelivered = 5000
+	// maxRequestsPerMinute bounds max_requests_per_minute, whose every request's time the rate limit holds
+	// for a minute: a hundred times Graph's budget.
+	maxRequestsPerMinute = 15000
 )
 
 // MicrosoftDefender pulls Microsoft Defender detections.
@@ -101,7 +104,7 @@ type MicrosoftDefender struct {
 	tokens   tokenSource
 	cursor   *cursor
 	plan     windowPlan
-	limiter  *rate.Limiter
+	limiter  *rateLimit
 	// now and sleep are the plugin's clock; tests replace them.
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
@@ -115,7 +118,8 @@ type MicrosoftDefender struct {
 	cancel         context.CancelFunc
 	lastGather     time.Time  // when the previous poll started: one interval before this one, the poll's deadline
 	throttledUntil time.Time  // when the API allows the next request, after a Retry-After longer than a poll
-	stateDirty     bool       // the cursor moved since the state file was written
+	stateDirty     bool       // the state file is to be written
+	savedWatermark time.Time  // the watermark the state file holds
 	stateLock      *stateLock // keeps other instances off state_file until Stop
 	statePath      string     // state_file, its links followed
 	delivery       *delivery  // follows what the outputs confirmed; nil before Start
@@ -127,7 +131,6 @@ func newMicrosoftDefender() *MicrosoftDefender {
 		API:                   "graph",
 		AuthMethod:            methodClientSecret,
 		InitialLookback:       config.Duration(2 * time.Hour),
-		Delay:                 config.Duration(time.Minute),
 		Overlap:               config.Duration(10 * time.Minute),
 		MaxWindow:             config.Duration(time.Hour),
 		MaxAlertsPerGather:    10000,
@@ -195,7 +198,8 @@ func (m *MicrosoftDefender) Init() error {
 		m.sleep = sleepContext
 	}
 	// A tenth of a minute's requests may go at once; beyond that they are spread evenly.
-	m.limiter = rate.NewLimiter(rate.Limit(float64(m.MaxRequestsPerMinute)/60), max(1, m.MaxRequestsPerMinute/10))
+	m.limiter = &rateLimit{Limiter: rate.NewLimiter(rate.Limit(float64(m.MaxRequestsPerMinute)/60), max(1, m.MaxRequestsPerMinute/10)),
+		sent: make([]time.Time, m.MaxRequestsPerMinute)}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	if m.StateFile != "" {
 		return m.openStateFile()
@@ -239,7 +243,8 @@ func (m *MicrosoftDefender) checkSettings() error {
 		{m.MaxAlertsPerGather <= 0, fmt.Sprintf("max_alerts_per_gather must be positive, got %d", m.MaxAlertsPerGather)},
 		{m.MaxUndeliveredAlerts < 0, fmt.Sprintf("max_undelivered_alerts must not be negative, got %d", m.MaxUndeliveredAlerts)},
 		{m.MaxRetries < 0, fmt.Sprintf("max_retries must not be negative, got %d", m.MaxRetries)},
-		{m.MaxRequestsPerMinute <= 0, fmt.Sprintf("max_requests_per_minute must be positive, got %d", m.MaxRequestsPerMinute)},
+		{m.MaxRequestsPerMinute <= 0 || m.MaxRequestsPerMinute > maxRequestsPerMinute,
+			fmt.Sprintf("max_requests_per_minute must be from 1 to %d, got %d", maxRequestsPerMinute, m.MaxRequestsPerMinute)},
 		{m.MaxBodySize <= 0, "max_body_size must be positive"},
 		{m.Timeout <= 0, "timeout must be positive"},
 	} {
@@ -359,10 +364,38 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	}
 	lag := max(now.Sub(readUpTo), 0) // a watermark up to maxClockSkew ahead is believed: no lag
 	acc.AddMetric(pollMetric(m.API, p.status(), &p.stats, time.Since(started), lag, now))
-	if m.delivery == nil {
-		m.stateDirty = m.stateDirty || p.stats.requests > 0
-	}
+	// Emitted alerts are saved (with delivery, once confirmed: settleDeliveries). A quiet poll moves only the
+	// position: saved once it is overlap ahead, as a restart from the saved one repeats nothing, only reads more.
+	m.stateDirty = m.stateDirty || m.delivery == nil && p.stats.emitted > 0 ||
+		m.stateWatermark().Sub(m.savedWatermark) >= time.Duration(m.Overlap)
 	return nil
+}
+
+// stateWatermark is the watermark the state file holds once written: with delivery, the confirmed one.
+func (m *MicrosoftDefender) stateWatermark() time.Time {
+	if m.delivery != nil {
+		return m.delivery.confirmed.watermark
+	}
+	return m.cursor.watermark
+}
+
+// rateLimit spreads requests (the limiter) and caps them: none goes within a minute of the one
+// max_requests_per_minute before it, so that no minute holds more, however the limiter bursts and rounds.
+type rateLimit struct {
+	*rate.Limiter
+	sent []time.Time // when the latest requests went: a ring whose next entry is the oldest
+	next int
+}
+
+// capWait is how long a request at now waits for the cap.
+func (r *rateLimit) capWait(now time.Time) time.Duration {
+	return r.sent[r.next].Add(time.Minute).Sub(now)
+}
+
+// sending notes a request that goes at t.
+func (r *rateLimit) sending(t time.Time) {
+	r.sent[r.next] = t
+	r.next = (r.next + 1) % len(r.sent)
 }
 
 // settleDeliveries takes what the outputs confirmed, and goes back to the last confirmed position when they
@@ -395,13 +428,15 @@ func (m *MicrosoftDefender) perRequest() int {
 	return n
 }
 
-// commitState writes the state file when the cursor moved since the last write.
+// commitState writes the state file when it is marked dirty.
 func (m *MicrosoftDefender) commitState() error {
 	if m.StateFile == "" || !m.stateDirty {
 		return nil
 	}
 	err := m.saveStateFile()
-	m.stateDirty = err != nil
+	if m.stateDirty = err != nil; !m.stateDirty {
+		m.savedWatermark = m.stateWatermark()
+	}
 	return err
 }
 

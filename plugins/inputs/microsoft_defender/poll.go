@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/influxdata/telegraf"
 )
 
@@ -83,7 +81,7 @@ type poll struct {
 	cursor     *cursor
 	plan       windowPlan
 	known      known
-	limiter    *rate.Limiter
+	limiter    *rateLimit
 	log        telegraf.Logger
 	acc        telegraf.Accumulator
 	now        func() time.Time
@@ -431,19 +429,20 @@ func (p *poll) logProblemf(format string, args ...interface{}) {
 func (p *poll) waitForRateLimit(ctx context.Context) {
 	now := p.now()
 	reservation := p.limiter.ReserveN(now, 1)
-	wait := reservation.DelayFrom(now)
-	if wait <= 0 {
-		return
-	}
-	if !now.Add(wait).Before(p.deadline) {
+	wait := max(reservation.DelayFrom(now), p.limiter.capWait(now), 0)
+	if wait > 0 && !now.Add(wait).Before(p.deadline) {
 		reservation.CancelAt(now)
 		p.log.Debug("The rate limit (max_requests_per_minute) is reached: the next request waits for the next poll")
 		p.stop(stoppedDeadline, nil)
 		return
 	}
-	if err := p.sleep(ctx, wait); err != nil {
-		p.stop(stoppedCancelled, err)
+	if wait > 0 {
+		if err := p.sleep(ctx, wait); err != nil {
+			p.stop(stoppedCancelled, err)
+			return
+		}
 	}
+	p.limiter.sending(now.Add(wait))
 }
 
 // status: "ok" read whole, "partial" stopped short, "error" failed without progress.

@@ -63,7 +63,7 @@ func TestPollMetric(t *testing.T) {
 	// The newest two fill the budget: a backlog remains.
 	responses = []string{"[" + b + "," + c + "]"}
 	acc := gatherOK(t, plugin)
-	want := expectedPoll("partial", pollStats{requests: 1, received: 2, emitted: 2, backlog: true}, time.Hour+time.Minute)
+	want := expectedPoll("partial", pollStats{requests: 1, received: 2, emitted: 2, backlog: true}, time.Hour)
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{want},
 		pollMetrics(acc), testutil.IgnoreFields("duration_seconds"))
 	require.Equal(t, []string{"a:2", "a:3"}, emittedIDs(acc))
@@ -72,7 +72,7 @@ func TestPollMetric(t *testing.T) {
 	// the span below a is asked for too, which holds only a.
 	responses = []string{"[" + a + "," + b + "]", "[" + a + "]"}
 	acc = gatherOK(t, plugin)
-	testutil.RequireMetricsEqual(t, []telegraf.Metric{expectedPoll("ok", pollStats{requests: 2, received: 3, emitted: 1, duplicates: 2}, time.Minute)},
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{expectedPoll("ok", pollStats{requests: 2, received: 3, emitted: 1, duplicates: 2}, 0)},
 		pollMetrics(acc), testutil.IgnoreFields("duration_seconds"))
 	require.Equal(t, []string{"a:1"}, emittedIDs(acc))
 
@@ -83,7 +83,7 @@ func TestPollMetric(t *testing.T) {
 	require.NoError(t, plugin.Gather(&failed))
 	require.Len(t, failed.Errors, 1)
 	require.True(t, strings.HasPrefix(failed.Errors[0].Error(), "reading the SIEM API answer from"))
-	expected := expectedPoll("partial", pollStats{requests: 1, received: 1, emitted: 1, errors: 1, backlog: true}, time.Hour+time.Minute)
+	expected := expectedPoll("partial", pollStats{requests: 1, received: 1, emitted: 1, errors: 1, backlog: true}, time.Hour)
 	expected.SetTime(fixedNow.Add(time.Hour))
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{expected}, pollMetrics(&failed), testutil.IgnoreFields("duration_seconds"))
 }
@@ -302,7 +302,7 @@ func TestLimitThatAnswersTheOldestIsAnError(t *testing.T) {
 	}
 	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 2 })
 	msg, _ := gatherError(t, plugin, nil)
-	require.Equal(t, "the SIEM API's answer to limit=2 held not the newest detections of 2020-09-30T13:59:00Z to 2020-09-30T14:59:00Z: "+
+	require.Equal(t, "the SIEM API's answer to limit=2 held not the newest detections of 2020-09-30T14:00:00Z to 2020-09-30T15:00:00Z: "+
 		"one at 2020-09-30T14:30:00Z came only when asked for above them; it would lose detections, so the window is not read on", msg)
 	require.True(t, plugin.cursor.watermark.IsZero(), "the window is not read past")
 }

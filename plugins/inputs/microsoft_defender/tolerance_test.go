@@ -36,10 +36,10 @@ func TestRecordsThatDoNotFitAreNotAWall(t *testing.T) {
 	plugin := stubbedPlugin(t, server, logger)
 
 	acc := gatherOK(t, plugin)
-	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark, "the window is done")
+	require.Equal(t, fixedNow, plugin.cursor.watermark, "the window is done")
 	require.Equal(t, []string{"a:1", "b:1", "c:1", "d:1", "e:1"}, emittedIDs(acc))
 
-	windowEnd := fixedNow.Add(-time.Minute)
+	windowEnd := fixedNow
 	expected := []telegraf.Metric{
 		metric.New(measurementAlert, nil, map[string]interface{}{
 			"full_id":                 "b:1",
@@ -69,7 +69,7 @@ func TestRecordsThatDoNotFitAreNotAWall(t *testing.T) {
 	testutil.RequireMetricsEqual(t,
 		[]telegraf.Metric{expectedPoll("ok", pollStats{
 			requests: 1, received: 7, emitted: 5, skipped: 2, invalidFields: 7, outOfWindow: 2,
-		}, time.Minute)},
+		}, 0)},
 		pollMetrics(acc), testutil.IgnoreFields("duration_seconds"))
 
 	require.Equal(t, []string{
@@ -103,7 +103,7 @@ func TestTimesOutsideTheWindowDoNotMoveTheWalk(t *testing.T) {
 		q := r.URL.Query()
 		queries = append(queries, q.Get("sinceTimeUtc")[11:16]+"-"+q.Get("untilTimeUtc")[11:16])
 		switch q.Get("untilTimeUtc") {
-		case "2020-09-30T14:59:00.0000000Z":
+		case "2020-09-30T15:00:00.0000000Z":
 			// Full (limit 3): the newest two, and one from 2001.
 			respond(t, w, []byte("["+detectionJSON("a:3", "2020-09-30T14:50:00Z")+","+
 				detectionJSON("a:2", "2020-09-30T14:40:00Z")+","+detectionJSON("old", "2001-01-01T00:00:00Z")+"]"))
@@ -118,9 +118,9 @@ func TestTimesOutsideTheWindowDoNotMoveTheWalk(t *testing.T) {
 	plugin.PageSize = 3
 
 	acc := gatherOK(t, plugin)
-	require.Equal(t, []string{"13:59-14:59", "14:50-14:59", "13:59-14:40"}, queries, "the newest check after the full answer")
+	require.Equal(t, []string{"14:00-15:00", "14:50-15:00", "14:00-14:40"}, queries, "the newest check after the full answer")
 	require.Equal(t, []string{"a:3", "a:2", "old", "a:1"}, emittedIDs(acc))
-	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
+	require.Equal(t, fixedNow, plugin.cursor.watermark)
 }
 
 // A full answer with no time inside the window tells nothing of how far
@@ -141,8 +141,8 @@ func TestFullAnswerWithoutATimeInTheWindowIsWalked(t *testing.T) {
 
 	acc := gatherOK(t, plugin)
 	require.Equal(t, []string{"x:1", "x:2", "a:1"}, emittedIDs(acc))
-	require.Equal(t, fixedNow.Add(-time.Minute), plugin.cursor.watermark)
-	require.Contains(t, logger.Warnings(), "W! [] The SIEM API answered 2 detection(s) for 2020-09-30T13:59:00Z to 2020-09-30T14:59:00Z, "+
+	require.Equal(t, fixedNow, plugin.cursor.watermark)
+	require.Contains(t, logger.Warnings(), "W! [] The SIEM API answered 2 detection(s) for 2020-09-30T14:00:00Z to 2020-09-30T15:00:00Z, "+
 		"none with a LastProcessedTimeUtc inside that window: finding the newest instant with one-detection requests")
 	// One search of about 35 probes for the hour, then the instants.
 	require.Less(t, len(sim.queries), 45)

@@ -99,7 +99,7 @@ func TestRequestsGoThroughTheConfiguredProxy(t *testing.T) {
 	require.Len(t, served, 2)
 	for i, want := range []string{
 		"POST /" + testTenant + "/oauth2/v2.0/token",
-		"GET /api/alerts?limit=10000&sinceTimeUtc=2020-09-30T13%3A59%3A00.0000000Z&untilTimeUtc=2020-09-30T14%3A59%3A00.0000000Z",
+		"GET /api/alerts?limit=10000&sinceTimeUtc=2020-09-30T14%3A00%3A00.0000000Z&untilTimeUtc=2020-09-30T15%3A00%3A00.0000000Z",
 	} {
 		request, from, _ := strings.Cut(served[i], " from ")
 		require.Equal(t, want, request)
