@@ -365,9 +365,11 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	lag := max(now.Sub(readUpTo), 0) // a watermark up to maxClockSkew ahead is believed: no lag
 	acc.AddMetric(pollMetric(m.API, p.status(), &p.stats, time.Since(started), lag, now))
 	// Emitted alerts are saved (with delivery, once confirmed: settleDeliveries). A quiet poll moves only the
-	// position: saved once it is overlap ahead, as a restart from the saved one repeats nothing, only reads more.
+	// position: saved once it is overlap ahead, as a restart from the saved one repeats nothing, only reads more;
+	// and at once when none is saved yet, so that a restart much later still begins where the first poll did.
 	m.stateDirty = m.stateDirty || m.delivery == nil && p.stats.emitted > 0 ||
-		m.stateWatermark().Sub(m.savedWatermark) >= time.Duration(m.Overlap)
+		m.stateWatermark().Sub(m.savedWatermark) >= time.Duration(m.Overlap) ||
+		m.savedWatermark.IsZero() && (m.cursor.pending != nil || !m.cursor.watermark.IsZero())
 	return nil
 }
 
