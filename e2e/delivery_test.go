@@ -60,12 +60,7 @@ func TestInTreeOutputOutageLosesNothing(t *testing.T) {
 			require.Greater(t, want, 3000, "a backlog larger than the buffer")
 			time.Sleep(15 * time.Second) // the outage
 			db := startInfluxDBOn(t, port)
-			points := func() int {
-				for _, s := range db.queryIfExists(t, `SELECT count("full_id") FROM "defender_alert"`) {
-					return int(s.Values[0][1].(float64))
-				}
-				return 0
-			}
+			points := func() int { return db.alertPoints(t) }
 			waitFor(t, a, "every detection in InfluxDB", func() bool { return points() >= want })
 			a.stop(t)
 			require.Equal(t, want, points())
@@ -115,12 +110,7 @@ func TestExecdOutputOutageWithDiskBuffer(t *testing.T) {
 	require.Greater(t, want, 3000, "a backlog larger than the buffer")
 	waitFor(t, a, "the backlog read during the outage", func() bool { return len(byName(a.metrics(t), "defender_alert")) >= want })
 	db := startInfluxDBOn(t, port)
-	points := func() int {
-		for _, s := range db.queryIfExists(t, `SELECT count("full_id") FROM "defender_alert"`) {
-			return int(s.Values[0][1].(float64))
-		}
-		return 0
-	}
+	points := func() int { return db.alertPoints(t) }
 	waitFor(t, a, "every detection in InfluxDB", func() bool { return points() >= want })
 	a.stop(t)
 	require.Equal(t, want, points())
@@ -232,12 +222,7 @@ func TestOpenSearchAndInfluxDBKeepRecordsSharingTimeAndTagsApart(t *testing.T) {
   urls = [%q]
   database = "defender"
 `, db.url)+opensearchOutput(node.url, `'defender-{{.Time.Format "2006.01.02"}}'`, "defender-ecs", "  force_document_id = true\n"))
-	points := func() int {
-		for _, s := range db.queryIfExists(t, `SELECT count("alert_id") FROM "defender_alert"`) {
-			return int(s.Values[0][1].(float64))
-		}
-		return 0
-	}
+	points := func() int { return db.alertPoints(t) }
 	documents := func() int {
 		node.request(t, http.MethodPost, "/defender-*/_refresh", nil)
 		return totalHits(t, node.search(t, "defender-*", `{"size":0,"track_total_hits":true,"query":{"term":{"measurement_name":"defender_alert"}}}`))
@@ -253,4 +238,14 @@ func TestOpenSearchAndInfluxDBKeepRecordsSharingTimeAndTagsApart(t *testing.T) {
 	a.stop(t)
 	require.Equal(t, 8, points())
 	require.Equal(t, 8, documents())
+}
+
+// alertPoints counts the defender_alert points in the database "defender",
+// 0 before it exists.
+func (db *influxDB) alertPoints(t *testing.T) int {
+	t.Helper()
+	for _, s := range db.queryIfExists(t, `SELECT count("alert_id") FROM "defender_alert"`) {
+		return int(s.Values[0][1].(float64))
+	}
+	return 0
 }
