@@ -85,7 +85,7 @@ func TestShortIntervalsStayWithinTheRequestBudget(t *testing.T) {
 				}
 				require.Zero(t, th.throttled, "requests answered 429")
 				require.Equal(t, 60, th.busiestMinute(), "the budget is used, and no more")
-				require.Equal(t, 20000, len(s.emitted))
+				require.Len(t, s.emitted, 20000)
 				for version, n := range s.emitted {
 					if n != 1 {
 						t.Fatalf("%s emitted %d times", version, n)

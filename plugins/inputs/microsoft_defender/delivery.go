@@ -46,15 +46,6 @@ type position struct {
 	pending   *chunk
 }
 
-func (p position) equal(o position) bool {
-	if p.pending == nil || o.pending == nil {
-		return p.watermark.Equal(o.watermark) && p.pending == o.pending
-	}
-	a, b := p.pending, o.pending
-	return p.watermark.Equal(o.watermark) && a.Start.Equal(b.Start) && a.End.Equal(b.End) &&
-		a.From.Equal(b.From) && a.To.Equal(b.To) && a.Newest.Equal(b.Newest)
-}
-
 func positionOf(c *cursor) position {
 	p := position{watermark: c.watermark}
 	if c.pending != nil {

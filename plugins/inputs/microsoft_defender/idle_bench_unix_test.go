@@ -67,11 +67,11 @@ func (e *emptyPages) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // allocations); "https" sends the request over a keep-alive connection to
 // a server in the same process, whose work is in the figures too.
 func BenchmarkIdlePoll(b *testing.B) {
-	b.Run("plugin", func(b *testing.B) { benchmarkIdlePoll(b, false) })
-	b.Run("https", func(b *testing.B) { benchmarkIdlePoll(b, true) })
+	b.Run("plugin", func(b *testing.B) { idlePolls(b, false) })
+	b.Run("https", func(b *testing.B) { idlePolls(b, true) })
 }
 
-func benchmarkIdlePoll(b *testing.B, overHTTPS bool) {
+func idlePolls(b *testing.B, overHTTPS bool) {
 	var clock atomic.Int64
 	clock.Store(fixedNow.UnixNano())
 	pages := &emptyPages{now: func() time.Time { return time.Unix(0, clock.Load()).UTC() }}

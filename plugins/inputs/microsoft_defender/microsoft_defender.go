@@ -119,7 +119,7 @@ type MicrosoftDefender struct {
 	lastGather     time.Time  // when the previous poll started: one interval before this one, the poll's deadline
 	throttledUntil time.Time  // when the API allows the next request, after a Retry-After longer than a poll
 	stateDirty     bool       // the state file is to be written
-	savedWatermark time.Time  // the watermark the state file holds
+	savedPosition  time.Time  // where the state file has the plugin read on
 	stateLock      *stateLock // keeps other instances off state_file until Stop
 	statePath      string     // state_file, its links followed
 	delivery       *delivery  // follows what the outputs confirmed; nil before Start
@@ -367,16 +367,17 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	// Emitted alerts are saved (with delivery, once confirmed: settleDeliveries). A quiet poll moves only the
 	// position: saved once it is overlap ahead, as a restart from the saved one repeats nothing, only reads more.
 	m.stateDirty = m.stateDirty || m.delivery == nil && p.stats.emitted > 0 ||
-		m.stateWatermark().Sub(m.savedWatermark) >= time.Duration(m.Overlap)
+		m.statePosition().Sub(m.savedPosition) >= time.Duration(m.Overlap)
 	return nil
 }
 
-// stateWatermark is the watermark the state file holds once written: with delivery, the confirmed one.
-func (m *MicrosoftDefender) stateWatermark() time.Time {
+// statePosition is where the state file, once written, has the plugin read on: with delivery, the confirmed
+// position.
+func (m *MicrosoftDefender) statePosition() time.Time {
 	if m.delivery != nil {
-		return m.delivery.confirmed.watermark
+		return (&cursor{watermark: m.delivery.confirmed.watermark, pending: m.delivery.confirmed.pending}).position()
 	}
-	return m.cursor.watermark
+	return m.cursor.position()
 }
 
 // rateLimit spreads requests (the limiter) and caps them: none goes within a minute of the one
@@ -435,7 +436,7 @@ func (m *MicrosoftDefender) commitState() error {
 	}
 	err := m.saveStateFile()
 	if m.stateDirty = err != nil; !m.stateDirty {
-		m.savedWatermark = m.stateWatermark()
+		m.savedPosition = m.statePosition()
 	}
 	return err
 }
