@@ -109,7 +109,7 @@ test: build bin/telegraf-intree opensearch-node
 	$(GO) test -count=1 $(SCENARIOS)
 	$(GO) test -race -count=1 -run 'Interrupt' $(SCENARIOS)
 	$(GO) test -race -count=1 -tags e2e -run '$(OPENSEARCH_TESTS)' ./e2e/
-	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 	$(MAKE) --no-print-directory upstream-check
 
 # The plugin directory copied into Telegraf's own tree with only its import

@@ -134,7 +134,8 @@ func TestOpenSearchOutageLosesNothingInTree(t *testing.T) {
 	t.Parallel()
 	sim, _, url := newStillSimulator(t, 59, 90)
 	port := freePort(t)
-	a := startInTree(t, t.TempDir(), "telegraf", smallBuffer+siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`, "max_requests_per_minute = 600")+
+	a := startInTree(t, t.TempDir(), "telegraf", smallBuffer+
+		siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`, "max_requests_per_minute = 600")+
 		opensearchOutput(fmt.Sprintf("http://127.0.0.1:%d", port), `'defender-{{.Time.Format "2006.01.02"}}'`, "defender-ecs",
 			"  force_document_id = true\n  ## Down at start: connect again later, buffering meanwhile.\n  startup_error_behavior = \"retry\"\n"))
 	want := len(sim.All())

@@ -267,6 +267,9 @@ func FuzzDecodeGraphPage(f *testing.F) {
 		f.Fatal(err)
 	}
 	for _, name := range matches {
+		if strings.Contains(name, "incidents") {
+			continue // pages of incidents, which FuzzDecodeGraphPage does not read
+		}
 		data, err := os.ReadFile(name)
 		if err != nil {
 			f.Fatal(err)

@@ -119,7 +119,7 @@ type MicrosoftDefender struct {
 	lastGather     time.Time  // when the previous poll started: one interval before this one, the poll's deadline
 	throttledUntil time.Time  // when the API allows the next request, after a Retry-After longer than a poll
 	stateDirty     bool       // the state file is to be written
-	savedPosition  time.Time  // where the state file has the plugin read on
+	savedWatermark time.Time  // the watermark the state file holds
 	stateLock      *stateLock // keeps other instances off state_file until Stop
 	statePath      string     // state_file, its links followed
 	delivery       *delivery  // follows what the outputs confirmed; nil before Start
@@ -365,19 +365,20 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	lag := max(now.Sub(readUpTo), 0) // a watermark up to maxClockSkew ahead is believed: no lag
 	acc.AddMetric(pollMetric(m.API, p.status(), &p.stats, time.Since(started), lag, now))
 	// Emitted alerts are saved (with delivery, once confirmed: settleDeliveries). A quiet poll moves only the
-	// position: saved once it is overlap ahead, as a restart from the saved one repeats nothing, only reads more.
+	// position: saved once it is overlap ahead, as a restart from the saved one repeats nothing, only reads more;
+	// and at once when none is saved yet, so that a restart much later still begins where the first poll did.
 	m.stateDirty = m.stateDirty || m.delivery == nil && p.stats.emitted > 0 ||
-		m.statePosition().Sub(m.savedPosition) >= time.Duration(m.Overlap)
+		m.stateWatermark().Sub(m.savedWatermark) >= time.Duration(m.Overlap) ||
+		m.savedWatermark.IsZero() && (m.cursor.pending != nil || !m.cursor.watermark.IsZero())
 	return nil
 }
 
-// statePosition is where the state file, once written, has the plugin read on: with delivery, the confirmed
-// position.
-func (m *MicrosoftDefender) statePosition() time.Time {
+// stateWatermark is the watermark the state file holds once written: with delivery, the confirmed one.
+func (m *MicrosoftDefender) stateWatermark() time.Time {
 	if m.delivery != nil {
-		return (&cursor{watermark: m.delivery.confirmed.watermark, pending: m.delivery.confirmed.pending}).position()
+		return m.delivery.confirmed.watermark
 	}
-	return m.cursor.position()
+	return m.cursor.watermark
 }
 
 // rateLimit spreads requests (the limiter) and caps them: none goes within a minute of the one
@@ -436,7 +437,7 @@ func (m *MicrosoftDefender) commitState() error {
 	}
 	err := m.saveStateFile()
 	if m.stateDirty = err != nil; !m.stateDirty {
-		m.savedPosition = m.statePosition()
+		m.savedWatermark = m.stateWatermark()
 	}
 	return err
 }

@@ -2,6 +2,7 @@ package microsoft_defender
 
 import (
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -59,4 +60,22 @@ func TestQuietPollsWriteNoState(t *testing.T) {
 			require.Equal(t, []string{"none", "0s", "10m0s"}, writes)
 		})
 	}
+}
+
+// A first poll that read nothing still saves where it began, so that a
+// start much later reads from there, not from its own initial_lookback.
+func TestFirstPollSavesWhereItBegan(t *testing.T) {
+	server := stub(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadRequest) })
+	path := filepath.Join(t.TempDir(), "defender.state")
+	plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.StateFile = path })
+	var acc testutil.Accumulator
+	require.NoError(t, plugin.Gather(&acc))
+	require.Len(t, acc.Errors, 1)
+	plugin.Stop()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var s pluginState
+	require.NoError(t, json.Unmarshal(data, &s))
+	require.NotNil(t, s.Pending)
+	require.Equal(t, fixedNow.Add(-time.Hour), s.Pending.Start)
 }
