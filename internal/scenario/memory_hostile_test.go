@@ -55,7 +55,8 @@ func TestSIEMAlertIDsOf60000Bytes(t *testing.T) {
 					id, _ := m.GetField("report_id")
 					emitted[id.(int64)]++
 				case measurementPoll:
-					n, _ := m.GetField("long_ids")
+					n, ok := m.GetField("long_ids")
+					require.True(t, ok, "defender_poll counts long_ids")
 					longIDs += n.(int64)
 				}
 			}
