@@ -29,6 +29,9 @@ type delivery struct {
 	confirmed position
 	moved     bool
 	failed    bool // a batch was not delivered: the cursor goes back to confirmed
+	// counted holds the alerts confirmed since the last poll's counts: an
+	// alert read again after a rollback is counted once.
+	counted alertCounter
 }
 
 // batch is a group of alerts tracked as one, and the cursor's position after them.
@@ -36,6 +39,7 @@ type batch struct {
 	metrics  []telegraf.Metric // while filling
 	n        int               // alerts, once sent
 	ids      []string
+	keys     []countKey
 	at       position
 	done, ok bool
 }
@@ -62,9 +66,10 @@ func newDelivery(acc telegraf.TrackingAccumulator, maxUndelivered int, c *cursor
 }
 
 // add holds an alert for the next batch; send sends it.
-func (d *delivery) add(m telegraf.Metric, id string) {
+func (d *delivery) add(m telegraf.Metric, id string, k countKey) {
 	d.filling.metrics = append(d.filling.metrics, m)
 	d.filling.ids = append(d.filling.ids, id)
+	d.filling.keys = append(d.filling.keys, k)
 }
 
 // send sends the alerts held as one tracked group which, once delivered,
@@ -77,7 +82,7 @@ func (d *delivery) send(c *cursor) {
 	at := positionOf(c)
 	switch {
 	case len(d.filling.metrics) > 0:
-		b := &batch{n: len(d.filling.metrics), ids: d.filling.ids, at: at}
+		b := &batch{n: len(d.filling.metrics), ids: d.filling.ids, keys: d.filling.keys, at: at}
 		id := d.acc.AddTrackingMetricGroup(d.filling.metrics)
 		d.filling = batch{}
 		d.sent[id] = b
@@ -102,6 +107,10 @@ func (d *delivery) settle(info telegraf.DeliveryInfo) {
 	b.done, b.ok = true, info.Delivered()
 	if b.ok {
 		d.limit = min(d.max, d.limit+max(1, b.n/8))
+		for _, k := range b.keys {
+			d.counted.add(k)
+		}
+		b.keys = nil
 	} else if !d.failed {
 		d.failed, d.limit = true, max(1, d.limit/2)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/metric"
 	"github.com/influxdata/telegraf/testutil"
 )
 
@@ -52,6 +53,17 @@ func alerts(acc *testutil.Accumulator, from int) []telegraf.Metric {
 	return out
 }
 
+// counts returns the defender_alert_count metrics acc holds, from the i-th metric on.
+func counts(acc *testutil.Accumulator, from int) []telegraf.Metric {
+	var out []telegraf.Metric
+	for _, m := range acc.GetTelegrafMetrics()[from:] {
+		if m.Name() == measurementCount {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 func savedState(t *testing.T, plugin *MicrosoftDefender) pluginState {
 	t.Helper()
 	data, err := os.ReadFile(plugin.StateFile)
@@ -62,12 +74,14 @@ func savedState(t *testing.T, plugin *MicrosoftDefender) pluginState {
 }
 
 // Alerts an output rejected are read and sent again, as the same points,
-// and the state file holds them only once an output took them.
+// and the state file holds them only once an output took them. They are
+// counted once, when confirmed.
 func TestRejectedAlertsAreReadAgain(t *testing.T) {
 	plugin, acc, logger := deliveryPlugin(t, detectionsServer(t, 3), filepath.Join(t.TempDir(), "state.json"))
 	require.NoError(t, plugin.Gather(acc))
 	first := alerts(acc, 0)
 	require.Len(t, first, 3)
+	require.Empty(t, counts(acc, 0), "nothing confirmed, nothing counted")
 	for _, m := range first {
 		m.Reject()
 	}
@@ -82,6 +96,7 @@ func TestRejectedAlertsAreReadAgain(t *testing.T) {
 	require.Empty(t, state.Seen)
 	again := alerts(acc, before)
 	testutil.RequireMetricsEqual(t, first, again, testutil.SortMetrics())
+	require.Empty(t, counts(acc, before), "the rejected alerts are not counted")
 
 	for _, m := range again {
 		m.Accept()
@@ -90,6 +105,11 @@ func TestRejectedAlertsAreReadAgain(t *testing.T) {
 	before = len(acc.GetTelegrafMetrics())
 	require.NoError(t, plugin.Gather(acc))
 	require.Empty(t, alerts(acc, before), "confirmed alerts are not sent again")
+	now := fixedNow.Add(2 * time.Minute)
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{
+		metric.New(measurementCount, map[string]string{"severity": "high", "category": "Malware"}, map[string]interface{}{"count": int64(3)},
+			eventTime(now, now.Format(time.RFC3339Nano), 0)),
+	}, counts(acc, before))
 	state = savedState(t, plugin)
 	require.Equal(t, fixedNow.Add(time.Minute), state.Watermark, "the end of the confirmed poll's window")
 	require.Len(t, state.Seen, 3)

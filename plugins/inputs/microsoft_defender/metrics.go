@@ -262,6 +262,7 @@ func pollMetric(api, status string, s *pollStats, duration, lag time.Duration, t
 			"invalid_fields":     s.invalidFields,
 			"out_of_window":      s.outOfWindow,
 			"long_ids":           s.longIDs,
+			"forgotten_ids":      s.forgottenIDs,
 			"duration_seconds":   duration.Seconds(),
 			"lag_seconds":        lag.Seconds(),
 			"backlog":            s.backlog,

@@ -281,6 +281,9 @@ func (m *MicrosoftDefender) Stop() {
 	}
 	m.cancel()
 	m.settleDeliveries()
+	if m.delivery != nil {
+		addCounts(m.acc, &m.delivery.counted, m.now().UTC(), m.now().UTC())
+	}
 	if err := m.commitState(); err != nil {
 		m.Log.Errorf("Saving the state to %q failed, the next start repeats the last poll: %s", m.StateFile, err)
 	}
@@ -345,11 +348,19 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		countsAt = p.run(m.ctx, end)
 	}
 	m.delivery.send(m.cursor)
+	if n := m.cursor.trim(); n > 0 {
+		p.stats.forgottenIDs = int64(n)
+		m.Log.Warnf("The identities held to drop repeats passed %d bytes: forgot the %d oldest, which a later poll may emit again "+
+			"onto the same points (defender_poll: forgotten_ids)", maxRememberedBytes, n)
+	}
 	if !p.throttledUntil.IsZero() {
 		m.throttledUntil = p.throttledUntil
 	}
-	for _, c := range p.counter.metrics(countsAt, now) {
-		acc.AddMetric(c)
+	if m.delivery == nil {
+		addCounts(acc, &p.counter, countsAt, now)
+	} else { // counted once confirmed, at this poll's time
+		m.delivery.drain()
+		addCounts(acc, &m.delivery.counted, now, now)
 	}
 	switch p.stopped {
 	case stoppedCancelled:
@@ -371,6 +382,14 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		m.stateWatermark().Sub(m.savedWatermark) >= time.Duration(m.Overlap) ||
 		m.savedWatermark.IsZero() && (m.cursor.pending != nil || !m.cursor.watermark.IsZero())
 	return nil
+}
+
+// addCounts adds the counts of c at windowEnd and starts it anew.
+func addCounts(acc telegraf.Accumulator, c *alertCounter, windowEnd, pollStart time.Time) {
+	for _, m := range c.metrics(windowEnd, pollStart) {
+		acc.AddMetric(m)
+	}
+	*c = alertCounter{}
 }
 
 // stateWatermark is the watermark the state file holds once written: with delivery, the confirmed one.
