@@ -38,6 +38,7 @@ type delivery struct {
 type batch struct {
 	metrics  []telegraf.Metric // while filling
 	n        int               // alerts, once sent
+	sentAt   time.Time
 	ids      []string
 	keys     []countKey
 	at       position
@@ -75,14 +76,14 @@ func (d *delivery) add(m telegraf.Metric, id string, k countKey) {
 // send sends the alerts held as one tracked group which, once delivered,
 // confirms the cursor's position c. With none held, c is where the last
 // group, or nothing unconfirmed, leaves the cursor.
-func (d *delivery) send(c *cursor) {
+func (d *delivery) send(c *cursor, now time.Time) {
 	if d == nil {
 		return
 	}
 	at := positionOf(c)
 	switch {
 	case len(d.filling.metrics) > 0:
-		b := &batch{n: len(d.filling.metrics), ids: d.filling.ids, keys: d.filling.keys, at: at}
+		b := &batch{n: len(d.filling.metrics), ids: d.filling.ids, keys: d.filling.keys, at: at, sentAt: now}
 		id := d.acc.AddTrackingMetricGroup(d.filling.metrics)
 		d.filling = batch{}
 		d.sent[id] = b
@@ -184,6 +185,15 @@ func (d *delivery) rollback(c *cursor) int {
 		c.pending = &p
 	}
 	return n
+}
+
+// stalledSince is when the oldest batch still unconfirmed was sent, if
+// that was before cutoff: an output is down, or refuses a document of it.
+func (d *delivery) stalledSince(cutoff time.Time) (time.Time, bool) {
+	if d == nil || len(d.queue) == 0 || !d.queue[0].sentAt.Before(cutoff) {
+		return time.Time{}, false
+	}
+	return d.queue[0].sentAt, true
 }
 
 // unconfirmed is the identities sent in batches not yet confirmed.

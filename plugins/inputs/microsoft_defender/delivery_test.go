@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -175,4 +176,56 @@ func TestInFlightLimitHalvesAfterARejection(t *testing.T) {
 	}
 	plugin.delivery.drain()
 	require.Equal(t, 11, plugin.delivery.limit, "one more per confirmed batch of fewer than 16")
+}
+
+// Alerts the outputs leave unconfirmed for five minutes (an output is down,
+// or refuses a document of them) are warned of, at most every five
+// minutes, and counted in defender_poll.
+func TestUnconfirmedAlertsAreWarnedOf(t *testing.T) {
+	plugin, acc, logger := deliveryPlugin(t, detectionsServer(t, 3), filepath.Join(t.TempDir(), "state.json"))
+	unconfirmed := func(from int) []any {
+		var out []any
+		for _, m := range acc.GetTelegrafMetrics()[from:] {
+			if v, ok := m.GetField("alerts_unconfirmed"); ok {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	warning := "W! [] The outputs have not confirmed the alerts sent at 2020-09-30T15:00:00Z (3 alerts unconfirmed): " +
+		"an output is down, or refuses a document of them; reading pauses at max_undelivered_alerts and goes on once they are confirmed, nothing is lost"
+	before := 0
+	for _, step := range []struct {
+		after    time.Duration
+		warnings int
+		accept   bool
+	}{
+		{0, 0, false}, {4 * time.Minute, 0, false}, {6 * time.Minute, 1, false}, {9 * time.Minute, 1, false}, {11 * time.Minute, 2, true},
+		{12 * time.Minute, 2, false},
+	} {
+		plugin.now = func() time.Time { return fixedNow.Add(step.after) }
+		require.NoError(t, plugin.Gather(acc))
+		require.Len(t, alerts(acc, 0), 3, "sent once")
+		want := int64(3)
+		if step.after == 12*time.Minute {
+			want = 0
+		}
+		require.Equal(t, []any{want}, unconfirmed(before), "after %s", step.after)
+		var stalls []string
+		for _, w := range logger.Warnings() {
+			if strings.HasPrefix(w, "W! [] The outputs have not confirmed") {
+				stalls = append(stalls, w)
+			}
+		}
+		require.Len(t, stalls, step.warnings, "after %s", step.after)
+		if len(stalls) > 0 {
+			require.Equal(t, warning, stalls[len(stalls)-1])
+		}
+		if step.accept {
+			for _, m := range alerts(acc, 0) {
+				m.Accept()
+			}
+		}
+		before = len(acc.GetTelegrafMetrics())
+	}
 }

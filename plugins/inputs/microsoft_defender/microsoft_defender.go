@@ -48,6 +48,8 @@ const (
 	// maxRequestsPerMinute bounds max_requests_per_minute, whose every request's time the rate limit holds
 	// for a minute: a hundred times Graph's budget.
 	maxRequestsPerMinute = 15000
+	// stallWarning is how long alerts may wait for the outputs' confirmation before a warning, repeated as often.
+	stallWarning = 5 * time.Minute
 )
 
 // MicrosoftDefender pulls Microsoft Defender detections.
@@ -123,6 +125,7 @@ type MicrosoftDefender struct {
 	stateLock      *stateLock // keeps other instances off state_file until Stop
 	statePath      string     // state_file, its links followed
 	delivery       *delivery  // follows what the outputs confirmed; nil before Start
+	stallWarned    time.Time  // when unconfirmed alerts were last warned of
 }
 
 // newMicrosoftDefender returns a plugin with the documented defaults.
@@ -347,7 +350,16 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	} else {
 		countsAt = p.run(m.ctx, end)
 	}
-	m.delivery.send(m.cursor)
+	m.delivery.send(m.cursor, now)
+	if m.delivery != nil {
+		p.stats.unconfirmed = int64(m.delivery.undelivered)
+	}
+	if since, ok := m.delivery.stalledSince(now.Add(-stallWarning)); ok && now.Sub(m.stallWarned) >= stallWarning {
+		m.stallWarned = now
+		m.Log.Warnf("The outputs have not confirmed the alerts sent at %s (%s unconfirmed): an output is down, or refuses a document "+
+			"of them; reading pauses at max_undelivered_alerts and goes on once they are confirmed, nothing is lost",
+			since.Format(time.RFC3339), countOf(m.delivery.undelivered, "alert"))
+	}
 	if n := m.cursor.trim(); n > 0 {
 		p.stats.forgottenIDs = int64(n)
 		m.Log.Warnf("The identities held to drop repeats passed %d bytes: forgot the %d oldest, which a later poll may emit again "+

@@ -42,6 +42,7 @@ func expectedPoll(status string, s pollStats, lag time.Duration) telegraf.Metric
 		"out_of_window":      s.outOfWindow,
 		"long_ids":           s.longIDs,
 		"forgotten_ids":      s.forgottenIDs,
+		"alerts_unconfirmed": s.unconfirmed,
 		"lag_seconds":        lag.Seconds(),
 		"backlog":            s.backlog,
 	}, fixedNow)
