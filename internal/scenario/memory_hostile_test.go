@@ -131,7 +131,7 @@ func TestSIEMGiantDescriptions(t *testing.T) {
 		p := s.plugin(func(m *MicrosoftDefender) { m.InitialLookback = config.Duration(30 * time.Minute) })
 		start := firstWindowStart(p)
 		var giants int
-		var warnings []int // after each poll
+		warnings := make([]int, 0, 3) // after each poll
 		for range 3 {
 			acc := s.poll(p)
 			warnings = append(warnings, len(s.logger.Warnings()))
