@@ -65,10 +65,11 @@ func TestPollMetric(t *testing.T) {
 	c := detectionJSON("a:3", "2020-09-30T14:30:00Z")
 	d := detectionJSON("a:4", "2020-09-30T15:40:00Z")
 
-	// The newest two fill the budget: a backlog remains.
-	responses = []string{"[" + b + "," + c + "]"}
+	// The newest two fill the budget: a backlog remains. Nothing lies above
+	// them, as the check of the full answer finds.
+	responses = []string{"[" + b + "," + c + "]", "[]"}
 	acc := gatherOK(t, plugin)
-	want := expectedPoll("partial", pollStats{requests: 1, received: 2, emitted: 2, backlog: true}, time.Hour)
+	want := expectedPoll("partial", pollStats{requests: 2, received: 2, emitted: 2, backlog: true}, time.Hour)
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{want},
 		pollMetrics(acc), testutil.IgnoreFields("duration_seconds"))
 	require.Equal(t, []string{"a:2", "a:3"}, emittedIDs(acc))
@@ -209,7 +210,7 @@ func TestSIEMSizeCapFollowsWhatWasDecoded(t *testing.T) {
 	k := &known{log: testutil.Logger{}, maxBodySize: 1024}
 	var w siemWalk
 	for _, step := range []struct{ decoded, limit int }{{129, 129}, {129, 64}, {3, 3}, {0, 1}, {0, 1}} {
-		w.shrink(step.decoded, k)
+		w.shrink(step.decoded, errBodyTooLarge, k)
 		require.Equal(t, step.limit, w.sizeCap, "after %d decoded", step.decoded)
 	}
 	require.Equal(t, progress{unreadable: fixedNow}, w.passOver(fixedNow))
