@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -43,18 +44,24 @@ const (
 // tokenRenewBefore: a token is replaced this long before it expires, so it cannot expire in use.
 const tokenRenewBefore = 2 * time.Minute
 
-// authKey is a sign-in key: set or not, the methods using and needing it.
-type authKey struct {
-	name          string
-	set           bool
-	usedBy, needs []string
-}
-
-func (m *MicrosoftDefender) authKeys() []authKey {
+// checkAuthKeys refuses keys of other methods, naming theirs, and names the keys auth_method misses.
+func (m *MicrosoftDefender) checkAuthKeys() error {
+	if !slices.Contains(authMethods, m.AuthMethod) {
+		return fmt.Errorf("auth_method %q is not supported: use %s", m.AuthMethod, quoteList(authMethods))
+	}
+	if m.AuthMethod == methodWorkloadIdentity { // as azidentity's WorkloadIdentityCredential
+		m.TenantID, m.ClientID = cmp.Or(m.TenantID, os.Getenv(envTenantID)), cmp.Or(m.ClientID, os.Getenv(envClientID))
+		m.FederatedTokenFile = cmp.Or(m.FederatedTokenFile, os.Getenv(envFederatedTokenFile))
+	}
 	aad := []string{methodClientSecret, methodClientCertificate, methodWorkloadIdentity, methodRefreshToken}
 	secret, cert := []string{methodClientSecret, methodRefreshToken}, []string{methodClientCertificate}
 	only := func(method string) []string { return []string{method} }
-	return []authKey{
+	var foreign, missing []string
+	for _, k := range []struct {
+		name          string
+		set           bool
+		usedBy, needs []string // the methods using and needing the key
+	}{
 		{"tenant_id", m.TenantID != "", aad, aad},
 		{"client_id", m.ClientID != "", append(slices.Clone(aad), methodManagedIdentity), aad},
 		{"client_secret", !m.ClientSecret.Empty(), secret, secret},
@@ -67,24 +74,7 @@ func (m *MicrosoftDefender) authKeys() []authKey {
 		{"send_certificate_chain", m.SendCertificateChain, cert, nil},
 		{"managed_identity_resource_id", m.ManagedIdentityResourceID != "", only(methodManagedIdentity), nil},
 		{"federated_token_file", m.FederatedTokenFile != "", only(methodWorkloadIdentity), only(methodWorkloadIdentity)},
-	}
-}
-
-// checkAuthKeys refuses keys of other methods, naming theirs, and names the keys auth_method misses.
-func (m *MicrosoftDefender) checkAuthKeys() error {
-	if !slices.Contains(authMethods, m.AuthMethod) {
-		return fmt.Errorf("auth_method %q is not supported: use %s", m.AuthMethod, quoteList(authMethods))
-	}
-	if m.AuthMethod == methodWorkloadIdentity {
-		// As in azidentity's WorkloadIdentityCredential.
-		for value, env := range map[*string]string{&m.TenantID: envTenantID, &m.ClientID: envClientID, &m.FederatedTokenFile: envFederatedTokenFile} {
-			if *value == "" {
-				*value = os.Getenv(env)
-			}
-		}
-	}
-	var foreign, missing []string
-	for _, k := range m.authKeys() {
+	} {
 		switch {
 		case k.set && !slices.Contains(k.usedBy, m.AuthMethod):
 			foreign = append(foreign, fmt.Sprintf("%s: only used with auth_method = %s", k.name, quoteList(k.usedBy)))
@@ -169,17 +159,14 @@ func (m *MicrosoftDefender) loginEndpoint() (*url.URL, error) {
 	return parseEndpoint("login_endpoint", login)
 }
 
-// tokenSource hands out bearer tokens for the API.
+// tokenSource hands out bearer tokens for the API; invalidate forgets a refused one.
 type tokenSource interface {
 	token(ctx context.Context) (string, error)
-	// invalidate forgets a refused token.
 	invalidate(token string)
 }
 
 // staticToken hands out access_token, read at every use so rotation works.
-type staticToken struct {
-	secret *config.Secret
-}
+type staticToken struct{ secret *config.Secret }
 
 func (s *staticToken) token(context.Context) (string, error) {
 	tok, err := readSecret("access_token", s.secret)
@@ -222,11 +209,8 @@ func (m *MicrosoftDefender) refreshGrant(tokenURL string) signInFunc {
 	clientID, clientSecret, refreshToken, resource := m.ClientID, &m.ClientSecret, &m.RefreshToken, strings.TrimSuffix(m.Scopes[0], "/.default")
 	return func(ctx context.Context, t *signInTransport) (string, time.Time, error) {
 		secret, err := readSecret("client_secret", clientSecret)
-		if err != nil {
-			return "", time.Time{}, err
-		}
-		refresh, err := readSecret("refresh_token", refreshToken)
-		if err != nil {
+		refresh, refreshErr := readSecret("refresh_token", refreshToken)
+		if err = cmp.Or(err, refreshErr); err != nil {
 			return "", time.Time{}, err
 		}
 		// The refresh grant's form is clientcredentials' with another grant_type.
@@ -254,18 +238,16 @@ func readSecret(key string, secret *config.Secret) (string, error) {
 	return buf.String(), nil
 }
 
-// tokenError is a failed sign-in. Its message names the method, host, status, OAuth code and AADSTS
-// number, nothing else: answers may echo secrets.
+// tokenError is a failed sign-in. Its message names the method, host, status, OAuth code and AADSTS number,
+// nothing else: answers may echo secrets.
 type tokenError struct {
-	method     string // e.g. "managed identity"; empty for the client secret and refresh token
+	method     string // e.g. "managed identity"; empty for the methods signing in with a client secret
 	host       string // empty when no request was sent
 	status     int    // 0 when no answer came, or an answer that is not an error
-	statusText string // e.g. "401 Unauthorized"
-	code       string // OAuth error code, e.g. invalid_client
 	aadsts     string // Azure AD's error number, e.g. 7000215
 	about      string // what an AADSTS700027 is about: "expired" or "not registered"
 	file       bool   // federated_token_file could not be read
-	msg        string // why no request was sent, or why an answer was refused
+	msg        string // the status and codes of an error answer, why no request was sent, or why an answer was refused
 	retryAfter time.Duration
 	capped     error // Retry-After asked for more than maxRetryAfter
 	err        error // the transport's error when no answer came
@@ -273,14 +255,8 @@ type tokenError struct {
 
 func (e *tokenError) Error() string {
 	msg := e.msg
-	switch {
-	case e.err != nil:
+	if e.err != nil {
 		msg = e.err.Error()
-	case e.status != 0:
-		msg = strings.TrimSuffix("HTTP "+e.statusText+": "+e.code, ": ")
-		if e.aadsts != "" {
-			msg += " (AADSTS" + e.aadsts + ")"
-		}
 	}
 	if e.host != "" {
 		msg = "token request to " + e.host + " failed: " + msg
@@ -291,9 +267,7 @@ func (e *tokenError) Error() string {
 	return msg
 }
 
-func (e *tokenError) Unwrap() error {
-	return e.err
-}
+func (e *tokenError) Unwrap() error { return e.err }
 
 // oauthErrorCodes (RFC 6749's, Azure AD's, IMDS's) are the only codes quoted: an echoed secret in their place is not.
 var oauthErrorCodes = []string{"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
@@ -309,16 +283,14 @@ func describeAnswer(host string, resp *http.Response, body []byte, now time.Time
 		Description string `json:"error_description"`
 	}
 	json.Unmarshal(body, &answer) //nolint:errcheck // an answer that is not JSON has no code to name
-	e := &tokenError{host: host, status: resp.StatusCode, statusText: resp.Status}
-	if e.retryAfter, e.capped = parseRetryAfter(resp.Header.Get("Retry-After"), now); e.capped != nil {
-		e.capped = fmt.Errorf("token endpoint %s: %w", host, e.capped)
-	}
+	e := &tokenError{host: host, status: resp.StatusCode, msg: "HTTP " + resp.Status}
+	e.retryAfter, e.capped = parseRetryAfter(resp.Header.Get("Retry-After"), now, "token endpoint "+host)
 	if slices.Contains(oauthErrorCodes, answer.Error) {
-		e.code = answer.Error
+		e.msg += ": " + answer.Error
 	}
 	if m := aadstsNumber.FindStringSubmatch(answer.Description); m != nil {
 		first, _, _ := strings.Cut(answer.Description, "\n")
-		e.aadsts = m[1]
+		e.aadsts, e.msg = m[1], e.msg+" (AADSTS"+m[1]+")"
 		for _, about := range []string{"expired", "not registered"} {
 			if strings.Contains(first, " is "+about+" ") {
 				e.about = about
