@@ -2,6 +2,7 @@ package microsoft_defender
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/rsa"
@@ -63,8 +64,8 @@ func (m *MicrosoftDefender) signIn(client *http.Client, login *url.URL, get sign
 	}}
 }
 
-// azureCredential signs in with azidentity: client secret, client certificate, workload or managed
-// identity. Each token comes from a new credential, so that MSAL's cache never hands back a refused one.
+// azureCredential signs in with azidentity. Each token comes from a new credential, so that MSAL's cache never
+// hands back a refused one.
 func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL) (tokenSource, error) {
 	method, tenant, clientID, secret, file := m.AuthMethod, m.TenantID, m.ClientID, &m.ClientSecret, m.FederatedTokenFile
 	var certs []*x509.Certificate
@@ -76,11 +77,9 @@ func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL)
 		if certs, key, err = loadCertificate(m.ClientCertificate, &m.ClientCertificatePassword); err != nil {
 			return nil, err
 		}
-		if now := m.now(); now.After(certs[0].NotAfter) {
+		if m.now().After(certs[0].NotAfter) {
 			m.Log.Warnf("The certificate in client_certificate expired on %s: Azure AD refuses it until a new one is registered and configured",
 				certs[0].NotAfter.UTC().Format(time.RFC3339))
-		} else if now.Before(certs[0].NotBefore) {
-			m.Log.Warnf("The certificate in client_certificate is valid only from %s", certs[0].NotBefore.UTC().Format(time.RFC3339))
 		}
 	case method != methodManagedIdentity:
 	case m.ClientID != "" && m.ManagedIdentityResourceID != "":
@@ -114,8 +113,15 @@ func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL)
 			cred, err = azidentity.NewClientCertificateCredential(tenant, clientID, certs, key,
 				&azidentity.ClientCertificateCredentialOptions{ClientOptions: opts, DisableInstanceDiscovery: true, SendCertificateChain: chain})
 		case methodWorkloadIdentity:
-			// Not WorkloadIdentityCredential, which keeps the file's token ten minutes: a rotated one is used at once.
-			read := func(context.Context) (string, error) { return t.readFederatedToken(file) }
+			// Not WorkloadIdentityCredential, which keeps the file's token ten minutes: the kubelet's rotated one is used at once.
+			read := func(context.Context) (string, error) {
+				data, err := readSmallFile(file, maxFederatedToken)
+				if err != nil {
+					t.last = tokenError{file: true, msg: fmt.Sprintf("reading federated_token_file %q: %v", file, err)}
+					return "", errors.New(t.last.msg)
+				}
+				return string(bytes.TrimSpace(data)), nil
+			}
 			cred, err = azidentity.NewClientAssertionCredential(tenant, clientID, read,
 				&azidentity.ClientAssertionCredentialOptions{ClientOptions: opts, DisableInstanceDiscovery: true})
 		default:
@@ -130,10 +136,9 @@ func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL)
 	}), nil
 }
 
-// signInTransport carries one token's sign-in requests, for azidentity (Do) and x/oauth2 (RoundTrip). It
-// answers tenant discovery itself and refuses origins other than login's, so that credentials go only to
-// the configured host and scheme; it caps answers and keeps what the last request came to (azidentity
-// keeps only text, which may quote the answer).
+// signInTransport carries one token's sign-in requests. It answers tenant discovery itself and refuses origins
+// other than login's, so that credentials go only to the configured host and scheme; it caps answers and keeps
+// what the last request came to (azidentity keeps only text, which may quote the answer).
 type signInTransport struct {
 	client *http.Client
 	login  *url.URL
@@ -143,9 +148,7 @@ type signInTransport struct {
 }
 
 // RoundTrip implements http.RoundTripper, for x/oauth2.
-func (t *signInTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return t.Do(req)
-}
+func (t *signInTransport) RoundTrip(req *http.Request) (*http.Response, error) { return t.Do(req) }
 
 // Do implements azcore's policy.Transporter, for azidentity.
 func (t *signInTransport) Do(req *http.Request) (*http.Response, error) {
@@ -185,16 +188,6 @@ func (t *signInTransport) Do(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// readFederatedToken reads federated_token_file at each use, as the kubelet rotates it.
-func (t *signInTransport) readFederatedToken(path string) (string, error) {
-	data, err := readSmallFile(path, maxFederatedToken)
-	if err != nil {
-		t.last = tokenError{file: true, msg: fmt.Sprintf("reading federated_token_file %q: %v", path, err)}
-		return "", errors.New(t.last.msg)
-	}
-	return string(bytes.TrimSpace(data)), nil
-}
-
 // readSmallFile reads a regular file, not empty, of at most limit bytes; opened non-blocking, a FIFO cannot hang.
 func readSmallFile(path string, limit int64) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
@@ -228,27 +221,21 @@ func loadCertificate(path string, password *config.Secret) (certs []*x509.Certif
 		}
 	}()
 	data, err := readSmallFile(path, maxCertificateFile)
-	if err != nil {
-		return nil, nil, err
-	}
+	pass, passErr := readSecret("client_certificate_password", password)
 	var key crypto.PrivateKey
-	if bytes.Contains(data, []byte("-----BEGIN")) {
-		if !password.Empty() || bytes.Contains(data, []byte("ENCRYPTED")) {
-			return nil, nil, errors.New("the key of a PEM file must not be encrypted (client_certificate_password is for " +
-				"PKCS#12 files): use an unencrypted key, or a PKCS#12 file with client_certificate_password")
-		}
+	var cert *x509.Certificate
+	switch isPEM := bytes.Contains(data, []byte("-----BEGIN")); {
+	case err != nil || passErr != nil:
+		return nil, nil, cmp.Or(err, passErr)
+	case isPEM && (pass != "" || bytes.Contains(data, []byte("ENCRYPTED"))):
+		return nil, nil, errors.New("the key of a PEM file must not be encrypted (client_certificate_password is for " +
+			"PKCS#12 files): use an unencrypted key, or a PKCS#12 file with client_certificate_password")
+	case isPEM:
 		if certs, key, err = azidentity.ParseCertificates(data, nil); err != nil {
 			return nil, nil, fmt.Errorf("not a PEM file with a certificate and an unencrypted RSA key: %w", err)
 		}
-	} else {
-		var pass string
-		if pass, err = readSecret("client_certificate_password", password); err != nil {
-			return nil, nil, err
-		}
-		// go-pkcs12, unlike azidentity.ParseCertificates, reads OpenSSL 3's AES/PBKDF2 files.
-		var cert *x509.Certificate
-		key, cert, certs, err = pkcs12.DecodeChain(data, pass)
-		if errors.Is(err, pkcs12.ErrIncorrectPassword) {
+	default: // go-pkcs12, unlike azidentity.ParseCertificates, reads OpenSSL 3's AES/PBKDF2 files
+		if key, cert, certs, err = pkcs12.DecodeChain(data, pass); errors.Is(err, pkcs12.ErrIncorrectPassword) {
 			return nil, nil, errors.New("the PKCS#12 file's password is wrong or missing: check client_certificate_password")
 		} else if err != nil {
 			return nil, nil, fmt.Errorf("not a PKCS#12 file with one key and its certificate: %w", err)
@@ -260,7 +247,7 @@ func loadCertificate(path string, password *config.Secret) (certs []*x509.Certif
 		return nil, nil, fmt.Errorf("the key is a %T, Azure AD's client assertions need an RSA key", key)
 	}
 	for i, c := range certs {
-		if pub, isRSA := c.PublicKey.(*rsa.PublicKey); isRSA && pub.Equal(&rsaKey.PublicKey) {
+		if rsaKey.PublicKey.Equal(c.PublicKey) {
 			certs[0], certs[i] = certs[i], certs[0]
 			return certs, rsaKey, nil
 		}
