@@ -245,7 +245,6 @@ type tokenError struct {
 	host       string // empty when no request was sent
 	status     int    // 0 when no answer came, or an answer that is not an error
 	aadsts     string // Azure AD's error number, e.g. 7000215
-	about      string // what an AADSTS700027 is about: "expired" or "not registered"
 	file       bool   // federated_token_file could not be read
 	msg        string // the status and codes of an error answer, why no request was sent, or why an answer was refused
 	retryAfter time.Duration
@@ -289,13 +288,7 @@ func describeAnswer(host string, resp *http.Response, body []byte, now time.Time
 		e.msg += ": " + answer.Error
 	}
 	if m := aadstsNumber.FindStringSubmatch(answer.Description); m != nil {
-		first, _, _ := strings.Cut(answer.Description, "\n")
 		e.aadsts, e.msg = m[1], e.msg+" (AADSTS"+m[1]+")"
-		for _, about := range []string{"expired", "not registered"} {
-			if strings.Contains(first, " is "+about+" ") {
-				e.about = about
-			}
-		}
 	}
 	return e
 }

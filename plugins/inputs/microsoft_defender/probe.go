@@ -1,7 +1,6 @@
 package microsoft_defender
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -53,15 +52,77 @@ func (m *MicrosoftDefender) Probe() error {
 	return nil
 }
 
+// aadstsAdvice is the likely fix per AADSTS number (qualified by the method where it means more than one thing), for
+// the common failures; the others get the general advice.
+var aadstsAdvice = map[string]string{
+	"7000215": "Azure AD refused the client secret (AADSTS7000215): it is wrong, or it is the secret's ID rather than its value. " +
+		"Create a new client secret for the app and set its value as client_secret.",
+	"7000222": "The client secret has expired (AADSTS7000222): create a new client secret for the app and set its value as client_secret.",
+	"700016":  "No app with this client_id exists in the tenant (AADSTS700016): check client_id, and that tenant_id is the app's tenant.",
+	"90002":   "The tenant does not exist (AADSTS90002): check tenant_id, and that login_endpoint (or region) is the tenant's cloud.",
+	"700082":  "The refresh token has expired (AADSTS700082): generate a new one, or use auth_method = \"client_secret\".",
+	"700027": "Azure AD refused the certificate (AADSTS700027): register the one in client_certificate on the app (Certificates & secrets), " +
+		"a new one if it expired, or set send_certificate_chain = true for subject name/issuer authentication.",
+	"70021": "No federated credential of the app matches the token (AADSTS70021): add one with the cluster's OIDC issuer, the subject " +
+		"system:serviceaccount:NAMESPACE:NAME and the audience api://AzureADTokenExchange.",
+	"700024/workload identity": "The federated token has expired (AADSTS700024): federated_token_file must be the token the kubelet rotates.",
+}
+
 // advice says what most likely fixes a failed probe, in words a security engineer can act on.
 func advice(err error, api string) string {
-	var tokenErr *tokenError
-	var statusErr *statusError
+	var t *tokenError
+	var s *statusError
+	signIn, siem, status := errors.As(err, &t), api == "siem", 0
+	mi := signIn && t.method == "managed identity"
+	if errors.As(err, &s) {
+		status = s.status
+	}
+	permission, resource := "SecurityAlert.Read.All", "alerts_v2"
+	if api == "graph_incidents" {
+		permission, resource = "SecurityIncident.Read.All", "security incidents"
+	}
 	switch {
-	case errors.As(err, &tokenErr):
-		return tokenAdvice(tokenErr)
-	case errors.As(err, &statusErr):
-		return statusAdvice(statusErr.status, api)
+	case signIn && t.file:
+		return "The federated token file cannot be read: on AKS, label the pod azure.workload.identity/use: \"true\" and give it a service " +
+			"account annotated azure.workload.identity/client-id; elsewhere set federated_token_file."
+	case signIn && t.host == "":
+		return "The sign-in could not start: see the message above (a managed identity: is one assigned? On Arc, add Telegraf's user to himds)."
+	case mi && t.err != nil:
+		return "No managed identity endpoint answered: the plugin runs outside Azure, or IMDS (169.254.169.254) is blocked by a firewall " +
+			"or proxy (add it to NO_PROXY); on App Service, Functions or Arc IDENTITY_ENDPOINT must be set."
+	case signIn && t.err != nil:
+		return "The sign-in service could not be reached: check login_endpoint, the network path and the proxy."
+	case mi && t.status == http.StatusBadRequest:
+		return "The managed identity is not assigned to this resource: enable the system-assigned identity, or assign the user-assigned one."
+	case signIn && aadstsAdvice[t.aadsts+"/"+t.method] != "":
+		return aadstsAdvice[t.aadsts+"/"+t.method]
+	case signIn && aadstsAdvice[t.aadsts] != "":
+		return aadstsAdvice[t.aadsts]
+	case signIn && t.status == 0:
+		return "The sign-in service answered no usable token: check login_endpoint (IDENTITY_ENDPOINT for a managed identity), " +
+			"and a proxy that may answer in its place."
+	case signIn && isTransientStatus(t.status):
+		return "The sign-in service is throttling or failing for now: try again later."
+	case signIn:
+		return "The sign-in service refused the request: see its message above."
+	case status == http.StatusUnauthorized && siem:
+		return "The API refused the token: it was issued for another audience. For the SIEM API the resource is https://graph.windows.net."
+	case status == http.StatusUnauthorized:
+		return "The API refused the token: it was issued for another audience. The scope must be the region's Graph host + /.default."
+	case status == http.StatusForbidden && siem:
+		return "The app lacks access to the SIEM API: enable SIEM integration for the app in the Defender portal, or use api = \"graph\"."
+	case status == http.StatusForbidden:
+		return "The app lacks the Graph application permission " + permission + ", or admin consent to it: grant it and consent in Entra ID."
+	case (status == http.StatusNotFound || status == http.StatusGone) && siem:
+		return "There is no SIEM API at this address: check region or endpoint_url; if it is retired for this tenant, use api = \"graph\"."
+	case status == http.StatusNotFound:
+		return "There is no " + resource + " resource at this address: check region or endpoint_url."
+	case status == http.StatusTooManyRequests:
+		return "The API is throttling this app: lower max_requests_per_minute, or share fewer apps per tenant."
+	case status >= 500:
+		return "The service is failing for now: try again later."
+	case status != 0:
+		return "The API refused the request: see its message above."
 	case errors.As(err, new(*net.DNSError)):
 		return "The API's host name does not resolve: check region or endpoint_url, and the machine's DNS."
 	case errors.Is(err, errBodyTooLarge):
@@ -72,83 +133,4 @@ func advice(err error, api string) string {
 		return "The API answered something that is not a list of alerts: check endpoint_url, and a proxy that may answer in its place."
 	}
 	return "The API could not be reached: check the network path, a proxy (use_system_proxy, http_proxy_url) and firewall rules."
-}
-
-// aadstsAdvice is what went wrong and the fix per AADSTS number, or number/qualifier: the method, or what an
-// AADSTS700027 is about. Only the common failures: the others get the general advice.
-var aadstsAdvice = map[string][2]string{
-	"7000215": {"Azure AD refused the client secret",
-		"it is wrong, or it is the secret's ID rather than its value. Create a new client secret for the app and set its value as client_secret."},
-	"7000222": {"The client secret has expired", "create a new client secret for the app and set its value as client_secret."},
-	"700016":  {"No app with this client_id exists in the tenant", "check client_id, and that tenant_id is the tenant the app is registered in."},
-	"90002":   {"The tenant does not exist", "check tenant_id, and that login_endpoint (or region) is the tenant's cloud."},
-	"700082":  {"The refresh token has expired", "generate a new one, or use auth_method = \"client_secret\"."},
-	"700027/expired": {"The certificate registered for the app has expired",
-		"create a new one, register it under Certificates & secrets of the app and set client_certificate to it."},
-	"700027/not registered": {"The certificate in client_certificate is not registered on the app",
-		"upload its public part under Certificates & secrets of the app, or set send_certificate_chain = true for subject name/issuer."},
-	"700027": {"Azure AD could not verify the client assertion", "client_certificate holds another key than the registered certificate's."},
-	"70021": {"No federated credential of the app matches the token", "add one (Certificates & secrets > Federated credentials) with the " +
-		"cluster's OIDC issuer, the subject system:serviceaccount:NAMESPACE:NAME and the audience api://AzureADTokenExchange."},
-	"700024/workload identity": {"The federated token has expired", "federated_token_file must be the projected token the kubelet rotates."},
-}
-
-// tokenAdvice advises on a failed sign-in.
-func tokenAdvice(e *tokenError) string {
-	mi := e.method == "managed identity"
-	switch {
-	case e.file:
-		return "The federated token file cannot be read: on AKS, label the pod azure.workload.identity/use: \"true\" and give it a service " +
-			"account annotated azure.workload.identity/client-id; elsewhere set federated_token_file."
-	case e.host == "" && mi && strings.Contains(e.msg, "azcmagent"): // Arc's challenge file is readable only by the himds group
-		return "The Azure Arc agent's challenge file cannot be read: add the user Telegraf runs as to the himds group, then restart Telegraf."
-	case e.host == "":
-		return "The sign-in could not start: see the message above (for a managed identity, check that the host has it assigned)."
-	case e.err != nil && mi:
-		return "No managed identity endpoint answered: the plugin runs outside Azure, or IMDS (169.254.169.254) is blocked by a firewall " +
-			"or proxy (add it to NO_PROXY); on App Service, Functions or Arc IDENTITY_ENDPOINT must be set."
-	case e.err != nil:
-		return "The sign-in service could not be reached: check login_endpoint, the network path and the proxy."
-	case mi && e.status == http.StatusBadRequest:
-		return "The managed identity is not assigned to this resource: enable the system-assigned identity, or assign the user-assigned one."
-	case mi && e.status == http.StatusNotFound:
-		return "The managed identity endpoint has no token service at this address (HTTP 404): check IDENTITY_ENDPOINT."
-	}
-	for _, key := range []string{e.aadsts + "/" + cmp.Or(e.about, e.method), e.aadsts} {
-		if a, ok := aadstsAdvice[key]; ok {
-			return a[0] + " (AADSTS" + e.aadsts + "): " + a[1]
-		}
-	}
-	switch {
-	case e.status == 0:
-		return "The sign-in service answered no usable token: check login_endpoint (IDENTITY_ENDPOINT for a managed identity), " +
-			"and a proxy that may answer in its place."
-	case isTransientStatus(e.status):
-		return "The sign-in service is throttling or failing for now: try again later."
-	}
-	return "The sign-in service refused the request: see its message above."
-}
-
-func statusAdvice(status int, api string) string {
-	siem := api == "siem"
-	graph := map[bool][2]string{true: {"SecurityIncident.Read.All", "security incidents"}, false: {"SecurityAlert.Read.All", "alerts_v2"}}[api == "graph_incidents"]
-	switch {
-	case status == http.StatusUnauthorized && siem:
-		return "The API refused the token: it was issued for another audience. For the SIEM API the resource is https://graph.windows.net."
-	case status == http.StatusUnauthorized:
-		return "The API refused the token: it was issued for another audience. The scope must be the region's Graph host + /.default."
-	case status == http.StatusForbidden && siem:
-		return "The app lacks access to the SIEM API: enable SIEM integration for the app in the Defender portal, or use api = \"graph\"."
-	case status == http.StatusForbidden:
-		return "The app lacks the Graph application permission " + graph[0] + ", or admin consent to it: grant it and consent in Entra ID."
-	case (status == http.StatusNotFound || status == http.StatusGone) && siem:
-		return "There is no SIEM API at this address: check region or endpoint_url; where it is retired for the tenant, use api = \"graph\"."
-	case status == http.StatusNotFound:
-		return "There is no " + graph[1] + " resource at this address: check region or endpoint_url."
-	case status == http.StatusTooManyRequests:
-		return "The API is throttling this app: lower max_requests_per_minute, or share fewer apps per tenant."
-	case status >= 500:
-		return "The service is failing for now: try again later."
-	}
-	return "The API refused the request: see its message above."
 }
