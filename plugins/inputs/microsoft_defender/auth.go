@@ -260,10 +260,7 @@ func (e *tokenError) Error() string {
 	if e.host != "" {
 		msg = "token request to " + e.host + " failed: " + msg
 	}
-	if e.method != "" {
-		msg = e.method + ": " + msg
-	}
-	return msg
+	return strings.TrimPrefix(e.method+": "+msg, ": ")
 }
 
 func (e *tokenError) Unwrap() error { return e.err }

@@ -166,13 +166,12 @@ func (t *signInTransport) Do(req *http.Request) (*http.Response, error) {
 		return nil, errors.New(t.last.msg)
 	}
 	resp, err := t.client.Do(req)
-	if err != nil {
-		t.last.err = bare(err)
-		return nil, err
+	var body []byte
+	if err == nil {
+		defer resp.Body.Close()
+		body, err = io.ReadAll(io.LimitReader(resp.Body, maxSignInAnswer+1))
+		resp.Body = io.NopCloser(bytes.NewReader(body))
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxSignInAnswer+1))
-	resp.Body = io.NopCloser(bytes.NewReader(body))
 	switch {
 	case err != nil:
 		t.last.err = bare(err)
@@ -195,16 +194,16 @@ func readSmallFile(path string, limit int64) ([]byte, error) {
 		return nil, bare(err)
 	}
 	defer f.Close()
-	switch info, err := f.Stat(); {
+	info, err := f.Stat()
+	var data []byte
+	if err == nil && info.Mode().IsRegular() {
+		data, err = io.ReadAll(io.LimitReader(f, limit+1))
+	}
+	switch {
 	case err != nil:
 		return nil, bare(err)
 	case !info.Mode().IsRegular():
 		return nil, errors.New(describeFileMode(info.Mode()) + ", not a regular file")
-	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	switch {
-	case err != nil:
-		return nil, bare(err)
 	case int64(len(data)) > limit:
 		return nil, fmt.Errorf("the file is larger than %d KiB", limit>>10)
 	case len(bytes.TrimSpace(data)) == 0:

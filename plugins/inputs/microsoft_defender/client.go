@@ -71,10 +71,7 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return nil, fmt.Errorf("building request for %s: %w", u.Host, err)
-	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil) //nolint:errcheck // a GET of a parsed URL cannot fail
 	req.Header = http.Header{"Authorization": {"Bearer " + tok}, "Accept": {"application/json"}, "User-Agent": {userAgent}}
 	maps.Copy(req.Header, c.header)
 	resp, err := c.client.Do(req)
@@ -109,12 +106,12 @@ func (l limitedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// refuseProxyInClear refuses a plain http endpoint (key) that a proxy would carry and read (what).
-// http_proxy_url, unlike the environment's, proxies loopback.
+// refuseProxyInClear refuses a plain http endpoint (key) that a proxy would carry and read (what); http_proxy_url,
+// unlike the environment's, proxies loopback.
 func (m *MicrosoftDefender) refuseProxyInClear(key string, endpoint *url.URL, what string) error {
-	proxyFunc, err := m.HTTPProxy.Proxy()
+	proxyFunc, err := m.HTTPProxy.Proxy() // an invalid one is reported by httpClients
 	if endpoint.Scheme != "http" || err != nil || proxyFunc == nil {
-		return nil //nolint:nilerr // no proxy; an invalid one is reported by httpClients
+		return nil //nolint:nilerr // not proxied
 	}
 	if proxyURL, err := proxyFunc(&http.Request{URL: endpoint}); err != nil || proxyURL == nil {
 		return nil //nolint:nilerr // not proxied
@@ -183,27 +180,20 @@ func bodySnippet(body []byte, secrets ...string) string {
 // sanitize cuts s to n bytes and replaces line breaks and tabs with spaces, other controls and invalid UTF-8
 // with U+FFFD, so that a body cannot forge log lines; dropping them could join the halves of an echoed secret.
 func sanitize(s string, n int) string {
-	if printableASCII(s) {
-		return cutAtRune(s, n)
-	}
-	return cutAtRune(strings.Map(func(r rune) rune {
-		switch {
-		case r == '\n' || r == '\r' || r == '\t':
-			return ' '
-		case unicode.IsControl(r):
-			return utf8.RuneError
-		}
-		return r // invalid UTF-8 arrives here as U+FFFD
-	}, cutAtRune(s, n)), n)
-}
-
-func printableASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
+	for i := 0; i < len(s); i++ { // printable ASCII, the common case, is only cut
 		if s[i] < ' ' || s[i] > '~' {
-			return false
+			return cutAtRune(strings.Map(func(r rune) rune {
+				switch {
+				case r == '\n' || r == '\r' || r == '\t':
+					return ' '
+				case unicode.IsControl(r):
+					return utf8.RuneError
+				}
+				return r // invalid UTF-8 arrives here as U+FFFD
+			}, cutAtRune(s, n)), n)
 		}
 	}
-	return true
+	return cutAtRune(s, n)
 }
 
 // cutAtRune cuts s to at most n bytes without splitting a UTF-8 sequence.
