@@ -402,7 +402,7 @@ func TestCheckWorkloadIdentity(t *testing.T) {
 		}},
 		{"federated token file missing", wi(absent), false, []string{
 			"  token          failed: workload identity: reading federated_token_file \"" + absent + "\": no such file or directory",
-			"Likely fix: The federated token file cannot be read: on AKS, label the pod azure.workload.identity/use: \"true\"",
+			"Likely fix: The sign-in could not start: see the message above",
 		}},
 		{"no tenant", s.conf("  auth_method = \"workload_identity\""), false, []string{
 			`  configuration  auth_method = "workload_identity" needs tenant_id, client_id, federated_token_file ` +

@@ -245,7 +245,6 @@ type tokenError struct {
 	host       string // empty when no request was sent
 	status     int    // 0 when no answer came, or an answer that is not an error
 	aadsts     string // Azure AD's error number, e.g. 7000215
-	file       bool   // federated_token_file could not be read
 	msg        string // the status and codes of an error answer, why no request was sent, or why an answer was refused
 	retryAfter time.Duration
 	capped     error // Retry-After asked for more than maxRetryAfter

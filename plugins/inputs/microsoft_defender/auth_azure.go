@@ -54,7 +54,7 @@ func (m *MicrosoftDefender) signIn(client *http.Client, login *url.URL, get sign
 			return tok, expiry, nil
 		case err == nil:
 			e.msg = "the access_token it answered cannot be sent: " + checkBearerToken(tok).Error()
-		case e.host == "" && !e.file:
+		case e.host == "" && e.msg == "":
 			// Nothing was sent: the text is not an answer's, which may echo secrets.
 			line, _, _ := strings.Cut(strings.TrimSpace(err.Error()), "\n")
 			e.msg = sanitize(line, maxBodySnippet)
@@ -116,8 +116,8 @@ func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL)
 			// Not WorkloadIdentityCredential, which keeps the file's token ten minutes: the kubelet's rotated one is used at once.
 			read := func(context.Context) (string, error) {
 				data, err := readSmallFile(file, maxFederatedToken)
-				if err != nil {
-					t.last = tokenError{file: true, msg: fmt.Sprintf("reading federated_token_file %q: %v", file, err)}
+				if err != nil { // kept whole: azidentity would prefix its name
+					t.last.msg = fmt.Sprintf("reading federated_token_file %q: %v", file, err)
 					return "", errors.New(t.last.msg)
 				}
 				return string(bytes.TrimSpace(data)), nil
@@ -241,15 +241,12 @@ func loadCertificate(path string, password *config.Secret) (certs []*x509.Certif
 		}
 		certs = append([]*x509.Certificate{cert}, certs...)
 	}
-	rsaKey, ok := key.(*rsa.PrivateKey)
-	if !ok {
-		return nil, nil, fmt.Errorf("the key is a %T, Azure AD's client assertions need an RSA key", key)
-	}
+	rsaKey, _ = key.(*rsa.PrivateKey)
 	for i, c := range certs {
-		if rsaKey.PublicKey.Equal(c.PublicKey) {
+		if rsaKey != nil && rsaKey.PublicKey.Equal(c.PublicKey) {
 			certs[0], certs[i] = certs[i], certs[0]
 			return certs, rsaKey, nil
 		}
 	}
-	return nil, nil, errors.New("the private key does not match the certificate")
+	return nil, nil, errors.New("the private key does not match the certificate, or is not the RSA key Azure AD's client assertions need")
 }

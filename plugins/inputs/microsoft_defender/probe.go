@@ -3,7 +3,6 @@ package microsoft_defender
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -60,7 +59,6 @@ var aadstsAdvice = map[string]string{
 	"7000222": "The client secret has expired (AADSTS7000222): create a new client secret for the app and set its value as client_secret.",
 	"700016":  "No app with this client_id exists in the tenant (AADSTS700016): check client_id, and that tenant_id is the app's tenant.",
 	"90002":   "The tenant does not exist (AADSTS90002): check tenant_id, and that login_endpoint (or region) is the tenant's cloud.",
-	"700082":  "The refresh token has expired (AADSTS700082): generate a new one, or use auth_method = \"client_secret\".",
 	"700027": "Azure AD refused the certificate (AADSTS700027): register the one in client_certificate on the app (Certificates & secrets), " +
 		"a new one if it expired, or set send_certificate_chain = true for subject name/issuer authentication.",
 	"70021": "No federated credential of the app matches the token (AADSTS70021): add one with the cluster's OIDC issuer, the subject " +
@@ -82,9 +80,6 @@ func advice(err error, api string) string {
 		permission, resource = "SecurityIncident.Read.All", "security incidents"
 	}
 	switch {
-	case signIn && t.file:
-		return "The federated token file cannot be read: on AKS, label the pod azure.workload.identity/use: \"true\" and give it a service " +
-			"account annotated azure.workload.identity/client-id; elsewhere set federated_token_file."
 	case signIn && t.host == "":
 		return "The sign-in could not start: see the message above (a managed identity: is one assigned? On Arc, add Telegraf's user to himds)."
 	case mi && t.err != nil:
@@ -123,14 +118,9 @@ func advice(err error, api string) string {
 		return "The service is failing for now: try again later."
 	case status != 0:
 		return "The API refused the request: see its message above."
-	case errors.As(err, new(*net.DNSError)):
-		return "The API's host name does not resolve: check region or endpoint_url, and the machine's DNS."
-	case errors.Is(err, errBodyTooLarge):
-		return "The answer is larger than max_body_size: raise it."
-	case strings.Contains(err.Error(), "x509:") || strings.Contains(err.Error(), "tls:"):
-		return "The server's certificate is not trusted: check tls_ca, or a TLS-intercepting proxy between this host and Microsoft."
 	case errors.As(err, new(*answerError)):
-		return "The API answered something that is not a list of alerts: check endpoint_url, and a proxy that may answer in its place."
+		return "The API's answer could not be read: check endpoint_url and max_body_size, and a proxy that may answer in its place."
 	}
-	return "The API could not be reached: check the network path, a proxy (use_system_proxy, http_proxy_url) and firewall rules."
+	return "The API could not be reached: check region or endpoint_url, DNS, firewall rules, the proxy (use_system_proxy, " +
+		"http_proxy_url), and tls_ca if a TLS-intercepting proxy stands between this host and Microsoft."
 }
