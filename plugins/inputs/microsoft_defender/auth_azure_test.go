@@ -385,7 +385,7 @@ func TestAzureAdvice(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			require.Contains(t, advice(&probeError{step: "token", err: tt.err}, "siem"), tt.want)
+			require.Contains(t, advice(tt.err, "siem"), tt.want)
 		})
 	}
 }

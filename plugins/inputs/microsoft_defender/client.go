@@ -336,16 +336,16 @@ type proxyTransport struct {
 func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.RoundTripper.RoundTrip(req)
 	if err != nil {
-		err = &redactedError{err, redact(err.Error(), t.secrets...)}
+		err = &messageError{err, redact(err.Error(), t.secrets...)}
 	}
 	return resp, err
 }
 
-// redactedError keeps its cause for errors.As while its message is redacted.
-type redactedError struct {
+// messageError has a message of its own (redacted, or a probe's with its fix) and keeps its cause for errors.As.
+type messageError struct {
 	error
 	msg string
 }
 
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.error }
+func (e *messageError) Error() string { return e.msg }
+func (e *messageError) Unwrap() error { return e.error }

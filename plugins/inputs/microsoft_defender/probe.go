@@ -2,7 +2,6 @@ package microsoft_defender
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -12,22 +11,13 @@ import (
 // probeWindow is how far back the probe's request reaches.
 const probeWindow = time.Hour
 
-// probeError is a failed probe step ("token", "request" or "answer"). Its message carries the likely fix, as it
-// is all the log says of a failed start-up with startup_error_behavior = "probe"; -check reads its form.
-type probeError struct {
-	step, fix string
-	err       error
-}
-
-func (e *probeError) Error() string {
-	return strings.TrimSuffix(fmt.Sprintf("%s: %v", e.step, e.err), ".") + ". Likely fix: " + e.fix
-}
-
-func (e *probeError) Unwrap() error { return e.err }
-
 // Probe implements telegraf.ProbePlugin: a token and one minimal request, emitting nothing and keeping the cursor.
 func (m *MicrosoftDefender) Probe() error {
-	fail := func(step string, err error) error { return &probeError{step: step, err: err, fix: advice(err, m.API)} }
+	// The step ("token", "request" or "answer"), what failed and the likely fix: all that the log says of a failed
+	// start-up with startup_error_behavior = "probe"; -check reads this form.
+	fail := func(step string, err error) error {
+		return &messageError{err, strings.TrimSuffix(step+": "+err.Error(), ".") + ". Likely fix: " + advice(err, m.API)}
+	}
 	if _, err := m.tokens.token(m.ctx); err != nil {
 		return fail("token", err)
 	}
