@@ -238,8 +238,7 @@ func (m *MicrosoftDefender) signIn(client *http.Client, login *url.URL, get sign
 	}}
 }
 
-// azureCredential signs in with azidentity. Each token comes from a new credential, so that MSAL's cache never
-// hands back a refused one.
+// azureCredential signs in with azidentity, a new credential per token: MSAL's cache would hand back a refused one.
 func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL) (tokenSource, error) {
 	method, tenant, clientID, secret, file := m.AuthMethod, m.TenantID, m.ClientID, &m.ClientSecret, m.FederatedTokenFile
 	var certs []*x509.Certificate
@@ -310,8 +309,7 @@ func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL)
 	}), nil
 }
 
-// refreshGrant redeems the portal's refresh token at Azure AD's v1 token endpoint (resource, not scope);
-// azidentity has no refresh token credential.
+// refreshGrant redeems the portal's refresh token at Azure AD's v1 endpoint; azidentity has no refresh token credential.
 func (m *MicrosoftDefender) refreshGrant(tokenURL string) signInFunc {
 	clientID, clientSecret, refreshToken, resource := m.ClientID, &m.ClientSecret, &m.RefreshToken, strings.TrimSuffix(m.Scopes[0], "/.default")
 	return func(ctx context.Context, t *signInTransport) (string, time.Time, error) {
@@ -335,9 +333,8 @@ func (m *MicrosoftDefender) refreshGrant(tokenURL string) signInFunc {
 	}
 }
 
-// signInTransport carries one token's sign-in requests. It answers tenant discovery itself and refuses origins
-// other than login's, so that credentials go only to the configured host and scheme; it caps answers and keeps
-// what the last request came to (azidentity keeps only text, which may quote the answer).
+// signInTransport carries one token's sign-in requests only to login's origin (answering tenant discovery itself),
+// caps answers and keeps what the last request came to: azidentity keeps only text, which may quote the answer.
 type signInTransport struct {
 	client *http.Client
 	login  *url.URL
@@ -386,8 +383,7 @@ func (t *signInTransport) Do(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// tokenError is a failed sign-in. Its message names the method, host, status, OAuth code and AADSTS number,
-// nothing else: answers may echo secrets.
+// tokenError is a failed sign-in. Its message names the method, host, status, OAuth code and AADSTS number only.
 type tokenError struct {
 	method     string // e.g. "managed identity"; empty for the methods signing in with a client secret
 	host       string // empty when no request was sent
@@ -440,19 +436,18 @@ func describeAnswer(host string, resp *http.Response, body []byte, now time.Time
 // checkBearerToken refuses, without quoting it, a token RFC 6750's b64token does not allow (a line break adds headers).
 func checkBearerToken(tok string) error {
 	end := len(strings.TrimRight(tok, "="))
-	if end == 0 {
+	i := strings.IndexFunc(tok[:end], func(c rune) bool {
+		return !strings.ContainsRune("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/", c)
+	})
+	switch {
+	case end == 0:
 		return errors.New("it is empty")
+	case i < 0:
+		return nil
+	case tok[i] == '=':
+		return fmt.Errorf("byte %d is '=', allowed only as padding at the end of a bearer token (RFC 6750)", i)
 	}
-	for i := range end {
-		switch c := tok[i]; {
-		case '0' <= c && c <= '9', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', strings.IndexByte("-._~+/", c) >= 0:
-		case c == '=':
-			return fmt.Errorf("byte %d is '=', allowed only as padding at the end of a bearer token (RFC 6750)", i)
-		default:
-			return fmt.Errorf("byte %d is 0x%02x, not allowed in a bearer token (RFC 6750)", i, c)
-		}
-	}
-	return nil
+	return fmt.Errorf("byte %d is 0x%02x, not allowed in a bearer token (RFC 6750)", i, tok[i])
 }
 
 // readSecret is the value of the secret key.

@@ -106,8 +106,7 @@ func (l limitedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// refuseProxyInClear refuses a plain http endpoint (key) that a proxy would carry and read (what); http_proxy_url,
-// unlike the environment's, proxies loopback.
+// refuseProxyInClear refuses a plain http endpoint (key) that a proxy (http_proxy_url: even on loopback) would read.
 func (m *MicrosoftDefender) refuseProxyInClear(key string, endpoint *url.URL, what string) error {
 	proxyFunc, err := m.HTTPProxy.Proxy() // an invalid one is reported by httpClients
 	if endpoint.Scheme != "http" || err != nil || proxyFunc == nil {
@@ -124,8 +123,7 @@ func (m *MicrosoftDefender) refuseProxyInClear(key string, endpoint *url.URL, wh
 		key, endpoint, via, what, fix)
 }
 
-// bare is err without the URL or path that *url.Error and *os.PathError repeat: every message names the host or
-// file itself, and a URL may hold more than a message should.
+// bare is err without the URL or path that *url.Error and *os.PathError repeat: a URL may hold more than a message should.
 func bare(err error) error {
 	if ue, ok := errors.AsType[*url.Error](err); ok {
 		return ue.Err
@@ -147,8 +145,7 @@ func commonStatusMeaning(status int) string {
 	return "unexpected answer"
 }
 
-// parseRetryAfter reads from's Retry-After (seconds or an HTTP date): 0 if absent or unreadable, maxRetryAfter and
-// an error past it.
+// parseRetryAfter reads from's Retry-After (seconds or date): 0 if absent or unreadable, maxRetryAfter and an error past it.
 func parseRetryAfter(value string, now time.Time, from string) (time.Duration, error) {
 	value = strings.TrimSpace(value)
 	wait, asked := time.Duration(0), ""
@@ -262,8 +259,7 @@ func isTransientStatus(status int) bool {
 	return status == http.StatusTooManyRequests || status >= 500
 }
 
-// backoff is the wait before retry attempt (0-based) without Retry-After: a second doubled per attempt up to
-// 30 s, jittered over its upper half so that pollers do not retry in step.
+// backoff is the wait before retry attempt (0-based): 1 s doubled up to 30 s, jittered so that pollers do not retry in step.
 func backoff(attempt int) time.Duration {
 	d := min(time.Second<<min(attempt, 5), 30*time.Second)
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1)) //nolint:gosec // jitter, not security
@@ -288,8 +284,7 @@ func refuseRedirects(req *http.Request, via []*http.Request) error {
 		"the credentials are sent only to the configured token endpoint; set login_endpoint to the address that answers")
 }
 
-// sameOriginRedirects is the policy of API requests: Go keeps Authorization on the same host name with another
-// scheme or port.
+// sameOriginRedirects is the policy of API requests: Go keeps Authorization on the same host with another scheme or port.
 func sameOriginRedirects(req *http.Request, via []*http.Request) error {
 	switch {
 	case origin(req.URL) != origin(via[0].URL):
