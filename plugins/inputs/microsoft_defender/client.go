@@ -40,15 +40,13 @@ type apiClient struct {
 
 // statusError is a non-2xx answer of the API.
 type statusError struct {
-	api, host, statusText, meaning, body string
-	status                               int
-	retryAfter                           time.Duration
-	capped                               error // Retry-After asked for more than maxRetryAfter
+	msg        string
+	status     int
+	retryAfter time.Duration
+	capped     error // Retry-After asked for more than maxRetryAfter
 }
 
-func (e *statusError) Error() string {
-	return fmt.Sprintf("%s at %s answered %s (%s): %s", e.api, e.host, e.statusText, e.meaning, e.body)
-}
+func (e *statusError) Error() string { return e.msg }
 
 // answerError is a 2xx answer that could not be read.
 type answerError struct {
@@ -89,8 +87,8 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 		c.tokens.invalidate(tok)
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxReadBody)) //nolint:errcheck // a body cut short still tells what it has
-	e := &statusError{api: c.name, host: u.Host, status: resp.StatusCode, statusText: resp.Status,
-		meaning: c.statusMeaning(resp.StatusCode), body: bodySnippet(body, tok)} // the one secret the API was sent
+	e := &statusError{status: resp.StatusCode, msg: fmt.Sprintf("%s at %s answered %s (%s): %s", c.name, u.Host, resp.Status,
+		c.statusMeaning(resp.StatusCode), bodySnippet(body, tok))} // tok: the one secret the API was sent
 	e.retryAfter, e.capped = parseRetryAfter(resp.Header.Get("Retry-After"), c.now(), c.name+" at "+u.Host)
 	return nil, e
 }
