@@ -157,8 +157,8 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 // loginEndpoint is login_endpoint, else (workload identity) AZURE_AUTHORITY_HOST, else the region's Azure AD host.
 func (m *MicrosoftDefender) loginEndpoint() (*url.URL, error) {
 	region := defaultLoginEndpoint
-	if cloud, known := graphRegions[m.Region]; known && m.API != "siem" {
-		region = "https://" + cloud.loginHost
+	if c, known := graphRegions[m.Region]; known && m.API != "siem" {
+		region = "https://" + c.loginHost
 	} else if m.Region == "gcc-high" {
 		region = defaultLoginEndpointGovt
 	}
@@ -313,9 +313,9 @@ func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL)
 func (m *MicrosoftDefender) refreshGrant(tokenURL string) signInFunc {
 	clientID, clientSecret, refreshToken, resource := m.ClientID, &m.ClientSecret, &m.RefreshToken, strings.TrimSuffix(m.Scopes[0], "/.default")
 	return func(ctx context.Context, t *signInTransport) (string, time.Time, error) {
-		secret, err := readSecret("client_secret", clientSecret)
+		secret, secretErr := readSecret("client_secret", clientSecret)
 		refresh, refreshErr := readSecret("refresh_token", refreshToken)
-		if err = cmp.Or(err, refreshErr); err != nil {
+		if err := cmp.Or(secretErr, refreshErr); err != nil {
 			return "", time.Time{}, err
 		}
 		// The refresh grant's form is clientcredentials' with another grant_type.

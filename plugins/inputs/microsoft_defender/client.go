@@ -326,6 +326,7 @@ type proxyTransport struct {
 	secrets []string
 }
 
+// RoundTrip implements http.RoundTripper.
 func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.RoundTripper.RoundTrip(req)
 	if err != nil {
