@@ -7,31 +7,21 @@ import (
 	"github.com/influxdata/telegraf"
 )
 
-// delivery follows the alerts sent to Telegraf's outputs as tracking
-// metrics, so that the saved state never runs ahead of what every output
-// confirmed: what an output rejected, or Telegraf dropped from a full
-// buffer, is read again. It exists when the host hands out a tracking
-// accumulator: Telegraf with the plugin built in, and the execd binary,
-// where "confirmed" means written to stdout.
+// delivery follows the alerts sent as tracking metrics, so that the saved state never runs ahead of what
+// every output confirmed (in the execd binary: wrote to stdout); what was not taken is read again.
 type delivery struct {
 	acc telegraf.TrackingAccumulator
 	max int // max_undelivered_alerts
-	// limit is what may be in flight now: halved when an output did not
-	// take a batch, for a buffer smaller than max, grown back as batches are
-	// confirmed.
+	// limit may be in flight now: halved when a batch was not taken (a buffer smaller than max), grown back.
 	limit       int
 	sent        map[telegraf.TrackingID]*batch
 	queue       []*batch // sent and not yet confirmed, oldest first
 	undelivered int      // alerts sent and not yet settled
 	filling     batch
-	// confirmed is the cursor's position after the last confirmed batch;
-	// moved tells that it changed since the state was saved.
-	confirmed position
-	moved     bool
-	failed    bool // a batch was not delivered: the cursor goes back to confirmed
-	// counted holds the alerts confirmed since the last poll's counts: an
-	// alert read again after a rollback is counted once.
-	counted alertCounter
+	confirmed   position     // the cursor's after the last confirmed batch
+	moved       bool         // confirmed changed since the state was saved
+	failed      bool         // a batch was not delivered: the cursor goes back to confirmed
+	counted     alertCounter // confirmed since the last counts: an alert read again is counted once
 }
 
 // batch is a group of alerts tracked as one, and the cursor's position after them.
@@ -45,7 +35,7 @@ type batch struct {
 	done, ok bool
 }
 
-// position is where the cursor stands; its walks are not part of it, as in the state file.
+// position is where the cursor stands, without its walks, as in the state file.
 type position struct {
 	watermark time.Time
 	pending   *chunk
@@ -66,16 +56,15 @@ func newDelivery(acc telegraf.TrackingAccumulator, maxUndelivered int, c *cursor
 	return &delivery{acc: acc, max: maxUndelivered, limit: maxUndelivered, sent: make(map[telegraf.TrackingID]*batch), confirmed: positionOf(c)}
 }
 
-// add holds an alert for the next batch; send sends it.
+// add holds an alert for the next batch.
 func (d *delivery) add(m telegraf.Metric, id string, k countKey) {
 	d.filling.metrics = append(d.filling.metrics, m)
 	d.filling.ids = append(d.filling.ids, id)
 	d.filling.keys = append(d.filling.keys, k)
 }
 
-// send sends the alerts held as one tracked group which, once delivered,
-// confirms the cursor's position c. With none held, c is where the last
-// group, or nothing unconfirmed, leaves the cursor.
+// send sends the alerts held as one group whose delivery confirms c's position; with none held, the last
+// group, or nothing unconfirmed, leaves the cursor at c.
 func (d *delivery) send(c *cursor, now time.Time) {
 	if d == nil {
 		return
@@ -91,13 +80,12 @@ func (d *delivery) send(c *cursor, now time.Time) {
 		d.undelivered += b.n
 	case len(d.queue) > 0:
 		d.queue[len(d.queue)-1].at = at
-	default: // nothing sent nor unconfirmed: a quiet move, which Gather saves when it is far enough
+	default: // a quiet move, which Gather saves when it is far enough
 		d.confirmed = at
 	}
 }
 
-// settle takes the outcome of one batch and moves the confirmed position
-// past every batch confirmed in order.
+// settle takes one batch's outcome and moves confirmed past the batches confirmed in order.
 func (d *delivery) settle(info telegraf.DeliveryInfo) {
 	b, ok := d.sent[info.ID()]
 	if !ok {
@@ -133,9 +121,7 @@ func (d *delivery) drain() {
 	}
 }
 
-// waitForRoom waits until fewer than max alerts are undelivered, an
-// outcome says to roll back, ctx ends or until passes; false if there is
-// no room.
+// waitForRoom waits until fewer than limit alerts are undelivered (true), a batch failed, ctx ends or until passes.
 func (d *delivery) waitForRoom(ctx context.Context, until time.Duration) bool {
 	d.drain()
 	if d.failed || d.undelivered < d.limit {
@@ -156,17 +142,8 @@ func (d *delivery) waitForRoom(ctx context.Context, until time.Duration) bool {
 	return !d.failed
 }
 
-// rollbackDue reports whether a batch was not delivered and every batch
-// sent has its outcome: rolling back earlier would send again what an
-// output may still take.
-func (d *delivery) rollbackDue() bool {
-	return d.failed && len(d.sent) == 0
-}
-
-// rollback puts the cursor back at the confirmed position and forgets the
-// alerts of the batches not delivered, so that they are read and sent
-// again; those delivered are dropped as duplicates when read again. It
-// returns how many alerts are sent again.
+// rollback puts the cursor back at confirmed and forgets the alerts not delivered, so that they are read and
+// sent again (those delivered are dropped as duplicates); it returns how many.
 func (d *delivery) rollback(c *cursor) int {
 	n := 0
 	for _, b := range d.queue {
@@ -185,24 +162,4 @@ func (d *delivery) rollback(c *cursor) int {
 		c.pending = &p
 	}
 	return n
-}
-
-// stalledSince is when the oldest batch still unconfirmed was sent, if
-// that was before cutoff: an output is down, or refuses a document of it.
-func (d *delivery) stalledSince(cutoff time.Time) (time.Time, bool) {
-	if d == nil || len(d.queue) == 0 || !d.queue[0].sentAt.Before(cutoff) {
-		return time.Time{}, false
-	}
-	return d.queue[0].sentAt, true
-}
-
-// unconfirmed is the identities sent in batches not yet confirmed.
-func (d *delivery) unconfirmed() map[string]bool {
-	ids := make(map[string]bool)
-	for _, b := range d.queue {
-		for _, id := range b.ids {
-			ids[id] = true
-		}
-	}
-	return ids
 }

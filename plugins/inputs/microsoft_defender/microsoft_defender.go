@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gofrs/flock"
 	"golang.org/x/time/rate"
 
 	"github.com/influxdata/telegraf"
@@ -28,7 +29,7 @@ import (
 //go:embed sample.conf
 var sampleConfig string
 
-// validTenantID matches a directory id (GUID) or domain name, which the token URL's path takes as it is.
+// validTenantID matches a directory id (GUID) or domain name, which the token URL's path takes as is.
 var validTenantID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*$`)
 
 const (
@@ -38,18 +39,11 @@ const (
 	defaultSIEMRegion        = "us"
 	defaultGraphPageSize     = 500 // Graph's $top when page_size is 0
 	userAgent                = "Telegraf-microsoft_defender"
-	defaultPollDeadline      = time.Minute // bounds the first poll, before an interval is known
-	// maxRequestRecords caps what one request asks for, whatever the budget: the identities of one answer
-	// are held until the walk moves below them, and a retried request costs at most this much again.
-	maxRequestRecords = 10000
-	// defaultMaxUndelivered keeps a section's unconfirmed alerts, with the answer read past them, within
-	// Telegraf's default buffer of 10,000.
-	defaultMaxUndelivered = 5000
-	// maxRequestsPerMinute bounds max_requests_per_minute, whose every request's time the rate limit holds
-	// for a minute: a hundred times Graph's budget.
-	maxRequestsPerMinute = 15000
-	// stallWarning is how long alerts may wait for the outputs' confirmation before a warning, repeated as often.
-	stallWarning = 5 * time.Minute
+	defaultPollDeadline      = time.Minute     // bounds the first poll, before an interval is known
+	maxRequestRecords        = 10000           // per request: an answer's identities are held, a retry costs it again
+	defaultMaxUndelivered    = 5000            // with the answer read past them, within Telegraf's buffer of 10,000
+	maxRequestsPerMinute     = 15000           // the rate limit holds each request's time: 100 times Graph's budget
+	stallWarning             = 5 * time.Minute // unconfirmed alerts are warned of this often
 )
 
 // MicrosoftDefender pulls Microsoft Defender detections.
@@ -82,14 +76,13 @@ type MicrosoftDefender struct {
 	IncludeEvidence          bool     `toml:"include_evidence"`
 	IncludeIncidentAlerts    bool     `toml:"include_incident_alerts"`
 
-	InitialLookback    config.Duration `toml:"initial_lookback"`
-	Delay              config.Duration `toml:"delay"`
-	Overlap            config.Duration `toml:"overlap"`
-	MaxWindow          config.Duration `toml:"max_window"`
-	MaxAlertsPerGather int             `toml:"max_alerts_per_gather"`
-	// MaxUndeliveredAlerts bounds the alerts sent and not yet confirmed by the outputs.
-	MaxUndeliveredAlerts int    `toml:"max_undelivered_alerts"`
-	StateFile            string `toml:"state_file"`
+	InitialLookback      config.Duration `toml:"initial_lookback"`
+	Delay                config.Duration `toml:"delay"`
+	Overlap              config.Duration `toml:"overlap"`
+	MaxWindow            config.Duration `toml:"max_window"`
+	MaxAlertsPerGather   int             `toml:"max_alerts_per_gather"`
+	MaxUndeliveredAlerts int             `toml:"max_undelivered_alerts"` // sent, not yet confirmed by the outputs
+	StateFile            string          `toml:"state_file"`
 
 	MaxRetries           int             `toml:"max_retries"`
 	MaxRequestsPerMinute int             `toml:"max_requests_per_minute"`
@@ -111,21 +104,19 @@ type MicrosoftDefender struct {
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
 
-	// acc is Start's accumulator, which Gather emits through: it keeps nanoseconds (unless the plugin's precision
-	// is set), where Gather's rounds to the agent's precision and would merge the events eventTime keeps apart.
+	// acc is Start's: Gather's rounds to the agent's precision, merging events eventTime keeps apart.
 	acc telegraf.Accumulator
-	// ctx ends at Interrupt or Stop, cancelling a poll in flight; set in Init and only read after, so that
-	// Interrupt can cancel while Gather runs.
+	// ctx ends at Interrupt or Stop; set in Init only, so Interrupt may cancel while Gather runs.
 	ctx            context.Context
 	cancel         context.CancelFunc
-	lastGather     time.Time  // when the previous poll started: one interval before this one, the poll's deadline
-	throttledUntil time.Time  // when the API allows the next request, after a Retry-After longer than a poll
-	stateDirty     bool       // the state file is to be written
-	savedWatermark time.Time  // the watermark the state file holds
-	stateLock      *stateLock // keeps other instances off state_file until Stop
-	statePath      string     // state_file, its links followed
-	delivery       *delivery  // follows what the outputs confirmed; nil before Start
-	stallWarned    time.Time  // when unconfirmed alerts were last warned of
+	lastGather     time.Time    // when the previous poll started: one interval before this one, the poll's deadline
+	throttledUntil time.Time    // when the API allows the next request, after a Retry-After longer than a poll
+	stateDirty     bool         // the state file is to be written
+	savedWatermark time.Time    // the watermark the state file holds
+	stateLock      *flock.Flock // keeps other instances off state_file until Stop
+	statePath      string       // state_file, its links followed
+	delivery       *delivery    // follows what the outputs confirmed; nil before Start
+	stallWarned    time.Time    // when unconfirmed alerts were last warned of
 }
 
 // newMicrosoftDefender returns a plugin with the documented defaults.
@@ -181,6 +172,7 @@ func (m *MicrosoftDefender) Init() error {
 		return err
 	}
 	m.client = &apiClient{client: apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
+	m.endpoint = endpoint
 	if m.API != "siem" {
 		m.client.name, m.client.statusMeaning = "Graph API", graphStatusMeaning
 		m.client.header = http.Header{"Prefer": {"include-unknown-enum-members"}}
@@ -193,14 +185,13 @@ func (m *MicrosoftDefender) Init() error {
 		m.reader = &siemReader{endpoint: endpoint, machineGroups: m.MachineGroups,
 			deviceCreatedMachineTags: m.DeviceCreatedMachineTags, cloudCreatedMachineTags: m.CloudCreatedMachineTags}
 	}
-	m.endpoint = endpoint
 	m.plan = windowPlan{lookback: time.Duration(m.InitialLookback), overlap: time.Duration(m.Overlap),
 		maxWindow: time.Duration(m.MaxWindow), delay: time.Duration(m.Delay)}
 	m.cursor = newCursor()
 	if m.sleep == nil {
 		m.sleep = sleepContext
 	}
-	// A tenth of a minute's requests may go at once; beyond that they are spread evenly.
+	// A tenth of a minute's requests may go at once, the rest spread evenly.
 	m.limiter = &rateLimit{Limiter: rate.NewLimiter(rate.Limit(float64(m.MaxRequestsPerMinute)/60), max(1, m.MaxRequestsPerMinute/10)),
 		sent: make([]time.Time, m.MaxRequestsPerMinute)}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
@@ -261,16 +252,13 @@ func (m *MicrosoftDefender) checkSettings() error {
 // Start implements telegraf.ServiceInput, for acc (see the field) and for Stop; polling happens in Gather.
 func (m *MicrosoftDefender) Start(acc telegraf.Accumulator) error {
 	m.acc = acc
-	// Each tracked group holds at least one alert: at most so many are open.
-	tracking := acc.WithTracking(m.MaxUndeliveredAlerts + m.MaxAlertsPerGather)
-	m.delivery = newDelivery(tracking, m.MaxUndeliveredAlerts, m.cursor)
+	// A tracked group holds at least one alert: at most so many are open.
+	m.delivery = newDelivery(acc.WithTracking(m.MaxUndeliveredAlerts+m.MaxAlertsPerGather), m.MaxUndeliveredAlerts, m.cursor)
 	return nil
 }
 
-// Interrupt ends a poll in flight without waiting: its request is cancelled, no other starts, and what it
-// emitted is remembered. Unlike the other functions it may be called from any goroutine while Gather runs.
-// Telegraf's agent calls Stop after Gather; the execd binary calls Interrupt when stdin closes or SIGTERM
-// arrives, as Telegraf kills it ten seconds after closing its stdin, and a poll cut by a kill is repeated.
+// Interrupt cancels a poll in flight without waiting, from any goroutine; what it emitted is remembered.
+// The execd binary calls it when stdin closes or SIGTERM arrives, as Telegraf kills it ten seconds later.
 func (m *MicrosoftDefender) Interrupt() {
 	if m.cancel != nil {
 		m.cancel()
@@ -283,26 +271,22 @@ func (m *MicrosoftDefender) Stop() {
 		return // Init did not get as far as the cursor: nothing to stop or save
 	}
 	m.cancel()
-	m.settleDeliveries()
-	if m.delivery != nil {
-		addCounts(m.acc, &m.delivery.counted, m.now().UTC(), m.now().UTC())
-	}
 	if err := m.commitState(); err != nil {
 		m.Log.Errorf("Saving the state to %q failed, the next start repeats the last poll: %s", m.StateFile, err)
+	}
+	if m.delivery != nil {
+		addCounts(m.acc, &m.delivery.counted, m.now().UTC(), m.now().UTC())
 	}
 	m.releaseStateLock()
 }
 
-// Gather reads the window [watermark - overlap, now - delay], emits the records not emitted before, and moves
-// the cursor past each chunk read whole. A poll starts no request after its deadline, one interval after it
-// started; a request in flight is bounded by timeout. The state file is written at the start of the next poll:
-// this poll's metrics may still sit in a pipe, which execd drops when the process dies, so a crash repeats the
-// last poll instead of losing its tail; Stop saves the latest state.
+// Gather reads [watermark - overlap, now - delay], emits the records not emitted before and moves the cursor
+// past each chunk read whole, starting no request after its deadline, one interval on. The state is written at
+// the next poll's start: this poll's metrics may still sit in a pipe that execd drops when the process dies.
 func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	if m.acc != nil {
 		acc = m.acc
 	}
-	m.settleDeliveries()
 	if err := m.commitState(); err != nil {
 		acc.AddError(fmt.Errorf("saving the state to %q failed, a restart would repeat detections: %w", m.StateFile, err))
 	}
@@ -350,16 +334,6 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	} else {
 		countsAt = p.run(m.ctx, end)
 	}
-	m.delivery.send(m.cursor, now)
-	if m.delivery != nil {
-		p.stats.unconfirmed = int64(m.delivery.undelivered)
-	}
-	if since, ok := m.delivery.stalledSince(now.Add(-stallWarning)); ok && now.Sub(m.stallWarned) >= stallWarning {
-		m.stallWarned = now
-		m.Log.Warnf("The outputs have not confirmed the alerts sent at %s (%s unconfirmed): an output is down, or refuses a document "+
-			"of them; reading pauses at max_undelivered_alerts and goes on once they are confirmed, nothing is lost",
-			since.Format(time.RFC3339), countOf(m.delivery.undelivered, "alert"))
-	}
 	if n := m.cursor.trim(); n > 0 {
 		p.stats.forgottenIDs = int64(n)
 		m.Log.Warnf("The identities held to drop repeats passed %d bytes: forgot the %d oldest, which a later poll may emit again "+
@@ -368,11 +342,19 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	if !p.throttledUntil.IsZero() {
 		m.throttledUntil = p.throttledUntil
 	}
-	if m.delivery == nil {
+	if d := m.delivery; d == nil {
 		addCounts(acc, &p.counter, countsAt, now)
-	} else { // counted once confirmed, at this poll's time
-		m.delivery.drain()
-		addCounts(acc, &m.delivery.counted, now, now)
+	} else {
+		d.send(m.cursor, now)
+		p.stats.unconfirmed = int64(d.undelivered)
+		if len(d.queue) > 0 && d.queue[0].sentAt.Before(now.Add(-stallWarning)) && now.Sub(m.stallWarned) >= stallWarning {
+			m.stallWarned = now
+			m.Log.Warnf("The outputs have not confirmed the alerts sent at %s (%s unconfirmed): an output is down, or refuses a document "+
+				"of them; reading pauses at max_undelivered_alerts and goes on once they are confirmed, nothing is lost",
+				d.queue[0].sentAt.Format(time.RFC3339), countOf(d.undelivered, "alert"))
+		}
+		d.drain() // counted once confirmed, at this poll's time
+		addCounts(acc, &d.counted, now, now)
 	}
 	switch p.stopped {
 	case stoppedCancelled:
@@ -387,9 +369,8 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	}
 	lag := max(now.Sub(readUpTo), 0) // a watermark up to maxClockSkew ahead is believed: no lag
 	acc.AddMetric(pollMetric(m.API, p.status(), &p.stats, time.Since(started), lag, now))
-	// Emitted alerts are saved (with delivery, once confirmed: settleDeliveries). A quiet poll moves only the
-	// position: saved once it is overlap ahead, as a restart from the saved one repeats nothing, only reads more;
-	// and at once when none is saved yet, so that a restart much later still begins where the first poll did.
+	// Emitted alerts are saved (with delivery, once confirmed). A quiet move is saved once overlap ahead, as an
+	// older one repeats nothing; and at once when none is saved, so a late restart begins where the first poll did.
 	m.stateDirty = m.stateDirty || m.delivery == nil && p.stats.emitted > 0 ||
 		m.stateWatermark().Sub(m.savedWatermark) >= time.Duration(m.Overlap) ||
 		m.savedWatermark.IsZero() && (m.cursor.pending != nil || !m.cursor.watermark.IsZero())
@@ -413,10 +394,10 @@ func (m *MicrosoftDefender) stateWatermark() time.Time {
 }
 
 // rateLimit spreads requests (the limiter) and caps them: none goes within a minute of the one
-// max_requests_per_minute before it, so that no minute holds more, however the limiter bursts and rounds.
+// max_requests_per_minute before it, however the limiter bursts and rounds.
 type rateLimit struct {
 	*rate.Limiter
-	sent []time.Time // when the latest requests went: a ring whose next entry is the oldest
+	sent []time.Time // a ring of the latest requests' times; next is the oldest
 	next int
 }
 
@@ -431,24 +412,6 @@ func (r *rateLimit) sending(t time.Time) {
 	r.next = (r.next + 1) % len(r.sent)
 }
 
-// settleDeliveries takes what the outputs confirmed, and goes back to the last confirmed position when they
-// did not take everything.
-func (m *MicrosoftDefender) settleDeliveries() {
-	if m.delivery == nil {
-		return
-	}
-	m.delivery.drain()
-	if m.delivery.rollbackDue() {
-		n := m.delivery.rollback(m.cursor)
-		m.Log.Warnf("An output did not take %s (rejected, or dropped from Telegraf's full buffer): reading them again",
-			countOf(n, "alert"))
-		m.stateDirty = true
-	}
-	if m.delivery.moved {
-		m.stateDirty, m.delivery.moved = true, false
-	}
-}
-
 // perRequest is the number of records one request asks for.
 func (m *MicrosoftDefender) perRequest() int {
 	n := min(m.MaxAlertsPerGather, maxRequestRecords)
@@ -461,8 +424,19 @@ func (m *MicrosoftDefender) perRequest() int {
 	return n
 }
 
-// commitState writes the state file when it is marked dirty.
+// commitState takes what the outputs confirmed, going back to the last confirmed position when they did not
+// take everything, and writes the state file when it is dirty.
 func (m *MicrosoftDefender) commitState() error {
+	if d := m.delivery; d != nil {
+		d.drain()
+		// Only once every batch has its outcome: earlier would resend what an output may still take.
+		if d.failed && len(d.sent) == 0 {
+			m.Log.Warnf("An output did not take %s (rejected, or dropped from Telegraf's full buffer): reading them again",
+				countOf(d.rollback(m.cursor), "alert"))
+			m.stateDirty = true
+		}
+		m.stateDirty, d.moved = m.stateDirty || d.moved, false
+	}
 	if m.StateFile == "" || !m.stateDirty {
 		return nil
 	}
@@ -493,8 +467,7 @@ func regionURL(api, region string) (string, bool) {
 	return "https://" + cloud.graphHost + graphAlertsPath, ok
 }
 
-// apiEndpoint is endpoint_url, or the API's address in region (by default Graph's global cloud, the SIEM API's
-// US host). For Graph it also fills the scope of that cloud when it is not set.
+// apiEndpoint is endpoint_url, or the API's address in region; for Graph it also fills an unset scope.
 func (m *MicrosoftDefender) apiEndpoint() (*url.URL, error) {
 	other := map[string]string{"graph": "siem", "graph_incidents": "siem", "siem": "graph"}[m.API]
 	m.Region = cmp.Or(m.Region, map[string]string{"graph": "global", "graph_incidents": "global", "siem": defaultSIEMRegion}[m.API])
@@ -563,8 +536,7 @@ func (m *MicrosoftDefender) httpClients() (tokens, api *http.Client, err error) 
 	timeout := time.Duration(m.Timeout)
 	signIn := rt
 	if m.AuthMethod == methodManagedIdentity {
-		// The identity endpoint is on this host or link-local, and its request
-		// carries a secret header: no proxy may see it.
+		// The identity endpoint is local and its request carries a secret header: no proxy may see it.
 		direct := transport.Clone()
 		direct.Proxy = nil
 		signIn = direct

@@ -38,12 +38,16 @@ func (m *MicrosoftDefender) source() string {
 	return source
 }
 
-// state is what the state file holds: with delivery followed, only what the
-// outputs confirmed.
+// state is what the state file holds: with delivery, only what the outputs confirmed.
 func (m *MicrosoftDefender) state() pluginState {
 	s := pluginState{Version: stateVersion, Source: m.source(), Watermark: m.cursor.watermark, Pending: m.cursor.pending, Seen: m.cursor.seen}
 	if m.delivery != nil {
-		unconfirmed := m.delivery.unconfirmed()
+		unconfirmed := make(map[string]bool)
+		for _, b := range m.delivery.queue {
+			for _, id := range b.ids {
+				unconfirmed[id] = true
+			}
+		}
 		s.Watermark, s.Pending = m.delivery.confirmed.watermark, m.delivery.confirmed.pending
 		s.Seen = make(map[string]time.Time, len(m.cursor.seen))
 		for id, t := range m.cursor.seen {
@@ -55,6 +59,7 @@ func (m *MicrosoftDefender) state() pluginState {
 	return s
 }
 
+// checkState refuses a state of another version or stream, or an inconsistent one.
 func (m *MicrosoftDefender) checkState(s *pluginState) error {
 	switch {
 	case s.Version != stateVersion:
@@ -67,14 +72,11 @@ func (m *MicrosoftDefender) checkState(s *pluginState) error {
 	return nil
 }
 
-// maxStateFileSize caps state_file: some 500,000 detection ids, 800 a second
-// over the default ten-minute overlap.
+// maxStateFileSize caps state_file: some 500,000 ids, 800 a second over the default overlap.
 var maxStateFileSize int64 = 64 << 20
 
-// openStateFile locks state_file and restores the cursor from it. It refuses
-// a path that is not a regular file (a FIFO would hang) and a file without
-// JSON, which it would overwrite. A corrupt file is moved aside and the
-// plugin starts afresh: refusing to start would lose every detection.
+// openStateFile locks state_file and restores the cursor from it. It refuses what is not a regular file (a
+// FIFO would hang) or holds no JSON object; a corrupt file is moved aside, as refusing to start loses more.
 func (m *MicrosoftDefender) openStateFile() error {
 	m.releaseStateLock() // when Init runs again
 	m.statePath = resolvePath(m.StateFile)
@@ -97,11 +99,9 @@ func (m *MicrosoftDefender) openStateFile() error {
 	return nil
 }
 
-// resolvePath follows symbolic links to where a state file is, or would be,
-// so that two names of one file share its lock, and a save replaces the
-// file, not the link.
+// resolvePath follows links to where a state file is, or would be: two names of one file share its lock, and
+// a save replaces the file, not the link. 40 links end a loop.
 func resolvePath(path string) string {
-	// A link to a file not written yet is followed too; 40 links end a loop.
 	for range 40 {
 		target, err := os.Readlink(path)
 		if err != nil {
@@ -131,9 +131,8 @@ func describeFileMode(mode os.FileMode) string {
 	return "a special file (" + mode.Type().String() + ")"
 }
 
-// releaseStateLock lets another instance use state_file. It keeps the lock
-// file: removing it would let a third instance lock a new file while a
-// second holds the old one.
+// releaseStateLock lets another instance use state_file. The lock file stays: removed, it would let a third
+// instance lock a new file while a second holds the old one.
 func (m *MicrosoftDefender) releaseStateLock() {
 	if m.stateLock != nil {
 		m.stateLock.Close()
@@ -213,8 +212,7 @@ func (m *MicrosoftDefender) moveStateFileAside() (string, error) {
 	}
 }
 
-// saveStateFile renames a synced temporary file over the state file: a crash
-// never leaves a torn file.
+// saveStateFile renames a synced temporary file over the state file: a crash never leaves a torn file.
 func (m *MicrosoftDefender) saveStateFile() error {
 	data, err := json.Marshal(m.state())
 	if err != nil {
@@ -244,16 +242,13 @@ func (m *MicrosoftDefender) saveStateFile() error {
 	return nil
 }
 
-// stateLock is an exclusive lock on a file beside state_file, which each save
-// replaces; the system drops it when its holder ends, a crash included.
-type stateLock = flock.Flock
-
+// lockStatePath is the lock's file: beside state_file, which each save replaces.
 func lockStatePath(stateFile string) string {
 	return stateFile + ".lock"
 }
 
-// lockState takes the lock of stateFile without waiting for it.
-func lockState(stateFile string) (*stateLock, error) {
+// lockState takes the lock of stateFile without waiting; the system drops it when its holder ends.
+func lockState(stateFile string) (*flock.Flock, error) {
 	path := lockStatePath(stateFile)
 	lock := flock.New(path, flock.SetPermissions(0o600))
 	switch locked, err := lock.TryLock(); {
