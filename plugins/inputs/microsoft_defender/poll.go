@@ -13,9 +13,8 @@ import (
 	"github.com/influxdata/telegraf"
 )
 
-// reader reads one API for the poll, which owns the loop: budget, deadline,
-// rate limit, retries, deduplication, emission and the cursor. A reader keeps
-// no state: the chunk's walk holds what it needs between two requests.
+// reader reads one API for the poll, which owns the loop, retries, deduplication, emission and the cursor.
+// A reader keeps no state: the chunk's walk holds what it needs between two requests.
 type reader interface {
 	// next is the request that goes on reading c; nil when c is read whole.
 	next(c *chunk, k *known) *request
@@ -27,10 +26,9 @@ type reader interface {
 
 // known is what the poll knows beyond one request, for its reader.
 type known struct {
-	perRequest int // the most records one request may ask for
-	// unreadable: the newest instant in [from, to] known to be unreadable.
-	unreadable  func(from, to time.Time) (time.Time, bool)
-	maxBodySize int64 // for messages
+	perRequest  int                                        // the most records one request may ask for
+	unreadable  func(from, to time.Time) (time.Time, bool) // the newest in [from, to]
+	maxBodySize int64                                      // for messages
 	log         telegraf.Logger
 	warned      map[string]bool // warnings given once a poll, by key
 }
@@ -55,8 +53,7 @@ type answer struct {
 
 // progress is what a reader reports after an answer, for the poll to act on.
 type progress struct {
-	// (settledAfter, settledBefore) was read for good: the cursor may forget it.
-	settledAfter, settledBefore time.Time
+	settledAfter, settledBefore time.Time // read for good between them: the cursor may forget it
 	unreadable                  time.Time // an instant passed over, unreadable
 	outOfWindow, errors         int64     // for defender_poll
 	err                         error     // why the chunk cannot be read on
@@ -101,22 +98,19 @@ type poll struct {
 
 // pollStats become the defender_poll metric.
 type pollStats struct {
-	requests      int64
-	received      int64
-	emitted       int64
-	duplicates    int64
-	errors        int64
-	skipped       int64 // records that could not be decoded at all
-	invalidFields int64 // values left out of emitted records
-	outOfWindow   int64 // records whose cursor time lay outside the window asked
-	longIDs       int64 // records whose identity was over maxIdentityBytes
-	forgottenIDs  int64 // identities forgotten past maxRememberedBytes
-	unconfirmed   int64 // alerts sent to the outputs, not yet confirmed
-	problems      int   // records with problems, logged up to maxProblemsLogged
-	backlog       bool  // the poll stopped before the window's end
-	completed     bool  // at least one chunk was finished
+	requests, received, emitted, duplicates, errors int64
+	skipped                                         int64 // records that could not be decoded at all
+	invalidFields                                   int64 // values left out of emitted records
+	outOfWindow                                     int64 // records whose cursor time lay outside the window asked
+	longIDs                                         int64 // records whose identity was over maxIdentityBytes
+	forgottenIDs                                    int64 // identities forgotten past maxRememberedBytes
+	unconfirmed                                     int64 // alerts sent to the outputs, not yet confirmed
+	problems                                        int   // records with problems, logged up to maxProblemsLogged
+	backlog                                         bool  // the poll stopped before the window's end
+	completed                                       bool  // at least one chunk was finished
 }
 
+// stop ends the poll short of the API's time.
 func (p *poll) stop(reason stopReason, err error) {
 	p.stopped, p.err = reason, err
 	p.stats.backlog = true
@@ -134,8 +128,7 @@ func (p *poll) stopBefore() bool {
 	return p.stopped != notStopped
 }
 
-// run reads up to end chunk by chunk and returns the end of the last chunk
-// it worked on.
+// run reads up to end chunk by chunk and returns the end of the last chunk it worked on.
 func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 	var countsAt time.Time
 	for {
@@ -183,7 +176,13 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 				return true
 			}
 		}
-		if !req.continues && p.stopBefore() || !p.roomForMore(ctx) {
+		if !req.continues && p.stopBefore() {
+			return false
+		}
+		// Before a request, wait until the outputs confirmed enough alerts to read on.
+		if d := p.delivery; d != nil && !d.waitForRoom(ctx, p.deadline.Sub(p.now())) {
+			p.log.Debugf("%d alerts are not yet confirmed by the outputs: the next poll reads on", d.undelivered)
+			p.stop(stoppedDeadline, nil)
 			return false
 		}
 		a := p.send(ctx, req)
@@ -209,20 +208,15 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 		}
 		p.delivery.send(p.cursor, p.now()) // the position after the answer confirms its alerts
 		if pr.err != nil {
-			p.fail(ctx, pr.err)
+			reason := stoppedFailed
+			if ctx.Err() != nil { // the plugin's stopping is no failure
+				reason = stoppedCancelled
+			}
+			p.stop(reason, pr.err)
 			return false
 		}
 		req = pr.then
 	}
-}
-
-// fail stops the poll; a failure caused by the plugin's stopping is no failure.
-func (p *poll) fail(ctx context.Context, err error) {
-	if ctx.Err() != nil {
-		p.stop(stoppedCancelled, err)
-		return
-	}
-	p.stop(stoppedFailed, err)
 }
 
 // passOverUnreadable counts and reports an unreadable instant once.
@@ -236,10 +230,8 @@ func (p *poll) passOverUnreadable(at time.Time) {
 		"or not JSON): they are skipped; raise max_body_size if they are large", p.client.name, at.Format(time.RFC3339Nano), p.known.maxBodySize)
 }
 
-// send sends one request, retrying transient failures at most max_retries
-// times (after Retry-After or a jittered backoff, never past the deadline)
-// and a 401 once with a new token. What a failed attempt emitted stays
-// emitted; the next attempt drops it as duplicates.
+// send sends one request, retrying transient failures max_retries times (after Retry-After or a backoff,
+// never past the deadline) and a 401 once with a new token; what an attempt emitted stays emitted.
 func (p *poll) send(ctx context.Context, req *request) answer {
 	newToken := false
 	for retries := 0; ; {
@@ -265,8 +257,7 @@ func (p *poll) send(ctx context.Context, req *request) answer {
 		}
 		var malformed *recordSyntaxError
 		if f.class == failUnreadable && !req.search && errors.As(err, &malformed) {
-			// Malformed JSON may be a service's passing fault: retried
-			// before it counts as a record that cannot be read.
+			// Malformed JSON may be a passing fault: retried before it counts as unreadable.
 			f.class = failTransient
 		}
 		if f.class != failTransient || retries >= p.maxRetries {
@@ -316,8 +307,7 @@ func (p *poll) attempt(ctx context.Context, req *request) (answer, error) {
 	return a, nil
 }
 
-// take notes a record's time and emits it unless it was emitted before;
-// false when the budget is spent.
+// take notes a record's time and emits it unless it was emitted before; false when the budget is spent.
 func (p *poll) take(r record, a *answer) bool {
 	problems := r.problems()
 	if problems.skip != "" {
@@ -397,25 +387,14 @@ func (p *poll) take(r record, a *answer) bool {
 	return true
 }
 
-// roomForMore waits, before a request, until the outputs confirmed enough
-// alerts for the poll to read on; it stops the poll when they do not
-// within its deadline, or rejected some.
-func (p *poll) roomForMore(ctx context.Context) bool {
-	if p.delivery == nil || p.delivery.waitForRoom(ctx, p.deadline.Sub(p.now())) {
-		return true
-	}
-	p.log.Debugf("%d alerts are not yet confirmed by the outputs: the next poll reads on", p.delivery.undelivered)
-	p.stop(stoppedDeadline, nil)
-	return false
-}
-
 // maxIdentityBytes bounds what the cursor and the state hold per record.
 const maxIdentityBytes = 512
 
-// maxProblemsLogged records with problems are logged per poll, the rest only
-// counted, so that a changed type does not flood the log.
+// maxProblemsLogged records with problems are logged per poll, the rest only counted: a changed type does
+// not flood the log.
 const maxProblemsLogged = 10
 
+// logProblemf logs a record's problem, up to maxProblemsLogged a poll.
 func (p *poll) logProblemf(format string, args ...interface{}) {
 	p.stats.problems++
 	switch {
@@ -426,8 +405,7 @@ func (p *poll) logProblemf(format string, args ...interface{}) {
 	}
 }
 
-// waitForRateLimit waits for max_requests_per_minute, or stops the poll
-// when the wait would pass its deadline.
+// waitForRateLimit waits for max_requests_per_minute, or stops the poll when the wait would pass its deadline.
 func (p *poll) waitForRateLimit(ctx context.Context) {
 	now := p.now()
 	reservation := p.limiter.ReserveN(now, 1)
