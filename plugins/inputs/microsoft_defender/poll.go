@@ -99,15 +99,16 @@ type poll struct {
 // pollStats become the defender_poll metric.
 type pollStats struct {
 	requests, received, emitted, duplicates, errors int64
-	skipped                                         int64 // records that could not be decoded at all
-	invalidFields                                   int64 // values left out of emitted records
-	outOfWindow                                     int64 // records whose cursor time lay outside the window asked
-	longIDs                                         int64 // records whose identity was over maxIdentityBytes
-	forgottenIDs                                    int64 // identities forgotten past maxRememberedBytes
-	unconfirmed                                     int64 // alerts sent to the outputs, not yet confirmed
-	problems                                        int   // records with problems, logged up to maxProblemsLogged
-	backlog                                         bool  // the poll stopped before the window's end
-	completed                                       bool  // at least one chunk was finished
+
+	skipped       int64 // records that could not be decoded at all
+	invalidFields int64 // values left out of emitted records
+	outOfWindow   int64 // records whose cursor time lay outside the window asked
+	longIDs       int64 // records whose identity was over maxIdentityBytes
+	forgottenIDs  int64 // identities forgotten past maxRememberedBytes
+	unconfirmed   int64 // alerts sent to the outputs, not yet confirmed
+	problems      int   // records with problems, logged up to maxProblemsLogged
+	backlog       bool  // the poll stopped before the window's end
+	completed     bool  // at least one chunk was finished
 }
 
 // stop ends the poll short of the API's time.
@@ -141,29 +142,24 @@ func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 			return countsAt
 		}
 		reachable := c.reachable(p.client.apiNow, p.plan.delay)
-		if !reachable.Before(c.End) {
-			p.completeChunk()
-			continue
+		short := reachable.Before(c.End)
+		if short {
+			if skew := p.now().Sub(p.client.apiNow); skew > maxClockSkew {
+				p.log.Warnf("The host clock runs %s ahead of the API's (Date: %s): the window ends at the API's time minus delay",
+					skew.Round(time.Second), p.client.apiNow.Format(time.RFC3339))
+			}
+			if !reachable.After(c.Start) {
+				c.From, c.To = c.Start, c.End // read it all again once the API's time has passed its start
+				return countsAt
+			}
+			c.End = reachable // beyond the API's own time there is nothing to read yet
 		}
-		if skew := p.now().Sub(p.client.apiNow); skew > maxClockSkew {
-			p.log.Warnf("The host clock runs %s ahead of the API's (Date: %s): the window ends at the API's time minus delay",
-				skew.Round(time.Second), p.client.apiNow.Format(time.RFC3339))
-		}
-		if !reachable.After(c.Start) {
-			// Read it all again once the API's time has passed its start.
-			c.From, c.To = c.Start, c.End
+		p.cursor.complete(p.plan.overlap)
+		p.stats.completed = true
+		if short {
 			return countsAt
 		}
-		// Beyond the API's own time there is nothing to read yet.
-		c.End = reachable
-		p.completeChunk()
-		return countsAt
 	}
-}
-
-func (p *poll) completeChunk() {
-	p.cursor.complete(p.plan.overlap)
-	p.stats.completed = true
 }
 
 // readChunk reads c until it is read whole (true) or the poll stops.
