@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -9,16 +10,13 @@ import (
 // tick is the resolution of the APIs' timestamps (7 fractional digits).
 const tick = 100 * time.Nanosecond
 
-// maxClockSkew is how far the host clock may run ahead of the API's before
-// the plugin says so, and how far a saved position may lie in the future
-// before it is distrusted.
+// maxClockSkew is how far the host clock may run ahead of the API's, or a saved position lie in the future,
+// before it is said or distrusted.
 const maxClockSkew = time.Minute
 
-// chunk is a stretch [Start, End] of the API's time that one or more polls
-// read; read whole, the watermark moves to End. From and To bound what is
-// left: SIEM reads [From, To] with To moving down, Graph [From, End) in
-// parts [From, To) with From moving up. Newest is the latest time answers
-// held. The walks are not saved: a restart begins them again.
+// chunk is a stretch [Start, End] of the API's time, read by one or more polls; read whole, the watermark
+// moves to End. From and To bound what is left: SIEM reads [From, To] down, Graph [From, End) up in parts
+// [From, To). Newest is the latest time answers held. The walks are not saved: a restart begins them again.
 type chunk struct {
 	Start  time.Time `json:"start"`
 	End    time.Time `json:"end"`
@@ -30,8 +28,7 @@ type chunk struct {
 	graph graphWalk
 }
 
-// cursor remembers how far the plugin has read and which records it emitted
-// where later windows read again, so that every record is emitted once.
+// cursor remembers how far the plugin has read and which records it emitted where later windows read again.
 type cursor struct {
 	watermark  time.Time            // the end of the last chunk read whole
 	pending    *chunk               // started by a poll, not finished
@@ -51,8 +48,8 @@ type windowPlan struct {
 	delay     time.Duration // a window ends this long before the API's time
 }
 
-// next is the chunk to read up to end: the pending one, else the oldest
-// maxWindow of [watermark - overlap, end]; nil when all is read.
+// next is the chunk to read up to end: the pending one, else the oldest maxWindow of [watermark - overlap,
+// end]; nil when all is read.
 func (c *cursor) next(end time.Time, plan windowPlan) *chunk {
 	if c.pending != nil {
 		return c.pending
@@ -71,8 +68,7 @@ func (c *cursor) next(end time.Time, plan windowPlan) *chunk {
 	return c.pending
 }
 
-// isNew reports whether a record with this identity was not emitted; one
-// without an identity cannot be deduplicated.
+// isNew reports whether a record with this identity was not emitted; one without cannot be deduplicated.
 func (c *cursor) isNew(id string) bool {
 	if id == "" {
 		return true
@@ -81,8 +77,7 @@ func (c *cursor) isNew(id string) bool {
 	return !ok
 }
 
-// remember notes an emitted record and returns the copy of id it keeps: id
-// may share its memory with the whole record.
+// remember notes an emitted record and returns the copy of id it keeps, apart from the record's memory.
 func (c *cursor) remember(id string, at time.Time) string {
 	if id == "" {
 		return ""
@@ -92,31 +87,19 @@ func (c *cursor) remember(id string, at time.Time) string {
 	return id
 }
 
-// forget drops what lies strictly between after and before, where no later
-// request returns: memory stays at the overlap however large a chunk is.
+// forget drops what lies strictly between after and before, which no later request returns: memory stays
+// at the overlap however large a chunk is.
 func (c *cursor) forget(after, before time.Time) {
-	if !after.Before(before) {
-		return
-	}
-	for id, t := range c.seen {
-		if t.After(after) && t.Before(before) {
-			delete(c.seen, id)
-		}
-	}
-	for at := range c.unreadable {
-		if at.After(after) && at.Before(before) {
-			delete(c.unreadable, at)
-		}
-	}
+	between := func(t time.Time) bool { return t.After(after) && t.Before(before) }
+	maps.DeleteFunc(c.seen, func(_ string, t time.Time) bool { return between(t) })
+	maps.DeleteFunc(c.unreadable, func(t time.Time, _ bool) bool { return between(t) })
 }
 
-// maxRememberedBytes caps the identities held for deduplication, and so the
-// state file: an identity costs its length and about 40 bytes of time.
+// maxRememberedBytes caps the identities held, and so the state file: one costs its length and about 40 bytes.
 var maxRememberedBytes = 32 << 20
 
-// trim forgets the identities of the oldest records past maxRememberedBytes
-// and returns how many: a later overlap may emit them again, onto the same
-// points, but memory and the state file stay bounded.
+// trim forgets the oldest identities past maxRememberedBytes, an instant whole, and returns how many: a later
+// overlap may emit them again, onto the same points.
 func (c *cursor) trim() int {
 	size := 0
 	for id := range c.seen {
@@ -134,7 +117,6 @@ func (c *cursor) trim() int {
 		entries = append(entries, entry{t, len(id) + 40})
 	}
 	slices.SortFunc(entries, func(a, b entry) int { return a.at.Compare(b.at) })
-	// Forget from the oldest until the rest fit; an instant goes whole.
 	var cut time.Time
 	for _, e := range entries {
 		if size -= e.size; size <= maxRememberedBytes {
@@ -142,34 +124,26 @@ func (c *cursor) trim() int {
 			break
 		}
 	}
-	forgotten := 0
-	for id, t := range c.seen {
-		if !t.After(cut) {
-			delete(c.seen, id)
-			forgotten++
-		}
-	}
-	return forgotten
+	n := len(c.seen)
+	maps.DeleteFunc(c.seen, func(_ string, t time.Time) bool { return !t.After(cut) })
+	return n - len(c.seen)
 }
 
-// complete moves the watermark past the pending chunk, read whole, and
-// forgets what no later window (overlap before it) can return.
+// complete moves the watermark past the pending chunk, read whole, and forgets what no later window returns.
 func (c *cursor) complete(overlap time.Duration) {
 	c.watermark = c.pending.End
 	c.pending = nil
 	c.forget(time.Time{}, c.watermark.Add(-overlap))
 }
 
-// markUnreadable records an instant whose detections cannot be read, and
-// reports whether it was known.
+// markUnreadable records an instant whose detections cannot be read, and reports whether it was known.
 func (c *cursor) markUnreadable(at time.Time) bool {
 	known := c.unreadable[at]
 	c.unreadable[at] = true
 	return known
 }
 
-// newestUnreadable returns the latest instant in [from, to] known to be
-// unreadable.
+// newestUnreadable returns the latest instant in [from, to] known to be unreadable.
 func (c *cursor) newestUnreadable(from, to time.Time) (time.Time, bool) {
 	var newest time.Time
 	found := false
@@ -181,9 +155,8 @@ func (c *cursor) newestUnreadable(from, to time.Time) (time.Time, bool) {
 	return newest, found
 }
 
-// reachable is where c can end by the API's clock (apiNow, the Date of its
-// latest answer): no later than apiNow minus delay, but at least at the
-// newest time read, which the API had reached whatever its Date says.
+// reachable is where c can end by the API's clock (the Date of its latest answer): no later than apiNow minus
+// delay, but at least at the newest time read, which the API had reached whatever its Date says.
 func (c *chunk) reachable(apiNow time.Time, delay time.Duration) time.Time {
 	if apiNow.IsZero() {
 		return c.End
@@ -199,13 +172,10 @@ func (c *chunk) reachable(apiNow time.Time, delay time.Duration) time.Time {
 	return limit
 }
 
-// apiRetention is how long Defender keeps alerts: a saved position older
-// than that (a wrong clock, an edited state) would be walked a chunk at a
-// time through years where nothing can be read.
+// apiRetention is how long Defender keeps alerts: an older saved position would be walked a chunk at a time.
 const apiRetention = 180 * 24 * time.Hour
 
-// position is how far the cursor got: the watermark, or the pending chunk's
-// start when later.
+// position is how far the cursor got: the watermark, or the pending chunk's start when later.
 func (c *cursor) position() time.Time {
 	if c.pending != nil && c.pending.Start.After(c.watermark) {
 		return c.pending.Start
