@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -24,9 +25,8 @@ var siemRegions = map[string]string{
 	"gcc-high": "https://wdatp-alertexporter-us.securitycenter.windows.us/api/alerts",
 }
 
-// siemReader reads the SIEM alerts API from a chunk's newest detection
-// down: the API answers the newest `limit`, so after a full answer the
-// chunk's upper bound moves down to the oldest seen; repeats are duplicates.
+// siemReader reads the SIEM alerts API from a chunk's newest detection down: the API answers the newest
+// `limit`, so after a full answer the chunk's upper bound moves down to the oldest seen.
 type siemReader struct {
 	endpoint                 *url.URL
 	machineGroups            []string
@@ -42,20 +42,17 @@ type siemWalk struct {
 	checked bool           // a full answer of this chunk was shown to hold the newest
 }
 
-// siemAsk asks for the newest limit detections (all when 0) with
-// LastProcessedTimeUtc in [since, until].
+// siemAsk asks for the newest limit detections (all when 0) with LastProcessedTimeUtc in [since, until].
 type siemAsk struct {
 	since, until time.Time
 	limit        int
 	step         siemStep
-	known        time.Time // the newest instant known to be unreadable, asked above when hasKnown
-	hasKnown     bool
-	knownTry     bool // a search step trying the known instant
+	known        time.Time // the newest instant known to be unreadable, asked above; zero: none
+	knownTry     bool      // a search step trying the known instant
 	full         *fullAnswer
 }
 
-// fullAnswer is a full answer that a siemCheck step checks before the walk
-// moves below it.
+// fullAnswer is a full answer that a siemCheck step checks before the walk moves below it.
 type fullAnswer struct {
 	limit          int
 	oldest, newest time.Time
@@ -70,6 +67,7 @@ const (
 	siemCheck                   // one detection above a full answer's newest: there must be none
 )
 
+// requestURL asks for the newest limit detections in [since, until] of the configured machines.
 func (r *siemReader) requestURL(since, until time.Time, limit int) *url.URL {
 	q := r.endpoint.Query()
 	q.Set("sinceTimeUtc", since.UTC().Format(siemTimeLayout))
@@ -101,7 +99,7 @@ func (r *siemReader) next(c *chunk, k *known) *request {
 	}
 	// An instant known to be unreadable is not asked for again.
 	if at, ok := k.unreadable(c.From, c.To); ok {
-		ask.since, ask.known, ask.hasKnown = at.Add(tick), at, true
+		ask.since, ask.known = at.Add(tick), at
 	}
 	return r.ask(c, ask)
 }
@@ -155,47 +153,40 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 	case unreadable && ask.limit > 1:
 		w.shrink(a.decoded, a.err, k)
 		return progress{}
-	case unreadable && a.decoded == 0:
-		// The newest detection alone cannot be read: find its instant.
+	case unreadable && a.decoded == 0: // the newest detection alone cannot be read: find its instant
 		return r.searchOn(c, k)
 	}
 	if err != nil {
 		return progress{err: err}
 	}
-	if w.sizeCap > 0 {
-		// An answer that fits: requests grow back toward their usual size.
+	if w.sizeCap > 0 { // an answer that fits: requests grow back toward their usual size
 		if w.sizeCap *= 2; w.sizeCap >= k.perRequest {
 			w.sizeCap = 0
 		}
 	}
 	if a.decoded < ask.limit {
-		if ask.hasKnown {
+		if !ask.known.IsZero() {
 			c.To = ask.known.Add(-tick)
 			return w.passOver(ask.known)
 		}
 		c.To = c.From.Add(-tick) // read whole
 		return progress{}
 	}
-	switch {
-	case a.inWindow == 0:
-		// Nothing tells how far down a full answer reached: find the
-		// newest instant, read it whole and walk on below it.
+	if a.inWindow == 0 {
+		// Nothing tells how far down a full answer reached: find the newest instant, read it, walk on below.
 		k.log.Warnf("The SIEM API answered %d detection(s) for %s to %s, none with a LastProcessedTimeUtc inside that window: "+
 			"finding the newest instant with one-detection requests", ask.limit, c.From.Format(time.RFC3339Nano), c.To.Format(time.RFC3339Nano))
 		return r.searchOn(c, k)
 	}
 	full := &fullAnswer{limit: ask.limit, oldest: a.oldest, newest: a.newest}
-	if !w.checked && a.newest.Before(ask.until) {
-		// Once a chunk: nothing may lie above what a limited answer held.
+	if !w.checked && a.newest.Before(ask.until) { // once a chunk: nothing may lie above a limited answer
 		return progress{then: r.ask(c, &siemAsk{since: a.newest.Add(tick), until: ask.until, limit: 1, step: siemCheck, full: full})}
 	}
 	return r.below(c, full, k)
 }
 
-// below moves the walk below a full answer: to its oldest instant, which
-// the next request reads again with what lies below, or, when the answer
-// holds one instant only, which no limited request passes, to a read of
-// that instant without a limit.
+// below moves the walk to a full answer's oldest instant, read again with what lies below; an answer of one
+// instant, which no limited request passes, is read whole without a limit.
 func (r *siemReader) below(c *chunk, full *fullAnswer, k *known) progress {
 	c.To = full.oldest
 	if !full.oldest.Equal(full.newest) {
@@ -208,8 +199,8 @@ func (r *siemReader) below(c *chunk, full *fullAnswer, k *known) progress {
 	return progress{then: r.ask(c, &siemAsk{since: c.To, until: c.To, step: siemInstant})}
 }
 
-// shrink lowers the detections per request after an answer grew past
-// max_body_size or broke: to those decoded, or half, down to one.
+// shrink lowers the detections per request after an answer grew past max_body_size or broke: to those
+// decoded, or half, down to one.
 func (w *siemWalk) shrink(decoded int, err error, k *known) {
 	limit := max(1, decoded)
 	if w.sizeCap > 0 && limit >= w.sizeCap {
@@ -232,10 +223,8 @@ type instantSearch struct {
 	triedKnown        bool
 }
 
-// searchOn bisects for the LastProcessedTimeUtc of the chunk's newest
-// detection, which cannot be read: one detection asked for from a time up
-// comes (or fails as unreadable) exactly when that time is at or before it.
-// A known unreadable instant is tried first.
+// searchOn bisects for the time of the chunk's newest detection, which cannot be read: one detection asked
+// for from a time up comes (or fails) exactly when that time is at or before it. A known one is tried first.
 func (r *siemReader) searchOn(c *chunk, k *known) progress {
 	w := &c.siem
 	s := w.search
@@ -279,15 +268,13 @@ func (r *siemReader) searched(c *chunk, a *answer, unreadable bool, k *known) pr
 	return r.searchOn(c, k)
 }
 
-// found moves the chunk to the instant found: read whole, or passed over.
+// found moves the chunk to the instant found: read whole, or passed over only when this read fails too.
 func (r *siemReader) found(c *chunk, at time.Time) progress {
-	// Read whole, or passed over only when this read confirms it cannot be.
 	c.To = at
 	return progress{then: r.ask(c, &siemAsk{since: at, until: at, step: siemInstant})}
 }
 
-// passOver passes over an unreadable instant; past it requests have their
-// usual size again.
+// passOver passes over an unreadable instant; past it requests have their usual size again.
 func (w *siemWalk) passOver(at time.Time) progress {
 	w.sizeCap = 0
 	return progress{unreadable: at}
@@ -316,17 +303,13 @@ func (*siemReader) decode(c *chunk, body io.Reader, emit func(record) bool) erro
 	}
 }
 
+// siemStatusMeaning says what an HTTP status of the SIEM API means.
 func siemStatusMeaning(status int) string {
-	switch status {
-	case http.StatusUnauthorized:
-		return "the token is invalid or expired, or the request is malformed"
-	case http.StatusForbidden:
-		return "the app lacks permission, or the tenant is not managed by this API or was deleted"
-	case http.StatusNotFound:
-		return "no alerts API at this address: check region or endpoint_url"
-	default:
-		return commonStatusMeaning(status)
-	}
+	return cmp.Or(map[int]string{
+		http.StatusUnauthorized: "the token is invalid or expired, or the request is malformed",
+		http.StatusForbidden:    "the app lacks permission, or the tenant is not managed by this API or was deleted",
+		http.StatusNotFound:     "no alerts API at this address: check region or endpoint_url",
+	}[status], commonStatusMeaning(status))
 }
 
 // cursorTime is LastProcessedTimeUtc, or the window's end (placeIn).
@@ -337,15 +320,13 @@ func (d *detection) cursorTime() time.Time {
 	return d.lastProcessed
 }
 
-func (d *detection) inWindow() bool            { return d.cursorAt.IsZero() }
-func (d *detection) problems() *recordProblems { return &d.issues }
-func (d *detection) metric() (telegraf.Metric, []string) {
-	return alertMetric(d)
-}
-func (d *detection) countKey() countKey { return countKeyOf(d) }
+func (d *detection) inWindow() bool                      { return d.cursorAt.IsZero() }
+func (d *detection) problems() *recordProblems           { return &d.issues }
+func (d *detection) metric() (telegraf.Metric, []string) { return alertMetric(d) }
+func (d *detection) countKey() countKey                  { return countKeyOf(d) }
 
-// placeIn keeps the cursor inside the window [since, until] asked: a time
-// outside it, or none, is not trusted; until keeps it remembered long enough.
+// placeIn keeps the cursor inside the window [since, until] asked: a time outside it, or none, is not
+// trusted; until keeps it remembered long enough.
 func (d *detection) placeIn(since, until time.Time) {
 	if d.lastProcessed.IsZero() || d.lastProcessed.Before(since) || d.lastProcessed.After(until) {
 		d.cursorAt = until
