@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -32,26 +33,20 @@ const (
 	graphIncidentsPath = "/v1.0/security/incidents"
 )
 
-// graphReader reads Graph security alerts_v2 or incidents: the versions
-// last updated in a chunk, in parts [From, To) of one page each. Only
-// evidence reads a part whole: a page without @odata.nextLink holding fewer
-// records than $top.
-// Any other page splits the part in time and its first half is read again,
-// repeats dropped as duplicates. Counts, order and chains of pages are never
-// trusted: a chain is followed only in a part of one 100 ns instant, which
-// cannot be split, and that part is then not shown whole.
+// graphReader reads Graph security alerts_v2 or incidents: the versions last updated in a chunk, in parts
+// [From, To) of one page each. Only a page without @odata.nextLink holding fewer records than $top shows a
+// part whole; any other splits it in time and its first half is read again. Counts, order and chains are
+// never trusted: a chain is followed only in a part of one 100 ns instant, which cannot be split.
 type graphReader struct {
 	endpoint *url.URL
 	pageSize int
 	noun     string // of the records, for messages
 	filter   string // $filter clauses after the time bounds
 	expand   string // $expand, left out for the rest of a chunk after a 500
-	// decodePage streams the records of a page to handle and returns its
-	// next link; keep, when set, says which records in the part are emitted.
-	decodePage func(body io.Reader, handle func(record) bool) (string, error)
-	keep       func(record) bool
-	// maxAlertsPerGather bounds the chain of one instant.
-	maxAlertsPerGather int
+	// decodePage streams a page's records to handle and returns its next link.
+	decodePage         func(body io.Reader, handle func(record) bool) (string, error)
+	keep               func(record) bool // when set, which records in the part are emitted
+	maxAlertsPerGather int               // bounds the chain of one instant
 }
 
 // newGraphReader reads the alerts of api = "graph".
@@ -73,9 +68,8 @@ func newGraphReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
 	}
 }
 
-// graphWalk is the part [from, to) of a chunk being read, on the 100 ns
-// grid, and its last page as decode read it; a poll stopped inside the part
-// reads it again.
+// graphWalk is the part [from, to) of a chunk being read, on the 100 ns grid, and its last page as decode
+// read it; a poll stopped inside the part reads it again.
 type graphWalk struct {
 	from, to     time.Time
 	items        int         // records on the page, inside the part or not
@@ -84,12 +78,11 @@ type graphWalk struct {
 	times        []time.Time // lastUpdateDateTime of those inside
 	next         string
 	pages        int // of the part
-	// A part of one instant: the versions its chain held, the links
-	// followed, and the versions new on the last page.
+	// A part of one instant: the versions its chain held, the links followed, those new on the last page.
 	chain, visited map[string]bool
 	added          int
-	// confirming: the page read is behind the next link of a short first
-	// page, which held held alerts of the part and shown alerts in all.
+	// confirming: the page is behind the next link of a short first page, which held `held` records of the
+	// part, `shown` in all.
 	confirming  bool
 	held, shown int
 	pageCap     int  // the records a page holds at most, when the service showed fewer than $top; kept for the chunk
@@ -143,10 +136,8 @@ func (r *graphReader) next(c *chunk, _ *known) *request {
 	return nil
 }
 
-// decode streams the records of one page and notes the page. Records
-// outside the part are left out: their times must not steer the cursor, and
-// the part covering them reads them if they are real. Records without a
-// time cannot be placed and are handed on.
+// decode streams one page's records and notes the page. Records outside the part are left out: their times
+// must not steer the cursor, and their own part reads them if real. Those without a time are handed on.
 func (r *graphReader) decode(c *chunk, body io.Reader, emit func(record) bool) error {
 	w := &c.graph
 	w.items, w.outside, w.times, w.added, w.oversized = 0, 0, w.times[:0], 0, false
@@ -180,9 +171,8 @@ func (r *graphReader) decode(c *chunk, body io.Reader, emit func(record) bool) e
 	return err
 }
 
-// after moves the chunk on with the answer to one page: past the part read
-// whole, to the first half of one that is not, or along the chain of an
-// instant.
+// after moves the chunk on with one page: past the part read whole, to the first half of one that is not,
+// or along the chain of an instant.
 func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	w := &c.graph
 	pr := progress{outOfWindow: int64(w.outside)}
@@ -211,8 +201,7 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 		return r.settle(c, pr, w.held)
 	case w.confirming && (a.err == nil || a.class == failRefused || errors.Is(a.err, errBodyTooLarge)):
 		if a.err == nil {
-			// More came behind a short page: the service's pages hold the
-			// longer of the two (one odd short page does not make it 1).
+			// More came behind a short page: pages hold the longer of the two (one odd page does not make it 1).
 			w.pageCap = max(w.shown, w.items)
 		}
 		return r.split(c, k, pr)
@@ -221,8 +210,7 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	case a.err != nil && w.pages > 1 && a.class == failRefused:
 		why = fmt.Sprintf("a next link was refused: %v", a.err)
 	case a.err != nil && !errors.Is(a.err, errBodyTooLarge):
-		// The poll's to retry or report: no reason to split, as malformed
-		// JSON, say, comes back in any part.
+		// The poll's to retry or report: malformed JSON, say, comes back in any part.
 		pr.err = a.err
 		return pr
 	case a.err != nil && w.chain != nil:
@@ -230,8 +218,8 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 		pr.unreadable = w.from
 		return r.settle(c, pr, len(w.chain))
 	case a.err == nil && w.chain == nil && w.next != "" && w.items < r.fullPage(w) && w.pages == 1:
-		// A short page with a next link, which some services send on every
-		// last page: an empty page behind it shows the part whole.
+		// A short page with a next link, as some services send on every last page: an empty page behind it
+		// shows the part whole.
 		if u := r.sameOrigin(w.next); u != nil {
 			w.confirming, w.held, w.shown = true, len(w.times), w.items
 			pr.then = &request{url: u, continues: true}
@@ -267,8 +255,7 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	return r.settle(c, pr, len(w.chain))
 }
 
-// fullPage is how many records a page holds at most: $top, or fewer where
-// the service showed so in this chunk.
+// fullPage is how many records a page holds at most: $top, or fewer where the service showed so.
 func (r *graphReader) fullPage(w *graphWalk) int {
 	if w.pageCap > 0 {
 		return min(r.pageSize, w.pageCap)
@@ -276,8 +263,7 @@ func (r *graphReader) fullPage(w *graphWalk) int {
 	return r.pageSize
 }
 
-// sameOrigin is a next link to follow: only to the API's own scheme and
-// host, as the request carries the bearer token.
+// sameOrigin is a next link to follow: only to the API's own scheme and host, as it carries the token.
 func (r *graphReader) sameOrigin(next string) *url.URL {
 	u, err := url.Parse(next)
 	if err != nil || u.Scheme != r.endpoint.Scheme || u.Host != r.endpoint.Host {
@@ -286,9 +272,8 @@ func (r *graphReader) sameOrigin(next string) *url.URL {
 	return u
 }
 
-// split ends the part's first half at the median time the page delivered
-// inside it, or at half the part if that is earlier, and at least 100 ns
-// after its start.
+// split ends the part's first half at the median time the page held inside it, or at half the part if
+// earlier, and at least 100 ns after its start.
 func (*graphReader) split(c *chunk, k *known, pr progress) progress {
 	w := &c.graph
 	cut := w.to.Sub(w.from) / 2
@@ -302,9 +287,8 @@ func (*graphReader) split(c *chunk, k *known, pr progress) progress {
 	return pr
 }
 
-// settle moves the chunk past the part and sizes the next part from the n
-// records this one held, to about 0.8 of a page, at most 16 times as wide;
-// after an empty part, the rest of the chunk.
+// settle moves the chunk past the part and sizes the next from the n records this one held, to about 0.8 of
+// a page, at most 16 times as wide; after an empty part, the rest of the chunk.
 func (r *graphReader) settle(c *chunk, pr progress, n int) progress {
 	width := c.graph.to.Sub(c.graph.from)
 	c.From, c.To = c.To, c.End
@@ -318,17 +302,12 @@ func (r *graphReader) settle(c *chunk, pr progress, n int) progress {
 	return pr
 }
 
+// graphStatusMeaning says what an HTTP status of Graph's alerts_v2 means.
 func graphStatusMeaning(status int) string {
-	switch status {
-	case http.StatusBadRequest:
-		return "the query was refused: check service_sources and severities"
-	case http.StatusUnauthorized:
-		return "the token is invalid or expired, or was issued for another audience: check scopes and region"
-	case http.StatusForbidden:
-		return "the app lacks the SecurityAlert.Read.All application permission, or admin consent for it"
-	case http.StatusNotFound:
-		return "no alerts_v2 at this address: check region or endpoint_url"
-	default:
-		return commonStatusMeaning(status)
-	}
+	return cmp.Or(map[int]string{
+		http.StatusBadRequest:   "the query was refused: check service_sources and severities",
+		http.StatusUnauthorized: "the token is invalid or expired, or was issued for another audience: check scopes and region",
+		http.StatusForbidden:    "the app lacks the SecurityAlert.Read.All application permission, or admin consent for it",
+		http.StatusNotFound:     "no alerts_v2 at this address: check region or endpoint_url",
+	}[status], commonStatusMeaning(status))
 }
