@@ -27,7 +27,6 @@ type delivery struct {
 // batch is a group of alerts tracked as one, and the cursor's position after them.
 type batch struct {
 	metrics  []telegraf.Metric // while filling
-	n        int               // alerts, once sent
 	sentAt   time.Time
 	ids      []string
 	keys     []countKey
@@ -72,12 +71,12 @@ func (d *delivery) send(c *cursor, now time.Time) {
 	at := positionOf(c)
 	switch {
 	case len(d.filling.metrics) > 0:
-		b := &batch{n: len(d.filling.metrics), ids: d.filling.ids, keys: d.filling.keys, at: at, sentAt: now}
+		b := &batch{ids: d.filling.ids, keys: d.filling.keys, at: at, sentAt: now}
 		id := d.acc.AddTrackingMetricGroup(d.filling.metrics)
 		d.filling = batch{}
 		d.sent[id] = b
 		d.queue = append(d.queue, b)
-		d.undelivered += b.n
+		d.undelivered += len(b.ids)
 	case len(d.queue) > 0:
 		d.queue[len(d.queue)-1].at = at
 	default: // a quiet move, which Gather saves when it is far enough
@@ -92,10 +91,10 @@ func (d *delivery) settle(info telegraf.DeliveryInfo) {
 		return
 	}
 	delete(d.sent, info.ID())
-	d.undelivered -= b.n
+	d.undelivered -= len(b.ids)
 	b.done, b.ok = true, info.Delivered()
 	if b.ok {
-		d.limit = min(d.max, d.limit+max(1, b.n/8))
+		d.limit = min(d.max, d.limit+max(1, len(b.ids)/8))
 		for _, k := range b.keys {
 			d.counted.add(k)
 		}
@@ -153,7 +152,7 @@ func (d *delivery) rollback(c *cursor) int {
 		for _, id := range b.ids {
 			delete(c.seen, id)
 		}
-		n += b.n
+		n += len(b.ids)
 	}
 	d.queue, d.failed = nil, false
 	c.watermark, c.pending = d.confirmed.watermark, nil

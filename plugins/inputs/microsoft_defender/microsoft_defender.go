@@ -290,7 +290,6 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	if err := m.commitState(); err != nil {
 		acc.AddError(fmt.Errorf("saving the state to %q failed, a restart would repeat detections: %w", m.StateFile, err))
 	}
-
 	started := time.Now()
 	now := m.now().UTC()
 	end := now.Add(-time.Duration(m.Delay))
@@ -316,17 +315,9 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	p := &poll{
 		reader: m.reader, client: m.client, cursor: m.cursor, plan: m.plan, limiter: m.limiter,
 		log: m.Log, acc: acc, now: m.now, sleep: m.sleep, maxRetries: m.MaxRetries,
-		known: known{
-			perRequest:  m.perRequest(),
-			unreadable:  m.cursor.newestUnreadable,
-			maxBodySize: int64(m.MaxBodySize),
-			log:         m.Log,
-		},
-		budget:   m.MaxAlertsPerGather,
-		deadline: now.Add(interval),
-		delivery: m.delivery,
+		known:  known{perRequest: m.perRequest(), unreadable: m.cursor.newestUnreadable, maxBodySize: int64(m.MaxBodySize), log: m.Log},
+		budget: m.MaxAlertsPerGather, deadline: now.Add(interval), delivery: m.delivery,
 	}
-
 	var countsAt time.Time
 	if now.Before(m.throttledUntil) {
 		m.Log.Warnf("The API asked to wait until %s (Retry-After): no request in this poll", m.throttledUntil.Format(time.RFC3339))
@@ -362,7 +353,6 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	case stoppedFailed:
 		acc.AddError(p.err)
 	}
-
 	readUpTo := m.cursor.watermark
 	if readUpTo.IsZero() {
 		readUpTo = end.Add(-time.Duration(m.InitialLookback))

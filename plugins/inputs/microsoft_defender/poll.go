@@ -36,9 +36,8 @@ type known struct {
 // request is one request a reader asks the poll to send.
 type request struct {
 	url       *url.URL
-	continues bool   // a step of the reader: sent even past the budget or deadline
-	search    bool   // an unreadable answer is what it looks for, not an error
-	resumes   string // logged when the deadline stops the poll inside it
+	continues bool // a step of the reader: sent even past the budget or deadline
+	search    bool // the SIEM instant search: an unreadable answer is what it looks for, not an error
 }
 
 // answer is what one request returned.
@@ -183,8 +182,8 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 		}
 		a := p.send(ctx, req)
 		if p.stopped != notStopped {
-			if p.stopped == stoppedDeadline && req.resumes != "" {
-				p.log.Info(req.resumes)
+			if p.stopped == stoppedDeadline && req.search {
+				p.log.Info("The search for the instant of a detection that cannot be read goes on in the next poll")
 			}
 			return false
 		}
@@ -336,18 +335,17 @@ func (p *poll) take(r record, a *answer) bool {
 				problems.where(), maxIdentityBytes)
 		}
 	}
-	if !p.cursor.isNew(id) {
-		a.decoded++
-		p.stats.received++
-		p.stats.duplicates++
-		return true
-	}
-	if p.budget == 0 {
+	fresh := p.cursor.isNew(id)
+	if fresh && p.budget == 0 {
 		p.stop(stoppedBudget, nil)
 		return false
 	}
 	a.decoded++
 	p.stats.received++
+	if !fresh {
+		p.stats.duplicates++
+		return true
+	}
 	p.budget--
 	p.stats.emitted++
 	m, cut := r.metric()

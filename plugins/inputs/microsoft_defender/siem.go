@@ -107,12 +107,7 @@ func (r *siemReader) next(c *chunk, k *known) *request {
 // ask builds the request for ask, which the walk keeps for after.
 func (r *siemReader) ask(c *chunk, ask *siemAsk) *request {
 	c.siem.asked = ask
-	req := &request{url: r.requestURL(ask.since, ask.until, ask.limit), continues: ask.step != siemWindow}
-	if ask.step == siemSearch {
-		req.search = true
-		req.resumes = "The search for the instant of a detection that cannot be read goes on in the next poll"
-	}
-	return req
+	return &request{url: r.requestURL(ask.since, ask.until, ask.limit), continues: ask.step != siemWindow, search: ask.step == siemSearch}
 }
 
 // after moves the chunk down with the answer to the request sent last.
