@@ -391,17 +391,6 @@ type rateLimit struct {
 	next int
 }
 
-// capWait is how long a request at now waits for the cap.
-func (r *rateLimit) capWait(now time.Time) time.Duration {
-	return r.sent[r.next].Add(time.Minute).Sub(now)
-}
-
-// sending notes a request that goes at t.
-func (r *rateLimit) sending(t time.Time) {
-	r.sent[r.next] = t
-	r.next = (r.next + 1) % len(r.sent)
-}
-
 // perRequest is the number of records one request asks for.
 func (m *MicrosoftDefender) perRequest() int {
 	n := min(m.MaxAlertsPerGather, maxRequestRecords)

@@ -403,7 +403,8 @@ func (p *poll) logProblemf(format string, args ...interface{}) {
 func (p *poll) waitForRateLimit(ctx context.Context) {
 	now := p.now()
 	reservation := p.limiter.ReserveN(now, 1)
-	wait := max(reservation.DelayFrom(now), p.limiter.capWait(now), 0)
+	r := p.limiter
+	wait := max(reservation.DelayFrom(now), r.sent[r.next].Add(time.Minute).Sub(now), 0)
 	if wait > 0 && !now.Add(wait).Before(p.deadline) {
 		reservation.CancelAt(now)
 		p.log.Debug("The rate limit (max_requests_per_minute) is reached: the next request waits for the next poll")
@@ -416,7 +417,7 @@ func (p *poll) waitForRateLimit(ctx context.Context) {
 			return
 		}
 	}
-	p.limiter.sending(now.Add(wait))
+	r.sent[r.next], r.next = now.Add(wait), (r.next+1)%len(r.sent)
 }
 
 // status: "ok" read whole, "partial" stopped short, "error" failed without progress.

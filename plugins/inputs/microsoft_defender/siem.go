@@ -67,13 +67,14 @@ const (
 	siemCheck                   // one detection above a full answer's newest: there must be none
 )
 
-// requestURL asks for the newest limit detections in [since, until] of the configured machines.
-func (r *siemReader) requestURL(since, until time.Time, limit int) *url.URL {
+// ask builds the request for ask, which the walk keeps for after.
+func (r *siemReader) ask(c *chunk, ask *siemAsk) *request {
+	c.siem.asked = ask
 	q := r.endpoint.Query()
-	q.Set("sinceTimeUtc", since.UTC().Format(siemTimeLayout))
-	q.Set("untilTimeUtc", until.UTC().Format(siemTimeLayout))
-	if limit > 0 {
-		q.Set("limit", strconv.Itoa(limit))
+	q.Set("sinceTimeUtc", ask.since.UTC().Format(siemTimeLayout))
+	q.Set("untilTimeUtc", ask.until.UTC().Format(siemTimeLayout))
+	if ask.limit > 0 {
+		q.Set("limit", strconv.Itoa(ask.limit))
 	}
 	for _, g := range r.machineGroups {
 		q.Add("machinegroups", g)
@@ -86,7 +87,7 @@ func (r *siemReader) requestURL(since, until time.Time, limit int) *url.URL {
 	}
 	u := *r.endpoint
 	u.RawQuery = q.Encode()
-	return &u
+	return &request{url: &u, continues: ask.step != siemWindow, search: ask.step == siemSearch}
 }
 
 func (r *siemReader) next(c *chunk, k *known) *request {
@@ -102,12 +103,6 @@ func (r *siemReader) next(c *chunk, k *known) *request {
 		ask.since, ask.known = at.Add(tick), at
 	}
 	return r.ask(c, ask)
-}
-
-// ask builds the request for ask, which the walk keeps for after.
-func (r *siemReader) ask(c *chunk, ask *siemAsk) *request {
-	c.siem.asked = ask
-	return &request{url: r.requestURL(ask.since, ask.until, ask.limit), continues: ask.step != siemWindow, search: ask.step == siemSearch}
 }
 
 // after moves the chunk down with the answer to the request sent last.
