@@ -70,11 +70,8 @@ func (c *cursor) next(end time.Time, plan windowPlan) *chunk {
 
 // isNew reports whether a record with this identity was not emitted; one without cannot be deduplicated.
 func (c *cursor) isNew(id string) bool {
-	if id == "" {
-		return true
-	}
-	_, ok := c.seen[id]
-	return !ok
+	_, seen := c.seen[id]
+	return id == "" || !seen
 }
 
 // remember notes an emitted record and returns the copy of id it keeps, apart from the record's memory.
@@ -145,14 +142,13 @@ func (c *cursor) markUnreadable(at time.Time) bool {
 
 // newestUnreadable returns the latest instant in [from, to] known to be unreadable.
 func (c *cursor) newestUnreadable(from, to time.Time) (time.Time, bool) {
-	var newest time.Time
-	found := false
+	var newest time.Time // no instant read is zero
 	for at := range c.unreadable {
-		if !at.Before(from) && !at.After(to) && (!found || at.After(newest)) {
-			newest, found = at, true
+		if !at.Before(from) && !at.After(to) && at.After(newest) {
+			newest = at
 		}
 	}
-	return newest, found
+	return newest, !newest.IsZero()
 }
 
 // reachable is where c can end by the API's clock (the Date of its latest answer): no later than apiNow minus

@@ -123,18 +123,14 @@ func (d *delivery) drain() {
 // waitForRoom waits until fewer than limit alerts are undelivered (true), a batch failed, ctx ends or until passes.
 func (d *delivery) waitForRoom(ctx context.Context, until time.Duration) bool {
 	d.drain()
-	if d.failed || d.undelivered < d.limit {
-		return !d.failed
-	}
-	timer := time.NewTimer(until)
-	defer timer.Stop()
+	timeout := time.After(until)
 	for d.undelivered >= d.limit && !d.failed {
 		select {
 		case info := <-d.acc.Delivered():
 			d.settle(info)
 		case <-ctx.Done():
 			return false
-		case <-timer.C:
+		case <-timeout:
 			return false
 		}
 	}

@@ -51,10 +51,6 @@ type graphReader struct {
 
 // newGraphReader reads the alerts of api = "graph".
 func newGraphReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
-	groups := make(map[string]bool, len(m.MachineGroups))
-	for _, g := range m.MachineGroups {
-		groups[g] = true
-	}
 	return &graphReader{endpoint: endpoint, pageSize: m.PageSize, noun: "alert", maxAlertsPerGather: m.MaxAlertsPerGather,
 		filter: odataAnyOf("serviceSource", m.ServiceSources) + odataAnyOf("severity", m.Severities),
 		decodePage: func(body io.Reader, handle func(record) bool) (string, error) {
@@ -63,7 +59,7 @@ func newGraphReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
 		keep: func(r record) bool {
 			a := r.(*graphAlert)
 			a.includeEvidence = m.IncludeEvidence
-			return len(groups) == 0 || groups[a.device.RbacGroupName]
+			return len(m.MachineGroups) == 0 || slices.Contains(m.MachineGroups, a.device.RbacGroupName)
 		},
 	}
 }
@@ -257,10 +253,7 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 
 // fullPage is how many records a page holds at most: $top, or fewer where the service showed so.
 func (r *graphReader) fullPage(w *graphWalk) int {
-	if w.pageCap > 0 {
-		return min(r.pageSize, w.pageCap)
-	}
-	return r.pageSize
+	return min(r.pageSize, cmp.Or(w.pageCap, r.pageSize))
 }
 
 // sameOrigin is a next link to follow: only to the API's own scheme and host, as it carries the token.

@@ -440,10 +440,7 @@ func regionURL(api, region string) (string, bool) {
 		return u, ok
 	}
 	cloud, ok := graphRegions[region]
-	if api == "graph_incidents" {
-		return "https://" + cloud.graphHost + graphIncidentsPath, ok
-	}
-	return "https://" + cloud.graphHost + graphAlertsPath, ok
+	return "https://" + cloud.graphHost + map[string]string{"graph": graphAlertsPath, "graph_incidents": graphIncidentsPath}[api], ok
 }
 
 // apiEndpoint is endpoint_url, or the API's address in region; for Graph it also fills an unset scope.
