@@ -110,7 +110,7 @@ type pollStats struct {
 	completed     bool  // at least one chunk was finished
 }
 
-// stop ends the poll short of the API's time.
+// stop ends the poll short of the window's end.
 func (p *poll) stop(reason stopReason, err error) {
 	p.stopped, p.err = reason, err
 	p.stats.backlog = true
@@ -369,15 +369,14 @@ func (p *poll) take(r record, a *answer) bool {
 		t = p.now() // the API placed it before now: remembered as long as a window can return it
 	}
 	id = p.cursor.remember(id, t)
-	if p.delivery == nil {
-		p.counter.add(r.countKey())
-		p.acc.AddMetric(m)
+	if d := p.delivery; d != nil {
+		if d.add(m, id, r.countKey()); len(d.filling.metrics) >= min(trackingBatch, d.limit) {
+			d.send(p.cursor, p.now())
+		}
 		return true
 	}
-	p.delivery.add(m, id, r.countKey())
-	if len(p.delivery.filling.metrics) >= min(trackingBatch, p.delivery.limit) {
-		p.delivery.send(p.cursor, p.now())
-	}
+	p.counter.add(r.countKey())
+	p.acc.AddMetric(m)
 	return true
 }
 
