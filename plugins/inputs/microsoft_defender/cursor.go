@@ -7,12 +7,14 @@ import (
 	"time"
 )
 
-// tick is the resolution of the APIs' timestamps (7 fractional digits).
-const tick = 100 * time.Nanosecond
-
-// maxClockSkew is how far the host clock may run ahead of the API's, or a saved position lie in the future,
-// before it is said or distrusted.
-const maxClockSkew = time.Minute
+const (
+	tick = 100 * time.Nanosecond // the resolution of the APIs' timestamps (7 fractional digits)
+	// maxClockSkew is how far the host clock may run ahead of the API's, or a saved position lie in the future,
+	// before it is said or distrusted.
+	maxClockSkew = time.Minute
+	// apiRetention is how long Defender keeps alerts: an older saved position would be walked a chunk at a time.
+	apiRetention = 180 * 24 * time.Hour
+)
 
 // chunk is a stretch [Start, End] of the API's time, read by one or more polls; read whole, the watermark
 // moves to End. From and To bound what is left: SIEM reads [From, To] down, Graph [From, End) up in parts
@@ -30,14 +32,11 @@ type chunk struct {
 
 // cursor remembers how far the plugin has read and which records it emitted where later windows read again.
 type cursor struct {
+	plan       windowPlan
 	watermark  time.Time            // the end of the last chunk read whole
 	pending    *chunk               // started by a poll, not finished
 	seen       map[string]time.Time // identity of each emitted record -> its cursor time
 	unreadable map[time.Time]bool   // instants that cannot be read, kept as long as seen
-}
-
-func newCursor() *cursor {
-	return &cursor{seen: make(map[string]time.Time), unreadable: make(map[time.Time]bool)}
 }
 
 // windowPlan holds the settings that shape the chunks.
@@ -50,17 +49,17 @@ type windowPlan struct {
 
 // next is the chunk to read up to end: the pending one, else the oldest maxWindow of [watermark - overlap,
 // end]; nil when all is read.
-func (c *cursor) next(end time.Time, plan windowPlan) *chunk {
+func (c *cursor) next(end time.Time) *chunk {
 	if c.pending != nil {
 		return c.pending
 	}
-	start := c.watermark.Add(-plan.overlap)
+	start := c.watermark.Add(-c.plan.overlap)
 	if c.watermark.IsZero() {
-		start = end.Add(-plan.lookback)
+		start = end.Add(-c.plan.lookback)
 	} else if !c.watermark.Before(end) {
 		return nil
 	}
-	stop := start.Add(plan.maxWindow)
+	stop := start.Add(c.plan.maxWindow)
 	if stop.After(end) {
 		stop = end
 	}
@@ -127,10 +126,10 @@ func (c *cursor) trim() int {
 }
 
 // complete moves the watermark past the pending chunk, read whole, and forgets what no later window returns.
-func (c *cursor) complete(overlap time.Duration) {
+func (c *cursor) complete() {
 	c.watermark = c.pending.End
 	c.pending = nil
-	c.forget(time.Time{}, c.watermark.Add(-overlap))
+	c.forget(time.Time{}, c.watermark.Add(-c.plan.overlap))
 }
 
 // markUnreadable records an instant whose detections cannot be read, and reports whether it was known.
@@ -167,9 +166,6 @@ func (c *chunk) reachable(apiNow time.Time, delay time.Duration) time.Time {
 	}
 	return limit
 }
-
-// apiRetention is how long Defender keeps alerts: an older saved position would be walked a chunk at a time.
-const apiRetention = 180 * 24 * time.Hour
 
 // position is how far the cursor got: the watermark, or the pending chunk's start when later.
 func (c *cursor) position() time.Time {

@@ -98,7 +98,6 @@ type MicrosoftDefender struct {
 	client   *apiClient // sends the reader's requests
 	tokens   tokenSource
 	cursor   *cursor
-	plan     windowPlan
 	limiter  *rateLimit
 	// now and sleep are the plugin's clock; tests replace them.
 	now   func() time.Time
@@ -185,9 +184,9 @@ func (m *MicrosoftDefender) Init() error {
 		m.reader = &siemReader{endpoint: endpoint, machineGroups: m.MachineGroups,
 			deviceCreatedMachineTags: m.DeviceCreatedMachineTags, cloudCreatedMachineTags: m.CloudCreatedMachineTags}
 	}
-	m.plan = windowPlan{lookback: time.Duration(m.InitialLookback), overlap: time.Duration(m.Overlap),
-		maxWindow: time.Duration(m.MaxWindow), delay: time.Duration(m.Delay)}
-	m.cursor = newCursor()
+	m.cursor = &cursor{seen: make(map[string]time.Time), unreadable: make(map[time.Time]bool),
+		plan: windowPlan{lookback: time.Duration(m.InitialLookback), overlap: time.Duration(m.Overlap),
+			maxWindow: time.Duration(m.MaxWindow), delay: time.Duration(m.Delay)}}
 	if m.sleep == nil {
 		m.sleep = sleepContext
 	}
@@ -313,7 +312,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 			oldest.Format(time.RFC3339)))
 	}
 	p := &poll{
-		reader: m.reader, client: m.client, cursor: m.cursor, plan: m.plan, limiter: m.limiter,
+		reader: m.reader, client: m.client, cursor: m.cursor, limiter: m.limiter,
 		log: m.Log, acc: acc, now: m.now, sleep: m.sleep, maxRetries: m.MaxRetries,
 		known:  known{perRequest: m.perRequest(), unreadable: m.cursor.newestUnreadable, maxBodySize: int64(m.MaxBodySize), log: m.Log},
 		budget: m.MaxAlertsPerGather, deadline: now.Add(interval), delivery: m.delivery,

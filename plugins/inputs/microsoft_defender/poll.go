@@ -75,7 +75,6 @@ type poll struct {
 	reader     reader
 	client     *apiClient
 	cursor     *cursor
-	plan       windowPlan
 	known      known
 	limiter    *rateLimit
 	log        telegraf.Logger
@@ -132,7 +131,7 @@ func (p *poll) stopBefore() bool {
 func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 	var countsAt time.Time
 	for {
-		c := p.cursor.next(end, p.plan)
+		c := p.cursor.next(end)
 		if c == nil || p.stopBefore() {
 			return countsAt
 		}
@@ -140,7 +139,7 @@ func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 		if !p.readChunk(ctx, c) {
 			return countsAt
 		}
-		reachable := c.reachable(p.client.apiNow, p.plan.delay)
+		reachable := c.reachable(p.client.apiNow, p.cursor.plan.delay)
 		short := reachable.Before(c.End)
 		if short {
 			if skew := p.now().Sub(p.client.apiNow); skew > maxClockSkew {
@@ -153,7 +152,7 @@ func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 			}
 			c.End = reachable // beyond the API's own time there is nothing to read yet
 		}
-		p.cursor.complete(p.plan.overlap)
+		p.cursor.complete()
 		p.stats.completed = true
 		if short {
 			return countsAt
@@ -192,7 +191,7 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 		p.stats.errors += pr.errors
 		if pr.settledBefore.After(pr.settledAfter) {
 			// A later window starts overlap before the chunk's end.
-			before := c.reachable(p.client.apiNow, p.plan.delay).Add(-p.plan.overlap)
+			before := c.reachable(p.client.apiNow, p.cursor.plan.delay).Add(-p.cursor.plan.overlap)
 			if pr.settledBefore.Before(before) {
 				before = pr.settledBefore
 			}
@@ -380,12 +379,10 @@ func (p *poll) take(r record, a *answer) bool {
 	return true
 }
 
-// maxIdentityBytes bounds what the cursor and the state hold per record.
-const maxIdentityBytes = 512
-
-// maxProblemsLogged records with problems are logged per poll, the rest only counted: a changed type does
-// not flood the log.
-const maxProblemsLogged = 10
+const (
+	maxIdentityBytes  = 512 // bounds what the cursor and the state hold per record
+	maxProblemsLogged = 10  // records with problems logged a poll, the rest counted: a changed type floods nothing
+)
 
 // logProblemf logs a record's problem, up to maxProblemsLogged a poll.
 func (p *poll) logProblemf(format string, args ...interface{}) {
