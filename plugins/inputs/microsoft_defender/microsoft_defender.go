@@ -99,9 +99,8 @@ type MicrosoftDefender struct {
 	tokens   tokenSource
 	cursor   *cursor
 	limiter  *rateLimit
-	// now and sleep are the plugin's clock; tests replace them.
-	now   func() time.Time
-	sleep func(ctx context.Context, d time.Duration) error
+	now      func() time.Time // with sleep, the plugin's clock, which tests replace
+	sleep    func(ctx context.Context, d time.Duration) error
 
 	// acc is Start's: Gather's rounds to the agent's precision, merging events eventTime keeps apart.
 	acc telegraf.Accumulator
@@ -163,25 +162,23 @@ func (m *MicrosoftDefender) Init() error {
 	if err != nil {
 		return err
 	}
-	endpoint, err := m.apiEndpoint()
-	if err != nil {
+	if m.endpoint, err = m.apiEndpoint(); err != nil {
 		return err
 	}
 	if m.tokens, err = m.tokenSource(tokenClient); err != nil {
 		return err
 	}
 	m.client = &apiClient{client: apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
-	m.endpoint = endpoint
 	if m.API != "siem" {
 		m.client.name, m.client.statusMeaning = "Graph API", graphStatusMeaning
 		m.client.header = http.Header{"Prefer": {"include-unknown-enum-members"}}
-		if m.reader = newGraphReader(m, endpoint); m.API == "graph_incidents" {
+		if m.reader = newGraphReader(m, m.endpoint); m.API == "graph_incidents" {
 			m.client.statusMeaning = incidentStatusMeaning
-			m.reader = newIncidentReader(m, endpoint)
+			m.reader = newIncidentReader(m, m.endpoint)
 		}
 	} else {
 		m.client.name, m.client.statusMeaning = "SIEM API", siemStatusMeaning
-		m.reader = &siemReader{endpoint: endpoint, machineGroups: m.MachineGroups,
+		m.reader = &siemReader{endpoint: m.endpoint, machineGroups: m.MachineGroups,
 			deviceCreatedMachineTags: m.DeviceCreatedMachineTags, cloudCreatedMachineTags: m.CloudCreatedMachineTags}
 	}
 	m.cursor = &cursor{seen: make(map[string]time.Time), unreadable: make(map[time.Time]bool),
