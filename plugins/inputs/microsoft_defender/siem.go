@@ -122,7 +122,7 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		}
 		return progress{}
 	case siemSearch:
-		return r.searched(c, a, unreadable, k)
+		return r.searchOn(c, a, k)
 	case siemCheck:
 		// The walk stays above the full answer until the check passes.
 		if a.err != nil {
@@ -144,7 +144,7 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		w.shrink(a.decoded, a.err, k)
 		return progress{}
 	case unreadable && a.decoded == 0: // the newest detection alone cannot be read: find its instant
-		return r.searchOn(c, k)
+		return r.searchOn(c, nil, k)
 	}
 	if err != nil {
 		return progress{err: err}
@@ -166,7 +166,7 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		// Nothing tells how far down a full answer reached: find the newest instant, read it, walk on below.
 		k.log.Warnf("The SIEM API answered %d detection(s) for %s to %s, none with a LastProcessedTimeUtc inside that window: "+
 			"finding the newest instant with one-detection requests", ask.limit, c.From.Format(time.RFC3339Nano), c.To.Format(time.RFC3339Nano))
-		return r.searchOn(c, k)
+		return r.searchOn(c, nil, k)
 	}
 	full := &fullAnswer{limit: ask.limit, oldest: a.oldest, newest: a.newest}
 	if !w.checked && a.newest.Before(ask.until) { // once a chunk: nothing may lie above a limited answer
@@ -215,12 +215,31 @@ type instantSearch struct {
 
 // searchOn bisects for the time of the chunk's newest detection, which cannot be read: one detection asked
 // for from a time up comes (or fails) exactly when that time is at or before it. A known one is tried first.
-func (r *siemReader) searchOn(c *chunk, k *known) progress {
+// a is the answer to the search's last step; nil when it starts.
+func (r *siemReader) searchOn(c *chunk, a *answer, k *known) progress {
 	w := &c.siem
-	s := w.search
-	if s == nil || !s.chunkTo.Equal(c.To) || s.from.Before(c.From) {
-		s = &instantSearch{chunkTo: c.To, from: c.From, to: c.To}
-		w.search = s
+	s, ask := w.search, w.asked
+	if a == nil {
+		if s == nil || !s.chunkTo.Equal(c.To) || s.from.Before(c.From) {
+			s = &instantSearch{chunkTo: c.To, from: c.From, to: c.To}
+			w.search = s
+		}
+	} else {
+		unreadable := a.class == failUnreadable // which means a detection is there
+		if a.err != nil && !unreadable {
+			return progress{err: a.err}
+		}
+		occupied := a.decoded > 0 || unreadable
+		s.triedKnown = s.triedKnown || ask.knownTry
+		switch {
+		case ask.knownTry && !occupied:
+			w.search = nil
+			return r.found(c, ask.since.Add(-tick))
+		case occupied:
+			s.from = ask.since
+		default:
+			s.to = ask.since.Add(-tick)
+		}
 	}
 	if at, ok := k.unreadable(s.from, s.to); ok && !s.triedKnown {
 		return progress{then: r.ask(c, &siemAsk{since: at.Add(tick), until: c.To, limit: 1, step: siemSearch, knownTry: true})}
@@ -231,31 +250,6 @@ func (r *siemReader) searchOn(c *chunk, k *known) progress {
 	}
 	w.search = nil
 	return r.found(c, s.from)
-}
-
-// searched narrows the search with one answer.
-func (r *siemReader) searched(c *chunk, a *answer, unreadable bool, k *known) progress {
-	ask := c.siem.asked
-	if a.err != nil && !unreadable {
-		return progress{err: a.err}
-	}
-	// An unreadable answer means a detection is there.
-	occupied := a.decoded > 0 || unreadable
-	s := c.siem.search
-	switch {
-	case ask.knownTry:
-		s.triedKnown = true
-		if !occupied {
-			c.siem.search = nil
-			return r.found(c, ask.since.Add(-tick))
-		}
-		s.from = ask.since
-	case occupied:
-		s.from = ask.since
-	default:
-		s.to = ask.since.Add(-tick)
-	}
-	return r.searchOn(c, k)
 }
 
 // found moves the chunk to the instant found: read whole, or passed over only when this read fails too.
