@@ -40,9 +40,9 @@ const (
 	defaultGraphPageSize     = 500 // Graph's $top when page_size is 0
 	userAgent                = "Telegraf-microsoft_defender"
 	defaultPollDeadline      = time.Minute     // bounds the first poll, before an interval is known
-	maxRequestRecords        = 10000           // per request: an answer's identities are held, a retry costs it again
-	defaultMaxUndelivered    = 5000            // with the answer read past them, within Telegraf's buffer of 10,000
-	maxRequestsPerMinute     = 15000           // the rate limit holds each request's time: 100 times Graph's budget
+	maxRequestRecords        = 10000           // per request, whatever the budget: its ids are held, a retry repeats it
+	defaultMaxUndelivered    = 5000            // with one answer more, within Telegraf's default buffer (10,000)
+	maxRequestsPerMinute     = 15000           // the limit keeps each request's time a minute; 100 times Graph's budget
 	stallWarning             = 5 * time.Minute // unconfirmed alerts are warned of this often
 )
 
