@@ -132,13 +132,6 @@ func (c *cursor) complete() {
 	c.forget(time.Time{}, c.watermark.Add(-c.plan.overlap))
 }
 
-// markUnreadable records an instant whose detections cannot be read, and reports whether it was known.
-func (c *cursor) markUnreadable(at time.Time) bool {
-	known := c.unreadable[at]
-	c.unreadable[at] = true
-	return known
-}
-
 // newestUnreadable returns the latest instant in [from, to] known to be unreadable.
 func (c *cursor) newestUnreadable(from, to time.Time) (time.Time, bool) {
 	var newest time.Time // no instant read is zero

@@ -215,10 +215,11 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 
 // passOverUnreadable counts and reports an unreadable instant once.
 func (p *poll) passOverUnreadable(at time.Time) {
-	if p.cursor.markUnreadable(at) {
+	if p.cursor.unreadable[at] {
 		p.log.Debugf("Passing over again the detections of %s, which cannot be read", at.Format(time.RFC3339Nano))
 		return
 	}
+	p.cursor.unreadable[at] = true
 	p.stats.skipped++
 	p.log.Warnf("The records the %s holds at %s cannot be read (larger than max_body_size, %d bytes, alone or together, "+
 		"or not JSON): they are skipped; raise max_body_size if they are large", p.client.name, at.Format(time.RFC3339Nano), p.known.maxBodySize)
