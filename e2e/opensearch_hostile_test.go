@@ -1,0 +1,411 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf/metric"
+
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
+)
+
+// Telegraf's outputs.opensearch and outputs.elasticsearch fail a whole
+// batch when the server refuses one document of it, and retry that batch
+// for ever: one refused document would hold every document behind it. So
+// the template and the pipeline must accept whatever the plugin can emit.
+// Here SIEM detections, Graph alert versions (with their evidence) and
+// incident versions carry hostile values, drawn with a fixed seed, in every
+// string the plugin turns into a field or a tag; the plugin built into
+// Telegraf sends them through both outputs into a real node. Every metric
+// Telegraf emitted is then in each output's indices exactly once, with its
+// tags and fields as emitted, Telegraf logged no output error, and every
+// field the plugin emitted is one the template declares, so that the
+// measurements' "dynamic": false leaves none of them unsearchable.
+func TestOpenSearchNeverRefusesHostileValues(t *testing.T) {
+	// outputs.elasticsearch refuses a server below version 5.
+	node := startOpenSearch(t, "compatibility.override_main_response_version=true")
+	node.install(t)
+	sim, counts := hostileSimulator(t, 22)
+	server := httptest.NewServer(sim.Handler())
+	t.Cleanup(server.Close)
+
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.json")
+	keys := []string{`initial_lookback = "2h"`, `delay = "0s"`}
+	conf := fmt.Sprintf(`
+[agent]
+  interval = "2s"
+  flush_interval = "1s"
+  omit_hostname = true
+%s%s%s
+[[outputs.opensearch]]
+  urls = [%[4]q]
+  index_name = 'defender-os-{{.Time.Format "2006.01.02"}}'
+  manage_template = false
+  template_name = "defender"
+  timeout = "60s"
+  force_document_id = true
+  use_pipeline = "defender-ecs"
+
+[[outputs.elasticsearch]]
+  urls = [%[4]q]
+  index_name = "defender-es-%%Y.%%m.%%d"
+  manage_template = false
+  timeout = "60s"
+  force_document_id = true
+  use_pipeline = "defender-ecs"
+
+## JSON, not line protocol: a field may hold a line break.
+[[outputs.file]]
+  files = [%[5]q]
+  data_format = "json"
+  json_timestamp_units = "1ns"
+`, siemSection(server.URL, "e2e-secret", keys...),
+		graphSection(server.URL, "e2e-secret", append(keys, "include_evidence = true")...),
+		incidentSection(server.URL, "e2e-secret", keys...), node.url, out)
+	a := launch(t, "telegraf-intree", filepath.Join(dir, "telegraf.conf"), conf, out)
+
+	// Each section has emitted what it read and then polled without
+	// finding anything new.
+	apis := []string{"siem", "graph", "graph_incidents"}
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		done := 0
+		polls := emittedJSON(t, out, "defender_poll")
+		for _, api := range apis {
+			busy := false
+			for _, m := range polls {
+				if m.Tags["api"] != api {
+					continue
+				}
+				if m.Fields["alerts_emitted"].(float64) > 0 || m.Fields["backlog"].(bool) {
+					busy = true
+				} else if busy {
+					done++
+					break
+				}
+			}
+		}
+		if done == len(apis) {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the sections did not finish reading; telegraf's log:\n%s", a.stderr.String())
+		time.Sleep(time.Second)
+	}
+	a.stop(t)
+
+	log := a.stderr.String()
+	for _, line := range strings.Split(log, "\n") {
+		require.NotRegexp(t, `^\S+ E! \[outputs\.`, line, "telegraf logged an output error")
+	}
+	require.NotContains(t, log, "failed to index")
+	require.NotContains(t, log, "indexing failure")
+
+	// The plugin emitted every hostile record, once or more.
+	emitted := emittedJSON(t, out, "")
+	records := map[string]map[string]bool{"siem": {}, "graph": {}, "incident": {}}
+	for _, m := range emitted {
+		switch {
+		case m.Name == "defender_alert" && m.Fields["full_id"] != nil:
+			records["siem"][m.Fields["full_id"].(string)] = true
+		case m.Name == "defender_alert":
+			records["graph"][fmt.Sprint(m.Fields["alert_id"], "@", m.Fields["last_update_date_time"])] = true
+		case m.Name == "defender_incident":
+			records["incident"][fmt.Sprint(m.Fields["incident_id"], "@", m.Fields["last_update_date_time"])] = true
+		}
+	}
+	for kind, n := range counts {
+		require.Len(t, records[kind], n, "%s records emitted", kind)
+	}
+
+	// The values reached the outputs as hostile as they were drawn.
+	var long, controls, cjk int
+	declared := templateFields(t)
+	names := make(map[string]bool)
+	for _, m := range emitted {
+		names[m.Name] = true
+		for key, v := range m.Fields {
+			require.Contains(t, declared, m.Name+"."+key, "a field the template does not declare: not searchable under \"dynamic\": false")
+			s, ok := v.(string)
+			if !ok {
+				continue
+			}
+			if utf8.RuneCountInString(s) > 8191 {
+				long++
+			}
+			if strings.ContainsAny(s, "\x00\x01\x1b\u0085") {
+				controls++
+			}
+			if strings.ContainsRune(s, '攻') {
+				cjk++
+			}
+		}
+	}
+	require.Len(t, names, 5, "measurements: %v", names)
+	t.Logf("%d metrics emitted; %d field values over 8191 characters, %d with control characters, %d with CJK",
+		len(emitted), long, controls, cjk)
+	require.Positive(t, long)
+	require.Positive(t, controls)
+	require.Positive(t, cjk)
+
+	// Every metric is one document in each output's indices, with the
+	// tags and fields it was emitted with. force_document_id makes its id
+	// a hash of its time, name and tags, and makes a repeat that document.
+	byID := make(map[string]emittedMetric)
+	for _, m := range emitted {
+		id := m.documentID()
+		if seen, ok := byID[id]; ok {
+			require.Equal(t, seen.Fields, m.Fields, "two metrics of one document id %s", id)
+		}
+		byID[id] = m
+	}
+	ids := make([]string, 0, len(byID))
+	for id := range byID {
+		ids = append(ids, id)
+	}
+	ignored := 0
+	for _, pattern := range []string{"defender-os-*", "defender-es-*"} {
+		total := node.search(t, pattern, `{"size": 0, "track_total_hits": true}`)
+		require.Equal(t, len(byID), totalHits(t, total), "%s: documents", pattern)
+		for start := 0; start < len(ids); start += 10 {
+			chunk := ids[start:min(start+10, len(ids))]
+			list, err := json.Marshal(chunk)
+			require.NoError(t, err)
+			found := hits(t, node.search(t, pattern, `{"size": 10, "query": {"ids": {"values": `+string(list)+`}}}`))
+			require.Len(t, found, len(chunk), "%s: documents of %v", pattern, chunk)
+			for _, h := range found {
+				m := byID[h["_id"].(string)]
+				source := h["_source"].(map[string]any)
+				require.Equal(t, m.Name, source["measurement_name"])
+				require.Equal(t, m.Tags, toStrings(t, source["tag"]), "%s: the tags of %s", pattern, h["_id"])
+				require.Equal(t, m.Fields, source[m.Name], "%s: the fields of %s", pattern, h["_id"])
+				if h["_ignored"] != nil {
+					ignored++
+				}
+			}
+		}
+	}
+	// Values the index left out and kept in _source: dates that do not parse.
+	require.Positive(t, ignored)
+}
+
+// emittedMetric is a metric as Telegraf's JSON serializer wrote it.
+type emittedMetric struct {
+	Name      string            `json:"name"`
+	Tags      map[string]string `json:"tags"`
+	Fields    map[string]any    `json:"fields"`
+	Timestamp int64             `json:"timestamp"`
+}
+
+// documentID is the id outputs.opensearch and outputs.elasticsearch give
+// the metric under force_document_id: a SHA-256 of its time in
+// nanoseconds, its name and the hash of its series.
+func (m emittedMetric) documentID() string {
+	series := metric.New(m.Name, m.Tags, map[string]any{"x": 1}, time.Unix(0, m.Timestamp))
+	sum := sha256.Sum256([]byte(strconv.FormatInt(m.Timestamp, 10) + m.Name + strconv.FormatUint(series.HashID(), 10)))
+	return fmt.Sprintf("%x", sum)
+}
+
+// emittedJSON reads the metrics named name ("" for all) of the whole lines
+// of Telegraf's JSON file output.
+func emittedJSON(t *testing.T, path, name string) []emittedMetric {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	require.NoError(t, err)
+	data = data[:bytes.LastIndexByte(data, '\n')+1]
+	var out []emittedMetric
+	scanner := bufio.NewScanner(bytes.NewReader(data))
+	scanner.Buffer(nil, 64<<20)
+	for scanner.Scan() {
+		if name != "" && !bytes.Contains(scanner.Bytes(), []byte(`"name":"`+name+`"`)) {
+			continue
+		}
+		var m emittedMetric
+		require.NoError(t, json.Unmarshal(scanner.Bytes(), &m))
+		if name == "" || m.Name == name {
+			out = append(out, m)
+		}
+	}
+	require.NoError(t, scanner.Err())
+	return out
+}
+
+func toStrings(t *testing.T, v any) map[string]string {
+	t.Helper()
+	m, ok := v.(map[string]any)
+	require.True(t, ok, "%v", v)
+	out := make(map[string]string, len(m))
+	for k, s := range m {
+		out[k] = s.(string)
+	}
+	return out
+}
+
+// hostileSimulator serves, within the last hour, SIEM detections, Graph
+// alerts of one or two versions and incident versions whose strings are
+// hostile values drawn from seed; it returns how many of each it holds
+// (siem, graph, incident).
+func hostileSimulator(t *testing.T, seed uint64) (*simulator.Server, map[string]int) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 0))
+	h := func() string { return hostile(rng) }
+	sim := simulator.New(simulator.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret"})
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	// A time the API's filter finds, or a hostile one that it never reads.
+	when := func() string {
+		if rng.IntN(3) == 0 {
+			return h()
+		}
+		return hostileTime(rng, now)
+	}
+	counts := map[string]int{"siem": 120, "graph": 0, "incident": 0}
+	for i := range counts["siem"] {
+		d := simulator.Detection{
+			AlertTime: when(), ComputerDNSName: h(), AlertTitle: h(), Category: h(), Severity: h(), AlertID: strconv.Itoa(i) + "#" + h(),
+			Actor: h(), LinkToWDATP: h(), IocName: h(), IocValue: h(), CreatorIocName: h(), CreatorIocValue: h(), Sha1: h(),
+			FileName: h(), FilePath: h(), IPAddress: h(), URL: h(), IoaDefinitionID: h(), UserName: h(),
+			AlertPart: rng.IntN(1<<20) - 1<<19, LastProcessedTimeUtc: now.Add(-time.Duration(rng.IntN(3600)) * time.Second).Format(simulator.TimeLayout),
+			ThreatCategory: h(), ThreatFamily: h(), ThreatName: h(), RemediationAction: h(), Source: h(), Md5: h(), Sha256: h(),
+			UserDomain: h(), LogOnUsers: h(), MachineDomain: h(), MachineName: h(), InternalIPv4List: h(), InternalIPv6List: h(),
+			FileHash: h(), DeviceID: h(), MachineGroup: h(), Description: h(), DeviceCreatedMachineTags: h(), CloudCreatedMachineTags: h(),
+			CommandLine: h(), IncidentLinkToWDATP: h(), ReportID: rng.Int64() - 1<<62, LinkToMTP: h(), IncidentLinkToMTP: h(),
+			ExternalID: h(), IocUniqueID: h(),
+		}
+		d.FullID = d.AlertID + ":" + strconv.Itoa(d.AlertPart)
+		if rng.IntN(2) == 0 {
+			b := rng.IntN(2) == 0
+			d.RemediationIsSuccess, d.WasExecutingWhileDetected = &b, &b
+		}
+		require.NoError(t, sim.Add(d))
+	}
+	hp := func() *string {
+		if rng.IntN(5) == 0 {
+			return nil
+		}
+		s := h()
+		return &s
+	}
+	var alertIDs []string
+	for i := range 60 {
+		a := simulator.GraphAlert{
+			ID: strconv.Itoa(i) + "#" + h(), ProviderAlertID: h(), IncidentID: h(), TenantID: h(), Status: h(), Severity: h(),
+			Classification: hp(), Determination: hp(), ServiceSource: h(), DetectionSource: h(), DetectorID: h(), Category: h(),
+			Title: h(), Description: h(), RecommendedActions: h(), AlertWebURL: h(), IncidentWebURL: h(), ActorDisplayName: hp(),
+			ThreatDisplayName: hp(), ThreatFamilyName: hp(), MitreTechniques: []string{h(), h(), h()}, AssignedTo: hp(),
+			CreatedDateTime: when(), ResolvedDateTime: hp(), FirstActivityDateTime: when(), LastActivityDateTime: h(),
+		}
+		device, err := json.Marshal(map[string]any{"@odata.type": "#microsoft.graph.security.deviceEvidence",
+			"deviceDnsName": h(), "mdeDeviceId": h(), "rbacGroupName": h(), "osPlatform": h()})
+		require.NoError(t, err)
+		other, err := json.Marshal(map[string]any{"@odata.type": "#microsoft.graph.security.processEvidence",
+			"processCommandLine": h(), "detectionStatus": h(), "remediationStatusDetails": h()})
+		require.NoError(t, err)
+		a.Evidence = []json.RawMessage{device, other}
+		alertIDs = append(alertIDs, a.ID)
+		// The API serves an alert's current version alone: one each.
+		a.LastUpdateDateTime = now.Add(-time.Duration(rng.IntN(3600)) * time.Second).Format(time.RFC3339Nano)
+		require.NoError(t, sim.AddGraph(a))
+		counts["graph"]++
+	}
+	for i := range 40 {
+		in := simulator.GraphIncident{
+			ID: strconv.Itoa(i) + "#" + h(), TenantID: h(), Status: h(), Severity: h(), Classification: h(), Determination: h(),
+			DisplayName: h(), Description: h(), AssignedTo: hp(), IncidentWebURL: h(), RedirectIncidentID: hp(),
+			CreatedDateTime: when(), LastUpdateDateTime: now.Add(-time.Duration(rng.IntN(3600)) * time.Second).Format(time.RFC3339Nano),
+			CustomTags: []string{h(), h()}, SystemTags: []string{h()}, Comments: []map[string]string{{"comment": h()}},
+			AlertIDs: []string{alertIDs[rng.IntN(len(alertIDs))], h()},
+		}
+		require.NoError(t, sim.AddIncidents(in))
+		counts["incident"]++
+	}
+	return sim, counts
+}
+
+// hostileTime is a time the APIs may send: now, the ends of the years a
+// metric can hold, the epoch, in other forms and offsets.
+func hostileTime(rng *rand.Rand, now time.Time) string {
+	switch rng.IntN(8) {
+	case 0:
+		return "1678-01-02T00:00:00Z"
+	case 1:
+		return "2262-04-10T23:59:59.9999999Z"
+	case 2:
+		return "1970-01-01T00:00:00Z"
+	case 3:
+		return now.Add(-time.Hour).In(time.FixedZone("", -(13*3600 + 45*60))).Format(time.RFC3339Nano)
+	case 4:
+		return now.Add(-time.Minute).Format("2006-01-02 15:04:05.999999999")
+	default:
+		return now.Add(-time.Duration(rng.IntN(3600)) * time.Second).Format(simulator.TimeLayout)
+	}
+}
+
+// Runes for hostile strings: C0 and C1 controls, line and paragraph
+// separators, a byte order mark, noncharacters, zero-width and bidi
+// marks, combining marks, CJK, and outside the basic plane (two UTF-16
+// units each, four bytes of UTF-8).
+var hostileRunes = []rune("\x00\x01\x07\x08\t\n\v\f\r\x1b\x1f\x7f\u0080\u0085\u009f\u00a0\u2028\u2029\ufeff\ufffe\uffff" +
+	"\u200b\u200d\u202e\u2066\u0301\u0336攻撃者がフォルダ名を選ぶ제목😀𝕏🏳️‍🌈𐀀\U0010FFFD\"\\'{}[]<>&%$.,:;=-_/ aZ09")
+
+// hostileWords are values that look like something else: numbers, dates,
+// JSON, Mustache and Painless, field names and paths.
+var hostileWords = []string{
+	"0", "-1", "1e400", "-1e400", "NaN", "Infinity", "-Infinity", "0x1F", "99999999999999999999", "1.7976931348623157e309", "007",
+	"true", "false", "null", "", " ", "\t\n", "not a date", "2024-13-45T99:99:99Z", "0000-00-00T00:00:00Z", "0001-01-01T00:00:00Z",
+	"9999-12-31T23:59:59.9999999Z", "+292278994-08-17T07:12:55.807Z", "-292275055-05-16T16:47:04.192Z", "1700000000000",
+	"30/09/2020 14:00", `{"a": 1}`, "[1, 2]", `{"@timestamp": 5}`, "{{{tag.severity}}}", "{{#x}}{{/x}}", "{{", "}}",
+	"ctx._source", "params.scores", "a.b", ".", "..", "_id", "_source", "@timestamp", "measurement_name", `C:\Temp\..\..\`,
+	"' OR 1=1 --", "\\u0000", "%s%n%x", "\xff\xfe invalid UTF-8 \xc3", "\x00",
+}
+
+// hostile draws a hostile string: huge, on a limit, made of hostile runes,
+// or a hostile word; the lengths straddle ignore_above (8191 characters),
+// Lucene's term limit (32,766 bytes) and the plugin's cut (32,766 bytes).
+func hostile(rng *rand.Rand) string {
+	runes := func(n int) string {
+		var b strings.Builder
+		for range n {
+			b.WriteRune(hostileRunes[rng.IntN(len(hostileRunes))])
+		}
+		return b.String()
+	}
+	switch rng.IntN(16) {
+	case 0:
+		return runes(6000 + rng.IntN(30000))
+	case 1:
+		return strings.Repeat("a", 8191+rng.IntN(2))
+	case 2:
+		return strings.Repeat("攻", 10921+rng.IntN(4)) // 32,763 to 32,772 bytes
+	case 3:
+		return strings.Repeat("😀", 4095+rng.IntN(2)) // 8,190 or 8,192 UTF-16 units
+	case 4:
+		return `C:\Temp\` + strings.Repeat("攻", 11000)
+	case 5:
+		return strings.Repeat("\x00\x01\x1b", 100+rng.IntN(3000))
+	case 6, 7, 8, 9:
+		return hostileWords[rng.IntN(len(hostileWords))]
+	case 10, 11, 12:
+		return runes(1 + rng.IntN(200))
+	default:
+		return "wks-" + strconv.Itoa(rng.IntN(1000)) + ".contoso.local"
+	}
+}
