@@ -3,24 +3,26 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/influxdata/telegraf/metric"
+	"github.com/influxdata/telegraf/plugins/parsers/influx"
 
 	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
@@ -38,6 +40,10 @@ import (
 // field the plugin emitted is one the template declares, so that the
 // measurements' "dynamic": false leaves none of them unsearchable.
 func TestOpenSearchNeverRefusesHostileValues(t *testing.T) {
+	// Both outputs at once write 200 MB: the node refuses (429) a bulk
+	// request that would take its bytes in flight over 10% of the heap
+	// (indexing_pressure.memory.limit), and 512 MB leave that to chance.
+	t.Setenv("OPENSEARCH_HEAP", "1g")
 	// outputs.elasticsearch refuses a server below version 5.
 	node := startOpenSearch(t, "compatibility.override_main_response_version=true")
 	node.install(t)
@@ -45,8 +51,8 @@ func TestOpenSearchNeverRefusesHostileValues(t *testing.T) {
 	server := httptest.NewServer(sim.Handler())
 	t.Cleanup(server.Close)
 
+	proxy := bulkRecorder(t, node.url)
 	dir := t.TempDir()
-	out := filepath.Join(dir, "out.json")
 	keys := []string{`initial_lookback = "2h"`, `delay = "0s"`}
 	conf := fmt.Sprintf(`
 [agent]
@@ -63,7 +69,10 @@ func TestOpenSearchNeverRefusesHostileValues(t *testing.T) {
   force_document_id = true
   use_pipeline = "defender-ecs"
 
+## It sends a batch as one bulk request, which must stay under the
+## node's limits (see above, and http.max_content_length, 100 MB).
 [[outputs.elasticsearch]]
+  metric_batch_size = 20
   urls = [%[4]q]
   index_name = "defender-es-%%Y.%%m.%%d"
   manage_template = false
@@ -71,30 +80,25 @@ func TestOpenSearchNeverRefusesHostileValues(t *testing.T) {
   force_document_id = true
   use_pipeline = "defender-ecs"
 
-## JSON, not line protocol: a field may hold a line break.
-[[outputs.file]]
-  files = [%[5]q]
-  data_format = "json"
-  json_timestamp_units = "1ns"
 `, siemSection(server.URL, "e2e-secret", keys...),
 		graphSection(server.URL, "e2e-secret", append(keys, "include_evidence = true")...),
-		incidentSection(server.URL, "e2e-secret", keys...), node.url, out)
-	a := launch(t, "telegraf-intree", filepath.Join(dir, "telegraf.conf"), conf, out)
+		incidentSection(server.URL, "e2e-secret", keys...), proxy.url)
+	a := startInTree(t, dir, "telegraf", conf)
 
 	// Each section has emitted what it read and then polled without
 	// finding anything new.
 	apis := []string{"siem", "graph", "graph_incidents"}
-	deadline := time.Now().Add(5 * time.Minute)
+	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		done := 0
-		polls := emittedJSON(t, out, "defender_poll")
+		polls := emittedPolls(t, a)
 		for _, api := range apis {
 			busy := false
 			for _, m := range polls {
 				if m.Tags["api"] != api {
 					continue
 				}
-				if m.Fields["alerts_emitted"].(float64) > 0 || m.Fields["backlog"].(bool) {
+				if m.Fields["alerts_emitted"].(int64) > 0 || m.Fields["backlog"].(bool) {
 					busy = true
 				} else if busy {
 					done++
@@ -110,6 +114,8 @@ func TestOpenSearchNeverRefusesHostileValues(t *testing.T) {
 	}
 	a.stop(t)
 
+	t.Logf("%d bulk requests of %d MB in all", proxy.requests, proxy.bytes>>20)
+	require.Empty(t, proxy.refusals(), "bulk requests or documents the node refused")
 	log := a.stderr.String()
 	for _, line := range strings.Split(log, "\n") {
 		require.NotRegexp(t, `^\S+ E! \[outputs\.`, line, "telegraf logged an output error")
@@ -118,7 +124,7 @@ func TestOpenSearchNeverRefusesHostileValues(t *testing.T) {
 	require.NotContains(t, log, "indexing failure")
 
 	// The plugin emitted every hostile record, once or more.
-	emitted := emittedJSON(t, out, "")
+	emitted := emittedMetrics(t, a)
 	records := map[string]map[string]bool{"siem": {}, "graph": {}, "incident": {}}
 	for _, m := range emitted {
 		switch {
@@ -164,25 +170,37 @@ func TestOpenSearchNeverRefusesHostileValues(t *testing.T) {
 	require.Positive(t, controls)
 	require.Positive(t, cjk)
 
-	// Every metric is one document in each output's indices, with the
-	// tags and fields it was emitted with. force_document_id makes its id
-	// a hash of its time, name and tags, and makes a repeat that document.
-	byID := make(map[string]emittedMetric)
+	// Each output sent every metric Telegraf emitted (to the file output),
+	// and each document it sent is in its indices exactly once, as sent.
+	// The documents are taken from the bulk requests, and compared with the
+	// metrics on name, time and fields, per distinct tags: line protocol,
+	// the file output's format, cannot keep a tag value that ends in a
+	// backslash, and the document id hashes the tags.
+	want := make(map[string]int)
+	series := make(map[string]bool)
 	for _, m := range emitted {
-		id := m.documentID()
-		if seen, ok := byID[id]; ok {
-			require.Equal(t, seen.Fields, m.Fields, "two metrics of one document id %s", id)
+		tags, err := json.Marshal(m.Tags)
+		require.NoError(t, err)
+		if key := m.key(t); !series[key+" "+string(tags)] {
+			series[key+" "+string(tags)] = true
+			want[key]++
 		}
-		byID[id] = m
-	}
-	ids := make([]string, 0, len(byID))
-	for id := range byID {
-		ids = append(ids, id)
 	}
 	ignored := 0
-	for _, pattern := range []string{"defender-os-*", "defender-es-*"} {
-		total := node.search(t, pattern, `{"size": 0, "track_total_hits": true}`)
-		require.Equal(t, len(byID), totalHits(t, total), "%s: documents", pattern)
+	for _, output := range []string{"defender-os-", "defender-es-"} {
+		docs := proxy.documents(output)
+		got := make(map[string]int)
+		for _, doc := range docs {
+			got[doc.key(t)]++
+		}
+		require.Equal(t, want, got, "%s: the metrics sent", output)
+
+		pattern := output + "*"
+		require.Equal(t, len(docs), totalHits(t, node.search(t, pattern, `{"size": 0, "track_total_hits": true}`)), "%s: documents", pattern)
+		ids := make([]string, 0, len(docs))
+		for id := range docs {
+			ids = append(ids, id)
+		}
 		for start := 0; start < len(ids); start += 10 {
 			chunk := ids[start:min(start+10, len(ids))]
 			list, err := json.Marshal(chunk)
@@ -190,11 +208,13 @@ func TestOpenSearchNeverRefusesHostileValues(t *testing.T) {
 			found := hits(t, node.search(t, pattern, `{"size": 10, "query": {"ids": {"values": `+string(list)+`}}}`))
 			require.Len(t, found, len(chunk), "%s: documents of %v", pattern, chunk)
 			for _, h := range found {
-				m := byID[h["_id"].(string)]
+				var sent map[string]any
+				require.NoError(t, json.Unmarshal(docs[h["_id"].(string)].source, &sent))
 				source := h["_source"].(map[string]any)
-				require.Equal(t, m.Name, source["measurement_name"])
-				require.Equal(t, m.Tags, toStrings(t, source["tag"]), "%s: the tags of %s", pattern, h["_id"])
-				require.Equal(t, m.Fields, source[m.Name], "%s: the fields of %s", pattern, h["_id"])
+				name := sent["measurement_name"].(string)
+				for _, key := range []string{"@timestamp", "measurement_name", "tag", name} {
+					require.Equal(t, sent[key], source[key], "%s: %s of %s", pattern, key, h["_id"])
+				}
 				if h["_ignored"] != nil {
 					ignored++
 				}
@@ -205,47 +225,184 @@ func TestOpenSearchNeverRefusesHostileValues(t *testing.T) {
 	require.Positive(t, ignored)
 }
 
-// emittedMetric is a metric as Telegraf's JSON serializer wrote it.
-type emittedMetric struct {
-	Name      string            `json:"name"`
-	Tags      map[string]string `json:"tags"`
-	Fields    map[string]any    `json:"fields"`
-	Timestamp int64             `json:"timestamp"`
+// bulkProxy passes requests to a node and keeps what it refused of each
+// bulk request: outputs.opensearch logs nothing when a whole request is
+// refused, and outputs.elasticsearch logs one document of a batch.
+type bulkProxy struct {
+	url      string
+	mu       sync.Mutex
+	refused  []string
+	sent     map[string]sentDocument // by index and id
+	requests int
+	bytes    int64 // of the bulk requests' bodies
 }
 
-// documentID is the id outputs.opensearch and outputs.elasticsearch give
-// the metric under force_document_id: a SHA-256 of its time in
-// nanoseconds, its name and the hash of its series.
-func (m emittedMetric) documentID() string {
-	series := metric.New(m.Name, m.Tags, map[string]any{"x": 1}, time.Unix(0, m.Timestamp))
-	sum := sha256.Sum256([]byte(strconv.FormatInt(m.Timestamp, 10) + m.Name + strconv.FormatUint(series.HashID(), 10)))
-	return fmt.Sprintf("%x", sum)
-}
-
-// emittedJSON reads the metrics named name ("" for all) of the whole lines
-// of Telegraf's JSON file output.
-func emittedJSON(t *testing.T, path, name string) []emittedMetric {
+func bulkRecorder(t *testing.T, target string) *bulkProxy {
 	t.Helper()
-	data, err := os.ReadFile(path)
+	to, err := url.Parse(target)
+	require.NoError(t, err)
+	p := &bulkProxy{sent: make(map[string]sentDocument)}
+	proxy := httputil.NewSingleHostReverseProxy(to)
+	director := proxy.Director
+	proxy.Director = func(req *http.Request) {
+		director(req)
+		req.Header.Del("Accept-Encoding") // answers the proxy can read
+		if !strings.HasSuffix(req.URL.Path, "/_bulk") || req.Body == nil {
+			return
+		}
+		body, err := io.ReadAll(req.Body)
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.requests++
+		p.bytes += int64(len(body))
+		if err != nil {
+			p.refused = append(p.refused, "reading a bulk request: "+err.Error())
+			return
+		}
+		// Lines in pairs: the action, naming index and id, and the document.
+		lines := bytes.Split(bytes.TrimSuffix(body, []byte("\n")), []byte("\n"))
+		for i := 0; i+1 < len(lines); i += 2 {
+			var action map[string]struct {
+				Index string `json:"_index"`
+				ID    string `json:"_id"`
+			}
+			if err := json.Unmarshal(lines[i], &action); err != nil || len(action) != 1 {
+				p.refused = append(p.refused, fmt.Sprintf("an action the test does not read: %.200s", lines[i]))
+				return
+			}
+			for _, a := range action {
+				p.sent[a.Index+"/"+a.ID] = sentDocument{index: a.Index, source: lines[i+1]}
+			}
+		}
+	}
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if !strings.HasSuffix(resp.Request.URL.Path, "/_bulk") {
+			return nil
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		var answer struct {
+			Errors bool             `json:"errors"`
+			Items  []map[string]any `json:"items"`
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &answer) != nil {
+			p.refused = append(p.refused, fmt.Sprintf("%s: %.500s", resp.Status, body))
+			return nil
+		}
+		for _, item := range answer.Items {
+			for _, result := range item {
+				if e := dig(result, "error"); e != nil {
+					p.refused = append(p.refused, fmt.Sprintf("%v: %.500v", dig(result, "status"), e))
+				}
+			}
+		}
+		return nil
+	}
+	server := httptest.NewServer(proxy)
+	t.Cleanup(server.Close)
+	p.url = server.URL
+	return p
+}
+
+// sentDocument is a document of a bulk request.
+type sentDocument struct {
+	index  string
+	source []byte
+}
+
+// key is what tells the document's metric apart: its name, time and
+// fields (in the JSON of the outputs).
+func (d sentDocument) key(t *testing.T) string {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(d.source))
+	dec.UseNumber()
+	var doc map[string]any
+	require.NoError(t, dec.Decode(&doc))
+	at, err := time.Parse(time.RFC3339Nano, doc["@timestamp"].(string))
+	require.NoError(t, err)
+	name := doc["measurement_name"].(string)
+	fields, err := json.Marshal(doc[name])
+	require.NoError(t, err)
+	return fmt.Sprintf("%s %d %s", name, at.UnixNano(), fields)
+}
+
+// documents returns the last version sent of each document of the indices
+// starting with prefix, by id.
+func (p *bulkProxy) documents(prefix string) map[string]sentDocument {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]sentDocument)
+	for key, d := range p.sent {
+		if strings.HasPrefix(d.index, prefix) {
+			out[key[strings.IndexByte(key, '/')+1:]] = d
+		}
+	}
+	return out
+}
+
+func (p *bulkProxy) refusals() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.refused...)
+}
+
+// emittedMetric is a metric Telegraf emitted.
+type emittedMetric struct {
+	Name   string
+	Tags   map[string]string
+	Fields map[string]any
+	Time   time.Time
+}
+
+// key is sentDocument.key of the metric.
+func (m emittedMetric) key(t *testing.T) string {
+	t.Helper()
+	fields, err := json.Marshal(m.Fields)
+	require.NoError(t, err)
+	return fmt.Sprintf("%s %d %s", m.Name, m.Time.UnixNano(), fields)
+}
+
+// emittedMetrics is what the agent's file output wrote.
+func emittedMetrics(t *testing.T, a *agent) []emittedMetric {
+	t.Helper()
+	metrics := a.metrics(t)
+	out := make([]emittedMetric, 0, len(metrics))
+	for _, m := range metrics {
+		out = append(out, emittedMetric{Name: m.Name(), Tags: m.Tags(), Fields: m.Fields(), Time: m.Time()})
+	}
+	return out
+}
+
+// emittedPolls is the defender_poll metrics the agent's file output wrote
+// so far: its lines alone, since a line the output is writing may end
+// inside a field holding a line break.
+func emittedPolls(t *testing.T, a *agent) []emittedMetric {
+	t.Helper()
+	data, err := os.ReadFile(a.out)
 	if os.IsNotExist(err) {
 		return nil
 	}
 	require.NoError(t, err)
-	data = data[:bytes.LastIndexByte(data, '\n')+1]
-	var out []emittedMetric
-	scanner := bufio.NewScanner(bytes.NewReader(data))
-	scanner.Buffer(nil, 64<<20)
-	for scanner.Scan() {
-		if name != "" && !bytes.Contains(scanner.Bytes(), []byte(`"name":"`+name+`"`)) {
-			continue
-		}
-		var m emittedMetric
-		require.NoError(t, json.Unmarshal(scanner.Bytes(), &m))
-		if name == "" || m.Name == name {
-			out = append(out, m)
+	var lines []byte
+	for line := range bytes.Lines(data) {
+		if bytes.HasPrefix(line, []byte("defender_poll,")) && bytes.HasSuffix(line, []byte("\n")) {
+			lines = append(lines, line...)
 		}
 	}
-	require.NoError(t, scanner.Err())
+	parser := &influx.Parser{}
+	require.NoError(t, parser.Init())
+	metrics, err := parser.Parse(lines)
+	require.NoError(t, err)
+	out := make([]emittedMetric, 0, len(metrics))
+	for _, m := range metrics {
+		out = append(out, emittedMetric{Name: m.Name(), Tags: m.Tags(), Fields: m.Fields(), Time: m.Time()})
+	}
 	return out
 }
 
