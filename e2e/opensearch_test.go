@@ -859,8 +859,8 @@ func set(doc map[string]any, path string, value any) {
 }
 
 // A batch holding a 33 KB path, dates that do not parse, a document the
-// pipeline fails on and one with every keyword of the template too long
-// is indexed whole: Telegraf's outputs would retry a batch with one
+// pipeline fails on, one with every keyword of the template too long and
+// an undeclared field as an object and as a value is indexed whole: Telegraf's outputs would retry a batch with one
 // refused document forever.
 func testNeverRefuses(t *testing.T, node *searchNode) {
 	const badDate = "not a date"
@@ -873,6 +873,11 @@ func testNeverRefuses(t *testing.T, node *searchNode) {
 	docs[5] = graphDocument(now, now, 5, 1)
 	set(docs[5], "defender_alert.first_activity_date_time", badDate)
 	set(docs[7], "defender_alert.mitre_techniques", 5) // not the string the pipeline splits
+	// A field the template does not declare (a later plugin's, a
+	// processor's), as an object and then as a value: a measurement takes
+	// no undeclared field, so neither maps it and neither conflicts.
+	set(docs[11], "defender_alert.undeclared.part", "x")
+	set(docs[12], "defender_alert.undeclared", "x")
 	// Every keyword and date the template declares, and an undeclared string.
 	declared := templateFields(t)
 	for field, def := range declared {
@@ -890,6 +895,8 @@ func testNeverRefuses(t *testing.T, node *searchNode) {
 
 	answer, err := node.bulk("defender-never-refuses", docs)
 	require.NoError(t, err)
+	mapping := node.request(t, http.MethodGet, "/defender-never-refuses/_mapping", nil)
+	require.Nil(t, dig(mapping, "defender-never-refuses", "mappings", "properties", "defender_alert", "properties", "undeclared"))
 	items, ok := answer["items"].([]any)
 	require.True(t, ok)
 	require.Len(t, items, len(docs))
