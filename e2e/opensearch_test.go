@@ -859,8 +859,9 @@ func set(doc map[string]any, path string, value any) {
 }
 
 // A batch holding a 33 KB path, dates that do not parse, a document the
-// pipeline fails on, one with every keyword of the template too long and
-// an undeclared field as an object and as a value is indexed whole: Telegraf's outputs would retry a batch with one
+// pipeline fails on, one with every keyword of the template too long, an
+// undeclared field as an object and as a value, and another input's
+// metrics is indexed whole: Telegraf's outputs would retry a batch with one
 // refused document forever.
 func testNeverRefuses(t *testing.T, node *searchNode) {
 	const badDate = "not a date"
@@ -892,11 +893,19 @@ func testNeverRefuses(t *testing.T, node *searchNode) {
 	set(docs[9], "defender_alert.file_path", longPath)
 	docs = append(docs, map[string]any{"@timestamp": now.Format(time.RFC3339Nano), "measurement_name": "defender_poll",
 		"tag": map[string]any{"api": "siem", "status": "ok"}, "defender_poll": map[string]any{"requests": 1, "backlog": false}})
+	// Another input's metrics sent to the same index, its field as a value
+	// and then as an object: they are kept, and mapped not at all.
+	for _, usage := range []any{5, map[string]any{"user": 5}} {
+		docs = append(docs, map[string]any{"@timestamp": now.Format(time.RFC3339Nano), "measurement_name": "cpu",
+			"tag": map[string]any{"cpu": "cpu0"}, "cpu": map[string]any{"usage": usage}})
+	}
 
 	answer, err := node.bulk("defender-never-refuses", docs)
 	require.NoError(t, err)
 	mapping := node.request(t, http.MethodGet, "/defender-never-refuses/_mapping", nil)
 	require.Nil(t, dig(mapping, "defender-never-refuses", "mappings", "properties", "defender_alert", "properties", "undeclared"))
+	require.Nil(t, dig(mapping, "defender-never-refuses", "mappings", "properties", "cpu"))
+	require.NotNil(t, dig(mapping, "defender-never-refuses", "mappings", "properties", "tag", "properties", "cpu"), "a tag of its own")
 	items, ok := answer["items"].([]any)
 	require.True(t, ok)
 	require.Len(t, items, len(docs))
