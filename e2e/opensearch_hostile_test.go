@@ -53,7 +53,7 @@ func TestOpenSearchNeverRefusesHostileValues(t *testing.T) {
 
 	proxy := bulkRecorder(t, node.url)
 	dir := t.TempDir()
-	keys := []string{`initial_lookback = "2h"`, `delay = "0s"`}
+	lookback, delay := `initial_lookback = "2h"`, `delay = "0s"`
 	conf := fmt.Sprintf(`
 [agent]
   interval = "2s"
@@ -80,14 +80,13 @@ func TestOpenSearchNeverRefusesHostileValues(t *testing.T) {
   force_document_id = true
   use_pipeline = "defender-ecs"
 
-`, siemSection(server.URL, "e2e-secret", keys...),
-		graphSection(server.URL, "e2e-secret", append(keys, "include_evidence = true")...),
-		incidentSection(server.URL, "e2e-secret", keys...), proxy.url)
+`, siemSection(server.URL, "e2e-secret", lookback, delay), graphSection(server.URL, "e2e-secret", lookback, delay, "include_evidence = true"),
+		incidentSection(server.URL, "e2e-secret", lookback, delay), proxy.url)
 	a := startInTree(t, dir, "telegraf", conf)
 
 	// Each section has emitted what it read and then polled without
 	// finding anything new.
-	apis := []string{"siem", "graph", "graph_incidents"}
+	apis := [...]string{"siem", "graph", "graph_incidents"}
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		done := 0
@@ -244,10 +243,10 @@ func bulkRecorder(t *testing.T, target string) *bulkProxy {
 	to, err := url.Parse(target)
 	require.NoError(t, err)
 	p := &bulkProxy{sent: make(map[string]sentDocument)}
-	proxy := httputil.NewSingleHostReverseProxy(to)
-	director := proxy.Director
-	proxy.Director = func(req *http.Request) {
-		director(req)
+	proxy := &httputil.ReverseProxy{}
+	proxy.Rewrite = func(r *httputil.ProxyRequest) {
+		r.SetURL(to)
+		req := r.Out
 		req.Header.Del("Accept-Encoding") // answers the proxy can read
 		if !strings.HasSuffix(req.URL.Path, "/_bulk") || req.Body == nil {
 			return
@@ -415,17 +414,6 @@ func emittedPolls(t *testing.T, a *agent) []emittedMetric {
 	return out
 }
 
-func toStrings(t *testing.T, v any) map[string]string {
-	t.Helper()
-	m, ok := v.(map[string]any)
-	require.True(t, ok, "%v", v)
-	out := make(map[string]string, len(m))
-	for k, s := range m {
-		out[k] = s.(string)
-	}
-	return out
-}
-
 // hostileSimulator serves, within the last hour, SIEM detections, Graph
 // alerts of one or two versions and incident versions whose strings are
 // hostile values drawn from seed; it returns how many of each it holds
@@ -470,7 +458,7 @@ func hostileSimulator(t *testing.T, seed uint64) (*simulator.Server, map[string]
 		s := h()
 		return &s
 	}
-	var alertIDs []string
+	alertIDs := make([]string, 0, 60)
 	for i := range 60 {
 		a := simulator.GraphAlert{
 			ID: strconv.Itoa(i) + "#" + h(), ProviderAlertID: h(), IncidentID: h(), TenantID: h(), Status: h(), Severity: h(),
