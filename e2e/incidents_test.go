@@ -87,6 +87,7 @@ func TestInTreeIncidentsIntoInfluxDB(t *testing.T) {
 		versions[version] = in
 	}
 	waitFor(t, a, "what appeared", settled(moved))
+	waitFor(t, a, "the counts to add up", func() bool { return db.countsAddUp(t, "defender_incident", "incident_id") })
 	a.stop(t)
 
 	statuses := make(map[string]int)

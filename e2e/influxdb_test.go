@@ -150,6 +150,7 @@ func TestInfluxDBPipelineAndDashboard(t *testing.T) {
 	waitFor(t, a, "the backlog to be worked off", func() bool {
 		return len(db.queryIfExists(t, `SELECT "requests" FROM "defender_poll" WHERE "backlog" = false`)) > 0
 	})
+	waitFor(t, a, "the counts to add up", func() bool { return db.countsAddUp(t, "defender_alert", "alert_id") })
 	a.stop(t)
 
 	polls := db.query(t, "defender", `SELECT "requests" FROM "defender_poll"`)
@@ -195,6 +196,16 @@ func TestInfluxDBPipelineAndDashboard(t *testing.T) {
 }
 
 // queryIfExists is query for a database that may not exist yet.
+// countsAddUp reports whether the counts of measurement+"_count" add up to
+// its points, counted by a field each has: the plugin counts an alert once
+// the outputs confirmed it, so the counts follow the points by a flush and a poll.
+func (db *influxDB) countsAddUp(t *testing.T, measurement, field string) bool {
+	t.Helper()
+	points := db.queryIfExists(t, fmt.Sprintf(`SELECT count(%q) FROM %q`, field, measurement))
+	counts := db.queryIfExists(t, fmt.Sprintf(`SELECT sum("count") FROM %q`, measurement+"_count"))
+	return len(points) == 1 && len(counts) == 1 && points[0].Values[0][1] == counts[0].Values[0][1]
+}
+
 func (db *influxDB) queryIfExists(t *testing.T, q string) []series {
 	t.Helper()
 	for _, s := range db.query(t, "", "SHOW DATABASES") {

@@ -178,6 +178,7 @@ func TestInTreeInfluxDBKeepsEveryDetection(t *testing.T) {
 		graphVersions[version] = alert
 	}
 	waitFor(t, a, "both pipelines to read what appeared", func() bool { return settledSince(t, db, moved) })
+	waitFor(t, a, "the counts to add up", func() bool { return db.countsAddUp(t, "defender_alert", "alert_id") })
 	a.stop(t)
 
 	siem := make(map[string]int)

@@ -42,7 +42,18 @@ func main() {
 	flag.DurationVar(&cfg.Faults.RetryAfter, "retry-after", 2*time.Second, "what a 429 asks to wait")
 	flag.Float64Var(&cfg.Faults.PoisonRate, "poison-rate", 0, "share of detections served with one value of the wrong type (e.g. \"AlertPart\":1e400)")
 	flag.Float64Var(&cfg.Faults.GiantRate, "giant-rate", 0, "share of detections served with an extra field of -giant-bytes")
-	flag.IntVar(&cfg.Faults.GiantBytes, "giant-bytes", 1<<20, "size of the extra field of a giant detection")
+	flag.IntVar(&cfg.Faults.GiantBytes, "giant-bytes", 1<<20, "size of the extra field of a giant detection, and of a giant Description")
+	flag.Float64Var(&cfg.Faults.GiantDescriptionRate, "giant-description-rate", 0, "share of detections served with a Description of -giant-bytes")
+	flag.Float64Var(&cfg.Faults.NoIDRate, "no-id-rate", 0, "share of detections served without FullId, AlertId and IocUniqueId")
+	flag.IntVar(&cfg.IDBytes, "id-bytes", 0, "pad generated alert ids (SIEM AlertId and FullId, Graph id) to this many bytes, e.g. 60000 (0: as made)")
+	flag.BoolVar(&cfg.SIEM.LimitOldest, "siem-limit-oldest", false, "SIEM: answer limit with the oldest matching detections, not the newest")
+	flag.BoolVar(&cfg.SignIn.Endless, "sign-in-endless", false,
+		"sign-in: the token endpoints (Azure AD's, managed identity's) answer 200 with a body that never ends")
+	flag.IntVar(&cfg.SignIn.TokenBytes, "sign-in-token-bytes", 0, "sign-in: pad issued access tokens to this many bytes, e.g. 200000000")
+	flag.StringVar(&cfg.SignIn.AccessToken, "sign-in-access-token", "",
+		"sign-in: issue this access token, which the APIs accept, instead of random ones: e.g. \"x\", \"evil token\" (Go escapes such as \\r\\n are read)")
+	flag.StringVar(&cfg.SignIn.TokenEndpoint, "sign-in-token-endpoint", "",
+		"sign-in: the token_endpoint the openid-configuration documents (v2.0 and ADFS) name, e.g. http://127.0.0.1:9/token")
 	var auth authFlags
 	flag.StringVar(&auth.caFile, "tls-ca-file", "", "serve https with a certificate of a CA made at start, and write the CA certificate (PEM) here "+
 		"for the client's tls_ca; the Azure SDK signs in over https only")
@@ -75,6 +86,8 @@ func main() {
 		"Graph: the first this many pages that would hold more than one alert hold one, with a next link to the rest")
 	flag.BoolVar(&cfg.Graph.TrailingLink, "graph-trailing-link", false,
 		"Graph: a next link on every page that holds alerts, the last one's leading to an empty page")
+	flag.IntVar(&cfg.Graph.LateInChain, "graph-late-in-chain", 0,
+		"Graph: when a page with a next link is first served, this many versions older than the chain's become visible (0: none)")
 	flag.IntVar(&cfg.Graph.ExpandFailsAbove, "graph-expand-fails-above", 0,
 		"Graph: answer 500 to a page of incidents with $expand=alerts that would hold more than this many (0: never)")
 	latencyOf := flag.String("latency-of", "", "read this Telegraf file output (influx lines) as it grows and, at exit, print how long "+
@@ -85,6 +98,9 @@ func main() {
 		os.Exit(2)
 	}
 
+	if token, err := strconv.Unquote(`"` + cfg.SignIn.AccessToken + `"`); err == nil {
+		cfg.SignIn.AccessToken = token
+	}
 	rates, err := parseFaultRates(*faults)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "defender-sim: -faults:", err)

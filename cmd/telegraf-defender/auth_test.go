@@ -195,12 +195,13 @@ func TestCheckClientCertificate(t *testing.T) {
 		{"certificate not registered", cert(sniFile), false, []string{
 			"  token          failed: client certificate: token request to " + host + " failed: HTTP 401 Unauthorized: invalid_client (AADSTS700027)",
 			"  request        skipped",
-			"Likely fix: The certificate in client_certificate is not registered on the app (AADSTS700027): upload its public part",
+			"Likely fix: Azure AD refused the certificate (AADSTS700027): register the one in client_certificate on the app",
 		}},
 		{"subject name/issuer with the chain", cert(sniFile, "  send_certificate_chain = true"), true, []string{"A poll would succeed."}},
 		{"expired certificate", cert(expiredFile), false, []string{
 			"failed: HTTP 401 Unauthorized: invalid_client (AADSTS700027)",
-			"Likely fix: The certificate registered for the app has expired (AADSTS700027): create a new one",
+			"Likely fix: Azure AD refused the certificate (AADSTS700027): register the one in client_certificate on the app " +
+				"(Certificates & secrets), a new one if it expired",
 		}},
 		{"key not matching the certificate", cert(mismatched), false, []string{
 			"  configuration  client_certificate \"" + mismatched + "\": the private key does not match the certificate",
@@ -326,7 +327,7 @@ func TestCheckManagedIdentity(t *testing.T) {
 		{http.StatusBadRequest, []string{"HTTP 400 Bad Request.\n",
 			"Likely fix: The managed identity is not assigned"}},
 		{http.StatusNotFound, []string{"HTTP 404 Not Found.\n",
-			"Likely fix: The managed identity endpoint has no token service at this address (HTTP 404): check IDENTITY_ENDPOINT"}},
+			"Likely fix: The sign-in service refused the request: see its message above."}},
 		{http.StatusInternalServerError, []string{"HTTP 500 Internal Server Error.\n",
 			"Likely fix: The sign-in service is throttling or failing for now: try again later."}},
 	} {
@@ -401,7 +402,7 @@ func TestCheckWorkloadIdentity(t *testing.T) {
 		}},
 		{"federated token file missing", wi(absent), false, []string{
 			"  token          failed: workload identity: reading federated_token_file \"" + absent + "\": no such file or directory",
-			"Likely fix: The federated token file cannot be read: on AKS, label the pod azure.workload.identity/use: \"true\"",
+			"Likely fix: The sign-in could not start: see the message above",
 		}},
 		{"no tenant", s.conf("  auth_method = \"workload_identity\""), false, []string{
 			`  configuration  auth_method = "workload_identity" needs tenant_id, client_id, federated_token_file ` +

@@ -2,17 +2,10 @@ package scenario_test
 
 import (
 	"cmp"
-	"fmt"
-	"net/http"
-	"net/http/httptest"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/influxdata/telegraf/testutil"
 
 	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
@@ -117,44 +110,22 @@ func TestGraphServicesThatCannotBeTrusted(t *testing.T) {
 
 // Five versions last updated before the 400 of a part become visible after
 // its first page (newest first, $skip links, the count computed per
-// request): a chain of 100 a page reaches the count of its first page, 400,
-// one page short of them, and no later window reaches back to them. They
-// are read with the rest.
+// request; the simulator's LateInChain): a chain of 100 a page reaches the
+// count of its first page, 400, one page short of them, and no later window
+// reaches back to them. They are read with the rest.
 func TestGraphVersionsVisibleLateDuringAChain(t *testing.T) {
 	bubble(t, func(t *testing.T) {
 		// The second chunk, [13:49, 14:49), holds 400 versions from 13:55 on.
 		alerts := graphAlertsAt(time.Now().Add(-65*time.Minute), 400, 8*time.Second)
-		late := make([]simulator.GraphAlert, 0, 5)
-		for i := range 5 {
-			at := time.Now().Add(-70*time.Minute + time.Duration(i)*time.Second).Format(time.RFC3339Nano)
-			late = append(late, simulator.GraphAlert{
-				ID: fmt.Sprintf("late%d", i), Status: "new", Severity: "high", Category: "Malware",
-				ServiceSource: "microsoftDefenderForEndpoint", CreatedDateTime: at, LastUpdateDateTime: at,
-			})
-		}
-		s := &scenario{emitted: make(map[string]int), logger: &testutil.CaptureLogger{}}
-		var once sync.Once
-		s.wrap = func(sim http.Handler) http.Handler {
-			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				rec := httptest.NewRecorder()
-				sim.ServeHTTP(rec, r)
-				if strings.Contains(rec.Body.String(), `"@odata.nextLink"`) {
-					once.Do(func() { require.NoError(t, s.sim.AddGraph(late...)) })
-				}
-				for k, v := range rec.Header() {
-					w.Header()[k] = v
-				}
-				w.WriteHeader(rec.Code)
-				if _, err := w.Write(rec.Body.Bytes()); err != nil {
-					t.Errorf("writing the response: %v", err)
-				}
-			})
-		}
-		s.serve(t, simulator.Config{Graph: simulator.GraphBehaviour{Order: simulator.GraphOrderIgnored, Count: simulator.GraphCountAlways}})
+		s := newScenario(t, simulator.Config{Graph: simulator.GraphBehaviour{
+			Order: simulator.GraphOrderIgnored, Count: simulator.GraphCountAlways, LateInChain: 5,
+		}})
 		require.NoError(t, s.sim.AddGraph(alerts...))
 		p := s.graphPlugin(func(m *MicrosoftDefender) { m.PageSize = 100 })
 		s.pollUntilCaughtUp(p)
-		s.requireEachOnce(append(alerts, late...))
+		all := s.sim.AllGraph()
+		require.Len(t, all, 405)
+		s.requireEachOnce(all)
 		requests := len(requestsTo(s.sim, graphAlertsPath))
 		t.Logf("%d requests for 5 pages, %d polls", requests, s.polls)
 		require.LessOrEqual(t, requests, 4*5)

@@ -45,6 +45,7 @@ const (
 
 	// The plugin's measurements.
 	measurementAlert    = "defender_alert"
+	measurementCount    = "defender_alert_count"
 	measurementIncident = "defender_incident"
 	measurementPoll     = "defender_poll"
 

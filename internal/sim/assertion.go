@@ -2,6 +2,7 @@ package sim
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1" //nolint:gosec // x5t is a SHA-1 thumbprint by definition (RFC 7515)
@@ -246,12 +247,23 @@ func (s *Server) serveOpenIDConfiguration(w http.ResponseWriter, r *http.Request
 	}
 	base := baseURLOf(r) + "/" + tenant
 	writeJSON(w, http.StatusOK, map[string]any{
-		"token_endpoint":                        base + "/oauth2/v2.0/token",
+		"token_endpoint":                        cmp.Or(s.cfg.SignIn.TokenEndpoint, base+"/oauth2/v2.0/token"),
 		"authorization_endpoint":                base + "/oauth2/v2.0/authorize",
 		"issuer":                                base + "/v2.0",
 		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "private_key_jwt", "client_secret_basic"},
 		"response_types_supported":              []string{"code", "id_token", "code id_token", "id_token token"},
 		"scopes_supported":                      []string{"openid", "profile", "email", "offline_access"},
+	})
+}
+
+// serveADFSConfiguration serves the document MSAL reads for an ADFS
+// authority (tenant "adfs"), which names the token endpoint too.
+func (s *Server) serveADFSConfiguration(w http.ResponseWriter, r *http.Request) {
+	base := baseURLOf(r) + "/adfs"
+	writeJSON(w, http.StatusOK, map[string]any{
+		"token_endpoint":         cmp.Or(s.cfg.SignIn.TokenEndpoint, base+"/oauth2/token"),
+		"authorization_endpoint": base + "/oauth2/authorize",
+		"issuer":                 base,
 	})
 }
 

@@ -205,6 +205,9 @@ func (s *Server) generate(i uint64, lpt time.Time, maxParts int) []Detection {
 	domain := "contoso.local"
 	alertTime := lpt.Add(-time.Duration(rng.Int64N(int64(30 * time.Minute))))
 	alertID := fmt.Sprintf("%d_%d", alertTime.UnixNano()/100+621355968000000000, -int64(rng.Uint32()>>1))
+	if pad := s.cfg.IDBytes - len(alertID); pad > 0 {
+		alertID += strings.Repeat("x", pad)
+	}
 	incident := 1000 + i
 	source := sources[rng.IntN(len(sources))]
 	file := files[rng.IntN(len(files))]

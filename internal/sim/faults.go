@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,13 +25,16 @@ const (
 	FaultOversize    Fault = "oversize"  // every detection padded with a large field
 	FaultHang        Fault = "hang"      // no answer until the client gives up
 	FaultTokenDown   Fault = "token-503" // the token endpoint answers 503
+	FaultNested      Fault = "nested"    // a 200 whose first object holds an unknown member nested 100,000 deep
+	FaultSyntax      Fault = "syntax"    // a 200 whose body has a comma doubled halfway
 	// FaultNone answers as usual: injected before another fault, it lets
 	// that fault hit a later request.
 	FaultNone Fault = ""
 )
 
 // Faults lists every fault, for flags and documentation.
-var Faults = []Fault{FaultThrottle, FaultServerError, FaultReset, FaultTruncate, FaultTrickle, FaultOversize, FaultHang, FaultTokenDown}
+var Faults = []Fault{FaultThrottle, FaultServerError, FaultReset, FaultTruncate, FaultTrickle, FaultOversize, FaultHang, FaultTokenDown,
+	FaultNested, FaultSyntax}
 
 // FaultConfig shapes the faults.
 type FaultConfig struct {
@@ -52,6 +56,12 @@ type FaultConfig struct {
 	// GiantBytes.
 	GiantRate  float64
 	GiantBytes int
+	// GiantDescriptionRate is the share of detections served with a
+	// Description of GiantBytes.
+	GiantDescriptionRate float64
+	// NoIDRate is the share of detections served without FullId, AlertId
+	// and IocUniqueId.
+	NoIDRate float64
 }
 
 // Inject makes the next n requests of the fault's kind (token requests
@@ -144,6 +154,9 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, f Fault, bod
 		w.Write(padDetections(body(), s.cfg.Faults.PadBytes)) //nolint:errcheck // the client may have gone
 	case FaultHang:
 		<-r.Context().Done()
+	case FaultNested, FaultSyntax:
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(malformed(body(), f)) //nolint:errcheck // the client may have gone
 	default:
 		return false
 	}
@@ -172,6 +185,33 @@ func writeRaw(w http.ResponseWriter, head string, body []byte, reset bool) {
 	if l, ok := conn.(linger); ok && reset {
 		l.SetLinger(0) //nolint:errcheck // without it the close is a clean FIN
 	}
+}
+
+// nestedDepth is how deep FaultNested nests its member: ten times what
+// encoding/json decodes.
+const nestedDepth = 100000
+
+// malformed spoils a healthy body: FaultNested adds a member nested
+// nestedDepth arrays deep to its first object (an array without one gets
+// one), FaultSyntax doubles the first comma of its second half.
+func malformed(body []byte, f Fault) []byte {
+	if f == FaultSyntax {
+		i := bytes.IndexByte(body[len(body)/2:], ',')
+		if i < 0 {
+			return append(body[:len(body)-1:len(body)-1], ',', ',', body[len(body)-1])
+		}
+		i += len(body) / 2
+		return slices.Concat(body[:i], []byte(","), body[i:])
+	}
+	nested := `"Nested":` + strings.Repeat("[", nestedDepth) + strings.Repeat("]", nestedDepth)
+	i := bytes.IndexByte(body, '{')
+	switch {
+	case i < 0:
+		return []byte("[{" + nested + "}]")
+	case body[i+1] == '}':
+		return slices.Concat(body[:i+1], []byte(nested), body[i+1:])
+	}
+	return slices.Concat(body[:i+1], []byte(nested+","), body[i+1:])
 }
 
 // padDetections adds a large unknown field to every detection of a

@@ -63,6 +63,12 @@ type GraphBehaviour struct {
 	// TrailingLink puts a next link on every page that holds alerts, the
 	// last one's leading to an empty page, as some Graph APIs do.
 	TrailingLink bool
+	// LateInChain: once, when alerts_v2 first serves a page with a next
+	// link, this many new versions become visible, last updated a second
+	// apart from one second after the lower time bound of that page's
+	// $filter: older than the chain's first page, so newest first they
+	// come at its end.
+	LateInChain int
 	// ExpandFailsAbove answers 500 to a page of incidents with
 	// $expand=alerts that would hold more than this many, as a peer saw on a
 	// large tenant; 0 means never.
@@ -98,8 +104,8 @@ func (g *GraphBehaviour) Check() error {
 			return fmt.Errorf("graph %s %q is none of %s", f.name, f.value, strings.Join(f.allowed, ", "))
 		}
 	}
-	if g.MaxSkip < 0 || g.ChainEnd < 0 || g.MaxTop < 0 || g.ShortPages < 0 {
-		return errors.New("graph max skip, chain end, max top and short pages must not be negative")
+	if g.MaxSkip < 0 || g.ChainEnd < 0 || g.MaxTop < 0 || g.ShortPages < 0 || g.LateInChain < 0 {
+		return errors.New("graph max skip, chain end, max top, short pages and late in chain must not be negative")
 	}
 	if g.ExpandFailsAbove < 0 {
 		return errors.New("graph expand fails above must not be negative")
@@ -388,6 +394,9 @@ func (s *Server) serveGraphList(w http.ResponseWriter, r *http.Request, name str
 		next.RawQuery = nq.Encode()
 		body["@odata.nextLink"] = next.String()
 	}
+	if _, linked := body["@odata.nextLink"]; linked && name == "alerts_v2" && g.LateInChain > 0 {
+		s.addLateInChain(q.Get("$filter"))
+	}
 	payload, err := json.Marshal(body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -398,6 +407,33 @@ func (s *Server) serveGraphList(w http.ResponseWriter, r *http.Request, name str
 	}
 	w.Header().Set("Content-Type", "application/json; odata.metadata=minimal")
 	w.Write(payload) //nolint:errcheck // the client may have gone
+}
+
+// addLateInChain adds the versions of GraphBehaviour.LateInChain, once,
+// after the lower bound of filter.
+func (s *Server) addLateInChain(filter string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.graphLate {
+		return
+	}
+	var from time.Time
+	for _, m := range filterTime.FindAllStringSubmatch(filter, -1) {
+		if t, err := time.Parse(time.RFC3339Nano, m[2]); err == nil && (m[1] == "ge" || m[1] == "gt") {
+			from = t
+		}
+	}
+	if from.IsZero() {
+		return
+	}
+	s.graphLate = true
+	for i := range s.cfg.Graph.LateInChain {
+		at := from.Add(time.Duration(i+1) * time.Second).UTC().Format(time.RFC3339Nano)
+		s.addGraphLocked(&GraphAlert{ //nolint:errcheck // the time was just formatted
+			ID: fmt.Sprintf("late%d", i), TenantID: s.cfg.TenantID, Status: "new", Severity: "high", Category: "Malware",
+			ServiceSource: "microsoftDefenderForEndpoint", CreatedDateTime: at, LastUpdateDateTime: at,
+		})
+	}
 }
 
 // versionHash places a version in the order of GraphOrderNone.

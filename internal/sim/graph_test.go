@@ -167,5 +167,6 @@ func TestGraphBehaviours(t *testing.T) {
 func TestGraphBehaviourCheck(t *testing.T) {
 	require.NoError(t, (&GraphBehaviour{}).Check())
 	require.EqualError(t, (&GraphBehaviour{Order: "desc"}).Check(), `graph order "desc" is none of asc, ignored, rejected, unordered`)
-	require.EqualError(t, (&GraphBehaviour{MaxTop: -1}).Check(), "graph max skip, chain end, max top and short pages must not be negative")
+	require.EqualError(t, (&GraphBehaviour{MaxTop: -1}).Check(), "graph max skip, chain end, max top, short pages and late in chain must not be negative")
+	require.EqualError(t, (&GraphBehaviour{LateInChain: -1}).Check(), "graph max skip, chain end, max top, short pages and late in chain must not be negative")
 }

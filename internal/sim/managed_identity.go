@@ -51,6 +51,9 @@ func (s *Server) serveManagedIdentity(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	switch {
+	case mi != nil && s.cfg.SignIn.Endless:
+		serveEndless(w)
+		return
 	case mi == nil:
 		writeMIError(w, http.StatusNotFound, "No managed identity endpoint on this host.")
 		return
@@ -83,11 +86,8 @@ func (s *Server) serveManagedIdentity(w http.ResponseWriter, r *http.Request) {
 	}
 
 	audience := strings.ToLower(strings.TrimSuffix(resource, "/"))
-	token := "simtok-mi-" + randomHex(24)
 	expiry := s.now().Add(s.cfg.TokenLifetime)
-	s.mu.Lock()
-	s.tokens[token] = issuedToken{expiry: expiry, audience: audience}
-	s.mu.Unlock()
+	token := s.issueToken("simtok-mi-", audience, expiry)
 	// App Service sends expires_on as a string of Unix seconds.
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token": token,

@@ -12,7 +12,9 @@ import (
 //
 // A poisoned detection carries one value of the wrong type; the rest of it
 // is intact. A giant one carries an unknown field of GiantBytes, to be
-// larger than a client's cap on an answer.
+// larger than a client's cap on an answer; one with a giant description a
+// Description of GiantBytes. One without ids has no FullId, AlertId or
+// IocUniqueId.
 
 // poisons are the wrong values a poisoned detection carries, by key.
 var poisons = []struct{ key, value string }{
@@ -49,12 +51,28 @@ func (s *Server) IsGiant(fullID string) bool {
 	return x < s.cfg.Faults.GiantRate
 }
 
+// HasGiantDescription reports whether the detection is served with a
+// Description of GiantBytes.
+func (s *Server) HasGiantDescription(fullID string) bool {
+	x, _ := s.share(fullID, "description")
+	return x < s.cfg.Faults.GiantDescriptionRate
+}
+
+// IsWithoutIDs reports whether the detection is served without FullId,
+// AlertId and IocUniqueId.
+func (s *Server) IsWithoutIDs(fullID string) bool {
+	x, _ := s.share(fullID, "noid")
+	return x < s.cfg.Faults.NoIDRate
+}
+
 // recordFaults rewrites the encoded detection d for the record faults that
 // hit it; it returns encoded unchanged for the others.
 func (s *Server) recordFaults(d *Detection, encoded []byte) []byte {
 	key, poisoned := s.IsPoisoned(d.FullID)
 	giant := s.IsGiant(d.FullID)
-	if !poisoned && !giant {
+	description := s.HasGiantDescription(d.FullID)
+	noID := s.IsWithoutIDs(d.FullID)
+	if !poisoned && !giant && !description && !noID {
 		return encoded
 	}
 	var fields map[string]json.RawMessage
@@ -70,6 +88,14 @@ func (s *Server) recordFaults(d *Detection, encoded []byte) []byte {
 	}
 	if giant {
 		fields["Padding"] = json.RawMessage(`"` + strings.Repeat("x", s.cfg.Faults.GiantBytes) + `"`)
+	}
+	if description {
+		fields["Description"] = json.RawMessage(`"` + strings.Repeat("x", s.cfg.Faults.GiantBytes) + `"`)
+	}
+	if noID {
+		delete(fields, "FullId")
+		delete(fields, "AlertId")
+		delete(fields, "IocUniqueId")
 	}
 	out, err := json.Marshal(fields)
 	if err != nil {

@@ -65,6 +65,15 @@ type Config struct {
 	Faults FaultConfig
 	// Graph is how alerts_v2 orders, counts and pages.
 	Graph GraphBehaviour
+	// SIEM is how the SIEM API answers limit.
+	SIEM SIEMBehaviour
+	// SignIn is how the token endpoints (Azure AD's and the managed
+	// identity one) answer.
+	SignIn SignInBehaviour
+	// IDBytes pads the id of each generated alert (a detection's AlertId,
+	// hence its FullId, and the Graph alert's id) to this many bytes; 0
+	// leaves them as the service makes them.
+	IDBytes int
 
 	// Now is the simulator's clock; nil means time.Now.
 	Now func() time.Time
@@ -82,6 +91,7 @@ type Server struct {
 	injected   []Fault
 	graph      map[string][]graphVersion    // alert id -> versions, oldest first
 	graphShort int                          // short pages served (GraphBehaviour.ShortPages)
+	graphLate  bool                         // the versions of GraphBehaviour.LateInChain were added
 	incidents  map[string][]incidentVersion // incident id -> versions, oldest first
 	faultRNG   *rand.Rand
 	usedJTIs   map[string]time.Time // jti of accepted client assertions -> their expiry
@@ -119,6 +129,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /{tenant}/oauth2/token", s.serveToken)
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", s.serveToken)
 	mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", s.serveOpenIDConfiguration)
+	mux.HandleFunc("GET /adfs/.well-known/openid-configuration", s.serveADFSConfiguration)
 	mux.HandleFunc("GET "+ManagedIdentityPath, s.serveManagedIdentity)
 	mux.HandleFunc("GET /api/{resource}", s.serveAlerts)
 	mux.HandleFunc("GET /v1.0/security/alerts_v2", s.serveGraphAlerts)

@@ -15,6 +15,14 @@ import (
 	"time"
 )
 
+// SIEMBehaviour is how the simulated SIEM API treats what its
+// documentation leaves to trust.
+type SIEMBehaviour struct {
+	// LimitOldest answers limit with the oldest matching detections
+	// instead of the newest.
+	LimitOldest bool
+}
+
 // siemQuery is a parsed GET /api/alerts request.
 type siemQuery struct {
 	since, until        time.Time
@@ -24,7 +32,8 @@ type siemQuery struct {
 }
 
 // serveAlerts implements the SIEM API: GET /api/alerts filtered on
-// LastProcessedTimeUtc, newest `limit` detections, repeated machinegroups
+// LastProcessedTimeUtc, newest `limit` detections (the oldest with
+// SIEMBehaviour.LimitOldest), repeated machinegroups
 // and the two machine-tag filters.
 func (s *Server) serveAlerts(w http.ResponseWriter, r *http.Request) {
 	if !strings.EqualFold(r.PathValue("resource"), "alerts") {
@@ -101,6 +110,9 @@ func (s *Server) selectDetections(q siemQuery, now time.Time) []Detection {
 		matches = append(matches, d.Detection)
 	}
 	if q.limit > 0 && len(matches) > q.limit {
+		if s.cfg.SIEM.LimitOldest {
+			return matches[:q.limit]
+		}
 		matches = matches[len(matches)-q.limit:]
 	}
 	return matches

@@ -18,6 +18,53 @@ var siemAudiences = map[string]bool{
 	"https://wdatpalertexport.seville.onmicrosoft.com": true,
 }
 
+// SignInBehaviour is how the token endpoints, Azure AD's and the managed
+// identity one, answer when they misbehave. The zero value behaves.
+type SignInBehaviour struct {
+	// Endless answers every token request 200 with a body that never ends.
+	Endless bool
+	// TokenBytes pads the access tokens issued to this many bytes.
+	TokenBytes int
+	// AccessToken is issued instead of a random token: "evil\r\ntoken",
+	// "evil token" or "x", say. The API accepts it.
+	AccessToken string
+	// TokenEndpoint is the token_endpoint the openid-configuration
+	// documents name, e.g. a plain-http listener elsewhere; empty: this
+	// host's.
+	TokenEndpoint string
+}
+
+// serveEndless answers 200 with a token answer that never ends, until the
+// client goes.
+func serveEndless(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	chunk := []byte(strings.Repeat("A", 32*1024))
+	if _, err := w.Write([]byte(`{"token_type":"Bearer","access_token":"`)); err != nil {
+		return
+	}
+	for {
+		if _, err := w.Write(chunk); err != nil {
+			return
+		}
+	}
+}
+
+// issueToken returns a new access token, as SignInBehaviour says, which
+// the APIs accept for audience until expiry.
+func (s *Server) issueToken(prefix, audience string, expiry time.Time) string {
+	token := prefix + randomHex(24)
+	if s.cfg.SignIn.AccessToken != "" {
+		token = s.cfg.SignIn.AccessToken
+	}
+	if pad := s.cfg.SignIn.TokenBytes - len(token); pad > 0 {
+		token += strings.Repeat("A", pad)
+	}
+	s.mu.Lock()
+	s.tokens[token] = issuedToken{expiry: expiry, audience: audience}
+	s.mu.Unlock()
+	return token
+}
+
 type issuedToken struct {
 	expiry   time.Time
 	audience string
@@ -30,6 +77,10 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprint(w, "<html><body>Service Unavailable</body></html>")
+		return
+	}
+	if s.cfg.SignIn.Endless {
+		serveEndless(w)
 		return
 	}
 	v2 := strings.HasSuffix(r.URL.Path, "/v2.0/token")
@@ -72,11 +123,8 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	token := "simtok-" + randomHex(24)
 	lifetime := s.cfg.TokenLifetime
-	s.mu.Lock()
-	s.tokens[token] = issuedToken{expiry: s.now().Add(lifetime), audience: audience}
-	s.mu.Unlock()
+	token := s.issueToken("simtok-", audience, s.now().Add(lifetime))
 
 	expiresIn := int64(lifetime / time.Second)
 	body := map[string]any{"token_type": "Bearer", "access_token": token}

@@ -19,15 +19,11 @@ import (
 )
 
 const (
-	maxBodySnippet = 512 // what a message quotes at most of a text from a server
-	// What a message quotes at most of an API error answer, and what is read and redacted before the cut, so
-	// that a secret crossing the cut is not quoted in part.
-	maxQuotedBody = 200
-	maxReadBody   = 64 << 10
-	// maxRetryAfter is the longest Retry-After obeyed: the APIs' longest quota is per hour, and a century
-	// would stop all polling.
-	maxRetryAfter = time.Hour
-	maxRedirects  = 5 // how many redirects one API request may follow
+	maxBodySnippet = 512       // what a message quotes at most of a text from a server
+	maxQuotedBody  = 200       // what it quotes of an API error answer,
+	maxReadBody    = 64 << 10  // read and redacted whole, so that a secret crossing the cut is not quoted in part
+	maxRetryAfter  = time.Hour // the APIs' longest quota is per hour; a century would stop all polling
+	maxRedirects   = 5
 )
 
 // apiClient sends authenticated GET requests to one Defender API.
@@ -44,15 +40,13 @@ type apiClient struct {
 
 // statusError is a non-2xx answer of the API.
 type statusError struct {
-	api, host, statusText, meaning, body string
-	status                               int
-	retryAfter                           time.Duration
-	capped                               error // Retry-After asked for more than maxRetryAfter
+	msg        string
+	status     int
+	retryAfter time.Duration
+	capped     error // Retry-After asked for more than maxRetryAfter
 }
 
-func (e *statusError) Error() string {
-	return fmt.Sprintf("%s at %s answered %s (%s): %s", e.api, e.host, e.statusText, e.meaning, e.body)
-}
+func (e *statusError) Error() string { return e.msg }
 
 // answerError is a 2xx answer that could not be read.
 type answerError struct {
@@ -75,10 +69,7 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return nil, fmt.Errorf("building request for %s: %w", u.Host, err)
-	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil) //nolint:errcheck // a GET of a parsed URL cannot fail
 	req.Header = http.Header{"Authorization": {"Bearer " + tok}, "Accept": {"application/json"}, "User-Agent": {userAgent}}
 	maps.Copy(req.Header, c.header)
 	resp, err := c.client.Do(req)
@@ -96,15 +87,13 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 		c.tokens.invalidate(tok)
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxReadBody)) //nolint:errcheck // a body cut short still tells what it has
-	e := &statusError{api: c.name, host: u.Host, status: resp.StatusCode, statusText: resp.Status,
-		meaning: c.statusMeaning(resp.StatusCode), body: bodySnippet(body, tok)} // the one secret the API was sent
-	if e.retryAfter, e.capped = parseRetryAfter(resp.Header.Get("Retry-After"), c.now()); e.capped != nil {
-		e.capped = fmt.Errorf("%s at %s: %w", c.name, u.Host, e.capped)
-	}
+	e := &statusError{status: resp.StatusCode, msg: fmt.Sprintf("%s at %s answered %s (%s): %s", c.name, u.Host, resp.Status,
+		c.statusMeaning(resp.StatusCode), bodySnippet(body, tok))} // tok: the one secret the API was sent
+	e.retryAfter, e.capped = parseRetryAfter(resp.Header.Get("Retry-After"), c.now(), c.name+" at "+u.Host)
 	return nil, e
 }
 
-// limitedBody fails with errBodyTooLarge past its limit: an oversized answer is not mistaken for a truncated one.
+// limitedBody fails with errBodyTooLarge past its limit, so that an oversized answer is not taken for a cut one.
 type limitedBody struct{ io.ReadCloser }
 
 func (l limitedBody) Read(p []byte) (int, error) {
@@ -115,12 +104,11 @@ func (l limitedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// refuseProxyInClear refuses a plain http endpoint (key) that a proxy would carry and read (what).
-// http_proxy_url, unlike the environment's, proxies loopback.
+// refuseProxyInClear refuses a plain http endpoint (key) that a proxy (http_proxy_url: even on loopback) would read.
 func (m *MicrosoftDefender) refuseProxyInClear(key string, endpoint *url.URL, what string) error {
-	proxyFunc, err := m.HTTPProxy.Proxy()
+	proxyFunc, err := m.HTTPProxy.Proxy() // an invalid one is reported by httpClients
 	if endpoint.Scheme != "http" || err != nil || proxyFunc == nil {
-		return nil //nolint:nilerr // no proxy; an invalid one is reported by httpClients
+		return nil //nolint:nilerr // not proxied
 	}
 	if proxyURL, err := proxyFunc(&http.Request{URL: endpoint}); err != nil || proxyURL == nil {
 		return nil //nolint:nilerr // not proxied
@@ -133,8 +121,7 @@ func (m *MicrosoftDefender) refuseProxyInClear(key string, endpoint *url.URL, wh
 		key, endpoint, via, what, fix)
 }
 
-// bare is err without the URL or path that *url.Error and *os.PathError repeat: the URL may hold more than a
-// message should, and every message names the host or file itself.
+// bare is err without the URL or path that *url.Error and *os.PathError repeat: a URL may hold more than a message should.
 func bare(err error) error {
 	if ue, ok := errors.AsType[*url.Error](err); ok {
 		return ue.Err
@@ -156,25 +143,22 @@ func commonStatusMeaning(status int) string {
 	return "unexpected answer"
 }
 
-// parseRetryAfter reads Retry-After (seconds or an HTTP date): 0 if absent or unreadable, maxRetryAfter and an error past it.
-func parseRetryAfter(value string, now time.Time) (time.Duration, error) {
+// parseRetryAfter reads from's Retry-After (seconds or date): 0 if absent or unreadable, maxRetryAfter and an error past it.
+func parseRetryAfter(value string, now time.Time, from string) (time.Duration, error) {
 	value = strings.TrimSpace(value)
-	var wait time.Duration
-	var asked string
-	if seconds, err := strconv.ParseInt(value, 10, 64); err == nil {
-		if seconds > int64(maxRetryAfter/time.Second) {
-			asked = strconv.FormatInt(seconds, 10) + " seconds"
-		} else {
-			wait = time.Duration(max(seconds, 0)) * time.Second
-		}
+	wait, asked := time.Duration(0), ""
+	if seconds, err := strconv.ParseInt(value, 10, 64); err == nil && seconds > int64(maxRetryAfter/time.Second) {
+		asked = value + " seconds" // not a Duration, which it may overflow
+	} else if err == nil {
+		wait = time.Duration(max(seconds, 0)) * time.Second
 	} else if at, err := http.ParseTime(value); err == nil && at.After(now) {
 		if wait = at.Sub(now); wait > maxRetryAfter {
 			asked = wait.Round(time.Second).String()
 		}
 	}
 	if asked != "" {
-		return maxRetryAfter, fmt.Errorf("the Retry-After of %q asks to wait %s, more than the %s the plugin waits at most: waiting %s",
-			value, asked, maxRetryAfter, maxRetryAfter)
+		return maxRetryAfter, fmt.Errorf("%s: the Retry-After of %q asks to wait %s, more than the %s the plugin waits at most: waiting %s",
+			from, value, asked, maxRetryAfter, maxRetryAfter)
 	}
 	return wait, nil
 }
@@ -191,28 +175,20 @@ func bodySnippet(body []byte, secrets ...string) string {
 // sanitize cuts s to n bytes and replaces line breaks and tabs with spaces, other controls and invalid UTF-8
 // with U+FFFD, so that a body cannot forge log lines; dropping them could join the halves of an echoed secret.
 func sanitize(s string, n int) string {
-	if printableASCII(s) {
-		return cutAtRune(s, n)
-	}
-	return cutAtRune(strings.Map(func(r rune) rune {
-		switch {
-		case r == '\n' || r == '\r' || r == '\t':
-			return ' '
-		case unicode.IsControl(r):
-			return utf8.RuneError
-		}
-		return r // invalid UTF-8 arrives here as U+FFFD
-	}, cutAtRune(s, n)), n)
-}
-
-// printableASCII is sanitize's fast path.
-func printableASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
+	for i := 0; i < len(s); i++ { // printable ASCII, the common case, is only cut
 		if s[i] < ' ' || s[i] > '~' {
-			return false
+			return cutAtRune(strings.Map(func(r rune) rune {
+				switch {
+				case r == '\n' || r == '\r' || r == '\t':
+					return ' '
+				case unicode.IsControl(r):
+					return utf8.RuneError
+				}
+				return r // invalid UTF-8 arrives here as U+FFFD
+			}, cutAtRune(s, n)), n)
 		}
 	}
-	return true
+	return cutAtRune(s, n)
 }
 
 // cutAtRune cuts s to at most n bytes without splitting a UTF-8 sequence.
@@ -249,9 +225,9 @@ func classify(err error) failure {
 	var tokenErr *tokenError
 	var recordErr *recordSyntaxError
 	var netErr net.Error
-	var redirectErr *redirectError
+	timeout := errors.As(err, &netErr) && netErr.Timeout()
 	switch {
-	case errors.As(err, &redirectErr), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded) && !isTimeout(err):
+	case errors.Is(err, errRedirect), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded) && !timeout:
 		return failure{class: failFinal}
 	case errors.Is(err, errBodyTooLarge), errors.As(err, &recordErr):
 		return failure{class: failUnreadable}
@@ -281,13 +257,7 @@ func isTransientStatus(status int) bool {
 	return status == http.StatusTooManyRequests || status >= 500
 }
 
-func isTimeout(err error) bool {
-	var netErr net.Error
-	return errors.As(err, &netErr) && netErr.Timeout()
-}
-
-// backoff is the wait before retry attempt (0-based) without Retry-After: a second doubled per attempt up to
-// 30 s, jittered over its upper half so that pollers do not retry in step.
+// backoff is the wait before retry attempt (0-based): 1 s doubled up to 30 s, jittered so that pollers do not retry in step.
 func backoff(attempt int) time.Duration {
 	d := min(time.Second<<min(attempt, 5), 30*time.Second)
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1)) //nolint:gosec // jitter, not security
@@ -303,16 +273,8 @@ func sleepContext(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// redirectError is a refused redirect: credentials go only to the configured token endpoint and API.
-type redirectError struct{ msg string }
-
-func (e *redirectError) Error() string { return e.msg }
-
-// refusedRedirect names origins only, as a path may carry anything.
-func refusedRedirect(request string, req *http.Request, via []*http.Request, reason string) error {
-	return &redirectError{fmt.Sprintf("refused the redirect of the %s from %s to %s: %s",
-		request, origin(via[len(via)-1].URL), origin(req.URL), reason)}
-}
+// errRedirect is a refused redirect: credentials go only to the configured token endpoint and API.
+var errRedirect = errors.New("refused the redirect")
 
 // refuseRedirects is the policy of token requests: Go would post the secret again wherever a 307 or 308 points.
 func refuseRedirects(req *http.Request, via []*http.Request) error {
@@ -320,8 +282,7 @@ func refuseRedirects(req *http.Request, via []*http.Request) error {
 		"the credentials are sent only to the configured token endpoint; set login_endpoint to the address that answers")
 }
 
-// sameOriginRedirects is the policy of API requests: Go keeps Authorization on the same host name with another
-// scheme or port, so the origin must match.
+// sameOriginRedirects is the policy of API requests: Go keeps Authorization on the same host with another scheme or port.
 func sameOriginRedirects(req *http.Request, via []*http.Request) error {
 	switch {
 	case origin(req.URL) != origin(via[0].URL):
@@ -331,6 +292,11 @@ func sameOriginRedirects(req *http.Request, via []*http.Request) error {
 		return refusedRedirect("API request", req, via, fmt.Sprintf("stopped after %d redirects", maxRedirects))
 	}
 	return nil
+}
+
+// refusedRedirect names origins only, as a path may carry anything.
+func refusedRedirect(request string, req *http.Request, via []*http.Request, reason string) error {
+	return fmt.Errorf("%w of the %s from %s to %s: %s", errRedirect, request, origin(via[len(via)-1].URL), origin(req.URL), reason)
 }
 
 // origin is scheme://host:port of u, normalized so equal origins compare equal.
@@ -350,7 +316,7 @@ func redact(s string, secrets ...string) string {
 			pairs = append(pairs, secret, "[redacted]", url.QueryEscape(secret), "[redacted]", url.PathEscape(secret), "[redacted]")
 		}
 	}
-	// One pass: a marker already written is not searched again.
+	// One pass: a marker written is not searched again.
 	return strings.NewReplacer(pairs...).Replace(s)
 }
 
@@ -364,16 +330,16 @@ type proxyTransport struct {
 func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.RoundTripper.RoundTrip(req)
 	if err != nil {
-		err = &redactedError{msg: redact(err.Error(), t.secrets...), cause: err}
+		err = &messageError{err, redact(err.Error(), t.secrets...)}
 	}
 	return resp, err
 }
 
-// redactedError keeps its cause for errors.As while its message is redacted.
-type redactedError struct {
-	msg   string
-	cause error
+// messageError has a message of its own (redacted, or a probe's with its fix) and keeps its cause for errors.As.
+type messageError struct {
+	error
+	msg string
 }
 
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.cause }
+func (e *messageError) Error() string { return e.msg }
+func (e *messageError) Unwrap() error { return e.error }

@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"slices"
 	"strings"
 	"time"
 )
@@ -107,6 +108,48 @@ func (c *cursor) forget(after, before time.Time) {
 			delete(c.unreadable, at)
 		}
 	}
+}
+
+// maxRememberedBytes caps the identities held for deduplication, and so the
+// state file: an identity costs its length and about 40 bytes of time.
+var maxRememberedBytes = 32 << 20
+
+// trim forgets the identities of the oldest records past maxRememberedBytes
+// and returns how many: a later overlap may emit them again, onto the same
+// points, but memory and the state file stay bounded.
+func (c *cursor) trim() int {
+	size := 0
+	for id := range c.seen {
+		size += len(id) + 40
+	}
+	if size <= maxRememberedBytes {
+		return 0
+	}
+	type entry struct {
+		at   time.Time
+		size int
+	}
+	entries := make([]entry, 0, len(c.seen))
+	for id, t := range c.seen {
+		entries = append(entries, entry{t, len(id) + 40})
+	}
+	slices.SortFunc(entries, func(a, b entry) int { return a.at.Compare(b.at) })
+	// Forget from the oldest until the rest fit; an instant goes whole.
+	var cut time.Time
+	for _, e := range entries {
+		if size -= e.size; size <= maxRememberedBytes {
+			cut = e.at
+			break
+		}
+	}
+	forgotten := 0
+	for id, t := range c.seen {
+		if !t.After(cut) {
+			delete(c.seen, id)
+			forgotten++
+		}
+	}
+	return forgotten
 }
 
 // complete moves the watermark past the pending chunk, read whole, and

@@ -29,13 +29,18 @@ type delivery struct {
 	confirmed position
 	moved     bool
 	failed    bool // a batch was not delivered: the cursor goes back to confirmed
+	// counted holds the alerts confirmed since the last poll's counts: an
+	// alert read again after a rollback is counted once.
+	counted alertCounter
 }
 
 // batch is a group of alerts tracked as one, and the cursor's position after them.
 type batch struct {
 	metrics  []telegraf.Metric // while filling
 	n        int               // alerts, once sent
+	sentAt   time.Time
 	ids      []string
+	keys     []countKey
 	at       position
 	done, ok bool
 }
@@ -62,22 +67,23 @@ func newDelivery(acc telegraf.TrackingAccumulator, maxUndelivered int, c *cursor
 }
 
 // add holds an alert for the next batch; send sends it.
-func (d *delivery) add(m telegraf.Metric, id string) {
+func (d *delivery) add(m telegraf.Metric, id string, k countKey) {
 	d.filling.metrics = append(d.filling.metrics, m)
 	d.filling.ids = append(d.filling.ids, id)
+	d.filling.keys = append(d.filling.keys, k)
 }
 
 // send sends the alerts held as one tracked group which, once delivered,
 // confirms the cursor's position c. With none held, c is where the last
 // group, or nothing unconfirmed, leaves the cursor.
-func (d *delivery) send(c *cursor) {
+func (d *delivery) send(c *cursor, now time.Time) {
 	if d == nil {
 		return
 	}
 	at := positionOf(c)
 	switch {
 	case len(d.filling.metrics) > 0:
-		b := &batch{n: len(d.filling.metrics), ids: d.filling.ids, at: at}
+		b := &batch{n: len(d.filling.metrics), ids: d.filling.ids, keys: d.filling.keys, at: at, sentAt: now}
 		id := d.acc.AddTrackingMetricGroup(d.filling.metrics)
 		d.filling = batch{}
 		d.sent[id] = b
@@ -102,6 +108,10 @@ func (d *delivery) settle(info telegraf.DeliveryInfo) {
 	b.done, b.ok = true, info.Delivered()
 	if b.ok {
 		d.limit = min(d.max, d.limit+max(1, b.n/8))
+		for _, k := range b.keys {
+			d.counted.add(k)
+		}
+		b.keys = nil
 	} else if !d.failed {
 		d.failed, d.limit = true, max(1, d.limit/2)
 	}
@@ -175,6 +185,15 @@ func (d *delivery) rollback(c *cursor) int {
 		c.pending = &p
 	}
 	return n
+}
+
+// stalledSince is when the oldest batch still unconfirmed was sent, if
+// that was before cutoff: an output is down, or refuses a document of it.
+func (d *delivery) stalledSince(cutoff time.Time) (time.Time, bool) {
+	if d == nil || len(d.queue) == 0 || !d.queue[0].sentAt.Before(cutoff) {
+		return time.Time{}, false
+	}
+	return d.queue[0].sentAt, true
 }
 
 // unconfirmed is the identities sent in batches not yet confirmed.

@@ -6,12 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/metric"
 	"github.com/influxdata/telegraf/testutil"
 )
 
@@ -52,6 +54,17 @@ func alerts(acc *testutil.Accumulator, from int) []telegraf.Metric {
 	return out
 }
 
+// counts returns the defender_alert_count metrics acc holds, from the i-th metric on.
+func counts(acc *testutil.Accumulator, from int) []telegraf.Metric {
+	var out []telegraf.Metric
+	for _, m := range acc.GetTelegrafMetrics()[from:] {
+		if m.Name() == measurementCount {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 func savedState(t *testing.T, plugin *MicrosoftDefender) pluginState {
 	t.Helper()
 	data, err := os.ReadFile(plugin.StateFile)
@@ -62,12 +75,14 @@ func savedState(t *testing.T, plugin *MicrosoftDefender) pluginState {
 }
 
 // Alerts an output rejected are read and sent again, as the same points,
-// and the state file holds them only once an output took them.
+// and the state file holds them only once an output took them. They are
+// counted once, when confirmed.
 func TestRejectedAlertsAreReadAgain(t *testing.T) {
 	plugin, acc, logger := deliveryPlugin(t, detectionsServer(t, 3), filepath.Join(t.TempDir(), "state.json"))
 	require.NoError(t, plugin.Gather(acc))
 	first := alerts(acc, 0)
 	require.Len(t, first, 3)
+	require.Empty(t, counts(acc, 0), "nothing confirmed, nothing counted")
 	for _, m := range first {
 		m.Reject()
 	}
@@ -82,6 +97,7 @@ func TestRejectedAlertsAreReadAgain(t *testing.T) {
 	require.Empty(t, state.Seen)
 	again := alerts(acc, before)
 	testutil.RequireMetricsEqual(t, first, again, testutil.SortMetrics())
+	require.Empty(t, counts(acc, before), "the rejected alerts are not counted")
 
 	for _, m := range again {
 		m.Accept()
@@ -90,6 +106,11 @@ func TestRejectedAlertsAreReadAgain(t *testing.T) {
 	before = len(acc.GetTelegrafMetrics())
 	require.NoError(t, plugin.Gather(acc))
 	require.Empty(t, alerts(acc, before), "confirmed alerts are not sent again")
+	now := fixedNow.Add(2 * time.Minute)
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{
+		metric.New(measurementCount, map[string]string{"severity": "high", "category": "Malware"}, map[string]interface{}{"count": int64(3)},
+			eventTime(now, now.Format(time.RFC3339Nano), 0)),
+	}, counts(acc, before))
 	state = savedState(t, plugin)
 	require.Equal(t, fixedNow.Add(time.Minute), state.Watermark, "the end of the confirmed poll's window")
 	require.Len(t, state.Seen, 3)
@@ -155,4 +176,56 @@ func TestInFlightLimitHalvesAfterARejection(t *testing.T) {
 	}
 	plugin.delivery.drain()
 	require.Equal(t, 11, plugin.delivery.limit, "one more per confirmed batch of fewer than 16")
+}
+
+// Alerts the outputs leave unconfirmed for five minutes (an output is down,
+// or refuses a document of them) are warned of, at most every five
+// minutes, and counted in defender_poll.
+func TestUnconfirmedAlertsAreWarnedOf(t *testing.T) {
+	plugin, acc, logger := deliveryPlugin(t, detectionsServer(t, 3), filepath.Join(t.TempDir(), "state.json"))
+	unconfirmed := func(from int) []any {
+		var out []any
+		for _, m := range acc.GetTelegrafMetrics()[from:] {
+			if v, ok := m.GetField("alerts_unconfirmed"); ok {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	warning := "W! [] The outputs have not confirmed the alerts sent at 2020-09-30T15:00:00Z (3 alerts unconfirmed): " +
+		"an output is down, or refuses a document of them; reading pauses at max_undelivered_alerts and goes on once they are confirmed, nothing is lost"
+	before := 0
+	for _, step := range []struct {
+		after    time.Duration
+		warnings int
+		accept   bool
+	}{
+		{0, 0, false}, {4 * time.Minute, 0, false}, {6 * time.Minute, 1, false}, {9 * time.Minute, 1, false}, {11 * time.Minute, 2, true},
+		{12 * time.Minute, 2, false},
+	} {
+		plugin.now = func() time.Time { return fixedNow.Add(step.after) }
+		require.NoError(t, plugin.Gather(acc))
+		require.Len(t, alerts(acc, 0), 3, "sent once")
+		want := int64(3)
+		if step.after == 12*time.Minute {
+			want = 0
+		}
+		require.Equal(t, []any{want}, unconfirmed(before), "after %s", step.after)
+		var stalls []string
+		for _, w := range logger.Warnings() {
+			if strings.HasPrefix(w, "W! [] The outputs have not confirmed") {
+				stalls = append(stalls, w)
+			}
+		}
+		require.Len(t, stalls, step.warnings, "after %s", step.after)
+		if len(stalls) > 0 {
+			require.Equal(t, warning, stalls[len(stalls)-1])
+		}
+		if step.accept {
+			for _, m := range alerts(acc, 0) {
+				m.Accept()
+			}
+		}
+		before = len(acc.GetTelegrafMetrics())
+	}
 }

@@ -262,6 +262,8 @@ func pollMetric(api, status string, s *pollStats, duration, lag time.Duration, t
 			"invalid_fields":     s.invalidFields,
 			"out_of_window":      s.outOfWindow,
 			"long_ids":           s.longIDs,
+			"forgotten_ids":      s.forgottenIDs,
+			"alerts_unconfirmed": s.unconfirmed,
 			"duration_seconds":   duration.Seconds(),
 			"lag_seconds":        lag.Seconds(),
 			"backlog":            s.backlog,

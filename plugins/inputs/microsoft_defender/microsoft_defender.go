@@ -48,6 +48,8 @@ const (
 	// maxRequestsPerMinute bounds max_requests_per_minute, whose every request's time the rate limit holds
 	// for a minute: a hundred times Graph's budget.
 	maxRequestsPerMinute = 15000
+	// stallWarning is how long alerts may wait for the outputs' confirmation before a warning, repeated as often.
+	stallWarning = 5 * time.Minute
 )
 
 // MicrosoftDefender pulls Microsoft Defender detections.
@@ -123,6 +125,7 @@ type MicrosoftDefender struct {
 	stateLock      *stateLock // keeps other instances off state_file until Stop
 	statePath      string     // state_file, its links followed
 	delivery       *delivery  // follows what the outputs confirmed; nil before Start
+	stallWarned    time.Time  // when unconfirmed alerts were last warned of
 }
 
 // newMicrosoftDefender returns a plugin with the documented defaults.
@@ -281,6 +284,9 @@ func (m *MicrosoftDefender) Stop() {
 	}
 	m.cancel()
 	m.settleDeliveries()
+	if m.delivery != nil {
+		addCounts(m.acc, &m.delivery.counted, m.now().UTC(), m.now().UTC())
+	}
 	if err := m.commitState(); err != nil {
 		m.Log.Errorf("Saving the state to %q failed, the next start repeats the last poll: %s", m.StateFile, err)
 	}
@@ -344,12 +350,29 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	} else {
 		countsAt = p.run(m.ctx, end)
 	}
-	m.delivery.send(m.cursor)
+	m.delivery.send(m.cursor, now)
+	if m.delivery != nil {
+		p.stats.unconfirmed = int64(m.delivery.undelivered)
+	}
+	if since, ok := m.delivery.stalledSince(now.Add(-stallWarning)); ok && now.Sub(m.stallWarned) >= stallWarning {
+		m.stallWarned = now
+		m.Log.Warnf("The outputs have not confirmed the alerts sent at %s (%s unconfirmed): an output is down, or refuses a document "+
+			"of them; reading pauses at max_undelivered_alerts and goes on once they are confirmed, nothing is lost",
+			since.Format(time.RFC3339), countOf(m.delivery.undelivered, "alert"))
+	}
+	if n := m.cursor.trim(); n > 0 {
+		p.stats.forgottenIDs = int64(n)
+		m.Log.Warnf("The identities held to drop repeats passed %d bytes: forgot the %d oldest, which a later poll may emit again "+
+			"onto the same points (defender_poll: forgotten_ids)", maxRememberedBytes, n)
+	}
 	if !p.throttledUntil.IsZero() {
 		m.throttledUntil = p.throttledUntil
 	}
-	for _, c := range p.counter.metrics(countsAt, now) {
-		acc.AddMetric(c)
+	if m.delivery == nil {
+		addCounts(acc, &p.counter, countsAt, now)
+	} else { // counted once confirmed, at this poll's time
+		m.delivery.drain()
+		addCounts(acc, &m.delivery.counted, now, now)
 	}
 	switch p.stopped {
 	case stoppedCancelled:
@@ -371,6 +394,14 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		m.stateWatermark().Sub(m.savedWatermark) >= time.Duration(m.Overlap) ||
 		m.savedWatermark.IsZero() && (m.cursor.pending != nil || !m.cursor.watermark.IsZero())
 	return nil
+}
+
+// addCounts adds the counts of c at windowEnd and starts it anew.
+func addCounts(acc telegraf.Accumulator, c *alertCounter, windowEnd, pollStart time.Time) {
+	for _, m := range c.metrics(windowEnd, pollStart) {
+		acc.AddMetric(m)
+	}
+	*c = alertCounter{}
 }
 
 // stateWatermark is the watermark the state file holds once written: with delivery, the confirmed one.

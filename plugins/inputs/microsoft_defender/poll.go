@@ -110,6 +110,8 @@ type pollStats struct {
 	invalidFields int64 // values left out of emitted records
 	outOfWindow   int64 // records whose cursor time lay outside the window asked
 	longIDs       int64 // records whose identity was over maxIdentityBytes
+	forgottenIDs  int64 // identities forgotten past maxRememberedBytes
+	unconfirmed   int64 // alerts sent to the outputs, not yet confirmed
 	problems      int   // records with problems, logged up to maxProblemsLogged
 	backlog       bool  // the poll stopped before the window's end
 	completed     bool  // at least one chunk was finished
@@ -205,7 +207,7 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 		if !pr.unreadable.IsZero() {
 			p.passOverUnreadable(pr.unreadable)
 		}
-		p.delivery.send(p.cursor) // the position after the answer confirms its alerts
+		p.delivery.send(p.cursor, p.now()) // the position after the answer confirms its alerts
 		if pr.err != nil {
 			p.fail(ctx, pr.err)
 			return false
@@ -379,18 +381,18 @@ func (p *poll) take(r record, a *answer) bool {
 		p.logProblemf("%s (%q): its time is outside the window asked for, or unknown; it is emitted, and the cursor does not use its time",
 			problems.where(), truncate(id, 128))
 	}
-	p.counter.add(r.countKey())
 	if t.IsZero() {
 		t = p.now() // the API placed it before now: remembered as long as a window can return it
 	}
 	id = p.cursor.remember(id, t)
 	if p.delivery == nil {
+		p.counter.add(r.countKey())
 		p.acc.AddMetric(m)
 		return true
 	}
-	p.delivery.add(m, id)
+	p.delivery.add(m, id, r.countKey())
 	if len(p.delivery.filling.metrics) >= min(trackingBatch, p.delivery.limit) {
-		p.delivery.send(p.cursor)
+		p.delivery.send(p.cursor, p.now())
 	}
 	return true
 }

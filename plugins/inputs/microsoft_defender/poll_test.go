@@ -3,8 +3,11 @@ package microsoft_defender
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,6 +41,8 @@ func expectedPoll(status string, s pollStats, lag time.Duration) telegraf.Metric
 		"invalid_fields":     s.invalidFields,
 		"out_of_window":      s.outOfWindow,
 		"long_ids":           s.longIDs,
+		"forgotten_ids":      s.forgottenIDs,
+		"alerts_unconfirmed": s.unconfirmed,
 		"lag_seconds":        lag.Seconds(),
 		"backlog":            s.backlog,
 	}, fixedNow)
@@ -60,10 +65,11 @@ func TestPollMetric(t *testing.T) {
 	c := detectionJSON("a:3", "2020-09-30T14:30:00Z")
 	d := detectionJSON("a:4", "2020-09-30T15:40:00Z")
 
-	// The newest two fill the budget: a backlog remains.
-	responses = []string{"[" + b + "," + c + "]"}
+	// The newest two fill the budget: a backlog remains. Nothing lies above
+	// them, as the check of the full answer finds.
+	responses = []string{"[" + b + "," + c + "]", "[]"}
 	acc := gatherOK(t, plugin)
-	want := expectedPoll("partial", pollStats{requests: 1, received: 2, emitted: 2, backlog: true}, time.Hour)
+	want := expectedPoll("partial", pollStats{requests: 2, received: 2, emitted: 2, backlog: true}, time.Hour)
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{want},
 		pollMetrics(acc), testutil.IgnoreFields("duration_seconds"))
 	require.Equal(t, []string{"a:2", "a:3"}, emittedIDs(acc))
@@ -204,7 +210,7 @@ func TestSIEMSizeCapFollowsWhatWasDecoded(t *testing.T) {
 	k := &known{log: testutil.Logger{}, maxBodySize: 1024}
 	var w siemWalk
 	for _, step := range []struct{ decoded, limit int }{{129, 129}, {129, 64}, {3, 3}, {0, 1}, {0, 1}} {
-		w.shrink(step.decoded, k)
+		w.shrink(step.decoded, errBodyTooLarge, k)
 		require.Equal(t, step.limit, w.sizeCap, "after %d decoded", step.decoded)
 	}
 	require.Equal(t, progress{unreadable: fixedNow}, w.passOver(fixedNow))
@@ -289,6 +295,41 @@ func TestLongIdentitiesAreHeldAsAHash(t *testing.T) {
 	plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
 	second := gatherOK(t, plugin)
 	require.Empty(t, emittedIDs(second), "repeats are dropped")
+}
+
+// Past maxRememberedBytes the identities of the oldest records are
+// forgotten, with one warning and a counter: a later poll emits those again,
+// onto the same points, and nothing is lost.
+func TestRememberedIdentitiesAreCapped(t *testing.T) {
+	records := make([]string, 0, 4)
+	for i := range 4 {
+		at := fixedNow.Add(-time.Duration(8-2*i) * time.Minute).Format(time.RFC3339Nano) // within the overlap
+		records = append(records, detectionJSON(fmt.Sprintf("f:%058d", i), at))          // 60 bytes: 100 with its time
+	}
+	body := "[" + strings.Join(records, ",") + "]"
+	saved := maxRememberedBytes
+	maxRememberedBytes = 250
+	t.Cleanup(func() { maxRememberedBytes = saved })
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, stub(t, func(w http.ResponseWriter, _ *http.Request) { respond(t, w, []byte(body)) }), logger)
+
+	first := gatherOK(t, plugin)
+	require.Len(t, emittedIDs(first), 4)
+	forgotten, _ := pollMetrics(first)[0].GetField("forgotten_ids")
+	require.Equal(t, int64(2), forgotten)
+	require.ElementsMatch(t, []string{fmt.Sprintf("f:%058d", 2), fmt.Sprintf("f:%058d", 3)}, slices.Collect(maps.Keys(plugin.cursor.seen)))
+	require.Equal(t, []string{"W! [] The identities held to drop repeats passed 250 bytes: forgot the 2 oldest, " +
+		"which a later poll may emit again onto the same points (defender_poll: forgotten_ids)"}, logger.Warnings())
+
+	plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
+	second := gatherOK(t, plugin)
+	var again []telegraf.Metric
+	for _, m := range first.GetTelegrafMetrics() {
+		if id, _ := m.GetField("full_id"); id == fmt.Sprintf("f:%058d", 0) || id == fmt.Sprintf("f:%058d", 1) {
+			again = append(again, m)
+		}
+	}
+	testutil.RequireMetricsEqual(t, again, alerts(second, 0), testutil.SortMetrics())
 }
 
 // A service whose `limit` answers the oldest detections of a window, not

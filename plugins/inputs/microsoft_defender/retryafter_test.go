@@ -16,7 +16,7 @@ import (
 
 func TestParseRetryAfter(t *testing.T) {
 	capped := func(value, asked string) string {
-		return `the Retry-After of "` + value + `" asks to wait ` + asked + `, more than the 1h0m0s the plugin waits at most: waiting 1h0m0s`
+		return `API: the Retry-After of "` + value + `" asks to wait ` + asked + `, more than the 1h0m0s the plugin waits at most: waiting 1h0m0s`
 	}
 	tests := []struct {
 		value string
@@ -40,7 +40,7 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.value, func(t *testing.T) {
-			got, err := parseRetryAfter(tt.value, fixedNow)
+			got, err := parseRetryAfter(tt.value, fixedNow, "API")
 			require.Equal(t, tt.want, got)
 			if tt.err == "" {
 				require.NoError(t, err)

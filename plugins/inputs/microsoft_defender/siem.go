@@ -39,10 +39,7 @@ type siemWalk struct {
 	sizeCap int            // detections per request after an answer grew past max_body_size; 0: none
 	search  *instantSearch // for the instant of a newest detection that cannot be read
 	asked   *siemAsk       // what the request built last asks for
-	// checked: a full answer of this chunk was shown to hold the newest,
-	// with limit checkedLimit.
-	checked      bool
-	checkedLimit int
+	checked bool           // a full answer of this chunk was shown to hold the newest
 }
 
 // siemAsk asks for the newest limit detections (all when 0) with
@@ -54,6 +51,14 @@ type siemAsk struct {
 	known        time.Time // the newest instant known to be unreadable, asked above when hasKnown
 	hasKnown     bool
 	knownTry     bool // a search step trying the known instant
+	full         *fullAnswer
+}
+
+// fullAnswer is a full answer that a siemCheck step checks before the walk
+// moves below it.
+type fullAnswer struct {
+	limit          int
+	oldest, newest time.Time
 }
 
 type siemStep int
@@ -104,7 +109,7 @@ func (r *siemReader) next(c *chunk, k *known) *request {
 // ask builds the request for ask, which the walk keeps for after.
 func (r *siemReader) ask(c *chunk, ask *siemAsk) *request {
 	c.siem.asked = ask
-	req := &request{url: r.requestURL(ask.since, ask.until, ask.limit), continues: ask.step == siemInstant || ask.step == siemSearch}
+	req := &request{url: r.requestURL(ask.since, ask.until, ask.limit), continues: ask.step != siemWindow}
 	if ask.step == siemSearch {
 		req.search = true
 		req.resumes = "The search for the instant of a detection that cannot be read goes on in the next poll"
@@ -131,20 +136,24 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 	case siemSearch:
 		return r.searched(c, a, unreadable, k)
 	case siemCheck:
-		w.checked = a.err == nil
-		if a.err != nil || a.inWindow == 0 {
+		// The walk stays above the full answer until the check passes.
+		if a.err != nil {
 			return progress{err: a.err}
 		}
-		return progress{err: fmt.Errorf("the SIEM API's answer to limit=%d held not the newest detections of %s to %s: "+
-			"one at %s came only when asked for above them; it would lose detections, so the window is not read on",
-			w.checkedLimit, c.From.Format(time.RFC3339Nano), ask.until.Format(time.RFC3339Nano), a.newest.Format(time.RFC3339Nano))}
+		if a.inWindow > 0 {
+			return progress{err: fmt.Errorf("the SIEM API's answer to limit=%d held not the newest detections of %s to %s: "+
+				"one at %s came only when asked for above them; it would lose detections, so the window is not read on",
+				ask.full.limit, c.From.Format(time.RFC3339Nano), ask.until.Format(time.RFC3339Nano), a.newest.Format(time.RFC3339Nano))}
+		}
+		w.checked = true
+		return r.below(c, ask.full, k)
 	}
 	err := a.err
 	switch {
 	case unreadable && a.decoded >= ask.limit:
 		err = nil // what broke came after a full answer: it is read below
 	case unreadable && ask.limit > 1:
-		w.shrink(a.decoded, k)
+		w.shrink(a.decoded, a.err, k)
 		return progress{}
 	case unreadable && a.decoded == 0:
 		// The newest detection alone cannot be read: find its instant.
@@ -174,25 +183,34 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		k.log.Warnf("The SIEM API answered %d detection(s) for %s to %s, none with a LastProcessedTimeUtc inside that window: "+
 			"finding the newest instant with one-detection requests", ask.limit, c.From.Format(time.RFC3339Nano), c.To.Format(time.RFC3339Nano))
 		return r.searchOn(c, k)
-	case a.oldest.Before(c.To):
-		c.To = a.oldest
-		pr := progress{settledAfter: c.To, settledBefore: c.End}
-		if !w.checked && a.newest.Before(ask.until) {
-			// Once a chunk: nothing may lie above what a limited answer held.
-			w.checkedLimit = ask.limit
-			pr.then = r.ask(c, &siemAsk{since: a.newest.Add(tick), until: ask.until, limit: 1, step: siemCheck})
-		}
-		return pr
 	}
-	// Every detection shares the upper bound: no limited request passes it.
-	k.log.Warnf("At least %d detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
-		ask.limit, c.To.Format(time.RFC3339Nano), ask.limit)
+	full := &fullAnswer{limit: ask.limit, oldest: a.oldest, newest: a.newest}
+	if !w.checked && a.newest.Before(ask.until) {
+		// Once a chunk: nothing may lie above what a limited answer held.
+		return progress{then: r.ask(c, &siemAsk{since: a.newest.Add(tick), until: ask.until, limit: 1, step: siemCheck, full: full})}
+	}
+	return r.below(c, full, k)
+}
+
+// below moves the walk below a full answer: to its oldest instant, which
+// the next request reads again with what lies below, or, when the answer
+// holds one instant only, which no limited request passes, to a read of
+// that instant without a limit.
+func (r *siemReader) below(c *chunk, full *fullAnswer, k *known) progress {
+	c.To = full.oldest
+	if !full.oldest.Equal(full.newest) {
+		return progress{settledAfter: c.To, settledBefore: c.End}
+	}
+	if full.limit > 1 {
+		k.log.Warnf("At least %d detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
+			full.limit, c.To.Format(time.RFC3339Nano), full.limit)
+	}
 	return progress{then: r.ask(c, &siemAsk{since: c.To, until: c.To, step: siemInstant})}
 }
 
 // shrink lowers the detections per request after an answer grew past
 // max_body_size or broke: to those decoded, or half, down to one.
-func (w *siemWalk) shrink(decoded int, k *known) {
+func (w *siemWalk) shrink(decoded int, err error, k *known) {
 	limit := max(1, decoded)
 	if w.sizeCap > 0 && limit >= w.sizeCap {
 		limit = max(1, w.sizeCap/2)
@@ -201,8 +219,11 @@ func (w *siemWalk) shrink(decoded int, k *known) {
 		return
 	}
 	w.sizeCap = limit
-	k.log.Warnf("An answer grew past max_body_size (%d bytes) after %s: asking for at most %d per request until the chunk is read",
-		k.maxBodySize, countOf(decoded, "detection"), limit)
+	why := fmt.Sprintf("grew past max_body_size (%d bytes) after %s", k.maxBodySize, countOf(decoded, "detection"))
+	if malformed := (*recordSyntaxError)(nil); errors.As(err, &malformed) {
+		why = fmt.Sprintf("was malformed after %s, also when retried", countOf(decoded, "detection"))
+	}
+	k.log.Warnf("An answer %s: asking for at most %d per request until the chunk is read", why, limit)
 }
 
 // instantSearch bisects [from, to] for the newest instant below chunkTo.
