@@ -34,13 +34,14 @@ import (
 // Here SIEM detections, Graph alert versions (with their evidence) and
 // incident versions carry hostile values, drawn with a fixed seed, in every
 // string the plugin turns into a field or a tag; the plugin built into
-// Telegraf sends them through both outputs into a real node. Every metric
-// Telegraf emitted is then in each output's indices exactly once, with its
-// tags and fields as emitted, Telegraf logged no output error, and every
-// field the plugin emitted is one the template declares, so that the
-// measurements' "dynamic": false leaves none of them unsearchable.
+// Telegraf sends them through both outputs into a real node, behind a proxy
+// that records each bulk request and answer. The node refused nothing,
+// Telegraf logged no output error, each output sent every metric Telegraf
+// emitted, each document sent is in that output's indices exactly once as
+// it was sent, and every field the plugin emitted is one the template
+// declares, so that "dynamic": false leaves none of them unsearchable.
 func TestOpenSearchNeverRefusesHostileValues(t *testing.T) {
-	// Both outputs at once write 200 MB: the node refuses (429) a bulk
+	// Both outputs at once write some 120 MB: the node refuses (429) a bulk
 	// request that would take its bytes in flight over 10% of the heap
 	// (indexing_pressure.memory.limit), and 512 MB leave that to chance.
 	t.Setenv("OPENSEARCH_HEAP", "1g")
@@ -562,4 +563,65 @@ func hostile(rng *rand.Rand) string {
 	default:
 		return "wks-" + strconv.Itoa(rng.IntN(1000)) + ".contoso.local"
 	}
+}
+
+// A template of the user's own that refuses the plugin's documents (here
+// tag.severity as a number): Telegraf logs each refused document and
+// retries the batch, the plugin stops reading at max_undelivered_alerts,
+// and once the template is fixed every detection of the backlog is one
+// document: nothing was lost or written twice.
+func TestOpenSearchRefusingTemplateLosesNothing(t *testing.T) {
+	const limit = 400
+	node := startOpenSearch(t)
+	node.request(t, http.MethodPut, "/_ingest/pipeline/defender-ecs", repoFile(t, "dashboards/defender-ecs-pipeline.json"))
+	node.request(t, http.MethodPut, "/_index_template/defender", []byte(`{"index_patterns": ["defender-*"],
+  "template": {"mappings": {"properties": {"tag": {"properties": {"severity": {"type": "long"}}}}}}}`))
+	sim, _, url := newStillSimulator(t, 67, 40)
+	want := len(sim.All())
+	require.Greater(t, want, 3*limit, "a backlog larger than the limit")
+	a := startInTree(t, t.TempDir(), "telegraf", "[agent]\n  interval = \"2s\"\n  flush_interval = \"1s\"\n  omit_hostname = true\n"+
+		siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`, fmt.Sprintf("max_undelivered_alerts = %d", limit))+
+		opensearchOutput(node.url, `'defender-{{.Time.Format "2006.01.02"}}'`, "defender-ecs", "  force_document_id = true\n"))
+
+	alerts := func() int { return len(byName(a.metrics(t), "defender_alert")) }
+	waitFor(t, a, "a refused document in Telegraf's log", func() bool {
+		return strings.Contains(a.stderr.String(), "error while OpenSearch bulkIndexing: mapper_parsing_exception")
+	})
+	require.Contains(t, a.stderr.String(), "E! [agent] Error writing to outputs.opensearch: failed to index")
+	// Three polls later the plugin still holds at the limit.
+	polls := len(byName(a.metrics(t), "defender_poll"))
+	waitFor(t, a, "three more polls", func() bool { return len(byName(a.metrics(t), "defender_poll")) >= polls+3 })
+	held := alerts()
+	require.LessOrEqual(t, held, limit)
+	polls = len(byName(a.metrics(t), "defender_poll"))
+	waitFor(t, a, "three more polls", func() bool { return len(byName(a.metrics(t), "defender_poll")) >= polls+3 })
+	require.Equal(t, held, alerts(), "the plugin read on while its alerts were refused")
+
+	// The user fixes the template: the shipped one, and the index made
+	// with the old one deleted. The batch retried goes in, and the rest.
+	node.request(t, http.MethodPut, "/_index_template/defender", repoFile(t, "dashboards/defender-index-template.json"))
+	node.request(t, http.MethodDelete, "/defender-*", nil)
+	documents := func() map[string]int {
+		if status, _ := node.do(t, http.MethodGet, "/_cluster/health/defender-*?wait_for_status=yellow&timeout=1s", nil); status != http.StatusOK {
+			return nil
+		}
+		answer := node.search(t, "defender-*", fmt.Sprintf(`{"size": 0, "track_total_hits": true,
+  "query": {"term": {"measurement_name": "defender_alert"}},
+  "aggs": {"ids": {"terms": {"field": "defender_alert.full_id", "size": %d}}}}`, want+10))
+		if dig(answer, "aggregations") == nil { // no index yet
+			return nil
+		}
+		got := make(map[string]int)
+		for _, b := range buckets(t, answer, "ids") {
+			got[b["key"].(string)] = int(b["doc_count"].(float64))
+		}
+		return got
+	}
+	waitFor(t, a, "every detection in OpenSearch", func() bool { return len(documents()) >= want })
+	a.stop(t)
+	all := make(map[string]int, want)
+	for _, d := range sim.All() {
+		all[d.FullID] = 1
+	}
+	require.Equal(t, all, documents())
 }
