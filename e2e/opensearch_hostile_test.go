@@ -567,7 +567,8 @@ func hostile(rng *rand.Rand) string {
 
 // A template of the user's own that refuses the plugin's documents (here
 // tag.severity as a number): Telegraf logs each refused document and
-// retries the batch, the plugin stops reading at max_undelivered_alerts,
+// retries the batch, the plugin stops reading at max_undelivered_alerts
+// (plus what the answer that reached it held),
 // and once the template is fixed every detection of the backlog is one
 // document: nothing was lost or written twice.
 func TestOpenSearchRefusingTemplateLosesNothing(t *testing.T) {
@@ -584,21 +585,32 @@ func TestOpenSearchRefusingTemplateLosesNothing(t *testing.T) {
 		opensearchOutput(node.url, `'defender-{{.Time.Format "2006.01.02"}}'`, "defender-ecs", "  force_document_id = true\n"))
 
 	alerts := func() int { return len(byName(a.metrics(t), "defender_alert")) }
-	waitFor(t, a, "a refused document in Telegraf's log", func() bool {
-		return strings.Contains(a.stderr.String(), "error while OpenSearch bulkIndexing: mapper_parsing_exception")
+	waitFor(t, a, "a refused batch in Telegraf's log", func() bool {
+		return strings.Contains(a.stderr.String(), "E! [agent] Error writing to outputs.opensearch: failed to index")
 	})
-	require.Contains(t, a.stderr.String(), "E! [agent] Error writing to outputs.opensearch: failed to index")
-	// Three polls later the plugin still holds at the limit.
-	polls := len(byName(a.metrics(t), "defender_poll"))
-	waitFor(t, a, "three more polls", func() bool { return len(byName(a.metrics(t), "defender_poll")) >= polls+3 })
+	require.Contains(t, a.stderr.String(),
+		"E! [outputs.opensearch] error while OpenSearch bulkIndexing: mapper_parsing_exception: failed to parse field [tag.severity] of type [long]")
+	// The plugin stops reading: a poll that has sent the limit waits, up to
+	// a minute, for its alerts to be confirmed, and reports them then as
+	// unconfirmed, with a backlog left.
+	var poll emittedMetric
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(time.Second) {
+		if polls := emittedPolls(t, a); len(polls) > 0 {
+			poll = polls[0]
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "no poll within three minutes; telegraf's log:\n%s", a.stderr.String())
+	}
 	held := alerts()
-	require.LessOrEqual(t, held, limit)
-	polls = len(byName(a.metrics(t), "defender_poll"))
-	waitFor(t, a, "three more polls", func() bool { return len(byName(a.metrics(t), "defender_poll")) >= polls+3 })
-	require.Equal(t, held, alerts(), "the plugin read on while its alerts were refused")
+	t.Logf("held at %d alerts (max_undelivered_alerts = %d) of %d: %v", held, limit, want, poll.Fields)
+	require.Equal(t, int64(held), poll.Fields["alerts_unconfirmed"])
+	require.Equal(t, true, poll.Fields["backlog"])
+	require.Less(t, held, 2*limit)
+	require.Less(t, held, want)
 
 	// The user fixes the template: the shipped one, and the index made
 	// with the old one deleted. The batch retried goes in, and the rest.
+	require.Equal(t, held, alerts(), "the plugin read on while its alerts were refused")
 	node.request(t, http.MethodPut, "/_index_template/defender", repoFile(t, "dashboards/defender-index-template.json"))
 	node.request(t, http.MethodDelete, "/defender-*", nil)
 	documents := func() map[string]int {
