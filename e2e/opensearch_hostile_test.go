@@ -577,11 +577,11 @@ func TestOpenSearchRefusingTemplateLosesNothing(t *testing.T) {
 	node.request(t, http.MethodPut, "/_ingest/pipeline/defender-ecs", repoFile(t, "dashboards/defender-ecs-pipeline.json"))
 	node.request(t, http.MethodPut, "/_index_template/defender", []byte(`{"index_patterns": ["defender-*"],
   "template": {"mappings": {"properties": {"tag": {"properties": {"severity": {"type": "long"}}}}}}}`))
-	sim, _, url := newStillSimulator(t, 67, 40)
+	sim, _, simURL := newStillSimulator(t, 67, 40)
 	want := len(sim.All())
 	require.Greater(t, want, 3*limit, "a backlog larger than the limit")
 	a := startInTree(t, t.TempDir(), "telegraf", "[agent]\n  interval = \"2s\"\n  flush_interval = \"1s\"\n  omit_hostname = true\n"+
-		siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`, fmt.Sprintf("max_undelivered_alerts = %d", limit))+
+		siemSection(simURL, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`, fmt.Sprintf("max_undelivered_alerts = %d", limit))+
 		opensearchOutput(node.url, `'defender-{{.Time.Format "2006.01.02"}}'`, "defender-ecs", "  force_document_id = true\n"))
 
 	alerts := func() int { return len(byName(a.metrics(t), "defender_alert")) }
