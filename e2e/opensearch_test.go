@@ -505,9 +505,9 @@ func templateFields(t *testing.T) map[string]map[string]any {
 }
 
 // checkMapping: every field the template declares has, in every index,
-// the template's definition, and every other field came in as a keyword
-// through the template's dynamic template, not as Elasticsearch's default
-// text. Every keyword has an ignore_above at most 8191 characters, so that
+// the template's definition; no field of a measurement came in undeclared,
+// and an undeclared tag came in as a keyword through the template's
+// dynamic template, not as Elasticsearch's default text. Every keyword has an ignore_above at most 8191 characters, so that
 // no value is over Lucene's 32,766 bytes for a term.
 func checkMapping(t *testing.T, node *searchNode, pattern string) {
 	t.Helper()
@@ -535,15 +535,19 @@ func checkMapping(t *testing.T, node *searchNode, pattern string) {
 		for field, def := range declared {
 			require.Equal(t, def, actual[field], "%s: the mapping of %s", index, field)
 		}
-		dynamic := 0
+		// A measurement's fields are all declared and its object takes no
+		// others ("dynamic": false); a tag the template does not declare (a
+		// user's own) comes in through the dynamic template as a keyword.
+		for _, name := range []string{"defender_alert", "defender_alert_count", "defender_poll", "defender_incident", "defender_incident_count"} {
+			require.Equal(t, "false", dig(m, "mappings", "properties", name, "dynamic"), "%s: %s takes undeclared fields", index, name)
+		}
 		for field, def := range actual {
 			if declared[field] == nil {
+				require.True(t, strings.HasPrefix(field, "tag."), "%s: %s, which the template does not declare, is mapped", index, field)
 				require.Equal(t, map[string]any{"type": "keyword", "ignore_above": float64(8191)}, def,
 					"%s: the mapping of %s, which the template does not declare", index, field)
-				dynamic++
 			}
 		}
-		require.Positive(t, dynamic, "%s: no field came through the dynamic template", index)
 		// What the template promises, spelled out.
 		for field, typ := range map[string]string{
 			"@timestamp": "date", "tag.severity": "keyword", "defender_alert.alert_id": "keyword",
@@ -855,8 +859,9 @@ func set(doc map[string]any, path string, value any) {
 }
 
 // A batch holding a 33 KB path, dates that do not parse, a document the
-// pipeline fails on and one with every keyword of the template too long
-// is indexed whole: Telegraf's outputs would retry a batch with one
+// pipeline fails on, one with every keyword of the template too long, an
+// undeclared field as an object and as a value, and another input's
+// metrics is indexed whole: Telegraf's outputs would retry a batch with one
 // refused document forever.
 func testNeverRefuses(t *testing.T, node *searchNode) {
 	const badDate = "not a date"
@@ -869,6 +874,11 @@ func testNeverRefuses(t *testing.T, node *searchNode) {
 	docs[5] = graphDocument(now, now, 5, 1)
 	set(docs[5], "defender_alert.first_activity_date_time", badDate)
 	set(docs[7], "defender_alert.mitre_techniques", 5) // not the string the pipeline splits
+	// A field the template does not declare (a later plugin's, a
+	// processor's), as an object and then as a value: a measurement takes
+	// no undeclared field, so neither maps it and neither conflicts.
+	set(docs[11], "defender_alert.undeclared.part", "x")
+	set(docs[12], "defender_alert.undeclared", "x")
 	// Every keyword and date the template declares, and an undeclared string.
 	declared := templateFields(t)
 	for field, def := range declared {
@@ -883,9 +893,19 @@ func testNeverRefuses(t *testing.T, node *searchNode) {
 	set(docs[9], "defender_alert.file_path", longPath)
 	docs = append(docs, map[string]any{"@timestamp": now.Format(time.RFC3339Nano), "measurement_name": "defender_poll",
 		"tag": map[string]any{"api": "siem", "status": "ok"}, "defender_poll": map[string]any{"requests": 1, "backlog": false}})
+	// Another input's metrics sent to the same index, its field as a value
+	// and then as an object: they are kept, and mapped not at all.
+	for _, usage := range []any{5, map[string]any{"user": 5}} {
+		docs = append(docs, map[string]any{"@timestamp": now.Format(time.RFC3339Nano), "measurement_name": "cpu",
+			"tag": map[string]any{"cpu": "cpu0"}, "cpu": map[string]any{"usage": usage}})
+	}
 
 	answer, err := node.bulk("defender-never-refuses", docs)
 	require.NoError(t, err)
+	mapping := node.request(t, http.MethodGet, "/defender-never-refuses/_mapping", nil)
+	require.Nil(t, dig(mapping, "defender-never-refuses", "mappings", "properties", "defender_alert", "properties", "undeclared"))
+	require.Nil(t, dig(mapping, "defender-never-refuses", "mappings", "properties", "cpu"))
+	require.NotNil(t, dig(mapping, "defender-never-refuses", "mappings", "properties", "tag", "properties", "cpu"), "a tag of its own")
 	items, ok := answer["items"].([]any)
 	require.True(t, ok)
 	require.Len(t, items, len(docs))
