@@ -333,9 +333,9 @@ func siemSection(url, secret string, keys ...string) string {
 }
 
 // graphSection is the same for Graph alerts_v2.
-func graphSection(url, secret string, keys ...string) string {
+func graphSection(url string, keys ...string) string {
 	return pluginSection(fmt.Sprintf("  api = \"graph\"\n  endpoint_url = \"%[1]s/v1.0/security/alerts_v2\"\n"+
-		"  login_endpoint = \"%[1]s\"\n  scopes = [\"https://graph.microsoft.com/.default\"]\n", url), secret, keys)
+		"  login_endpoint = \"%[1]s\"\n  scopes = [\"https://graph.microsoft.com/.default\"]\n", url), "e2e-secret", keys)
 }
 
 func pluginSection(endpoints, secret string, keys []string) string {

@@ -21,7 +21,7 @@ func TestGraphUnderRealTelegraf(t *testing.T) {
 	server := httptest.NewServer(sim.Handler())
 	defer server.Close()
 
-	a := startAgent(t, graphSection(server.URL, "e2e-secret",
+	a := startAgent(t, graphSection(server.URL,
 		`initial_lookback = "1h"`, `delay = "0s"`, "page_size = 25", "max_requests_per_minute = 600"))
 
 	// The first poll sees the current version of each alert: the last one

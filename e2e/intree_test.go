@@ -71,7 +71,7 @@ func inTreeSections(url string, keys ...string) string {
 		"page_size = 1000"}, keys...), "[inputs.microsoft_defender.tags]", `  pipeline = "graph"`)
 	// A %s in a key is the section's pipeline, e.g. a state file of its own.
 	return strings.ReplaceAll(siemSection(url, "e2e-secret", siem...), "%s", "siem") +
-		strings.ReplaceAll(graphSection(url, "e2e-secret", graph...), "%s", "graph")
+		strings.ReplaceAll(graphSection(url, graph...), "%s", "graph")
 }
 
 // startInTree starts bin/telegraf-intree with conf and a file output to

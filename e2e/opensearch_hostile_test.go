@@ -81,7 +81,7 @@ func TestOpenSearchNeverRefusesHostileValues(t *testing.T) {
   force_document_id = true
   use_pipeline = "defender-ecs"
 
-`, siemSection(server.URL, "e2e-secret", lookback, delay), graphSection(server.URL, "e2e-secret", lookback, delay, "include_evidence = true"),
+`, siemSection(server.URL, "e2e-secret", lookback, delay), graphSection(server.URL, lookback, delay, "include_evidence = true"),
 		incidentSection(server.URL, "e2e-secret", lookback, delay), proxy.url)
 	a := startInTree(t, dir, "telegraf", conf)
 

@@ -1100,7 +1100,7 @@ func testGraphVersions(t *testing.T, node *searchNode) {
 	badDate.FirstActivityDateTime = "not a date"
 	require.NoError(t, sim.AddGraph(other, badDate, latest))
 
-	a := startAgentWithOutput(t, graphSection(server.URL, "e2e-secret", `initial_lookback = "1h"`, `delay = "0s"`),
+	a := startAgentWithOutput(t, graphSection(server.URL, `initial_lookback = "1h"`, `delay = "0s"`),
 		opensearchOutput(node.url, `"defender-graph-history"`, "defender-ecs", "  force_document_id = true\n"))
 
 	str := func(s string) *string { return &s }
