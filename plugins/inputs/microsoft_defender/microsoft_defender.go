@@ -130,7 +130,7 @@ func newMicrosoftDefender() *MicrosoftDefender {
 		IncludeIncidentAlerts: true,
 		MaxRetries:            3,
 		MaxRequestsPerMinute:  60,
-		MaxBodySize:           config.Size(256 * 1024 * 1024),
+		MaxBodySize:           config.Size(32 * 1024 * 1024),
 		Timeout:               config.Duration(30 * time.Second),
 	}
 }
