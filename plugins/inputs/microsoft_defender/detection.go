@@ -92,7 +92,7 @@ func (d *detection) identity() string {
 	h := sha256.New()
 	fields := reflect.ValueOf(d).Elem()
 	for _, f := range alertStringFields {
-		fmt.Fprintf(h, "%q,", fields.Field(f.index).String())
+		fmt.Fprintf(h, "%q,", fields.FieldByIndex(f.index).String())
 	}
 	fmt.Fprintf(h, "%q,%q,%v", d.AlertTime, d.LastProcessedTimeUtc, d.AlertPart)
 	return "content:" + hex.EncodeToString(h.Sum(nil)[:16])

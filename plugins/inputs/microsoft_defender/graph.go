@@ -11,9 +11,39 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 )
 
+// graphVersion is what a Graph alert and incident version share: an id,
+// its times, and what of it could not be decoded.
+type graphVersion struct {
+	ID                 string `json:"id"`
+	CreatedDateTime    string `json:"createdDateTime"`
+	LastUpdateDateTime string `json:"lastUpdateDateTime"`
+
+	created, lastUpdate time.Time // parsed by validate
+	issues              recordProblems
+}
+
+// validate parses the times; a version without an id cannot be told apart
+// from others and is skipped.
+func (v *graphVersion) validate() {
+	if v.ID == "" {
+		v.issues.skip = "it has no id"
+		return
+	}
+	v.lastUpdate = v.issues.parseTime("lastUpdateDateTime", v.LastUpdateDateTime)
+	v.created = v.issues.parseTime("createdDateTime", v.CreatedDateTime)
+}
+
+func (v *graphVersion) identity() string { return v.ID + "@" + v.lastUpdate.Format(time.RFC3339Nano) }
+
+func (v *graphVersion) cursorTime() time.Time { return v.lastUpdate }
+
+func (v *graphVersion) inWindow() bool { return !v.lastUpdate.IsZero() }
+
+func (v *graphVersion) problems() *recordProblems { return &v.issues }
+
 // graphAlert is one version of a Graph security alert.
 type graphAlert struct {
-	ID                    string          `json:"id"`
+	graphVersion
 	ProviderAlertID       string          `json:"providerAlertId"`
 	IncidentID            string          `json:"incidentId"`
 	TenantID              string          `json:"tenantId"`
@@ -35,21 +65,15 @@ type graphAlert struct {
 	ThreatFamilyName      string          `json:"threatFamilyName"`
 	MitreTechniques       []string        `json:"mitreTechniques"`
 	AssignedTo            string          `json:"assignedTo"`
-	CreatedDateTime       string          `json:"createdDateTime"`
-	LastUpdateDateTime    string          `json:"lastUpdateDateTime"`
 	ResolvedDateTime      string          `json:"resolvedDateTime"`
 	FirstActivityDateTime string          `json:"firstActivityDateTime"`
 	LastActivityDateTime  string          `json:"lastActivityDateTime"`
 	Evidence              json.RawMessage `json:"evidence"`
 
-	// Derived by validate.
-	created, lastUpdate time.Time
-	device              deviceEvidence
-	evidenceCount       int
-	// evidenceLeftOut: the evidence is longer than a field may be.
-	evidenceLeftOut bool
+	device          deviceEvidence // derived by unmarshalEvidence, as are the next two
+	evidenceCount   int
+	evidenceLeftOut bool // the evidence is longer than a field may be
 	includeEvidence bool
-	issues          recordProblems
 }
 
 // deviceEvidence holds what the mapping takes from the alert's first
@@ -59,34 +83,6 @@ type deviceEvidence struct {
 	DeviceDNSName string `json:"deviceDnsName"`
 	MdeDeviceID   string `json:"mdeDeviceId"`
 	RbacGroupName string `json:"rbacGroupName"`
-}
-
-// validate parses the timestamps and the evidence. Values that do not fit
-// are left out; an alert without an id cannot be told apart from others and
-// is skipped.
-func (a *graphAlert) validate() {
-	if a.ID == "" {
-		a.issues.skip = "it has no id"
-		return
-	}
-	a.lastUpdate = a.issues.parseTime("lastUpdateDateTime", a.LastUpdateDateTime)
-	a.created = a.issues.parseTime("createdDateTime", a.CreatedDateTime)
-}
-
-func (a *graphAlert) identity() string {
-	return a.ID + "@" + a.lastUpdate.Format(time.RFC3339Nano)
-}
-
-func (a *graphAlert) cursorTime() time.Time {
-	return a.lastUpdate
-}
-
-func (a *graphAlert) inWindow() bool {
-	return !a.lastUpdate.IsZero()
-}
-
-func (a *graphAlert) problems() *recordProblems {
-	return &a.issues
 }
 
 func (a *graphAlert) countKey() countKey {

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
-	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -27,7 +26,7 @@ const (
 
 // graphIncident is one version of a Graph security incident.
 type graphIncident struct {
-	ID                 string         `json:"id"`
+	graphVersion
 	TenantID           string         `json:"tenantId"`
 	Status             string         `json:"status"`
 	Severity           string         `json:"severity"`
@@ -38,15 +37,10 @@ type graphIncident struct {
 	AssignedTo         string         `json:"assignedTo"`
 	IncidentWebURL     string         `json:"incidentWebUrl"`
 	RedirectIncidentID string         `json:"redirectIncidentId"`
-	CreatedDateTime    string         `json:"createdDateTime"`
-	LastUpdateDateTime string         `json:"lastUpdateDateTime"`
 	ResolvedDateTime   string         `json:"resolvedDateTime"` // not documented for v1.0: emitted when sent
 	CustomTags         []string       `json:"customTags"`
 	SystemTags         []string       `json:"systemTags"`
 	Alerts             incidentAlerts `json:"alerts"`
-
-	created, lastUpdate time.Time
-	issues              recordProblems
 }
 
 // incidentAlerts are the ids of an incident's alerts, with $expand=alerts.
@@ -111,31 +105,6 @@ func (r *recordReader) unmarshalIncidentAlerts(dec *jsontext.Decoder, v *inciden
 	}
 	*v = incidentAlerts{ids: ids, read: true}
 	return nil
-}
-
-func (in *graphIncident) validate() {
-	if in.ID == "" {
-		in.issues.skip = "it has no id"
-		return
-	}
-	in.lastUpdate = in.issues.parseTime("lastUpdateDateTime", in.LastUpdateDateTime)
-	in.created = in.issues.parseTime("createdDateTime", in.CreatedDateTime)
-}
-
-func (in *graphIncident) identity() string {
-	return in.ID + "@" + in.lastUpdate.Format(time.RFC3339Nano)
-}
-
-func (in *graphIncident) cursorTime() time.Time {
-	return in.lastUpdate
-}
-
-func (in *graphIncident) inWindow() bool {
-	return !in.lastUpdate.IsZero()
-}
-
-func (in *graphIncident) problems() *recordProblems {
-	return &in.issues
 }
 
 func (in *graphIncident) countKey() countKey {

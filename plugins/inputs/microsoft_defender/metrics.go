@@ -35,7 +35,7 @@ func alertMetric(d *detection) (telegraf.Metric, []string) {
 	var cut []string
 	fields := reflect.ValueOf(d).Elem()
 	for _, f := range alertStringFields {
-		v := fields.Field(f.index).String()
+		v := fields.FieldByIndex(f.index).String()
 		if len(v) > maxFieldBytes {
 			v = cutAtRune(v, maxFieldBytes)
 			cut = append(cut, f.name)
@@ -173,16 +173,17 @@ func eventTime(t time.Time, key string, part int64) time.Time {
 var alertStringFields = taggedFields(reflect.TypeFor[detection](), "metric")
 
 type taggedField struct {
-	index int    // of the field
+	index []int  // of the field
 	name  string // in the tag
 }
 
-// taggedFields lists the fields of struct type t that have a tag for key.
+// taggedFields lists the fields of struct type t, embedded ones' included,
+// that have a tag for key.
 func taggedFields(t reflect.Type, key string) []taggedField {
 	var fields []taggedField
-	for i := range t.NumField() {
-		if name, ok := t.Field(i).Tag.Lookup(key); ok {
-			fields = append(fields, taggedField{i, name})
+	for _, f := range reflect.VisibleFields(t) {
+		if name, ok := f.Tag.Lookup(key); ok {
+			fields = append(fields, taggedField{f.Index, name})
 		}
 	}
 	return fields

@@ -147,7 +147,7 @@ func BenchmarkSIEMLineProtocol(b *testing.B) {
 func TestDistinctEventsAreDistinctPoints(t *testing.T) {
 	created := time.Date(2026, 12, 7, 10, 0, 0, 123456700, time.UTC)
 	version := func(id string, updated time.Time) time.Time {
-		a := &graphAlert{ID: id, created: created, lastUpdate: updated}
+		a := &graphAlert{graphVersion: graphVersion{ID: id, created: created, lastUpdate: updated}}
 		m, _ := a.metric()
 		return m.Time()
 	}
