@@ -2,6 +2,7 @@ package microsoft_defender
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"strings"
 	"time"
@@ -21,7 +22,7 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	var cut []string
 	for _, f := range []struct{ name, value string }{
 		{"alert_id", a.ID},
-		{"created_date_time", formatTime(a.created)},
+		{"created_date_time", formatTimeAs(a.created, a.CreatedDateTime)},
 		{"alert_title", a.Title},
 		{"description", a.Description},
 		{"computer_dns_name", a.device.DeviceDNSName},
@@ -40,17 +41,12 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 		{"assigned_to", a.AssignedTo},
 		{"recommended_actions", a.RecommendedActions},
 		{"mitre_techniques", strings.Join(a.MitreTechniques, ",")},
-		{"last_update_date_time", formatTime(a.lastUpdate)},
+		{"last_update_date_time", formatTimeAs(a.lastUpdate, a.LastUpdateDateTime)},
 		{"first_activity_date_time", normalizeTime(a.FirstActivityDateTime)},
 		{"last_activity_date_time", normalizeTime(a.LastActivityDateTime)},
 		{"resolved_date_time", normalizeTime(a.ResolvedDateTime)},
 	} {
-		v := f.value
-		if len(v) > maxFieldBytes {
-			v = cutAtRune(v, maxFieldBytes)
-			cut = append(cut, f.name)
-		}
-		b.stringField(f.name, v)
+		cut = b.cutField(f.name, f.value, cut)
 	}
 	b.intField("evidence_count", int64(a.evidenceCount))
 	if a.includeEvidence {
@@ -69,21 +65,10 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 // else lastUpdate; none when neither could be read. Versions of one record
 // share createdDateTime and often every tag: eventTime parts them.
 func versionTime(created, lastUpdate time.Time, identity string) time.Time {
-	ts := created
-	if ts.IsZero() {
-		ts = lastUpdate
+	if ts := cmp.Or(created, lastUpdate); !ts.IsZero() {
+		return eventTime(ts, identity, 0)
 	}
-	if ts.IsZero() {
-		return time.Time{}
-	}
-	return eventTime(ts, identity, 0)
-}
-
-func formatTime(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.Format(time.RFC3339Nano)
+	return time.Time{}
 }
 
 // normalizeTime rewrites a Graph timestamp in the form of the other time
@@ -96,5 +81,5 @@ func normalizeTime(s string) string {
 	if err != nil {
 		return sanitize(s, 64)
 	}
-	return formatTime(t)
+	return formatTimeAs(t, s)
 }

@@ -130,8 +130,8 @@ func (in *graphIncident) metric() (telegraf.Metric, []string) {
 		{"incident_web_url", in.IncidentWebURL},
 		{"redirect_incident_id", in.RedirectIncidentID},
 		{"tenant_id", in.TenantID},
-		{"created_date_time", formatTime(in.created)},
-		{"last_update_date_time", formatTime(in.lastUpdate)},
+		{"created_date_time", formatTimeAs(in.created, in.CreatedDateTime)},
+		{"last_update_date_time", formatTimeAs(in.lastUpdate, in.LastUpdateDateTime)},
 		{"resolved_date_time", normalizeTime(in.ResolvedDateTime)},
 		{"custom_tags", strings.Join(in.CustomTags, ",")},
 		{"system_tags", strings.Join(in.SystemTags, ",")},
@@ -142,12 +142,7 @@ func (in *graphIncident) metric() (telegraf.Metric, []string) {
 	}
 	var cut []string
 	for _, f := range fields {
-		v := f[1]
-		if len(v) > maxFieldBytes {
-			v = cutAtRune(v, maxFieldBytes)
-			cut = append(cut, f[0])
-		}
-		b.stringField(f[0], v)
+		cut = b.cutField(f[0], f[1], cut)
 	}
 	return b.metric(), cut
 }

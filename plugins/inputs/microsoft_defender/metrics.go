@@ -35,12 +35,7 @@ func alertMetric(d *detection) (telegraf.Metric, []string) {
 	var cut []string
 	fields := reflect.ValueOf(d).Elem()
 	for _, f := range alertStringFields {
-		v := fields.FieldByIndex(f.index).String()
-		if len(v) > maxFieldBytes {
-			v = cutAtRune(v, maxFieldBytes)
-			cut = append(cut, f.name)
-		}
-		b.stringField(f.name, v)
+		cut = b.cutField(f.name, fields.FieldByIndex(f.index).String(), cut)
 	}
 	addOptional(b, "alert_part", d.AlertPart)
 	addOptional(b, "report_id", d.ReportID)
@@ -107,6 +102,15 @@ func (b *metricBuilder) stringField(key, value string) {
 	if value != "" {
 		b.fields = append(b.fields, telegraf.Field{Key: key, Value: value})
 	}
+}
+
+// cutField adds a string field cut to maxFieldBytes, and its key to cut if it was.
+func (b *metricBuilder) cutField(key, value string, cut []string) []string {
+	if len(value) > maxFieldBytes {
+		value, cut = cutAtRune(value, maxFieldBytes), append(cut, key)
+	}
+	b.stringField(key, value)
+	return cut
 }
 
 func (b *metricBuilder) intField(key string, value int64) {
