@@ -70,10 +70,10 @@ func (r *recordReader) open(want jsontext.Kind, what string) error {
 	return nil
 }
 
-// next reads element i of the array into v, an item of the API (noun) with
-// problems p: an object or null is unmarshaled and validated, anything else
-// skipped. It returns io.EOF after the array.
-func (r *recordReader) next(v interface{ validate() }, p *recordProblems, noun string, i int) error {
+// next reads element i of the array into v, an item of the API (noun): an
+// object or null is unmarshaled and validated, anything else skipped. It
+// returns io.EOF after the array.
+func (r *recordReader) next(v record, noun string, i int) error {
 	k := r.dec.PeekKind()
 	if k == ']' || k == 0 {
 		_, err := r.dec.ReadToken()
@@ -85,6 +85,7 @@ func (r *recordReader) next(v interface{ validate() }, p *recordProblems, noun s
 		}
 		return r.recordError(err, "after %s %d", noun, i-1)
 	}
+	p := v.problems()
 	r.start, r.issues = valueStart(r.dec), p
 	p.noun, p.index, p.offset = noun, i, r.start
 	depth := r.dec.StackDepth()

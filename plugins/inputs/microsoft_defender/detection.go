@@ -213,7 +213,7 @@ func (dd *detectionDecoder) next(d *detection) error {
 		return io.EOF
 	}
 	*d = detection{}
-	if err := dd.r.next(d, &d.issues, "detection", dd.index); !errors.Is(err, io.EOF) {
+	if err := dd.r.next(d, "detection", dd.index); !errors.Is(err, io.EOF) {
 		dd.index++
 		return err
 	}

@@ -108,11 +108,7 @@ func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (string, err
 // "@odata.nextLink": ...} in any key order, other members skipped, each
 // made by newItem, to handle until it returns false, and returns the next
 // page's link.
-func decodeGraphValue[T interface {
-	validate()
-	problems() *recordProblems
-}](r *recordReader, noun string, newItem func() T,
-	handle func(T) bool) (string, error) {
+func decodeGraphValue[T record](r *recordReader, noun string, newItem func() T, handle func(T) bool) (string, error) {
 	if err := r.open('{', "with a value array"); err != nil {
 		return "", err
 	}
@@ -136,7 +132,7 @@ func decodeGraphValue[T interface {
 			// r.next explains its errors, and ends the array with io.EOF.
 			for i := 0; err == nil; i++ {
 				item := newItem()
-				if err = r.next(item, item.problems(), noun, i); err == nil && !handle(item) {
+				if err = r.next(item, noun, i); err == nil && !handle(item) {
 					return "", nil // the rest of the page is left unread
 				}
 			}

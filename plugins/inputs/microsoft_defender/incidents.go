@@ -65,8 +65,7 @@ func newIncidentReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
 // decodeIncidentPage streams the incidents of one page to handle.
 func decodeIncidentPage(body io.Reader, handle func(record) bool) (string, error) {
 	r := newRecordReader(body, graphIncidentNames)
-	return decodeGraphValue(r, "incident", func() *graphIncident { return &graphIncident{} },
-		func(in *graphIncident) bool { return handle(in) })
+	return decodeGraphValue(r, "incident", func() record { return &graphIncident{} }, handle)
 }
 
 // unmarshalIncidentAlerts takes the id of each alert of the array, the

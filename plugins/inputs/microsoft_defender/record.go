@@ -19,6 +19,7 @@ type record interface {
 	metric() (telegraf.Metric, []string) // defender_alert, and the fields cut to maxFieldBytes
 	countKey() countKey                  // its defender_alert_count series
 	problems() *recordProblems           // what of it could not be decoded
+	validate()                           // parses what the decoder left as text, once decoded
 }
 
 // fieldProblem is a member whose value does not fit its field, such as a
