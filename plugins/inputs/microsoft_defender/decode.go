@@ -19,19 +19,18 @@ import (
 // one is skipped and counted in alerts_skipped, and the answer read on.
 const maxRecordBytes = 8 << 20 // 40 times the longest Windows command line JSON-escaped; one record held fits the plugin's 64 MB
 
-// skipTooLarge is why a record over maxRecordBytes is skipped.
-var skipTooLarge = fmt.Sprintf("it is larger than %d MiB, the most one record may take", maxRecordBytes>>20)
+var (
+	// skipTooLarge is why a record over maxRecordBytes is skipped.
+	skipTooLarge = fmt.Sprintf("it is larger than %d MiB, the most one record may take", maxRecordBytes>>20)
+	// errRecordTooLarge ends the unmarshaling of a record past maxRecordBytes.
+	errRecordTooLarge = errors.New("record larger than maxRecordBytes")
+)
 
-// errRecordTooLarge ends the unmarshaling of a record past maxRecordBytes.
-var errRecordTooLarge = errors.New("record larger than maxRecordBytes")
-
-// recordReader reads an answer's records one at a time with jsontext, each
-// unmarshaled as encoding/json would (v1 options: names matched regardless
-// of case, the last repeated name wins, null leaves a field as it is, bad
-// UTF-8 replaced). Its unmarshalers take only what the library would refuse:
-// a value that does not fit its field is skipped and noted. Memory holds what
-// the fields keep, which maxRecordBytes caps, and the token being read, which
-// jsontext holds whole (go.dev/issue/56733).
+// recordReader reads an answer's records one at a time, each unmarshaled as
+// encoding/json would (v1 options). Its unmarshalers take only what the
+// library would refuse: a value that does not fit its field is skipped and
+// noted. Memory holds what the fields keep, which maxRecordBytes caps, and
+// the token being read, which jsontext holds whole (go.dev/issue/56733).
 type recordReader struct {
 	dec      *jsontext.Decoder
 	opts     jsonv2.Options
@@ -71,8 +70,7 @@ func (r *recordReader) open(want jsontext.Kind, what string) error {
 }
 
 // next reads element i of the array into v, an item of the API (noun): an
-// object or null is unmarshaled and validated, anything else skipped. It
-// returns io.EOF after the array.
+// object or null is unmarshaled and validated, anything else skipped.
 func (r *recordReader) next(v record, noun string, i int) error {
 	k := r.dec.PeekKind()
 	if k == ']' || k == 0 {
@@ -123,8 +121,7 @@ func valueStart(dec *jsontext.Decoder) int64 {
 	return dec.InputOffset() + int64(len(buf)-len(bytes.TrimLeft(buf, " \t\r\n,:")))
 }
 
-// problem notes that the value of the member dec last read does not fit its
-// field, named as the type's tag spells it.
+// problem notes that the member dec last read does not fit, named as its tag spells it.
 func (r *recordReader) problem(dec *jsontext.Decoder, reason string) {
 	name := dec.StackPointer().LastToken()
 	for _, f := range r.names {
@@ -170,8 +167,7 @@ func (r *recordReader) unmarshalJSON(dec *jsontext.Decoder, v json.Unmarshaler) 
 // stringList is a []string the library decodes element by element (unmarshalString).
 type stringList []string
 
-// unmarshalStrings decodes mitreTechniques as encoding/json would, but an
-// element that is no string leaves the field as it was.
+// unmarshalStrings decodes a []string, but an element that is no string leaves it as it was.
 func (r *recordReader) unmarshalStrings(dec *jsontext.Decoder, v *[]string) error {
 	switch k := dec.PeekKind(); {
 	case k == 'n':
@@ -197,11 +193,9 @@ func (r *recordReader) unmarshalStrings(dec *jsontext.Decoder, v *[]string) erro
 // maxEvidenceBytes bounds the evidence kept; compacted, at most maxFieldBytes are emitted.
 const maxEvidenceBytes = 4 * maxFieldBytes
 
-// unmarshalEvidence reads the alert's evidence entry by entry: it counts
-// them, decodes the first device evidence, and keeps the array while it is
-// short enough to be emitted. Once the device is found and the array too
-// long, entries are skipped a token at a time. Evidence that does not
-// decode leaves the alert's as it was.
+// unmarshalEvidence counts the alert's evidence, decodes the first device
+// evidence, and keeps the array while it could be emitted; then the rest is
+// skipped. Evidence that does not decode leaves the alert's as it was.
 func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMessage) error {
 	switch k := dec.PeekKind(); {
 	case k == 'n':
@@ -287,8 +281,8 @@ func (r *recordReader) expectEnd() error {
 	return fmt.Errorf("invalid JSON at byte %d: more follows the answer", valueStart(r.dec))
 }
 
-// explain turns an error of the decoder into what went wrong: the body's
-// own read error, a truncated answer, or malformed JSON with its position.
+// explain turns an error of the decoder into the body's own read error, a
+// truncated answer, or malformed JSON with its position.
 func (r *recordReader) explain(err error) error {
 	read := r.dec.InputOffset() + int64(len(r.dec.UnreadBuffer()))
 	var syntaxErr *jsontext.SyntacticError
@@ -307,8 +301,7 @@ func (r *recordReader) explain(err error) error {
 	return err
 }
 
-// recordError places an error of the decoder in an item (format and args,
-// such as "detection %d"), and marks malformed JSON as a recordSyntaxError.
+// recordError places an error in an item ("detection %d"), malformed JSON as a recordSyntaxError.
 func (r *recordReader) recordError(err error, format string, args ...any) error {
 	explained := fmt.Errorf(format+": %w", append(args, r.explain(err))...)
 	var syntaxErr *jsontext.SyntacticError
@@ -318,9 +311,8 @@ func (r *recordReader) recordError(err error, format string, args ...any) error 
 	return explained
 }
 
-// recordSyntaxError is malformed JSON inside the array of items: in one
-// item or between two. Unlike an answer cut short, it comes back when the
-// same items are asked for again.
+// recordSyntaxError is malformed JSON in or between items: unlike an answer
+// cut short, it comes back when the same items are asked for again.
 type recordSyntaxError struct{ error }
 
 func (e *recordSyntaxError) Unwrap() error { return e.error }

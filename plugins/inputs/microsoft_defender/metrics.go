@@ -17,10 +17,7 @@ const (
 	measurementAlert = "defender_alert"
 	measurementCount = "defender_alert_count"
 	measurementPoll  = "defender_poll"
-)
-
-// maxFieldBytes caps a string field, maxTagBytes a tag, which becomes a series key.
-const (
+	// maxFieldBytes caps a string field, maxTagBytes a tag, which becomes a series key.
 	maxFieldBytes = 32766 // Lucene's limit for a term: OpenSearch refuses a longer keyword (InfluxDB 1.x 64 KiB)
 	maxTagBytes   = 256
 )
@@ -46,8 +43,8 @@ func alertMetric(d *detection) (telegraf.Metric, []string) {
 	return b.metric(), cut
 }
 
-// formatTimeAs formats t in RFC 3339 with nanoseconds, "" when zero; it
-// returns sent, the text t was parsed from, when equal, sparing an allocation.
+// formatTimeAs formats t in RFC 3339 with nanoseconds, "" when zero, or
+// returns sent, the text t was parsed from, if equal: no allocation.
 func formatTimeAs(t time.Time, sent string) string {
 	if t.IsZero() {
 		return ""
@@ -96,8 +93,7 @@ func (b *metricBuilder) countTags(k countKey) {
 	b.tag("machine_group", k.machineGroup)
 }
 
-// stringField adds a field unless its value is empty. Fields are added once
-// each, with a type Telegraf keeps as it is (string, int64, bool).
+// stringField adds a field unless its value is empty; each key once, as for intField.
 func (b *metricBuilder) stringField(key, value string) {
 	if value != "" {
 		b.fields = append(b.fields, telegraf.Field{Key: key, Value: value})
@@ -157,12 +153,10 @@ func (b *metricBuilder) TagList() []*telegraf.Tag { return b.tagList }
 // FieldList is read by metric.FromMetric.
 func (b *metricBuilder) FieldList() []*telegraf.Field { return b.fieldList }
 
-// eventTime is the second of t plus a fraction of it decided by the event:
-// by key (its identity) and, below 100 ns, by part, which tells apart the
-// detections of one SIEM alert. Every distinct event is then its own point
-// in a database that keeps one per series and time, whatever its tags (two
-// events of one second with equal tags share one with odds of 1 in 10^7),
-// and every repeat lands on the same point. The exact time is in a field.
+// eventTime is the second of t plus a fraction hashed from key (the event's
+// identity) and, below 100 ns, part (a detection's of its SIEM alert): a
+// database keeping one point per series and time keeps every distinct event
+// (odds of a clash 1 in 10^7) and every repeat on one point.
 func eventTime(t time.Time, key string, part int64) time.Time {
 	h := fnv.New64a()
 	h.Write([]byte(key))
@@ -239,8 +233,7 @@ func (c *alertCounter) add(k countKey) {
 	c.counts[k]++
 }
 
-// metrics returns a count per key at the window's end, the poll's start
-// parting polls that share an unfinished window.
+// metrics returns a count per key at the window's end, parted by the poll's start.
 func (c *alertCounter) metrics(windowEnd, pollStart time.Time) []telegraf.Metric {
 	ts := eventTime(windowEnd, pollStart.Format(time.RFC3339Nano), 0)
 	out := make([]telegraf.Metric, 0, len(c.order))

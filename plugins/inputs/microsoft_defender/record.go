@@ -8,27 +8,22 @@ import (
 	"github.com/influxdata/telegraf"
 )
 
-// record is what a reader decodes: a SIEM detection, or one version of a
-// Graph alert. Deduplication, the cursor and the counts work on this alone.
+// record is a SIEM detection or a Graph alert or incident version: all that deduplication, the cursor and counts see.
 type record interface {
-	identity() string      // the deduplication key; "" when there is none
-	cursorTime() time.Time // the time the API's window filters on
-	// inWindow reports whether cursorTime lies in the window asked for; a
-	// time outside it never moves a bound of the walk.
-	inWindow() bool
+	identity() string                    // the deduplication key; "" when there is none
+	cursorTime() time.Time               // the time the API's window filters on
+	inWindow() bool                      // whether cursorTime lies in the window asked: if not, it moves no bound
 	metric() (telegraf.Metric, []string) // defender_alert, and the fields cut to maxFieldBytes
 	countKey() countKey                  // its defender_alert_count series
 	problems() *recordProblems           // what of it could not be decoded
 	validate()                           // parses what the decoder left as text, once decoded
 }
 
-// fieldProblem is a member whose value does not fit its field, such as a
-// string where a number belongs: the field is left as it was and the rest
-// of the record decoded.
+// fieldProblem is a member whose value does not fit its field: the field is
+// left as it was and the rest of the record decoded.
 type fieldProblem struct{ field, reason string }
 
-// recordProblems is what of one record could not be decoded: fields left
-// out, or why the record as a whole is not emitted.
+// recordProblems is what of one record could not be decoded.
 type recordProblems struct {
 	noun    string // with index and offset, places the record (where)
 	index   int
