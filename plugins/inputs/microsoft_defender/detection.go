@@ -13,9 +13,8 @@ import (
 	"time"
 )
 
-// detection is one SIEM API detection. It decodes all three payload
-// generations: absent, null and "" all leave a string empty, and both
-// spellings of IoaDefinitionId are read.
+// detection is one SIEM API detection, of any of the three payload
+// generations (both spellings of IoaDefinitionId are read).
 type detection struct {
 	// Emitted as the string fields their metric tags name, in this order.
 	AlertID                  string `json:"AlertId" metric:"alert_id"`
@@ -98,9 +97,8 @@ func (d *detection) identity() string {
 	return "content:" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// validate reads the old spelling of IoaDefinitionId and parses the times. A
-// time that does not parse is left out like any other value that does not
-// fit; a detection neither placed in time nor told apart is skipped.
+// validate reads the old spelling of IoaDefinitionId and parses the times;
+// a detection neither placed in time nor told apart is skipped.
 func (d *detection) validate() {
 	if d.IoaDefinitionID == "" {
 		d.IoaDefinitionID = d.IoaDefinitiondID
@@ -127,8 +125,7 @@ func (p *recordProblems) parseTime(field, value string) time.Time {
 // A metric's time is nanoseconds since 1970 in an int64: one beyond these would wrap around.
 var earliestTime, latestTime = time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)
 
-// parseAPITime reads the forms the SIEM API and its documentation use; a
-// time without a zone is UTC, as every SIEM API time is.
+// parseAPITime reads the forms the APIs and their documentation use; no zone is UTC, as in the SIEM API.
 func parseAPITime(s string) (time.Time, error) {
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999"} {
 		if t, err := time.Parse(layout, s); err == nil {
@@ -176,9 +173,8 @@ func (o *optional[T]) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// quoteShort quotes a value that does not fit its field, for a message. A
-// long one is only measured: cut, it could hold most of a secret that the
-// redaction of the whole message would then not recognise.
+// quoteShort quotes a misfit value for a message. A long one is only
+// measured: cut, it could hold most of a secret that redaction misses.
 func quoteShort(b []byte) string {
 	if len(b) > 64 {
 		return fmt.Sprintf("a value of %d bytes", len(b))

@@ -33,12 +33,9 @@ func (v *graphVersion) validate() {
 	v.created = v.issues.parseTime("createdDateTime", v.CreatedDateTime)
 }
 
-func (v *graphVersion) identity() string { return v.ID + "@" + v.lastUpdate.Format(time.RFC3339Nano) }
-
-func (v *graphVersion) cursorTime() time.Time { return v.lastUpdate }
-
-func (v *graphVersion) inWindow() bool { return !v.lastUpdate.IsZero() }
-
+func (v *graphVersion) identity() string          { return v.ID + "@" + v.lastUpdate.Format(time.RFC3339Nano) }
+func (v *graphVersion) cursorTime() time.Time     { return v.lastUpdate }
+func (v *graphVersion) inWindow() bool            { return !v.lastUpdate.IsZero() }
 func (v *graphVersion) problems() *recordProblems { return &v.issues }
 
 // graphAlert is one version of a Graph security alert.
@@ -76,8 +73,7 @@ type graphAlert struct {
 	includeEvidence bool
 }
 
-// deviceEvidence holds what the mapping takes from the alert's first
-// device evidence.
+// deviceEvidence is what the mapping takes from the alert's first device evidence.
 type deviceEvidence struct {
 	Type          string `json:"@odata.type"`
 	DeviceDNSName string `json:"deviceDnsName"`
@@ -104,10 +100,8 @@ func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (string, err
 	}, handle)
 }
 
-// decodeGraphValue streams the items of one page, {"value": [...],
-// "@odata.nextLink": ...} in any key order, other members skipped, each
-// made by newItem, to handle until it returns false, and returns the next
-// page's link.
+// decodeGraphValue streams the items of a page, {"value": [...], "@odata.nextLink": ...} in
+// any order, each made by newItem, to handle until it returns false, and returns the link.
 func decodeGraphValue[T record](r *recordReader, noun string, newItem func() T, handle func(T) bool) (string, error) {
 	if err := r.open('{', "with a value array"); err != nil {
 		return "", err

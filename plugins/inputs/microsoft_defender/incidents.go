@@ -51,8 +51,7 @@ type incidentAlerts struct {
 
 var graphIncidentNames = taggedFields(reflect.TypeFor[graphIncident](), "json")
 
-// newIncidentReader reads the incidents of api = "graph_incidents" with the
-// walk of the alerts.
+// newIncidentReader reads the incidents of api = "graph_incidents" with the walk of the alerts.
 func newIncidentReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
 	r := &graphReader{endpoint: endpoint, pageSize: m.PageSize, noun: "incident", maxAlertsPerGather: m.MaxAlertsPerGather,
 		filter: odataAnyOf("severity", m.Severities), decodePage: decodeIncidentPage}
@@ -68,8 +67,7 @@ func decodeIncidentPage(body io.Reader, handle func(record) bool) (string, error
 	return decodeGraphValue(r, "incident", func() record { return &graphIncident{} }, handle)
 }
 
-// unmarshalIncidentAlerts takes the id of each alert of the array, the
-// rest of them skipped; an element that is no object leaves the field out.
+// unmarshalIncidentAlerts takes each alert's id; an element that is no object leaves the field out.
 func (r *recordReader) unmarshalIncidentAlerts(dec *jsontext.Decoder, v *incidentAlerts) error {
 	switch k := dec.PeekKind(); {
 	case k == 'n':
@@ -114,8 +112,7 @@ func (in *graphIncident) countKey() countKey {
 	}
 }
 
-// metric maps an incident version to defender_incident, placed as a Graph
-// alert's version.
+// metric maps an incident version to defender_incident, placed as a Graph alert's version.
 func (in *graphIncident) metric() (telegraf.Metric, []string) {
 	b := newMetricBuilder(measurementIncident, versionTime(in.created, in.lastUpdate, in.identity()))
 	b.countTags(in.countKey())
