@@ -86,8 +86,7 @@ func (d *detection) identity() string {
 	case d.lastProcessed.IsZero():
 		return ""
 	}
-	// Without an id, its content tells a detection apart, so that a repeat is
-	// dropped like any other.
+	// Without an id, its content tells a detection apart, so that a repeat is dropped.
 	h := sha256.New()
 	fields := reflect.ValueOf(d).Elem()
 	for _, f := range alertStringFields {

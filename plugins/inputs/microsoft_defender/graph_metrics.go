@@ -10,9 +10,8 @@ import (
 	"github.com/influxdata/telegraf"
 )
 
-// metric maps a Graph alert version to defender_alert: the SIEM field's
-// name where Microsoft's SIEM-to-Graph map gives a counterpart, the Graph
-// name in snake_case otherwise. It is timestamped at createdDateTime.
+// metric maps a Graph alert version to defender_alert at createdDateTime: a field has its SIEM
+// counterpart's name in Microsoft's SIEM-to-Graph map, else the Graph name in snake_case.
 func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	b := newMetricBuilder(measurementAlert, versionTime(a.created, a.lastUpdate, a.identity()))
 	b.countTags(a.countKey())
@@ -61,9 +60,8 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	return b.metric(), cut
 }
 
-// versionTime places a version of a Graph alert or incident at created,
-// else lastUpdate; none when neither could be read. Versions of one record
-// share createdDateTime and often every tag: eventTime parts them.
+// versionTime places a Graph version at created, else lastUpdate, else none; eventTime parts
+// the versions of one record, which share createdDateTime and often every tag.
 func versionTime(created, lastUpdate time.Time, identity string) time.Time {
 	if ts := cmp.Or(created, lastUpdate); !ts.IsZero() {
 		return eventTime(ts, identity, 0)
@@ -71,8 +69,7 @@ func versionTime(created, lastUpdate time.Time, identity string) time.Time {
 	return time.Time{}
 }
 
-// normalizeTime rewrites a Graph timestamp in the form of the other time
-// fields; a value that does not parse is kept as it came.
+// normalizeTime formats a Graph timestamp as the other time fields; one that does not parse is kept.
 func normalizeTime(s string) string {
 	if s == "" {
 		return ""

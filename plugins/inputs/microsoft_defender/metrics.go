@@ -22,8 +22,7 @@ const (
 	maxTagBytes   = 256
 )
 
-// alertMetric turns a detection into a defender_alert at AlertTime, else
-// LastProcessedTimeUtc, and names the string fields it cut.
+// alertMetric maps a detection to defender_alert at AlertTime, else LastProcessedTimeUtc, and names the fields it cut.
 func alertMetric(d *detection) (telegraf.Metric, []string) {
 	ts := cmp.Or(d.alertAt, d.lastProcessed, d.cursorAt)
 	b := newMetricBuilder(measurementAlert, eventTime(ts, cmp.Or(d.AlertID, d.identity()), d.AlertPart.value))
@@ -43,8 +42,7 @@ func alertMetric(d *detection) (telegraf.Metric, []string) {
 	return b.metric(), cut
 }
 
-// formatTimeAs formats t in RFC 3339 with nanoseconds, "" when zero, or
-// returns sent, the text t was parsed from, if equal: no allocation.
+// formatTimeAs formats t in RFC 3339 with nanoseconds ("" when zero), or returns sent, the text t came from, if equal.
 func formatTimeAs(t time.Time, sent string) string {
 	if t.IsZero() {
 		return ""
@@ -57,9 +55,8 @@ func formatTimeAs(t time.Time, sent string) string {
 	return string(formatted)
 }
 
-// metricBuilder collects a metric's tags and fields for metric.FromMetric,
-// which copies them at their size: 67 allocations for a SIEM detection
-// against 106 with AddField (BenchmarkSIEMMetric). Builders are pooled.
+// metricBuilder collects tags and fields for metric.FromMetric, which copies them at their size:
+// 67 allocations for a SIEM detection against 106 with AddField (BenchmarkSIEMMetric).
 type metricBuilder struct {
 	telegraf.Metric // nil: FromMetric reads only the methods below
 	name            string
@@ -120,8 +117,7 @@ func addOptional[T int64 | bool](b *metricBuilder, key string, o optional[T]) {
 	}
 }
 
-// metric returns the metric, tags in key order as Telegraf keeps them, and
-// puts the emptied builder back.
+// metric returns the metric, tags in key order as Telegraf keeps them, and pools the builder.
 func (b *metricBuilder) metric() telegraf.Metric {
 	slices.SortFunc(b.tags, func(x, y telegraf.Tag) int { return strings.Compare(x.Key, y.Key) })
 	for i := range b.tags {
@@ -175,8 +171,7 @@ type taggedField struct {
 	name  string // in the tag
 }
 
-// taggedFields lists the fields of struct type t, embedded ones' included,
-// that have a tag for key.
+// taggedFields lists the fields of struct type t, embedded ones' included, tagged for key.
 func taggedFields(t reflect.Type, key string) []taggedField {
 	var fields []taggedField
 	for _, f := range reflect.VisibleFields(t) {
