@@ -322,8 +322,9 @@ var kindNames = map[jsontext.Kind]string{'{': "object", '[': "array", '"': "stri
 
 func kindName(k jsontext.Kind) string { return kindNames[k] }
 
-// detectionNames and graphAlertNames are the names in the records' json tags.
+// detectionNames, graphAlertNames and graphIncidentNames are the names in the records' json tags.
 var (
-	detectionNames  = taggedFields(reflect.TypeFor[detection](), "json")
-	graphAlertNames = append(taggedFields(reflect.TypeFor[graphAlert](), "json"), taggedFields(reflect.TypeFor[deviceEvidence](), "json")...)
+	detectionNames     = taggedFields(reflect.TypeFor[detection](), "json")
+	graphAlertNames    = append(taggedFields(reflect.TypeFor[graphAlert](), "json"), taggedFields(reflect.TypeFor[deviceEvidence](), "json")...)
+	graphIncidentNames = taggedFields(reflect.TypeFor[graphIncident](), "json")
 )

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"reflect"
 	"strings"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -48,8 +47,6 @@ type incidentAlerts struct {
 	ids  []string
 	read bool // false when the answer held no alerts: none are guessed
 }
-
-var graphIncidentNames = taggedFields(reflect.TypeFor[graphIncident](), "json")
 
 // newIncidentReader reads the incidents of api = "graph_incidents" with the walk of the alerts.
 func newIncidentReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {

@@ -156,10 +156,7 @@ func (b *metricBuilder) FieldList() []*telegraf.Field { return b.fieldList }
 func eventTime(t time.Time, key string, part int64) time.Time {
 	h := fnv.New64a()
 	h.Write([]byte(key))
-	part %= 100
-	if part < 0 {
-		part += 100
-	}
+	part = (part%100 + 100) % 100 // in [0, 100) when negative too
 	return t.Truncate(time.Second).Add(time.Duration(h.Sum64()%1e7*100) + time.Duration(part))
 }
 
