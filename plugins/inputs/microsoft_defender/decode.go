@@ -109,8 +109,7 @@ func (r *recordReader) next(v record, noun string, i int) error {
 	return nil
 }
 
-// over reports whether the record read by dec has passed maxRecordBytes;
-// values decoded from bytes already read (evidence) are not counted again.
+// over reports whether dec's record has passed maxRecordBytes; bytes decoded again (evidence) are not counted.
 func (r *recordReader) over(dec *jsontext.Decoder) bool {
 	return dec == r.dec && dec.InputOffset()-r.start > maxRecordBytes
 }

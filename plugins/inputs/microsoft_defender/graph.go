@@ -89,8 +89,7 @@ func (a *graphAlert) countKey() countKey {
 	}
 }
 
-// decodeGraphPage streams the alerts of one page to handle until it returns
-// false, and returns the next page's link.
+// decodeGraphPage streams a page's alerts to handle until it returns false, and returns the next link.
 func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (string, error) {
 	r := newRecordReader(body, graphAlertNames)
 	return decodeGraphValue(r, "alert", func() *graphAlert {

@@ -18,8 +18,7 @@ import (
 const (
 	measurementIncident      = "defender_incident"
 	measurementIncidentCount = "defender_incident_count"
-	// maxIncidentTop is the largest $top Graph takes for incidents: "The
-	// limit of '50' for Top query has been exceeded".
+	// maxIncidentTop is the largest $top Graph takes for incidents ("The limit of '50' for Top query has been exceeded").
 	maxIncidentTop = 50
 )
 
