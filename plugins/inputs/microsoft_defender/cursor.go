@@ -26,8 +26,9 @@ type chunk struct {
 	To     time.Time `json:"to"`
 	Newest time.Time `json:"newest,omitzero"`
 
-	siem  siemWalk
-	graph graphWalk
+	siem   siemWalk
+	graph  graphWalk
+	resume *request // the reader's step that a poll stopped before answering
 }
 
 // cursor remembers how far the plugin has read and which records it emitted where later windows read again.

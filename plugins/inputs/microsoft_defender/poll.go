@@ -163,7 +163,17 @@ func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 // readChunk reads c until it is read whole (true) or the poll stops.
 func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 	p.chunk = c
-	var req *request
+	// A step of the reader that a poll stopped before answering is the next
+	// poll's first request: begun again from next(), a walk that takes more
+	// requests than a poll may send would never advance.
+	req, step := c.resume, c.resume != nil
+	c.resume = nil
+	unanswered := func() bool {
+		if step {
+			c.resume = req
+		}
+		return false
+	}
 	for {
 		if req == nil {
 			if req = p.reader.next(c, &p.known); req == nil {
@@ -171,20 +181,20 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 			}
 		}
 		if !req.continues && p.stopBefore() {
-			return false
+			return unanswered()
 		}
 		// Before a request, wait until the outputs confirmed enough alerts to read on.
 		if d := p.delivery; d != nil && !d.waitForRoom(ctx, p.deadline.Sub(p.now())) {
 			p.log.Debugf("%d alerts are not yet confirmed by the outputs: the next poll reads on", d.undelivered)
 			p.stop(stoppedDeadline, nil)
-			return false
+			return unanswered()
 		}
 		a := p.send(ctx, req)
 		if p.stopped != notStopped {
 			if p.stopped == stoppedDeadline && req.search {
 				p.log.Info("The search for the instant of a detection that cannot be read goes on in the next poll")
 			}
-			return false
+			return unanswered()
 		}
 		pr := p.reader.after(c, &a, &p.known)
 		p.stats.outOfWindow += pr.outOfWindow
@@ -209,7 +219,7 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 			p.stop(reason, pr.err)
 			return false
 		}
-		req = pr.then
+		req, step = pr.then, pr.then != nil
 	}
 }
 

@@ -332,6 +332,25 @@ func TestRememberedIdentitiesAreCapped(t *testing.T) {
 	testutil.RequireMetricsEqual(t, again, alerts(second, 0), testutil.SortMetrics())
 }
 
+// A walk that needs more requests in a row than a poll may send (here one
+// a minute, polls 30 s apart) still advances: the step a poll stopped
+// before, the check above a full answer, is the next poll's first request.
+func TestWalkStepsOutlastThePoll(t *testing.T) {
+	sim := &placedSIEM{}
+	for i := range 5 {
+		sim.detections = append(sim.detections, placedDetection{id: "d:" + strconv.Itoa(i), at: fixedNow.Add(-time.Duration(50-10*i) * time.Minute)})
+	}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) {
+		m.PageSize, m.MaxRequestsPerMinute = 2, 1
+	})
+	var emitted []string
+	for i := range 16 {
+		plugin.now = func() time.Time { return fixedNow.Add(time.Duration(i) * 30 * time.Second) }
+		emitted = append(emitted, emittedIDs(gatherOK(t, plugin))...)
+	}
+	require.Equal(t, []string{"d:4", "d:3", "d:2", "d:1", "d:0"}, emitted)
+}
+
 // A service whose `limit` answers the oldest detections of a window, not
 // the newest as documented, would make the walk skip what lies above them:
 // the check after a full answer finds one there, and the poll fails with an
