@@ -113,20 +113,37 @@ func gatherUntilDone(
 
 // writeMetrics writes each metric as line protocol until metrics is closed.
 // Once stdout has failed, it goes on taking metrics (so that no poll blocks)
-// but drops them, and returns the first failure.
+// but rejects them, so that the plugin reads them again, and returns the
+// first failure.
 func writeMetrics(metrics <-chan telegraf.Metric, stdout io.Writer, log telegraf.Logger) error {
 	serializer := &influx.Serializer{}
 	if err := serializer.Init(); err != nil {
 		for m := range metrics {
-			m.Drop()
+			m.Reject()
 		}
 		return fmt.Errorf("creating the serializer failed: %w", err)
 	}
 	out := bufio.NewWriterSize(stdout, stdoutBuffer)
 	var failed error
+	// Metrics are taken once flushed: a line still in the buffer dies with
+	// the process, and the plugin saves its state past what was taken.
+	var buffered []telegraf.Metric
+	settle := func() {
+		if failed == nil {
+			failed = out.Flush()
+		}
+		for _, b := range buffered {
+			if failed == nil {
+				b.Accept()
+			} else {
+				b.Reject()
+			}
+		}
+		buffered = buffered[:0]
+	}
 	for m := range metrics {
 		if failed != nil {
-			m.Drop()
+			m.Reject()
 			continue
 		}
 		line, err := serializer.Serialize(m)
@@ -137,20 +154,14 @@ func writeMetrics(metrics <-chan telegraf.Metric, stdout io.Writer, log telegraf
 			log.Errorf("Serializing a metric failed: %v", err)
 			continue
 		}
-		if _, failed = out.Write(line); failed == nil && len(metrics) == 0 {
-			failed = out.Flush()
+		_, failed = out.Write(line)
+		if buffered = append(buffered, m); failed != nil || len(metrics) == 0 {
+			settle()
 		}
-		if failed != nil {
-			m.Drop()
-			continue
-		}
-		m.Accept()
 	}
+	settle()
 	if failed != nil {
 		return fmt.Errorf("writing metrics to stdout: %w", failed)
-	}
-	if err := out.Flush(); err != nil {
-		return fmt.Errorf("writing metrics to stdout: %w", err)
 	}
 	return nil
 }

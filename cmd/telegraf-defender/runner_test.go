@@ -225,3 +225,25 @@ func (f failingInput) Gather(telegraf.Accumulator) error {
 	defer func() { f.gathered <- struct{}{} }()
 	return errors.New("the API is gone")
 }
+
+// failingWriter fails every write.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("stdout closed") }
+
+// A metric is taken only once its line left the buffer for stdout: lines
+// still buffered when stdout fails are dropped, not taken, so that the
+// plugin reads them again.
+func TestMetricsAreTakenOnlyOnceFlushed(t *testing.T) {
+	metrics := make(chan telegraf.Metric, 3)
+	var outcomes []bool
+	for i := range 3 {
+		m, _ := metric.WithTracking(metric.New("m", nil, map[string]any{"i": i}, time.Unix(0, 0)),
+			func(info telegraf.DeliveryInfo) { outcomes = append(outcomes, info.Delivered()) })
+		metrics <- m
+	}
+	close(metrics)
+	err := writeMetrics(metrics, failingWriter{}, nil)
+	require.EqualError(t, err, "writing metrics to stdout: stdout closed")
+	require.Equal(t, []bool{false, false, false}, outcomes)
+}
