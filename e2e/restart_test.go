@@ -52,7 +52,10 @@ func TestSIGKILLDuringBackfill(t *testing.T) {
 	stateFile := filepath.Join(t.TempDir(), "defender.state")
 
 	a := startAgent(t, siemSection(server.URL, "e2e-secret", `initial_lookback = "3h"`, `max_window = "30m"`, `delay = "0s"`,
-		fmt.Sprintf("max_alerts_per_gather = %d", budget), fmt.Sprintf("state_file = %q", stateFile)))
+		fmt.Sprintf("max_alerts_per_gather = %d", budget), fmt.Sprintf("state_file = %q", stateFile),
+		// At the default 60, polls of a second each find the rate limit's
+		// minute full for most of the backfill: this test is about the kill.
+		"max_requests_per_minute = 600"))
 
 	alerts := func() map[string]int {
 		seen := make(map[string]int)
