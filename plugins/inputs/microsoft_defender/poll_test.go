@@ -343,7 +343,7 @@ func TestWalkStepsOutlastThePoll(t *testing.T) {
 	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) {
 		m.PageSize, m.MaxRequestsPerMinute = 2, 1
 	})
-	var emitted []string
+	emitted := make([]string, 0, 5)
 	for i := range 16 {
 		plugin.now = func() time.Time { return fixedNow.Add(time.Duration(i) * 30 * time.Second) }
 		emitted = append(emitted, emittedIDs(gatherOK(t, plugin))...)
