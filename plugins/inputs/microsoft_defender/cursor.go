@@ -28,7 +28,7 @@ type chunk struct {
 
 	siem   siemWalk
 	graph  graphWalk
-	resume *request // the reader's step that a poll stopped before answering
+	resume *request // the reader's step that a poll stopped before sending
 }
 
 // cursor remembers how far the plugin has read and which records it emitted where later windows read again.

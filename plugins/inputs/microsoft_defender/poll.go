@@ -163,9 +163,9 @@ func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 // readChunk reads c until it is read whole (true) or the poll stops.
 func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 	p.chunk = c
-	// A step of the reader that a poll stopped before answering is the next
+	// A step of the reader that a poll stopped before sending is the next
 	// poll's first request: begun again from next(), a walk that takes more
-	// requests than a poll may send would never advance.
+	// requests in a row than a poll may send would never advance.
 	req, step := c.resume, c.resume != nil
 	c.resume = nil
 	unanswered := func() bool {
@@ -189,11 +189,14 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 			p.stop(stoppedDeadline, nil)
 			return unanswered()
 		}
+		sent := p.stats.requests
 		a := p.send(ctx, req)
 		if p.stopped != notStopped {
 			if p.stopped == stoppedDeadline && req.search {
 				p.log.Info("The search for the instant of a detection that cannot be read goes on in the next poll")
 			}
+			// One that went and was cut short is asked for again from the window.
+			step = step && p.stats.requests == sent
 			return unanswered()
 		}
 		pr := p.reader.after(c, &a, &p.known)
