@@ -325,3 +325,46 @@ func TestGraphMalformedPageIsNotSplit(t *testing.T) {
 	require.True(t, plugin.cursor.watermark.IsZero())
 	require.Equal(t, fixedNow.Add(-2*time.Hour-time.Minute), plugin.cursor.pending.From)
 }
+
+// A next link is the service's and may be refused a poll later (an expired
+// $skiptoken): a chain the poll's deadline cut is asked for again from its
+// first page, never resumed at the link kept, which would skip the rest of
+// the instant for good. (No chain proves an instant whole: the warning is
+// the one any chain gets.)
+func TestNextLinkIsNotResumedAPollLater(t *testing.T) {
+	at := fixedNow.Add(-time.Hour)
+	clock, poll := fixedNow, 1
+	link := func(page int) string {
+		return fmt.Sprintf(`"@odata.nextLink":"{{server}}%s?page=%d&poll=%d"`, graphAlertsPath, page, poll)
+	}
+	plugin, logger, _ := graphStub(t, func(r *http.Request, from, to time.Time) string {
+		q := r.URL.Query()
+		switch {
+		case q.Get("page") != "" && q.Get("poll") != strconv.Itoa(poll):
+			return `400 {"error":{"code":"BadRequest","message":"skiptoken expired"}}`
+		case q.Get("page") == "1":
+			clock = fixedNow.Add(2 * time.Hour) // the poll's interval ends here
+			return fmt.Sprintf(`{"value":[%s,%s],%s}`, graphAlertJSON("a2", at), graphAlertJSON("a3", at), link(2))
+		case q.Get("page") == "2":
+			return fmt.Sprintf(`{"value":[%s]}`, graphAlertJSON("a4", at))
+		case at.Before(from) || !at.Before(to):
+			return `{"value":[]}`
+		case to.Sub(from) != tick:
+			return fmt.Sprintf(`{"value":[%s,%s]}`, graphAlertJSON("a0", at), graphAlertJSON("a1", at))
+		}
+		return fmt.Sprintf(`{"value":[%s,%s],%s}`, graphAlertJSON("a0", at), graphAlertJSON("a1", at), link(1))
+	}, func(m *MicrosoftDefender) { m.PageSize = 2 })
+	plugin.now = func() time.Time { return clock }
+	var ids []string
+	for range 3 {
+		for _, m := range gatherOK(t, plugin).GetTelegrafMetrics() {
+			if id, ok := m.GetField("alert_id"); ok && m.Name() == measurementAlert {
+				ids = append(ids, id.(string))
+			}
+		}
+		poll++
+	}
+	require.ElementsMatch(t, []string{"a0", "a1", "a2", "a3", "a4"}, ids)
+	require.Equal(t, []string{"W! [] Alerts sharing lastUpdateDateTime 2020-09-30T14:00:00Z could not all be shown read whole " +
+		"(a chain of 3 pages, which proves nothing): 5 read, moving on"}, logger.Warnings())
+}

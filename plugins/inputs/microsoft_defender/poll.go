@@ -37,6 +37,9 @@ type known struct {
 type request struct {
 	url       *url.URL
 	continues bool // a step of the reader: sent even past the budget or deadline
+	// resumable: built from times alone, it may be sent a poll later; a
+	// service's next link may by then be refused, or its offsets moved.
+	resumable bool
 	search    bool // the SIEM instant search: an unreadable answer is what it looks for, not an error
 }
 
@@ -163,9 +166,9 @@ func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 // readChunk reads c until it is read whole (true) or the poll stops.
 func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 	p.chunk = c
-	// A step of the reader that a poll stopped before sending is the next
-	// poll's first request: begun again from next(), a walk that takes more
-	// requests in a row than a poll may send would never advance.
+	// A resumable step of the reader that a poll stopped before sending is
+	// the next poll's first request: begun again from next(), a walk that
+	// takes more requests in a row than a poll may send would never advance.
 	req, step := c.resume, c.resume != nil
 	c.resume = nil
 	unanswered := func() bool {
@@ -222,7 +225,7 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 			p.stop(reason, pr.err)
 			return false
 		}
-		req, step = pr.then, pr.then != nil
+		req, step = pr.then, pr.then != nil && pr.then.resumable
 	}
 }
 

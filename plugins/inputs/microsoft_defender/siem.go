@@ -87,7 +87,8 @@ func (r *siemReader) ask(c *chunk, ask *siemAsk) *request {
 	}
 	u := *r.endpoint
 	u.RawQuery = q.Encode()
-	return &request{url: &u, continues: ask.step != siemWindow, search: ask.step == siemSearch}
+	step := ask.step != siemWindow
+	return &request{url: &u, continues: step, resumable: step, search: ask.step == siemSearch}
 }
 
 func (r *siemReader) next(c *chunk, k *known) *request {
