@@ -43,26 +43,25 @@ func deliveryPlugin(t *testing.T, server *httptest.Server, stateFile string, con
 	return plugin, acc, logger
 }
 
-// alerts returns the defender_alert metrics acc holds, from the i-th metric on.
-func alerts(acc *testutil.Accumulator, from int) []telegraf.Metric {
+// named returns the metrics called name that acc holds, from the i-th metric on.
+func named(acc *testutil.Accumulator, from int, name string) []telegraf.Metric {
 	var out []telegraf.Metric
 	for _, m := range acc.GetTelegrafMetrics()[from:] {
-		if m.Name() == measurementAlert {
+		if m.Name() == name {
 			out = append(out, m)
 		}
 	}
 	return out
 }
 
+// alerts returns the defender_alert metrics acc holds, from the i-th metric on.
+func alerts(acc *testutil.Accumulator, from int) []telegraf.Metric {
+	return named(acc, from, measurementAlert)
+}
+
 // counts returns the defender_alert_count metrics acc holds, from the i-th metric on.
 func counts(acc *testutil.Accumulator, from int) []telegraf.Metric {
-	var out []telegraf.Metric
-	for _, m := range acc.GetTelegrafMetrics()[from:] {
-		if m.Name() == measurementCount {
-			out = append(out, m)
-		}
-	}
-	return out
+	return named(acc, from, measurementCount)
 }
 
 func savedState(t *testing.T, plugin *MicrosoftDefender) pluginState {

@@ -271,7 +271,8 @@ func (m *MicrosoftDefender) Stop() {
 		m.Log.Errorf("Saving the state to %q failed, the next start repeats the last poll: %s", m.StateFile, err)
 	}
 	if m.delivery != nil {
-		addCounts(m.acc, &m.delivery.counted, m.now().UTC(), m.now().UTC())
+		now := m.now().UTC()
+		addCounts(m.acc, &m.delivery.counted, now, now)
 	}
 	m.releaseStateLock()
 }
