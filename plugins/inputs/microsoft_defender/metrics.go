@@ -238,7 +238,7 @@ func (c *alertCounter) metrics(windowEnd, pollStart time.Time) []telegraf.Metric
 	return out
 }
 
-// pollMetric describes one poll: requests, alerts, lag and backlog.
+// pollMetric describes one poll: requests, alerts, lag and backlog (the poll stopped before the window's end).
 func pollMetric(api, status string, s *pollStats, duration, lag time.Duration, ts time.Time) telegraf.Metric {
 	return metric.New(measurementPoll,
 		map[string]string{"api": api, "status": status},
@@ -256,7 +256,7 @@ func pollMetric(api, status string, s *pollStats, duration, lag time.Duration, t
 			"alerts_unconfirmed": s.unconfirmed,
 			"duration_seconds":   duration.Seconds(),
 			"lag_seconds":        lag.Seconds(),
-			"backlog":            s.backlog,
+			"backlog":            status != "ok",
 		},
 		ts)
 }

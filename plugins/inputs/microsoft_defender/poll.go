@@ -108,14 +108,12 @@ type pollStats struct {
 	forgottenIDs  int64 // identities forgotten past maxRememberedBytes
 	unconfirmed   int64 // alerts sent to the outputs, not yet confirmed
 	problems      int   // records with problems, logged up to maxProblemsLogged
-	backlog       bool  // the poll stopped before the window's end
 	completed     bool  // at least one chunk was finished
 }
 
 // stop ends the poll short of the window's end.
 func (p *poll) stop(reason stopReason, err error) {
 	p.stopped, p.err = reason, err
-	p.stats.backlog = true
 }
 
 // stopBefore stops the poll when the budget is spent or the deadline has come.
@@ -438,7 +436,7 @@ func (p *poll) status() string {
 	switch {
 	case p.stopped == stoppedFailed && p.stats.emitted == 0 && !p.stats.completed:
 		return "error"
-	case p.stopped != notStopped || p.stats.backlog:
+	case p.stopped != notStopped:
 		return "partial"
 	default:
 		return "ok"

@@ -44,7 +44,7 @@ func expectedPoll(status string, s pollStats, lag time.Duration) telegraf.Metric
 		"forgotten_ids":      s.forgottenIDs,
 		"alerts_unconfirmed": s.unconfirmed,
 		"lag_seconds":        lag.Seconds(),
-		"backlog":            s.backlog,
+		"backlog":            status != "ok",
 	}, fixedNow)
 }
 
@@ -69,7 +69,7 @@ func TestPollMetric(t *testing.T) {
 	// them, as the check of the full answer finds.
 	responses = []string{"[" + b + "," + c + "]", "[]"}
 	acc := gatherOK(t, plugin)
-	want := expectedPoll("partial", pollStats{requests: 2, received: 2, emitted: 2, backlog: true}, time.Hour)
+	want := expectedPoll("partial", pollStats{requests: 2, received: 2, emitted: 2}, time.Hour)
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{want},
 		pollMetrics(acc), testutil.IgnoreFields("duration_seconds"))
 	require.Equal(t, []string{"a:2", "a:3"}, emittedIDs(acc))
@@ -89,7 +89,7 @@ func TestPollMetric(t *testing.T) {
 	require.NoError(t, plugin.Gather(&failed))
 	require.Len(t, failed.Errors, 1)
 	require.True(t, strings.HasPrefix(failed.Errors[0].Error(), "reading the SIEM API answer from"))
-	expected := expectedPoll("partial", pollStats{requests: 1, received: 1, emitted: 1, errors: 1, backlog: true}, time.Hour)
+	expected := expectedPoll("partial", pollStats{requests: 1, received: 1, emitted: 1, errors: 1}, time.Hour)
 	expected.SetTime(fixedNow.Add(time.Hour))
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{expected}, pollMetrics(&failed), testutil.IgnoreFields("duration_seconds"))
 }
