@@ -199,6 +199,21 @@ func cutAtRune(s string, n int) string {
 	return s[:min(n, len(s))]
 }
 
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return cutAtRune(s, n) + "..."
+}
+
+// countOf says "1 alert", "2 alerts".
+func countOf(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
 // errTruncated marks an answer that ended before its JSON did.
 var errTruncated = errors.New("response truncated")
 

@@ -1,7 +1,10 @@
 package microsoft_defender
 
 import (
+	"bytes"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,10 +57,74 @@ func (p *recordProblems) String() string {
 	return strings.Join(parts, "; ")
 }
 
-// countOf says "1 alert", "2 alerts".
-func countOf(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
+// parseTime parses the named field's time; "" is none, and no problem.
+func (p *recordProblems) parseTime(field, value string) time.Time {
+	if value == "" {
+		return time.Time{}
 	}
-	return fmt.Sprintf("%d %ss", n, noun)
+	t, err := parseAPITime(value)
+	if err != nil {
+		p.invalid = append(p.invalid, fieldProblem{field, err.Error()})
+	}
+	return t
+}
+
+// A metric's time is nanoseconds since 1970 in an int64: one beyond these would wrap around.
+var earliestTime, latestTime = time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)
+
+// parseAPITime reads the forms the APIs and their documentation use; no zone is UTC, as in the SIEM API.
+func parseAPITime(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			if t.Before(earliestTime) || t.After(latestTime) {
+				return time.Time{}, fmt.Errorf("%q lies outside the years 1678 to 2262 that a metric's time can hold", s)
+			}
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%s is not an RFC 3339 timestamp", quoteShort([]byte(strconv.Quote(s))))
+}
+
+// optional is a JSON integer or boolean that may also be null, "" or absent.
+type optional[T int64 | bool] struct {
+	value T
+	set   bool
+}
+
+// UnmarshalJSON implements json.Unmarshaler; what does not parse leaves o as it was.
+func (o *optional[T]) UnmarshalJSON(b []byte) error {
+	s := string(bytes.TrimSpace(b))
+	switch {
+	case len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"':
+		s = s[1 : len(s)-1]
+	case s == "null":
+		return nil
+	}
+	if s == "" {
+		return nil
+	}
+	var v T
+	var err error
+	what := "an integer"
+	switch p := any(&v).(type) {
+	case *int64:
+		*p, err = strconv.ParseInt(s, 10, 64)
+	case *bool:
+		what = "a boolean"
+		*p, err = strconv.ParseBool(s)
+	}
+	if err != nil {
+		return fmt.Errorf("%s is not %s", quoteShort(b), what)
+	}
+	o.value, o.set = v, true
+	return nil
+}
+
+// quoteShort quotes a misfit value for a message. A long one is only
+// measured: cut, it could hold most of a secret that redaction misses.
+func quoteShort(b []byte) string {
+	if len(b) > 64 {
+		return fmt.Sprintf("a value of %d bytes", len(b))
+	}
+	return string(b)
 }

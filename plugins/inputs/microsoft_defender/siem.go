@@ -9,8 +9,6 @@ import (
 	"net/url"
 	"strconv"
 	"time"
-
-	"github.com/influxdata/telegraf"
 )
 
 // siemTimeLayout is how request bounds are sent: UTC, 7 fractional digits, Z.
@@ -295,25 +293,4 @@ func siemStatusMeaning(status int) string {
 		http.StatusForbidden:    "the app lacks permission, or the tenant is not managed by this API or was deleted",
 		http.StatusNotFound:     "no alerts API at this address: check region or endpoint_url",
 	}[status], commonStatusMeaning(status))
-}
-
-// cursorTime is LastProcessedTimeUtc, or the window's end (placeIn).
-func (d *detection) cursorTime() time.Time {
-	if !d.cursorAt.IsZero() {
-		return d.cursorAt
-	}
-	return d.lastProcessed
-}
-
-func (d *detection) inWindow() bool                      { return d.cursorAt.IsZero() }
-func (d *detection) problems() *recordProblems           { return &d.issues }
-func (d *detection) metric() (telegraf.Metric, []string) { return alertMetric(d) }
-func (d *detection) countKey() countKey                  { return countKeyOf(d) }
-
-// placeIn keeps the cursor inside the window [since, until] asked: a time outside it, or none, is not
-// trusted; until keeps it remembered long enough.
-func (d *detection) placeIn(since, until time.Time) {
-	if d.lastProcessed.IsZero() || d.lastProcessed.Before(since) || d.lastProcessed.After(until) {
-		d.cursorAt = until
-	}
 }
