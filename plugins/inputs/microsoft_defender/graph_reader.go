@@ -64,6 +64,16 @@ func newGraphReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
 	}
 }
 
+// newIncidentReader reads the incidents of api = "graph_incidents" with the walk of the alerts.
+func newIncidentReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
+	r := &graphReader{endpoint: endpoint, pageSize: m.PageSize, noun: "incident", maxAlertsPerGather: m.MaxAlertsPerGather,
+		filter: odataAnyOf("severity", m.Severities), decodePage: decodeIncidentPage}
+	if m.IncludeIncidentAlerts {
+		r.expand = "alerts"
+	}
+	return r
+}
+
 // graphWalk is the part [from, to) of a chunk being read, on the 100 ns grid, and its last page as decode
 // read it; a poll stopped inside the part reads it again.
 type graphWalk struct {
@@ -251,6 +261,12 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	return r.settle(c, pr, len(w.chain))
 }
 
+// isServerError reports a 500 answer, which $expand=alerts may cause.
+func isServerError(err error) bool {
+	var statusErr *statusError
+	return errors.As(err, &statusErr) && statusErr.status == http.StatusInternalServerError
+}
+
 // fullPage is how many records a page holds at most: $top, or fewer where the service showed so.
 func (r *graphReader) fullPage(w *graphWalk) int {
 	return min(r.pageSize, cmp.Or(w.pageCap, r.pageSize))
@@ -303,4 +319,17 @@ func graphStatusMeaning(status int) string {
 		http.StatusForbidden:    "the app lacks the SecurityAlert.Read.All application permission, or admin consent for it",
 		http.StatusNotFound:     "no alerts_v2 at this address: check region or endpoint_url",
 	}[status], commonStatusMeaning(status))
+}
+
+func incidentStatusMeaning(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return "the query was refused: check severities"
+	case http.StatusForbidden:
+		return "the app lacks the SecurityIncident.Read.All application permission, or admin consent for it"
+	case http.StatusNotFound:
+		return "no security incidents at this address: check region or endpoint_url"
+	default:
+		return graphStatusMeaning(status)
+	}
 }

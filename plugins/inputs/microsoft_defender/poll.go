@@ -33,6 +33,18 @@ type known struct {
 	warned      map[string]bool // warnings given once a poll, by key
 }
 
+// warnOncef logs a warning of this kind (key) once a poll.
+func (k *known) warnOncef(key, format string, args ...any) {
+	if k.warned[key] {
+		return
+	}
+	if k.warned == nil {
+		k.warned = make(map[string]bool)
+	}
+	k.warned[key] = true
+	k.log.Warnf(format, args...)
+}
+
 // request is one request a reader asks the poll to send.
 type request struct {
 	url       *url.URL
