@@ -310,26 +310,3 @@ func (r *graphReader) settle(c *chunk, pr progress, n int) progress {
 	pr.settledAfter, pr.settledBefore = c.Start.Add(-tick), c.From
 	return pr
 }
-
-// graphStatusMeaning says what an HTTP status of Graph's alerts_v2 means.
-func graphStatusMeaning(status int) string {
-	return cmp.Or(map[int]string{
-		http.StatusBadRequest:   "the query was refused: check service_sources and severities",
-		http.StatusUnauthorized: "the token is invalid or expired, or was issued for another audience: check scopes and region",
-		http.StatusForbidden:    "the app lacks the SecurityAlert.Read.All application permission, or admin consent for it",
-		http.StatusNotFound:     "no alerts_v2 at this address: check region or endpoint_url",
-	}[status], commonStatusMeaning(status))
-}
-
-func incidentStatusMeaning(status int) string {
-	switch status {
-	case http.StatusBadRequest:
-		return "the query was refused: check severities"
-	case http.StatusForbidden:
-		return "the app lacks the SecurityIncident.Read.All application permission, or admin consent for it"
-	case http.StatusNotFound:
-		return "no security incidents at this address: check region or endpoint_url"
-	default:
-		return graphStatusMeaning(status)
-	}
-}

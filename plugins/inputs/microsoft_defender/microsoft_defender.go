@@ -168,16 +168,15 @@ func (m *MicrosoftDefender) Init() error {
 	if m.tokens, err = m.tokenSource(tokenClient); err != nil {
 		return err
 	}
-	m.client = &apiClient{client: apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
+	m.client = &apiClient{client: apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now, statusMeaning: statusMeaning(m.API)}
 	if m.API != "siem" {
-		m.client.name, m.client.statusMeaning = "Graph API", graphStatusMeaning
+		m.client.name = "Graph API"
 		m.client.header = http.Header{"Prefer": {"include-unknown-enum-members"}}
 		if m.reader = newGraphReader(m, m.endpoint); m.API == "graph_incidents" {
-			m.client.statusMeaning = incidentStatusMeaning
 			m.reader = newIncidentReader(m, m.endpoint)
 		}
 	} else {
-		m.client.name, m.client.statusMeaning = "SIEM API", siemStatusMeaning
+		m.client.name = "SIEM API"
 		m.reader = &siemReader{endpoint: m.endpoint, machineGroups: m.MachineGroups,
 			deviceCreatedMachineTags: m.DeviceCreatedMachineTags, cloudCreatedMachineTags: m.CloudCreatedMachineTags}
 	}

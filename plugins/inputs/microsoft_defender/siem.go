@@ -1,11 +1,9 @@
 package microsoft_defender
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"strconv"
 	"time"
@@ -284,13 +282,4 @@ func (*siemReader) decode(c *chunk, body io.Reader, emit func(record) bool) erro
 			return nil
 		}
 	}
-}
-
-// siemStatusMeaning says what an HTTP status of the SIEM API means.
-func siemStatusMeaning(status int) string {
-	return cmp.Or(map[int]string{
-		http.StatusUnauthorized: "the token is invalid or expired, or the request is malformed",
-		http.StatusForbidden:    "the app lacks permission, or the tenant is not managed by this API or was deleted",
-		http.StatusNotFound:     "no alerts API at this address: check region or endpoint_url",
-	}[status], commonStatusMeaning(status))
 }
