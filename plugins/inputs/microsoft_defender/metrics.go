@@ -181,17 +181,16 @@ func (c *alertCounter) add(k countKey) {
 	c.counts[k]++
 }
 
-// metrics returns a count per key at the window's end, parted by the poll's start.
-func (c *alertCounter) metrics(windowEnd, pollStart time.Time) []telegraf.Metric {
+// emit adds a count per key to acc at the window's end, parted by the poll's start, and starts the counter anew.
+func (c *alertCounter) emit(acc telegraf.Accumulator, windowEnd, pollStart time.Time) {
 	ts := eventTime(windowEnd, pollStart.Format(time.RFC3339Nano), 0)
-	out := make([]telegraf.Metric, 0, len(c.order))
 	for _, k := range c.order {
 		b := newMetricBuilder(cmp.Or(k.measurement, measurementCount), ts)
 		b.countTags(k)
 		b.intField("count", c.counts[k])
-		out = append(out, b.metric())
+		acc.AddMetric(b.metric())
 	}
-	return out
+	*c = alertCounter{}
 }
 
 // pollMetric describes one poll: requests, alerts, lag and backlog (the poll stopped before the window's end).

@@ -271,7 +271,7 @@ func (m *MicrosoftDefender) Stop() {
 	}
 	if m.delivery != nil {
 		now := m.now().UTC()
-		addCounts(m.acc, &m.delivery.counted, now, now)
+		m.delivery.counted.emit(m.acc, now, now)
 	}
 	m.releaseStateLock()
 }
@@ -330,7 +330,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		m.throttledUntil = p.throttledUntil
 	}
 	if d := m.delivery; d == nil {
-		addCounts(acc, &p.counter, countsAt, now)
+		p.counter.emit(acc, countsAt, now)
 	} else {
 		d.send(m.cursor, now)
 		p.stats.unconfirmed = int64(d.undelivered)
@@ -341,7 +341,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 				d.queue[0].sentAt.Format(time.RFC3339), countOf(d.undelivered, "alert"))
 		}
 		d.drain() // counted once confirmed, at this poll's time
-		addCounts(acc, &d.counted, now, now)
+		d.counted.emit(acc, now, now)
 	}
 	switch p.stopped {
 	case stoppedCancelled:
@@ -361,14 +361,6 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		m.stateWatermark().Sub(m.savedWatermark) >= time.Duration(m.Overlap) ||
 		m.savedWatermark.IsZero() && (m.cursor.pending != nil || !m.cursor.watermark.IsZero())
 	return nil
-}
-
-// addCounts adds the counts of c at windowEnd and starts it anew.
-func addCounts(acc telegraf.Accumulator, c *alertCounter, windowEnd, pollStart time.Time) {
-	for _, m := range c.metrics(windowEnd, pollStart) {
-		acc.AddMetric(m)
-	}
-	*c = alertCounter{}
 }
 
 // stateWatermark is the watermark the state file holds once written: with delivery, the confirmed one.
