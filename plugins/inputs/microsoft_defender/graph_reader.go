@@ -13,26 +13,6 @@ import (
 	"time"
 )
 
-// graphCloud is where one national cloud's Graph and sign-in are.
-type graphCloud struct {
-	graphHost string
-	loginHost string
-}
-
-// graphRegions are the clouds `region` selects for api = "graph".
-var graphRegions = map[string]graphCloud{
-	"global":   {"graph.microsoft.com", "login.microsoftonline.com"},
-	"gcc":      {"graph.microsoft.com", "login.microsoftonline.com"},
-	"gcc-high": {"graph.microsoft.us", "login.microsoftonline.us"},
-	"dod":      {"dod-graph.microsoft.us", "login.microsoftonline.us"},
-	"china":    {"microsoftgraph.chinacloudapi.cn", "login.partner.microsoftonline.cn"},
-}
-
-const (
-	graphAlertsPath    = "/v1.0/security/alerts_v2"
-	graphIncidentsPath = "/v1.0/security/incidents"
-)
-
 // graphReader reads Graph security alerts_v2 or incidents: the versions last updated in a chunk, in parts
 // [From, To) of one page each. Only a page without @odata.nextLink holding fewer records than $top shows a
 // part whole; any other splits it in time and its first half is read again. Counts, order and chains are

@@ -12,15 +12,6 @@ import (
 // siemTimeLayout is how request bounds are sent: UTC, 7 fractional digits, Z.
 const siemTimeLayout = "2006-01-02T15:04:05.0000000Z"
 
-// siemRegions are the documented hosts of the SIEM alerts API.
-var siemRegions = map[string]string{
-	"eu":       "https://wdatp-alertexporter-eu.windows.com/api/alerts",
-	"us":       "https://wdatp-alertexporter-us.windows.com/api/alerts",
-	"uk":       "https://wdatp-alertexporter-uk.windows.com/api/alerts",
-	"gcc":      "https://wdatp-alertexporter-us.gcc.securitycenter.windows.us/api/alerts",
-	"gcc-high": "https://wdatp-alertexporter-us.securitycenter.windows.us/api/alerts",
-}
-
 // siemReader reads the SIEM alerts API from a chunk's newest detection down: the API answers the newest
 // `limit`, so after a full answer the chunk's upper bound moves down to the oldest seen.
 type siemReader struct {
