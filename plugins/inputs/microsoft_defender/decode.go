@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"reflect"
 	"slices"
 	"strings"
 
@@ -189,81 +188,7 @@ func (r *recordReader) unmarshalStrings(dec *jsontext.Decoder, v *[]string) erro
 	return nil
 }
 
-// maxEvidenceBytes bounds the evidence kept; compacted, at most maxFieldBytes are emitted.
 const maxEvidenceBytes = 4 * maxFieldBytes
-
-// unmarshalEvidence counts the alert's evidence, decodes the first device
-// evidence, and keeps the array while it could be emitted; then the rest is
-// skipped. Evidence that does not decode leaves the alert's as it was.
-func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMessage) error {
-	switch k := dec.PeekKind(); {
-	case k == 'n':
-		_, err := dec.ReadToken() // null keeps the evidence as it was
-		return err
-	case k != '[':
-		return r.misfit(dec, k, "an array")
-	}
-	if _, err := dec.ReadToken(); err != nil {
-		return err
-	}
-	var device deviceEvidence
-	found, problem, count, kept := false, "", 0, append(r.evidence[:0], '[')
-	for ; dec.PeekKind() != ']'; count++ {
-		if r.over(dec) {
-			return errRecordTooLarge
-		}
-		if problem != "" || found && kept == nil {
-			if err := dec.SkipValue(); err != nil {
-				return err
-			}
-			continue
-		}
-		entry, err := dec.ReadValue()
-		if err != nil {
-			return err
-		}
-		switch p, n, k := r.issues, len(r.issues.invalid), entry.Kind(); {
-		case found:
-		case k != '{' && k != 'n':
-			problem = fmt.Sprintf("evidence %d: a JSON %s where an evidence object was expected", count, kindName(k))
-		default:
-			var e deviceEvidence
-			if err := jsonv2.Unmarshal(entry, &e, r.opts); err != nil {
-				return err
-			}
-			if len(p.invalid) > n {
-				problem = fmt.Sprintf("evidence %d: field %s: %s", count, p.invalid[n].field, p.invalid[n].reason)
-				p.invalid = p.invalid[:n]
-			}
-			if e.Type == "#microsoft.graph.security.deviceEvidence" {
-				device, found = e, true
-			}
-		}
-		if kept != nil {
-			if count > 0 {
-				kept = append(kept, ',')
-			}
-			if kept = append(kept, entry...); len(kept)+1 > maxEvidenceBytes {
-				r.evidence, kept = kept, nil // too long to be emitted
-			}
-		}
-	}
-	if _, err := dec.ReadToken(); err != nil {
-		return err
-	}
-	if problem != "" {
-		r.problem(dec, problem)
-		return nil
-	}
-	a := r.alert
-	a.evidenceCount, a.device, a.evidenceLeftOut = count, device, kept == nil
-	*raw = nil
-	if kept != nil {
-		r.evidence = append(kept, ']')
-		*raw = slices.Clone(r.evidence)
-	}
-	return nil
-}
 
 // expectEnd refuses anything but whitespace after the answer's value: a
 // second answer or garbage means this one cannot be trusted whole.
@@ -320,10 +245,3 @@ func (e *recordSyntaxError) Unwrap() error { return e.error }
 var kindNames = map[jsontext.Kind]string{'{': "object", '[': "array", '"': "string", 't': "bool", 'f': "bool", 'n': "null", '0': "number"}
 
 func kindName(k jsontext.Kind) string { return kindNames[k] }
-
-// detectionNames, graphAlertNames and graphIncidentNames are the names in the records' json tags.
-var (
-	detectionNames     = taggedFields(reflect.TypeFor[detection](), "json")
-	graphAlertNames    = append(taggedFields(reflect.TypeFor[graphAlert](), "json"), taggedFields(reflect.TypeFor[deviceEvidence](), "json")...)
-	graphIncidentNames = taggedFields(reflect.TypeFor[graphIncident](), "json")
-)

@@ -110,6 +110,9 @@ func (d *detection) validate() {
 	}
 }
 
+// detectionNames are the names in a detection's json tags.
+var detectionNames = taggedFields(reflect.TypeFor[detection](), "json")
+
 // detectionDecoder streams a JSON array of detections one at a time.
 type detectionDecoder struct {
 	r     *recordReader

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -92,6 +94,84 @@ func (a *graphAlert) countKey() countKey {
 		machineGroup: sanitize(a.device.RbacGroupName, maxTagBytes),
 	}
 }
+
+// maxEvidenceBytes bounds the evidence kept; compacted, at most maxFieldBytes are emitted.
+
+// unmarshalEvidence counts the alert's evidence, decodes the first device
+// evidence, and keeps the array while it could be emitted; then the rest is
+// skipped. Evidence that does not decode leaves the alert's as it was.
+func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMessage) error {
+	switch k := dec.PeekKind(); {
+	case k == 'n':
+		_, err := dec.ReadToken() // null keeps the evidence as it was
+		return err
+	case k != '[':
+		return r.misfit(dec, k, "an array")
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return err
+	}
+	var device deviceEvidence
+	found, problem, count, kept := false, "", 0, append(r.evidence[:0], '[')
+	for ; dec.PeekKind() != ']'; count++ {
+		if r.over(dec) {
+			return errRecordTooLarge
+		}
+		if problem != "" || found && kept == nil {
+			if err := dec.SkipValue(); err != nil {
+				return err
+			}
+			continue
+		}
+		entry, err := dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		switch p, n, k := r.issues, len(r.issues.invalid), entry.Kind(); {
+		case found:
+		case k != '{' && k != 'n':
+			problem = fmt.Sprintf("evidence %d: a JSON %s where an evidence object was expected", count, kindName(k))
+		default:
+			var e deviceEvidence
+			if err := jsonv2.Unmarshal(entry, &e, r.opts); err != nil {
+				return err
+			}
+			if len(p.invalid) > n {
+				problem = fmt.Sprintf("evidence %d: field %s: %s", count, p.invalid[n].field, p.invalid[n].reason)
+				p.invalid = p.invalid[:n]
+			}
+			if e.Type == "#microsoft.graph.security.deviceEvidence" {
+				device, found = e, true
+			}
+		}
+		if kept != nil {
+			if count > 0 {
+				kept = append(kept, ',')
+			}
+			if kept = append(kept, entry...); len(kept)+1 > maxEvidenceBytes {
+				r.evidence, kept = kept, nil // too long to be emitted
+			}
+		}
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return err
+	}
+	if problem != "" {
+		r.problem(dec, problem)
+		return nil
+	}
+	a := r.alert
+	a.evidenceCount, a.device, a.evidenceLeftOut = count, device, kept == nil
+	*raw = nil
+	if kept != nil {
+		r.evidence = append(kept, ']')
+		*raw = slices.Clone(r.evidence)
+	}
+	return nil
+}
+
+// graphAlertNames are the names in the json tags of an alert and its device evidence.
+var graphAlertNames = append(taggedFields(reflect.TypeFor[graphAlert](), "json"), taggedFields(reflect.TypeFor[deviceEvidence](), "json")...)
 
 // decodeGraphPage streams a page's alerts to handle until it returns false, and returns the next link.
 func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (string, error) {
@@ -260,6 +340,9 @@ type incidentAlerts struct {
 	ids  []string
 	read bool // false when the answer held no alerts: none are guessed
 }
+
+// graphIncidentNames are the names in the json tags of an incident.
+var graphIncidentNames = taggedFields(reflect.TypeFor[graphIncident](), "json")
 
 // decodeIncidentPage streams the incidents of one page to handle.
 func decodeIncidentPage(body io.Reader, handle func(record) bool) (string, error) {
