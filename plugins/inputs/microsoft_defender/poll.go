@@ -277,15 +277,9 @@ func (p *poll) send(ctx context.Context, req *request) answer {
 			p.log.Warnf("Retrying at once with a new token: %v", err)
 			continue
 		}
-		var malformed *recordSyntaxError
-		if f.class == failUnreadable && !req.search && errors.As(err, &malformed) {
-			// Malformed JSON may be a passing fault: retried before it counts as unreadable.
-			f.class = failTransient
-		}
-		if f.class != failTransient || retries >= p.maxRetries {
-			if malformed != nil {
-				f.class = failUnreadable
-			}
+		// Malformed JSON may be a passing fault: retried before it counts as unreadable.
+		malformed := f.class == failUnreadable && !req.search && errors.As(err, new(*recordSyntaxError))
+		if f.class != failTransient && !malformed || retries >= p.maxRetries {
 			a.err, a.class = err, f.class
 			return a
 		}
