@@ -368,14 +368,6 @@ func (m *MicrosoftDefender) stateWatermark() time.Time {
 	return m.cursor.watermark
 }
 
-// rateLimit spreads requests (the limiter) and caps them: none goes within a minute of the one
-// max_requests_per_minute before it, however the limiter bursts and rounds.
-type rateLimit struct {
-	*rate.Limiter
-	sent []time.Time // a ring of the latest requests' times; next is the oldest
-	next int
-}
-
 // perRequest is the number of records one request asks for.
 func (m *MicrosoftDefender) perRequest() int {
 	n := min(m.MaxAlertsPerGather, maxRequestRecords)

@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/influxdata/telegraf"
+	"golang.org/x/time/rate"
 )
 
 // reader reads one API for the poll, which owns the loop, retries, deduplication, emission and the cursor.
@@ -423,6 +424,14 @@ func (p *poll) logProblemf(format string, args ...interface{}) {
 	case p.stats.problems == maxProblemsLogged+1:
 		p.log.Warn("More records with problems in this poll are only counted (defender_poll: alerts_skipped, invalid_fields, out_of_window)")
 	}
+}
+
+// rateLimit spreads requests (the limiter) and caps them: none goes within a minute of the one
+// max_requests_per_minute before it, however the limiter bursts and rounds.
+type rateLimit struct {
+	*rate.Limiter
+	sent []time.Time // a ring of the latest requests' times; next is the oldest
+	next int
 }
 
 // waitForRateLimit waits for max_requests_per_minute, or stops the poll when the wait would pass its deadline.
