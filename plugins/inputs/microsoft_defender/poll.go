@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/influxdata/telegraf"
 )
@@ -343,13 +344,16 @@ func (p *poll) take(r record, a *answer) bool {
 	}
 	id := r.identity()
 	if len(id) > maxIdentityBytes {
-		// Held in memory and the state file: a hash stands for a long one.
-		sum := sha256.Sum256([]byte(id))
-		id = "sha256:" + hex.EncodeToString(sum[:])
 		if p.stats.longIDs++; p.stats.longIDs == 1 {
 			p.log.Warnf("%s has an identity longer than %d bytes: a hash of it deduplicates it (defender_poll: long_ids)",
 				problems.where(), maxIdentityBytes)
 		}
+	}
+	// Held in memory and the state file: a hash stands for a long id, and for one that JSON would escape (six
+	// bytes a character) or alter, so that maxRememberedBytes bounds the state file too.
+	if len(id) > maxIdentityBytes || strings.ContainsFunc(id, escapedInJSON) {
+		sum := sha256.Sum256([]byte(id))
+		id = "sha256:" + hex.EncodeToString(sum[:])
 	}
 	fresh := p.cursor.isNew(id)
 	if fresh && p.budget == 0 {
@@ -400,6 +404,11 @@ const (
 	maxIdentityBytes  = 512 // bounds what the cursor and the state hold per record
 	maxProblemsLogged = 10  // records with problems logged a poll, the rest counted: a changed type floods nothing
 )
+
+// escapedInJSON reports a rune that encoding/json writes escaped, or replaces (invalid UTF-8).
+func escapedInJSON(r rune) bool {
+	return r < ' ' || strings.ContainsRune("\"\\<>&\u2028\u2029", r) || r == utf8.RuneError
+}
 
 // logProblemf logs a record's problem, up to maxProblemsLogged a poll.
 func (p *poll) logProblemf(format string, args ...interface{}) {

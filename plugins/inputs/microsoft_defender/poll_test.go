@@ -7,6 +7,8 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -402,4 +404,40 @@ func TestMalformedAnswerIsRetriedFirst(t *testing.T) {
 	require.Contains(t, logger.Warnings()[0], "Retry 1 of 3")
 	require.Contains(t, logger.Warnings()[0], "invalid JSON")
 	require.Zero(t, plugin.cursor.pending, "the window is read whole")
+}
+
+// Identities that JSON would escape or alter (controls, HTML characters,
+// invalid UTF-8) are held as a hash, so that the state file holds each as it
+// is, in its length: after a restart the repeats are still dropped.
+func TestIdentitiesJSONWouldAlterSurviveARestart(t *testing.T) {
+	at := fixedNow.Add(-5 * time.Minute).Format(time.RFC3339Nano)
+	ids := []string{"da637:1", `a\u0001b`, "<&>", `quote\"`, `\u2028`, strings.Repeat(`\u001f`, 500)} // as JSON spells them
+	records := make([]string, 0, len(ids))
+	for _, id := range ids {
+		records = append(records, fmt.Sprintf(`{"FullId":"%s","LastProcessedTimeUtc":%q}`, id, at))
+	}
+	body := "[" + strings.Join(records, ",") + "]"
+	server := stub(t, func(w http.ResponseWriter, _ *http.Request) { respond(t, w, []byte(body)) })
+	stateFile := filepath.Join(t.TempDir(), "state.json")
+	withState := func(m *MicrosoftDefender) { m.StateFile = stateFile }
+
+	first := stubbedPlugin(t, server, &testutil.CaptureLogger{}, withState)
+	require.Len(t, emittedIDs(gatherOK(t, first)), len(ids))
+	first.Stop()
+	require.Contains(t, first.cursor.seen, "da637:1")
+	for id := range first.cursor.seen {
+		require.Regexp(t, `^(sha256:[0-9a-f]{64}|da637:1)$`, id)
+	}
+	saved, err := os.ReadFile(stateFile)
+	require.NoError(t, err)
+	require.NotContains(t, string(saved), `\`, "no id takes more room in the state file than in memory")
+
+	second := stubbedPlugin(t, server, &testutil.CaptureLogger{}, withState, func(m *MicrosoftDefender) {
+		m.now = func() time.Time { return fixedNow.Add(time.Minute) }
+	})
+	acc := gatherOK(t, second)
+	second.Stop()
+	require.Empty(t, emittedIDs(acc), "repeats are dropped after the restart")
+	duplicates, _ := pollMetrics(acc)[0].GetField("duplicates_dropped")
+	require.Equal(t, int64(len(ids)), duplicates)
 }
