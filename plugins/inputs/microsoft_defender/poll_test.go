@@ -414,7 +414,7 @@ func TestIdentitiesJSONWouldAlterSurviveARestart(t *testing.T) {
 	ids := []string{"da637:1", `a\u0001b`, "<&>", `quote\"`, `\u2028`, strings.Repeat(`\u001f`, 500)} // as JSON spells them
 	records := make([]string, 0, len(ids))
 	for _, id := range ids {
-		records = append(records, fmt.Sprintf(`{"FullId":"%s","LastProcessedTimeUtc":%q}`, id, at))
+		records = append(records, `{"FullId":"`+id+`","LastProcessedTimeUtc":"`+at+`"}`)
 	}
 	body := "[" + strings.Join(records, ",") + "]"
 	server := stub(t, func(w http.ResponseWriter, _ *http.Request) { respond(t, w, []byte(body)) })
