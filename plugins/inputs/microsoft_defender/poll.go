@@ -11,8 +11,9 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/influxdata/telegraf"
 	"golang.org/x/time/rate"
+
+	"github.com/influxdata/telegraf"
 )
 
 // reader reads one API for the poll, which owns the loop, retries, deduplication, emission and the cursor.
