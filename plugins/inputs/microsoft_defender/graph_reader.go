@@ -31,6 +31,7 @@ type graphReader struct {
 
 // newGraphReader reads the alerts of api = "graph".
 func newGraphReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
+	groups, withEvidence := slices.Clone(m.MachineGroups), m.IncludeEvidence // the reader keeps no pointer into the plugin
 	return &graphReader{endpoint: endpoint, pageSize: m.PageSize, noun: "alert", maxAlertsPerGather: m.MaxAlertsPerGather,
 		filter: odataAnyOf("serviceSource", m.ServiceSources) + odataAnyOf("severity", m.Severities),
 		decodePage: func(body io.Reader, handle func(record) bool) (string, error) {
@@ -38,8 +39,8 @@ func newGraphReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
 		},
 		keep: func(r record) bool {
 			a := r.(*graphAlert)
-			a.includeEvidence = m.IncludeEvidence
-			return len(m.MachineGroups) == 0 || slices.Contains(m.MachineGroups, a.device.RbacGroupName)
+			a.includeEvidence = withEvidence
+			return len(groups) == 0 || slices.Contains(groups, a.device.RbacGroupName)
 		},
 	}
 }
@@ -252,10 +253,10 @@ func (r *graphReader) fullPage(w *graphWalk) int {
 	return min(r.pageSize, cmp.Or(w.pageCap, r.pageSize))
 }
 
-// sameOrigin is a next link to follow: only to the API's own scheme and host, as it carries the token.
+// sameOrigin is a next link to follow: only to the API's own origin, as it carries the token (as redirects).
 func (r *graphReader) sameOrigin(next string) *url.URL {
 	u, err := url.Parse(next)
-	if err != nil || u.Scheme != r.endpoint.Scheme || u.Host != r.endpoint.Host {
+	if err != nil || origin(u) != origin(r.endpoint) {
 		return nil
 	}
 	return u
