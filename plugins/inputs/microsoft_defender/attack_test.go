@@ -1,0 +1,40 @@
+package microsoft_defender
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// On a first run nothing is confirmed until an output takes the first
+// batch: the position the plugin goes back to after a rejection is "no
+// state", from which the next poll starts initial_lookback before ITS
+// now. A detection near the start of the first window, sent and rejected,
+// then lies before the new window and is never read again: lost. The
+// longer the output refuses (a mapping an index rejects, a full buffer),
+// the more of the first window is lost.
+func TestFirstRunRejectionReadsTheFirstWindowAgain(t *testing.T) {
+	sim := &placedSIEM{detections: []placedDetection{
+		{id: "d:early", at: fixedNow.Add(-55 * time.Minute)}, // inside the first window, [now - 1h, now]
+		{id: "d:late", at: fixedNow.Add(-5 * time.Minute)},
+	}}
+	plugin, acc, _ := deliveryPlugin(t, stub(t, sim.handler(t)), filepath.Join(t.TempDir(), "state.json"))
+	require.NoError(t, plugin.Gather(acc))
+	require.Equal(t, []string{"d:late", "d:early"}, emittedIDs(acc))
+	for _, m := range alerts(acc, 0) {
+		m.Reject()
+	}
+
+	// The output took ten minutes to be fixed; the rejected alerts are read again.
+	plugin.now = func() time.Time { return fixedNow.Add(10 * time.Minute) }
+	before := len(acc.GetTelegrafMetrics())
+	require.NoError(t, plugin.Gather(acc))
+	var again []string
+	for _, m := range alerts(acc, before) {
+		id, _ := m.GetField("full_id")
+		again = append(again, id.(string))
+	}
+	require.Equal(t, []string{"d:late", "d:early"}, again, "every rejected alert is read and sent again")
+}
