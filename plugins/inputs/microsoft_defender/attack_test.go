@@ -1,7 +1,9 @@
 package microsoft_defender
 
 import (
+	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,4 +39,24 @@ func TestFirstRunRejectionReadsTheFirstWindowAgain(t *testing.T) {
 		again = append(again, id.(string))
 	}
 	require.Equal(t, []string{"d:late", "d:early"}, again, "every rejected alert is read and sent again")
+}
+
+// A Graph API that echoes the bearer token, as TestAPIEchoesTheToken's
+// error page does, in an @odata.nextLink to another place: the link is
+// rightly not followed, but the warning saying so quotes it, token and all,
+// into Telegraf's log. Error bodies are redacted; this quote is not.
+func TestGraphNextLinkToAnotherPlaceEchoingTheToken(t *testing.T) {
+	at := fixedNow.Add(-time.Hour)
+	plugin, logger, _ := graphStub(t, func(r *http.Request, from, to time.Time) string {
+		if at.Before(from) || !at.Before(to) {
+			return `{"value":[]}`
+		}
+		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		return `{"value":[` + graphAlertJSON("a1", at) + `],"@odata.nextLink":"https://evil.example.com/page2?access_token=` + tok + `"}`
+	})
+	gatherOK(t, plugin)
+	require.NotEmpty(t, logger.Warnings())
+	for _, line := range logger.Messages() {
+		requireNoSecret(t, line.Text)
+	}
 }
