@@ -3,11 +3,14 @@ package microsoft_defender
 import (
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf/config"
 )
 
 // On a first run nothing is confirmed until an output takes the first
@@ -59,4 +62,38 @@ func TestGraphNextLinkToAnotherPlaceEchoingTheToken(t *testing.T) {
 	for _, line := range logger.Messages() {
 		requireNoSecret(t, line.Text)
 	}
+}
+
+// The README promises that a clean stop "repeats at most the unconfirmed".
+// While an output lags, the cursor reads on past the last confirmed
+// position and forgets the identities that fall overlap behind ITS
+// watermark, among them confirmed ones that lie within overlap of the
+// confirmed position. The state saves the confirmed position without them,
+// so a restart emits those confirmed alerts again (and counts them again in
+// defender_alert_count).
+func TestCleanStopRepeatsOnlyTheUnconfirmed(t *testing.T) {
+	stateFile := filepath.Join(t.TempDir(), "state.json")
+	sim := &placedSIEM{}
+	for _, m := range []int{2, 8, 12, 25} { // minutes after fixedNow
+		sim.detections = append(sim.detections, placedDetection{id: "d+" + strconv.Itoa(m), at: fixedNow.Add(time.Duration(m) * time.Minute)})
+	}
+	server := stub(t, sim.handler(t))
+	short := func(m *MicrosoftDefender) {
+		m.MaxWindow = config.Duration(15 * time.Minute)
+		m.Overlap = config.Duration(10 * time.Minute)
+	}
+	plugin, acc, _ := deliveryPlugin(t, server, stateFile, short)
+	require.NoError(t, plugin.Gather(acc)) // nothing yet: the first window ends at fixedNow
+	require.Empty(t, emittedIDs(acc))
+
+	plugin.now = func() time.Time { return fixedNow.Add(30 * time.Minute) }
+	require.NoError(t, plugin.Gather(acc))
+	require.Equal(t, []string{"d+2", "d+8", "d+12", "d+25"}, emittedIDs(acc))
+	alerts(acc, 0)[0].Accept() // d+2 confirmed; the output has not taken the rest yet
+	plugin.Stop()
+
+	restarted, again, _ := deliveryPlugin(t, server, stateFile, short,
+		func(m *MicrosoftDefender) { m.now = func() time.Time { return fixedNow.Add(31 * time.Minute) } })
+	require.NoError(t, restarted.Gather(again))
+	require.Equal(t, []string{"d+8", "d+12", "d+25"}, emittedIDs(again), "only the unconfirmed are read again")
 }
