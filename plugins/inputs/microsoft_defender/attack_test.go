@@ -1,7 +1,14 @@
 package microsoft_defender
 
 import (
+	"bufio"
+	"encoding/base64"
+	"fmt"
+	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/testutil"
 )
 
 // On a first run nothing is confirmed until an output takes the first
@@ -96,4 +104,59 @@ func TestCleanStopRepeatsOnlyTheUnconfirmed(t *testing.T) {
 		func(m *MicrosoftDefender) { m.now = func() time.Time { return fixedNow.Add(31 * time.Minute) } })
 	require.NoError(t, restarted.Gather(again))
 	require.Equal(t, []string{"d+8", "d+12", "d+25"}, emittedIDs(again), "only the unconfirmed are read again")
+}
+
+// echoingProxy is a proxy that refuses every request, repeating in its
+// status line the Proxy-Authorization it was sent and the password in it,
+// URL-escaped, as TestProxyEchoesItsPassword's does; it returns its address.
+func echoingProxy(t *testing.T) string {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { listener.Close() })
+	go func() {
+		for {
+			conn, err := listener.Accept()
+			if err != nil {
+				return
+			}
+			if req, err := http.ReadRequest(bufio.NewReader(conn)); err == nil {
+				auth := strings.TrimPrefix(req.Header.Get("Proxy-Authorization"), "Basic ")
+				decoded, _ := base64.StdEncoding.DecodeString(auth) //nolint:errcheck // an empty echo is still an answer
+				_, password, _ := strings.Cut(string(decoded), ":")
+				fmt.Fprintf(conn, "HTTP/1.1 407 Denied %s for %s\r\nContent-Length: 0\r\n\r\n", auth, url.QueryEscape(password))
+			}
+			conn.Close()
+		}
+	}()
+	return listener.Addr().String()
+}
+
+// use_system_proxy with a password in the environment's HTTPS_PROXY, the
+// usual form of an authenticating corporate proxy: the same refusal that
+// TestProxyEchoesItsPassword shows redacted for http_proxy_url reaches the
+// error, and so Telegraf's log, in clear. proxyTransport is only set up for
+// http_proxy_url. Go reads the environment's proxy once per process, so the
+// poll runs in a child process of the test binary.
+func TestSystemProxyEchoesItsPassword(t *testing.T) {
+	if os.Getenv("DEFENDER_SYSTEM_PROXY_CHILD") == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSystemProxyEchoesItsPassword$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "DEFENDER_SYSTEM_PROXY_CHILD=1", "NO_PROXY=", "no_proxy=",
+			"HTTPS_PROXY=http://proxyuser:"+url.QueryEscape(testClientSecret)+"@"+echoingProxy(t))
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "the child's output:\n%s", out)
+		return
+	}
+	logger := &testutil.CaptureLogger{}
+	plugin := withDefaults(&MicrosoftDefender{
+		EndpointURL: "https://alerts.example.com/api/alerts",
+		AuthMethod:  methodAccessToken,
+		AccessToken: config.NewSecret([]byte(testAccessToken)),
+		MaxRetries:  0,
+		Log:         logger,
+		now:         func() time.Time { return fixedNow },
+	})
+	plugin.UseSystemProxy = true
+	require.NoError(t, plugin.Init())
+	msg, _ := gatherError(t, plugin, logger)
+	require.Equal(t, "SIEM API request to alerts.example.com failed: Denied [redacted] for [redacted]", msg)
 }
