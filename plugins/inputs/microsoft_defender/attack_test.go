@@ -52,6 +52,32 @@ func TestFirstRunRejectionReadsTheFirstWindowAgain(t *testing.T) {
 	require.Equal(t, []string{"d:late", "d:early"}, again, "every rejected alert is read and sent again")
 }
 
+// The same on a restart: a first deployment whose output is down (not yet
+// reachable, misconfigured) holds the first window in Telegraf's buffer,
+// unconfirmed, while the state file says "no position" (the state saves
+// the confirmed one). Telegraf is restarted to fix the output, the buffer
+// dies with it, and the new process starts initial_lookback before its own
+// now: the start of the first window is never read again.
+func TestFirstRunRestartBeforeAnyConfirmationReadsTheFirstWindowAgain(t *testing.T) {
+	stateFile := filepath.Join(t.TempDir(), "state.json")
+	sim := &placedSIEM{detections: []placedDetection{
+		{id: "d:early", at: fixedNow.Add(-55 * time.Minute)},
+		{id: "d:late", at: fixedNow.Add(-5 * time.Minute)},
+	}}
+	server := stub(t, sim.handler(t))
+	plugin, acc, _ := deliveryPlugin(t, server, stateFile)
+	require.NoError(t, plugin.Gather(acc))
+	require.Equal(t, []string{"d:late", "d:early"}, emittedIDs(acc))
+	plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
+	require.NoError(t, plugin.Gather(acc)) // the output is still down
+	plugin.Stop()
+
+	restarted, again, _ := deliveryPlugin(t, server, stateFile,
+		func(m *MicrosoftDefender) { m.now = func() time.Time { return fixedNow.Add(30 * time.Minute) } })
+	require.NoError(t, restarted.Gather(again))
+	require.Equal(t, []string{"d:late", "d:early"}, emittedIDs(again), "what no output confirmed is read again")
+}
+
 // A Graph API that echoes the bearer token, as TestAPIEchoesTheToken's
 // error page does, in an @odata.nextLink to another place: the link is
 // rightly not followed, but the warning saying so quotes it, token and all,
