@@ -186,3 +186,56 @@ func TestSystemProxyEchoesItsPassword(t *testing.T) {
 	msg, _ := gatherError(t, plugin, logger)
 	require.Equal(t, "SIEM API request to alerts.example.com failed: Denied [redacted] for [redacted]", msg)
 }
+
+// The versions of one 100 ns instant are read by following next links, and
+// a chain cut short by the poll's end (its deadline or
+// max_requests_per_minute) is begun again from its first page by the next
+// poll (TestNextLinkIsNotResumedAPollLater). A chain longer than one poll
+// can send, yet within the max_alerts_per_gather / page_size pages the
+// plugin follows, is then never finished: every poll reads its first pages
+// again (duplicates) and stops, and the cursor never passes the instant.
+// Here a poll sends six requests (max_requests_per_minute = 6, a poll a
+// minute) and the instant takes eight pages: the alert a minute later is
+// never read.
+func TestGraphChainLongerThanAPollIsNoWall(t *testing.T) {
+	at := fixedNow.Add(-time.Hour)
+	const versions, pageSize = 16, 2
+	plugin, _, _ := graphStub(t, func(r *http.Request, from, to time.Time) string {
+		var match []string
+		if !at.Before(from) && at.Before(to) {
+			for i := range versions {
+				match = append(match, graphAlertJSON(fmt.Sprintf("v%02d", i), at))
+			}
+		}
+		if later := at.Add(time.Minute); !later.Before(from) && later.Before(to) {
+			match = append(match, graphAlertJSON("later", later))
+		}
+		skip, _ := strconv.Atoi(r.URL.Query().Get("$skip")) //nolint:errcheck // none is 0
+		page := match[min(skip, len(match)):min(skip+pageSize, len(match))]
+		next := ""
+		if skip+pageSize < len(match) {
+			q := r.URL.Query()
+			q.Set("$skip", strconv.Itoa(skip+pageSize))
+			next = `,"@odata.nextLink":"{{server}}` + graphAlertsPath + "?" + q.Encode() + `"`
+		}
+		return `{"value":[` + strings.Join(page, ",") + `]` + next + `}`
+	}, func(m *MicrosoftDefender) {
+		m.PageSize, m.MaxAlertsPerGather, m.MaxRequestsPerMinute = pageSize, 100, 6
+	})
+	emitted := make(map[string]int)
+	for i := range 40 {
+		now := fixedNow.Add(time.Duration(i) * time.Minute)
+		plugin.now = func() time.Time { return now }
+		var acc testutil.Accumulator
+		require.NoError(t, plugin.Gather(&acc))
+		for _, m := range acc.GetTelegrafMetrics() {
+			if id, ok := m.GetField("alert_id"); ok {
+				emitted[id.(string)]++
+			}
+		}
+	}
+	require.Equal(t, 1, emitted["later"], "the alert after the instant is read, once: %v", emitted)
+	for i := range versions {
+		require.Equal(t, 1, emitted[fmt.Sprintf("v%02d", i)], "every version of the instant once: %v", emitted)
+	}
+}
