@@ -28,8 +28,9 @@ const stdoutBuffer = 64 * 1024
 // every pollInterval and whenever a line arrives on stdin
 // (shim.PollIntervalDisabled: only then); gathering ends when stdin closes
 // or ctx ends, which interrupts a poll in flight (the input's Interrupt);
-// then, once Gather returned, the input is stopped and every metric written
-// out. No two of the input's functions but Interrupt run at once.
+// then, once Gather returned, the metrics made so far are flushed and
+// settled, the input is stopped and the rest written out, all within
+// stopWait. No two of the input's functions but Interrupt run at once.
 // Unlike the shim, it writes the line protocol through a buffer that is
 // flushed whenever no metric waits, so that a poll of thousands of
 // detections takes a few writes instead of one per metric, and a stdout
@@ -70,18 +71,61 @@ func runInput(ctx context.Context, input telegraf.Input, pollInterval time.Durat
 	// run ends: the input is stopped only after its Gather returned, which
 	// could take a whole interval, and Telegraf's execd kills the process
 	// ten seconds after closing its stdin.
-	if interruptible, ok := input.(interface{ Interrupt() }); ok {
-		go func() {
-			<-ctx.Done()
+	interrupted := make(chan struct{})
+	go func() {
+		<-ctx.Done()
+		if interruptible, ok := input.(interface{ Interrupt() }); ok {
 			interruptible.Interrupt()
-		}()
-	}
+		}
+		close(interrupted)
+	}()
 	gatherUntilDone(ctx, input, acc, pollInterval, prompts, stderr)
+	<-interrupted
+	stopping, cancelStop := context.WithTimeout(context.Background(), stopWait)
+	defer cancelStop()
+	// The plugin's Stop saves its state from the metrics settled: the lines
+	// made so far are flushed first, or a restart would repeat them.
+	if !flushMetrics(metrics, stopping.Done()) {
+		log.Warnf("Stdout did not take the last lines within %s: stopping without them, the next start emits them again", stopWait)
+	}
 	if isService {
 		service.Stop()
 	}
 	close(metrics)
-	return <-written
+	select {
+	case err := <-written:
+		return err
+	case <-stopping.Done():
+		return fmt.Errorf("stdout did not take the last lines within %s of the stop: they are not written", stopWait)
+	}
+}
+
+// stopWait bounds the stop: Telegraf's execd sends SIGTERM five seconds
+// after closing stdin, and kills the process five seconds later.
+const stopWait = 4 * time.Second
+
+// flushRequest, queued among the metrics, has the writer flush and settle
+// every metric queued before it, then close done. It is never written.
+type flushRequest struct {
+	telegraf.Metric
+	done chan struct{}
+}
+
+// flushMetrics has the metrics queued so far flushed and settled; false if
+// that did not happen before giveUp.
+func flushMetrics(metrics chan<- telegraf.Metric, giveUp <-chan struct{}) bool {
+	request := flushRequest{done: make(chan struct{})}
+	select {
+	case metrics <- request:
+	case <-giveUp:
+		return false
+	}
+	select {
+	case <-request.done:
+		return true
+	case <-giveUp:
+		return false
+	}
 }
 
 // gatherUntilDone runs Gather on every tick and prompt until ctx ends, which takes
@@ -119,6 +163,10 @@ func writeMetrics(metrics <-chan telegraf.Metric, stdout io.Writer, log telegraf
 	serializer := &influx.Serializer{}
 	if err := serializer.Init(); err != nil {
 		for m := range metrics {
+			if request, ok := m.(flushRequest); ok {
+				close(request.done)
+				continue
+			}
 			m.Reject()
 		}
 		return fmt.Errorf("creating the serializer failed: %w", err)
@@ -142,6 +190,11 @@ func writeMetrics(metrics <-chan telegraf.Metric, stdout io.Writer, log telegraf
 		buffered = buffered[:0]
 	}
 	for m := range metrics {
+		if request, ok := m.(flushRequest); ok {
+			settle()
+			close(request.done)
+			continue
+		}
 		if failed != nil {
 			m.Reject()
 			continue

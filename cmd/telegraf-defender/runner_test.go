@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -246,4 +247,25 @@ func TestMetricsAreTakenOnlyOnceFlushed(t *testing.T) {
 	err := writeMetrics(metrics, failingWriter{}, nil)
 	require.EqualError(t, err, "writing metrics to stdout: stdout closed")
 	require.Equal(t, []bool{false, false, false}, outcomes)
+}
+
+// A stop waits for stdout to take the lines made so far, so that the
+// input's Stop saves its state past them, but no longer than stopWait:
+// the input is stopped anyway, and the run fails, well before Telegraf
+// kills the process.
+func TestRunInputStopsWhenStdoutTakesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		input := &countingInput{perGather: 3, gathered: make(chan struct{})}
+		stdout := &gatedWriter{open: make(chan struct{})}
+		var stderr bytes.Buffer
+		r := startRun(context.Background(), input, stdout, &stderr)
+		r.poll(t, 1, input.gathered)
+		stopping := time.Now()
+		err := r.end(t)
+		require.Equal(t, stopWait, time.Since(stopping))
+		require.EqualError(t, err, "stdout did not take the last lines within 4s of the stop: they are not written")
+		require.Equal(t, []string{"start", "gather", "stop"}, input.calls)
+		require.Empty(t, stderr.String())
+		close(stdout.open) // the writer, still waiting, ends
+	})
 }

@@ -156,12 +156,7 @@ func (m *MicrosoftDefender) tokenSource(client *http.Client) (tokenSource, error
 
 // loginEndpoint is login_endpoint, else (workload identity) AZURE_AUTHORITY_HOST, else the region's Azure AD host.
 func (m *MicrosoftDefender) loginEndpoint() (*url.URL, error) {
-	region := defaultLoginEndpoint
-	if c, known := graphRegions[m.Region]; known && m.API != "siem" {
-		region = "https://" + c.loginHost
-	} else if m.Region == "gcc-high" {
-		region = defaultLoginEndpointGovt
-	}
+	region := "https://" + cmp.Or(apiSites[m.API].regions[m.Region].loginHost, "login.microsoftonline.com")
 	authorityHost := map[bool]string{true: os.Getenv(envAuthorityHost)}[m.AuthMethod == methodWorkloadIdentity]
 	return parseEndpoint("login_endpoint", cmp.Or(m.LoginEndpoint, authorityHost, region))
 }

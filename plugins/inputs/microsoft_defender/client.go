@@ -1,6 +1,7 @@
 package microsoft_defender
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -132,6 +133,32 @@ func bare(err error) error {
 	return err
 }
 
+// statusMeanings say what an HTTP status means for each api, where it means more than commonStatusMeaning says.
+var statusMeanings = map[string]map[int]string{
+	"graph": {
+		http.StatusBadRequest:   "the query was refused: check service_sources and severities",
+		http.StatusUnauthorized: "the token is invalid or expired, or was issued for another audience: check scopes and region",
+		http.StatusForbidden:    "the app lacks the SecurityAlert.Read.All application permission, or admin consent for it",
+		http.StatusNotFound:     "no alerts_v2 at this address: check region or endpoint_url",
+	},
+	"graph_incidents": {
+		http.StatusBadRequest:   "the query was refused: check severities",
+		http.StatusUnauthorized: "the token is invalid or expired, or was issued for another audience: check scopes and region",
+		http.StatusForbidden:    "the app lacks the SecurityIncident.Read.All application permission, or admin consent for it",
+		http.StatusNotFound:     "no security incidents at this address: check region or endpoint_url",
+	},
+	"siem": {
+		http.StatusUnauthorized: "the token is invalid or expired, or the request is malformed",
+		http.StatusForbidden:    "the app lacks permission, or the tenant is not managed by this API or was deleted",
+		http.StatusNotFound:     "no alerts API at this address: check region or endpoint_url",
+	},
+}
+
+// statusMeaning explains a status of api's answers.
+func statusMeaning(api string) func(status int) string {
+	return func(status int) string { return cmp.Or(statusMeanings[api][status], commonStatusMeaning(status)) }
+}
+
 // commonStatusMeaning explains the statuses that mean the same for every API.
 func commonStatusMeaning(status int) string {
 	switch {
@@ -197,6 +224,21 @@ func cutAtRune(s string, n int) string {
 		n--
 	}
 	return s[:min(n, len(s))]
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return cutAtRune(s, n) + "..."
+}
+
+// countOf says "1 alert", "2 alerts".
+func countOf(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // errTruncated marks an answer that ended before its JSON did.

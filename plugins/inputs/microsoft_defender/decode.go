@@ -6,14 +6,136 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"reflect"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 	jsonv1 "github.com/go-json-experiment/json/v1"
+
+	"github.com/influxdata/telegraf"
 )
+
+// record is a SIEM detection or a Graph alert or incident version: all that deduplication, the cursor and counts see.
+type record interface {
+	identity() string                    // the deduplication key; "" when there is none
+	cursorTime() time.Time               // the time the API's window filters on
+	inWindow() bool                      // whether cursorTime lies in the window asked: if not, it moves no bound
+	metric() (telegraf.Metric, []string) // defender_alert, and the fields cut to maxFieldBytes
+	countKey() countKey                  // its defender_alert_count series
+	problems() *recordProblems           // what of it could not be decoded
+	validate()                           // parses what the decoder left as text, once decoded
+}
+
+// fieldProblem is a member whose value does not fit its field: the field is
+// left as it was and the rest of the record decoded.
+type fieldProblem struct{ field, reason string }
+
+// recordProblems is what of one record could not be decoded.
+type recordProblems struct {
+	noun    string // with index and offset, places the record (where)
+	index   int
+	offset  int64
+	invalid []fieldProblem
+	skip    string // why the record is not emitted; "" when it is
+}
+
+// where starts a log message on the record: "Detection 3 at byte 1204".
+func (p *recordProblems) where() string {
+	return fmt.Sprintf("%s%s %d at byte %d", strings.ToUpper(p.noun[:1]), p.noun[1:], p.index, p.offset)
+}
+
+// fieldNames lists the fields left out, for the invalid_field_names field.
+func (p *recordProblems) fieldNames() string {
+	names := make([]string, len(p.invalid))
+	for i, f := range p.invalid {
+		names[i] = f.field
+	}
+	return strings.Join(names, ",")
+}
+
+func (p *recordProblems) String() string {
+	parts := make([]string, len(p.invalid))
+	for i, f := range p.invalid {
+		parts[i] = f.field + ": " + f.reason
+	}
+	return strings.Join(parts, "; ")
+}
+
+// parseTime parses the named field's time; "" is none, and no problem.
+func (p *recordProblems) parseTime(field, value string) time.Time {
+	if value == "" {
+		return time.Time{}
+	}
+	t, err := parseAPITime(value)
+	if err != nil {
+		p.invalid = append(p.invalid, fieldProblem{field, err.Error()})
+	}
+	return t
+}
+
+// A metric's time is nanoseconds since 1970 in an int64: one beyond these would wrap around.
+var earliestTime, latestTime = time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)
+
+// parseAPITime reads the forms the APIs and their documentation use; no zone is UTC, as in the SIEM API.
+func parseAPITime(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			if t.Before(earliestTime) || t.After(latestTime) {
+				return time.Time{}, fmt.Errorf("%q lies outside the years 1678 to 2262 that a metric's time can hold", s)
+			}
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%s is not an RFC 3339 timestamp", quoteShort([]byte(strconv.Quote(s))))
+}
+
+// optional is a JSON integer or boolean that may also be null, "" or absent.
+type optional[T int64 | bool] struct {
+	value T
+	set   bool
+}
+
+// UnmarshalJSON implements json.Unmarshaler; what does not parse leaves o as it was.
+func (o *optional[T]) UnmarshalJSON(b []byte) error {
+	s := string(bytes.TrimSpace(b))
+	switch {
+	case len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"':
+		s = s[1 : len(s)-1]
+	case s == "null":
+		return nil
+	}
+	if s == "" {
+		return nil
+	}
+	var v T
+	var err error
+	what := "an integer"
+	switch p := any(&v).(type) {
+	case *int64:
+		*p, err = strconv.ParseInt(s, 10, 64)
+	case *bool:
+		what = "a boolean"
+		*p, err = strconv.ParseBool(s)
+	}
+	if err != nil {
+		return fmt.Errorf("%s is not %s", quoteShort(b), what)
+	}
+	o.value, o.set = v, true
+	return nil
+}
+
+// quoteShort quotes a misfit value for a message. A long one is only
+// measured: cut, it could hold most of a secret that redaction misses.
+func quoteShort(b []byte) string {
+	if len(b) > 64 {
+		return fmt.Sprintf("a value of %d bytes", len(b))
+	}
+	return string(b)
+}
 
 // maxRecordBytes caps one detection or alert, evidence included: a longer
 // one is skipped and counted in alerts_skipped, and the answer read on.
@@ -189,81 +311,7 @@ func (r *recordReader) unmarshalStrings(dec *jsontext.Decoder, v *[]string) erro
 	return nil
 }
 
-// maxEvidenceBytes bounds the evidence kept; compacted, at most maxFieldBytes are emitted.
 const maxEvidenceBytes = 4 * maxFieldBytes
-
-// unmarshalEvidence counts the alert's evidence, decodes the first device
-// evidence, and keeps the array while it could be emitted; then the rest is
-// skipped. Evidence that does not decode leaves the alert's as it was.
-func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMessage) error {
-	switch k := dec.PeekKind(); {
-	case k == 'n':
-		_, err := dec.ReadToken() // null keeps the evidence as it was
-		return err
-	case k != '[':
-		return r.misfit(dec, k, "an array")
-	}
-	if _, err := dec.ReadToken(); err != nil {
-		return err
-	}
-	var device deviceEvidence
-	found, problem, count, kept := false, "", 0, append(r.evidence[:0], '[')
-	for ; dec.PeekKind() != ']'; count++ {
-		if r.over(dec) {
-			return errRecordTooLarge
-		}
-		if problem != "" || found && kept == nil {
-			if err := dec.SkipValue(); err != nil {
-				return err
-			}
-			continue
-		}
-		entry, err := dec.ReadValue()
-		if err != nil {
-			return err
-		}
-		switch p, n, k := r.issues, len(r.issues.invalid), entry.Kind(); {
-		case found:
-		case k != '{' && k != 'n':
-			problem = fmt.Sprintf("evidence %d: a JSON %s where an evidence object was expected", count, kindName(k))
-		default:
-			var e deviceEvidence
-			if err := jsonv2.Unmarshal(entry, &e, r.opts); err != nil {
-				return err
-			}
-			if len(p.invalid) > n {
-				problem = fmt.Sprintf("evidence %d: field %s: %s", count, p.invalid[n].field, p.invalid[n].reason)
-				p.invalid = p.invalid[:n]
-			}
-			if e.Type == "#microsoft.graph.security.deviceEvidence" {
-				device, found = e, true
-			}
-		}
-		if kept != nil {
-			if count > 0 {
-				kept = append(kept, ',')
-			}
-			if kept = append(kept, entry...); len(kept)+1 > maxEvidenceBytes {
-				r.evidence, kept = kept, nil // too long to be emitted
-			}
-		}
-	}
-	if _, err := dec.ReadToken(); err != nil {
-		return err
-	}
-	if problem != "" {
-		r.problem(dec, problem)
-		return nil
-	}
-	a := r.alert
-	a.evidenceCount, a.device, a.evidenceLeftOut = count, device, kept == nil
-	*raw = nil
-	if kept != nil {
-		r.evidence = append(kept, ']')
-		*raw = slices.Clone(r.evidence)
-	}
-	return nil
-}
 
 // expectEnd refuses anything but whitespace after the answer's value: a
 // second answer or garbage means this one cannot be trusted whole.
@@ -320,10 +368,3 @@ func (e *recordSyntaxError) Unwrap() error { return e.error }
 var kindNames = map[jsontext.Kind]string{'{': "object", '[': "array", '"': "string", 't': "bool", 'f': "bool", 'n': "null", '0': "number"}
 
 func kindName(k jsontext.Kind) string { return kindNames[k] }
-
-// detectionNames, graphAlertNames and graphIncidentNames are the names in the records' json tags.
-var (
-	detectionNames     = taggedFields(reflect.TypeFor[detection](), "json")
-	graphAlertNames    = append(taggedFields(reflect.TypeFor[graphAlert](), "json"), taggedFields(reflect.TypeFor[deviceEvidence](), "json")...)
-	graphIncidentNames = taggedFields(reflect.TypeFor[graphIncident](), "json")
-)

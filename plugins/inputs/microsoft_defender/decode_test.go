@@ -215,7 +215,7 @@ func TestRememberedIdentityDoesNotPinItsDetection(t *testing.T) {
 		require.NotEqual(t, addressOf(d.FullID), addressOf(id))
 	}
 	var counter alertCounter
-	counter.add(countKeyOf(&d))
+	counter.add(d.countKey())
 	require.NotEqual(t, addressOf(d.Category), addressOf(counter.order[0].category))
 }
 

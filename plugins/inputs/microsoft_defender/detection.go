@@ -1,16 +1,17 @@
 package microsoft_defender
 
 import (
-	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"reflect"
-	"strconv"
+	"strings"
 	"time"
+
+	"github.com/influxdata/telegraf"
 )
 
 // detection is one SIEM API detection, of any of the three payload
@@ -109,84 +110,8 @@ func (d *detection) validate() {
 	}
 }
 
-// parseTime parses the named field's time; "" is none, and no problem.
-func (p *recordProblems) parseTime(field, value string) time.Time {
-	if value == "" {
-		return time.Time{}
-	}
-	t, err := parseAPITime(value)
-	if err != nil {
-		p.invalid = append(p.invalid, fieldProblem{field, err.Error()})
-	}
-	return t
-}
-
-// A metric's time is nanoseconds since 1970 in an int64: one beyond these would wrap around.
-var earliestTime, latestTime = time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)
-
-// parseAPITime reads the forms the APIs and their documentation use; no zone is UTC, as in the SIEM API.
-func parseAPITime(s string) (time.Time, error) {
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			if t.Before(earliestTime) || t.After(latestTime) {
-				return time.Time{}, fmt.Errorf("%q lies outside the years 1678 to 2262 that a metric's time can hold", s)
-			}
-			return t.UTC(), nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%s is not an RFC 3339 timestamp", quoteShort([]byte(strconv.Quote(s))))
-}
-
-// optional is a JSON integer or boolean that may also be null, "" or absent.
-type optional[T int64 | bool] struct {
-	value T
-	set   bool
-}
-
-// UnmarshalJSON implements json.Unmarshaler; what does not parse leaves o as it was.
-func (o *optional[T]) UnmarshalJSON(b []byte) error {
-	s := string(bytes.TrimSpace(b))
-	switch {
-	case len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"':
-		s = s[1 : len(s)-1]
-	case s == "null":
-		return nil
-	}
-	if s == "" {
-		return nil
-	}
-	var v T
-	var err error
-	what := "an integer"
-	switch p := any(&v).(type) {
-	case *int64:
-		*p, err = strconv.ParseInt(s, 10, 64)
-	case *bool:
-		what = "a boolean"
-		*p, err = strconv.ParseBool(s)
-	}
-	if err != nil {
-		return fmt.Errorf("%s is not %s", quoteShort(b), what)
-	}
-	o.value, o.set = v, true
-	return nil
-}
-
-// quoteShort quotes a misfit value for a message. A long one is only
-// measured: cut, it could hold most of a secret that redaction misses.
-func quoteShort(b []byte) string {
-	if len(b) > 64 {
-		return fmt.Sprintf("a value of %d bytes", len(b))
-	}
-	return string(b)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return cutAtRune(s, n) + "..."
-}
+// detectionNames are the names in a detection's json tags.
+var detectionNames = taggedFields(reflect.TypeFor[detection](), "json")
 
 // detectionDecoder streams a JSON array of detections one at a time.
 type detectionDecoder struct {
@@ -217,4 +142,67 @@ func (dd *detectionDecoder) next(d *detection) error {
 		return fmt.Errorf("after the closing bracket: %w", err)
 	}
 	return io.EOF
+}
+
+// cursorTime is LastProcessedTimeUtc, or the window's end (placeIn).
+func (d *detection) cursorTime() time.Time {
+	if !d.cursorAt.IsZero() {
+		return d.cursorAt
+	}
+	return d.lastProcessed
+}
+
+func (d *detection) inWindow() bool            { return d.cursorAt.IsZero() }
+func (d *detection) problems() *recordProblems { return &d.issues }
+
+// placeIn keeps the cursor inside the window [since, until] asked: a time outside it, or none, is not
+// trusted; until keeps it remembered long enough.
+func (d *detection) placeIn(since, until time.Time) {
+	if d.lastProcessed.IsZero() || d.lastProcessed.Before(since) || d.lastProcessed.After(until) {
+		d.cursorAt = until
+	}
+}
+
+// metric maps a detection to defender_alert at AlertTime, else LastProcessedTimeUtc, and names the fields it cut.
+func (d *detection) metric() (telegraf.Metric, []string) {
+	ts := cmp.Or(d.alertAt, d.lastProcessed, d.cursorAt)
+	b := newMetricBuilder(measurementAlert, eventTime(ts, cmp.Or(d.AlertID, d.identity()), d.AlertPart.value))
+	b.countTags(d.countKey())
+	b.tag("detection_source", sanitize(d.Source, maxTagBytes))
+	var cut []string
+	fields := reflect.ValueOf(d).Elem()
+	for _, f := range alertStringFields {
+		cut = b.cutField(f.name, fields.FieldByIndex(f.index).String(), cut)
+	}
+	addOptional(b, "alert_part", d.AlertPart)
+	addOptional(b, "report_id", d.ReportID)
+	addOptional(b, "remediation_is_success", d.RemediationIsSuccess)
+	addOptional(b, "was_executing_while_detected", d.WasExecutingWhileDetected)
+	b.stringField("last_processed_time_utc", formatTimeAs(d.lastProcessed, d.LastProcessedTimeUtc))
+	b.stringField("alert_time", formatTimeAs(d.alertAt, d.AlertTime))
+	return b.metric(), cut
+}
+
+// alertStringFields are the detection's fields emitted as the tag metric names.
+var alertStringFields = taggedFields(reflect.TypeFor[detection](), "metric")
+
+// countKey returns the tags defender_alert and defender_alert_count share.
+func (d *detection) countKey() countKey {
+	return countKey{
+		severity:     lowerSeverity(sanitize(d.Severity, maxTagBytes)),
+		category:     sanitize(d.Category, maxTagBytes),
+		machineGroup: sanitize(d.MachineGroup, maxTagBytes),
+	}
+}
+
+// lowerSeverity is strings.ToLower without allocating for the SIEM API's severities.
+func lowerSeverity(s string) string {
+	if lower, ok := siemSeverities[s]; ok {
+		return lower
+	}
+	return strings.ToLower(s)
+}
+
+var siemSeverities = map[string]string{
+	"Informational": "informational", "Low": "low", "Medium": "medium", "High": "high", "UnSpecified": "unspecified",
 }

@@ -72,7 +72,7 @@ func FuzzDecodeDetections(f *testing.F) {
 			t.Fatalf("an error that does not say where: %v", err)
 		}
 		for i := range got {
-			if m, _ := alertMetric(&got[i]); m.Name() != measurementAlert {
+			if m, _ := got[i].metric(); m.Name() != measurementAlert {
 				t.Fatalf("unexpected measurement %q", m.Name())
 			}
 		}

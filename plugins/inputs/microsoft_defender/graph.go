@@ -1,14 +1,21 @@
 package microsoft_defender
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/influxdata/telegraf"
 )
 
 // graphVersion is what a Graph alert and incident version share: an id,
@@ -89,6 +96,84 @@ func (a *graphAlert) countKey() countKey {
 	}
 }
 
+// maxEvidenceBytes bounds the evidence kept; compacted, at most maxFieldBytes are emitted.
+
+// unmarshalEvidence counts the alert's evidence, decodes the first device
+// evidence, and keeps the array while it could be emitted; then the rest is
+// skipped. Evidence that does not decode leaves the alert's as it was.
+func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMessage) error {
+	switch k := dec.PeekKind(); {
+	case k == 'n':
+		_, err := dec.ReadToken() // null keeps the evidence as it was
+		return err
+	case k != '[':
+		return r.misfit(dec, k, "an array")
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return err
+	}
+	var device deviceEvidence
+	found, problem, count, kept := false, "", 0, append(r.evidence[:0], '[')
+	for ; dec.PeekKind() != ']'; count++ {
+		if r.over(dec) {
+			return errRecordTooLarge
+		}
+		if problem != "" || found && kept == nil {
+			if err := dec.SkipValue(); err != nil {
+				return err
+			}
+			continue
+		}
+		entry, err := dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		switch p, n, k := r.issues, len(r.issues.invalid), entry.Kind(); {
+		case found:
+		case k != '{' && k != 'n':
+			problem = fmt.Sprintf("evidence %d: a JSON %s where an evidence object was expected", count, kindName(k))
+		default:
+			var e deviceEvidence
+			if err := jsonv2.Unmarshal(entry, &e, r.opts); err != nil {
+				return err
+			}
+			if len(p.invalid) > n {
+				problem = fmt.Sprintf("evidence %d: field %s: %s", count, p.invalid[n].field, p.invalid[n].reason)
+				p.invalid = p.invalid[:n]
+			}
+			if e.Type == "#microsoft.graph.security.deviceEvidence" {
+				device, found = e, true
+			}
+		}
+		if kept != nil {
+			if count > 0 {
+				kept = append(kept, ',')
+			}
+			if kept = append(kept, entry...); len(kept)+1 > maxEvidenceBytes {
+				r.evidence, kept = kept, nil // too long to be emitted
+			}
+		}
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return err
+	}
+	if problem != "" {
+		r.problem(dec, problem)
+		return nil
+	}
+	a := r.alert
+	a.evidenceCount, a.device, a.evidenceLeftOut = count, device, kept == nil
+	*raw = nil
+	if kept != nil {
+		r.evidence = append(kept, ']')
+		*raw = slices.Clone(r.evidence)
+	}
+	return nil
+}
+
+// graphAlertNames are the names in the json tags of an alert and its device evidence.
+var graphAlertNames = append(taggedFields(reflect.TypeFor[graphAlert](), "json"), taggedFields(reflect.TypeFor[deviceEvidence](), "json")...)
+
 // decodeGraphPage streams a page's alerts to handle until it returns false, and returns the next link.
 func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (string, error) {
 	r := newRecordReader(body, graphAlertNames)
@@ -152,4 +237,192 @@ func decodeGraphValue[T record](r *recordReader, noun string, newItem func() T, 
 		return "", r.explain(err)
 	}
 	return next, r.expectEnd()
+}
+
+// metric maps a Graph alert version to defender_alert at createdDateTime: a field has its SIEM
+// counterpart's name in Microsoft's SIEM-to-Graph map, else the Graph name in snake_case.
+func (a *graphAlert) metric() (telegraf.Metric, []string) {
+	b := newMetricBuilder(measurementAlert, versionTime(a.created, a.lastUpdate, a.identity()))
+	b.countTags(a.countKey())
+	b.tag("detection_source", sanitize(a.DetectionSource, maxTagBytes))
+	b.tag("status", sanitize(a.Status, maxTagBytes))
+	b.tag("service_source", sanitize(a.ServiceSource, maxTagBytes))
+	var cut []string
+	for _, f := range []struct{ name, value string }{
+		{"alert_id", a.ID},
+		{"created_date_time", formatTimeAs(a.created, a.CreatedDateTime)},
+		{"alert_title", a.Title},
+		{"description", a.Description},
+		{"computer_dns_name", a.device.DeviceDNSName},
+		{"device_id", a.device.MdeDeviceID},
+		{"threat_name", a.ThreatDisplayName},
+		{"threat_family", a.ThreatFamilyName},
+		{"detector_id", a.DetectorID},
+		{"alert_web_url", a.AlertWebURL},
+		{"incident_web_url", a.IncidentWebURL},
+		{"actor", a.ActorDisplayName},
+		{"incident_id", a.IncidentID},
+		{"provider_alert_id", a.ProviderAlertID},
+		{"tenant_id", a.TenantID},
+		{"classification", a.Classification},
+		{"determination", a.Determination},
+		{"assigned_to", a.AssignedTo},
+		{"recommended_actions", a.RecommendedActions},
+		{"mitre_techniques", strings.Join(a.MitreTechniques, ",")},
+		{"last_update_date_time", formatTimeAs(a.lastUpdate, a.LastUpdateDateTime)},
+		{"first_activity_date_time", normalizeTime(a.FirstActivityDateTime)},
+		{"last_activity_date_time", normalizeTime(a.LastActivityDateTime)},
+		{"resolved_date_time", normalizeTime(a.ResolvedDateTime)},
+	} {
+		cut = b.cutField(f.name, f.value, cut)
+	}
+	b.intField("evidence_count", int64(a.evidenceCount))
+	if a.includeEvidence {
+		// Cut JSON is no JSON: evidence longer than a field is left out.
+		var compact bytes.Buffer
+		if a.evidenceLeftOut || len(a.Evidence) > 0 && json.Compact(&compact, a.Evidence) != nil || compact.Len() > maxFieldBytes {
+			cut = append(cut, "evidence (left out)")
+		} else {
+			b.stringField("evidence", compact.String())
+		}
+	}
+	return b.metric(), cut
+}
+
+// versionTime places a Graph version at created, else lastUpdate, else none; eventTime parts
+// the versions of one record, which share createdDateTime and often every tag.
+func versionTime(created, lastUpdate time.Time, identity string) time.Time {
+	if ts := cmp.Or(created, lastUpdate); !ts.IsZero() {
+		return eventTime(ts, identity, 0)
+	}
+	return time.Time{}
+}
+
+// normalizeTime formats a Graph timestamp as the other time fields; one that does not parse is kept.
+func normalizeTime(s string) string {
+	if s == "" {
+		return ""
+	}
+	t, err := parseAPITime(s)
+	if err != nil {
+		return sanitize(s, 64)
+	}
+	return formatTimeAs(t, s)
+}
+
+const (
+	measurementIncident      = "defender_incident"
+	measurementIncidentCount = "defender_incident_count"
+	// maxIncidentTop is the largest $top Graph takes for incidents ("The limit of '50' for Top query has been exceeded").
+	maxIncidentTop = 50
+)
+
+// graphIncident is one version of a Graph security incident.
+type graphIncident struct {
+	graphVersion
+	TenantID           string         `json:"tenantId"`
+	Status             string         `json:"status"`
+	Severity           string         `json:"severity"`
+	Classification     string         `json:"classification"`
+	Determination      string         `json:"determination"`
+	DisplayName        string         `json:"displayName"`
+	Description        string         `json:"description"`
+	AssignedTo         string         `json:"assignedTo"`
+	IncidentWebURL     string         `json:"incidentWebUrl"`
+	RedirectIncidentID string         `json:"redirectIncidentId"`
+	ResolvedDateTime   string         `json:"resolvedDateTime"` // not documented for v1.0: emitted when sent
+	CustomTags         []string       `json:"customTags"`
+	SystemTags         []string       `json:"systemTags"`
+	Alerts             incidentAlerts `json:"alerts"`
+}
+
+// incidentAlerts are the ids of an incident's alerts, with $expand=alerts.
+type incidentAlerts struct {
+	ids  []string
+	read bool // false when the answer held no alerts: none are guessed
+}
+
+// graphIncidentNames are the names in the json tags of an incident.
+var graphIncidentNames = taggedFields(reflect.TypeFor[graphIncident](), "json")
+
+// decodeIncidentPage streams the incidents of one page to handle.
+func decodeIncidentPage(body io.Reader, handle func(record) bool) (string, error) {
+	r := newRecordReader(body, graphIncidentNames)
+	return decodeGraphValue(r, "incident", func() record { return &graphIncident{} }, handle)
+}
+
+// unmarshalIncidentAlerts takes each alert's id; an element that is no object leaves the field out.
+func (r *recordReader) unmarshalIncidentAlerts(dec *jsontext.Decoder, v *incidentAlerts) error {
+	switch k := dec.PeekKind(); {
+	case k == 'n':
+		return errors.ErrUnsupported // the library's own: null leaves it out
+	case k != '[':
+		return r.misfit(dec, k, "an array of alerts")
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return err
+	}
+	misfit, ids := "", make([]string, 0, 4)
+	for i := 0; dec.PeekKind() != ']'; i++ {
+		var alert struct {
+			ID string `json:"id"`
+		}
+		if k := dec.PeekKind(); k != '{' {
+			if err := dec.SkipValue(); err != nil {
+				return err
+			}
+			misfit = cmp.Or(misfit, fmt.Sprintf("element %d: a JSON %s where an alert object was expected", i, kindName(k)))
+		} else if err := jsonv2.UnmarshalDecode(dec, &alert); err != nil {
+			return err
+		}
+		ids = append(ids, alert.ID)
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return err
+	}
+	if misfit != "" {
+		r.problem(dec, misfit)
+		return nil
+	}
+	*v = incidentAlerts{ids: ids, read: true}
+	return nil
+}
+
+func (in *graphIncident) countKey() countKey {
+	return countKey{
+		measurement: measurementIncidentCount,
+		severity:    strings.ToLower(sanitize(in.Severity, maxTagBytes)),
+		status:      sanitize(in.Status, maxTagBytes),
+	}
+}
+
+// metric maps an incident version to defender_incident, placed as a Graph alert's version.
+func (in *graphIncident) metric() (telegraf.Metric, []string) {
+	b := newMetricBuilder(measurementIncident, versionTime(in.created, in.lastUpdate, in.identity()))
+	b.countTags(in.countKey())
+	b.tag("classification", sanitize(in.Classification, maxTagBytes))
+	b.tag("determination", sanitize(in.Determination, maxTagBytes))
+	fields := [][2]string{
+		{"incident_id", in.ID},
+		{"display_name", in.DisplayName},
+		{"description", in.Description},
+		{"assigned_to", in.AssignedTo},
+		{"incident_web_url", in.IncidentWebURL},
+		{"redirect_incident_id", in.RedirectIncidentID},
+		{"tenant_id", in.TenantID},
+		{"created_date_time", formatTimeAs(in.created, in.CreatedDateTime)},
+		{"last_update_date_time", formatTimeAs(in.lastUpdate, in.LastUpdateDateTime)},
+		{"resolved_date_time", normalizeTime(in.ResolvedDateTime)},
+		{"custom_tags", strings.Join(in.CustomTags, ",")},
+		{"system_tags", strings.Join(in.SystemTags, ",")},
+	}
+	if in.Alerts.read {
+		b.intField("alert_count", int64(len(in.Alerts.ids)))
+		fields = append(fields, [2]string{"alert_ids", strings.Join(in.Alerts.ids, ",")})
+	}
+	var cut []string
+	for _, f := range fields {
+		cut = b.cutField(f[0], f[1], cut)
+	}
+	return b.metric(), cut
 }

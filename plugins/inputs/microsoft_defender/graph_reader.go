@@ -13,26 +13,6 @@ import (
 	"time"
 )
 
-// graphCloud is where one national cloud's Graph and sign-in are.
-type graphCloud struct {
-	graphHost string
-	loginHost string
-}
-
-// graphRegions are the clouds `region` selects for api = "graph".
-var graphRegions = map[string]graphCloud{
-	"global":   {"graph.microsoft.com", "login.microsoftonline.com"},
-	"gcc":      {"graph.microsoft.com", "login.microsoftonline.com"},
-	"gcc-high": {"graph.microsoft.us", "login.microsoftonline.us"},
-	"dod":      {"dod-graph.microsoft.us", "login.microsoftonline.us"},
-	"china":    {"microsoftgraph.chinacloudapi.cn", "login.partner.microsoftonline.cn"},
-}
-
-const (
-	graphAlertsPath    = "/v1.0/security/alerts_v2"
-	graphIncidentsPath = "/v1.0/security/incidents"
-)
-
 // graphReader reads Graph security alerts_v2 or incidents: the versions last updated in a chunk, in parts
 // [From, To) of one page each. Only a page without @odata.nextLink holding fewer records than $top shows a
 // part whole; any other splits it in time and its first half is read again. Counts, order and chains are
@@ -51,6 +31,7 @@ type graphReader struct {
 
 // newGraphReader reads the alerts of api = "graph".
 func newGraphReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
+	groups, withEvidence := slices.Clone(m.MachineGroups), m.IncludeEvidence // the reader keeps no pointer into the plugin
 	return &graphReader{endpoint: endpoint, pageSize: m.PageSize, noun: "alert", maxAlertsPerGather: m.MaxAlertsPerGather,
 		filter: odataAnyOf("serviceSource", m.ServiceSources) + odataAnyOf("severity", m.Severities),
 		decodePage: func(body io.Reader, handle func(record) bool) (string, error) {
@@ -58,10 +39,20 @@ func newGraphReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
 		},
 		keep: func(r record) bool {
 			a := r.(*graphAlert)
-			a.includeEvidence = m.IncludeEvidence
-			return len(m.MachineGroups) == 0 || slices.Contains(m.MachineGroups, a.device.RbacGroupName)
+			a.includeEvidence = withEvidence
+			return len(groups) == 0 || slices.Contains(groups, a.device.RbacGroupName)
 		},
 	}
+}
+
+// newIncidentReader reads the incidents of api = "graph_incidents" with the walk of the alerts.
+func newIncidentReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
+	r := &graphReader{endpoint: endpoint, pageSize: m.PageSize, noun: "incident", maxAlertsPerGather: m.MaxAlertsPerGather,
+		filter: odataAnyOf("severity", m.Severities), decodePage: decodeIncidentPage}
+	if m.IncludeIncidentAlerts {
+		r.expand = "alerts"
+	}
+	return r
 }
 
 // graphWalk is the part [from, to) of a chunk being read, on the 100 ns grid, and its last page as decode
@@ -251,15 +242,21 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	return r.settle(c, pr, len(w.chain))
 }
 
+// isServerError reports a 500 answer, which $expand=alerts may cause.
+func isServerError(err error) bool {
+	var statusErr *statusError
+	return errors.As(err, &statusErr) && statusErr.status == http.StatusInternalServerError
+}
+
 // fullPage is how many records a page holds at most: $top, or fewer where the service showed so.
 func (r *graphReader) fullPage(w *graphWalk) int {
 	return min(r.pageSize, cmp.Or(w.pageCap, r.pageSize))
 }
 
-// sameOrigin is a next link to follow: only to the API's own scheme and host, as it carries the token.
+// sameOrigin is a next link to follow: only to the API's own origin, as it carries the token (as redirects).
 func (r *graphReader) sameOrigin(next string) *url.URL {
 	u, err := url.Parse(next)
-	if err != nil || u.Scheme != r.endpoint.Scheme || u.Host != r.endpoint.Host {
+	if err != nil || origin(u) != origin(r.endpoint) {
 		return nil
 	}
 	return u
@@ -293,14 +290,4 @@ func (r *graphReader) settle(c *chunk, pr progress, n int) progress {
 	}
 	pr.settledAfter, pr.settledBefore = c.Start.Add(-tick), c.From
 	return pr
-}
-
-// graphStatusMeaning says what an HTTP status of Graph's alerts_v2 means.
-func graphStatusMeaning(status int) string {
-	return cmp.Or(map[int]string{
-		http.StatusBadRequest:   "the query was refused: check service_sources and severities",
-		http.StatusUnauthorized: "the token is invalid or expired, or was issued for another audience: check scopes and region",
-		http.StatusForbidden:    "the app lacks the SecurityAlert.Read.All application permission, or admin consent for it",
-		http.StatusNotFound:     "no alerts_v2 at this address: check region or endpoint_url",
-	}[status], commonStatusMeaning(status))
 }

@@ -22,26 +22,6 @@ const (
 	maxTagBytes   = 256
 )
 
-// alertMetric maps a detection to defender_alert at AlertTime, else LastProcessedTimeUtc, and names the fields it cut.
-func alertMetric(d *detection) (telegraf.Metric, []string) {
-	ts := cmp.Or(d.alertAt, d.lastProcessed, d.cursorAt)
-	b := newMetricBuilder(measurementAlert, eventTime(ts, cmp.Or(d.AlertID, d.identity()), d.AlertPart.value))
-	b.countTags(countKeyOf(d))
-	b.tag("detection_source", sanitize(d.Source, maxTagBytes))
-	var cut []string
-	fields := reflect.ValueOf(d).Elem()
-	for _, f := range alertStringFields {
-		cut = b.cutField(f.name, fields.FieldByIndex(f.index).String(), cut)
-	}
-	addOptional(b, "alert_part", d.AlertPart)
-	addOptional(b, "report_id", d.ReportID)
-	addOptional(b, "remediation_is_success", d.RemediationIsSuccess)
-	addOptional(b, "was_executing_while_detected", d.WasExecutingWhileDetected)
-	b.stringField("last_processed_time_utc", formatTimeAs(d.lastProcessed, d.LastProcessedTimeUtc))
-	b.stringField("alert_time", formatTimeAs(d.alertAt, d.AlertTime))
-	return b.metric(), cut
-}
-
 // formatTimeAs formats t in RFC 3339 with nanoseconds ("" when zero), or returns sent, the text t came from, if equal.
 func formatTimeAs(t time.Time, sent string) string {
 	if t.IsZero() {
@@ -160,9 +140,6 @@ func eventTime(t time.Time, key string, part int64) time.Time {
 	return t.Truncate(time.Second).Add(time.Duration(h.Sum64()%1e7*100) + time.Duration(part))
 }
 
-// alertStringFields are the detection's fields emitted as the tag metric names.
-var alertStringFields = taggedFields(reflect.TypeFor[detection](), "metric")
-
 type taggedField struct {
 	index []int  // of the field
 	name  string // in the tag
@@ -185,27 +162,6 @@ type countKey struct {
 	severity, status, category, machineGroup string
 }
 
-// countKeyOf returns the tags defender_alert and defender_alert_count share.
-func countKeyOf(d *detection) countKey {
-	return countKey{
-		severity:     lowerSeverity(sanitize(d.Severity, maxTagBytes)),
-		category:     sanitize(d.Category, maxTagBytes),
-		machineGroup: sanitize(d.MachineGroup, maxTagBytes),
-	}
-}
-
-// lowerSeverity is strings.ToLower without allocating for the SIEM API's severities.
-func lowerSeverity(s string) string {
-	if lower, ok := siemSeverities[s]; ok {
-		return lower
-	}
-	return strings.ToLower(s)
-}
-
-var siemSeverities = map[string]string{
-	"Informational": "informational", "Low": "low", "Medium": "medium", "High": "high", "UnSpecified": "unspecified",
-}
-
 // alertCounter counts a poll's records per countKey.
 type alertCounter struct {
 	counts map[countKey]int64
@@ -225,20 +181,19 @@ func (c *alertCounter) add(k countKey) {
 	c.counts[k]++
 }
 
-// metrics returns a count per key at the window's end, parted by the poll's start.
-func (c *alertCounter) metrics(windowEnd, pollStart time.Time) []telegraf.Metric {
+// emit adds a count per key to acc at the window's end, parted by the poll's start, and starts the counter anew.
+func (c *alertCounter) emit(acc telegraf.Accumulator, windowEnd, pollStart time.Time) {
 	ts := eventTime(windowEnd, pollStart.Format(time.RFC3339Nano), 0)
-	out := make([]telegraf.Metric, 0, len(c.order))
 	for _, k := range c.order {
 		b := newMetricBuilder(cmp.Or(k.measurement, measurementCount), ts)
 		b.countTags(k)
 		b.intField("count", c.counts[k])
-		out = append(out, b.metric())
+		acc.AddMetric(b.metric())
 	}
-	return out
+	*c = alertCounter{}
 }
 
-// pollMetric describes one poll: requests, alerts, lag and backlog.
+// pollMetric describes one poll: requests, alerts, lag and backlog (the poll stopped before the window's end).
 func pollMetric(api, status string, s *pollStats, duration, lag time.Duration, ts time.Time) telegraf.Metric {
 	return metric.New(measurementPoll,
 		map[string]string{"api": api, "status": status},
@@ -256,7 +211,7 @@ func pollMetric(api, status string, s *pollStats, duration, lag time.Duration, t
 			"alerts_unconfirmed": s.unconfirmed,
 			"duration_seconds":   duration.Seconds(),
 			"lag_seconds":        lag.Seconds(),
-			"backlog":            s.backlog,
+			"backlog":            status != "ok",
 		},
 		ts)
 }

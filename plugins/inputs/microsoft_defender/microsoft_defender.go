@@ -33,17 +33,14 @@ var sampleConfig string
 var validTenantID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*$`)
 
 const (
-	defaultLoginEndpoint     = "https://login.microsoftonline.com"
-	defaultLoginEndpointGovt = "https://login.microsoftonline.us"
-	defaultSIEMResource      = "https://graph.windows.net"
-	defaultSIEMRegion        = "us"
-	defaultGraphPageSize     = 500 // Graph's $top when page_size is 0
-	userAgent                = "Telegraf-microsoft_defender"
-	defaultPollDeadline      = time.Minute     // bounds the first poll, before an interval is known
-	maxRequestRecords        = 10000           // per request, whatever the budget: its ids are held, a retry repeats it
-	defaultMaxUndelivered    = 5000            // with one answer more, within Telegraf's default buffer (10,000)
-	maxRequestsPerMinute     = 15000           // the limit keeps each request's time a minute; 100 times Graph's budget
-	stallWarning             = 5 * time.Minute // unconfirmed alerts are warned of this often
+	defaultSIEMResource   = "https://graph.windows.net"
+	defaultGraphPageSize  = 500 // Graph's $top when page_size is 0
+	userAgent             = "Telegraf-microsoft_defender"
+	defaultPollDeadline   = time.Minute     // bounds the first poll, before an interval is known
+	maxRequestRecords     = 10000           // per request, whatever the budget: its ids are held, a retry repeats it
+	defaultMaxUndelivered = 5000            // with one answer more, within Telegraf's default buffer (10,000)
+	maxRequestsPerMinute  = 15000           // the limit keeps each request's time a minute; 100 times Graph's budget
+	stallWarning          = 5 * time.Minute // unconfirmed alerts are warned of this often
 )
 
 // MicrosoftDefender pulls Microsoft Defender detections.
@@ -168,16 +165,15 @@ func (m *MicrosoftDefender) Init() error {
 	if m.tokens, err = m.tokenSource(tokenClient); err != nil {
 		return err
 	}
-	m.client = &apiClient{client: apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now}
+	m.client = &apiClient{client: apiHTTP, tokens: m.tokens, maxBodySize: int64(m.MaxBodySize), now: m.now, statusMeaning: statusMeaning(m.API)}
 	if m.API != "siem" {
-		m.client.name, m.client.statusMeaning = "Graph API", graphStatusMeaning
+		m.client.name = "Graph API"
 		m.client.header = http.Header{"Prefer": {"include-unknown-enum-members"}}
 		if m.reader = newGraphReader(m, m.endpoint); m.API == "graph_incidents" {
-			m.client.statusMeaning = incidentStatusMeaning
 			m.reader = newIncidentReader(m, m.endpoint)
 		}
 	} else {
-		m.client.name, m.client.statusMeaning = "SIEM API", siemStatusMeaning
+		m.client.name = "SIEM API"
 		m.reader = &siemReader{endpoint: m.endpoint, machineGroups: m.MachineGroups,
 			deviceCreatedMachineTags: m.DeviceCreatedMachineTags, cloudCreatedMachineTags: m.CloudCreatedMachineTags}
 	}
@@ -272,7 +268,7 @@ func (m *MicrosoftDefender) Stop() {
 	}
 	if m.delivery != nil {
 		now := m.now().UTC()
-		addCounts(m.acc, &m.delivery.counted, now, now)
+		m.delivery.counted.emit(m.acc, now, now)
 	}
 	m.releaseStateLock()
 }
@@ -331,7 +327,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		m.throttledUntil = p.throttledUntil
 	}
 	if d := m.delivery; d == nil {
-		addCounts(acc, &p.counter, countsAt, now)
+		p.counter.emit(acc, countsAt, now)
 	} else {
 		d.send(m.cursor, now)
 		p.stats.unconfirmed = int64(d.undelivered)
@@ -342,7 +338,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 				d.queue[0].sentAt.Format(time.RFC3339), countOf(d.undelivered, "alert"))
 		}
 		d.drain() // counted once confirmed, at this poll's time
-		addCounts(acc, &d.counted, now, now)
+		d.counted.emit(acc, now, now)
 	}
 	switch p.stopped {
 	case stoppedCancelled:
@@ -364,28 +360,12 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	return nil
 }
 
-// addCounts adds the counts of c at windowEnd and starts it anew.
-func addCounts(acc telegraf.Accumulator, c *alertCounter, windowEnd, pollStart time.Time) {
-	for _, m := range c.metrics(windowEnd, pollStart) {
-		acc.AddMetric(m)
-	}
-	*c = alertCounter{}
-}
-
 // stateWatermark is the watermark the state file holds once written: with delivery, the confirmed one.
 func (m *MicrosoftDefender) stateWatermark() time.Time {
 	if m.delivery != nil {
 		return m.delivery.confirmed.watermark
 	}
 	return m.cursor.watermark
-}
-
-// rateLimit spreads requests (the limiter) and caps them: none goes within a minute of the one
-// max_requests_per_minute before it, however the limiter bursts and rounds.
-type rateLimit struct {
-	*rate.Limiter
-	sent []time.Time // a ring of the latest requests' times; next is the oldest
-	next int
 }
 
 // perRequest is the number of records one request asks for.
@@ -423,35 +403,61 @@ func (m *MicrosoftDefender) commitState() error {
 	return err
 }
 
-// The regions of each API, the default first, for messages.
-var regionNames = map[string]string{
-	"graph":           `"global" (the default), "gcc", "gcc-high", "dod" or "china"`,
-	"graph_incidents": `"global" (the default), "gcc", "gcc-high", "dod" or "china"`,
-	"siem":            `"us" (the default), "eu", "uk", "gcc" or "gcc-high"`,
+// region is where one region of an API and its sign-in are.
+type region struct{ apiHost, loginHost string }
+
+var (
+	graphRegions = map[string]region{
+		"global":   {"graph.microsoft.com", "login.microsoftonline.com"},
+		"gcc":      {"graph.microsoft.com", "login.microsoftonline.com"},
+		"gcc-high": {"graph.microsoft.us", "login.microsoftonline.us"},
+		"dod":      {"dod-graph.microsoft.us", "login.microsoftonline.us"},
+		"china":    {"microsoftgraph.chinacloudapi.cn", "login.partner.microsoftonline.cn"},
+	}
+	// The documented hosts of the SIEM alerts API.
+	siemRegions = map[string]region{
+		"eu":       {"wdatp-alertexporter-eu.windows.com", "login.microsoftonline.com"},
+		"us":       {"wdatp-alertexporter-us.windows.com", "login.microsoftonline.com"},
+		"uk":       {"wdatp-alertexporter-uk.windows.com", "login.microsoftonline.com"},
+		"gcc":      {"wdatp-alertexporter-us.gcc.securitycenter.windows.us", "login.microsoftonline.com"},
+		"gcc-high": {"wdatp-alertexporter-us.securitycenter.windows.us", "login.microsoftonline.us"},
+	}
+	graphRegionNames = `"global" (the default), "gcc", "gcc-high", "dod" or "china"`
+)
+
+const (
+	graphAlertsPath    = "/v1.0/security/alerts_v2"
+	graphIncidentsPath = "/v1.0/security/incidents"
+)
+
+// apiSite is where the answers of one value of api are.
+type apiSite struct {
+	regions       map[string]region
+	defaultRegion string
+	regionNames   string // for messages, the default first
+	path          string // on a region's API host
+	other         string // the API whose regions are not this one's
 }
 
-// regionURL is the address of api's alerts in region, if api has that region.
-func regionURL(api, region string) (string, bool) {
-	if api == "siem" {
-		u, ok := siemRegions[region]
-		return u, ok
-	}
-	cloud, ok := graphRegions[region]
-	return "https://" + cloud.graphHost + map[string]string{"graph": graphAlertsPath, "graph_incidents": graphIncidentsPath}[api], ok
+var apiSites = map[string]apiSite{
+	"graph":           {graphRegions, "global", graphRegionNames, graphAlertsPath, "siem"},
+	"graph_incidents": {graphRegions, "global", graphRegionNames, graphIncidentsPath, "siem"},
+	"siem":            {siemRegions, "us", `"us" (the default), "eu", "uk", "gcc" or "gcc-high"`, "/api/alerts", "graph"},
 }
 
 // apiEndpoint is endpoint_url, or the API's address in region; for Graph it also fills an unset scope.
 func (m *MicrosoftDefender) apiEndpoint() (*url.URL, error) {
-	other := map[string]string{"graph": "siem", "graph_incidents": "siem", "siem": "graph"}[m.API]
-	m.Region = cmp.Or(m.Region, map[string]string{"graph": "global", "graph_incidents": "global", "siem": defaultSIEMRegion}[m.API])
-	raw, known := regionURL(m.API, m.Region)
-	if _, theirs := regionURL(other, m.Region); theirs && !known {
-		return nil, fmt.Errorf("region %q is a region of api = %q: for api = %q use %s", m.Region, other, m.API, regionNames[m.API])
+	site := apiSites[m.API]
+	m.Region = cmp.Or(m.Region, site.defaultRegion)
+	r, known := site.regions[m.Region]
+	if _, theirs := apiSites[site.other].regions[m.Region]; theirs && !known {
+		return nil, fmt.Errorf("region %q is a region of api = %q: for api = %q use %s", m.Region, site.other, m.API, site.regionNames)
 	}
+	raw := "https://" + r.apiHost + site.path
 	if m.EndpointURL != "" {
 		raw = m.EndpointURL
 	} else if !known {
-		return nil, fmt.Errorf("region %q is unknown for api = %q: use %s, or set endpoint_url", m.Region, m.API, regionNames[m.API])
+		return nil, fmt.Errorf("region %q is unknown for api = %q: use %s, or set endpoint_url", m.Region, m.API, site.regionNames)
 	}
 	u, err := parseEndpoint("endpoint_url", raw)
 	if err != nil {

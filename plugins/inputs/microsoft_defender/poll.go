@@ -9,6 +9,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/time/rate"
 
 	"github.com/influxdata/telegraf"
 )
@@ -31,6 +34,18 @@ type known struct {
 	maxBodySize int64                                      // for messages
 	log         telegraf.Logger
 	warned      map[string]bool // warnings given once a poll, by key
+}
+
+// warnOncef logs a warning of this kind (key) once a poll.
+func (k *known) warnOncef(key, format string, args ...any) {
+	if k.warned[key] {
+		return
+	}
+	if k.warned == nil {
+		k.warned = make(map[string]bool)
+	}
+	k.warned[key] = true
+	k.log.Warnf(format, args...)
 }
 
 // request is one request a reader asks the poll to send.
@@ -108,14 +123,12 @@ type pollStats struct {
 	forgottenIDs  int64 // identities forgotten past maxRememberedBytes
 	unconfirmed   int64 // alerts sent to the outputs, not yet confirmed
 	problems      int   // records with problems, logged up to maxProblemsLogged
-	backlog       bool  // the poll stopped before the window's end
 	completed     bool  // at least one chunk was finished
 }
 
 // stop ends the poll short of the window's end.
 func (p *poll) stop(reason stopReason, err error) {
 	p.stopped, p.err = reason, err
-	p.stats.backlog = true
 }
 
 // stopBefore stops the poll when the budget is spent or the deadline has come.
@@ -266,15 +279,9 @@ func (p *poll) send(ctx context.Context, req *request) answer {
 			p.log.Warnf("Retrying at once with a new token: %v", err)
 			continue
 		}
-		var malformed *recordSyntaxError
-		if f.class == failUnreadable && !req.search && errors.As(err, &malformed) {
-			// Malformed JSON may be a passing fault: retried before it counts as unreadable.
-			f.class = failTransient
-		}
-		if f.class != failTransient || retries >= p.maxRetries {
-			if malformed != nil {
-				f.class = failUnreadable
-			}
+		// Malformed JSON may be a passing fault: retried before it counts as unreadable.
+		malformed := f.class == failUnreadable && !req.search && errors.As(err, new(*recordSyntaxError))
+		if f.class != failTransient && !malformed || retries >= p.maxRetries {
 			a.err, a.class = err, f.class
 			return a
 		}
@@ -343,13 +350,16 @@ func (p *poll) take(r record, a *answer) bool {
 	}
 	id := r.identity()
 	if len(id) > maxIdentityBytes {
-		// Held in memory and the state file: a hash stands for a long one.
-		sum := sha256.Sum256([]byte(id))
-		id = "sha256:" + hex.EncodeToString(sum[:])
 		if p.stats.longIDs++; p.stats.longIDs == 1 {
 			p.log.Warnf("%s has an identity longer than %d bytes: a hash of it deduplicates it (defender_poll: long_ids)",
 				problems.where(), maxIdentityBytes)
 		}
+	}
+	// Held in memory and the state file: a hash stands for a long id, and for one that JSON would escape (six
+	// bytes a character) or alter, so that maxRememberedBytes bounds the state file too.
+	if len(id) > maxIdentityBytes || strings.ContainsFunc(id, escapedInJSON) {
+		sum := sha256.Sum256([]byte(id))
+		id = "sha256:" + hex.EncodeToString(sum[:])
 	}
 	fresh := p.cursor.isNew(id)
 	if fresh && p.budget == 0 {
@@ -401,6 +411,11 @@ const (
 	maxProblemsLogged = 10  // records with problems logged a poll, the rest counted: a changed type floods nothing
 )
 
+// escapedInJSON reports a rune that encoding/json writes escaped, or replaces (invalid UTF-8).
+func escapedInJSON(r rune) bool {
+	return r < ' ' || strings.ContainsRune("\"\\<>&\u2028\u2029", r) || r == utf8.RuneError
+}
+
 // logProblemf logs a record's problem, up to maxProblemsLogged a poll.
 func (p *poll) logProblemf(format string, args ...interface{}) {
 	p.stats.problems++
@@ -410,6 +425,14 @@ func (p *poll) logProblemf(format string, args ...interface{}) {
 	case p.stats.problems == maxProblemsLogged+1:
 		p.log.Warn("More records with problems in this poll are only counted (defender_poll: alerts_skipped, invalid_fields, out_of_window)")
 	}
+}
+
+// rateLimit spreads requests (the limiter) and caps them: none goes within a minute of the one
+// max_requests_per_minute before it, however the limiter bursts and rounds.
+type rateLimit struct {
+	*rate.Limiter
+	sent []time.Time // a ring of the latest requests' times; next is the oldest
+	next int
 }
 
 // waitForRateLimit waits for max_requests_per_minute, or stops the poll when the wait would pass its deadline.
@@ -438,7 +461,7 @@ func (p *poll) status() string {
 	switch {
 	case p.stopped == stoppedFailed && p.stats.emitted == 0 && !p.stats.completed:
 		return "error"
-	case p.stopped != notStopped || p.stats.backlog:
+	case p.stopped != notStopped:
 		return "partial"
 	default:
 		return "ok"

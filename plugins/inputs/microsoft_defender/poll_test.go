@@ -7,6 +7,8 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,7 +46,7 @@ func expectedPoll(status string, s pollStats, lag time.Duration) telegraf.Metric
 		"forgotten_ids":      s.forgottenIDs,
 		"alerts_unconfirmed": s.unconfirmed,
 		"lag_seconds":        lag.Seconds(),
-		"backlog":            s.backlog,
+		"backlog":            status != "ok",
 	}, fixedNow)
 }
 
@@ -69,7 +71,7 @@ func TestPollMetric(t *testing.T) {
 	// them, as the check of the full answer finds.
 	responses = []string{"[" + b + "," + c + "]", "[]"}
 	acc := gatherOK(t, plugin)
-	want := expectedPoll("partial", pollStats{requests: 2, received: 2, emitted: 2, backlog: true}, time.Hour)
+	want := expectedPoll("partial", pollStats{requests: 2, received: 2, emitted: 2}, time.Hour)
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{want},
 		pollMetrics(acc), testutil.IgnoreFields("duration_seconds"))
 	require.Equal(t, []string{"a:2", "a:3"}, emittedIDs(acc))
@@ -89,7 +91,7 @@ func TestPollMetric(t *testing.T) {
 	require.NoError(t, plugin.Gather(&failed))
 	require.Len(t, failed.Errors, 1)
 	require.True(t, strings.HasPrefix(failed.Errors[0].Error(), "reading the SIEM API answer from"))
-	expected := expectedPoll("partial", pollStats{requests: 1, received: 1, emitted: 1, errors: 1, backlog: true}, time.Hour)
+	expected := expectedPoll("partial", pollStats{requests: 1, received: 1, emitted: 1, errors: 1}, time.Hour)
 	expected.SetTime(fixedNow.Add(time.Hour))
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{expected}, pollMetrics(&failed), testutil.IgnoreFields("duration_seconds"))
 }
@@ -402,4 +404,40 @@ func TestMalformedAnswerIsRetriedFirst(t *testing.T) {
 	require.Contains(t, logger.Warnings()[0], "Retry 1 of 3")
 	require.Contains(t, logger.Warnings()[0], "invalid JSON")
 	require.Zero(t, plugin.cursor.pending, "the window is read whole")
+}
+
+// Identities that JSON would escape or alter (controls, HTML characters,
+// invalid UTF-8) are held as a hash, so that the state file holds each as it
+// is, in its length: after a restart the repeats are still dropped.
+func TestIdentitiesJSONWouldAlterSurviveARestart(t *testing.T) {
+	at := fixedNow.Add(-5 * time.Minute).Format(time.RFC3339Nano)
+	ids := []string{"da637:1", `a\u0001b`, "<&>", `quote\"`, `\u2028`, strings.Repeat(`\u001f`, 500)} // as JSON spells them
+	records := make([]string, 0, len(ids))
+	for _, id := range ids {
+		records = append(records, `{"FullId":"`+id+`","LastProcessedTimeUtc":"`+at+`"}`)
+	}
+	body := "[" + strings.Join(records, ",") + "]"
+	server := stub(t, func(w http.ResponseWriter, _ *http.Request) { respond(t, w, []byte(body)) })
+	stateFile := filepath.Join(t.TempDir(), "state.json")
+	withState := func(m *MicrosoftDefender) { m.StateFile = stateFile }
+
+	first := stubbedPlugin(t, server, &testutil.CaptureLogger{}, withState)
+	require.Len(t, emittedIDs(gatherOK(t, first)), len(ids))
+	first.Stop()
+	require.Contains(t, first.cursor.seen, "da637:1")
+	for id := range first.cursor.seen {
+		require.Regexp(t, `^(sha256:[0-9a-f]{64}|da637:1)$`, id)
+	}
+	saved, err := os.ReadFile(stateFile)
+	require.NoError(t, err)
+	require.NotContains(t, string(saved), `\`, "no id takes more room in the state file than in memory")
+
+	second := stubbedPlugin(t, server, &testutil.CaptureLogger{}, withState, func(m *MicrosoftDefender) {
+		m.now = func() time.Time { return fixedNow.Add(time.Minute) }
+	})
+	acc := gatherOK(t, second)
+	second.Stop()
+	require.Empty(t, emittedIDs(acc), "repeats are dropped after the restart")
+	duplicates, _ := pollMetrics(acc)[0].GetField("duplicates_dropped")
+	require.Equal(t, int64(len(ids)), duplicates)
 }

@@ -1,29 +1,16 @@
 package microsoft_defender
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"strconv"
 	"time"
-
-	"github.com/influxdata/telegraf"
 )
 
 // siemTimeLayout is how request bounds are sent: UTC, 7 fractional digits, Z.
 const siemTimeLayout = "2006-01-02T15:04:05.0000000Z"
-
-// siemRegions are the documented hosts of the SIEM alerts API.
-var siemRegions = map[string]string{
-	"eu":       "https://wdatp-alertexporter-eu.windows.com/api/alerts",
-	"us":       "https://wdatp-alertexporter-us.windows.com/api/alerts",
-	"uk":       "https://wdatp-alertexporter-uk.windows.com/api/alerts",
-	"gcc":      "https://wdatp-alertexporter-us.gcc.securitycenter.windows.us/api/alerts",
-	"gcc-high": "https://wdatp-alertexporter-us.securitycenter.windows.us/api/alerts",
-}
 
 // siemReader reads the SIEM alerts API from a chunk's newest detection down: the API answers the newest
 // `limit`, so after a full answer the chunk's upper bound moves down to the oldest seen.
@@ -285,35 +272,5 @@ func (*siemReader) decode(c *chunk, body io.Reader, emit func(record) bool) erro
 		if !emit(&d) {
 			return nil
 		}
-	}
-}
-
-// siemStatusMeaning says what an HTTP status of the SIEM API means.
-func siemStatusMeaning(status int) string {
-	return cmp.Or(map[int]string{
-		http.StatusUnauthorized: "the token is invalid or expired, or the request is malformed",
-		http.StatusForbidden:    "the app lacks permission, or the tenant is not managed by this API or was deleted",
-		http.StatusNotFound:     "no alerts API at this address: check region or endpoint_url",
-	}[status], commonStatusMeaning(status))
-}
-
-// cursorTime is LastProcessedTimeUtc, or the window's end (placeIn).
-func (d *detection) cursorTime() time.Time {
-	if !d.cursorAt.IsZero() {
-		return d.cursorAt
-	}
-	return d.lastProcessed
-}
-
-func (d *detection) inWindow() bool                      { return d.cursorAt.IsZero() }
-func (d *detection) problems() *recordProblems           { return &d.issues }
-func (d *detection) metric() (telegraf.Metric, []string) { return alertMetric(d) }
-func (d *detection) countKey() countKey                  { return countKeyOf(d) }
-
-// placeIn keeps the cursor inside the window [since, until] asked: a time outside it, or none, is not
-// trusted; until keeps it remembered long enough.
-func (d *detection) placeIn(since, until time.Time) {
-	if d.lastProcessed.IsZero() || d.lastProcessed.Before(since) || d.lastProcessed.After(until) {
-		d.cursorAt = until
 	}
 }
