@@ -44,8 +44,9 @@ func TestFirstRunRejectionReadsTheFirstWindowAgain(t *testing.T) {
 	plugin.now = func() time.Time { return fixedNow.Add(10 * time.Minute) }
 	before := len(acc.GetTelegrafMetrics())
 	require.NoError(t, plugin.Gather(acc))
-	var again []string
-	for _, m := range alerts(acc, before) {
+	sent := alerts(acc, before)
+	again := make([]string, 0, len(sent))
+	for _, m := range sent {
 		id, _ := m.GetField("full_id")
 		again = append(again, id.(string))
 	}
