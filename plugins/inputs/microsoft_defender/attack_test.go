@@ -240,3 +240,30 @@ func TestGraphChainLongerThanAPollIsNoWall(t *testing.T) {
 		require.Equal(t, 1, emitted[fmt.Sprintf("v%02d", i)], "every version of the instant once: %v", emitted)
 	}
 }
+
+// machine_groups on Graph keeps an alert by its FIRST device evidence's
+// rbacGroupName. An alert on two devices (lateral movement, a multi-device
+// incident's alert), the second of them in the configured group, is left
+// out: a user reading one machine group never sees an alert on one of its
+// machines. The SIEM API filtered server-side on the detection's machine.
+func TestGraphMachineGroupsSeeEveryDeviceOfAnAlert(t *testing.T) {
+	at := fixedNow.Add(-time.Hour)
+	device := func(name, group string) string {
+		return fmt.Sprintf(`{"@odata.type":"#microsoft.graph.security.deviceEvidence","deviceDnsName":%q,"rbacGroupName":%q}`, name, group)
+	}
+	plugin, _, _ := graphStub(t, func(_ *http.Request, from, to time.Time) string {
+		if at.Before(from) || !at.Before(to) {
+			return `{"value":[]}`
+		}
+		return fmt.Sprintf(`{"value":[{"id":"a1","lastUpdateDateTime":%q,"evidence":[%s,%s]}]}`,
+			at.Format(time.RFC3339Nano), device("ws1.corp", "Workstations"), device("dc1.corp", "Domain Controllers"))
+	}, func(m *MicrosoftDefender) { m.MachineGroups = []string{"Domain Controllers"} })
+	acc := gatherOK(t, plugin)
+	var ids []any
+	for _, m := range acc.GetTelegrafMetrics() {
+		if id, ok := m.GetField("alert_id"); ok {
+			ids = append(ids, id)
+		}
+	}
+	require.Equal(t, []any{"a1"}, ids, "the alert touches a machine of the group")
+}
