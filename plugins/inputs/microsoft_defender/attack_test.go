@@ -267,3 +267,29 @@ func TestGraphMachineGroupsSeeEveryDeviceOfAnAlert(t *testing.T) {
 	}
 	require.Equal(t, []any{"a1"}, ids, "the alert touches a machine of the group")
 }
+
+// A SIEM detection's point is the second of its AlertTime plus a fraction
+// hashed from its AlertId and, below 100 ns, its AlertPart modulo 100: the
+// detections 1 and 101 of one alert, detected in the same second, share one
+// point, and a database keeping one point per series and time (InfluxDB,
+// OpenSearch with force_document_id) keeps only the last. Hashing the
+// detection's identity (FullId) would keep them apart as it does alerts.
+func TestSIEMDetectionsOfOneAlertKeepTheirOwnPoints(t *testing.T) {
+	at := fixedNow.Add(-10 * time.Minute).Format(time.RFC3339Nano)
+	detection := func(part int) string {
+		return fmt.Sprintf(`{"AlertId":"da1","FullId":"da1:ioc%d","IocUniqueId":"ioc%d","AlertPart":%d,"Severity":"High","Category":"Ransomware",`+
+			`"AlertTime":%q,"LastProcessedTimeUtc":%q}`, part, part, part, at, at)
+	}
+	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
+		respond(t, w, []byte("["+detection(1)+","+detection(101)+"]"))
+	})
+	acc := gatherOK(t, stubbedPlugin(t, server, &testutil.CaptureLogger{}))
+	points := make(map[string][]string)
+	for _, m := range acc.GetTelegrafMetrics() {
+		if id, ok := m.GetField("full_id"); ok {
+			key := fmt.Sprint(m.Name(), m.Tags(), m.Time().UnixNano())
+			points[key] = append(points[key], id.(string))
+		}
+	}
+	require.Len(t, points, 2, "two detections, two points: %v", points)
+}
