@@ -305,6 +305,9 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 			"or the state was edited; reading on from %s, the oldest time the API holds", at.Format(time.RFC3339), apiRetention/(24*time.Hour),
 			oldest.Format(time.RFC3339)))
 	}
+	if d := m.delivery; d != nil && d.confirmed == (position{}) && m.cursor.next(end) != nil {
+		d.confirmed = positionOf(m.cursor) // a first run goes back to where it began, not to a later initial_lookback
+	}
 	p := &poll{
 		reader: m.reader, client: m.client, cursor: m.cursor, limiter: m.limiter,
 		log: m.Log, acc: acc, now: m.now, sleep: m.sleep, maxRetries: m.MaxRetries,
