@@ -154,13 +154,13 @@ var (
 // noted. Memory holds what the fields keep, which maxRecordBytes caps, and
 // the token being read, which jsontext holds whole (go.dev/issue/56733).
 type recordReader struct {
-	dec      *jsontext.Decoder
-	opts     jsonv2.Options
-	names    []taggedField   // of the record's fields
-	start    int64           // of the record being read
-	issues   *recordProblems // of the record being read
-	alert    *graphAlert     // being read, for its evidence
-	evidence []byte          // its evidence kept so far
+	dec          *jsontext.Decoder
+	opts         jsonv2.Options
+	names        []taggedField   // of the record's fields
+	start        int64           // of the record being read
+	issues       *recordProblems // of the record being read
+	keepEvidence bool            // an alert's evidence is kept, to be emitted
+	evidence     []byte          // the evidence kept so far
 }
 
 func newRecordReader(body io.Reader, names []taggedField) *recordReader {
@@ -310,8 +310,6 @@ func (r *recordReader) unmarshalStrings(dec *jsontext.Decoder, v *[]string) erro
 	*v = list
 	return nil
 }
-
-const maxEvidenceBytes = 4 * maxFieldBytes
 
 // expectEnd refuses anything but whitespace after the answer's value: a
 // second answer or garbage means this one cannot be trusted whole.

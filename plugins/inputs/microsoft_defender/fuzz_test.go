@@ -287,7 +287,7 @@ func FuzzDecodeGraphPage(f *testing.F) {
 		var want []graphAlert
 		wantNext, wantErr := decodeGraphPageWithEncodingJSON(data, func(a *graphAlert) { want = append(want, *a) })
 		var got []graphAlert
-		next, err := decodeGraphPage(iotest.OneByteReader(bytes.NewReader(data)), func(a *graphAlert) bool {
+		next, err := decodeGraphPage(iotest.OneByteReader(bytes.NewReader(data)), true, func(a *graphAlert) bool {
 			got = append(got, *a)
 			return true
 		})
@@ -304,7 +304,7 @@ func FuzzDecodeGraphPage(f *testing.F) {
 		// A handler that stops at the first alert ends the page there.
 		if len(want) > 0 {
 			var first []graphAlert
-			next, err := decodeGraphPage(bytes.NewReader(data), func(a *graphAlert) bool {
+			next, err := decodeGraphPage(bytes.NewReader(data), true, func(a *graphAlert) bool {
 				first = append(first, *a)
 				return false
 			})
@@ -412,10 +412,9 @@ func evidenceWithEncodingJSON(a *graphAlert, key string, value json.RawMessage) 
 		kept = append(kept, raw...)
 	}
 	kept = append(kept, ']')
-	a.evidenceCount, a.device = len(all), device
-	a.Evidence, a.evidenceLeftOut = kept, len(kept) > maxEvidenceBytes
-	if a.evidenceLeftOut {
-		a.Evidence = nil
+	a.Evidence = alertEvidence{raw: kept, device: device, count: len(all), leftOut: len(kept) > maxEvidenceBytes}
+	if a.Evidence.leftOut {
+		a.Evidence.raw = nil
 	}
 	return true, true
 }
@@ -424,8 +423,8 @@ func cloneGraphAlert(a graphAlert) graphAlert { //nolint:gocritic // a value, as
 	if a.MitreTechniques != nil {
 		a.MitreTechniques = append(make([]string, 0, len(a.MitreTechniques)), a.MitreTechniques...)
 	}
-	if a.Evidence != nil {
-		a.Evidence = append(make(json.RawMessage, 0, len(a.Evidence)), a.Evidence...)
+	if a.Evidence.raw != nil {
+		a.Evidence.raw = append(make(json.RawMessage, 0, len(a.Evidence.raw)), a.Evidence.raw...)
 	}
 	return a
 }

@@ -48,36 +48,39 @@ func (v *graphVersion) problems() *recordProblems { return &v.issues }
 // graphAlert is one version of a Graph security alert.
 type graphAlert struct {
 	graphVersion
-	ProviderAlertID       string          `json:"providerAlertId"`
-	IncidentID            string          `json:"incidentId"`
-	TenantID              string          `json:"tenantId"`
-	Status                string          `json:"status"`
-	Severity              string          `json:"severity"`
-	Classification        string          `json:"classification"`
-	Determination         string          `json:"determination"`
-	ServiceSource         string          `json:"serviceSource"`
-	DetectionSource       string          `json:"detectionSource"`
-	DetectorID            string          `json:"detectorId"`
-	Category              string          `json:"category"`
-	Title                 string          `json:"title"`
-	Description           string          `json:"description"`
-	RecommendedActions    string          `json:"recommendedActions"`
-	AlertWebURL           string          `json:"alertWebUrl"`
-	IncidentWebURL        string          `json:"incidentWebUrl"`
-	ActorDisplayName      string          `json:"actorDisplayName"`
-	ThreatDisplayName     string          `json:"threatDisplayName"`
-	ThreatFamilyName      string          `json:"threatFamilyName"`
-	MitreTechniques       []string        `json:"mitreTechniques"`
-	AssignedTo            string          `json:"assignedTo"`
-	ResolvedDateTime      string          `json:"resolvedDateTime"`
-	FirstActivityDateTime string          `json:"firstActivityDateTime"`
-	LastActivityDateTime  string          `json:"lastActivityDateTime"`
-	Evidence              json.RawMessage `json:"evidence"`
+	ProviderAlertID       string        `json:"providerAlertId"`
+	IncidentID            string        `json:"incidentId"`
+	TenantID              string        `json:"tenantId"`
+	Status                string        `json:"status"`
+	Severity              string        `json:"severity"`
+	Classification        string        `json:"classification"`
+	Determination         string        `json:"determination"`
+	ServiceSource         string        `json:"serviceSource"`
+	DetectionSource       string        `json:"detectionSource"`
+	DetectorID            string        `json:"detectorId"`
+	Category              string        `json:"category"`
+	Title                 string        `json:"title"`
+	Description           string        `json:"description"`
+	RecommendedActions    string        `json:"recommendedActions"`
+	AlertWebURL           string        `json:"alertWebUrl"`
+	IncidentWebURL        string        `json:"incidentWebUrl"`
+	ActorDisplayName      string        `json:"actorDisplayName"`
+	ThreatDisplayName     string        `json:"threatDisplayName"`
+	ThreatFamilyName      string        `json:"threatFamilyName"`
+	MitreTechniques       []string      `json:"mitreTechniques"`
+	AssignedTo            string        `json:"assignedTo"`
+	ResolvedDateTime      string        `json:"resolvedDateTime"`
+	FirstActivityDateTime string        `json:"firstActivityDateTime"`
+	LastActivityDateTime  string        `json:"lastActivityDateTime"`
+	Evidence              alertEvidence `json:"evidence"`
+}
 
-	device          deviceEvidence // derived by unmarshalEvidence, as are the next two
-	evidenceCount   int
-	evidenceLeftOut bool // the evidence is longer than a field may be
-	includeEvidence bool
+// alertEvidence is what unmarshalEvidence takes from an alert's evidence.
+type alertEvidence struct {
+	raw     json.RawMessage // the array, kept only when it is to be emitted
+	device  deviceEvidence  // the first device evidence
+	count   int
+	leftOut bool // kept, but longer than a field may be
 }
 
 // deviceEvidence is what the mapping takes from the alert's first device evidence.
@@ -92,16 +95,18 @@ func (a *graphAlert) countKey() countKey {
 	return countKey{
 		severity:     strings.ToLower(sanitize(a.Severity, maxTagBytes)),
 		category:     sanitize(a.Category, maxTagBytes),
-		machineGroup: sanitize(a.device.RbacGroupName, maxTagBytes),
+		machineGroup: sanitize(a.Evidence.device.RbacGroupName, maxTagBytes),
 	}
 }
 
 // maxEvidenceBytes bounds the evidence kept; compacted, at most maxFieldBytes are emitted.
+const maxEvidenceBytes = 4 * maxFieldBytes
 
 // unmarshalEvidence counts the alert's evidence, decodes the first device
-// evidence, and keeps the array while it could be emitted; then the rest is
-// skipped. Evidence that does not decode leaves the alert's as it was.
-func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMessage) error {
+// evidence, and keeps the array while it could be emitted, if the reader
+// keeps evidence; then the rest is skipped. Evidence that does not decode
+// leaves v as it was.
+func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, v *alertEvidence) error {
 	switch k := dec.PeekKind(); {
 	case k == 'n':
 		_, err := dec.ReadToken() // null keeps the evidence as it was
@@ -113,7 +118,10 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMes
 		return err
 	}
 	var device deviceEvidence
-	found, problem, count, kept := false, "", 0, append(r.evidence[:0], '[')
+	found, problem, count, kept := false, "", 0, []byte(nil)
+	if r.keepEvidence {
+		kept = append(r.evidence[:0], '[')
+	}
 	for ; dec.PeekKind() != ']'; count++ {
 		if r.over(dec) {
 			return errRecordTooLarge
@@ -161,12 +169,10 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMes
 		r.problem(dec, problem)
 		return nil
 	}
-	a := r.alert
-	a.evidenceCount, a.device, a.evidenceLeftOut = count, device, kept == nil
-	*raw = nil
+	*v = alertEvidence{device: device, count: count, leftOut: r.keepEvidence && kept == nil}
 	if kept != nil {
 		r.evidence = append(kept, ']')
-		*raw = slices.Clone(r.evidence)
+		v.raw = slices.Clone(r.evidence)
 	}
 	return nil
 }
@@ -174,14 +180,12 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, raw *json.RawMes
 // graphAlertNames are the names in the json tags of an alert and its device evidence.
 var graphAlertNames = append(taggedFields(reflect.TypeFor[graphAlert](), "json"), taggedFields(reflect.TypeFor[deviceEvidence](), "json")...)
 
-// decodeGraphPage streams a page's alerts to handle until it returns false, and returns the next link.
-func decodeGraphPage(body io.Reader, handle func(*graphAlert) bool) (string, error) {
+// decodeGraphPage streams a page's alerts to handle until it returns false, and returns the next link;
+// their evidence is kept to be emitted withEvidence.
+func decodeGraphPage(body io.Reader, withEvidence bool, handle func(*graphAlert) bool) (string, error) {
 	r := newRecordReader(body, graphAlertNames)
-	return decodeGraphValue(r, "alert", func() *graphAlert {
-		a := &graphAlert{}
-		r.alert = a
-		return a
-	}, handle)
+	r.keepEvidence = withEvidence
+	return decodeGraphValue(r, "alert", func() *graphAlert { return &graphAlert{} }, handle)
 }
 
 // decodeGraphValue streams the items of a page, {"value": [...], "@odata.nextLink": ...} in
@@ -253,8 +257,8 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 		{"created_date_time", formatTimeAs(a.created, a.CreatedDateTime)},
 		{"alert_title", a.Title},
 		{"description", a.Description},
-		{"computer_dns_name", a.device.DeviceDNSName},
-		{"device_id", a.device.MdeDeviceID},
+		{"computer_dns_name", a.Evidence.device.DeviceDNSName},
+		{"device_id", a.Evidence.device.MdeDeviceID},
 		{"threat_name", a.ThreatDisplayName},
 		{"threat_family", a.ThreatFamilyName},
 		{"detector_id", a.DetectorID},
@@ -276,15 +280,13 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 	} {
 		cut = b.cutField(f.name, f.value, cut)
 	}
-	b.intField("evidence_count", int64(a.evidenceCount))
-	if a.includeEvidence {
-		// Cut JSON is no JSON: evidence longer than a field is left out.
-		var compact bytes.Buffer
-		if a.evidenceLeftOut || len(a.Evidence) > 0 && json.Compact(&compact, a.Evidence) != nil || compact.Len() > maxFieldBytes {
-			cut = append(cut, "evidence (left out)")
-		} else {
-			b.stringField("evidence", compact.String())
-		}
+	b.intField("evidence_count", int64(a.Evidence.count))
+	// Cut JSON is no JSON: evidence longer than a field is left out.
+	var compact bytes.Buffer
+	if e := a.Evidence; e.leftOut || len(e.raw) > 0 && json.Compact(&compact, e.raw) != nil || compact.Len() > maxFieldBytes {
+		cut = append(cut, "evidence (left out)")
+	} else {
+		b.stringField("evidence", compact.String())
 	}
 	return b.metric(), cut
 }

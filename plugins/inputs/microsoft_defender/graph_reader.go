@@ -35,12 +35,10 @@ func newGraphReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
 	return &graphReader{endpoint: endpoint, pageSize: m.PageSize, noun: "alert", maxAlertsPerGather: m.MaxAlertsPerGather,
 		filter: odataAnyOf("serviceSource", m.ServiceSources) + odataAnyOf("severity", m.Severities),
 		decodePage: func(body io.Reader, handle func(record) bool) (string, error) {
-			return decodeGraphPage(body, func(a *graphAlert) bool { return handle(a) })
+			return decodeGraphPage(body, withEvidence, func(a *graphAlert) bool { return handle(a) })
 		},
 		keep: func(r record) bool {
-			a := r.(*graphAlert)
-			a.includeEvidence = withEvidence
-			return len(groups) == 0 || slices.Contains(groups, a.device.RbacGroupName)
+			return len(groups) == 0 || slices.Contains(groups, r.(*graphAlert).Evidence.device.RbacGroupName)
 		},
 	}
 }

@@ -53,7 +53,7 @@ func TestRecordOverTheCapIsSkippedInBoundedMemory(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	var summary []string
-	_, err := decodeGraphPage(page, func(a *graphAlert) bool {
+	_, err := decodeGraphPage(page, true, func(a *graphAlert) bool {
 		summary = append(summary, a.issues.where()+" "+a.ID+" skip="+a.issues.skip)
 		return true
 	})
@@ -155,7 +155,7 @@ func requireLikeEncodingJSON(t *testing.T, body string, chunk int) {
 	wantMeta, err := decodeGraphPageWithEncodingJSON([]byte(body), func(a *graphAlert) { want = append(want, *a) })
 	require.NoError(t, err)
 	var got []graphAlert
-	meta, err := decodeGraphPage(chunkedReader{strings.NewReader(body), chunk}, func(a *graphAlert) bool {
+	meta, err := decodeGraphPage(chunkedReader{strings.NewReader(body), chunk}, true, func(a *graphAlert) bool {
 		got = append(got, *a)
 		return true
 	})
@@ -165,15 +165,14 @@ func requireLikeEncodingJSON(t *testing.T, body string, chunk int) {
 	require.Equal(t, int64(strings.Index(body, `{"id":"b"`)), got[1].issues.offset)
 	require.Equal(t, "mitreTechniques: a JSON string where an array of strings was expected", got[1].issues.String())
 	for i := range got {
-		got[i].includeEvidence, want[i].includeEvidence = true, true
 		gotMetric, gotCut := got[i].metric()
 		wantMetric, wantCut := want[i].metric()
 		testutil.RequireMetricsEqual(t, []telegraf.Metric{wantMetric}, []telegraf.Metric{gotMetric})
 		require.Equal(t, wantCut, gotCut)
-		require.Equal(t, want[i].evidenceCount, got[i].evidenceCount)
+		require.Equal(t, want[i].Evidence.count, got[i].Evidence.count)
 	}
-	require.True(t, got[0].evidenceLeftOut)
-	require.Equal(t, "g", got[0].device.RbacGroupName)
+	require.True(t, got[0].Evidence.leftOut)
+	require.Equal(t, "g", got[0].Evidence.device.RbacGroupName)
 }
 
 // Malformed JSON deep in a long string fails the alert at its byte of the
@@ -188,7 +187,7 @@ func TestMalformedJSONInALongStringIsPlaced(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			body := `{"value":[{"id":"a","title":"` + longString(4*maxFieldBytes) + tt.bad + `"}]}`
-			_, err := decodeGraphPage(strings.NewReader(body), func(*graphAlert) bool { return true })
+			_, err := decodeGraphPage(strings.NewReader(body), true, func(*graphAlert) bool { return true })
 			require.EqualError(t, err, fmt.Sprintf("alert 0: invalid JSON at byte %d: %s", strings.LastIndex(body, tt.bad), tt.want))
 			require.Equal(t, failUnreadable, classify(err).class)
 		})

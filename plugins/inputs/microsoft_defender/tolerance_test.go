@@ -159,7 +159,7 @@ func TestGraphAlertsThatDoNotFitAreNotAWall(t *testing.T) {
 		`{"id":"c","lastUpdateDateTime":"2026-01-01T00:00:00Z","evidence":{}}`,
 	}, ",") + `]}`
 	var got []*graphAlert
-	next, err := decodeGraphPage(strings.NewReader(body), func(a *graphAlert) bool {
+	next, err := decodeGraphPage(strings.NewReader(body), true, func(a *graphAlert) bool {
 		c := *a
 		got = append(got, &c)
 		return true
@@ -179,7 +179,7 @@ func TestGraphAlertsThatDoNotFitAreNotAWall(t *testing.T) {
 		`Alert 4 at byte 224 c skip= invalid=evidence: a JSON object where an array was expected`,
 	}, summary)
 	require.Nil(t, got[0].MitreTechniques)
-	require.Nil(t, got[3].Evidence, "evidence that does not decode is not emitted")
+	require.Nil(t, got[3].Evidence.raw, "evidence that does not decode is not emitted")
 
 	m, _ := got[0].metric()
 	require.Equal(t, "a", m.Fields()["alert_id"])
