@@ -320,12 +320,13 @@ func TestInTreeRestartResumesFromTheStateFiles(t *testing.T) {
 	t.Logf("%d detections, %d Graph versions over two runs", len(siem), len(graph))
 }
 
-var likelyFix = regexp.MustCompile(`(?m)^Likely fix: (.*)$`)
+var tokenFailure = regexp.MustCompile(`(?m)^  token          failed: (.*)$`)
 
 // With startup_error_behavior = "probe", a wrong secret stops the plugin at
-// start-up, and Telegraf's log says why with the fix `telegraf-defender
-// -check` gives for the same section. Telegraf, left without inputs, exits.
-func TestInTreeProbeFailsStartUpWithTheAdviceOfCheck(t *testing.T) {
+// start-up, and Telegraf's log says why and what fixes it, as
+// `telegraf-defender -check` does for the same section. Telegraf, left
+// without inputs, exits.
+func TestInTreeProbeFailsStartUpWithTheMessageOfCheck(t *testing.T) {
 	t.Parallel()
 	sim := simulator.New(simulator.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "right"})
 	server := httptest.NewServer(sim.Handler())
@@ -338,8 +339,11 @@ func TestInTreeProbeFailsStartUpWithTheAdviceOfCheck(t *testing.T) {
 	check, err := exec.Command(binary(t, "telegraf-defender"), "-check", "-config", checkConf).CombinedOutput()
 	var exit *exec.ExitError
 	require.ErrorAs(t, err, &exit, "-check must fail:\n%s", check)
-	fix := likelyFix.FindStringSubmatch(string(check))
-	require.NotNil(t, fix, "-check gave no fix:\n%s", check)
+	failed := tokenFailure.FindStringSubmatch(string(check))
+	require.NotNil(t, failed, "-check gave no token failure:\n%s", check)
+	require.Equal(t, "token request to "+strings.TrimPrefix(server.URL, "http://")+" failed: HTTP 401 Unauthorized: invalid_client "+
+		"(AADSTS7000215). The client secret is wrong, or is the secret's ID rather than its value: create a new client secret "+
+		"for the app and set its value as client_secret", failed[1])
 
 	a := startInTree(t, dir, "telegraf", "[agent]\n"+section+`  startup_error_behavior = "probe"
 `)
@@ -351,9 +355,7 @@ func TestInTreeProbeFailsStartUpWithTheAdviceOfCheck(t *testing.T) {
 		t.Fatalf("telegraf still runs 30s after its only input failed to start; its log:\n%s", a.stderr.String())
 	}
 	log := a.stderr.String()
-	require.Contains(t, log, "I! [agent] Failed to probe inputs.microsoft_defender, shutting down plugin: token: token request to "+
-		strings.TrimPrefix(server.URL, "http://")+" failed: HTTP 401 Unauthorized: invalid_client (AADSTS7000215). ")
-	require.Contains(t, log, ". Likely fix: "+fix[1]+"\n")
+	require.Contains(t, log, "I! [agent] Failed to probe inputs.microsoft_defender, shutting down plugin: token: "+failed[1]+"\n")
 	require.NotContains(t, log, "wrong-secret-value")
 	require.Empty(t, a.metrics(t))
 	for _, r := range sim.Requests() {

@@ -193,15 +193,16 @@ func TestCheckClientCertificate(t *testing.T) {
 		{"Graph API", s.graphConf(s.signIn() + fmt.Sprintf("  auth_method = \"client_certificate\"\n  client_certificate = %q", pemFile)), true,
 			[]string{"A poll would succeed."}},
 		{"certificate not registered", cert(sniFile), false, []string{
-			"  token          failed: client certificate: token request to " + host + " failed: HTTP 401 Unauthorized: invalid_client (AADSTS700027)",
+			"  token          failed: client certificate: token request to " + host + " failed: HTTP 401 Unauthorized: invalid_client (AADSTS700027). " +
+				"Azure AD refused the certificate: register the one in client_certificate on the app (Certificates & secrets), " +
+				"a new one if it expired, or set send_certificate_chain = true for subject name/issuer authentication\n",
 			"  request        skipped",
-			"Likely fix: Azure AD refused the certificate (AADSTS700027): register the one in client_certificate on the app",
 		}},
 		{"subject name/issuer with the chain", cert(sniFile, "  send_certificate_chain = true"), true, []string{"A poll would succeed."}},
 		{"expired certificate", cert(expiredFile), false, []string{
-			"failed: HTTP 401 Unauthorized: invalid_client (AADSTS700027)",
-			"Likely fix: Azure AD refused the certificate (AADSTS700027): register the one in client_certificate on the app " +
-				"(Certificates & secrets), a new one if it expired",
+			"  token          failed: client certificate: token request to " + host + " failed: HTTP 401 Unauthorized: invalid_client (AADSTS700027). " +
+				"Azure AD refused the certificate: register the one in client_certificate on the app (Certificates & secrets), " +
+				"a new one if it expired, or set send_certificate_chain = true for subject name/issuer authentication\n",
 		}},
 		{"key not matching the certificate", cert(mismatched), false, []string{
 			"  configuration  client_certificate \"" + mismatched + "\": the private key does not match the certificate",
@@ -210,10 +211,12 @@ func TestCheckClientCertificate(t *testing.T) {
 			"  configuration  client_certificate \"" + filepath.Join(s.dir, "absent.pem") + "\": no such file or directory",
 		}},
 		{"wrong app", strings.Replace(cert(pemFile), simClientID, "99999999-2222-3333-4444-555555555555", 1), false, []string{
-			"AADSTS700016", "Likely fix: No app with this client_id exists in the tenant (AADSTS700016)",
+			"  token          failed: client certificate: token request to " + host + " failed: HTTP 400 Bad Request: unauthorized_client " +
+				"(AADSTS700016). No app with this client_id exists in the tenant: check client_id, and that tenant_id is the app's tenant\n",
 		}},
 		{"wrong tenant", strings.Replace(cert(pemFile), `tenant_id = "contoso"`, `tenant_id = "fabrikam"`, 1), false, []string{
-			"AADSTS90002", "Likely fix: The tenant does not exist (AADSTS90002)",
+			"  token          failed: client certificate: token request to " + host + " failed: HTTP 400 Bad Request: invalid_request " +
+				"(AADSTS90002). The tenant does not exist: check tenant_id, and that login_endpoint (or region) is the tenant's cloud\n",
 		}},
 		{"plain http sign-in off loopback", strings.Replace(cert(pemFile), "login_endpoint = \""+s.server.URL, "login_endpoint = \"http://10.0.0.1", 1), false,
 			[]string{`  configuration  login_endpoint "http://10.0.0.1" uses plain http to a host that is not loopback: use https`}},
@@ -284,6 +287,8 @@ func TestCertificateTokenIsCachedAndRenewedAfter401(t *testing.T) {
 	require.NotEqual(t, requests[0].PostForm.Get("client_assertion"), requests[1].PostForm.Get("client_assertion"))
 }
 
+const notAssigned = "The managed identity is not assigned to this resource: enable the system-assigned one, or assign the user-assigned one\n"
+
 func TestCheckManagedIdentity(t *testing.T) {
 	ca := testCA(t)
 	const resourceID = "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/telegraf"
@@ -304,8 +309,7 @@ func TestCheckManagedIdentity(t *testing.T) {
 		{"user-assigned by client id", mi(`  client_id = "aaaaaaaa-0000-0000-0000-000000000001"`), true, []string{"A poll would succeed."}},
 		{"user-assigned by resource id", mi(`  managed_identity_resource_id = "` + resourceID + `"`), true, []string{"A poll would succeed."}},
 		{"identity not assigned", mi(`  client_id = "bbbbbbbb-0000-0000-0000-000000000002"`), false, []string{
-			"  token          failed: managed identity: token request to " + host + " failed: HTTP 400 Bad Request.\n",
-			"Likely fix: The managed identity is not assigned to this resource: enable the system-assigned identity",
+			"  token          failed: managed identity: token request to " + host + " failed: HTTP 400 Bad Request. " + notAssigned,
 		}},
 		{"both identity keys", mi("  client_id = \"a\"\n  managed_identity_resource_id = \"b\""), false, []string{
 			"  configuration  client_id and managed_identity_resource_id cannot both be set",
@@ -324,12 +328,12 @@ func TestCheckManagedIdentity(t *testing.T) {
 		status int
 		want   []string
 	}{
-		{http.StatusBadRequest, []string{"HTTP 400 Bad Request.\n",
-			"Likely fix: The managed identity is not assigned"}},
-		{http.StatusNotFound, []string{"HTTP 404 Not Found.\n",
-			"Likely fix: The sign-in service refused the request: see its message above."}},
-		{http.StatusInternalServerError, []string{"HTTP 500 Internal Server Error.\n",
-			"Likely fix: The sign-in service is throttling or failing for now: try again later."}},
+		{http.StatusBadRequest, []string{"  token          failed: managed identity: token request to " + host +
+			" failed: HTTP 400 Bad Request. " + notAssigned}},
+		{http.StatusNotFound, []string{"  token          failed: managed identity: token request to " + host +
+			" failed: HTTP 404 Not Found\n  request        skipped\n"}},
+		{http.StatusInternalServerError, []string{"  token          failed: managed identity: token request to " + host +
+			" failed: HTTP 500 Internal Server Error\n  request        skipped\n"}},
 	} {
 		s.sim.FailManagedIdentity(tt.status, 1)
 		runChecks(t, []checkCase{{fmt.Sprintf("endpoint answers %d", tt.status), mi(""), false, tt.want}}, miHeader)
@@ -342,8 +346,9 @@ func TestCheckManagedIdentity(t *testing.T) {
 	require.NoError(t, ln.Close())
 	t.Setenv("IDENTITY_ENDPOINT", down)
 	runChecks(t, []checkCase{{"endpoint down", mi(""), false, []string{
-		"  token          failed: managed identity: token request to " + downHost + " failed: dial tcp",
-		"Likely fix: No managed identity endpoint answered: the plugin runs outside Azure, or IMDS (169.254.169.254) is blocked",
+		"  token          failed: managed identity: token request to " + downHost + " failed: dial tcp " + downHost + ": connect: connection " +
+			"refused. No managed identity endpoint answered: the plugin runs outside Azure, or a firewall or proxy blocks IMDS " +
+			"(169.254.169.254: add it to NO_PROXY); on App Service, Functions or Arc IDENTITY_ENDPOINT must be set\n",
 	}}}, miHeader)
 }
 
@@ -393,16 +398,17 @@ func TestCheckWorkloadIdentity(t *testing.T) {
 		{"Graph API", s.graphConf(s.signIn() + fmt.Sprintf("  auth_method = \"workload_identity\"\n  federated_token_file = %q", validFile)), true,
 			[]string{"A poll would succeed."}},
 		{"federated token expired", wi(expiredFile), false, []string{
-			"  token          failed: workload identity: token request to " + host + " failed: HTTP 400 Bad Request: invalid_client (AADSTS700024)",
-			"Likely fix: The federated token has expired (AADSTS700024)",
+			"  token          failed: workload identity: token request to " + host + " failed: HTTP 400 Bad Request: invalid_client " +
+				"(AADSTS700024). The federated token has expired: federated_token_file must be the token the kubelet rotates\n",
 		}},
 		{"no federated credential for the subject", wi(strangerFile), false, []string{
-			"failed: HTTP 400 Bad Request: invalid_client (AADSTS70021)",
-			"Likely fix: No federated credential of the app matches the token (AADSTS70021)",
+			"  token          failed: workload identity: token request to " + host + " failed: HTTP 400 Bad Request: invalid_client " +
+				"(AADSTS70021). No federated credential of the app matches the token: add one with the cluster's OIDC issuer, the " +
+				"subject system:serviceaccount:NAMESPACE:NAME and the audience api://AzureADTokenExchange\n",
 		}},
 		{"federated token file missing", wi(absent), false, []string{
-			"  token          failed: workload identity: reading federated_token_file \"" + absent + "\": no such file or directory",
-			"Likely fix: The sign-in could not start: see the message above",
+			"  token          failed: workload identity: reading federated_token_file \"" + absent + "\": no such file or directory\n" +
+				"  request        skipped\n",
 		}},
 		{"no tenant", s.conf("  auth_method = \"workload_identity\""), false, []string{
 			`  configuration  auth_method = "workload_identity" needs tenant_id, client_id, federated_token_file ` +

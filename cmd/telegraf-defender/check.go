@@ -15,7 +15,8 @@ import (
 
 // check validates the configuration, fetches a token and sends one minimal
 // request, and writes a plain diagnosis: which step failed, what the
-// service said and the likely fix. It reports whether a poll would succeed.
+// service said and, where known, what fixes it. It reports whether a poll
+// would succeed.
 func check(w io.Writer, configFile string) bool {
 	fmt.Fprintf(w, "Checking %s\n", configFile)
 	input, err := loadInput(configFile)
@@ -58,7 +59,8 @@ func check(w io.Writer, configFile string) bool {
 		fmt.Fprintln(w, "A poll would succeed.")
 		return true
 	}
-	step, cause, fix := splitProbeError(err.Error())
+	// The probe's error is "<step>: <error>", the error saying what fixes it where that is known.
+	step, cause, _ := strings.Cut(err.Error(), ": ")
 	if step == "token" {
 		report(w, "token", "failed: "+oneLine(cause))
 		report(w, "request", "skipped")
@@ -66,30 +68,8 @@ func check(w io.Writer, configFile string) bool {
 		report(w, "token", "ok")
 		report(w, "request", "failed: "+oneLine(cause))
 	}
-	fmt.Fprintln(w, "Likely fix: "+fix)
 	return false
 }
-
-// splitProbeError takes apart the error of the plugin's Probe, which has the
-// form "<step>: <what went wrong>. Likely fix: <fix>" because Telegraf logs
-// only that message when a probe fails its start-up.
-func splitProbeError(msg string) (step, cause, fix string) {
-	step, rest, found := strings.Cut(msg, ": ")
-	if !found {
-		return "", msg, unknownFix
-	}
-	i := strings.LastIndex(rest, likelyFix)
-	if i < 0 {
-		return step, rest, unknownFix
-	}
-	// The sentence's full stop is the one the message shares with the fix.
-	return step, rest[:i] + ".", rest[i+len(likelyFix):]
-}
-
-const (
-	likelyFix  = ". Likely fix: "
-	unknownFix = "none known: the message above says what failed."
-)
 
 // loadInput reads the configuration as the shim does, after refusing keys
 // the shim would ignore.

@@ -18,8 +18,8 @@ import (
 	"github.com/sectelemetry/telegraf-defender/plugins/inputs/microsoft_defender"
 )
 
-// -check against the simulator's failure modes: each names the failed step,
-// what the service said and the likely fix, and passes only when a poll
+// -check against the simulator's failure modes: each names the failed step
+// and what the service said with the fix, and passes only when a poll
 // would succeed.
 func TestCheck(t *testing.T) {
 	sim := simulator.New(simulator.Config{TenantID: "contoso", ClientID: "app", ClientSecret: "right-secret", Rate: 10, History: time.Hour})
@@ -45,27 +45,28 @@ func TestCheck(t *testing.T) {
 			"Likely fix: correct the configuration key the message names",
 		}},
 		{"expired secret", siem(`  client_secret = "old-secret"`), false, []string{
-			"  token          failed: token request to " + host + " failed: HTTP 401 Unauthorized: invalid_client (AADSTS7000215)",
-			"  request        skipped",
-			"Likely fix: Azure AD refused the client secret (AADSTS7000215)",
+			"  token          failed: token request to " + host + " failed: HTTP 401 Unauthorized: invalid_client (AADSTS7000215). " +
+				"The client secret is wrong, or is the secret's ID rather than its value: create a new client secret for the app " +
+				"and set its value as client_secret\n  request        skipped\n",
 		}},
 		{"wrong tenant", strings.Replace(siem(`  client_secret = "right-secret"`), `tenant_id = "contoso"`, `tenant_id = "fabrikam"`, 1), false, []string{
-			"HTTP 400 Bad Request: invalid_request (AADSTS90002)",
-			"Likely fix: The tenant does not exist (AADSTS90002): check tenant_id, and that login_endpoint (or region) is the tenant's cloud",
+			"  token          failed: token request to " + host + " failed: HTTP 400 Bad Request: invalid_request (AADSTS90002). " +
+				"The tenant does not exist: check tenant_id, and that login_endpoint (or region) is the tenant's cloud\n",
 		}},
 		{"unknown app", strings.Replace(siem(`  client_secret = "right-secret"`), `client_id = "app"`, `client_id = "other"`, 1), false, []string{
-			"AADSTS700016",
-			"Likely fix: No app with this client_id exists in the tenant (AADSTS700016)",
+			"  token          failed: token request to " + host + " failed: HTTP 400 Bad Request: unauthorized_client (AADSTS700016). " +
+				"No app with this client_id exists in the tenant: check client_id, and that tenant_id is the app's tenant\n",
 		}},
 		{"scope for Graph on the SIEM API",
 			siem(`  client_secret = "right-secret"` + "\n  scopes = [\"https://graph.microsoft.com/.default\"]"), false, []string{
 				"  token          ok",
-				"  request        failed: SIEM API at " + host + " answered 401 Unauthorized",
-				"Likely fix: The API refused the token: it was issued for another audience. For the SIEM API the resource is https://graph.windows.net",
+				"  request        failed: SIEM API at " + host + " answered 401 Unauthorized (the token is invalid or expired, was issued " +
+					"for another audience (the SIEM API's is https://graph.windows.net), or the request is malformed): " +
+					`body "Invalid audience \"https://graph.microsoft.com\"."` + "\n",
 			}},
 		{"SIEM API retired for the tenant", strings.Replace(siem(`  client_secret = "right-secret"`), "/api/alerts", "/api/retired", 1), false, []string{
-			"answered 404 Not Found",
-			"if it is retired for this tenant, use api = \"graph\"",
+			"  request        failed: SIEM API at " + host + " answered 404 Not Found (no alerts API at this address: check region or " +
+				`endpoint_url; if it is retired for this tenant, use api = "graph"): body "404 page not found"` + "\n",
 		}},
 		{"graph", fmt.Sprintf("[[inputs.microsoft_defender]]\n  api = \"graph\"\n  endpoint_url = %q\n  login_endpoint = %q\n"+
 			"  scopes = [\"https://graph.microsoft.com/.default\"]\n  tenant_id = \"contoso\"\n  client_id = \"app\"\n  client_secret = \"right-secret\"\n",

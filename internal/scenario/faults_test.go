@@ -94,7 +94,8 @@ func TestFaultScenarios(t *testing.T) {
 				}
 			},
 			warnings: []string{`W! [] Retrying at once with a new token: SIEM API at 127.0.0.1`,
-				`answered 401 Unauthorized (the token is invalid or expired, or the request is malformed): ` +
+				`answered 401 Unauthorized (the token is invalid or expired, was issued for another audience (the SIEM API's is ` +
+					`https://graph.windows.net), or the request is malformed): ` +
 					`body "The access token has expired."`},
 		},
 		{

@@ -58,15 +58,14 @@ func TestProbeSendsOneMinimalRequest(t *testing.T) {
 }
 
 // Telegraf logs only the error of a failed probe (startup_error_behavior =
-// "probe"), so the error carries the fix that -check prints.
+// "probe"): the step and the error, which carries the fix, as -check prints it.
 func TestProbeErrorCarriesTheFix(t *testing.T) {
 	bubble(t, func(t *testing.T) {
 		s := newScenario(t, simulator.Config{Seed: 3, Rate: 10, History: time.Hour})
 		p := s.plugin(func(m *MicrosoftDefender) { m.ClientSecret = config.NewSecret([]byte("wrong-secret")) })
 		err := p.Probe()
 		require.EqualError(t, err, "token: token request to "+simHost+
-			" failed: HTTP 401 Unauthorized: invalid_client (AADSTS7000215). Likely fix: Azure AD refused the "+
-			"client secret (AADSTS7000215): it is wrong, or it is the secret's ID rather than its value. Create a new client "+
-			"secret for the app and set its value as client_secret.")
+			" failed: HTTP 401 Unauthorized: invalid_client (AADSTS7000215). The client secret is wrong, or is the secret's ID "+
+			"rather than its value: create a new client secret for the app and set its value as client_secret")
 	})
 }

@@ -157,11 +157,14 @@ func TestTokenEndpointErrors(t *testing.T) {
 		want      string
 	}{
 		{"wrong secret", func(m *MicrosoftDefender) { m.ClientSecret = config.NewSecret([]byte("wrong-" + testClientSecret)) },
-			"token request to %s failed: HTTP 401 Unauthorized: invalid_client (AADSTS7000215)"},
+			"token request to %s failed: HTTP 401 Unauthorized: invalid_client (AADSTS7000215). The client secret is wrong, or is the " +
+				"secret's ID rather than its value: create a new client secret for the app and set its value as client_secret"},
 		{"unknown app", func(m *MicrosoftDefender) { m.ClientID = "11111111-2222-3333-4444-555555555555" },
-			"token request to %s failed: HTTP 400 Bad Request: unauthorized_client (AADSTS700016)"},
+			"token request to %s failed: HTTP 400 Bad Request: unauthorized_client (AADSTS700016). No app with this client_id exists " +
+				"in the tenant: check client_id, and that tenant_id is the app's tenant"},
 		{"unknown tenant", func(m *MicrosoftDefender) { m.TenantID = "fabrikam.onmicrosoft.com" },
-			"token request to %s failed: HTTP 400 Bad Request: invalid_request (AADSTS90002)"},
+			"token request to %s failed: HTTP 400 Bad Request: invalid_request (AADSTS90002). The tenant does not exist: check " +
+				"tenant_id, and that login_endpoint (or region) is the tenant's cloud"},
 		{"scope without .default", func(m *MicrosoftDefender) { m.Scopes = []string{"https://graph.windows.net"} },
 			"token request to %s failed: HTTP 400 Bad Request: invalid_scope (AADSTS1002012)"},
 		{"expired refresh token", func(m *MicrosoftDefender) {

@@ -378,7 +378,7 @@ func (t *signInTransport) Do(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// tokenError is a failed sign-in. Its message names the method, host, status, OAuth code and AADSTS number only.
+// tokenError is a failed sign-in. Its message names the method, host, status, OAuth code and AADSTS number, and a known fix.
 type tokenError struct {
 	method     string // e.g. "managed identity"; empty for the methods signing in with a client secret
 	host       string // empty when no request was sent
@@ -398,10 +398,37 @@ func (e *tokenError) Error() string {
 	if e.host != "" {
 		msg = "token request to " + e.host + " failed: " + msg
 	}
-	return strings.TrimPrefix(e.method+": "+msg, ": ")
+	msg = strings.TrimPrefix(e.method+": "+msg, ": ")
+	fix := cmp.Or(aadstsAdvice[e.aadsts+"/"+e.method], aadstsAdvice[e.aadsts])
+	switch mi := e.method == "managed identity"; {
+	case mi && e.err != nil:
+		fix = "No managed identity endpoint answered: the plugin runs outside Azure, or a firewall or proxy blocks IMDS " +
+			"(169.254.169.254: add it to NO_PROXY); on App Service, Functions or Arc IDENTITY_ENDPOINT must be set"
+	case mi && e.status == http.StatusBadRequest:
+		fix = "The managed identity is not assigned to this resource: enable the system-assigned one, or assign the user-assigned one"
+	}
+	if fix != "" {
+		msg += ". " + fix // what fixes it, in the message Telegraf logs at start-up (probe) and at each poll
+	}
+	return msg
 }
 
 func (e *tokenError) Unwrap() error { return e.err }
+
+// aadstsAdvice is the fix per AADSTS number (qualified by the method where it means more than one thing), for the
+// common failures.
+var aadstsAdvice = map[string]string{
+	"7000215": "The client secret is wrong, or is the secret's ID rather than its value: create a new client secret for the app " +
+		"and set its value as client_secret",
+	"7000222": "The client secret has expired: create a new client secret for the app and set its value as client_secret",
+	"700016":  "No app with this client_id exists in the tenant: check client_id, and that tenant_id is the app's tenant",
+	"90002":   "The tenant does not exist: check tenant_id, and that login_endpoint (or region) is the tenant's cloud",
+	"700027": "Azure AD refused the certificate: register the one in client_certificate on the app (Certificates & secrets), " +
+		"a new one if it expired, or set send_certificate_chain = true for subject name/issuer authentication",
+	"70021": "No federated credential of the app matches the token: add one with the cluster's OIDC issuer, the subject " +
+		"system:serviceaccount:NAMESPACE:NAME and the audience api://AzureADTokenExchange",
+	"700024/workload identity": "The federated token has expired: federated_token_file must be the token the kubelet rotates",
+}
 
 // oauthErrorCodes (RFC 6749's, Azure AD's, IMDS's) are the only codes quoted: an echoed secret in their place is not.
 var oauthErrorCodes = []string{"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",

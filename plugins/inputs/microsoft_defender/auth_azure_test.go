@@ -298,7 +298,7 @@ func TestSignInErrorsQuoteNothingOfTheAnswer(t *testing.T) {
 			m.AuthMethod, m.FederatedTokenFile = methodWorkloadIdentity, tokenFile
 		}, "workload identity: token request to login.example.com failed: HTTP 400 Bad Request: invalid_client (AADSTS50027)"},
 		{"managed identity", func(m *MicrosoftDefender) { m.AuthMethod = methodManagedIdentity },
-			"managed identity: token request to 127.0.0.1:1 failed: HTTP 400 Bad Request: invalid_client (AADSTS50027)"},
+			"managed identity: token request to 127.0.0.1:1 failed: HTTP 400 Bad Request: invalid_client (AADSTS50027). " + notAssigned},
 		{"client certificate", func(m *MicrosoftDefender) {
 			m.TenantID, m.ClientID, m.ClientCertificate, m.LoginEndpoint = "t", testClientID, pfxFile, "https://login.example.com"
 			m.AuthMethod, m.ClientCertificatePassword = methodClientCertificate, config.NewSecret([]byte(password))
@@ -332,7 +332,8 @@ func TestTokenAnswersThatAreNotOAuthErrorsAreNotQuoted(t *testing.T) {
 			func(secret string) string {
 				return `{"error":"` + secret + `","error_description":"AADSTS7000215: ` + secret + `"}`
 			},
-			"HTTP 400 Bad Request (AADSTS7000215)"},
+			"HTTP 400 Bad Request (AADSTS7000215). The client secret is wrong, or is the secret's ID rather than its value: " +
+				"create a new client secret for the app and set its value as client_secret"},
 		{"proxy page", http.StatusBadGateway,
 			func(secret string) string {
 				return "<h1>Bad gateway</h1><pre>client_secret=" + url.QueryEscape(secret) + "</pre>"
@@ -357,37 +358,86 @@ func TestTokenAnswersThatAreNotOAuthErrorsAreNotQuoted(t *testing.T) {
 	}
 }
 
-func TestAzureAdvice(t *testing.T) {
+const notAssigned = "The managed identity is not assigned to this resource: enable the system-assigned one, or assign the user-assigned one"
+
+// A sign-in error says what fixes it where that is known: the AADSTS number (by method where it means more than one
+// thing), a managed identity endpoint that does not answer or answers 400.
+func TestTokenErrorsSayTheFix(t *testing.T) {
 	aad := func(method string, status int, aadsts string) error {
-		return &tokenError{method: method, host: "login", status: status, aadsts: aadsts}
+		return &tokenError{method: method, host: "login", status: status, aadsts: aadsts,
+			msg: fmt.Sprintf("HTTP %d %s: invalid_client (AADSTS%s)", status, http.StatusText(status), aadsts)}
 	}
+	const certificate = "Azure AD refused the certificate: register the one in client_certificate on the app (Certificates & secrets), " +
+		"a new one if it expired, or set send_certificate_chain = true for subject name/issuer authentication"
 	tests := []struct {
 		name string
 		err  error
 		want string
 	}{
 		{"certificate not registered, expired or of another key", aad("client certificate", 401, "700027"),
-			"Azure AD refused the certificate (AADSTS700027): register the one in client_certificate on the app"},
-		{"federated token expired", aad("workload identity", 400, "700024"), "The federated token has expired (AADSTS700024)"},
-		{"no federated credential", aad("workload identity", 400, "70021"), "No federated credential of the app matches the token (AADSTS70021)"},
-		{"unknown tenant", aad("workload identity", 400, "90002"), "The tenant does not exist (AADSTS90002)"},
-		{"wrong client secret", aad("", 401, "7000215"), "Azure AD refused the client secret (AADSTS7000215)"},
-		{"token file", &tokenError{method: "workload identity", msg: `"/t": no such file or directory`},
-			"The sign-in could not start: see the message above"},
-		{"Arc challenge file", &tokenError{method: "managed identity",
-			msg: `ManagedIdentityCredential: failed to read "/var/opt/azcmagent/tokens/x.key" due to error: open ...: permission denied`},
-			"On Arc, add Telegraf's user to himds"},
-		{"identity not assigned", aad("managed identity", 400, ""), "The managed identity is not assigned to this resource"},
-		{"identity service failing", aad("managed identity", 500, ""), "The sign-in service is throttling or failing for now"},
+			"client certificate: token request to login failed: HTTP 401 Unauthorized: invalid_client (AADSTS700027). " + certificate},
+		{"federated token expired", aad("workload identity", 400, "700024"),
+			"workload identity: token request to login failed: HTTP 400 Bad Request: invalid_client (AADSTS700024). " +
+				"The federated token has expired: federated_token_file must be the token the kubelet rotates"},
+		{"700024 of another method", aad("client certificate", 400, "700024"),
+			"client certificate: token request to login failed: HTTP 400 Bad Request: invalid_client (AADSTS700024)"},
+		{"no federated credential", aad("workload identity", 400, "70021"),
+			"workload identity: token request to login failed: HTTP 400 Bad Request: invalid_client (AADSTS70021). " +
+				"No federated credential of the app matches the token: add one with the cluster's OIDC issuer, the subject " +
+				"system:serviceaccount:NAMESPACE:NAME and the audience api://AzureADTokenExchange"},
+		{"unknown tenant", aad("workload identity", 400, "90002"),
+			"workload identity: token request to login failed: HTTP 400 Bad Request: invalid_client (AADSTS90002). " +
+				"The tenant does not exist: check tenant_id, and that login_endpoint (or region) is the tenant's cloud"},
+		{"wrong client secret", aad("", 401, "7000215"),
+			"token request to login failed: HTTP 401 Unauthorized: invalid_client (AADSTS7000215). The client secret is wrong, " +
+				"or is the secret's ID rather than its value: create a new client secret for the app and set its value as client_secret"},
+		{"expired client secret", aad("", 401, "7000222"),
+			"token request to login failed: HTTP 401 Unauthorized: invalid_client (AADSTS7000222). The client secret has expired: " +
+				"create a new client secret for the app and set its value as client_secret"},
+		{"unknown app", aad("", 400, "700016"),
+			"token request to login failed: HTTP 400 Bad Request: invalid_client (AADSTS700016). " +
+				"No app with this client_id exists in the tenant: check client_id, and that tenant_id is the app's tenant"},
+		{"another AADSTS number", aad("", 400, "50027"), "token request to login failed: HTTP 400 Bad Request: invalid_client (AADSTS50027)"},
+		{"token file", &tokenError{method: "workload identity", msg: `reading federated_token_file "/t": no such file or directory`},
+			`workload identity: reading federated_token_file "/t": no such file or directory`},
+		{"identity not assigned", &tokenError{method: "managed identity", host: "imds", status: 400, msg: "HTTP 400 Bad Request"},
+			"managed identity: token request to imds failed: HTTP 400 Bad Request. " + notAssigned},
+		{"identity service failing", &tokenError{method: "managed identity", host: "imds", status: 500, msg: "HTTP 500 Internal Server Error"},
+			"managed identity: token request to imds failed: HTTP 500 Internal Server Error"},
 		{"no identity endpoint",
 			&tokenError{method: "managed identity", host: "169.254.169.254", err: errors.New("dial tcp: i/o timeout")},
-			"No managed identity endpoint answered: the plugin runs outside Azure, or IMDS (169.254.169.254) is blocked"},
+			"managed identity: token request to 169.254.169.254 failed: dial tcp: i/o timeout. No managed identity endpoint answered: " +
+				"the plugin runs outside Azure, or a firewall or proxy blocks IMDS (169.254.169.254: add it to NO_PROXY); " +
+				"on App Service, Functions or Arc IDENTITY_ENDPOINT must be set"},
+		{"no sign-in endpoint", &tokenError{host: "login", err: errors.New("dial tcp: i/o timeout")},
+			"token request to login failed: dial tcp: i/o timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			require.Contains(t, advice(tt.err, "siem"), tt.want)
+			require.EqualError(t, tt.err, tt.want)
 		})
 	}
+}
+
+// At a poll too, not only in the probe, a refused sign-in says what fixes it; the fix quotes nothing of the answer.
+func TestGatherTokenErrorSaysTheFix(t *testing.T) {
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil {
+			t.Errorf("parsing the token request: %v", err)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		respond(t, w, []byte(`{"error":"invalid_client","error_description":"AADSTS7000222: The provided client secret keys for app '`+
+			r.PostForm.Get("client_id")+`' are expired. `+r.PostForm.Get("client_secret")+`\r\nTrace ID: 1"}`))
+	}))
+	defer server.Close()
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, server, logger)
+	plugin.MaxRetries = 0
+	msg, acc := gatherError(t, plugin, logger)
+	require.Equal(t, "token request to "+strings.TrimPrefix(server.URL, "http://")+" failed: HTTP 401 Unauthorized: invalid_client "+
+		"(AADSTS7000222). The client secret has expired: create a new client secret for the app and set its value as client_secret", msg)
+	requirePollStatus(t, acc, "error")
 }
 
 // endless is a body that never ends; n counts the bytes read of it.

@@ -50,16 +50,9 @@ type statusError struct {
 func (e *statusError) Error() string { return e.msg }
 
 // answerError is a 2xx answer that could not be read.
-type answerError struct {
-	api, host string
-	err       error
+func answerError(api, host string, err error) error {
+	return fmt.Errorf("reading the %s answer from %s: %w", api, host, err)
 }
-
-func (e *answerError) Error() string {
-	return fmt.Sprintf("reading the %s answer from %s: %v", e.api, e.host, e.err)
-}
-
-func (e *answerError) Unwrap() error { return e.err }
 
 // errBodyTooLarge ends a response longer than max_body_size.
 var errBodyTooLarge = errors.New("the answer is larger than max_body_size")
@@ -136,21 +129,28 @@ func bare(err error) error {
 // statusMeanings say what an HTTP status means for each api, where it means more than commonStatusMeaning says.
 var statusMeanings = map[string]map[int]string{
 	"graph": {
-		http.StatusBadRequest:   "the query was refused: check service_sources and severities",
-		http.StatusUnauthorized: "the token is invalid or expired, or was issued for another audience: check scopes and region",
-		http.StatusForbidden:    "the app lacks the SecurityAlert.Read.All application permission, or admin consent for it",
-		http.StatusNotFound:     "no alerts_v2 at this address: check region or endpoint_url",
+		http.StatusBadRequest: "the query was refused: check service_sources and severities",
+		http.StatusUnauthorized: "the token is invalid or expired, or was issued for another audience: scopes must be the region's " +
+			"Graph host + /.default",
+		http.StatusForbidden: "the app lacks the SecurityAlert.Read.All application permission, or admin consent for it: " +
+			"grant it and consent in Entra ID",
+		http.StatusNotFound: "no alerts_v2 at this address: check region or endpoint_url",
 	},
 	"graph_incidents": {
-		http.StatusBadRequest:   "the query was refused: check severities",
-		http.StatusUnauthorized: "the token is invalid or expired, or was issued for another audience: check scopes and region",
-		http.StatusForbidden:    "the app lacks the SecurityIncident.Read.All application permission, or admin consent for it",
-		http.StatusNotFound:     "no security incidents at this address: check region or endpoint_url",
+		http.StatusBadRequest: "the query was refused: check severities",
+		http.StatusUnauthorized: "the token is invalid or expired, or was issued for another audience: scopes must be the region's " +
+			"Graph host + /.default",
+		http.StatusForbidden: "the app lacks the SecurityIncident.Read.All application permission, or admin consent for it: " +
+			"grant it and consent in Entra ID",
+		http.StatusNotFound: "no security incidents at this address: check region or endpoint_url",
 	},
 	"siem": {
-		http.StatusUnauthorized: "the token is invalid or expired, or the request is malformed",
-		http.StatusForbidden:    "the app lacks permission, or the tenant is not managed by this API or was deleted",
-		http.StatusNotFound:     "no alerts API at this address: check region or endpoint_url",
+		http.StatusUnauthorized: "the token is invalid or expired, was issued for another audience (the SIEM API's is " +
+			"https://graph.windows.net), or the request is malformed",
+		http.StatusForbidden: "the app lacks permission, or the tenant is not managed by this API or was deleted: enable SIEM " +
+			"integration for the app in the Defender portal, or use api = \"graph\"",
+		http.StatusNotFound: "no alerts API at this address: check region or endpoint_url; if it is retired for this tenant, use api = \"graph\"",
+		http.StatusGone:     "the SIEM API is retired for this tenant: use api = \"graph\"",
 	},
 }
 
@@ -377,7 +377,7 @@ func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// messageError has a message of its own (redacted, or a probe's with its fix) and keeps its cause for errors.As.
+// messageError has a message of its own (redacted) and keeps its cause for errors.As.
 type messageError struct {
 	error
 	msg string

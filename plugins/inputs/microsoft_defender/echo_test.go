@@ -113,7 +113,8 @@ func TestTokenEndpointEchoesEncodedSecrets(t *testing.T) {
 				return fmt.Sprintf(`{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret %s provided.\r\nTrace ID: 1"}`,
 					entityEscapeAll(secret))
 			},
-			"HTTP 401 Unauthorized: invalid_client (AADSTS7000215)"},
+			"HTTP 401 Unauthorized: invalid_client (AADSTS7000215). The client secret is wrong, or is the secret's ID rather than " +
+				"its value: create a new client secret for the app and set its value as client_secret"},
 		{"OAuth error code split by markup", http.StatusBadRequest,
 			func(secret, _ string) string {
 				return `{"error":"` + splitByMarkup(secret) + `","error_description":"x"}`
@@ -234,8 +235,7 @@ func TestTokenThatCannotBeAHeaderIsRefused(t *testing.T) {
 		require.Equal(t, int32(poll), tokenRequests.Load(), "one token request per poll, none retried, none cached")
 	}
 	require.Zero(t, apiRequests.Load())
-	require.Equal(t, "The sign-in service answered no usable token: check login_endpoint (IDENTITY_ENDPOINT for a managed identity), "+
-		"and a proxy that may answer in its place.", advice(plugin.Probe(), "siem"))
+	require.EqualError(t, plugin.Probe(), "token: "+want)
 }
 
 // The same for a configured access_token: refused at start-up, and at the

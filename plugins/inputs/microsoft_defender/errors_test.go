@@ -103,17 +103,20 @@ func TestAPIStatusErrors(t *testing.T) {
 		want   string
 	}{
 		{http.StatusUnauthorized, "Authorization has been denied for this request.",
-			`SIEM API at %s answered 401 Unauthorized (the token is invalid or expired, or the request is malformed): ` +
+			`SIEM API at %s answered 401 Unauthorized (the token is invalid or expired, was issued for another audience ` +
+				`(the SIEM API's is https://graph.windows.net), or the request is malformed): ` +
 				`body "Authorization has been denied for this request."`},
 		{http.StatusForbidden, `{"error":"Forbidden"}`,
-			`SIEM API at %s answered 403 Forbidden (the app lacks permission, or the tenant is not managed by this API or was deleted): ` +
+			`SIEM API at %s answered 403 Forbidden (the app lacks permission, or the tenant is not managed by this API or was deleted: ` +
+				`enable SIEM integration for the app in the Defender portal, or use api = "graph"): ` +
 				`body "{\"error\":\"Forbidden\"}"`},
 		{http.StatusInternalServerError, "<html>\r\n<body>Oops\x1b[31m</body>\n</html>",
 			`SIEM API at %s answered 500 Internal Server Error (service error): body "<html>  <body>Oops�[31m</body> </html>"`},
 		{http.StatusServiceUnavailable, "",
 			`SIEM API at %s answered 503 Service Unavailable (service error): empty body`},
 		{http.StatusNotFound, long,
-			`SIEM API at %s answered 404 Not Found (no alerts API at this address: check region or endpoint_url): body "` + long[:200] + `"`},
+			`SIEM API at %s answered 404 Not Found (no alerts API at this address: check region or endpoint_url; if it is retired ` +
+				`for this tenant, use api = "graph"): body "` + long[:200] + `"`},
 		{http.StatusTeapot, "echo: Bearer " + testAccessToken,
 			`SIEM API at %s answered 418 I'm a teapot (unexpected answer): body "echo: Bearer [redacted]"`},
 	}

@@ -162,8 +162,9 @@ func TestIncidentProbe(t *testing.T) {
 	require.NoError(t, plugin.Probe())
 	require.Equal(t, []string{"alerts 14:00:00.0000000Z 15:00:00.0000000Z top=1"}, *requests)
 	status = http.StatusForbidden
-	require.ErrorContains(t, plugin.Probe(), "Likely fix: The app lacks the Graph application permission SecurityIncident.Read.All, "+
-		"or admin consent to it: grant it and consent in Entra ID.")
+	require.EqualError(t, plugin.Probe(), "request: Graph API at "+plugin.endpoint.Host+" answered 403 Forbidden (the app lacks the "+
+		"SecurityIncident.Read.All application permission, or admin consent for it: grant it and consent in Entra ID): body "+
+		`"{\"value\":[]}"`)
 }
 
 // An incident over the 8 MiB a record may take with its alerts is not

@@ -320,7 +320,7 @@ func (p *poll) attempt(ctx context.Context, req *request) (answer, error) {
 	defer body.Close()
 	err = p.reader.decode(p.chunk, body, func(r record) bool { return p.take(r, &a) })
 	if err != nil {
-		return a, &answerError{api: p.client.name, host: req.url.Host, err: err}
+		return a, answerError(p.client.name, req.url.Host, err)
 	}
 	return a, nil
 }
