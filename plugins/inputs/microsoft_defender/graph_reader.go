@@ -230,8 +230,12 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 			pr.then = &request{url: u}
 			return pr
 		}
-		k.log.Warnf("Graph paging: the Graph API at %s sent an @odata.nextLink to another place, not followed: %q",
-			r.endpoint.Host, sanitize(truncate(w.next, 256), maxBodySnippet))
+		to := "a link that is no URL" // only the origin is named, as of a refused redirect: the rest may hold anything
+		if u, err := url.Parse(w.next); err == nil {
+			to = origin(u)
+		}
+		k.log.Warnf("Graph paging: the Graph API at %s sent an @odata.nextLink to another place, not followed: %s",
+			r.endpoint.Host, sanitize(to, maxBodySnippet))
 		pr.errors++
 		why = "a next link to another place"
 	}
