@@ -108,7 +108,7 @@ func TestRejectedAlertsAreReadAgain(t *testing.T) {
 	now := fixedNow.Add(2 * time.Minute)
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{
 		metric.New(measurementCount, map[string]string{"severity": "high", "category": "Malware"}, map[string]interface{}{"count": int64(3)},
-			eventTime(now, now.Format(time.RFC3339Nano), 0)),
+			eventTime(now, now.Format(time.RFC3339Nano))),
 	}, counts(acc, before))
 	state = savedState(t, plugin)
 	require.Equal(t, fixedNow.Add(time.Minute), state.Watermark, "the end of the confirmed poll's window")

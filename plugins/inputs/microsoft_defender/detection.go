@@ -166,7 +166,7 @@ func (d *detection) placeIn(since, until time.Time) {
 // metric maps a detection to defender_alert at AlertTime, else LastProcessedTimeUtc, and names the fields it cut.
 func (d *detection) metric() (telegraf.Metric, []string) {
 	ts := cmp.Or(d.alertAt, d.lastProcessed, d.cursorAt)
-	b := newMetricBuilder(measurementAlert, eventTime(ts, cmp.Or(d.AlertID, d.identity()), d.AlertPart.value))
+	b := newMetricBuilder(measurementAlert, eventTime(ts, d.identity()))
 	b.countTags(d.countKey())
 	b.tag("detection_source", sanitize(d.Source, maxTagBytes))
 	var cut []string

@@ -295,7 +295,7 @@ func (a *graphAlert) metric() (telegraf.Metric, []string) {
 // the versions of one record, which share createdDateTime and often every tag.
 func versionTime(created, lastUpdate time.Time, identity string) time.Time {
 	if ts := cmp.Or(created, lastUpdate); !ts.IsZero() {
-		return eventTime(ts, identity, 0)
+		return eventTime(ts, identity)
 	}
 	return time.Time{}
 }

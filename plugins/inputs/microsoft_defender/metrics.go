@@ -129,15 +129,12 @@ func (b *metricBuilder) TagList() []*telegraf.Tag { return b.tagList }
 // FieldList is read by metric.FromMetric.
 func (b *metricBuilder) FieldList() []*telegraf.Field { return b.fieldList }
 
-// eventTime is the second of t plus a fraction hashed from key (the event's
-// identity) and, below 100 ns, part (a detection's of its SIEM alert): a
-// database keeping one point per series and time keeps every distinct event
-// (odds of a clash 1 in 10^7) and every repeat on one point.
-func eventTime(t time.Time, key string, part int64) time.Time {
+// eventTime is the second of t plus a fraction hashed from key, the event's identity: a database keeping one
+// point per series and time keeps every distinct event (odds of a clash 1 in 10^7) and every repeat on one point.
+func eventTime(t time.Time, key string) time.Time {
 	h := fnv.New64a()
 	h.Write([]byte(key))
-	part = (part%100 + 100) % 100 // in [0, 100) when negative too
-	return t.Truncate(time.Second).Add(time.Duration(h.Sum64()%1e7*100) + time.Duration(part))
+	return t.Truncate(time.Second).Add(time.Duration(h.Sum64() % 1e7 * 100))
 }
 
 type taggedField struct {
@@ -183,7 +180,7 @@ func (c *alertCounter) add(k countKey) {
 
 // emit adds a count per key to acc at the window's end, parted by the poll's start, and starts the counter anew.
 func (c *alertCounter) emit(acc telegraf.Accumulator, windowEnd, pollStart time.Time) {
-	ts := eventTime(windowEnd, pollStart.Format(time.RFC3339Nano), 0)
+	ts := eventTime(windowEnd, pollStart.Format(time.RFC3339Nano))
 	for _, k := range c.order {
 		b := newMetricBuilder(cmp.Or(k.measurement, measurementCount), ts)
 		b.countTags(k)

@@ -3,6 +3,7 @@ package microsoft_defender
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -156,7 +157,7 @@ func TestDistinctEventsAreDistinctPoints(t *testing.T) {
 	require.NotEqual(t, v1, version("a2", created), "two alerts created at once")
 
 	detectionAt := func(alertID string, part int64) time.Time {
-		d := &detection{AlertID: alertID, FullID: alertID + ":x", alertAt: created}
+		d := &detection{AlertID: alertID, FullID: fmt.Sprintf("%s:ioc%d", alertID, part), alertAt: created}
 		d.AlertPart.value, d.AlertPart.set = part, true
 		m, _ := d.metric()
 		return m.Time()

@@ -385,7 +385,7 @@ func (p *poll) take(r record, a *answer) bool {
 	}
 	if !r.inWindow() {
 		if m.Time().IsZero() { // no time of the record could be read
-			m.SetTime(eventTime(p.now(), id, 0))
+			m.SetTime(eventTime(p.now(), id))
 		}
 		p.stats.outOfWindow++
 		p.logProblemf("%s (%q): its time is outside the window asked for, or unknown; it is emitted, and the cursor does not use its time",

@@ -45,18 +45,18 @@ func TestRecordsThatDoNotFitAreNotAWall(t *testing.T) {
 			"full_id":                 "b:1",
 			"last_processed_time_utc": "2020-09-30T14:10:00Z",
 			"invalid_field_names":     "AlertPart,ReportID,AlertTitle,RemediationIsSuccess,AlertTime",
-		}, eventTime(time.Date(2020, 9, 30, 14, 10, 0, 0, time.UTC), "b:1", 0)),
+		}, eventTime(time.Date(2020, 9, 30, 14, 10, 0, 0, time.UTC), "b:1")),
 		// No time that a metric can hold: stamped at the window's end, where
 		// the cursor remembers it.
 		metric.New(measurementAlert, nil, map[string]interface{}{
 			"full_id":             "c:1",
 			"invalid_field_names": "LastProcessedTimeUtc",
-		}, eventTime(windowEnd, "c:1", 0)),
+		}, eventTime(windowEnd, "c:1")),
 		metric.New(measurementAlert, nil, map[string]interface{}{
 			"full_id":                 "d:1",
 			"last_processed_time_utc": "2001-01-01T00:00:00Z",
 			"invalid_field_names":     "AlertTime",
-		}, eventTime(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC), "d:1", 0)),
+		}, eventTime(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC), "d:1")),
 	}
 	var odd []telegraf.Metric
 	for _, m := range acc.GetTelegrafMetrics() {
@@ -208,7 +208,7 @@ func TestGraphAlertWithoutATimeIsEmittedOnce(t *testing.T) {
 			if m.Name() == measurementAlert {
 				alerts++
 				require.Equal(t, "lastUpdateDateTime", m.Fields()["invalid_field_names"])
-				require.Equal(t, eventTime(fixedNow, "a@0001-01-01T00:00:00Z", 0), m.Time(), "stamped when first read")
+				require.Equal(t, eventTime(fixedNow, "a@0001-01-01T00:00:00Z"), m.Time(), "stamped when first read")
 			}
 		}
 	}
