@@ -126,11 +126,10 @@ func (c *cursor) trim() int {
 	return n - len(c.seen)
 }
 
-// complete moves the watermark past the pending chunk, read whole, and forgets what no later window returns.
+// complete moves the watermark past the pending chunk, read whole.
 func (c *cursor) complete() {
 	c.watermark = c.pending.End
 	c.pending = nil
-	c.forget(time.Time{}, c.watermark.Add(-c.plan.overlap))
 }
 
 // newestUnreadable returns the latest instant in [from, to] known to be unreadable.

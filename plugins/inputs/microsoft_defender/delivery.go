@@ -48,6 +48,20 @@ func positionOf(c *cursor) position {
 	return p
 }
 
+// rereadFrom is the earliest time that reading from the confirmed position returns: a pending chunk from its
+// start (a SIEM walk) and its next window overlap before its end (a Graph part, the chunk after it).
+func (d *delivery) rereadFrom(overlap time.Duration) (time.Time, bool) {
+	if d == nil {
+		return time.Time{}, false
+	}
+	if p := d.confirmed.pending; p != nil && p.End.Add(-overlap).Before(p.Start) {
+		return p.End.Add(-overlap), true
+	} else if p != nil {
+		return p.Start, true
+	}
+	return d.confirmed.watermark.Add(-overlap), true
+}
+
 // trackingBatch is how many alerts are tracked as one group at most.
 const trackingBatch = 1000
 

@@ -169,6 +169,7 @@ func (p *poll) run(ctx context.Context, end time.Time) time.Time {
 			c.End = reachable // beyond the API's own time there is nothing to read yet
 		}
 		p.cursor.complete()
+		p.forget(time.Time{}, p.cursor.watermark.Add(-p.cursor.plan.overlap)) // no later window returns it
 		p.stats.completed = true
 		if short {
 			return countsAt
@@ -224,7 +225,7 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 			if pr.settledBefore.Before(before) {
 				before = pr.settledBefore
 			}
-			p.cursor.forget(pr.settledAfter, before)
+			p.forget(pr.settledAfter, before)
 		}
 		if !pr.unreadable.IsZero() {
 			p.passOverUnreadable(pr.unreadable)
@@ -240,6 +241,15 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 		}
 		req, step = pr.then, pr.then != nil && pr.then.resumable
 	}
+}
+
+// forget lets the cursor forget what lies between after and before, but nothing that reading from the confirmed
+// position, after a rollback or a restart, returns: a confirmed record read again is dropped, not counted twice.
+func (p *poll) forget(after, before time.Time) {
+	if from, ok := p.delivery.rereadFrom(p.cursor.plan.overlap); ok && from.Before(before) {
+		before = from
+	}
+	p.cursor.forget(after, before)
 }
 
 // passOverUnreadable counts and reports an unreadable instant once.
