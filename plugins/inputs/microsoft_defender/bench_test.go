@@ -107,7 +107,7 @@ func BenchmarkGraphDecodeAndMetric(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		n := 0
-		_, err := decodeGraphPage(bytes.NewReader(body), false, func(a *graphAlert) bool {
+		_, err := decodeGraphPage(bytes.NewReader(body), evidenceNeeds{}, func(a *graphAlert) bool {
 			a.metric()
 			n++
 			return true
@@ -171,7 +171,7 @@ func BenchmarkGraphHugeEvidence(b *testing.B) {
 			b.SetBytes(100 << 20)
 			for b.Loop() {
 				var read []string
-				_, err := decodeGraphPage(bb.page(), true, func(a *graphAlert) bool {
+				_, err := decodeGraphPage(bb.page(), evidenceNeeds{raw: true}, func(a *graphAlert) bool {
 					if a.issues.skip == "" {
 						read = append(read, a.ID)
 					}

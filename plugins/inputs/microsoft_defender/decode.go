@@ -154,13 +154,13 @@ var (
 // noted. Memory holds what the fields keep, which maxRecordBytes caps, and
 // the token being read, which jsontext holds whole (go.dev/issue/56733).
 type recordReader struct {
-	dec          *jsontext.Decoder
-	opts         jsonv2.Options
-	names        []taggedField   // of the record's fields
-	start        int64           // of the record being read
-	issues       *recordProblems // of the record being read
-	keepEvidence bool            // an alert's evidence is kept, to be emitted
-	evidence     []byte          // the evidence kept so far
+	dec      *jsontext.Decoder
+	opts     jsonv2.Options
+	names    []taggedField   // of the record's fields
+	start    int64           // of the record being read
+	issues   *recordProblems // of the record being read
+	needs    evidenceNeeds   // what of an alert's evidence is kept
+	evidence []byte          // the evidence kept so far
 }
 
 func newRecordReader(body io.Reader, names []taggedField) *recordReader {

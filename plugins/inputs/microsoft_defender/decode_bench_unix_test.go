@@ -38,7 +38,7 @@ func BenchmarkGraphDecode(b *testing.B) {
 	cpu := processCPU(b)
 	for b.Loop() {
 		n := 0
-		if _, err := decodeGraphPage(bytes.NewReader(body), true, func(*graphAlert) bool { n++; return true }); err != nil || n != alerts {
+		if _, err := decodeGraphPage(bytes.NewReader(body), evidenceNeeds{raw: true}, func(*graphAlert) bool { n++; return true }); err != nil || n != alerts {
 			b.Fatal(n, err)
 		}
 	}

@@ -287,7 +287,7 @@ func FuzzDecodeGraphPage(f *testing.F) {
 		var want []graphAlert
 		wantNext, wantErr := decodeGraphPageWithEncodingJSON(data, func(a *graphAlert) { want = append(want, *a) })
 		var got []graphAlert
-		next, err := decodeGraphPage(iotest.OneByteReader(bytes.NewReader(data)), true, func(a *graphAlert) bool {
+		next, err := decodeGraphPage(iotest.OneByteReader(bytes.NewReader(data)), evidenceNeeds{raw: true}, func(a *graphAlert) bool {
 			got = append(got, *a)
 			return true
 		})
@@ -304,7 +304,7 @@ func FuzzDecodeGraphPage(f *testing.F) {
 		// A handler that stops at the first alert ends the page there.
 		if len(want) > 0 {
 			var first []graphAlert
-			next, err := decodeGraphPage(bytes.NewReader(data), true, func(a *graphAlert) bool {
+			next, err := decodeGraphPage(bytes.NewReader(data), evidenceNeeds{raw: true}, func(a *graphAlert) bool {
 				first = append(first, *a)
 				return false
 			})

@@ -79,8 +79,15 @@ type graphAlert struct {
 type alertEvidence struct {
 	raw     json.RawMessage // the array, kept only when it is to be emitted
 	device  deviceEvidence  // the first device evidence
+	groups  []string        // the rbacGroupName of every device evidence, for machine_groups
 	count   int
 	leftOut bool // kept, but longer than a field may be
+}
+
+// evidenceNeeds is what of an alert's evidence is kept besides its count and first device evidence.
+type evidenceNeeds struct {
+	raw    bool // the array, to be emitted (include_evidence)
+	groups bool // the group of every device evidence (machine_groups)
 }
 
 // deviceEvidence is what the mapping takes from the alert's first device evidence.
@@ -118,39 +125,54 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, v *alertEvidence
 		return err
 	}
 	var device deviceEvidence
+	var groups []string
 	found, problem, count, kept := false, "", 0, []byte(nil)
-	if r.keepEvidence {
+	if r.needs.raw {
 		kept = append(r.evidence[:0], '[')
 	}
 	for ; dec.PeekKind() != ']'; count++ {
 		if r.over(dec) {
 			return errRecordTooLarge
 		}
-		if problem != "" || found && kept == nil {
+		if problem != "" || found && kept == nil && !r.needs.groups {
 			if err := dec.SkipValue(); err != nil {
 				return err
 			}
 			continue
 		}
-		entry, err := dec.ReadValue()
+		var e deviceEvidence
+		var entry jsontext.Value
+		var err error
+		p, n, k := r.issues, len(r.issues.invalid), dec.PeekKind()
+		switch {
+		case kept != nil: // read whole, to be kept
+			if entry, err = dec.ReadValue(); err == nil && (k == '{' || k == 'n') {
+				err = jsonv2.Unmarshal(entry, &e, r.opts)
+			}
+		case k == '{': // streamed: only its device fields are held
+			err = jsonv2.UnmarshalDecode(dec, &e)
+		default:
+			err = dec.SkipValue()
+		}
 		if err != nil {
 			return err
 		}
-		switch p, n, k := r.issues, len(r.issues.invalid), entry.Kind(); {
+		// Past the first device evidence, an entry that does not fit is only left out of groups.
+		misfit := len(p.invalid) > n
+		switch {
 		case found:
 		case k != '{' && k != 'n':
 			problem = fmt.Sprintf("evidence %d: a JSON %s where an evidence object was expected", count, kindName(k))
-		default:
-			var e deviceEvidence
-			if err := jsonv2.Unmarshal(entry, &e, r.opts); err != nil {
-				return err
-			}
-			if len(p.invalid) > n {
-				problem = fmt.Sprintf("evidence %d: field %s: %s", count, p.invalid[n].field, p.invalid[n].reason)
-				p.invalid = p.invalid[:n]
-			}
-			if e.Type == "#microsoft.graph.security.deviceEvidence" {
+		case misfit:
+			problem = fmt.Sprintf("evidence %d: field %s: %s", count, p.invalid[n].field, p.invalid[n].reason)
+		}
+		p.invalid = p.invalid[:n]
+		if !misfit && e.Type == "#microsoft.graph.security.deviceEvidence" {
+			if !found {
 				device, found = e, true
+			}
+			if r.needs.groups {
+				groups = append(groups, e.RbacGroupName)
 			}
 		}
 		if kept != nil {
@@ -169,7 +191,7 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, v *alertEvidence
 		r.problem(dec, problem)
 		return nil
 	}
-	*v = alertEvidence{device: device, count: count, leftOut: r.keepEvidence && kept == nil}
+	*v = alertEvidence{device: device, groups: groups, count: count, leftOut: r.needs.raw && kept == nil}
 	if kept != nil {
 		r.evidence = append(kept, ']')
 		v.raw = slices.Clone(r.evidence)
@@ -181,10 +203,10 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, v *alertEvidence
 var graphAlertNames = append(taggedFields(reflect.TypeFor[graphAlert](), "json"), taggedFields(reflect.TypeFor[deviceEvidence](), "json")...)
 
 // decodeGraphPage streams a page's alerts to handle until it returns false, and returns the next link;
-// their evidence is kept to be emitted withEvidence.
-func decodeGraphPage(body io.Reader, withEvidence bool, handle func(*graphAlert) bool) (string, error) {
+// of their evidence it keeps what needs says.
+func decodeGraphPage(body io.Reader, needs evidenceNeeds, handle func(*graphAlert) bool) (string, error) {
 	r := newRecordReader(body, graphAlertNames)
-	r.keepEvidence = withEvidence
+	r.needs = needs
 	return decodeGraphValue(r, "alert", func() *graphAlert { return &graphAlert{} }, handle)
 }
 

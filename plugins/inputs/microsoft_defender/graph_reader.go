@@ -31,14 +31,16 @@ type graphReader struct {
 
 // newGraphReader reads the alerts of api = "graph".
 func newGraphReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
-	groups, withEvidence := slices.Clone(m.MachineGroups), m.IncludeEvidence // the reader keeps no pointer into the plugin
+	groups := slices.Clone(m.MachineGroups) // the reader keeps no pointer into the plugin
+	needs := evidenceNeeds{raw: m.IncludeEvidence, groups: len(groups) > 0}
 	return &graphReader{endpoint: endpoint, pageSize: m.PageSize, noun: "alert", maxAlertsPerGather: m.MaxAlertsPerGather,
 		filter: odataAnyOf("serviceSource", m.ServiceSources) + odataAnyOf("severity", m.Severities),
 		decodePage: func(body io.Reader, handle func(record) bool) (string, error) {
-			return decodeGraphPage(body, withEvidence, func(a *graphAlert) bool { return handle(a) })
+			return decodeGraphPage(body, needs, func(a *graphAlert) bool { return handle(a) })
 		},
 		keep: func(r record) bool {
-			return len(groups) == 0 || slices.Contains(groups, r.(*graphAlert).Evidence.device.RbacGroupName)
+			// An alert on machines of several groups is kept for any of them.
+			return len(groups) == 0 || slices.ContainsFunc(r.(*graphAlert).Evidence.groups, func(g string) bool { return slices.Contains(groups, g) })
 		},
 	}
 }

@@ -178,7 +178,7 @@ func TestMalformedGraphPages(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			decoded := 0
-			_, err := decodeGraphPage(strings.NewReader(tt.body), true, func(*graphAlert) bool {
+			_, err := decodeGraphPage(strings.NewReader(tt.body), evidenceNeeds{raw: true}, func(*graphAlert) bool {
 				decoded++
 				return true
 			})
@@ -199,7 +199,7 @@ func TestGraphPageStopsWhenTheHandlerDoes(t *testing.T) {
 		`{"@odata.nextLink":"https://graph.microsoft.com/next","value":[` + alert("a") + `,` + alert("b") + `]}`,
 	} {
 		var handled []string
-		next, err := decodeGraphPage(strings.NewReader(body), true, func(a *graphAlert) bool {
+		next, err := decodeGraphPage(strings.NewReader(body), evidenceNeeds{raw: true}, func(a *graphAlert) bool {
 			handled = append(handled, a.ID)
 			return len(handled) < 2
 		})

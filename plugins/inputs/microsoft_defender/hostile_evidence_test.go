@@ -53,7 +53,7 @@ func TestRecordOverTheCapIsSkippedInBoundedMemory(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	var summary []string
-	_, err := decodeGraphPage(page, true, func(a *graphAlert) bool {
+	_, err := decodeGraphPage(page, evidenceNeeds{raw: true}, func(a *graphAlert) bool {
 		summary = append(summary, a.issues.where()+" "+a.ID+" skip="+a.issues.skip)
 		return true
 	})
@@ -155,7 +155,7 @@ func requireLikeEncodingJSON(t *testing.T, body string, chunk int) {
 	wantMeta, err := decodeGraphPageWithEncodingJSON([]byte(body), func(a *graphAlert) { want = append(want, *a) })
 	require.NoError(t, err)
 	var got []graphAlert
-	meta, err := decodeGraphPage(chunkedReader{strings.NewReader(body), chunk}, true, func(a *graphAlert) bool {
+	meta, err := decodeGraphPage(chunkedReader{strings.NewReader(body), chunk}, evidenceNeeds{raw: true}, func(a *graphAlert) bool {
 		got = append(got, *a)
 		return true
 	})
@@ -187,7 +187,7 @@ func TestMalformedJSONInALongStringIsPlaced(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			body := `{"value":[{"id":"a","title":"` + longString(4*maxFieldBytes) + tt.bad + `"}]}`
-			_, err := decodeGraphPage(strings.NewReader(body), true, func(*graphAlert) bool { return true })
+			_, err := decodeGraphPage(strings.NewReader(body), evidenceNeeds{raw: true}, func(*graphAlert) bool { return true })
 			require.EqualError(t, err, fmt.Sprintf("alert 0: invalid JSON at byte %d: %s", strings.LastIndex(body, tt.bad), tt.want))
 			require.Equal(t, failUnreadable, classify(err).class)
 		})

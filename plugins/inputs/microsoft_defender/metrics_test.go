@@ -46,7 +46,7 @@ func TestLineProtocol(t *testing.T) {
 
 	body, err = os.ReadFile("testcases/graph_alerts/response.json")
 	require.NoError(t, err)
-	_, err = decodeGraphPage(bytes.NewReader(body), true, func(a *graphAlert) bool {
+	_, err = decodeGraphPage(bytes.NewReader(body), evidenceNeeds{raw: true}, func(a *graphAlert) bool {
 		m, cut := a.metric()
 		require.Empty(t, cut)
 		line, err := serializer.Serialize(m)

@@ -159,7 +159,7 @@ func TestGraphAlertsThatDoNotFitAreNotAWall(t *testing.T) {
 		`{"id":"c","lastUpdateDateTime":"2026-01-01T00:00:00Z","evidence":{}}`,
 	}, ",") + `]}`
 	var got []*graphAlert
-	next, err := decodeGraphPage(strings.NewReader(body), true, func(a *graphAlert) bool {
+	next, err := decodeGraphPage(strings.NewReader(body), evidenceNeeds{raw: true}, func(a *graphAlert) bool {
 		c := *a
 		got = append(got, &c)
 		return true
