@@ -3,6 +3,7 @@ package microsoft_defender
 import (
 	"cmp"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -362,17 +363,22 @@ func redact(s string, secrets ...string) string {
 	return strings.NewReplacer(pairs...).Replace(s)
 }
 
-// proxyTransport redacts a proxy's password from errors, such as a refused tunnel's reason phrase.
-type proxyTransport struct {
-	http.RoundTripper
-	secrets []string
-}
+// proxyTransport redacts the password of the proxy a request went through (http_proxy_url's or the
+// environment's) from errors, such as a refused tunnel's reason phrase.
+type proxyTransport struct{ *http.Transport }
 
 // RoundTrip implements http.RoundTripper.
-func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.RoundTripper.RoundTrip(req)
-	if err != nil {
-		err = &messageError{err, redact(err.Error(), t.secrets...)}
+func (t proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.Transport.RoundTrip(req)
+	if err == nil || t.Proxy == nil {
+		return resp, err
+	}
+	if u, perr := t.Proxy(req); perr == nil && u != nil && u.User != nil {
+		if password, ok := u.User.Password(); ok {
+			// The second form is the Proxy-Authorization header's.
+			err = &messageError{err, redact(err.Error(), password,
+				base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+password)))}
+		}
 	}
 	return resp, err
 }

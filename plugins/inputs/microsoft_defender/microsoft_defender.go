@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	_ "embed"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -507,14 +506,7 @@ func (m *MicrosoftDefender) httpClients() (tokens, api *http.Client, err error) 
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.TLSClientConfig, transport.Proxy = tlsCfg, proxyFunc
-	var rt http.RoundTripper = transport
-	if u, err := url.Parse(m.HTTPProxyURL); err == nil && u.User != nil {
-		if password, ok := u.User.Password(); ok {
-			// The second form is the Proxy-Authorization header's.
-			rt = &proxyTransport{RoundTripper: transport, secrets: []string{password,
-				base64.StdEncoding.EncodeToString([]byte(u.User.Username() + ":" + password))}}
-		}
-	}
+	var rt http.RoundTripper = proxyTransport{transport}
 	timeout := time.Duration(m.Timeout)
 	signIn := rt
 	if m.AuthMethod == methodManagedIdentity {

@@ -227,12 +227,12 @@ func TestManagedIdentityRequestsGoThroughNoProxy(t *testing.T) {
 	signIn, api, err := m.httpClients()
 	require.NoError(t, err)
 	require.Nil(t, signIn.Transport.(*http.Transport).Proxy)
-	proxyURL, err := api.Transport.(*http.Transport).Proxy(httptest.NewRequest(http.MethodGet, "https://graph.microsoft.com/", nil))
+	proxyURL, err := api.Transport.(proxyTransport).Proxy(httptest.NewRequest(http.MethodGet, "https://graph.microsoft.com/", nil))
 	require.NoError(t, err)
 	require.Equal(t, "http://proxy.example:3128", proxyURL.String())
 
 	m.AuthMethod = methodClientSecret
 	signIn, _, err = m.httpClients()
 	require.NoError(t, err)
-	require.NotNil(t, signIn.Transport.(*http.Transport).Proxy, "other sign-ins go where the API goes")
+	require.NotNil(t, signIn.Transport.(proxyTransport).Proxy, "other sign-ins go where the API goes")
 }
