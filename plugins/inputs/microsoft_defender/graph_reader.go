@@ -229,7 +229,9 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	if why == "" {
 		if u := r.sameOrigin(w.next); u != nil {
 			w.visited[w.next] = true
-			pr.then = &request{url: u}
+			// The chain of one instant is read in one poll, whatever its deadline: begun again in the next, a chain
+			// longer than a poll's requests would never end. maxAlertsPerGather bounds it.
+			pr.then = &request{url: u, continues: true}
 			return pr
 		}
 		to := "a link that is no URL" // only the origin is named, as of a refused redirect: the rest may hold anything

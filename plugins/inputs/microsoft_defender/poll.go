@@ -53,7 +53,8 @@ type request struct {
 	url       *url.URL
 	continues bool // a step of the reader: sent even past the budget or deadline
 	// resumable: built from times alone, it may be sent a poll later; a
-	// service's next link may by then be refused, or its offsets moved.
+	// service's next link may by then be refused, or its offsets moved, so a
+	// step that is not resumable waits for the rate limit past the deadline.
 	resumable bool
 	search    bool // the SIEM instant search: an unreadable answer is what it looks for, not an error
 }
@@ -319,7 +320,7 @@ func (p *poll) send(ctx context.Context, req *request) answer {
 // attempt waits for the rate limit, sends one request and takes its records.
 func (p *poll) attempt(ctx context.Context, req *request) (answer, error) {
 	var a answer
-	if p.waitForRateLimit(ctx); p.stopped != notStopped {
+	if p.waitForRateLimit(ctx, req.continues && !req.resumable); p.stopped != notStopped {
 		return a, nil
 	}
 	p.stats.requests++
@@ -445,13 +446,14 @@ type rateLimit struct {
 	next int
 }
 
-// waitForRateLimit waits for max_requests_per_minute, or stops the poll when the wait would pass its deadline.
-func (p *poll) waitForRateLimit(ctx context.Context) {
+// waitForRateLimit waits for max_requests_per_minute, or stops the poll when the wait would pass its deadline,
+// unless pastDeadline.
+func (p *poll) waitForRateLimit(ctx context.Context, pastDeadline bool) {
 	now := p.now()
 	reservation := p.limiter.ReserveN(now, 1)
 	r := p.limiter
 	wait := max(reservation.DelayFrom(now), r.sent[r.next].Add(time.Minute).Sub(now), 0)
-	if wait > 0 && !now.Add(wait).Before(p.deadline) {
+	if wait > 0 && !now.Add(wait).Before(p.deadline) && !pastDeadline {
 		reservation.CancelAt(now)
 		p.log.Debug("The rate limit (max_requests_per_minute) is reached: the next request waits for the next poll")
 		p.stop(stoppedDeadline, nil)
