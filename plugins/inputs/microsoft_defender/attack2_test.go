@@ -1,0 +1,166 @@
+package microsoft_defender
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf/testutil"
+)
+
+// oddSIEM is a SIEM API that answers honestly, the newest detections of
+// the window asked for, in one of the ways its documentation leaves open.
+type oddSIEM struct {
+	mu             sync.Mutex
+	detections     []placedDetection
+	maxLimit       int  // a larger limit is silently lowered to this; 0: none
+	exclusiveUntil bool // untilTimeUtc is an exclusive bound
+	queries        []string
+}
+
+func (s *oddSIEM) handler(t *testing.T) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		q := r.URL.Query()
+		s.queries = append(s.queries, q.Get("sinceTimeUtc")+" "+q.Get("untilTimeUtc")+" "+q.Get("limit"))
+		since, err1 := time.Parse(time.RFC3339Nano, q.Get("sinceTimeUtc"))
+		until, err2 := time.Parse(time.RFC3339Nano, q.Get("untilTimeUtc"))
+		limit, err3 := strconv.Atoi(cmpOrZero(q.Get("limit")))
+		if err1 != nil || err2 != nil || err3 != nil {
+			t.Errorf("bad query %s", r.URL.RawQuery)
+		}
+		if s.maxLimit > 0 && (limit == 0 || limit > s.maxLimit) {
+			limit = s.maxLimit
+		}
+		var match []placedDetection
+		for _, d := range s.detections {
+			if !d.at.Before(since) && (d.at.Before(until) || !s.exclusiveUntil && d.at.Equal(until)) {
+				match = append(match, d)
+			}
+		}
+		slices.SortStableFunc(match, func(a, b placedDetection) int { return b.at.Compare(a.at) })
+		if limit > 0 && len(match) > limit {
+			match = match[:limit]
+		}
+		parts := make([]string, 0, len(match))
+		for _, d := range match {
+			parts = append(parts, detectionJSON(d.id, d.at.Format(time.RFC3339Nano)))
+		}
+		respond(t, w, []byte("["+strings.Join(parts, ",")+"]"))
+	}
+}
+
+func cmpOrZero(s string) string {
+	if s == "" {
+		return "0"
+	}
+	return s
+}
+
+// gatherPolls runs polls a minute apart from fixedNow and counts what
+// each detection was emitted, and the errors.
+func gatherPolls(t *testing.T, plugin *MicrosoftDefender, polls int) (map[string]int, []error) {
+	t.Helper()
+	emitted := make(map[string]int)
+	var errs []error
+	for i := range polls {
+		now := fixedNow.Add(time.Duration(i) * time.Minute)
+		plugin.now = func() time.Time { return now }
+		var acc testutil.Accumulator
+		require.NoError(t, plugin.Gather(&acc))
+		countEmitted(&acc, emitted)
+		errs = append(errs, acc.Errors...)
+	}
+	return emitted, errs
+}
+
+// The SIEM API's limit is undocumented in size: a service that answers at
+// most 3 detections however many were asked for (as Graph clamps $top,
+// which the Graph reader learns as pageCap) answers page_size = 5 with 3.
+// The walk takes an answer with fewer than the limit for the whole window
+// (siemReader.after: "read whole"), so every detection of the window older
+// than the newest three is lost, with no error. The README promises an
+// error for an API answering other than the newest page_size.
+func TestSIEMLimitTheServiceLowersLosesNothing(t *testing.T) {
+	sim := &oddSIEM{maxLimit: 3}
+	want := make(map[string]int)
+	for i := range 8 {
+		id := fmt.Sprintf("d%d", i)
+		sim.detections = append(sim.detections, placedDetection{id: id, at: fixedNow.Add(-time.Duration(50-5*i) * time.Minute)})
+		want[id] = 1
+	}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 5 })
+	emitted, errs := gatherPolls(t, plugin, 3)
+	require.Empty(t, errs)
+	require.Equal(t, want, emitted, "every detection once; queries: %q", sim.queries)
+}
+
+// A service whose untilTimeUtc is exclusive, [since, until), answers the
+// first request (until = now) as expected. After a full answer the walk
+// asks [From, oldest] to read the rest of the oldest instant, and
+// [at, at] to read one instant whole: both leave out exactly the instant
+// the walk needs. Here page_size = 2 and two detections share 14:20: the
+// first answer holds d3 and one of them, the next [14:00, 14:20] holds only
+// d0, and the other detection of 14:20 is lost.
+func TestSIEMExclusiveUntilLosesNothing(t *testing.T) {
+	shared := fixedNow.Add(-40 * time.Minute)
+	sim := &oddSIEM{exclusiveUntil: true, detections: []placedDetection{
+		{id: "d0", at: fixedNow.Add(-50 * time.Minute)},
+		{id: "d1", at: shared},
+		{id: "d2", at: shared},
+		{id: "d3", at: fixedNow.Add(-30 * time.Minute)},
+	}}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 2 })
+	emitted, errs := gatherPolls(t, plugin, 3)
+	require.Empty(t, errs)
+	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "d2": 1, "d3": 1}, emitted, "every detection once; queries: %q", sim.queries)
+}
+
+// The chain of one Graph instant is followed for max_alerts_per_gather /
+// page_size pages, an integer division: with max_alerts_per_gather below
+// page_size the bound is 0 pages, so a chain is cut after its first page
+// (graphReader.after: "1 pages read") and the versions behind the next link
+// are never read, though each poll reads on with the budget it has.
+func TestGraphChainWithABudgetBelowAPageIsRead(t *testing.T) {
+	at := fixedNow.Add(-time.Hour)
+	const versions, pageSize = 3, 2
+	plugin, _, _ := graphStub(t, func(r *http.Request, from, to time.Time) string {
+		var match []string
+		if !at.Before(from) && at.Before(to) {
+			for i := range versions {
+				match = append(match, graphAlertJSON(fmt.Sprintf("v%d", i), at))
+			}
+		}
+		skip, _ := strconv.Atoi(r.URL.Query().Get("$skip")) //nolint:errcheck // none is 0
+		page := match[min(skip, len(match)):min(skip+pageSize, len(match))]
+		next := ""
+		if skip+pageSize < len(match) {
+			q := r.URL.Query()
+			q.Set("$skip", strconv.Itoa(skip+pageSize))
+			next = `,"@odata.nextLink":"{{server}}` + graphAlertsPath + "?" + q.Encode() + `"`
+		}
+		return `{"value":[` + strings.Join(page, ",") + `]` + next + `}`
+	}, func(m *MicrosoftDefender) { m.PageSize, m.MaxAlertsPerGather = pageSize, 1 })
+	emitted := make(map[string]int)
+	for i := range 10 {
+		now := fixedNow.Add(time.Duration(i) * time.Minute)
+		plugin.now = func() time.Time { return now }
+		var acc testutil.Accumulator
+		require.NoError(t, plugin.Gather(&acc))
+		for _, m := range acc.GetTelegrafMetrics() {
+			if id, ok := m.GetField("alert_id"); ok {
+				emitted[id.(string)]++
+			}
+		}
+	}
+	require.Equal(t, map[string]int{"v0": 1, "v1": 1, "v2": 1}, emitted)
+}
+
