@@ -22,6 +22,7 @@ type oddSIEM struct {
 	detections     []placedDetection
 	maxLimit       int  // a larger limit is silently lowered to this; 0: none
 	exclusiveUntil bool // untilTimeUtc is an exclusive bound
+	millis         bool // the bounds are read to the millisecond, as the 2020 page writes them
 	queries        []string
 }
 
@@ -36,6 +37,9 @@ func (s *oddSIEM) handler(t *testing.T) http.HandlerFunc {
 		limit, err3 := strconv.Atoi(cmpOrZero(q.Get("limit")))
 		if err1 != nil || err2 != nil || err3 != nil {
 			t.Errorf("bad query %s", r.URL.RawQuery)
+		}
+		if s.millis {
+			since, until = since.Truncate(time.Millisecond), until.Truncate(time.Millisecond)
 		}
 		if s.maxLimit > 0 && (limit == 0 || limit > s.maxLimit) {
 			limit = s.maxLimit
@@ -164,3 +168,22 @@ func TestGraphChainWithABudgetBelowAPageIsRead(t *testing.T) {
 	require.Equal(t, map[string]int{"v0": 1, "v1": 1, "v2": 1}, emitted)
 }
 
+// The 2020 API page writes the bounds with three fractional digits
+// (2016-09-12T00:00:00.000): a service reading sinceTimeUtc and
+// untilTimeUtc to the millisecond, while LastProcessedTimeUtc has seven
+// digits, cuts the upper bound below the instant the walk asks for, as an
+// exclusive one does: [From, oldest] and [at, at] leave out the detections
+// of 14:20:00.0001234 that the first answer had no room for.
+func TestSIEMBoundsReadToTheMillisecondLoseNothing(t *testing.T) {
+	shared := fixedNow.Add(-40*time.Minute + 123400*time.Nanosecond)
+	sim := &oddSIEM{millis: true, detections: []placedDetection{
+		{id: "d0", at: fixedNow.Add(-50 * time.Minute)},
+		{id: "d1", at: shared},
+		{id: "d2", at: shared},
+		{id: "d3", at: fixedNow.Add(-30 * time.Minute)},
+	}}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 2 })
+	emitted, errs := gatherPolls(t, plugin, 3)
+	require.Empty(t, errs)
+	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "d2": 1, "d3": 1}, emitted, "every detection once; queries: %q", sim.queries)
+}
