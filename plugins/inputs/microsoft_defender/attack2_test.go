@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/influxdata/telegraf/config"
+
 	"github.com/influxdata/telegraf/testutil"
 )
 
@@ -186,4 +188,17 @@ func TestSIEMBoundsReadToTheMillisecondLoseNothing(t *testing.T) {
 	emitted, errs := gatherPolls(t, plugin, 3)
 	require.Empty(t, errs)
 	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "d2": 1, "d3": 1}, emitted, "every detection once; queries: %q", sim.queries)
+}
+
+// max_window has no lower bound but overlap: max_window = 1ns with
+// overlap = 0 passes Init. Each chunk then costs a SIEM request (60 a
+// minute by default: 60 ns of the API's time a minute), and a Graph chunk
+// inside one 100 ns tick, which no query can ask for, is passed without a
+// request, so a poll spins through chunks of 1 ns until its deadline (and
+// never ends on a clock that does not move): measured on Graph, a poll's 60
+// requests moved the watermark 1 ms into a 2 h window. It never catches up.
+func TestMaxWindowTooShortToAdvanceIsRefused(t *testing.T) {
+	plugin := validPlugin()
+	plugin.MaxWindow, plugin.Overlap = config.Duration(time.Nanosecond), 0
+	require.EqualError(t, plugin.Init(), "max_window must be at least 1s, got 1ns")
 }
