@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/influxdata/telegraf/config"
-
 	"github.com/influxdata/telegraf/testutil"
 )
 
@@ -76,7 +75,7 @@ func cmpOrZero(s string) string {
 func gatherPolls(t *testing.T, plugin *MicrosoftDefender, polls int) (map[string]int, []error) {
 	t.Helper()
 	emitted := make(map[string]int)
-	var errs []error
+	errs := make([]error, 0, polls)
 	for i := range polls {
 		now := fixedNow.Add(time.Duration(i) * time.Minute)
 		plugin.now = func() time.Time { return now }
