@@ -201,3 +201,37 @@ func TestMaxWindowTooShortToAdvanceIsRefused(t *testing.T) {
 	plugin.MaxWindow, plugin.Overlap = config.Duration(time.Nanosecond), 0
 	require.EqualError(t, plugin.Init(), "max_window must be at least 1s, got 1ns")
 }
+
+// A refused redirect and a next link to another place are named by their
+// origin, so that a path or query echoing the token is not quoted; but the
+// origin holds the host, which a server can echo the token into as well.
+// origin() lowercases it: a mixed-case token comes out lowercased, and a
+// token that is lowercase already (an access_token of hex digits, say)
+// comes out whole, in an error and in a warning.
+func TestTokenEchoedIntoAHostIsNotQuoted(t *testing.T) {
+	const token = "0f3a9c77e1b24d6c-lowercase-access-token-must-not-leak"
+	at := fixedNow.Add(-time.Hour)
+	echo := func(r *http.Request) string {
+		return "https://" + strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ") + ".evil.example.com/"
+	}
+	plugin, logger, _ := graphStub(t, func(r *http.Request, from, to time.Time) string {
+		if at.Before(from) || !at.Before(to) {
+			return `{"value":[]}`
+		}
+		return `{"value":[` + graphAlertJSON("a1", at) + `],"@odata.nextLink":"` + echo(r) + `page2"}`
+	}, func(m *MicrosoftDefender) { m.AccessToken = config.NewSecret([]byte(token)) })
+	gatherOK(t, plugin)
+	for _, line := range logger.Messages() {
+		require.NotContains(t, strings.ToLower(line.Text), token)
+	}
+
+	server := stub(t, func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, echo(r), http.StatusFound) })
+	redirected := stubbedPlugin(t, server, nil, func(m *MicrosoftDefender) {
+		m.AuthMethod, m.AccessToken, m.TenantID, m.ClientID, m.ClientSecret = methodAccessToken, config.NewSecret([]byte(token)), "", "", config.Secret{}
+		m.LoginEndpoint = ""
+	})
+	var acc testutil.Accumulator
+	require.NoError(t, redirected.Gather(&acc))
+	require.Len(t, acc.Errors, 1)
+	require.NotContains(t, strings.ToLower(acc.Errors[0].Error()), token)
+}
