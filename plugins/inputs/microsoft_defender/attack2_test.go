@@ -25,6 +25,7 @@ type oddSIEM struct {
 	exclusiveUntil bool // untilTimeUtc is an exclusive bound
 	millis         bool // the bounds are read to the millisecond, as the 2020 page writes them
 	queries        []string
+	answered       func(n int) // called after the n-th answer (1-based), holding the lock
 }
 
 func (s *oddSIEM) handler(t *testing.T) http.HandlerFunc {
@@ -60,6 +61,9 @@ func (s *oddSIEM) handler(t *testing.T) http.HandlerFunc {
 			parts = append(parts, detectionJSON(d.id, d.at.Format(time.RFC3339Nano)))
 		}
 		respond(t, w, []byte("["+strings.Join(parts, ",")+"]"))
+		if s.answered != nil {
+			s.answered(len(s.queries))
+		}
 	}
 }
 
@@ -234,4 +238,29 @@ func TestTokenEchoedIntoAHostIsNotQuoted(t *testing.T) {
 	require.NoError(t, redirected.Gather(&acc))
 	require.Len(t, acc.Errors, 1)
 	require.NotContains(t, strings.ToLower(acc.Errors[0].Error()), token)
+}
+
+// Detections reach the SIEM API's index after their LastProcessedTimeUtc
+// (the defender-api sheet: late arrivals are why overlap exists). One that
+// lands above a full answer's newest between that answer and the check
+// above it is taken for proof that the service answered other than the
+// newest `limit`: the poll fails with "it would lose detections", though
+// the service was honest and the next poll reads it all. Every late
+// arrival in the top of a window read with a full answer is a false alarm,
+// status "error", in the log and in defender_poll.
+func TestSIEMLateArrivalIsNoDishonestLimit(t *testing.T) {
+	sim := &oddSIEM{detections: []placedDetection{
+		{id: "d0", at: fixedNow.Add(-50 * time.Minute)},
+		{id: "d1", at: fixedNow.Add(-40 * time.Minute)},
+		{id: "d2", at: fixedNow.Add(-30 * time.Minute)},
+	}}
+	sim.answered = func(n int) {
+		if n == 1 { // visible only now, processed a second before the window's end
+			sim.detections = append(sim.detections, placedDetection{id: "late", at: fixedNow.Add(-time.Second)})
+		}
+	}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 2 })
+	emitted, errs := gatherPolls(t, plugin, 2)
+	require.Empty(t, errs, "queries: %q", sim.queries)
+	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "d2": 1, "late": 1}, emitted)
 }
