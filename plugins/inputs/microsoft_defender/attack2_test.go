@@ -230,7 +230,7 @@ func TestTokenEchoedIntoAHostIsNotQuoted(t *testing.T) {
 	}
 
 	server := stub(t, func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, echo(r), http.StatusFound) })
-	redirected := stubbedPlugin(t, server, nil, func(m *MicrosoftDefender) {
+	redirected := stubbedPlugin(t, server, &testutil.CaptureLogger{}, func(m *MicrosoftDefender) {
 		m.AuthMethod, m.AccessToken, m.TenantID, m.ClientID, m.ClientSecret = methodAccessToken, config.NewSecret([]byte(token)), "", "", config.Secret{}
 		m.LoginEndpoint = ""
 	})
