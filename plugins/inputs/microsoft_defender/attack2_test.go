@@ -74,8 +74,8 @@ func cmpOrZero(s string) string {
 	return s
 }
 
-// gatherPolls runs polls a minute apart from fixedNow and counts what
-// each detection was emitted, and the errors.
+// gatherPolls runs polls a minute apart from fixedNow and counts how often
+// each detection was emitted; it returns them and the polls' errors.
 func gatherPolls(t *testing.T, plugin *MicrosoftDefender, polls int) (map[string]int, []error) {
 	t.Helper()
 	emitted := make(map[string]int)
