@@ -223,7 +223,7 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 		why = "a next link leads back"
 	case w.pages > 1 && w.added == 0:
 		why = "a page added nothing new"
-	case w.pages > r.maxAlertsPerGather/r.pageSize:
+	case w.pages*r.pageSize > max(r.maxAlertsPerGather, r.pageSize):
 		why = fmt.Sprintf("%d pages read", w.pages)
 	}
 	if why == "" {
