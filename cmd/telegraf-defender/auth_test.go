@@ -287,6 +287,29 @@ func TestCertificateTokenIsCachedAndRenewedAfter401(t *testing.T) {
 	require.NotEqual(t, requests[0].PostForm.Get("client_assertion"), requests[1].PostForm.Get("client_assertion"))
 }
 
+// A renewed certificate written over client_certificate is used at the next
+// sign-in, without a restart, as a rotated federated token file is.
+func TestRenewedCertificateIsUsedWithoutARestart(t *testing.T) {
+	ca := testCA(t)
+	old, oldKey, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "telegraf-defender-2025"}})
+	require.NoError(t, err)
+	renewed, renewedKey, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "telegraf-defender-2026"}})
+	require.NoError(t, err)
+	s := startTLSSim(t, ca, simulator.Config{ClientCertificates: []*x509.Certificate{renewed}})
+	file := s.writeFile(t, "client.pem", simulator.CertificatePEM(old, oldKey))
+	plugin := newPlugin(t, func(p *microsoft_defender.MicrosoftDefender) {
+		p.EndpointURL, p.LoginEndpoint, p.TenantID, p.ClientID = s.server.URL+"/api/alerts", s.server.URL, simTenant, simClientID
+		p.AuthMethod, p.ClientCertificate, p.TLSCA = "client_certificate", file, s.caFile
+	})
+	var acc testutil.Accumulator
+	require.NoError(t, plugin.Gather(&acc))
+	require.Len(t, acc.Errors, 1)
+	require.ErrorContains(t, acc.Errors[0], "AADSTS700027", "the old certificate is not registered")
+
+	s.writeFile(t, "client.pem", simulator.CertificatePEM(renewed, renewedKey))
+	gather(t, plugin)
+}
+
 const notAssigned = "The managed identity is not assigned to this resource: enable the system-assigned one, or assign the user-assigned one\n"
 
 func TestCheckManagedIdentity(t *testing.T) {

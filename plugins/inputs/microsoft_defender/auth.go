@@ -236,13 +236,12 @@ func (m *MicrosoftDefender) signIn(client *http.Client, login *url.URL, get sign
 // azureCredential signs in with azidentity, a new credential per token: MSAL's cache would hand back a refused one.
 func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL) (tokenSource, error) {
 	method, tenant, clientID, secret, file := m.AuthMethod, m.TenantID, m.ClientID, &m.ClientSecret, m.FederatedTokenFile
-	var certs []*x509.Certificate
-	var key *rsa.PrivateKey
+	certFile, certPassword := m.ClientCertificate, &m.ClientCertificatePassword
 	var id azidentity.ManagedIDKind
-	var err error
 	switch {
 	case method == methodClientCertificate:
-		if certs, key, err = loadCertificate(m.ClientCertificate, &m.ClientCertificatePassword); err != nil {
+		certs, _, err := loadCertificate(certFile, certPassword) // checked at start; read again at each sign-in
+		if err != nil {
 			return nil, err
 		}
 		if m.now().After(certs[0].NotAfter) {
@@ -277,9 +276,13 @@ func (m *MicrosoftDefender) azureCredential(client *http.Client, login *url.URL)
 				cred, err = azidentity.NewClientSecretCredential(tenant, clientID, s,
 					&azidentity.ClientSecretCredentialOptions{ClientOptions: opts, DisableInstanceDiscovery: true})
 			}
-		case methodClientCertificate:
-			cred, err = azidentity.NewClientCertificateCredential(tenant, clientID, certs, key,
-				&azidentity.ClientCertificateCredentialOptions{ClientOptions: opts, DisableInstanceDiscovery: true, SendCertificateChain: chain})
+		case methodClientCertificate: // read at each sign-in, as the federated token is: a renewed one needs no restart
+			var certs []*x509.Certificate
+			var key *rsa.PrivateKey
+			if certs, key, err = loadCertificate(certFile, certPassword); err == nil {
+				cred, err = azidentity.NewClientCertificateCredential(tenant, clientID, certs, key,
+					&azidentity.ClientCertificateCredentialOptions{ClientOptions: opts, DisableInstanceDiscovery: true, SendCertificateChain: chain})
+			}
 		case methodWorkloadIdentity:
 			// Not WorkloadIdentityCredential, which keeps the file's token ten minutes: the kubelet's rotated one is used at once.
 			read := func(context.Context) (string, error) {
