@@ -1,12 +1,21 @@
 package microsoft_defender
 
 import (
+	"errors"
+	"maps"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/testutil"
 )
 
 // futureState leaves in stateFile a position two hours after fixedNow, as a
@@ -76,4 +85,96 @@ func TestFutureResetRestartBeforeAnyConfirmationReadsTheWindowAgain(t *testing.T
 		func(m *MicrosoftDefender) { m.now = func() time.Time { return fixedNow.Add(30 * time.Minute) } })
 	require.NoError(t, restarted.Gather(again))
 	require.Equal(t, []string{"d:late", "d:early"}, emittedIDs(again), "what no output confirmed is read again")
+}
+
+// graphPlaced serves Graph alerts_v2 pages of at most $top versions last
+// updated in the $filter's [from, to), without next links.
+func graphPlaced(t *testing.T, versions map[string]time.Time) *httptest.Server {
+	return stub(t, func(w http.ResponseWriter, r *http.Request) {
+		m := filterBounds.FindStringSubmatch(r.URL.Query().Get("$filter"))
+		require.NotNil(t, m, r.URL.RawQuery)
+		from, err1 := time.Parse(time.RFC3339Nano, m[1])
+		to, err2 := time.Parse(time.RFC3339Nano, m[2])
+		top, err3 := strconv.Atoi(r.URL.Query().Get("$top"))
+		require.NoError(t, errors.Join(err1, err2, err3))
+		var page []string
+		for _, id := range slices.Sorted(maps.Keys(versions)) {
+			if at := versions[id]; !at.Before(from) && at.Before(to) && len(page) < top {
+				page = append(page, graphAlertJSON(id, at))
+			}
+		}
+		respond(t, w, []byte(`{"value":[`+strings.Join(page, ",")+`]}`))
+	})
+}
+
+func alertIDs(acc *testutil.Accumulator, from int) []string {
+	var ids []string
+	for _, m := range alerts(acc, from) {
+		id, _ := m.GetField("alert_id")
+		ids = append(ids, id.(string))
+	}
+	return ids
+}
+
+// TestCleanStopRepeatsOnlyTheUnconfirmed on Graph, whose parts move the
+// pending chunk's From up: confirmed alerts of earlier parts and chunks are
+// not read again after a restart, the unconfirmed are.
+func TestGraphCleanStopRepeatsOnlyTheUnconfirmed(t *testing.T) {
+	stateFile := filepath.Join(t.TempDir(), "state.json")
+	versions := make(map[string]time.Time)
+	for _, m := range []int{2, 8, 12, 25} { // minutes after fixedNow
+		versions["a+"+strconv.Itoa(m)] = fixedNow.Add(time.Duration(m) * time.Minute)
+	}
+	server := graphPlaced(t, versions)
+	graph := func(m *MicrosoftDefender) {
+		m.API, m.EndpointURL, m.PageSize = "graph", server.URL+graphAlertsPath, 2
+		m.MaxWindow = config.Duration(15 * time.Minute)
+		m.Overlap = config.Duration(10 * time.Minute)
+	}
+	plugin, acc, _ := deliveryPlugin(t, server, stateFile, graph)
+	require.NoError(t, plugin.Gather(acc))
+	require.Empty(t, alertIDs(acc, 0))
+
+	plugin.now = func() time.Time { return fixedNow.Add(30 * time.Minute) }
+	require.NoError(t, plugin.Gather(acc))
+	sent := alerts(acc, 0)
+	require.Equal(t, []string{"a+2", "a+8", "a+12", "a+25"}, alertIDs(acc, 0))
+	sent[0].Accept()
+	sent[1].Accept() // a+2 and a+8 confirmed, the output has not taken the rest yet
+	plugin.Stop()
+
+	restarted, again, _ := deliveryPlugin(t, server, stateFile, graph,
+		func(m *MicrosoftDefender) { m.now = func() time.Time { return fixedNow.Add(31 * time.Minute) } })
+	require.NoError(t, restarted.Gather(again))
+	require.Equal(t, []string{"a+12", "a+25"}, alertIDs(again, 0), "only the unconfirmed are read again")
+}
+
+// A SIEM walk moves the pending chunk's To down one answer at a time: a
+// batch rejected inside it is read again after the rollback, and the
+// confirmed ones above and below it are not emitted again.
+func TestSIEMWalkRollbackRepeatsOnlyTheRejected(t *testing.T) {
+	sim := &placedSIEM{}
+	for _, m := range []int{50, 40, 30, 20, 10} { // minutes before fixedNow
+		sim.detections = append(sim.detections, placedDetection{id: "d-" + strconv.Itoa(m), at: fixedNow.Add(-time.Duration(m) * time.Minute)})
+	}
+	plugin, acc, _ := deliveryPlugin(t, stub(t, sim.handler(t)), filepath.Join(t.TempDir(), "state.json"),
+		func(m *MicrosoftDefender) { m.PageSize = 1 })
+	require.NoError(t, plugin.Gather(acc))
+	require.Equal(t, []string{"d-10", "d-20", "d-30", "d-40", "d-50"}, emittedIDs(acc))
+	for i, m := range alerts(acc, 0) {
+		if i == 2 {
+			m.Reject()
+		} else {
+			m.Accept()
+		}
+	}
+	plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
+	before := len(acc.GetTelegrafMetrics())
+	require.NoError(t, plugin.Gather(acc))
+	var again []string
+	for _, m := range alerts(acc, before) {
+		id, _ := m.GetField("full_id")
+		again = append(again, id.(string))
+	}
+	require.Equal(t, []string{"d-30"}, again, "only the rejected alert is sent again")
 }
