@@ -1,7 +1,9 @@
 package microsoft_defender
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -177,4 +179,81 @@ func TestSIEMWalkRollbackRepeatsOnlyTheRejected(t *testing.T) {
 		again = append(again, id.(string))
 	}
 	require.Equal(t, []string{"d-30"}, again, "only the rejected alert is sent again")
+}
+
+// chainStub serves one instant of `versions` alert versions, pageSize a
+// page, along next links, on a clock that the plugin's waits move.
+func chainStub(t *testing.T, versions, pageSize int, configure func(*MicrosoftDefender)) (*MicrosoftDefender, *time.Time, *[]string) {
+	at := fixedNow.Add(-time.Hour)
+	clock := fixedNow
+	plugin, _, requests := graphStub(t, func(r *http.Request, from, to time.Time) string {
+		var match []string
+		if !at.Before(from) && at.Before(to) {
+			for i := range versions {
+				match = append(match, graphAlertJSON(fmt.Sprintf("v%02d", i), at))
+			}
+		}
+		skip, _ := strconv.Atoi(r.URL.Query().Get("$skip")) //nolint:errcheck // none is 0
+		page := match[min(skip, len(match)):min(skip+pageSize, len(match))]
+		next := ""
+		if skip+pageSize < len(match) {
+			q := r.URL.Query()
+			q.Set("$skip", strconv.Itoa(skip+pageSize))
+			next = `,"@odata.nextLink":"{{server}}` + graphAlertsPath + "?" + q.Encode() + `"`
+		}
+		return `{"value":[` + strings.Join(page, ",") + `]` + next + `}`
+	}, func(m *MicrosoftDefender) {
+		m.PageSize, m.MaxAlertsPerGather = pageSize, versions
+		m.now = func() time.Time { return clock }
+		m.sleep = func(ctx context.Context, d time.Duration) error {
+			clock = clock.Add(d)
+			return ctx.Err()
+		}
+		configure(m)
+	})
+	return plugin, &clock, requests
+}
+
+// A chain of one instant waits for max_requests_per_minute past the poll's
+// deadline (one minute on a first poll). At 6 requests a minute (one every
+// 10 s), the first page of the instant, after five parts that split the
+// chunk, goes at 50 s, its 7 next pages at 60 to 120 s: the poll lasts
+// twice its interval. A chain is up to
+// max_alerts_per_gather / page_size pages, each 60 / max_requests_per_minute
+// seconds apart past the deadline; built into Telegraf, which waits for
+// Gather before Stop, a shutdown waits as long.
+func TestGraphChainPollRunsPastItsDeadlineAtTheRateLimit(t *testing.T) {
+	plugin, clock, requests := chainStub(t, 16, 2, func(m *MicrosoftDefender) { m.MaxRequestsPerMinute = 6 })
+	var acc testutil.Accumulator
+	require.NoError(t, plugin.Gather(&acc))
+	require.Len(t, alerts(&acc, 0), 16)
+	require.Len(t, *requests, 5+8, "five parts, then the 8 pages of the instant")
+	require.Len(t, slices.DeleteFunc(slices.Clone(*requests), func(r string) bool { return !strings.Contains(r, "%24skip=") }), 7, "7 next links")
+	require.Equal(t, 120*time.Second, clock.Sub(fixedNow), "10 s before each request but the first")
+	status, _ := pollMetrics(&acc)[0].GetTag("status")
+	require.Equal(t, "partial", status, "the part after the instant waits for the next poll")
+}
+
+// Interrupt (the execd binary's SIGTERM, stdin closed) ends the poll in
+// such a wait at once: the sleep sees the poll's context cancelled.
+func TestGraphChainWaitPastTheDeadlineEndsAtInterrupt(t *testing.T) {
+	var plugin *MicrosoftDefender
+	waits := 0
+	plugin, clock, requests := chainStub(t, 16, 2, func(m *MicrosoftDefender) {
+		m.MaxRequestsPerMinute = 6
+		moved := m.sleep
+		m.sleep = func(ctx context.Context, d time.Duration) error {
+			if waits++; waits == 7 { // before the instant's third page, past the deadline
+				plugin.Interrupt()
+			}
+			return moved(ctx, d)
+		}
+	})
+	var acc testutil.Accumulator
+	require.NoError(t, plugin.Gather(&acc))
+	require.Len(t, *requests, 7, "no request after the interrupted wait")
+	require.Equal(t, 70*time.Second, clock.Sub(fixedNow))
+	require.Len(t, alerts(&acc, 0), 4)
+	status, _ := pollMetrics(&acc)[0].GetTag("status")
+	require.Equal(t, "partial", status)
 }
