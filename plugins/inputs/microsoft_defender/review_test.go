@@ -94,11 +94,16 @@ func TestFutureResetRestartBeforeAnyConfirmationReadsTheWindowAgain(t *testing.T
 func graphPlaced(t *testing.T, versions map[string]time.Time) *httptest.Server {
 	return stub(t, func(w http.ResponseWriter, r *http.Request) {
 		m := filterBounds.FindStringSubmatch(r.URL.Query().Get("$filter"))
-		require.NotNil(t, m, r.URL.RawQuery)
+		if m == nil {
+			t.Errorf("no bounds in %s", r.URL.RawQuery)
+			return
+		}
 		from, err1 := time.Parse(time.RFC3339Nano, m[1])
 		to, err2 := time.Parse(time.RFC3339Nano, m[2])
 		top, err3 := strconv.Atoi(r.URL.Query().Get("$top"))
-		require.NoError(t, errors.Join(err1, err2, err3))
+		if err := errors.Join(err1, err2, err3); err != nil {
+			t.Errorf("the query %s: %v", r.URL.RawQuery, err)
+		}
 		var page []string
 		for _, id := range slices.Sorted(maps.Keys(versions)) {
 			if at := versions[id]; !at.Before(from) && at.Before(to) && len(page) < top {
@@ -110,8 +115,9 @@ func graphPlaced(t *testing.T, versions map[string]time.Time) *httptest.Server {
 }
 
 func alertIDs(acc *testutil.Accumulator, from int) []string {
-	var ids []string
-	for _, m := range alerts(acc, from) {
+	sent := alerts(acc, from)
+	ids := make([]string, 0, len(sent))
+	for _, m := range sent {
 		id, _ := m.GetField("alert_id")
 		ids = append(ids, id.(string))
 	}
@@ -173,8 +179,9 @@ func TestSIEMWalkRollbackRepeatsOnlyTheRejected(t *testing.T) {
 	plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
 	before := len(acc.GetTelegrafMetrics())
 	require.NoError(t, plugin.Gather(acc))
-	var again []string
-	for _, m := range alerts(acc, before) {
+	sent := alerts(acc, before)
+	again := make([]string, 0, len(sent))
+	for _, m := range sent {
 		id, _ := m.GetField("full_id")
 		again = append(again, id.(string))
 	}
