@@ -223,7 +223,7 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 		why = "a next link leads back"
 	case w.pages > 1 && w.added == 0:
 		why = "a page added nothing new"
-	case w.pages > r.maxAlertsPerGather/r.pageSize:
+	case w.pages > max(r.maxAlertsPerGather, r.pageSize)/r.pageSize: // at least a page behind the first
 		why = fmt.Sprintf("%d pages read", w.pages)
 	}
 	if why == "" {
