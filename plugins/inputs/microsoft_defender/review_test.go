@@ -114,8 +114,8 @@ func graphPlaced(t *testing.T, versions map[string]time.Time) *httptest.Server {
 	})
 }
 
-func alertIDs(acc *testutil.Accumulator, from int) []string {
-	sent := alerts(acc, from)
+func alertIDs(acc *testutil.Accumulator) []string {
+	sent := alerts(acc, 0)
 	ids := make([]string, 0, len(sent))
 	for _, m := range sent {
 		id, _ := m.GetField("alert_id")
@@ -141,12 +141,12 @@ func TestGraphCleanStopRepeatsOnlyTheUnconfirmed(t *testing.T) {
 	}
 	plugin, acc, _ := deliveryPlugin(t, server, stateFile, graph)
 	require.NoError(t, plugin.Gather(acc))
-	require.Empty(t, alertIDs(acc, 0))
+	require.Empty(t, alertIDs(acc))
 
 	plugin.now = func() time.Time { return fixedNow.Add(30 * time.Minute) }
 	require.NoError(t, plugin.Gather(acc))
 	sent := alerts(acc, 0)
-	require.Equal(t, []string{"a+2", "a+8", "a+12", "a+25"}, alertIDs(acc, 0))
+	require.Equal(t, []string{"a+2", "a+8", "a+12", "a+25"}, alertIDs(acc))
 	sent[0].Accept()
 	sent[1].Accept() // a+2 and a+8 confirmed, the output has not taken the rest yet
 	plugin.Stop()
@@ -154,7 +154,7 @@ func TestGraphCleanStopRepeatsOnlyTheUnconfirmed(t *testing.T) {
 	restarted, again, _ := deliveryPlugin(t, server, stateFile, graph,
 		func(m *MicrosoftDefender) { m.now = func() time.Time { return fixedNow.Add(31 * time.Minute) } })
 	require.NoError(t, restarted.Gather(again))
-	require.Equal(t, []string{"a+12", "a+25"}, alertIDs(again, 0), "only the unconfirmed are read again")
+	require.Equal(t, []string{"a+12", "a+25"}, alertIDs(again), "only the unconfirmed are read again")
 }
 
 // A SIEM walk moves the pending chunk's To down one answer at a time: a
@@ -278,7 +278,7 @@ func TestGraphChainWithABudgetBelowAPageIsFollowed(t *testing.T) {
 		*clock = fixedNow.Add(time.Duration(i) * time.Minute)
 		var acc testutil.Accumulator
 		require.NoError(t, plugin.Gather(&acc))
-		for _, id := range alertIDs(&acc, 0) {
+		for _, id := range alertIDs(&acc) {
 			emitted[id]++
 		}
 	}
