@@ -339,16 +339,28 @@ func sameOriginRedirects(req *http.Request, via []*http.Request) error {
 
 // refusedRedirect names origins only, as a path may carry anything.
 func refusedRedirect(request string, req *http.Request, via []*http.Request, reason string) error {
-	return fmt.Errorf("%w of the %s from %s to %s: %s", errRedirect, request, origin(via[len(via)-1].URL), origin(req.URL), reason)
+	return fmt.Errorf("%w of the %s from %s to %s: %s", errRedirect, request, origin(via[len(via)-1].URL),
+		originSeenFrom(req.URL, via[0].URL), reason)
+}
+
+// originSeenFrom is the origin of u, a server's choice, its host named only when it is ours': a server may
+// echo a secret into a host name.
+func originSeenFrom(u, ours *url.URL) string {
+	if strings.EqualFold(u.Hostname(), ours.Hostname()) {
+		return origin(u)
+	}
+	return originWithHost(u, "(another host)")
 }
 
 // origin is scheme://host:port of u, normalized so equal origins compare equal.
-func origin(u *url.URL) string {
+func origin(u *url.URL) string { return originWithHost(u, strings.ToLower(u.Hostname())) }
+
+func originWithHost(u *url.URL, host string) string {
 	scheme, port := strings.ToLower(u.Scheme), u.Port()
 	if port == "" {
 		port = map[string]string{"https": "443", "http": "80"}[scheme]
 	}
-	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
 // redact replaces the exact and URL-escaped forms of each secret with "[redacted]".

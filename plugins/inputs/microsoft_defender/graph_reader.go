@@ -223,7 +223,7 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 		why = "a next link leads back"
 	case w.pages > 1 && w.added == 0:
 		why = "a page added nothing new"
-	case w.pages > max(r.maxAlertsPerGather, r.pageSize)/r.pageSize: // at least a page behind the first
+	case w.pages*r.pageSize > max(r.maxAlertsPerGather, r.pageSize):
 		why = fmt.Sprintf("%d pages read", w.pages)
 	}
 	if why == "" {
@@ -234,9 +234,9 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 			pr.then = &request{url: u, continues: true}
 			return pr
 		}
-		to := "a link that is no URL" // only the origin is named, as of a refused redirect: the rest may hold anything
+		to := "a link that is no URL" // named as a refused redirect's target: the rest may hold anything
 		if u, err := url.Parse(w.next); err == nil {
-			to = origin(u)
+			to = originSeenFrom(u, r.endpoint)
 		}
 		k.log.Warnf("Graph paging: the Graph API at %s sent an @odata.nextLink to another place, not followed: %s",
 			r.endpoint.Host, sanitize(to, maxBodySnippet))

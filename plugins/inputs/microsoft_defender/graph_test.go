@@ -116,7 +116,7 @@ func TestGraphNextLinkToAnotherHostIsRefused(t *testing.T) {
 	host := strings.TrimPrefix(plugin.EndpointURL, "http://")
 	host = strings.TrimSuffix(host, graphAlertsPath)
 	require.Equal(t, []string{
-		`W! [] Graph paging: the Graph API at ` + host + ` sent an @odata.nextLink to another place, not followed: https://evil.example.com:443`,
+		`W! [] Graph paging: the Graph API at ` + host + ` sent an @odata.nextLink to another place, not followed: https://(another host):443`,
 		`W! [] Alerts sharing lastUpdateDateTime 2020-09-30T14:00:00Z could not all be shown read whole (a next link to another place): ` +
 			`1 read, moving on`,
 	}, logger.Warnings())

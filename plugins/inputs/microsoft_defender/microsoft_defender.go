@@ -223,6 +223,7 @@ func (m *MicrosoftDefender) checkSettings() error {
 		{m.InitialLookback <= 0, "initial_lookback must be positive"},
 		{m.Delay < 0, "delay must not be negative"},
 		{m.Overlap < 0, "overlap must not be negative"},
+		{m.MaxWindow < config.Duration(time.Second), fmt.Sprintf("max_window must be at least 1s, got %s", time.Duration(m.MaxWindow))},
 		{m.MaxWindow <= m.Overlap, fmt.Sprintf("max_window (%s) must be longer than overlap (%s), or no chunk would advance the cursor",
 			time.Duration(m.MaxWindow), time.Duration(m.Overlap))},
 		{m.MaxAlertsPerGather <= 0, fmt.Sprintf("max_alerts_per_gather must be positive, got %d", m.MaxAlertsPerGather)},

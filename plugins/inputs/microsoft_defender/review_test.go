@@ -264,23 +264,3 @@ func TestGraphChainWaitPastTheDeadlineEndsAtInterrupt(t *testing.T) {
 	status, _ := pollMetrics(&acc)[0].GetTag("status")
 	require.Equal(t, "partial", status)
 }
-
-// The chain of one instant is bounded by max_alerts_per_gather / page_size
-// + 1 pages, in whole numbers: with max_alerts_per_gather below page_size
-// (100 against the default 500, say) that is 1, so that no next link of an
-// instant is ever followed and the versions behind the first page are lost,
-// though the README says such links are read as far as they go, and the
-// budget alone would read them a poll at a time (duplicates cost nothing).
-func TestGraphChainWithABudgetBelowAPageIsFollowed(t *testing.T) {
-	plugin, clock, _ := chainStub(t, 4, 2, func(m *MicrosoftDefender) { m.MaxAlertsPerGather = 1 })
-	emitted := make(map[string]int)
-	for i := range 10 {
-		*clock = fixedNow.Add(time.Duration(i) * time.Minute)
-		var acc testutil.Accumulator
-		require.NoError(t, plugin.Gather(&acc))
-		for _, id := range alertIDs(&acc) {
-			emitted[id]++
-		}
-	}
-	require.Equal(t, map[string]int{"v00": 1, "v01": 1, "v02": 1, "v03": 1}, emitted)
-}

@@ -27,6 +27,8 @@ type siemWalk struct {
 	search  *instantSearch // for the instant of a newest detection that cannot be read
 	asked   *siemAsk       // what the request built last asks for
 	checked bool           // a full answer of this chunk was shown to hold the newest
+	// rechecked: a check found a detection above a full answer, and the window's top was read again.
+	rechecked bool
 }
 
 // siemAsk asks for the newest limit detections (all when 0) with LastProcessedTimeUtc in [since, until].
@@ -115,6 +117,11 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		// The walk stays above the full answer until the check passes.
 		if a.err != nil {
 			return progress{err: a.err}
+		}
+		if a.inWindow > 0 && !w.rechecked {
+			// A detection may have become visible since the full answer: read the top of the window again, once.
+			w.rechecked = true
+			return progress{}
 		}
 		if a.inWindow > 0 {
 			return progress{err: fmt.Errorf("the SIEM API's answer to limit=%d held not the newest detections of %s to %s: "+

@@ -1,0 +1,204 @@
+package microsoft_defender
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/testutil"
+)
+
+// oddSIEM is a SIEM API that answers honestly, the newest detections of
+// the window asked for, in one of the ways its documentation leaves open.
+type oddSIEM struct {
+	mu             sync.Mutex
+	detections     []placedDetection
+	maxLimit       int  // a larger limit is silently lowered to this; 0: none
+	exclusiveUntil bool // untilTimeUtc is an exclusive bound
+	millis         bool // the bounds are read to the millisecond, as the 2020 page writes them
+	queries        []string
+	answered       func(n int) // called after the n-th answer (1-based), holding the lock
+}
+
+func (s *oddSIEM) handler(t *testing.T) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		q := r.URL.Query()
+		s.queries = append(s.queries, q.Get("sinceTimeUtc")+" "+q.Get("untilTimeUtc")+" "+q.Get("limit"))
+		since, err1 := time.Parse(time.RFC3339Nano, q.Get("sinceTimeUtc"))
+		until, err2 := time.Parse(time.RFC3339Nano, q.Get("untilTimeUtc"))
+		limit, err3 := strconv.Atoi(cmpOrZero(q.Get("limit")))
+		if err1 != nil || err2 != nil || err3 != nil {
+			t.Errorf("bad query %s", r.URL.RawQuery)
+		}
+		if s.millis {
+			since, until = since.Truncate(time.Millisecond), until.Truncate(time.Millisecond)
+		}
+		if s.maxLimit > 0 && (limit == 0 || limit > s.maxLimit) {
+			limit = s.maxLimit
+		}
+		var match []placedDetection
+		for _, d := range s.detections {
+			if !d.at.Before(since) && (d.at.Before(until) || !s.exclusiveUntil && d.at.Equal(until)) {
+				match = append(match, d)
+			}
+		}
+		slices.SortStableFunc(match, func(a, b placedDetection) int { return b.at.Compare(a.at) })
+		if limit > 0 && len(match) > limit {
+			match = match[:limit]
+		}
+		parts := make([]string, 0, len(match))
+		for _, d := range match {
+			parts = append(parts, detectionJSON(d.id, d.at.Format(time.RFC3339Nano)))
+		}
+		respond(t, w, []byte("["+strings.Join(parts, ",")+"]"))
+		if s.answered != nil {
+			s.answered(len(s.queries))
+		}
+	}
+}
+
+func cmpOrZero(s string) string {
+	if s == "" {
+		return "0"
+	}
+	return s
+}
+
+// gatherPolls runs polls a minute apart from fixedNow and counts how often
+// each detection was emitted; it returns them and the polls' errors.
+func gatherPolls(t *testing.T, plugin *MicrosoftDefender, polls int) (map[string]int, []error) {
+	t.Helper()
+	emitted := make(map[string]int)
+	errs := make([]error, 0, polls)
+	for i := range polls {
+		now := fixedNow.Add(time.Duration(i) * time.Minute)
+		plugin.now = func() time.Time { return now }
+		var acc testutil.Accumulator
+		require.NoError(t, plugin.Gather(&acc))
+		countEmitted(&acc, emitted)
+		errs = append(errs, acc.Errors...)
+	}
+	return emitted, errs
+}
+
+// The chain of one Graph instant is followed for max_alerts_per_gather /
+// page_size pages, an integer division: with max_alerts_per_gather below
+// page_size the bound is 0 pages, so a chain is cut after its first page
+// (graphReader.after: "1 pages read") and the versions behind the next link
+// are never read, though each poll reads on with the budget it has.
+func TestGraphChainWithABudgetBelowAPageIsRead(t *testing.T) {
+	at := fixedNow.Add(-time.Hour)
+	const versions, pageSize = 3, 2
+	plugin, _, _ := graphStub(t, func(r *http.Request, from, to time.Time) string {
+		var match []string
+		if !at.Before(from) && at.Before(to) {
+			for i := range versions {
+				match = append(match, graphAlertJSON(fmt.Sprintf("v%d", i), at))
+			}
+		}
+		skip, _ := strconv.Atoi(r.URL.Query().Get("$skip")) //nolint:errcheck // none is 0
+		page := match[min(skip, len(match)):min(skip+pageSize, len(match))]
+		next := ""
+		if skip+pageSize < len(match) {
+			q := r.URL.Query()
+			q.Set("$skip", strconv.Itoa(skip+pageSize))
+			next = `,"@odata.nextLink":"{{server}}` + graphAlertsPath + "?" + q.Encode() + `"`
+		}
+		return `{"value":[` + strings.Join(page, ",") + `]` + next + `}`
+	}, func(m *MicrosoftDefender) { m.PageSize, m.MaxAlertsPerGather = pageSize, 1 })
+	emitted := make(map[string]int)
+	for i := range 10 {
+		now := fixedNow.Add(time.Duration(i) * time.Minute)
+		plugin.now = func() time.Time { return now }
+		var acc testutil.Accumulator
+		require.NoError(t, plugin.Gather(&acc))
+		for _, m := range acc.GetTelegrafMetrics() {
+			if id, ok := m.GetField("alert_id"); ok {
+				emitted[id.(string)]++
+			}
+		}
+	}
+	require.Equal(t, map[string]int{"v0": 1, "v1": 1, "v2": 1}, emitted)
+}
+
+// max_window has no lower bound but overlap: max_window = 1ns with
+// overlap = 0 passes Init. Each chunk then costs a SIEM request (60 a
+// minute by default: 60 ns of the API's time a minute), and a Graph chunk
+// inside one 100 ns tick, which no query can ask for, is passed without a
+// request, so a poll spins through chunks of 1 ns until its deadline (and
+// never ends on a clock that does not move): measured on Graph, a poll's 60
+// requests moved the watermark 1 ms into a 2 h window. It never catches up.
+func TestMaxWindowTooShortToAdvanceIsRefused(t *testing.T) {
+	plugin := validPlugin()
+	plugin.MaxWindow, plugin.Overlap = config.Duration(time.Nanosecond), 0
+	require.EqualError(t, plugin.Init(), "max_window must be at least 1s, got 1ns")
+}
+
+// A refused redirect and a next link to another place are named by their
+// origin, so that a path or query echoing the token is not quoted; but the
+// origin holds the host, which a server can echo the token into as well.
+// origin() lowercases it: a mixed-case token comes out lowercased, and a
+// token that is lowercase already (an access_token of hex digits, say)
+// comes out whole, in an error and in a warning.
+func TestTokenEchoedIntoAHostIsNotQuoted(t *testing.T) {
+	const token = "0f3a9c77e1b24d6c-lowercase-access-token-must-not-leak"
+	at := fixedNow.Add(-time.Hour)
+	echo := func(r *http.Request) string {
+		return "https://" + strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ") + ".evil.example.com/"
+	}
+	plugin, logger, _ := graphStub(t, func(r *http.Request, from, to time.Time) string {
+		if at.Before(from) || !at.Before(to) {
+			return `{"value":[]}`
+		}
+		return `{"value":[` + graphAlertJSON("a1", at) + `],"@odata.nextLink":"` + echo(r) + `page2"}`
+	}, func(m *MicrosoftDefender) { m.AccessToken = config.NewSecret([]byte(token)) })
+	gatherOK(t, plugin)
+	for _, line := range logger.Messages() {
+		require.NotContains(t, strings.ToLower(line.Text), token)
+	}
+
+	server := stub(t, func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, echo(r), http.StatusFound) })
+	redirected := stubbedPlugin(t, server, &testutil.CaptureLogger{}, func(m *MicrosoftDefender) {
+		m.AuthMethod, m.AccessToken, m.TenantID, m.ClientID, m.ClientSecret = methodAccessToken, config.NewSecret([]byte(token)), "", "", config.Secret{}
+		m.LoginEndpoint = ""
+	})
+	var acc testutil.Accumulator
+	require.NoError(t, redirected.Gather(&acc))
+	require.Len(t, acc.Errors, 1)
+	require.NotContains(t, strings.ToLower(acc.Errors[0].Error()), token)
+}
+
+// Detections reach the SIEM API's index after their LastProcessedTimeUtc
+// (the defender-api sheet: late arrivals are why overlap exists). One that
+// lands above a full answer's newest between that answer and the check
+// above it is taken for proof that the service answered other than the
+// newest `limit`: the poll fails with "it would lose detections", though
+// the service was honest and the next poll reads it all. Every late
+// arrival in the top of a window read with a full answer is a false alarm,
+// status "error", in the log and in defender_poll.
+func TestSIEMLateArrivalIsNoDishonestLimit(t *testing.T) {
+	sim := &oddSIEM{detections: []placedDetection{
+		{id: "d0", at: fixedNow.Add(-50 * time.Minute)},
+		{id: "d1", at: fixedNow.Add(-40 * time.Minute)},
+		{id: "d2", at: fixedNow.Add(-30 * time.Minute)},
+	}}
+	sim.answered = func(n int) {
+		if n == 1 { // visible only now, processed a second before the window's end
+			sim.detections = append(sim.detections, placedDetection{id: "late", at: fixedNow.Add(-time.Second)})
+		}
+	}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 2 })
+	emitted, errs := gatherPolls(t, plugin, 2)
+	require.Empty(t, errs, "queries: %q", sim.queries)
+	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "d2": 1, "late": 1}, emitted)
+}
