@@ -294,6 +294,9 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	switch at, oldest := m.cursor.position(), now.Add(-apiRetention); {
 	case at.After(now.Add(maxClockSkew)):
 		m.cursor.watermark, m.cursor.pending = time.Time{}, nil
+		if m.delivery != nil {
+			m.delivery.confirmed = position{} // as on a first run, below: a rejection comes back to where this poll begins
+		}
 		m.stateDirty = true
 		acc.AddError(fmt.Errorf("the saved position %s lies after now (%s): the host clock ran ahead when it was saved, or the state was edited; "+
 			"reading again from initial_lookback (%s) before now, detections already emitted in that stretch are dropped as duplicates where still remembered",
