@@ -84,8 +84,8 @@ func (c *cursor) remember(id string, at time.Time) string {
 	return id
 }
 
-// forget drops what lies strictly between after and before, which no later request returns: memory stays
-// at the overlap however large a chunk is.
+// forget drops what lies strictly between after and before, which no later request returns: memory stays at
+// the overlap, and what the outputs have not confirmed (poll.forget), however large a chunk is.
 func (c *cursor) forget(after, before time.Time) {
 	between := func(t time.Time) bool { return t.After(after) && t.Before(before) }
 	maps.DeleteFunc(c.seen, func(_ string, t time.Time) bool { return between(t) })
