@@ -1,0 +1,131 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// execdDiskConf is a telegraf.conf with the disk buffer (the README's advice
+// for inputs.execd) running bin/telegraf-defender on its own poll interval of
+// a second, and a file output to out.
+func execdDiskConf(t *testing.T, bufferDir, pluginPath, out string) string {
+	t.Helper()
+	return fmt.Sprintf(`
+[agent]
+  interval = "1s"
+  flush_interval = "1s"
+  buffer_strategy = "disk"
+  buffer_directory = %q
+  omit_hostname = true
+
+[[inputs.execd]]
+  command = [%q, "-config", %q, "-poll_interval", "1s"]
+  signal = "none"
+  restart_delay = "1s"
+  data_format = "influx"
+
+[[outputs.file]]
+  files = [%q]
+  data_format = "influx"
+`, bufferDir, binary(t, "telegraf-defender"), pluginPath, out)
+}
+
+// alertIDs counts the full_id of each defender_alert the agent's file output wrote.
+func alertIDs(t *testing.T, a *agent) map[string]int {
+	t.Helper()
+	seen := make(map[string]int)
+	for _, m := range byName(a.metrics(t), "defender_alert") {
+		id, _ := m.GetField("full_id")
+		seen[id.(string)]++
+	}
+	return seen
+}
+
+// gone reports whether the process pid has ended (gone or a zombie).
+func gone(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the command's closing parenthesis.
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	return len(fields) > 0 && fields[0] == "Z"
+}
+
+// Under inputs.execd with the disk buffer, Telegraf stalls (SIGSTOP: a
+// stalled disk, a starved CPU) while the plugin goes on polling, then dies
+// (SIGKILL: the OOM killer, systemd's stop timeout). The plugin wrote the new
+// detections into the stdout pipe, counted them as delivered once the write
+// returned and saved its state past them; Telegraf never read them, and the
+// kernel drops a pipe's contents when its reader dies. Restarted on the same
+// state file and disk buffer, nothing reads them again: they never reach the
+// output, although the README promises that a SIGKILL loses nothing.
+func TestExecdTelegrafKilledWhileStalledLosesNothing(t *testing.T) {
+	t.Parallel()
+	sim, clock, url := newStillSimulator(t, 71, 3)
+	dir := t.TempDir()
+	stateFile := filepath.Join(dir, "defender.state")
+	pluginPath := filepath.Join(dir, "defender.conf")
+	require.NoError(t, os.WriteFile(pluginPath, []byte(siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`,
+		"max_requests_per_minute = 600", fmt.Sprintf("state_file = %q", stateFile))), 0o600))
+	bufferDir := filepath.Join(dir, "buffer")
+	out1 := filepath.Join(dir, "out1.lp")
+	first := launch(t, "telegraf", filepath.Join(dir, "telegraf1.conf"), execdDiskConf(t, bufferDir, pluginPath, out1), out1)
+
+	backlog := len(sim.All())
+	require.Positive(t, backlog)
+	waitFor(t, first, "the backlog in the output", func() bool { return len(alertIDs(t, first)) == backlog })
+	plugins := children(t, first.cmd.Process.Pid)
+	require.Len(t, plugins, 1, "telegraf runs one telegraf-defender")
+	saved, err := os.ReadFile(stateFile)
+	require.NoError(t, err)
+
+	// Telegraf stalls; the detections of the last five minutes appear.
+	require.NoError(t, first.cmd.Process.Signal(syscall.SIGSTOP))
+	clock.Set(time.Now())
+	want := len(sim.All())
+	require.Greater(t, want, backlog, "detections appear while Telegraf stalls")
+	// The plugin reads them, writes them to the pipe and, at a later poll's
+	// start, saves its state past them.
+	waitFor(t, first, "the plugin to save its state past the new detections", func() bool {
+		now, err := os.ReadFile(stateFile)
+		return err == nil && string(now) != string(saved)
+	})
+	require.NoError(t, first.cmd.Process.Kill())
+	first.cmd.Wait() //nolint:errcheck // killed
+	waitFor(t, first, "the orphaned plugin to end", func() bool { return gone(plugins[0]) })
+
+	out2 := filepath.Join(dir, "out2.lp")
+	second := launch(t, "telegraf", filepath.Join(dir, "telegraf2.conf"), execdDiskConf(t, bufferDir, pluginPath, out2), out2)
+	restarted := time.Now()
+	waitFor(t, second, "a poll without backlog after the restart", func() bool {
+		for _, m := range byName(second.metrics(t), "defender_poll") {
+			if backlog, ok := m.GetField("backlog"); ok && !backlog.(bool) && m.Time().After(restarted.Add(time.Second)) {
+				return true
+			}
+		}
+		return false
+	})
+	second.stop(t)
+
+	emitted := alertIDs(t, first)
+	for id, n := range alertIDs(t, second) {
+		emitted[id] += n
+	}
+	var missing []string
+	for _, d := range sim.All() {
+		if emitted[d.FullID] == 0 {
+			missing = append(missing, d.LastProcessedTimeUtc+" "+d.FullID)
+		}
+	}
+	require.Empty(t, missing, "%d of the %d detections that appeared while Telegraf stalled are lost", len(missing), want-backlog)
+}
