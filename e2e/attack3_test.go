@@ -62,14 +62,45 @@ func gone(pid int) bool {
 }
 
 // Under inputs.execd with the disk buffer, Telegraf stalls (SIGSTOP: a
-// stalled disk, a starved CPU) while the plugin goes on polling, then dies
-// (SIGKILL: the OOM killer, systemd's stop timeout). The plugin wrote the new
-// detections into the stdout pipe, counted them as delivered once the write
-// returned and saved its state past them; Telegraf never read them, and the
-// kernel drops a pipe's contents when its reader dies. Restarted on the same
-// state file and disk buffer, nothing reads them again: they never reach the
-// output, although the README promises that a SIGKILL loses nothing.
-func TestExecdTelegrafKilledWhileStalledLosesNothing(t *testing.T) {
+// stalled disk, a starved CPU) while the plugin goes on polling. The plugin
+// writes the new detections into the stdout pipe, counts them as delivered
+// once the write returned and saves its state past them; Telegraf has not
+// read them. Then:
+//   - Telegraf dies (SIGKILL: the OOM killer, systemd's stop timeout): the
+//     kernel drops the pipe's contents with its last reader;
+//   - Ctrl-C (SIGINT to the process group, as in `make run`): the plugin
+//     stops at once and exits; Telegraf, resuming, reaps it, and exec.Cmd.Wait
+//     closes the pipe under execd's reader, which reads it in small chunks.
+//
+// Restarted on the same state file and disk buffer, nothing reads them
+// again: they never reach the output, although the README promises that a
+// SIGKILL or clean stop loses nothing.
+func TestExecdStalledTelegrafLosesNothing(t *testing.T) {
+	t.Run("SIGKILL", func(t *testing.T) {
+		stalledTelegrafLosesNothing(t, func(t *testing.T, telegraf *agent, plugin int) {
+			require.NoError(t, telegraf.cmd.Process.Kill())
+			telegraf.cmd.Wait() //nolint:errcheck // killed
+			waitFor(t, telegraf, "the orphaned plugin to end", func() bool { return gone(plugin) })
+		})
+	})
+	t.Run("Ctrl-C", func(t *testing.T) {
+		stalledTelegrafLosesNothing(t, func(t *testing.T, telegraf *agent, plugin int) {
+			require.NoError(t, syscall.Kill(plugin, syscall.SIGINT))
+			waitFor(t, telegraf, "the plugin to stop", func() bool { return gone(plugin) })
+			require.NoError(t, telegraf.cmd.Process.Signal(syscall.SIGINT))
+			require.NoError(t, telegraf.cmd.Process.Signal(syscall.SIGCONT))
+			exited := make(chan error, 1)
+			go func() { exited <- telegraf.cmd.Wait() }()
+			select {
+			case <-exited:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("telegraf did not stop on SIGINT; its log:\n%s", telegraf.stderr.String())
+			}
+		})
+	})
+}
+
+func stalledTelegrafLosesNothing(t *testing.T, end func(t *testing.T, telegraf *agent, plugin int)) {
 	t.Parallel()
 	sim, clock, url := newStillSimulator(t, 71, 3)
 	dir := t.TempDir()
@@ -100,9 +131,7 @@ func TestExecdTelegrafKilledWhileStalledLosesNothing(t *testing.T) {
 		now, err := os.ReadFile(stateFile)
 		return err == nil && string(now) != string(saved)
 	})
-	require.NoError(t, first.cmd.Process.Kill())
-	first.cmd.Wait() //nolint:errcheck // killed
-	waitFor(t, first, "the orphaned plugin to end", func() bool { return gone(plugins[0]) })
+	end(t, first, plugins[0])
 
 	out2 := filepath.Join(dir, "out2.lp")
 	second := launch(t, "telegraf", filepath.Join(dir, "telegraf2.conf"), execdDiskConf(t, bufferDir, pluginPath, out2), out2)
