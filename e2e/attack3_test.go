@@ -4,9 +4,14 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -157,4 +162,52 @@ func stalledTelegrafLosesNothing(t *testing.T, end func(t *testing.T, telegraf *
 		}
 	}
 	require.Empty(t, missing, "%d of the %d detections that appeared while Telegraf stalled are lost", len(missing), want-backlog)
+}
+
+// Built into Telegraf, InfluxDB answers 401 (a rotated password) for the
+// first writes, then takes them: Telegraf's influxdb output drops a batch
+// answered 4xx (also 413 over max-body-size, a partial write) and reports it
+// written, so the plugin counts it delivered and never reads it again. No
+// fix in the plugin can see this: it shows where the README's "holds through
+// outputs failing" stops.
+func TestInTreeInfluxDBRefusingWritesLosesNothing(t *testing.T) {
+	t.Parallel()
+	sim, _, url := newStillSimulator(t, 73, 3)
+	db := startInfluxDB(t)
+	target, err := neturl.Parse(db.url)
+	require.NoError(t, err)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var refused atomic.Int64
+	refusing := atomic.Bool{}
+	refusing.Store(true)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/write" && refusing.Load() {
+			refused.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"error":"authorization failed"}`))
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	a := startInTree(t, t.TempDir(), "telegraf", "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n  omit_hostname = true\n"+
+		siemSection(url, "e2e-secret", `delay = "0s"`, `initial_lookback = "2h"`)+fmt.Sprintf(`
+[[outputs.influxdb]]
+  urls = [%q]
+  database = "defender"
+`, front.URL))
+	want := len(sim.All())
+	waitFor(t, a, "the backlog in the file output", func() bool { return len(alertIDs(t, a)) == want })
+	waitFor(t, a, "a refused write", func() bool { return refused.Load() > 0 })
+	refusing.Store(false)
+	polls := func() int {
+		for _, s := range db.queryIfExists(t, `SELECT count("requests") FROM "defender_poll"`) {
+			return int(s.Values[0][1].(float64))
+		}
+		return 0
+	}
+	waitFor(t, a, "polls in InfluxDB: it takes writes again", func() bool { return polls() >= 3 })
+	a.stop(t)
+	require.Equal(t, want, db.alertPoints(t), "detections in InfluxDB")
 }
