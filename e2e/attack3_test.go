@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -62,7 +63,7 @@ func gone(pid int) bool {
 		return true
 	}
 	// The state follows the command's closing parenthesis.
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
 	return len(fields) > 0 && fields[0] == "Z"
 }
 
@@ -81,6 +82,7 @@ func gone(pid int) bool {
 // again: they never reach the output, although the README promises that a
 // SIGKILL or clean stop loses nothing.
 func TestExecdStalledTelegrafLosesNothing(t *testing.T) {
+	t.Parallel()
 	t.Run("SIGKILL", func(t *testing.T) {
 		stalledTelegrafLosesNothing(t, func(t *testing.T, telegraf *agent, plugin int) {
 			require.NoError(t, telegraf.cmd.Process.Kill())
@@ -134,7 +136,7 @@ func stalledTelegrafLosesNothing(t *testing.T, end func(t *testing.T, telegraf *
 	// start, saves its state past them.
 	waitFor(t, first, "the plugin to save its state past the new detections", func() bool {
 		now, err := os.ReadFile(stateFile)
-		return err == nil && string(now) != string(saved)
+		return err == nil && !bytes.Equal(now, saved)
 	})
 	end(t, first, plugins[0])
 
@@ -156,8 +158,9 @@ func stalledTelegrafLosesNothing(t *testing.T, end func(t *testing.T, telegraf *
 		emitted[id] += n
 	}
 	var missing []string
-	for _, d := range sim.All() {
-		if emitted[d.FullID] == 0 {
+	all := sim.All()
+	for i := range all {
+		if d := &all[i]; emitted[d.FullID] == 0 {
 			missing = append(missing, d.LastProcessedTimeUtc+" "+d.FullID)
 		}
 	}
@@ -185,7 +188,7 @@ func TestInTreeInfluxDBRefusingWritesLosesNothing(t *testing.T) {
 			refused.Add(1)
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
-			_, _ = w.Write([]byte(`{"error":"authorization failed"}`))
+			w.Write([]byte(`{"error":"authorization failed"}`)) //nolint:errcheck // the client reads what it can
 			return
 		}
 		proxy.ServeHTTP(w, r)
