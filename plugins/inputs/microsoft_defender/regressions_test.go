@@ -51,7 +51,7 @@ func TestUnconfirmedWindowIsReadAgain(t *testing.T) {
 					plugin.now = func() time.Time { return fixedNow.Add(10 * time.Minute) }
 					before := len(acc.GetTelegrafMetrics())
 					require.NoError(t, plugin.Gather(acc))
-					var again []string
+					again := make([]string, 0, 2)
 					for _, m := range alerts(acc, before) {
 						id, _ := m.GetField("full_id")
 						again = append(again, id.(string))
