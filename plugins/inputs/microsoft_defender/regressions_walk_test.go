@@ -243,3 +243,47 @@ func TestSIEMBoundsReadToTheMillisecondLoseNothing(t *testing.T) {
 	require.Empty(t, errs)
 	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "d2": 1, "d3": 1}, emitted, "every detection once; queries: %q", sim.queries)
 }
+
+// Under each way of reading untilTimeUtc (inclusive or exclusive, to 100 ns
+// or to the millisecond) every detection comes once: a full answer of one
+// instant (e*), a full answer's oldest instant shared (f*, d*), and ms
+// boundaries holding more than page_size (b*). Only a service other than
+// inclusive to 100 ns makes the walk round untilTimeUtc up, with a warning.
+func TestSIEMUntilReadAnyWayLosesNothing(t *testing.T) {
+	at := func(d time.Duration) time.Time { return fixedNow.Add(d) }
+	placed := map[string]time.Time{
+		"e0": at(-10*time.Minute + 300), "e1": at(-10*time.Minute + 300), "e2": at(-10*time.Minute + 300),
+		"f0": at(-20*time.Minute + 777700), "f1": at(-20*time.Minute + 777700), "f2": at(-20*time.Minute + 777700),
+		"b0": at(-30 * time.Minute), "b1": at(-30 * time.Minute), "b2": at(-30 * time.Minute),
+		"c0": at(-30*time.Minute - time.Millisecond), "c1": at(-30*time.Minute - time.Millisecond),
+		"c2": at(-30*time.Minute - time.Millisecond),
+		"d0": at(-40*time.Minute + 123400), "d1": at(-40*time.Minute + 123400), "d2": at(-40*time.Minute + 123500),
+		"a0": at(-50 * time.Minute),
+	}
+	for _, exclusive := range []bool{false, true} {
+		for _, millis := range []bool{false, true} {
+			t.Run(fmt.Sprintf("exclusive=%v,millis=%v", exclusive, millis), func(t *testing.T) {
+				sim := &oddSIEM{exclusiveUntil: exclusive, millis: millis}
+				want := make(map[string]int)
+				for id, when := range placed {
+					sim.detections = append(sim.detections, placedDetection{id: id, at: when})
+					want[id] = 1
+				}
+				slices.SortFunc(sim.detections, func(a, b placedDetection) int { return strings.Compare(a.id, b.id) })
+				logger := &testutil.CaptureLogger{}
+				plugin := stubbedPlugin(t, stub(t, sim.handler(t)), logger, func(m *MicrosoftDefender) { m.PageSize = 2 })
+				emitted, errs := gatherPolls(t, plugin, 3)
+				require.Empty(t, errs)
+				require.Equal(t, want, emitted, "every detection once; queries: %q", sim.queries)
+				rounded := 0
+				for _, w := range logger.Warnings() {
+					if strings.Contains(w, "rounded up to the next millisecond") {
+						rounded++
+					}
+				}
+				require.Equal(t, exclusive || millis, rounded > 0, "warnings: %q", logger.Warnings())
+				require.Less(t, len(sim.queries), 60, "queries: %q", sim.queries)
+			})
+		}
+	}
+}
