@@ -287,3 +287,30 @@ func TestSIEMUntilReadAnyWayLosesNothing(t *testing.T) {
 		}
 	}
 }
+
+// An honest service whose detection at a full answer's oldest instant is
+// re-processed before the next request answers without it, as a coarse
+// one would: the walk rounds untilTimeUtc up from there on, a warning, and
+// emits nothing twice, though the full answer let the cursor forget what
+// lay above that instant (d1 in the same millisecond, asked for again).
+func TestSIEMReprocessedOldestIsNoLossNorDuplicate(t *testing.T) {
+	sim := &oddSIEM{detections: []placedDetection{
+		{id: "d0", at: fixedNow.Add(-50 * time.Minute)},
+		{id: "d1", at: fixedNow.Add(-40*time.Minute + 500*time.Microsecond)},
+		{id: "moved", at: fixedNow.Add(-40*time.Minute + 100*time.Microsecond)},
+	}}
+	sim.answered = func(n int) {
+		if n == 2 { // after the full answer and its check: re-processed, later than the polls read
+			sim.detections[2].at = fixedNow.Add(time.Hour)
+		}
+	}
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), logger, func(m *MicrosoftDefender) { m.PageSize = 2 })
+	emitted, errs := gatherPolls(t, plugin, 3)
+	require.Empty(t, errs)
+	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "moved": 1}, emitted, "queries: %q", sim.queries)
+	require.Contains(t, logger.Warnings(), "W! [] The SIEM API answered sinceTimeUtc=2020-09-30T14:00:00Z "+
+		"untilTimeUtc=2020-09-30T14:20:00.0001Z without the detection at 2020-09-30T14:20:00.0001Z that an answer before held: "+
+		"it reads untilTimeUtc as exclusive, or the bounds to the millisecond. This chunk is read on with untilTimeUtc "+
+		"rounded up to the next millisecond; the repeats are dropped")
+}
