@@ -21,62 +21,54 @@ import (
 	"github.com/influxdata/telegraf/testutil"
 )
 
-// On a first run nothing is confirmed until an output takes the first
-// batch: the position the plugin goes back to after a rejection is "no
-// state", from which the next poll starts initial_lookback before ITS
-// now. A detection near the start of the first window, sent and rejected,
-// then lies before the new window and is never read again: lost. The
-// longer the output refuses (a mapping an index rejects, a full buffer),
-// the more of the first window is lost.
-func TestFirstRunRejectionReadsTheFirstWindowAgain(t *testing.T) {
-	sim := &placedSIEM{detections: []placedDetection{
-		{id: "d:early", at: fixedNow.Add(-55 * time.Minute)}, // inside the first window, [now - 1h, now]
-		{id: "d:late", at: fixedNow.Add(-5 * time.Minute)},
-	}}
-	plugin, acc, _ := deliveryPlugin(t, stub(t, sim.handler(t)), filepath.Join(t.TempDir(), "state.json"))
-	require.NoError(t, plugin.Gather(acc))
-	require.Equal(t, []string{"d:late", "d:early"}, emittedIDs(acc))
-	for _, m := range alerts(acc, 0) {
-		m.Reject()
+// What no output confirmed is read again from where reading began: on a
+// first run, and after a saved position in the future was distrusted
+// (reading starts again initial_lookback before now), whether an output
+// rejected the alerts or Telegraf restarted before any confirmation. The
+// confirmed position used to stay empty, or in the future: the next poll
+// began initial_lookback before ITS now, and the start of the window
+// (d:early) was never read again.
+func TestUnconfirmedWindowIsReadAgain(t *testing.T) {
+	for _, start := range []string{"first run", "saved position in the future"} {
+		for _, outcome := range []string{"rejected", "restarted"} {
+			t.Run(start+", "+outcome, func(t *testing.T) {
+				stateFile := filepath.Join(t.TempDir(), "state.json")
+				sim := &placedSIEM{detections: []placedDetection{
+					{id: "d:early", at: fixedNow.Add(-55 * time.Minute)}, // inside the first window, [now - 1h, now]
+					{id: "d:late", at: fixedNow.Add(-5 * time.Minute)},
+				}}
+				server := stub(t, sim.handler(t))
+				if start != "first run" {
+					futureState(t, server, stateFile)
+				}
+				plugin, acc, _ := deliveryPlugin(t, server, stateFile)
+				require.NoError(t, plugin.Gather(acc))
+				require.Equal(t, []string{"d:late", "d:early"}, emittedIDs(acc))
+				if outcome == "rejected" {
+					for _, m := range alerts(acc, 0) {
+						m.Reject()
+					}
+					plugin.now = func() time.Time { return fixedNow.Add(10 * time.Minute) }
+					before := len(acc.GetTelegrafMetrics())
+					require.NoError(t, plugin.Gather(acc))
+					again := make([]string, 0, 2)
+					for _, m := range alerts(acc, before) {
+						id, _ := m.GetField("full_id")
+						again = append(again, id.(string))
+					}
+					require.Equal(t, []string{"d:late", "d:early"}, again, "every rejected alert is read and sent again")
+					return
+				}
+				plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
+				require.NoError(t, plugin.Gather(acc)) // the output is still down
+				plugin.Stop()
+				restarted, again, _ := deliveryPlugin(t, server, stateFile,
+					func(m *MicrosoftDefender) { m.now = func() time.Time { return fixedNow.Add(30 * time.Minute) } })
+				require.NoError(t, restarted.Gather(again))
+				require.Equal(t, []string{"d:late", "d:early"}, emittedIDs(again), "what no output confirmed is read again")
+			})
+		}
 	}
-
-	// The output took ten minutes to be fixed; the rejected alerts are read again.
-	plugin.now = func() time.Time { return fixedNow.Add(10 * time.Minute) }
-	before := len(acc.GetTelegrafMetrics())
-	require.NoError(t, plugin.Gather(acc))
-	sent := alerts(acc, before)
-	again := make([]string, 0, len(sent))
-	for _, m := range sent {
-		id, _ := m.GetField("full_id")
-		again = append(again, id.(string))
-	}
-	require.Equal(t, []string{"d:late", "d:early"}, again, "every rejected alert is read and sent again")
-}
-
-// The same on a restart: a first deployment whose output is down (not yet
-// reachable, misconfigured) holds the first window in Telegraf's buffer,
-// unconfirmed, while the state file says "no position" (the state saves
-// the confirmed one). Telegraf is restarted to fix the output, the buffer
-// dies with it, and the new process starts initial_lookback before its own
-// now: the start of the first window is never read again.
-func TestFirstRunRestartBeforeAnyConfirmationReadsTheFirstWindowAgain(t *testing.T) {
-	stateFile := filepath.Join(t.TempDir(), "state.json")
-	sim := &placedSIEM{detections: []placedDetection{
-		{id: "d:early", at: fixedNow.Add(-55 * time.Minute)},
-		{id: "d:late", at: fixedNow.Add(-5 * time.Minute)},
-	}}
-	server := stub(t, sim.handler(t))
-	plugin, acc, _ := deliveryPlugin(t, server, stateFile)
-	require.NoError(t, plugin.Gather(acc))
-	require.Equal(t, []string{"d:late", "d:early"}, emittedIDs(acc))
-	plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
-	require.NoError(t, plugin.Gather(acc)) // the output is still down
-	plugin.Stop()
-
-	restarted, again, _ := deliveryPlugin(t, server, stateFile,
-		func(m *MicrosoftDefender) { m.now = func() time.Time { return fixedNow.Add(30 * time.Minute) } })
-	require.NoError(t, restarted.Gather(again))
-	require.Equal(t, []string{"d:late", "d:early"}, emittedIDs(again), "what no output confirmed is read again")
 }
 
 // A Graph API that echoes the bearer token, as TestAPIEchoesTheToken's
