@@ -234,16 +234,16 @@ func expectedAlert(t *testing.T, d *simulator.Detection) telegraf.Metric {
 		"report_id":               int64(0),
 		"alert_time":              alertTime.UTC().Format(time.RFC3339Nano),
 		"last_processed_time_utc": lastProcessed.UTC().Format(time.RFC3339Nano),
-	}, pointTime(alertTime, d.AlertID, 0))
+	}, pointTime(alertTime, d.FullID))
 }
 
 // pointTime is where the plugin's README places a record: in the second of
-// its time, at a fraction from an FNV-1a hash of its key (the SIEM alert id),
-// with the SIEM AlertPart below 100 ns.
-func pointTime(t time.Time, key string, part int64) time.Time {
+// its time, at a fraction from an FNV-1a hash of its identity (a SIEM
+// detection's FullId).
+func pointTime(t time.Time, identity string) time.Time {
 	h := fnv.New64a()
-	h.Write([]byte(key))
-	return t.Truncate(time.Second).Add(time.Duration(h.Sum64()%1e7*100 + uint64(part)))
+	h.Write([]byte(identity))
+	return t.Truncate(time.Second).Add(time.Duration(h.Sum64() % 1e7 * 100))
 }
 
 func TestExecdUnderRealTelegraf(t *testing.T) {

@@ -202,3 +202,115 @@ func TestSIEMLateArrivalIsNoDishonestLimit(t *testing.T) {
 	require.Empty(t, errs, "queries: %q", sim.queries)
 	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "d2": 1, "late": 1}, emitted)
 }
+
+// A service whose untilTimeUtc is exclusive, [since, until), answers the
+// first request (until = now) as expected. After a full answer the walk
+// asks [From, oldest] to read the rest of the oldest instant, and
+// [at, at] to read one instant whole: both leave out exactly the instant
+// the walk needs. Here page_size = 2 and two detections share 14:20: the
+// first answer holds d3 and one of them, the next [14:00, 14:20] holds only
+// d0, and the other detection of 14:20 is lost.
+func TestSIEMExclusiveUntilLosesNothing(t *testing.T) {
+	shared := fixedNow.Add(-40 * time.Minute)
+	sim := &oddSIEM{exclusiveUntil: true, detections: []placedDetection{
+		{id: "d0", at: fixedNow.Add(-50 * time.Minute)},
+		{id: "d1", at: shared},
+		{id: "d2", at: shared},
+		{id: "d3", at: fixedNow.Add(-30 * time.Minute)},
+	}}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 2 })
+	emitted, errs := gatherPolls(t, plugin, 3)
+	require.Empty(t, errs)
+	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "d2": 1, "d3": 1}, emitted, "every detection once; queries: %q", sim.queries)
+}
+
+// The 2020 API page writes the bounds with three fractional digits
+// (2016-09-12T00:00:00.000): a service reading sinceTimeUtc and
+// untilTimeUtc to the millisecond, while LastProcessedTimeUtc has seven
+// digits, cuts the upper bound below the instant the walk asks for, as an
+// exclusive one does: [From, oldest] and [at, at] leave out the detections
+// of 14:20:00.0001234 that the first answer had no room for.
+func TestSIEMBoundsReadToTheMillisecondLoseNothing(t *testing.T) {
+	shared := fixedNow.Add(-40*time.Minute + 123400*time.Nanosecond)
+	sim := &oddSIEM{millis: true, detections: []placedDetection{
+		{id: "d0", at: fixedNow.Add(-50 * time.Minute)},
+		{id: "d1", at: shared},
+		{id: "d2", at: shared},
+		{id: "d3", at: fixedNow.Add(-30 * time.Minute)},
+	}}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 2 })
+	emitted, errs := gatherPolls(t, plugin, 3)
+	require.Empty(t, errs)
+	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "d2": 1, "d3": 1}, emitted, "every detection once; queries: %q", sim.queries)
+}
+
+// Under each way of reading untilTimeUtc (inclusive or exclusive, to 100 ns
+// or to the millisecond) every detection comes once: a full answer of one
+// instant (e*), a full answer's oldest instant shared (f*, d*), and ms
+// boundaries holding more than page_size (b*). Only a service other than
+// inclusive to 100 ns makes the walk round untilTimeUtc up, with a warning.
+func TestSIEMUntilReadAnyWayLosesNothing(t *testing.T) {
+	at := func(d time.Duration) time.Time { return fixedNow.Add(d) }
+	placed := map[string]time.Time{
+		"e0": at(-10*time.Minute + 300), "e1": at(-10*time.Minute + 300), "e2": at(-10*time.Minute + 300),
+		"f0": at(-20*time.Minute + 777700), "f1": at(-20*time.Minute + 777700), "f2": at(-20*time.Minute + 777700),
+		"b0": at(-30 * time.Minute), "b1": at(-30 * time.Minute), "b2": at(-30 * time.Minute),
+		"c0": at(-30*time.Minute - time.Millisecond), "c1": at(-30*time.Minute - time.Millisecond),
+		"c2": at(-30*time.Minute - time.Millisecond),
+		"d0": at(-40*time.Minute + 123400), "d1": at(-40*time.Minute + 123400), "d2": at(-40*time.Minute + 123500),
+		"a0": at(-50 * time.Minute),
+	}
+	for _, exclusive := range []bool{false, true} {
+		for _, millis := range []bool{false, true} {
+			t.Run(fmt.Sprintf("exclusive=%v,millis=%v", exclusive, millis), func(t *testing.T) {
+				sim := &oddSIEM{exclusiveUntil: exclusive, millis: millis}
+				want := make(map[string]int)
+				for id, when := range placed {
+					sim.detections = append(sim.detections, placedDetection{id: id, at: when})
+					want[id] = 1
+				}
+				slices.SortFunc(sim.detections, func(a, b placedDetection) int { return strings.Compare(a.id, b.id) })
+				logger := &testutil.CaptureLogger{}
+				plugin := stubbedPlugin(t, stub(t, sim.handler(t)), logger, func(m *MicrosoftDefender) { m.PageSize = 2 })
+				emitted, errs := gatherPolls(t, plugin, 3)
+				require.Empty(t, errs)
+				require.Equal(t, want, emitted, "every detection once; queries: %q", sim.queries)
+				rounded := 0
+				for _, w := range logger.Warnings() {
+					if strings.Contains(w, "rounded up to the next millisecond") {
+						rounded++
+					}
+				}
+				require.Equal(t, exclusive || millis, rounded > 0, "warnings: %q", logger.Warnings())
+				require.Less(t, len(sim.queries), 60, "queries: %q", sim.queries)
+			})
+		}
+	}
+}
+
+// An honest service whose detection at a full answer's oldest instant is
+// re-processed before the next request answers without it, as a coarse
+// one would: the walk rounds untilTimeUtc up from there on, a warning, and
+// emits nothing twice, though the full answer let the cursor forget what
+// lay above that instant (d1 in the same millisecond, asked for again).
+func TestSIEMReprocessedOldestIsNoLossNorDuplicate(t *testing.T) {
+	sim := &oddSIEM{detections: []placedDetection{
+		{id: "d0", at: fixedNow.Add(-50 * time.Minute)},
+		{id: "d1", at: fixedNow.Add(-40*time.Minute + 500*time.Microsecond)},
+		{id: "moved", at: fixedNow.Add(-40*time.Minute + 100*time.Microsecond)},
+	}}
+	sim.answered = func(n int) {
+		if n == 2 { // after the full answer and its check: re-processed, later than the polls read
+			sim.detections[2].at = fixedNow.Add(time.Hour)
+		}
+	}
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), logger, func(m *MicrosoftDefender) { m.PageSize = 2 })
+	emitted, errs := gatherPolls(t, plugin, 3)
+	require.Empty(t, errs)
+	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "moved": 1}, emitted, "queries: %q", sim.queries)
+	require.Contains(t, logger.Warnings(), "W! [] The SIEM API answered sinceTimeUtc=2020-09-30T14:00:00Z "+
+		"untilTimeUtc=2020-09-30T14:20:00.0001Z without the detection at 2020-09-30T14:20:00.0001Z that an answer before held: "+
+		"it reads untilTimeUtc as exclusive, or the bounds to the millisecond. This chunk is read on with untilTimeUtc "+
+		"rounded up to the next millisecond; the repeats are dropped")
+}

@@ -29,11 +29,16 @@ type siemWalk struct {
 	checked bool           // a full answer of this chunk was shown to hold the newest
 	// rechecked: a check found a detection above a full answer, and the window's top was read again.
 	rechecked bool
+	occupied  time.Time // To after a full answer: the next answer must hold a detection there
+	// coarse: an answer lacked one there, so the service reads untilTimeUtc exclusively or to the millisecond:
+	// untilTimeUtc is rounded up past the instant, and a millisecond is read whole where an instant was.
+	coarse bool
 }
 
 // siemAsk asks for the newest limit detections (all when 0) with LastProcessedTimeUtc in [since, until].
 type siemAsk struct {
 	since, until time.Time
+	sent         time.Time // untilTimeUtc as sent
 	limit        int
 	step         siemStep
 	known        time.Time // the newest instant known to be unreadable, asked above; zero: none
@@ -59,9 +64,13 @@ const (
 // ask builds the request for ask, which the walk keeps for after.
 func (r *siemReader) ask(c *chunk, ask *siemAsk) *request {
 	c.siem.asked = ask
+	ask.sent = ask.until
+	if c.siem.coarse && (ask.step == siemWindow || ask.step == siemInstant) {
+		ask.sent = ask.until.Truncate(time.Millisecond).Add(time.Millisecond)
+	}
 	q := r.endpoint.Query()
 	q.Set("sinceTimeUtc", ask.since.UTC().Format(siemTimeLayout))
-	q.Set("untilTimeUtc", ask.until.UTC().Format(siemTimeLayout))
+	q.Set("untilTimeUtc", ask.sent.UTC().Format(siemTimeLayout))
 	if ask.limit > 0 {
 		q.Set("limit", strconv.Itoa(ask.limit))
 	}
@@ -100,13 +109,16 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 	w := &c.siem
 	ask := w.asked
 	unreadable := a.class == failUnreadable
+	if a.err == nil && !w.coarse && w.lacksTop(ask, a) {
+		return w.coarsen(ask, k)
+	}
 	switch ask.step {
 	case siemInstant:
 		// The instant c.To read whole, or passed over.
 		if a.err != nil && !unreadable {
 			return progress{err: a.err}
 		}
-		c.To = ask.until.Add(-tick)
+		c.To = ask.since.Add(-tick)
 		if unreadable {
 			return c.siem.passOver(ask.until)
 		}
@@ -163,25 +175,60 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 			"finding the newest instant with one-detection requests", ask.limit, c.From.Format(time.RFC3339Nano), c.To.Format(time.RFC3339Nano))
 		return r.searchOn(c, nil, k)
 	}
+	// Coarse answers may hold repeats above until: the walk goes on from no higher than until.
 	full := &fullAnswer{limit: ask.limit, oldest: a.oldest, newest: a.newest}
-	if !w.checked && a.newest.Before(ask.until) { // once a chunk: nothing may lie above a limited answer
-		return progress{then: r.ask(c, &siemAsk{since: a.newest.Add(tick), until: ask.until, limit: 1, step: siemCheck, full: full})}
+	if full.oldest.After(ask.until) {
+		full.oldest = ask.until
+	}
+	if full.newest.After(ask.until) {
+		full.newest = ask.until
+	}
+	if !w.checked && full.newest.Before(ask.until) { // once a chunk: nothing may lie above a limited answer
+		return progress{then: r.ask(c, &siemAsk{since: full.newest.Add(tick), until: ask.until, limit: 1, step: siemCheck, full: full})}
 	}
 	return r.below(c, full, k)
 }
 
 // below moves the walk to a full answer's oldest instant, read again with what lies below; an answer of one
-// instant, which no limited request passes, is read whole without a limit.
+// instant (coarse: millisecond), which no limited request passes, is read whole without a limit.
 func (r *siemReader) below(c *chunk, full *fullAnswer, k *known) progress {
-	c.To = full.oldest
-	if !full.oldest.Equal(full.newest) {
-		return progress{settledAfter: c.To, settledBefore: c.End}
+	w := &c.siem
+	c.To, w.occupied = full.oldest, full.oldest
+	one := full.oldest.Equal(full.newest)
+	if w.coarse {
+		one = full.oldest.Truncate(time.Millisecond).Equal(full.newest.Truncate(time.Millisecond))
 	}
-	if full.limit > 1 {
+	if !one {
+		// What lies up to the next millisecond is remembered: a coarse request returns it again.
+		return progress{settledAfter: c.To.Truncate(time.Millisecond).Add(time.Millisecond), settledBefore: c.End}
+	}
+	if full.limit > 1 && !w.coarse {
 		k.log.Warnf("At least %d detections share LastProcessedTimeUtc %s, more than one request with limit %d returns: reading them without a limit",
 			full.limit, c.To.Format(time.RFC3339Nano), full.limit)
 	}
-	return progress{then: r.ask(c, &siemAsk{since: c.To, until: c.To, step: siemInstant})}
+	return r.found(c, c.To)
+}
+
+// lacksTop reports whether the answer to ask left out a detection known at its top: below a full answer, or
+// found by a search, which a detection of any time shows.
+func (w *siemWalk) lacksTop(ask *siemAsk, a *answer) bool {
+	switch {
+	case ask.step == siemInstant && !ask.until.Equal(w.occupied):
+		return a.decoded == 0
+	case ask.step == siemInstant, ask.step == siemWindow && ask.until.Equal(w.occupied):
+		return a.inWindow == 0 || a.newest.Before(ask.until)
+	}
+	return false
+}
+
+// coarsen switches the chunk's walk to coarse bounds after an answer for ask left out a detection at its top.
+func (w *siemWalk) coarsen(ask *siemAsk, k *known) progress {
+	w.coarse = true
+	k.log.Warnf("The SIEM API answered sinceTimeUtc=%s untilTimeUtc=%s without the detection at %s that an answer before held: "+
+		"it reads untilTimeUtc as exclusive, or the bounds to the millisecond. This chunk is read on with untilTimeUtc "+
+		"rounded up to the next millisecond; the repeats are dropped", ask.since.Format(time.RFC3339Nano),
+		ask.sent.Format(time.RFC3339Nano), ask.until.Format(time.RFC3339Nano))
+	return progress{}
 }
 
 // shrink lowers the detections per request after an answer grew past max_body_size or broke: to those
@@ -247,10 +294,15 @@ func (r *siemReader) searchOn(c *chunk, a *answer, k *known) progress {
 	return r.found(c, s.from)
 }
 
-// found moves the chunk to the instant found: read whole, or passed over only when this read fails too.
+// found moves the chunk to the instant found: read whole (coarse: its millisecond up to it), or passed over
+// only when this read fails too.
 func (r *siemReader) found(c *chunk, at time.Time) progress {
 	c.To = at
-	return progress{then: r.ask(c, &siemAsk{since: at, until: at, step: siemInstant})}
+	since := at
+	if c.siem.coarse {
+		since = at.Truncate(time.Millisecond)
+	}
+	return progress{then: r.ask(c, &siemAsk{since: since, until: at, step: siemInstant})}
 }
 
 // passOver passes over an unreadable instant; past it requests have their usual size again.
@@ -275,7 +327,7 @@ func (*siemReader) decode(c *chunk, body io.Reader, emit func(record) bool) erro
 		if err != nil {
 			return err
 		}
-		d.placeIn(ask.since, ask.until)
+		d.placeIn(ask.since, ask.sent)
 		if !emit(&d) {
 			return nil
 		}
