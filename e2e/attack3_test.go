@@ -83,7 +83,7 @@ func gone(pid int) bool {
 //   - Ctrl-C (SIGINT to the process group, as in `make run`): the plugin
 //     stops at once and exits; Telegraf, resuming, reaps it, and exec.Cmd.Wait
 //     closes the pipe under execd's reader, which reads it in small chunks.
-//     A race: before the fix, it lost them in 6 of 10 runs here; after it,
+//     A race: before the fix, it lost them in about half of ten runs here; after it,
 //     the plugin would not count them delivered and nothing may be lost.
 //
 // Restarted on the same state file and disk buffer, nothing reads them
