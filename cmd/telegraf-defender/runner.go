@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/influxdata/telegraf"
@@ -104,17 +105,19 @@ func runInput(ctx context.Context, input telegraf.Input, pollInterval time.Durat
 // after closing stdin, and kills the process five seconds later.
 const stopWait = 4 * time.Second
 
-// flushRequest, queued among the metrics, has the writer flush and settle
-// every metric queued before it, then close done. It is never written.
+// flushRequest, queued among the metrics, has the writer flush every metric
+// queued before it and settle each once its line was read (or giveUp
+// closes: those not read are rejected), then close done. It is never written.
 type flushRequest struct {
 	telegraf.Metric
-	done chan struct{}
+	giveUp <-chan struct{}
+	done   chan struct{}
 }
 
 // flushMetrics has the metrics queued so far flushed and settled; false if
 // that did not happen before giveUp.
 func flushMetrics(metrics chan<- telegraf.Metric, giveUp <-chan struct{}) bool {
-	request := flushRequest{done: make(chan struct{})}
+	request := flushRequest{giveUp: giveUp, done: make(chan struct{})}
 	select {
 	case metrics <- request:
 	case <-giveUp:
@@ -155,6 +158,10 @@ func gatherUntilDone(
 	}
 }
 
+// pipePoll is how often the writer looks how far Telegraf read the pipe
+// while lines wait to be read.
+const pipePoll = 10 * time.Millisecond
+
 // writeMetrics writes each metric as line protocol until metrics is closed.
 // Once stdout has failed, it goes on taking metrics (so that no poll blocks)
 // but rejects them, so that the plugin reads them again, and returns the
@@ -172,26 +179,43 @@ func writeMetrics(metrics <-chan telegraf.Metric, stdout io.Writer, log telegraf
 		return fmt.Errorf("creating the serializer failed: %w", err)
 	}
 	out := bufio.NewWriterSize(stdout, stdoutBuffer)
+	lines := &lineTracker{stdout: stdout}
 	var failed error
-	// Metrics are taken once flushed: a line still in the buffer dies with
-	// the process, and the plugin saves its state past what was taken.
-	var buffered []telegraf.Metric
+	// A metric is taken once Telegraf read its line: a line still in the
+	// buffer or the pipe dies with the process, or with Telegraf, and the
+	// plugin saves its state past what was taken.
 	settle := func() {
 		if failed == nil {
 			failed = out.Flush()
 		}
-		for _, b := range buffered {
-			if failed == nil {
-				b.Accept()
-			} else {
-				b.Reject()
-			}
-		}
-		buffered = buffered[:0]
+		lines.flush(failed)
 	}
-	for m := range metrics {
+	poll := time.NewTicker(pipePoll)
+	defer poll.Stop()
+	for {
+		var check <-chan time.Time
+		if len(lines.unread) > 0 {
+			check = poll.C
+		}
+		var m telegraf.Metric
+		select {
+		case <-check:
+			lines.takeRead()
+			continue
+		case next, open := <-metrics:
+			if !open {
+				settle()
+				lines.settle(failed == nil) // after Stop: nothing is read again
+				if failed != nil {
+					return fmt.Errorf("writing metrics to stdout: %w", failed)
+				}
+				return nil
+			}
+			m = next
+		}
 		if request, ok := m.(flushRequest); ok {
 			settle()
+			lines.waitForReader(poll.C, request.giveUp)
 			close(request.done)
 			continue
 		}
@@ -208,15 +232,81 @@ func writeMetrics(metrics <-chan telegraf.Metric, stdout io.Writer, log telegraf
 			continue
 		}
 		_, failed = out.Write(line)
-		if buffered = append(buffered, m); failed != nil || len(metrics) == 0 {
+		if lines.add(m, len(line)); failed != nil || len(metrics) == 0 {
 			settle()
 		}
 	}
-	settle()
-	if failed != nil {
-		return fmt.Errorf("writing metrics to stdout: %w", failed)
+}
+
+// lineTracker follows the metrics written until their lines were read: from
+// a pipe, once its reader took them; otherwise once flushed.
+type lineTracker struct {
+	stdout   io.Writer
+	written  int64     // bytes of the lines added so far
+	flushed  int64     // bytes of the lines flushed so far
+	buffered []pending // not flushed yet
+	unread   []pending // flushed, not yet read
+}
+
+// pending is a metric whose line ends end bytes into the output.
+type pending struct {
+	metric telegraf.Metric
+	end    int64
+}
+
+func (l *lineTracker) add(m telegraf.Metric, n int) {
+	l.written += int64(n)
+	l.buffered = append(l.buffered, pending{m, l.written})
+}
+
+// flush takes the outcome of a flush: the lines are in stdout, or lost.
+func (l *lineTracker) flush(err error) {
+	l.unread, l.buffered, l.flushed = append(l.unread, l.buffered...), l.buffered[:0], l.written
+	if err != nil {
+		l.settle(false)
+		return
 	}
-	return nil
+	l.takeRead()
+}
+
+// takeRead accepts the metrics whose lines the reader has read.
+func (l *lineTracker) takeRead() {
+	read := l.flushed
+	if f, ok := l.stdout.(*os.File); ok {
+		if n, ok := unreadBytes(f); ok {
+			read -= int64(n)
+		}
+	}
+	i := 0
+	for ; i < len(l.unread) && l.unread[i].end <= read; i++ {
+		l.unread[i].metric.Accept()
+	}
+	l.unread = l.unread[i:]
+}
+
+// waitForReader waits until every flushed line was read, looking at each
+// tick; those not read when giveUp closes are rejected.
+func (l *lineTracker) waitForReader(tick <-chan time.Time, giveUp <-chan struct{}) {
+	for l.takeRead(); len(l.unread) > 0; l.takeRead() {
+		select {
+		case <-tick:
+		case <-giveUp:
+			l.settle(false)
+			return
+		}
+	}
+}
+
+// settle accepts or rejects every metric not settled yet.
+func (l *lineTracker) settle(delivered bool) {
+	for _, p := range append(l.unread, l.buffered...) {
+		if delivered {
+			p.metric.Accept()
+		} else {
+			p.metric.Reject()
+		}
+	}
+	l.unread, l.buffered = l.unread[:0], l.buffered[:0]
 }
 
 // metricMaker is what the accumulator needs of the plugin's host: metrics
