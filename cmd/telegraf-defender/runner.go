@@ -229,6 +229,9 @@ func writeMetrics(metrics <-chan telegraf.Metric, stdout io.Writer, log telegraf
 			// the ones after it.
 			m.Reject()
 			log.Errorf("Serializing a metric failed: %v", err)
+			if len(metrics) == 0 { // the lines before it wait for no next metric
+				settle()
+			}
 			continue
 		}
 		_, failed = out.Write(line)

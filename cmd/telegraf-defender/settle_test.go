@@ -32,7 +32,7 @@ func TestARefusedLastMetricStillFlushesTheOnesBefore(t *testing.T) {
 		metrics := make(chan telegraf.Metric, 2)
 		metrics <- track(metric.New("m", nil, map[string]any{"i": 1}, time.Unix(0, 0)))
 		metrics <- track(metric.New("m", nil, map[string]any{}, time.Unix(0, 0))) // no fields: refused
-		var stdout bytes.Buffer // no pipe: taken once flushed
+		var stdout bytes.Buffer                                                   // no pipe: taken once flushed
 		written := make(chan error, 1)
 		go func() { written <- writeMetrics(metrics, &stdout, logger.New("", "", "")) }()
 		defer func() { close(metrics); require.NoError(t, <-written) }()
