@@ -1,7 +1,13 @@
 package main
 
 import (
+	"context"
+	"io"
+	"os"
+	"strings"
+
 	"bytes"
+	"github.com/influxdata/telegraf/plugins/common/shim"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -42,5 +48,46 @@ func TestARefusedLastMetricStillFlushesTheOnesBefore(t *testing.T) {
 		mu.Unlock()
 		require.Equal(t, []bool{false, true}, got, "the refused one rejected, the first flushed and taken")
 		require.Equal(t, "m i=1i 0\n", stdout.String())
+	})
+}
+
+// stopEmittingInput emits one metric in Stop, as the plugin's Stop emits
+// its delivery counter.
+type stopEmittingInput struct{ acc telegraf.Accumulator }
+
+func (*stopEmittingInput) SampleConfig() string                   { return "" }
+func (*stopEmittingInput) Gather(telegraf.Accumulator) error      { return nil }
+func (s *stopEmittingInput) Start(acc telegraf.Accumulator) error { s.acc = acc; return nil }
+func (s *stopEmittingInput) Stop() {
+	s.acc.AddFields("counter", map[string]any{"n": 1}, nil, time.Unix(0, 0))
+}
+
+// The lines made by Stop are in the pipe when the process ends: Telegraf's
+// execd closes the pipe's read end once the process exited (os/exec's Wait),
+// so a line it has not read by then is lost. The run ends only once the
+// reader read them (or stopWait passed).
+func TestRunInputEndsOnceTheStopsLinesWereRead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, w, err := os.Pipe()
+		require.NoError(t, err)
+		defer r.Close()
+		defer w.Close()
+		ran := make(chan error, 1)
+		go func() {
+			ran <- runInput(context.Background(), &stopEmittingInput{}, shim.PollIntervalDisabled, strings.NewReader(""), w, io.Discard)
+		}()
+		synctest.Wait()
+		select {
+		case err := <-ran:
+			n, _ := unreadBytes(w)
+			t.Fatalf("the run ended (%v) with %d bytes not read from the pipe", err, n)
+		default:
+		}
+		line := "counter n=1i 0\n"
+		_, err = io.ReadFull(r, make([]byte, len(line)))
+		require.NoError(t, err)
+		time.Sleep(pipePoll)
+		synctest.Wait()
+		require.NoError(t, <-ran)
 	})
 }
