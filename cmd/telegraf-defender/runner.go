@@ -91,6 +91,9 @@ func runInput(ctx context.Context, input telegraf.Input, pollInterval time.Durat
 	}
 	if isService {
 		service.Stop()
+		// Telegraf's execd closes the pipe once the process exited: what
+		// Stop emitted must be read by then.
+		flushMetrics(metrics, stopping.Done())
 	}
 	close(metrics)
 	select {

@@ -1,13 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"os"
 	"strings"
-
-	"bytes"
-	"github.com/influxdata/telegraf/plugins/common/shim"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -18,6 +16,7 @@ import (
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/logger"
 	"github.com/influxdata/telegraf/metric"
+	"github.com/influxdata/telegraf/plugins/common/shim"
 )
 
 // A metric the serializer refuses, last in the queue, must not leave the
