@@ -56,7 +56,7 @@ type stopEmittingInput struct{ acc telegraf.Accumulator }
 
 func (*stopEmittingInput) SampleConfig() string                   { return "" }
 func (*stopEmittingInput) Gather(telegraf.Accumulator) error      { return nil }
-func (s *stopEmittingInput) Start(acc telegraf.Accumulator) error { s.acc = acc; return nil }
+func (s *stopEmittingInput) Start(acc telegraf.Accumulator) error { s.acc = acc; return nil } //nolint:unparam // telegraf.ServiceInput's signature
 func (s *stopEmittingInput) Stop() {
 	s.acc.AddFields("counter", map[string]any{"n": 1}, nil, time.Unix(0, 0))
 }
