@@ -203,15 +203,7 @@ func TestGraphChainLongerThanAPollIsNoWall(t *testing.T) {
 		if later := at.Add(time.Minute); !later.Before(from) && later.Before(to) {
 			match = append(match, graphAlertJSON("later", later))
 		}
-		skip, _ := strconv.Atoi(r.URL.Query().Get("$skip")) //nolint:errcheck // none is 0
-		page := match[min(skip, len(match)):min(skip+pageSize, len(match))]
-		next := ""
-		if skip+pageSize < len(match) {
-			q := r.URL.Query()
-			q.Set("$skip", strconv.Itoa(skip+pageSize))
-			next = `,"@odata.nextLink":"{{server}}` + graphAlertsPath + "?" + q.Encode() + `"`
-		}
-		return `{"value":[` + strings.Join(page, ",") + `]` + next + `}`
+		return skipPage(r, match, pageSize)
 	}, func(m *MicrosoftDefender) {
 		m.PageSize, m.MaxAlertsPerGather, m.MaxRequestsPerMinute = pageSize, 100, 6
 	})

@@ -106,15 +106,7 @@ func TestGraphChainWithABudgetBelowAPageIsRead(t *testing.T) {
 				match = append(match, graphAlertJSON(fmt.Sprintf("v%d", i), at))
 			}
 		}
-		skip, _ := strconv.Atoi(r.URL.Query().Get("$skip")) //nolint:errcheck // none is 0
-		page := match[min(skip, len(match)):min(skip+pageSize, len(match))]
-		next := ""
-		if skip+pageSize < len(match) {
-			q := r.URL.Query()
-			q.Set("$skip", strconv.Itoa(skip+pageSize))
-			next = `,"@odata.nextLink":"{{server}}` + graphAlertsPath + "?" + q.Encode() + `"`
-		}
-		return `{"value":[` + strings.Join(page, ",") + `]` + next + `}`
+		return skipPage(r, match, pageSize)
 	}, func(m *MicrosoftDefender) { m.PageSize, m.MaxAlertsPerGather = pageSize, 1 })
 	emitted := make(map[string]int)
 	for i := range 10 {
@@ -203,45 +195,37 @@ func TestSIEMLateArrivalIsNoDishonestLimit(t *testing.T) {
 	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "d2": 1, "late": 1}, emitted)
 }
 
-// A service whose untilTimeUtc is exclusive, [since, until), answers the
-// first request (until = now) as expected. After a full answer the walk
-// asks [From, oldest] to read the rest of the oldest instant, and
-// [at, at] to read one instant whole: both leave out exactly the instant
-// the walk needs. Here page_size = 2 and two detections share 14:20: the
-// first answer holds d3 and one of them, the next [14:00, 14:20] holds only
-// d0, and the other detection of 14:20 is lost.
-func TestSIEMExclusiveUntilLosesNothing(t *testing.T) {
-	shared := fixedNow.Add(-40 * time.Minute)
-	sim := &oddSIEM{exclusiveUntil: true, detections: []placedDetection{
-		{id: "d0", at: fixedNow.Add(-50 * time.Minute)},
-		{id: "d1", at: shared},
-		{id: "d2", at: shared},
-		{id: "d3", at: fixedNow.Add(-30 * time.Minute)},
-	}}
-	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 2 })
-	emitted, errs := gatherPolls(t, plugin, 3)
-	require.Empty(t, errs)
-	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "d2": 1, "d3": 1}, emitted, "every detection once; queries: %q", sim.queries)
-}
-
-// The 2020 API page writes the bounds with three fractional digits
-// (2016-09-12T00:00:00.000): a service reading sinceTimeUtc and
-// untilTimeUtc to the millisecond, while LastProcessedTimeUtc has seven
-// digits, cuts the upper bound below the instant the walk asks for, as an
-// exclusive one does: [From, oldest] and [at, at] leave out the detections
-// of 14:20:00.0001234 that the first answer had no room for.
-func TestSIEMBoundsReadToTheMillisecondLoseNothing(t *testing.T) {
-	shared := fixedNow.Add(-40*time.Minute + 123400*time.Nanosecond)
-	sim := &oddSIEM{millis: true, detections: []placedDetection{
-		{id: "d0", at: fixedNow.Add(-50 * time.Minute)},
-		{id: "d1", at: shared},
-		{id: "d2", at: shared},
-		{id: "d3", at: fixedNow.Add(-30 * time.Minute)},
-	}}
-	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 2 })
-	emitted, errs := gatherPolls(t, plugin, 3)
-	require.Empty(t, errs)
-	require.Equal(t, map[string]int{"d0": 1, "d1": 1, "d2": 1, "d3": 1}, emitted, "every detection once; queries: %q", sim.queries)
+// A service whose untilTimeUtc is exclusive, [since, until), or that reads
+// the bounds to the millisecond (the 2020 API page writes them with three
+// fractional digits, 2016-09-12T00:00:00.000) answers the first request
+// (until = now) as expected. After a full answer the walk asks [From,
+// oldest] to read the rest of the oldest instant, and [at, at] to read one
+// instant whole: both leave out exactly the instant the walk needs. Here
+// page_size = 2 and two detections share 14:20 (and 123.4 µs): the first
+// answer holds d3 and one of them, and the other one was lost.
+func TestSIEMCoarseOrExclusiveUntilLosesNothing(t *testing.T) {
+	for _, tt := range []struct {
+		name                   string
+		shared                 time.Time
+		exclusiveUntil, millis bool
+	}{
+		{"exclusive until", fixedNow.Add(-40 * time.Minute), true, false},
+		{"bounds to the millisecond", fixedNow.Add(-40*time.Minute + 123400*time.Nanosecond), false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sim := &oddSIEM{exclusiveUntil: tt.exclusiveUntil, millis: tt.millis}
+			sim.detections = []placedDetection{
+				{id: "d0", at: fixedNow.Add(-50 * time.Minute)},
+				{id: "d1", at: tt.shared},
+				{id: "d2", at: tt.shared},
+				{id: "d3", at: fixedNow.Add(-30 * time.Minute)},
+			}
+			plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 2 })
+			emitted, errs := gatherPolls(t, plugin, 3)
+			require.Empty(t, errs)
+			require.Equal(t, map[string]int{"d0": 1, "d1": 1, "d2": 1, "d3": 1}, emitted, "every detection once; queries: %q", sim.queries)
+		})
+	}
 }
 
 // Under each way of reading untilTimeUtc (inclusive or exclusive, to 100 ns

@@ -131,6 +131,20 @@ func TestSIEMWalkRollbackRepeatsOnlyTheRejected(t *testing.T) {
 	require.Equal(t, []string{"d-30"}, again, "only the rejected alert is sent again")
 }
 
+// skipPage is the page of match that the request's $skip starts, with a next
+// link to the following one, as a service paging with $skip answers.
+func skipPage(r *http.Request, match []string, pageSize int) string {
+	skip, _ := strconv.Atoi(r.URL.Query().Get("$skip")) //nolint:errcheck // none is 0
+	page := match[min(skip, len(match)):min(skip+pageSize, len(match))]
+	next := ""
+	if skip+pageSize < len(match) {
+		q := r.URL.Query()
+		q.Set("$skip", strconv.Itoa(skip+pageSize))
+		next = `,"@odata.nextLink":"{{server}}` + graphAlertsPath + "?" + q.Encode() + `"`
+	}
+	return `{"value":[` + strings.Join(page, ",") + `]` + next + `}`
+}
+
 // chainStub serves one instant of `versions` alert versions, pageSize a
 // page, along next links, on a clock that the plugin's waits move.
 func chainStub(t *testing.T, versions, pageSize int, configure func(*MicrosoftDefender)) (*MicrosoftDefender, *time.Time, *[]string) {
@@ -143,15 +157,7 @@ func chainStub(t *testing.T, versions, pageSize int, configure func(*MicrosoftDe
 				match = append(match, graphAlertJSON(fmt.Sprintf("v%02d", i), at))
 			}
 		}
-		skip, _ := strconv.Atoi(r.URL.Query().Get("$skip")) //nolint:errcheck // none is 0
-		page := match[min(skip, len(match)):min(skip+pageSize, len(match))]
-		next := ""
-		if skip+pageSize < len(match) {
-			q := r.URL.Query()
-			q.Set("$skip", strconv.Itoa(skip+pageSize))
-			next = `,"@odata.nextLink":"{{server}}` + graphAlertsPath + "?" + q.Encode() + `"`
-		}
-		return `{"value":[` + strings.Join(page, ",") + `]` + next + `}`
+		return skipPage(r, match, pageSize)
 	}, func(m *MicrosoftDefender) {
 		m.PageSize, m.MaxAlertsPerGather = pageSize, versions
 		m.now = func() time.Time { return clock }
