@@ -338,3 +338,27 @@ func TestSIEMShortAnswerIsCheckedBelow(t *testing.T) {
 		"2020-09-30T14:50:00.0000000Z 2020-09-30T15:01:00.0000000Z 5",
 	}, sim.queries)
 }
+
+// More detections at one instant than a service lowering limit answers
+// cannot be read by any bounds: that instant is named in a warning.
+func TestSIEMInstantOverTheServicesLimitIsWarned(t *testing.T) {
+	sim := &oddSIEM{maxLimit: 3}
+	crowded := fixedNow.Add(-20 * time.Minute)
+	for i := range 5 {
+		sim.detections = append(sim.detections, placedDetection{id: fmt.Sprintf("c%d", i), at: crowded})
+	}
+	sim.detections = append(sim.detections, placedDetection{id: "below", at: fixedNow.Add(-40 * time.Minute)})
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), logger, func(m *MicrosoftDefender) { m.PageSize = 5 })
+	emitted, errs := gatherPolls(t, plugin, 1)
+	require.Empty(t, errs)
+	require.Len(t, emitted, 4, "three of the crowded instant, and the one below")
+	require.Equal(t, []string{
+		"W! [] The SIEM API answered 3 detections to limit=5 with more below them: it answers at most 3 a request, " +
+			"which this chunk now asks for (page_size = 3 asks so from the start)",
+		"W! [] At least 3 detections share LastProcessedTimeUtc 2020-09-30T14:40:00Z, more than one request with limit 3 returns: " +
+			"reading them without a limit",
+		"W! [] The SIEM API answered 3 detections at 2020-09-30T14:40:00Z, the most it answers a request: " +
+			"more at that instant cannot be read",
+	}, logger.Warnings())
+}

@@ -128,6 +128,10 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		if unreadable {
 			return c.siem.passOver(ask.until)
 		}
+		if w.limitCap > 0 && a.decoded >= w.limitCap { // no bound splits an instant
+			k.log.Warnf("The SIEM API answered %d detections at %s, the most it answers a request: more at that instant cannot be read",
+				a.decoded, ask.until.Format(time.RFC3339Nano))
+		}
 		return progress{}
 	case siemSearch:
 		return r.searchOn(c, a, k)
