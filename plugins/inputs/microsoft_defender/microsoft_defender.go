@@ -151,6 +151,11 @@ func (m *MicrosoftDefender) Init() error {
 		m.PageSize = maxIncidentTop
 	}
 	m.MaxUndeliveredAlerts = cmp.Or(m.MaxUndeliveredAlerts, defaultMaxUndelivered)
+	if d := time.Duration(m.InitialLookback); d > apiRetention {
+		m.Log.Warnf("initial_lookback %s is longer than the %d days (%s) the API keeps alerts: lowered to %s", d, apiRetention/(24*time.Hour),
+			apiRetention, apiRetention)
+		m.InitialLookback = config.Duration(apiRetention)
+	}
 	if m.now == nil {
 		m.now = time.Now
 	}
@@ -301,7 +306,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		acc.AddError(fmt.Errorf("the saved position %s lies after now (%s): the host clock ran ahead when it was saved, or the state was edited; "+
 			"reading again from initial_lookback (%s) before now, detections already emitted in that stretch are dropped as duplicates where still remembered",
 			at.Format(time.RFC3339), now.Format(time.RFC3339), time.Duration(m.InitialLookback)))
-	case !at.IsZero() && at.Before(oldest):
+	case !at.IsZero() && at.Before(oldest.Add(-24*time.Hour)): // a walk begun at the edge (initial_lookback) falls behind it
 		m.cursor.watermark, m.cursor.pending = oldest, nil
 		m.stateDirty = true
 		acc.AddError(fmt.Errorf("the saved position %s is older than the %d days the API keeps alerts: the host clock was wrong when it was saved, "+
