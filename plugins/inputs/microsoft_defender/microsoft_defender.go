@@ -103,14 +103,15 @@ type MicrosoftDefender struct {
 	// ctx ends at Interrupt or Stop; set in Init only, so Interrupt may cancel while Gather runs.
 	ctx            context.Context
 	cancel         context.CancelFunc
-	lastGather     time.Time    // when the previous poll started: one interval before this one, the poll's deadline
-	throttledUntil time.Time    // when the API allows the next request, after a Retry-After longer than a poll
-	stateDirty     bool         // the state file is to be written
-	savedWatermark time.Time    // the watermark the state file holds
-	stateLock      *flock.Flock // keeps other instances off state_file until Stop
-	statePath      string       // state_file, its links followed
-	delivery       *delivery    // follows what the outputs confirmed; nil before Start
-	stallWarned    time.Time    // when unconfirmed alerts were last warned of
+	lastGather     time.Time     // when the previous poll started
+	shortestGap    time.Duration // between two polls: Telegraf's interval, the poll's deadline; a suspend's gap is longer
+	throttledUntil time.Time     // when the API allows the next request, after a Retry-After longer than a poll
+	stateDirty     bool          // the state file is to be written
+	savedWatermark time.Time     // the watermark the state file holds
+	stateLock      *flock.Flock  // keeps other instances off state_file until Stop
+	statePath      string        // state_file, its links followed
+	delivery       *delivery     // follows what the outputs confirmed; nil before Start
+	stallWarned    time.Time     // when unconfirmed alerts were last warned of
 }
 
 // newMicrosoftDefender returns a plugin with the documented defaults.
@@ -291,10 +292,10 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	started := time.Now()
 	now := m.now().UTC()
 	end := now.Add(-time.Duration(m.Delay))
-	interval := now.Sub(m.lastGather)
-	if m.lastGather.IsZero() || interval <= 0 {
-		interval = defaultPollDeadline
+	if gap := now.Sub(m.lastGather); !m.lastGather.IsZero() && gap > 0 && (m.shortestGap == 0 || gap < m.shortestGap) {
+		m.shortestGap = gap
 	}
+	interval := cmp.Or(m.shortestGap, defaultPollDeadline)
 	m.lastGather = now
 	switch at, oldest := m.cursor.position(), now.Add(-apiRetention); {
 	case at.After(now.Add(maxClockSkew)):
