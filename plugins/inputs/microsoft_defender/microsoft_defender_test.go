@@ -261,3 +261,35 @@ func orDefault[T comparable](v *T, d T) {
 		*v = d
 	}
 }
+
+// A poll's deadline was the time since the previous Gather: after the host
+// slept five hours, the next poll could retry (and hold Telegraf's shutdown)
+// for five hours. It is the shortest gap between Gathers seen, Telegraf's
+// interval, here 10s: a Retry-After of 30s ends the poll.
+func TestPollDeadlineIsTheShortestGapBetweenGathers(t *testing.T) {
+	var busy bool
+	var requests int
+	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
+		requests++
+		if busy {
+			w.Header().Set("Retry-After", "30")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		respond(t, w, []byte("[]"))
+	})
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, server, logger)
+	at := fixedNow
+	for _, gap := range []time.Duration{0, 10 * time.Second, 5 * time.Hour} {
+		at = at.Add(gap)
+		plugin.now = func() time.Time { return at }
+		busy, requests = gap == 5*time.Hour, 0
+		var acc testutil.Accumulator
+		require.NoError(t, plugin.Gather(&acc))
+	}
+	require.Equal(t, 1, requests, "no retry after the suspend")
+	require.Len(t, logger.Warnings(), 1)
+	require.Regexp(t, `^W! \[\] Not retrying in this poll, the wait of 30s would pass its deadline; the next poll resumes here: `+
+		`SIEM API at 127\.0\.0\.1:\d+ answered 503 Service Unavailable \(service error\): empty body$`, logger.Warnings()[0])
+}
