@@ -4,9 +4,9 @@ GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 # A slim Telegraf: only the plugins the demo and the end-to-end tests use.
-TELEGRAF_TAGS := custom,inputs.execd,outputs.elasticsearch,outputs.file,outputs.influxdb,outputs.opensearch,parsers.influx,serializers.influx
+TELEGRAF_TAGS := custom,inputs.execd,outputs.elasticsearch,outputs.file,outputs.influxdb,outputs.kafka,outputs.opensearch,parsers.influx,serializers.influx
 
-.PHONY: all build run test fuzz lint dist bench bench-sections clean opensearch-node upstream-check
+.PHONY: all build run test fuzz lint dist bench bench-sections clean opensearch-node kafka-node upstream-check
 
 all: build
 
@@ -51,6 +51,21 @@ opensearch-node:
 $(OPENSEARCH_NODE): $(OPENSEARCH_NODE_SRC)
 	cd tools/opensearch-node && mvn -q -B -Dstyle.color=never clean package
 
+# A single-node KRaft Kafka 4.4 broker for the end-to-end tests of
+# outputs.kafka: Kafka's jars from Maven Central (tools/kafka-node), run by
+# scripts/kafka-node.sh. Without Java and Maven those tests skip (outside CI).
+KAFKA_NODE := tools/kafka-node/target/lib/kafka-node.pom
+kafka-node:
+	@if command -v mvn >/dev/null && command -v java >/dev/null; then \
+		$(MAKE) -s --no-print-directory $(KAFKA_NODE); \
+	else \
+		echo "make: no java or mvn: the Kafka tests will skip (apt-get install -y openjdk-17-jdk-headless maven)"; \
+	fi
+
+# The copy of the pom marks a finished build; clean first as above.
+$(KAFKA_NODE): tools/kafka-node/pom.xml
+	cd tools/kafka-node && mvn -q -B -Dstyle.color=never clean package && cp pom.xml target/lib/kafka-node.pom
+
 # Telegraf for the benchmark: the slim one plus inputs.http and json_v2.
 BENCH_TAGS := $(TELEGRAF_TAGS),inputs.http,parsers.json_v2
 .PHONY: bin/telegraf-bench
@@ -89,10 +104,10 @@ FUZZ_TARGETS := $(PLUGIN):FuzzDecodeDetections $(PLUGIN):FuzzTokenResponse \
                 $(PLUGIN):FuzzDecodeGraphPage
 FUZZTIME     ?= 2m
 
-# The OpenSearch tests run after the others: a JVM starting beside the
-# plugin's fault scenarios (200 ms timeouts under -race) makes those miss
-# their deadlines on a two-core machine.
-OPENSEARCH_TESTS := TestOpenSearch|TestElasticsearch
+# The tests with a JVM (OpenSearch, Kafka) run after the others: a JVM
+# starting beside the plugin's fault scenarios (200 ms timeouts under -race)
+# makes those miss their deadlines on a two-core machine.
+JVM_TESTS := TestOpenSearch|TestElasticsearch|TestKafka
 
 # Every test: unit, simulator scenarios (internal/scenario) and end-to-end
 # with the real Telegraf binaries (execd and in-tree; behind the build tag
@@ -104,11 +119,11 @@ OPENSEARCH_TESTS := TestOpenSearch|TestElasticsearch
 # inside go test's timeout on a busy two-core machine.
 RACE_PACKAGES = $(shell $(GO) list -tags e2e ./... | grep -v /internal/scenario$$)
 
-test: build bin/telegraf-intree opensearch-node
-	$(GO) test -race -count=1 -tags e2e -skip '$(OPENSEARCH_TESTS)' $(RACE_PACKAGES)
+test: build bin/telegraf-intree opensearch-node kafka-node
+	$(GO) test -race -count=1 -tags e2e -skip '$(JVM_TESTS)' $(RACE_PACKAGES)
 	$(GO) test -count=1 $(SCENARIOS)
 	$(GO) test -race -count=1 -run 'Interrupt' $(SCENARIOS)
-	$(GO) test -race -count=1 -tags e2e -run '$(OPENSEARCH_TESTS)' ./e2e/
+	$(GO) test -race -count=1 -tags e2e -run '$(JVM_TESTS)' ./e2e/
 	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 	$(MAKE) --no-print-directory upstream-check
 
@@ -158,4 +173,4 @@ dist-windows:
 	CGO_ENABLED=0 GOOS=windows GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/telegraf-defender-windows-amd64.exe ./cmd/telegraf-defender
 
 clean:
-	rm -rf bin dist build tools/opensearch-node/target
+	rm -rf bin dist build tools/opensearch-node/target tools/kafka-node/target

@@ -1,0 +1,449 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/plugins/parsers/influx"
+	"github.com/influxdata/telegraf/testutil"
+)
+
+// kafkaNode is a real single-node KRaft Kafka 4.4 broker (tools/kafka-node,
+// started by scripts/kafka-node.sh) on loopback, with its data in a
+// temporary directory that outlives a restart.
+type kafkaNode struct {
+	script string
+	home   string
+	ports  [2]int // the broker's and the controller's
+	addr   string
+	cmd    *exec.Cmd
+	done   chan struct{}
+	log    *syncBuffer
+}
+
+// startKafka starts a broker, or skips the test where Java or the broker's
+// build is missing, except under CI=true, where a skip would hide a missing
+// install step. The broker is stopped when the test ends.
+func startKafka(t *testing.T) *kafkaNode {
+	t.Helper()
+	script, err := filepath.Abs(filepath.Join("..", "scripts", "kafka-node.sh"))
+	require.NoError(t, err)
+	built := filepath.Join(filepath.Dir(script), "..", "tools", "kafka-node", "target", "lib", "kafka-node.pom")
+	_, javaErr := exec.LookPath("java")
+	_, builtErr := os.Stat(built)
+	if javaErr != nil || builtErr != nil {
+		msg := "the Kafka broker is not built: `make kafka-node` (Java 17 and Maven: apt-get install -y openjdk-17-jdk-headless maven)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg + ", and CI=true does not allow skipping")
+		}
+		t.Skip(msg)
+	}
+	k := &kafkaNode{script: script, home: filepath.Join(t.TempDir(), "home"), ports: [2]int{freePort(t), freePort(t)}}
+	k.addr = fmt.Sprintf("127.0.0.1:%d", k.ports[0])
+	t.Cleanup(func() {
+		k.stop(t)
+		if t.Failed() {
+			t.Logf("the Kafka broker's log:\n%s", k.log.String())
+		}
+	})
+	k.start(t)
+	return k
+}
+
+// start starts the broker on its home and ports and waits until it says it
+// has started: its listeners are open and it has registered with its
+// controller.
+func (k *kafkaNode) start(t *testing.T) {
+	t.Helper()
+	k.done, k.log = make(chan struct{}), &syncBuffer{}
+	k.cmd = exec.Command(k.script, k.home, fmt.Sprint(k.ports[0]), fmt.Sprint(k.ports[1]))
+	k.cmd.Stdout, k.cmd.Stderr = k.log, k.log
+	started := time.Now()
+	require.NoError(t, k.cmd.Start())
+	go func(cmd *exec.Cmd, done chan struct{}) {
+		cmd.Wait() //nolint:errcheck // the exit is reported through done and the log
+		close(done)
+	}(k.cmd, k.done)
+	deadline := time.After(time.Minute)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !strings.Contains(k.log.String(), "] Kafka Server started") {
+		select {
+		case <-k.done:
+			t.Fatalf("the Kafka broker exited before it started: %v; its log:\n%s", k.cmd.ProcessState, k.log.String())
+		case <-deadline:
+			t.Fatalf("the Kafka broker did not start within a minute; its log:\n%s", k.log.String())
+		case <-tick.C:
+		}
+	}
+	t.Logf("Kafka broker at %s up in %s", k.addr, time.Since(started).Round(time.Millisecond))
+}
+
+// stop stops the broker with SIGTERM, a controlled shutdown.
+func (k *kafkaNode) stop(t *testing.T) {
+	t.Helper()
+	if k.cmd == nil || k.cmd.Process == nil {
+		return
+	}
+	k.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck // a broker already gone is fine
+	stopping := time.Now()
+	select {
+	case <-k.done:
+		t.Logf("Kafka broker stopped in %s", time.Since(stopping).Round(time.Millisecond))
+	case <-time.After(30 * time.Second):
+		k.cmd.Process.Kill() //nolint:errcheck // it did not stop on SIGTERM
+		<-k.done
+		t.Errorf("the Kafka broker did not stop on SIGTERM")
+	}
+}
+
+// createTopic creates a topic of the given partitions, as an operator
+// would before pointing Telegraf at it.
+func (k *kafkaNode) createTopic(t *testing.T, topic string, partitions int32) {
+	t.Helper()
+	admin, err := sarama.NewClusterAdmin([]string{k.addr}, sarama.NewConfig())
+	require.NoError(t, err)
+	defer admin.Close()
+	require.NoError(t, admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: 1}, false))
+}
+
+// kafkaMessage is one message of a topic, its value parsed as the one
+// metric in influx line protocol that outputs.kafka writes per message.
+type kafkaMessage struct {
+	partition int32
+	offset    int64
+	key       string
+	value     string
+	metric    telegraf.Metric
+}
+
+// kafkaReader reads a topic from its start, each call the messages written
+// since the one before, through a new client, so that it works across a
+// restart of the broker.
+type kafkaReader struct {
+	addr, topic string
+	next        map[int32]int64
+	messages    []kafkaMessage
+}
+
+func newKafkaReader(k *kafkaNode, topic string) *kafkaReader {
+	return &kafkaReader{addr: k.addr, topic: topic, next: make(map[int32]int64)}
+}
+
+// read returns every message up to the partitions' high-water marks at the
+// time of the call; none while the topic does not exist yet.
+func (r *kafkaReader) read(t *testing.T) []kafkaMessage {
+	t.Helper()
+	client, err := sarama.NewClient([]string{r.addr}, sarama.NewConfig())
+	require.NoError(t, err)
+	defer client.Close()
+	partitions, err := client.Partitions(r.topic)
+	if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+		return nil
+	}
+	require.NoError(t, err)
+	consumer, err := sarama.NewConsumerFromClient(client)
+	require.NoError(t, err)
+	defer consumer.Close()
+	parser := &influx.Parser{}
+	require.NoError(t, parser.Init())
+	for _, p := range partitions {
+		end, err := client.GetOffset(r.topic, p, sarama.OffsetNewest)
+		require.NoError(t, err)
+		if r.next[p] >= end {
+			continue
+		}
+		pc, err := consumer.ConsumePartition(r.topic, p, r.next[p])
+		require.NoError(t, err)
+		timeout := time.After(30 * time.Second)
+		for r.next[p] < end {
+			select {
+			case m := <-pc.Messages():
+				metrics, err := parser.Parse(m.Value)
+				require.NoError(t, err, "partition %d offset %d: %q", p, m.Offset, m.Value)
+				require.Len(t, metrics, 1, "partition %d offset %d: %q", p, m.Offset, m.Value)
+				r.messages = append(r.messages, kafkaMessage{partition: p, offset: m.Offset, key: string(m.Key), value: string(m.Value),
+					metric: metrics[0]})
+				r.next[p] = m.Offset + 1
+			case err := <-pc.Errors():
+				require.NoError(t, err)
+			case <-timeout:
+				t.Fatalf("partition %d: no message at offset %d of %d within 30s", p, r.next[p], end)
+			}
+		}
+		require.NoError(t, pc.Close())
+	}
+	return r.messages
+}
+
+// kafkaOutput is the [[outputs.kafka]] section of the README's "Many
+// tenants": one topic, each tenant's events under its own key.
+func kafkaOutput(addr, topic string) string {
+	return fmt.Sprintf(`
+[[outputs.kafka]]
+  brokers = [%q]
+  topic = %q
+  routing_tag = "tenant"
+  data_format = "influx"
+`, addr, topic)
+}
+
+// tenantSection is a plugin section whose events carry a tenant tag.
+func tenantSection(section, tenant string) string {
+	return section + "  [inputs.microsoft_defender.tags]\n" + fmt.Sprintf("    tenant = %q\n", tenant)
+}
+
+// settledAfter reports whether each tenant's section wrote a poll without
+// backlog after since to the agent's file output.
+func settledAfter(t *testing.T, a *agent, since time.Time, tenants int) bool {
+	t.Helper()
+	settled := make(map[string]bool)
+	for _, m := range byName(a.metrics(t), "defender_poll") {
+		if backlog, ok := m.GetField("backlog"); ok && !backlog.(bool) && m.Time().After(since) {
+			settled[m.Tags()["tenant"]] = true
+		}
+	}
+	return len(settled) == tenants
+}
+
+// alertIdentity names a defender_alert metric as the tests name what the
+// simulator serves: a SIEM detection by its full_id, a Graph alert's
+// version by graphVersion.
+func alertIdentity(m telegraf.Metric) string {
+	if id, ok := m.GetField("full_id"); ok {
+		return id.(string)
+	}
+	id, _ := m.GetField("alert_id")
+	updated, _ := m.GetField("last_update_date_time")
+	return graphVersion(fmt.Sprint(id), fmt.Sprint(updated))
+}
+
+// Built into Telegraf, two tenants (one reading SIEM, one Graph) into one
+// Kafka topic of three partitions through [[outputs.kafka]] with
+// routing_tag = "tenant", as the README's "Many tenants" says: every
+// detection and Graph version the simulator served, once, as a
+// defender_alert message keyed by its tenant, each tenant in one partition,
+// and the topic holds exactly what Telegraf's file output wrote.
+func TestKafkaOutputKeepsEveryDetectionPerTenant(t *testing.T) {
+	t.Parallel()
+	node := startKafka(t)
+	node.createTopic(t, "defender", 3)
+	sim, clock, url := newStillSimulator(t, 67, 12)
+	a := startInTree(t, t.TempDir(), "telegraf", `
+[agent]
+  interval = "2s"
+  flush_interval = "1s"
+`+tenantSection(siemSection(url, "e2e-secret", `delay = "0s"`), "contoso")+
+		tenantSection(graphSection(url, `delay = "0s"`, "page_size = 1000"), "fabrikam")+kafkaOutput(node.addr, "defender"))
+
+	waitFor(t, a, "both tenants to read the simulator's hour", func() bool { return settledAfter(t, a, time.Time{}, 2) })
+	// The simulator's time jumps to now: new detections and later versions
+	// of Graph alerts arrive late, and are read by the next polls.
+	graphVersions := currentGraph(sim)
+	moved := time.Now()
+	clock.Set(moved)
+	for version, alert := range currentGraph(sim) {
+		graphVersions[version] = alert
+	}
+	waitFor(t, a, "both tenants to read what appeared", func() bool { return settledAfter(t, a, moved, 2) })
+	a.stop(t)
+
+	messages := newKafkaReader(node, "defender").read(t)
+	written := a.metrics(t)
+	got := make([]telegraf.Metric, 0, len(messages))
+	partitions := make(map[string]map[int32]bool)
+	alerts := map[string]map[string]int{"contoso": {}, "fabrikam": {}}
+	for _, m := range messages {
+		tenant := m.metric.Tags()["tenant"]
+		require.Equal(t, tenant, m.key, "the key of partition %d offset %d: %s", m.partition, m.offset, m.value)
+		if partitions[m.key] == nil {
+			partitions[m.key] = make(map[int32]bool)
+		}
+		partitions[m.key][m.partition] = true
+		if m.metric.Name() == "defender_alert" {
+			alerts[tenant][alertIdentity(m.metric)]++
+		}
+		got = append(got, m.metric)
+	}
+	testutil.RequireMetricsEqual(t, written, got, testutil.SortMetrics())
+	for tenant, in := range partitions {
+		require.Len(t, in, 1, "tenant %s spread over partitions %v", tenant, in)
+	}
+
+	siem := make(map[string]int)
+	for _, d := range sim.All() {
+		siem[d.FullID] = 1
+	}
+	graph := make(map[string]int)
+	for version := range graphVersions {
+		graph[version] = 1
+	}
+	require.Equal(t, siem, alerts["contoso"])
+	require.Equal(t, graph, alerts["fabrikam"])
+	t.Logf("%d messages: %d SIEM detections, %d Graph versions; partitions %v", len(messages), len(siem), len(graph), partitions)
+}
+
+// kafkaBacklog starts bin/telegraf-intree with smallBuffer reading a SIEM
+// backlog larger than the buffer into a new broker's topic "defender",
+// with further keys in the plugin's section, and
+// returns the broker, the agent, the detections the simulator holds, and a
+// reader of the topic.
+func kafkaBacklog(t *testing.T, seed uint64, keys ...string) (*kafkaNode, *agent, map[string]bool, *kafkaTopic) {
+	t.Helper()
+	node := startKafka(t)
+	node.createTopic(t, "defender", 1)
+	sim, _, url := newStillSimulator(t, seed, 30)
+	keys = append([]string{`delay = "0s"`, `initial_lookback = "2h"`, "max_requests_per_minute = 600"}, keys...)
+	a := startInTree(t, t.TempDir(), "telegraf", smallBuffer+tenantSection(siemSection(url, "e2e-secret", keys...), "contoso")+
+		kafkaOutput(node.addr, "defender"))
+	want := make(map[string]bool)
+	for _, d := range sim.All() {
+		want[d.FullID] = true
+	}
+	require.Greater(t, len(want), 3000, "a backlog larger than the buffer")
+	return node, a, want, &kafkaTopic{reader: newKafkaReader(node, "defender")}
+}
+
+// kafkaTopic is what a consumer of the topic sees.
+type kafkaTopic struct{ reader *kafkaReader }
+
+// read returns the detections in the topic by identity, and the sum of the
+// counts, each count point once.
+func (k *kafkaTopic) read(t *testing.T) (map[string][]kafkaMessage, int64) {
+	t.Helper()
+	alerts := make(map[string][]kafkaMessage)
+	counts := make(map[string]int64)
+	for _, m := range k.reader.read(t) {
+		switch m.metric.Name() {
+		case "defender_alert":
+			alerts[alertIdentity(m.metric)] = append(alerts[alertIdentity(m.metric)], m)
+		case "defender_alert_count":
+			n, _ := m.metric.GetField("count")
+			counts[pointKey(m.metric)] = n.(int64)
+		}
+	}
+	var sum int64
+	for _, n := range counts {
+		sum += n
+	}
+	return alerts, sum
+}
+
+// arrived reports whether every detection is in the topic and the counts
+// add up to them: the plugin counts what the outputs confirmed, so the
+// counts follow by a flush and a poll.
+func (k *kafkaTopic) arrived(t *testing.T, want map[string]bool) bool {
+	t.Helper()
+	got, counted := k.read(t)
+	return len(got) >= len(want) && counted >= int64(len(want))
+}
+
+// checkRepeats checks that the topic holds each detection of want, nothing
+// else, that a detection in several messages is each time the same point
+// (the same line: measurement, tags, fields and timestamp), that no two
+// detections are one point to a consumer deduplicating on measurement, tags
+// and timestamp, and that the counts, each count point once, add up to the
+// detections. It returns the repeated detections.
+func checkRepeats(t *testing.T, topic *kafkaTopic, want map[string]bool) []string {
+	t.Helper()
+	got, counted := topic.read(t)
+	points := make(map[string]string) // measurement, tags and timestamp -> identity
+	var repeats, differing, foreign []string
+	for id, messages := range got {
+		if !want[id] {
+			foreign = append(foreign, id)
+		}
+		if len(messages) > 1 {
+			repeats = append(repeats, fmt.Sprintf("%s %d times", id, len(messages)))
+		}
+		for _, m := range messages[1:] {
+			if m.value != messages[0].value {
+				differing = append(differing, fmt.Sprintf("%s: %q at offset %d, %q at offset %d",
+					id, messages[0].value, messages[0].offset, m.value, m.offset))
+			}
+		}
+		point := pointKey(messages[0].metric)
+		require.NotContains(t, points, point, "%s and %s are one point to a consumer", points[point], id)
+		points[point] = id
+	}
+	require.Empty(t, foreign, "never served by the simulator")
+	require.Empty(t, differing, "a repeat that is not the same point")
+	require.Len(t, got, len(want))
+	require.Equal(t, int64(len(want)), counted, "the counts, each count point once")
+	sort.Strings(repeats)
+	return repeats
+}
+
+// Built into Telegraf with a buffer smaller than the backlog and
+// max_undelivered_alerts below it, the broker stopped while the backlog
+// flows, until Telegraf reports the write failed, and started again on the
+// same data: every detection reaches the topic. Kafka keeps every write: a
+// batch partly written when the broker stopped and sent again after it
+// came back arrives twice, each time the same point, so that a consumer
+// deduplicating on measurement, tags and timestamp is left with each
+// detection once. Telegraf drops nothing, so only what its buffer held can
+// repeat.
+func TestKafkaBrokerRestartLosesNothing(t *testing.T) {
+	t.Parallel()
+	const buffer = 1000 // smallBuffer's metric_buffer_limit
+	// 500 detections a second: the broker stops with most of them to come.
+	node, a, want, topic := kafkaBacklog(t, 71, "max_undelivered_alerts = 600", "max_alerts_per_gather = 500")
+	waitFor(t, a, "the first detections in Kafka", func() bool { got, _ := topic.read(t); return len(got) >= 500 })
+	before, _ := topic.read(t)
+	logged := len(a.stderr.String())
+	stopped := time.Now()
+	node.stop(t)
+	// sarama retries each message and the metadata before Telegraf's write
+	// fails: 30 to 60 s on this machine.
+	waitFor(t, a, "Telegraf to fail writing to the stopped broker", func() bool {
+		return strings.Contains(a.stderr.String()[logged:], "E! [agent] Error writing to outputs.kafka")
+	})
+	down := time.Since(stopped)
+	node.start(t)
+	waitFor(t, a, "every detection in Kafka, and the counts to add up to them", func() bool { return topic.arrived(t, want) })
+	a.stop(t)
+	t.Logf("the broker down for %s, every detection in Kafka %s after it stopped", down.Round(time.Millisecond),
+		time.Since(stopped).Round(time.Millisecond))
+
+	repeats := checkRepeats(t, topic, want)
+	require.NotContains(t, a.stderr.String(), "metrics have been dropped")
+	require.LessOrEqual(t, len(repeats), buffer, "repeated: %v", repeats)
+	t.Logf("%d detections, %d in Kafka when the broker stopped; %d repeated: %.300v", len(want), len(before), len(repeats), repeats)
+}
+
+// Built into Telegraf with max_undelivered_alerts above a buffer smaller
+// than the backlog, the broker up throughout: Telegraf drops what
+// overflows, and the plugin reads again each group of up to 1,000 alerts it
+// tracked them in, those Kafka already holds included. Every detection
+// reaches the topic; the ones sent again are each time the same point.
+func TestKafkaBufferOverflowRepeatsTheSamePoints(t *testing.T) {
+	t.Parallel()
+	_, a, want, topic := kafkaBacklog(t, 73, "max_undelivered_alerts = 5000")
+	waitFor(t, a, "every detection in Kafka, and the counts to add up to them", func() bool { return topic.arrived(t, want) })
+	a.stop(t)
+
+	repeats := checkRepeats(t, topic, want)
+	require.Contains(t, a.stderr.String(), "metrics have been dropped")
+	require.NotEmpty(t, repeats, "Telegraf dropped metrics, and the plugin sent nothing again")
+	t.Logf("%d detections; %d repeated: %.300v", len(want), len(repeats), repeats)
+}
+
+// pointKey is what a consumer deduplicates on: the measurement, the tags
+// and the timestamp.
+func pointKey(m telegraf.Metric) string {
+	return fmt.Sprintf("%s %v %d", m.Name(), m.Tags(), m.Time().UnixNano())
+}
