@@ -79,7 +79,7 @@ func newKafka(t *testing.T) *kafkaNode {
 func (k *kafkaNode) start(t *testing.T) {
 	t.Helper()
 	k.done, k.log = make(chan struct{}), &syncBuffer{}
-	k.cmd = exec.Command(k.script, k.home, fmt.Sprint(k.ports[0]), fmt.Sprint(k.ports[1]))
+	k.cmd = exec.Command(k.script, k.home, strconv.Itoa(k.ports[0]), strconv.Itoa(k.ports[1]))
 	k.cmd.Stdout, k.cmd.Stderr = k.log, k.log
 	started := time.Now()
 	require.NoError(t, k.cmd.Start())
@@ -319,13 +319,21 @@ func TestKafkaOutputKeepsEveryDetectionPerTenant(t *testing.T) {
 	t.Logf("%d messages: %d SIEM detections, %d Graph versions; partitions %v", len(messages), len(siem), len(graph), partitions)
 }
 
+// kafkaRun is a Telegraf writing to a broker's topic "defender" what the
+// simulator holds.
+type kafkaRun struct {
+	node  *kafkaNode
+	agent *agent
+	want  map[string]bool // the simulator's detections
+	topic *kafkaTopic
+}
+
 // kafkaBacklog starts bin/telegraf-intree with smallBuffer reading a SIEM
 // backlog larger than the buffer into a new broker's topic "defender",
-// with further keys in the plugin's section, and returns the broker, the
-// agent, the detections the simulator holds, and a reader of the topic.
-// With down, the broker is not started, and the output connects once it
-// is (startup_error_behavior = "retry").
-func kafkaBacklog(t *testing.T, seed uint64, down bool, keys ...string) (*kafkaNode, *agent, map[string]bool, *kafkaTopic) {
+// with further keys in the plugin's section. With down, the broker is not
+// started, and the output connects once it is (startup_error_behavior =
+// "retry").
+func kafkaBacklog(t *testing.T, seed uint64, down bool, keys ...string) kafkaRun {
 	t.Helper()
 	node := newKafka(t)
 	output := kafkaOutput(t, node.addr)
@@ -339,11 +347,12 @@ func kafkaBacklog(t *testing.T, seed uint64, down bool, keys ...string) (*kafkaN
 	keys = append([]string{`delay = "0s"`, `initial_lookback = "2h"`, "max_requests_per_minute = 600"}, keys...)
 	a := startInTree(t, t.TempDir(), "telegraf", smallBuffer+tenantSection(siemSection(url, "e2e-secret", keys...), "contoso")+output)
 	want := make(map[string]bool)
-	for _, d := range sim.All() {
-		want[d.FullID] = true
+	all := sim.All()
+	for i := range all {
+		want[all[i].FullID] = true
 	}
 	require.Greater(t, len(want), 3000, "a backlog larger than the buffer")
-	return node, a, want, &kafkaTopic{reader: newKafkaReader(node, "defender")}
+	return kafkaRun{node: node, agent: a, want: want, topic: &kafkaTopic{reader: newKafkaReader(node, "defender")}}
 }
 
 // kafkaTopic is what a consumer of the topic sees.
@@ -431,7 +440,8 @@ func TestKafkaBrokerRestartLosesNothing(t *testing.T) {
 	// At most 1.5 times the limit in flight (a request asks for half of it
 	// at most): 600 alerts, and room in the buffer for the polls of a minute
 	// of outage.
-	node, a, want, topic := kafkaBacklog(t, 71, false, "max_undelivered_alerts = 400")
+	run := kafkaBacklog(t, 71, false, "max_undelivered_alerts = 400")
+	node, a, want, topic := run.node, run.agent, run.want, run.topic
 	waitFor(t, a, "the first detections in Kafka", func() bool { got, _ := topic.read(t); return len(got) >= 500 })
 	before, _ := topic.read(t)
 	logged := len(a.stderr.String())
@@ -465,7 +475,8 @@ func TestKafkaBrokerRestartLosesNothing(t *testing.T) {
 func TestKafkaBufferOverflowLosesNothing(t *testing.T) {
 	t.Parallel()
 	const buffer = 1000 // smallBuffer's metric_buffer_limit
-	node, a, want, topic := kafkaBacklog(t, 73, true, "max_undelivered_alerts = 5000")
+	run := kafkaBacklog(t, 73, true, "max_undelivered_alerts = 5000")
+	node, a, want, topic := run.node, run.agent, run.want, run.topic
 	waitFor(t, a, "more detections than Telegraf's buffer holds emitted", func() bool {
 		return len(byName(a.metrics(t), "defender_alert")) > buffer
 	})
