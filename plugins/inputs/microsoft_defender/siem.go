@@ -114,6 +114,9 @@ func (r *siemReader) next(c *chunk, k *known) *request {
 func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 	w := &c.siem
 	ask := w.asked
+	if ask.limit > 0 { // a service may lower only a limit sent: an instant read whole says nothing of it
+		k.answered = max(k.answered, a.decoded)
+	}
 	unreadable := a.class == failUnreadable
 	if a.err == nil && !w.coarse && w.lacksTop(ask, a) {
 		return w.coarsen(ask, k)
