@@ -64,6 +64,7 @@ type request struct {
 type answer struct {
 	decoded  int       // records decoded, new or not
 	inWindow int       // records decoded whose cursor time is in the window
+	fresh    int       // records emitted: not emitted before
 	oldest   time.Time // smallest cursor time in the window decoded
 	newest   time.Time // largest
 	err      error     // how the request failed for good, after retries
@@ -386,6 +387,7 @@ func (p *poll) take(r record, a *answer) bool {
 	}
 	p.budget--
 	p.stats.emitted++
+	a.fresh++
 	m, cut := r.metric()
 	if len(cut) > 0 {
 		p.logProblemf("Alert %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)

@@ -321,8 +321,9 @@ func TestSIEMLimitTheServiceLowersLosesNothing(t *testing.T) {
 }
 
 // An honest service's short answer is taken for the whole window once a
-// request for one detection below it comes back empty; one shorter than an
-// answer before, which shows the service answers more, is not checked.
+// request for its oldest millisecond and below holds nothing more; one
+// shorter than an answer before, which shows the service answers more, is
+// not checked.
 func TestSIEMShortAnswerIsCheckedBelow(t *testing.T) {
 	sim := &oddSIEM{}
 	for i := range 5 {
@@ -334,7 +335,7 @@ func TestSIEMShortAnswerIsCheckedBelow(t *testing.T) {
 	require.Len(t, emitted, 5)
 	require.Equal(t, []string{
 		"2020-09-30T14:00:00.0000000Z 2020-09-30T15:00:00.0000000Z 6",
-		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:11:59.9999999Z 1",
+		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:12:00.0010000Z 6", // d0's millisecond and below
 		"2020-09-30T14:50:00.0000000Z 2020-09-30T15:01:00.0000000Z 6", // d4 again, alone: not checked
 	}, sim.queries)
 }

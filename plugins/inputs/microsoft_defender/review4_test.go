@@ -159,3 +159,34 @@ func TestPollDeadlineSurvivesAGatherPromptedLate(t *testing.T) {
 	require.Empty(t, acc.Errors)
 	require.Equal(t, 10, requests, "a 10 s interval's requests, a second each")
 }
+
+// Guards of the check after a short answer: its oldest millisecond, asked
+// with what lies below, may return only the answer's own detections (a, b
+// and c share it), which tells nothing of d below; and an honest answer
+// of two in one millisecond is no lowered limit.
+func TestSIEMShortAnswerInOneMillisecondIsCheckedBelowIt(t *testing.T) {
+	ms := fixedNow.Add(-30 * time.Minute)
+	for _, tt := range []struct {
+		name     string
+		maxLimit int
+	}{{"lowered limit", 3}, {"honest", 0}} {
+		t.Run(tt.name, func(t *testing.T) {
+			sim := &oddSIEM{maxLimit: tt.maxLimit, detections: []placedDetection{
+				{id: "a", at: ms.Add(900 * time.Microsecond)},
+				{id: "b", at: ms.Add(500 * time.Microsecond)},
+				{id: "c", at: ms.Add(200 * time.Microsecond)},
+			}}
+			want := map[string]int{"a": 1, "b": 1, "c": 1}
+			if tt.maxLimit > 0 {
+				sim.detections = append(sim.detections, placedDetection{id: "d", at: fixedNow.Add(-40 * time.Minute)})
+				want["d"] = 1
+			}
+			logger := &testutil.CaptureLogger{}
+			plugin := stubbedPlugin(t, stub(t, sim.handler(t)), logger, func(m *MicrosoftDefender) { m.PageSize = 5 })
+			emitted, errs := gatherPolls(t, plugin, 2)
+			require.Empty(t, errs)
+			require.Equal(t, want, emitted, "queries: %q", sim.queries)
+			require.Equal(t, tt.maxLimit > 0, len(logger.Warnings()) > 0, "warnings: %q", logger.Warnings())
+		})
+	}
+}

@@ -62,14 +62,16 @@ const (
 	siemInstant                 // every detection of one instant
 	siemSearch                  // one detection from a time up, for searchOn
 	siemCheck                   // one detection above a full answer's newest: there must be none
-	siemBelow                   // one detection below a short answer's oldest: any means the service lowered limit
+	// siemBelow: below a short answer's oldest, with the rest of its oldest instant (millisecond, for a service
+	// reading the bounds so) unless the answer held one instant: any more means the service lowered limit.
+	siemBelow
 )
 
 // ask builds the request for ask, which the walk keeps for after.
 func (r *siemReader) ask(c *chunk, ask *siemAsk) *request {
 	c.siem.asked = ask
 	ask.sent = ask.until
-	if c.siem.coarse && (ask.step == siemWindow || ask.step == siemInstant) {
+	if c.siem.coarse && (ask.step == siemWindow || ask.step == siemInstant) || ask.step == siemBelow && ask.until.Equal(ask.full.oldest) {
 		ask.sent = ask.until.Truncate(time.Millisecond).Add(time.Millisecond)
 	}
 	q := r.endpoint.Query()
@@ -159,8 +161,14 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		if a.err != nil && !unreadable {
 			return progress{err: a.err}
 		}
-		if a.inWindow == 0 && !unreadable {
+		full := ask.full
+		more := unreadable || a.fresh > 0 || a.inWindow > 0 && a.oldest.Before(full.oldest)
+		if !unreadable && a.decoded < min(ask.limit, full.limit) || !more && ask.limit == 1 { // it held all there is
 			return w.readWhole(c, ask)
+		}
+		if !more { // the short answer's own oldest millisecond filled it: only one detection below it tells
+			return progress{then: r.ask(c, &siemAsk{since: ask.since, until: full.oldest.Add(-tick), limit: 1, step: siemBelow,
+				known: ask.known, full: full})}
 		}
 		w.limitCap = ask.full.limit
 		k.log.Warnf("The SIEM API answered %d detections to limit=%d with more below them: it answers at most %[1]d a request, "+
@@ -189,9 +197,12 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 	full := &fullAnswer{limit: min(a.decoded, ask.limit), asked: ask.limit, oldest: minTime(a.oldest, ask.until), newest: minTime(a.newest, ask.until)}
 	if a.decoded < ask.limit && a.decoded >= k.answered && a.inWindow > 0 && full.oldest.After(ask.since) {
 		// The API documents no most for limit: a short answer, as long as any yet, is the whole window once
-		// nothing lies below it.
-		return progress{then: r.ask(c, &siemAsk{since: ask.since, until: full.oldest.Add(-tick), limit: 1, step: siemBelow,
-			known: ask.known, full: full})}
+		// nothing lies below it, nor more at its oldest instant, which a lowered limit cuts too.
+		below := &siemAsk{since: ask.since, until: full.oldest, limit: ask.limit, step: siemBelow, known: ask.known, full: full}
+		if full.oldest.Equal(full.newest) { // nothing but that instant comes first: only below it tells
+			below.until, below.limit = full.oldest.Add(-tick), 1
+		}
+		return progress{then: r.ask(c, below)}
 	}
 	if a.decoded < ask.limit {
 		return w.readWhole(c, ask)
