@@ -190,3 +190,55 @@ func TestSIEMShortAnswerInOneMillisecondIsCheckedBelowIt(t *testing.T) {
 		})
 	}
 }
+
+// A lowered limit is learned for one chunk: every later poll whose window
+// holds more than the service answers asks page_size again, checks below
+// the short answer (a request more) and warns again. Here a detection a
+// minute, page_size = 5 and a service answering 3: the same warning comes
+// in every one of the five polls.
+func TestSIEMLoweredLimitIsWarnedOnce(t *testing.T) {
+	sim := &oddSIEM{maxLimit: 3}
+	for i := range 70 {
+		sim.detections = append(sim.detections, placedDetection{id: fmt.Sprintf("d%d", i), at: fixedNow.Add(time.Duration(i-60)*time.Minute + time.Second)})
+	}
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), logger, func(m *MicrosoftDefender) { m.PageSize = 5 })
+	_, errs := gatherPolls(t, plugin, 5)
+	require.Empty(t, errs)
+	require.Len(t, logger.Warnings(), 1, "warnings: %q", logger.Warnings())
+}
+
+// A service whose most per answer varies (5, then 3 under load) once
+// answered 5: a later first answer of 3 to page_size = 8 is below that, so
+// it is taken for the whole window unchecked, and z0 and z1 are lost. The
+// check skipped since "SIEM: the most records one answer held is kept
+// across polls" trades these for requests.
+func TestSIEMLimitLoweredLaterLosesNothing(t *testing.T) {
+	sim := &oddSIEM{maxLimit: 5}
+	want := make(map[string]int)
+	for i := range 5 {
+		id := fmt.Sprintf("y%d", i)
+		sim.detections = append(sim.detections, placedDetection{id: id, at: fixedNow.Add(time.Duration(-50+i) * time.Minute)})
+		want[id] = 1
+	}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 8 })
+	emitted, errs := gatherPolls(t, plugin, 1)
+	require.Empty(t, errs)
+	sim.mu.Lock()
+	sim.maxLimit = 3
+	for i := range 5 {
+		id := fmt.Sprintf("z%d", i)
+		sim.detections = append(sim.detections, placedDetection{id: id, at: fixedNow.Add(time.Duration(10+10*i) * time.Second)})
+		want[id] = 1
+	}
+	sim.mu.Unlock()
+	for i := 1; i <= 3; i++ {
+		now := fixedNow.Add(time.Duration(i) * time.Minute)
+		plugin.now = func() time.Time { return now }
+		var acc testutil.Accumulator
+		require.NoError(t, plugin.Gather(&acc))
+		require.Empty(t, acc.Errors)
+		countEmitted(&acc, emitted)
+	}
+	require.Equal(t, want, emitted, "queries: %q", sim.queries)
+}
