@@ -242,3 +242,29 @@ func TestSIEMLimitLoweredLaterLosesNothing(t *testing.T) {
 	}
 	require.Equal(t, want, emitted, "queries: %q", sim.queries)
 }
+
+// Held: the check after a short answer that the rate limit keeps past the
+// deadline is the next poll's first request, the walk unchanged, and a
+// lowered limit is walked down one request a poll, losing nothing.
+func TestSIEMCheckAfterAShortAnswerResumesInTheNextPoll(t *testing.T) {
+	sim := &oddSIEM{maxLimit: 3}
+	want := make(map[string]int)
+	for i := range 5 {
+		id := fmt.Sprintf("d%d", i)
+		sim.detections = append(sim.detections, placedDetection{id: id, at: fixedNow.Add(-time.Duration(50-5*i) * time.Minute)})
+		want[id] = 1
+	}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) {
+		m.PageSize, m.MaxRequestsPerMinute = 5, 1
+	})
+	emitted, errs := gatherPolls(t, plugin, 8)
+	require.Empty(t, errs)
+	require.Equal(t, want, emitted, "queries: %q", sim.queries)
+	require.Equal(t, []string{
+		"2020-09-30T14:00:00.0000000Z 2020-09-30T15:00:00.0000000Z 5",
+		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:20:00.0010000Z 5", // the next poll: the check, resumed
+		"2020-09-30T14:30:00.0000001Z 2020-09-30T15:00:00.0000000Z 1",
+		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:20:00.0000000Z 3",
+		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:10:00.0000000Z 3",
+	}, sim.queries[:5])
+}
