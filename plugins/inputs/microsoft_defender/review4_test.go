@@ -268,3 +268,33 @@ func TestSIEMCheckAfterAShortAnswerResumesInTheNextPoll(t *testing.T) {
 		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:10:00.0000000Z 3",
 	}, sim.queries[:5])
 }
+
+// With machine_groups, an alert's machine_group tag is the group of the
+// device it was kept for, but computer_dns_name and device_id stayed the
+// first device's: an alert kept for Domain Controllers read as one on the
+// workstation ws1, under the tag Domain Controllers.
+func TestGraphDeviceOfAConfiguredGroupNamesTheAlert(t *testing.T) {
+	at := fixedNow.Add(-time.Hour)
+	device := func(name, id, group string) string {
+		return fmt.Sprintf(`{"@odata.type":"#microsoft.graph.security.deviceEvidence","deviceDnsName":%q,"mdeDeviceId":%q,"rbacGroupName":%q}`,
+			name, id, group)
+	}
+	plugin, _, _ := graphStub(t, func(_ *http.Request, from, to time.Time) string {
+		if at.Before(from) || !at.Before(to) {
+			return `{"value":[]}`
+		}
+		return fmt.Sprintf(`{"value":[{"id":"a1","lastUpdateDateTime":%q,"evidence":[%s,%s]}]}`, at.Format(time.RFC3339Nano),
+			device("ws1.corp", "w1", "Workstations"), device("dc1.corp", "d1", "Domain Controllers"))
+	}, func(m *MicrosoftDefender) { m.MachineGroups = []string{"Domain Controllers"} })
+	acc := gatherOK(t, plugin)
+	var got []string
+	for _, m := range acc.GetTelegrafMetrics() {
+		if m.Name() == measurementAlert {
+			group, _ := m.GetTag("machine_group")
+			host, _ := m.GetField("computer_dns_name")
+			id, _ := m.GetField("device_id")
+			got = append(got, fmt.Sprint(group, " ", host, " ", id))
+		}
+	}
+	require.Equal(t, []string{"Domain Controllers dc1.corp d1"}, got)
+}
