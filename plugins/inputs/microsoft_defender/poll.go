@@ -31,6 +31,7 @@ type reader interface {
 type known struct {
 	perRequest  int                                        // the most records one request may ask for
 	answered    int                                        // the most records one answer to a limit held: the API answers so many
+	limitCap    int                                        // the most the SIEM API answers, once it answered so few with more below
 	unreadable  func(from, to time.Time) (time.Time, bool) // the newest in [from, to]
 	maxBodySize int64                                      // for messages
 	log         telegraf.Logger

@@ -317,7 +317,7 @@ func TestSIEMLimitTheServiceLowersLosesNothing(t *testing.T) {
 	require.Empty(t, errs)
 	require.Equal(t, want, emitted, "every detection once; queries: %q", sim.queries)
 	require.Equal(t, []string{"W! [] The SIEM API answered 3 detections to limit=5 with more below them: " +
-		"it answers at most 3 a request, which this chunk now asks for (page_size = 3 asks so from the start)"}, logger.Warnings())
+		"it answers at most 3 a request, which every request asks for from now on (page_size = 3 asks so from the start)"}, logger.Warnings())
 }
 
 // An honest service's short answer is taken for the whole window once a
@@ -356,7 +356,7 @@ func TestSIEMInstantOverTheServicesLimitIsWarned(t *testing.T) {
 	require.Len(t, emitted, 4, "three of the crowded instant, and the one below")
 	require.Equal(t, []string{
 		"W! [] The SIEM API answered 3 detections to limit=5 with more below them: it answers at most 3 a request, " +
-			"which this chunk now asks for (page_size = 3 asks so from the start)",
+			"which every request asks for from now on (page_size = 3 asks so from the start)",
 		"W! [] At least 3 detections share LastProcessedTimeUtc 2020-09-30T14:40:00Z, more than one request with limit 3 returns: " +
 			"reading them without a limit",
 		"W! [] The SIEM API answered 3 detections at 2020-09-30T14:40:00Z, the most it answers a request: " +

@@ -263,10 +263,12 @@ func TestSIEMCheckAfterAShortAnswerResumesInTheNextPoll(t *testing.T) {
 	require.Equal(t, []string{
 		"2020-09-30T14:00:00.0000000Z 2020-09-30T15:00:00.0000000Z 5",
 		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:20:00.0010000Z 5", // the next poll: the check, resumed
+		"2020-09-30T14:00:00.0000000Z 2020-09-30T15:00:00.0000000Z 5", // more: the window again
+		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:20:00.0010000Z 5",
 		"2020-09-30T14:30:00.0000001Z 2020-09-30T15:00:00.0000000Z 1",
 		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:20:00.0000000Z 3",
 		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:10:00.0000000Z 3",
-	}, sim.queries[:5])
+	}, sim.queries[:7])
 }
 
 // With machine_groups, an alert's machine_group tag is the group of the

@@ -23,11 +23,11 @@ type siemReader struct {
 
 // siemWalk is what the SIEM reader needs between two requests of a chunk.
 type siemWalk struct {
-	sizeCap  int            // detections per request after an answer grew past max_body_size; 0: none
-	limitCap int            // the most detections the service answered, with more below them; 0: none seen
-	search   *instantSearch // for the instant of a newest detection that cannot be read
-	asked    *siemAsk       // what the request built last asks for
-	checked  bool           // a full answer of this chunk was shown to hold the newest
+	sizeCap int            // detections per request after an answer grew past max_body_size; 0: none
+	search  *instantSearch // for the instant of a newest detection that cannot be read
+	asked   *siemAsk       // what the request built last asks for
+	checked bool           // a full answer of this chunk was shown to hold the newest
+	reasked bool           // a check below a short answer found more, and the window was read again
 	// rechecked: a check found a detection above a full answer, and the window's top was read again.
 	rechecked bool
 	occupied  time.Time // To after a full answer: the next answer must hold a detection there
@@ -100,7 +100,7 @@ func (r *siemReader) next(c *chunk, k *known) *request {
 		return nil
 	}
 	ask := &siemAsk{since: c.From, until: c.To, limit: k.perRequest}
-	for _, lower := range []int{c.siem.sizeCap, c.siem.limitCap} {
+	for _, lower := range []int{c.siem.sizeCap, k.limitCap} {
 		if lower > 0 {
 			ask.limit = min(ask.limit, lower)
 		}
@@ -133,7 +133,7 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		if unreadable {
 			return c.siem.passOver(ask.until)
 		}
-		if w.limitCap > 0 && a.decoded >= w.limitCap { // no bound splits an instant
+		if k.limitCap > 0 && a.decoded >= k.limitCap { // no bound splits an instant
 			k.log.Warnf("The SIEM API answered %d detections at %s, the most it answers a request: more at that instant cannot be read",
 				a.decoded, ask.until.Format(time.RFC3339Nano))
 		}
@@ -170,9 +170,13 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 			return progress{then: r.ask(c, &siemAsk{since: ask.since, until: full.oldest.Add(-tick), limit: 1, step: siemBelow,
 				known: ask.known, full: full})}
 		}
-		w.limitCap = ask.full.limit
+		if !w.reasked { // a detection may have turned up late below it: a service lowering limit answers as few again
+			w.reasked = true
+			return progress{}
+		}
+		k.limitCap = ask.full.limit
 		k.log.Warnf("The SIEM API answered %d detections to limit=%d with more below them: it answers at most %[1]d a request, "+
-			"which this chunk now asks for (page_size = %[1]d asks so from the start)", ask.full.limit, ask.full.asked)
+			"which every request asks for from now on (page_size = %[1]d asks so from the start)", ask.full.limit, ask.full.asked)
 		return r.onFull(c, ask.full, k)
 	}
 	err := a.err
