@@ -62,6 +62,9 @@ func limitOnly(next http.HandlerFunc, most int) http.HandlerFunc {
 	}
 }
 
+// (Nor is the instant read whole, holding more than that limit, named as
+// one that cannot be.)
+//
 // The most records one answer held, kept across polls, counts an instant's
 // read whole, which has no limit: on a service that lowers only a limit it
 // sends (to 3), four detections of one instant make it 4, and from then on
@@ -77,10 +80,14 @@ func TestSIEMInstantReadWholeDoesNotHideALoweredLimit(t *testing.T) {
 		sim.detections = append(sim.detections, placedDetection{id: id, at: crowded})
 		want[id] = 1
 	}
-	plugin := stubbedPlugin(t, stub(t, limitOnly(sim.handler(t), 3)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 5 })
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, stub(t, limitOnly(sim.handler(t), 3)), logger, func(m *MicrosoftDefender) { m.PageSize = 5 })
 	emitted, errs := gatherPolls(t, plugin, 1)
 	require.Empty(t, errs)
 	require.Equal(t, want, emitted, "queries: %q", sim.queries)
+	for _, w := range logger.Warnings() { // the instant's four were read whole
+		require.NotContains(t, w, "more at that instant cannot be read")
+	}
 
 	sim.mu.Lock()
 	for i := range 5 { // processed after the first poll's end, before the second's

@@ -133,7 +133,7 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		if unreadable {
 			return c.siem.passOver(ask.until)
 		}
-		if k.limitCap > 0 && a.decoded >= k.limitCap { // no bound splits an instant
+		if k.limitCap > 0 && a.decoded == k.limitCap { // no bound splits an instant; more shows no limit held it
 			k.log.Warnf("The SIEM API answered %d detections at %s, the most it answers a request: more at that instant cannot be read",
 				a.decoded, ask.until.Format(time.RFC3339Nano))
 		}
