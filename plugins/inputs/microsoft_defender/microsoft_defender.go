@@ -104,7 +104,7 @@ type MicrosoftDefender struct {
 	ctx            context.Context
 	cancel         context.CancelFunc
 	lastGather     time.Time     // when the previous poll started
-	shortestGap    time.Duration // between two polls: Telegraf's interval, the poll's deadline; a suspend's gap is longer
+	lastGap        time.Duration // between the previous poll and the one before: with this one's, the poll's deadline
 	throttledUntil time.Time     // when the API allows the next request, after a Retry-After longer than a poll
 	answered       int           // the most records one answer held, kept across polls
 	stateDirty     bool          // the state file is to be written
@@ -293,11 +293,13 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	started := time.Now()
 	now := m.now().UTC()
 	end := now.Add(-time.Duration(m.Delay))
-	if gap := now.Sub(m.lastGather); !m.lastGather.IsZero() && gap > 0 && (m.shortestGap == 0 || gap < m.shortestGap) {
-		m.shortestGap = gap
+	gap := now.Sub(m.lastGather)
+	if m.lastGather.IsZero() || gap <= 0 {
+		gap = defaultPollDeadline
 	}
-	interval := cmp.Or(m.shortestGap, defaultPollDeadline)
-	m.lastGather = now
+	// The shorter of the last two gaps: a host suspend, or two polls at once, makes one gap wrong, not the deadline.
+	interval := min(gap, cmp.Or(m.lastGap, gap))
+	m.lastGather, m.lastGap = now, gap
 	switch at, oldest := m.cursor.position(), now.Add(-apiRetention); {
 	case at.After(now.Add(maxClockSkew)):
 		m.cursor.watermark, m.cursor.pending = time.Time{}, nil
