@@ -293,13 +293,13 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	started := time.Now()
 	now := m.now().UTC()
 	end := now.Add(-time.Duration(m.Delay))
-	gap := now.Sub(m.lastGather)
-	if m.lastGather.IsZero() || gap <= 0 {
-		gap = defaultPollDeadline
+	interval := defaultPollDeadline
+	if gap := now.Sub(m.lastGather); !m.lastGather.IsZero() && gap > 0 {
+		// The shorter of the last two gaps: a host suspend, or two polls at once, makes one gap wrong, not the deadline.
+		interval = min(gap, cmp.Or(m.lastGap, gap))
+		m.lastGap = gap
 	}
-	// The shorter of the last two gaps: a host suspend, or two polls at once, makes one gap wrong, not the deadline.
-	interval := min(gap, cmp.Or(m.lastGap, gap))
-	m.lastGather, m.lastGap = now, gap
+	m.lastGather = now
 	switch at, oldest := m.cursor.position(), now.Add(-apiRetention); {
 	case at.After(now.Add(maxClockSkew)):
 		m.cursor.watermark, m.cursor.pending = time.Time{}, nil
