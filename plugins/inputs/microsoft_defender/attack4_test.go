@@ -1,10 +1,15 @@
 package microsoft_defender
 
 import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/influxdata/telegraf/testutil"
 )
 
 // A batch the outputs confirmed behind one they have not is confirmed all
@@ -28,4 +33,49 @@ func TestConfirmedBehindAnUnconfirmedBatchIsNotRepeated(t *testing.T) {
 	restarted, again, _ := deliveryPlugin(t, server, stateFile)
 	require.NoError(t, restarted.Gather(again))
 	require.Equal(t, []string{"d:2", "d:0"}, emittedIDs(again), "d:1 was confirmed: not sent, nor counted, again")
+}
+
+// echoingStatusLine answers with a status line whose reason phrase repeats
+// what the request carried: the Authorization header of an API request, the
+// form (client_secret) of a token request. net/http's server cannot write
+// such a line, so the connection is hijacked.
+func echoingStatusLine(t *testing.T, status int) *httptest.Server {
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		echo := r.Header.Get("Authorization")
+		if err := r.ParseForm(); err == nil && r.PostForm.Get("client_secret") != "" {
+			echo = r.PostForm.Get("client_secret")
+		}
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		fmt.Fprintf(buf, "HTTP/1.1 %d echo %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", status, echo)
+		buf.Flush()
+	}))
+	t.Cleanup(server.Close)
+	return server
+}
+
+// An API answer's reason phrase is the server's text, as its body is: a
+// server repeating the token there must not get it into an error.
+func TestAPIReasonPhraseEchoingTheTokenIsNotQuoted(t *testing.T) {
+	api := echoingStatusLine(t, http.StatusForbidden)
+	token := stub(t, func(http.ResponseWriter, *http.Request) { t.Error("no API request to the token stub") })
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, token, logger, func(m *MicrosoftDefender) { m.EndpointURL = api.URL + "/api/alerts" })
+	msg, _ := gatherError(t, plugin, logger)
+	require.Contains(t, msg, "answered 403")
+}
+
+// The token endpoint's reason phrase likewise: one repeating the client
+// secret must not get it into an error.
+func TestTokenReasonPhraseEchoingTheSecretIsNotQuoted(t *testing.T) {
+	login := echoingStatusLine(t, http.StatusBadRequest)
+	api := stub(t, func(http.ResponseWriter, *http.Request) { t.Error("no API request without a token") })
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, api, logger, func(m *MicrosoftDefender) { m.LoginEndpoint = login.URL })
+	msg, _ := gatherError(t, plugin, logger)
+	require.Contains(t, msg, "HTTP 400")
 }
