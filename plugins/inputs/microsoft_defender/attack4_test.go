@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -17,20 +19,33 @@ import (
 // twice. (Two outputs, or a retrying one, confirm groups out of order.)
 func TestConfirmedBehindAnUnconfirmedBatchIsNotRepeated(t *testing.T) {
 	stateFile := filepath.Join(t.TempDir(), "state.json")
-	server := detectionsServer(t, 3)
+	sim := &placedSIEM{detections: []placedDetection{{id: "old", at: fixedNow.Add(-10 * time.Minute)}}}
+	server := stub(t, sim.handler(t))
 	plugin, acc, _ := deliveryPlugin(t, server, stateFile, func(m *MicrosoftDefender) { m.PageSize = 1 })
 	require.NoError(t, plugin.Gather(acc))
-	require.Equal(t, []string{"d:2", "d:1", "d:0"}, emittedIDs(acc), "one batch an answer")
-	sent := alerts(acc, 0)
+	alerts(acc, 0)[0].Accept()
+	sim.mu.Lock()
+	for i := range 3 {
+		sim.detections = append(sim.detections, placedDetection{id: "d:" + strconv.Itoa(i), at: fixedNow.Add(time.Duration(i+1) * time.Minute)})
+	}
+	sim.mu.Unlock()
+	clock := func(d time.Duration) { plugin.now = func() time.Time { return fixedNow.Add(d) } }
+	clock(5 * time.Minute)
+	before := len(acc.GetTelegrafMetrics())
+	require.NoError(t, plugin.Gather(acc)) // saves "old" confirmed
+	sent := alerts(acc, before)
+	require.Equal(t, []string{"old", "d:2", "d:1", "d:0"}, emittedIDs(acc), "one batch an answer")
+	clock(6 * time.Minute)
+	require.NoError(t, plugin.Gather(acc))
 	sent[1].Accept() // d:1 confirmed, d:2 before it and d:0 after it not yet
 	plugin.Stop()
 	var counted int64
 	for _, m := range counts(acc, 0) {
 		counted += m.Fields()["count"].(int64)
 	}
-	require.Equal(t, int64(1), counted, "d:1 counted at the stop")
+	require.Equal(t, int64(2), counted, "old and d:1 counted")
 
-	restarted, again, _ := deliveryPlugin(t, server, stateFile)
+	restarted, again, _ := deliveryPlugin(t, server, stateFile, func(m *MicrosoftDefender) { m.now = plugin.now })
 	require.NoError(t, restarted.Gather(again))
 	require.Equal(t, []string{"d:2", "d:0"}, emittedIDs(again), "d:1 was confirmed: not sent, nor counted, again")
 }
