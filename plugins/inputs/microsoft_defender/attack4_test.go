@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,4 +94,49 @@ func TestTokenReasonPhraseEchoingTheSecretIsNotQuoted(t *testing.T) {
 	plugin := stubbedPlugin(t, api, logger, func(m *MicrosoftDefender) { m.LoginEndpoint = login.URL })
 	msg, _ := gatherError(t, plugin, logger)
 	require.Contains(t, msg, "HTTP 400")
+}
+
+// graphIgnoringTheFilter answers every request with a full page (of two) of
+// versions a month old, as a Graph service that ignores $filter would (a
+// proxy dropping the query, an API change).
+func graphIgnoringTheFilter(t *testing.T) (*MicrosoftDefender, *testutil.CaptureLogger, *[]string) {
+	outside := fixedNow.Add(-30 * 24 * time.Hour)
+	return graphStub(t, func(*http.Request, time.Time, time.Time) string {
+		return fmt.Sprintf(`{"value":[%s,%s]}`, graphAlertJSON("x1", outside), graphAlertJSON("x2", outside))
+	}, func(m *MicrosoftDefender) { m.PageSize = 2 })
+}
+
+func outOfWindowWarnings(logger *testutil.CaptureLogger) []string {
+	var out []string
+	for _, w := range logger.Warnings() {
+		if strings.Contains(w, "outside the window asked for") {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// Versions outside the part asked for are warned of once a poll, as other
+// problems of records are (defender_poll counts them all): not once a
+// request, up to max_requests_per_minute lines a minute.
+func TestGraphOutOfWindowIsWarnedOfOnceAPoll(t *testing.T) {
+	plugin, logger, requests := graphIgnoringTheFilter(t)
+	var acc testutil.Accumulator
+	require.NoError(t, plugin.Gather(&acc))
+	require.Greater(t, len(*requests), 1)
+	require.Equal(t, []string{"W! [] The Graph API sent 2 alerts last updated outside the window asked for, " +
+		"[2020-09-30T12:59:00Z, 2020-09-30T14:59:00Z) (the first: x1@2020-08-31T15:00:00Z): left out"}, outOfWindowWarnings(logger))
+}
+
+// A full page of versions all outside the part tells nothing of the part:
+// splitting it, down to 100 ns and on 100 ns at a time, spends a poll's
+// requests to move the window by nanoseconds (60 requests, 100 ns, at the
+// default rate limit). The poll should stop with an error instead, as for a
+// SIEM API answering other than the newest: nothing is lost.
+func TestGraphIgnoringTheFilterIsNoCrawl(t *testing.T) {
+	plugin, _, requests := graphIgnoringTheFilter(t)
+	var acc testutil.Accumulator
+	require.NoError(t, plugin.Gather(&acc))
+	require.Len(t, *requests, 1, "a page of versions outside the part, none inside, is no reason to split it")
+	require.Len(t, acc.Errors, 1)
 }
