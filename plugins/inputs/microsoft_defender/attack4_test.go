@@ -140,3 +140,30 @@ func TestGraphIgnoringTheFilterIsNoCrawl(t *testing.T) {
 	require.Len(t, *requests, 1, "a page of versions outside the part, none inside, is no reason to split it")
 	require.Len(t, acc.Errors, 1)
 }
+
+// Detections of one SIEM alert share its AlertTime, and so its second, and
+// their tags: their points differ only by the fraction hashed from FullId,
+// one of 10^7. Among an alert's first 19,061 detections (FullIds ..._0 to
+// ..._19060) two share it, _255 and _19060, and InfluxDB keeps one of them:
+// the birthday bound makes a shared point likely once an alert has some
+// thousands of detections in one second (half the odds at about 3,700),
+// where the README promises odds of 1 in 10^7.
+func TestSIEMDetectionsOfOneAlertNeverShareAPoint(t *testing.T) {
+	at := fixedNow.Add(-10 * time.Minute).Format(time.RFC3339Nano)
+	detection := func(part int) string {
+		return fmt.Sprintf(`{"AlertId":"da637471234567891234_-1234567890","FullId":"da637471234567891234_-1234567890_%d",`+
+			`"Severity":"High","Category":"Ransomware","AlertTime":%q,"LastProcessedTimeUtc":%q}`, part, at, at)
+	}
+	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
+		respond(t, w, []byte("["+detection(255)+","+detection(19060)+"]"))
+	})
+	acc := gatherOK(t, stubbedPlugin(t, server, &testutil.CaptureLogger{}))
+	points := make(map[string][]string)
+	for _, m := range acc.GetTelegrafMetrics() {
+		if id, ok := m.GetField("full_id"); ok {
+			key := fmt.Sprint(m.Name(), m.Tags(), m.Time().UnixNano())
+			points[key] = append(points[key], id.(string))
+		}
+	}
+	require.Len(t, points, 2, "two detections, two points: %v", points)
+}
