@@ -47,6 +47,7 @@ func main() {
 	flag.Float64Var(&cfg.Faults.NoIDRate, "no-id-rate", 0, "share of detections served without FullId, AlertId and IocUniqueId")
 	flag.IntVar(&cfg.IDBytes, "id-bytes", 0, "pad generated alert ids (SIEM AlertId and FullId, Graph id) to this many bytes, e.g. 60000 (0: as made)")
 	flag.BoolVar(&cfg.SIEM.LimitOldest, "siem-limit-oldest", false, "SIEM: answer limit with the oldest matching detections, not the newest")
+	flag.IntVar(&cfg.SIEM.MaxLimit, "siem-max-limit", 0, "SIEM: answer at most this many detections, whatever limit asks for (0: no most)")
 	flag.BoolVar(&cfg.SignIn.Endless, "sign-in-endless", false,
 		"sign-in: the token endpoints (Azure AD's, managed identity's) answer 200 with a body that never ends")
 	flag.IntVar(&cfg.SignIn.TokenBytes, "sign-in-token-bytes", 0, "sign-in: pad issued access tokens to this many bytes, e.g. 200000000")

@@ -45,14 +45,14 @@ func TestSIEMMalformedAnswersAreRetried(t *testing.T) {
 		name     string
 		fault    simulator.Fault
 		n        int // malformed answers in a row
-		requests int // over ten polls
+		requests int // over ten polls, each checking below its short answer
 		warnings []string
 	}{
-		{"two nested 100,000 deep", simulator.FaultNested, 2, 14, []string{
+		{"two nested 100,000 deep", simulator.FaultNested, 2, 23, []string{
 			fmt.Sprintf(retry, 1) + nested, fmt.Sprintf(retry, 2) + nested}},
-		{"two with a syntax error", simulator.FaultSyntax, 2, 14, []string{
+		{"two with a syntax error", simulator.FaultSyntax, 2, 23, []string{
 			fmt.Sprintf(retry, 1) + syntax, fmt.Sprintf(retry, 2) + syntax}},
-		{"five with a syntax error", simulator.FaultSyntax, 5, 18, []string{
+		{"five with a syntax error", simulator.FaultSyntax, 5, 27, []string{
 			fmt.Sprintf(retry, 1) + syntax, fmt.Sprintf(retry, 2) + syntax, fmt.Sprintf(retry, 3) + syntax,
 			"W! [] An answer was malformed after 70 detections, also when retried: asking for at most 70 per request until the chunk is read",
 			fmt.Sprintf(retry, 1) + "detection 34: invalid JSON at byte 69125: invalid character ',' at start of value"}},
@@ -149,6 +149,25 @@ func TestSIEMLimitThatAnswersTheOldest(t *testing.T) {
 			}
 		}
 		require.Empty(t, missing, "detections passed over; the position is %s, the errors: %q", s.position, s.errors)
+	})
+}
+
+// A service that answers at most 7 detections whatever limit asks for,
+// without saying so, over bursts that share an instant: every detection
+// once, and one warning a chunk with more than 7. An older reader took the
+// short answer for the whole window and lost the rest silently.
+func TestSIEMLimitTheServiceLowers(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		s := newScenario(t, simulator.Config{Seed: 9, Rate: 1, History: 2 * time.Hour, BurstEvery: 20 * time.Minute, BurstSize: 3,
+			SIEM: simulator.SIEMBehaviour{MaxLimit: 7}})
+		p := s.plugin(nil)
+		start := firstWindowStart(p)
+		s.run(p, 10*time.Minute)
+		s.settled(p, start, 0)
+		require.NotEmpty(t, s.logger.Warnings())
+		for _, w := range s.logger.Warnings() {
+			require.Regexp(t, `^W! \[\] The SIEM API answered 7 detections to limit=\d+ with more below them: it answers at most 7 a request`, w)
+		}
 	})
 }
 

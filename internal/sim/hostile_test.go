@@ -42,3 +42,19 @@ func TestSIEMLimitOldest(t *testing.T) {
 		require.Equal(t, want, []string{got[0].FullID, got[1].FullID})
 	}
 }
+
+// MaxLimit lowers a larger limit, and no limit, to itself: the newest come.
+func TestSIEMMaxLimit(t *testing.T) {
+	sim := New(Config{Now: func() time.Time { return simNow }, SIEM: SIEMBehaviour{MaxLimit: 2}})
+	for i := range 3 {
+		require.NoError(t, sim.Add(Detection{FullID: string(rune('a' + i)),
+			LastProcessedTimeUtc: simNow.Add(time.Duration(i-3) * time.Minute).Format(TimeLayout)}))
+	}
+	for _, limit := range []int{0, 3, 2} {
+		got := sim.selectDetections(siemQuery{since: simNow.Add(-time.Hour), until: simNow, limit: limit}, simNow)
+		require.Len(t, got, 2, "limit %d", limit)
+		require.Equal(t, []string{"b", "c"}, []string{got[0].FullID, got[1].FullID}, "limit %d", limit)
+	}
+	got := sim.selectDetections(siemQuery{since: simNow.Add(-time.Hour), until: simNow, limit: 1}, simNow)
+	require.Equal(t, "c", got[0].FullID)
+}

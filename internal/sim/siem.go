@@ -21,6 +21,9 @@ type SIEMBehaviour struct {
 	// LimitOldest answers limit with the oldest matching detections
 	// instead of the newest.
 	LimitOldest bool
+	// MaxLimit, when positive, silently lowers a larger limit (or none) to
+	// it, as a service capping its answers without saying so would.
+	MaxLimit int
 }
 
 // siemQuery is a parsed GET /api/alerts request.
@@ -108,6 +111,9 @@ func (s *Server) selectDetections(q siemQuery, now time.Time) []Detection {
 			continue
 		}
 		matches = append(matches, d.Detection)
+	}
+	if m := s.cfg.SIEM.MaxLimit; m > 0 && (q.limit == 0 || q.limit > m) {
+		q.limit = m
 	}
 	if q.limit > 0 && len(matches) > q.limit {
 		if s.cfg.SIEM.LimitOldest {

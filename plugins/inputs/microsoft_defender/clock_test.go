@@ -29,7 +29,8 @@ func TestFutureWatermarkIsNotBelieved(t *testing.T) {
 	require.EqualError(t, acc.Errors[0], "the saved position 2099-01-01T00:00:00Z lies after now (2020-09-30T15:00:00Z): "+
 		"the host clock ran ahead when it was saved, or the state was edited; reading again from initial_lookback (1h0m0s) before now, "+
 		"detections already emitted in that stretch are dropped as duplicates where still remembered")
-	require.Equal(t, []string{"2020-09-30T14:00:00.0000000Z 2020-09-30T15:00:00.0000000Z"}, queries)
+	require.Equal(t, []string{"2020-09-30T14:00:00.0000000Z 2020-09-30T15:00:00.0000000Z",
+		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:29:59.9999999Z"}, queries, "the window, and below its answer")
 	require.Equal(t, []string{"a:1"}, emittedIDs(&acc))
 	lag, _ := pollMetrics(&acc)[0].GetField("lag_seconds")
 	require.InDelta(t, 0.0, lag, 0)

@@ -3,7 +3,6 @@ package microsoft_defender
 import (
 	"fmt"
 	"io"
-	"net/http"
 	"runtime"
 	"strings"
 	"testing"
@@ -84,7 +83,7 @@ func TestRecordOverTheCapIsCounted(t *testing.T) {
 			"W! [] Alert 1 at byte 65 skipped: it is larger than 8 MiB, the most one record may take", []string{"a", "c"}},
 	} {
 		t.Run(tt.api, func(t *testing.T) {
-			server := stub(t, func(w http.ResponseWriter, _ *http.Request) { respond(t, w, []byte(tt.body)) })
+			server := stub(t, holding(t, at, tt.body))
 			logger := &testutil.CaptureLogger{}
 			plugin := stubbedPlugin(t, server, logger, func(m *MicrosoftDefender) {
 				if tt.api == "graph" {

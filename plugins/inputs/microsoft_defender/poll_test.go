@@ -77,10 +77,11 @@ func TestPollMetric(t *testing.T) {
 	require.Equal(t, []string{"a:2", "a:3"}, emittedIDs(acc))
 
 	// The rest of the span: a and b again (a duplicate); a full answer, so
-	// the span below a is asked for too, which holds only a.
-	responses = []string{"[" + a + "," + b + "]", "[" + a + "]"}
+	// the span below a is asked for too, which holds only a; nothing lies
+	// below that short answer, as one more request finds.
+	responses = []string{"[" + a + "," + b + "]", "[" + a + "]", "[]"}
 	acc = gatherOK(t, plugin)
-	testutil.RequireMetricsEqual(t, []telegraf.Metric{expectedPoll("ok", pollStats{requests: 2, received: 3, emitted: 1, duplicates: 2}, 0)},
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{expectedPoll("ok", pollStats{requests: 3, received: 3, emitted: 1, duplicates: 2}, 0)},
 		pollMetrics(acc), testutil.IgnoreFields("duration_seconds"))
 	require.Equal(t, []string{"a:1"}, emittedIDs(acc))
 
@@ -251,7 +252,7 @@ func TestCutFieldWarningsAreRateLimited(t *testing.T) {
 func TestDetectionWithoutIdsIsDeduplicatedByContent(t *testing.T) {
 	at := fixedNow.Add(-5 * time.Minute).Format(time.RFC3339Nano) // within both polls' windows
 	body := `[{"LastProcessedTimeUtc":"` + at + `","AlertTitle":"one"},{"LastProcessedTimeUtc":"` + at + `","AlertTitle":"two"}]`
-	plugin := stubbedPlugin(t, stub(t, func(w http.ResponseWriter, _ *http.Request) { respond(t, w, []byte(body)) }), &testutil.CaptureLogger{})
+	plugin := stubbedPlugin(t, stub(t, holding(t, at, body)), &testutil.CaptureLogger{})
 	first := gatherOK(t, plugin)
 	plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
 	second := gatherOK(t, plugin)
@@ -278,7 +279,7 @@ func TestLongIdentitiesAreHeldAsAHash(t *testing.T) {
 	}
 	body := "[" + strings.Join(records, ",") + "]"
 	logger := &testutil.CaptureLogger{}
-	plugin := stubbedPlugin(t, stub(t, func(w http.ResponseWriter, _ *http.Request) { respond(t, w, []byte(body)) }), logger)
+	plugin := stubbedPlugin(t, stub(t, holding(t, at, body)), logger)
 	first := gatherOK(t, plugin)
 	require.Len(t, emittedIDs(first), 3)
 	longIDs, _ := pollMetrics(first)[0].GetField("long_ids")
@@ -417,7 +418,7 @@ func TestIdentitiesJSONWouldAlterSurviveARestart(t *testing.T) {
 		records = append(records, `{"FullId":"`+id+`","LastProcessedTimeUtc":"`+at+`"}`)
 	}
 	body := "[" + strings.Join(records, ",") + "]"
-	server := stub(t, func(w http.ResponseWriter, _ *http.Request) { respond(t, w, []byte(body)) })
+	server := stub(t, holding(t, at, body))
 	stateFile := filepath.Join(t.TempDir(), "state.json")
 	withState := func(m *MicrosoftDefender) { m.StateFile = stateFile }
 

@@ -298,3 +298,67 @@ func TestSIEMReprocessedOldestIsNoLossNorDuplicate(t *testing.T) {
 		"it reads untilTimeUtc as exclusive, or the bounds to the millisecond. This chunk is read on with untilTimeUtc "+
 		"rounded up to the next millisecond; the repeats are dropped")
 }
+
+// The SIEM API's limit is undocumented in size: a service that answers at
+// most 3 detections however many were asked for (as Graph clamps $top)
+// answers page_size = 5 with 3. A short answer taken for the whole window
+// loses every detection below the newest three, with no error.
+func TestSIEMLimitTheServiceLowersLosesNothing(t *testing.T) {
+	sim := &oddSIEM{maxLimit: 3}
+	want := make(map[string]int)
+	for i := range 8 {
+		id := fmt.Sprintf("d%d", i)
+		sim.detections = append(sim.detections, placedDetection{id: id, at: fixedNow.Add(-time.Duration(50-5*i) * time.Minute)})
+		want[id] = 1
+	}
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), logger, func(m *MicrosoftDefender) { m.PageSize = 5 })
+	emitted, errs := gatherPolls(t, plugin, 3)
+	require.Empty(t, errs)
+	require.Equal(t, want, emitted, "every detection once; queries: %q", sim.queries)
+	require.Equal(t, []string{"W! [] The SIEM API answered 3 detections to limit=5 with more below them: " +
+		"it answers at most 3 a request, which this chunk now asks for (page_size = 3 asks so from the start)"}, logger.Warnings())
+}
+
+// An honest service's short answer is taken for the whole window once a
+// request for one detection below it comes back empty; an empty one is not
+// checked.
+func TestSIEMShortAnswerIsCheckedBelow(t *testing.T) {
+	sim := &oddSIEM{}
+	for i := range 4 {
+		sim.detections = append(sim.detections, placedDetection{id: fmt.Sprintf("d%d", i), at: fixedNow.Add(-time.Duration(50-5*i) * time.Minute)})
+	}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 5 })
+	emitted, errs := gatherPolls(t, plugin, 2)
+	require.Empty(t, errs)
+	require.Len(t, emitted, 4)
+	require.Equal(t, []string{
+		"2020-09-30T14:00:00.0000000Z 2020-09-30T15:00:00.0000000Z 5",
+		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:09:59.9999999Z 1",
+		"2020-09-30T14:50:00.0000000Z 2020-09-30T15:01:00.0000000Z 5",
+	}, sim.queries)
+}
+
+// More detections at one instant than a service lowering limit answers
+// cannot be read by any bounds: that instant is named in a warning.
+func TestSIEMInstantOverTheServicesLimitIsWarned(t *testing.T) {
+	sim := &oddSIEM{maxLimit: 3}
+	crowded := fixedNow.Add(-20 * time.Minute)
+	for i := range 5 {
+		sim.detections = append(sim.detections, placedDetection{id: fmt.Sprintf("c%d", i), at: crowded})
+	}
+	sim.detections = append(sim.detections, placedDetection{id: "below", at: fixedNow.Add(-40 * time.Minute)})
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), logger, func(m *MicrosoftDefender) { m.PageSize = 5 })
+	emitted, errs := gatherPolls(t, plugin, 1)
+	require.Empty(t, errs)
+	require.Len(t, emitted, 4, "three of the crowded instant, and the one below")
+	require.Equal(t, []string{
+		"W! [] The SIEM API answered 3 detections to limit=5 with more below them: it answers at most 3 a request, " +
+			"which this chunk now asks for (page_size = 3 asks so from the start)",
+		"W! [] At least 3 detections share LastProcessedTimeUtc 2020-09-30T14:40:00Z, more than one request with limit 3 returns: " +
+			"reading them without a limit",
+		"W! [] The SIEM API answered 3 detections at 2020-09-30T14:40:00Z, the most it answers a request: " +
+			"more at that instant cannot be read",
+	}, logger.Warnings())
+}

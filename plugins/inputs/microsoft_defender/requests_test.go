@@ -114,3 +114,20 @@ func TestTokenResponseOfTheSeedIsAccepted(t *testing.T) {
 	bearer := "Bearer eyJ0eXaioJJOIneiowiouqSuzNiZ345FYOVkaJL0625TueyaJasjhIjEnbMlWqP..."
 	require.Equal(t, []string{bearer, bearer}, sent)
 }
+
+// holding serves body to SIEM requests whose window holds at, and an empty
+// answer to others, as the API does; other requests get body.
+func holding(t *testing.T, at, body string) http.HandlerFunc {
+	placed, err := time.Parse(time.RFC3339Nano, at)
+	require.NoError(t, err)
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		since, sinceErr := time.Parse(time.RFC3339Nano, q.Get("sinceTimeUtc"))
+		until, untilErr := time.Parse(time.RFC3339Nano, q.Get("untilTimeUtc"))
+		if sinceErr == nil && untilErr == nil && (placed.Before(since) || placed.After(until)) {
+			respond(t, w, []byte("[]"))
+			return
+		}
+		respond(t, w, []byte(body))
+	}
+}

@@ -23,10 +23,11 @@ type siemReader struct {
 
 // siemWalk is what the SIEM reader needs between two requests of a chunk.
 type siemWalk struct {
-	sizeCap int            // detections per request after an answer grew past max_body_size; 0: none
-	search  *instantSearch // for the instant of a newest detection that cannot be read
-	asked   *siemAsk       // what the request built last asks for
-	checked bool           // a full answer of this chunk was shown to hold the newest
+	sizeCap  int            // detections per request after an answer grew past max_body_size; 0: none
+	limitCap int            // the most detections the service answered, with more below them; 0: none seen
+	search   *instantSearch // for the instant of a newest detection that cannot be read
+	asked    *siemAsk       // what the request built last asks for
+	checked  bool           // a full answer of this chunk was shown to hold the newest
 	// rechecked: a check found a detection above a full answer, and the window's top was read again.
 	rechecked bool
 	occupied  time.Time // To after a full answer: the next answer must hold a detection there
@@ -46,9 +47,11 @@ type siemAsk struct {
 	full         *fullAnswer
 }
 
-// fullAnswer is a full answer that a siemCheck step checks before the walk moves below it.
+// fullAnswer is an answer that a siemCheck step checks before the walk moves below it, or a short one
+// that a siemBelow step checks.
 type fullAnswer struct {
-	limit          int
+	limit          int // the detections it held
+	asked          int // limit as sent
 	oldest, newest time.Time
 }
 
@@ -59,6 +62,7 @@ const (
 	siemInstant                 // every detection of one instant
 	siemSearch                  // one detection from a time up, for searchOn
 	siemCheck                   // one detection above a full answer's newest: there must be none
+	siemBelow                   // one detection below a short answer's oldest: any means the service lowered limit
 )
 
 // ask builds the request for ask, which the walk keeps for after.
@@ -94,8 +98,10 @@ func (r *siemReader) next(c *chunk, k *known) *request {
 		return nil
 	}
 	ask := &siemAsk{since: c.From, until: c.To, limit: k.perRequest}
-	if c.siem.sizeCap > 0 {
-		ask.limit = min(ask.limit, c.siem.sizeCap)
+	for _, lower := range []int{c.siem.sizeCap, c.siem.limitCap} {
+		if lower > 0 {
+			ask.limit = min(ask.limit, lower)
+		}
 	}
 	// An instant known to be unreadable is not asked for again.
 	if at, ok := k.unreadable(c.From, c.To); ok {
@@ -122,6 +128,10 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		if unreadable {
 			return c.siem.passOver(ask.until)
 		}
+		if w.limitCap > 0 && a.decoded >= w.limitCap { // no bound splits an instant
+			k.log.Warnf("The SIEM API answered %d detections at %s, the most it answers a request: more at that instant cannot be read",
+				a.decoded, ask.until.Format(time.RFC3339Nano))
+		}
 		return progress{}
 	case siemSearch:
 		return r.searchOn(c, a, k)
@@ -142,6 +152,17 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		}
 		w.checked = true
 		return r.below(c, ask.full, k)
+	case siemBelow:
+		if a.err != nil && !unreadable {
+			return progress{err: a.err}
+		}
+		if a.inWindow == 0 && !unreadable {
+			return w.readWhole(c, ask)
+		}
+		w.limitCap = ask.full.limit
+		k.log.Warnf("The SIEM API answered %d detections to limit=%d with more below them: it answers at most %[1]d a request, "+
+			"which this chunk now asks for (page_size = %[1]d asks so from the start)", ask.full.limit, ask.full.asked)
+		return r.onFull(c, ask.full, k)
 	}
 	err := a.err
 	switch {
@@ -161,13 +182,15 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 			w.sizeCap = 0
 		}
 	}
+	// Coarse answers may hold repeats above until: the walk goes on from no higher than until.
+	full := &fullAnswer{limit: min(a.decoded, ask.limit), asked: ask.limit, oldest: minTime(a.oldest, ask.until), newest: minTime(a.newest, ask.until)}
+	if a.decoded < ask.limit && a.inWindow > 0 && full.oldest.After(ask.since) {
+		// The API documents no most for limit: a short answer is the whole window once nothing lies below it.
+		return progress{then: r.ask(c, &siemAsk{since: ask.since, until: full.oldest.Add(-tick), limit: 1, step: siemBelow,
+			known: ask.known, full: full})}
+	}
 	if a.decoded < ask.limit {
-		if !ask.known.IsZero() {
-			c.To = ask.known.Add(-tick)
-			return w.passOver(ask.known)
-		}
-		c.To = c.From.Add(-tick) // read whole
-		return progress{}
+		return w.readWhole(c, ask)
 	}
 	if a.inWindow == 0 {
 		// Nothing tells how far down a full answer reached: find the newest instant, read it, walk on below.
@@ -175,18 +198,33 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 			"finding the newest instant with one-detection requests", ask.limit, c.From.Format(time.RFC3339Nano), c.To.Format(time.RFC3339Nano))
 		return r.searchOn(c, nil, k)
 	}
-	// Coarse answers may hold repeats above until: the walk goes on from no higher than until.
-	full := &fullAnswer{limit: ask.limit, oldest: a.oldest, newest: a.newest}
-	if full.oldest.After(ask.until) {
-		full.oldest = ask.until
+	return r.onFull(c, full, k)
+}
+
+// readWhole ends the chunk's walk after a short answer to ask, passing over the unreadable instant it skipped.
+func (w *siemWalk) readWhole(c *chunk, ask *siemAsk) progress {
+	if !ask.known.IsZero() {
+		c.To = ask.known.Add(-tick)
+		return w.passOver(ask.known)
 	}
-	if full.newest.After(ask.until) {
-		full.newest = ask.until
-	}
-	if !w.checked && full.newest.Before(ask.until) { // once a chunk: nothing may lie above a limited answer
-		return progress{then: r.ask(c, &siemAsk{since: full.newest.Add(tick), until: ask.until, limit: 1, step: siemCheck, full: full})}
+	c.To = c.From.Add(-tick)
+	return progress{}
+}
+
+// onFull moves the walk below a full answer to the window [c.From, c.To], once nothing was shown above it.
+func (r *siemReader) onFull(c *chunk, full *fullAnswer, k *known) progress {
+	if !c.siem.checked && full.newest.Before(c.To) { // once a chunk: nothing may lie above a limited answer
+		return progress{then: r.ask(c, &siemAsk{since: full.newest.Add(tick), until: c.To, limit: 1, step: siemCheck, full: full})}
 	}
 	return r.below(c, full, k)
+}
+
+// minTime is the earlier of a and b.
+func minTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return b
+	}
+	return a
 }
 
 // below moves the walk to a full answer's oldest instant, read again with what lies below; an answer of one
