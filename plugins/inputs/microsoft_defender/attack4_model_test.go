@@ -183,7 +183,7 @@ func (r *modelRun) run(polls int) {
 func siemModel(t *testing.T, seed uint64, outOfOrder, restarts, clockBack bool, bodySize ...int) (*modelRun, []string) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	sim := &placedSIEM{}
-	var ids []string
+	ids := make([]string, 0, 40)
 	minutes := rng.Perm(160)
 	for i := range 40 {
 		at := fixedNow.Add(-50*time.Minute + time.Duration(minutes[i])*time.Minute)
@@ -294,7 +294,7 @@ func graphModel(t *testing.T, seed uint64, outOfOrder, restarts, clockBack bool)
 	clock := fixedNow
 	g := &graphVersions{versions: make(map[string][]time.Time), clock: &clock}
 	final := make(map[string]time.Time)
-	var all []time.Time
+	all := make([]time.Time, 0, 60)
 	for i := range 30 {
 		id := "a" + strconv.Itoa(i)
 		at := fixedNow.Add(-50*time.Minute + time.Duration(rng.IntN(160))*time.Minute)
@@ -368,7 +368,7 @@ func TestAttack4GraphModel(t *testing.T) {
 }
 
 func groupIDs(group []telegraf.Metric, field string) []string {
-	var ids []string
+	ids := make([]string, 0, len(group))
 	for _, m := range group {
 		id, _ := m.GetField(field)
 		ids = append(ids, id.(string))
