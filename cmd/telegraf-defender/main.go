@@ -75,6 +75,9 @@ func runPlugin(configFile string, pollInterval time.Duration, cpuProfile string)
 	if err := s.LoadConfig(&configFile); err != nil {
 		return fmt.Errorf("loading the configuration %q failed: %w", configFile, err)
 	}
+	// Once Telegraf is gone, a write to stdout or stderr fails (EPIPE) instead of killing the process, Go's
+	// default for fd 1 and 2 unless SIGPIPE is notified (os/signal): the run ends through Stop, which saves the state.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return runInput(ctx, s.Input, pollInterval, os.Stdin, os.Stdout, os.Stderr)

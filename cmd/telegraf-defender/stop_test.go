@@ -32,11 +32,19 @@ import (
 // TestMain makes memguard's key, which config.Secret seals secrets with,
 // before any bubble: its re-keying goroutine lives as long as the process,
 // and one started inside a bubble would keep the bubble from ending.
+// A test that runs the command (TestBrokenStdoutEndsTheRunThroughStop) sets
+// runMainEnv: the test binary then runs main with its command line.
 func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) != "" {
+		main()
+		os.Exit(0)
+	}
 	secret := config.NewSecret([]byte("warm-up"))
 	secret.Destroy()
 	os.Exit(m.Run())
 }
+
+const runMainEnv = "TELEGRAF_DEFENDER_RUN_MAIN"
 
 // A clean stop right after a poll, while stdout has not yet taken its
 // lines, writes them and saves the state past them: the next start emits

@@ -45,14 +45,14 @@ func TestSIEMMalformedAnswersAreRetried(t *testing.T) {
 		name     string
 		fault    simulator.Fault
 		n        int // malformed answers in a row
-		requests int // over ten polls, each checking below its short answer
+		requests int // over ten polls, the first checking below its short answer
 		warnings []string
 	}{
-		{"two nested 100,000 deep", simulator.FaultNested, 2, 23, []string{
+		{"two nested 100,000 deep", simulator.FaultNested, 2, 15, []string{
 			fmt.Sprintf(retry, 1) + nested, fmt.Sprintf(retry, 2) + nested}},
-		{"two with a syntax error", simulator.FaultSyntax, 2, 23, []string{
+		{"two with a syntax error", simulator.FaultSyntax, 2, 15, []string{
 			fmt.Sprintf(retry, 1) + syntax, fmt.Sprintf(retry, 2) + syntax}},
-		{"five with a syntax error", simulator.FaultSyntax, 5, 27, []string{
+		{"five with a syntax error", simulator.FaultSyntax, 5, 19, []string{
 			fmt.Sprintf(retry, 1) + syntax, fmt.Sprintf(retry, 2) + syntax, fmt.Sprintf(retry, 3) + syntax,
 			"W! [] An answer was malformed after 70 detections, also when retried: asking for at most 70 per request until the chunk is read",
 			fmt.Sprintf(retry, 1) + "detection 34: invalid JSON at byte 69125: invalid character ',' at start of value"}},

@@ -368,12 +368,15 @@ func originWithHost(u *url.URL, host string) string {
 	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
-// redact replaces the exact and URL-escaped forms of each secret with "[redacted]".
+// redact replaces the exact and URL-escaped forms of each secret (query, path, and userinfo: a proxy's
+// http://user:password@host) with "[redacted]".
 func redact(s string, secrets ...string) string {
 	var pairs []string
 	for _, secret := range secrets {
 		if secret != "" {
-			pairs = append(pairs, secret, "[redacted]", url.QueryEscape(secret), "[redacted]", url.PathEscape(secret), "[redacted]")
+			userinfo := strings.TrimPrefix(url.UserPassword("", secret).String(), ":")
+			pairs = append(pairs, secret, "[redacted]", url.QueryEscape(secret), "[redacted]", url.PathEscape(secret), "[redacted]",
+				userinfo, "[redacted]")
 		}
 	}
 	// One pass: a marker written is not searched again.

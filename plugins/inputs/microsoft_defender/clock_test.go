@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/testutil"
 )
 
@@ -98,4 +99,39 @@ func TestChunkAfterTheAPIsTimeStaysOpen(t *testing.T) {
 	serverNow = fixedNow
 	gatherOK(t, plugin)
 	require.Equal(t, fixedNow, plugin.cursor.watermark, fmt.Sprint(plugin.cursor.pending))
+}
+
+// An initial_lookback past the 180 days the API keeps alerts was obeyed: the
+// first poll read from before the API's oldest time, and the next poll
+// called that position a wrong clock or an edited state. It is lowered to
+// the retention, and a first chunk begun there (here left open by a failed
+// poll) is read on, not reported.
+func TestInitialLookbackPastTheRetentionIsLowered(t *testing.T) {
+	var queries []string
+	failing := true
+	server := stub(t, func(w http.ResponseWriter, r *http.Request) {
+		queries = append(queries, r.URL.Query().Get("sinceTimeUtc"))
+		if failing {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		respond(t, w, []byte("[]"))
+	})
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, server, logger, func(m *MicrosoftDefender) {
+		m.InitialLookback, m.MaxRetries = config.Duration(365*24*time.Hour), 0
+	})
+	require.Equal(t, []string{"W! [] initial_lookback 8760h0m0s is longer than the 180 days (4320h0m0s) the API keeps alerts: lowered to 4320h0m0s"},
+		logger.Warnings())
+	var first testutil.Accumulator
+	require.NoError(t, plugin.Gather(&first))
+	require.Len(t, first.Errors, 1, "the API failed")
+	require.Equal(t, []string{"2020-04-03T15:00:00.0000000Z"}, queries, "the oldest time the API holds")
+
+	failing, queries = false, nil
+	plugin.now = func() time.Time { return fixedNow.Add(time.Minute) }
+	var second testutil.Accumulator
+	require.NoError(t, plugin.Gather(&second))
+	require.Empty(t, second.Errors)
+	require.Equal(t, "2020-04-03T15:00:00.0000000Z", queries[0], "the chunk begun is read")
 }

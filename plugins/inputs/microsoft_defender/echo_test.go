@@ -268,3 +268,41 @@ func TestStaticTokenThatCannotBeAHeaderIsRefused(t *testing.T) {
 	require.Equal(t, "access_token cannot be sent: byte 6 is 0x20, not allowed in a bearer token (RFC 6750)", msg)
 	require.Zero(t, requests.Load())
 }
+
+// A proxy that repeats its own address with the credentials, as a URL
+// (http://user:password@host), escapes the password for userinfo: '@' and
+// ':' escaped, ';' and ',' not, unlike the query and path escapes that
+// were redacted. That form is redacted too.
+func TestProxyEchoesItsURLWithThePassword(t *testing.T) {
+	const password = "p@ss:w;rd,+x"
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer listener.Close()
+	go func() {
+		for {
+			conn, err := listener.Accept()
+			if err != nil {
+				return
+			}
+			if _, err := http.ReadRequest(bufio.NewReader(conn)); err == nil {
+				echo := &url.URL{Scheme: "http", User: url.UserPassword("proxyuser", password), Host: listener.Addr().String()}
+				fmt.Fprintf(conn, "HTTP/1.1 407 Denied to %s\r\nContent-Length: 0\r\n\r\n", echo)
+			}
+			conn.Close()
+		}
+	}()
+
+	logger := &testutil.CaptureLogger{}
+	plugin := withDefaults(&MicrosoftDefender{
+		EndpointURL: "https://alerts.example.com/api/alerts",
+		AuthMethod:  methodAccessToken,
+		AccessToken: config.NewSecret([]byte(testAccessToken)),
+		MaxRetries:  0,
+		Log:         logger,
+		now:         func() time.Time { return fixedNow },
+	})
+	plugin.HTTPProxyURL = "http://proxyuser:" + url.QueryEscape(password) + "@" + listener.Addr().String()
+	require.NoError(t, plugin.Init())
+	msg, _ := gatherError(t, plugin, logger)
+	require.Equal(t, "SIEM API request to alerts.example.com failed: Denied to http://proxyuser:[redacted]@"+listener.Addr().String(), msg)
+}

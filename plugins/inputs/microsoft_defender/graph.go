@@ -79,15 +79,16 @@ type graphAlert struct {
 type alertEvidence struct {
 	raw     json.RawMessage // the array, kept only when it is to be emitted
 	device  deviceEvidence  // the first device evidence
-	groups  []string        // the rbacGroupName of every device evidence, for machine_groups
+	group   string          // the machine_group tag: the first device's group, with machine_groups the first in them
+	matched bool            // with machine_groups, a device evidence is in them
 	count   int
 	leftOut bool // kept, but longer than a field may be
 }
 
 // evidenceNeeds is what of an alert's evidence is kept besides its count and first device evidence.
 type evidenceNeeds struct {
-	raw    bool // the array, to be emitted (include_evidence)
-	groups bool // the group of every device evidence (machine_groups)
+	raw    bool     // the array, to be emitted (include_evidence)
+	groups []string // machine_groups: an alert is kept, and tagged, by the first device evidence in them
 }
 
 // deviceEvidence is what the mapping takes from the alert's first device evidence.
@@ -102,7 +103,7 @@ func (a *graphAlert) countKey() countKey {
 	return countKey{
 		severity:     strings.ToLower(sanitize(a.Severity, maxTagBytes)),
 		category:     sanitize(a.Category, maxTagBytes),
-		machineGroup: sanitize(a.Evidence.device.RbacGroupName, maxTagBytes),
+		machineGroup: sanitize(a.Evidence.group, maxTagBytes),
 	}
 }
 
@@ -125,8 +126,8 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, v *alertEvidence
 		return err
 	}
 	var device deviceEvidence
-	var groups []string
-	found, problem, count, kept := false, "", 0, []byte(nil)
+	var group string
+	matched, found, problem, count, kept := false, false, "", 0, []byte(nil)
 	if r.needs.raw {
 		kept = append(r.evidence[:0], '[')
 	}
@@ -134,7 +135,7 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, v *alertEvidence
 		if r.over(dec) {
 			return errRecordTooLarge
 		}
-		if problem != "" || found && kept == nil && !r.needs.groups {
+		if problem != "" || found && kept == nil && (matched || len(r.needs.groups) == 0) {
 			if err := dec.SkipValue(); err != nil {
 				return err
 			}
@@ -169,10 +170,10 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, v *alertEvidence
 		p.invalid = p.invalid[:n]
 		if !misfit && e.Type == "#microsoft.graph.security.deviceEvidence" {
 			if !found {
-				device, found = e, true
+				device, group, found = e, e.RbacGroupName, true
 			}
-			if r.needs.groups {
-				groups = append(groups, e.RbacGroupName)
+			if !matched && slices.Contains(r.needs.groups, e.RbacGroupName) {
+				group, matched = e.RbacGroupName, true
 			}
 		}
 		if kept != nil {
@@ -191,7 +192,7 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, v *alertEvidence
 		r.problem(dec, problem)
 		return nil
 	}
-	*v = alertEvidence{device: device, groups: groups, count: count, leftOut: r.needs.raw && kept == nil}
+	*v = alertEvidence{device: device, group: group, matched: matched, count: count, leftOut: r.needs.raw && kept == nil}
 	if kept != nil {
 		r.evidence = append(kept, ']')
 		v.raw = slices.Clone(r.evidence)

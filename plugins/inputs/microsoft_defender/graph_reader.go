@@ -32,7 +32,7 @@ type graphReader struct {
 // newGraphReader reads the alerts of api = "graph".
 func newGraphReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
 	groups := slices.Clone(m.MachineGroups) // the reader keeps no pointer into the plugin
-	needs := evidenceNeeds{raw: m.IncludeEvidence, groups: len(groups) > 0}
+	needs := evidenceNeeds{raw: m.IncludeEvidence, groups: groups}
 	return &graphReader{endpoint: endpoint, pageSize: m.PageSize, noun: "alert", maxAlertsPerGather: m.MaxAlertsPerGather,
 		filter: odataAnyOf("serviceSource", m.ServiceSources) + odataAnyOf("severity", m.Severities),
 		decodePage: func(body io.Reader, handle func(record) bool) (string, error) {
@@ -40,7 +40,7 @@ func newGraphReader(m *MicrosoftDefender, endpoint *url.URL) *graphReader {
 		},
 		keep: func(r record) bool {
 			// An alert on machines of several groups is kept for any of them.
-			return len(groups) == 0 || slices.ContainsFunc(r.(*graphAlert).Evidence.groups, func(g string) bool { return slices.Contains(groups, g) })
+			return len(groups) == 0 || r.(*graphAlert).Evidence.matched
 		},
 	}
 }

@@ -103,14 +103,16 @@ type MicrosoftDefender struct {
 	// ctx ends at Interrupt or Stop; set in Init only, so Interrupt may cancel while Gather runs.
 	ctx            context.Context
 	cancel         context.CancelFunc
-	lastGather     time.Time    // when the previous poll started: one interval before this one, the poll's deadline
-	throttledUntil time.Time    // when the API allows the next request, after a Retry-After longer than a poll
-	stateDirty     bool         // the state file is to be written
-	savedWatermark time.Time    // the watermark the state file holds
-	stateLock      *flock.Flock // keeps other instances off state_file until Stop
-	statePath      string       // state_file, its links followed
-	delivery       *delivery    // follows what the outputs confirmed; nil before Start
-	stallWarned    time.Time    // when unconfirmed alerts were last warned of
+	lastGather     time.Time     // when the previous poll started
+	lastGap        time.Duration // between the previous poll and the one before: with this one's, the poll's deadline
+	throttledUntil time.Time     // when the API allows the next request, after a Retry-After longer than a poll
+	answered       int           // the most records one answer held, kept across polls
+	stateDirty     bool          // the state file is to be written
+	savedWatermark time.Time     // the watermark the state file holds
+	stateLock      *flock.Flock  // keeps other instances off state_file until Stop
+	statePath      string        // state_file, its links followed
+	delivery       *delivery     // follows what the outputs confirmed; nil before Start
+	stallWarned    time.Time     // when unconfirmed alerts were last warned of
 }
 
 // newMicrosoftDefender returns a plugin with the documented defaults.
@@ -151,6 +153,11 @@ func (m *MicrosoftDefender) Init() error {
 		m.PageSize = maxIncidentTop
 	}
 	m.MaxUndeliveredAlerts = cmp.Or(m.MaxUndeliveredAlerts, defaultMaxUndelivered)
+	if d := time.Duration(m.InitialLookback); d > apiRetention {
+		m.Log.Warnf("initial_lookback %s is longer than the %d days (%s) the API keeps alerts: lowered to %s", d, apiRetention/(24*time.Hour),
+			apiRetention, apiRetention)
+		m.InitialLookback = config.Duration(apiRetention)
+	}
 	if m.now == nil {
 		m.now = time.Now
 	}
@@ -286,11 +293,13 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	started := time.Now()
 	now := m.now().UTC()
 	end := now.Add(-time.Duration(m.Delay))
-	interval := now.Sub(m.lastGather)
-	if m.lastGather.IsZero() || interval <= 0 {
-		interval = defaultPollDeadline
+	gap := now.Sub(m.lastGather)
+	if m.lastGather.IsZero() || gap <= 0 {
+		gap = defaultPollDeadline
 	}
-	m.lastGather = now
+	// The shorter of the last two gaps: a host suspend, or two polls at once, makes one gap wrong, not the deadline.
+	interval := min(gap, cmp.Or(m.lastGap, gap))
+	m.lastGather, m.lastGap = now, gap
 	switch at, oldest := m.cursor.position(), now.Add(-apiRetention); {
 	case at.After(now.Add(maxClockSkew)):
 		m.cursor.watermark, m.cursor.pending = time.Time{}, nil
@@ -301,7 +310,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 		acc.AddError(fmt.Errorf("the saved position %s lies after now (%s): the host clock ran ahead when it was saved, or the state was edited; "+
 			"reading again from initial_lookback (%s) before now, detections already emitted in that stretch are dropped as duplicates where still remembered",
 			at.Format(time.RFC3339), now.Format(time.RFC3339), time.Duration(m.InitialLookback)))
-	case !at.IsZero() && at.Before(oldest):
+	case !at.IsZero() && at.Before(oldest.Add(-24*time.Hour)): // a walk begun at the edge (initial_lookback) falls behind it
 		m.cursor.watermark, m.cursor.pending = oldest, nil
 		m.stateDirty = true
 		acc.AddError(fmt.Errorf("the saved position %s is older than the %d days the API keeps alerts: the host clock was wrong when it was saved, "+
@@ -314,7 +323,8 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	p := &poll{
 		reader: m.reader, client: m.client, cursor: m.cursor, limiter: m.limiter,
 		log: m.Log, acc: acc, now: m.now, sleep: m.sleep, maxRetries: m.MaxRetries,
-		known:  known{perRequest: m.perRequest(), unreadable: m.cursor.newestUnreadable, maxBodySize: int64(m.MaxBodySize), log: m.Log},
+		known: known{perRequest: m.perRequest(), answered: m.answered, unreadable: m.cursor.newestUnreadable,
+			maxBodySize: int64(m.MaxBodySize), log: m.Log},
 		budget: m.MaxAlertsPerGather, deadline: now.Add(interval), delivery: m.delivery,
 	}
 	var countsAt time.Time
@@ -332,6 +342,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	if !p.throttledUntil.IsZero() {
 		m.throttledUntil = p.throttledUntil
 	}
+	m.answered = p.known.answered
 	if d := m.delivery; d == nil {
 		p.counter.emit(acc, countsAt, now)
 	} else {

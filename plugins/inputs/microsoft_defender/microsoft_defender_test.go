@@ -261,3 +261,43 @@ func orDefault[T comparable](v *T, d T) {
 		*v = d
 	}
 }
+
+// A poll's deadline is the shorter of the last two gaps between polls
+// (Telegraf's interval): after a host suspend of five hours a poll does not
+// wait half an hour to retry, and two polls at once shorten two deadlines,
+// not every one after them.
+func TestPollDeadlineIsTheShorterOfTheLastTwoGaps(t *testing.T) {
+	var retryAfter string
+	var requests int
+	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
+		requests++
+		if retryAfter != "" && requests == 1 {
+			w.Header().Set("Retry-After", retryAfter)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		respond(t, w, []byte("[]"))
+	})
+	plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.MaxWindow = config.Duration(24 * time.Hour) })
+	at := fixedNow
+	for i, step := range []struct {
+		gap        time.Duration
+		retryAfter string
+		requests   int // 1: the wait would pass the deadline, not retried
+	}{
+		{0, "", 1},
+		{10 * time.Second, "", 1},
+		{5 * time.Hour, "30", 1},
+		{30 * time.Second, "5", 3}, // retried; then the 30 s since the suspended poll's window
+		{time.Millisecond, "", 1},
+		{10 * time.Second, "5", 1},
+		{10 * time.Second, "5", 3},
+	} {
+		at = at.Add(step.gap)
+		plugin.now = func() time.Time { return at }
+		retryAfter, requests = step.retryAfter, 0
+		var acc testutil.Accumulator
+		require.NoError(t, plugin.Gather(&acc))
+		require.Equal(t, step.requests, requests, "poll %d", i)
+	}
+}

@@ -30,6 +30,7 @@ type reader interface {
 // known is what the poll knows beyond one request, for its reader.
 type known struct {
 	perRequest  int                                        // the most records one request may ask for
+	answered    int                                        // the most records one answer held: the API answers so many
 	unreadable  func(from, to time.Time) (time.Time, bool) // the newest in [from, to]
 	maxBodySize int64                                      // for messages
 	log         telegraf.Logger
@@ -209,6 +210,7 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 		}
 		sent := p.stats.requests
 		a := p.send(ctx, req)
+		p.known.answered = max(p.known.answered, a.decoded)
 		if p.stopped != notStopped {
 			if p.stopped == stoppedDeadline && req.search {
 				p.log.Info("The search for the instant of a detection that cannot be read goes on in the next poll")

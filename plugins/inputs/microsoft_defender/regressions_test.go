@@ -277,3 +277,29 @@ func TestSIEMDetectionsOfOneAlertKeepTheirOwnPoints(t *testing.T) {
 	}
 	require.Len(t, points, 2, "two detections, two points: %v", points)
 }
+
+// With machine_groups, the machine_group tag of an alert (and its count's)
+// was its first device's group even when another device kept it: an alert
+// kept for Domain Controllers was tagged Workstations. It is the first of its
+// devices' groups that machine_groups holds.
+func TestGraphMachineGroupTagIsAConfiguredGroup(t *testing.T) {
+	at := fixedNow.Add(-time.Hour)
+	device := func(name, group string) string {
+		return fmt.Sprintf(`{"@odata.type":"#microsoft.graph.security.deviceEvidence","deviceDnsName":%q,"rbacGroupName":%q}`, name, group)
+	}
+	plugin, _, _ := graphStub(t, func(_ *http.Request, from, to time.Time) string {
+		if at.Before(from) || !at.Before(to) {
+			return `{"value":[]}`
+		}
+		return fmt.Sprintf(`{"value":[{"id":"a1","lastUpdateDateTime":%q,"evidence":[%s,%s,%s]}]}`, at.Format(time.RFC3339Nano),
+			device("ws1.corp", "Workstations"), device("dc1.corp", "Domain Controllers"), device("srv1.corp", "Servers"))
+	}, func(m *MicrosoftDefender) { m.MachineGroups = []string{"Servers", "Domain Controllers"} })
+	acc := gatherOK(t, plugin)
+	groups := make(map[string]string)
+	for _, m := range acc.GetTelegrafMetrics() {
+		if m.Name() == measurementAlert || m.Name() == measurementCount {
+			groups[m.Name()], _ = m.GetTag("machine_group")
+		}
+	}
+	require.Equal(t, map[string]string{measurementAlert: "Domain Controllers", measurementCount: "Domain Controllers"}, groups)
+}

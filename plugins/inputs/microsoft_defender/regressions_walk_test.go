@@ -321,21 +321,21 @@ func TestSIEMLimitTheServiceLowersLosesNothing(t *testing.T) {
 }
 
 // An honest service's short answer is taken for the whole window once a
-// request for one detection below it comes back empty; an empty one is not
-// checked.
+// request for one detection below it comes back empty; one shorter than an
+// answer before, which shows the service answers more, is not checked.
 func TestSIEMShortAnswerIsCheckedBelow(t *testing.T) {
 	sim := &oddSIEM{}
-	for i := range 4 {
-		sim.detections = append(sim.detections, placedDetection{id: fmt.Sprintf("d%d", i), at: fixedNow.Add(-time.Duration(50-5*i) * time.Minute)})
+	for i := range 5 {
+		sim.detections = append(sim.detections, placedDetection{id: fmt.Sprintf("d%d", i), at: fixedNow.Add(-time.Duration(48-10*i) * time.Minute)})
 	}
-	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 5 })
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 6 })
 	emitted, errs := gatherPolls(t, plugin, 2)
 	require.Empty(t, errs)
-	require.Len(t, emitted, 4)
+	require.Len(t, emitted, 5)
 	require.Equal(t, []string{
-		"2020-09-30T14:00:00.0000000Z 2020-09-30T15:00:00.0000000Z 5",
-		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:09:59.9999999Z 1",
-		"2020-09-30T14:50:00.0000000Z 2020-09-30T15:01:00.0000000Z 5",
+		"2020-09-30T14:00:00.0000000Z 2020-09-30T15:00:00.0000000Z 6",
+		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:11:59.9999999Z 1",
+		"2020-09-30T14:50:00.0000000Z 2020-09-30T15:01:00.0000000Z 6", // d4 again, alone: not checked
 	}, sim.queries)
 }
 

@@ -184,8 +184,9 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 	}
 	// Coarse answers may hold repeats above until: the walk goes on from no higher than until.
 	full := &fullAnswer{limit: min(a.decoded, ask.limit), asked: ask.limit, oldest: minTime(a.oldest, ask.until), newest: minTime(a.newest, ask.until)}
-	if a.decoded < ask.limit && a.inWindow > 0 && full.oldest.After(ask.since) {
-		// The API documents no most for limit: a short answer is the whole window once nothing lies below it.
+	if a.decoded < ask.limit && a.decoded >= k.answered && a.inWindow > 0 && full.oldest.After(ask.since) {
+		// The API documents no most for limit: a short answer, as long as any yet, is the whole window once
+		// nothing lies below it.
 		return progress{then: r.ask(c, &siemAsk{since: ask.since, until: full.oldest.Add(-tick), limit: 1, step: siemBelow,
 			known: ask.known, full: full})}
 	}

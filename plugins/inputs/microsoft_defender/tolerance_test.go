@@ -109,8 +109,6 @@ func TestTimesOutsideTheWindowDoNotMoveTheWalk(t *testing.T) {
 				detectionJSON("a:2", "2020-09-30T14:40:00Z")+","+detectionJSON("old", "2001-01-01T00:00:00Z")+"]"))
 		case "2020-09-30T14:40:00.0000000Z":
 			respond(t, w, []byte("["+detectionJSON("a:2", "2020-09-30T14:40:00Z")+","+detectionJSON("a:1", "2020-09-30T14:05:00Z")+"]"))
-		case "2020-09-30T14:04:59.9999999Z": // below that short answer
-			respond(t, w, []byte("[]"))
 		default:
 			t.Errorf("unexpected window %s", r.URL.RawQuery)
 		}
@@ -120,8 +118,7 @@ func TestTimesOutsideTheWindowDoNotMoveTheWalk(t *testing.T) {
 	plugin.PageSize = 3
 
 	acc := gatherOK(t, plugin)
-	require.Equal(t, []string{"14:00-15:00", "14:50-15:00", "14:00-14:40", "14:00-14:04"}, queries,
-		"the newest check after the full answer, the check below the short one")
+	require.Equal(t, []string{"14:00-15:00", "14:50-15:00", "14:00-14:40"}, queries, "the newest check after the full answer")
 	require.Equal(t, []string{"a:3", "a:2", "old", "a:1"}, emittedIDs(acc))
 	require.Equal(t, fixedNow, plugin.cursor.watermark)
 }
