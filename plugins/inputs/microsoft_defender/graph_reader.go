@@ -164,7 +164,7 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	w := &c.graph
 	pr := progress{outOfWindow: int64(w.outside)}
 	if w.outside > 0 {
-		k.log.Warnf("The Graph API sent %s last updated outside the window asked for, [%s, %s) (the first: %s): left out",
+		k.warnOncef("outside", "The Graph API sent %s last updated outside the window asked for, [%s, %s) (the first: %s): left out",
 			countOf(w.outside, r.noun), w.from.Format(time.RFC3339Nano), w.to.Format(time.RFC3339Nano), truncate(w.firstOutside, 160))
 	}
 	w.pages++
