@@ -243,7 +243,7 @@ func expectedAlert(t *testing.T, d *simulator.Detection) telegraf.Metric {
 func pointTime(t time.Time, identity string) time.Time {
 	h := fnv.New64a()
 	h.Write([]byte(identity))
-	return t.Truncate(time.Second).Add(time.Duration(h.Sum64() % 1e7 * 100))
+	return t.Truncate(time.Second).Add(time.Duration(h.Sum64() % uint64(time.Second)))
 }
 
 func TestExecdUnderRealTelegraf(t *testing.T) {

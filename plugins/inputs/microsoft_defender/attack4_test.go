@@ -120,11 +120,18 @@ func outOfWindowWarnings(logger *testutil.CaptureLogger) []string {
 // problems of records are (defender_poll counts them all): not once a
 // request, up to max_requests_per_minute lines a minute.
 func TestGraphOutOfWindowIsWarnedOfOnceAPoll(t *testing.T) {
-	plugin, logger, requests := graphIgnoringTheFilter(t)
+	// Each page holds a month-old version besides the one of the part, if any: the part is split many times.
+	outside, inside := fixedNow.Add(-30*24*time.Hour), fixedNow.Add(-time.Hour)
+	plugin, logger, requests := graphStub(t, func(_ *http.Request, from, to time.Time) string {
+		if inside.Before(from) || !inside.Before(to) {
+			return fmt.Sprintf(`{"value":[%s]}`, graphAlertJSON("x1", outside))
+		}
+		return fmt.Sprintf(`{"value":[%s,%s]}`, graphAlertJSON("x1", outside), graphAlertJSON("in", inside))
+	}, func(m *MicrosoftDefender) { m.PageSize = 2 })
 	var acc testutil.Accumulator
 	require.NoError(t, plugin.Gather(&acc))
 	require.Greater(t, len(*requests), 1)
-	require.Equal(t, []string{"W! [] The Graph API sent 2 alerts last updated outside the window asked for, " +
+	require.Equal(t, []string{"W! [] The Graph API sent 1 alert last updated outside the window asked for, " +
 		"[2020-09-30T12:59:00Z, 2020-09-30T14:59:00Z) (the first: x1@2020-08-31T15:00:00Z): left out"}, outOfWindowWarnings(logger))
 }
 
@@ -139,16 +146,18 @@ func TestGraphIgnoringTheFilterIsNoCrawl(t *testing.T) {
 	require.NoError(t, plugin.Gather(&acc))
 	require.Len(t, *requests, 1, "a page of versions outside the part, none inside, is no reason to split it")
 	require.Len(t, acc.Errors, 1)
+	require.EqualError(t, acc.Errors[0], "the Graph API answered [2020-09-30T12:59:00Z, 2020-09-30T14:59:00Z) with 2 alerts, "+
+		"all last updated outside it: it does not apply $filter, so the window is not read on")
 }
 
 // Detections of one SIEM alert share its AlertTime, and so its second, and
-// their tags: their points differ only by the fraction hashed from FullId,
-// one of 10^7. Among an alert's first 19,061 detections (FullIds ..._0 to
-// ..._19060) two share it, _255 and _19060, and InfluxDB keeps one of them:
-// the birthday bound makes a shared point likely once an alert has some
-// thousands of detections in one second (half the odds at about 3,700),
-// where the README promises odds of 1 in 10^7.
-func TestSIEMDetectionsOfOneAlertNeverShareAPoint(t *testing.T) {
+// their tags: their points differ only by the fraction hashed from FullId.
+// In 10^7 steps of 100 ns, two of an alert's first 19,061 detections
+// (FullIds ..._0 to ..._19060), _255 and _19060, shared one, and InfluxDB
+// kept one of them (a shared point was even odds at about 3,700 detections
+// in one second). The fraction spans the 10^9 nanoseconds now: a hundred
+// times fewer clashes (even odds at about 37,000), these two apart.
+func TestSIEMDetectionsOfOneAlertShareAPointHundredTimesLessOften(t *testing.T) {
 	at := fixedNow.Add(-10 * time.Minute).Format(time.RFC3339Nano)
 	detection := func(part int) string {
 		return fmt.Sprintf(`{"AlertId":"da637471234567891234_-1234567890","FullId":"da637471234567891234_-1234567890_%d",`+

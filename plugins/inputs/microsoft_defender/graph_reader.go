@@ -213,6 +213,11 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 			return pr
 		}
 		return r.split(c, k, pr)
+	case a.err == nil && w.chain == nil && w.items >= r.fullPage(w) && w.outside == w.items:
+		// A full page with nothing of the part: splitting it would crawl, 100 ns a request.
+		pr.err = fmt.Errorf("the Graph API answered [%s, %s) with %s, all last updated outside it: it does not apply $filter, "+
+			"so the window is not read on", w.from.Format(time.RFC3339Nano), w.to.Format(time.RFC3339Nano), countOf(w.items, r.noun))
+		return pr
 	case w.chain == nil:
 		return r.split(c, k, pr)
 	case w.next == "" && w.pages == 1:
