@@ -78,7 +78,7 @@ type graphAlert struct {
 // alertEvidence is what unmarshalEvidence takes from an alert's evidence.
 type alertEvidence struct {
 	raw     json.RawMessage // the array, kept only when it is to be emitted
-	device  deviceEvidence  // the first device evidence; with machine_groups, the first in them: the alert's device and group
+	device  deviceEvidence  // the first device evidence; with machine_groups, the first in them
 	matched bool            // with machine_groups, a device evidence is in them
 	count   int
 	leftOut bool // kept, but longer than a field may be

@@ -75,9 +75,9 @@ func TestIncidentsReadWithoutAlertsAfterA500(t *testing.T) {
 	}, logger.Warnings())
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{
 		metric.New("defender_incident", map[string]string{"severity": "high", "status": "active"}, map[string]any{
-			"incident_id": "7", "created_date_time": at, "last_update_date_time": at}, fixedNow.Add(-90*time.Minute).Add(16340300)),
+			"incident_id": "7", "created_date_time": at, "last_update_date_time": at}, fixedNow.Add(-90*time.Minute).Add(210163403)),
 		metric.New("defender_incident_count", map[string]string{"severity": "high", "status": "active"}, map[string]any{
-			"count": int64(1)}, fixedNow.Add(499760500)),
+			"count": int64(1)}, fixedNow.Add(334997605)),
 	}, detectionMetrics(acc))
 	poll := pollFields(t, acc)
 	require.Equal(t, int64(3), poll["errors"])

@@ -103,18 +103,17 @@ type MicrosoftDefender struct {
 	// ctx ends at Interrupt or Stop; set in Init only, so Interrupt may cancel while Gather runs.
 	ctx            context.Context
 	cancel         context.CancelFunc
-	lastGather     time.Time    // when the previous poll started
-	throttledUntil time.Time    // when the API allows the next request, after a Retry-After longer than a poll
-	answered       int          // the most records one answer held, kept across polls
-	limitCap       int          // known.limitCap, kept across polls
-	stateDirty     bool         // the state file is to be written
-	savedWatermark time.Time    // the watermark the state file holds
-	stateLock      *flock.Flock // keeps other instances off state_file until Stop
-	statePath      string       // state_file, its links followed
-	delivery       *delivery    // follows what the outputs confirmed; nil before Start
-	stallWarned    time.Time    // when unconfirmed alerts were last warned of
-
-	gaps []time.Duration // the latest three between polls: their median is Telegraf's interval, the poll's deadline
+	lastGather     time.Time     // when the previous poll started
+	lastGap        time.Duration // between the previous poll and the one before: with this one's, the poll's deadline
+	throttledUntil time.Time     // when the API allows the next request, after a Retry-After longer than a poll
+	answered       int           // the most records one answer held, kept across polls
+	limitCap       int           // known.limitCap, kept across polls
+	stateDirty     bool          // the state file is to be written
+	savedWatermark time.Time     // the watermark the state file holds
+	stateLock      *flock.Flock  // keeps other instances off state_file until Stop
+	statePath      string        // state_file, its links followed
+	delivery       *delivery     // follows what the outputs confirmed; nil before Start
+	stallWarned    time.Time     // when unconfirmed alerts were last warned of
 }
 
 // newMicrosoftDefender returns a plugin with the documented defaults.
@@ -295,14 +294,11 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	started := time.Now()
 	now := m.now().UTC()
 	end := now.Add(-time.Duration(m.Delay))
-	if gap := now.Sub(m.lastGather); !m.lastGather.IsZero() && gap > 0 {
-		m.gaps = append(m.gaps[max(0, len(m.gaps)-2):], gap)
-	}
-	// Not the shortest gap: after a poll that overran, the prompt kept meanwhile starts the next at once, and
-	// the one after comes a fraction of an interval later. Nor the latest: a suspend's is hours.
 	interval := defaultPollDeadline
-	if len(m.gaps) > 0 {
-		interval = slices.Sorted(slices.Values(m.gaps))[(len(m.gaps)-1)/2] // of two, the shorter
+	if gap := now.Sub(m.lastGather); !m.lastGather.IsZero() && gap > 0 {
+		// The shorter of the last two gaps: a host suspend, or two polls at once, makes one gap wrong, not the deadline.
+		interval = min(gap, cmp.Or(m.lastGap, gap))
+		m.lastGap = gap
 	}
 	m.lastGather = now
 	switch at, oldest := m.cursor.position(), now.Add(-apiRetention); {
