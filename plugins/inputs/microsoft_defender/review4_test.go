@@ -278,3 +278,24 @@ func TestSIEMCheckAfterAShortAnswerResumesInTheNextPoll(t *testing.T) {
 		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:10:00.0000000Z 3",
 	}, sim.queries[:7])
 }
+
+// Held: the check after a short answer rounds its upper bound up to the
+// next millisecond (a service reading the bounds so), past the window when
+// it ends mid-millisecond (delay = 500 µs): a detection processed after the
+// window's end in that millisecond, new to the check, is no lowered limit
+// (the window read again, the check finds it a repeat).
+func TestSIEMCheckAfterAShortAnswerStaysInTheWindow(t *testing.T) {
+	sim := &oddSIEM{detections: []placedDetection{
+		{id: "a", at: fixedNow.Add(-700 * time.Microsecond)},
+		{id: "b", at: fixedNow.Add(-900 * time.Microsecond)},
+		{id: "after", at: fixedNow.Add(-200 * time.Microsecond)},
+	}}
+	logger := &testutil.CaptureLogger{}
+	plugin := stubbedPlugin(t, stub(t, sim.handler(t)), logger, func(m *MicrosoftDefender) {
+		m.PageSize, m.Delay = 5, config.Duration(500*time.Microsecond)
+	})
+	emitted, errs := gatherPolls(t, plugin, 2)
+	require.Empty(t, errs)
+	require.Equal(t, map[string]int{"a": 1, "b": 1, "after": 1}, emitted, "queries: %q", sim.queries)
+	require.Empty(t, logger.Warnings(), "queries: %q", sim.queries)
+}
