@@ -216,12 +216,12 @@ func TestSIEMLoweredLimitIsWarnedOnce(t *testing.T) {
 	require.Len(t, logger.Warnings(), 1, "warnings: %q", logger.Warnings())
 }
 
-// A service whose most per answer varies (5, then 3 under load) once
-// answered 5: a later first answer of 3 to page_size = 8 is below that, so
-// it is taken for the whole window unchecked, and z0 and z1 are lost. The
-// check skipped since "SIEM: the most records one answer held is kept
-// across polls" trades these for requests.
-func TestSIEMLimitLoweredLaterLosesNothing(t *testing.T) {
+// The limit of the check below a short answer, recorded (the README says
+// so): a service whose most per answer varies (5, then 3 under load) once
+// answered 5, so a later first answer of 3 to page_size = 8 is below that
+// and taken for the whole window unchecked: z0 and z1 are lost. Checking
+// every short answer would cost a request in every poll that reads any.
+func TestSIEMLimitLoweredAfterAnsweringMoreIsNotDetected(t *testing.T) {
 	sim := &oddSIEM{maxLimit: 5}
 	want := make(map[string]int)
 	for i := range 5 {
@@ -248,6 +248,8 @@ func TestSIEMLimitLoweredLaterLosesNothing(t *testing.T) {
 		require.Empty(t, acc.Errors)
 		countEmitted(&acc, emitted)
 	}
+	delete(want, "z0")
+	delete(want, "z1")
 	require.Equal(t, want, emitted, "queries: %q", sim.queries)
 }
 
