@@ -215,7 +215,7 @@ func TestInterruptCancelsAPollInFlight(t *testing.T) {
 		s.poll(p)
 		sent := len(requestsTo(s.sim, "/api/alerts"))
 		require.Equal(t, []string{firstRunWindows[0], firstRunWindows[1],
-			"2020-09-30T13:50:00.0000000Z 2020-09-30T14:00:11.9999999Z", // below the short answer: nothing
+			"2020-09-30T13:50:00.0000000Z 2020-09-30T14:00:12.0010000Z", // the short answer's oldest millisecond and below: nothing more
 			firstRunWindows[2]}, windows(s.sim, 0))
 		time.Sleep(pollInterval)
 		s.sim.Inject(simulator.FaultHang, 1)

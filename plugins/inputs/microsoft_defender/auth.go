@@ -447,7 +447,7 @@ func describeAnswer(host string, resp *http.Response, body []byte, now time.Time
 		Description string `json:"error_description"`
 	}
 	json.Unmarshal(body, &answer) //nolint:errcheck // an answer that is not JSON has no code to name
-	e := &tokenError{host: host, status: resp.StatusCode, msg: "HTTP " + resp.Status}
+	e := &tokenError{host: host, status: resp.StatusCode, msg: "HTTP " + statusText(resp.StatusCode)}
 	e.retryAfter, e.capped = parseRetryAfter(resp.Header.Get("Retry-After"), now, "token endpoint "+host)
 	if slices.Contains(oauthErrorCodes, answer.Error) {
 		e.msg += ": " + answer.Error

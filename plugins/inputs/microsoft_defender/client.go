@@ -82,10 +82,15 @@ func (c *apiClient) get(ctx context.Context, u *url.URL) (io.ReadCloser, error) 
 		c.tokens.invalidate(tok)
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxReadBody)) //nolint:errcheck // a body cut short still tells what it has
-	e := &statusError{status: resp.StatusCode, msg: fmt.Sprintf("%s at %s answered %s (%s): %s", c.name, u.Host, resp.Status,
+	e := &statusError{status: resp.StatusCode, msg: fmt.Sprintf("%s at %s answered %s (%s): %s", c.name, u.Host, statusText(resp.StatusCode),
 		c.statusMeaning(resp.StatusCode), bodySnippet(body, tok))} // tok: the one secret the API was sent
 	e.retryAfter, e.capped = parseRetryAfter(resp.Header.Get("Retry-After"), c.now(), c.name+" at "+u.Host)
 	return nil, e
+}
+
+// statusText is the status's code and standard text: the reason phrase is the server's, which may echo a secret.
+func statusText(code int) string {
+	return strings.TrimSpace(strconv.Itoa(code) + " " + http.StatusText(code))
 }
 
 // limitedBody fails with errBodyTooLarge past its limit, so that an oversized answer is not taken for a cut one.

@@ -112,7 +112,7 @@ func (d *delivery) settle(info telegraf.DeliveryInfo) {
 		for _, k := range b.keys {
 			d.counted.add(k)
 		}
-		b.keys = nil
+		b.keys, d.moved = nil, true // confirmed out of order too: the state's seen keeps its ids
 	} else if !d.failed {
 		d.failed, d.limit = true, max(1, d.limit/2)
 	}

@@ -412,7 +412,7 @@ func evidenceWithEncodingJSON(a *graphAlert, key string, value json.RawMessage) 
 		kept = append(kept, raw...)
 	}
 	kept = append(kept, ']')
-	a.Evidence = alertEvidence{raw: kept, device: device, group: device.RbacGroupName, count: len(all), leftOut: len(kept) > maxEvidenceBytes}
+	a.Evidence = alertEvidence{raw: kept, device: device, count: len(all), leftOut: len(kept) > maxEvidenceBytes}
 	if a.Evidence.leftOut {
 		a.Evidence.raw = nil
 	}

@@ -78,8 +78,7 @@ type graphAlert struct {
 // alertEvidence is what unmarshalEvidence takes from an alert's evidence.
 type alertEvidence struct {
 	raw     json.RawMessage // the array, kept only when it is to be emitted
-	device  deviceEvidence  // the first device evidence
-	group   string          // the machine_group tag: the first device's group, with machine_groups the first in them
+	device  deviceEvidence  // the first device evidence; with machine_groups, the first in them
 	matched bool            // with machine_groups, a device evidence is in them
 	count   int
 	leftOut bool // kept, but longer than a field may be
@@ -103,7 +102,7 @@ func (a *graphAlert) countKey() countKey {
 	return countKey{
 		severity:     strings.ToLower(sanitize(a.Severity, maxTagBytes)),
 		category:     sanitize(a.Category, maxTagBytes),
-		machineGroup: sanitize(a.Evidence.group, maxTagBytes),
+		machineGroup: sanitize(a.Evidence.device.RbacGroupName, maxTagBytes),
 	}
 }
 
@@ -126,7 +125,6 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, v *alertEvidence
 		return err
 	}
 	var device deviceEvidence
-	var group string
 	matched, found, problem, count, kept := false, false, "", 0, []byte(nil)
 	if r.needs.raw {
 		kept = append(r.evidence[:0], '[')
@@ -170,10 +168,10 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, v *alertEvidence
 		p.invalid = p.invalid[:n]
 		if !misfit && e.Type == "#microsoft.graph.security.deviceEvidence" {
 			if !found {
-				device, group, found = e, e.RbacGroupName, true
+				device, found = e, true
 			}
 			if !matched && slices.Contains(r.needs.groups, e.RbacGroupName) {
-				group, matched = e.RbacGroupName, true
+				device, matched = e, true
 			}
 		}
 		if kept != nil {
@@ -192,7 +190,7 @@ func (r *recordReader) unmarshalEvidence(dec *jsontext.Decoder, v *alertEvidence
 		r.problem(dec, problem)
 		return nil
 	}
-	*v = alertEvidence{device: device, group: group, matched: matched, count: count, leftOut: r.needs.raw && kept == nil}
+	*v = alertEvidence{device: device, matched: matched, count: count, leftOut: r.needs.raw && kept == nil}
 	if kept != nil {
 		r.evidence = append(kept, ']')
 		v.raw = slices.Clone(r.evidence)

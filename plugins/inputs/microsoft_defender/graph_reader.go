@@ -164,7 +164,7 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 	w := &c.graph
 	pr := progress{outOfWindow: int64(w.outside)}
 	if w.outside > 0 {
-		k.log.Warnf("The Graph API sent %s last updated outside the window asked for, [%s, %s) (the first: %s): left out",
+		k.warnOncef("outside", "The Graph API sent %s last updated outside the window asked for, [%s, %s) (the first: %s): left out",
 			countOf(w.outside, r.noun), w.from.Format(time.RFC3339Nano), w.to.Format(time.RFC3339Nano), truncate(w.firstOutside, 160))
 	}
 	w.pages++
@@ -180,7 +180,8 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 			cause = fmt.Sprintf("an %s with them is over %d MiB", r.noun, maxRecordBytes>>20)
 		}
 		k.warnOncef("expand", "Reading %ss with $expand=%s failed, so those last updated from %s to %s are read without it "+
-			"(alert_count and alert_ids left out): %s", r.noun, r.expand, w.from.Format(time.RFC3339Nano), c.End.Format(time.RFC3339Nano), cause)
+			"(alert_count and alert_ids left out; include_incident_alerts = false stops asking for them): %s",
+			r.noun, r.expand, w.from.Format(time.RFC3339Nano), c.End.Format(time.RFC3339Nano), cause)
 		w.plain = true
 		pr.then = &request{url: r.ask(c, w.from, w.to, r.pageSize)}
 		return pr
@@ -213,6 +214,11 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 			return pr
 		}
 		return r.split(c, k, pr)
+	case a.err == nil && w.chain == nil && w.items >= r.fullPage(w) && w.outside == w.items:
+		// A full page with nothing of the part: splitting it would crawl, 100 ns a request.
+		pr.err = fmt.Errorf("the Graph API answered [%s, %s) with %s, all last updated outside it: it does not apply $filter, "+
+			"so the window is not read on", w.from.Format(time.RFC3339Nano), w.to.Format(time.RFC3339Nano), countOf(w.items, r.noun))
+		return pr
 	case w.chain == nil:
 		return r.split(c, k, pr)
 	case w.next == "" && w.pages == 1:

@@ -130,11 +130,12 @@ func (b *metricBuilder) TagList() []*telegraf.Tag { return b.tagList }
 func (b *metricBuilder) FieldList() []*telegraf.Field { return b.fieldList }
 
 // eventTime is the second of t plus a fraction hashed from key, the event's identity: a database keeping one
-// point per series and time keeps every distinct event (odds of a clash 1 in 10^7) and every repeat on one point.
+// point per series and time keeps every repeat on one point and every distinct event on its own (odds of a clash
+// 1 in 10^9 a pair: with 10,000 events of one series in one second, 5%).
 func eventTime(t time.Time, key string) time.Time {
 	h := fnv.New64a()
 	h.Write([]byte(key))
-	return t.Truncate(time.Second).Add(time.Duration(h.Sum64() % 1e7 * 100))
+	return t.Truncate(time.Second).Add(time.Duration(h.Sum64() % uint64(time.Second)))
 }
 
 type taggedField struct {

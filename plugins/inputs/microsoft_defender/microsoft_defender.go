@@ -104,9 +104,10 @@ type MicrosoftDefender struct {
 	ctx            context.Context
 	cancel         context.CancelFunc
 	lastGather     time.Time     // when the previous poll started
-	shortestGap    time.Duration // between two polls: Telegraf's interval, the poll's deadline; a suspend's gap is longer
+	lastGap        time.Duration // between the previous poll and the one before: with this one's, the poll's deadline
 	throttledUntil time.Time     // when the API allows the next request, after a Retry-After longer than a poll
 	answered       int           // the most records one answer held, kept across polls
+	limitCap       int           // known.limitCap, kept across polls
 	stateDirty     bool          // the state file is to be written
 	savedWatermark time.Time     // the watermark the state file holds
 	stateLock      *flock.Flock  // keeps other instances off state_file until Stop
@@ -293,10 +294,12 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	started := time.Now()
 	now := m.now().UTC()
 	end := now.Add(-time.Duration(m.Delay))
-	if gap := now.Sub(m.lastGather); !m.lastGather.IsZero() && gap > 0 && (m.shortestGap == 0 || gap < m.shortestGap) {
-		m.shortestGap = gap
+	interval := defaultPollDeadline
+	if gap := now.Sub(m.lastGather); !m.lastGather.IsZero() && gap > 0 {
+		// The shorter of the last two gaps: a host suspend, or two polls at once, makes one gap wrong, not the deadline.
+		interval = min(gap, cmp.Or(m.lastGap, gap))
+		m.lastGap = gap
 	}
-	interval := cmp.Or(m.shortestGap, defaultPollDeadline)
 	m.lastGather = now
 	switch at, oldest := m.cursor.position(), now.Add(-apiRetention); {
 	case at.After(now.Add(maxClockSkew)):
@@ -321,7 +324,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	p := &poll{
 		reader: m.reader, client: m.client, cursor: m.cursor, limiter: m.limiter,
 		log: m.Log, acc: acc, now: m.now, sleep: m.sleep, maxRetries: m.MaxRetries,
-		known: known{perRequest: m.perRequest(), answered: m.answered, unreadable: m.cursor.newestUnreadable,
+		known: known{perRequest: m.perRequest(), answered: m.answered, limitCap: m.limitCap, unreadable: m.cursor.newestUnreadable,
 			maxBodySize: int64(m.MaxBodySize), log: m.Log},
 		budget: m.MaxAlertsPerGather, deadline: now.Add(interval), delivery: m.delivery,
 	}
@@ -340,7 +343,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	if !p.throttledUntil.IsZero() {
 		m.throttledUntil = p.throttledUntil
 	}
-	m.answered = p.known.answered
+	m.answered, m.limitCap = p.known.answered, p.known.limitCap
 	if d := m.delivery; d == nil {
 		p.counter.emit(acc, countsAt, now)
 	} else {

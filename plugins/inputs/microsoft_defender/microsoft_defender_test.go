@@ -262,34 +262,42 @@ func orDefault[T comparable](v *T, d T) {
 	}
 }
 
-// A poll's deadline was the time since the previous Gather: after the host
-// slept five hours, the next poll could retry (and hold Telegraf's shutdown)
-// for five hours. It is the shortest gap between Gathers seen, Telegraf's
-// interval, here 10s: a Retry-After of 30s ends the poll.
-func TestPollDeadlineIsTheShortestGapBetweenGathers(t *testing.T) {
-	var busy bool
+// A poll's deadline is the shorter of the last two gaps between polls
+// (Telegraf's interval): after a host suspend of five hours a poll does not
+// wait half an hour to retry, and two polls at once shorten two deadlines,
+// not every one after them.
+func TestPollDeadlineIsTheShorterOfTheLastTwoGaps(t *testing.T) {
+	var retryAfter string
 	var requests int
 	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
 		requests++
-		if busy {
-			w.Header().Set("Retry-After", "30")
+		if retryAfter != "" && requests == 1 {
+			w.Header().Set("Retry-After", retryAfter)
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
 		respond(t, w, []byte("[]"))
 	})
-	logger := &testutil.CaptureLogger{}
-	plugin := stubbedPlugin(t, server, logger)
+	plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.MaxWindow = config.Duration(24 * time.Hour) })
 	at := fixedNow
-	for _, gap := range []time.Duration{0, 10 * time.Second, 5 * time.Hour} {
-		at = at.Add(gap)
+	for i, step := range []struct {
+		gap        time.Duration
+		retryAfter string
+		requests   int // 1: the wait would pass the deadline, not retried
+	}{
+		{0, "", 1},
+		{10 * time.Second, "", 1},
+		{5 * time.Hour, "30", 1},
+		{30 * time.Second, "5", 3}, // retried; then the 30 s since the suspended poll's window
+		{time.Millisecond, "", 1},
+		{10 * time.Second, "5", 1},
+		{10 * time.Second, "5", 3},
+	} {
+		at = at.Add(step.gap)
 		plugin.now = func() time.Time { return at }
-		busy, requests = gap == 5*time.Hour, 0
+		retryAfter, requests = step.retryAfter, 0
 		var acc testutil.Accumulator
 		require.NoError(t, plugin.Gather(&acc))
+		require.Equal(t, step.requests, requests, "poll %d", i)
 	}
-	require.Equal(t, 1, requests, "no retry after the suspend")
-	require.Len(t, logger.Warnings(), 1)
-	require.Regexp(t, `^W! \[\] Not retrying in this poll, the wait of 30s would pass its deadline; the next poll resumes here: `+
-		`SIEM API at 127\.0\.0\.1:\d+ answered 503 Service Unavailable \(service error\): empty body$`, logger.Warnings()[0])
 }

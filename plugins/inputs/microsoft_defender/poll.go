@@ -30,7 +30,8 @@ type reader interface {
 // known is what the poll knows beyond one request, for its reader.
 type known struct {
 	perRequest  int                                        // the most records one request may ask for
-	answered    int                                        // the most records one answer held: the API answers so many
+	answered    int                                        // the most records one answer to a limit held: the API answers so many
+	limitCap    int                                        // the most the SIEM API answers, once it answered so few with more below
 	unreadable  func(from, to time.Time) (time.Time, bool) // the newest in [from, to]
 	maxBodySize int64                                      // for messages
 	log         telegraf.Logger
@@ -64,6 +65,7 @@ type request struct {
 type answer struct {
 	decoded  int       // records decoded, new or not
 	inWindow int       // records decoded whose cursor time is in the window
+	fresh    int       // records emitted: not emitted before
 	oldest   time.Time // smallest cursor time in the window decoded
 	newest   time.Time // largest
 	err      error     // how the request failed for good, after retries
@@ -210,7 +212,6 @@ func (p *poll) readChunk(ctx context.Context, c *chunk) bool {
 		}
 		sent := p.stats.requests
 		a := p.send(ctx, req)
-		p.known.answered = max(p.known.answered, a.decoded)
 		if p.stopped != notStopped {
 			if p.stopped == stoppedDeadline && req.search {
 				p.log.Info("The search for the instant of a detection that cannot be read goes on in the next poll")
@@ -387,6 +388,7 @@ func (p *poll) take(r record, a *answer) bool {
 	}
 	p.budget--
 	p.stats.emitted++
+	a.fresh++
 	m, cut := r.metric()
 	if len(cut) > 0 {
 		p.logProblemf("Alert %q: fields %s longer than %d bytes were cut to that length", truncate(id, 128), strings.Join(cut, ", "), maxFieldBytes)

@@ -300,6 +300,11 @@ func TestGraphMachineGroupTagIsAConfiguredGroup(t *testing.T) {
 		if m.Name() == measurementAlert || m.Name() == measurementCount {
 			groups[m.Name()], _ = m.GetTag("machine_group")
 		}
+		if m.Name() == measurementAlert {
+			// The device fields are of the same device, not of the first one.
+			dns, _ := m.GetField("computer_dns_name")
+			require.Equal(t, "dc1.corp", dns)
+		}
 	}
 	require.Equal(t, map[string]string{measurementAlert: "Domain Controllers", measurementCount: "Domain Controllers"}, groups)
 }

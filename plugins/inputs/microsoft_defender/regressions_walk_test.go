@@ -317,12 +317,13 @@ func TestSIEMLimitTheServiceLowersLosesNothing(t *testing.T) {
 	require.Empty(t, errs)
 	require.Equal(t, want, emitted, "every detection once; queries: %q", sim.queries)
 	require.Equal(t, []string{"W! [] The SIEM API answered 3 detections to limit=5 with more below them: " +
-		"it answers at most 3 a request, which this chunk now asks for (page_size = 3 asks so from the start)"}, logger.Warnings())
+		"it answers at most 3 a request, which every request asks for from now on (page_size = 3 asks so from the start)"}, logger.Warnings())
 }
 
 // An honest service's short answer is taken for the whole window once a
-// request for one detection below it comes back empty; one shorter than an
-// answer before, which shows the service answers more, is not checked.
+// request for its oldest millisecond and below holds nothing more; one
+// shorter than an answer before, which shows the service answers more, is
+// not checked.
 func TestSIEMShortAnswerIsCheckedBelow(t *testing.T) {
 	sim := &oddSIEM{}
 	for i := range 5 {
@@ -334,7 +335,7 @@ func TestSIEMShortAnswerIsCheckedBelow(t *testing.T) {
 	require.Len(t, emitted, 5)
 	require.Equal(t, []string{
 		"2020-09-30T14:00:00.0000000Z 2020-09-30T15:00:00.0000000Z 6",
-		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:11:59.9999999Z 1",
+		"2020-09-30T14:00:00.0000000Z 2020-09-30T14:12:00.0010000Z 6", // d0's millisecond and below
 		"2020-09-30T14:50:00.0000000Z 2020-09-30T15:01:00.0000000Z 6", // d4 again, alone: not checked
 	}, sim.queries)
 }
@@ -355,7 +356,7 @@ func TestSIEMInstantOverTheServicesLimitIsWarned(t *testing.T) {
 	require.Len(t, emitted, 4, "three of the crowded instant, and the one below")
 	require.Equal(t, []string{
 		"W! [] The SIEM API answered 3 detections to limit=5 with more below them: it answers at most 3 a request, " +
-			"which this chunk now asks for (page_size = 3 asks so from the start)",
+			"which every request asks for from now on (page_size = 3 asks so from the start)",
 		"W! [] At least 3 detections share LastProcessedTimeUtc 2020-09-30T14:40:00Z, more than one request with limit 3 returns: " +
 			"reading them without a limit",
 		"W! [] The SIEM API answered 3 detections at 2020-09-30T14:40:00Z, the most it answers a request: " +

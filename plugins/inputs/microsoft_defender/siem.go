@@ -23,11 +23,11 @@ type siemReader struct {
 
 // siemWalk is what the SIEM reader needs between two requests of a chunk.
 type siemWalk struct {
-	sizeCap  int            // detections per request after an answer grew past max_body_size; 0: none
-	limitCap int            // the most detections the service answered, with more below them; 0: none seen
-	search   *instantSearch // for the instant of a newest detection that cannot be read
-	asked    *siemAsk       // what the request built last asks for
-	checked  bool           // a full answer of this chunk was shown to hold the newest
+	sizeCap int            // detections per request after an answer grew past max_body_size; 0: none
+	search  *instantSearch // for the instant of a newest detection that cannot be read
+	asked   *siemAsk       // what the request built last asks for
+	checked bool           // a full answer of this chunk was shown to hold the newest
+	reasked bool           // a check below a short answer found more, and the window was read again
 	// rechecked: a check found a detection above a full answer, and the window's top was read again.
 	rechecked bool
 	occupied  time.Time // To after a full answer: the next answer must hold a detection there
@@ -62,14 +62,16 @@ const (
 	siemInstant                 // every detection of one instant
 	siemSearch                  // one detection from a time up, for searchOn
 	siemCheck                   // one detection above a full answer's newest: there must be none
-	siemBelow                   // one detection below a short answer's oldest: any means the service lowered limit
+	// siemBelow: below a short answer's oldest, with the rest of its oldest instant (millisecond, for a service
+	// reading the bounds so) unless the answer held one instant: any more means the service lowered limit.
+	siemBelow
 )
 
 // ask builds the request for ask, which the walk keeps for after.
 func (r *siemReader) ask(c *chunk, ask *siemAsk) *request {
 	c.siem.asked = ask
 	ask.sent = ask.until
-	if c.siem.coarse && (ask.step == siemWindow || ask.step == siemInstant) {
+	if c.siem.coarse && (ask.step == siemWindow || ask.step == siemInstant) || ask.step == siemBelow && ask.until.Equal(ask.full.oldest) {
 		ask.sent = ask.until.Truncate(time.Millisecond).Add(time.Millisecond)
 	}
 	q := r.endpoint.Query()
@@ -98,7 +100,7 @@ func (r *siemReader) next(c *chunk, k *known) *request {
 		return nil
 	}
 	ask := &siemAsk{since: c.From, until: c.To, limit: k.perRequest}
-	for _, lower := range []int{c.siem.sizeCap, c.siem.limitCap} {
+	for _, lower := range []int{c.siem.sizeCap, k.limitCap} {
 		if lower > 0 {
 			ask.limit = min(ask.limit, lower)
 		}
@@ -114,6 +116,9 @@ func (r *siemReader) next(c *chunk, k *known) *request {
 func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 	w := &c.siem
 	ask := w.asked
+	if ask.limit > 0 { // a service may lower only a limit sent: an instant read whole says nothing of it
+		k.answered = max(k.answered, a.decoded)
+	}
 	unreadable := a.class == failUnreadable
 	if a.err == nil && !w.coarse && w.lacksTop(ask, a) {
 		return w.coarsen(ask, k)
@@ -128,7 +133,7 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		if unreadable {
 			return c.siem.passOver(ask.until)
 		}
-		if w.limitCap > 0 && a.decoded >= w.limitCap { // no bound splits an instant
+		if k.limitCap > 0 && a.decoded == k.limitCap { // no bound splits an instant; more shows no limit held it
 			k.log.Warnf("The SIEM API answered %d detections at %s, the most it answers a request: more at that instant cannot be read",
 				a.decoded, ask.until.Format(time.RFC3339Nano))
 		}
@@ -156,12 +161,22 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		if a.err != nil && !unreadable {
 			return progress{err: a.err}
 		}
-		if a.inWindow == 0 && !unreadable {
+		full := ask.full
+		more := unreadable || a.fresh > 0 || a.inWindow > 0 && a.oldest.Before(full.oldest)
+		if !unreadable && a.decoded < min(ask.limit, full.limit) || !more && ask.limit == 1 { // it held all there is
 			return w.readWhole(c, ask)
 		}
-		w.limitCap = ask.full.limit
+		if !more { // the short answer's own oldest millisecond filled it: only one detection below it tells
+			return progress{then: r.ask(c, &siemAsk{since: ask.since, until: full.oldest.Add(-tick), limit: 1, step: siemBelow,
+				known: ask.known, full: full})}
+		}
+		if !w.reasked { // a detection may have turned up late below it: a service lowering limit answers as few again
+			w.reasked = true
+			return progress{}
+		}
+		k.limitCap = ask.full.limit
 		k.log.Warnf("The SIEM API answered %d detections to limit=%d with more below them: it answers at most %[1]d a request, "+
-			"which this chunk now asks for (page_size = %[1]d asks so from the start)", ask.full.limit, ask.full.asked)
+			"which every request asks for from now on (page_size = %[1]d asks so from the start)", ask.full.limit, ask.full.asked)
 		return r.onFull(c, ask.full, k)
 	}
 	err := a.err
@@ -186,9 +201,12 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 	full := &fullAnswer{limit: min(a.decoded, ask.limit), asked: ask.limit, oldest: minTime(a.oldest, ask.until), newest: minTime(a.newest, ask.until)}
 	if a.decoded < ask.limit && a.decoded >= k.answered && a.inWindow > 0 && full.oldest.After(ask.since) {
 		// The API documents no most for limit: a short answer, as long as any yet, is the whole window once
-		// nothing lies below it.
-		return progress{then: r.ask(c, &siemAsk{since: ask.since, until: full.oldest.Add(-tick), limit: 1, step: siemBelow,
-			known: ask.known, full: full})}
+		// nothing lies below it, nor more at its oldest instant, which a lowered limit cuts too.
+		below := &siemAsk{since: ask.since, until: full.oldest, limit: ask.limit, step: siemBelow, known: ask.known, full: full}
+		if full.oldest.Equal(full.newest) { // nothing but that instant comes first: only below it tells
+			below.until, below.limit = full.oldest.Add(-tick), 1
+		}
+		return progress{then: r.ask(c, below)}
 	}
 	if a.decoded < ask.limit {
 		return w.readWhole(c, ask)

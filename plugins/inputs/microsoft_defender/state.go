@@ -44,6 +44,9 @@ func (m *MicrosoftDefender) state() pluginState {
 	if m.delivery != nil {
 		unconfirmed := make(map[string]bool)
 		for _, b := range m.delivery.queue {
+			if b.ok { // confirmed behind an unconfirmed batch: read again, it is dropped
+				continue
+			}
 			for _, id := range b.ids {
 				unconfirmed[id] = true
 			}
