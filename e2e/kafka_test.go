@@ -5,6 +5,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,33 +23,36 @@ import (
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/plugins/parsers/influx"
 	"github.com/influxdata/telegraf/testutil"
+
+	simulator "github.com/sectelemetry/telegraf-defender/internal/sim"
 )
 
 // kafkaNode is a real single-node KRaft Kafka 4.4 broker (tools/kafka-node,
 // started by scripts/kafka-node.sh) on loopback, with its data in a
 // temporary directory that outlives a restart.
 type kafkaNode struct {
-	script string
-	home   string
-	ports  [2]int // the broker's and the controller's
-	addr   string
-	cmd    *exec.Cmd
-	done   chan struct{}
-	log    *syncBuffer
+	script   string
+	home     string
+	settings []string // further lines of server.properties
+	ports    [2]int   // the broker's and the controller's
+	addr     string
+	cmd      *exec.Cmd
+	done     chan struct{}
+	log      *syncBuffer
 }
 
 // startKafka starts a broker, or skips the test where Java or the broker's
 // build is missing, except under CI=true, where a skip would hide a missing
 // install step. The broker is stopped when the test ends.
-func startKafka(t *testing.T) *kafkaNode {
+func startKafka(t *testing.T, settings ...string) *kafkaNode {
 	t.Helper()
-	k := newKafka(t)
+	k := newKafka(t, settings...)
 	k.start(t)
 	return k
 }
 
 // newKafka is startKafka without the start: the broker's ports are chosen.
-func newKafka(t *testing.T) *kafkaNode {
+func newKafka(t *testing.T, settings ...string) *kafkaNode {
 	t.Helper()
 	script, err := filepath.Abs(filepath.Join("..", "scripts", "kafka-node.sh"))
 	require.NoError(t, err)
@@ -62,7 +66,7 @@ func newKafka(t *testing.T) *kafkaNode {
 		}
 		t.Skip(msg)
 	}
-	k := &kafkaNode{script: script, home: filepath.Join(t.TempDir(), "home"), ports: [2]int{freePort(t), freePort(t)}}
+	k := &kafkaNode{script: script, home: filepath.Join(t.TempDir(), "home"), settings: settings, ports: [2]int{freePort(t), freePort(t)}}
 	k.addr = fmt.Sprintf("127.0.0.1:%d", k.ports[0])
 	t.Cleanup(func() {
 		k.stop(t)
@@ -79,7 +83,7 @@ func newKafka(t *testing.T) *kafkaNode {
 func (k *kafkaNode) start(t *testing.T) {
 	t.Helper()
 	k.done, k.log = make(chan struct{}), &syncBuffer{}
-	k.cmd = exec.Command(k.script, k.home, strconv.Itoa(k.ports[0]), strconv.Itoa(k.ports[1]))
+	k.cmd = exec.Command(k.script, append([]string{k.home, strconv.Itoa(k.ports[0]), strconv.Itoa(k.ports[1])}, k.settings...)...)
 	k.cmd.Stdout, k.cmd.Stderr = k.log, k.log
 	started := time.Now()
 	require.NoError(t, k.cmd.Start())
@@ -206,7 +210,10 @@ func (r *kafkaReader) read(t *testing.T) []kafkaMessage {
 	return r.messages
 }
 
-var kafkaBrokers = regexp.MustCompile(`(?m)^  brokers = .*$`)
+var (
+	kafkaBrokers   = regexp.MustCompile(`(?m)^  brokers = .*$`)
+	kafkaTopicLine = regexp.MustCompile(`(?m)^  topic = .*$`)
+)
 
 // kafkaOutput is the [[outputs.kafka]] section the README's "Into Kafka"
 // shows (one topic, "defender", each tenant's events under its own key),
@@ -222,6 +229,32 @@ func kafkaOutput(t *testing.T, addr string) string {
 	require.True(t, found, "Into Kafka shows no [[outputs.kafka]]")
 	require.Regexp(t, kafkaBrokers, output)
 	return "\n[[outputs.kafka]]\n" + kafkaBrokers.ReplaceAllString(output, fmt.Sprintf("  brokers = [%q]", addr))
+}
+
+// kafkaOutputTo is kafkaOutput writing to topic, with further lines.
+func kafkaOutputTo(t *testing.T, addr, topic string, lines ...string) string {
+	t.Helper()
+	output := kafkaOutput(t, addr)
+	require.Regexp(t, kafkaTopicLine, output)
+	output = kafkaTopicLine.ReplaceAllString(output, fmt.Sprintf("  topic = %q", topic))
+	for _, l := range lines {
+		output += "  " + l + "\n"
+	}
+	return output
+}
+
+// offsets returns a partition's log start offset (the first message kept)
+// and its high-water mark (one past the last written).
+func (k *kafkaNode) offsets(t *testing.T, topic string, partition int32) (start, end int64) {
+	t.Helper()
+	client, err := sarama.NewClient([]string{k.addr}, sarama.NewConfig())
+	require.NoError(t, err)
+	defer client.Close()
+	start, err = client.GetOffset(topic, partition, sarama.OffsetOldest)
+	require.NoError(t, err)
+	end, err = client.GetOffset(topic, partition, sarama.OffsetNewest)
+	require.NoError(t, err)
+	return start, end
 }
 
 // tenantSection is a plugin section whose events carry a tenant tag.
@@ -317,6 +350,66 @@ func TestKafkaOutputKeepsEveryDetectionPerTenant(t *testing.T) {
 	require.Equal(t, siem, alerts["contoso"])
 	require.Equal(t, graph, alerts["fabrikam"])
 	t.Logf("%d messages: %d SIEM detections, %d Graph versions; partitions %v", len(messages), len(siem), len(graph), partitions)
+}
+
+// Kafka deletes a segment once its newest message is older than the
+// topic's retention.ms, by the messages' timestamps. Detections two hours
+// old, into topics of defender_alert alone kept for an hour, from one
+// Telegraf through the README's output and through the same output with
+// Telegraf's default producer_timestamp = "metric": under the README's
+// "now" every detection stays; under the default the broker deletes them
+// at its next retention check, which a message stamped two hours back,
+// written to a third topic after them, shows has run.
+func TestKafkaRetentionCountsFromTheMessageTimestamp(t *testing.T) {
+	t.Parallel()
+	node := startKafka(t, "log.retention.check.interval.ms=200", "log.initial.task.delay.ms=0")
+	for _, topic := range []string{"defender-now", "defender-metric", "control"} {
+		hour := "3600000"
+		admin, err := sarama.NewClusterAdmin([]string{node.addr}, sarama.NewConfig())
+		require.NoError(t, err)
+		require.NoError(t, admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1,
+			ConfigEntries: map[string]*string{"retention.ms": &hour}}, false))
+		require.NoError(t, admin.Close())
+	}
+	sim := simulator.New(simulator.Config{TenantID: "e2e-tenant", ClientID: "e2e-client", ClientSecret: "e2e-secret"})
+	old := time.Now().UTC().Add(-2 * time.Hour).Truncate(time.Millisecond)
+	for i := range 5 {
+		require.NoError(t, sim.Add(simDetection(fmt.Sprintf("da-old%d:1", i), "High", "Malware", "Finance", old.Add(time.Duration(i)*time.Second))))
+	}
+	server := httptest.NewServer(sim.Handler())
+	t.Cleanup(server.Close)
+	defaultOutput := kafkaOutputTo(t, node.addr, "defender-metric", `namepass = ["defender_alert"]`)
+	require.Contains(t, defaultOutput, "  producer_timestamp = \"now\"\n")
+	defaultOutput = strings.Replace(defaultOutput, "  producer_timestamp = \"now\"\n", "", 1)
+	a := startInTree(t, t.TempDir(), "telegraf", "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n"+
+		tenantSection(siemSection(server.URL, "e2e-secret", `delay = "0s"`, `initial_lookback = "3h"`), "contoso")+
+		kafkaOutputTo(t, node.addr, "defender-now", `namepass = ["defender_alert"]`)+defaultOutput)
+	written := func(topic string) bool { _, end := node.offsets(t, topic, 0); return end == 5 }
+	waitFor(t, a, "five detections written to both topics", func() bool { return written("defender-now") && written("defender-metric") })
+
+	config := sarama.NewConfig()
+	config.Producer.Return.Successes = true
+	producer, err := sarama.NewSyncProducer([]string{node.addr}, config)
+	require.NoError(t, err)
+	_, _, err = producer.SendMessage(&sarama.ProducerMessage{Topic: "control", Value: sarama.StringEncoder("old"), Timestamp: old})
+	require.NoError(t, err)
+	require.NoError(t, producer.Close())
+	waitFor(t, a, "the broker's retention check to delete the control message", func() bool {
+		start, _ := node.offsets(t, "control", 0)
+		return start == 1
+	})
+	a.stop(t)
+
+	start, end := node.offsets(t, "defender-metric", 0)
+	require.Equal(t, [2]int64{5, 5}, [2]int64{start, end}, "producer_timestamp = \"metric\": the log start and end offsets")
+	start, end = node.offsets(t, "defender-now", 0)
+	require.Equal(t, [2]int64{0, 5}, [2]int64{start, end}, "producer_timestamp = \"now\": the log start and end offsets")
+	kept := make(map[string]int)
+	for _, m := range newKafkaReader(node, "defender-now").read(t) {
+		require.Equal(t, "defender_alert", m.metric.Name())
+		kept[alertIdentity(m.metric)]++
+	}
+	require.Equal(t, map[string]int{"da-old0:1": 1, "da-old1:1": 1, "da-old2:1": 1, "da-old3:1": 1, "da-old4:1": 1}, kept)
 }
 
 // kafkaRun is a Telegraf writing to a broker's topic "defender" what the

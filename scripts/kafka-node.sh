@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the single-node KRaft Kafka broker of tools/kafka-node (built by
-# `make kafka-node`) in the foreground: kafka-node.sh HOME PORT CONTROLLER_PORT.
+# `make kafka-node`) in the foreground: kafka-node.sh HOME PORT CONTROLLER_PORT
+# [setting=value ...], each setting a line of its server.properties.
 # The broker listens on 127.0.0.1:PORT (PLAINTEXT), its controller on
 # 127.0.0.1:CONTROLLER_PORT; HOME holds its data and configuration, formatted
 # on the first start and kept across restarts on the same HOME. The java
@@ -11,8 +12,9 @@
 set -euo pipefail
 lib="$(cd "$(dirname "$0")/.." && pwd)/tools/kafka-node/target/lib"
 [ -f "$lib/kafka-node.pom" ] || { echo "kafka-node: $lib/kafka-node.pom is missing: run make kafka-node" >&2; exit 1; }
-[ $# -eq 3 ] || { echo "usage: kafka-node.sh HOME PORT CONTROLLER_PORT" >&2; exit 2; }
+[ $# -ge 3 ] || { echo "usage: kafka-node.sh HOME PORT CONTROLLER_PORT [setting=value ...]" >&2; exit 2; }
 home=$1 port=$2 cport=$3
+shift 3
 mkdir -p "$home/tmp"
 cat >"$home/server.properties" <<PROPS
 process.roles=broker,controller
@@ -34,6 +36,7 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 PROPS
+[ $# -eq 0 ] || printf '%s\n' "$@" >>"$home/server.properties"
 cat >"$home/log4j2.properties" <<PROPS
 appender.out.type=Console
 appender.out.name=out
