@@ -236,23 +236,24 @@ func kafkaOutputTo(t *testing.T, addr, topic string, lines ...string) string {
 	t.Helper()
 	output := kafkaOutput(t, addr)
 	require.Regexp(t, kafkaTopicLine, output)
-	output = kafkaTopicLine.ReplaceAllString(output, fmt.Sprintf("  topic = %q", topic))
+	var b strings.Builder
+	b.WriteString(kafkaTopicLine.ReplaceAllString(output, fmt.Sprintf("  topic = %q", topic)))
 	for _, l := range lines {
-		output += "  " + l + "\n"
+		b.WriteString("  " + l + "\n")
 	}
-	return output
+	return b.String()
 }
 
-// offsets returns a partition's log start offset (the first message kept)
-// and its high-water mark (one past the last written).
-func (k *kafkaNode) offsets(t *testing.T, topic string, partition int32) (start, end int64) {
+// offsets returns the log start offset (the first message kept) of a
+// topic's partition 0 and its high-water mark (one past the last written).
+func (k *kafkaNode) offsets(t *testing.T, topic string) (start, end int64) {
 	t.Helper()
 	client, err := sarama.NewClient([]string{k.addr}, sarama.NewConfig())
 	require.NoError(t, err)
 	defer client.Close()
-	start, err = client.GetOffset(topic, partition, sarama.OffsetOldest)
+	start, err = client.GetOffset(topic, 0, sarama.OffsetOldest)
 	require.NoError(t, err)
-	end, err = client.GetOffset(topic, partition, sarama.OffsetNewest)
+	end, err = client.GetOffset(topic, 0, sarama.OffsetNewest)
 	require.NoError(t, err)
 	return start, end
 }
@@ -384,7 +385,7 @@ func TestKafkaRetentionCountsFromTheMessageTimestamp(t *testing.T) {
 	a := startInTree(t, t.TempDir(), "telegraf", "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n"+
 		tenantSection(siemSection(server.URL, "e2e-secret", `delay = "0s"`, `initial_lookback = "3h"`), "contoso")+
 		kafkaOutputTo(t, node.addr, "defender-now", `namepass = ["defender_alert"]`)+defaultOutput)
-	written := func(topic string) bool { _, end := node.offsets(t, topic, 0); return end == 5 }
+	written := func(topic string) bool { _, end := node.offsets(t, topic); return end == 5 }
 	waitFor(t, a, "five detections written to both topics", func() bool { return written("defender-now") && written("defender-metric") })
 
 	config := sarama.NewConfig()
@@ -395,14 +396,14 @@ func TestKafkaRetentionCountsFromTheMessageTimestamp(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, producer.Close())
 	waitFor(t, a, "the broker's retention check to delete the control message", func() bool {
-		start, _ := node.offsets(t, "control", 0)
+		start, _ := node.offsets(t, "control")
 		return start == 1
 	})
 	a.stop(t)
 
-	start, end := node.offsets(t, "defender-metric", 0)
+	start, end := node.offsets(t, "defender-metric")
 	require.Equal(t, [2]int64{5, 5}, [2]int64{start, end}, "producer_timestamp = \"metric\": the log start and end offsets")
-	start, end = node.offsets(t, "defender-now", 0)
+	start, end = node.offsets(t, "defender-now")
 	require.Equal(t, [2]int64{0, 5}, [2]int64{start, end}, "producer_timestamp = \"now\": the log start and end offsets")
 	kept := make(map[string]int)
 	for _, m := range newKafkaReader(node, "defender-now").read(t) {
