@@ -2,11 +2,13 @@ package microsoft_defender
 
 import (
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/testutil"
 )
 
@@ -52,4 +54,42 @@ func TestSIEMTwoLateArrivalsBelowShortAnswersAreNoLoweredLimit(t *testing.T) {
 		"2020-09-30T15:00:14.0000001Z 2020-09-30T15:01:00.0000000Z 1",
 		"2020-09-30T14:50:00.0000000Z 2020-09-30T15:00:10.0000000Z 5",
 	}, sim.queries[asked:])
+}
+
+// Telegraf skips a tick that comes while Gather runs ("Previous collection
+// has not completed; scheduled collection skipped"): a poll reading a
+// backlog until its deadline, its last request still in flight then, ends
+// just past the next tick, and the next Gather starts a whole interval
+// later. The gap it measures is the deadline plus an interval; the shorter
+// of the last two gaps grows with it, an interval every two polls (and the
+// first poll's default minute makes it 70 s at once). Here interval = 10s,
+// requests of 1.3 s: the polls should settle to the interval, not grow to
+// minutes (the state is written once a Gather, Telegraf warns of each, and
+// a shutdown waits for the Gather in flight).
+func TestPollDeadlineDoesNotGrowWithTelegrafsSkippedTicks(t *testing.T) {
+	const interval = 10 * time.Second
+	var at time.Time
+	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
+		at = at.Add(1300 * time.Millisecond)
+		respond(t, w, []byte("[]"))
+	})
+	plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{}, func(m *MicrosoftDefender) {
+		m.InitialLookback, m.MaxRequestsPerMinute = config.Duration(2000*time.Hour), 15000
+	})
+	plugin.now = func() time.Time { return at }
+	at = fixedNow
+	durations := make([]time.Duration, 0, 12)
+	for range 12 {
+		start := at
+		var acc testutil.Accumulator
+		require.NoError(t, plugin.Gather(&acc))
+		require.Empty(t, acc.Errors)
+		durations = append(durations, at.Sub(start))
+		// The next tick that finds Telegraf waiting for one.
+		next := fixedNow.Add((at.Sub(fixedNow) + interval - 1) / interval * interval)
+		at = next
+	}
+	for i, d := range durations[4:] {
+		require.LessOrEqual(t, d, interval+1300*time.Millisecond, "poll %d; all: %v", i+4, durations)
+	}
 }
