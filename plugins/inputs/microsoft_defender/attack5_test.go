@@ -62,34 +62,53 @@ func TestSIEMTwoLateArrivalsBelowShortAnswersAreNoLoweredLimit(t *testing.T) {
 // just past the next tick, and the next Gather starts a whole interval
 // later. The gap it measures is the deadline plus an interval; the shorter
 // of the last two gaps grows with it, an interval every two polls (and the
-// first poll's default minute makes it 70 s at once). Here interval = 10s,
-// requests of 1.3 s: the polls should settle to the interval, not grow to
-// minutes (the state is written once a Gather, Telegraf warns of each, and
-// a shutdown waits for the Gather in flight).
-func TestPollDeadlineDoesNotGrowWithTelegrafsSkippedTicks(t *testing.T) {
-	const interval = 10 * time.Second
-	var at time.Time
-	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
-		at = at.Add(1300 * time.Millisecond)
-		respond(t, w, []byte("[]"))
-	})
-	plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{}, func(m *MicrosoftDefender) {
-		m.InitialLookback, m.MaxRequestsPerMinute = config.Duration(2000*time.Hour), 15000
-	})
-	plugin.now = func() time.Time { return at }
-	at = fixedNow
-	durations := make([]time.Duration, 0, 12)
-	for range 12 {
-		start := at
-		var acc testutil.Accumulator
-		require.NoError(t, plugin.Gather(&acc))
-		require.Empty(t, acc.Errors)
-		durations = append(durations, at.Sub(start))
-		// The next tick that finds Telegraf waiting for one.
-		next := fixedNow.Add((at.Sub(fixedNow) + interval - 1) / interval * interval)
-		at = next
-	}
-	for i, d := range durations[4:] {
-		require.LessOrEqual(t, d, interval+1300*time.Millisecond, "poll %d; all: %v", i+4, durations)
+// first poll's default minute makes it 70 s at once). Under execd the
+// prompt kept while a Gather runs starts the next at once: the gap is the
+// poll's own length, the deadline plus the request in flight, and it grows
+// by that request every poll. Here interval = 10s, requests of 1.3 s: the
+// polls should settle to about the interval, not grow to minutes (the state
+// is written once a Gather, Telegraf warns of each, and a shutdown waits
+// for the Gather in flight).
+func TestPollDeadlineDoesNotGrowWhenPollsOverrun(t *testing.T) {
+	const interval, request = 10 * time.Second, 1300 * time.Millisecond
+	for _, tt := range []struct {
+		name string
+		next func(start, end time.Time) time.Time // when the Gather after one from start to end starts
+	}{
+		{"Telegraf's ticks", func(_, end time.Time) time.Time { // the first tick that finds Telegraf waiting
+			return fixedNow.Add((end.Sub(fixedNow) + interval - 1) / interval * interval)
+		}},
+		{"execd's prompts", func(start, end time.Time) time.Time {
+			tick := fixedNow.Add((start.Sub(fixedNow)/interval + 1) * interval)
+			if tick.Before(end) { // kept while the Gather ran
+				return end
+			}
+			return tick
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var at time.Time
+			server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
+				at = at.Add(request)
+				respond(t, w, []byte("[]"))
+			})
+			plugin := stubbedPlugin(t, server, &testutil.CaptureLogger{}, func(m *MicrosoftDefender) {
+				m.InitialLookback, m.MaxRequestsPerMinute = config.Duration(2000*time.Hour), 15000
+			})
+			plugin.now = func() time.Time { return at }
+			at = fixedNow
+			durations := make([]time.Duration, 0, 12)
+			for range 12 {
+				start := at
+				var acc testutil.Accumulator
+				require.NoError(t, plugin.Gather(&acc))
+				require.Empty(t, acc.Errors)
+				durations = append(durations, at.Sub(start))
+				at = tt.next(start, at)
+			}
+			for i, d := range durations[4:] {
+				require.LessOrEqual(t, d, interval+request, "poll %d; all: %v", i+4, durations)
+			}
+		})
 	}
 }
