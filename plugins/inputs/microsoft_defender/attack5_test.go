@@ -112,3 +112,31 @@ func TestPollDeadlineDoesNotGrowWhenPollsOverrun(t *testing.T) {
 		})
 	}
 }
+
+// ignoringSince answers as if sinceTimeUtc were not sent: the newest
+// detections up to untilTimeUtc, however old.
+func ignoringSince(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		q.Set("sinceTimeUtc", "2000-01-01T00:00:00.0000000Z")
+		r.URL.RawQuery = q.Encode()
+		next(w, r)
+	}
+}
+
+// A SIEM service ignoring sinceTimeUtc (a proxy or gateway dropping it)
+// answers detections older than the window: emitted (out_of_window) and
+// remembered at the window's end, they are forgotten once the watermark is
+// overlap past it, and the next poll emits them again; a detection read in
+// its own window ("new") is forgotten when that chunk is done and comes
+// back the same way. Over 25 polls a minute apart, each is emitted and
+// counted (defender_alert_count) three times, once every overlap.
+func TestSIEMIgnoringSinceRepeatsNothing(t *testing.T) {
+	sim := &oddSIEM{detections: []placedDetection{
+		{id: "old", at: fixedNow.Add(-5 * time.Hour)},
+		{id: "new", at: fixedNow.Add(-20 * time.Minute)},
+	}}
+	plugin := stubbedPlugin(t, stub(t, ignoringSince(sim.handler(t))), &testutil.CaptureLogger{}, func(m *MicrosoftDefender) { m.PageSize = 5 })
+	emitted, _ := gatherPolls(t, plugin, 25)
+	require.Equal(t, map[string]int{"old": 1, "new": 1}, emitted, "queries: %q", sim.queries)
+}
