@@ -180,7 +180,8 @@ func (r *graphReader) after(c *chunk, a *answer, k *known) progress {
 			cause = fmt.Sprintf("an %s with them is over %d MiB", r.noun, maxRecordBytes>>20)
 		}
 		k.warnOncef("expand", "Reading %ss with $expand=%s failed, so those last updated from %s to %s are read without it "+
-			"(alert_count and alert_ids left out): %s", r.noun, r.expand, w.from.Format(time.RFC3339Nano), c.End.Format(time.RFC3339Nano), cause)
+			"(alert_count and alert_ids left out; include_incident_alerts = false stops asking for them): %s",
+			r.noun, r.expand, w.from.Format(time.RFC3339Nano), c.End.Format(time.RFC3339Nano), cause)
 		w.plain = true
 		pr.then = &request{url: r.ask(c, w.from, w.to, r.pageSize)}
 		return pr

@@ -70,7 +70,8 @@ func TestIncidentsReadWithoutAlertsAfterA500(t *testing.T) {
 	host := strings.TrimSuffix(strings.TrimPrefix(plugin.EndpointURL, "http://"), graphIncidentsPath)
 	require.Equal(t, []string{
 		"W! [] Reading incidents with $expand=alerts failed, so those last updated from 2020-09-30T13:00:00Z to 2020-09-30T14:00:00Z " +
-			"are read without it (alert_count and alert_ids left out): Graph API at " + host + " answered 500 Internal Server Error " +
+			"are read without it (alert_count and alert_ids left out; include_incident_alerts = false stops asking for them): " +
+			"Graph API at " + host + " answered 500 Internal Server Error " +
 			`(service error): body "{\"error\":{\"code\":\"InternalServerError\",\"message\":\"An error occurred.\"}}"`,
 	}, logger.Warnings())
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{
@@ -180,7 +181,8 @@ func TestIncidentTooLargeWithItsAlerts(t *testing.T) {
 	acc := gatherOK(t, plugin)
 	require.Equal(t, []string{"alerts 13:00:00.0000000Z 15:00:00.0000000Z top=50", " 13:00:00.0000000Z 15:00:00.0000000Z top=50"}, *requests)
 	require.Equal(t, []string{"W! [] Reading incidents with $expand=alerts failed, so those last updated from 2020-09-30T13:00:00Z " +
-		"to 2020-09-30T15:00:00Z are read without it (alert_count and alert_ids left out): an incident with them is over 8 MiB"},
+		"to 2020-09-30T15:00:00Z are read without it (alert_count and alert_ids left out; include_incident_alerts = false stops " +
+		"asking for them): an incident with them is over 8 MiB"},
 		logger.Warnings())
 	require.Equal(t, map[string]any{"incident_id": "7", "last_update_date_time": "2020-09-30T14:00:00Z"},
 		acc.GetTelegrafMetrics()[0].Fields())
