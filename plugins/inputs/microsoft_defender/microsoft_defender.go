@@ -35,7 +35,7 @@ const (
 	defaultSIEMResource   = "https://graph.windows.net"
 	defaultGraphPageSize  = 500 // Graph's $top when page_size is 0
 	userAgent             = "Telegraf-microsoft_defender"
-	defaultPollDeadline   = time.Minute     // bounds the first poll, before an interval is known
+	defaultPollDeadline   = time.Minute     // bounds polls before an interval is known
 	maxRequestRecords     = 10000           // per request, whatever the budget: its ids are held, a retry repeats it
 	defaultMaxUndelivered = 5000            // with one answer more, within Telegraf's default buffer (10,000)
 	maxRequestsPerMinute  = 15000           // the limit keeps each request's time a minute; 100 times Graph's budget
@@ -104,7 +104,9 @@ type MicrosoftDefender struct {
 	ctx            context.Context
 	cancel         context.CancelFunc
 	lastGather     time.Time     // when the previous poll started
-	lastGap        time.Duration // between the previous poll and the one before: with this one's, the poll's deadline
+	lastEnd        time.Time     // when it ended
+	lastGap        time.Duration // the latest gap between polls that shows the interval
+	interval       time.Duration // Telegraf's, as the gaps show it: the poll's deadline; 0 before one is known
 	throttledUntil time.Time     // when the API allows the next request, after a Retry-After longer than a poll
 	answered       int           // the most records one answer held, kept across polls
 	limitCap       int           // known.limitCap, kept across polls
@@ -294,13 +296,15 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	started := time.Now()
 	now := m.now().UTC()
 	end := now.Add(-time.Duration(m.Delay))
-	interval := defaultPollDeadline
-	if gap := now.Sub(m.lastGather); !m.lastGather.IsZero() && gap > 0 {
-		// The shorter of the last two gaps: a host suspend, or two polls at once, makes one gap wrong, not the deadline.
-		interval = min(gap, cmp.Or(m.lastGap, gap))
+	// Telegraf's interval shows in a gap after a poll that ended early: one that overran is followed at once, or a
+	// skipped tick later. The shorter of the last two such gaps passes over a host suspend or a double start.
+	if gap := now.Sub(m.lastGather); !m.lastGather.IsZero() && gap > 0 && now.Sub(m.lastEnd) > gap/2 {
+		m.interval = min(gap, cmp.Or(m.lastGap, gap))
 		m.lastGap = gap
 	}
+	interval := cmp.Or(m.interval, defaultPollDeadline)
 	m.lastGather = now
+	defer func() { m.lastEnd = m.now() }()
 	switch at, oldest := m.cursor.position(), now.Add(-apiRetention); {
 	case at.After(now.Add(maxClockSkew)):
 		m.cursor.watermark, m.cursor.pending = time.Time{}, nil

@@ -27,7 +27,9 @@ type siemWalk struct {
 	search  *instantSearch // for the instant of a newest detection that cannot be read
 	asked   *siemAsk       // what the request built last asks for
 	checked bool           // a full answer of this chunk was shown to hold the newest
-	reasked bool           // a check below a short answer found more, and the window was read again
+	// reasked: the detections of the latest short answer below which a check found more, the window then read
+	// again; 0: none. An honest service answers more again (what turned up late), a lowering one as few.
+	reasked int
 	// rechecked: a check found a detection above a full answer, and the window's top was read again.
 	rechecked bool
 	occupied  time.Time // To after a full answer: the next answer must hold a detection there
@@ -170,8 +172,8 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 			return progress{then: r.ask(c, &siemAsk{since: ask.since, until: full.oldest.Add(-tick), limit: 1, step: siemBelow,
 				known: ask.known, full: full})}
 		}
-		if !w.reasked { // a detection may have turned up late below it: a service lowering limit answers as few again
-			w.reasked = true
+		if full.limit > w.reasked { // a detection may have turned up late below it: a service lowering limit answers as few again
+			w.reasked = full.limit
 			return progress{}
 		}
 		k.limitCap = ask.full.limit
