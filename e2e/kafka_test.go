@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -56,16 +55,7 @@ func newKafka(t *testing.T, settings ...string) *kafkaNode {
 	t.Helper()
 	script, err := filepath.Abs(filepath.Join("..", "scripts", "kafka-node.sh"))
 	require.NoError(t, err)
-	built := filepath.Join(filepath.Dir(script), "..", "tools", "kafka-node", "target", "lib", "kafka-node.pom")
-	_, javaErr := exec.LookPath("java")
-	_, builtErr := os.Stat(built)
-	if javaErr != nil || builtErr != nil {
-		msg := "the Kafka broker is not built: `make kafka-node` (Java 17 and Maven: apt-get install -y openjdk-17-jdk-headless maven)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg + ", and CI=true does not allow skipping")
-		}
-		t.Skip(msg)
-	}
+	requireJVMNode(t, "Kafka broker", filepath.Join(filepath.Dir(script), "..", "tools", "kafka-node", "target", "lib", "kafka-node.pom"), "kafka-node")
 	k := &kafkaNode{script: script, home: filepath.Join(t.TempDir(), "home"), settings: settings, ports: [2]int{freePort(t), freePort(t)}}
 	k.addr = fmt.Sprintf("127.0.0.1:%d", k.ports[0])
 	t.Cleanup(func() {

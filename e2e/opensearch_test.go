@@ -39,6 +39,23 @@ type searchNode struct {
 	log  *syncBuffer
 }
 
+// requireJVMNode skips the test where Java or the file `make target` builds
+// is missing, except under CI=true, where a skip would hide a missing
+// install step.
+func requireJVMNode(t *testing.T, what, built, target string) {
+	t.Helper()
+	_, javaErr := exec.LookPath("java")
+	_, builtErr := os.Stat(built)
+	if javaErr == nil && builtErr == nil {
+		return
+	}
+	msg := fmt.Sprintf("the %s is not built: `make %s` (Java 17 and Maven: apt-get install -y openjdk-17-jdk-headless maven)", what, target)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + ", and CI=true does not allow skipping")
+	}
+	t.Skip(msg)
+}
+
 // startOpenSearch starts a node with the given settings (setting=value),
 // or skips the test where Java or the node's build is missing, except
 // under CI=true, where a skip would hide a missing install step. The node
@@ -47,16 +64,8 @@ func startOpenSearch(t *testing.T, settings ...string) *searchNode {
 	t.Helper()
 	script, err := filepath.Abs(filepath.Join("..", "scripts", "opensearch-node.sh"))
 	require.NoError(t, err)
-	jar := filepath.Join(filepath.Dir(script), "..", "tools", "opensearch-node", "target", "lib", "opensearch-node.jar")
-	_, javaErr := exec.LookPath("java")
-	_, jarErr := os.Stat(jar)
-	if javaErr != nil || jarErr != nil {
-		msg := "the OpenSearch node is not built: `make opensearch-node` (Java 17 and Maven: apt-get install -y openjdk-17-jdk-headless maven)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg + ", and CI=true does not allow skipping")
-		}
-		t.Skip(msg)
-	}
+	requireJVMNode(t, "OpenSearch node", filepath.Join(filepath.Dir(script), "..", "tools", "opensearch-node", "target", "lib", "opensearch-node.jar"),
+		"opensearch-node")
 	dir := t.TempDir()
 	addrFile := filepath.Join(dir, "addr")
 	n := &searchNode{done: make(chan struct{}), log: &syncBuffer{}}

@@ -79,8 +79,15 @@ func cmpOrZero(s string) string {
 func gatherPolls(t *testing.T, plugin *MicrosoftDefender, polls int) (map[string]int, []error) {
 	t.Helper()
 	emitted := make(map[string]int)
+	return emitted, gatherMore(t, plugin, 0, polls, emitted)
+}
+
+// gatherMore runs the polls first to first+polls-1 of gatherPolls, counting
+// into emitted, and returns their errors.
+func gatherMore(t *testing.T, plugin *MicrosoftDefender, first, polls int, emitted map[string]int) []error {
+	t.Helper()
 	errs := make([]error, 0, polls)
-	for i := range polls {
+	for i := first; i < first+polls; i++ {
 		now := fixedNow.Add(time.Duration(i) * time.Minute)
 		plugin.now = func() time.Time { return now }
 		var acc testutil.Accumulator
@@ -88,7 +95,19 @@ func gatherPolls(t *testing.T, plugin *MicrosoftDefender, polls int) (map[string
 		countEmitted(&acc, emitted)
 		errs = append(errs, acc.Errors...)
 	}
-	return emitted, errs
+	return errs
+}
+
+// addProcessedLater adds five detections z0 to z4 processed in the 50 s
+// after fixedNow (after a first poll's end), each wanted once.
+func addProcessedLater(sim *oddSIEM, want map[string]int) {
+	sim.mu.Lock()
+	defer sim.mu.Unlock()
+	for i := range 5 {
+		id := fmt.Sprintf("z%d", i)
+		sim.detections = append(sim.detections, placedDetection{id: id, at: fixedNow.Add(time.Duration(10+10*i) * time.Second)})
+		want[id] = 1
+	}
 }
 
 // The chain of one Graph instant is followed for max_alerts_per_gather /

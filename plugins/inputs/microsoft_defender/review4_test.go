@@ -89,21 +89,8 @@ func TestSIEMInstantReadWholeDoesNotHideALoweredLimit(t *testing.T) {
 		require.NotContains(t, w, "more at that instant cannot be read")
 	}
 
-	sim.mu.Lock()
-	for i := range 5 { // processed after the first poll's end, before the second's
-		id := fmt.Sprintf("z%d", i)
-		sim.detections = append(sim.detections, placedDetection{id: id, at: fixedNow.Add(time.Duration(10+10*i) * time.Second)})
-		want[id] = 1
-	}
-	sim.mu.Unlock()
-	for i := 1; i <= 3; i++ {
-		now := fixedNow.Add(time.Duration(i) * time.Minute)
-		plugin.now = func() time.Time { return now }
-		var acc testutil.Accumulator
-		require.NoError(t, plugin.Gather(&acc))
-		require.Empty(t, acc.Errors)
-		countEmitted(&acc, emitted)
-	}
+	addProcessedLater(sim, want) // after the first poll's end, before the second's
+	require.Empty(t, gatherMore(t, plugin, 1, 3, emitted))
 	require.Equal(t, want, emitted, "queries: %q", sim.queries)
 }
 
@@ -234,20 +221,9 @@ func TestSIEMLimitLoweredAfterAnsweringMoreIsNotDetected(t *testing.T) {
 	require.Empty(t, errs)
 	sim.mu.Lock()
 	sim.maxLimit = 3
-	for i := range 5 {
-		id := fmt.Sprintf("z%d", i)
-		sim.detections = append(sim.detections, placedDetection{id: id, at: fixedNow.Add(time.Duration(10+10*i) * time.Second)})
-		want[id] = 1
-	}
 	sim.mu.Unlock()
-	for i := 1; i <= 3; i++ {
-		now := fixedNow.Add(time.Duration(i) * time.Minute)
-		plugin.now = func() time.Time { return now }
-		var acc testutil.Accumulator
-		require.NoError(t, plugin.Gather(&acc))
-		require.Empty(t, acc.Errors)
-		countEmitted(&acc, emitted)
-	}
+	addProcessedLater(sim, want)
+	require.Empty(t, gatherMore(t, plugin, 1, 3, emitted))
 	delete(want, "z0")
 	delete(want, "z1")
 	require.Equal(t, want, emitted, "queries: %q", sim.queries)
