@@ -163,16 +163,5 @@ func TestSIEMDetectionsOfOneAlertShareAPointHundredTimesLessOften(t *testing.T) 
 		return fmt.Sprintf(`{"AlertId":"da637471234567891234_-1234567890","FullId":"da637471234567891234_-1234567890_%d",`+
 			`"Severity":"High","Category":"Ransomware","AlertTime":%q,"LastProcessedTimeUtc":%q}`, part, at, at)
 	}
-	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
-		respond(t, w, []byte("["+detection(255)+","+detection(19060)+"]"))
-	})
-	acc := gatherOK(t, stubbedPlugin(t, server, &testutil.CaptureLogger{}))
-	points := make(map[string][]string)
-	for _, m := range acc.GetTelegrafMetrics() {
-		if id, ok := m.GetField("full_id"); ok {
-			key := fmt.Sprint(m.Name(), m.Tags(), m.Time().UnixNano())
-			points[key] = append(points[key], id.(string))
-		}
-	}
-	require.Len(t, points, 2, "two detections, two points: %v", points)
+	requireOwnPoints(t, "["+detection(255)+","+detection(19060)+"]")
 }

@@ -195,14 +195,7 @@ func TestProxyEchoesItsPassword(t *testing.T) {
 	}()
 
 	logger := &testutil.CaptureLogger{}
-	plugin := withDefaults(&MicrosoftDefender{
-		EndpointURL: "https://alerts.example.com/api/alerts",
-		AuthMethod:  methodAccessToken,
-		AccessToken: config.NewSecret([]byte(testAccessToken)),
-		MaxRetries:  0,
-		Log:         logger,
-		now:         func() time.Time { return fixedNow },
-	})
+	plugin := proxiedPlugin(logger)
 	plugin.HTTPProxyURL = "http://proxyuser:" + url.QueryEscape(testClientSecret) + "@" + listener.Addr().String()
 	require.NoError(t, plugin.Init())
 	msg, _ := gatherError(t, plugin, logger)
@@ -293,7 +286,17 @@ func TestProxyEchoesItsURLWithThePassword(t *testing.T) {
 	}()
 
 	logger := &testutil.CaptureLogger{}
-	plugin := withDefaults(&MicrosoftDefender{
+	plugin := proxiedPlugin(logger)
+	plugin.HTTPProxyURL = "http://proxyuser:" + url.QueryEscape(password) + "@" + listener.Addr().String()
+	require.NoError(t, plugin.Init())
+	msg, _ := gatherError(t, plugin, logger)
+	require.Equal(t, "SIEM API request to alerts.example.com failed: Denied to http://proxyuser:[redacted]@"+listener.Addr().String(), msg)
+}
+
+// proxiedPlugin sends access_token to an https API host no proxy test
+// reaches, without retries: its error is the proxy's answer.
+func proxiedPlugin(logger *testutil.CaptureLogger) *MicrosoftDefender {
+	return withDefaults(&MicrosoftDefender{
 		EndpointURL: "https://alerts.example.com/api/alerts",
 		AuthMethod:  methodAccessToken,
 		AccessToken: config.NewSecret([]byte(testAccessToken)),
@@ -301,8 +304,4 @@ func TestProxyEchoesItsURLWithThePassword(t *testing.T) {
 		Log:         logger,
 		now:         func() time.Time { return fixedNow },
 	})
-	plugin.HTTPProxyURL = "http://proxyuser:" + url.QueryEscape(password) + "@" + listener.Addr().String()
-	require.NoError(t, plugin.Init())
-	msg, _ := gatherError(t, plugin, logger)
-	require.Equal(t, "SIEM API request to alerts.example.com failed: Denied to http://proxyuser:[redacted]@"+listener.Addr().String(), msg)
 }

@@ -108,8 +108,7 @@ type MicrosoftDefender struct {
 	lastGap        time.Duration // the latest gap between polls that shows the interval
 	interval       time.Duration // Telegraf's, as the gaps show it: the poll's deadline; 0 before one is known
 	throttledUntil time.Time     // when the API allows the next request, after a Retry-After longer than a poll
-	answered       int           // the most records one answer held, kept across polls
-	limitCap       int           // known.limitCap, kept across polls
+	service        serviceLimits // what the reader learned of the API, kept across polls
 	stateDirty     bool          // the state file is to be written
 	savedWatermark time.Time     // the watermark the state file holds
 	stateLock      *flock.Flock  // keeps other instances off state_file until Stop
@@ -328,7 +327,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	p := &poll{
 		reader: m.reader, client: m.client, cursor: m.cursor, limiter: m.limiter,
 		log: m.Log, acc: acc, now: m.now, sleep: m.sleep, maxRetries: m.MaxRetries,
-		known: known{perRequest: m.perRequest(), answered: m.answered, limitCap: m.limitCap, unreadable: m.cursor.newestUnreadable,
+		known: known{perRequest: m.perRequest(), service: m.service, unreadable: m.cursor.newestUnreadable,
 			maxBodySize: int64(m.MaxBodySize), log: m.Log},
 		budget: m.MaxAlertsPerGather, deadline: now.Add(interval), delivery: m.delivery,
 	}
@@ -347,7 +346,7 @@ func (m *MicrosoftDefender) Gather(acc telegraf.Accumulator) error {
 	if !p.throttledUntil.IsZero() {
 		m.throttledUntil = p.throttledUntil
 	}
-	m.answered, m.limitCap = p.known.answered, p.known.limitCap
+	m.service = p.known.service
 	if d := m.delivery; d == nil {
 		p.counter.emit(acc, countsAt, now)
 	} else {

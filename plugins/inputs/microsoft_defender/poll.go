@@ -30,12 +30,17 @@ type reader interface {
 // known is what the poll knows beyond one request, for its reader.
 type known struct {
 	perRequest  int                                        // the most records one request may ask for
-	answered    int                                        // the most records one answer to a limit held: the API answers so many
-	limitCap    int                                        // the most the SIEM API answers, once it answered so few with more below
+	service     serviceLimits                              // learned of the API, kept by the plugin across polls
 	unreadable  func(from, to time.Time) (time.Time, bool) // the newest in [from, to]
 	maxBodySize int64                                      // for messages
 	log         telegraf.Logger
 	warned      map[string]bool // warnings given once a poll, by key
+}
+
+// serviceLimits is what the SIEM reader learned of how many detections the API answers.
+type serviceLimits struct {
+	answered int // the most one answer to a limit held: the API answers so many
+	cap      int // the most it answers, once it answered so few with more below; 0: none seen
 }
 
 // warnOncef logs a warning of this kind (key) once a poll.

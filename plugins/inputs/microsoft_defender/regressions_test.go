@@ -166,14 +166,7 @@ func TestSystemProxyEchoesItsPassword(t *testing.T) {
 		return
 	}
 	logger := &testutil.CaptureLogger{}
-	plugin := withDefaults(&MicrosoftDefender{
-		EndpointURL: "https://alerts.example.com/api/alerts",
-		AuthMethod:  methodAccessToken,
-		AccessToken: config.NewSecret([]byte(testAccessToken)),
-		MaxRetries:  0,
-		Log:         logger,
-		now:         func() time.Time { return fixedNow },
-	})
+	plugin := proxiedPlugin(logger)
 	plugin.UseSystemProxy = true
 	require.NoError(t, plugin.Init())
 	msg, _ := gatherError(t, plugin, logger)
@@ -207,18 +200,7 @@ func TestGraphChainLongerThanAPollIsNoWall(t *testing.T) {
 	}, func(m *MicrosoftDefender) {
 		m.PageSize, m.MaxAlertsPerGather, m.MaxRequestsPerMinute = pageSize, 100, 6
 	})
-	emitted := make(map[string]int)
-	for i := range 40 {
-		now := fixedNow.Add(time.Duration(i) * time.Minute)
-		plugin.now = func() time.Time { return now }
-		var acc testutil.Accumulator
-		require.NoError(t, plugin.Gather(&acc))
-		for _, m := range acc.GetTelegrafMetrics() {
-			if id, ok := m.GetField("alert_id"); ok {
-				emitted[id.(string)]++
-			}
-		}
-	}
+	emitted := gatherAlertPolls(t, plugin, 40)
 	require.Equal(t, 1, emitted["later"], "the alert after the instant is read, once: %v", emitted)
 	for i := range versions {
 		require.Equal(t, 1, emitted[fmt.Sprintf("v%02d", i)], "every version of the instant once: %v", emitted)
@@ -264,9 +246,14 @@ func TestSIEMDetectionsOfOneAlertKeepTheirOwnPoints(t *testing.T) {
 		return fmt.Sprintf(`{"AlertId":"da1","FullId":"da1:ioc%d","IocUniqueId":"ioc%d","AlertPart":%d,"Severity":"High","Category":"Ransomware",`+
 			`"AlertTime":%q,"LastProcessedTimeUtc":%q}`, part, part, part, at, at)
 	}
-	server := stub(t, func(w http.ResponseWriter, _ *http.Request) {
-		respond(t, w, []byte("["+detection(1)+","+detection(101)+"]"))
-	})
+	requireOwnPoints(t, "["+detection(1)+","+detection(101)+"]")
+}
+
+// requireOwnPoints reads a SIEM answer of two detections and requires each
+// on a point of its own: measurement, tags and time.
+func requireOwnPoints(t *testing.T, body string) {
+	t.Helper()
+	server := stub(t, func(w http.ResponseWriter, _ *http.Request) { respond(t, w, []byte(body)) })
 	acc := gatherOK(t, stubbedPlugin(t, server, &testutil.CaptureLogger{}))
 	points := make(map[string][]string)
 	for _, m := range acc.GetTelegrafMetrics() {

@@ -98,6 +98,25 @@ func gatherMore(t *testing.T, plugin *MicrosoftDefender, first, polls int, emitt
 	return errs
 }
 
+// gatherAlertPolls runs polls a minute apart from fixedNow and counts how
+// often each Graph alert (alert_id) was emitted.
+func gatherAlertPolls(t *testing.T, plugin *MicrosoftDefender, polls int) map[string]int {
+	t.Helper()
+	emitted := make(map[string]int)
+	for i := range polls {
+		now := fixedNow.Add(time.Duration(i) * time.Minute)
+		plugin.now = func() time.Time { return now }
+		var acc testutil.Accumulator
+		require.NoError(t, plugin.Gather(&acc))
+		for _, m := range acc.GetTelegrafMetrics() {
+			if id, ok := m.GetField("alert_id"); ok {
+				emitted[id.(string)]++
+			}
+		}
+	}
+	return emitted
+}
+
 // addProcessedLater adds five detections z0 to z4 processed in the 50 s
 // after fixedNow (after a first poll's end), each wanted once.
 func addProcessedLater(sim *oddSIEM, want map[string]int) {
@@ -127,18 +146,7 @@ func TestGraphChainWithABudgetBelowAPageIsRead(t *testing.T) {
 		}
 		return skipPage(r, match, pageSize)
 	}, func(m *MicrosoftDefender) { m.PageSize, m.MaxAlertsPerGather = pageSize, 1 })
-	emitted := make(map[string]int)
-	for i := range 10 {
-		now := fixedNow.Add(time.Duration(i) * time.Minute)
-		plugin.now = func() time.Time { return now }
-		var acc testutil.Accumulator
-		require.NoError(t, plugin.Gather(&acc))
-		for _, m := range acc.GetTelegrafMetrics() {
-			if id, ok := m.GetField("alert_id"); ok {
-				emitted[id.(string)]++
-			}
-		}
-	}
+	emitted := gatherAlertPolls(t, plugin, 10)
 	require.Equal(t, map[string]int{"v0": 1, "v1": 1, "v2": 1}, emitted)
 }
 

@@ -102,7 +102,7 @@ func (r *siemReader) next(c *chunk, k *known) *request {
 		return nil
 	}
 	ask := &siemAsk{since: c.From, until: c.To, limit: k.perRequest}
-	for _, lower := range []int{c.siem.sizeCap, k.limitCap} {
+	for _, lower := range []int{c.siem.sizeCap, k.service.cap} {
 		if lower > 0 {
 			ask.limit = min(ask.limit, lower)
 		}
@@ -119,7 +119,7 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 	w := &c.siem
 	ask := w.asked
 	if ask.limit > 0 { // a service may lower only a limit sent: an instant read whole says nothing of it
-		k.answered = max(k.answered, a.decoded)
+		k.service.answered = max(k.service.answered, a.decoded)
 	}
 	unreadable := a.class == failUnreadable
 	if a.err == nil && !w.coarse && w.lacksTop(ask, a) {
@@ -135,7 +135,7 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 		if unreadable {
 			return c.siem.passOver(ask.until)
 		}
-		if k.limitCap > 0 && a.decoded == k.limitCap { // no bound splits an instant; more shows no limit held it
+		if k.service.cap > 0 && a.decoded == k.service.cap { // no bound splits an instant; more shows no limit held it
 			k.log.Warnf("The SIEM API answered %d detections at %s, the most it answers a request: more at that instant cannot be read",
 				a.decoded, ask.until.Format(time.RFC3339Nano))
 		}
@@ -176,10 +176,10 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 			w.reasked = full.limit
 			return progress{}
 		}
-		k.limitCap = ask.full.limit
+		k.service.cap = full.limit
 		k.log.Warnf("The SIEM API answered %d detections to limit=%d with more below them: it answers at most %[1]d a request, "+
-			"which every request asks for from now on (page_size = %[1]d asks so from the start)", ask.full.limit, ask.full.asked)
-		return r.onFull(c, ask.full, k)
+			"which every request asks for from now on (page_size = %[1]d asks so from the start)", full.limit, full.asked)
+		return r.onFull(c, full, k)
 	}
 	err := a.err
 	switch {
@@ -201,7 +201,7 @@ func (r *siemReader) after(c *chunk, a *answer, k *known) progress {
 	}
 	// Coarse answers may hold repeats above until: the walk goes on from no higher than until.
 	full := &fullAnswer{limit: min(a.decoded, ask.limit), asked: ask.limit, oldest: minTime(a.oldest, ask.until), newest: minTime(a.newest, ask.until)}
-	if a.decoded < ask.limit && a.decoded >= k.answered && a.inWindow > 0 && full.oldest.After(ask.since) {
+	if a.decoded < ask.limit && a.decoded >= k.service.answered && a.inWindow > 0 && full.oldest.After(ask.since) {
 		// The API documents no most for limit: a short answer, as long as any yet, is the whole window once
 		// nothing lies below it, nor more at its oldest instant, which a lowered limit cuts too.
 		below := &siemAsk{since: ask.since, until: full.oldest, limit: ask.limit, step: siemBelow, known: ask.known, full: full}
